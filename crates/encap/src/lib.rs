@@ -1,1 +1,40 @@
+//! Sans-IO VXLAN (RFC 7348) wire code for vxnet.
+//!
+//! Nothing here touches a socket, a clock or `unsafe`: every function takes bytes and returns bytes,
+//! typed facts or a typed error, so the whole crate is testable (and fuzzable) without root.
+//!
+//! - [`wire`]: zero-copy views over VXLAN, UDP, IPv4, IPv6 and Ethernet headers (smoltcp style:
+//!   `new_checked` validates the length once, after which no accessor can panic) and their `Repr`s.
+//! - [`encap`]: writes outer headers *in front of* a frame that already sits in a buffer with
+//!   headroom, so the cost does not depend on the frame size.
+//! - [`decap`]: validates a received datagram (or a whole outer packet) and returns VNI + inner frame.
+//! - [`inner`]: the inner-frame facts a forwarder needs (MACs, EtherType, 802.1Q tag).
+//! - [`flow`]: the flow hash that picks the outer UDP source port.
 #![forbid(unsafe_code)]
+
+pub mod checksum;
+pub mod decap;
+pub mod encap;
+mod error;
+pub mod flow;
+pub mod inner;
+mod mac;
+mod vni;
+pub mod wire;
+
+pub use decap::{decapsulate, decapsulate_ethernet, decapsulate_ip, Decapsulated, OuterPacket};
+pub use encap::{encapsulate, Encapsulation, IpPair, OuterStack, UdpChecksum, MAX_OUTER_LEN};
+pub use error::{DecapError, EncapError, Layer};
+pub use flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
+pub use inner::InnerFrame;
+pub use mac::{MacAddr, MacParseError};
+pub use vni::{Vni, VniError};
+
+/// The IANA-assigned VXLAN UDP port (RFC 7348 §5).
+pub const DEFAULT_PORT: u16 = 4789;
+/// The pre-IANA port the Linux kernel uses when `dstport` is not given (and flannel still uses).
+pub const LINUX_LEGACY_PORT: u16 = 8472;
+/// Outer bytes a VXLAN packet adds over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const OVERHEAD_IPV4: usize = 50;
+/// Outer bytes a VXLAN packet adds over IPv6: outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const OVERHEAD_IPV6: usize = 70;

@@ -1,0 +1,74 @@
+use thiserror::Error;
+
+/// The protocol layer a length or format problem was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    OuterEthernet,
+    OuterIpv4,
+    OuterIpv6,
+    OuterUdp,
+    Vxlan,
+    InnerEthernet,
+    InnerVlan,
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layer::OuterEthernet => "outer Ethernet",
+            Layer::OuterIpv4 => "outer IPv4",
+            Layer::OuterIpv6 => "outer IPv6",
+            Layer::OuterUdp => "outer UDP",
+            Layer::Vxlan => "VXLAN",
+            Layer::InnerEthernet => "inner Ethernet",
+            Layer::InnerVlan => "inner 802.1Q",
+        })
+    }
+}
+
+/// Why a received packet is not a usable VXLAN packet. Every variant is a drop reason the data
+/// plane counts separately, so they stay distinct rather than collapsing into "malformed".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum DecapError {
+    #[error("{layer} header truncated: {required} bytes required, {actual} present")]
+    Truncated {
+        layer: Layer,
+        required: usize,
+        actual: usize,
+    },
+    #[error("VXLAN I flag is clear (flags byte {flags:#04x})")]
+    MissingIFlag { flags: u8 },
+    #[error("outer EtherType {ethertype:#06x} is neither IPv4 nor IPv6")]
+    NotIp { ethertype: u16 },
+    #[error("outer IPv4 header is malformed: {reason}")]
+    BadIpv4Header { reason: &'static str },
+    #[error("outer IPv4 header checksum is wrong")]
+    BadIpv4Checksum,
+    #[error("outer IPv4 packet is a fragment (VTEPs must not fragment)")]
+    Fragmented,
+    #[error("outer IP protocol {protocol} is not UDP")]
+    NotUdp { protocol: u8 },
+    #[error(
+        "outer UDP length {udp_len} disagrees with the {available} bytes the IP header carries"
+    )]
+    BadUdpLength { udp_len: usize, available: usize },
+    #[error("outer UDP checksum is wrong")]
+    BadUdpChecksum,
+    #[error("outer UDP checksum is zero over IPv6 (RFC 6935 exemption not enabled)")]
+    ZeroUdpChecksumIpv6,
+}
+
+/// Why a frame could not be encapsulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum EncapError {
+    #[error("{needed} bytes of headroom needed in front of the frame, {available} available")]
+    NoHeadroom { needed: usize, available: usize },
+    #[error("inner frame of {len} bytes is shorter than an Ethernet header")]
+    InnerTooShort { len: usize },
+    #[error(
+        "encapsulated packet of {len} bytes exceeds the {limit}-byte limit of the outer header"
+    )]
+    TooLong { len: usize, limit: usize },
+    #[error("outer addresses mix IPv4 and IPv6")]
+    MixedAddressFamilies,
+}

@@ -1,0 +1,145 @@
+//! The fixed IPv6 header (RFC 8200). Extension headers are not used by VXLAN senders and a packet
+//! whose next header is not UDP is reported as such.
+
+use std::net::Ipv6Addr;
+
+use crate::error::{DecapError, Layer};
+
+pub const IPV6_HEADER_LEN: usize = 40;
+
+pub mod field {
+    use std::ops::Range;
+    pub const VER_TC_FLOW: Range<usize> = 0..4;
+    pub const PAYLOAD_LEN: Range<usize> = 4..6;
+    pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
+    pub const SRC_ADDR: Range<usize> = 8..24;
+    pub const DST_ADDR: Range<usize> = 24..40;
+}
+
+#[derive(Debug, Clone)]
+pub struct Ipv6Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv6Packet<T> {
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Ipv6Packet { buffer }
+    }
+
+    pub fn new_checked(buffer: T) -> Result<Self, DecapError> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    pub fn check_len(&self) -> Result<(), DecapError> {
+        let actual = self.buffer.as_ref().len();
+        if actual < IPV6_HEADER_LEN {
+            return Err(DecapError::Truncated {
+                layer: Layer::OuterIpv6,
+                required: IPV6_HEADER_LEN,
+                actual,
+            });
+        }
+        let required = IPV6_HEADER_LEN + self.payload_len() as usize;
+        if actual < required {
+            return Err(DecapError::Truncated {
+                layer: Layer::OuterIpv6,
+                required,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    fn first_word(&self) -> u32 {
+        let b = &self.bytes()[field::VER_TC_FLOW];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    pub fn version(&self) -> u8 {
+        (self.first_word() >> 28) as u8
+    }
+
+    pub fn traffic_class(&self) -> u8 {
+        (self.first_word() >> 20) as u8
+    }
+
+    pub fn flow_label(&self) -> u32 {
+        self.first_word() & 0x000F_FFFF
+    }
+
+    pub fn payload_len(&self) -> u16 {
+        let b = &self.bytes()[field::PAYLOAD_LEN];
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    pub fn next_header(&self) -> u8 {
+        self.bytes()[field::NEXT_HEADER]
+    }
+
+    pub fn hop_limit(&self) -> u8 {
+        self.bytes()[field::HOP_LIMIT]
+    }
+
+    pub fn src_addr(&self) -> Ipv6Addr {
+        addr(&self.bytes()[field::SRC_ADDR])
+    }
+
+    pub fn dst_addr(&self) -> Ipv6Addr {
+        addr(&self.bytes()[field::DST_ADDR])
+    }
+}
+
+fn addr(bytes: &[u8]) -> Ipv6Addr {
+    let mut octets = [0u8; 16];
+    octets.copy_from_slice(bytes);
+    Ipv6Addr::from(octets)
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv6Packet<&'a T> {
+    pub fn payload(&self) -> &'a [u8] {
+        let buffer = self.buffer.as_ref();
+        &buffer[IPV6_HEADER_LEN..IPV6_HEADER_LEN + self.payload_len() as usize]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Repr {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    pub flow_label: u32,
+}
+
+impl Ipv6Repr {
+    pub fn parse<T: AsRef<[u8]>>(packet: &Ipv6Packet<T>) -> Self {
+        Ipv6Repr {
+            src: packet.src_addr(),
+            dst: packet.dst_addr(),
+            next_header: packet.next_header(),
+            hop_limit: packet.hop_limit(),
+            traffic_class: packet.traffic_class(),
+            flow_label: packet.flow_label(),
+        }
+    }
+
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Ipv6Packet<T>, payload_len: u16) {
+        let first =
+            (6u32 << 28) | ((self.traffic_class as u32) << 20) | (self.flow_label & 0xF_FFFF);
+        let b = packet.buffer.as_mut();
+        b[field::VER_TC_FLOW].copy_from_slice(&first.to_be_bytes());
+        b[field::PAYLOAD_LEN].copy_from_slice(&payload_len.to_be_bytes());
+        b[field::NEXT_HEADER] = self.next_header;
+        b[field::HOP_LIMIT] = self.hop_limit;
+        b[field::SRC_ADDR].copy_from_slice(&self.src.octets());
+        b[field::DST_ADDR].copy_from_slice(&self.dst.octets());
+    }
+}
