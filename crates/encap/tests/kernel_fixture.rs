@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Byte-for-byte agreement with the Linux kernel's vxlan driver.
 //!
 //! The fixtures were captured by `scripts/capture-kernel-fixture.sh`: two network namespaces joined

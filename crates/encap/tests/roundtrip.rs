@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Property tests: whatever goes in comes back out, and every malformed length is named exactly.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Reads the committed pcap fixtures (classic pcap, as tcpdump writes them).
 
 use pcap_parser::traits::PcapReaderIterator;
