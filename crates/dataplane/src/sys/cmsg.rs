@@ -156,12 +156,24 @@ mod tests {
     fn gro_decode_among_other_messages() {
         let mut b = CmsgBuf::default();
         let a = encode(&mut b.0, libc::SOL_IP, libc::IP_TOS, &[0x10]).unwrap();
-        let g = encode(&mut b.0[a..], libc::SOL_UDP, libc::UDP_GRO, &1448i32.to_ne_bytes()).unwrap();
+        let g = encode(
+            &mut b.0[a..],
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            &1448i32.to_ne_bytes(),
+        )
+        .unwrap();
         assert_eq!(decode_udp_gro(&b.0[..a + g]), Some(1448));
         assert_eq!(decode_udp_gro(&b.0[..a]), None);
         // Out-of-range value for a u16 segment size is ignored, not truncated.
         let mut c = CmsgBuf::default();
-        let n = encode(&mut c.0, libc::SOL_UDP, libc::UDP_GRO, &70000i32.to_ne_bytes()).unwrap();
+        let n = encode(
+            &mut c.0,
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            &70000i32.to_ne_bytes(),
+        )
+        .unwrap();
         assert_eq!(decode_udp_gro(&c.0[..n]), None);
     }
 

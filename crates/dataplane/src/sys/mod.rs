@@ -60,7 +60,11 @@ pub(crate) fn ifreq_named(name: &str) -> libc::ifreq {
     // SAFETY: `ifreq` is a plain C struct (a char array and a union of integers, sockaddrs and a
     // pointer); all-zero bytes are a valid value for every field.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes().take(MAX_IFNAME_LEN)) {
+    for (dst, src) in ifr
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(MAX_IFNAME_LEN))
+    {
         *dst = src as libc::c_char;
     }
     ifr

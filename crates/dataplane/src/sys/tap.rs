@@ -470,7 +470,10 @@ mod tests {
         longer.extend_from_slice(&[0xff; 20]);
         assert_eq!(VirtioNetHdr::from_bytes(&longer), Some(h));
         assert_eq!(VirtioNetHdr::from_bytes(&b[..9]), None);
-        assert_eq!(VirtioNetHdr::from_bytes(&[0; 10]), Some(VirtioNetHdr::default()));
+        assert_eq!(
+            VirtioNetHdr::from_bytes(&[0; 10]),
+            Some(VirtioNetHdr::default())
+        );
     }
 
     #[test]
@@ -489,10 +492,10 @@ mod tests {
 
     #[test]
     fn ioctl_numbers_match_notes() {
-        assert_eq!(libc::TUNSETIFF as u64, 0x400454ca);
-        assert_eq!(libc::TUNSETOFFLOAD as u64, 0x400454d0);
-        assert_eq!(libc::TUNSETVNETHDRSZ as u64, 0x400454d8);
-        assert_eq!(libc::TUNGETFEATURES as u64, 0x800454cf);
+        assert_eq!(libc::TUNSETIFF, 0x400454ca);
+        assert_eq!(libc::TUNSETOFFLOAD, 0x400454d0);
+        assert_eq!(libc::TUNSETVNETHDRSZ, 0x400454d8);
+        assert_eq!(libc::TUNGETFEATURES, 0x800454cf);
     }
 
     #[test]
