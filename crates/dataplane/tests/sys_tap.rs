@@ -57,7 +57,10 @@ fn multi_queue_tap_appears_in_sysfs_and_vanishes_on_drop() {
     }
 
     drop(tap);
-    assert!(!Path::new(&sysfs).exists(), "non-persistent TAP must vanish with its fds");
+    assert!(
+        !Path::new(&sysfs).exists(),
+        "non-persistent TAP must vanish with its fds"
+    );
 }
 
 #[test]
@@ -89,18 +92,15 @@ fn configure_tap_and_read_back() {
             .collect::<Vec<_>>()
             .join(":");
         assert_eq!(link["address"], mac_str.as_str());
-        assert!(link["flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f == "UP"));
+        assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
 
         let addrs = &ip_json(&["addr", "show", "dev", &name])[0]["addr_info"];
-        let has = |family: &str, local: &str, prefix: u64| {
-            addrs.as_array().unwrap().iter().any(|a| {
-                a["family"] == family && a["local"] == local && a["prefixlen"] == prefix
-            })
-        };
+        let has =
+            |family: &str, local: &str, prefix: u64| {
+                addrs.as_array().unwrap().iter().any(|a| {
+                    a["family"] == family && a["local"] == local && a["prefixlen"] == prefix
+                })
+            };
         assert!(has("inet", "198.18.7.1", 24), "{addrs}");
         assert!(has("inet6", "fd00:7878::1", 64), "{addrs}");
 
@@ -167,16 +167,26 @@ fn offload_probe_accepts_tso() {
         return;
     }
     let features = tun_features().unwrap();
-    assert!(features.tap() && features.vnet_hdr() && features.multi_queue(), "{features:?}");
+    assert!(
+        features.tap() && features.vnet_hdr() && features.multi_queue(),
+        "{features:?}"
+    );
     in_private_netns(|| {
         let name = unique_tap_name();
         let tap = Tap::open(&cfg(&name, true, 1)).unwrap();
         let got = tap.probe_offloads().unwrap();
         println!(
             "offloads accepted: {got} (USO {})",
-            if got.contains(Offloads::USO4 | Offloads::USO6) { "accepted" } else { "refused" }
+            if got.contains(Offloads::USO4 | Offloads::USO6) {
+                "accepted"
+            } else {
+                "refused"
+            }
         );
-        assert!(got.contains(Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6), "{got}");
+        assert!(
+            got.contains(Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6),
+            "{got}"
+        );
         // Explicitly turning them off works too.
         tap.set_offloads(Offloads::NONE).unwrap();
 
@@ -228,7 +238,8 @@ fn frames_carry_vnet_header_both_ways() {
 
         // A datagram to a neighbour in the TAP's subnet (inside this private namespace) makes the
         // kernel ARP for it out of the TAP.
-        let sock = UdpSocket::bind("198.18.9.1:0".parse().unwrap(), &UdpOptions::default()).unwrap();
+        let sock =
+            UdpSocket::bind("198.18.9.1:0".parse().unwrap(), &UdpOptions::default()).unwrap();
         let peer: SocketAddr = "198.18.9.2:7777".parse().unwrap();
         sock.send_to(b"hello through the tap", peer).unwrap();
 
@@ -257,7 +268,9 @@ fn frames_carry_vnet_header_both_ways() {
         reply.extend_from_slice(&our_mac);
         reply.extend_from_slice(&[198, 18, 9, 1]);
         let vh = VirtioNetHdr::default().to_bytes();
-        let n = q.writev(&[IoSlice::new(&vh), IoSlice::new(&reply)]).unwrap();
+        let n = q
+            .writev(&[IoSlice::new(&vh), IoSlice::new(&reply)])
+            .unwrap();
         assert_eq!(n, VNET_HDR_LEN + reply.len());
 
         let udp = read_until(q, Duration::from_secs(5), |f| {

@@ -10,12 +10,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// `CI=true` the test fails (a CI that silently skips proves nothing); elsewhere it prints why and
 /// the caller returns early.
 pub fn privileged(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     let tun = Path::new("/dev/net/tun").exists();
     if root && tun {
         return true;
     }
-    let why = if !root { "not running as root" } else { "/dev/net/tun missing" };
+    let why = if !root {
+        "not running as root"
+    } else {
+        "/dev/net/tun missing"
+    };
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: cannot run privileged test under CI=true: {why}");
     }
@@ -34,8 +40,7 @@ pub fn unique_tap_name() -> String {
 /// vanishes with it. Panics in `f` are propagated to the test.
 pub fn in_private_netns<F: FnOnce() + Send + 'static>(f: F) {
     let handle = std::thread::spawn(move || {
-        vxnet_dataplane::sys::unshare_netns_for_current_thread()
-            .expect("unshare(CLONE_NEWNET)");
+        vxnet_dataplane::sys::unshare_netns_for_current_thread().expect("unshare(CLONE_NEWNET)");
         f();
     });
     if let Err(panic) = handle.join() {
@@ -68,7 +73,11 @@ pub fn link_exists(name: &str) -> bool {
 
 /// `ip -j <args>` parsed as JSON (run from the calling thread, so in its namespace).
 pub fn ip_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new("ip").arg("-j").args(args).output().expect("run ip");
+    let out = Command::new("ip")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("run ip");
     assert!(
         out.status.success(),
         "ip -j {args:?}: {}",
