@@ -1,1 +1,3 @@
 //! The vxnet engine.
+
+pub mod sys;

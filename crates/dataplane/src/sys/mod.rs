@@ -1,0 +1,134 @@
+//! Everything that talks to the kernel below `std`: TAP devices, interface configuration ioctls,
+//! batched UDP I/O and waiting. This is the only module of vxnet that contains `unsafe`; the rest of
+//! the engine sees safe types (`Tap`, `TapQueue`, `UdpSocket`, `RecvBatch`, `SendBatch`, `PollSet`,
+//! `EventFd`) and typed errors that print as one line.
+//!
+//! Linux only. The submodules each own one kernel facility:
+//! - [`tap`]: `/dev/net/tun`, virtio-net header and offload negotiation;
+//! - [`iface`]: `SIOC*` ioctls (flags, MTU, addresses) and `getifaddrs`;
+//! - [`udp`]: sockets, `recvmmsg`/`sendmmsg`, UDP GSO/GRO;
+//! - [`cmsg`]: pure encode/decode of ancillary data (no `unsafe`);
+//! - [`poll`]: `poll(2)` and `eventfd(2)`.
+
+pub mod cmsg;
+pub mod iface;
+pub mod poll;
+pub mod tap;
+pub mod udp;
+
+use std::io;
+
+/// Longest interface name the kernel keeps (`IFNAMSIZ` minus the NUL).
+pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
+
+/// Why an interface name was refused before it reached the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid interface name {name:?}: {reason}")]
+pub struct InvalidIfName {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+/// Checks `name` the way the kernel's `dev_valid_name()` does, so that a long name is an error
+/// instead of being silently cut at 15 bytes by a fixed-size `ifr_name`.
+pub fn validate_ifname(name: &str) -> Result<(), InvalidIfName> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name.len() > MAX_IFNAME_LEN {
+        Some("longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("reserved name")
+    } else if name
+        .bytes()
+        .any(|b| b == 0 || b == b'/' || b == b':' || b.is_ascii_whitespace())
+    {
+        Some("contains NUL, '/', ':' or whitespace")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(InvalidIfName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Builds a zeroed `ifreq` carrying `name`. The name must already be validated.
+pub(crate) fn ifreq_named(name: &str) -> libc::ifreq {
+    // SAFETY: `ifreq` is a plain C struct (a char array and a union of integers, sockaddrs and a
+    // pointer); all-zero bytes are a valid value for every field.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(MAX_IFNAME_LEN))
+    {
+        *dst = src as libc::c_char;
+    }
+    ifr
+}
+
+/// Reads the NUL-terminated name back out of an `ifreq` (the kernel fills it in for `%d` names).
+pub(crate) fn ifreq_name(ifr: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Moves the calling thread (only) into a new, anonymous network namespace.
+///
+/// Used by the integration tests to get a private, empty network stack: the namespace and every
+/// device created in it disappear when the thread exits and the last fd into it is closed, so no
+/// cleanup can be missed. Needs CAP_SYS_ADMIN.
+pub fn unshare_netns_for_current_thread() -> io::Result<()> {
+    // SAFETY: unshare(2) takes only flags; CLONE_NEWNET is allowed in a multi-threaded process and
+    // affects only the calling thread.
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// Turns a libc `-1 + errno` return into an `io::Result`.
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Same as [`cvt`] for calls returning `ssize_t`.
+pub(crate) fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_validation() {
+        assert!(validate_ifname("vxt0").is_ok());
+        assert!(validate_ifname("abcdefghijklmno").is_ok()); // 15 bytes
+        assert!(validate_ifname("abcdefghijklmnop").is_err()); // 16 bytes
+        assert!(validate_ifname("").is_err());
+        assert!(validate_ifname("a/b").is_err());
+        assert!(validate_ifname("a b").is_err());
+        assert!(validate_ifname("..").is_err());
+    }
+
+    #[test]
+    fn ifreq_name_round_trip() {
+        let ifr = ifreq_named("vxt%d");
+        assert_eq!(ifreq_name(&ifr), "vxt%d");
+    }
+}

@@ -1,0 +1,519 @@
+//! TAP devices through `/dev/net/tun`.
+//!
+//! Lifetime: a TAP that this process *creates* is non-persistent, so the kernel deletes it when
+//! the last queue fd closes — dropping the [`Tap`] (or every [`TapQueue`]) is how vxnet removes
+//! it on exit, even after a crash. A TAP that already existed (made persistent with
+//! `ip tuntap add`) is only attached to and stays; [`Tap::existed`] tells the two apart.
+
+use std::fs::OpenOptions;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use super::{cvt, cvt_size, ifreq_name, ifreq_named, validate_ifname, InvalidIfName};
+
+const TUN_PATH: &str = "/dev/net/tun";
+
+/// Size of the virtio-net header in front of every frame when `vnet_hdr` is on.
+///
+/// We use the plain 10-byte `struct virtio_net_hdr` (the kernel's default for IFF_VNET_HDR) and
+/// set it explicitly, because the size is a per-device setting a previous user of a persistent TAP
+/// may have changed. The 12-byte `virtio_net_hdr_mrg_rxbuf` only adds `num_buffers`, which means
+/// nothing to a TAP reader that always supplies one large buffer.
+pub const VNET_HDR_LEN: usize = 10;
+
+/// Errors opening or configuring a TAP; each prints as one line naming the device.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error(transparent)]
+    InvalidName(#[from] InvalidIfName),
+    #[error("{TUN_PATH} does not exist (is the tun module loaded? try `modprobe tun`)")]
+    NoTunDevice,
+    #[error("not permitted to open {TUN_PATH} or create TAP devices (run as root or with CAP_NET_ADMIN)")]
+    NotPermitted,
+    #[error("invalid TAP configuration for {name:?}: {reason}")]
+    InvalidConfig { name: String, reason: &'static str },
+    #[error("cannot open TAP {name:?}: {source}{hint}", hint = open_hint(source))]
+    Open { name: String, source: io::Error },
+    #[error("cannot configure TAP {name:?} ({what}): {source}")]
+    Configure {
+        name: String,
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+fn open_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EBUSY) => " (already attached by another process, or queue count differs)",
+        Some(libc::EINVAL) => {
+            " (an interface with this name exists but is not a TAP with the same flags)"
+        }
+        _ => "",
+    }
+}
+
+/// What is asked of [`Tap::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapConfig {
+    /// Interface name, at most 15 bytes; a `%d` in it lets the kernel pick a number.
+    pub name: String,
+    /// Put a [`VirtioNetHdr`] in front of every frame read and written (IFF_VNET_HDR); needed for
+    /// any offload.
+    pub vnet_hdr: bool,
+    /// Number of queues; 1 opens a single-queue TAP, more sets IFF_MULTI_QUEUE and opens one fd per
+    /// queue.
+    pub queues: usize,
+}
+
+/// An open TAP device: one [`TapQueue`] per queue.
+#[derive(Debug)]
+pub struct Tap {
+    name: String,
+    existed: bool,
+    vnet_hdr: bool,
+    queues: Vec<TapQueue>,
+}
+
+impl Tap {
+    /// Opens (or creates) the TAP described by `cfg`. All queues are nonblocking and close-on-exec.
+    pub fn open(cfg: &TapConfig) -> Result<Tap, TapError> {
+        validate_ifname(&cfg.name)?;
+        if cfg.queues == 0 {
+            return Err(TapError::InvalidConfig {
+                name: cfg.name.clone(),
+                reason: "queues must be at least 1",
+            });
+        }
+        // Checked before TUNSETIFF, which creates the device if missing. A `%d` pattern never names an
+        // existing device, and a racing creator only makes us report "created" for a device that
+        // will then be persistent (or not) on its own terms.
+        let existed = !cfg.name.contains('%') && super::iface::if_index(&cfg.name).is_ok();
+
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+        if cfg.vnet_hdr {
+            flags |= libc::IFF_VNET_HDR;
+        }
+        if cfg.queues > 1 {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+
+        let mut name = cfg.name.clone();
+        let mut queues = Vec::with_capacity(cfg.queues);
+        for _ in 0..cfg.queues {
+            // Later queues use the name the kernel reported for the first one (resolves `%d`).
+            let (fd, actual) = open_queue(&name, flags)?;
+            name = actual;
+            let q = TapQueue { fd };
+            if cfg.vnet_hdr {
+                q.set_vnet_hdr_len(VNET_HDR_LEN)
+                    .map_err(|source| TapError::Configure {
+                        name: name.clone(),
+                        what: "TUNSETVNETHDRSZ",
+                        source,
+                    })?;
+            }
+            queues.push(q);
+        }
+        Ok(Tap {
+            name,
+            existed,
+            vnet_hdr: cfg.vnet_hdr,
+            queues,
+        })
+    }
+
+    /// The interface name as the kernel knows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True if the device existed before `open` (a persistent TAP we attached to): it will not be
+    /// deleted when we close it. False means we created it and it vanishes with our last fd.
+    pub fn existed(&self) -> bool {
+        self.existed
+    }
+
+    /// Whether frames carry a [`VirtioNetHdr`] of [`VNET_HDR_LEN`] bytes.
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+
+    pub fn queues(&self) -> &[TapQueue] {
+        &self.queues
+    }
+
+    /// Hands the queues to the workers; the device lives as long as any of them.
+    pub fn into_queues(self) -> Vec<TapQueue> {
+        self.queues
+    }
+
+    /// Sets exactly `offloads` (TUNSETOFFLOAD is per device, so any queue will do).
+    pub fn set_offloads(&self, offloads: Offloads) -> Result<(), TapError> {
+        self.first_queue()
+            .set_offloads(offloads)
+            .map_err(|source| TapError::Configure {
+                name: self.name.clone(),
+                what: "TUNSETOFFLOAD",
+                source,
+            })
+    }
+
+    /// Enables the offloads the kernel accepts, best first, and returns what is in force:
+    /// CSUM|TSO4|TSO6 (which the kernel only accepts together with CSUM), plus USO4|USO6 (both at
+    /// once) where supported. A kernel that refuses a set answers EINVAL without changing
+    /// anything, so each step down is a clean retry. Without a vnet header no offload can be
+    /// described per frame, so this turns them all off and returns [`Offloads::NONE`].
+    pub fn probe_offloads(&self) -> Result<Offloads, TapError> {
+        if !self.vnet_hdr {
+            self.set_offloads(Offloads::NONE)?;
+            return Ok(Offloads::NONE);
+        }
+        let base = Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6;
+        let candidates = [base | Offloads::USO4 | Offloads::USO6, base, Offloads::CSUM];
+        let q = self.first_queue();
+        for want in candidates {
+            match q.set_offloads(want) {
+                Ok(()) => return Ok(want),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => continue,
+                Err(source) => {
+                    return Err(TapError::Configure {
+                        name: self.name.clone(),
+                        what: "TUNSETOFFLOAD",
+                        source,
+                    })
+                }
+            }
+        }
+        self.set_offloads(Offloads::NONE)?;
+        Ok(Offloads::NONE)
+    }
+
+    fn first_queue(&self) -> &TapQueue {
+        // `open` refuses zero queues and the Vec is never shrunk while `self` exists.
+        &self.queues[0]
+    }
+}
+
+fn open_tun() -> Result<OwnedFd, TapError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(TUN_PATH)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => TapError::NoTunDevice,
+            Some(libc::EPERM) | Some(libc::EACCES) => TapError::NotPermitted,
+            _ => TapError::Open {
+                name: TUN_PATH.to_owned(),
+                source: e,
+            },
+        })?;
+    Ok(OwnedFd::from(file))
+}
+
+fn open_queue(name: &str, flags: libc::c_int) -> Result<(OwnedFd, String), TapError> {
+    let fd = open_tun()?;
+    let mut ifr = ifreq_named(name);
+    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+    // SAFETY: `fd` is an open /dev/net/tun descriptor and TUNSETIFF reads and writes one `ifreq`,
+    // which `ifr` is and which outlives the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
+    cvt(ret).map_err(|source| match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => TapError::NotPermitted,
+        _ => TapError::Open {
+            name: name.to_owned(),
+            source,
+        },
+    })?;
+    Ok((fd, ifreq_name(&ifr)))
+}
+
+/// Flags the running kernel's TUN driver supports (TUNGETFEATURES), e.g. to check for
+/// IFF_MULTI_QUEUE or IFF_VNET_HDR before asking for them.
+pub fn tun_features() -> Result<TunFeatures, TapError> {
+    let fd = open_tun()?;
+    let mut features: libc::c_uint = 0;
+    // SAFETY: TUNGETFEATURES writes one `unsigned int` through the pointer, which points at a live
+    // local of that type.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETFEATURES, &mut features) };
+    cvt(ret).map_err(|source| TapError::Configure {
+        name: TUN_PATH.to_owned(),
+        what: "TUNGETFEATURES",
+        source,
+    })?;
+    Ok(TunFeatures(features))
+}
+
+/// The IFF_* flags reported by TUNGETFEATURES.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunFeatures(pub u32);
+
+impl TunFeatures {
+    pub fn tap(self) -> bool {
+        self.0 & libc::IFF_TAP as u32 != 0
+    }
+    pub fn vnet_hdr(self) -> bool {
+        self.0 & libc::IFF_VNET_HDR as u32 != 0
+    }
+    pub fn multi_queue(self) -> bool {
+        self.0 & libc::IFF_MULTI_QUEUE as u32 != 0
+    }
+}
+
+/// One queue of a TAP: a nonblocking fd that reads and writes whole Ethernet frames (each preceded
+/// by a [`VirtioNetHdr`] when the TAP has `vnet_hdr`). Reads return `WouldBlock` when empty.
+#[derive(Debug)]
+pub struct TapQueue {
+    fd: OwnedFd,
+}
+
+impl TapQueue {
+    /// Reads one frame (or TSO superframe); a buffer shorter than the frame gets it truncated, so
+    /// with offloads on use at least 65550 bytes (64 KiB + headers).
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call and
+        // the fd is owned by `self`.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        cvt_size(n)
+    }
+
+    /// Writes one frame.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        cvt_size(n)
+    }
+
+    /// Writes one frame gathered from `parts` (e.g. a virtio header and the frame) without copying
+    /// them together; the TAP treats one writev as one frame.
+    pub fn writev(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        let count = parts.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        // SAFETY: `IoSlice` is documented to be ABI compatible with `struct iovec` on Unix, and every
+        // slice it refers to stays borrowed (valid for reads) for the duration of the call.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), parts.as_ptr().cast(), count) };
+        cvt_size(n)
+    }
+
+    fn set_vnet_hdr_len(&self, len: usize) -> io::Result<()> {
+        let len = len as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points at a live local.
+        let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &len) };
+        cvt(ret).map(drop)
+    }
+
+    fn set_offloads(&self, offloads: Offloads) -> io::Result<()> {
+        // TUNSETOFFLOAD takes the flags by value, not through a pointer.
+        let arg = offloads.bits() as libc::c_ulong;
+        // SAFETY: the ioctl takes an integer argument and touches no user memory.
+        let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETOFFLOAD, arg) };
+        cvt(ret).map(drop)
+    }
+}
+
+impl AsFd for TapQueue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for TapQueue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// TUN_F_* offload flags accepted by TUNSETOFFLOAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Offloads(u32);
+
+impl Offloads {
+    pub const NONE: Offloads = Offloads(0);
+    /// The reader/writer handles partial checksums (NEEDS_CSUM).
+    pub const CSUM: Offloads = Offloads(libc::TUN_F_CSUM);
+    pub const TSO4: Offloads = Offloads(libc::TUN_F_TSO4);
+    pub const TSO6: Offloads = Offloads(libc::TUN_F_TSO6);
+    pub const TSO_ECN: Offloads = Offloads(libc::TUN_F_TSO_ECN);
+    pub const USO4: Offloads = Offloads(libc::TUN_F_USO4);
+    pub const USO6: Offloads = Offloads(libc::TUN_F_USO6);
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    pub const fn from_bits(bits: u32) -> Offloads {
+        Offloads(bits)
+    }
+    pub const fn contains(self, other: Offloads) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for Offloads {
+    type Output = Offloads;
+    fn bitor(self, rhs: Offloads) -> Offloads {
+        Offloads(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Offloads {
+    fn bitor_assign(&mut self, rhs: Offloads) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl std::fmt::Display for Offloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [(Offloads, &str); 6] = [
+            (Offloads::CSUM, "CSUM"),
+            (Offloads::TSO4, "TSO4"),
+            (Offloads::TSO6, "TSO6"),
+            (Offloads::TSO_ECN, "TSO_ECN"),
+            (Offloads::USO4, "USO4"),
+            (Offloads::USO6, "USO6"),
+        ];
+        let mut first = true;
+        for (flag, name) in NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// `struct virtio_net_hdr` (legacy 10-byte form, native endian as the TAP uses it).
+///
+/// Only the wire format lives here; building and interpreting headers for segmentation and
+/// coalescing is the encap crate's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VirtioNetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    /// Length of all headers before the payload; the kernel's value is advisory, see notes.
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    /// Offsets counted from the start of the Ethernet header.
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VirtioNetHdr {
+    pub const LEN: usize = VNET_HDR_LEN;
+
+    pub const F_NEEDS_CSUM: u8 = 1;
+    pub const F_DATA_VALID: u8 = 2;
+
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_TCPV4: u8 = 1;
+    pub const GSO_UDP: u8 = 3;
+    pub const GSO_TCPV6: u8 = 4;
+    pub const GSO_UDP_L4: u8 = 5;
+    pub const GSO_ECN: u8 = 0x80;
+
+    pub fn to_bytes(&self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b
+    }
+
+    /// Parses the first [`VNET_HDR_LEN`] bytes of `b`; `None` if it is shorter.
+    pub fn from_bytes(b: &[u8]) -> Option<VirtioNetHdr> {
+        let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
+        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(VirtioNetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtio_hdr_round_trip() {
+        let h = VirtioNetHdr {
+            flags: VirtioNetHdr::F_NEEDS_CSUM,
+            gso_type: VirtioNetHdr::GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let b = h.to_bytes();
+        assert_eq!(b[0], 1);
+        assert_eq!(b[1], 1);
+        assert_eq!(&b[4..6], &1448u16.to_ne_bytes());
+        assert_eq!(VirtioNetHdr::from_bytes(&b), Some(h));
+        let mut longer = b.to_vec();
+        longer.extend_from_slice(&[0xff; 20]);
+        assert_eq!(VirtioNetHdr::from_bytes(&longer), Some(h));
+        assert_eq!(VirtioNetHdr::from_bytes(&b[..9]), None);
+        assert_eq!(
+            VirtioNetHdr::from_bytes(&[0; 10]),
+            Some(VirtioNetHdr::default())
+        );
+    }
+
+    #[test]
+    fn offloads_flags_match_kernel_abi() {
+        assert_eq!(Offloads::CSUM.bits(), 0x01);
+        assert_eq!(Offloads::TSO4.bits(), 0x02);
+        assert_eq!(Offloads::TSO6.bits(), 0x04);
+        assert_eq!(Offloads::USO4.bits(), 0x20);
+        assert_eq!(Offloads::USO6.bits(), 0x40);
+        let o = Offloads::CSUM | Offloads::TSO4;
+        assert!(o.contains(Offloads::TSO4));
+        assert!(!o.contains(Offloads::TSO6));
+        assert_eq!(o.to_string(), "CSUM|TSO4");
+        assert_eq!(Offloads::NONE.to_string(), "none");
+    }
+
+    #[test]
+    fn ioctl_numbers_match_notes() {
+        assert_eq!(libc::TUNSETIFF, 0x400454ca);
+        assert_eq!(libc::TUNSETOFFLOAD, 0x400454d0);
+        assert_eq!(libc::TUNSETVNETHDRSZ, 0x400454d8);
+        assert_eq!(libc::TUNGETFEATURES, 0x800454cf);
+    }
+
+    #[test]
+    fn rejects_bad_config_before_touching_the_kernel() {
+        let long = TapConfig {
+            name: "abcdefghijklmnop".into(),
+            vnet_hdr: false,
+            queues: 1,
+        };
+        assert!(matches!(Tap::open(&long), Err(TapError::InvalidName(_))));
+        let zero = TapConfig {
+            name: "vxt0".into(),
+            vnet_hdr: false,
+            queues: 0,
+        };
+        assert!(matches!(
+            Tap::open(&zero),
+            Err(TapError::InvalidConfig { .. })
+        ));
+    }
+}
