@@ -1,0 +1,216 @@
+//! The forwarding core: what to do with one frame from a TAP or one datagram from the wire.
+//!
+//! It performs no I/O and reads no clock (`now` is passed in), so every rule — flooding,
+//! learning, peer filtering, MTU, VLAN policy — is tested without root. Workers call it per
+//! packet and carry out the returned action.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+
+use vxnet_encap::wire::VXLAN_HEADER_LEN;
+use vxnet_encap::{decapsulate, DecapError, InnerFrame, Layer, Vni};
+
+use crate::counters::{DropCounters, DropReason, Events, PeerTable};
+use crate::fdb::{Learned, Millis};
+use crate::network::Network;
+
+/// Where a frame read from a TAP goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapAction {
+    /// Known unicast destination: that VTEP only.
+    Unicast(SocketAddr),
+    /// Broadcast, multicast or unknown unicast: head-end replication to the network's flood list.
+    Flood,
+    Drop(DropReason),
+}
+
+/// What to do with a datagram received on the VXLAN port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireAction {
+    /// Write `datagram[inner]` to the TAP of network `network`.
+    Deliver {
+        network: usize,
+        inner: Range<usize>,
+    },
+    Drop(DropReason),
+}
+
+/// The forwarding state shared by all workers.
+#[derive(Debug)]
+pub struct Forwarder {
+    /// Indexed like the workers' TAP queues.
+    networks: Vec<Arc<Network>>,
+    port: u16,
+    local: IpAddr,
+    accept_any: bool,
+    pub peers: PeerTable,
+    /// Drops not attributable to a network (bad header, unknown VNI).
+    pub drops: DropCounters,
+}
+
+const ETHERNET_HEADER: usize = 14;
+const VLAN_TAG: usize = 4;
+
+impl Forwarder {
+    pub fn new(networks: Vec<Arc<Network>>, local: IpAddr, port: u16, accept_any: bool) -> Self {
+        let peers = PeerTable::new(4096);
+        for network in &networks {
+            for ip in &network.peers().allowed {
+                let _ = peers.counters(*ip);
+            }
+        }
+        Forwarder {
+            networks,
+            port,
+            local,
+            accept_any,
+            peers,
+            drops: DropCounters::default(),
+        }
+    }
+
+    pub fn networks(&self) -> &[Arc<Network>] {
+        &self.networks
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn local(&self) -> IpAddr {
+        self.local
+    }
+
+    pub fn network_index(&self, vni: Vni) -> Option<usize> {
+        // A handful of networks per engine: a linear scan beats hashing.
+        self.networks.iter().position(|n| n.vni() == vni)
+    }
+
+    /// Largest frame a network carries: its MTU plus the Ethernet header (plus a tag if allowed).
+    fn max_frame(network: &Network, tagged: bool) -> usize {
+        let tag = if tagged && network.settings.allow_vlan {
+            VLAN_TAG
+        } else {
+            0
+        };
+        network.settings.mtu as usize + ETHERNET_HEADER + tag
+    }
+
+    /// Decides the fate of a frame read from network `index`'s TAP.
+    pub fn from_tap(&self, index: usize, frame: &[u8]) -> TapAction {
+        let Some(network) = self.networks.get(index) else {
+            return TapAction::Drop(DropReason::UnknownVni);
+        };
+        let action = Self::classify_tap(network, self.port, self.local, frame);
+        match action {
+            TapAction::Drop(reason) => network.drops.count(reason),
+            TapAction::Flood => Events::bump(&network.events.flooded),
+            TapAction::Unicast(_) => {}
+        }
+        action
+    }
+
+    fn classify_tap(network: &Network, port: u16, local: IpAddr, frame: &[u8]) -> TapAction {
+        let Ok(inner) = InnerFrame::new(frame) else {
+            return TapAction::Drop(DropReason::Runt);
+        };
+        let tagged = inner.is_vlan_tagged();
+        if tagged && !network.settings.allow_vlan {
+            return TapAction::Drop(DropReason::VlanTagged);
+        }
+        if frame.len() > Self::max_frame(network, tagged) {
+            return TapAction::Drop(DropReason::Oversize);
+        }
+        let destination = inner.destination();
+        if !destination.is_multicast() {
+            if let Some(vtep) = network.fdb.lookup(destination) {
+                if vtep.is_ipv4() != local.is_ipv4() {
+                    return TapAction::Drop(DropReason::WrongFamily);
+                }
+                return TapAction::Unicast(SocketAddr::new(vtep, port));
+            }
+        }
+        if network.peers().flood.is_empty() {
+            return TapAction::Drop(DropReason::NoPeers);
+        }
+        TapAction::Flood
+    }
+
+    /// Decides the fate of a datagram from `source`, learning its inner source MAC on the way.
+    pub fn from_wire(&self, now: Millis, source: SocketAddr, datagram: &[u8]) -> WireAction {
+        let decapsulated = match decapsulate(datagram) {
+            Ok(d) => d,
+            Err(e) => {
+                let reason = match e {
+                    DecapError::MissingIFlag { .. } => DropReason::NoVniFlag,
+                    DecapError::Truncated {
+                        layer: Layer::InnerEthernet,
+                        ..
+                    } => DropReason::InnerTooShort,
+                    _ => DropReason::TooShort,
+                };
+                self.drops.count(reason);
+                return WireAction::Drop(reason);
+            }
+        };
+        let Some(index) = self.network_index(decapsulated.vni) else {
+            self.drops.count(DropReason::UnknownVni);
+            return WireAction::Drop(DropReason::UnknownVni);
+        };
+        let network = &self.networks[index];
+        let sender = source.ip();
+        let reason = if !self.accept_any && !network.peers().allows(sender) {
+            Some(DropReason::NotPeer)
+        } else {
+            Self::check_inner(network, decapsulated.inner)
+        };
+        if let Some(reason) = reason {
+            network.drops.count(reason);
+            return WireAction::Drop(reason);
+        }
+        if network.settings.learning {
+            // `check_inner` proved the frame holds an Ethernet header.
+            if let Ok(inner) = InnerFrame::new(decapsulated.inner) {
+                match network.fdb.learn(now, inner.source(), sender) {
+                    Learned::New => Events::bump(&network.events.learned),
+                    Learned::Moved { .. } => Events::bump(&network.events.moved),
+                    Learned::Full => Events::bump(&network.events.fdb_full),
+                    Learned::Refreshed | Learned::StaticKept | Learned::NotLearnable => {}
+                }
+            }
+        }
+        let inner_len = decapsulated.inner.len();
+        network.traffic.rx(inner_len);
+        self.peers.with(sender, |c| c.rx(datagram.len()));
+        WireAction::Deliver {
+            network: index,
+            inner: VXLAN_HEADER_LEN..VXLAN_HEADER_LEN + inner_len,
+        }
+    }
+
+    fn check_inner(network: &Network, frame: &[u8]) -> Option<DropReason> {
+        let Ok(inner) = InnerFrame::new(frame) else {
+            return Some(DropReason::InnerTooShort);
+        };
+        if !inner.source().is_unicast() {
+            return Some(DropReason::BadSourceMac);
+        }
+        let tagged = inner.is_vlan_tagged();
+        if tagged && !network.settings.allow_vlan {
+            return Some(DropReason::VlanTagged);
+        }
+        if frame.len() > Self::max_frame(network, tagged) {
+            return Some(DropReason::Oversize);
+        }
+        None
+    }
+
+    /// Counts what a worker managed to send for network `index`.
+    pub fn count_sent(&self, index: usize, dest: IpAddr, bytes: usize) {
+        if let Some(network) = self.networks.get(index) {
+            network.traffic.tx(1, bytes as u64);
+        }
+        self.peers.with(dest, |c| c.tx(1, bytes as u64));
+    }
+}

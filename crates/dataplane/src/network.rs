@@ -1,0 +1,144 @@
+//! One overlay network (one VNI, one TAP) and the peers it floods to and accepts from.
+//!
+//! The peer set is read on every packet and changed rarely (config, `fdb add`, the cluster
+//! store), so it is an immutable snapshot behind `ArcSwap`: readers never lock, writers build a
+//! new snapshot and swap it in.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use vxnet_encap::Vni;
+
+use crate::counters::{DropCounters, Events, Traffic};
+use crate::fdb::Fdb;
+
+/// Who a network floods to and accepts VXLAN from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerSet {
+    /// Head-end replication list: broadcast, multicast and unknown unicast go to each.
+    pub flood: Vec<SocketAddr>,
+    /// Sources accepted on receive (sorted): flood peers plus static FDB destinations.
+    pub allowed: Vec<IpAddr>,
+}
+
+impl PeerSet {
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allowed.binary_search(&ip).is_ok()
+    }
+}
+
+/// Where the peers come from; the snapshot is their union. Owned by the control plane.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSources {
+    /// `--remote` / `remotes = [...]`.
+    pub configured: Vec<IpAddr>,
+    /// All-zeros FDB entries (`vxnet fdb add 00:00:00:00:00:00 --dst IP`), as with the kernel.
+    pub flood_entries: Vec<IpAddr>,
+    /// Members of the cluster serving this network.
+    pub cluster: Vec<IpAddr>,
+}
+
+/// Static settings of a network, fixed at start.
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    pub name: String,
+    pub vni: Vni,
+    pub dev: String,
+    /// TAP MTU: the largest inner IP packet; frames may be this + 14 (+4 when tagged) bytes.
+    pub mtu: u32,
+    pub allow_vlan: bool,
+    pub learning: bool,
+    pub max_fdb: usize,
+}
+
+#[derive(Debug)]
+pub struct Network {
+    pub settings: NetworkSettings,
+    pub fdb: Fdb,
+    pub traffic: Traffic,
+    pub events: Events,
+    pub drops: DropCounters,
+    peers: ArcSwap<PeerSet>,
+    sources: Mutex<PeerSources>,
+    local: IpAddr,
+    port: u16,
+}
+
+impl Network {
+    pub fn new(
+        settings: NetworkSettings,
+        local: IpAddr,
+        port: u16,
+        configured: Vec<IpAddr>,
+    ) -> Self {
+        let network = Network {
+            fdb: Fdb::new(settings.max_fdb),
+            settings,
+            traffic: Traffic::default(),
+            events: Events::default(),
+            drops: DropCounters::default(),
+            peers: ArcSwap::from_pointee(PeerSet::default()),
+            sources: Mutex::new(PeerSources {
+                configured,
+                ..PeerSources::default()
+            }),
+            local,
+            port,
+        };
+        network.rebuild_peers();
+        network
+    }
+
+    pub fn vni(&self) -> Vni {
+        self.settings.vni
+    }
+
+    /// The current peer snapshot. Lock-free.
+    pub fn peers(&self) -> arc_swap::Guard<Arc<PeerSet>> {
+        self.peers.load()
+    }
+
+    /// Changes the peer sources and publishes a new snapshot.
+    pub fn update_sources<F: FnOnce(&mut PeerSources)>(&self, f: F) {
+        {
+            let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut sources);
+        }
+        self.rebuild_peers();
+    }
+
+    pub fn sources(&self) -> PeerSources {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Recomputes the snapshot; call after static FDB entries change too.
+    pub fn rebuild_peers(&self) {
+        let sources = self.sources();
+        let mut flood: Vec<IpAddr> = sources
+            .configured
+            .iter()
+            .chain(&sources.flood_entries)
+            .chain(&sources.cluster)
+            .copied()
+            // Our own address may be listed by the cluster or a shared config file.
+            .filter(|ip| *ip != self.local)
+            .collect();
+        flood.sort();
+        flood.dedup();
+        let mut allowed = flood.clone();
+        allowed.extend(self.fdb.static_destinations());
+        allowed.sort();
+        allowed.dedup();
+        self.peers.store(Arc::new(PeerSet {
+            flood: flood
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, self.port))
+                .collect(),
+            allowed,
+        }));
+    }
+}
