@@ -1,7 +1,14 @@
 //! The vxnet engine.
 
+pub mod config;
+pub mod control;
 pub mod counters;
+pub mod engine;
 pub mod fdb;
 pub mod forward;
 pub mod network;
 pub mod sys;
+pub mod worker;
+
+pub use config::{EngineConfig, NetworkConfig};
+pub use engine::{Engine, EngineError};

@@ -1,0 +1,284 @@
+//! Engine configuration: from `vxnet run` flags or a TOML file with one `[[network]]` table per
+//! network. Unknown keys are errors, so a typo never silently changes behaviour.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use thiserror::Error;
+use vxnet_encap::Vni;
+
+pub const DEFAULT_CONTROL_PATH: &str = "/run/vxnet/vxnet.sock";
+pub const DEFAULT_AGEING_SECS: u64 = 300;
+pub const DEFAULT_MAX_FDB: usize = 16384;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    pub name: String,
+    pub vni: Vni,
+    pub dev: String,
+    pub address: Option<IpNet>,
+    /// Peer VTEPs as given: IP addresses or host names, resolved at start.
+    pub remotes: Vec<String>,
+    pub mtu: Option<u32>,
+    pub allow_vlan: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub local: IpAddr,
+    pub port: u16,
+    pub networks: Vec<NetworkConfig>,
+    pub ageing_secs: u64,
+    pub learning: bool,
+    pub max_fdb: usize,
+    pub accept_any: bool,
+    pub control: PathBuf,
+    pub threads: usize,
+    /// TAP virtio-net offloads and UDP GSO/GRO (each probed at start).
+    pub offloads: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("no network configured (give --vni and --dev, or [[network]] tables in --config)")]
+    NoNetworks,
+    #[error("VNI {0} is configured twice")]
+    DuplicateVni(Vni),
+    #[error("device {0} is configured twice")]
+    DuplicateDev(String),
+    #[error("cannot resolve remote {remote:?}")]
+    UnresolvableRemote { remote: String },
+    #[error("remote {remote} is {remote_family} but the local address {local} is not")]
+    FamilyMismatch {
+        remote: IpAddr,
+        local: IpAddr,
+        remote_family: &'static str,
+    },
+    #[error("--threads must be at least 1")]
+    NoThreads,
+}
+
+/// The file form. Every key is optional except the networks, so a file can hold only networks
+/// and take the rest from flags.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    local: Option<IpAddr>,
+    port: Option<u16>,
+    ageing: Option<u64>,
+    learning: Option<bool>,
+    max_fdb: Option<usize>,
+    accept_any: Option<bool>,
+    control: Option<PathBuf>,
+    threads: Option<usize>,
+    offloads: Option<bool>,
+    #[serde(default)]
+    network: Vec<FileNetwork>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNetwork {
+    name: Option<String>,
+    vni: u32,
+    dev: String,
+    address: Option<IpNet>,
+    #[serde(default)]
+    remotes: Vec<String>,
+    mtu: Option<u32>,
+    #[serde(default)]
+    allow_vlan: bool,
+}
+
+/// Values from a config file, to be overridden by explicit flags.
+#[derive(Debug, Default)]
+pub struct FileValues {
+    pub local: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub ageing_secs: Option<u64>,
+    pub learning: Option<bool>,
+    pub max_fdb: Option<usize>,
+    pub accept_any: Option<bool>,
+    pub control: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub offloads: Option<bool>,
+    pub networks: Vec<NetworkConfig>,
+}
+
+pub fn load_file(path: &Path) -> Result<FileValues, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Parses the TOML text; the error is a one-line message.
+pub fn parse_file(text: &str) -> Result<FileValues, String> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    let mut networks = Vec::with_capacity(file.network.len());
+    for n in file.network {
+        let vni = Vni::new(n.vni).map_err(|e| e.to_string())?;
+        networks.push(NetworkConfig {
+            name: n.name.unwrap_or_else(|| format!("vni{vni}")),
+            vni,
+            dev: n.dev,
+            address: n.address,
+            remotes: n.remotes,
+            mtu: n.mtu,
+            allow_vlan: n.allow_vlan,
+        });
+    }
+    Ok(FileValues {
+        local: file.local,
+        port: file.port,
+        ageing_secs: file.ageing,
+        learning: file.learning,
+        max_fdb: file.max_fdb,
+        accept_any: file.accept_any,
+        control: file.control,
+        threads: file.threads,
+        offloads: file.offloads,
+        networks,
+    })
+}
+
+/// toml's messages span several lines with a source excerpt; errors here are one line.
+fn one_line(message: &str) -> String {
+    let mut parts = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = parts.next().unwrap_or("invalid TOML").to_string();
+    match parts.last() {
+        Some(last) if last != first => format!("{first}: {last}"),
+        _ => first,
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.networks.is_empty() {
+            return Err(ConfigError::NoNetworks);
+        }
+        if self.threads == 0 {
+            return Err(ConfigError::NoThreads);
+        }
+        for (i, n) in self.networks.iter().enumerate() {
+            for other in &self.networks[..i] {
+                if other.vni == n.vni {
+                    return Err(ConfigError::DuplicateVni(n.vni));
+                }
+                if other.dev == n.dev {
+                    return Err(ConfigError::DuplicateDev(n.dev.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves a remote given as an address or a host name to an address of the local family.
+pub fn resolve_remote(remote: &str, local: IpAddr) -> Result<IpAddr, ConfigError> {
+    if let Ok(ip) = remote.parse::<IpAddr>() {
+        return check_family(ip, local);
+    }
+    let candidates: Vec<SocketAddr> = (remote, 0)
+        .to_socket_addrs()
+        .map_err(|_| ConfigError::UnresolvableRemote {
+            remote: remote.to_string(),
+        })?
+        .collect();
+    let same_family = candidates
+        .iter()
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .or(candidates.first())
+        .ok_or_else(|| ConfigError::UnresolvableRemote {
+            remote: remote.to_string(),
+        })?;
+    check_family(same_family.ip(), local)
+}
+
+fn check_family(remote: IpAddr, local: IpAddr) -> Result<IpAddr, ConfigError> {
+    if remote.is_ipv4() != local.is_ipv4() {
+        return Err(ConfigError::FamilyMismatch {
+            remote,
+            local,
+            remote_family: if remote.is_ipv4() { "IPv4" } else { "IPv6" },
+        });
+    }
+    Ok(remote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_with_two_networks() {
+        let v = parse_file(
+            r#"
+            local = "10.0.0.1"
+            port = 4789
+            [[network]]
+            name = "blue"
+            vni = 42
+            dev = "vx42"
+            address = "10.1.0.1/24"
+            remotes = ["10.0.0.2", "10.0.0.3"]
+            [[network]]
+            vni = 43
+            dev = "vx43"
+            mtu = 1400
+            "#,
+        )
+        .unwrap();
+        assert_eq!(v.networks.len(), 2);
+        assert_eq!(v.networks[0].remotes.len(), 2);
+        assert_eq!(v.networks[1].name, "vni43");
+        assert_eq!(v.networks[1].mtu, Some(1400));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_one_line_errors() {
+        let e =
+            parse_file("[[network]]\nvni = 42\ndev = \"vx42\"\nremote = [\"x\"]\n").unwrap_err();
+        assert!(e.contains("unknown field `remote`"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = parse_file("[[network]]\nvni = 16777216\ndev = \"vx\"\n").unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        let e = parse_file("[[network]]\nvni = 1\ndev = \"vx\"\naddress = \"10.1.0.1/33\"\n")
+            .unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn remotes_resolve_and_families_must_match() {
+        let local: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            resolve_remote("10.0.0.2", local).unwrap(),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            resolve_remote("localhost", local).unwrap(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(matches!(
+            resolve_remote("fd00::2", local),
+            Err(ConfigError::FamilyMismatch { .. })
+        ));
+        assert!(matches!(
+            resolve_remote("no-such-host.invalid", local),
+            Err(ConfigError::UnresolvableRemote { .. })
+        ));
+    }
+}

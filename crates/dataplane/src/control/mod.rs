@@ -1,0 +1,6 @@
+//! The control socket: a Unix stream socket speaking one JSON request and one JSON reply per
+//! connection. `vxnet fdb|peers|stats|networks` are its clients.
+
+pub mod client;
+pub mod proto;
+pub mod server;

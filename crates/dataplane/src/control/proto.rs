@@ -1,0 +1,93 @@
+//! Messages on the control socket. Shared by the engine (server) and `vxnet` (client).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::counters::TrafficSnapshot;
+use crate::fdb::FdbRow;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    FdbShow {
+        vni: Option<u32>,
+    },
+    FdbAdd {
+        mac: String,
+        dst: IpAddr,
+        vni: Option<u32>,
+    },
+    FdbDel {
+        mac: String,
+        vni: Option<u32>,
+    },
+    Peers,
+    Stats,
+    Networks,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Reply {
+    Ok { data: serde_json::Value },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbTable {
+    pub vni: u32,
+    pub dev: String,
+    pub entries: Vec<FdbRow>,
+    /// All-zeros entries: where BUM traffic is replicated.
+    pub flood: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRow {
+    pub address: IpAddr,
+    /// VNIs that flood to or accept from this peer.
+    pub vnis: Vec<u32>,
+    #[serde(flatten)]
+    pub traffic: TrafficSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStats {
+    pub name: String,
+    pub vni: u32,
+    pub dev: String,
+    #[serde(flatten)]
+    pub traffic: TrafficSnapshot,
+    pub flooded: u64,
+    pub learned: u64,
+    pub moved: u64,
+    pub fdb_full: u64,
+    pub fdb_entries: usize,
+    pub drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub networks: Vec<NetworkStats>,
+    /// Drops not attributable to one network (bad VXLAN header, unknown VNI, truncated).
+    pub drops: BTreeMap<String, u64>,
+    pub workers: usize,
+    /// Offloads in use, e.g. "tap-vnet-hdr", "udp-gso", "udp-gro".
+    pub offloads: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub vni: u32,
+    pub dev: String,
+    pub mtu: u32,
+    pub address: Option<String>,
+    pub local: IpAddr,
+    pub port: u16,
+    pub flood: Vec<IpAddr>,
+    pub learning: bool,
+    pub allow_vlan: bool,
+}
