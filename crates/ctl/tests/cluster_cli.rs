@@ -19,10 +19,23 @@ fn init_join_rotate_tokens() {
     );
 
     // Human output: both tokens.
-    let out = run(&m, &["cluster", "init", "--store", &etcd.url(), "--local", "10.9.0.1"]);
+    let out = run(
+        &m,
+        &[
+            "cluster",
+            "init",
+            "--store",
+            &etcd.url(),
+            "--local",
+            "10.9.0.1",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    let tokens: Vec<&str> = text.split_whitespace().filter(|w| w.starts_with("VXNET-1-")).collect();
+    let tokens: Vec<&str> = text
+        .split_whitespace()
+        .filter(|w| w.starts_with("VXNET-1-"))
+        .collect();
     assert_eq!(tokens.len(), 2, "{text}");
     let manager = tokens[0].to_owned();
     let worker = tokens[1].to_owned();
@@ -30,17 +43,36 @@ fn init_join_rotate_tokens() {
 
     // A second init into the same state dir is refused; so is an explicit existing cluster id.
     let cid = worker.split('-').nth(2).unwrap().to_owned();
-    assert_cli_error(&run(&m, &["cluster", "init", "--store", &etcd.url()]), "already belongs");
+    assert_cli_error(
+        &run(&m, &["cluster", "init", "--store", &etcd.url()]),
+        "already belongs",
+    );
     let other = tmp.path().join("other");
     assert_cli_error(
-        &run(&other, &["cluster", "init", "--store", &etcd.url(), "--cluster-id", &cid]),
+        &run(
+            &other,
+            &[
+                "cluster",
+                "init",
+                "--store",
+                &etcd.url(),
+                "--cluster-id",
+                &cid,
+            ],
+        ),
         "already exists",
     );
 
     // The store holds hashes, never the secrets.
     let secret = worker.split('-').nth(3).unwrap();
     let dump = std::process::Command::new("etcdctl")
-        .args(["--endpoints", &etcd.endpoints()[0], "get", "--prefix", "/vxnet/"])
+        .args([
+            "--endpoints",
+            &etcd.endpoints()[0],
+            "get",
+            "--prefix",
+            "/vxnet/",
+        ])
         .output();
     if let Ok(d) = dump {
         assert!(!String::from_utf8_lossy(&d.stdout).contains(secret));
@@ -48,7 +80,11 @@ fn init_join_rotate_tokens() {
 
     let out = run(&w1, &["cluster", "join", &worker, "--local", "10.9.0.2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let mode = std::fs::metadata(w1.join("state.json")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(w1.join("state.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let mode = std::fs::metadata(&w1).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
@@ -59,7 +95,10 @@ fn init_join_rotate_tokens() {
     let forged = parts.join("-");
     assert_cli_error(&run(&w2, &["cluster", "join", &forged]), "wrong or revoked");
     assert!(!w2.join("state.json").exists());
-    assert_cli_error(&run(&w2, &["cluster", "join", "VXNET-garbage"]), "malformed join token");
+    assert_cli_error(
+        &run(&w2, &["cluster", "join", "VXNET-garbage"]),
+        "malformed join token",
+    );
 
     // Workers may not rotate; managers may, and the old worker token is refused afterwards.
     assert_cli_error(&run(&w1, &["cluster", "rotate"]), "manager");
@@ -87,22 +126,51 @@ fn networks_create_ls_rm() {
     let Some(etcd) = Etcd::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
-    let init = json(&run(&m, &["cluster", "init", "--store", &etcd.url(), "--json"]));
+    let init = json(&run(
+        &m,
+        &["cluster", "init", "--store", &etcd.url(), "--json"],
+    ));
     let w = tmp.path().join("w");
-    assert!(run(&w, &["cluster", "join", init["worker_token"].as_str().unwrap()]).status.success());
+    assert!(run(
+        &w,
+        &["cluster", "join", init["worker_token"].as_str().unwrap()]
+    )
+    .status
+    .success());
 
     let blue = json(&run(&m, &["network", "create", "blue", "--json"]));
     assert_eq!(blue["vni"], 4096);
-    let red = json(&run(&m, &["network", "create", "red", "--vni", "42", "--subnet", "10.42.0.0/24", "--json"]));
+    let red = json(&run(
+        &m,
+        &[
+            "network",
+            "create",
+            "red",
+            "--vni",
+            "42",
+            "--subnet",
+            "10.42.0.0/24",
+            "--json",
+        ],
+    ));
     assert_eq!(red["vni"], 42);
     assert_eq!(red["subnet"], "10.42.0.0/24");
     let green = json(&run(&m, &["network", "create", "green", "--json"]));
     assert_eq!(green["vni"], 4097);
 
     assert_cli_error(&run(&m, &["network", "create", "blue"]), "already taken");
-    assert_cli_error(&run(&m, &["network", "create", "pink", "--vni", "42"]), "VNI 42 is already taken");
-    assert_cli_error(&run(&m, &["network", "create", "x", "--vni", "16777216"]), "out of range");
-    assert_cli_error(&run(&m, &["network", "create", "y", "--subnet", "bogus"]), "invalid subnet");
+    assert_cli_error(
+        &run(&m, &["network", "create", "pink", "--vni", "42"]),
+        "VNI 42 is already taken",
+    );
+    assert_cli_error(
+        &run(&m, &["network", "create", "x", "--vni", "16777216"]),
+        "out of range",
+    );
+    assert_cli_error(
+        &run(&m, &["network", "create", "y", "--subnet", "bogus"]),
+        "invalid subnet",
+    );
     assert_cli_error(&run(&w, &["network", "create", "z"]), "manager");
 
     // Every node sees the same list.
@@ -123,11 +191,19 @@ fn concurrent_auto_vni_is_unique() {
     let Some(etcd) = Etcd::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("m");
-    assert!(run(&m, &["cluster", "init", "--store", &etcd.url()]).status.success());
+    assert!(run(&m, &["cluster", "init", "--store", &etcd.url()])
+        .status
+        .success());
     let children: Vec<_> = (0..8)
         .map(|i| {
             vxnet()
-                .args(["network", "create", &format!("n{i}"), "--json", "--state-dir"])
+                .args([
+                    "network",
+                    "create",
+                    &format!("n{i}"),
+                    "--json",
+                    "--state-dir",
+                ])
                 .arg(&m)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -137,7 +213,11 @@ fn concurrent_auto_vni_is_unique() {
         .collect();
     let mut vnis: Vec<u64> = children
         .into_iter()
-        .map(|c| json(&c.wait_with_output().unwrap())["vni"].as_u64().unwrap())
+        .map(|c| {
+            json(&c.wait_with_output().unwrap())["vni"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     vnis.sort();
     assert_eq!(vnis, (4096..4104).collect::<Vec<u64>>());

@@ -20,14 +20,21 @@ pub fn require(prog: &str, why: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        assert!(!in_ci(), "{prog} is required for {why} (CI=true: not skipping)");
+        assert!(
+            !in_ci(),
+            "{prog} is required for {why} (CI=true: not skipping)"
+        );
         eprintln!("SKIP: {prog} not installed ({why})");
     }
     ok
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Etcd {
@@ -63,7 +70,10 @@ impl Etcd {
             .unwrap();
         let child = Command::new("etcd")
             .arg("--name=t")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -150,12 +160,19 @@ pub fn stderr(o: &Output) -> String {
 
 /// Asserts the CLI error contract: non-zero exit and exactly one `error:` line on stderr.
 pub fn assert_cli_error(o: &Output, contains: &str) {
-    assert!(!o.status.success(), "expected failure, got success: {}", stdout(o));
+    assert!(
+        !o.status.success(),
+        "expected failure, got success: {}",
+        stdout(o)
+    );
     let err = stderr(o);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one stderr line, got {err:?}");
     assert!(lines[0].starts_with("error: "), "{err:?}");
-    assert!(lines[0].contains(contains), "{err:?} should mention {contains:?}");
+    assert!(
+        lines[0].contains(contains),
+        "{err:?} should mention {contains:?}"
+    );
 }
 
 pub fn json(o: &Output) -> serde_json::Value {
