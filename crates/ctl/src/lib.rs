@@ -3,5 +3,6 @@
 
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod cluster;
 pub mod firewall;

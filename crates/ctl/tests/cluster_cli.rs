@@ -119,6 +119,15 @@ fn init_join_rotate_tokens() {
     assert_eq!(members.len(), 4);
     assert!(members.iter().all(|m| m["alive"] == false));
     assert!(members.iter().any(|m| m["vtep"] == "10.9.0.2"));
+
+    // The firewall takes its peers from the cluster when no --peer is given.
+    let out = run(
+        &m,
+        &["firewall", "apply", "--backend", "nftables", "--dry-run"],
+    );
+    let plan = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(plan.contains("elements = { 10.9.0.1, 10.9.0.2 }"), "{plan}");
 }
 
 #[test]
