@@ -1,1 +1,59 @@
-fn main() {}
+//! The `vxnet` command line. Kept thin: each subcommand delegates to its module, and any error is
+//! printed as a single `error: …` line with a non-zero exit status (contract in shared/notes/cli.md).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vxnet::{cluster, firewall};
+
+#[derive(Debug, Parser)]
+#[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The etcd-backed cluster: init, join, rotate, status.
+    Cluster(cluster::cli::ClusterArgs),
+    /// Named overlay networks stored in the cluster.
+    Network(cluster::cli::NetworkArgs),
+    /// Open/close the VXLAN port for cluster members in the host firewall.
+    Firewall(firewall::cli::FirewallArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("VXNET_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version: print as clap formats them, exit 0.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Keep the one-line error contract for usage errors too (clap's own is multi-line).
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("error: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let res: Result<(), String> = match cli.cmd {
+        Cmd::Cluster(a) => cluster::cli::run_cluster(a).map_err(|e| e.to_string()),
+        Cmd::Network(a) => cluster::cli::run_network(a).map_err(|e| e.to_string()),
+        Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the error chain held.
+            eprintln!("error: {}", e.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! `vxnet cluster …` and `vxnet network …`: argument structs and handlers.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::membership::{ClusterView, Membership};
+use super::state::{StateDir, DEFAULT_STATE_DIR};
+use super::store::parse_store_url;
+use super::token::Role;
+use super::{network, node, Error, Result};
+
+#[derive(Debug, Args)]
+pub struct StateDirArg {
+    /// Node state directory (node id, cluster, token).
+    #[arg(long, global = true, env = "VXNET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    #[command(subcommand)]
+    pub cmd: ClusterCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Create a cluster in the store; prints the manager and worker join tokens.
+    Init {
+        /// etcd://HOST:PORT[,HOST:PORT]
+        #[arg(long)]
+        store: String,
+        /// Use this (hex) cluster id instead of a random one.
+        #[arg(long)]
+        cluster_id: Option<String>,
+        /// This host's VTEP (underlay) address.
+        #[arg(long)]
+        local: Option<IpAddr>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join the cluster a token names; the membership is saved in --state-dir.
+    Join {
+        token: String,
+        #[arg(long)]
+        local: Option<IpAddr>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue new join tokens (both unless one is chosen); the old ones are refused afterwards.
+    Rotate {
+        #[arg(long)]
+        worker: bool,
+        #[arg(long)]
+        manager: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Members, their VTEP addresses, networks and liveness.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Debug: print the live cluster view, one JSON line per change, until SIGINT/SIGTERM.
+    /// With --local, registers as a member the way the engine does.
+    Watch {
+        #[arg(long)]
+        local: Option<IpAddr>,
+        #[arg(long = "network")]
+        networks: Vec<String>,
+        /// Lease TTL in seconds.
+        #[arg(long, default_value_t = super::membership::DEFAULT_TTL_SECS)]
+        ttl: i64,
+        /// Accepted for symmetry; the output is always JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    #[command(subcommand)]
+    pub cmd: NetworkCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a named overlay network (VNI allocated when not given).
+    Create {
+        name: String,
+        #[arg(long)]
+        vni: Option<u32>,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List networks.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a network (refused while live members serve it, unless --force).
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            path: PathBuf::from("tokio runtime"),
+            source,
+        })
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn run_cluster(args: ClusterArgs) -> Result<()> {
+    let dir = StateDir::new(args.state.state_dir);
+    runtime()?.block_on(async move {
+        match args.cmd {
+            ClusterCmd::Init {
+                store,
+                cluster_id,
+                local,
+                json,
+            } => {
+                let eps = parse_store_url(&store)?;
+                let out = node::init(&dir, &eps, cluster_id.as_deref(), local).await?;
+                if json {
+                    print_json(&out)
+                } else {
+                    println!(
+                        "cluster {} created; this node ({}) is a manager",
+                        out.cluster_id, out.node_id
+                    );
+                    println!("manager token: {}", out.manager_token);
+                    println!("worker token:  {}", out.worker_token);
+                    Ok(())
+                }
+            }
+            ClusterCmd::Join { token, local, json } => {
+                let st = node::join(&dir, &token, local).await?;
+                if json {
+                    print_json(&serde_json::json!({
+                        "cluster_id": st.cluster_id, "node_id": st.node_id, "role": st.role,
+                        "state_dir": dir.path(),
+                    }))
+                } else {
+                    println!(
+                        "joined cluster {} as {} (node {})",
+                        st.cluster_id, st.role, st.node_id
+                    );
+                    Ok(())
+                }
+            }
+            ClusterCmd::Rotate {
+                worker,
+                manager,
+                json,
+            } => {
+                let out = node::rotate(&dir, manager, worker).await?;
+                if json {
+                    return print_json(&out);
+                }
+                if let Some(t) = &out.manager_token {
+                    println!("manager token: {t}");
+                }
+                if let Some(t) = &out.worker_token {
+                    println!("worker token:  {t}");
+                }
+                Ok(())
+            }
+            ClusterCmd::Status { json } => {
+                let st = node::status(&dir).await?;
+                if json {
+                    print_json(&st)
+                } else {
+                    print_status(&st);
+                    Ok(())
+                }
+            }
+            ClusterCmd::Watch {
+                local,
+                networks,
+                ttl,
+                json: _,
+            } => watch(&dir, local, networks, ttl).await,
+        }
+    })
+}
+
+fn print_status(st: &node::Status) {
+    let v = &st.view;
+    match &st.store_error {
+        None => println!(
+            "cluster {}  store healthy ({})",
+            v.cluster_id,
+            st.endpoints.join(",")
+        ),
+        Some(e) => println!(
+            "cluster {}  store DEGRADED, showing last known state: {e}",
+            v.cluster_id
+        ),
+    }
+    println!("node {} ({})", st.node_id, st.role);
+    println!(
+        "\n{:<18} {:<40} {:<8} {:<6} NETWORKS",
+        "MEMBER", "VTEP", "ROLE", "ALIVE"
+    );
+    for m in &v.members {
+        let vtep = m.vtep.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        let role = m.role.map(Role::as_str).unwrap_or("-");
+        let alive = if m.alive { "yes" } else { "no" };
+        println!(
+            "{:<18} {:<40} {:<8} {:<6} {}",
+            m.node_id,
+            vtep,
+            role,
+            alive,
+            m.networks.join(",")
+        );
+    }
+    println!("\n{:<24} {:<9} SUBNET", "NETWORK", "VNI");
+    for n in &v.networks {
+        println!(
+            "{:<24} {:<9} {}",
+            n.name,
+            n.vni,
+            n.subnet.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+async fn watch(
+    dir: &StateDir,
+    local: Option<IpAddr>,
+    networks: Vec<String>,
+    ttl: i64,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (store, state) = node::join_or_resume(dir, None, None).await?;
+    let vtep = local.or(state.local).ok_or_else(|| {
+        Error::Invalid("--local IP is needed to register (none saved at join)".into())
+    })?;
+    let handle = Membership { ttl_secs: ttl }
+        .start(&store, &state.node_id, vtep, networks)
+        .await?;
+    let mut rx = handle.view();
+    let sig = |k| {
+        signal(k).map_err(|source| Error::Io {
+            path: PathBuf::from("signal handler"),
+            source,
+        })
+    };
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let emit = |v: &ClusterView| -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(&mut out, v)?;
+        // Tests read this line by line; a closed stdout just ends the loop below.
+        writeln!(out)
+            .and_then(|_| out.flush())
+            .map_err(|source| Error::Io {
+                path: PathBuf::from("stdout"),
+                source,
+            })
+    };
+    emit(&rx.borrow_and_update().clone())?;
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() { break; }
+                let v = rx.borrow_and_update().clone();
+                if emit(&v).is_err() { break; }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    handle.leave().await;
+    Ok(())
+}
+
+pub fn run_network(args: NetworkArgs) -> Result<()> {
+    let dir = StateDir::new(args.state.state_dir);
+    runtime()?.block_on(async move {
+        let (store, state) = node::connect(&dir).await?;
+        match args.cmd {
+            NetworkCmd::Create {
+                name,
+                vni,
+                subnet,
+                json,
+            } => {
+                require_manager(state.role)?;
+                let def = network::create(&store, &name, vni, subnet.as_deref()).await?;
+                if json {
+                    print_json(&def)
+                } else {
+                    println!("network {} created with VNI {}", def.name, def.vni);
+                    Ok(())
+                }
+            }
+            NetworkCmd::Ls { json } => {
+                let nets = network::list(&store).await?;
+                if json {
+                    return print_json(&nets);
+                }
+                println!("{:<24} {:<9} SUBNET", "NAME", "VNI");
+                for n in nets {
+                    println!(
+                        "{:<24} {:<9} {}",
+                        n.name,
+                        n.vni,
+                        n.subnet.as_deref().unwrap_or("-")
+                    );
+                }
+                Ok(())
+            }
+            NetworkCmd::Rm { name, force, json } => {
+                require_manager(state.role)?;
+                let def = network::remove(&store, &name, force).await?;
+                if json {
+                    print_json(&def)
+                } else {
+                    println!("network {} (VNI {}) removed", def.name, def.vni);
+                    Ok(())
+                }
+            }
+        }
+    })
+}
+
+/// Like swarm, only managers change cluster-wide configuration.
+fn require_manager(role: Role) -> Result<()> {
+    match role {
+        Role::Manager => Ok(()),
+        other => Err(Error::NotManager(other.to_string())),
+    }
+}

@@ -1,0 +1,64 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the cluster control plane. Messages are written to be printed
+/// as the single `error:` line of the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store unreachable ({endpoints}): {reason}")]
+    Unreachable { endpoints: String, reason: String },
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("invalid store address {0:?} (expected etcd://HOST:PORT[,HOST:PORT])")]
+    BadEndpoint(String),
+    #[error("malformed join token: {0}")]
+    BadToken(String),
+    #[error("join token refused: {0}")]
+    TokenRefused(String),
+    #[error("cluster {0} already exists in the store")]
+    ClusterExists(String),
+    #[error("no cluster {0} in the store")]
+    NoCluster(String),
+    #[error("node {0} is not a member of cluster {1} (join with a valid token first)")]
+    NotMember(String, String),
+    #[error("no cluster state in {0} (run `vxnet cluster init` or `vxnet cluster join TOKEN`)")]
+    NotJoined(PathBuf),
+    #[error("state dir {0} already belongs to cluster {1}")]
+    AlreadyJoined(PathBuf, String),
+    #[error("this command needs a manager node (this node is a {0})")]
+    NotManager(String),
+    #[error("network name {0:?} is already taken")]
+    NameTaken(String),
+    #[error("VNI {0} is already taken by network {1:?}")]
+    VniTaken(u32, String),
+    #[error("no free VNI left")]
+    VniExhausted,
+    #[error("no network named {0:?}")]
+    NoSuchNetwork(String),
+    #[error("network {name:?} is still served by live member(s) {members}; use --force to remove it anyway")]
+    NetworkInUse { name: String, members: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt record {key}: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether this error means the store could not be talked to (as opposed to a refusal).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Etcd(_))
+    }
+}

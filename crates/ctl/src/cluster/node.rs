@@ -1,0 +1,282 @@
+//! Node lifecycle: creating a cluster, joining it with a token, rotating tokens, resuming from the
+//! state dir after a restart, and the status report.
+
+use std::net::IpAddr;
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use super::membership::ClusterView;
+use super::state::{NodeState, StateDir};
+use super::store::{Meta, NodeRecord, Store};
+use super::token::{hashes_equal, Role, Token};
+use super::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitOutcome {
+    pub cluster_id: String,
+    pub node_id: String,
+    pub manager_token: String,
+    pub worker_token: String,
+}
+
+/// Creates a cluster in the store and makes this node its first manager.
+pub async fn init(
+    dir: &StateDir,
+    endpoints: &[String],
+    cluster_id: Option<&str>,
+    local: Option<IpAddr>,
+) -> Result<InitOutcome> {
+    if let Some(st) = dir.load()? {
+        return Err(Error::AlreadyJoined(dir.path().to_owned(), st.cluster_id));
+    }
+    let cluster_id = match cluster_id {
+        Some(c) if !c.is_empty() && c.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            c.to_ascii_lowercase()
+        }
+        Some(c) => return Err(Error::Invalid(format!("cluster id {c:?} must be hex"))),
+        None => super::random_hex(8),
+    };
+    let store = Store::connect(endpoints, &cluster_id).await?;
+    let manager = Token::new(&cluster_id, Role::Manager, endpoints);
+    let worker = Token::new(&cluster_id, Role::Worker, endpoints);
+    let meta = Meta {
+        cluster_id: cluster_id.clone(),
+        created: super::now_secs(),
+        manager_secret_sha256: manager.secret_hash(),
+        worker_secret_sha256: worker.secret_hash(),
+    };
+    let meta_key = store.key("meta");
+    let txn = Txn::new()
+        .when([Compare::create_revision(
+            meta_key.clone(),
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then([TxnOp::put(meta_key, serde_json::to_vec(&meta)?, None)]);
+    let mut c = store.client();
+    if !store.op(c.txn(txn)).await?.succeeded() {
+        return Err(Error::ClusterExists(cluster_id));
+    }
+    let node_id = dir.node_id()?;
+    register_node(&store, &node_id, Role::Manager, local).await?;
+    dir.save(&NodeState {
+        node_id: node_id.clone(),
+        cluster_id: cluster_id.clone(),
+        endpoints: endpoints.to_vec(),
+        token: manager.to_string(),
+        role: Role::Manager,
+        local,
+    })?;
+    Ok(InitOutcome {
+        cluster_id,
+        node_id,
+        manager_token: manager.to_string(),
+        worker_token: worker.to_string(),
+    })
+}
+
+async fn register_node(
+    store: &Store,
+    node_id: &str,
+    role: Role,
+    local: Option<IpAddr>,
+) -> Result<()> {
+    let rec = NodeRecord {
+        node_id: node_id.to_owned(),
+        role,
+        local,
+        joined: super::now_secs(),
+    };
+    let mut c = store.client();
+    store
+        .op(c.put(
+            store.key(&format!("nodes/{node_id}")),
+            serde_json::to_vec(&rec)?,
+            None::<PutOptions>,
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Checks a token against the store's hashes. A wrong secret and a rotated-away one look the same
+/// from here, and the message says so.
+pub async fn verify_token(store: &Store, token: &Token) -> Result<()> {
+    let meta = match store.meta().await {
+        Ok(m) => m,
+        Err(Error::NoCluster(id)) => {
+            return Err(Error::TokenRefused(format!("no cluster {id} in the store")))
+        }
+        Err(e) => return Err(e),
+    };
+    let expected = match token.role {
+        Role::Manager => &meta.manager_secret_sha256,
+        Role::Worker => &meta.worker_secret_sha256,
+    };
+    if hashes_equal(&token.secret_hash(), expected) {
+        Ok(())
+    } else {
+        Err(Error::TokenRefused(format!(
+            "wrong or revoked {} token for cluster {}",
+            token.role, token.cluster_id
+        )))
+    }
+}
+
+/// Joins with `token`, recording the node in the store and its state in `dir`.
+pub async fn join(dir: &StateDir, token: &str, local: Option<IpAddr>) -> Result<NodeState> {
+    let token = Token::parse(token)?;
+    if let Some(st) = dir.load()? {
+        if st.cluster_id != token.cluster_id {
+            return Err(Error::AlreadyJoined(dir.path().to_owned(), st.cluster_id));
+        }
+    }
+    let store = Store::connect(&token.endpoints, &token.cluster_id).await?;
+    verify_token(&store, &token).await?;
+    let node_id = dir.node_id()?;
+    register_node(&store, &node_id, token.role, local).await?;
+    let state = NodeState {
+        node_id,
+        cluster_id: token.cluster_id.clone(),
+        endpoints: token.endpoints.clone(),
+        token: token.to_string(),
+        role: token.role,
+        local,
+    };
+    dir.save(&state)?;
+    Ok(state)
+}
+
+/// For a restart, and for `vxnet run --token`: joins with `token` if the state dir has no
+/// cluster yet, otherwise resumes from the saved state. A resumed node is accepted because it is
+/// recorded under `nodes/`, so rotating tokens does not cut off nodes that already joined.
+pub async fn join_or_resume(
+    dir: &StateDir,
+    token: Option<&str>,
+    local: Option<IpAddr>,
+) -> Result<(Store, NodeState)> {
+    let state = match (dir.load()?, token) {
+        (Some(st), _) => st,
+        (None, Some(t)) => join(dir, t, local).await?,
+        (None, None) => return Err(Error::NotJoined(dir.path().to_owned())),
+    };
+    let store = Store::connect(&state.endpoints, &state.cluster_id).await?;
+    let key = store.key(&format!("nodes/{}", state.node_id));
+    if store.get_raw(&key).await?.is_none() {
+        return Err(Error::NotMember(state.node_id, state.cluster_id));
+    }
+    Ok((store, state))
+}
+
+/// Connects to the store of the cluster this node joined.
+pub async fn connect(dir: &StateDir) -> Result<(Store, NodeState)> {
+    let state = dir.require()?;
+    let store = Store::connect(&state.endpoints, &state.cluster_id).await?;
+    Ok((store, state))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RotateOutcome {
+    pub manager_token: Option<String>,
+    pub worker_token: Option<String>,
+}
+
+/// Issues new secrets for the chosen roles; tokens with the old secrets are refused from then on.
+pub async fn rotate(dir: &StateDir, manager: bool, worker: bool) -> Result<RotateOutcome> {
+    let (store, mut state) = connect(dir).await?;
+    if state.role != Role::Manager {
+        return Err(Error::NotManager(state.role.to_string()));
+    }
+    let (manager, worker) = if manager || worker {
+        (manager, worker)
+    } else {
+        (true, true)
+    };
+    let mut meta = store.meta().await?;
+    let mut out = RotateOutcome::default();
+    if manager {
+        let t = Token::new(&state.cluster_id, Role::Manager, &state.endpoints);
+        meta.manager_secret_sha256 = t.secret_hash();
+        out.manager_token = Some(t.to_string());
+    }
+    if worker {
+        let t = Token::new(&state.cluster_id, Role::Worker, &state.endpoints);
+        meta.worker_secret_sha256 = t.secret_hash();
+        out.worker_token = Some(t.to_string());
+    }
+    let mut c = store.client();
+    store
+        .op(c.put(
+            store.key("meta"),
+            serde_json::to_vec(&meta)?,
+            None::<PutOptions>,
+        ))
+        .await?;
+    if let Some(t) = &out.manager_token {
+        state.token = t.clone();
+        dir.save(&state)?;
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: String,
+    pub role: Role,
+    /// `healthy`, or `degraded` when the store could not be reached and `view` is the cached one.
+    pub store: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+    pub endpoints: Vec<String>,
+    pub view: ClusterView,
+}
+
+/// Reads the whole cluster; if the store is unreachable falls back to the view cached by the
+/// last successful status, marked degraded.
+pub async fn status(dir: &StateDir) -> Result<Status> {
+    let state = dir.require()?;
+    let fresh = async {
+        let store = Store::connect(&state.endpoints, &state.cluster_id).await?;
+        let (kvs, rev) = store.list("").await?;
+        let pairs: Vec<(String, Vec<u8>)> = kvs
+            .iter()
+            .filter_map(|kv| Some((kv.key_str().ok()?.to_owned(), kv.value().to_vec())))
+            .collect();
+        Ok::<_, Error>(ClusterView::from_kvs(
+            &state.cluster_id,
+            pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            rev,
+        ))
+    };
+    let (view, store_error) = match fresh.await {
+        Ok(view) => {
+            // Best effort: a read-only state dir must not turn a healthy status into an error.
+            if let Err(e) = dir.save_view(&view) {
+                tracing::warn!(error = %e, "could not cache the cluster view");
+            }
+            (view, None)
+        }
+        Err(e) if e.is_unreachable() => {
+            let mut view: ClusterView = dir.load_view()?.unwrap_or_else(|| ClusterView {
+                cluster_id: state.cluster_id.clone(),
+                ..ClusterView::default()
+            });
+            view.store_healthy = false;
+            (view, Some(e.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Status {
+        node_id: state.node_id,
+        role: state.role,
+        store: if store_error.is_none() {
+            "healthy"
+        } else {
+            "degraded"
+        }
+        .into(),
+        store_error,
+        endpoints: state.endpoints,
+        view,
+    })
+}

@@ -1,0 +1,170 @@
+//! The node's state directory: one `state.json` (node id, cluster id, store endpoints, token, role)
+//! plus `view.json`, the last cluster view seen, so `cluster status` can answer while the store is
+//! down. The directory is 0700 and files 0600 because the token is a credential; every write goes
+//! to a temp file that is renamed over the old one, so a crash never leaves a half-written file.
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::token::Role;
+use super::{Error, Result};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vxnet";
+const STATE_FILE: &str = "state.json";
+const VIEW_FILE: &str = "view.json";
+const NODE_ID_FILE: &str = "node_id";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub node_id: String,
+    pub cluster_id: String,
+    /// `HOST:PORT` entries, without scheme.
+    pub endpoints: Vec<String>,
+    pub token: String,
+    pub role: Role,
+    #[serde(default)]
+    pub local: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> StateDir {
+        StateDir { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Creates the directory if needed and tightens it to 0700 either way.
+    fn ensure(&self) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&self.dir))
+    }
+
+    /// The node id: random, created on first use and never changed, so a node keeps its identity
+    /// across restarts and re-joins.
+    pub fn node_id(&self) -> Result<String> {
+        let path = self.dir.join(NODE_ID_FILE);
+        match fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        if let Some(state) = self.load()? {
+            return Ok(state.node_id);
+        }
+        let id = super::random_hex(8);
+        self.write_atomic(NODE_ID_FILE, format!("{id}\n").as_bytes())?;
+        Ok(id)
+    }
+
+    /// `Ok(None)` when the node has not joined a cluster yet.
+    pub fn load(&self) -> Result<Option<NodeState>> {
+        self.read_json(STATE_FILE)
+    }
+
+    pub fn require(&self) -> Result<NodeState> {
+        self.load()?
+            .ok_or_else(|| Error::NotJoined(self.dir.clone()))
+    }
+
+    pub fn save(&self, state: &NodeState) -> Result<()> {
+        self.write_atomic(STATE_FILE, &serde_json::to_vec_pretty(state)?)
+    }
+
+    pub fn load_view<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.read_json(VIEW_FILE)
+    }
+
+    pub fn save_view<T: Serialize>(&self, view: &T) -> Result<()> {
+        self.write_atomic(VIEW_FILE, &serde_json::to_vec_pretty(view)?)
+    }
+
+    fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let path = self.dir.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| Error::Corrupt {
+                        key: path.display().to_string(),
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.ensure()?;
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp.{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            // The mode above only applies to new files; a stale temp file keeps its old mode.
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err(&path)(e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path().join("s"));
+        let id = dir.node_id().unwrap();
+        assert_eq!(dir.node_id().unwrap(), id);
+        let st = NodeState {
+            node_id: id,
+            cluster_id: "ab".into(),
+            endpoints: vec!["127.0.0.1:1".into()],
+            token: "t".into(),
+            role: Role::Worker,
+            local: None,
+        };
+        dir.save(&st).unwrap();
+        assert_eq!(dir.load().unwrap(), Some(st));
+        let mode = fs::metadata(dir.state_file()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+}

@@ -1,0 +1,135 @@
+//! nftables backend: everything lives in vxnet's own `inet vxnet` table, so it never edits rules
+//! it does not own and `remove` is just deleting the table. The input chain is hooked at
+//! priority `filter - 1` so it runs before the usual `filter` chains: member addresses are
+//! accepted there, and VXLAN from anyone else is dropped. (An accept in one base chain does not
+//! bypass drops in other tables; this table guarantees "members only", not "open through
+//! everything".)
+
+use std::net::IpAddr;
+
+use super::{Command, Error, Result};
+
+pub const TABLE: &str = "vxnet";
+
+fn elements(peers: &[IpAddr], v4: bool) -> String {
+    let list: Vec<String> = peers
+        .iter()
+        .filter(|p| p.is_ipv4() == v4)
+        .map(ToString::to_string)
+        .collect();
+    if list.is_empty() {
+        String::new()
+    } else {
+        format!("\n\t\telements = {{ {} }}", list.join(", "))
+    }
+}
+
+/// The whole ruleset script. `table …; delete table …` first makes it idempotent: the table is
+/// created if missing, then replaced atomically in one nft transaction.
+pub fn ruleset(port: u16, peers: &[IpAddr]) -> String {
+    format!(
+        "table inet {TABLE}
+delete table inet {TABLE}
+table inet {TABLE} {{
+\tset peers4 {{
+\t\ttype ipv4_addr{v4}
+\t}}
+\tset peers6 {{
+\t\ttype ipv6_addr{v6}
+\t}}
+\tchain input {{
+\t\ttype filter hook input priority filter - 1; policy accept;
+\t\tudp dport {port} ip saddr @peers4 accept
+\t\tudp dport {port} ip6 saddr @peers6 accept
+\t\tudp dport {port} counter drop
+\t}}
+}}
+",
+        v4 = elements(peers, true),
+        v6 = elements(peers, false),
+    )
+}
+
+pub fn apply_cmd(port: u16, peers: &[IpAddr]) -> Command {
+    Command {
+        stdin: Some(ruleset(port, peers)),
+        ..Command::new("nft", &["-f", "-"])
+    }
+}
+
+/// Deletes the table; creating it first makes removal succeed when nothing was applied.
+pub fn remove_cmd() -> Command {
+    Command {
+        stdin: Some(format!("table inet {TABLE}\ndelete table inet {TABLE}\n")),
+        ..Command::new("nft", &["-f", "-"])
+    }
+}
+
+/// Member addresses in the applied table; empty when there is no table.
+pub fn list() -> Result<Vec<IpAddr>> {
+    match Command::new("nft", &["-j", "list", "table", "inet", TABLE]).run() {
+        Ok(out) => parse_json(&out),
+        Err(Error::Failed { stderr, .. }) if stderr.contains("No such file") => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Extracts the elements of `peers4`/`peers6` from `nft -j list table` output.
+pub fn parse_json(out: &str) -> Result<Vec<IpAddr>> {
+    let bad = |detail: String| Error::Parse {
+        what: "nft -j output".into(),
+        detail,
+    };
+    let doc: serde_json::Value = serde_json::from_str(out).map_err(|e| bad(e.to_string()))?;
+    let items = doc
+        .get("nftables")
+        .and_then(|v| v.as_array())
+        .ok_or_else(|| bad("no nftables array".into()))?;
+    let mut peers = Vec::new();
+    for set in items.iter().filter_map(|i| i.get("set")) {
+        let ours = set.get("table").and_then(|t| t.as_str()) == Some(TABLE)
+            && matches!(
+                set.get("name").and_then(|n| n.as_str()),
+                Some("peers4" | "peers6")
+            );
+        if !ours {
+            continue;
+        }
+        for e in set
+            .get("elem")
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(ip) = e.as_str().and_then(|s| s.parse().ok()) {
+                peers.push(ip);
+            }
+        }
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_lists_only_peers() {
+        let peers: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let r = ruleset(4789, &peers);
+        assert!(r.contains("elements = { 10.0.0.2 }"));
+        assert!(r.contains("elements = { fd00::2 }"));
+        assert!(r.contains("udp dport 4789 ip saddr @peers4 accept"));
+        assert!(r.contains("priority filter - 1"));
+        assert!(!ruleset(4789, &[]).contains("elements"));
+    }
+
+    #[test]
+    fn parses_nft_json() {
+        let out = r#"{"nftables":[{"metainfo":{}},{"table":{"family":"inet","name":"vxnet"}},
+            {"set":{"family":"inet","name":"peers4","table":"vxnet","type":"ipv4_addr","elem":["10.0.0.2","10.0.0.3"]}},
+            {"set":{"family":"inet","name":"peers6","table":"vxnet","type":"ipv6_addr"}}]}"#;
+        let p = parse_json(out).unwrap();
+        assert_eq!(p.len(), 2);
+    }
+}

@@ -1,0 +1,118 @@
+//! ufw and firewalld through `--dry-run`: the exact commands, without running them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn vxnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vxnet"))
+        .args(args)
+        .env("VXNET_STATE_DIR", "/nonexistent-vxnet-test")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Only meaningful where the tool is absent: a dry run then plans from an empty current state.
+fn absent(prog: &str) -> bool {
+    Command::new(prog).arg("--version").output().is_err()
+}
+
+#[test]
+fn ufw_dry_run() {
+    if !absent("ufw") {
+        eprintln!("SKIP: ufw installed; the dry-run plan would depend on its live rules");
+        return;
+    }
+    let out = ok(&vxnet(&[
+        "firewall",
+        "apply",
+        "--backend",
+        "ufw",
+        "--dry-run",
+        "--peer",
+        "10.0.0.2",
+        "--peer",
+        "10.0.0.3",
+    ]));
+    assert_eq!(
+        out,
+        "ufw allow proto udp from 10.0.0.2 to any port 4789\nufw allow proto udp from 10.0.0.3 to any port 4789\n"
+    );
+    let out = ok(&vxnet(&[
+        "firewall",
+        "apply",
+        "--backend",
+        "ufw",
+        "--dry-run",
+        "--port",
+        "8472",
+        "--peer",
+        "fd00::2",
+    ]));
+    assert_eq!(out, "ufw allow proto udp from fd00::2 to any port 8472\n");
+}
+
+#[test]
+fn firewalld_dry_run() {
+    if !absent("firewall-cmd") {
+        eprintln!("SKIP: firewalld installed; the dry-run plan would depend on its live rules");
+        return;
+    }
+    let out = ok(&vxnet(&[
+        "firewall",
+        "apply",
+        "--backend",
+        "firewalld",
+        "--dry-run",
+        "--peer",
+        "10.0.0.2",
+    ]));
+    assert_eq!(
+        out,
+        "firewall-cmd --permanent '--add-rich-rule=rule family=\"ipv4\" source address=\"10.0.0.2\" port port=\"4789\" protocol=\"udp\" accept'\nfirewall-cmd --reload\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&vxnet(&[
+        "firewall",
+        "apply",
+        "--backend",
+        "firewalld",
+        "--dry-run",
+        "--json",
+        "--peer",
+        "fd00::2",
+    ])))
+    .unwrap();
+    assert_eq!(json["backend"], "firewalld");
+    assert_eq!(json["dry_run"], true);
+    assert!(json["commands"][0]
+        .as_str()
+        .unwrap()
+        .contains(r#"family="ipv6" source address="fd00::2""#));
+}
+
+#[test]
+fn bad_backend_is_one_error_line() {
+    let o = vxnet(&[
+        "firewall",
+        "apply",
+        "--backend",
+        "iptables",
+        "--peer",
+        "10.0.0.2",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("iptables"),
+        "{err}"
+    );
+}

@@ -1,0 +1,150 @@
+//! nftables for real, inside a network namespace the test creates (and removes on drop).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+struct Netns(String);
+
+impl Netns {
+    /// None (skip) when namespaces cannot be made here; under CI=true that is a failure.
+    fn create() -> Option<Netns> {
+        let name = format!("vxfw-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("ip")
+                .args(["netns", "exec", &name, "nft", "list", "ruleset"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            assert!(
+                !in_ci(),
+                "cannot create a netns with nft (need root, iproute2, nftables); CI=true: failing"
+            );
+            eprintln!("SKIP: no netns/nft here");
+            return None;
+        }
+        Some(Netns(name))
+    }
+
+    fn exec(&self, prog: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, prog])
+            .args(args)
+            .env("VXNET_STATE_DIR", "/nonexistent-vxnet-test")
+            .output()
+            .unwrap()
+    }
+
+    fn ruleset(&self) -> String {
+        let o = self.exec("nft", &["list", "ruleset"]);
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn nftables_apply_list_remove_in_netns() {
+    let Some(ns) = Netns::create() else { return };
+    let bin = env!("CARGO_BIN_EXE_vxnet");
+    let fw = |args: &[&str]| {
+        let mut a = vec!["firewall"];
+        a.extend_from_slice(args);
+        ns.exec(bin, &a)
+    };
+
+    ok(&fw(&[
+        "apply",
+        "--backend",
+        "nftables",
+        "--peer",
+        "10.77.0.2",
+    ]));
+    let rules = ns.ruleset();
+    assert!(rules.contains("table inet vxnet"), "{rules}");
+    assert!(rules.contains("elements = { 10.77.0.2 }"), "{rules}");
+    assert!(
+        rules.contains("udp dport 4789 ip saddr @peers4 accept"),
+        "{rules}"
+    );
+    assert!(rules.contains("udp dport 4789 counter"), "{rules}");
+    // Nothing opens the port to everyone.
+    assert!(
+        !rules.lines().any(|l| l.trim() == "udp dport 4789 accept"),
+        "{rules}"
+    );
+
+    // Idempotent, and re-applying with another set replaces the old peers.
+    ok(&fw(&[
+        "apply",
+        "--backend",
+        "nftables",
+        "--peer",
+        "10.77.0.2",
+    ]));
+    ok(&fw(&[
+        "apply",
+        "--backend",
+        "nftables",
+        "--peer",
+        "10.77.0.3",
+        "--peer",
+        "fd00::3",
+    ]));
+    let rules = ns.ruleset();
+    assert_eq!(rules.matches("table inet vxnet").count(), 1, "{rules}");
+    assert!(
+        rules.contains("10.77.0.3") && rules.contains("fd00::3") && !rules.contains("10.77.0.2"),
+        "{rules}"
+    );
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&fw(&["list", "--backend", "nftables", "--json"]))).unwrap();
+    assert_eq!(listed["peers"], serde_json::json!(["10.77.0.3", "fd00::3"]));
+
+    // Dry run changes nothing and shows the ruleset.
+    let dry = ok(&fw(&[
+        "apply",
+        "--backend",
+        "nftables",
+        "--peer",
+        "10.77.0.9",
+        "--dry-run",
+    ]));
+    assert!(
+        dry.starts_with("nft -f - <<'EOF'") && dry.contains("10.77.0.9"),
+        "{dry}"
+    );
+    assert!(!ns.ruleset().contains("10.77.0.9"));
+
+    ok(&fw(&["remove", "--backend", "nftables"]));
+    assert!(!ns.ruleset().contains("vxnet"));
+    // Removing again is fine.
+    ok(&fw(&["remove", "--backend", "nftables"]));
+
+    // No peers and no cluster: refuse rather than open to the world.
+    let o = fw(&["apply", "--backend", "nftables"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: no peer addresses"));
+}
