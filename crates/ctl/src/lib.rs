@@ -6,3 +6,5 @@
 
 pub mod cluster;
 pub mod firewall;
+pub mod run;
+pub mod show;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vxnet::{cluster, firewall};
+use vxnet::{cluster, firewall, run, show};
 
 #[derive(Debug, Parser)]
 #[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
@@ -15,6 +15,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run the engine in the foreground (until SIGINT/SIGTERM).
+    Run(run::RunArgs),
+    /// Show or change the forwarding database of a running engine.
+    Fdb(show::FdbArgs),
+    /// Remote VTEPs with per-peer counters.
+    Peers(show::ControlArgs),
+    /// Per-network counters and drops by reason.
+    Stats(show::ControlArgs),
+    /// Networks served by the running engine.
+    Networks(show::ControlArgs),
     /// The etcd-backed cluster: init, join, rotate, status.
     Cluster(cluster::cli::ClusterArgs),
     /// Named overlay networks stored in the cluster.
@@ -25,7 +35,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("VXNET_LOG"))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = match Cli::try_parse() {
@@ -44,6 +57,11 @@ fn main() -> ExitCode {
         }
     };
     let res: Result<(), String> = match cli.cmd {
+        Cmd::Run(a) => run::run(a).map_err(|e| e.to_string()),
+        Cmd::Fdb(a) => show::fdb(a).map_err(|e| e.to_string()),
+        Cmd::Peers(a) => show::peers(a).map_err(|e| e.to_string()),
+        Cmd::Stats(a) => show::stats(a).map_err(|e| e.to_string()),
+        Cmd::Networks(a) => show::networks(a).map_err(|e| e.to_string()),
         Cmd::Cluster(a) => cluster::cli::run_cluster(a).map_err(|e| e.to_string()),
         Cmd::Network(a) => cluster::cli::run_network(a).map_err(|e| e.to_string()),
         Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),

@@ -1,0 +1,258 @@
+//! Client subcommands of a running engine: `fdb`, `peers`, `stats`, `networks`. Human output is
+//! modelled on `bridge fdb show` and `ip -s link`; `--json` prints the engine's reply as is.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use vxnet_dataplane::config::DEFAULT_CONTROL_PATH;
+use vxnet_dataplane::control::client::{request, ClientError};
+use vxnet_dataplane::control::proto::{FdbTable, NetworkInfo, PeerRow, Request, StatsReport};
+use vxnet_dataplane::fdb::EntryKind;
+use vxnet_encap::MacAddr;
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// Control socket of the engine.
+    #[arg(long, default_value = DEFAULT_CONTROL_PATH, global = true)]
+    pub control: PathBuf,
+    /// One JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FdbArgs {
+    #[command(subcommand)]
+    pub cmd: FdbCmd,
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FdbCmd {
+    /// List entries: MAC, VNI, destination VTEP, static/learned, age.
+    Show {
+        #[arg(long)]
+        vni: Option<u32>,
+    },
+    /// Add a static entry; 00:00:00:00:00:00 adds a flood (head-end replication) destination.
+    Add {
+        mac: MacAddr,
+        #[arg(long)]
+        dst: IpAddr,
+        #[arg(long)]
+        vni: Option<u32>,
+    },
+    /// Delete an entry (00:00:00:00:00:00 deletes the flood entries).
+    Del {
+        mac: MacAddr,
+        #[arg(long)]
+        vni: Option<u32>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShowError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("unexpected reply from the engine: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+fn ask<T: serde::de::DeserializeOwned>(
+    control: &ControlArgs,
+    req: &Request,
+) -> Result<(serde_json::Value, T), ShowError> {
+    let value = request(&control.control, req)?;
+    let typed = serde_json::from_value(value.clone())?;
+    Ok((value, typed))
+}
+
+fn print_json(value: &serde_json::Value) -> Result<(), ShowError> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn fdb(args: FdbArgs) -> Result<(), ShowError> {
+    let control = &args.control;
+    match args.cmd {
+        FdbCmd::Show { vni } => {
+            let (value, tables): (_, Vec<FdbTable>) = ask(control, &Request::FdbShow { vni })?;
+            if control.json {
+                return print_json(&value);
+            }
+            print!("{}", render_fdb(&tables));
+        }
+        FdbCmd::Add { mac, dst, vni } => {
+            request(
+                &control.control,
+                &Request::FdbAdd {
+                    mac: mac.to_string(),
+                    dst,
+                    vni,
+                },
+            )?;
+        }
+        FdbCmd::Del { mac, vni } => {
+            request(
+                &control.control,
+                &Request::FdbDel {
+                    mac: mac.to_string(),
+                    vni,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `bridge fdb show` style: `MAC dev DEV dst IP vni N [self permanent|age S]`.
+pub fn render_fdb(tables: &[FdbTable]) -> String {
+    let mut out = String::new();
+    for table in tables {
+        for ip in &table.flood {
+            let _ = writeln!(
+                out,
+                "00:00:00:00:00:00 dev {} dst {ip} vni {} self permanent",
+                table.dev, table.vni
+            );
+        }
+        for e in &table.entries {
+            let state = match (e.kind, e.age_secs) {
+                (EntryKind::Static, _) => "self permanent".to_string(),
+                (EntryKind::Learned, Some(age)) => format!("self age {age}s"),
+                (EntryKind::Learned, None) => "self".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{} dev {} dst {} vni {} {state}",
+                e.mac, table.dev, e.dst, table.vni
+            );
+        }
+    }
+    out
+}
+
+pub fn peers(control: ControlArgs) -> Result<(), ShowError> {
+    let (value, rows): (_, Vec<PeerRow>) = ask(&control, &Request::Peers)?;
+    if control.json {
+        return print_json(&value);
+    }
+    println!(
+        "{:<40} {:>12} {:>14} {:>12} {:>14}  vnis",
+        "peer", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes"
+    );
+    for r in rows {
+        let vnis: Vec<String> = r.vnis.iter().map(u32::to_string).collect();
+        println!(
+            "{:<40} {:>12} {:>14} {:>12} {:>14}  {}",
+            r.address.to_string(),
+            r.traffic.rx_packets,
+            r.traffic.rx_bytes,
+            r.traffic.tx_packets,
+            r.traffic.tx_bytes,
+            vnis.join(",")
+        );
+    }
+    Ok(())
+}
+
+pub fn stats(control: ControlArgs) -> Result<(), ShowError> {
+    let (value, report): (_, StatsReport) = ask(&control, &Request::Stats)?;
+    if control.json {
+        return print_json(&value);
+    }
+    print!("{}", render_stats(&report));
+    Ok(())
+}
+
+/// `ip -s link` style: a block per network, then engine-wide drops.
+pub fn render_stats(report: &StatsReport) -> String {
+    let mut out = String::new();
+    let offloads = if report.offloads.is_empty() {
+        "none".to_string()
+    } else {
+        report.offloads.join(" ")
+    };
+    let _ = writeln!(out, "workers {}  offloads {offloads}", report.workers);
+    for n in &report.networks {
+        let _ = writeln!(out, "{}: vni {} dev {}", n.name, n.vni, n.dev);
+        let _ = writeln!(out, "    RX:  bytes packets");
+        let _ = writeln!(
+            out,
+            "    {:>12} {:>7}",
+            n.traffic.rx_bytes, n.traffic.rx_packets
+        );
+        let _ = writeln!(out, "    TX:  bytes packets");
+        let _ = writeln!(
+            out,
+            "    {:>12} {:>7}",
+            n.traffic.tx_bytes, n.traffic.tx_packets
+        );
+        let _ = writeln!(
+            out,
+            "    fdb {} entries  learned {}  moved {}  flooded {}  fdb_full {}",
+            n.fdb_entries, n.learned, n.moved, n.flooded, n.fdb_full
+        );
+        let drops: Vec<String> = n
+            .drops
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "    drops: {}",
+            if drops.is_empty() {
+                "none".into()
+            } else {
+                drops.join("  ")
+            }
+        );
+    }
+    let global: Vec<String> = report
+        .drops
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "engine drops: {}",
+        if global.is_empty() {
+            "none".into()
+        } else {
+            global.join("  ")
+        }
+    );
+    out
+}
+
+pub fn networks(control: ControlArgs) -> Result<(), ShowError> {
+    let (value, nets): (_, Vec<NetworkInfo>) = ask(&control, &Request::Networks)?;
+    if control.json {
+        return print_json(&value);
+    }
+    for n in nets {
+        let flood: Vec<String> = n.flood.iter().map(IpAddr::to_string).collect();
+        println!(
+            "{}: vni {} dev {} mtu {} address {} local {}:{} learning {} peers {}",
+            n.name,
+            n.vni,
+            n.dev,
+            n.mtu,
+            n.address.as_deref().unwrap_or("-"),
+            n.local,
+            n.port,
+            if n.learning { "on" } else { "off" },
+            if flood.is_empty() {
+                "-".into()
+            } else {
+                flood.join(",")
+            }
+        );
+    }
+    Ok(())
+}
