@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian/Ubuntu packages, as root) and runs every test.
+# CI runs exactly this (.ci/run). Tests that need root or network namespaces FAIL under CI=true
+# when they cannot run, rather than skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(iproute2 iputils-ping ethtool tcpdump tshark iperf3 etcd-server etcd-client
+          protobuf-compiler nftables procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing packages ${missing[*]}; run as root (or install them) first" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # tshark asks whether non-root users may capture; the default answer is fine here.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
