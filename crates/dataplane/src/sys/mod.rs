@@ -92,6 +92,23 @@ pub fn unshare_netns_for_current_thread() -> io::Result<()> {
     cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(drop)
 }
 
+/// Moves the calling thread (only) into the named network namespace (`ip netns add NAME` makes
+/// `/run/netns/NAME`). Lets `vxnet demo` and the tests run a TCP sender or receiver inside a host
+/// namespace on a thread of their own, without a helper process. Needs CAP_SYS_ADMIN.
+pub fn enter_named_netns_for_current_thread(name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if name.contains('/') || name.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "namespace name must be a plain name",
+        ));
+    }
+    let file = std::fs::File::open(std::path::Path::new("/run/netns").join(name))?;
+    // SAFETY: setns(2) with a valid, open namespace fd (kept open by `file` for the call) and the
+    // CLONE_NEWNET type; it changes only the calling thread's network namespace.
+    cvt(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+}
+
 /// Turns a libc `-1 + errno` return into an `io::Result`.
 pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
