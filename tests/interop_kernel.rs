@@ -1,0 +1,142 @@
+//! vxnet against the Linux kernel's own vxlan driver: the reference peer.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use vxnet_tests::*;
+
+const MB: u64 = 1 << 20;
+
+/// Host 0 runs vxnet, host 1 a kernel vxlan device; overlay 10.1.0.1 ↔ 10.1.0.2, VNI 42.
+fn kernel_pair(test: &str, family: Family) -> Option<(Lab, Vxnet)> {
+    let lab = Lab::lan(test, 2, family)?;
+    let (a, b) = (lab.host(0).underlay, lab.host(1).underlay);
+    // The kernel's vxlan leaves the inner TCP checksum to "hardware" (CHECKSUM_PARTIAL), and a
+    // veth never finishes it, so a userspace receiver gets only the pseudo-header sum. A real
+    // NIC completes it on the way out; on veth, TX checksum offload must be off (README).
+    lab.host(1).must("ethtool -K eth0 tx off >/dev/null");
+    lab.host(1).must(&format!(
+        "ip link add vx0 type vxlan id 42 dstport 4789 local {b} remote {a} dev eth0 && \
+         ip addr add 10.1.0.2/24 dev vx0 && ip link set vx0 up"
+    ));
+    let vx = lab.vxnet(
+        0,
+        "a",
+        &format!("--vni 42 --dev vx42 --local {a} --remote {b} --address 10.1.0.1/24"),
+    );
+    Some((lab, vx))
+}
+
+#[test]
+fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
+    let test = "ipv4_kernel_interop";
+    if !have_tool(test, "tcpdump") || !have_tool(test, "tshark") {
+        return;
+    }
+    let Some((lab, vx)) = kernel_pair(test, Family::V4) else {
+        return;
+    };
+    let pcap = lab.dir.join("underlay.pcap");
+    let dump = lab.spawn(
+        1,
+        &lab.dir.join("tcpdump.log"),
+        &format!(
+            "tcpdump -i eth0 -U -c 6 -w {} udp port 4789",
+            pcap.display()
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Ping both ways (the first also resolves ARP across the overlay).
+    assert!(
+        lab.host(0).ping("10.1.0.2", 3),
+        "vxnet → kernel ping failed"
+    );
+    assert!(
+        lab.host(1).ping("10.1.0.1", 3),
+        "kernel → vxnet ping failed"
+    );
+
+    // ARP resolved over the overlay: vxnet's host knows the kernel device's MAC.
+    let kernel_mac = lab
+        .host(1)
+        .must("cat /sys/class/net/vx0/address")
+        .trim()
+        .to_string();
+    let neigh = lab.host(0).must("ip neigh show 10.1.0.2 dev vx42");
+    assert!(
+        neigh.contains(&kernel_mac),
+        "ARP entry {neigh:?} lacks {kernel_mac}"
+    );
+    // And vxnet learned that MAC behind the kernel VTEP.
+    let fdb = vx.json("fdb show");
+    let entries = fdb[0]["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["mac"] == kernel_mac.as_str() && e["dst"] == "10.0.0.2"),
+        "fdb: {fdb}"
+    );
+
+    // 64 MB over TCP each way, every byte checked.
+    for (from, to, dst) in [(0, 1, "10.1.0.2:5001"), (1, 0, "10.1.0.1:5002")] {
+        let addr: SocketAddr = dst.parse().unwrap();
+        let rx = tcp_receive_checked(&lab.host(to).ns, addr, 64 * MB);
+        let tx = tcp_send_pattern(&lab.host(from).ns, addr, 64 * MB);
+        let elapsed = tx.join().unwrap();
+        assert_eq!(
+            rx.join().unwrap(),
+            64 * MB,
+            "bytes corrupted or lost {from}→{to}"
+        );
+        eprintln!(
+            "64 MB {from}→{to} in {elapsed:?}: {:.2} Gbit/s",
+            (64 * MB * 8) as f64 / elapsed.as_secs_f64() / 1e9
+        );
+    }
+
+    // The wire, as tshark decodes it: VXLAN, VNI 42, destination port 4789.
+    let mut dump = dump;
+    let _ = dump.child.wait();
+    let fields = must(&format!(
+        "tshark -r {} -T fields -e vxlan.vni -e udp.dstport -e vxlan.flags 2>/dev/null",
+        pcap.display()
+    ));
+    let lines: Vec<&str> = fields.lines().collect();
+    assert!(lines.len() >= 4, "too few packets captured: {fields:?}");
+    for line in lines {
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert_eq!(cols[0], "42", "VNI in {line:?}");
+        assert_eq!(cols[1], "4789", "port in {line:?}");
+        assert_eq!(cols[2], "0x0800", "flags (I set, rest zero) in {line:?}");
+    }
+    assert_eq!(vx.drop_count(Some(42), "not_peer"), 0);
+}
+
+#[test]
+fn ipv6_underlay_against_kernel_vxlan() {
+    let Some((lab, vx)) = kernel_pair("ipv6_kernel_interop", Family::V6) else {
+        return;
+    };
+    // MTU defaults to underlay − 70 over IPv6.
+    assert_eq!(
+        lab.host(0).must("cat /sys/class/net/vx42/mtu").trim(),
+        "1430"
+    );
+    assert!(
+        lab.host(0).ping("10.1.0.2", 3),
+        "vxnet → kernel ping over IPv6 failed"
+    );
+    assert!(
+        lab.host(1).ping("10.1.0.1", 3),
+        "kernel → vxnet ping over IPv6 failed"
+    );
+    let addr: SocketAddr = "10.1.0.2:5003".parse().unwrap();
+    let rx = tcp_receive_checked(&lab.host(1).ns, addr, 16 * MB);
+    tcp_send_pattern(&lab.host(0).ns, addr, 16 * MB)
+        .join()
+        .unwrap();
+    assert_eq!(rx.join().unwrap(), 16 * MB);
+    assert!(vx.peer_stat(lab.host(1).underlay, "rx_packets") > 0);
+}
