@@ -71,11 +71,15 @@ pub enum Reject {
     /// Pure ACK / window update: nothing to merge.
     NoPayload,
     /// Flags other than ACK, PSH, ECE (SYN, FIN, RST, URG, CWR) or no ACK.
-    Flags { flags: u8 },
+    Flags {
+        flags: u8,
+    },
     BadIpv4Checksum,
     BadTcpChecksum,
     /// Longer than `max_ip_len` on its own.
-    TooLong { ip_len: usize },
+    TooLong {
+        ip_len: usize,
+    },
 }
 
 /// What [`Coalescer::push`] did with a frame.
@@ -161,7 +165,8 @@ impl Coalescer {
         config.max_ip_len = config.max_ip_len.min(MAX_SUPERFRAME_IP_LEN);
         config.max_segments = config.max_segments.max(1);
         Coalescer {
-            buf: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_L2_LEN + MAX_SUPERFRAME_IP_LEN].into_boxed_slice(),
+            buf: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_L2_LEN + MAX_SUPERFRAME_IP_LEN]
+                .into_boxed_slice(),
             len: 0,
             run: None,
             config,
@@ -203,7 +208,11 @@ impl Coalescer {
         };
         if let Err(reject) = self.eligible(frame, &tf) {
             // A same-flow frame (e.g. the FIN after the data) must not overtake the superframe.
-            return if same_flow { Push::Flush } else { self.pass(reject) };
+            return if same_flow {
+                Push::Flush
+            } else {
+                self.pass(reject)
+            };
         }
         match self.run {
             None => self.start(frame, tf),
@@ -228,7 +237,13 @@ impl Coalescer {
             self.stats.singles += 1;
             return self.buf.get(..VIRTIO_NET_HDR_LEN + len);
         }
-        let TcpFrame { l3, l4, ipv6, tcp_hlen, .. } = run.tf;
+        let TcpFrame {
+            l3,
+            l4,
+            ipv6,
+            tcp_hlen,
+            ..
+        } = run.tf;
         let tcp_len = len - l4;
         if ipv6 {
             sf[l3 + 4..l3 + 6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
@@ -342,9 +357,7 @@ impl Coalescer {
 
     /// The merge rules beyond the flow (see the module docs). `tf` has the run's layout.
     fn continues(&self, run: &Run, frame: &[u8], tf: &TcpFrame) -> bool {
-        if run.sealed
-            || run.segments >= self.config.max_segments
-            || tf.tcp_hlen != run.tf.tcp_hlen
+        if run.sealed || run.segments >= self.config.max_segments || tf.tcp_hlen != run.tf.tcp_hlen
         {
             return false;
         }
@@ -450,7 +463,10 @@ impl Coalescer {
         let flags = frame[tf.l4 + tcp::FLAGS];
         let l4 = VIRTIO_NET_HDR_LEN + run.tf.l4;
         // The superframe carries the newest window and, if this segment had it, PSH.
-        if let Some(w) = self.buf.get_mut(l4 + tcp::WINDOW.start..l4 + tcp::WINDOW.end) {
+        if let Some(w) = self
+            .buf
+            .get_mut(l4 + tcp::WINDOW.start..l4 + tcp::WINDOW.end)
+        {
             w.copy_from_slice(&frame[tf.l4 + tcp::WINDOW.start..tf.l4 + tcp::WINDOW.end]);
         }
         if let Some(f) = self.buf.get_mut(l4 + tcp::FLAGS) {

@@ -12,7 +12,7 @@
 //! Every segment but the last has exactly `segment_size` bytes, so the kernel's UDP GSO can cut
 //! the buffer at that fixed size and put each piece behind its own outer UDP/IP header.
 
-use crate::checksum::{Sum, self};
+use crate::checksum::{self, Sum};
 use crate::error::OffloadError;
 use crate::vni::Vni;
 use crate::wire::{VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
@@ -46,11 +46,10 @@ impl Segmented {
     /// A 64 KB superframe cut at MSS 1398 is 47 segments but ~68 KB once every segment carries
     /// its own headers, so it takes two sends.
     pub fn batches(&self, max_bytes: usize, max_segments: usize) -> GsoBatches {
-        let per_send = if self.segment_size == 0 {
-            1
-        } else {
-            (max_bytes / self.segment_size).clamp(1, max_segments.max(1))
-        };
+        let per_send = max_bytes
+            .checked_div(self.segment_size)
+            .unwrap_or(1)
+            .clamp(1, max_segments.max(1));
         GsoBatches {
             seg: *self,
             next_segment: 0,
@@ -161,7 +160,9 @@ pub fn required_output_len(
 ) -> Result<usize, OffloadError> {
     match hdr.gso_kind() {
         VirtioNetHdr::GSO_NONE => Ok(VXLAN_HEADER_LEN + frame.len()),
-        VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_TCPV6 => Ok(plan_tso(hdr, frame, mss)?.total_len),
+        VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_TCPV6 => {
+            Ok(plan_tso(hdr, frame, mss)?.total_len)
+        }
         _ => Err(OffloadError::UnsupportedGsoType {
             gso_type: hdr.gso_type,
         }),
@@ -261,7 +262,11 @@ fn single(
 ) -> Result<Segmented, OffloadError> {
     let total_len = VXLAN_HEADER_LEN + frame.len();
     let csum = if hdr.needs_csum() {
-        Some(checksum_field(frame.len(), hdr.csum_start, hdr.csum_offset)?)
+        Some(checksum_field(
+            frame.len(),
+            hdr.csum_start,
+            hdr.csum_offset,
+        )?)
     } else {
         None
     };
