@@ -10,6 +10,31 @@
 //! - [`copy_csum`]: the fused copy + checksum both directions use.
 //!
 //! All offsets (like the virtio-net header's) count from the start of the inner Ethernet header.
+//!
+//! # Engine usage
+//!
+//! TAP -> wire, per TAP read `[virtio_net_hdr][frame]`:
+//! ```text
+//! let hdr = VirtioNetHdr::parse(&read)?;            // native endian, 10 bytes
+//! let frame = &read[VIRTIO_NET_HDR_LEN..];
+//! // out: allocate once, MAX_GSO_SEGMENTS * (8 + 138 + mss) bytes (or required_output_len)
+//! let seg = prepare_for_wire(&hdr, frame, vni, mss, &mut out)?;
+//! for b in seg.batches(MAX_UDP_GSO_PAYLOAD, MAX_GSO_SEGMENTS) {
+//!     // one sendmsg of out[b.range] with cmsg UDP_SEGMENT = b.segment_size as u16
+//!     // (skip the cmsg when b.segments == 1)
+//! }
+//! ```
+//! `mss` is the inner TCP payload that fits the underlay: underlay MTU - outer IP (20/40) - UDP 8 -
+//! VXLAN 8 - inner Ethernet 14 - inner IP/TCP headers (e.g. 1500 - 50 - 20 - 32 = 1398 for IPv4
+//! with timestamps). A malformed frame is an error to count and drop.
+//!
+//! Wire -> TAP, per batch of decapsulated inner frames:
+//! ```text
+//! coalescer.coalesce(frames, |e| match e {
+//!     Emit::Write(bytes) => tap.write(bytes),            // header included
+//!     Emit::AsIs(frame) => tap.writev(&[ZERO_VNET_HDR, frame]),
+//! });
+//! ```
 
 pub mod coalesce;
 pub mod copy_csum;
@@ -18,8 +43,8 @@ pub mod vnet;
 
 pub use coalesce::{CoalesceConfig, CoalesceStats, Coalescer, Emit, Push, Reject};
 pub use segment::{
-    complete_checksum, prepare_for_wire, required_output_len, GsoBatch, GsoBatches, Segmented,
-    MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
+    complete_checksum, prepare_for_wire, prepare_for_wire_with, required_output_len, CopyMode,
+    GsoBatch, GsoBatches, Segmented, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
 };
 pub use vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
 
