@@ -55,6 +55,12 @@ impl Sum {
         Sum(self.0 + word as u64)
     }
 
+    /// Adds another partial sum (e.g. a payload summed while it was copied).
+    #[must_use]
+    pub const fn add_sum(self, other: Sum) -> Self {
+        Sum(self.0 + other.0)
+    }
+
     /// Folds to 16 bits (not yet complemented).
     pub const fn fold(self) -> u16 {
         let mut acc = self.0;

@@ -10,6 +10,10 @@ pub enum Layer {
     Vxlan,
     InnerEthernet,
     InnerVlan,
+    InnerIpv4,
+    InnerIpv6,
+    InnerTcp,
+    VirtioNet,
 }
 
 impl std::fmt::Display for Layer {
@@ -22,6 +26,10 @@ impl std::fmt::Display for Layer {
             Layer::Vxlan => "VXLAN",
             Layer::InnerEthernet => "inner Ethernet",
             Layer::InnerVlan => "inner 802.1Q",
+            Layer::InnerIpv4 => "inner IPv4",
+            Layer::InnerIpv6 => "inner IPv6",
+            Layer::InnerTcp => "inner TCP",
+            Layer::VirtioNet => "virtio-net",
         })
     }
 }
@@ -71,4 +79,46 @@ pub enum EncapError {
     TooLong { len: usize, limit: usize },
     #[error("outer addresses mix IPv4 and IPv6")]
     MixedAddressFamilies,
+}
+
+/// Why a TAP frame could not be prepared for the wire (checksum completion / TSO segmentation).
+/// Offsets and lengths count from the inner Ethernet header, as the virtio-net header's do on a TAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum OffloadError {
+    #[error("{layer} header truncated: {required} bytes required, {actual} present")]
+    Truncated {
+        layer: Layer,
+        required: usize,
+        actual: usize,
+    },
+    #[error("inner EtherType {ethertype:#06x} is neither IPv4 nor IPv6")]
+    NotIp { ethertype: u16 },
+    #[error("{layer} header is malformed: {reason}")]
+    BadHeader { layer: Layer, reason: &'static str },
+    #[error("inner IP protocol / next header {protocol} is not TCP")]
+    NotTcp { protocol: u8 },
+    #[error("inner IPv4 packet is a fragment")]
+    Fragment,
+    #[error("virtio-net gso_type {gso_type:#04x} is not supported")]
+    UnsupportedGsoType { gso_type: u8 },
+    #[error("virtio-net gso_type {gso_type:#04x} does not match the inner IPv{ip_version} packet")]
+    GsoTypeMismatch { gso_type: u8, ip_version: u8 },
+    #[error("virtio-net gso_size is 0 on a GSO frame")]
+    GsoSizeZero,
+    #[error("segment payload size (MSS) is 0")]
+    MssZero,
+    #[error(
+        "checksum field at csum_start {csum_start} + csum_offset {csum_offset} does not fit the {frame_len}-byte frame"
+    )]
+    BadChecksumOffsets {
+        csum_start: u16,
+        csum_offset: u16,
+        frame_len: usize,
+    },
+    #[error("virtio-net csum_start {csum_start} is not the inner TCP header offset {tcp_offset}")]
+    CsumStartMismatch { csum_start: u16, tcp_offset: usize },
+    #[error("{segments} segments exceed the {max} one UDP GSO send may carry")]
+    TooManySegments { segments: usize, max: usize },
+    #[error("output buffer of {available} bytes is too small: {required} required")]
+    OutputTooSmall { required: usize, available: usize },
 }

@@ -10,6 +10,8 @@
 //! - [`decap`]: validates a received datagram (or a whole outer packet) and returns VNI + inner frame.
 //! - [`inner`]: the inner-frame facts a forwarder needs (MACs, EtherType, 802.1Q tag).
 //! - [`flow`]: the flow hash that picks the outer UDP source port.
+//! - [`offload`]: the virtio-net header, checksum completion, TSO segmentation of TAP superframes
+//!   into one UDP GSO send, and GRO-style coalescing of received TCP segments back into superframes.
 #![forbid(unsafe_code)]
 
 pub mod checksum;
@@ -19,12 +21,13 @@ mod error;
 pub mod flow;
 pub mod inner;
 mod mac;
+pub mod offload;
 mod vni;
 pub mod wire;
 
 pub use decap::{decapsulate, decapsulate_ethernet, decapsulate_ip, Decapsulated, OuterPacket};
 pub use encap::{encapsulate, Encapsulation, IpPair, OuterStack, UdpChecksum, MAX_OUTER_LEN};
-pub use error::{DecapError, EncapError, Layer};
+pub use error::{DecapError, EncapError, Layer, OffloadError};
 pub use flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
 pub use inner::InnerFrame;
 pub use mac::{MacAddr, MacParseError};
