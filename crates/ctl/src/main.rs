@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "vxnet", version, about = "A userspace VXLAN (RFC 7348) data plane")]
+#[command(
+    name = "vxnet",
+    version,
+    about = "A userspace VXLAN (RFC 7348) data plane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -115,17 +115,12 @@ fn link_layer(link: LinkType, data: &[u8]) -> Result<Link, String> {
                     return Err(too_short("802.1Q-tagged Ethernet", ip_start + VLAN_TAG_LEN));
                 }
                 let tci = be16(data, 14);
-                b.noted(
-                    "802.1Q TPID",
-                    12..14,
-                    hex16(ethertype),
-                    "underlay VLAN tag",
-                )
-                .field(
-                    "802.1Q TCI",
-                    14..16,
-                    format!("VLAN {} priority {}", tci & 0x0FFF, tci >> 13),
-                );
+                b.noted("802.1Q TPID", 12..14, hex16(ethertype), "underlay VLAN tag")
+                    .field(
+                        "802.1Q TCI",
+                        14..16,
+                        format!("VLAN {} priority {}", tci & 0x0FFF, tci >> 13),
+                    );
                 ethertype = be16(data, 16);
                 ip_start += VLAN_TAG_LEN;
                 b.noted(
@@ -163,31 +158,21 @@ fn link_layer(link: LinkType, data: &[u8]) -> Result<Link, String> {
                 0,
                 SLL_HEADER_LEN,
             );
-            b.noted(
-                "packet type",
-                0..2,
-                be16(data, 0),
-                "0 to us, 4 sent by us",
-            )
-            .noted(
-                "ARPHRD type",
-                2..4,
-                be16(data, 2),
-                "1 = Ethernet",
-            )
-            .field("address length", 4..6, be16(data, 4))
-            .noted(
-                "link-layer address",
-                6..14,
-                mac(&data[6..6 + addr_len]),
-                "the sender's MAC",
-            )
-            .noted(
-                "protocol",
-                14..16,
-                hex16(ethertype),
-                ethertype_name(ethertype),
-            );
+            b.noted("packet type", 0..2, be16(data, 0), "0 to us, 4 sent by us")
+                .noted("ARPHRD type", 2..4, be16(data, 2), "1 = Ethernet")
+                .field("address length", 4..6, be16(data, 4))
+                .noted(
+                    "link-layer address",
+                    6..14,
+                    mac(&data[6..6 + addr_len]),
+                    "the sender's MAC",
+                )
+                .noted(
+                    "protocol",
+                    14..16,
+                    hex16(ethertype),
+                    ethertype_name(ethertype),
+                );
             Ok(Link {
                 layer: Some(b.finish()),
                 ip_start: SLL_HEADER_LEN,
@@ -327,12 +312,7 @@ pub fn explain_frame(
     Ok(build_packet(frame, data, link.layer, &outer))
 }
 
-fn build_packet(
-    frame: usize,
-    data: &[u8],
-    link: Option<Layer>,
-    outer: &OuterPacket<'_>,
-) -> Packet {
+fn build_packet(frame: usize, data: &[u8], link: Option<Layer>, outer: &OuterPacket<'_>) -> Packet {
     let o = outer.offsets;
     let mut layers: Vec<Layer> = link.into_iter().collect();
     let outer_src: IpAddr;
@@ -502,7 +482,9 @@ fn outer_udp(header: &[u8], offset: usize, inner: &[u8]) -> Layer {
     let src_note = if v.src_port() == ours {
         "flow hash of the inner headers (49152-65535), so underlay ECMP/RSS spread flows".to_owned()
     } else {
-        format!("the sender's hash of the inner flow, for ECMP/RSS entropy (vxnet's would be {ours})")
+        format!(
+            "the sender's hash of the inner flow, for ECMP/RSS entropy (vxnet's would be {ours})"
+        )
     };
     let dst_note = match v.dst_port() {
         vxnet_encap::DEFAULT_PORT => "VXLAN, IANA-assigned",
@@ -669,7 +651,11 @@ fn inner_layers(frame: &[u8], base: usize, outer_src: IpAddr) -> (Vec<Layer>, St
             None => {}
         }
     } else if consumed < frame.len() {
-        layers.push(payload("inner payload", base + consumed, frame.len() - consumed));
+        layers.push(payload(
+            "inner payload",
+            base + consumed,
+            frame.len() - consumed,
+        ));
         consumed = frame.len();
     }
     if consumed < frame.len() {
@@ -712,11 +698,7 @@ fn inner_net(net: &LaxNetSlice<'_>, offset: usize) -> (Layer, usize, String) {
                 "the inner packet as the container sent it",
             )
             .field("identification", 4..6, h.identification())
-            .field(
-                "flags / fragment offset",
-                6..8,
-                hex16(be16(h.slice(), 6)),
-            )
+            .field("flags / fragment offset", 6..8, hex16(be16(h.slice(), 6)))
             .field("TTL", 8..9, h.ttl())
             .noted("protocol", 9..10, protocol, ip_protocol_name(protocol))
             .field("header checksum", 10..12, hex16(h.header_checksum()))
@@ -816,7 +798,15 @@ fn inner_transport(t: &TransportSlice<'_>, offset: usize) -> (Layer, usize, Stri
                 (11, _) => ("time exceeded", false),
                 _ => ("message", false),
             };
-            icmp("inner ICMPv4", s.slice(), s.header_len(), s.payload().len(), offset, kind, echo)
+            icmp(
+                "inner ICMPv4",
+                s.slice(),
+                s.header_len(),
+                s.payload().len(),
+                offset,
+                kind,
+                echo,
+            )
         }
         TransportSlice::Icmpv6(s) => {
             let (kind, echo) = match s.type_u8() {
@@ -825,7 +815,15 @@ fn inner_transport(t: &TransportSlice<'_>, offset: usize) -> (Layer, usize, Stri
                 133..=137 => ("neighbour discovery", false),
                 _ => ("message", false),
             };
-            icmp("inner ICMPv6", s.slice(), s.header_len(), s.payload().len(), offset, kind, echo)
+            icmp(
+                "inner ICMPv6",
+                s.slice(),
+                s.header_len(),
+                s.payload().len(),
+                offset,
+                kind,
+                echo,
+            )
         }
         TransportSlice::Udp(s) => {
             let mut b = LayerBuilder::new("inner UDP", LayerKind::InnerTransport, offset, 8);
@@ -898,7 +896,11 @@ fn icmp(
         b.field("identifier", 4..6, be16(slice, 4))
             .field("sequence number", 6..8, be16(slice, 6));
     } else if header_len > 4 {
-        b.field("rest of header", 4..header_len, format!("{} bytes", header_len - 4));
+        b.field(
+            "rest of header",
+            4..header_len,
+            format!("{} bytes", header_len - 4),
+        );
     }
     let what = format!("{} {kind}", name.trim_start_matches("inner "));
     (b.finish(), payload_len, what)

@@ -13,14 +13,22 @@ use super::decode::{explain_frame, LinkType};
 use super::model::{Explanation, Overhead, Source};
 use super::ExplainError;
 
-pub const CONTAINER_A: (Ipv4Addr, [u8; 6]) =
-    (Ipv4Addr::new(172, 17, 0, 2), [0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
-pub const CONTAINER_B: (Ipv4Addr, [u8; 6]) =
-    (Ipv4Addr::new(172, 17, 0, 3), [0x02, 0x42, 0xac, 0x11, 0x00, 0x03]);
-pub const HOST_A: (Ipv4Addr, [u8; 6]) =
-    (Ipv4Addr::new(192, 168, 205, 10), [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0a]);
-pub const HOST_B: (Ipv4Addr, [u8; 6]) =
-    (Ipv4Addr::new(192, 168, 205, 11), [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0b]);
+pub const CONTAINER_A: (Ipv4Addr, [u8; 6]) = (
+    Ipv4Addr::new(172, 17, 0, 2),
+    [0x02, 0x42, 0xac, 0x11, 0x00, 0x02],
+);
+pub const CONTAINER_B: (Ipv4Addr, [u8; 6]) = (
+    Ipv4Addr::new(172, 17, 0, 3),
+    [0x02, 0x42, 0xac, 0x11, 0x00, 0x03],
+);
+pub const HOST_A: (Ipv4Addr, [u8; 6]) = (
+    Ipv4Addr::new(192, 168, 205, 10),
+    [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0a],
+);
+pub const HOST_B: (Ipv4Addr, [u8; 6]) = (
+    Ipv4Addr::new(192, 168, 205, 11),
+    [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0b],
+);
 pub const VNI: u32 = 42;
 /// What `ping` puts in an echo request, shortened: enough to see the payload is carried as is.
 const PING_PAYLOAD: &[u8] = b"vxnet explain: ping!";

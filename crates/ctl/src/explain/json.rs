@@ -4,9 +4,8 @@ use super::model::Explanation;
 
 pub fn to_string(explanation: &Explanation) -> String {
     // The model holds only strings, numbers and vectors, which serde_json always serialises.
-    let mut out = serde_json::to_string_pretty(explanation).unwrap_or_else(|e| {
-        serde_json::json!({ "error": e.to_string() }).to_string()
-    });
+    let mut out = serde_json::to_string_pretty(explanation)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
     out.push('\n');
     out
 }

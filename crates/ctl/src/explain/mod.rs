@@ -94,7 +94,7 @@ fn use_colour(choice: ColorChoice) -> bool {
         // https://no-color.org: any non-empty value disables colour.
         ColorChoice::Auto => {
             std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+                && !matches!(std::env::var_os("NO_COLOR"), Some(v) if !v.is_empty())
         }
     }
 }

@@ -156,8 +156,7 @@ pub const UNDERLAY_MTU: usize = 1500;
 impl Overhead {
     pub fn standard() -> Self {
         use vxnet_encap::wire::{
-            ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN,
-            VXLAN_HEADER_LEN,
+            ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
         };
         let family = |outer_ip: usize, total: usize| FamilyOverhead {
             outer_ip,

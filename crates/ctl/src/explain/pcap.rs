@@ -48,7 +48,8 @@ impl Collector<'_> {
     fn frame(&mut self, link: Result<LinkType, String>, data: &[u8], original_len: usize) {
         self.total += 1;
         let frame = self.total;
-        let result = link.and_then(|link| explain_frame(frame, link, data, original_len, self.ports));
+        let result =
+            link.and_then(|link| explain_frame(frame, link, data, original_len, self.ports));
         match result {
             Ok(packet) => self.packets.push(packet),
             Err(reason) => self.skipped.push(Skipped { frame, reason }),
@@ -140,10 +141,7 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
             Err(e) => {
                 return Err(ExplainError::Malformed {
                     path: name,
-                    detail: format!(
-                        "unreadable record after packet {}: {e:?}",
-                        collector.total
-                    ),
+                    detail: format!("unreadable record after packet {}: {e:?}", collector.total),
                 })
             }
         }
@@ -170,10 +168,11 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
 }
 
 fn interface(interfaces: &[Result<LinkType, String>], id: usize) -> Result<LinkType, String> {
-    interfaces
-        .get(id)
-        .cloned()
-        .unwrap_or_else(|| Err(format!("packet names interface {id}, which was never described")))
+    interfaces.get(id).cloned().unwrap_or_else(|| {
+        Err(format!(
+            "packet names interface {id}, which was never described"
+        ))
+    })
 }
 
 /// Why the file could not even be opened as a capture: a capture magic with too few bytes behind

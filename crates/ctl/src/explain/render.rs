@@ -50,7 +50,11 @@ pub fn render(explanation: &Explanation, colour: bool) -> String {
     let mut out = String::new();
     match &explanation.source {
         Source::WorkedExample { story } => {
-            let _ = writeln!(out, "{}", p.bold("VXLAN, the double wrap: a worked example"));
+            let _ = writeln!(
+                out,
+                "{}",
+                p.bold("VXLAN, the double wrap: a worked example")
+            );
             let _ = writeln!(out);
             for line in wrap(story, 96) {
                 let _ = writeln!(out, "{line}");
@@ -146,7 +150,11 @@ fn render_layer(out: &mut String, p: &Painter, layer: &Layer) {
     if layer.fields.is_empty() {
         return;
     }
-    let name_w = layer.fields.iter().map(|f| f.name.len()).fold("field".len(), usize::max);
+    let name_w = layer
+        .fields
+        .iter()
+        .map(|f| f.name.len())
+        .fold("field".len(), usize::max);
     let value_w = layer
         .fields
         .iter()
