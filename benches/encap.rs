@@ -11,17 +11,18 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use etherparse::{LaxSlicedPacket, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use vxnet_encap::{
-    decapsulate, decapsulate_ip, encapsulate, flow, Encapsulation, IpPair, OuterStack,
-    UdpChecksum, Vni, MAX_OUTER_LEN,
+    decapsulate, decapsulate_ip, encapsulate, flow, Encapsulation, IpPair, OuterStack, UdpChecksum,
+    Vni, MAX_OUTER_LEN,
 };
 
 const SIZES: [usize; 4] = [64, 512, 1500, 9000];
 
 /// An inner Ethernet/IPv4/UDP frame of exactly `size` bytes between the example containers.
 fn inner_frame(size: usize) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2([2, 0x42, 0xac, 0x11, 0, 2], [2, 0x42, 0xac, 0x11, 0, 3])
-        .ipv4([172, 17, 0, 2], [172, 17, 0, 3], 64)
-        .udp(40_000, 8080);
+    let builder =
+        PacketBuilder::ethernet2([2, 0x42, 0xac, 0x11, 0, 2], [2, 0x42, 0xac, 0x11, 0, 3])
+            .ipv4([172, 17, 0, 2], [172, 17, 0, 3], 64)
+            .udp(40_000, 8080);
     let payload = vec![0xa5; size - builder.size(0)];
     let mut frame = Vec::with_capacity(size);
     builder.write(&mut frame, &payload).unwrap();
@@ -73,8 +74,12 @@ fn encap(c: &mut Criterion) {
             let mut buf = with_headroom(&frame);
             group.bench_with_input(BenchmarkId::new(name, size), &size, |b, _| {
                 b.iter(|| {
-                    encapsulate(black_box(&mut buf), MAX_OUTER_LEN, black_box(&encapsulation))
-                        .unwrap()
+                    encapsulate(
+                        black_box(&mut buf),
+                        MAX_OUTER_LEN,
+                        black_box(&encapsulation),
+                    )
+                    .unwrap()
                 })
             });
         }
@@ -100,9 +105,11 @@ fn decap(c: &mut Criterion) {
             b.iter(|| decapsulate(black_box(&vxlan)).unwrap().vni)
         });
         let v4 = encapsulated(&frame, &ipv4_outer());
-        group.bench_with_input(BenchmarkId::new("ipv4_zero_csum_ip", size), &size, |b, _| {
-            b.iter(|| decapsulate_ip(black_box(&v4)).unwrap().vxlan.vni)
-        });
+        group.bench_with_input(
+            BenchmarkId::new("ipv4_zero_csum_ip", size),
+            &size,
+            |b, _| b.iter(|| decapsulate_ip(black_box(&v4)).unwrap().vxlan.vni),
+        );
         let v6 = encapsulated(&frame, &ipv6_outer());
         group.bench_with_input(BenchmarkId::new("ipv6_csum_ip", size), &size, |b, _| {
             b.iter(|| decapsulate_ip(black_box(&v6)).unwrap().vxlan.vni)
@@ -137,13 +144,17 @@ fn roundtrip(c: &mut Criterion) {
         })
     });
     let mut dst = vec![0u8; 1500];
-    group.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&frame))));
+    group.bench_function("copy", |b| {
+        b.iter(|| dst.copy_from_slice(black_box(&frame)))
+    });
     group.finish();
 }
 
 /// The same flow fields (addresses, protocol, ports) read by etherparse, without even hashing
 /// them: what the hand-written fixed-offset path is up against.
-fn etherparse_flow_fields(frame: &[u8]) -> Option<([u8; 4], [u8; 4], u8, u16, u16)> {
+type FlowFields = ([u8; 4], [u8; 4], u8, u16, u16);
+
+fn etherparse_flow_fields(frame: &[u8]) -> Option<FlowFields> {
     let sliced = SlicedPacket::from_ethernet(frame).ok()?;
     let Some(NetSlice::Ipv4(ip)) = &sliced.net else {
         return None;
@@ -173,7 +184,9 @@ fn flow_hash(c: &mut Criterion) {
         })
     });
     let mut dst = vec![0u8; 1500];
-    group.bench_function("copy_1500", |b| b.iter(|| dst.copy_from_slice(black_box(&frame))));
+    group.bench_function("copy_1500", |b| {
+        b.iter(|| dst.copy_from_slice(black_box(&frame)))
+    });
     group.finish();
 }
 
@@ -194,10 +207,12 @@ fn outer_headers(c: &mut Criterion) {
     let mut out = vec![0u8; 28 + vxlan_payload.len()];
     group.bench_function("etherparse_packet_builder", |b| {
         b.iter(|| {
-            let builder = PacketBuilder::ipv4([192, 168, 205, 10], [192, 168, 205, 11], 64)
-                .udp(50_000, 4789);
+            let builder =
+                PacketBuilder::ipv4([192, 168, 205, 10], [192, 168, 205, 11], 64).udp(50_000, 4789);
             let mut slice = &mut out[..];
-            builder.write(&mut slice, black_box(&vxlan_payload)).unwrap();
+            builder
+                .write(&mut slice, black_box(&vxlan_payload))
+                .unwrap();
         })
     });
     // Headers only, no payload copy, zero UDP checksum: the fairest etherparse equivalent.

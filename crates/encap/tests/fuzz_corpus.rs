@@ -27,7 +27,8 @@ fn kernel_packets_are_accepted_by_every_entry_point() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/decap");
     for fam in ["ipv4", "ipv6"] {
         for i in 1..=4 {
-            let read = |layer: &str| std::fs::read(format!("{dir}/kernel-{fam}-{i}-{layer}")).unwrap();
+            let read =
+                |layer: &str| std::fs::read(format!("{dir}/kernel-{fam}-{i}-{layer}")).unwrap();
             assert!(vxnet_encap::decapsulate_ethernet(&read("ethernet")).is_ok());
             assert!(vxnet_encap::decapsulate_ip(&read("ip")).is_ok());
             assert!(vxnet_encap::decapsulate(&read("vxlan")).is_ok());
