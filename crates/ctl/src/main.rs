@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vxnet::{cluster, firewall, run, show};
+use vxnet::{cluster, explain, firewall, run, show};
 
 #[derive(Debug, Parser)]
 #[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Show the VXLAN double wrap layer by layer: a worked example, or the packets of a capture.
+    Explain(explain::ExplainArgs),
     /// Run the engine in the foreground (until SIGINT/SIGTERM).
     Run(run::RunArgs),
     /// Show or change the forwarding database of a running engine.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         }
     };
     let res: Result<(), String> = match cli.cmd {
+        Cmd::Explain(a) => explain::run(a).map_err(|e| e.to_string()),
         Cmd::Run(a) => run::run(a).map_err(|e| e.to_string()),
         Cmd::Fdb(a) => show::fdb(a).map_err(|e| e.to_string()),
         Cmd::Peers(a) => show::peers(a).map_err(|e| e.to_string()),

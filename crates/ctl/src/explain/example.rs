@@ -1,0 +1,94 @@
+//! The worked example: Docker's classic addresses, one ping between two containers on two hosts.
+//!
+//! The packet is made the way the data plane makes it: the inner frame is written behind
+//! headroom, `encapsulate` writes the outer headers in front of it, and the result is decoded
+//! again by `decapsulate_ethernet`, exactly like a captured packet.
+
+use std::net::Ipv4Addr;
+
+use etherparse::PacketBuilder;
+use vxnet_encap::{encapsulate, flow, IpPair, MacAddr, OuterStack, Vni, MAX_OUTER_LEN};
+
+use super::decode::{explain_frame, LinkType};
+use super::model::{Explanation, Overhead, Source};
+use super::ExplainError;
+
+pub const CONTAINER_A: (Ipv4Addr, [u8; 6]) = (
+    Ipv4Addr::new(172, 17, 0, 2),
+    [0x02, 0x42, 0xac, 0x11, 0x00, 0x02],
+);
+pub const CONTAINER_B: (Ipv4Addr, [u8; 6]) = (
+    Ipv4Addr::new(172, 17, 0, 3),
+    [0x02, 0x42, 0xac, 0x11, 0x00, 0x03],
+);
+pub const HOST_A: (Ipv4Addr, [u8; 6]) = (
+    Ipv4Addr::new(192, 168, 205, 10),
+    [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0a],
+);
+pub const HOST_B: (Ipv4Addr, [u8; 6]) = (
+    Ipv4Addr::new(192, 168, 205, 11),
+    [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0b],
+);
+pub const VNI: u32 = 42;
+/// What `ping` puts in an echo request, shortened: enough to see the payload is carried as is.
+const PING_PAYLOAD: &[u8] = b"vxnet explain: ping!";
+
+/// The inner frame container A sends to container B: an ICMP echo request.
+pub fn inner_frame() -> Result<Vec<u8>, ExplainError> {
+    let builder = PacketBuilder::ethernet2(CONTAINER_A.1, CONTAINER_B.1)
+        .ipv4(CONTAINER_A.0.octets(), CONTAINER_B.0.octets(), 64)
+        .icmpv4_echo_request(0x1d2c, 1);
+    let mut frame = Vec::with_capacity(builder.size(PING_PAYLOAD.len()));
+    builder
+        .write(&mut frame, PING_PAYLOAD)
+        .map_err(|e| ExplainError::Example(e.to_string()))?;
+    Ok(frame)
+}
+
+/// The whole outer packet host A puts on the wire, built by the data plane's encapsulation.
+pub fn outer_packet(dst_port: u16) -> Result<Vec<u8>, ExplainError> {
+    let inner = inner_frame()?;
+    let vni = Vni::new(VNI).map_err(|e| ExplainError::Example(e.to_string()))?;
+    let mut outer = OuterStack::new(
+        IpPair::V4 {
+            src: HOST_A.0,
+            dst: HOST_B.0,
+        },
+        flow::source_port(&inner),
+        dst_port,
+    );
+    outer.ethernet = Some((MacAddr(HOST_A.1), MacAddr(HOST_B.1)));
+    let encapsulation = vxnet_encap::Encapsulation::with_outer(vni, outer);
+
+    // The frame goes in behind headroom, as the data plane reads it from the TAP device.
+    let mut buf = vec![0u8; MAX_OUTER_LEN + inner.len()];
+    buf[MAX_OUTER_LEN..].copy_from_slice(&inner);
+    let start = encapsulate(&mut buf, MAX_OUTER_LEN, &encapsulation)
+        .map_err(|e| ExplainError::Example(e.to_string()))?;
+    Ok(buf.split_off(start))
+}
+
+pub fn worked_example(dst_port: u16) -> Result<Explanation, ExplainError> {
+    let bytes = outer_packet(dst_port)?;
+    let packet = explain_frame(1, LinkType::Ethernet, &bytes, bytes.len(), &[dst_port])
+        .map_err(ExplainError::Example)?;
+    Ok(Explanation {
+        source: Source::WorkedExample {
+            story: format!(
+                "Container {} ({}) on host {} pings container {} ({}) on host {}. \
+                 Both containers are in VXLAN network {VNI}: host A wraps the container's \
+                 Ethernet frame in UDP port {dst_port} to host B, which unwraps it and hands \
+                 the untouched frame to container B.",
+                CONTAINER_A.0,
+                MacAddr(CONTAINER_A.1),
+                HOST_A.0,
+                CONTAINER_B.0,
+                MacAddr(CONTAINER_B.1),
+                HOST_B.0
+            ),
+        },
+        packets: vec![packet],
+        skipped: Vec::new(),
+        overhead: Overhead::standard(),
+    })
+}

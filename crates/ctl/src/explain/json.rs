@@ -1,0 +1,17 @@
+//! `--json`: the same [`Explanation`] the text view draws, as one JSON document.
+
+use super::model::Explanation;
+
+pub fn to_string(explanation: &Explanation) -> String {
+    // The model holds only strings, numbers and vectors, which serde_json always serialises.
+    let mut out = serde_json::to_string_pretty(explanation)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
+    out.push('\n');
+    out
+}
+
+/// Packet bytes as one lowercase hex string: compact, and what `xxd -r -p` reads back.
+pub fn hex<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    serializer.serialize_str(&text)
+}

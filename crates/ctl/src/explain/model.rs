@@ -1,0 +1,240 @@
+//! The explanation as data: packets → layers → fields, each with its byte offset and length in
+//! the captured frame. The text view and the JSON view are both renderings of this.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub source: Source,
+    pub packets: Vec<Packet>,
+    /// Packets of a capture that are not VXLAN, with the reason; empty for the worked example.
+    pub skipped: Vec<Skipped>,
+    pub overhead: Overhead,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    WorkedExample {
+        story: String,
+    },
+    Capture {
+        path: String,
+        format: &'static str,
+        total_packets: usize,
+        vxlan_ports: Vec<u16>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Packet {
+    /// 1-based position in the capture (what Wireshark calls the frame number).
+    pub frame: usize,
+    pub captured_len: usize,
+    pub vni: u32,
+    pub summary: String,
+    /// Bytes VXLAN added in front of the inner payload as far as the underlay MTU is concerned:
+    /// outer IP + UDP + VXLAN + inner Ethernet.
+    pub overhead: usize,
+    pub layers: Vec<Layer>,
+    #[serde(serialize_with = "crate::explain::json::hex")]
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Layer {
+    pub name: String,
+    pub kind: LayerKind,
+    pub offset: usize,
+    pub len: usize,
+    pub fields: Vec<Field>,
+}
+
+/// What a layer is, independent of its exact protocol; picks its colour and diagram slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerKind {
+    Link,
+    OuterIp,
+    OuterUdp,
+    Vxlan,
+    InnerEthernet,
+    InnerNetwork,
+    InnerTransport,
+    Payload,
+    Padding,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Field {
+    pub name: &'static str,
+    pub value: Value,
+    /// Offset of the field's first byte in the captured frame.
+    pub offset: usize,
+    /// Bytes the field occupies (bit fields report the bytes that hold them).
+    pub len: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Numbers stay numbers in JSON; addresses and flags are text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    Number(u64),
+    Text(String),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Number(n) => write!(f, "{n}"),
+            Value::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<u64> for Value {
+    fn from(n: u64) -> Self {
+        Value::Number(n)
+    }
+}
+impl From<u32> for Value {
+    fn from(n: u32) -> Self {
+        Value::Number(n.into())
+    }
+}
+impl From<u16> for Value {
+    fn from(n: u16) -> Self {
+        Value::Number(n.into())
+    }
+}
+impl From<u8> for Value {
+    fn from(n: u8) -> Self {
+        Value::Number(n.into())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Text(s)
+    }
+}
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Text(s.to_owned())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub frame: usize,
+    pub reason: String,
+}
+
+/// The fixed cost of the wrap and what it does to the MTU, from the encap crate's constants.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overhead {
+    pub ipv4: FamilyOverhead,
+    pub ipv6: FamilyOverhead,
+    /// The outer Ethernet header is not counted: MTUs are measured from the IP header.
+    pub outer_ethernet_not_counted: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyOverhead {
+    pub outer_ip: usize,
+    pub udp: usize,
+    pub vxlan: usize,
+    pub inner_ethernet: usize,
+    pub total: usize,
+    pub underlay_mtu: usize,
+    pub inner_mtu: usize,
+}
+
+pub const UNDERLAY_MTU: usize = 1500;
+
+impl Overhead {
+    pub fn standard() -> Self {
+        use vxnet_encap::wire::{
+            ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
+        };
+        let family = |outer_ip: usize, total: usize| FamilyOverhead {
+            outer_ip,
+            udp: UDP_HEADER_LEN,
+            vxlan: VXLAN_HEADER_LEN,
+            inner_ethernet: ETHERNET_HEADER_LEN,
+            total,
+            underlay_mtu: UNDERLAY_MTU,
+            inner_mtu: UNDERLAY_MTU - total,
+        };
+        Overhead {
+            ipv4: family(IPV4_HEADER_LEN, vxnet_encap::OVERHEAD_IPV4),
+            ipv6: family(IPV6_HEADER_LEN, vxnet_encap::OVERHEAD_IPV6),
+            outer_ethernet_not_counted: ETHERNET_HEADER_LEN,
+        }
+    }
+}
+
+/// Builds a layer's fields against a base offset, so each decoder states offsets relative to its
+/// own header exactly as the `field` modules of the wire views do.
+pub struct LayerBuilder {
+    layer: Layer,
+}
+
+impl LayerBuilder {
+    pub fn new(name: impl Into<String>, kind: LayerKind, offset: usize, len: usize) -> Self {
+        LayerBuilder {
+            layer: Layer {
+                name: name.into(),
+                kind,
+                offset,
+                len,
+                fields: Vec::new(),
+            },
+        }
+    }
+
+    pub fn field(
+        &mut self,
+        name: &'static str,
+        range: std::ops::Range<usize>,
+        value: impl Into<Value>,
+    ) -> &mut Self {
+        self.push(name, range, value.into(), None)
+    }
+
+    pub fn noted(
+        &mut self,
+        name: &'static str,
+        range: std::ops::Range<usize>,
+        value: impl Into<Value>,
+        note: impl Into<String>,
+    ) -> &mut Self {
+        self.push(name, range, value.into(), Some(note.into()))
+    }
+
+    fn push(
+        &mut self,
+        name: &'static str,
+        range: std::ops::Range<usize>,
+        value: Value,
+        note: Option<String>,
+    ) -> &mut Self {
+        self.layer.fields.push(Field {
+            name,
+            value,
+            offset: self.layer.offset + range.start,
+            len: range.len(),
+            note,
+        });
+        self
+    }
+
+    pub fn finish(self) -> Layer {
+        self.layer
+    }
+}
+
+pub fn hex16(v: u16) -> String {
+    format!("{v:#06x}")
+}
