@@ -95,7 +95,11 @@ fn run<T: Table>(c: &mut Criterion, name: &str, table: Arc<T>) {
 
 fn bench(c: &mut Criterion) {
     run(c, "papaya", Arc::new(Fdb::new(1 << 20)));
-    run(c, "mutex_hashmap", Arc::new(Locked(Mutex::new(HashMap::new()))));
+    run(
+        c,
+        "mutex_hashmap",
+        Arc::new(Locked(Mutex::new(HashMap::new()))),
+    );
 }
 
 criterion_group! {

@@ -39,10 +39,12 @@ pub enum DropReason {
     TapWrite,
     /// Sending to the underlay failed.
     SendError,
+    /// A TAP frame with a virtio-net header the segmenter refused (malformed or unsupported).
+    BadOffload,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -57,6 +59,7 @@ impl DropReason {
         DropReason::WrongFamily,
         DropReason::TapWrite,
         DropReason::SendError,
+        DropReason::BadOffload,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -75,6 +78,7 @@ impl DropReason {
             DropReason::WrongFamily => "wrong_family",
             DropReason::TapWrite => "tap_write",
             DropReason::SendError => "send_error",
+            DropReason::BadOffload => "bad_offload",
         }
     }
 

@@ -20,9 +20,19 @@ use crate::forward::Forwarder;
 use crate::network::{Network, NetworkSettings};
 use crate::sys::iface::{self, IfaceError};
 use crate::sys::poll::EventFd;
-use crate::sys::tap::{Tap, TapConfig, TapError, TapQueue};
+use crate::sys::tap::{Offloads as TapOffloads, Tap, TapConfig, TapError, TapQueue};
 use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
-use crate::worker::Worker;
+use crate::worker::{Offloads, Worker};
+
+/// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
+/// `VXNET_DISABLE_OFFLOADS=tap,gso,gro` (any subset).
+const DISABLE_ENV: &str = "VXNET_DISABLE_OFFLOADS";
+
+fn disabled_by_env(name: &str) -> bool {
+    std::env::var(DISABLE_ENV)
+        .map(|v| v.split(',').any(|x| x.trim() == name))
+        .unwrap_or(false)
+}
 
 /// Socket buffers big enough that bursts of a fast TAP do not overflow them.
 const SOCKET_BUFFER_BYTES: usize = 8 << 20;
@@ -137,6 +147,15 @@ impl Engine {
             OVERHEAD_IPV6
         } as u32;
 
+        // Probe what the kernel takes; anything refused is switched off, never fatal.
+        let want_tap_offload = config.offloads && !disabled_by_env("tap");
+        let gso =
+            config.offloads && !disabled_by_env("gso") && sockets.iter().all(UdpSocket::probe_gso);
+        let gro = config.offloads
+            && !disabled_by_env("gro")
+            && sockets.iter().all(|s| s.enable_gro().is_ok());
+        let mut vnet_hdr = want_tap_offload;
+
         let mut networks = Vec::with_capacity(config.networks.len());
         let mut queues_by_network: Vec<Vec<TapQueue>> = Vec::new();
         let mut addresses = Vec::new();
@@ -151,9 +170,20 @@ impl Engine {
             }
             let tap = Tap::open(&TapConfig {
                 name: network.dev.clone(),
-                vnet_hdr: false,
+                vnet_hdr: want_tap_offload,
                 queues: workers,
             })?;
+            if want_tap_offload {
+                // CSUM+TSO only: USO superframes (GSO_UDP_L4) are not segmented by vxnet yet.
+                let tso = TapOffloads::CSUM | TapOffloads::TSO4 | TapOffloads::TSO6;
+                if tap.set_offloads(tso).is_err() && tap.set_offloads(TapOffloads::CSUM).is_err() {
+                    tracing::warn!(dev = %network.dev, "the kernel refused TAP offloads");
+                    // The vnet header stays (the TAP was opened with it); frames just carry
+                    // no offload work.
+                    let _ = tap.set_offloads(TapOffloads::NONE);
+                    vnet_hdr = true;
+                }
+            }
             if tap.existed() {
                 tracing::info!(dev = %network.dev, "using existing persistent TAP (left in place on exit)");
             }
@@ -205,6 +235,26 @@ impl Engine {
                 per_worker[w].push(queue);
             }
         }
+        let offloads = Offloads { vnet_hdr, gso, gro };
+        let mut in_use = Vec::new();
+        if vnet_hdr {
+            in_use.extend(["tap-vnet-hdr", "tso", "gro-coalescing"]);
+        }
+        if gso {
+            in_use.push("udp-gso");
+        }
+        if gro {
+            in_use.push("udp-gro");
+        }
+        let in_use: Vec<String> = in_use.into_iter().map(String::from).collect();
+        tracing::info!(
+            "offloads in use: {}",
+            if in_use.is_empty() {
+                "none".to_string()
+            } else {
+                in_use.join(", ")
+            }
+        );
         let mut handles = Vec::with_capacity(workers);
         for (w, (taps, socket)) in per_worker.into_iter().zip(sockets).enumerate() {
             let worker = Worker::new(
@@ -213,6 +263,7 @@ impl Engine {
                 socket,
                 Arc::clone(&stop),
                 epoch,
+                offloads,
             );
             let handle = std::thread::Builder::new()
                 .name(format!("vxnet-worker-{w}"))
@@ -251,7 +302,7 @@ impl Engine {
                 forwarder,
                 epoch,
                 workers,
-                offloads: Vec::new(),
+                offloads: in_use,
                 addresses,
             }),
             config,

@@ -99,10 +99,16 @@ impl Forwarder {
 
     /// Decides the fate of a frame read from network `index`'s TAP.
     pub fn from_tap(&self, index: usize, frame: &[u8]) -> TapAction {
+        self.from_tap_frame(index, frame, false)
+    }
+
+    /// Like [`from_tap`](Self::from_tap); a `superframe` (TSO, to be segmented at the MSS) is
+    /// exempt from the MTU check because each of its segments fits.
+    pub fn from_tap_frame(&self, index: usize, frame: &[u8], superframe: bool) -> TapAction {
         let Some(network) = self.networks.get(index) else {
             return TapAction::Drop(DropReason::UnknownVni);
         };
-        let action = Self::classify_tap(network, self.port, self.local, frame);
+        let action = Self::classify_tap(network, self.port, self.local, frame, superframe);
         match action {
             TapAction::Drop(reason) => network.drops.count(reason),
             TapAction::Flood => Events::bump(&network.events.flooded),
@@ -111,7 +117,13 @@ impl Forwarder {
         action
     }
 
-    fn classify_tap(network: &Network, port: u16, local: IpAddr, frame: &[u8]) -> TapAction {
+    fn classify_tap(
+        network: &Network,
+        port: u16,
+        local: IpAddr,
+        frame: &[u8],
+        superframe: bool,
+    ) -> TapAction {
         let Ok(inner) = InnerFrame::new(frame) else {
             return TapAction::Drop(DropReason::Runt);
         };
@@ -119,7 +131,7 @@ impl Forwarder {
         if tagged && !network.settings.allow_vlan {
             return TapAction::Drop(DropReason::VlanTagged);
         }
-        if frame.len() > Self::max_frame(network, tagged) {
+        if !superframe && frame.len() > Self::max_frame(network, tagged) {
             return TapAction::Drop(DropReason::Oversize);
         }
         let destination = inner.destination();
@@ -206,11 +218,13 @@ impl Forwarder {
         None
     }
 
-    /// Counts what a worker managed to send for network `index`.
-    pub fn count_sent(&self, index: usize, dest: IpAddr, bytes: usize) {
+    /// Counts what a worker managed to send for network `index`: `segments` datagrams (one
+    /// UDP_SEGMENT send carries several) of `bytes` in all.
+    pub fn count_sent(&self, index: usize, dest: IpAddr, segments: usize, bytes: usize) {
         if let Some(network) = self.networks.get(index) {
-            network.traffic.tx(1, bytes as u64);
+            network.traffic.tx(segments as u64, bytes as u64);
         }
-        self.peers.with(dest, |c| c.tx(1, bytes as u64));
+        self.peers
+            .with(dest, |c| c.tx(segments as u64, bytes as u64));
     }
 }

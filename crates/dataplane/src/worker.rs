@@ -4,6 +4,12 @@
 //! [`Forwarder`], wrapped in place (the VXLAN header goes into headroom reserved in front of each
 //! frame) and handed to the kernel in one `sendmmsg`; received datagrams come in by `recvmmsg`.
 //! All buffers are allocated when the worker starts; the loop itself allocates nothing.
+//!
+//! With offloads on, the TAP hands over TCP superframes (up to 64 KB, virtio-net header in
+//! front); they are segmented at the inner MSS with a fused copy+checksum, each segment wrapped,
+//! and all of them given to the kernel in one UDP_SEGMENT send. In the other direction, UDP GRO
+//! delivers runs of VXLAN datagrams in one read; their inner TCP segments are coalesced back into
+//! superframes and written to the TAP with a virtio-net header.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +17,11 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::io::IoSlice;
+use vxnet_encap::offload::{
+    prepare_for_wire, CoalesceConfig, Coalescer, Push, VirtioNetHdr, MAX_GSO_SEGMENTS,
+    MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
+};
 use vxnet_encap::{encapsulate, Encapsulation};
 
 use crate::counters::DropReason;
@@ -26,6 +37,21 @@ pub const BATCH: usize = 64;
 const HEADROOM: usize = 8;
 /// Largest frame a TAP hands us (room for a 64 KB superframe once offloads are on).
 const MAX_FRAME: usize = 65_536;
+/// Output room for one segmented superframe: the payload plus, per segment, VXLAN and inner
+/// headers (Ethernet + tag + IPv4 with options + TCP with options: at most 146 bytes).
+const MAX_SEGMENTED: usize = MAX_FRAME + MAX_GSO_SEGMENTS * (VXLAN_AND_INNER_HEADERS);
+const VXLAN_AND_INNER_HEADERS: usize = 8 + 146;
+
+/// Which fast-path features this worker uses (decided by the engine's probes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// The TAP was opened with IFF_VNET_HDR: frames carry a virtio-net header both ways.
+    pub vnet_hdr: bool,
+    /// UDP_SEGMENT sends.
+    pub gso: bool,
+    /// UDP_GRO receives (the socket option is set by the engine).
+    pub gro: bool,
+}
 /// Batches drained per wake-up before polling again, so one busy direction cannot starve the other.
 const ROUNDS_PER_WAKE: usize = 8;
 /// How long a full socket buffer may hold up sending before the rest of the batch is dropped.
@@ -40,6 +66,9 @@ struct Planned {
     end: usize,
     network: usize,
     dest: Option<SocketAddr>,
+    /// UDP_SEGMENT size when the range holds several equal-size datagrams.
+    segment_size: Option<u16>,
+    segments: usize,
 }
 
 pub struct Worker {
@@ -53,9 +82,15 @@ pub struct Worker {
     recv: RecvBatch,
     send: SendBatch,
     /// Destination and network of each queued `Outgoing`, for counting what was sent.
-    sent_meta: Vec<(usize, IpAddr, usize)>,
+    sent_meta: Vec<(usize, IpAddr, usize, usize)>,
     outgoing: Vec<Outgoing<'static>>,
     packets: Vec<&'static [u8]>,
+    offloads: Offloads,
+    /// With a vnet header, TAP reads land here and are segmented into `tap_bufs`.
+    raw: Box<[u8]>,
+    /// Per network (index like `taps`): inner TCP payload bytes that fit one underlay datagram.
+    mss: Vec<usize>,
+    coalescers: Vec<Coalescer>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -75,20 +110,22 @@ fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
 }
 
 /// Hands `out` to the kernel, retrying partial sends and waiting (briefly) when the socket
-/// buffer is full; counts what was sent and what had to be dropped.
+/// buffer is full; counts what was sent and what had to be dropped. Returns false when a
+/// UDP_SEGMENT send was refused (the caller turns GSO off).
 fn send_all(
     forwarder: &Forwarder,
     socket: &UdpSocket,
     send: &mut SendBatch,
     out: &[Outgoing<'_>],
-    meta: &[(usize, IpAddr, usize)],
-) {
+    meta: &[(usize, IpAddr, usize, usize)],
+) -> bool {
+    let mut gso_ok = true;
     let mut done = 0;
     while done < out.len() {
         match send.send(socket, &out[done..]) {
             Ok(sent) => {
-                for (network, dest, bytes) in &meta[done..done + sent] {
-                    forwarder.count_sent(*network, *dest, *bytes);
+                for (network, dest, segments, bytes) in &meta[done..done + sent] {
+                    forwarder.count_sent(*network, *dest, *segments, *bytes);
                 }
                 done += sent.max(1).min(out.len() - done);
                 if sent == 0 {
@@ -99,13 +136,18 @@ fn send_all(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if !matches!(wait_writable(socket.socket().as_fd(), SEND_STALL), Ok(true)) {
-                    for (network, _, _) in &meta[done..] {
+                    for (network, _, _, _) in &meta[done..] {
                         count_send_error(forwarder, *network);
                     }
-                    return;
+                    return gso_ok;
                 }
             }
-            Err(_) => {
+            Err(e) => {
+                if out[done].segment_size.is_some()
+                    && matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL))
+                {
+                    gso_ok = false;
+                }
                 // sendmmsg reports a failing message on the call after the ones that went out:
                 // it is the head of what is left. Skip it, keep the rest.
                 count_send_error(forwarder, meta[done].0);
@@ -113,6 +155,7 @@ fn send_all(
             }
         }
     }
+    gso_ok
 }
 
 fn count_send_error(forwarder: &Forwarder, network: usize) {
@@ -128,8 +171,24 @@ impl Worker {
         socket: UdpSocket,
         stop: Arc<EventFd>,
         epoch: Instant,
+        offloads: Offloads,
     ) -> Self {
         let max_flood = 64;
+        let buf_len = if offloads.vnet_hdr {
+            MAX_SEGMENTED
+        } else {
+            HEADROOM + MAX_FRAME
+        };
+        // The largest inner IP packet is the TAP MTU; 40 bytes of IP and TCP header come off it.
+        // (The kernel's gso_size is smaller still when TCP options are in use.)
+        let mss = forwarder
+            .networks()
+            .iter()
+            .map(|n| (n.settings.mtu as usize).saturating_sub(40).max(1))
+            .collect();
+        let coalescers = (0..taps.len())
+            .map(|_| Coalescer::new(CoalesceConfig::default()))
+            .collect();
         Worker {
             forwarder,
             taps,
@@ -137,7 +196,7 @@ impl Worker {
             stop,
             epoch,
             tap_bufs: (0..BATCH)
-                .map(|_| vec![0u8; HEADROOM + MAX_FRAME].into_boxed_slice())
+                .map(|_| vec![0u8; buf_len].into_boxed_slice())
                 .collect(),
             plan: Vec::with_capacity(BATCH),
             recv: RecvBatch::new(BATCH, MAX_FRAME),
@@ -145,6 +204,10 @@ impl Worker {
             sent_meta: Vec::with_capacity(BATCH * max_flood),
             outgoing: Vec::with_capacity(BATCH * max_flood),
             packets: Vec::with_capacity(BATCH),
+            offloads,
+            raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_FRAME].into_boxed_slice(),
+            mss,
+            coalescers,
         }
     }
 
@@ -190,36 +253,86 @@ impl Worker {
     /// Reads up to a batch of frames from TAP `index`, classifies and wraps them into the plan.
     fn read_tap_batch(&mut self, index: usize) -> io::Result<usize> {
         self.plan.clear();
-        let encapsulation = match self.forwarder.networks().get(index) {
-            Some(network) => Encapsulation::vxlan(network.vni()),
-            None => return Ok(0),
+        let Some(network) = self.forwarder.networks().get(index) else {
+            return Ok(0);
         };
+        let vni = network.vni();
+        let encapsulation = Encapsulation::vxlan(vni);
         let mut read = 0;
-        while read < BATCH {
-            let buf = &mut self.tap_bufs[read];
-            let len = match self.taps[index].read(&mut buf[HEADROOM..]) {
-                Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            let end = HEADROOM + len;
-            let dest = match self.forwarder.from_tap(index, &buf[HEADROOM..end]) {
-                TapAction::Drop(_) => continue,
-                TapAction::Unicast(dest) => Some(dest),
-                TapAction::Flood => None,
-            };
-            // The frame was checked to hold an Ethernet header, and HEADROOM fits VXLAN.
-            let Ok(start) = encapsulate(&mut buf[..end], HEADROOM, &encapsulation) else {
-                continue;
-            };
-            self.plan.push(Planned {
-                buf: read,
-                start,
-                end,
-                network: index,
-                dest,
-            });
+        let mut attempts = 0;
+        while read < BATCH && attempts < BATCH * 2 {
+            attempts += 1;
+            if self.offloads.vnet_hdr {
+                let len = match self.taps[index].read(&mut self.raw) {
+                    Ok(len) => len,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                let Ok(hdr) = VirtioNetHdr::parse(&self.raw[..len]) else {
+                    network.drops.count(DropReason::Runt);
+                    continue;
+                };
+                let frame = &self.raw[VIRTIO_NET_HDR_LEN..len];
+                let superframe = hdr.gso_kind() != VirtioNetHdr::GSO_NONE;
+                let dest = match self.forwarder.from_tap_frame(index, frame, superframe) {
+                    TapAction::Drop(_) => continue,
+                    TapAction::Unicast(dest) => Some(dest),
+                    TapAction::Flood => None,
+                };
+                let out = &mut self.tap_bufs[read];
+                let segmented = match prepare_for_wire(&hdr, frame, vni, self.mss[index], out) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!("dropping a TAP frame the segmenter refused: {e}");
+                        network.drops.count(DropReason::BadOffload);
+                        continue;
+                    }
+                };
+                let max_segments = if self.offloads.gso {
+                    MAX_GSO_SEGMENTS
+                } else {
+                    1
+                };
+                for batch in segmented.batches(MAX_UDP_GSO_PAYLOAD, max_segments) {
+                    self.plan.push(Planned {
+                        buf: read,
+                        start: batch.range.start,
+                        end: batch.range.end,
+                        network: index,
+                        dest,
+                        segment_size: (batch.segments > 1).then_some(batch.segment_size as u16),
+                        segments: batch.segments,
+                    });
+                }
+            } else {
+                let buf = &mut self.tap_bufs[read];
+                let len = match self.taps[index].read(&mut buf[HEADROOM..HEADROOM + MAX_FRAME]) {
+                    Ok(len) => len,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                let end = HEADROOM + len;
+                let dest = match self.forwarder.from_tap(index, &buf[HEADROOM..end]) {
+                    TapAction::Drop(_) => continue,
+                    TapAction::Unicast(dest) => Some(dest),
+                    TapAction::Flood => None,
+                };
+                // The frame was checked to hold an Ethernet header, and HEADROOM fits VXLAN.
+                let Ok(start) = encapsulate(&mut buf[..end], HEADROOM, &encapsulation) else {
+                    continue;
+                };
+                self.plan.push(Planned {
+                    buf: read,
+                    start,
+                    end,
+                    network: index,
+                    dest,
+                    segment_size: None,
+                    segments: 1,
+                });
+            }
             read += 1;
         }
         Ok(read)
@@ -239,6 +352,7 @@ impl Worker {
             sent_meta,
             outgoing,
             packets,
+            offloads,
             ..
         } = self;
         let mut slices: Vec<&[u8]> = recycle(std::mem::take(packets));
@@ -254,9 +368,9 @@ impl Worker {
                 out.push(Outgoing {
                     dest,
                     parts,
-                    segment_size: None,
+                    segment_size: planned.segment_size,
                 });
-                sent_meta.push((planned.network, dest.ip(), packet.len()));
+                sent_meta.push((planned.network, dest.ip(), planned.segments, packet.len()));
             };
             match planned.dest {
                 Some(dest) => push(dest),
@@ -274,7 +388,14 @@ impl Worker {
                 }
             }
         }
-        send_all(forwarder, socket, send, &out, sent_meta);
+        if !send_all(forwarder, socket, send, &out, sent_meta) {
+            // The kernel refused UDP_SEGMENT at run time (EIO/EINVAL): send segment by
+            // segment from now on. The refused frames are counted; TCP retransmits them.
+            if offloads.gso {
+                tracing::warn!("UDP GSO refused by the kernel at run time; falling back to one datagram per segment");
+                offloads.gso = false;
+            }
+        }
         *outgoing = recycle(out);
         *packets = recycle(slices);
     }
@@ -288,23 +409,44 @@ impl Worker {
                 Err(e) => return Err(e),
             };
             let now = self.now();
+            let Worker {
+                forwarder,
+                taps,
+                recv,
+                coalescers,
+                offloads,
+                ..
+            } = self;
             for i in 0..received {
-                let datagram = self.recv.datagram(i);
+                let datagram = recv.datagram(i);
                 if datagram.truncated {
-                    self.forwarder.drops.count(DropReason::Truncated);
+                    forwarder.drops.count(DropReason::Truncated);
                     continue;
                 }
-                if let WireAction::Deliver { network, inner } =
-                    self.forwarder
-                        .from_wire(now, datagram.source, datagram.data)
-                {
-                    if let Some(tap) = self.taps.get(network) {
-                        if tap.write(&datagram.data[inner]).is_err() {
-                            if let Some(n) = self.forwarder.networks().get(network) {
-                                n.drops.count(DropReason::TapWrite);
-                            }
-                        }
+                // With GRO one read holds a run of equal-size VXLAN datagrams (last one shorter).
+                let size = match datagram.gro_segment_size {
+                    Some(size) if size > 0 => size as usize,
+                    _ => datagram.data.len().max(1),
+                };
+                for packet in datagram.data.chunks(size) {
+                    if let WireAction::Deliver { network, inner } =
+                        forwarder.from_wire(now, datagram.source, packet)
+                    {
+                        deliver(
+                            forwarder,
+                            taps,
+                            coalescers,
+                            *offloads,
+                            network,
+                            &packet[inner],
+                        );
                     }
+                }
+            }
+            // A superframe never waits for the next read: flush at the end of every batch.
+            for (network, coalescer) in coalescers.iter_mut().enumerate() {
+                if let Some(superframe) = coalescer.finish() {
+                    write_tap(forwarder, taps, network, &[IoSlice::new(superframe)]);
                 }
             }
             if received < BATCH {
@@ -312,5 +454,50 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes one inner frame towards network `network`'s TAP: straight through without a vnet
+/// header, else through the coalescer (TCP segments of one flow merge into a superframe).
+fn deliver(
+    forwarder: &Forwarder,
+    taps: &[TapQueue],
+    coalescers: &mut [Coalescer],
+    offloads: Offloads,
+    network: usize,
+    frame: &[u8],
+) {
+    if !offloads.vnet_hdr {
+        write_tap(forwarder, taps, network, &[IoSlice::new(frame)]);
+        return;
+    }
+    let Some(coalescer) = coalescers.get_mut(network) else {
+        return;
+    };
+    let mut push = coalescer.push(frame);
+    if push == Push::Flush {
+        if let Some(superframe) = coalescer.finish() {
+            write_tap(forwarder, taps, network, &[IoSlice::new(superframe)]);
+        }
+        push = coalescer.push(frame);
+    }
+    if let Push::PassThrough(_) = push {
+        write_tap(
+            forwarder,
+            taps,
+            network,
+            &[IoSlice::new(&ZERO_VNET_HDR), IoSlice::new(frame)],
+        );
+    }
+}
+
+fn write_tap(forwarder: &Forwarder, taps: &[TapQueue], network: usize, parts: &[IoSlice<'_>]) {
+    let Some(tap) = taps.get(network) else {
+        return;
+    };
+    if tap.writev(parts).is_err() {
+        if let Some(n) = forwarder.networks().get(network) {
+            n.drops.count(DropReason::TapWrite);
+        }
     }
 }

@@ -70,7 +70,7 @@ fn steady_state_forwarding_allocates_nothing() {
             assert!(matches!(action, TapAction::Unicast(_)));
             out[8..].copy_from_slice(f);
             encapsulate(&mut out, 8, &encapsulation).unwrap();
-            fwd.count_sent(0, peers[0].ip(), out.len());
+            fwd.count_sent(0, peers[0].ip(), 1, out.len());
         }
         assert_eq!(fwd.from_tap(0, &broadcast), TapAction::Flood);
     }
