@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use vxnet_tests::{have_tool, in_netns, tcp_receive_checked, tcp_send_pattern, wait_for, Family, Host, Lab};
+use vxnet_tests::{
+    have_tool, in_netns, tcp_receive_checked, tcp_send_pattern, wait_for, Family, Host, Lab,
+};
 
 const VNI: u32 = 42;
 const MTU: usize = 1200;
@@ -151,8 +153,16 @@ fn malformed_burst_is_counted_and_valid_traffic_survives() {
         std::thread::spawn(move || ping_without_loss(&peer, "10.1.0.1", 30))
     };
     let to = SocketAddr::new(vtep.underlay, 4789);
-    let from_peer: Vec<_> = KINDS.iter().copied().filter(|(k, _)| *k != "not_peer").collect();
-    let from_stranger: Vec<_> = KINDS.iter().copied().filter(|(k, _)| *k == "not_peer").collect();
+    let from_peer: Vec<_> = KINDS
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "not_peer")
+        .collect();
+    let from_stranger: Vec<_> = KINDS
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k == "not_peer")
+        .collect();
     let stranger_burst = {
         let stranger = stranger.clone();
         std::thread::spawn(move || burst(&stranger, to, from_stranger, ROUNDS))
@@ -161,7 +171,11 @@ fn malformed_burst_is_counted_and_valid_traffic_survives() {
     stranger_burst.join().unwrap();
     pinger.join().unwrap();
     sender.join().unwrap();
-    assert_eq!(receiver.join().unwrap(), len, "TCP data lost or corrupted on port {port}");
+    assert_eq!(
+        receiver.join().unwrap(),
+        len,
+        "TCP data lost or corrupted on port {port}"
+    );
 
     // After.
     ping_without_loss(peer, "10.1.0.1", 5);

@@ -12,7 +12,10 @@ fn stops_cleanly(lab: &Lab, host: usize, engine: &mut Vxnet, limit: Duration) {
     let status = engine.proc.terminate(limit);
     let log = engine.proc.log_text();
     let status = status.unwrap_or_else(|| panic!("no exit within {limit:?} of SIGTERM:\n{log}"));
-    assert!(status.success(), "exit status {status} after SIGTERM:\n{log}");
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM:\n{log}"
+    );
     assert!(
         !lab.host(host).sh("ip link show vx42").status.success(),
         "TAP vx42 still exists after exit"

@@ -213,11 +213,16 @@ fn demo(
         );
         let child_pid = cleanup.spawn(&host.to_string(), cmd, &log)?;
         wait_ready(cleanup, host, &control, &log)?;
-        progress.say(&format!("    host {host}: vxnet pid {child_pid}, control {control_arg}"));
+        progress.say(&format!(
+            "    host {host}: vxnet pid {child_pid}, control {control_arg}"
+        ));
         controls.push(control);
     }
 
-    progress.step(&format!("ping {} -> {} across the overlay", OVERLAY[0], OVERLAY[1]));
+    progress.step(&format!(
+        "ping {} -> {} across the overlay",
+        OVERLAY[0], OVERLAY[1]
+    ));
     let ping = ping(&ns[0], OVERLAY[1], 3)?;
     progress.block(&ping.1);
 
@@ -247,9 +252,7 @@ fn demo(
         serde_json::from_value(fdb_a.clone()).map_err(|e| DemoError::Fdb(e.to_string()))?;
     progress.block(&crate::show::render_fdb(&tables));
 
-    progress.step(&format!(
-        "one VXLAN packet captured on host b's underlay (eth0), layer by layer"
-    ));
+    progress.step("one VXLAN packet captured on host b's underlay (eth0), layer by layer");
     let explained = capture_ping(&ns, OVERLAY[1])?;
     progress.block(&explained.render());
 
@@ -363,7 +366,6 @@ fn capture_ping(ns: &[String; 2], target: &str) -> Result<packet::Explained, Dem
     packet::explain_frame(&captured.frame)
         .map_err(|e| DemoError::Setup(format!("the captured frame does not decode: {e}")))
 }
-
 
 #[cfg(test)]
 mod tests {

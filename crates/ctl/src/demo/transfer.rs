@@ -58,7 +58,12 @@ fn join<T>(handle: JoinHandle<Result<T, DemoError>>) -> Result<T, DemoError> {
 
 /// Sends `bytes` from namespace `from` to `to_addr`, received in namespace `to`. Times from the
 /// connection to the last byte checked by the receiver.
-pub fn run(from: &str, to: &str, to_addr: SocketAddr, bytes: u64) -> Result<TransferResult, DemoError> {
+pub fn run(
+    from: &str,
+    to: &str,
+    to_addr: SocketAddr,
+    bytes: u64,
+) -> Result<TransferResult, DemoError> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let receiver = in_namespace(to, move || receive(to_addr, bytes, ready_tx));
     match ready_rx.recv_timeout(IO_TIMEOUT) {
@@ -161,7 +166,10 @@ mod tests {
         for pos in [0u64, 250, 251, 65_536, 1_000_003] {
             let phase = (pos % PERIOD as u64) as usize;
             assert_eq!(p[phase], (pos % PERIOD as u64) as u8);
-            assert_eq!(p[phase + CHUNK - 1], ((pos + CHUNK as u64 - 1) % PERIOD as u64) as u8);
+            assert_eq!(
+                p[phase + CHUNK - 1],
+                ((pos + CHUNK as u64 - 1) % PERIOD as u64) as u8
+            );
         }
     }
 
