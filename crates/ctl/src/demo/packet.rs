@@ -82,6 +82,9 @@ pub fn explain_frame(frame: &[u8]) -> Result<Explained, DecapError> {
             }
             let mut explained = explain_valid(&fixed)?;
             explained.checksum_offloaded = true;
+            for layer in explained.layers.iter_mut().filter(|l| l.layer == "UDP") {
+                layer.summary = layer.summary.replace("(verified)", "(computed here)");
+            }
             Ok(explained)
         }
         Err(e) => Err(e),
@@ -332,6 +335,7 @@ mod tests {
         frame[40] ^= 0x5a;
         let e = explain_frame(&frame).unwrap();
         assert!(e.checksum_offloaded);
+        assert!(e.layers[2].summary.contains("(computed here)"));
         // Not VXLAN at all stays an error.
         assert!(explain_frame(&frame[..30]).is_err());
     }
