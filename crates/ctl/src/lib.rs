@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod explain;
+pub mod demo;
 pub mod firewall;
 pub mod run;
 pub mod show;

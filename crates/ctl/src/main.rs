@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vxnet::{cluster, explain, firewall, run, show};
+use vxnet::{cluster, demo, explain, firewall, run, show};
 
 #[derive(Debug, Parser)]
 #[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
@@ -33,6 +33,8 @@ enum Cmd {
     Network(cluster::cli::NetworkArgs),
     /// Open/close the VXLAN port for cluster members in the host firewall.
     Firewall(firewall::cli::FirewallArgs),
+    /// A two-host overlay in network namespaces on this machine: ping, TCP rate, a packet explained.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::Cluster(a) => cluster::cli::run_cluster(a).map_err(|e| e.to_string()),
         Cmd::Network(a) => cluster::cli::run_network(a).map_err(|e| e.to_string()),
         Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),
+        Cmd::Demo(a) => demo::run(a).map_err(|e| e.to_string()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -159,7 +159,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
 fn one_line(message: &str) -> String {
     let mut parts = message.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = parts.next().unwrap_or("invalid TOML").to_string();
-    match parts.last() {
+    match parts.next_back() {
         Some(last) if last != first => format!("{first}: {last}"),
         _ => first,
     }

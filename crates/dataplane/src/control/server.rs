@@ -119,7 +119,7 @@ fn error(message: impl Into<String>) -> Reply {
 }
 
 /// The network a request names, or the only one when it names none.
-fn pick<'a>(state: &'a EngineState, vni: Option<u32>) -> Result<&'a Arc<Network>, String> {
+fn pick(state: &EngineState, vni: Option<u32>) -> Result<&Arc<Network>, String> {
     let networks = state.forwarder.networks();
     match vni {
         Some(v) => networks

@@ -128,6 +128,24 @@ impl AsRawFd for EventFd {
     }
 }
 
+/// Waits until `fd` can take a write (a full UDP send buffer drains), or `timeout` passes.
+/// Returns whether it became writable. Workers use it as back-pressure instead of dropping.
+pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, exclusively borrowed for the duration of the call.
+    let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match cvt(ret) {
+        Ok(n) => Ok(n > 0 && pfd.revents & libc::POLLOUT != 0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -157,23 +175,5 @@ mod tests {
         assert_eq!(ev.drain().unwrap(), 2);
         assert_eq!(ev.drain().unwrap(), 0);
         assert_eq!(set.wait(Some(Duration::ZERO)).unwrap(), 0);
-    }
-}
-
-/// Waits until `fd` can take a write (a full UDP send buffer drains), or `timeout` passes.
-/// Returns whether it became writable. Workers use it as back-pressure instead of dropping.
-pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd, exclusively borrowed for the duration of the call.
-    let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
-    match cvt(ret) {
-        Ok(n) => Ok(n > 0 && pfd.revents & libc::POLLOUT != 0),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-        Err(e) => Err(e),
     }
 }

@@ -1,0 +1,167 @@
+//! Test 6 of issue 3: `vxnet run` refuses bad start-up conditions with exactly one `error:` line
+//! on stderr naming the problem, a non-zero exit, and leaves neither its TAP nor its control
+//! socket behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vxnet_tests::{have_tool, in_netns, vxnet_bin, Family, Host, Lab};
+
+const DEV: &str = "vxbad0";
+
+/// Removes `/etc/netns/NS/` (which `ip netns exec` bind-mounts over /etc) however the test ends.
+struct EtcNetns(PathBuf);
+
+impl Drop for EtcNetns {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `[prefix] vxnet run --control SOCK ARGS` in the host's namespace and checks the contract.
+fn refuses(lab: &Lab, host: &Host, case: &str, prefix: &str, args: &str, must_name: &[&str]) {
+    let control = lab.dir.join(format!("{case}.sock"));
+    let cmd = format!(
+        "{prefix} {} run --control {} {args}",
+        vxnet_bin().display(),
+        control.display()
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &host.ns, "sh", "-c", &cmd])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{case}: exited 0\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{case}: expected exactly one stderr line, got:\n{stderr}"
+    );
+    assert!(lines[0].starts_with("error: "), "{case}: {stderr}");
+    for word in must_name {
+        assert!(
+            lines[0].contains(word),
+            "{case}: the error should name {word:?}: {stderr}"
+        );
+    }
+    assert!(stdout.is_empty(), "{case}: unexpected stdout: {stdout}");
+    assert!(
+        !host.sh(&format!("ip link show {DEV}")).status.success(),
+        "{case}: TAP {DEV} left behind"
+    );
+    assert!(
+        !Path::new(&control).exists(),
+        "{case}: control socket {} left behind",
+        control.display()
+    );
+}
+
+#[test]
+fn bad_startup_fails_cleanly_with_one_error_line() {
+    let Some(lab) = Lab::lan("startup_errors", 1, Family::V4) else {
+        return;
+    };
+    let h = lab.host(0).clone();
+    let base = format!("--vni 42 --dev {DEV} --local {}", h.underlay);
+
+    // Not root: the UDP bind (an unprivileged port) works, the TAP does not.
+    if have_tool("startup_errors", "setpriv") {
+        refuses(
+            &lab,
+            &h,
+            "not_root",
+            "setpriv --reuid=nobody --regid=nogroup --clear-groups",
+            &base,
+            &["/dev/net/tun"],
+        );
+    }
+
+    // No /dev/net/tun: hidden by a tmpfs in the private mount namespace `ip netns exec` makes
+    // (mounts there do not propagate to the host).
+    refuses(
+        &lab,
+        &h,
+        "no_tun",
+        "mount -t tmpfs none /dev/net &&",
+        &base,
+        &["/dev/net/tun"],
+    );
+
+    // Port already in use: a socket bound in the same namespace, held for the case's duration.
+    let addr = std::net::SocketAddr::new(h.underlay, 4789);
+    let holder: UdpSocket = in_netns(&h.ns, move || UdpSocket::bind(addr).unwrap())
+        .join()
+        .unwrap();
+    refuses(&lab, &h, "port_in_use", "", &base, &["4789"]);
+    drop(holder);
+
+    refuses(
+        &lab,
+        &h,
+        "vni_range",
+        "",
+        &format!("--vni 16777216 --dev {DEV} --local {}", h.underlay),
+        &["16777216"],
+    );
+    refuses(
+        &lab,
+        &h,
+        "bad_cidr",
+        "",
+        &format!("{base} --address 10.1.0.1/33"),
+        &["10.1.0.1/33"],
+    );
+
+    // Unresolvable remote. Name resolution must not reach any real network: the namespace has no
+    // default route (only the lab's isolated bridge), and its resolv.conf points at loopback,
+    // where nothing listens.
+    assert!(
+        h.must("ip route show default").trim().is_empty(),
+        "the lab namespace must have no default route"
+    );
+    let etc = EtcNetns(Path::new("/etc/netns").join(&h.ns));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    std::fs::write(etc.0.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    refuses(
+        &lab,
+        &h,
+        "unresolvable_remote",
+        "",
+        &format!("{base} --remote no-such-host.invalid"),
+        &["no-such-host.invalid"],
+    );
+    drop(etc);
+
+    let config = lab.dir.join("unknown-key.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "local = \"{}\"\n[[network]]\nvni = 42\ndev = \"{DEV}\"\nremots = [\"10.0.0.2\"]\n",
+            h.underlay
+        ),
+    )
+    .unwrap();
+    refuses(
+        &lab,
+        &h,
+        "unknown_key",
+        "",
+        &format!("--config {}", config.display()),
+        &["remots"],
+    );
+
+    let missing = lab.dir.join("missing.toml");
+    refuses(
+        &lab,
+        &h,
+        "missing_config",
+        "",
+        &format!("--config {}", missing.display()),
+        &["missing.toml"],
+    );
+}
