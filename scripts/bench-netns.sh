@@ -52,7 +52,7 @@ iperf() { # target streams -> Gbit/s and GB moved
 pings() { # target -> p50 p99 in ms
   ip netns exec "$a" ping -q -c 300 -i 0.005 "$1" >/dev/null 2>&1 || true
   ip netns exec "$a" ping -c 300 -i 0.005 "$1" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\).*/\1/p' | sort -n |
-    awk '{v[NR]=$1} END{printf "%.3f %.3f", v[int(NR*0.5)], v[int(NR*0.99)]}'
+    awk '{v[NR]=$1} END{printf "%.3f %.3f\n", v[int(NR*0.5)], v[int(NR*0.99)]}'
 }
 declare -A single multi p50 p99 cpugb
 for r in $(seq "$rounds"); do
