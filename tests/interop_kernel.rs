@@ -100,7 +100,7 @@ fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
     let mut dump = dump;
     let _ = dump.child.wait();
     let fields = must(&format!(
-        "tshark -r {} -T fields -e vxlan.vni -e udp.dstport -e vxlan.flags 2>/dev/null",
+        "tshark -r {} -T fields -e vxlan.vni -e udp.dstport -e vxlan.flags -e ip.src -e udp.srcport 2>/dev/null",
         pcap.display()
     ));
     let lines: Vec<&str> = fields.lines().collect();
@@ -110,6 +110,14 @@ fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
         assert_eq!(cols[0], "42", "VNI in {line:?}");
         assert_eq!(cols[1], "4789", "port in {line:?}");
         assert_eq!(cols[2], "0x0800", "flags (I set, rest zero) in {line:?}");
+        if cols[3] == "10.0.0.1" {
+            // vxnet's packets: source port from the inner flow hash, in the dynamic range.
+            let port: u16 = cols[4].parse().unwrap();
+            assert!(
+                (49152..=65535).contains(&port),
+                "vxnet source port {port} in {line:?}"
+            );
+        }
     }
     assert_eq!(vx.drop_count(Some(42), "not_peer"), 0);
 }

@@ -5,8 +5,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cluster;
-pub mod explain;
 pub mod demo;
+pub mod explain;
 pub mod firewall;
 pub mod run;
 pub mod show;

@@ -22,7 +22,10 @@ use crate::sys::iface::{self, IfaceError};
 use crate::sys::poll::EventFd;
 use crate::sys::tap::{Offloads as TapOffloads, Tap, TapConfig, TapError, TapQueue};
 use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
-use crate::worker::{Offloads, Worker};
+use crate::worker::{Offloads, SourcePorts, Worker};
+
+/// Source-port sockets per engine: stripes of 1024 ports over 49152–65535.
+const SOURCE_PORT_SOCKETS: usize = 16;
 
 /// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
 /// `VXNET_DISABLE_OFFLOADS=tap,gso,gro` (any subset).
@@ -137,6 +140,7 @@ impl Engine {
             .first()
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
+        let source_ports = bind_source_ports(local)?;
 
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
@@ -149,8 +153,17 @@ impl Engine {
 
         // Probe what the kernel takes; anything refused is switched off, never fatal.
         let want_tap_offload = config.offloads && !disabled_by_env("tap");
-        let gso =
-            config.offloads && !disabled_by_env("gso") && sockets.iter().all(UdpSocket::probe_gso);
+        let gso = config.offloads
+            && !disabled_by_env("gso")
+            && sockets
+                .iter()
+                .chain(&source_ports)
+                .all(UdpSocket::probe_gso);
+        tracing::info!(
+            ports = ?source_ports.iter().map(|s| s.local_addr().port()).collect::<Vec<_>>(),
+            "source ports (one per stripe of 49152-65535, chosen by inner flow hash)"
+        );
+        let source_ports = Arc::new(SourcePorts::new(source_ports));
         let gro = config.offloads
             && !disabled_by_env("gro")
             && sockets.iter().all(|s| s.enable_gro().is_ok());
@@ -261,6 +274,7 @@ impl Engine {
                 Arc::clone(&forwarder),
                 taps,
                 socket,
+                Arc::clone(&source_ports),
                 Arc::clone(&stop),
                 epoch,
                 offloads,
@@ -370,6 +384,44 @@ impl Engine {
             }
         }
     }
+}
+
+/// One socket per stripe of the dynamic range; within a stripe the first free port is taken, so
+/// another program holding a port costs nothing but that port.
+fn bind_source_ports(local: IpAddr) -> Result<Vec<UdpSocket>, EngineError> {
+    let first = *vxnet_encap::flow::SOURCE_PORT_RANGE.start() as usize;
+    let span = *vxnet_encap::flow::SOURCE_PORT_RANGE.end() as usize - first + 1;
+    let stripe = span / SOURCE_PORT_SOCKETS;
+    let mut sockets = Vec::with_capacity(SOURCE_PORT_SOCKETS);
+    for k in 0..SOURCE_PORT_SOCKETS {
+        let mut bound = None;
+        for port in (first + k * stripe..first + (k + 1) * stripe).map(|p| p as u16) {
+            match UdpSocket::bind(
+                SocketAddr::new(local, port),
+                &UdpOptions {
+                    reuse_port: false,
+                    buffer_bytes: SOCKET_BUFFER_BYTES,
+                },
+            ) {
+                Ok(socket) => {
+                    bound = Some(socket);
+                    break;
+                }
+                Err(UdpError::AddrInUse { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(socket) = bound {
+            sockets.push(socket);
+        }
+    }
+    if sockets.is_empty() {
+        return Err(EngineError::Io {
+            what: "binding source-port sockets in 49152-65535",
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        });
+    }
+    Ok(sockets)
 }
 
 impl Drop for Engine {

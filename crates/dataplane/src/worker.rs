@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::io::IoSlice;
+use vxnet_encap::flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
 use vxnet_encap::offload::{
     prepare_for_wire, CoalesceConfig, Coalescer, Push, VirtioNetHdr, MAX_GSO_SEGMENTS,
     MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
@@ -69,12 +70,48 @@ struct Planned {
     /// UDP_SEGMENT size when the range holds several equal-size datagrams.
     segment_size: Option<u16>,
     segments: usize,
+    /// Which source-port socket carries it (from the inner flow hash).
+    socket: usize,
+}
+
+/// The sockets packets leave from, one per stripe of the dynamic port range (RFC 7348 §5: the
+/// source port is a hash of the inner flow, in 49152–65535). A flow always maps to one stripe,
+/// so it keeps one port; different flows spread over the range for underlay ECMP/RSS.
+#[derive(Debug)]
+pub struct SourcePorts {
+    sockets: Vec<UdpSocket>,
+}
+
+impl SourcePorts {
+    pub fn new(sockets: Vec<UdpSocket>) -> Self {
+        SourcePorts { sockets }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.sockets.iter().map(|s| s.local_addr().port()).collect()
+    }
+
+    /// The socket for an inner flow hash: the stripe its hashed port falls in.
+    fn index_for(&self, hash: u32) -> usize {
+        let span = (*SOURCE_PORT_RANGE.end() - *SOURCE_PORT_RANGE.start()) as usize + 1;
+        let offset = (source_port_for(hash) - *SOURCE_PORT_RANGE.start()) as usize;
+        (offset * self.sockets.len() / span).min(self.sockets.len().saturating_sub(1))
+    }
 }
 
 pub struct Worker {
     forwarder: Arc<Forwarder>,
     taps: Vec<TapQueue>,
     socket: UdpSocket,
+    source_ports: Arc<SourcePorts>,
     stop: Arc<EventFd>,
     epoch: Instant,
     tap_bufs: Vec<Box<[u8]>>,
@@ -83,6 +120,8 @@ pub struct Worker {
     send: SendBatch,
     /// Destination and network of each queued `Outgoing`, for counting what was sent.
     sent_meta: Vec<(usize, IpAddr, usize, usize)>,
+    /// Source-port socket of each queued `Outgoing`.
+    sockets: Vec<usize>,
     outgoing: Vec<Outgoing<'static>>,
     packets: Vec<&'static [u8]>,
     offloads: Offloads,
@@ -169,6 +208,7 @@ impl Worker {
         forwarder: Arc<Forwarder>,
         taps: Vec<TapQueue>,
         socket: UdpSocket,
+        source_ports: Arc<SourcePorts>,
         stop: Arc<EventFd>,
         epoch: Instant,
         offloads: Offloads,
@@ -193,6 +233,7 @@ impl Worker {
             forwarder,
             taps,
             socket,
+            source_ports,
             stop,
             epoch,
             tap_bufs: (0..BATCH)
@@ -202,6 +243,7 @@ impl Worker {
             recv: RecvBatch::new(BATCH, MAX_FRAME),
             send: SendBatch::new(BATCH * 4, 1),
             sent_meta: Vec::with_capacity(BATCH * max_flood),
+            sockets: Vec::with_capacity(BATCH * max_flood),
             outgoing: Vec::with_capacity(BATCH * max_flood),
             packets: Vec::with_capacity(BATCH),
             offloads,
@@ -280,6 +322,7 @@ impl Worker {
                     TapAction::Unicast(dest) => Some(dest),
                     TapAction::Flood => None,
                 };
+                let socket = self.source_ports.index_for(flow_hash(frame));
                 let out = &mut self.tap_bufs[read];
                 let segmented = match prepare_for_wire(&hdr, frame, vni, self.mss[index], out) {
                     Ok(s) => s,
@@ -303,6 +346,7 @@ impl Worker {
                         dest,
                         segment_size: (batch.segments > 1).then_some(batch.segment_size as u16),
                         segments: batch.segments,
+                        socket,
                     });
                 }
             } else {
@@ -314,6 +358,7 @@ impl Worker {
                     Err(e) => return Err(e),
                 };
                 let end = HEADROOM + len;
+                let socket = self.source_ports.index_for(flow_hash(&buf[HEADROOM..end]));
                 let dest = match self.forwarder.from_tap(index, &buf[HEADROOM..end]) {
                     TapAction::Drop(_) => continue,
                     TapAction::Unicast(dest) => Some(dest),
@@ -331,6 +376,7 @@ impl Worker {
                     dest,
                     segment_size: None,
                     segments: 1,
+                    socket,
                 });
             }
             read += 1;
@@ -343,9 +389,13 @@ impl Worker {
         if self.plan.is_empty() {
             return;
         }
+        // Group by source-port socket; (buf, start) keeps read order within a socket, so the
+        // packets of one flow never overtake each other.
+        self.plan
+            .sort_unstable_by_key(|p| (p.socket, p.buf, p.start));
         let Worker {
             forwarder,
-            socket,
+            source_ports,
             tap_bufs,
             plan,
             send,
@@ -353,6 +403,7 @@ impl Worker {
             outgoing,
             packets,
             offloads,
+            sockets,
             ..
         } = self;
         let mut slices: Vec<&[u8]> = recycle(std::mem::take(packets));
@@ -361,6 +412,7 @@ impl Worker {
         }
         let mut out: Vec<Outgoing<'_>> = recycle(std::mem::take(outgoing));
         sent_meta.clear();
+        sockets.clear();
         let local_is_v4 = forwarder.local().is_ipv4();
         for (planned, packet) in plan.iter().zip(&slices) {
             let parts = std::slice::from_ref(packet);
@@ -371,6 +423,7 @@ impl Worker {
                     segment_size: planned.segment_size,
                 });
                 sent_meta.push((planned.network, dest.ip(), planned.segments, packet.len()));
+                sockets.push(planned.socket);
             };
             match planned.dest {
                 Some(dest) => push(dest),
@@ -388,7 +441,27 @@ impl Worker {
                 }
             }
         }
-        if !send_all(forwarder, socket, send, &out, sent_meta) {
+        let mut all_ok = true;
+        let mut start = 0;
+        while start < out.len() {
+            let socket = sockets[start];
+            let end = start
+                + sockets[start..]
+                    .iter()
+                    .take_while(|s| **s == socket)
+                    .count();
+            if let Some(udp) = source_ports.sockets.get(socket) {
+                all_ok &= send_all(
+                    forwarder,
+                    udp,
+                    send,
+                    &out[start..end],
+                    &sent_meta[start..end],
+                );
+            }
+            start = end;
+        }
+        if !all_ok {
             // The kernel refused UDP_SEGMENT at run time (EIO/EINVAL): send segment by
             // segment from now on. The refused frames are counted; TCP retransmits them.
             if offloads.gso {
