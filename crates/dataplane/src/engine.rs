@@ -159,10 +159,6 @@ impl Engine {
                 .iter()
                 .chain(&source_ports)
                 .all(UdpSocket::probe_gso);
-        tracing::info!(
-            ports = ?source_ports.iter().map(|s| s.local_addr().port()).collect::<Vec<_>>(),
-            "source ports (one per stripe of 49152-65535, chosen by inner flow hash)"
-        );
         let source_ports = Arc::new(SourcePorts::new(source_ports));
         let gro = config.offloads
             && !disabled_by_env("gro")
@@ -308,6 +304,7 @@ impl Engine {
             accept_any = config.accept_any,
             max_fdb = config.max_fdb,
             control = %config.control.display(),
+            source_ports = ?source_ports.ports(),
             "vxnet engine running"
         );
 
