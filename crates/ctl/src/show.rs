@@ -196,38 +196,24 @@ pub fn render_stats(report: &StatsReport) -> String {
             "    fdb {} entries  learned {}  moved {}  flooded {}  fdb_full {}",
             n.fdb_entries, n.learned, n.moved, n.flooded, n.fdb_full
         );
-        let drops: Vec<String> = n
-            .drops
-            .iter()
-            .filter(|(_, v)| **v > 0)
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "    drops: {}",
-            if drops.is_empty() {
-                "none".into()
-            } else {
-                drops.join("  ")
-            }
-        );
+        let _ = writeln!(out, "    drops: {}", nonzero(&n.drops));
     }
-    let global: Vec<String> = report
-        .drops
+    let _ = writeln!(out, "engine drops: {}", nonzero(&report.drops));
+    out
+}
+
+/// `reason count` pairs of the non-zero drop counters, or `none`.
+fn nonzero(drops: &std::collections::BTreeMap<String, u64>) -> String {
+    let shown: Vec<String> = drops
         .iter()
         .filter(|(_, v)| **v > 0)
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
-    let _ = writeln!(
-        out,
-        "engine drops: {}",
-        if global.is_empty() {
-            "none".into()
-        } else {
-            global.join("  ")
-        }
-    );
-    out
+    if shown.is_empty() {
+        "none".into()
+    } else {
+        shown.join("  ")
+    }
 }
 
 pub fn networks(control: ControlArgs) -> Result<(), ShowError> {

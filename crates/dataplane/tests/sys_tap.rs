@@ -246,7 +246,7 @@ fn frames_carry_vnet_header_both_ways() {
         let arp = read_until(q, Duration::from_secs(5), |f| {
             f.len() >= VNET_HDR_LEN + 42 && f[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14] == [0x08, 0x06]
         });
-        let hdr = VirtioNetHdr::from_bytes(&arp).unwrap();
+        let hdr = VirtioNetHdr::parse(&arp).unwrap();
         assert_eq!(hdr.gso_type, VirtioNetHdr::GSO_NONE);
         assert_eq!(hdr.gso_size, 0);
         let eth = &arp[VNET_HDR_LEN..];
@@ -278,13 +278,13 @@ fn frames_carry_vnet_header_both_ways() {
                 && f[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14] == [0x08, 0x00]
                 && f[VNET_HDR_LEN + 23] == 17
         });
-        let hdr = VirtioNetHdr::from_bytes(&udp).unwrap();
+        let hdr = VirtioNetHdr::parse(&udp).unwrap();
         let eth = &udp[VNET_HDR_LEN..];
         assert_eq!(&eth[0..6], &peer_mac);
         assert_eq!(&eth[30..34], &[198, 18, 9, 2]);
         assert!(eth.ends_with(b"hello through the tap"));
         println!("offloads {offloads}; UDP frame vnet header: {hdr:?}");
-        if hdr.flags & VirtioNetHdr::F_NEEDS_CSUM != 0 {
+        if hdr.flags & VirtioNetHdr::FLAG_NEEDS_CSUM != 0 {
             // Partial checksum: offsets count from the Ethernet header.
             assert_eq!(hdr.csum_start, 14 + 20);
             assert_eq!(hdr.csum_offset, 6);

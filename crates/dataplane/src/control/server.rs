@@ -131,6 +131,17 @@ fn pick(state: &EngineState, vni: Option<u32>) -> Result<&Arc<Network>, String> 
     }
 }
 
+/// The network and MAC an `fdb add`/`fdb del` names.
+fn pick_entry<'a>(
+    state: &'a EngineState,
+    vni: Option<u32>,
+    mac: &str,
+) -> Result<(&'a Arc<Network>, MacAddr), String> {
+    let network = pick(state, vni)?;
+    let mac = mac.parse::<MacAddr>().map_err(|e| e.to_string())?;
+    Ok((network, mac))
+}
+
 pub fn handle(state: &EngineState, request: Request) -> Reply {
     let now = state.now();
     match request {
@@ -153,13 +164,9 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
                 .collect::<Vec<_>>())
         }
         Request::FdbAdd { mac, dst, vni } => {
-            let network = match pick(state, vni) {
-                Ok(n) => n,
+            let (network, mac) = match pick_entry(state, vni, &mac) {
+                Ok(found) => found,
                 Err(e) => return error(e),
-            };
-            let mac: MacAddr = match mac.parse() {
-                Ok(m) => m,
-                Err(e) => return error(format!("{e}")),
             };
             if dst.is_ipv4() != state.forwarder.local().is_ipv4() {
                 return error(format!(
@@ -185,13 +192,9 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
             ok(serde_json::Value::Null)
         }
         Request::FdbDel { mac, vni } => {
-            let network = match pick(state, vni) {
-                Ok(n) => n,
+            let (network, mac) = match pick_entry(state, vni, &mac) {
+                Ok(found) => found,
                 Err(e) => return error(e),
-            };
-            let mac: MacAddr = match mac.parse() {
-                Ok(m) => m,
-                Err(e) => return error(format!("{e}")),
             };
             if mac.is_zero() {
                 let had = !network.sources().flood_entries.is_empty();

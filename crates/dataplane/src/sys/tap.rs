@@ -391,90 +391,14 @@ impl std::fmt::Display for Offloads {
     }
 }
 
-/// `struct virtio_net_hdr` (legacy 10-byte form, native endian as the TAP uses it).
-///
-/// Only the wire format lives here; building and interpreting headers for segmentation and
-/// coalescing is the encap crate's job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct VirtioNetHdr {
-    pub flags: u8,
-    pub gso_type: u8,
-    /// Length of all headers before the payload; the kernel's value is advisory, see notes.
-    pub hdr_len: u16,
-    pub gso_size: u16,
-    /// Offsets counted from the start of the Ethernet header.
-    pub csum_start: u16,
-    pub csum_offset: u16,
-}
-
-impl VirtioNetHdr {
-    pub const LEN: usize = VNET_HDR_LEN;
-
-    pub const F_NEEDS_CSUM: u8 = 1;
-    pub const F_DATA_VALID: u8 = 2;
-
-    pub const GSO_NONE: u8 = 0;
-    pub const GSO_TCPV4: u8 = 1;
-    pub const GSO_UDP: u8 = 3;
-    pub const GSO_TCPV6: u8 = 4;
-    pub const GSO_UDP_L4: u8 = 5;
-    pub const GSO_ECN: u8 = 0x80;
-
-    pub fn to_bytes(&self) -> [u8; VNET_HDR_LEN] {
-        let mut b = [0u8; VNET_HDR_LEN];
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
-        b
-    }
-
-    /// Parses the first [`VNET_HDR_LEN`] bytes of `b`; `None` if it is shorter.
-    pub fn from_bytes(b: &[u8]) -> Option<VirtioNetHdr> {
-        let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
-        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        Some(VirtioNetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u16_at(2),
-            gso_size: u16_at(4),
-            csum_start: u16_at(6),
-            csum_offset: u16_at(8),
-        })
-    }
-}
+/// `struct virtio_net_hdr`: the format lives in the sans-IO encap crate (it builds and reads
+/// these headers for segmentation and coalescing); re-exported here next to the TAP that uses it.
+pub use vxnet_encap::offload::VirtioNetHdr;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn virtio_hdr_round_trip() {
-        let h = VirtioNetHdr {
-            flags: VirtioNetHdr::F_NEEDS_CSUM,
-            gso_type: VirtioNetHdr::GSO_TCPV4,
-            hdr_len: 66,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
-        let b = h.to_bytes();
-        assert_eq!(b[0], 1);
-        assert_eq!(b[1], 1);
-        assert_eq!(&b[4..6], &1448u16.to_ne_bytes());
-        assert_eq!(VirtioNetHdr::from_bytes(&b), Some(h));
-        let mut longer = b.to_vec();
-        longer.extend_from_slice(&[0xff; 20]);
-        assert_eq!(VirtioNetHdr::from_bytes(&longer), Some(h));
-        assert_eq!(VirtioNetHdr::from_bytes(&b[..9]), None);
-        assert_eq!(
-            VirtioNetHdr::from_bytes(&[0; 10]),
-            Some(VirtioNetHdr::default())
-        );
-    }
 
     #[test]
     fn offloads_flags_match_kernel_abi() {
