@@ -40,7 +40,7 @@ pub struct FdbTable {
     pub vni: u32,
     pub dev: String,
     pub entries: Vec<FdbRow>,
-    /// All-zeros entries: where BUM traffic is replicated.
+    /// All-zeros entries: every VTEP that BUM traffic is replicated to.
     pub flood: Vec<IpAddr>,
 }
 

@@ -159,7 +159,9 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
                     vni: n.vni().get(),
                     dev: n.settings.dev.clone(),
                     entries: n.fdb.rows(now),
-                    flood: n.sources().flood_entries,
+                    // Every head-end replication target (remotes, flood entries, cluster), as
+                    // `bridge fdb show` lists the kernel's remotes as all-zeros entries.
+                    flood: n.peers().flood.iter().map(|a| a.ip()).collect(),
                 })
                 .collect::<Vec<_>>())
         }
