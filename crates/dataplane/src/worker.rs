@@ -162,15 +162,16 @@ fn send_all(
     let mut done = 0;
     while done < out.len() {
         match send.send(socket, &out[done..]) {
+            Ok(0) => {
+                // Nothing taken and no error: count the head as lost rather than spin.
+                count_send_error(forwarder, meta[done].0);
+                done += 1;
+            }
             Ok(sent) => {
                 for (network, dest, segments, bytes) in &meta[done..done + sent] {
                     forwarder.count_sent(*network, *dest, *segments, *bytes);
                 }
-                done += sent.max(1).min(out.len() - done);
-                if sent == 0 {
-                    // Nothing taken and no error: count the head as lost rather than spin.
-                    count_send_error(forwarder, meta[done - 1].0);
-                }
+                done += sent;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
