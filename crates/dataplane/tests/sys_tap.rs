@@ -57,6 +57,12 @@ fn multi_queue_tap_appears_in_sysfs_and_vanishes_on_drop() {
     }
 
     drop(tap);
+    // The last close defers the netdev's unregistration (deferred fput, then rtnl, which other
+    // tests' namespace work contends for): allow it a bounded moment to happen.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while Path::new(&sysfs).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(
         !Path::new(&sysfs).exists(),
         "non-persistent TAP must vanish with its fds"
