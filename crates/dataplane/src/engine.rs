@@ -163,7 +163,9 @@ impl Engine {
         let gro = config.offloads
             && !disabled_by_env("gro")
             && sockets.iter().all(|s| s.enable_gro().is_ok());
-        let mut vnet_hdr = want_tap_offload;
+        let vnet_hdr = want_tap_offload;
+        // True while every network's TAP accepted TSO (what `stats` reports as "tso").
+        let mut tso_everywhere = want_tap_offload;
 
         let mut networks = Vec::with_capacity(config.networks.len());
         let mut queues_by_network: Vec<Vec<TapQueue>> = Vec::new();
@@ -185,12 +187,14 @@ impl Engine {
             if want_tap_offload {
                 // CSUM+TSO only: USO superframes (GSO_UDP_L4) are not segmented by vxnet yet.
                 let tso = TapOffloads::CSUM | TapOffloads::TSO4 | TapOffloads::TSO6;
-                if tap.set_offloads(tso).is_err() && tap.set_offloads(TapOffloads::CSUM).is_err() {
-                    tracing::warn!(dev = %network.dev, "the kernel refused TAP offloads");
-                    // The vnet header stays (the TAP was opened with it); frames just carry
-                    // no offload work.
-                    let _ = tap.set_offloads(TapOffloads::NONE);
-                    vnet_hdr = true;
+                if tap.set_offloads(tso).is_err() {
+                    tso_everywhere = false;
+                    if tap.set_offloads(TapOffloads::CSUM).is_err() {
+                        tracing::warn!(dev = %network.dev, "the kernel refused TAP offloads");
+                        // The vnet header stays (the TAP was opened with it); frames just
+                        // carry no offload work.
+                        let _ = tap.set_offloads(TapOffloads::NONE);
+                    }
                 }
             }
             if tap.existed() {
@@ -247,7 +251,10 @@ impl Engine {
         let offloads = Offloads { vnet_hdr, gso, gro };
         let mut in_use = Vec::new();
         if vnet_hdr {
-            in_use.extend(["tap-vnet-hdr", "tso", "gro-coalescing"]);
+            in_use.extend(["tap-vnet-hdr", "gro-coalescing"]);
+        }
+        if tso_everywhere {
+            in_use.push("tso");
         }
         if gso {
             in_use.push("udp-gso");
