@@ -166,10 +166,17 @@ fn one_line(message: &str) -> String {
 }
 
 impl EngineConfig {
+    /// A complete static configuration: at least one network, and consistent.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.networks.is_empty() {
             return Err(ConfigError::NoNetworks);
         }
+        self.check_consistency()
+    }
+
+    /// Consistent, but possibly without networks yet (they may be added at run time, e.g. by
+    /// the cluster control plane).
+    pub fn check_consistency(&self) -> Result<(), ConfigError> {
         if self.threads == 0 {
             return Err(ConfigError::NoThreads);
         }

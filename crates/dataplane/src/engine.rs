@@ -5,15 +5,17 @@
 //! fails before any device exists), then the TAPs (non-persistent: they vanish when their fds
 //! close, including when set-up fails half-way), then the control socket (removed on drop).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use thiserror::Error;
-use vxnet_encap::{OVERHEAD_IPV4, OVERHEAD_IPV6};
+use vxnet_encap::{MacAddr, OVERHEAD_IPV4, OVERHEAD_IPV6};
 
-use crate::config::{resolve_remote, ConfigError, EngineConfig};
+use crate::config::{resolve_remote, ConfigError, EngineConfig, NetworkConfig};
 use crate::control::server::{self, BindError, SocketFile};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
@@ -64,6 +66,12 @@ pub enum EngineError {
         mtu: u32,
         underlay: u32,
     },
+    #[error("{0} is already served")]
+    AlreadyServed(String),
+    #[error("the engine has stopped")]
+    Stopped,
+    #[error("{0}")]
+    ControlPlane(String),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -71,33 +79,119 @@ pub enum EngineError {
     },
 }
 
+/// The cluster the engine belongs to, as the cluster control plane last reported it; `None` in
+/// static mode. Shown by `vxnet networks --json` and `vxnet stats --json`.
+pub use crate::control::proto::ClusterInfo;
+
 /// What the control plane reads: shared with the control socket handlers.
 #[derive(Debug)]
 pub struct EngineState {
-    pub forwarder: Arc<Forwarder>,
+    /// The current forwarding generation; replaced (never mutated) when networks change.
+    forwarder: ArcSwap<Forwarder>,
     pub epoch: Instant,
     pub workers: usize,
-    pub offloads: Vec<String>,
-    /// `--address` of each network, by network index.
-    pub addresses: Vec<Option<String>>,
+    offloads: Mutex<Vec<String>>,
+    /// `--address` (or cluster-assigned address) of each network, by network name.
+    addresses: Mutex<BTreeMap<String, String>>,
+    cluster: Mutex<Option<ClusterInfo>>,
 }
 
 impl EngineState {
     pub fn now(&self) -> Millis {
         self.epoch.elapsed().as_millis() as Millis
     }
+
+    /// The forwarder of this moment (a cheap `Arc` clone).
+    pub fn forwarder(&self) -> Arc<Forwarder> {
+        self.forwarder.load_full()
+    }
+
+    /// Offloads in use, e.g. "tap-vnet-hdr", "tso", "udp-gso", "udp-gro".
+    pub fn offloads(&self) -> Vec<String> {
+        lock(&self.offloads).clone()
+    }
+
+    pub fn address(&self, network: &str) -> Option<String> {
+        lock(&self.addresses).get(network).cloned()
+    }
+
+    pub fn cluster(&self) -> Option<ClusterInfo> {
+        lock(&self.cluster).clone()
+    }
+}
+
+/// A poisoned lock only means another control-plane call panicked mid-update; the data is
+/// still the best there is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Decided once at start: what every network added later is built with.
+#[derive(Debug)]
+struct Setup {
+    local: IpAddr,
+    port: u16,
+    threads: usize,
+    learning: bool,
+    max_fdb: usize,
+    underlay_mtu: u32,
+    overhead: u32,
+    want_tap_offload: bool,
+    offloads: Offloads,
+}
+
+/// A network being served: its state and the original fds of its TAP queues (workers get
+/// clones, so the TAP lives exactly as long as this).
+#[derive(Debug)]
+struct Served {
+    network: Arc<Network>,
+    queues: Vec<TapQueue>,
+    /// The TAP accepted TSO (what `stats` reports as "tso" when every TAP did).
+    tso: bool,
+    /// The TAP's MAC, read when it was opened (in the engine's namespace).
+    mac: Option<MacAddr>,
+}
+
+/// The running workers and what they serve; changed only under the lock in [`Core`].
+#[derive(Debug)]
+struct Running {
+    served: Vec<Served>,
+    workers: Vec<JoinHandle<std::io::Result<()>>>,
+    /// The stop signal of the current worker generation (an eventfd stays readable once
+    /// notified, so each generation gets a fresh one).
+    stop: Arc<EventFd>,
+    /// Static FDB entries the cluster installed, by network name, so a later view can remove
+    /// the ones it no longer lists without touching entries added by `vxnet fdb add`.
+    cluster_macs: BTreeMap<String, Vec<(MacAddr, IpAddr)>>,
+    shut_down: bool,
+}
+
+/// Shared by the [`Engine`] and every [`EngineControl`].
+#[derive(Debug)]
+struct Core {
+    state: Arc<EngineState>,
+    setup: Setup,
+    /// One receive socket per worker (SO_REUSEPORT when several); workers get clones.
+    sockets: Vec<UdpSocket>,
+    source_ports: Arc<SourcePorts>,
+    running: Mutex<Running>,
 }
 
 #[derive(Debug)]
 pub struct Engine {
-    state: Arc<EngineState>,
-    config: EngineConfig,
-    workers: Vec<JoinHandle<std::io::Result<()>>>,
-    stop: Arc<EventFd>,
+    core: Arc<Core>,
+    ageing_secs: u64,
     listener: Option<std::os::unix::net::UnixListener>,
     // Dropped last (field order): the socket file is removed after the workers stopped.
     _socket_file: SocketFile,
     local_addr: SocketAddr,
+}
+
+/// Changes what a running engine serves: networks, cluster peers and cluster MACs. Cheap to
+/// clone; used by the control plane (e.g. the cluster watcher) while the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineControl {
+    core: Arc<Core>,
 }
 
 fn iface_err<'a>(dev: &'a str, what: &'static str) -> impl FnOnce(IfaceError) -> EngineError + 'a {
@@ -109,18 +203,14 @@ fn iface_err<'a>(dev: &'a str, what: &'static str) -> impl FnOnce(IfaceError) ->
 }
 
 impl Engine {
-    /// Sets everything up; on error, whatever was created is gone again.
+    /// Sets everything up; on error, whatever was created is gone again. `config.networks` may
+    /// be empty when networks are added later through [`Engine::control`].
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
-        config.validate()?;
+        config.check_consistency()?;
         let local = config.local;
         let mut remotes = Vec::with_capacity(config.networks.len());
         for network in &config.networks {
-            let resolved = network
-                .remotes
-                .iter()
-                .map(|r| resolve_remote(r, local))
-                .collect::<Result<Vec<IpAddr>, _>>()?;
-            remotes.push(resolved);
+            remotes.push(resolve_remotes(network, local)?);
         }
 
         let workers = config.threads;
@@ -163,146 +253,67 @@ impl Engine {
         let gro = config.offloads
             && !disabled_by_env("gro")
             && sockets.iter().all(|s| s.enable_gro().is_ok());
-        let vnet_hdr = want_tap_offload;
-        // True while every network's TAP accepted TSO (what `stats` reports as "tso").
-        let mut tso_everywhere = want_tap_offload;
-
-        let mut networks = Vec::with_capacity(config.networks.len());
-        let mut queues_by_network: Vec<Vec<TapQueue>> = Vec::new();
-        let mut addresses = Vec::new();
-        for (network, remotes) in config.networks.iter().zip(remotes) {
-            let mtu = network.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead));
-            if mtu + overhead > underlay_mtu && network.mtu.is_some() {
-                return Err(EngineError::MtuTooLarge {
-                    dev: network.dev.clone(),
-                    mtu,
-                    underlay: underlay_mtu,
-                });
-            }
-            let tap = Tap::open(&TapConfig {
-                name: network.dev.clone(),
+        let setup = Setup {
+            local,
+            port: config.port,
+            threads: workers,
+            learning: config.learning,
+            max_fdb: config.max_fdb,
+            underlay_mtu,
+            overhead,
+            want_tap_offload,
+            offloads: Offloads {
                 vnet_hdr: want_tap_offload,
-                queues: workers,
-            })?;
-            if want_tap_offload {
-                // CSUM+TSO only: USO superframes (GSO_UDP_L4) are not segmented by vxnet yet.
-                let tso = TapOffloads::CSUM | TapOffloads::TSO4 | TapOffloads::TSO6;
-                if tap.set_offloads(tso).is_err() {
-                    tso_everywhere = false;
-                    if tap.set_offloads(TapOffloads::CSUM).is_err() {
-                        tracing::warn!(dev = %network.dev, "the kernel refused TAP offloads");
-                        // The vnet header stays (the TAP was opened with it); frames just
-                        // carry no offload work.
-                        let _ = tap.set_offloads(TapOffloads::NONE);
-                    }
-                }
-            }
-            if tap.existed() {
-                tracing::info!(dev = %network.dev, "using existing persistent TAP (left in place on exit)");
-            }
-            let dev = network.dev.as_str();
-            iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
+                gso,
+                gro,
+            },
+        };
+
+        let mut served = Vec::with_capacity(config.networks.len());
+        let mut addresses = BTreeMap::new();
+        for (network, remotes) in config.networks.iter().zip(remotes) {
+            served.push(open_network(&setup, network, remotes)?);
             if let Some(address) = network.address {
-                match address {
-                    ipnet::IpNet::V4(v4) => iface::set_ipv4(dev, v4.addr(), v4.prefix_len()),
-                    ipnet::IpNet::V6(v6) => iface::add_ipv6(dev, v6.addr(), v6.prefix_len()),
-                }
-                .map_err(iface_err(dev, "set the address"))?;
+                addresses.insert(network.name.clone(), address.to_string());
             }
-            iface::set_up(dev, true).map_err(iface_err(dev, "bring it up"))?;
-            addresses.push(network.address.map(|a| a.to_string()));
-            networks.push(Arc::new(Network::new(
-                NetworkSettings {
-                    name: network.name.clone(),
-                    vni: network.vni,
-                    dev: network.dev.clone(),
-                    mtu,
-                    allow_vlan: network.allow_vlan,
-                    learning: config.learning,
-                    max_fdb: config.max_fdb,
-                },
-                local,
-                config.port,
-                remotes,
-            )));
-            queues_by_network.push(tap.into_queues());
         }
 
         let (listener, socket_file) = server::bind(&config.control)?;
-        let forwarder = Arc::new(Forwarder::new(
-            networks,
-            local,
-            config.port,
-            config.accept_any,
-        ));
-        let stop = Arc::new(EventFd::new().map_err(|source| EngineError::Io {
-            what: "eventfd",
-            source,
-        })?);
-        let epoch = Instant::now();
-
-        // Worker w takes queue w of every network's TAP.
-        let mut per_worker: Vec<Vec<TapQueue>> = (0..workers).map(|_| Vec::new()).collect();
-        for queues in queues_by_network {
-            for (w, queue) in queues.into_iter().enumerate() {
-                per_worker[w].push(queue);
-            }
-        }
-        let offloads = Offloads { vnet_hdr, gso, gro };
-        let mut in_use = Vec::new();
-        if vnet_hdr {
-            in_use.extend(["tap-vnet-hdr", "gro-coalescing"]);
-        }
-        if tso_everywhere {
-            in_use.push("tso");
-        }
-        if gso {
-            in_use.push("udp-gso");
-        }
-        if gro {
-            in_use.push("udp-gro");
-        }
-        let in_use: Vec<String> = in_use.into_iter().map(String::from).collect();
+        let stop = Arc::new(new_eventfd()?);
+        let state = Arc::new(EngineState {
+            forwarder: ArcSwap::from_pointee(Forwarder::new(
+                Vec::new(),
+                local,
+                config.port,
+                config.accept_any,
+            )),
+            epoch: Instant::now(),
+            workers,
+            offloads: Mutex::new(Vec::new()),
+            addresses: Mutex::new(addresses),
+            cluster: Mutex::new(None),
+        });
+        let core = Arc::new(Core {
+            state,
+            setup,
+            sockets,
+            source_ports,
+            running: Mutex::new(Running {
+                served,
+                workers: Vec::new(),
+                stop,
+                cluster_macs: BTreeMap::new(),
+                shut_down: false,
+            }),
+        });
+        core.start_generation(&mut lock(&core.running))?;
         tracing::info!(
             "offloads in use: {}",
-            if in_use.is_empty() {
-                "none".to_string()
-            } else {
-                in_use.join(", ")
+            match core.state.offloads() {
+                v if v.is_empty() => "none".to_string(),
+                v => v.join(", "),
             }
         );
-        let mut handles = Vec::with_capacity(workers);
-        for (w, (taps, socket)) in per_worker.into_iter().zip(sockets).enumerate() {
-            let worker = Worker::new(
-                Arc::clone(&forwarder),
-                taps,
-                socket,
-                Arc::clone(&source_ports),
-                Arc::clone(&stop),
-                epoch,
-                offloads,
-            );
-            let handle = std::thread::Builder::new()
-                .name(format!("vxnet-worker-{w}"))
-                .spawn(move || worker.run())
-                .map_err(|source| EngineError::Io {
-                    what: "spawning a worker",
-                    source,
-                })?;
-            handles.push(handle);
-        }
-
-        for (network, n) in config.networks.iter().zip(forwarder.networks()) {
-            tracing::info!(
-                name = %network.name,
-                vni = %network.vni,
-                dev = %network.dev,
-                mtu = n.settings.mtu,
-                address = ?network.address,
-                flood = ?n.peers().flood,
-                "network up"
-            );
-        }
         tracing::info!(
             local = %local_addr,
             workers,
@@ -311,21 +322,13 @@ impl Engine {
             accept_any = config.accept_any,
             max_fdb = config.max_fdb,
             control = %config.control.display(),
-            source_ports = ?source_ports.ports(),
+            source_ports = ?core.source_ports.ports(),
             "vxnet engine running"
         );
 
         Ok(Engine {
-            state: Arc::new(EngineState {
-                forwarder,
-                epoch,
-                workers,
-                offloads: in_use,
-                addresses,
-            }),
-            config,
-            workers: handles,
-            stop,
+            core,
+            ageing_secs: config.ageing_secs,
             listener: Some(listener),
             _socket_file: socket_file,
             local_addr,
@@ -333,15 +336,33 @@ impl Engine {
     }
 
     pub fn state(&self) -> &Arc<EngineState> {
-        &self.state
+        &self.core.state
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
+    /// A handle to change networks, peers and MACs while the engine runs.
+    pub fn control(&self) -> EngineControl {
+        EngineControl {
+            core: Arc::clone(&self.core),
+        }
+    }
+
     /// Serves the control socket and ages the FDB until SIGINT or SIGTERM, then stops.
-    pub fn run_until_signal(mut self) -> Result<(), EngineError> {
+    pub fn run_until_signal(self) -> Result<(), EngineError> {
+        self.run_until_signal_with(std::future::pending::<Result<(), String>>())
+    }
+
+    /// Like [`run_until_signal`](Self::run_until_signal), and runs `task` (e.g. the cluster
+    /// watcher) on the same single-threaded control runtime. The engine stops on SIGINT/SIGTERM
+    /// (the task is dropped) or when the task fails (its error is returned after a clean stop);
+    /// a task that finishes with `Ok` just ends.
+    pub fn run_until_signal_with<F>(mut self, task: F) -> Result<(), EngineError>
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -349,9 +370,9 @@ impl Engine {
                 what: "starting the control runtime",
                 source,
             })?;
-        let state = Arc::clone(&self.state);
+        let state = Arc::clone(&self.core.state);
         let listener = self.listener.take();
-        let ageing = Duration::from_secs(self.config.ageing_secs);
+        let ageing = Duration::from_secs(self.ageing_secs);
         let result = runtime.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let mut term = signal(SignalKind::terminate()).map_err(|source| EngineError::Io {
@@ -366,27 +387,350 @@ impl Engine {
                 tokio::spawn(server::serve(listener, Arc::clone(&state)));
             }
             tokio::spawn(age_fdb(Arc::clone(&state), ageing));
+            let task = async move {
+                match task.await {
+                    Ok(()) => std::future::pending().await,
+                    Err(message) => message,
+                }
+            };
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = int.recv() => tracing::info!("SIGINT: stopping"),
+                message = task => return Err(EngineError::ControlPlane(message)),
             }
             Ok::<(), EngineError>(())
         });
         drop(runtime);
-        self.stop_workers();
+        self.core.shut_down();
         result
     }
+}
 
-    /// Stops the workers and waits for them; TAPs close with them.
-    pub fn stop_workers(&mut self) {
-        let _ = self.stop.notify();
-        for handle in self.workers.drain(..) {
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.core.shut_down();
+    }
+}
+
+fn new_eventfd() -> Result<EventFd, EngineError> {
+    EventFd::new().map_err(|source| EngineError::Io {
+        what: "eventfd",
+        source,
+    })
+}
+
+fn resolve_remotes(network: &NetworkConfig, local: IpAddr) -> Result<Vec<IpAddr>, EngineError> {
+    Ok(network
+        .remotes
+        .iter()
+        .map(|r| resolve_remote(r, local))
+        .collect::<Result<Vec<IpAddr>, _>>()?)
+}
+
+/// Opens and configures one network's TAP. Nothing outlives a failure: the TAP is not
+/// persistent, so it vanishes with its fds.
+fn open_network(
+    setup: &Setup,
+    network: &NetworkConfig,
+    remotes: Vec<IpAddr>,
+) -> Result<Served, EngineError> {
+    let overhead = setup.overhead;
+    let underlay_mtu = setup.underlay_mtu;
+    let mtu = network.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead));
+    if mtu + overhead > underlay_mtu && network.mtu.is_some() {
+        return Err(EngineError::MtuTooLarge {
+            dev: network.dev.clone(),
+            mtu,
+            underlay: underlay_mtu,
+        });
+    }
+    let tap = Tap::open(&TapConfig {
+        name: network.dev.clone(),
+        vnet_hdr: setup.want_tap_offload,
+        queues: setup.threads,
+    })?;
+    let mut tso = setup.want_tap_offload;
+    if setup.want_tap_offload {
+        // CSUM+TSO only: USO superframes (GSO_UDP_L4) are not segmented by vxnet yet.
+        let wanted = TapOffloads::CSUM | TapOffloads::TSO4 | TapOffloads::TSO6;
+        if tap.set_offloads(wanted).is_err() {
+            tso = false;
+            if tap.set_offloads(TapOffloads::CSUM).is_err() {
+                tracing::warn!(dev = %network.dev, "the kernel refused TAP offloads");
+                // The vnet header stays (the TAP was opened with it); frames just carry no
+                // offload work.
+                let _ = tap.set_offloads(TapOffloads::NONE);
+            }
+        }
+    }
+    if tap.existed() {
+        tracing::info!(dev = %network.dev, "using existing persistent TAP (left in place on exit)");
+    }
+    let dev = network.dev.as_str();
+    iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
+    if let Some(address) = network.address {
+        match address {
+            ipnet::IpNet::V4(v4) => iface::set_ipv4(dev, v4.addr(), v4.prefix_len()),
+            ipnet::IpNet::V6(v6) => iface::add_ipv6(dev, v6.addr(), v6.prefix_len()),
+        }
+        .map_err(iface_err(dev, "set the address"))?;
+    }
+    iface::set_up(dev, true).map_err(iface_err(dev, "bring it up"))?;
+    let network_state = Arc::new(Network::new(
+        NetworkSettings {
+            name: network.name.clone(),
+            vni: network.vni,
+            dev: network.dev.clone(),
+            mtu,
+            allow_vlan: network.allow_vlan,
+            learning: setup.learning,
+            max_fdb: setup.max_fdb,
+        },
+        setup.local,
+        setup.port,
+        remotes,
+    ));
+    tracing::info!(
+        name = %network.name,
+        vni = %network.vni,
+        dev = %network.dev,
+        mtu,
+        address = ?network.address,
+        flood = ?network_state.peers().flood,
+        "network up"
+    );
+    Ok(Served {
+        network: network_state,
+        queues: tap.into_queues(),
+        tso,
+        mac: iface::hw_addr(dev).ok().map(MacAddr),
+    })
+}
+
+impl Core {
+    /// Stops the current workers (if any) and starts a generation serving `running.served`.
+    /// Workers pause for the time it takes to join and spawn threads (about a millisecond);
+    /// packets arriving meanwhile wait in the socket and TAP queues.
+    fn start_generation(&self, running: &mut Running) -> Result<(), EngineError> {
+        Self::stop_workers(running);
+        let networks: Vec<Arc<Network>> = running
+            .served
+            .iter()
+            .map(|s| Arc::clone(&s.network))
+            .collect();
+        let forwarder = Arc::new(self.state.forwarder.load().with_networks(networks));
+        self.state.forwarder.store(Arc::clone(&forwarder));
+        *lock(&self.state.offloads) = self.offloads_in_use(running);
+
+        let stop = Arc::new(new_eventfd()?);
+        running.stop = Arc::clone(&stop);
+        for (w, socket) in self.sockets.iter().enumerate() {
+            let clone_err = |source| EngineError::Io {
+                what: "duplicating a worker fd",
+                source,
+            };
+            // Worker w takes queue w of every network's TAP.
+            let taps = running
+                .served
+                .iter()
+                .filter_map(|s| s.queues.get(w))
+                .map(TapQueue::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(clone_err)?;
+            let worker = Worker::new(
+                Arc::clone(&forwarder),
+                taps,
+                socket.try_clone().map_err(clone_err)?,
+                Arc::clone(&self.source_ports),
+                Arc::clone(&stop),
+                self.state.epoch,
+                self.setup.offloads,
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("vxnet-worker-{w}"))
+                .spawn(move || worker.run())
+                .map_err(|source| EngineError::Io {
+                    what: "spawning a worker",
+                    source,
+                })?;
+            running.workers.push(handle);
+        }
+        Ok(())
+    }
+
+    fn offloads_in_use(&self, running: &Running) -> Vec<String> {
+        let offloads = self.setup.offloads;
+        let mut in_use = Vec::new();
+        if offloads.vnet_hdr {
+            in_use.extend(["tap-vnet-hdr", "gro-coalescing"]);
+            if running.served.iter().all(|s| s.tso) {
+                in_use.push("tso");
+            }
+        }
+        if offloads.gso {
+            in_use.push("udp-gso");
+        }
+        if offloads.gro {
+            in_use.push("udp-gro");
+        }
+        in_use.into_iter().map(String::from).collect()
+    }
+
+    /// Stops the workers and waits for them; their TAP and socket clones close with them.
+    fn stop_workers(running: &mut Running) {
+        let _ = running.stop.notify();
+        for handle in running.workers.drain(..) {
             match handle.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!("worker failed: {e}"),
                 Err(_) => tracing::error!("worker panicked"),
             }
         }
+    }
+
+    /// Stops forwarding for good and closes every TAP.
+    fn shut_down(&self) {
+        let mut running = lock(&self.running);
+        Self::stop_workers(&mut running);
+        running.served.clear();
+        running.shut_down = true;
+    }
+
+    fn network(&self, name: &str) -> Option<Arc<Network>> {
+        self.state
+            .forwarder
+            .load()
+            .networks()
+            .iter()
+            .find(|n| n.settings.name == name)
+            .cloned()
+    }
+}
+
+impl EngineControl {
+    /// Creates the network's TAP (MTU, address, up) and starts forwarding for it; the networks
+    /// already served keep running (their workers restart, pausing for about a millisecond).
+    pub fn add_network(&self, network: NetworkConfig) -> Result<(), EngineError> {
+        let core = &self.core;
+        let mut running = lock(&core.running);
+        if running.shut_down {
+            return Err(EngineError::Stopped);
+        }
+        for served in &running.served {
+            let settings = &served.network.settings;
+            if settings.name == network.name {
+                return Err(EngineError::AlreadyServed(format!(
+                    "network {}",
+                    network.name
+                )));
+            }
+            if settings.vni == network.vni {
+                return Err(ConfigError::DuplicateVni(network.vni).into());
+            }
+            if settings.dev == network.dev {
+                return Err(ConfigError::DuplicateDev(network.dev.clone()).into());
+            }
+        }
+        let remotes = resolve_remotes(&network, core.setup.local)?;
+        // Opened before the workers stop, so a failure here disturbs nothing.
+        let served = open_network(&core.setup, &network, remotes)?;
+        if let Some(address) = network.address {
+            lock(&core.state.addresses).insert(network.name.clone(), address.to_string());
+        }
+        running.served.push(served);
+        core.start_generation(&mut running)
+    }
+
+    /// Stops forwarding for `name` and removes its TAP. False if it is not served.
+    pub fn remove_network(&self, name: &str) -> Result<bool, EngineError> {
+        let core = &self.core;
+        let mut running = lock(&core.running);
+        let Some(index) = running
+            .served
+            .iter()
+            .position(|s| s.network.settings.name == name)
+        else {
+            return Ok(false);
+        };
+        let removed = running.served.remove(index);
+        running.cluster_macs.remove(name);
+        lock(&core.state.addresses).remove(name);
+        let result = core.start_generation(&mut running);
+        // The old workers are joined, so these are the last fds of the TAP: it goes now.
+        drop(removed);
+        tracing::info!(name, "network removed");
+        result.map(|()| true)
+    }
+
+    pub fn network_names(&self) -> Vec<String> {
+        lock(&self.core.running)
+            .served
+            .iter()
+            .map(|s| s.network.settings.name.clone())
+            .collect()
+    }
+
+    /// Replaces the cluster-sourced peers of `name` (flood list and receive allow-list, in union
+    /// with `--remote` and all-zeros FDB entries). False if it is not served.
+    pub fn set_cluster_peers(&self, name: &str, peers: Vec<IpAddr>) -> bool {
+        let Some(network) = self.core.network(name) else {
+            return false;
+        };
+        let forwarder = self.core.state.forwarder();
+        for ip in &peers {
+            let _ = forwarder.peers.counters(*ip);
+        }
+        network.update_sources(|s| s.cluster = peers);
+        true
+    }
+
+    /// Replaces the cluster-sourced static FDB entries of `name`: entries the cluster no longer
+    /// lists are removed, entries added by `vxnet fdb add` are left alone. False if not served.
+    pub fn set_cluster_macs(&self, name: &str, macs: Vec<(MacAddr, IpAddr)>) -> bool {
+        let Some(network) = self.core.network(name) else {
+            return false;
+        };
+        let mut running = lock(&self.core.running);
+        let previous = running
+            .cluster_macs
+            .insert(name.to_string(), macs.clone())
+            .unwrap_or_default();
+        for (mac, _) in previous {
+            if !macs.iter().any(|(m, _)| *m == mac) {
+                network.fdb.remove(mac);
+            }
+        }
+        for (mac, vtep) in macs {
+            network.fdb.add_static(mac, vtep);
+        }
+        network.rebuild_peers();
+        true
+    }
+
+    /// The MAC of the network's TAP: what this host publishes for it. None if not served.
+    pub fn local_mac(&self, name: &str) -> Option<MacAddr> {
+        lock(&self.core.running)
+            .served
+            .iter()
+            .find(|s| s.network.settings.name == name)
+            .and_then(|s| s.mac)
+    }
+
+    /// Records the address the control plane assigned to a network (shown by `vxnet networks`).
+    pub fn set_address(&self, name: &str, address: Option<String>) {
+        let mut addresses = lock(&self.core.state.addresses);
+        match address {
+            Some(a) => addresses.insert(name.to_string(), a),
+            None => addresses.remove(name),
+        };
+    }
+
+    pub fn set_cluster_info(&self, info: Option<ClusterInfo>) {
+        *lock(&self.core.state.cluster) = info;
+    }
+
+    pub fn state(&self) -> &Arc<EngineState> {
+        &self.core.state
     }
 }
 
@@ -428,12 +772,6 @@ fn bind_source_ports(local: IpAddr) -> Result<Vec<UdpSocket>, EngineError> {
     Ok(sockets)
 }
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.stop_workers();
-    }
-}
-
 /// Sweeps learned entries idle for `ageing`; a few times per ageing period so an entry lives
 /// at most about a quarter period longer than asked.
 async fn age_fdb(state: Arc<EngineState>, ageing: Duration) {
@@ -443,7 +781,7 @@ async fn age_fdb(state: Arc<EngineState>, ageing: Duration) {
     loop {
         tick.tick().await;
         let now = state.now();
-        for network in state.forwarder.networks() {
+        for network in state.forwarder().networks() {
             let removed = network.fdb.age_out(now, ageing_ms);
             if removed > 0 {
                 tracing::debug!(vni = %network.vni(), removed, "aged out FDB entries");

@@ -44,9 +44,10 @@ pub struct Forwarder {
     port: u16,
     local: IpAddr,
     accept_any: bool,
-    pub peers: PeerTable,
+    /// Shared with the forwarder generations that follow this one (see [`Forwarder::with_networks`]).
+    pub peers: Arc<PeerTable>,
     /// Drops not attributable to a network (bad header, unknown VNI).
-    pub drops: DropCounters,
+    pub drops: Arc<DropCounters>,
 }
 
 const ETHERNET_HEADER: usize = 14;
@@ -54,19 +55,39 @@ const VLAN_TAG: usize = 4;
 
 impl Forwarder {
     pub fn new(networks: Vec<Arc<Network>>, local: IpAddr, port: u16, accept_any: bool) -> Self {
-        let peers = PeerTable::new(4096);
-        for network in &networks {
-            for ip in &network.peers().allowed {
-                let _ = peers.counters(*ip);
-            }
-        }
-        Forwarder {
+        let forwarder = Forwarder {
             networks,
             port,
             local,
             accept_any,
-            peers,
-            drops: DropCounters::default(),
+            peers: Arc::new(PeerTable::new(4096)),
+            drops: Arc::new(DropCounters::default()),
+        };
+        forwarder.register_peers();
+        forwarder
+    }
+
+    /// The next generation when networks are added or removed at run time: same settings, and
+    /// the same per-peer and engine-wide counters, so nothing counted so far is lost.
+    pub fn with_networks(&self, networks: Vec<Arc<Network>>) -> Self {
+        let forwarder = Forwarder {
+            networks,
+            port: self.port,
+            local: self.local,
+            accept_any: self.accept_any,
+            peers: Arc::clone(&self.peers),
+            drops: Arc::clone(&self.drops),
+        };
+        forwarder.register_peers();
+        forwarder
+    }
+
+    /// Known peers get their counter rows up front, so `vxnet peers` lists them before traffic.
+    fn register_peers(&self) {
+        for network in &self.networks {
+            for ip in &network.peers().allowed {
+                let _ = self.peers.counters(*ip);
+            }
         }
     }
 

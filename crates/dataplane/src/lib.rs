@@ -11,4 +11,4 @@ pub mod sys;
 pub mod worker;
 
 pub use config::{EngineConfig, NetworkConfig};
-pub use engine::{Engine, EngineError};
+pub use engine::{ClusterInfo, Engine, EngineControl, EngineError};

@@ -119,24 +119,27 @@ fn error(message: impl Into<String>) -> Reply {
 }
 
 /// The network a request names, or the only one when it names none.
-fn pick(state: &EngineState, vni: Option<u32>) -> Result<&Arc<Network>, String> {
-    let networks = state.forwarder.networks();
+fn pick(state: &EngineState, vni: Option<u32>) -> Result<Arc<Network>, String> {
+    let forwarder = state.forwarder();
+    let networks = forwarder.networks();
     match vni {
         Some(v) => networks
             .iter()
             .find(|n| n.vni().get() == v)
+            .cloned()
             .ok_or_else(|| format!("no network with VNI {v}")),
-        None if networks.len() == 1 => Ok(&networks[0]),
+        None if networks.len() == 1 => Ok(Arc::clone(&networks[0])),
+        None if networks.is_empty() => Err("this engine serves no network yet".to_string()),
         None => Err("this engine serves several networks: give --vni".to_string()),
     }
 }
 
 /// The network and MAC an `fdb add`/`fdb del` names.
-fn pick_entry<'a>(
-    state: &'a EngineState,
+fn pick_entry(
+    state: &EngineState,
     vni: Option<u32>,
     mac: &str,
-) -> Result<(&'a Arc<Network>, MacAddr), String> {
+) -> Result<(Arc<Network>, MacAddr), String> {
     let network = pick(state, vni)?;
     let mac = mac.parse::<MacAddr>().map_err(|e| e.to_string())?;
     Ok((network, mac))
@@ -144,10 +147,12 @@ fn pick_entry<'a>(
 
 pub fn handle(state: &EngineState, request: Request) -> Reply {
     let now = state.now();
+    // One generation for the whole request, even if networks change meanwhile.
+    let forwarder = state.forwarder();
     match request {
         Request::FdbShow { vni } => {
-            let networks: Vec<&Arc<Network>> = match vni {
-                None => state.forwarder.networks().iter().collect(),
+            let networks: Vec<Arc<Network>> = match vni {
+                None => forwarder.networks().to_vec(),
                 Some(_) => match pick(state, vni) {
                     Ok(n) => vec![n],
                     Err(e) => return error(e),
@@ -170,10 +175,10 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
                 Ok(found) => found,
                 Err(e) => return error(e),
             };
-            if dst.is_ipv4() != state.forwarder.local().is_ipv4() {
+            if dst.is_ipv4() != forwarder.local().is_ipv4() {
                 return error(format!(
                     "{dst} is not of the local address family ({})",
-                    state.forwarder.local()
+                    forwarder.local()
                 ));
             }
             if mac.is_zero() {
@@ -190,7 +195,7 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
                 network.fdb.add_static(mac, dst);
                 network.rebuild_peers();
             }
-            let _ = state.forwarder.peers.counters(dst);
+            let _ = forwarder.peers.counters(dst);
             ok(serde_json::Value::Null)
         }
         Request::FdbDel { mac, vni } => {
@@ -216,9 +221,8 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
         }
         Request::Peers => {
             let mut rows = Vec::new();
-            for (address, traffic) in state.forwarder.peers.snapshot() {
-                let vnis = state
-                    .forwarder
+            for (address, traffic) in forwarder.peers.snapshot() {
+                let vnis = forwarder
                     .networks()
                     .iter()
                     .filter(|n| n.peers().allows(address))
@@ -233,19 +237,17 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
             ok(rows)
         }
         Request::Stats => ok(stats(state)),
-        Request::Networks => ok(state
-            .forwarder
+        Request::Networks => ok(forwarder
             .networks()
             .iter()
-            .enumerate()
-            .map(|(i, n)| NetworkInfo {
+            .map(|n| NetworkInfo {
                 name: n.settings.name.clone(),
                 vni: n.vni().get(),
                 dev: n.settings.dev.clone(),
                 mtu: n.settings.mtu,
-                address: state.addresses.get(i).cloned().flatten(),
-                local: state.forwarder.local(),
-                port: state.forwarder.port(),
+                address: state.address(&n.settings.name),
+                local: forwarder.local(),
+                port: forwarder.port(),
                 flood: n
                     .peers()
                     .flood
@@ -254,6 +256,7 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
                     .collect::<Vec<IpAddr>>(),
                 learning: n.settings.learning,
                 allow_vlan: n.settings.allow_vlan,
+                cluster: state.cluster(),
             })
             .collect::<Vec<_>>()),
     }
@@ -265,9 +268,9 @@ fn drops_map(snapshot: Vec<(String, u64)>) -> BTreeMap<String, u64> {
 
 pub fn stats(state: &EngineState) -> StatsReport {
     use std::sync::atomic::Ordering::Relaxed;
+    let forwarder = state.forwarder();
     StatsReport {
-        networks: state
-            .forwarder
+        networks: forwarder
             .networks()
             .iter()
             .map(|n| NetworkStats {
@@ -283,8 +286,9 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 drops: drops_map(n.drops.snapshot()),
             })
             .collect(),
-        drops: drops_map(state.forwarder.drops.snapshot()),
+        drops: drops_map(forwarder.drops.snapshot()),
         workers: state.workers,
-        offloads: state.offloads.clone(),
+        offloads: state.offloads(),
+        cluster: state.cluster(),
     }
 }

@@ -269,6 +269,14 @@ pub struct TapQueue {
 }
 
 impl TapQueue {
+    /// Another fd for the same queue. The engine keeps the original and hands clones to each
+    /// generation of workers, so restarting workers never closes (and so never destroys) a TAP.
+    pub fn try_clone(&self) -> io::Result<TapQueue> {
+        Ok(TapQueue {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     /// Reads one frame (or TSO superframe); a buffer shorter than the frame gets it truncated, so
     /// with offloads on use at least 65550 bytes (64 KiB + headers).
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {

@@ -132,6 +132,14 @@ impl UdpSocket {
     }
 
     /// The bound address (with the real port when bound to port 0).
+    /// Another fd for the same socket (same port, options and buffers).
+    pub fn try_clone(&self) -> io::Result<UdpSocket> {
+        Ok(UdpSocket {
+            sock: self.sock.try_clone()?,
+            local: self.local,
+        })
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
