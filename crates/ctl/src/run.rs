@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Turn off TAP offloads and UDP GSO/GRO.
     #[arg(long)]
     pub no_offloads: bool,
+    /// Serve the counters in the Prometheus text format at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +142,10 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
 
 pub fn run(args: RunArgs) -> Result<(), RunError> {
     let config = config_from_args(&args)?;
-    let engine = Engine::start(config)?;
+    let mut engine = Engine::start(config)?;
+    if let Some(addr) = args.metrics {
+        engine.bind_metrics(addr)?;
+    }
     engine.run_until_signal()?;
     Ok(())
 }
