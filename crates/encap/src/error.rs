@@ -117,8 +117,10 @@ pub enum OffloadError {
     },
     #[error("virtio-net csum_start {csum_start} is not the inner TCP header offset {tcp_offset}")]
     CsumStartMismatch { csum_start: u16, tcp_offset: usize },
-    #[error("{segments} segments exceed the {max} one UDP GSO send may carry")]
-    TooManySegments { segments: usize, max: usize },
+    #[error(
+        "frame of {actual} bytes is not the {planned}-byte frame the segmentation was planned for"
+    )]
+    FrameChanged { planned: usize, actual: usize },
     #[error("output buffer of {available} bytes is too small: {required} required")]
     OutputTooSmall { required: usize, available: usize },
 }

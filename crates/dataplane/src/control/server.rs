@@ -284,6 +284,12 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 fdb_full: n.events.fdb_full.load(Relaxed),
                 fdb_entries: n.fdb.len(),
                 drops: drops_map(n.drops.snapshot()),
+                tso_superframes: n.events.tso_superframes.load(Relaxed),
+                tso_segments: n.events.tso_segments.load(Relaxed),
+                gso_batches: n.events.gso_batches.load(Relaxed),
+                gro_batches: n.events.gro_batches.load(Relaxed),
+                coalesced_superframes: n.events.coalesced_superframes.load(Relaxed),
+                coalesced_segments: n.events.coalesced_segments.load(Relaxed),
             })
             .collect(),
         drops: drops_map(forwarder.drops.snapshot()),

@@ -17,13 +17,16 @@
 //! ```text
 //! let hdr = VirtioNetHdr::parse(&read)?;            // native endian, 10 bytes
 //! let frame = &read[VIRTIO_NET_HDR_LEN..];
-//! // out: allocate once, MAX_GSO_SEGMENTS * (8 + 138 + mss) bytes (or required_output_len)
-//! let seg = prepare_for_wire(&hdr, frame, vni, mss, &mut out)?;
-//! for b in seg.batches(MAX_UDP_GSO_PAYLOAD, MAX_GSO_SEGMENTS) {
-//!     // one sendmsg of out[b.range] with cmsg UDP_SEGMENT = b.segment_size as u16
-//!     // (skip the cmsg when b.segments == 1)
+//! // out: allocated once; a superframe that does not fit goes out in several chunks
+//! let mut plan = WirePlan::new(&hdr, frame, mss)?;
+//! while let Some(seg) = plan.write_next(frame, vni, &mut out, max_segments)? {
+//!     for b in seg.batches(MAX_UDP_GSO_PAYLOAD, MAX_GSO_SEGMENTS) {
+//!         // one sendmsg of out[b.range] with cmsg UDP_SEGMENT = b.segment_size as u16
+//!         // (skip the cmsg when b.segments == 1)
+//!     }
 //! }
 //! ```
+//! ([`prepare_for_wire`] does it in one go when the output buffer holds the whole frame.)
 //! `mss` is the inner TCP payload that fits the underlay: underlay MTU - outer IP (20/40) - UDP 8 -
 //! VXLAN 8 - inner Ethernet 14 - inner IP/TCP headers (e.g. 1500 - 50 - 20 - 32 = 1398 for IPv4
 //! with timestamps). A malformed frame is an error to count and drop.
@@ -44,7 +47,7 @@ pub mod vnet;
 pub use coalesce::{CoalesceConfig, CoalesceStats, Coalescer, Emit, Push, Reject};
 pub use segment::{
     complete_checksum, prepare_for_wire, prepare_for_wire_with, required_output_len, CopyMode,
-    GsoBatch, GsoBatches, Segmented, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
+    GsoBatch, GsoBatches, Segmented, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
 };
 pub use vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
 

@@ -99,6 +99,7 @@ impl Iterator for GsoBatches {
 }
 
 /// The geometry of a TSO split, computed once and shared by the size query and the writer.
+#[derive(Debug, Clone, Copy)]
 struct Plan {
     tf: TcpFrame,
     seg_payload: usize,
@@ -130,13 +131,9 @@ fn plan_tso(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Plan, Offloa
     }
     let seg_payload = mss.min(hdr.gso_size as usize);
     let payload = tf.payload_len();
+    // No cap here: a small MSS gives more than one UDP_SEGMENT send may carry (536 -> 123
+    // segments of a 64 KB superframe); `WirePlan::write_next` and `Segmented::batches` split them.
     let segments = payload.div_ceil(seg_payload).max(1);
-    if segments > MAX_GSO_SEGMENTS {
-        return Err(OffloadError::TooManySegments {
-            segments,
-            max: MAX_GSO_SEGMENTS,
-        });
-    }
     let hl = VXLAN_HEADER_LEN + tf.hdr_len();
     let stride = hl + seg_payload;
     let last_payload = payload - (segments - 1) * seg_payload;
@@ -150,9 +147,9 @@ fn plan_tso(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Plan, Offloa
     })
 }
 
-/// Exact number of output bytes [`prepare_for_wire`] needs for this frame. The engine can instead
-/// allocate once for the worst case: `MAX_GSO_SEGMENTS * (8 + 138 + mss)` (138 = Ethernet with
-/// 802.1Q + IPv4 with options + TCP with options), or `8 + frame.len()` for non-GSO frames.
+/// Exact number of output bytes [`prepare_for_wire`] needs for this frame. There is no useful
+/// worst case (a tiny `gso_size` makes 64 KB of payload into megabytes of headers): an engine
+/// with a fixed buffer writes big superframes in chunks with [`WirePlan::write_next`].
 pub fn required_output_len(
     hdr: &VirtioNetHdr,
     frame: &[u8],
@@ -207,19 +204,141 @@ pub fn prepare_for_wire_with(
     out: &mut [u8],
     mode: CopyMode,
 ) -> Result<Segmented, OffloadError> {
-    match hdr.gso_kind() {
-        VirtioNetHdr::GSO_NONE => single(hdr, frame, vni, out),
-        VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_TCPV6 => {
-            let plan = plan_tso(hdr, frame, mss)?;
-            let copy = match mode {
-                CopyMode::Fused => copy_and_sum,
-                CopyMode::CopyThenSum => copy_then_sum,
-            };
-            tso(&plan, frame, vni, out, copy)
-        }
-        _ => Err(OffloadError::UnsupportedGsoType {
-            gso_type: hdr.gso_type,
+    let mut plan = WirePlan::new(hdr, frame, mss)?;
+    check_out(plan.total_len(), out)?;
+    match plan.write_next_with(frame, vni, out, usize::MAX, mode)? {
+        Some(segmented) => Ok(segmented),
+        // Not reached: a fresh plan has at least one segment and `out` holds all of them.
+        None => Err(OffloadError::OutputTooSmall {
+            required: plan.total_len(),
+            available: out.len(),
         }),
+    }
+}
+
+/// A frame read from the TAP, checked and planned once, then written out a chunk of whole
+/// segments at a time. This is how a superframe of any segment count (a small MSS cuts 64 KB
+/// into hundreds of segments) goes out through a fixed-size buffer: write a chunk, send it, write
+/// the next. It holds no borrow of the frame, so the caller may use its buffers between chunks.
+#[derive(Debug, Clone, Copy)]
+pub struct WirePlan {
+    kind: PlanKind,
+    /// Length of the frame the plan was made for; `write_next` refuses any other.
+    frame_len: usize,
+    /// Index of the next segment to write.
+    next: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PlanKind {
+    /// Copied as one datagram, the checksum completed when `csum` is `Some((start, field))`.
+    Single {
+        csum: Option<(usize, usize)>,
+    },
+    Tso(Plan),
+}
+
+impl WirePlan {
+    /// Checks `frame` against its virtio-net header (see [`prepare_for_wire`] for what is
+    /// accepted) and plans the split at `min(hdr.gso_size, mss)`.
+    pub fn new(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Self, OffloadError> {
+        let kind = match hdr.gso_kind() {
+            VirtioNetHdr::GSO_NONE => PlanKind::Single {
+                csum: if hdr.needs_csum() {
+                    Some(checksum_field(
+                        frame.len(),
+                        hdr.csum_start,
+                        hdr.csum_offset,
+                    )?)
+                } else {
+                    None
+                },
+            },
+            VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_TCPV6 => {
+                PlanKind::Tso(plan_tso(hdr, frame, mss)?)
+            }
+            _ => {
+                return Err(OffloadError::UnsupportedGsoType {
+                    gso_type: hdr.gso_type,
+                })
+            }
+        };
+        Ok(WirePlan {
+            kind,
+            frame_len: frame.len(),
+            next: 0,
+        })
+    }
+
+    /// Datagrams the whole frame becomes.
+    pub fn segments(&self) -> usize {
+        match &self.kind {
+            PlanKind::Single { .. } => 1,
+            PlanKind::Tso(p) => p.segments,
+        }
+    }
+
+    /// Datagrams not written yet.
+    pub fn remaining(&self) -> usize {
+        self.segments() - self.next
+    }
+
+    /// Bytes of all datagrams together (what [`required_output_len`] returns).
+    pub fn total_len(&self) -> usize {
+        match &self.kind {
+            PlanKind::Single { .. } => VXLAN_HEADER_LEN + self.frame_len,
+            PlanKind::Tso(p) => p.total_len,
+        }
+    }
+
+    /// True for a TSO superframe, false for a frame that goes out as one datagram.
+    pub fn is_tso(&self) -> bool {
+        matches!(self.kind, PlanKind::Tso(_))
+    }
+
+    /// Writes the next datagrams to the front of `out`: as many whole ones as fit, at most
+    /// `max_segments`, laid out like [`prepare_for_wire`]'s output (every one but the last of
+    /// the frame is `segment_size` long). `frame` must be the frame the plan was made for.
+    /// Returns `None` once all were written, `OutputTooSmall` when not even the next one fits.
+    pub fn write_next(
+        &mut self,
+        frame: &[u8],
+        vni: Vni,
+        out: &mut [u8],
+        max_segments: usize,
+    ) -> Result<Option<Segmented>, OffloadError> {
+        self.write_next_with(frame, vni, out, max_segments, CopyMode::Fused)
+    }
+
+    fn write_next_with(
+        &mut self,
+        frame: &[u8],
+        vni: Vni,
+        out: &mut [u8],
+        max_segments: usize,
+        mode: CopyMode,
+    ) -> Result<Option<Segmented>, OffloadError> {
+        if self.remaining() == 0 {
+            return Ok(None);
+        }
+        if frame.len() != self.frame_len {
+            return Err(OffloadError::FrameChanged {
+                planned: self.frame_len,
+                actual: frame.len(),
+            });
+        }
+        let written = match &self.kind {
+            PlanKind::Single { csum } => single(*csum, frame, vni, out)?,
+            PlanKind::Tso(plan) => {
+                let copy = match mode {
+                    CopyMode::Fused => copy_and_sum,
+                    CopyMode::CopyThenSum => copy_then_sum,
+                };
+                tso(plan, frame, vni, out, self.next, max_segments, copy)?
+            }
+        };
+        self.next += written.segments;
+        Ok(Some(written))
     }
 }
 
@@ -281,21 +400,12 @@ pub fn complete_checksum(
 }
 
 fn single(
-    hdr: &VirtioNetHdr,
+    csum: Option<(usize, usize)>,
     frame: &[u8],
     vni: Vni,
     out: &mut [u8],
 ) -> Result<Segmented, OffloadError> {
     let total_len = VXLAN_HEADER_LEN + frame.len();
-    let csum = if hdr.needs_csum() {
-        Some(checksum_field(
-            frame.len(),
-            hdr.csum_start,
-            hdr.csum_offset,
-        )?)
-    } else {
-        None
-    };
     check_out(total_len, out)?;
     write_vxlan(out, vni);
     let dst = &mut out[VXLAN_HEADER_LEN..total_len];
@@ -315,14 +425,38 @@ fn single(
     })
 }
 
+/// Writes segments `from..` of `plan` to the front of `out`: as many as fit, at most
+/// `max_segments`.
 fn tso(
     plan: &Plan,
     frame: &[u8],
     vni: Vni,
     out: &mut [u8],
+    from: usize,
+    max_segments: usize,
     copy: fn(&mut [u8], &[u8]) -> Sum,
 ) -> Result<Segmented, OffloadError> {
-    check_out(plan.total_len, out)?;
+    let left = plan.segments - from;
+    // Bytes of the segments from `from` to the end; only the very last one may be short.
+    let rest_len = plan.total_len - from * plan.stride;
+    let fit = if rest_len <= out.len() {
+        left
+    } else {
+        // Full-size segments only: the (shorter) last one does not fit with them.
+        (out.len() / plan.stride).min(left - 1)
+    };
+    let count = fit.min(max_segments.max(1));
+    if count == 0 {
+        return Err(OffloadError::OutputTooSmall {
+            required: plan.stride.min(rest_len),
+            available: out.len(),
+        });
+    }
+    let total_len = if from + count == plan.segments {
+        rest_len
+    } else {
+        count * plan.stride
+    };
     let tf = &plan.tf;
     let hl = tf.hdr_len();
     let l3 = tf.l3;
@@ -332,12 +466,12 @@ fn tso(
     let flags = frame[l4 + tcp::FLAGS];
     let payload = &frame[hl..tf.end];
 
-    for i in 0..plan.segments {
+    for i in from..from + count {
         let first = i == 0;
         let last = i + 1 == plan.segments;
         let off = i * plan.seg_payload;
         let chunk = &payload[off..payload.len().min(off + plan.seg_payload)];
-        let start = i * plan.stride;
+        let start = (i - from) * plan.stride;
         let seg = &mut out[start..start + VXLAN_HEADER_LEN + hl + chunk.len()];
         write_vxlan(seg, vni);
         let (hdrs, data) = seg[VXLAN_HEADER_LEN..].split_at_mut(hl);
@@ -374,13 +508,9 @@ fn tso(
         store_checksum(&mut th[TCP_CHECKSUM_OFFSET as usize..], sum);
     }
     Ok(Segmented {
-        segments: plan.segments,
-        segment_size: if plan.segments == 1 {
-            plan.total_len
-        } else {
-            plan.stride
-        },
-        total_len: plan.total_len,
+        segments: count,
+        segment_size: if count == 1 { total_len } else { plan.stride },
+        total_len,
     })
 }
 
