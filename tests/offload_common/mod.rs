@@ -44,7 +44,23 @@ pub fn trio(
     env_a: &[(&str, &str)],
     args_a: &str,
 ) -> Option<Trio> {
-    let lab = Lab::lan_with_mtu(test, 3, family, mtu)?;
+    trio_with_mtus(test, family, [mtu; 3], env_a, args_a)
+}
+
+/// [`trio`] with an underlay MTU per host (a, b, kernel), set before anything starts.
+pub fn trio_with_mtus(
+    test: &str,
+    family: Family,
+    mtus: [u32; 3],
+    env_a: &[(&str, &str)],
+    args_a: &str,
+) -> Option<Trio> {
+    let lab = Lab::lan_with_mtu(test, 3, family, mtus[0])?;
+    for (i, mtu) in mtus.into_iter().enumerate() {
+        if mtu != mtus[0] {
+            lab.set_underlay_mtu(i, mtu);
+        }
+    }
     for i in [A, B, KERNEL] {
         lab.enable_underlay_gro(i);
     }
