@@ -198,9 +198,11 @@ pub fn render_stats(report: &StatsReport) -> String {
         );
         let _ = writeln!(
             out,
-            "    offload: tso {} superframes -> {} segments  gso {} sends  gro {} reads  coalesced {} superframes <- {} segments",
+            "    offload: tso {} superframes -> {} segments  uso {} -> {}  gso {} sends  gro {} reads  coalesced {} superframes <- {} segments",
             n.tso_superframes,
             n.tso_segments,
+            n.uso_superframes,
+            n.uso_segments,
             n.gso_batches,
             n.gro_batches,
             n.coalesced_superframes,

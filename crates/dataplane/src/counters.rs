@@ -163,6 +163,10 @@ pub struct Events {
     pub tso_superframes: AtomicU64,
     /// ... and the segments they made.
     pub tso_segments: AtomicU64,
+    /// UDP superframes read from the TAP (USO) and cut into datagrams by vxnet ...
+    pub uso_superframes: AtomicU64,
+    /// ... and the datagrams they made.
+    pub uso_segments: AtomicU64,
     /// Runs of equal-size datagrams handed to the kernel in one `UDP_SEGMENT` send.
     pub gso_batches: AtomicU64,
     /// UDP GRO reads that carried more than one VXLAN datagram.

@@ -6,8 +6,9 @@
 //! All buffers are allocated when the worker starts; the loop itself allocates nothing.
 //!
 //! With offloads on, the TAP hands over TCP superframes (up to 64 KB, virtio-net header in
-//! front); they are segmented at the inner MSS with a fused copy+checksum, each segment wrapped,
-//! and all of them given to the kernel in one UDP_SEGMENT send. In the other direction, UDP GRO
+//! front) and, where the kernel offers USO, UDP ones; they are segmented (TCP at the inner MSS,
+//! UDP at the sender's datagram size) with a fused copy+checksum, each segment wrapped, and all
+//! of them given to the kernel in UDP_SEGMENT sends. In the other direction, UDP GRO
 //! delivers runs of VXLAN datagrams in one read; their inner TCP segments are coalesced back into
 //! superframes and written to the TAP with a virtio-net header.
 
@@ -391,12 +392,22 @@ impl Worker {
                 return false;
             }
         };
-        if wire.is_tso() {
-            Events::bump(&network.events.tso_superframes);
-            network
-                .events
-                .tso_segments
-                .fetch_add(wire.segments() as u64, Ordering::Relaxed);
+        let superframe_counters = if wire.is_tso() {
+            Some((
+                &network.events.tso_superframes,
+                &network.events.tso_segments,
+            ))
+        } else if wire.is_uso() {
+            Some((
+                &network.events.uso_superframes,
+                &network.events.uso_segments,
+            ))
+        } else {
+            None
+        };
+        if let Some((superframes, segments)) = superframe_counters {
+            Events::bump(superframes);
+            segments.fetch_add(wire.segments() as u64, Ordering::Relaxed);
         }
         let max_segments = if self.offloads.gso {
             MAX_GSO_SEGMENTS

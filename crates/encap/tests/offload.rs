@@ -430,6 +430,18 @@ fn malformed_tso_inputs_are_typed_errors() {
     assert_eq!(
         run(
             &VirtioNetHdr {
+                gso_type: VirtioNetHdr::GSO_UDP,
+                ..hdr
+            },
+            &frame,
+            1398,
+            &mut out
+        ),
+        OffloadError::UnsupportedGsoType { gso_type: 3 }
+    );
+    assert_eq!(
+        run(
+            &VirtioNetHdr {
                 gso_type: VirtioNetHdr::GSO_UDP_L4,
                 ..hdr
             },
@@ -437,7 +449,7 @@ fn malformed_tso_inputs_are_typed_errors() {
             1398,
             &mut out
         ),
-        OffloadError::UnsupportedGsoType { gso_type: 5 }
+        OffloadError::NotUdp { protocol: 6 }
     );
     assert_eq!(
         run(
@@ -833,8 +845,170 @@ fn chunked_writer_refuses_what_it_cannot_do() {
     assert_eq!(plan.total_len(), 8 + plain.len());
 }
 
+/// Ethernet + IP + UDP with `payload`, as a TAP hands a USO superframe over: NEEDS_CSUM with
+/// the pseudo-header sum of the whole datagram in the checksum field, GSO_UDP_L4.
+fn tap_uso_superframe(v6: bool, payload: &[u8], gso_size: u16) -> (VirtioNetHdr, Vec<u8>) {
+    let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
+    let mut frame = Vec::new();
+    if v6 {
+        eth.ipv6(V6_A, V6_B, 64)
+            .udp(40000, 5301)
+            .write(&mut frame, payload)
+            .unwrap();
+    } else {
+        eth.ipv4(V4_A, V4_B, 64)
+            .udp(40000, 5301)
+            .write(&mut frame, payload)
+            .unwrap();
+        frame[18..20].copy_from_slice(&BASE_ID.to_be_bytes());
+        refresh_ipv4_checksum(&mut frame);
+    }
+    let l4 = l4_offset(v6);
+    let udp_len = (frame.len() - l4) as u32;
+    let pseudo = if v6 {
+        pseudo_header_v6(V6_A.into(), V6_B.into(), 17, udp_len)
+    } else {
+        pseudo_header_v4(V4_A.into(), V4_B.into(), 17, udp_len)
+    };
+    frame[l4 + 6..l4 + 8].copy_from_slice(&pseudo.fold().to_be_bytes());
+    let hdr = VirtioNetHdr {
+        flags: VirtioNetHdr::FLAG_NEEDS_CSUM,
+        gso_type: VirtioNetHdr::GSO_UDP_L4,
+        hdr_len: 7, // deliberately wrong: must not be trusted
+        gso_size,
+        csum_start: l4 as u16,
+        csum_offset: 6,
+    };
+    (hdr, frame)
+}
+
+/// Segments a USO superframe and checks every datagram with etherparse: both checksums, the
+/// lengths, incrementing IPv4 IDs, `gso_size` payload bytes each but the last, in order.
+fn uso_segment_and_check(v6: bool, payload: &[u8], gso_size: u16) -> usize {
+    let (hdr, frame) = tap_uso_superframe(v6, payload, gso_size);
+    let (res, out) = segment(&hdr, &frame, 1398);
+    assert_eq!(
+        res.segments,
+        payload.len().div_ceil(gso_size as usize).max(1)
+    );
+    let mut joined = Vec::new();
+    let frames = inner_frames(&res, &out);
+    for (i, f) in frames.iter().enumerate() {
+        let p = SlicedPacket::from_ethernet(f).unwrap();
+        let Some(TransportSlice::Udp(udp)) = &p.transport else {
+            panic!("not UDP")
+        };
+        let expected = match p.net.as_ref().unwrap() {
+            NetSlice::Ipv4(ip) => {
+                let h = ip.header();
+                assert_eq!(h.header_checksum(), h.to_header().calc_header_checksum());
+                assert_eq!(h.total_len() as usize, f.len() - 14);
+                assert_eq!(h.identification(), BASE_ID.wrapping_add(i as u16));
+                udp.to_header()
+                    .calc_checksum_ipv4_raw(h.source(), h.destination(), udp.payload())
+                    .unwrap()
+            }
+            NetSlice::Ipv6(ip) => {
+                let h = ip.header();
+                assert_eq!(h.payload_length() as usize, f.len() - 54);
+                udp.to_header()
+                    .calc_checksum_ipv6_raw(h.source(), h.destination(), udp.payload())
+                    .unwrap()
+            }
+            NetSlice::Arp(_) => panic!("arp"),
+        };
+        assert_eq!(udp.checksum(), expected, "UDP checksum of datagram {i}");
+        assert_eq!(udp.length() as usize, 8 + udp.payload().len());
+        if i + 1 < frames.len() {
+            assert_eq!(udp.payload().len(), gso_size as usize);
+        }
+        joined.extend_from_slice(udp.payload());
+    }
+    assert_eq!(joined, payload);
+    res.segments
+}
+
+#[test]
+fn uso_superframes_become_datagrams_of_gso_size() {
+    for v6 in [false, true] {
+        for (len, gso) in [
+            (1, 1200),
+            (1200, 1200),
+            (1201, 1200),
+            (48_000, 1200),
+            (65_000, 1000),
+        ] {
+            uso_segment_and_check(v6, &payload_of(len, len as u8), gso);
+        }
+        // Tiny datagrams: far more than one UDP GSO send may carry.
+        assert_eq!(uso_segment_and_check(v6, &payload_of(9_000, 3), 60), 150);
+    }
+}
+
+#[test]
+fn uso_datagram_boundaries_are_never_recut() {
+    // A gso_size the underlay cannot carry is refused, not split smaller: the datagrams are
+    // the application's. MSS 1398 allows inner IP packets of 1438 bytes: 1410 payload bytes.
+    let (hdr, frame) = tap_uso_superframe(false, &payload_of(5000, 1), 1410);
+    assert!(WirePlan::new(&hdr, &frame, 1398).is_ok());
+    let (hdr, frame) = tap_uso_superframe(false, &payload_of(5000, 1), 1411);
+    assert_eq!(
+        WirePlan::new(&hdr, &frame, 1398).unwrap_err(),
+        OffloadError::SegmentTooBig {
+            ip_len: 1439,
+            max: 1438
+        }
+    );
+    let plan = WirePlan::new(
+        &VirtioNetHdr {
+            gso_size: 1000,
+            ..hdr
+        },
+        &frame,
+        1398,
+    )
+    .unwrap();
+    assert!(plan.is_uso() && !plan.is_tso());
+    assert_eq!(
+        WirePlan::new(
+            &VirtioNetHdr {
+                csum_start: 30,
+                ..hdr
+            },
+            &frame,
+            1398
+        )
+        .unwrap_err(),
+        OffloadError::CsumStartMismatch {
+            csum_start: 30,
+            tcp_offset: 34
+        }
+    );
+    assert_eq!(
+        WirePlan::new(&VirtioNetHdr { gso_size: 0, ..hdr }, &frame, 1398).unwrap_err(),
+        OffloadError::GsoSizeZero
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn uso_round_trip_and_chunking(
+        len in 0usize..65_000,
+        gso_size in 1u16..1400,
+        v6 in any::<bool>(),
+        extra in 0usize..70_000,
+        max_segments in 1usize..200,
+    ) {
+        let payload = payload_of(len, gso_size as u8);
+        uso_segment_and_check(v6, &payload, gso_size);
+        let (hdr, frame) = tap_uso_superframe(v6, &payload, gso_size);
+        let (_, one_shot) = segment(&hdr, &frame, 1398);
+        let stride = 8 + l4_offset(v6) + 8 + gso_size as usize;
+        let chunked = write_in_chunks(&hdr, &frame, 1398, stride + extra, max_segments);
+        prop_assert_eq!(chunked, one_shot);
+    }
 
     /// Chunk by chunk through any buffer that holds a segment, with any per-chunk cap, the
     /// output is byte for byte the one-shot output, for any gso_size down to tiny ones.

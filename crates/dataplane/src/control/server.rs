@@ -286,6 +286,8 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 drops: drops_map(n.drops.snapshot()),
                 tso_superframes: n.events.tso_superframes.load(Relaxed),
                 tso_segments: n.events.tso_segments.load(Relaxed),
+                uso_superframes: n.events.uso_superframes.load(Relaxed),
+                uso_segments: n.events.uso_segments.load(Relaxed),
                 gso_batches: n.events.gso_batches.load(Relaxed),
                 gro_batches: n.events.gro_batches.load(Relaxed),
                 coalesced_superframes: n.events.coalesced_superframes.load(Relaxed),
