@@ -129,3 +129,23 @@ impl Trio {
         }
     }
 }
+
+/// Whether the kernel can hand UDP superframes to a TAP (TUN_F_USO4/6, Linux 6.2+).
+pub fn kernel_has_uso() -> bool {
+    let release = must("uname -r");
+    let mut v = release
+        .trim()
+        .split(['.', '-'])
+        .map(|x| x.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 2)
+}
+
+/// The offloads an engine with everything on reports: `base` plus "uso" where the kernel has it.
+pub fn with_uso(base: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    if kernel_has_uso() {
+        v.push("uso".to_string());
+    }
+    v.sort();
+    v
+}
