@@ -81,7 +81,8 @@ pub struct RunArgs {
     /// Default: every network of the cluster, including ones created later.
     #[arg(long = "network")]
     pub networks: Vec<String>,
-    /// Cluster mode: node state directory (node id, cluster, token).
+    /// Cluster mode: node state directory (node id, cluster, token). When it holds a membership,
+    /// `vxnet run` without --vni/--config serves the cluster (a restart needs no cluster flags).
     #[arg(long, env = "VXNET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// Cluster mode: neither publish this host's TAP MACs nor install the other members' as
@@ -113,9 +114,18 @@ fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
-/// Cluster mode is asked for by any of its flags.
+/// Cluster mode is asked for by any of its flags, or implied when no static network is given
+/// and the state dir holds a cluster membership (`vxnet cluster join` then `vxnet run --local IP`,
+/// and a restart, need no cluster flags).
 pub fn cluster_mode(args: &RunArgs) -> bool {
-    args.store.is_some() || args.token.is_some() || !args.networks.is_empty()
+    if args.store.is_some() || args.token.is_some() || !args.networks.is_empty() {
+        return true;
+    }
+    args.vni.is_none()
+        && args.config.is_none()
+        && StateDir::new(&args.state_dir)
+            .load()
+            .is_ok_and(|s| s.is_some())
 }
 
 /// The engine-wide part of the configuration; `file` holds `--config` values (static mode).
