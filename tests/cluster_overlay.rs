@@ -280,10 +280,29 @@ fn three_hosts_serve_a_network_created_on_one() {
         .count();
     assert_eq!(serving, 3, "{status}");
 
-    // A network removed with --force stops being served everywhere (TAP gone).
+    // SIGTERM leaves at once (revokes the lease): gone from the peers long before its 10 s TTL.
+    let mut h2 = c.engines[2].take().unwrap();
+    let t = Instant::now();
+    assert!(h2
+        .proc
+        .terminate(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    for i in [0, 1] {
+        c.wait_peers(i, "blue", &[1 - i], Duration::from_secs(3));
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+    // A network still served is not removed without --force; with it, it stops being served
+    // everywhere (TAP gone).
+    let out = c.cli(0, "network rm blue");
+    assert!(
+        !out.status.success() && stderr(&out).contains("still served"),
+        "{}",
+        stderr(&out)
+    );
     let out = c.cli(0, "network rm blue --force");
     assert!(out.status.success(), "{}", stderr(&out));
-    for i in 0..ENGINES {
+    for i in [0, 1] {
         assert!(
             wait_for(Duration::from_secs(5), || c.served(i, "blue").is_none()),
             "host {i} still serves blue"
