@@ -5,37 +5,10 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vxnet_tests::{privileged, run, vxnet_bin, wait_for};
+use vxnet_tests::{interrupt, privileged, run_leftovers, vxnet_bin, wait_for, SweepRun};
 
 fn leftovers(pid: u32) -> Vec<String> {
-    let prefix = format!("vxdemo-{pid}");
-    let mut found: Vec<String> = String::from_utf8_lossy(&run("ip netns list").stdout)
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .map(str::to_string)
-        .collect();
-    let dir = std::env::temp_dir().join(&prefix);
-    if dir.exists() {
-        found.push(dir.display().to_string());
-    }
-    found
-}
-
-/// If the demo failed to clean up, the test does it (only the demo's own names), so a failing
-/// test leaves nothing behind either.
-struct Sweep(u32);
-
-impl Drop for Sweep {
-    fn drop(&mut self) {
-        for name in leftovers(self.0) {
-            if name.starts_with('/') {
-                let _ = std::fs::remove_dir_all(&name);
-            } else {
-                let _ = run(&format!("ip netns pids {name} | xargs -r kill -9"));
-                let _ = run(&format!("ip netns del {name}"));
-            }
-        }
-    }
+    run_leftovers(&format!("vxdemo-{pid}"))
 }
 
 #[test]
@@ -50,7 +23,7 @@ fn demo_runs_and_cleans_up() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let _sweep = Sweep(pid);
+    let _sweep = SweepRun(format!("vxdemo-{pid}"));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stderr}");
@@ -106,20 +79,13 @@ fn interrupted_demo_cleans_up() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let _sweep = Sweep(pid);
+    let _sweep = SweepRun(format!("vxdemo-{pid}"));
     // Interrupt once both hosts exist and the transfer is under way.
     let started = wait_for(Duration::from_secs(20), || leftovers(pid).len() == 3);
     assert!(started, "the demo never built its hosts");
     std::thread::sleep(Duration::from_secs(2));
-    run(&format!("kill -INT {pid}"));
-    let exited = wait_for(Duration::from_secs(10), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if !exited {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
-    assert!(exited, "the demo did not exit after SIGINT");
+    let status = interrupt(&mut child, Duration::from_secs(10));
+    let status = status.expect("the demo did not exit after SIGINT");
     assert!(
         !status.success(),
         "an interrupted demo must not report success"

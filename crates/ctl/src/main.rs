@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vxnet::{cluster, demo, explain, firewall, run, show};
+use vxnet::{bench, cluster, demo, explain, firewall, run, show};
 
 #[derive(Debug, Parser)]
 #[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
@@ -35,6 +35,8 @@ enum Cmd {
     Firewall(firewall::cli::FirewallArgs),
     /// A two-host overlay in network namespaces on this machine: ping, TCP rate, a packet explained.
     Demo(demo::DemoArgs),
+    /// Throughput, latency and CPU of vxnet against the kernel's vxlan, one run, one topology.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Network(a) => cluster::cli::run_network(a).map_err(|e| e.to_string()),
         Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),
         Cmd::Demo(a) => demo::run(a).map_err(|e| e.to_string()),
+        Cmd::Bench(a) => bench::run(a).map_err(|e| e.to_string()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

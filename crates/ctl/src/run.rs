@@ -69,6 +69,9 @@ pub struct RunArgs {
     /// Turn off TAP offloads and UDP GSO/GRO.
     #[arg(long)]
     pub no_offloads: bool,
+    /// Serve the counters in the Prometheus text format at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Cluster mode: the etcd store, etcd://HOST:PORT[,HOST:PORT] (default: the token's, or the
     /// one saved in --state-dir). Networks, peers and addresses then come from the cluster.
     #[arg(long)]
@@ -209,7 +212,10 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         return run_cluster(args);
     }
     let config = config_from_args(&args)?;
-    let engine = Engine::start(config)?;
+    let mut engine = Engine::start(config)?;
+    if let Some(addr) = args.metrics {
+        engine.bind_metrics(addr)?;
+    }
     engine.run_until_signal()?;
     Ok(())
 }
@@ -281,7 +287,10 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
         publish_macs: !args.no_publish_macs,
         ttl_secs: args.lease_ttl,
     };
-    let engine = Engine::start(config)?;
+    let mut engine = Engine::start(config)?;
+    if let Some(addr) = args.metrics {
+        engine.bind_metrics(addr)?;
+    }
     let control = engine.control();
     engine.run_until_signal_with(engine_link::run(opts, control))?;
     Ok(())

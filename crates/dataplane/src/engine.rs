@@ -66,6 +66,11 @@ pub enum EngineError {
         mtu: u32,
         underlay: u32,
     },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0} is already served")]
     AlreadyServed(String),
     #[error("the engine has stopped")]
@@ -182,6 +187,7 @@ pub struct Engine {
     core: Arc<Core>,
     ageing_secs: u64,
     listener: Option<std::os::unix::net::UnixListener>,
+    metrics: Option<std::net::TcpListener>,
     // Dropped last (field order): the socket file is removed after the workers stopped.
     _socket_file: SocketFile,
     local_addr: SocketAddr,
@@ -330,6 +336,7 @@ impl Engine {
             core,
             ageing_secs: config.ageing_secs,
             listener: Some(listener),
+            metrics: None,
             _socket_file: socket_file,
             local_addr,
         })
@@ -341,6 +348,16 @@ impl Engine {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Binds the Prometheus endpoint (`--metrics`), served once the engine runs. Bound now so a
+    /// port in use is reported before the engine is considered started.
+    pub fn bind_metrics(&mut self, addr: SocketAddr) -> Result<(), EngineError> {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| EngineError::Metrics { addr, source })?;
+        self.metrics = Some(listener);
+        Ok(())
     }
 
     /// A handle to change networks, peers and MACs while the engine runs.
@@ -372,6 +389,7 @@ impl Engine {
             })?;
         let state = Arc::clone(&self.core.state);
         let listener = self.listener.take();
+        let metrics = self.metrics.take();
         let ageing = Duration::from_secs(self.ageing_secs);
         let result = runtime.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
@@ -385,6 +403,15 @@ impl Engine {
             })?;
             if let Some(listener) = listener {
                 tokio::spawn(server::serve(listener, Arc::clone(&state)));
+            }
+            if let Some(metrics) = metrics {
+                let listener = tokio::net::TcpListener::from_std(metrics).map_err(|source| {
+                    EngineError::Io {
+                        what: "serving the metrics endpoint",
+                        source,
+                    }
+                })?;
+                tokio::spawn(crate::control::metrics::serve(listener, Arc::clone(&state)));
             }
             tokio::spawn(age_fdb(Arc::clone(&state), ageing));
             let task = async move {

@@ -3,13 +3,11 @@
 //! vxnet's own sender/receiver, `fdb show`, and one captured underlay packet explained. Everything
 //! it makes is removed at the end, on error, and on Ctrl-C/SIGTERM.
 
-mod hosts;
 pub mod packet;
-mod transfer;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
@@ -19,7 +17,8 @@ use vxnet_dataplane::sys::enter_named_netns_for_current_thread;
 use vxnet_dataplane::sys::packet::{CaptureError, PacketSocket};
 use vxnet_encap::DEFAULT_PORT;
 
-use hosts::{in_namespace, ip, CleanOnDrop, Cleanup};
+use crate::netns::transfer::{self, Amount};
+use crate::netns::{engine, in_namespace, ip, is_root, CleanOnDrop, Cleanup, NetnsError};
 
 const VNI: u32 = 42;
 const DEV: &str = "vx42";
@@ -48,12 +47,10 @@ pub enum DemoError {
     NoTun,
     #[error("{0}")]
     Setup(String),
-    #[error("vxnet on host {host} did not start: {message}")]
-    Engine { host: char, message: String },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
     #[error("ping across the overlay failed: {0}")]
     Ping(String),
-    #[error("TCP transfer: {0}")]
-    Transfer(String),
     #[error("capture: {0}")]
     Capture(#[from] CaptureError),
     #[error("fdb show: {0}")]
@@ -109,7 +106,7 @@ impl Progress {
 }
 
 pub fn run(args: DemoArgs) -> Result<(), DemoError> {
-    if !hosts::is_root() {
+    if !is_root() {
         return Err(DemoError::NotRoot);
     }
     if !Path::new("/dev/net/tun").exists() {
@@ -118,7 +115,7 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
     let exe = std::env::current_exe()
         .map_err(|e| DemoError::Setup(format!("cannot find the vxnet executable: {e}")))?;
     let cleanup = Cleanup::default();
-    cleanup.install_signal_handler()?;
+    cleanup.install_signal_handler("vxnet demo")?;
     let guard = CleanOnDrop(&cleanup);
     let mut progress = Progress {
         json: args.json,
@@ -186,37 +183,34 @@ fn demo(
         OVERLAY[0], OVERLAY[1]
     ));
     let mut controls = Vec::new();
-    for (i, host) in ['a', 'b'].into_iter().enumerate() {
-        let control = dir.join(format!("{host}.sock"));
-        let log = dir.join(format!("{host}.log"));
-        let address = format!("{}/{OVERLAY_PREFIX}", OVERLAY[i]);
-        let control_arg = control.display().to_string();
-        let vni = VNI.to_string();
-        let cmd = in_namespace(
-            &ns[i],
-            exe,
-            &[
-                "run",
-                "--vni",
-                &vni,
-                "--dev",
-                DEV,
-                "--local",
-                UNDERLAY[i],
-                "--remote",
-                UNDERLAY[1 - i],
-                "--address",
-                &address,
-                "--control",
-                &control_arg,
-            ],
-        );
-        let child_pid = cleanup.spawn(&host.to_string(), cmd, &log)?;
-        wait_ready(cleanup, host, &control, &log)?;
+    for (i, host) in ["a", "b"].into_iter().enumerate() {
+        let args = [
+            "--vni",
+            &VNI.to_string(),
+            "--dev",
+            DEV,
+            "--local",
+            UNDERLAY[i],
+            "--remote",
+            UNDERLAY[1 - i],
+            "--address",
+            &format!("{}/{OVERLAY_PREFIX}", OVERLAY[i]),
+        ]
+        .map(String::from);
+        let launch = engine::Launch {
+            host,
+            namespace: &ns[i],
+            args: &args,
+            env: &[],
+            dir: &dir,
+        };
+        let started = engine::start(cleanup, exe, &launch)?;
         progress.say(&format!(
-            "    host {host}: vxnet pid {child_pid}, control {control_arg}"
+            "    host {host}: vxnet pid {}, control {}",
+            started.pid,
+            started.control.display()
         ));
-        controls.push(control);
+        controls.push(started.control);
     }
 
     progress.step(&format!(
@@ -237,7 +231,7 @@ fn demo(
         TCP_PORT,
     );
     let bytes = args.megabytes.saturating_mul(1_000_000);
-    let result = transfer::run(&ns[0], &ns[1], target, bytes)?;
+    let result = transfer::run(&ns[0], &ns[1], target, Amount::Bytes(bytes), 1)?;
     progress.say(&format!(
         "    {} bytes in {:.2} s = {:.2} Gbit/s, every byte checked",
         result.bytes,
@@ -268,38 +262,6 @@ fn demo(
         fdb_a,
         packet: explained,
     })
-}
-
-/// Waits until the engine answers on its control socket, or reports why it exited.
-fn wait_ready(cleanup: &Cleanup, host: char, control: &Path, log: &Path) -> Result<(), DemoError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if cleanup.exited(&host.to_string()) {
-            return Err(DemoError::Engine {
-                host,
-                message: last_error_line(log),
-            });
-        }
-        if control.exists() && request(control, &Request::Networks).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(DemoError::Engine {
-        host,
-        message: format!("no answer on {} within 10 s", control.display()),
-    })
-}
-
-fn last_error_line(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
-        .rev()
-        .find(|l| l.starts_with("error:"))
-        .or_else(|| text.lines().last())
-        .unwrap_or("exited without a message")
-        .trim_start_matches("error: ")
-        .to_string()
 }
 
 /// Runs ping inside `ns`; returns the summary and ping's own output.

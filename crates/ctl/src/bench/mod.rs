@@ -1,0 +1,270 @@
+//! `vxnet bench`: throughput, latency and CPU cost of vxnet against the kernel's vxlan, in one run
+//! on one topology (method: shared/notes/benchmark-method.md). Two namespaces joined by veths
+//! ([`topology`]) carry three overlays at once ([`pairs`]): kernel↔kernel, vxnet↔vxnet and
+//! vxnet→kernel. Each round measures each pair in turn ([`measure`], [`cpu`]); the report gives
+//! medians and the ratios against the kernel pair ([`report`]). Everything it makes is removed at
+//! the end, on error, and on Ctrl-C/SIGTERM (then with a non-zero exit).
+
+mod cpu;
+mod measure;
+mod pairs;
+mod progress;
+mod report;
+mod topology;
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::netns::{find_in_path, is_root, CleanOnDrop, Cleanup, NetnsError};
+pub use measure::ToolChoice;
+use measure::{Meter, Tool};
+use pairs::{EngineSettings, Pair};
+use progress::Progress;
+use report::{PairResult, Report, Round};
+
+/// Pings per pair and round unless `--pings`: 500 (one second at 2 ms), fewer for 1-second runs.
+const DEFAULT_PINGS: u32 = 500;
+const REACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds per TCP measurement.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub seconds: u64,
+    /// Rounds; each measures the pairs in turn (kernel, vxnet, mixed, kernel, …). The report
+    /// gives the median of the rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub repeat: u64,
+    /// Pings per pair and round, 2 ms apart [default: 500, 250 with --seconds 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    pub pings: Option<u32>,
+    /// TCP traffic generator: iperf3, or vxnet's own sender and receiver.
+    #[arg(long, value_enum, default_value_t = ToolChoice::Auto)]
+    pub tool: ToolChoice,
+    /// Forwarding threads of every vxnet engine (`vxnet run --threads N`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub threads: Option<u64>,
+    /// Run the engines without TAP offloads and UDP GSO/GRO (`vxnet run --no-offloads`).
+    #[arg(long, conflicts_with = "disable_offloads")]
+    pub no_offloads: bool,
+    /// Offloads the engines treat as refused by the kernel: a comma list of tap, gso, gro
+    /// (VXNET_DISABLE_OFFLOADS).
+    #[arg(long, value_name = "LIST", value_parser = parse_offloads)]
+    pub disable_offloads: Option<OffloadList>,
+    /// Print the results as one JSON document on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A validated `--disable-offloads` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffloadList(Vec<String>);
+
+const OFFLOADS: [&str; 3] = ["tap", "gso", "gro"];
+
+fn parse_offloads(text: &str) -> Result<OffloadList, String> {
+    let mut list = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        if !OFFLOADS.contains(&item) {
+            return Err(format!(
+                "unknown offload '{item}' (expected a comma list of tap, gso, gro)"
+            ));
+        }
+        if !list.iter().any(|x| x == item) {
+            list.push(item.to_string());
+        }
+    }
+    Ok(OffloadList(list))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("vxnet bench needs root (it creates network namespaces, veths and TAP devices)")]
+    NotRoot,
+    #[error("/dev/net/tun is missing: load the tun module (modprobe tun)")]
+    NoTun,
+    #[error("`{tool}` is not installed or not on PATH ({why})")]
+    MissingTool {
+        tool: &'static str,
+        why: &'static str,
+    },
+    #[error("{0}")]
+    Tool(String),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("the {pair} pair does not pass traffic: no ping reply from {target}")]
+    Unreachable { pair: &'static str, target: String },
+    #[error("{pair} pair, {what}: {message}")]
+    Measure {
+        pair: &'static str,
+        what: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Output(String),
+}
+
+/// Tools needed besides the optional iperf3.
+const NEEDED: [(&str, &str); 3] = [
+    ("ip", "iproute2: namespaces, veths, kernel vxlan"),
+    ("ping", "iputils-ping: latency"),
+    ("ethtool", "checksum offload off for the mixed pair"),
+];
+
+pub fn run(args: BenchArgs) -> Result<(), BenchError> {
+    if !is_root() {
+        return Err(BenchError::NotRoot);
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Err(BenchError::NoTun);
+    }
+    for (tool, why) in NEEDED {
+        if find_in_path(tool).is_none() {
+            return Err(BenchError::MissingTool { tool, why });
+        }
+    }
+    let (tool, tool_detail) = measure::choose(args.tool).map_err(BenchError::Tool)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| NetnsError::Setup(format!("cannot find the vxnet executable: {e}")))?;
+    let cleanup = Cleanup::default();
+    cleanup.install_signal_handler("vxnet bench")?;
+    let guard = CleanOnDrop(&cleanup);
+    let mut progress = Progress::new();
+    progress.note(&format!("traffic tool: {tool_detail}"));
+    let result = bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress);
+    progress.status("removing the namespaces, processes and files it made");
+    drop(guard);
+    progress.clear();
+    let report = result?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| BenchError::Output(format!("cannot encode the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+fn bench(
+    args: &BenchArgs,
+    tool: Tool,
+    tool_detail: String,
+    exe: &Path,
+    cleanup: &Cleanup,
+    progress: &mut Progress,
+) -> Result<Report, BenchError> {
+    let (ns, _) = topology::names();
+    progress.status(&format!("building namespaces {} and {}", ns[0], ns[1]));
+    let topo = topology::build(cleanup)?;
+    let settings = EngineSettings {
+        threads: args.threads,
+        no_offloads: args.no_offloads,
+        disable_offloads: args
+            .disable_offloads
+            .clone()
+            .map(|l| l.0)
+            .unwrap_or_default(),
+    };
+    progress.status(&format!(
+        "starting the kernel vxlan links and the vxnet engines ({})",
+        settings.describe()
+    ));
+    let pairs = pairs::build(cleanup, &topo, exe, &settings)?;
+    let engine = pairs::engine_report(&pairs);
+    let pings = args
+        .pings
+        .unwrap_or_else(|| DEFAULT_PINGS.min(250 * args.seconds as u32));
+    let tool_name = tool.name();
+    let mut meter = Meter::start(cleanup, &topo, tool, args.seconds, pings)?;
+    for pair in &pairs {
+        progress.status(&format!(
+            "checking the {} pair passes traffic",
+            pair.spec.name
+        ));
+        if !meter.wait_reachable(pair.target(), REACH_TIMEOUT) {
+            return Err(BenchError::Unreachable {
+                pair: pair.spec.name,
+                target: pair.target().to_string(),
+            });
+        }
+    }
+    let repeat = args.repeat as usize;
+    let mut rounds: Vec<Vec<Round>> = pairs.iter().map(|_| Vec::new()).collect();
+    progress.count_steps(repeat * pairs.len() * MEASUREMENTS);
+    for r in 1..=repeat {
+        for (pair, results) in pairs.iter().zip(&mut rounds) {
+            let at = format!("round {r}/{repeat}, {} pair", pair.spec.name);
+            results.push(measure_pair(&mut meter, pair, r, &at, progress)?);
+        }
+    }
+    let results: Vec<PairResult> = pairs
+        .iter()
+        .zip(rounds)
+        .map(|(p, r)| PairResult::new(p.spec, p.engines.len(), r))
+        .collect();
+    Ok(Report {
+        tool: tool_name,
+        tool_detail,
+        seconds: args.seconds,
+        repeat,
+        pings,
+        statistic: report::STATISTIC,
+        namespaces: topo.ns.clone(),
+        engine: settings,
+        engine_workers: engine.as_ref().map(|e| e.workers),
+        engine_offloads: engine.map(|e| e.offloads),
+        method: report::Method::new(tool_name, args.seconds, pings, measure::warmup_pings(pings)),
+        ratios: report::ratios(&results),
+        pairs: results,
+    })
+}
+
+/// Per pair and round: TCP x1, TCP x4, ping.
+const MEASUREMENTS: usize = 3;
+
+/// TCP ×1 (with the CPU accounting), TCP ×4, then ping, across one pair.
+fn measure_pair(
+    meter: &mut Meter<'_>,
+    pair: &Pair,
+    round: usize,
+    at: &str,
+    progress: &mut Progress,
+) -> Result<Round, BenchError> {
+    let failed = |what: &'static str| {
+        move |message: String| BenchError::Measure {
+            pair: pair.spec.name,
+            what,
+            message,
+        }
+    };
+    let target = pair.target();
+    let pids = pair.vxnet_pids();
+    let seconds = meter.seconds();
+    progress.step(&format!("{at}: TCP x1 for {seconds} s"));
+    let before = cpu::Snapshot::take(&pids).map_err(failed("CPU"))?;
+    let x1 = meter.tcp(target, 1).map_err(failed("TCP x1"))?;
+    let after = cpu::Snapshot::take(&pids).map_err(failed("CPU"))?;
+    progress.step(&format!("{at}: TCP x4 for {seconds} s"));
+    let x4 = meter.tcp(target, 4).map_err(failed("TCP x4"))?;
+    progress.step(&format!("{at}: ping"));
+    let ping = meter.ping(target).map_err(failed("ping"))?;
+    Ok(Round::new(round, x1, x4, ping, after.since(&before)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offload_lists_are_checked_and_deduplicated() {
+        assert_eq!(
+            parse_offloads("gso,gro,gso"),
+            Ok(OffloadList(vec!["gso".into(), "gro".into()]))
+        );
+        assert!(parse_offloads("tso").is_err());
+        assert!(parse_offloads("").is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! The three overlays measured on one topology, each with its own VNI, UDP port and subnet, so
+//! that they run side by side: the kernel pair (kernel vxlan at both ends), the vxnet pair (vxnet at
+//! both ends) and the mixed pair (vxnet on host a, the sender; kernel vxlan on host b).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::Serialize;
+use vxnet_dataplane::control::client::request;
+use vxnet_dataplane::control::proto::{Request, StatsReport};
+
+use super::topology::{Topology, Underlay, MIXED, SHARED};
+use crate::netns::{engine, ip, Cleanup, NetnsError};
+
+/// What runs at one end of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Kernel,
+    Vxnet,
+}
+
+/// One pair; its name, label, VNI and port go into the report as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PairSpec {
+    /// The key in the JSON report.
+    pub name: &'static str,
+    /// The row name in the table.
+    pub label: &'static str,
+    pub vni: u32,
+    /// UDP port of the pair's VXLAN (both ends).
+    pub port: u16,
+    #[serde(skip)]
+    pub underlay: Underlay,
+    /// Host a's end, host b's end.
+    #[serde(skip)]
+    pub ends: [End; 2],
+}
+
+impl PairSpec {
+    /// The overlay address of host `i` (0 = a, 1 = b): 10.VNI.0.(i+1).
+    pub fn overlay(&self, i: usize) -> Ipv4Addr {
+        let vni = u8::try_from(self.vni).unwrap_or(u8::MAX);
+        Ipv4Addr::new(10, vni, 0, 1 + i as u8)
+    }
+
+    fn dev(&self, end: End) -> String {
+        match end {
+            End::Kernel => format!("kvx{}", self.vni),
+            End::Vxnet => format!("vx{}", self.vni),
+        }
+    }
+}
+
+/// Measured in this order in every round.
+pub const PAIRS: [PairSpec; 3] = [
+    PairSpec {
+        name: "kernel",
+        label: "kernel",
+        vni: 42,
+        port: 4789,
+        underlay: SHARED,
+        ends: [End::Kernel, End::Kernel],
+    },
+    PairSpec {
+        name: "vxnet",
+        label: "vxnet",
+        vni: 43,
+        port: 4790,
+        underlay: SHARED,
+        ends: [End::Vxnet, End::Vxnet],
+    },
+    PairSpec {
+        name: "mixed",
+        label: "mixed (vxnet→kernel)",
+        vni: 44,
+        port: 4791,
+        underlay: MIXED,
+        ends: [End::Vxnet, End::Kernel],
+    },
+];
+
+/// Engine settings passed to every `vxnet run` of the bench, for per-technique comparisons.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EngineSettings {
+    /// `--threads N`; `None` = the engine's default (one per core).
+    pub threads: Option<u64>,
+    /// `--no-offloads`.
+    pub no_offloads: bool,
+    /// `VXNET_DISABLE_OFFLOADS` (any of tap, gso, gro).
+    pub disable_offloads: Vec<String>,
+}
+
+impl EngineSettings {
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(n) = self.threads {
+            args.extend(["--threads".to_string(), n.to_string()]);
+        }
+        if self.no_offloads {
+            args.push("--no-offloads".into());
+        }
+        args
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        if self.disable_offloads.is_empty() {
+            return Vec::new();
+        }
+        vec![(
+            "VXNET_DISABLE_OFFLOADS".into(),
+            self.disable_offloads.join(","),
+        )]
+    }
+
+    /// As flags of `vxnet bench`, for the report.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![match self.threads {
+            Some(n) => format!("--threads {n}"),
+            None => "default threads".into(),
+        }];
+        if self.no_offloads {
+            parts.push("--no-offloads".into());
+        } else if !self.disable_offloads.is_empty() {
+            parts.push(format!(
+                "--disable-offloads {}",
+                self.disable_offloads.join(",")
+            ));
+        } else {
+            parts.push("offloads on".into());
+        }
+        parts.join(", ")
+    }
+}
+
+/// A pair ready for traffic from host a to [`Pair::target`].
+#[derive(Debug)]
+pub struct Pair {
+    pub spec: PairSpec,
+    pub engines: Vec<engine::Engine>,
+}
+
+impl Pair {
+    pub fn target(&self) -> Ipv4Addr {
+        self.spec.overlay(1)
+    }
+
+    pub fn vxnet_pids(&self) -> Vec<u32> {
+        self.engines.iter().map(|e| e.pid).collect()
+    }
+}
+
+pub fn build(
+    cleanup: &Cleanup,
+    topo: &Topology,
+    exe: &Path,
+    settings: &EngineSettings,
+) -> Result<Vec<Pair>, NetnsError> {
+    let args = settings.args();
+    let env = settings.env();
+    let mut pairs = Vec::new();
+    for spec in PAIRS {
+        let mut engines = Vec::new();
+        for (i, end) in spec.ends.into_iter().enumerate() {
+            let ns = &topo.ns[i];
+            let local = spec.underlay.addrs[i];
+            let remote = spec.underlay.addrs[1 - i];
+            let address = format!("{}/24", spec.overlay(i));
+            match end {
+                End::Kernel => kernel_vxlan(&spec, ns, local, remote, &address)?,
+                End::Vxnet => {
+                    let mut run_args: Vec<String> = [
+                        "--vni",
+                        &spec.vni.to_string(),
+                        "--dev",
+                        &spec.dev(End::Vxnet),
+                        "--port",
+                        &spec.port.to_string(),
+                        "--local",
+                        local,
+                        "--remote",
+                        remote,
+                        "--address",
+                        &address,
+                    ]
+                    .map(String::from)
+                    .to_vec();
+                    run_args.extend(args.iter().cloned());
+                    let host = format!("{}-{}", spec.name, ['a', 'b'][i]);
+                    let launch = engine::Launch {
+                        host: &host,
+                        namespace: ns,
+                        args: &run_args,
+                        env: &env,
+                        dir: &topo.dir,
+                    };
+                    engines.push(engine::start(cleanup, exe, &launch)?);
+                }
+            }
+        }
+        pairs.push(Pair { spec, engines });
+    }
+    Ok(pairs)
+}
+
+/// `ip link add … type vxlan` with the pair's VNI and port, like the kernel pair of
+/// benchmark-method.md, its address, up.
+fn kernel_vxlan(
+    spec: &PairSpec,
+    ns: &str,
+    local: &str,
+    remote: &str,
+    address: &str,
+) -> Result<(), NetnsError> {
+    let dev = spec.dev(End::Kernel);
+    ip(&[
+        "-n",
+        ns,
+        "link",
+        "add",
+        &dev,
+        "type",
+        "vxlan",
+        "id",
+        &spec.vni.to_string(),
+        "dstport",
+        &spec.port.to_string(),
+        "local",
+        local,
+        "remote",
+        remote,
+        "dev",
+        spec.underlay.dev,
+    ])?;
+    ip(&["-n", ns, "addr", "add", address, "dev", &dev])?;
+    ip(&["-n", ns, "link", "set", &dev, "up"])?;
+    Ok(())
+}
+
+/// What the first vxnet engine says it runs with (workers, offloads in use).
+pub fn engine_report(pairs: &[Pair]) -> Option<StatsReport> {
+    let engine = pairs.iter().flat_map(|p| &p.engines).next()?;
+    let value = request(&engine.control, &Request::Stats).ok()?;
+    serde_json::from_value(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_do_not_share_vni_port_or_subnet() {
+        for (i, a) in PAIRS.iter().enumerate() {
+            for b in &PAIRS[i + 1..] {
+                assert_ne!(a.vni, b.vni);
+                assert_ne!(a.port, b.port);
+                assert_ne!(a.overlay(0), b.overlay(0));
+            }
+        }
+        assert_eq!(PAIRS[1].overlay(1), Ipv4Addr::new(10, 43, 0, 2));
+    }
+
+    #[test]
+    fn settings_become_flags_and_environment() {
+        let s = EngineSettings {
+            threads: Some(1),
+            no_offloads: false,
+            disable_offloads: vec!["gso".into(), "gro".into()],
+        };
+        assert_eq!(s.args(), ["--threads", "1"]);
+        assert_eq!(
+            s.env(),
+            [("VXNET_DISABLE_OFFLOADS".to_string(), "gso,gro".to_string())]
+        );
+        assert!(EngineSettings::default().args().is_empty());
+        assert!(EngineSettings::default().env().is_empty());
+    }
+}

@@ -1,0 +1,450 @@
+//! The results: per round, per pair (median over the rounds), ratios against the kernel pair, and
+//! how each figure was measured — as a table or as one JSON document.
+
+use std::fmt::Write as _;
+
+use serde::{Serialize, Serializer};
+
+use super::cpu::Usage;
+use super::measure::{PingStats, Throughput};
+use super::pairs::{EngineSettings, PairSpec};
+
+/// How the rounds are combined into one figure per pair.
+pub const STATISTIC: &str = "median";
+
+/// The figures of one pair in one round.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Round {
+    pub round: usize,
+    #[serde(flatten)]
+    pub figures: Figures,
+    pub tcp_x1_bytes: u64,
+    pub vxnet_cpu_s: Option<f64>,
+    pub machine_cpu_s: f64,
+    pub pings_sent: u32,
+    pub pings_received: u32,
+}
+
+impl Round {
+    pub fn new(round: usize, x1: Throughput, x4: Throughput, ping: PingStats, cpu: Usage) -> Self {
+        let gb = x1.bytes as f64 / 1e9;
+        let per_gb = |s: f64| (gb > 0.0).then(|| s / gb);
+        Round {
+            round,
+            figures: Figures {
+                tcp_x1_gbit_per_s: x1.gbit_per_s,
+                tcp_x4_gbit_per_s: x4.gbit_per_s,
+                ping_p50_ms: ping.p50_ms,
+                ping_p99_ms: ping.p99_ms,
+                vxnet_cpu_s_per_gb: cpu.vxnet_s.and_then(per_gb),
+                machine_cpu_s_per_gb: per_gb(cpu.machine_s),
+            },
+            tcp_x1_bytes: x1.bytes,
+            vxnet_cpu_s: cpu.vxnet_s,
+            machine_cpu_s: cpu.machine_s,
+            pings_sent: ping.sent,
+            pings_received: ping.received,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figures {
+    pub tcp_x1_gbit_per_s: f64,
+    pub tcp_x4_gbit_per_s: f64,
+    pub ping_p50_ms: f64,
+    pub ping_p99_ms: f64,
+    /// `None` for the kernel pair (no vxnet process).
+    pub vxnet_cpu_s_per_gb: Option<f64>,
+    pub machine_cpu_s_per_gb: Option<f64>,
+}
+
+impl Figures {
+    fn median_of(rounds: &[Round]) -> Self {
+        let of = |f: fn(&Figures) -> Option<f64>| {
+            median(rounds.iter().filter_map(|r| f(&r.figures)).collect())
+        };
+        Figures {
+            tcp_x1_gbit_per_s: of(|f| Some(f.tcp_x1_gbit_per_s)).unwrap_or(0.0),
+            tcp_x4_gbit_per_s: of(|f| Some(f.tcp_x4_gbit_per_s)).unwrap_or(0.0),
+            ping_p50_ms: of(|f| Some(f.ping_p50_ms)).unwrap_or(0.0),
+            ping_p99_ms: of(|f| Some(f.ping_p99_ms)).unwrap_or(0.0),
+            vxnet_cpu_s_per_gb: of(|f| f.vxnet_cpu_s_per_gb),
+            machine_cpu_s_per_gb: of(|f| f.machine_cpu_s_per_gb),
+        }
+    }
+}
+
+/// Median; the mean of the middle two for an even count; `None` for no values.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairResult {
+    #[serde(flatten)]
+    pub spec: PairSpec,
+    pub vxnet_processes: usize,
+    /// Medians over the rounds.
+    #[serde(flatten)]
+    pub figures: Figures,
+    pub rounds: Vec<Round>,
+}
+
+impl PairResult {
+    pub fn new(spec: PairSpec, vxnet_processes: usize, rounds: Vec<Round>) -> Self {
+        PairResult {
+            spec,
+            vxnet_processes,
+            figures: Figures::median_of(&rounds),
+            rounds,
+        }
+    }
+}
+
+/// A pair's figure divided by the kernel pair's (`None` where either is missing or zero).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ratios {
+    /// The pair divided (the key in the JSON).
+    #[serde(skip)]
+    pub pair: &'static str,
+    pub tcp_x1_gbit_per_s: Option<f64>,
+    pub tcp_x4_gbit_per_s: Option<f64>,
+    pub ping_p50_ms: Option<f64>,
+    pub ping_p99_ms: Option<f64>,
+    pub machine_cpu_s_per_gb: Option<f64>,
+}
+
+impl Ratios {
+    fn of(name: &'static str, pair: &Figures, kernel: &Figures) -> Self {
+        let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+            _ => None,
+        };
+        let both = |f: fn(&Figures) -> f64| div(Some(f(pair)), Some(f(kernel)));
+        Ratios {
+            pair: name,
+            tcp_x1_gbit_per_s: both(|f| f.tcp_x1_gbit_per_s),
+            tcp_x4_gbit_per_s: both(|f| f.tcp_x4_gbit_per_s),
+            ping_p50_ms: both(|f| f.ping_p50_ms),
+            ping_p99_ms: both(|f| f.ping_p99_ms),
+            machine_cpu_s_per_gb: div(pair.machine_cpu_s_per_gb, kernel.machine_cpu_s_per_gb),
+        }
+    }
+}
+
+/// How each figure was measured, in words; printed under the table and kept in the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Method {
+    pub throughput: String,
+    pub latency: String,
+    pub vxnet_cpu: String,
+    pub machine_cpu: String,
+    pub ratios: String,
+}
+
+impl Method {
+    pub fn new(tool: &str, seconds: u64, pings: u32, warmup: u32) -> Self {
+        Method {
+            throughput: format!(
+                "from host a to host b for {seconds} s, 1 and 4 streams, rate at the receiver \
+                 ({tool})"
+            ),
+            latency: format!(
+                "{pings} pings 2 ms apart after {warmup} unrecorded ones; nearest-rank p50 and p99"
+            ),
+            vxnet_cpu: "utime+stime of the pair's vxnet processes (/proc/PID/stat, all threads) \
+                        during the TCP x1 run, per GB received; none for the kernel pair, whose \
+                        work is softirq time charged to no process"
+                .into(),
+            machine_cpu: "busy time of all CPUs (/proc/stat: user+nice+system+irq+softirq+steal) \
+                          during the TCP x1 run, per GB received; it holds the kernel's softirq \
+                          work, the traffic tool at both ends and anything else on the machine, \
+                          and is the CPU figure comparable across the three pairs"
+                .into(),
+            ratios: "the pair's figure divided by the kernel pair's (throughput: higher is \
+                     better; latency and CPU: lower is better)"
+                .into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub tool_detail: String,
+    pub seconds: u64,
+    pub repeat: usize,
+    pub pings: u32,
+    /// How rounds are combined: always "median" (the mean of the middle two for an even count).
+    pub statistic: &'static str,
+    pub namespaces: [String; 2],
+    pub engine: EngineSettings,
+    /// What the first vxnet engine reported it runs with.
+    pub engine_workers: Option<usize>,
+    pub engine_offloads: Option<Vec<String>>,
+    pub method: Method,
+    /// Keyed by pair name, in measuring order: kernel, vxnet, mixed.
+    #[serde(serialize_with = "by_name")]
+    pub pairs: Vec<PairResult>,
+    /// Keyed by pair name (vxnet, mixed): against the kernel pair.
+    #[serde(serialize_with = "by_name")]
+    pub ratios: Vec<Ratios>,
+}
+
+trait Named {
+    fn key(&self) -> &'static str;
+}
+
+impl Named for PairResult {
+    fn key(&self) -> &'static str {
+        self.spec.name
+    }
+}
+
+impl Named for Ratios {
+    fn key(&self) -> &'static str {
+        self.pair
+    }
+}
+
+fn by_name<T: Named + Serialize, S: Serializer>(items: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(items.iter().map(|item| (item.key(), item)))
+}
+
+/// Ratios of every pair but the kernel pair (the first) against it.
+pub fn ratios(pairs: &[PairResult]) -> Vec<Ratios> {
+    let Some((kernel, others)) = pairs.split_first() else {
+        return Vec::new();
+    };
+    others
+        .iter()
+        .map(|p| Ratios::of(p.spec.name, &p.figures, &kernel.figures))
+        .collect()
+}
+
+const COLUMNS: [(&str, usize); 6] = [
+    ("TCP x1 Gbit/s", 14),
+    ("TCP x4 Gbit/s", 14),
+    ("ping p50 ms", 12),
+    ("ping p99 ms", 12),
+    ("vxnet CPU s/GB", 15),
+    ("machine CPU s/GB", 17),
+];
+const NAME_WIDTH: usize = 21;
+
+fn row(out: &mut String, name: &str, cells: [String; 6]) {
+    let _ = write!(out, "{name:<NAME_WIDTH$}");
+    for (cell, (_, width)) in cells.iter().zip(COLUMNS) {
+        let _ = write!(out, " {cell:>width$}");
+    }
+    out.push('\n');
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.decimals$}"))
+}
+
+impl Report {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let rounds = if self.repeat == 1 { "round" } else { "rounds" };
+        let _ = writeln!(
+            out,
+            "vxnet bench: the kernel's vxlan and vxnet on one topology ({} / {})",
+            self.namespaces[0], self.namespaces[1]
+        );
+        let _ = writeln!(
+            out,
+            "tool: {}; {} s per TCP run, {} pings per pair, {} {rounds} alternating the pairs, \
+             {} of the rounds",
+            self.tool_detail, self.seconds, self.pings, self.repeat, self.statistic
+        );
+        let reported = match (&self.engine_workers, &self.engine_offloads) {
+            (Some(w), Some(o)) if o.is_empty() => {
+                format!("; engine reports {w} workers, no offloads")
+            }
+            (Some(w), Some(o)) => format!("; engine reports {w} workers, offloads {}", o.join(",")),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "engine: {}{reported}", self.engine.describe());
+        out.push('\n');
+        let _ = write!(out, "{:<NAME_WIDTH$}", "pair");
+        for (title, width) in COLUMNS {
+            let _ = write!(out, " {title:>width$}");
+        }
+        out.push('\n');
+        for p in &self.pairs {
+            let f = &p.figures;
+            row(
+                &mut out,
+                p.spec.label,
+                [
+                    num(Some(f.tcp_x1_gbit_per_s), 2),
+                    num(Some(f.tcp_x4_gbit_per_s), 2),
+                    num(Some(f.ping_p50_ms), 3),
+                    num(Some(f.ping_p99_ms), 3),
+                    num(f.vxnet_cpu_s_per_gb, 2),
+                    num(f.machine_cpu_s_per_gb, 2),
+                ],
+            );
+        }
+        for r in &self.ratios {
+            row(
+                &mut out,
+                &format!("ratio {}/kernel", r.pair),
+                [
+                    num(r.tcp_x1_gbit_per_s, 2),
+                    num(r.tcp_x4_gbit_per_s, 2),
+                    num(r.ping_p50_ms, 2),
+                    num(r.ping_p99_ms, 2),
+                    "-".into(),
+                    num(r.machine_cpu_s_per_gb, 2),
+                ],
+            );
+        }
+        out.push('\n');
+        let m = &self.method;
+        for (what, how) in [
+            ("TCP", &m.throughput),
+            ("ping", &m.latency),
+            ("vxnet CPU", &m.vxnet_cpu),
+            ("machine CPU", &m.machine_cpu),
+            ("ratio", &m.ratios),
+        ] {
+            out.push_str(&wrap(&format!("{what}: {how}."), NOTE_WIDTH, "  "));
+        }
+        out
+    }
+}
+
+const NOTE_WIDTH: usize = 100;
+
+/// Breaks `text` at spaces into lines of at most `width` characters (a longer word stays whole);
+/// lines after the first start with `indent`.
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.trim_start().is_empty() && line.chars().count() + 1 + word.chars().count() > width
+        {
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.to_string();
+        }
+        if !line.trim_start().is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::pairs::PAIRS;
+
+    fn round(i: usize, x1: f64, p50: f64, vxnet_s: Option<f64>) -> Round {
+        Round::new(
+            i,
+            Throughput {
+                gbit_per_s: x1,
+                bytes: 2_000_000_000,
+            },
+            Throughput {
+                gbit_per_s: x1 * 1.5,
+                bytes: 3_000_000_000,
+            },
+            PingStats {
+                sent: 100,
+                received: 100,
+                p50_ms: p50,
+                p99_ms: p50 * 2.0,
+            },
+            Usage {
+                vxnet_s,
+                machine_s: 4.0,
+            },
+        )
+    }
+
+    #[test]
+    fn notes_wrap_at_spaces() {
+        assert_eq!(wrap("aa bb cc dd", 5, "  "), "aa bb\n  cc\n  dd\n");
+        assert_eq!(wrap("averylongword x", 5, ""), "averylongword\nx\n");
+        assert_eq!(wrap("short", 50, "  "), "short\n");
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
+    }
+
+    #[test]
+    fn cpu_per_gb_uses_the_single_stream_bytes() {
+        let r = round(1, 8.0, 0.1, Some(1.0));
+        assert_eq!(r.figures.vxnet_cpu_s_per_gb, Some(0.5));
+        assert_eq!(r.figures.machine_cpu_s_per_gb, Some(2.0));
+    }
+
+    #[test]
+    fn ratios_are_quotients_of_the_medians() {
+        let kernel = PairResult::new(
+            PAIRS[0],
+            0,
+            vec![round(1, 10.0, 0.01, None), round(2, 12.0, 0.03, None)],
+        );
+        let vxnet = PairResult::new(PAIRS[1], 2, vec![round(1, 5.0, 0.1, Some(1.0))]);
+        let pairs = vec![kernel, vxnet];
+        let r = ratios(&pairs);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].pair, "vxnet");
+        assert_eq!(r[0].tcp_x1_gbit_per_s, Some(5.0 / 11.0));
+        assert_eq!(r[0].ping_p50_ms, Some(0.1 / 0.02));
+        assert_eq!(r[0].machine_cpu_s_per_gb, Some(1.0));
+        assert_eq!(pairs[0].figures.vxnet_cpu_s_per_gb, None);
+    }
+
+    #[test]
+    fn json_keys_pairs_by_name_in_order() {
+        let pairs = vec![
+            PairResult::new(PAIRS[0], 0, vec![round(1, 10.0, 0.01, None)]),
+            PairResult::new(PAIRS[1], 2, vec![round(1, 5.0, 0.1, Some(1.0))]),
+        ];
+        let report = Report {
+            tool: "builtin",
+            tool_detail: "builtin".into(),
+            seconds: 1,
+            repeat: 1,
+            pings: 100,
+            statistic: STATISTIC,
+            namespaces: ["a".into(), "b".into()],
+            engine: EngineSettings::default(),
+            engine_workers: Some(2),
+            engine_offloads: Some(vec!["udp-gro".into()]),
+            method: Method::new("builtin", 1, 100, 10),
+            ratios: ratios(&pairs),
+            pairs,
+        };
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(text.find("\"kernel\":{").unwrap() < text.find("\"vxnet\":{").unwrap());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["pairs"]["vxnet"]["tcp_x1_gbit_per_s"], 5.0);
+        assert_eq!(v["ratios"]["vxnet"]["tcp_x1_gbit_per_s"], 0.5);
+        assert!(v["pairs"]["kernel"]["vxnet_cpu_s_per_gb"].is_null());
+        let table = report.render();
+        assert!(table.contains("ratio vxnet/kernel"), "{table}");
+        assert!(table.contains("machine CPU: busy time"), "{table}");
+    }
+}

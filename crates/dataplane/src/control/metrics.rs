@@ -1,0 +1,307 @@
+//! `vxnet run --metrics ADDR:PORT`: the engine's counters in the Prometheus text format
+//! (version 0.0.4), served over plain HTTP at `/metrics` for a scraper.
+//!
+//! The exposition is rendered from the same snapshot `vxnet stats` uses, so the two never
+//! disagree. The HTTP side is deliberately tiny (one GET per connection, then close): a scrape
+//! endpoint needs nothing more, and it keeps a web framework off the engine.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::server::stats;
+use crate::engine::EngineState;
+
+/// Longest request head accepted; a scraper's GET is a few hundred bytes.
+const MAX_REQUEST_HEAD: usize = 8192;
+/// A client that does not finish its request in this time is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Escapes a label value (Prometheus text format: backslash, double quote, newline).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes a `# HELP`/`# TYPE` header once per metric family.
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (key, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{key}=\"{}\"", label(val));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// The whole exposition for the engine as it is now.
+pub fn render(state: &EngineState) -> String {
+    let report = stats(state);
+    let forwarder = state.forwarder();
+    let mut out = Exposition {
+        text: String::new(),
+    };
+    let networks: Vec<(String, String, &crate::control::proto::NetworkStats)> = report
+        .networks
+        .iter()
+        .map(|n| (n.name.clone(), n.vni.to_string(), n))
+        .collect();
+
+    type Field = fn(&crate::control::proto::NetworkStats) -> u64;
+    let per_network: [(&str, &str, &str, Field); 9] = [
+        (
+            "vxnet_rx_packets_total",
+            "counter",
+            "VXLAN packets received and delivered to the TAP.",
+            |n| n.traffic.rx_packets,
+        ),
+        (
+            "vxnet_rx_bytes_total",
+            "counter",
+            "Inner frame bytes received and delivered to the TAP.",
+            |n| n.traffic.rx_bytes,
+        ),
+        (
+            "vxnet_tx_packets_total",
+            "counter",
+            "VXLAN packets sent to peers (each flood copy counts).",
+            |n| n.traffic.tx_packets,
+        ),
+        (
+            "vxnet_tx_bytes_total",
+            "counter",
+            "Inner frame bytes sent to peers.",
+            |n| n.traffic.tx_bytes,
+        ),
+        (
+            "vxnet_flooded_total",
+            "counter",
+            "Frames replicated to every flood peer (broadcast, multicast, unknown unicast).",
+            |n| n.flooded,
+        ),
+        (
+            "vxnet_learned_total",
+            "counter",
+            "MAC addresses learned from received traffic.",
+            |n| n.learned,
+        ),
+        (
+            "vxnet_moved_total",
+            "counter",
+            "Learned MAC addresses that moved to another VTEP.",
+            |n| n.moved,
+        ),
+        (
+            "vxnet_fdb_full_total",
+            "counter",
+            "MACs not learned because the FDB was at its limit.",
+            |n| n.fdb_full,
+        ),
+        (
+            "vxnet_fdb_entries",
+            "gauge",
+            "Entries in the forwarding database (static and learned).",
+            |n| n.fdb_entries as u64,
+        ),
+    ];
+    for (name, kind, help, field) in per_network {
+        out.family(name, kind, help);
+        for (net, vni, n) in &networks {
+            out.sample(name, &[("network", net), ("vni", vni)], field(n));
+        }
+    }
+
+    out.family(
+        "vxnet_drops_total",
+        "counter",
+        "Packets dropped, by network and reason (network \"\" = before a network was known).",
+    );
+    for (net, vni, n) in &networks {
+        for (reason, count) in &n.drops {
+            out.sample(
+                "vxnet_drops_total",
+                &[("network", net), ("vni", vni), ("reason", reason)],
+                *count,
+            );
+        }
+    }
+    for (reason, count) in &report.drops {
+        out.sample(
+            "vxnet_drops_total",
+            &[("network", ""), ("vni", ""), ("reason", reason)],
+            *count,
+        );
+    }
+
+    let peers = forwarder.peers.snapshot();
+    type PeerField = fn(&crate::counters::TrafficSnapshot) -> u64;
+    let per_peer: [(&str, &str, PeerField); 4] = [
+        (
+            "vxnet_peer_rx_packets_total",
+            "VXLAN packets received from the peer VTEP.",
+            |t| t.rx_packets,
+        ),
+        (
+            "vxnet_peer_rx_bytes_total",
+            "Bytes received from the peer VTEP.",
+            |t| t.rx_bytes,
+        ),
+        (
+            "vxnet_peer_tx_packets_total",
+            "VXLAN packets sent to the peer VTEP.",
+            |t| t.tx_packets,
+        ),
+        (
+            "vxnet_peer_tx_bytes_total",
+            "Bytes sent to the peer VTEP.",
+            |t| t.tx_bytes,
+        ),
+    ];
+    for (name, help, field) in per_peer {
+        out.family(name, "counter", help);
+        for (address, traffic) in &peers {
+            out.sample(name, &[("peer", &address.to_string())], field(traffic));
+        }
+    }
+
+    out.family("vxnet_workers", "gauge", "Forwarding threads.");
+    out.sample("vxnet_workers", &[], report.workers as u64);
+    out.family(
+        "vxnet_offload_in_use",
+        "gauge",
+        "Offloads the kernel accepted and the engine uses (1 per offload).",
+    );
+    for offload in &report.offloads {
+        out.sample("vxnet_offload_in_use", &[("offload", offload)], 1);
+    }
+    if let Some(cluster) = &report.cluster {
+        out.family(
+            "vxnet_cluster_store_healthy",
+            "gauge",
+            "1 while the cluster store is reachable; 0 while forwarding on the last known state.",
+        );
+        out.sample(
+            "vxnet_cluster_store_healthy",
+            &[("cluster", &cluster.cluster_id), ("node", &cluster.node_id)],
+            u64::from(cluster.store_healthy),
+        );
+        out.family(
+            "vxnet_cluster_members_alive",
+            "gauge",
+            "Cluster members registered under a live lease.",
+        );
+        out.sample(
+            "vxnet_cluster_members_alive",
+            &[("cluster", &cluster.cluster_id)],
+            cluster.members_alive as u64,
+        );
+    }
+    out.text
+}
+
+/// The response to one request head: status line, content type and body.
+pub fn respond(head: &str, state: &EngineState) -> (&'static str, &'static str, String) {
+    let mut words = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(state),
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "vxnet serves /metrics only\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "GET /metrics\n".to_string(),
+        ),
+    }
+}
+
+/// Serves scrapes until the runtime stops.
+pub async fn serve(listener: TcpListener, state: Arc<EngineState>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(answer(stream, Arc::clone(&state)));
+            }
+            Err(e) => {
+                tracing::warn!("metrics endpoint: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, state: Arc<EngineState>) {
+    let mut head = Vec::with_capacity(512);
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        return;
+    }
+    let (status, content_type, body) = respond(&String::from_utf8_lossy(&head), &state);
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn samples_carry_labels_in_order() {
+        let mut out = Exposition {
+            text: String::new(),
+        };
+        out.family("m", "counter", "help");
+        out.sample("m", &[("network", "web"), ("vni", "42")], 7);
+        out.sample("m", &[], 1);
+        assert_eq!(
+            out.text,
+            "# HELP m help\n# TYPE m counter\nm{network=\"web\",vni=\"42\"} 7\nm 1\n"
+        );
+    }
+}
