@@ -143,6 +143,49 @@ impl Host {
             .status
             .success()
     }
+
+    /// A kernel vxlan device `dev` (VNI `vni`, port 4789, on `eth0`) flooding to every address
+    /// in `remotes`, with overlay address `address` (CIDR), up. TX checksum offload goes off on
+    /// `eth0` first: the kernel leaves inner checksums partial and a veth never completes them
+    /// (see `tests/interop_kernel.rs` and the README).
+    pub fn kernel_vxlan(&self, dev: &str, vni: u32, remotes: &[IpAddr], address: &str) {
+        self.must("ethtool -K eth0 tx off >/dev/null");
+        self.must(&format!(
+            "ip link add {dev} type vxlan id {vni} dstport 4789 local {} dev eth0",
+            self.underlay
+        ));
+        for remote in remotes {
+            self.must(&format!(
+                "bridge fdb append 00:00:00:00:00:00 dev {dev} dst {remote}"
+            ));
+        }
+        self.must(&format!(
+            "ip addr add {address} dev {dev} && ip link set {dev} up"
+        ));
+    }
+
+    /// Counter `field` of the `Ip:` (or, for IPv6 underlays, `Ip6`) statistics of this
+    /// namespace, e.g. `FragCreates`, `ReasmReqds` (from /proc/net/snmp and /proc/net/snmp6).
+    pub fn ip_stat(&self, field: &str) -> u64 {
+        if let Some(v6) = field.strip_prefix("Ip6") {
+            let text = self.must("cat /proc/net/snmp6");
+            return text
+                .lines()
+                .filter_map(|l| l.split_once(char::is_whitespace))
+                .find(|(k, _)| k.strip_prefix("Ip6") == Some(v6))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {field} in /proc/net/snmp6"));
+        }
+        let text = self.must("cat /proc/net/snmp");
+        let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
+        let (names, values) = (ip.next().unwrap_or(""), ip.next().unwrap_or(""));
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(k, _)| *k == field)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Ip: {field} in /proc/net/snmp"))
+    }
 }
 
 /// A process the lab started; stopped on drop (SIGTERM, then SIGKILL) if still running.
@@ -265,14 +308,42 @@ impl Lab {
         &self.hosts[i]
     }
 
+    /// Sets host `i`'s underlay MTU (its `eth0` and its port on the switch), e.g. to put one
+    /// jumbo-frame host on a LAN of 1500-byte hosts.
+    pub fn set_underlay_mtu(&self, i: usize, mtu: u32) {
+        must(&format!(
+            "ip -n {}sw link set p{i} mtu {mtu} && ip -n {} link set eth0 mtu {mtu}",
+            self.id, self.hosts[i].ns
+        ));
+    }
+
+    /// Makes host `i`'s underlay receive like a NIC with GRO: `eth0` gets GRO (which puts the
+    /// veth in NAPI mode) and its switch-side peer stops offering TSO (a veth only hands frames
+    /// to NAPI/GRO when its peer does not do TSO). Without this a veth delivers every UDP
+    /// datagram singly, so a UDP_GRO socket only ever sees batches built by a local UDP GSO send.
+    pub fn enable_underlay_gro(&self, i: usize) {
+        must(&format!(
+            "ip netns exec {}sw ethtool -K p{i} tso off >/dev/null && \
+             ip netns exec {} ethtool -K eth0 gro on >/dev/null",
+            self.id, self.hosts[i].ns
+        ));
+    }
+
     /// Starts `vxnet ARGS` in host `i`'s namespace with a control socket in the lab dir.
     /// Waits until the control socket answers (or the process exits, which panics with its log).
     pub fn vxnet(&self, i: usize, name: &str, args: &str) -> Vxnet {
+        self.vxnet_with_env(i, name, &[], args)
+    }
+
+    /// [`Lab::vxnet`] with extra environment variables for the engine (e.g.
+    /// `VXNET_DISABLE_OFFLOADS`), set on that process only.
+    pub fn vxnet_with_env(&self, i: usize, name: &str, env: &[(&str, &str)], args: &str) -> Vxnet {
         let control = self.dir.join(format!("{name}.sock"));
         let log = self.dir.join(format!("{name}.log"));
-        let proc = self.spawn(
+        let proc = self.spawn_with_env(
             i,
             &log,
+            env,
             &format!(
                 "{} run --control {} {args}",
                 vxnet_bin().display(),
@@ -292,6 +363,11 @@ impl Lab {
 
     /// Starts a shell command in host `i`'s namespace; its output goes to `log`.
     pub fn spawn(&self, i: usize, log: &Path, cmd: &str) -> Proc {
+        self.spawn_with_env(i, log, &[], cmd)
+    }
+
+    /// [`Lab::spawn`] with extra environment variables for the command.
+    pub fn spawn_with_env(&self, i: usize, log: &Path, env: &[(&str, &str)], cmd: &str) -> Proc {
         let file = std::fs::File::create(log).unwrap();
         let child = Command::new("ip")
             .args([
@@ -302,6 +378,7 @@ impl Lab {
                 "-c",
                 &format!("exec {cmd}"),
             ])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -389,6 +466,55 @@ impl Vxnet {
                 .unwrap(),
             None => stats["drops"][reason].as_u64().unwrap_or(0),
         }
+    }
+
+    /// Counter `key` of network `vni` from `vxnet stats --json`; panics when the key is missing
+    /// (where [`Vxnet::stat`] reads 0), so a test asserting a zero cannot pass on a typo.
+    pub fn counter(&self, vni: u64, key: &str) -> u64 {
+        let stats = self.json("stats");
+        let network = stats["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["vni"] == vni)
+            .unwrap_or_else(|| panic!("no network {vni} in {stats}"))
+            .clone();
+        let value = if let Some(reason) = key.strip_prefix("drops.") {
+            &network["drops"][reason]
+        } else {
+            &network[key]
+        };
+        value
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {key} in {network}"))
+    }
+
+    /// The offloads the engine reports in use (`vxnet stats --json`), sorted.
+    pub fn offloads(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.json("stats")["offloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The offloads named by the start-up log line `offloads in use: a, b` (`none`), sorted.
+    pub fn logged_offloads(&self) -> Vec<String> {
+        let log = self.proc.log_text();
+        let line = log
+            .lines()
+            .find_map(|l| l.split_once("offloads in use: ").map(|(_, rest)| rest))
+            .unwrap_or_else(|| panic!("no `offloads in use` line in the log: {log}"));
+        let mut v: Vec<String> = line
+            .split(',')
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty() && o != "none")
+            .collect();
+        v.sort();
+        v
     }
 
     /// Per-peer counter `key` from `vxnet peers --json`.
@@ -531,4 +657,27 @@ pub fn interrupt(child: &mut Child, timeout: Duration) -> Option<std::process::E
     }
     let status = child.wait().expect("wait for the child");
     exited.then_some(status)
+}
+
+/// Moves `len` pattern bytes over TCP from `from` to `to` (listening on `addr`), checks every
+/// byte and panics naming `what` when any is wrong or missing; returns the sender's time.
+pub fn transfer_checked(
+    what: &str,
+    from: &Host,
+    to: &Host,
+    addr: std::net::SocketAddr,
+    len: u64,
+) -> Duration {
+    let rx = tcp_receive_checked(&to.ns, addr, len);
+    let elapsed = tcp_send_pattern(&from.ns, addr, len)
+        .join()
+        .unwrap_or_else(|_| panic!("{what}: sender failed"));
+    let got = rx
+        .join()
+        .unwrap_or_else(|_| panic!("{what}: receiver failed"));
+    assert_eq!(
+        got, len,
+        "{what}: {got} of {len} bytes arrived intact (first bad or missing byte at {got})"
+    );
+    elapsed
 }

@@ -8,8 +8,9 @@ use vxnet_tests::*;
 
 const MB: u64 = 1 << 20;
 
-/// Host 0 runs vxnet, host 1 a kernel vxlan device; overlay 10.1.0.1 ↔ 10.1.0.2, VNI 42.
-fn kernel_pair(test: &str, family: Family) -> Option<(Lab, Vxnet)> {
+/// Host 0 runs vxnet (with `extra` flags), host 1 a kernel vxlan device; overlay 10.1.0.1 ↔
+/// 10.1.0.2, VNI 42.
+fn kernel_pair(test: &str, family: Family, extra: &str) -> Option<(Lab, Vxnet)> {
     let lab = Lab::lan(test, 2, family)?;
     let (a, b) = (lab.host(0).underlay, lab.host(1).underlay);
     // The kernel's vxlan leaves the inner TCP checksum to "hardware" (CHECKSUM_PARTIAL), and a
@@ -23,7 +24,7 @@ fn kernel_pair(test: &str, family: Family) -> Option<(Lab, Vxnet)> {
     let vx = lab.vxnet(
         0,
         "a",
-        &format!("--vni 42 --dev vx42 --local {a} --remote {b} --address 10.1.0.1/24"),
+        &format!("--vni 42 --dev vx42 --local {a} --remote {b} --address 10.1.0.1/24 {extra}"),
     );
     Some((lab, vx))
 }
@@ -34,7 +35,7 @@ fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
     if !have_tool(test, "tcpdump") || !have_tool(test, "tshark") {
         return;
     }
-    let Some((lab, vx)) = kernel_pair(test, Family::V4) else {
+    let Some((lab, vx)) = kernel_pair(test, Family::V4, "") else {
         return;
     };
     let pcap = lab.dir.join("underlay.pcap");
@@ -124,7 +125,7 @@ fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
 
 #[test]
 fn ipv6_underlay_against_kernel_vxlan() {
-    let Some((lab, vx)) = kernel_pair("ipv6_kernel_interop", Family::V6) else {
+    let Some((lab, vx)) = kernel_pair("ipv6_kernel_interop", Family::V6, "") else {
         return;
     };
     // MTU defaults to underlay − 70 over IPv6.
@@ -147,4 +148,47 @@ fn ipv6_underlay_against_kernel_vxlan() {
         .unwrap();
     assert_eq!(rx.join().unwrap(), 16 * MB);
     assert!(vx.peer_stat(lab.host(1).underlay, "rx_packets") > 0);
+}
+
+/// The same interop with every offload off (`--no-offloads`): plain frames from the TAP, one
+/// datagram per frame, no GRO. 16 MB each way, byte-checked, over IPv4 and IPv6 underlays.
+fn no_offloads_against_kernel(test: &str, family: Family, ports: [u16; 2]) {
+    let Some((lab, vx)) = kernel_pair(test, family, "--no-offloads") else {
+        return;
+    };
+    assert_eq!(vx.json("stats")["offloads"], serde_json::json!([]));
+    assert!(
+        lab.host(0).ping("10.1.0.2", 3),
+        "vxnet → kernel ping failed"
+    );
+    assert!(
+        lab.host(1).ping("10.1.0.1", 3),
+        "kernel → vxnet ping failed"
+    );
+    for ((from, to, ip), port) in [(0, 1, "10.1.0.2"), (1, 0, "10.1.0.1")]
+        .into_iter()
+        .zip(ports)
+    {
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        transfer_checked(
+            &format!("{test} {from}→{to}"),
+            lab.host(from),
+            lab.host(to),
+            addr,
+            16 * MB,
+        );
+    }
+    assert_eq!(vx.counter(42, "tso_superframes"), 0);
+    assert_eq!(vx.counter(42, "coalesced_superframes"), 0);
+    assert_eq!(vx.counter(42, "drops.bad_offload"), 0);
+}
+
+#[test]
+fn ipv4_no_offloads_against_kernel_vxlan() {
+    no_offloads_against_kernel("ipv4_kernel_no_offloads", Family::V4, [5004, 5005]);
+}
+
+#[test]
+fn ipv6_no_offloads_against_kernel_vxlan() {
+    no_offloads_against_kernel("ipv6_kernel_no_offloads", Family::V6, [5006, 5007]);
 }

@@ -196,6 +196,18 @@ pub fn render_stats(report: &StatsReport) -> String {
             "    fdb {} entries  learned {}  moved {}  flooded {}  fdb_full {}",
             n.fdb_entries, n.learned, n.moved, n.flooded, n.fdb_full
         );
+        let _ = writeln!(
+            out,
+            "    offload: tso {} superframes -> {} segments  uso {} -> {}  gso {} sends  gro {} reads  coalesced {} superframes <- {} segments",
+            n.tso_superframes,
+            n.tso_segments,
+            n.uso_superframes,
+            n.uso_segments,
+            n.gso_batches,
+            n.gro_batches,
+            n.coalesced_superframes,
+            n.coalesced_segments
+        );
         let _ = writeln!(out, "    drops: {}", nonzero(&n.drops));
     }
     let _ = writeln!(out, "engine drops: {}", nonzero(&report.drops));

@@ -159,6 +159,22 @@ pub struct Events {
     pub moved: AtomicU64,
     /// New MACs not learned because the table was at `--max-fdb`.
     pub fdb_full: AtomicU64,
+    /// TCP superframes read from the TAP (TSO) and cut into segments by vxnet ...
+    pub tso_superframes: AtomicU64,
+    /// ... and the segments they made.
+    pub tso_segments: AtomicU64,
+    /// UDP superframes read from the TAP (USO) and cut into datagrams by vxnet ...
+    pub uso_superframes: AtomicU64,
+    /// ... and the datagrams they made.
+    pub uso_segments: AtomicU64,
+    /// Runs of equal-size datagrams handed to the kernel in one `UDP_SEGMENT` send.
+    pub gso_batches: AtomicU64,
+    /// UDP GRO reads that carried more than one VXLAN datagram.
+    pub gro_batches: AtomicU64,
+    /// Superframes coalesced from received TCP segments and written to the TAP ...
+    pub coalesced_superframes: AtomicU64,
+    /// ... and the segments merged into them.
+    pub coalesced_segments: AtomicU64,
 }
 
 impl Events {

@@ -30,7 +30,7 @@ use crate::worker::{Offloads, SourcePorts, Worker};
 const SOURCE_PORT_SOCKETS: usize = 16;
 
 /// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
-/// `VXNET_DISABLE_OFFLOADS=tap,gso,gro` (any subset).
+/// `VXNET_DISABLE_OFFLOADS=tap,gso,gro,uso` (any subset).
 const DISABLE_ENV: &str = "VXNET_DISABLE_OFFLOADS";
 
 fn disabled_by_env(name: &str) -> bool {
@@ -142,6 +142,8 @@ struct Setup {
     underlay_mtu: u32,
     overhead: u32,
     want_tap_offload: bool,
+    /// Ask TAPs for USO (UDP superframes; kernel 6.2+) too.
+    want_uso: bool,
     offloads: Offloads,
 }
 
@@ -153,6 +155,8 @@ struct Served {
     queues: Vec<TapQueue>,
     /// The TAP accepted TSO (what `stats` reports as "tso" when every TAP did).
     tso: bool,
+    /// The TAP accepted USO as well ("uso" likewise).
+    uso: bool,
     /// The TAP's MAC, read when it was opened (in the engine's namespace).
     mac: Option<MacAddr>,
 }
@@ -268,6 +272,7 @@ impl Engine {
             underlay_mtu,
             overhead,
             want_tap_offload,
+            want_uso: want_tap_offload && !disabled_by_env("uso"),
             offloads: Offloads {
                 vnet_hdr: want_tap_offload,
                 gso,
@@ -477,10 +482,14 @@ fn open_network(
         queues: setup.threads,
     })?;
     let mut tso = setup.want_tap_offload;
+    let mut uso = false;
     if setup.want_tap_offload {
-        // CSUM+TSO only: USO superframes (GSO_UDP_L4) are not segmented by vxnet yet.
         let wanted = TapOffloads::CSUM | TapOffloads::TSO4 | TapOffloads::TSO6;
-        if tap.set_offloads(wanted).is_err() {
+        // USO4 and USO6 only together (the kernel's rule); a kernel without them says EINVAL
+        // and TSO is tried alone.
+        let with_uso = wanted | TapOffloads::USO4 | TapOffloads::USO6;
+        uso = setup.want_uso && tap.set_offloads(with_uso).is_ok();
+        if !uso && tap.set_offloads(wanted).is_err() {
             tso = false;
             if tap.set_offloads(TapOffloads::CSUM).is_err() {
                 tracing::warn!(dev = %network.dev, "the kernel refused TAP offloads");
@@ -530,6 +539,7 @@ fn open_network(
         network: network_state,
         queues: tap.into_queues(),
         tso,
+        uso,
         mac: iface::hw_addr(dev).ok().map(MacAddr),
     })
 }
@@ -592,6 +602,9 @@ impl Core {
             in_use.extend(["tap-vnet-hdr", "gro-coalescing"]);
             if running.served.iter().all(|s| s.tso) {
                 in_use.push("tso");
+            }
+            if running.served.iter().all(|s| s.tso && s.uso) {
+                in_use.push("uso");
             }
         }
         if offloads.gso {

@@ -6,26 +6,28 @@
 //! All buffers are allocated when the worker starts; the loop itself allocates nothing.
 //!
 //! With offloads on, the TAP hands over TCP superframes (up to 64 KB, virtio-net header in
-//! front); they are segmented at the inner MSS with a fused copy+checksum, each segment wrapped,
-//! and all of them given to the kernel in one UDP_SEGMENT send. In the other direction, UDP GRO
+//! front) and, where the kernel offers USO, UDP ones; they are segmented (TCP at the inner MSS,
+//! UDP at the sender's datagram size) with a fused copy+checksum, each segment wrapped, and all
+//! of them given to the kernel in UDP_SEGMENT sends. In the other direction, UDP GRO
 //! delivers runs of VXLAN datagrams in one read; their inner TCP segments are coalesced back into
 //! superframes and written to the TAP with a virtio-net header.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::io::IoSlice;
 use vxnet_encap::flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
 use vxnet_encap::offload::{
-    prepare_for_wire, CoalesceConfig, Coalescer, Push, VirtioNetHdr, MAX_GSO_SEGMENTS,
-    MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
+    CoalesceConfig, Coalescer, Push, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
+    VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
 };
 use vxnet_encap::{encapsulate, Encapsulation};
 
-use crate::counters::DropReason;
+use crate::counters::{DropReason, Events};
 use crate::fdb::Millis;
 use crate::forward::{Forwarder, TapAction, WireAction};
 use crate::sys::poll::{wait_writable, EventFd, PollSet};
@@ -42,6 +44,9 @@ const MAX_FRAME: usize = 65_536;
 /// headers (Ethernet + tag + IPv4 with options + TCP with options: at most 146 bytes).
 const MAX_SEGMENTED: usize = MAX_FRAME + MAX_GSO_SEGMENTS * (VXLAN_AND_INNER_HEADERS);
 const VXLAN_AND_INNER_HEADERS: usize = 8 + 146;
+/// Most segments written into one TAP buffer: two full UDP GSO sends. A superframe with more (a
+/// small MSS: 536 makes 123 of 64 KB) takes several buffers, so no size of it is refused.
+const MAX_CHUNK_SEGMENTS: usize = 2 * MAX_GSO_SEGMENTS;
 
 /// Which fast-path features this worker uses (decided by the engine's probes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -302,6 +307,8 @@ impl Worker {
         let vni = network.vni();
         let encapsulation = Encapsulation::vxlan(vni);
         let mut read = 0;
+        // TAP buffers used: one per frame, several for a superframe of many small segments.
+        let mut slot = 0;
         let mut attempts = 0;
         while read < BATCH && attempts < BATCH * 2 {
             attempts += 1;
@@ -312,46 +319,16 @@ impl Worker {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                let Ok(hdr) = VirtioNetHdr::parse(&self.raw[..len]) else {
-                    network.drops.count(DropReason::Runt);
+                // Taken out for the duration so the frame can be read while `self` is mutated
+                // (a big superframe may flush the plan half-way); put back right after.
+                let raw = std::mem::take(&mut self.raw);
+                let planned = self.plan_offloaded_frame(index, &raw[..len], &mut slot);
+                self.raw = raw;
+                if !planned {
                     continue;
-                };
-                let frame = &self.raw[VIRTIO_NET_HDR_LEN..len];
-                let superframe = hdr.gso_kind() != VirtioNetHdr::GSO_NONE;
-                let dest = match self.forwarder.from_tap_frame(index, frame, superframe) {
-                    TapAction::Drop(_) => continue,
-                    TapAction::Unicast(dest) => Some(dest),
-                    TapAction::Flood => None,
-                };
-                let socket = self.source_ports.index_for(flow_hash(frame));
-                let out = &mut self.tap_bufs[read];
-                let segmented = match prepare_for_wire(&hdr, frame, vni, self.mss[index], out) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!("dropping a TAP frame the segmenter refused: {e}");
-                        network.drops.count(DropReason::BadOffload);
-                        continue;
-                    }
-                };
-                let max_segments = if self.offloads.gso {
-                    MAX_GSO_SEGMENTS
-                } else {
-                    1
-                };
-                for batch in segmented.batches(MAX_UDP_GSO_PAYLOAD, max_segments) {
-                    self.plan.push(Planned {
-                        buf: read,
-                        start: batch.range.start,
-                        end: batch.range.end,
-                        network: index,
-                        dest,
-                        segment_size: (batch.segments > 1).then_some(batch.segment_size as u16),
-                        segments: batch.segments,
-                        socket,
-                    });
                 }
             } else {
-                let buf = &mut self.tap_bufs[read];
+                let buf = &mut self.tap_bufs[slot];
                 let len = match self.taps[index].read(&mut buf[HEADROOM..HEADROOM + MAX_FRAME]) {
                     Ok(len) => len,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -370,7 +347,7 @@ impl Worker {
                     continue;
                 };
                 self.plan.push(Planned {
-                    buf: read,
+                    buf: slot,
                     start,
                     end,
                     network: index,
@@ -379,10 +356,102 @@ impl Worker {
                     segments: 1,
                     socket,
                 });
+                slot += 1;
             }
             read += 1;
         }
         Ok(read)
+    }
+
+    /// Classifies one frame read with its virtio-net header (`raw`) and writes it, segmented
+    /// when it is a superframe, into TAP buffers from `*slot` on, planning its sends. A frame
+    /// needing more buffers than are left sends what is planned and starts over at buffer 0.
+    /// Returns false when the frame was dropped.
+    fn plan_offloaded_frame(&mut self, index: usize, raw: &[u8], slot: &mut usize) -> bool {
+        let Some(network) = self.forwarder.networks().get(index) else {
+            return false;
+        };
+        let vni = network.vni();
+        let Ok(hdr) = VirtioNetHdr::parse(raw) else {
+            network.drops.count(DropReason::Runt);
+            return false;
+        };
+        let frame = &raw[VIRTIO_NET_HDR_LEN..];
+        let superframe = hdr.gso_kind() != VirtioNetHdr::GSO_NONE;
+        let dest = match self.forwarder.from_tap_frame(index, frame, superframe) {
+            TapAction::Drop(_) => return false,
+            TapAction::Unicast(dest) => Some(dest),
+            TapAction::Flood => None,
+        };
+        let socket = self.source_ports.index_for(flow_hash(frame));
+        let mut wire = match WirePlan::new(&hdr, frame, self.mss[index]) {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::debug!("dropping a TAP frame the segmenter refused: {e}");
+                network.drops.count(DropReason::BadOffload);
+                return false;
+            }
+        };
+        let superframe_counters = if wire.is_tso() {
+            Some((
+                &network.events.tso_superframes,
+                &network.events.tso_segments,
+            ))
+        } else if wire.is_uso() {
+            Some((
+                &network.events.uso_superframes,
+                &network.events.uso_segments,
+            ))
+        } else {
+            None
+        };
+        if let Some((superframes, segments)) = superframe_counters {
+            Events::bump(superframes);
+            segments.fetch_add(wire.segments() as u64, Ordering::Relaxed);
+        }
+        let max_segments = if self.offloads.gso {
+            MAX_GSO_SEGMENTS
+        } else {
+            1
+        };
+        while wire.remaining() > 0 {
+            if *slot == self.tap_bufs.len() {
+                self.send_planned();
+                self.plan.clear();
+                *slot = 0;
+            }
+            let Some(network) = self.forwarder.networks().get(index) else {
+                return false;
+            };
+            let out = &mut self.tap_bufs[*slot];
+            let chunk = match wire.write_next(frame, vni, out, MAX_CHUNK_SEGMENTS) {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    // Not reached (a buffer holds any one segment); counted if it ever is.
+                    tracing::debug!("dropping the rest of a TAP frame: {e}");
+                    network.drops.count(DropReason::BadOffload);
+                    return wire.remaining() < wire.segments();
+                }
+            };
+            for batch in chunk.batches(MAX_UDP_GSO_PAYLOAD, max_segments) {
+                if batch.segments > 1 {
+                    Events::bump(&network.events.gso_batches);
+                }
+                self.plan.push(Planned {
+                    buf: *slot,
+                    start: batch.range.start,
+                    end: batch.range.end,
+                    network: index,
+                    dest,
+                    segment_size: (batch.segments > 1).then_some(batch.segment_size as u16),
+                    segments: batch.segments,
+                    socket,
+                });
+            }
+            *slot += 1;
+        }
+        true
     }
 
     /// Sends everything in the plan: unicast to one VTEP, floods to each peer of the network.
@@ -502,10 +571,18 @@ impl Worker {
                     Some(size) if size > 0 => size as usize,
                     _ => datagram.data.len().max(1),
                 };
+                // A GRO run is counted once, on the network of its first delivered datagram.
+                let mut gro_counted = datagram.data.len() <= size;
                 for packet in datagram.data.chunks(size) {
                     if let WireAction::Deliver { network, inner } =
                         forwarder.from_wire(now, datagram.source, packet)
                     {
+                        if !gro_counted {
+                            gro_counted = true;
+                            if let Some(n) = forwarder.networks().get(network) {
+                                Events::bump(&n.events.gro_batches);
+                            }
+                        }
                         deliver(
                             forwarder,
                             taps,
@@ -520,6 +597,7 @@ impl Worker {
             // A superframe never waits for the next read: flush at the end of every batch.
             for (network, coalescer) in coalescers.iter_mut().enumerate() {
                 if let Some(superframe) = coalescer.finish() {
+                    count_coalesced(forwarder, network, superframe);
                     write_tap(forwarder, taps, network, &[IoSlice::new(superframe)]);
                 }
             }
@@ -551,6 +629,7 @@ fn deliver(
     let mut push = coalescer.push(frame);
     if push == Push::Flush {
         if let Some(superframe) = coalescer.finish() {
+            count_coalesced(forwarder, network, superframe);
             write_tap(forwarder, taps, network, &[IoSlice::new(superframe)]);
         }
         push = coalescer.push(frame);
@@ -563,6 +642,27 @@ fn deliver(
             &[IoSlice::new(&ZERO_VNET_HDR), IoSlice::new(frame)],
         );
     }
+}
+
+/// Counts a coalescer write that is a superframe (a single segment leaves with a zero header).
+fn count_coalesced(forwarder: &Forwarder, network: usize, write: &[u8]) {
+    let (Ok(hdr), Some(n)) = (
+        VirtioNetHdr::parse(write),
+        forwarder.networks().get(network),
+    ) else {
+        return;
+    };
+    if hdr.gso_kind() == VirtioNetHdr::GSO_NONE || hdr.gso_size == 0 {
+        return;
+    }
+    let payload = write
+        .len()
+        .saturating_sub(VIRTIO_NET_HDR_LEN + hdr.hdr_len as usize);
+    Events::bump(&n.events.coalesced_superframes);
+    n.events.coalesced_segments.fetch_add(
+        payload.div_ceil(hdr.gso_size as usize) as u64,
+        Ordering::Relaxed,
+    );
 }
 
 fn write_tap(forwarder: &Forwarder, taps: &[TapQueue], network: usize, parts: &[IoSlice<'_>]) {

@@ -13,6 +13,7 @@ pub enum Layer {
     InnerIpv4,
     InnerIpv6,
     InnerTcp,
+    InnerUdp,
     VirtioNet,
 }
 
@@ -29,6 +30,7 @@ impl std::fmt::Display for Layer {
             Layer::InnerIpv4 => "inner IPv4",
             Layer::InnerIpv6 => "inner IPv6",
             Layer::InnerTcp => "inner TCP",
+            Layer::InnerUdp => "inner UDP",
             Layer::VirtioNet => "virtio-net",
         })
     }
@@ -97,6 +99,12 @@ pub enum OffloadError {
     BadHeader { layer: Layer, reason: &'static str },
     #[error("inner IP protocol / next header {protocol} is not TCP")]
     NotTcp { protocol: u8 },
+    #[error("inner IP protocol / next header {protocol} is not UDP")]
+    NotUdp { protocol: u8 },
+    #[error(
+        "a {ip_len}-byte segment exceeds the {max}-byte inner IP packets the underlay carries"
+    )]
+    SegmentTooBig { ip_len: usize, max: usize },
     #[error("inner IPv4 packet is a fragment")]
     Fragment,
     #[error("virtio-net gso_type {gso_type:#04x} is not supported")]
@@ -115,10 +123,14 @@ pub enum OffloadError {
         csum_offset: u16,
         frame_len: usize,
     },
-    #[error("virtio-net csum_start {csum_start} is not the inner TCP header offset {tcp_offset}")]
+    #[error(
+        "virtio-net csum_start {csum_start} is not the inner TCP/UDP header offset {tcp_offset}"
+    )]
     CsumStartMismatch { csum_start: u16, tcp_offset: usize },
-    #[error("{segments} segments exceed the {max} one UDP GSO send may carry")]
-    TooManySegments { segments: usize, max: usize },
+    #[error(
+        "frame of {actual} bytes is not the {planned}-byte frame the segmentation was planned for"
+    )]
+    FrameChanged { planned: usize, actual: usize },
     #[error("output buffer of {available} bytes is too small: {required} required")]
     OutputTooSmall { required: usize, available: usize },
 }

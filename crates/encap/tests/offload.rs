@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use vxnet_encap::checksum::{self, pseudo_header_v4, pseudo_header_v6, Sum};
 use vxnet_encap::offload::{
     complete_checksum, prepare_for_wire, required_output_len, CoalesceConfig, Coalescer, Emit,
-    Push, Reject, Segmented, VirtioNetHdr, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
+    Push, Reject, Segmented, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
     VIRTIO_NET_HDR_LEN,
 };
 use vxnet_encap::{Layer, OffloadError, Vni};
@@ -430,6 +430,18 @@ fn malformed_tso_inputs_are_typed_errors() {
     assert_eq!(
         run(
             &VirtioNetHdr {
+                gso_type: VirtioNetHdr::GSO_UDP,
+                ..hdr
+            },
+            &frame,
+            1398,
+            &mut out
+        ),
+        OffloadError::UnsupportedGsoType { gso_type: 3 }
+    );
+    assert_eq!(
+        run(
+            &VirtioNetHdr {
                 gso_type: VirtioNetHdr::GSO_UDP_L4,
                 ..hdr
             },
@@ -437,7 +449,7 @@ fn malformed_tso_inputs_are_typed_errors() {
             1398,
             &mut out
         ),
-        OffloadError::UnsupportedGsoType { gso_type: 5 }
+        OffloadError::NotUdp { protocol: 6 }
     );
     assert_eq!(
         run(
@@ -454,13 +466,11 @@ fn malformed_tso_inputs_are_typed_errors() {
             tcp_offset: 34
         }
     );
-    assert_eq!(
-        run(&hdr, &frame, 40, &mut out),
-        OffloadError::TooManySegments {
-            segments: 75,
-            max: 64
-        }
-    );
+    // More segments than one UDP GSO send carries is not an error (batches split the sends).
+    let need = required_output_len(&hdr, &frame, 40).unwrap();
+    let mut big = vec![0u8; need];
+    let res = prepare_for_wire(&hdr, &frame, vni(), 40, &mut big).unwrap();
+    assert!(res.segments > MAX_GSO_SEGMENTS, "{res:?}");
     let need = required_output_len(&hdr, &frame, 1398).unwrap();
     assert_eq!(
         run(&hdr, &frame, 1398, &mut out[..need - 1]),
@@ -740,8 +750,286 @@ fn coalescer_reuses_its_buffer_and_rejects_when_full() {
     assert_eq!(got[1].1.len(), 10 + 54 + 6 * 1000);
 }
 
+/// Writes `frame` chunk by chunk through an `out_len`-byte buffer and returns the chunks
+/// concatenated, checking each chunk's layout on the way.
+fn write_in_chunks(
+    hdr: &VirtioNetHdr,
+    frame: &[u8],
+    mss: usize,
+    out_len: usize,
+    max_segments: usize,
+) -> Vec<u8> {
+    let mut plan = WirePlan::new(hdr, frame, mss).unwrap();
+    let total_segments = plan.segments();
+    let mut out = vec![0u8; out_len];
+    let mut joined = Vec::new();
+    let mut segments = 0;
+    let mut stride = None;
+    while let Some(res) = plan
+        .write_next(frame, vni(), &mut out, max_segments)
+        .unwrap()
+    {
+        assert!(res.segments >= 1 && res.segments <= max_segments.max(1));
+        assert!(res.total_len <= out_len);
+        segments += res.segments;
+        assert_eq!(plan.remaining(), total_segments - segments);
+        if plan.remaining() > 0 {
+            // A chunk that is not the last holds only full-size segments.
+            assert_eq!(res.total_len, res.segments * res.segment_size);
+            assert_eq!(*stride.get_or_insert(res.segment_size), res.segment_size);
+        }
+        joined.extend_from_slice(&out[..res.total_len]);
+    }
+    assert_eq!(segments, total_segments);
+    assert_eq!(joined.len(), plan.total_len());
+    // Done means done.
+    assert_eq!(
+        plan.write_next(frame, vni(), &mut out, max_segments),
+        Ok(None)
+    );
+    joined
+}
+
+#[test]
+fn small_mss_superframe_is_split_into_several_gso_sends() {
+    // MSS 536 (TCP_MAXSEG 536 with timestamps: 524 payload bytes): 64 KB is 123 segments.
+    let payload = payload_of(64_000, 9);
+    let frames = segment_and_check(Spec::v4(), &payload, 524, 1398);
+    assert_eq!(frames.len(), 123);
+    let (hdr, frame) = tap_superframe(Spec::v4(), &payload, 524);
+    let (res, _) = segment(&hdr, &frame, 1398);
+    let batches: Vec<_> = res.batches(MAX_UDP_GSO_PAYLOAD, MAX_GSO_SEGMENTS).collect();
+    assert_eq!(batches.len(), 2);
+    assert!(batches.iter().all(|b| b.segments <= MAX_GSO_SEGMENTS));
+    assert_eq!(batches.iter().map(|b| b.segments).sum::<usize>(), 123);
+    // Through a buffer of one UDP GSO send's worth, the chunks add up to the one-shot output.
+    let (_, one_shot) = segment(&hdr, &frame, 1398);
+    let chunked = write_in_chunks(&hdr, &frame, 1398, 40_000, MAX_GSO_SEGMENTS);
+    assert_eq!(chunked, one_shot);
+}
+
+#[test]
+fn chunked_writer_refuses_what_it_cannot_do() {
+    let (hdr, frame) = tap_superframe(Spec::v4(), &payload_of(10_000, 4), 1000);
+    let mut plan = WirePlan::new(&hdr, &frame, 1398).unwrap();
+    assert_eq!(plan.segments(), 10);
+    assert!(plan.is_tso());
+    let stride = 8 + 66 + 1000;
+    let mut out = vec![0u8; stride - 1];
+    assert_eq!(
+        plan.write_next(&frame, vni(), &mut out, 64),
+        Err(OffloadError::OutputTooSmall {
+            required: stride,
+            available: stride - 1
+        })
+    );
+    assert_eq!(
+        plan.write_next(&frame[..frame.len() - 1], vni(), &mut out, 64),
+        Err(OffloadError::FrameChanged {
+            planned: frame.len(),
+            actual: frame.len() - 1
+        })
+    );
+    // Nothing was consumed by the refusals.
+    assert_eq!(plan.remaining(), 10);
+    let mut out = vec![0u8; 3 * stride + 10];
+    let res = plan
+        .write_next(&frame, vni(), &mut out, 64)
+        .unwrap()
+        .unwrap();
+    assert_eq!((res.segments, res.total_len), (3, 3 * stride));
+    // A plain frame is one datagram.
+    let plain = tcp_frame(Spec::v4(), &payload_of(100, 1));
+    let plan = WirePlan::new(&VirtioNetHdr::default(), &plain, 1398).unwrap();
+    assert_eq!((plan.segments(), plan.is_tso()), (1, false));
+    assert_eq!(plan.total_len(), 8 + plain.len());
+}
+
+/// Ethernet + IP + UDP with `payload`, as a TAP hands a USO superframe over: NEEDS_CSUM with
+/// the pseudo-header sum of the whole datagram in the checksum field, GSO_UDP_L4.
+fn tap_uso_superframe(v6: bool, payload: &[u8], gso_size: u16) -> (VirtioNetHdr, Vec<u8>) {
+    let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
+    let mut frame = Vec::new();
+    if v6 {
+        eth.ipv6(V6_A, V6_B, 64)
+            .udp(40000, 5301)
+            .write(&mut frame, payload)
+            .unwrap();
+    } else {
+        eth.ipv4(V4_A, V4_B, 64)
+            .udp(40000, 5301)
+            .write(&mut frame, payload)
+            .unwrap();
+        frame[18..20].copy_from_slice(&BASE_ID.to_be_bytes());
+        refresh_ipv4_checksum(&mut frame);
+    }
+    let l4 = l4_offset(v6);
+    let udp_len = (frame.len() - l4) as u32;
+    let pseudo = if v6 {
+        pseudo_header_v6(V6_A.into(), V6_B.into(), 17, udp_len)
+    } else {
+        pseudo_header_v4(V4_A.into(), V4_B.into(), 17, udp_len)
+    };
+    frame[l4 + 6..l4 + 8].copy_from_slice(&pseudo.fold().to_be_bytes());
+    let hdr = VirtioNetHdr {
+        flags: VirtioNetHdr::FLAG_NEEDS_CSUM,
+        gso_type: VirtioNetHdr::GSO_UDP_L4,
+        hdr_len: 7, // deliberately wrong: must not be trusted
+        gso_size,
+        csum_start: l4 as u16,
+        csum_offset: 6,
+    };
+    (hdr, frame)
+}
+
+/// Segments a USO superframe and checks every datagram with etherparse: both checksums, the
+/// lengths, incrementing IPv4 IDs, `gso_size` payload bytes each but the last, in order.
+fn uso_segment_and_check(v6: bool, payload: &[u8], gso_size: u16) -> usize {
+    let (hdr, frame) = tap_uso_superframe(v6, payload, gso_size);
+    let (res, out) = segment(&hdr, &frame, 1398);
+    assert_eq!(
+        res.segments,
+        payload.len().div_ceil(gso_size as usize).max(1)
+    );
+    let mut joined = Vec::new();
+    let frames = inner_frames(&res, &out);
+    for (i, f) in frames.iter().enumerate() {
+        let p = SlicedPacket::from_ethernet(f).unwrap();
+        let Some(TransportSlice::Udp(udp)) = &p.transport else {
+            panic!("not UDP")
+        };
+        let expected = match p.net.as_ref().unwrap() {
+            NetSlice::Ipv4(ip) => {
+                let h = ip.header();
+                assert_eq!(h.header_checksum(), h.to_header().calc_header_checksum());
+                assert_eq!(h.total_len() as usize, f.len() - 14);
+                assert_eq!(h.identification(), BASE_ID.wrapping_add(i as u16));
+                udp.to_header()
+                    .calc_checksum_ipv4_raw(h.source(), h.destination(), udp.payload())
+                    .unwrap()
+            }
+            NetSlice::Ipv6(ip) => {
+                let h = ip.header();
+                assert_eq!(h.payload_length() as usize, f.len() - 54);
+                udp.to_header()
+                    .calc_checksum_ipv6_raw(h.source(), h.destination(), udp.payload())
+                    .unwrap()
+            }
+            NetSlice::Arp(_) => panic!("arp"),
+        };
+        assert_eq!(udp.checksum(), expected, "UDP checksum of datagram {i}");
+        assert_eq!(udp.length() as usize, 8 + udp.payload().len());
+        if i + 1 < frames.len() {
+            assert_eq!(udp.payload().len(), gso_size as usize);
+        }
+        joined.extend_from_slice(udp.payload());
+    }
+    assert_eq!(joined, payload);
+    res.segments
+}
+
+#[test]
+fn uso_superframes_become_datagrams_of_gso_size() {
+    for v6 in [false, true] {
+        for (len, gso) in [
+            (1, 1200),
+            (1200, 1200),
+            (1201, 1200),
+            (48_000, 1200),
+            (65_000, 1000),
+        ] {
+            uso_segment_and_check(v6, &payload_of(len, len as u8), gso);
+        }
+        // Tiny datagrams: far more than one UDP GSO send may carry.
+        assert_eq!(uso_segment_and_check(v6, &payload_of(9_000, 3), 60), 150);
+    }
+}
+
+#[test]
+fn uso_datagram_boundaries_are_never_recut() {
+    // A gso_size the underlay cannot carry is refused, not split smaller: the datagrams are
+    // the application's. MSS 1398 allows inner IP packets of 1438 bytes: 1410 payload bytes.
+    let (hdr, frame) = tap_uso_superframe(false, &payload_of(5000, 1), 1410);
+    assert!(WirePlan::new(&hdr, &frame, 1398).is_ok());
+    let (hdr, frame) = tap_uso_superframe(false, &payload_of(5000, 1), 1411);
+    assert_eq!(
+        WirePlan::new(&hdr, &frame, 1398).unwrap_err(),
+        OffloadError::SegmentTooBig {
+            ip_len: 1439,
+            max: 1438
+        }
+    );
+    let plan = WirePlan::new(
+        &VirtioNetHdr {
+            gso_size: 1000,
+            ..hdr
+        },
+        &frame,
+        1398,
+    )
+    .unwrap();
+    assert!(plan.is_uso() && !plan.is_tso());
+    assert_eq!(
+        WirePlan::new(
+            &VirtioNetHdr {
+                csum_start: 30,
+                ..hdr
+            },
+            &frame,
+            1398
+        )
+        .unwrap_err(),
+        OffloadError::CsumStartMismatch {
+            csum_start: 30,
+            tcp_offset: 34
+        }
+    );
+    assert_eq!(
+        WirePlan::new(&VirtioNetHdr { gso_size: 0, ..hdr }, &frame, 1398).unwrap_err(),
+        OffloadError::GsoSizeZero
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn uso_round_trip_and_chunking(
+        len in 0usize..65_000,
+        // Up to what MSS 1398 carries over IPv6 (1438 - 40 - 8).
+        gso_size in 1u16..=1390,
+        v6 in any::<bool>(),
+        extra in 0usize..70_000,
+        max_segments in 1usize..200,
+    ) {
+        let payload = payload_of(len, gso_size as u8);
+        uso_segment_and_check(v6, &payload, gso_size);
+        let (hdr, frame) = tap_uso_superframe(v6, &payload, gso_size);
+        let (_, one_shot) = segment(&hdr, &frame, 1398);
+        let stride = 8 + l4_offset(v6) + 8 + gso_size as usize;
+        let chunked = write_in_chunks(&hdr, &frame, 1398, stride + extra, max_segments);
+        prop_assert_eq!(chunked, one_shot);
+    }
+
+    /// Chunk by chunk through any buffer that holds a segment, with any per-chunk cap, the
+    /// output is byte for byte the one-shot output, for any gso_size down to tiny ones.
+    #[test]
+    fn chunked_writes_equal_one_shot(
+        len in 0usize..65_000,
+        gso_size in 1u16..1500,
+        v6 in any::<bool>(),
+        extra in 0usize..80_000,
+        max_segments in 1usize..200,
+    ) {
+        let spec = if v6 { Spec::v6() } else { Spec::v4() };
+        let payload = payload_of(len, gso_size as u8);
+        let (hdr, frame) = tap_superframe(spec, &payload, gso_size);
+        let (_, one_shot) = segment(&hdr, &frame, 1398);
+        let hl = frame.len() - payload.len();
+        let stride = 8 + hl + (gso_size as usize).min(1398);
+        let chunked = write_in_chunks(&hdr, &frame, 1398, stride + extra, max_segments);
+        prop_assert_eq!(chunked, one_shot);
+    }
 
     #[test]
     fn segment_coalesce_round_trip(len in 0usize..60_000, mss in 1000usize..1500, v6 in any::<bool>(), salt in any::<u8>()) {

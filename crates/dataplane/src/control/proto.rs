@@ -66,6 +66,25 @@ pub struct NetworkStats {
     pub fdb_full: u64,
     pub fdb_entries: usize,
     pub drops: BTreeMap<String, u64>,
+    /// Offload work done (zero while the offload is off): TSO and USO superframes segmented and
+    /// their segments, UDP GSO sends, UDP GRO reads of several datagrams, coalesced superframes
+    /// written to the TAP and the segments merged into them.
+    #[serde(default)]
+    pub tso_superframes: u64,
+    #[serde(default)]
+    pub tso_segments: u64,
+    #[serde(default)]
+    pub uso_superframes: u64,
+    #[serde(default)]
+    pub uso_segments: u64,
+    #[serde(default)]
+    pub gso_batches: u64,
+    #[serde(default)]
+    pub gro_batches: u64,
+    #[serde(default)]
+    pub coalesced_superframes: u64,
+    #[serde(default)]
+    pub coalesced_segments: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

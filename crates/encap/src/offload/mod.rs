@@ -17,13 +17,16 @@
 //! ```text
 //! let hdr = VirtioNetHdr::parse(&read)?;            // native endian, 10 bytes
 //! let frame = &read[VIRTIO_NET_HDR_LEN..];
-//! // out: allocate once, MAX_GSO_SEGMENTS * (8 + 138 + mss) bytes (or required_output_len)
-//! let seg = prepare_for_wire(&hdr, frame, vni, mss, &mut out)?;
-//! for b in seg.batches(MAX_UDP_GSO_PAYLOAD, MAX_GSO_SEGMENTS) {
-//!     // one sendmsg of out[b.range] with cmsg UDP_SEGMENT = b.segment_size as u16
-//!     // (skip the cmsg when b.segments == 1)
+//! // out: allocated once; a superframe that does not fit goes out in several chunks
+//! let mut plan = WirePlan::new(&hdr, frame, mss)?;
+//! while let Some(seg) = plan.write_next(frame, vni, &mut out, max_segments)? {
+//!     for b in seg.batches(MAX_UDP_GSO_PAYLOAD, MAX_GSO_SEGMENTS) {
+//!         // one sendmsg of out[b.range] with cmsg UDP_SEGMENT = b.segment_size as u16
+//!         // (skip the cmsg when b.segments == 1)
+//!     }
 //! }
 //! ```
+//! ([`prepare_for_wire`] does it in one go when the output buffer holds the whole frame.)
 //! `mss` is the inner TCP payload that fits the underlay: underlay MTU - outer IP (20/40) - UDP 8 -
 //! VXLAN 8 - inner Ethernet 14 - inner IP/TCP headers (e.g. 1500 - 50 - 20 - 32 = 1398 for IPv4
 //! with timestamps). A malformed frame is an error to count and drop.
@@ -44,15 +47,21 @@ pub mod vnet;
 pub use coalesce::{CoalesceConfig, CoalesceStats, Coalescer, Emit, Push, Reject};
 pub use segment::{
     complete_checksum, prepare_for_wire, prepare_for_wire_with, required_output_len, CopyMode,
-    GsoBatch, GsoBatches, Segmented, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
+    GsoBatch, GsoBatches, Segmented, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
 };
 pub use vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
 
 use crate::error::{Layer, OffloadError};
-use crate::wire::{EtherType, ETHERNET_HEADER_LEN, IPPROTO_TCP, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
+use crate::wire::{
+    EtherType, ETHERNET_HEADER_LEN, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+};
 
 /// Fixed TCP header length (no options).
 pub const TCP_HEADER_LEN: usize = 20;
+/// UDP header length.
+pub const UDP_HEADER_LEN: usize = 8;
+/// Offset of the checksum inside the UDP header: the virtio-net `csum_offset` for UDP.
+pub const UDP_CHECKSUM_OFFSET: u16 = 6;
 /// Offset of the checksum inside the TCP header: the virtio-net `csum_offset` for TCP.
 pub const TCP_CHECKSUM_OFFSET: u16 = 16;
 const VLAN_TAG_LEN: usize = 4;
@@ -102,18 +111,27 @@ pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
     }
 }
 
-impl TcpFrame {
-    /// All headers up to the TCP payload: what every segment repeats. Recomputed from the frame;
-    /// the virtio-net `hdr_len` is only a hint and is not trusted.
-    pub fn hdr_len(&self) -> usize {
-        self.l4 + self.tcp_hlen
-    }
+/// Where the IP header and the transport header after it are. Produced only by
+/// [`IpFrame::parse`], which checks every offset against the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IpFrame {
+    pub l3: usize,
+    pub ipv6: bool,
+    pub l4: usize,
+    pub end: usize,
+}
 
-    pub fn payload_len(&self) -> usize {
-        self.end - self.hdr_len()
+fn wrong_protocol(want: u8, protocol: u8) -> OffloadError {
+    if want == IPPROTO_UDP {
+        OffloadError::NotUdp { protocol }
+    } else {
+        OffloadError::NotTcp { protocol }
     }
+}
 
-    pub fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
+impl IpFrame {
+    /// Parses Ethernet [+ one 802.1Q tag] + IPv4 (not a fragment) or IPv6 carrying `protocol`.
+    pub fn parse(frame: &[u8], protocol: u8) -> Result<Self, OffloadError> {
         let len = frame.len();
         if len < ETHERNET_HEADER_LEN {
             return Err(OffloadError::Truncated {
@@ -156,8 +174,8 @@ impl TcpFrame {
                 if ihl < IPV4_HEADER_LEN {
                     return Err(bad("IHL below 5"));
                 }
-                if ip[9] != IPPROTO_TCP {
-                    return Err(OffloadError::NotTcp { protocol: ip[9] });
+                if ip[9] != protocol {
+                    return Err(wrong_protocol(protocol, ip[9]));
                 }
                 if be16(ip, 6) & 0x3FFF != 0 {
                     return Err(OffloadError::Fragment);
@@ -190,10 +208,10 @@ impl TcpFrame {
                         reason: "version is not 6",
                     });
                 }
-                // Extension headers are not walked: TCP must follow the fixed header directly
-                // (what Linux TSO/GRO produce for TCP; anything else is passed through as-is).
-                if ip[6] != IPPROTO_TCP {
-                    return Err(OffloadError::NotTcp { protocol: ip[6] });
+                // Extension headers are not walked: TCP/UDP must follow the fixed header directly
+                // (what Linux TSO/USO/GRO produce; anything else is passed through as-is).
+                if ip[6] != protocol {
+                    return Err(wrong_protocol(protocol, ip[6]));
                 }
                 let payload = be16(ip, 4) as usize;
                 let end = l3 + IPV6_HEADER_LEN + payload;
@@ -208,6 +226,82 @@ impl TcpFrame {
             }
             other => return Err(OffloadError::NotIp { ethertype: other }),
         };
+        Ok(IpFrame { l3, ipv6, l4, end })
+    }
+}
+
+/// Where the headers of an Ethernet + IPv4/IPv6 + UDP frame are (checked like [`TcpFrame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UdpFrame {
+    pub l3: usize,
+    pub ipv6: bool,
+    /// Offset of the UDP header.
+    pub l4: usize,
+    /// End of the IP packet.
+    pub end: usize,
+}
+
+impl UdpFrame {
+    /// The UDP length field is not trusted (a USO superframe's may describe the whole or be
+    /// stale); the IP header's length decides.
+    pub fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
+        let IpFrame { l3, ipv6, l4, end } = IpFrame::parse(frame, IPPROTO_UDP)?;
+        if end < l4 + UDP_HEADER_LEN {
+            return Err(OffloadError::Truncated {
+                layer: Layer::InnerUdp,
+                required: l4 + UDP_HEADER_LEN,
+                actual: end,
+            });
+        }
+        Ok(UdpFrame { l3, ipv6, l4, end })
+    }
+
+    /// All headers up to the UDP payload.
+    pub fn hdr_len(&self) -> usize {
+        self.l4 + UDP_HEADER_LEN
+    }
+
+    pub fn payload_len(&self) -> usize {
+        self.end - self.hdr_len()
+    }
+
+    /// The pseudo-header sum for a UDP datagram of `udp_len` bytes with this frame's addresses.
+    pub fn pseudo_header(&self, frame: &[u8], udp_len: usize) -> crate::checksum::Sum {
+        pseudo_header(frame, self.l3, self.ipv6, IPPROTO_UDP, udp_len)
+    }
+}
+
+fn pseudo_header(
+    frame: &[u8],
+    l3: usize,
+    ipv6: bool,
+    protocol: u8,
+    len: usize,
+) -> crate::checksum::Sum {
+    let addrs = if ipv6 {
+        frame.get(l3 + 8..l3 + 40)
+    } else {
+        frame.get(l3 + 12..l3 + 20)
+    };
+    crate::checksum::Sum::new()
+        .add_bytes(addrs.unwrap_or(&[]))
+        .add_u16(protocol as u16)
+        .add_u32(len as u32)
+}
+
+impl TcpFrame {
+    /// All headers up to the TCP payload: what every segment repeats. Recomputed from the frame;
+    /// the virtio-net `hdr_len` is only a hint and is not trusted.
+    pub fn hdr_len(&self) -> usize {
+        self.l4 + self.tcp_hlen
+    }
+
+    pub fn payload_len(&self) -> usize {
+        self.end - self.hdr_len()
+    }
+
+    pub fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
+        let IpFrame { l3, ipv6, l4, end } = IpFrame::parse(frame, IPPROTO_TCP)?;
         if end < l4 + TCP_HEADER_LEN {
             return Err(OffloadError::Truncated {
                 layer: Layer::InnerTcp,
@@ -241,15 +335,6 @@ impl TcpFrame {
     /// The pseudo-header sum for a TCP segment of `tcp_len` bytes with this frame's addresses
     /// (taken from `frame`, which must be the frame this was parsed from or a copy of its headers).
     pub fn pseudo_header(&self, frame: &[u8], tcp_len: usize) -> crate::checksum::Sum {
-        use crate::checksum::Sum;
-        let addrs = if self.ipv6 {
-            frame.get(self.l3 + 8..self.l3 + 40)
-        } else {
-            frame.get(self.l3 + 12..self.l3 + 20)
-        };
-        Sum::new()
-            .add_bytes(addrs.unwrap_or(&[]))
-            .add_u16(IPPROTO_TCP as u16)
-            .add_u32(tcp_len as u32)
+        pseudo_header(frame, self.l3, self.ipv6, IPPROTO_TCP, tcp_len)
     }
 }

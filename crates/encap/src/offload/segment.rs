@@ -19,7 +19,7 @@ use crate::wire::{VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
 
 use super::copy_csum::{copy_and_sum, copy_then_sum};
 use super::vnet::VirtioNetHdr;
-use super::{tcp, TcpFrame, TCP_CHECKSUM_OFFSET};
+use super::{tcp, TcpFrame, UdpFrame, TCP_CHECKSUM_OFFSET, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN};
 
 /// Most segments one `UDP_SEGMENT` send may carry: the kernel's `UDP_MAX_SEGMENTS` is 64 on older
 /// kernels (128 since 6.x), 64 is safe everywhere.
@@ -99,6 +99,7 @@ impl Iterator for GsoBatches {
 }
 
 /// The geometry of a TSO split, computed once and shared by the size query and the writer.
+#[derive(Debug, Clone, Copy)]
 struct Plan {
     tf: TcpFrame,
     seg_payload: usize,
@@ -130,13 +131,9 @@ fn plan_tso(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Plan, Offloa
     }
     let seg_payload = mss.min(hdr.gso_size as usize);
     let payload = tf.payload_len();
+    // No cap here: a small MSS gives more than one UDP_SEGMENT send may carry (536 -> 123
+    // segments of a 64 KB superframe); `WirePlan::write_next` and `Segmented::batches` split them.
     let segments = payload.div_ceil(seg_payload).max(1);
-    if segments > MAX_GSO_SEGMENTS {
-        return Err(OffloadError::TooManySegments {
-            segments,
-            max: MAX_GSO_SEGMENTS,
-        });
-    }
     let hl = VXLAN_HEADER_LEN + tf.hdr_len();
     let stride = hl + seg_payload;
     let last_payload = payload - (segments - 1) * seg_payload;
@@ -150,9 +147,91 @@ fn plan_tso(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Plan, Offloa
     })
 }
 
-/// Exact number of output bytes [`prepare_for_wire`] needs for this frame. The engine can instead
-/// allocate once for the worst case: `MAX_GSO_SEGMENTS * (8 + 138 + mss)` (138 = Ethernet with
-/// 802.1Q + IPv4 with options + TCP with options), or `8 + frame.len()` for non-GSO frames.
+/// The geometry of a USO split: UDP datagrams of exactly `gso_size` payload bytes (the last
+/// shorter). Unlike TCP, datagram boundaries are the application's: never re-cut, so a
+/// `gso_size` too big for the underlay is refused rather than split smaller.
+#[derive(Debug, Clone, Copy)]
+struct UsoPlan {
+    uf: UdpFrame,
+    seg_payload: usize,
+    segments: usize,
+    stride: usize,
+    total_len: usize,
+    /// Compute the UDP checksum (false only for IPv4 without one and no NEEDS_CSUM).
+    checksum: bool,
+}
+
+fn plan_uso(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<UsoPlan, OffloadError> {
+    if hdr.gso_size == 0 {
+        return Err(OffloadError::GsoSizeZero);
+    }
+    let uf = UdpFrame::parse(frame)?;
+    if hdr.needs_csum() && hdr.csum_start as usize != uf.l4 {
+        return Err(OffloadError::CsumStartMismatch {
+            csum_start: hdr.csum_start,
+            tcp_offset: uf.l4,
+        });
+    }
+    let seg_payload = hdr.gso_size as usize;
+    // `mss` + 40 (the IPv4 and TCP headers it leaves room for) is the largest inner IP packet.
+    let ip_len = uf.l4 - uf.l3 + UDP_HEADER_LEN + seg_payload;
+    let max = mss.saturating_add(40);
+    if ip_len > max {
+        return Err(OffloadError::SegmentTooBig { ip_len, max });
+    }
+    let payload = uf.payload_len();
+    let segments = payload.div_ceil(seg_payload).max(1);
+    let hl = VXLAN_HEADER_LEN + uf.hdr_len();
+    let stride = hl + seg_payload;
+    let last_payload = payload - (segments - 1) * seg_payload;
+    let field = super::be16(frame, uf.l4 + UDP_CHECKSUM_OFFSET as usize);
+    Ok(UsoPlan {
+        uf,
+        seg_payload,
+        segments,
+        stride,
+        total_len: (segments - 1) * stride + hl + last_payload,
+        checksum: hdr.needs_csum() || uf.ipv6 || field != 0,
+    })
+}
+
+/// How many segments from `from` go into an `out_len`-byte chunk (at most `max_segments`; all
+/// full-size but possibly the plan's last) and the chunk's length.
+fn chunk(
+    segments: usize,
+    stride: usize,
+    total_len: usize,
+    from: usize,
+    out_len: usize,
+    max_segments: usize,
+) -> Result<(usize, usize), OffloadError> {
+    let left = segments - from;
+    // Bytes of the segments from `from` to the end; only the very last one may be short.
+    let rest_len = total_len - from * stride;
+    let fit = if rest_len <= out_len {
+        left
+    } else {
+        // Full-size segments only: the (shorter) last one does not fit with them.
+        (out_len / stride).min(left - 1)
+    };
+    let count = fit.min(max_segments.max(1));
+    if count == 0 {
+        return Err(OffloadError::OutputTooSmall {
+            required: stride.min(rest_len),
+            available: out_len,
+        });
+    }
+    let len = if from + count == segments {
+        rest_len
+    } else {
+        count * stride
+    };
+    Ok((count, len))
+}
+
+/// Exact number of output bytes [`prepare_for_wire`] needs for this frame. There is no useful
+/// worst case (a tiny `gso_size` makes 64 KB of payload into megabytes of headers): an engine
+/// with a fixed buffer writes big superframes in chunks with [`WirePlan::write_next`].
 pub fn required_output_len(
     hdr: &VirtioNetHdr,
     frame: &[u8],
@@ -160,12 +239,7 @@ pub fn required_output_len(
 ) -> Result<usize, OffloadError> {
     match hdr.gso_kind() {
         VirtioNetHdr::GSO_NONE => Ok(VXLAN_HEADER_LEN + frame.len()),
-        VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_TCPV6 => {
-            Ok(plan_tso(hdr, frame, mss)?.total_len)
-        }
-        _ => Err(OffloadError::UnsupportedGsoType {
-            gso_type: hdr.gso_type,
-        }),
+        _ => Ok(WirePlan::new(hdr, frame, mss)?.total_len()),
     }
 }
 
@@ -176,6 +250,9 @@ pub fn required_output_len(
 ///   completed (any L4 protocol, the kernel's pseudo-header sum is already in the field).
 /// - `gso_type` TCPV4/TCPV6 (ECN bit allowed): split at `min(hdr.gso_size, mss)` payload bytes.
 ///   `mss` is the largest inner TCP payload the underlay carries without fragmenting.
+/// - `gso_type` UDP_L4 (USO): split into UDP datagrams of `gso_size` payload bytes, each with
+///   its own lengths, IPv4 ID and full UDP checksum; refused (`SegmentTooBig`) when such a
+///   datagram would be larger than `mss + 40` bytes of IP packet.
 ///
 /// Writes into `out[..total_len]`; never allocates, never panics.
 pub fn prepare_for_wire(
@@ -207,19 +284,149 @@ pub fn prepare_for_wire_with(
     out: &mut [u8],
     mode: CopyMode,
 ) -> Result<Segmented, OffloadError> {
-    match hdr.gso_kind() {
-        VirtioNetHdr::GSO_NONE => single(hdr, frame, vni, out),
-        VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_TCPV6 => {
-            let plan = plan_tso(hdr, frame, mss)?;
-            let copy = match mode {
-                CopyMode::Fused => copy_and_sum,
-                CopyMode::CopyThenSum => copy_then_sum,
-            };
-            tso(&plan, frame, vni, out, copy)
-        }
-        _ => Err(OffloadError::UnsupportedGsoType {
-            gso_type: hdr.gso_type,
+    let mut plan = WirePlan::new(hdr, frame, mss)?;
+    check_out(plan.total_len(), out)?;
+    match plan.write_next_with(frame, vni, out, usize::MAX, mode)? {
+        Some(segmented) => Ok(segmented),
+        // Not reached: a fresh plan has at least one segment and `out` holds all of them.
+        None => Err(OffloadError::OutputTooSmall {
+            required: plan.total_len(),
+            available: out.len(),
         }),
+    }
+}
+
+/// A frame read from the TAP, checked and planned once, then written out a chunk of whole
+/// segments at a time. This is how a superframe of any segment count (a small MSS cuts 64 KB
+/// into hundreds of segments) goes out through a fixed-size buffer: write a chunk, send it, write
+/// the next. It holds no borrow of the frame, so the caller may use its buffers between chunks.
+#[derive(Debug, Clone, Copy)]
+pub struct WirePlan {
+    kind: PlanKind,
+    /// Length of the frame the plan was made for; `write_next` refuses any other.
+    frame_len: usize,
+    /// Index of the next segment to write.
+    next: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PlanKind {
+    /// Copied as one datagram, the checksum completed when `csum` is `Some((start, field))`.
+    Single {
+        csum: Option<(usize, usize)>,
+    },
+    Tso(Plan),
+    Uso(UsoPlan),
+}
+
+impl WirePlan {
+    /// Checks `frame` against its virtio-net header (see [`prepare_for_wire`] for what is
+    /// accepted) and plans the split at `min(hdr.gso_size, mss)`.
+    pub fn new(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Self, OffloadError> {
+        let kind = match hdr.gso_kind() {
+            VirtioNetHdr::GSO_NONE => PlanKind::Single {
+                csum: if hdr.needs_csum() {
+                    Some(checksum_field(
+                        frame.len(),
+                        hdr.csum_start,
+                        hdr.csum_offset,
+                    )?)
+                } else {
+                    None
+                },
+            },
+            VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_TCPV6 => {
+                PlanKind::Tso(plan_tso(hdr, frame, mss)?)
+            }
+            VirtioNetHdr::GSO_UDP_L4 => PlanKind::Uso(plan_uso(hdr, frame, mss)?),
+            _ => {
+                return Err(OffloadError::UnsupportedGsoType {
+                    gso_type: hdr.gso_type,
+                })
+            }
+        };
+        Ok(WirePlan {
+            kind,
+            frame_len: frame.len(),
+            next: 0,
+        })
+    }
+
+    /// Datagrams the whole frame becomes.
+    pub fn segments(&self) -> usize {
+        match &self.kind {
+            PlanKind::Single { .. } => 1,
+            PlanKind::Tso(p) => p.segments,
+            PlanKind::Uso(p) => p.segments,
+        }
+    }
+
+    /// Datagrams not written yet.
+    pub fn remaining(&self) -> usize {
+        self.segments() - self.next
+    }
+
+    /// Bytes of all datagrams together (what [`required_output_len`] returns).
+    pub fn total_len(&self) -> usize {
+        match &self.kind {
+            PlanKind::Single { .. } => VXLAN_HEADER_LEN + self.frame_len,
+            PlanKind::Tso(p) => p.total_len,
+            PlanKind::Uso(p) => p.total_len,
+        }
+    }
+
+    /// True for a TSO superframe, false for a frame that goes out as one datagram.
+    pub fn is_tso(&self) -> bool {
+        matches!(self.kind, PlanKind::Tso(_))
+    }
+
+    /// True for a USO superframe (UDP datagrams sent with `UDP_SEGMENT` behind the TAP).
+    pub fn is_uso(&self) -> bool {
+        matches!(self.kind, PlanKind::Uso(_))
+    }
+
+    /// Writes the next datagrams to the front of `out`: as many whole ones as fit, at most
+    /// `max_segments`, laid out like [`prepare_for_wire`]'s output (every one but the last of
+    /// the frame is `segment_size` long). `frame` must be the frame the plan was made for.
+    /// Returns `None` once all were written, `OutputTooSmall` when not even the next one fits.
+    pub fn write_next(
+        &mut self,
+        frame: &[u8],
+        vni: Vni,
+        out: &mut [u8],
+        max_segments: usize,
+    ) -> Result<Option<Segmented>, OffloadError> {
+        self.write_next_with(frame, vni, out, max_segments, CopyMode::Fused)
+    }
+
+    fn write_next_with(
+        &mut self,
+        frame: &[u8],
+        vni: Vni,
+        out: &mut [u8],
+        max_segments: usize,
+        mode: CopyMode,
+    ) -> Result<Option<Segmented>, OffloadError> {
+        if self.remaining() == 0 {
+            return Ok(None);
+        }
+        if frame.len() != self.frame_len {
+            return Err(OffloadError::FrameChanged {
+                planned: self.frame_len,
+                actual: frame.len(),
+            });
+        }
+        let copy = match mode {
+            CopyMode::Fused => copy_and_sum,
+            CopyMode::CopyThenSum => copy_then_sum,
+        };
+        let written = match &self.kind {
+            PlanKind::Single { csum } => single(*csum, frame, vni, out)?,
+            PlanKind::Tso(plan) => tso(plan, frame, vni, out, self.next, max_segments, copy)?,
+            PlanKind::Uso(plan) => uso(plan, frame, vni, out, self.next, max_segments, copy)?,
+        };
+        self.next += written.segments;
+        Ok(Some(written))
     }
 }
 
@@ -281,21 +488,12 @@ pub fn complete_checksum(
 }
 
 fn single(
-    hdr: &VirtioNetHdr,
+    csum: Option<(usize, usize)>,
     frame: &[u8],
     vni: Vni,
     out: &mut [u8],
 ) -> Result<Segmented, OffloadError> {
     let total_len = VXLAN_HEADER_LEN + frame.len();
-    let csum = if hdr.needs_csum() {
-        Some(checksum_field(
-            frame.len(),
-            hdr.csum_start,
-            hdr.csum_offset,
-        )?)
-    } else {
-        None
-    };
     check_out(total_len, out)?;
     write_vxlan(out, vni);
     let dst = &mut out[VXLAN_HEADER_LEN..total_len];
@@ -315,14 +513,25 @@ fn single(
     })
 }
 
+/// Writes segments `from..` of `plan` to the front of `out`: as many as fit, at most
+/// `max_segments`.
 fn tso(
     plan: &Plan,
     frame: &[u8],
     vni: Vni,
     out: &mut [u8],
+    from: usize,
+    max_segments: usize,
     copy: fn(&mut [u8], &[u8]) -> Sum,
 ) -> Result<Segmented, OffloadError> {
-    check_out(plan.total_len, out)?;
+    let (count, total_len) = chunk(
+        plan.segments,
+        plan.stride,
+        plan.total_len,
+        from,
+        out.len(),
+        max_segments,
+    )?;
     let tf = &plan.tf;
     let hl = tf.hdr_len();
     let l3 = tf.l3;
@@ -332,12 +541,12 @@ fn tso(
     let flags = frame[l4 + tcp::FLAGS];
     let payload = &frame[hl..tf.end];
 
-    for i in 0..plan.segments {
+    for i in from..from + count {
         let first = i == 0;
         let last = i + 1 == plan.segments;
         let off = i * plan.seg_payload;
         let chunk = &payload[off..payload.len().min(off + plan.seg_payload)];
-        let start = i * plan.stride;
+        let start = (i - from) * plan.stride;
         let seg = &mut out[start..start + VXLAN_HEADER_LEN + hl + chunk.len()];
         write_vxlan(seg, vni);
         let (hdrs, data) = seg[VXLAN_HEADER_LEN..].split_at_mut(hl);
@@ -374,13 +583,73 @@ fn tso(
         store_checksum(&mut th[TCP_CHECKSUM_OFFSET as usize..], sum);
     }
     Ok(Segmented {
-        segments: plan.segments,
-        segment_size: if plan.segments == 1 {
-            plan.total_len
+        segments: count,
+        segment_size: if count == 1 { total_len } else { plan.stride },
+        total_len,
+    })
+}
+
+/// Writes datagrams `from..` of a USO `plan` to the front of `out`: as many as fit, at most
+/// `max_segments`.
+fn uso(
+    plan: &UsoPlan,
+    frame: &[u8],
+    vni: Vni,
+    out: &mut [u8],
+    from: usize,
+    max_segments: usize,
+    copy: fn(&mut [u8], &[u8]) -> Sum,
+) -> Result<Segmented, OffloadError> {
+    let (count, total_len) = chunk(
+        plan.segments,
+        plan.stride,
+        plan.total_len,
+        from,
+        out.len(),
+        max_segments,
+    )?;
+    let uf = &plan.uf;
+    let hl = uf.hdr_len();
+    let (l3, l4) = (uf.l3, uf.l4);
+    let base_id = super::be16(frame, l3 + 4);
+    let payload = &frame[hl..uf.end];
+    let csum = l4 + UDP_CHECKSUM_OFFSET as usize;
+
+    for i in from..from + count {
+        let off = i * plan.seg_payload;
+        let data_in = &payload[off..payload.len().min(off + plan.seg_payload)];
+        let start = (i - from) * plan.stride;
+        let seg = &mut out[start..start + VXLAN_HEADER_LEN + hl + data_in.len()];
+        write_vxlan(seg, vni);
+        let (hdrs, data) = seg[VXLAN_HEADER_LEN..].split_at_mut(hl);
+        hdrs.copy_from_slice(&frame[..hl]);
+
+        let udp_len = UDP_HEADER_LEN + data_in.len();
+        if uf.ipv6 {
+            hdrs[l3 + 4..l3 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
         } else {
-            plan.stride
-        },
-        total_len: plan.total_len,
+            let ihl = l4 - l3;
+            hdrs[l3 + 2..l3 + 4].copy_from_slice(&((ihl + udp_len) as u16).to_be_bytes());
+            hdrs[l3 + 4..l3 + 6].copy_from_slice(&base_id.wrapping_add(i as u16).to_be_bytes());
+            hdrs[l3 + 10..l3 + 12].fill(0);
+            let c = checksum::checksum(&hdrs[l3..l4]);
+            hdrs[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        hdrs[l4 + 4..l4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        hdrs[csum..csum + 2].fill(0);
+        let data_sum = copy(data, data_in);
+        if plan.checksum {
+            let sum = uf
+                .pseudo_header(frame, udp_len)
+                .add_bytes(&hdrs[l4..])
+                .add_sum(data_sum);
+            store_checksum(&mut hdrs[csum..], sum);
+        }
+    }
+    Ok(Segmented {
+        segments: count,
+        segment_size: if count == 1 { total_len } else { plan.stride },
+        total_len,
     })
 }
 
