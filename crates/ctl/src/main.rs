@@ -18,7 +18,7 @@ enum Cmd {
     /// Show the VXLAN double wrap layer by layer: a worked example, or the packets of a capture.
     Explain(explain::ExplainArgs),
     /// Run the engine in the foreground (until SIGINT/SIGTERM).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show or change the forwarding database of a running engine.
     Fdb(show::FdbArgs),
     /// Remote VTEPs with per-peer counters.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     };
     let res: Result<(), String> = match cli.cmd {
         Cmd::Explain(a) => explain::run(a).map_err(|e| e.to_string()),
-        Cmd::Run(a) => run::run(a).map_err(|e| e.to_string()),
+        Cmd::Run(a) => run::run(*a).map_err(|e| e.to_string()),
         Cmd::Fdb(a) => show::fdb(a).map_err(|e| e.to_string()),
         Cmd::Peers(a) => show::peers(a).map_err(|e| e.to_string()),
         Cmd::Stats(a) => show::stats(a).map_err(|e| e.to_string()),

@@ -1,4 +1,7 @@
 //! `vxnet run`: flags (or a TOML file) → engine configuration → the engine, in the foreground.
+//! With `--store`/`--token` (cluster mode) the networks come from the cluster instead: the node
+//! joins (or resumes from `--state-dir`) before anything is created, and the engine then runs
+//! with the cluster link as its control-plane task (`cluster::engine_link`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -6,10 +9,15 @@ use std::path::PathBuf;
 use clap::Args;
 use ipnet::IpNet;
 use vxnet_dataplane::config::{
-    load_file, ConfigError, DEFAULT_AGEING_SECS, DEFAULT_CONTROL_PATH, DEFAULT_MAX_FDB,
+    load_file, ConfigError, FileValues, DEFAULT_AGEING_SECS, DEFAULT_CONTROL_PATH, DEFAULT_MAX_FDB,
 };
 use vxnet_dataplane::{Engine, EngineConfig, EngineError, NetworkConfig};
 use vxnet_encap::{Vni, DEFAULT_PORT};
+
+use crate::cluster::engine_link::{self, LinkOptions};
+use crate::cluster::membership::DEFAULT_TTL_SECS;
+use crate::cluster::state::{StateDir, DEFAULT_STATE_DIR};
+use crate::cluster::{network, node, store::parse_store_url};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -64,6 +72,30 @@ pub struct RunArgs {
     /// Serve the counters in the Prometheus text format at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Cluster mode: the etcd store, etcd://HOST:PORT[,HOST:PORT] (default: the token's, or the
+    /// one saved in --state-dir). Networks, peers and addresses then come from the cluster.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Cluster mode: join token, needed on the first start only (later starts resume from
+    /// --state-dir).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Cluster mode: serve this network (repeat for several; waits for ones not created yet).
+    /// Default: every network of the cluster, including ones created later.
+    #[arg(long = "network")]
+    pub networks: Vec<String>,
+    /// Cluster mode: node state directory (node id, cluster, token). When it holds a membership,
+    /// `vxnet run` without --vni/--config serves the cluster (a restart needs no cluster flags).
+    #[arg(long, env = "VXNET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Cluster mode: neither publish this host's TAP MACs nor install the other members' as
+    /// static FDB entries (unicast to a MAC not yet learned is then flooded).
+    #[arg(long)]
+    pub no_publish_macs: bool,
+    /// Cluster mode: membership lease in seconds; a host that dies leaves the other hosts' peer
+    /// lists this long after.
+    #[arg(long, default_value_t = DEFAULT_TTL_SECS, value_parser = clap::value_parser!(i64).range(2..=3600))]
+    pub lease_ttl: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +106,8 @@ pub enum RunError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::Error),
 }
 
 /// Default worker count: one per core, as multi-queue TAPs and SO_REUSEPORT spread flows.
@@ -83,37 +117,31 @@ fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
-pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
-    let file = match &args.config {
-        Some(path) => load_file(path)?,
-        None => Default::default(),
-    };
-    let mut networks = file.networks;
-    match (args.vni, &args.dev) {
-        (Some(vni), Some(dev)) => networks.push(NetworkConfig {
-            name: format!("vni{vni}"),
-            vni,
-            dev: dev.clone(),
-            address: args.address,
-            remotes: args.remotes.clone(),
-            mtu: args.mtu,
-            allow_vlan: args.allow_vlan,
-        }),
-        (None, None) => {
-            if !args.remotes.is_empty() || args.address.is_some() {
-                return Err(RunError::Usage(
-                    "--remote/--address need --vni and --dev (or use [[network]] in --config)"
-                        .into(),
-                ));
-            }
-        }
-        (Some(_), None) => return Err(RunError::Usage("--vni needs --dev".into())),
-        (None, Some(_)) => return Err(RunError::Usage("--dev needs --vni".into())),
+/// Cluster mode is asked for by any of its flags, or implied when no static network is given
+/// and the state dir holds a cluster membership (`vxnet cluster join` then `vxnet run --local IP`,
+/// and a restart, need no cluster flags).
+pub fn cluster_mode(args: &RunArgs) -> bool {
+    if args.store.is_some() || args.token.is_some() || !args.networks.is_empty() {
+        return true;
     }
-    let local = args
-        .local
-        .or(file.local)
-        .ok_or_else(|| RunError::Usage("--local is required (the local VTEP address)".into()))?;
+    args.vni.is_none()
+        && args.config.is_none()
+        && StateDir::new(&args.state_dir)
+            .load()
+            .is_ok_and(|s| s.is_some())
+}
+
+/// The engine-wide part of the configuration; `file` holds `--config` values (static mode).
+fn engine_config(
+    args: &RunArgs,
+    file: FileValues,
+    networks: Vec<NetworkConfig>,
+    local: Option<IpAddr>,
+) -> Result<EngineConfig, RunError> {
+    let local =
+        args.local.or(file.local).or(local).ok_or_else(|| {
+            RunError::Usage("--local is required (the local VTEP address)".into())
+        })?;
     let config = EngineConfig {
         local,
         port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
@@ -136,16 +164,134 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
             .unwrap_or_else(default_threads),
         offloads: !args.no_offloads && file.offloads.unwrap_or(true),
     };
+    Ok(config)
+}
+
+pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
+    let mut file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileValues::default(),
+    };
+    let mut networks = std::mem::take(&mut file.networks);
+    match (args.vni, &args.dev) {
+        (Some(vni), Some(dev)) => networks.push(NetworkConfig {
+            name: format!("vni{vni}"),
+            vni,
+            dev: dev.clone(),
+            address: args.address,
+            remotes: args.remotes.clone(),
+            mtu: args.mtu,
+            allow_vlan: args.allow_vlan,
+        }),
+        (None, None) => {
+            if !args.remotes.is_empty() || args.address.is_some() {
+                return Err(RunError::Usage(
+                    "--remote/--address need --vni and --dev (or use [[network]] in --config)"
+                        .into(),
+                ));
+            }
+        }
+        (Some(_), None) => return Err(RunError::Usage("--vni needs --dev".into())),
+        (None, Some(_)) => return Err(RunError::Usage("--dev needs --vni".into())),
+    }
+    if args.no_publish_macs {
+        return Err(RunError::Usage(
+            "--no-publish-macs is for cluster mode (--store/--token)".into(),
+        ));
+    }
+    let config = engine_config(args, file, networks, None)?;
     config.validate()?;
+    if config.networks.is_empty() {
+        return Err(ConfigError::NoNetworks.into());
+    }
     Ok(config)
 }
 
 pub fn run(args: RunArgs) -> Result<(), RunError> {
+    if cluster_mode(&args) {
+        return run_cluster(args);
+    }
     let config = config_from_args(&args)?;
     let mut engine = Engine::start(config)?;
     if let Some(addr) = args.metrics {
         engine.bind_metrics(addr)?;
     }
     engine.run_until_signal()?;
+    Ok(())
+}
+
+/// Flags that make no sense with cluster-provided networks, checked before anything is touched.
+fn check_cluster_args(args: &RunArgs) -> Result<(), RunError> {
+    let usage = |m: &str| Err(RunError::Usage(m.into()));
+    if args.vni.is_some() || args.config.is_some() {
+        return usage("--vni and --config are for static networks; with --store/--token the networks come from the cluster (use --network NAME)");
+    }
+    for name in &args.networks {
+        network::validate_name(name)?;
+    }
+    if args.networks.len() != 1 {
+        if args.dev.is_some() {
+            return usage("--dev needs exactly one --network (TAPs are named vx-NAME otherwise)");
+        }
+        if args.address.is_some() {
+            return usage("--address needs exactly one --network (networks with a --subnet get an address allocated)");
+        }
+    }
+    Ok(())
+}
+
+fn run_cluster(args: RunArgs) -> Result<(), RunError> {
+    check_cluster_args(&args)?;
+    let endpoints = args.store.as_deref().map(parse_store_url).transpose()?;
+    let dir = StateDir::new(&args.state_dir);
+    let saved_local = dir.load()?.and_then(|st| st.local);
+    // Checked before joining, so a missing flag leaves nothing behind.
+    let config = engine_config(&args, FileValues::default(), Vec::new(), saved_local)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| {
+            RunError::Engine(EngineError::Io {
+                what: "starting the join runtime",
+                source,
+            })
+        })?;
+    // Joining first: a wrong or revoked token is refused before any device or socket exists.
+    // The store connection is not kept: its background tasks live on this runtime, and the link
+    // reconnects on the engine's.
+    let (_, state) = runtime.block_on(node::join_or_resume_at(
+        &dir,
+        args.token.as_deref(),
+        endpoints.as_deref(),
+        Some(config.local),
+    ))?;
+    drop(runtime);
+    tracing::info!(
+        cluster = %state.cluster_id,
+        node = %state.node_id,
+        role = %state.role,
+        state_dir = %dir.path().display(),
+        "cluster membership ready"
+    );
+    let opts = LinkOptions {
+        node_id: state.node_id,
+        cluster_id: state.cluster_id,
+        endpoints: state.endpoints,
+        vtep: config.local,
+        networks: args.networks.clone(),
+        dev: args.dev.clone(),
+        address: args.address,
+        remotes: args.remotes.clone(),
+        mtu: args.mtu,
+        allow_vlan: args.allow_vlan,
+        publish_macs: !args.no_publish_macs,
+        ttl_secs: args.lease_ttl,
+    };
+    let mut engine = Engine::start(config)?;
+    if let Some(addr) = args.metrics {
+        engine.bind_metrics(addr)?;
+    }
+    let control = engine.control();
+    engine.run_until_signal_with(engine_link::run(opts, control))?;
     Ok(())
 }

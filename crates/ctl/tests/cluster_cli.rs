@@ -249,3 +249,72 @@ fn concurrent_auto_vni_is_unique() {
         .count();
     assert_eq!(ok, 1);
 }
+
+/// `vxnet run` in cluster mode refuses bad flag combinations with one error line before it
+/// joins, touches the state dir or creates anything (no etcd needed: nothing gets that far).
+#[test]
+fn run_cluster_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let store = "etcd://127.0.0.1:1";
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &[
+                "--store",
+                store,
+                "--network",
+                "a",
+                "--network",
+                "b",
+                "--dev",
+                "x",
+            ],
+            "--dev needs exactly one --network",
+        ),
+        (
+            &["--store", store, "--address", "10.1.0.1/24"],
+            "--address needs exactly one --network",
+        ),
+        (
+            &["--store", store, "--vni", "5", "--dev", "x"],
+            "--vni and --config are for static networks",
+        ),
+        (
+            &["--store", store, "--network", "a/b"],
+            "invalid network name",
+        ),
+        (
+            &["--vni", "5", "--dev", "x", "--no-publish-macs"],
+            "--no-publish-macs is for cluster mode",
+        ),
+        (&["--token", "VXNET-garbage"], "malformed join token"),
+        (&["--store", store], "no cluster state in"),
+    ];
+    for (args, msg) in cases {
+        let mut all = vec!["run", "--local", "127.0.0.1", "--control"];
+        let control = tmp.path().join("c.sock");
+        let control = control.to_str().unwrap();
+        all.push(control);
+        all.extend_from_slice(args);
+        let out = run(&state, &all);
+        assert_cli_error(&out, msg);
+        assert!(!state.exists(), "{args:?} left a state dir");
+        assert!(
+            !tmp.path().join("c.sock").exists(),
+            "{args:?} left a socket"
+        );
+    }
+    let out = run(
+        &state,
+        &[
+            "run",
+            "--store",
+            store,
+            "--local",
+            "127.0.0.1",
+            "--lease-ttl",
+            "1",
+        ],
+    );
+    assert_cli_error(&out, "--lease-ttl");
+}

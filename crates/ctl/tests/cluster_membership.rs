@@ -113,6 +113,15 @@ async fn members_see_each_other_and_networks_live() {
     .await;
     eprintln!("TIMING network create -> view update: {:?}", t0.elapsed());
 
+    // The served networks follow the engine: a's record changes, and so do the flood lists.
+    ha.set_networks(vec!["red".into()]).await.unwrap();
+    wait_for(&mut rx, Duration::from_secs(5), "a serves red only", |v| {
+        v.flood_list(77, &b.node_id) == vec![ip("127.0.0.11")]
+            && v.flood_list(4096, &b.node_id).is_empty()
+    })
+    .await;
+    ha.set_networks(vec!["blue".into()]).await.unwrap();
+
     // Published MACs reach the peer.
     ha.publish_macs(4096, &[[2, 0, 0, 0, 0, 1]]).await.unwrap();
     wait_for(&mut rx, Duration::from_secs(5), "published mac", |v| {
@@ -284,6 +293,7 @@ async fn survives_store_outage_and_resyncs() {
         "healthy"
     );
 
+    let lease = ha.lease_id();
     let t0 = Instant::now();
     etcd.kill();
     let took = wait_for(&mut rx, Duration::from_secs(10), "store unhealthy", |v| {
@@ -325,4 +335,6 @@ async fn survives_store_outage_and_resyncs() {
         "TIMING recovered and resynchronised {:?} after etcd restart",
         t1.elapsed()
     );
+    // Back before its lease expired: the member kept it, so peers never saw it leave.
+    assert_eq!(ha.lease_id(), lease);
 }

@@ -4,11 +4,14 @@
 //! alive and watches the whole cluster prefix, publishing a [`ClusterView`] on a
 //! `tokio::sync::watch` channel. If the store goes away the last view stays published (so
 //! forwarding carries on) with `store_healthy = false`; a background task reconnects with
-//! exponential backoff (capped at 5 s), re-grants the lease, re-registers, re-publishes MACs and
-//! resynchronises (full read, then a watch from that revision).
+//! exponential backoff (capped at 2 s), re-registers, re-publishes MACs and resynchronises (full
+//! read, then a watch from that revision). A reconnect first tries to keep the old lease: when the
+//! store comes back before it expired, peers never see this member disappear.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -25,7 +28,9 @@ use super::{Error, Result};
 /// Default lease TTL: a host that stops renewing disappears from every view this long after.
 pub const DEFAULT_TTL_SECS: i64 = 10;
 const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Short enough that a member is back well within a test-sized lease TTL after an outage, so it
+/// can keep its lease; one connection attempt every 2 s is no load for etcd.
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -219,6 +224,10 @@ enum Command {
         macs: Vec<String>,
         reply: oneshot::Sender<Result<()>>,
     },
+    SetNetworks {
+        networks: Vec<String>,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Leave(oneshot::Sender<()>),
 }
 
@@ -231,6 +240,8 @@ pub struct MembershipHandle {
     view: watch::Receiver<ClusterView>,
     cmd: mpsc::Sender<Command>,
     task: Option<JoinHandle<()>>,
+    lease: Arc<AtomicI64>,
+    endpoints: Vec<String>,
 }
 
 impl Membership {
@@ -268,15 +279,19 @@ impl Membership {
             ttl: self.ttl_secs.max(2),
         };
         let macs = BTreeMap::new();
-        let session = Session::establish(store, &cfg, &macs).await?;
+        let session = Session::establish(store, &cfg, &macs, None).await?;
+        let lease = Arc::new(AtomicI64::new(session.lease));
         let (tx, rx) = watch::channel(session.view(&cfg));
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        let task = tokio::spawn(run(cfg, session, macs, tx, cmd_rx));
+        let endpoints = cfg.endpoints.clone();
+        let task = tokio::spawn(run(cfg, session, macs, tx, cmd_rx, Arc::clone(&lease)));
         Ok(MembershipHandle {
             node_id: node_id.to_owned(),
             view: rx,
             cmd: cmd_tx,
             task: Some(task),
+            lease,
+            endpoints,
         })
     }
 }
@@ -306,6 +321,29 @@ impl MembershipHandle {
             .map_err(|_| Error::Invalid("membership task has stopped".into()))?;
         rx.await
             .map_err(|_| Error::Invalid("membership task has stopped".into()))?
+    }
+
+    /// Replaces the networks this member says it serves (its `members/` record), e.g. when the
+    /// engine starts or stops serving one. Kept locally too, for re-registration after an outage.
+    pub async fn set_networks(&self, networks: Vec<String>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::SetNetworks { networks, reply })
+            .await
+            .map_err(|_| Error::Invalid("membership task has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Invalid("membership task has stopped".into()))?
+    }
+
+    /// The lease currently holding this member's keys (it changes only when a reconnect could
+    /// not keep the old one).
+    pub fn lease_id(&self) -> i64 {
+        self.lease.load(Ordering::Relaxed)
+    }
+
+    /// The store endpoints this member registered with.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
     }
 
     /// Revokes the lease (the member key and its MACs vanish at once) and stops the task.
@@ -344,25 +382,28 @@ impl Session {
         store: &Store,
         cfg: &Config,
         macs: &BTreeMap<u32, Vec<String>>,
+        previous_lease: Option<i64>,
     ) -> Result<Session> {
         let mut c = store.client();
-        let lease = store.op(c.lease_grant(cfg.ttl, None)).await?.id();
-        let (keeper, keepalive) = store.op(c.lease_keep_alive(lease)).await?;
-        let record = MemberRecord {
-            node_id: cfg.node_id.clone(),
-            vtep: cfg.vtep,
-            networks: cfg.networks.clone(),
-            role: cfg.role,
-            updated: super::now_secs(),
+        let kept = match previous_lease {
+            // An expired lease reads as TTL -1; any refusal just means a new lease.
+            Some(id) => match store.op(c.lease_time_to_live(id, None)).await {
+                Ok(r) => (r.ttl() > 0).then_some(id),
+                Err(e) if e.is_unreachable() => return Err(e),
+                Err(_) => None,
+            },
+            None => None,
         };
-        let opts = || Some(PutOptions::new().with_lease(lease));
-        store
-            .op(c.put(
-                store.key(&format!("members/{}", cfg.node_id)),
-                serde_json::to_vec(&record)?,
-                opts(),
-            ))
-            .await?;
+        let lease = match kept {
+            Some(id) => id,
+            None => store.op(c.lease_grant(cfg.ttl, None)).await?.id(),
+        };
+        let (mut keeper, keepalive) = store.op(c.lease_keep_alive(lease)).await?;
+        if kept.is_some() {
+            // Renew at once: the old lease may have only moments left.
+            store.op(keeper.keep_alive()).await?;
+        }
+        put_member(store, cfg, lease).await?;
         for (vni, list) in macs {
             for mac in list {
                 put_mac(store, cfg, lease, *vni, mac).await?;
@@ -407,6 +448,25 @@ impl Session {
     }
 }
 
+async fn put_member(store: &Store, cfg: &Config, lease: i64) -> Result<()> {
+    let record = MemberRecord {
+        node_id: cfg.node_id.clone(),
+        vtep: cfg.vtep,
+        networks: cfg.networks.clone(),
+        role: cfg.role,
+        updated: super::now_secs(),
+    };
+    let mut c = store.client();
+    store
+        .op(c.put(
+            store.key(&format!("members/{}", cfg.node_id)),
+            serde_json::to_vec(&record)?,
+            Some(PutOptions::new().with_lease(lease)),
+        ))
+        .await?;
+    Ok(())
+}
+
 async fn put_mac(store: &Store, cfg: &Config, lease: i64, vni: u32, mac: &str) -> Result<()> {
     let rec = MacRecord {
         node_id: cfg.node_id.clone(),
@@ -429,14 +489,15 @@ enum Ended {
 }
 
 async fn run(
-    cfg: Config,
+    mut cfg: Config,
     mut session: Session,
     mut macs: BTreeMap<u32, Vec<String>>,
     tx: watch::Sender<ClusterView>,
     mut cmds: mpsc::Receiver<Command>,
+    lease_id: Arc<AtomicI64>,
 ) {
     loop {
-        match drive(&cfg, &mut session, &mut macs, &tx, &mut cmds).await {
+        match drive(&mut cfg, &mut session, &mut macs, &tx, &mut cmds).await {
             Ended::Leave(ack) => {
                 let mut c = session.store.client();
                 let _ = session.store.op(c.lease_revoke(session.lease)).await;
@@ -449,6 +510,7 @@ async fn run(
             }
         }
         let mut backoff = BACKOFF_START;
+        let previous = session.lease;
         session = loop {
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
@@ -461,11 +523,16 @@ async fn run(
                         let _ = reply.send(Ok(()));
                         continue;
                     }
+                    Some(Command::SetNetworks { networks, reply }) => {
+                        cfg.networks = networks;
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
                 },
             }
             let attempt = async {
                 let store = Store::connect(&cfg.endpoints, &cfg.cluster_id).await?;
-                Session::establish(&store, &cfg, &macs).await
+                Session::establish(&store, &cfg, &macs, Some(previous)).await
             };
             match attempt.await {
                 Ok(s) => break s,
@@ -475,8 +542,10 @@ async fn run(
                 }
             }
         };
+        lease_id.store(session.lease, Ordering::Relaxed);
         tracing::info!(
             revision = session.revision,
+            kept_lease = session.lease == previous,
             "store reconnected and resynchronised"
         );
         tx.send_replace(session.view(&cfg));
@@ -484,7 +553,7 @@ async fn run(
 }
 
 async fn drive(
-    cfg: &Config,
+    cfg: &mut Config,
     s: &mut Session,
     macs: &mut BTreeMap<u32, Vec<String>>,
     tx: &watch::Sender<ClusterView>,
@@ -546,6 +615,17 @@ async fn drive(
                     let _ = reply.send(res);
                     if failed {
                         return Ended::Failed("store unreachable while publishing MACs".into());
+                    }
+                }
+                Some(Command::SetNetworks { networks, reply }) => {
+                    cfg.networks = networks;
+                    let res = put_member(&s.store, cfg, s.lease).await;
+                    let failed = res.as_ref().err().map(|e| e.is_unreachable()).unwrap_or(false);
+                    // An unreachable store is not the caller's problem: the record is rewritten
+                    // on re-registration.
+                    let _ = reply.send(if failed { Ok(()) } else { res });
+                    if failed {
+                        return Ended::Failed("store unreachable while updating networks".into());
                     }
                 }
             },

@@ -2,10 +2,12 @@
 //!
 //! Key layout under `/vxnet/<cluster_id>/` (see [`store`]):
 //! `meta`, `nodes/<node_id>`, `members/<node_id>` (leased), `networks/<name>`, `vni/<vni>`,
-//! `macs/<vni>/<mac>` (leased).
+//! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses).
 
 pub mod cli;
+pub mod engine_link;
 mod error;
+pub mod ipam;
 pub mod membership;
 pub mod network;
 pub mod node;

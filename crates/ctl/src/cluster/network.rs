@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 
 use super::store::{MemberRecord, NetworkDef, Store};
 use super::{Error, Result};
@@ -136,7 +136,13 @@ pub async fn remove(store: &Store, name: &str, force: bool) -> Result<NetworkDef
         }
     }
     let vni_key = store.key(&format!("vni/{}", def.vni));
-    let txn = Txn::new().and_then([TxnOp::delete(net_key, None), TxnOp::delete(vni_key, None)]);
+    // Its address allocations go with it, so a re-created network starts from a clean subnet.
+    let ipam = store.key(&super::ipam::prefix(name));
+    let txn = Txn::new().and_then([
+        TxnOp::delete(net_key, None),
+        TxnOp::delete(vni_key, None),
+        TxnOp::delete(ipam, Some(DeleteOptions::new().with_prefix())),
+    ]);
     let mut c = store.client();
     store.op(c.txn(txn)).await?;
     Ok(def)

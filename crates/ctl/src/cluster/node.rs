@@ -155,11 +155,31 @@ pub async fn join_or_resume(
     token: Option<&str>,
     local: Option<IpAddr>,
 ) -> Result<(Store, NodeState)> {
-    let state = match (dir.load()?, token) {
+    join_or_resume_at(dir, token, None, local).await
+}
+
+/// Like [`join_or_resume`], but when `endpoints` is given (`vxnet run --store`) the store is
+/// reached there, whatever the token or the saved state say (a store that moved).
+pub async fn join_or_resume_at(
+    dir: &StateDir,
+    token: Option<&str>,
+    endpoints: Option<&[String]>,
+    local: Option<IpAddr>,
+) -> Result<(Store, NodeState)> {
+    let mut state = match (dir.load()?, token) {
         (Some(st), _) => st,
-        (None, Some(t)) => join(dir, t, local).await?,
+        (None, Some(t)) => {
+            let mut token = Token::parse(t)?;
+            if let Some(eps) = endpoints {
+                token.endpoints = eps.to_vec();
+            }
+            join(dir, &token.to_string(), local).await?
+        }
         (None, None) => return Err(Error::NotJoined(dir.path().to_owned())),
     };
+    if let Some(eps) = endpoints {
+        state.endpoints = eps.to_vec();
+    }
     let store = Store::connect(&state.endpoints, &state.cluster_id).await?;
     let key = store.key(&format!("nodes/{}", state.node_id));
     if store.get_raw(&key).await?.is_none() {

@@ -8,6 +8,7 @@
 //! | `networks/<name>`       | [`NetworkDef`]                 | persistent               |
 //! | `vni/<vni>`             | network name (uniqueness)      | persistent               |
 //! | `macs/<vni>/<mac>`      | [`MacRecord`]                  | the publisher's lease    |
+//! | `ipam/<network>/<ip>`   | node id holding the address    | removed with the network |
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -1,12 +1,10 @@
 //! Shared by the cluster integration tests: a real etcd per test on loopback with random ports and
-//! a temp data dir, killed by PID on drop (also when the test panics).
+//! a temp data dir, killed by PID on drop (also when the test panics; see `etcd.rs`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -37,11 +35,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+mod etcd;
+pub use etcd::EtcdServer;
+
+/// etcd on loopback with random ports and a temp data dir.
 pub struct Etcd {
-    child: Option<Child>,
+    server: EtcdServer,
     pub dir: tempfile::TempDir,
-    pub client_port: u16,
-    pub peer_port: u16,
 }
 
 impl Etcd {
@@ -50,88 +50,33 @@ impl Etcd {
         if !require("etcd", "the cluster tests") {
             return None;
         }
-        let mut e = Etcd {
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            client_port: free_port(),
-            peer_port: free_port(),
-        };
-        e.spawn();
-        Some(e)
-    }
-
-    fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("etcd.log"))
-            .unwrap();
-        let child = Command::new("etcd")
-            .arg("--name=t")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=t={peer}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn etcd");
-        self.child = Some(child);
-        self.wait_healthy();
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
-                let mut body = String::new();
-                let _ = s.read_to_string(&mut body);
-                if body.contains("\"health\":\"true\"") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-        panic!("etcd did not become healthy; log:\n{log}");
+        let dir = tempfile::tempdir().unwrap();
+        let server = EtcdServer::start(
+            dir.path(),
+            &[],
+            "127.0.0.1".parse().unwrap(),
+            free_port(),
+            free_port(),
+        );
+        Some(Etcd { server, dir })
     }
 
     pub fn url(&self) -> String {
-        format!("etcd://127.0.0.1:{}", self.client_port)
+        self.server.url()
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        vec![format!("127.0.0.1:{}", self.client_port)]
+        self.server.endpoints()
     }
 
     /// SIGKILL, like a crashed store.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.server.kill();
     }
 
     /// Starts again on the same data dir and ports.
     pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.restart();
     }
 }
 

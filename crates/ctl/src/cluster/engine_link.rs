@@ -1,0 +1,490 @@
+//! The control-plane task of `vxnet run --store …`: keeps a running engine in line with the
+//! cluster view. It registers this host as a member, then on every view change decides which
+//! networks the engine serves (TAPs added and removed live), gives them their addresses, flood
+//! lists, allow-lists and published MACs, and tells the membership which networks it serves.
+//! When the store is away the membership keeps publishing the last view (marked unhealthy), so
+//! forwarding carries on unchanged; the resynchronised view after the outage is applied like any
+//! other change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use vxnet_dataplane::{ClusterInfo, EngineControl, NetworkConfig};
+use vxnet_encap::{MacAddr, Vni};
+
+use super::membership::{ClusterView, Membership, MembershipHandle};
+use super::store::{NetworkDef, Store};
+use super::{ipam, Error};
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+
+/// What `vxnet run` asks of the cluster link.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    pub node_id: String,
+    pub cluster_id: String,
+    pub endpoints: Vec<String>,
+    /// This host's VTEP (the engine's `--local`).
+    pub vtep: IpAddr,
+    /// `--network` names; empty = every network of the cluster.
+    pub networks: Vec<String>,
+    /// `--dev`, only with exactly one `--network`.
+    pub dev: Option<String>,
+    /// `--address`, only with exactly one `--network`.
+    pub address: Option<IpNet>,
+    /// `--remote`s, added to every served network's peers.
+    pub remotes: Vec<String>,
+    pub mtu: Option<u32>,
+    pub allow_vlan: bool,
+    /// Publish this host's TAP MACs and install the other members' as static FDB entries.
+    pub publish_macs: bool,
+    pub ttl_secs: i64,
+}
+
+/// The TAP name of a cluster network: `vx-<name>` when that fits in 15 bytes, otherwise
+/// `vx.<first 4>.<7 hex of SHA-256(name)>`. Network names are `[A-Za-z0-9._-]`, all valid in
+/// interface names; the third byte (`-` or `.`) keeps the two forms from ever colliding.
+pub fn tap_name(network: &str) -> String {
+    let short = format!("vx-{network}");
+    if short.len() <= IFNAME_MAX {
+        return short;
+    }
+    let hash = hex::encode(Sha256::digest(network.as_bytes()));
+    let head: String = network.chars().take(4).collect();
+    format!("vx.{head}.{}", &hash[..7])
+}
+
+/// The networks of `view` this host should serve: the `wanted` ones that exist, or all.
+pub fn desired<'a>(view: &'a ClusterView, wanted: &[String]) -> Vec<&'a NetworkDef> {
+    view.networks
+        .iter()
+        .filter(|n| wanted.is_empty() || wanted.contains(&n.name))
+        .collect()
+}
+
+/// Static MAC entries for `vni` from the other members' published MACs.
+pub fn peer_macs(
+    view: &ClusterView,
+    vni: u32,
+    self_node: &str,
+    self_vtep: IpAddr,
+) -> Vec<(MacAddr, IpAddr)> {
+    let mut out: Vec<(MacAddr, IpAddr)> = view
+        .macs
+        .iter()
+        .filter(|m| m.vni == vni && m.node_id != self_node && m.vtep != self_vtep)
+        .filter_map(|m| Some((m.mac.parse::<MacAddr>().ok()?, m.vtep)))
+        .filter(|(mac, _)| mac.is_unicast())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// One network the engine serves, with what was last applied to it.
+#[derive(Debug)]
+struct Served {
+    def: NetworkDef,
+    peers: Option<Vec<IpAddr>>,
+    macs: Option<Vec<(MacAddr, IpAddr)>>,
+    /// The VNI this host's MAC was published under.
+    published: bool,
+}
+
+struct Link {
+    opts: LinkOptions,
+    engine: EngineControl,
+    store: Store,
+    served: BTreeMap<String, Served>,
+    /// Networks whose TAP could not be created, with the definition that failed: not retried
+    /// until the definition changes, so one bad network does not spam the log.
+    failed: BTreeMap<String, NetworkDef>,
+    waiting_logged: BTreeSet<String>,
+    registered: Option<Vec<String>>,
+}
+
+/// Registers this host, then applies every cluster view to the engine until the membership
+/// stops. The engine runs this beside its control socket; on SIGINT/SIGTERM it is dropped, and
+/// the host leaves the cluster (lease revoked) so peers drop it at once.
+pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), String> {
+    let store = Store::connect(&opts.endpoints, &opts.cluster_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let handle = Membership {
+        ttl_secs: opts.ttl_secs,
+    }
+    .start(&store, &opts.node_id, opts.vtep, Vec::new())
+    .await
+    .map_err(|e| e.to_string())?;
+    let member = LeaveOnDrop {
+        handle: Some(handle),
+        cluster_id: opts.cluster_id.clone(),
+    };
+    let Some(handle) = member.handle.as_ref() else {
+        return Err("membership handle missing".into());
+    };
+    tracing::info!(
+        node = %opts.node_id,
+        cluster = %opts.cluster_id,
+        vtep = %opts.vtep,
+        networks = %if opts.networks.is_empty() { "all".to_string() } else { opts.networks.join(",") },
+        "registered with the cluster"
+    );
+    let mut link = Link {
+        opts,
+        engine,
+        store,
+        served: BTreeMap::new(),
+        failed: BTreeMap::new(),
+        waiting_logged: BTreeSet::new(),
+        registered: None,
+    };
+    let mut rx = handle.view();
+    let mut first = true;
+    loop {
+        let view = rx.borrow_and_update().clone();
+        link.apply(&view, handle, first).await?;
+        first = false;
+        if rx.changed().await.is_err() {
+            return Err("the cluster membership task stopped".into());
+        }
+    }
+}
+
+impl Link {
+    /// Brings the engine in line with `view`. Errors are fatal only on the first view (a bad
+    /// `--dev` or `--address` should stop `vxnet run` at once); later they are logged and the
+    /// engine keeps serving what it can.
+    async fn apply(
+        &mut self,
+        view: &ClusterView,
+        handle: &MembershipHandle,
+        startup: bool,
+    ) -> Result<(), String> {
+        let me = self.opts.node_id.clone();
+        self.engine.set_cluster_info(Some(ClusterInfo {
+            store: format!("etcd://{}", self.opts.endpoints.join(",")),
+            cluster_id: self.opts.cluster_id.clone(),
+            node_id: me.clone(),
+            store_healthy: view.store_healthy,
+            members_alive: view.alive().count(),
+            revision: view.revision,
+        }));
+
+        for name in &self.opts.networks {
+            if view.network(name).is_none() && self.waiting_logged.insert(name.clone()) {
+                tracing::info!(network = %name, "waiting for network {name} to be created (vxnet network create {name})");
+            } else if view.network(name).is_some() {
+                self.waiting_logged.remove(name);
+            }
+        }
+
+        let desired: BTreeMap<String, NetworkDef> = desired(view, &self.opts.networks)
+            .into_iter()
+            .map(|d| (d.name.clone(), d.clone()))
+            .collect();
+        self.failed
+            .retain(|name, def| desired.get(name).is_some_and(|d| d == def));
+
+        // Removed networks, and networks re-created under the same name with another VNI.
+        let stale: Vec<String> = self
+            .served
+            .iter()
+            .filter(|(name, s)| desired.get(*name).map(|d| d.vni) != Some(s.def.vni))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            let Some(served) = self.served.remove(&name) else {
+                continue;
+            };
+            match self.engine.remove_network(&name) {
+                Ok(_) => {
+                    tracing::info!(network = %name, vni = served.def.vni, "network removed from the cluster: stopped serving it")
+                }
+                Err(e) => tracing::error!(network = %name, error = %e, "could not remove network"),
+            }
+            if served.published {
+                if let Err(e) = handle.publish_macs(served.def.vni, &[]).await {
+                    tracing::warn!(network = %name, error = %e, "could not withdraw published MACs");
+                }
+            }
+        }
+
+        for (name, def) in &desired {
+            if self.served.contains_key(name) || self.failed.contains_key(name) {
+                continue;
+            }
+            match self.add(def, handle).await {
+                Ok(()) => {}
+                Err(e) if e.is_unreachable() => {
+                    // Retried with the next view (the resync after the store returns is one).
+                    tracing::warn!(network = %name, error = %e, "store unreachable while adding network; will retry");
+                }
+                Err(e) if startup => return Err(format!("network {name}: {e}")),
+                Err(e) => {
+                    tracing::error!(network = %name, error = %e, "cannot serve network");
+                    self.failed.insert(name.clone(), def.clone());
+                }
+            }
+        }
+
+        let names: Vec<String> = self.served.keys().cloned().collect();
+        if self.registered.as_ref() != Some(&names) {
+            match handle.set_networks(names.clone()).await {
+                Ok(()) => self.registered = Some(names),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not update the served networks in the store")
+                }
+            }
+        }
+
+        for (name, served) in self.served.iter_mut() {
+            let vni = served.def.vni;
+            let peers = view.flood_list(vni, &me);
+            if served.peers.as_ref() != Some(&peers) {
+                tracing::info!(network = %name, vni, ?peers, "cluster peers");
+                self.engine.set_cluster_peers(name, peers.clone());
+                served.peers = Some(peers);
+            }
+            if self.opts.publish_macs {
+                let macs = peer_macs(view, vni, &me, self.opts.vtep);
+                if served.macs.as_ref() != Some(&macs) {
+                    tracing::debug!(network = %name, vni, count = macs.len(), "static MACs from peers");
+                    self.engine.set_cluster_macs(name, macs.clone());
+                    served.macs = Some(macs);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts serving `def`: address (given or allocated), TAP, and the published MAC.
+    async fn add(&mut self, def: &NetworkDef, handle: &MembershipHandle) -> Result<(), Error> {
+        let single = self.opts.networks.len() == 1;
+        let address = match self.opts.address.filter(|_| single) {
+            Some(given) => {
+                let in_subnet = ipam::subnet(def)?.is_some_and(|s| s.contains(&given.addr()));
+                if in_subnet
+                    && !ipam::claim(&self.store, &def.name, given.addr(), &self.opts.node_id)
+                        .await?
+                {
+                    tracing::warn!(network = %def.name, address = %given, "--address is allocated to another node too");
+                }
+                Some(given)
+            }
+            None => ipam::address_for(&self.store, def, &self.opts.node_id).await?,
+        };
+        let dev = match self.opts.dev.clone().filter(|_| single) {
+            Some(dev) => dev,
+            None => tap_name(&def.name),
+        };
+        let vni = Vni::new(def.vni).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.engine
+            .add_network(NetworkConfig {
+                name: def.name.clone(),
+                vni,
+                dev: dev.clone(),
+                address,
+                remotes: self.opts.remotes.clone(),
+                mtu: self.opts.mtu,
+                allow_vlan: self.opts.allow_vlan,
+            })
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        tracing::info!(
+            network = %def.name,
+            vni = def.vni,
+            %dev,
+            address = %address.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            "serving cluster network"
+        );
+        let mut published = false;
+        if self.opts.publish_macs {
+            if let Some(mac) = self.engine.local_mac(&def.name) {
+                // Failure here only costs flooding; the membership re-publishes after an outage.
+                match handle.publish_macs(def.vni, &[mac.octets()]).await {
+                    Ok(()) => published = true,
+                    Err(e) => {
+                        tracing::warn!(network = %def.name, error = %e, "could not publish the TAP's MAC")
+                    }
+                }
+            }
+        }
+        self.served.insert(
+            def.name.clone(),
+            Served {
+                def: def.clone(),
+                peers: None,
+                macs: None,
+                published,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Owns the membership; when dropped (SIGINT/SIGTERM, or an error) revokes the lease so the
+/// other hosts drop this one at once rather than when the lease expires. Dropping runs inside
+/// the engine's runtime, which cannot be blocked on, so the revoke runs on its own thread with
+/// its own connection, bounded in time.
+struct LeaveOnDrop {
+    handle: Option<MembershipHandle>,
+    cluster_id: String,
+}
+
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        let lease = handle.lease_id();
+        let endpoints = handle.endpoints().to_vec();
+        let cluster_id = self.cluster_id.clone();
+        drop(handle);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("vxnet-leave".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let res = rt.block_on(async {
+                    let store = Store::connect(&endpoints, &cluster_id).await?;
+                    let mut c = store.client();
+                    store.op(c.lease_revoke(lease)).await?;
+                    Ok::<(), Error>(())
+                });
+                let _ = tx.send(res);
+            });
+        if spawned.is_err() {
+            return;
+        }
+        match rx.recv_timeout(LEAVE_TIMEOUT) {
+            Ok(Ok(())) => tracing::info!("left the cluster"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not leave the cluster cleanly; peers drop this host when its lease expires")
+            }
+            Err(_) => tracing::warn!(
+                "leaving the cluster timed out; peers drop this host when its lease expires"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::membership::{MacEntry, Member};
+
+    #[test]
+    fn tap_names_fit_and_differ() {
+        assert_eq!(tap_name("blue"), "vx-blue");
+        assert_eq!(tap_name("twelve-chars"), "vx-twelve-chars");
+        let a = tap_name("production-frontend");
+        let b = tap_name("production-backend");
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with("vx.prod."), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a, tap_name("production-frontend"));
+        for n in ["a", "x.y_z-0", "0123456789abcdef0123", &"n".repeat(64)] {
+            let t = tap_name(n);
+            assert!(t.len() <= 15 && !t.contains('/') && !t.contains(':') && !t.contains(' '));
+        }
+    }
+
+    fn view() -> ClusterView {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        ClusterView {
+            cluster_id: "c".into(),
+            members: vec![
+                Member {
+                    node_id: "a".into(),
+                    vtep: Some(ip("10.0.0.1")),
+                    networks: vec!["blue".into()],
+                    role: None,
+                    alive: true,
+                },
+                Member {
+                    node_id: "b".into(),
+                    vtep: Some(ip("10.0.0.2")),
+                    networks: vec!["blue".into()],
+                    role: None,
+                    alive: true,
+                },
+            ],
+            networks: vec![
+                NetworkDef {
+                    name: "blue".into(),
+                    vni: 4096,
+                    subnet: None,
+                },
+                NetworkDef {
+                    name: "red".into(),
+                    vni: 4097,
+                    subnet: None,
+                },
+            ],
+            macs: vec![
+                MacEntry {
+                    vni: 4096,
+                    mac: "02:00:00:00:00:01".into(),
+                    vtep: ip("10.0.0.1"),
+                    node_id: "a".into(),
+                },
+                MacEntry {
+                    vni: 4096,
+                    mac: "02:00:00:00:00:02".into(),
+                    vtep: ip("10.0.0.2"),
+                    node_id: "b".into(),
+                },
+                MacEntry {
+                    vni: 4097,
+                    mac: "02:00:00:00:00:03".into(),
+                    vtep: ip("10.0.0.2"),
+                    node_id: "b".into(),
+                },
+                MacEntry {
+                    vni: 4096,
+                    mac: "ff:ff:ff:ff:ff:ff".into(),
+                    vtep: ip("10.0.0.2"),
+                    node_id: "b".into(),
+                },
+            ],
+            store_healthy: true,
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn desired_networks() {
+        let v = view();
+        let all: Vec<&str> = desired(&v, &[]).iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(all, ["blue", "red"]);
+        let some: Vec<&str> = desired(&v, &["red".into(), "green".into()])
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(some, ["red"]);
+    }
+
+    #[test]
+    fn peer_macs_exclude_own_other_vnis_and_group_addresses() {
+        let v = view();
+        let macs = peer_macs(&v, 4096, "a", "10.0.0.1".parse().unwrap());
+        assert_eq!(
+            macs,
+            vec![(
+                "02:00:00:00:00:02".parse().unwrap(),
+                "10.0.0.2".parse().unwrap()
+            )]
+        );
+    }
+}
