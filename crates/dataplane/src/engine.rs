@@ -31,7 +31,9 @@ const SOURCE_PORT_SOCKETS: usize = 16;
 
 /// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
 /// `VXNET_DISABLE_OFFLOADS=tap,gso,gro,uso` (any subset).
-const DISABLE_ENV: &str = "VXNET_DISABLE_OFFLOADS";
+pub const DISABLE_ENV: &str = "VXNET_DISABLE_OFFLOADS";
+/// The names [`DISABLE_ENV`] takes.
+pub const DISABLEABLE_OFFLOADS: [&str; 4] = ["tap", "gso", "gro", "uso"];
 
 fn disabled_by_env(name: &str) -> bool {
     std::env::var(DISABLE_ENV)

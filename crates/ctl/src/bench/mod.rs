@@ -49,7 +49,7 @@ pub struct BenchArgs {
     /// Run the engines without TAP offloads and UDP GSO/GRO (`vxnet run --no-offloads`).
     #[arg(long, conflicts_with = "disable_offloads")]
     pub no_offloads: bool,
-    /// Offloads the engines treat as refused by the kernel: a comma list of tap, gso, gro
+    /// Offloads the engines treat as refused by the kernel: a comma list of tap, gso, gro, uso
     /// (VXNET_DISABLE_OFFLOADS).
     #[arg(long, value_name = "LIST", value_parser = parse_offloads)]
     pub disable_offloads: Option<OffloadList>,
@@ -62,14 +62,15 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffloadList(Vec<String>);
 
-const OFFLOADS: [&str; 3] = ["tap", "gso", "gro"];
+use vxnet_dataplane::engine::DISABLEABLE_OFFLOADS as OFFLOADS;
 
 fn parse_offloads(text: &str) -> Result<OffloadList, String> {
     let mut list = Vec::new();
     for item in text.split(',').map(str::trim) {
         if !OFFLOADS.contains(&item) {
             return Err(format!(
-                "unknown offload '{item}' (expected a comma list of tap, gso, gro)"
+                "unknown offload '{item}' (expected a comma list of {})",
+                OFFLOADS.join(", ")
             ));
         }
         if !list.iter().any(|x| x == item) {

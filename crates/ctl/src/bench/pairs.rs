@@ -86,7 +86,7 @@ pub struct EngineSettings {
     pub threads: Option<u64>,
     /// `--no-offloads`.
     pub no_offloads: bool,
-    /// `VXNET_DISABLE_OFFLOADS` (any of tap, gso, gro).
+    /// `VXNET_DISABLE_OFFLOADS` (any of tap, gso, gro, uso).
     pub disable_offloads: Vec<String>,
 }
 
@@ -107,7 +107,7 @@ impl EngineSettings {
             return Vec::new();
         }
         vec![(
-            "VXNET_DISABLE_OFFLOADS".into(),
+            vxnet_dataplane::engine::DISABLE_ENV.into(),
             self.disable_offloads.join(","),
         )]
     }

@@ -68,7 +68,7 @@ pub fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 9] = [
+    let per_network: [(&str, &str, &str, Field); 17] = [
         (
             "vxnet_rx_packets_total",
             "counter",
@@ -123,7 +123,56 @@ pub fn render(state: &EngineState) -> String {
             "Entries in the forwarding database (static and learned).",
             |n| n.fdb_entries as u64,
         ),
+        (
+            "vxnet_tso_superframes_total",
+            "counter",
+            "TCP superframes from the TAP segmented at the inner MSS.",
+            |n| n.tso_superframes,
+        ),
+        (
+            "vxnet_tso_segments_total",
+            "counter",
+            "Segments cut from TCP superframes.",
+            |n| n.tso_segments,
+        ),
+        (
+            "vxnet_uso_superframes_total",
+            "counter",
+            "UDP superframes from the TAP split into datagrams.",
+            |n| n.uso_superframes,
+        ),
+        (
+            "vxnet_uso_segments_total",
+            "counter",
+            "Datagrams cut from UDP superframes.",
+            |n| n.uso_segments,
+        ),
+        (
+            "vxnet_gso_batches_total",
+            "counter",
+            "UDP_SEGMENT sends (several VXLAN datagrams in one send).",
+            |n| n.gso_batches,
+        ),
+        (
+            "vxnet_gro_batches_total",
+            "counter",
+            "UDP GRO reads that delivered several VXLAN datagrams at once.",
+            |n| n.gro_batches,
+        ),
+        (
+            "vxnet_coalesced_superframes_total",
+            "counter",
+            "Superframes written to the TAP from coalesced inner TCP segments.",
+            |n| n.coalesced_superframes,
+        ),
+        (
+            "vxnet_coalesced_segments_total",
+            "counter",
+            "Inner TCP segments merged into superframes.",
+            |n| n.coalesced_segments,
+        ),
     ];
+
     for (name, kind, help, field) in per_network {
         out.family(name, kind, help);
         for (net, vni, n) in &networks {
