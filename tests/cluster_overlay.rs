@@ -327,6 +327,11 @@ fn killed_host_leaves_the_peers_and_rejoins_from_its_state() {
     let ip2 = c.overlay_ip(2, "blue");
     let ip0 = c.overlay_ip(0, "blue");
     assert!(ping_until(&c.lab, 0, &ip2, Duration::from_secs(5)));
+    let dev2 = c.served(2, "blue").unwrap()["dev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mac2 = tap_mac(&c, 2, &dev2);
 
     // SIGKILL: no chance to leave; the lease (3 s) has to expire.
     let mut victim = c.engines[2].take().unwrap();
@@ -361,10 +366,16 @@ fn killed_host_leaves_the_peers_and_rejoins_from_its_state() {
         ip2,
         "address not kept across restart"
     );
-    // Its TAP has a new MAC: the restarted host speaks first, which refreshes the others' ARP.
-    assert!(ping_until(&c.lab, 2, &ip0, Duration::from_secs(5)));
-    assert!(c.lab.host(0).ping(&ip2, 2));
+    // Its TAP has the same MAC (derived from node and network), so the others' ARP entries are
+    // still right: they reach it without it speaking first.
+    assert_eq!(
+        tap_mac(&c, 2, &dev2),
+        mac2,
+        "TAP MAC changed across restart"
+    );
+    assert!(ping_until(&c.lab, 0, &ip2, Duration::from_secs(5)));
     assert!(c.lab.host(1).ping(&ip2, 2));
+    assert!(c.lab.host(2).ping(&ip0, 2));
 }
 
 #[test]

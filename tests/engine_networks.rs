@@ -46,6 +46,7 @@ fn network(name: &str, vni: u32, address: &str, remotes: &[IpAddr]) -> NetworkCo
         remotes: remotes.iter().map(|r| r.to_string()).collect(),
         mtu: None,
         allow_vlan: false,
+        mac: None,
     }
 }
 
@@ -126,6 +127,19 @@ fn networks_come_and_go_while_the_engine_runs() {
     let [h0, h1] = &pair.hosts;
     let (engines, controls) = (&pair.engines, &pair.controls);
     pair.add_on_both("a", 100, "10.61.0", true);
+    // A given MAC is the TAP's (engines started by the cluster derive a stable one).
+    let mut with_mac = network("m", 101, "10.65.0.1/24", &[]);
+    with_mac.mac = Some("02:00:5e:10:20:30".parse().unwrap());
+    in_host(&h0.ns, &controls[0], move |c| c.add_network(with_mac)).unwrap();
+    assert_eq!(
+        h0.must("cat /sys/class/net/vxm/address").trim(),
+        "02:00:5e:10:20:30"
+    );
+    assert_eq!(
+        controls[0].local_mac("m").unwrap().to_string(),
+        "02:00:5e:10:20:30"
+    );
+    assert!(in_host(&h0.ns, &controls[0], |c| c.remove_network("m")).unwrap());
     assert!(h0.ping("10.61.0.2", 2), "network a forwards after add");
     let a_sent_before = tx_packets(&engines[0], "a");
     assert!(a_sent_before > 0);

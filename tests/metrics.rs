@@ -74,7 +74,12 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
     assert!(tx >= 3 && rx >= 3, "3 echoes each way at least: {body}");
     // Taken after the scrape, so counters can only have grown.
     assert!(a.stat(42, "tx_packets") >= tx);
-    for key in ["gso_batches", "gro_batches", "tso_segments", "coalesced_segments"] {
+    for key in [
+        "gso_batches",
+        "gro_batches",
+        "tso_segments",
+        "coalesced_segments",
+    ] {
         let series = format!("vxnet_{key}_total{{network=\"vni42\",vni=\"42\"}}");
         let scraped = sample(&body, &series).unwrap_or_else(|| panic!("{series} in {body}"));
         assert!(a.stat(42, key) >= scraped, "{series}");

@@ -111,6 +111,14 @@ fn bad_startup_fails_cleanly_with_one_error_line() {
     refuses(
         &lab,
         &h,
+        "group_mac",
+        "",
+        &format!("{base} --mac 01:00:5e:00:00:01"),
+        &["01:00:5e:00:00:01"],
+    );
+    refuses(
+        &lab,
+        &h,
         "bad_cidr",
         "",
         &format!("{base} --address 10.1.0.1/33"),

@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// Allow 802.1Q-tagged inner frames (dropped by default, RFC 7348).
     #[arg(long)]
     pub allow_vlan: bool,
+    /// TAP MAC address (default: random; in cluster mode, derived from the node and network so
+    /// it survives restarts).
+    #[arg(long, value_parser = vxnet_dataplane::config::parse_unicast_mac)]
+    pub mac: Option<vxnet_encap::MacAddr>,
     /// Control socket path.
     #[arg(long)]
     pub control: Option<PathBuf>,
@@ -182,6 +186,7 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
             remotes: args.remotes.clone(),
             mtu: args.mtu,
             allow_vlan: args.allow_vlan,
+            mac: args.mac,
         }),
         (None, None) => {
             if !args.remotes.is_empty() || args.address.is_some() {
@@ -284,6 +289,7 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
         remotes: args.remotes.clone(),
         mtu: args.mtu,
         allow_vlan: args.allow_vlan,
+        mac: args.mac,
         publish_macs: !args.no_publish_macs,
         ttl_secs: args.lease_ttl,
     };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 use thiserror::Error;
-use vxnet_encap::Vni;
+use vxnet_encap::{MacAddr, Vni};
 
 pub const DEFAULT_CONTROL_PATH: &str = "/run/vxnet/vxnet.sock";
 pub const DEFAULT_AGEING_SECS: u64 = 300;
@@ -23,6 +23,9 @@ pub struct NetworkConfig {
     pub remotes: Vec<String>,
     pub mtu: Option<u32>,
     pub allow_vlan: bool,
+    /// The TAP's MAC; the kernel picks a random one when absent. A stable MAC spares peers a
+    /// stale ARP entry (and a static FDB entry) when the engine restarts.
+    pub mac: Option<MacAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +100,7 @@ struct FileNetwork {
     mtu: Option<u32>,
     #[serde(default)]
     allow_vlan: bool,
+    mac: Option<String>,
 }
 
 /// Values from a config file, to be overridden by explicit flags.
@@ -131,6 +135,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
     let mut networks = Vec::with_capacity(file.network.len());
     for n in file.network {
         let vni = Vni::new(n.vni).map_err(|e| e.to_string())?;
+        let mac = n.mac.as_deref().map(parse_unicast_mac).transpose()?;
         networks.push(NetworkConfig {
             name: n.name.unwrap_or_else(|| format!("vni{vni}")),
             vni,
@@ -139,6 +144,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
             remotes: n.remotes,
             mtu: n.mtu,
             allow_vlan: n.allow_vlan,
+            mac,
         });
     }
     Ok(FileValues {
@@ -192,6 +198,17 @@ impl EngineConfig {
         }
         Ok(())
     }
+}
+
+/// A MAC for a TAP: a unicast address (a group address cannot be a station's).
+pub fn parse_unicast_mac(text: &str) -> Result<MacAddr, String> {
+    let mac: MacAddr = text
+        .parse()
+        .map_err(|e: vxnet_encap::MacParseError| e.to_string())?;
+    if !mac.is_unicast() {
+        return Err(format!("{mac} is not a unicast MAC address"));
+    }
+    Ok(mac)
 }
 
 /// Resolves a remote given as an address or a host name to an address of the local family.

@@ -505,6 +505,9 @@ fn open_network(
         tracing::info!(dev = %network.dev, "using existing persistent TAP (left in place on exit)");
     }
     let dev = network.dev.as_str();
+    if let Some(mac) = network.mac {
+        iface::set_hw_addr(dev, mac.0).map_err(iface_err(dev, "set the MAC address"))?;
+    }
     iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
     if let Some(address) = network.address {
         match address {

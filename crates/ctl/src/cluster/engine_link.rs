@@ -40,6 +40,8 @@ pub struct LinkOptions {
     pub remotes: Vec<String>,
     pub mtu: Option<u32>,
     pub allow_vlan: bool,
+    /// `--mac`: for the single `--network` only; otherwise [`stable_mac`].
+    pub mac: Option<MacAddr>,
     /// Publish this host's TAP MACs and install the other members' as static FDB entries.
     pub publish_macs: bool,
     pub ttl_secs: i64,
@@ -56,6 +58,18 @@ pub fn tap_name(network: &str) -> String {
     let hash = hex::encode(Sha256::digest(network.as_bytes()));
     let head: String = network.chars().take(4).collect();
     format!("vx.{head}.{}", &hash[..7])
+}
+
+/// A TAP MAC that stays the same across restarts of this node (so peers' ARP caches and
+/// static FDB entries stay right) and differs between nodes and networks: a locally
+/// administered unicast address from a hash of the cluster, node and network.
+pub fn stable_mac(cluster_id: &str, node_id: &str, network: &str) -> MacAddr {
+    let digest = Sha256::digest(format!("{cluster_id}/{node_id}/{network}").as_bytes());
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&digest[..6]);
+    // Locally administered (bit 1), unicast (bit 0 clear).
+    mac[0] = (mac[0] | 0x02) & !0x01;
+    MacAddr(mac)
 }
 
 /// The networks of `view` this host should serve: the `wanted` ones that exist, or all.
@@ -283,6 +297,10 @@ impl Link {
             None => tap_name(&def.name),
         };
         let vni = Vni::new(def.vni).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mac = match self.opts.mac.filter(|_| single) {
+            Some(given) => given,
+            None => stable_mac(&self.opts.cluster_id, &self.opts.node_id, &def.name),
+        };
         self.engine
             .add_network(NetworkConfig {
                 name: def.name.clone(),
@@ -292,6 +310,7 @@ impl Link {
                 remotes: self.opts.remotes.clone(),
                 mtu: self.opts.mtu,
                 allow_vlan: self.opts.allow_vlan,
+                mac: Some(mac),
             })
             .map_err(|e| Error::Invalid(e.to_string()))?;
         tracing::info!(
@@ -383,6 +402,21 @@ impl Drop for LeaveOnDrop {
 mod tests {
     use super::*;
     use crate::cluster::membership::{MacEntry, Member};
+
+    #[test]
+    fn stable_macs_are_local_unicast_and_distinct() {
+        let a = stable_mac("c1", "node-a", "blue");
+        assert_eq!(a, stable_mac("c1", "node-a", "blue"));
+        assert!(a.is_unicast());
+        assert_eq!(a.0[0] & 0x03, 0x02, "locally administered unicast: {a}");
+        for other in [
+            stable_mac("c1", "node-b", "blue"),
+            stable_mac("c1", "node-a", "red"),
+            stable_mac("c2", "node-a", "blue"),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
 
     #[test]
     fn tap_names_fit_and_differ() {

@@ -147,6 +147,21 @@ pub fn hw_addr(name: &str) -> Result<[u8; 6], IfaceError> {
     Ok(mac)
 }
 
+/// Sets the Ethernet (MAC) address; done before the device is brought up.
+pub fn set_hw_addr(name: &str, mac: [u8; 6]) -> Result<(), IfaceError> {
+    validate_ifname(name)?;
+    let mut ifr = ifreq_named(name);
+    let mut sa_data = [0 as libc::c_char; 14];
+    for (d, b) in sa_data.iter_mut().zip(mac) {
+        *d = b as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_hwaddr = libc::sockaddr {
+        sa_family: libc::ARPHRD_ETHER,
+        sa_data,
+    };
+    ifreq_ioctl(name, "set hardware address", libc::SIOCSIFHWADDR, &mut ifr)
+}
+
 /// An AF_INET `sockaddr` built field by field (port 0), so no pointer casts are needed to put it
 /// into the `ifreq` union.
 fn sockaddr_v4(addr: Ipv4Addr) -> libc::sockaddr {
