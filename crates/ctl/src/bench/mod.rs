@@ -1,7 +1,7 @@
 //! `vxnet bench`: throughput, latency and CPU cost of vxnet against the kernel's vxlan, in one run
 //! on one topology (method: shared/notes/benchmark-method.md). Two namespaces joined by veths
-//! ([`topology`]) carry three overlays at once ([`pairs`]): kernel↔kernel, vxnet↔vxnet and
-//! vxnet→kernel. Each round measures each pair in turn ([`measure`], [`cpu`]); the report gives
+//! ([`topology`]) carry four overlays at once ([`pairs`]): kernel↔kernel, vxnet↔vxnet,
+//! vxnet→kernel and kernel→vxnet. Each round measures each pair in turn ([`measure`], [`cpu`]); the report gives
 //! medians and the ratios against the kernel pair ([`report`]). Everything it makes is removed at
 //! the end, on error, and on Ctrl-C/SIGTERM (then with a non-zero exit).
 
@@ -33,7 +33,7 @@ pub struct BenchArgs {
     /// Seconds per TCP measurement.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub seconds: u64,
-    /// Rounds; each measures the pairs in turn (kernel, vxnet, mixed, kernel, …). The report
+    /// Rounds; each measures the pairs in turn (kernel, vxnet, mixed, mixed reverse, kernel, …). The report
     /// gives the median of the rounds.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub repeat: u64,
@@ -111,7 +111,10 @@ pub enum BenchError {
 const NEEDED: [(&str, &str); 3] = [
     ("ip", "iproute2: namespaces, veths, kernel vxlan"),
     ("ping", "iputils-ping: latency"),
-    ("ethtool", "checksum offload off for the mixed pair"),
+    (
+        "ethtool",
+        "checksum offload off at the kernel end of the mixed pairs",
+    ),
 ];
 
 pub fn run(args: BenchArgs) -> Result<(), BenchError> {

@@ -1,6 +1,7 @@
-//! The three overlays measured on one topology, each with its own VNI, UDP port and subnet, so
-//! that they run side by side: the kernel pair (kernel vxlan at both ends), the vxnet pair (vxnet at
-//! both ends) and the mixed pair (vxnet on host a, the sender; kernel vxlan on host b).
+//! The overlays measured on one topology, each with its own VNI, UDP port and subnet, so that
+//! they run side by side: the kernel pair (kernel vxlan at both ends), the vxnet pair (vxnet at
+//! both ends) and the mixed pair both ways (vxnet sending to kernel vxlan, and kernel vxlan
+//! sending to vxnet; host a always sends).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -9,7 +10,7 @@ use serde::Serialize;
 use vxnet_dataplane::control::client::request;
 use vxnet_dataplane::control::proto::{Request, StatsReport};
 
-use super::topology::{Topology, Underlay, MIXED, SHARED};
+use super::topology::{Topology, Underlay, MIXED, MIXED_REVERSE, SHARED};
 use crate::netns::{engine, ip, Cleanup, NetnsError};
 
 /// What runs at one end of a pair.
@@ -52,7 +53,7 @@ impl PairSpec {
 }
 
 /// Measured in this order in every round.
-pub const PAIRS: [PairSpec; 3] = [
+pub const PAIRS: [PairSpec; 4] = [
     PairSpec {
         name: "kernel",
         label: "kernel",
@@ -76,6 +77,14 @@ pub const PAIRS: [PairSpec; 3] = [
         port: 4791,
         underlay: MIXED,
         ends: [End::Vxnet, End::Kernel],
+    },
+    PairSpec {
+        name: "mixed_reverse",
+        label: "mixed (kernel→vxnet)",
+        vni: 45,
+        port: 4792,
+        underlay: MIXED_REVERSE,
+        ends: [End::Kernel, End::Vxnet],
     },
 ];
 

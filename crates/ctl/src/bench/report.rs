@@ -166,7 +166,7 @@ impl Method {
             machine_cpu: "busy time of all CPUs (/proc/stat: user+nice+system+irq+softirq+steal) \
                           during the TCP x1 run, per GB received; it holds the kernel's softirq \
                           work, the traffic tool at both ends and anything else on the machine, \
-                          and is the CPU figure comparable across the three pairs"
+                          and is the CPU figure comparable across all pairs"
                 .into(),
             ratios: "the pair's figure divided by the kernel pair's (throughput: higher is \
                      better; latency and CPU: lower is better)"
@@ -190,10 +190,10 @@ pub struct Report {
     pub engine_workers: Option<usize>,
     pub engine_offloads: Option<Vec<String>>,
     pub method: Method,
-    /// Keyed by pair name, in measuring order: kernel, vxnet, mixed.
+    /// Keyed by pair name, in measuring order: kernel, vxnet, mixed, mixed_reverse.
     #[serde(serialize_with = "by_name")]
     pub pairs: Vec<PairResult>,
-    /// Keyed by pair name (vxnet, mixed): against the kernel pair.
+    /// Keyed by pair name (vxnet, mixed, mixed_reverse): against the kernel pair.
     #[serde(serialize_with = "by_name")]
     pub ratios: Vec<Ratios>,
 }

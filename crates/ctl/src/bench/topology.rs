@@ -1,5 +1,6 @@
-//! The underlay every pair runs on: two namespaces (hosts a and b) joined by two veth pairs, one
-//! shared by the kernel and the vxnet pair, one for the mixed pair (see [`MIXED`] for why).
+//! The underlay every pair runs on: two namespaces (hosts a and b) joined by veth pairs: one
+//! shared by the kernel and the vxnet pair, one for each direction of the mixed pair (see
+//! [`MIXED`] for why).
 //! Links are created straight inside the namespaces, so deleting the namespaces removes them.
 
 use std::path::PathBuf;
@@ -12,6 +13,9 @@ use crate::netns::{ip, Cleanup, NetnsError};
 pub struct Underlay {
     pub dev: &'static str,
     pub addrs: [&'static str; 2],
+    /// The end (0 = host a, 1 = host b) whose TX checksum offload is turned off: the kernel
+    /// vxlan end of a mixed pair (why: [`MIXED`]).
+    pub tx_checksum_off: Option<usize>,
 }
 
 pub const UNDERLAY_PREFIX: u8 = 24;
@@ -20,17 +24,26 @@ pub const UNDERLAY_PREFIX: u8 = 24;
 pub const SHARED: Underlay = Underlay {
     dev: "eth0",
     addrs: ["192.168.250.1", "192.168.250.2"],
+    tx_checksum_off: None,
 };
 
-/// Carries the mixed pair only. The kernel's vxlan leaves the inner TCP checksum partial
-/// (CHECKSUM_PARTIAL) for the NIC to complete; a veth never completes it, so vxnet on the other
-/// end would receive segments with only the pseudo-header sum and host a's TCP would drop them.
-/// TX checksum offload is therefore turned off on host b's end (the kernel-vxlan side) of this
-/// link — which makes the kernel compute the checksum in software. A link of its own keeps that
-/// cost off the kernel pair, which is measured as the kernel ships.
+/// Carries the mixed pair (vxnet on host a, the sender; kernel vxlan on b). The kernel's vxlan
+/// leaves the inner TCP checksum partial (CHECKSUM_PARTIAL) for the NIC to complete; a veth never
+/// completes it, so vxnet on the other end would receive segments with only the pseudo-header sum
+/// and its host's TCP would drop them. TX checksum offload is therefore turned off on the
+/// kernel-vxlan end of each mixed link, which makes the kernel compute the checksum in software.
+/// Links of their own keep that cost off the kernel pair, which is measured as the kernel ships.
 pub const MIXED: Underlay = Underlay {
     dev: "eth1",
     addrs: ["192.168.251.1", "192.168.251.2"],
+    tx_checksum_off: Some(1),
+};
+
+/// Carries the mixed pair the other way round (kernel vxlan on host a, the sender; vxnet on b).
+pub const MIXED_REVERSE: Underlay = Underlay {
+    dev: "eth2",
+    addrs: ["192.168.252.1", "192.168.252.2"],
+    tx_checksum_off: Some(0),
 };
 
 #[derive(Debug)]
@@ -57,7 +70,7 @@ pub fn build(cleanup: &Cleanup) -> Result<Topology, NetnsError> {
         cleanup.add_namespace(name)?;
         ip(&["-n", name, "link", "set", "lo", "up"])?;
     }
-    for link in [SHARED, MIXED] {
+    for link in [SHARED, MIXED, MIXED_REVERSE] {
         ip(&[
             "link", "add", link.dev, "netns", &ns[0], "type", "veth", "peer", "name", link.dev,
             "netns", &ns[1],
@@ -67,8 +80,10 @@ pub fn build(cleanup: &Cleanup) -> Result<Topology, NetnsError> {
             ip(&["-n", name, "addr", "add", &cidr, "dev", link.dev])?;
             ip(&["-n", name, "link", "set", link.dev, "up"])?;
         }
+        if let Some(end) = link.tx_checksum_off {
+            tx_checksum_off(&ns[end], link.dev)?;
+        }
     }
-    tx_checksum_off(&ns[1], MIXED.dev)?;
     Ok(Topology { ns, dir })
 }
 
