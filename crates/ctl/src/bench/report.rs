@@ -237,7 +237,8 @@ const COLUMNS: [(&str, usize); 6] = [
     ("vxnet CPU s/GB", 15),
     ("machine CPU s/GB", 17),
 ];
-const NAME_WIDTH: usize = 21;
+/// Fits the longest row name, "ratio mixed_reverse/kernel".
+const NAME_WIDTH: usize = 26;
 
 fn row(out: &mut String, name: &str, cells: [String; 6]) {
     let _ = write!(out, "{name:<NAME_WIDTH$}");
