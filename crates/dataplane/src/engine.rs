@@ -202,6 +202,9 @@ impl Engine {
             }
             let dev = network.dev.as_str();
             iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
+            if want_tap_offload && gso {
+                crate::worker::fit_superframes_to_gso(dev, mtu);
+            }
             if let Some(address) = network.address {
                 match address {
                     ipnet::IpNet::V4(v4) => iface::set_ipv4(dev, v4.addr(), v4.prefix_len()),

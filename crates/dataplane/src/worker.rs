@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use std::io::IoSlice;
 use vxnet_encap::flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
 use vxnet_encap::offload::{
-    prepare_for_wire, CoalesceConfig, Coalescer, Push, VirtioNetHdr, MAX_GSO_SEGMENTS,
-    MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
+    prepare_for_wire, segments_per_send, CoalesceConfig, Coalescer, Push, VirtioNetHdr,
+    MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
 };
 use vxnet_encap::{encapsulate, Encapsulation};
 
@@ -42,6 +42,21 @@ const MAX_FRAME: usize = 65_536;
 /// headers (Ethernet + tag + IPv4 with options + TCP with options: at most 146 bytes).
 const MAX_SEGMENTED: usize = MAX_FRAME + MAX_GSO_SEGMENTS * (VXLAN_AND_INNER_HEADERS);
 const VXLAN_AND_INNER_HEADERS: usize = 8 + 146;
+
+/// Makes the TCP superframes the kernel hands to TAP `dev` (inner MTU `mtu`) small enough for
+/// one `UDP_SEGMENT` send each, by capping the device's `gso_max_segs`. Best effort: without it
+/// a superframe just takes two sends.
+pub fn fit_superframes_to_gso(dev: &str, mtu: u32) {
+    let segs = segments_per_send(mtu as usize) as u32;
+    match crate::sys::iface::set_gso_max_segs(dev, segs) {
+        Ok(()) => tracing::debug!(
+            dev,
+            segs,
+            "TAP gso_max_segs set: one UDP GSO send per superframe"
+        ),
+        Err(e) => tracing::debug!("keeping the TAP's gso_max_segs: {e}"),
+    }
+}
 
 /// Which fast-path features this worker uses (decided by the engine's probes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -401,6 +401,24 @@ fn gso_batches_respect_udp_limits() {
 }
 
 #[test]
+fn superframes_capped_at_segments_per_send_take_one_send() {
+    use vxnet_encap::offload::segments_per_send;
+    assert_eq!(segments_per_send(1450), 44);
+    assert_eq!(segments_per_send(9000), 7);
+    assert_eq!(segments_per_send(68), 64);
+    assert_eq!(segments_per_send(65_535), 1);
+    // A superframe of that many full segments (inner MTU 1450: MSS 1398 with timestamps, or
+    // 1410 without) is exactly one UDP_SEGMENT send, also behind an 802.1Q tag.
+    for (spec, mss) in [(Spec::v4(), 1398), (Spec::v6(), 1378)] {
+        let (hdr, frame) = tap_superframe(spec, &payload_of(44 * mss, 2), mss as u16);
+        let (res, _) = segment(&hdr, &frame, mss);
+        assert_eq!(res.segments, 44);
+        let batches: Vec<_> = res.batches(MAX_UDP_GSO_PAYLOAD, MAX_GSO_SEGMENTS).collect();
+        assert_eq!(batches.len(), 1, "v6 {}", spec.v6);
+    }
+}
+
+#[test]
 fn malformed_tso_inputs_are_typed_errors() {
     let (hdr, frame) = tap_superframe(Spec::v4(), &payload_of(3000, 1), 1448);
     let mut out = vec![0u8; 70_000];

@@ -28,6 +28,18 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 /// little more, so this is safe for both.
 pub const MAX_UDP_GSO_PAYLOAD: usize = 65_507;
 
+/// How many full-size segments of an inner MTU of `mtu` bytes one `UDP_SEGMENT` send carries:
+/// each is VXLAN 8 + Ethernet 14 (+ a 4-byte 802.1Q tag, allowed for) + `mtu`, and a send
+/// holds at most [`MAX_UDP_GSO_PAYLOAD`] bytes and [`MAX_GSO_SEGMENTS`] segments (at least 1).
+///
+/// Capping the TAP's `gso_max_segs` at this makes every TCP superframe one send: for MTU 1450
+/// that is 44, where the kernel's default 64 KB superframe (47 segments) takes a second send for
+/// its last 3 segments — a whole extra skb on both ends and an extra TAP write at the receiver.
+pub fn segments_per_send(mtu: usize) -> usize {
+    let segment = VXLAN_HEADER_LEN + 14 + 4 + mtu;
+    (MAX_UDP_GSO_PAYLOAD / segment).clamp(1, MAX_GSO_SEGMENTS)
+}
+
 /// What [`prepare_for_wire`] wrote to the front of the output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segmented {
