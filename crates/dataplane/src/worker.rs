@@ -27,7 +27,7 @@ use vxnet_encap::{encapsulate, Encapsulation};
 
 use crate::counters::DropReason;
 use crate::fdb::Millis;
-use crate::forward::{Forwarder, TapAction, WireAction};
+use crate::forward::{Forwarder, TapAction, WireAction, WireRun};
 use crate::sys::poll::{wait_writable, EventFd, PollSet};
 use crate::sys::tap::TapQueue;
 use crate::sys::udp::{Outgoing, RecvBatch, SendBatch, UdpSocket};
@@ -506,6 +506,8 @@ impl Worker {
                 offloads,
                 ..
             } = self;
+            // One sender's datagrams in a row share their fate (see `from_wire_run`).
+            let mut run = WireRun::default();
             for i in 0..received {
                 let datagram = recv.datagram(i);
                 if datagram.truncated {
@@ -519,7 +521,7 @@ impl Worker {
                 };
                 for packet in datagram.data.chunks(size) {
                     if let WireAction::Deliver { network, inner } =
-                        forwarder.from_wire(now, datagram.source, packet)
+                        forwarder.from_wire_run(now, datagram.source, packet, &mut run)
                     {
                         deliver(
                             forwarder,
@@ -532,6 +534,7 @@ impl Worker {
                     }
                 }
             }
+            forwarder.end_run(&mut run);
             // A superframe never waits for the next read: flush at the end of every batch.
             for (network, coalescer) in coalescers.iter_mut().enumerate() {
                 if let Some(superframe) = coalescer.finish() {
