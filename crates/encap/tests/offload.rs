@@ -758,8 +758,67 @@ fn coalescer_reuses_its_buffer_and_rejects_when_full() {
     assert_eq!(got[1].1.len(), 10 + 54 + 6 * 1000);
 }
 
+/// The coalescer's one-comparison fast path must decide exactly like the full checks.
+fn assert_fast_path_agrees(frames: &[Vec<u8>]) {
+    let mut fast = Coalescer::default();
+    let mut full = Coalescer::default();
+    full.set_fast_path(false);
+    let a = coalesce_all(&mut fast, frames);
+    let b = coalesce_all(&mut full, frames);
+    assert_eq!(a, b);
+    assert_eq!(fast.stats(), full.stats());
+}
+
+#[test]
+fn fast_path_agrees_with_full_checks() {
+    for v6 in [false, true] {
+        let spec = if v6 { Spec::v6() } else { Spec::v4() };
+        for &len in &SIZES {
+            assert_fast_path_agrees(&segment_and_check(spec, &payload_of(len, 3), 1448, 1398));
+        }
+    }
+    // Every header byte of a middle segment changed in turn (checksums left stale or fixed
+    // up), plus truncation and padding: whichever path decides, the writes are the same.
+    let frames = four_segments(Spec::v4());
+    for at in 0..66 {
+        for fix in [false, true] {
+            let mut f = frames.clone();
+            f[2][at] ^= 0x21;
+            if fix {
+                refresh_ipv4_checksum(&mut f[2]);
+                fix_tcp_checksum_v4(&mut f[2]);
+            }
+            assert_fast_path_agrees(&f);
+        }
+    }
+    let mut cut = frames.clone();
+    cut[2].truncate(500);
+    assert_fast_path_agrees(&cut);
+    let mut padded = frames.clone();
+    padded[2].extend_from_slice(&[0; 6]);
+    assert_fast_path_agrees(&padded);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_path_agrees_on_mutations(
+        flips in proptest::collection::vec((0usize..4, 0usize..90, 1u8..=255, any::<bool>()), 1..4),
+        v6 in any::<bool>(),
+    ) {
+        let spec = if v6 { Spec::v6() } else { Spec::v4() };
+        let mut frames = four_segments(spec);
+        for (i, at, bits, fix) in flips {
+            let at = at.min(frames[i].len() - 1);
+            frames[i][at] ^= bits;
+            if fix && !v6 {
+                refresh_ipv4_checksum(&mut frames[i]);
+                fix_tcp_checksum_v4(&mut frames[i]);
+            }
+        }
+        assert_fast_path_agrees(&frames);
+    }
 
     #[test]
     fn segment_coalesce_round_trip(len in 0usize..60_000, mss in 1000usize..1500, v6 in any::<bool>(), salt in any::<u8>()) {
