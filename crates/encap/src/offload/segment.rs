@@ -162,6 +162,10 @@ fn plan_tso(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Plan, Offloa
     })
 }
 
+/// Most header bytes a segment repeats: Ethernet with an 802.1Q tag 18, IPv4 with options 60
+/// (IPv6 40), TCP with options 60.
+const MAX_SEGMENT_HEADERS: usize = 18 + 60 + 60;
+
 /// Exact number of output bytes [`prepare_for_wire`] needs for this frame. The engine can instead
 /// allocate once for the worst case: `MAX_GSO_SEGMENTS * (8 + 138 + mss)` (138 = Ethernet with
 /// 802.1Q + IPv4 with options + TCP with options), or `8 + frame.len()` for non-GSO frames.
@@ -344,6 +348,27 @@ fn tso(
     let flags = frame[l4 + tcp::FLAGS];
     let payload = &frame[hl..tf.end];
 
+    // Every segment repeats the superframe's headers with a few fields changed: zero those in
+    // a template, sum the template once, and per segment add only what changed (a
+    // ones'-complement sum is a sum of its words, RFC 1624). Same bytes as summing each header.
+    let mut vxlan = [0u8; VXLAN_HEADER_LEN];
+    write_vxlan(&mut vxlan, vni);
+    let mut template = [0u8; MAX_SEGMENT_HEADERS];
+    let template = &mut template[..hl];
+    template.copy_from_slice(&frame[..hl]);
+    if tf.ipv6 {
+        template[l3 + 4..l3 + 6].fill(0);
+    } else {
+        template[l3 + 2..l3 + 6].fill(0);
+        template[l3 + 10..l3 + 12].fill(0);
+    }
+    template[l4 + tcp::SEQ.start..l4 + tcp::SEQ.end].fill(0);
+    template[l4 + tcp::FLAGS] = 0;
+    template[l4 + tcp::CHECKSUM.start..l4 + tcp::CHECKSUM.end].fill(0);
+    let ip_base = Sum::new().add_bytes(&template[l3..l4]);
+    // The pseudo-header without its length, and the TCP header without seq, flags, checksum.
+    let tcp_base = tf.pseudo_header(frame, 0).add_bytes(&template[l4..]);
+
     for i in 0..plan.segments {
         let first = i == 0;
         let last = i + 1 == plan.segments;
@@ -351,24 +376,25 @@ fn tso(
         let chunk = &payload[off..payload.len().min(off + plan.seg_payload)];
         let start = i * plan.stride;
         let seg = &mut out[start..start + VXLAN_HEADER_LEN + hl + chunk.len()];
-        write_vxlan(seg, vni);
-        let (hdrs, data) = seg[VXLAN_HEADER_LEN..].split_at_mut(hl);
-        hdrs.copy_from_slice(&frame[..hl]);
+        let (head, data) = seg.split_at_mut(VXLAN_HEADER_LEN + hl);
+        let payload_sum = copy(data, chunk);
+        let (vx, hdrs) = head.split_at_mut(VXLAN_HEADER_LEN);
+        vx.copy_from_slice(&vxlan);
+        hdrs.copy_from_slice(template);
 
         let tcp_len = tf.tcp_hlen + chunk.len();
         if tf.ipv6 {
             hdrs[l3 + 4..l3 + 6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
         } else {
-            let ihl = l4 - l3;
-            hdrs[l3 + 2..l3 + 4].copy_from_slice(&((ihl + tcp_len) as u16).to_be_bytes());
-            hdrs[l3 + 4..l3 + 6].copy_from_slice(&base_id.wrapping_add(i as u16).to_be_bytes());
-            hdrs[l3 + 10..l3 + 12].fill(0);
-            let c = checksum::checksum(&hdrs[l3..l4]);
+            let total = (l4 - l3 + tcp_len) as u16;
+            let id = base_id.wrapping_add(i as u16);
+            hdrs[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+            hdrs[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+            let c = ip_base.add_u16(total).add_u16(id).finish();
             hdrs[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
         }
 
-        let th = &mut hdrs[l4..];
-        th[tcp::SEQ].copy_from_slice(&base_seq.wrapping_add(off as u32).to_be_bytes());
+        let seq = base_seq.wrapping_add(off as u32);
         let mut f = flags;
         if !last {
             f &= !(tcp::FIN | tcp::PSH);
@@ -376,13 +402,16 @@ fn tso(
         if !first {
             f &= !tcp::CWR;
         }
+        let th = &mut hdrs[l4..];
+        th[tcp::SEQ].copy_from_slice(&seq.to_be_bytes());
         th[tcp::FLAGS] = f;
-        th[tcp::CHECKSUM].fill(0);
-
-        let sum = tf
-            .pseudo_header(frame, tcp_len)
-            .add_bytes(th)
-            .add_sum(copy(data, chunk));
+        // The flags are the low byte of the 16-bit word at offset 12.
+        let sum = tcp_base
+            .add_u32(tcp_len as u32)
+            .add_u32(seq >> 16)
+            .add_u32(seq & 0xFFFF)
+            .add_u16(u16::from(f))
+            .add_sum(payload_sum);
         store_checksum(&mut th[TCP_CHECKSUM_OFFSET as usize..], sum);
     }
     Ok(Segmented {
