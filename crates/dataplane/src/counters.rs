@@ -123,8 +123,13 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn rx(&self, bytes: usize) {
-        self.rx_packets.fetch_add(1, Ordering::Relaxed);
-        self.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.rx_many(1, bytes as u64);
+    }
+
+    /// `packets` received frames of `bytes` in all (a run counted at once).
+    pub fn rx_many(&self, packets: u64, bytes: u64) {
+        self.rx_packets.fetch_add(packets, Ordering::Relaxed);
+        self.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn tx(&self, packets: u64, bytes: u64) {

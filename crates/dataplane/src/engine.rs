@@ -509,6 +509,9 @@ fn open_network(
         iface::set_hw_addr(dev, mac.0).map_err(iface_err(dev, "set the MAC address"))?;
     }
     iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
+    if setup.want_tap_offload && setup.offloads.gso {
+        crate::worker::fit_superframes_to_gso(dev, mtu);
+    }
     if let Some(address) = network.address {
         match address {
             ipnet::IpNet::V4(v4) => iface::set_ipv4(dev, v4.addr(), v4.prefix_len()),

@@ -50,6 +50,37 @@ pub struct Forwarder {
     pub drops: Arc<DropCounters>,
 }
 
+/// What a datagram repeats of its run's previous one to share its fate: the VXLAN header, the
+/// inner destination and source MACs and the EtherType (or 802.1Q TPID).
+pub const RUN_KEY_LEN: usize = VXLAN_HEADER_LEN + 14;
+
+/// The previous delivered datagram of a run (see [`Forwarder::from_wire_run`]) and the counts
+/// not yet added. Reused across runs; holds no borrows.
+#[derive(Debug, Clone)]
+pub struct WireRun {
+    key: [u8; RUN_KEY_LEN],
+    len: usize,
+    network: Option<usize>,
+    sender: IpAddr,
+    packets: u64,
+    inner_bytes: u64,
+    bytes: u64,
+}
+
+impl Default for WireRun {
+    fn default() -> Self {
+        WireRun {
+            key: [0; RUN_KEY_LEN],
+            len: 0,
+            network: None,
+            sender: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            packets: 0,
+            inner_bytes: 0,
+            bytes: 0,
+        }
+    }
+}
+
 const ETHERNET_HEADER: usize = 14;
 const VLAN_TAG: usize = 4;
 
@@ -172,6 +203,88 @@ impl Forwarder {
 
     /// Decides the fate of a datagram from `source`, learning its inner source MAC on the way.
     pub fn from_wire(&self, now: Millis, source: SocketAddr, datagram: &[u8]) -> WireAction {
+        let action = self.classify_wire(now, source, datagram);
+        if let WireAction::Deliver { network, inner } = &action {
+            self.count_rx(
+                *network,
+                source.ip(),
+                1,
+                inner.len() as u64,
+                datagram.len() as u64,
+            );
+        }
+        action
+    }
+
+    /// [`from_wire`](Self::from_wire) for the datagrams of one UDP GRO read, which come from one
+    /// sender and (for a TCP flow) repeat the same VXLAN header and inner Ethernet header. A
+    /// datagram that repeats the previous delivered one's first [`RUN_KEY_LEN`] bytes and is
+    /// no longer than it has the same fate: the VNI lookup, the peer check and learning (same
+    /// MAC, same sender, same `now`) are skipped, and the counters are added once per run.
+    /// Call [`end_run`](Self::end_run) after the last datagram.
+    pub fn from_wire_run(
+        &self,
+        now: Millis,
+        source: SocketAddr,
+        datagram: &[u8],
+        run: &mut WireRun,
+    ) -> WireAction {
+        if let Some(network) = run.network {
+            if run.sender == source.ip()
+                && datagram.len() <= run.len
+                && datagram.get(..RUN_KEY_LEN) == Some(&run.key[..])
+            {
+                run.packets += 1;
+                run.inner_bytes += (datagram.len() - VXLAN_HEADER_LEN) as u64;
+                run.bytes += datagram.len() as u64;
+                return WireAction::Deliver {
+                    network,
+                    inner: VXLAN_HEADER_LEN..datagram.len(),
+                };
+            }
+        }
+        self.end_run(run);
+        let action = self.classify_wire(now, source, datagram);
+        if let WireAction::Deliver { network, inner } = &action {
+            if let Some(key) = datagram.get(..RUN_KEY_LEN) {
+                run.key.copy_from_slice(key);
+                run.network = Some(*network);
+                run.sender = source.ip();
+                run.len = datagram.len();
+                run.packets = 1;
+                run.inner_bytes = inner.len() as u64;
+                run.bytes = datagram.len() as u64;
+            } else {
+                self.count_rx(
+                    *network,
+                    source.ip(),
+                    1,
+                    inner.len() as u64,
+                    datagram.len() as u64,
+                );
+            }
+        }
+        action
+    }
+
+    /// Adds what [`from_wire_run`](Self::from_wire_run) delivered to the counters and forgets
+    /// the run.
+    pub fn end_run(&self, run: &mut WireRun) {
+        if let Some(network) = run.network.take() {
+            self.count_rx(network, run.sender, run.packets, run.inner_bytes, run.bytes);
+        }
+    }
+
+    fn count_rx(&self, network: usize, sender: IpAddr, packets: u64, inner: u64, bytes: u64) {
+        if let Some(n) = self.networks.get(network) {
+            n.traffic.rx_many(packets, inner);
+        }
+        self.peers.with(sender, |c| c.rx_many(packets, bytes));
+    }
+
+    /// Everything [`from_wire`](Self::from_wire) decides and learns, but not the delivered
+    /// traffic counters.
+    fn classify_wire(&self, now: Millis, source: SocketAddr, datagram: &[u8]) -> WireAction {
         let decapsulated = match decapsulate(datagram) {
             Ok(d) => d,
             Err(e) => {
@@ -214,8 +327,6 @@ impl Forwarder {
             }
         }
         let inner_len = decapsulated.inner.len();
-        network.traffic.rx(inner_len);
-        self.peers.with(sender, |c| c.rx(datagram.len()));
         WireAction::Deliver {
             network: index,
             inner: VXLAN_HEADER_LEN..VXLAN_HEADER_LEN + inner_len,

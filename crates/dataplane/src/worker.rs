@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 use std::io::IoSlice;
 use vxnet_encap::flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
 use vxnet_encap::offload::{
-    CoalesceConfig, Coalescer, Push, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
-    VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
+    segments_per_send, CoalesceConfig, Coalescer, Push, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS,
+    MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
 };
 use vxnet_encap::{encapsulate, Encapsulation};
 
 use crate::counters::{DropReason, Events};
 use crate::fdb::Millis;
-use crate::forward::{Forwarder, TapAction, WireAction};
+use crate::forward::{Forwarder, TapAction, WireAction, WireRun};
 use crate::sys::poll::{wait_writable, EventFd, PollSet};
 use crate::sys::tap::TapQueue;
 use crate::sys::udp::{Outgoing, RecvBatch, SendBatch, UdpSocket};
@@ -47,6 +47,21 @@ const VXLAN_AND_INNER_HEADERS: usize = 8 + 146;
 /// Most segments written into one TAP buffer: two full UDP GSO sends. A superframe with more (a
 /// small MSS: 536 makes 123 of 64 KB) takes several buffers, so no size of it is refused.
 const MAX_CHUNK_SEGMENTS: usize = 2 * MAX_GSO_SEGMENTS;
+
+/// Makes the TCP superframes the kernel hands to TAP `dev` (inner MTU `mtu`) small enough for
+/// one `UDP_SEGMENT` send each, by capping the device's `gso_max_segs`. Best effort: without it
+/// a superframe just takes two sends.
+pub fn fit_superframes_to_gso(dev: &str, mtu: u32) {
+    let segs = segments_per_send(mtu as usize) as u32;
+    match crate::sys::iface::set_gso_max_segs(dev, segs) {
+        Ok(()) => tracing::debug!(
+            dev,
+            segs,
+            "TAP gso_max_segs set: one UDP GSO send per superframe"
+        ),
+        Err(e) => tracing::debug!("keeping the TAP's gso_max_segs: {e}"),
+    }
+}
 
 /// Which fast-path features this worker uses (decided by the engine's probes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -560,6 +575,8 @@ impl Worker {
                 offloads,
                 ..
             } = self;
+            // One sender's datagrams in a row share their fate (see `from_wire_run`).
+            let mut run = WireRun::default();
             for i in 0..received {
                 let datagram = recv.datagram(i);
                 if datagram.truncated {
@@ -575,7 +592,7 @@ impl Worker {
                 let mut gro_counted = datagram.data.len() <= size;
                 for packet in datagram.data.chunks(size) {
                     if let WireAction::Deliver { network, inner } =
-                        forwarder.from_wire(now, datagram.source, packet)
+                        forwarder.from_wire_run(now, datagram.source, packet, &mut run)
                     {
                         if !gro_counted {
                             gro_counted = true;
@@ -594,6 +611,7 @@ impl Worker {
                     }
                 }
             }
+            forwarder.end_run(&mut run);
             // A superframe never waits for the next read: flush at the end of every batch.
             for (network, coalescer) in coalescers.iter_mut().enumerate() {
                 if let Some(superframe) = coalescer.finish() {

@@ -88,6 +88,13 @@ fn configure_tap_and_read_back() {
         let v6: Ipv6Addr = "fd00:7878::1".parse().unwrap();
         iface::add_ipv6(&name, v6, 64).unwrap();
 
+        // gso_max_segs through rtnetlink; a bad device name is an error naming the device.
+        iface::set_gso_max_segs(&name, 44).unwrap();
+        let detail = &ip_json(&["-d", "link", "show", "dev", &name])[0];
+        assert_eq!(detail["gso_max_segs"], 44, "{detail}");
+        let err = iface::set_gso_max_segs("vxnonexist0", 44).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENODEV));
+
         let link = &ip_json(&["link", "show", "dev", &name])[0];
         assert_eq!(link["mtu"], 1400);
         assert_eq!(u64::from(iface::if_index(&name).unwrap()), link["ifindex"]);

@@ -16,12 +16,19 @@ impl Sum {
 
     /// Adds `data` as a sequence of big-endian 16-bit words; an odd tail byte is padded with zero.
     ///
-    /// Summing 32-bit words and folding later is equivalent modulo 0xFFFF and halves the work; the
-    /// 8-byte loop keeps the hot path branch-free for large segments.
+    /// Like every piece of a packet summed separately, `data` must start at an even offset of the
+    /// summed packet. Long runs go through [`sum_native`] (payloads: the one pass over the data
+    /// that segmenting and coalescing make); the rest is summed as 32-bit words, which is
+    /// equivalent modulo 0xFFFF once folded.
     #[must_use]
     pub fn add_bytes(self, data: &[u8]) -> Self {
-        let mut acc = self.0;
-        let mut chunks = data.chunks_exact(8);
+        let bulk = if data.len() >= NATIVE_MIN {
+            data.len() & !(NATIVE_BLOCK - 1)
+        } else {
+            0
+        };
+        let mut acc = self.0 + u64::from(sum_native(&data[..bulk]));
+        let mut chunks = data[bulk..].chunks_exact(8);
         for chunk in &mut chunks {
             let word = u64::from_be_bytes([
                 chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
@@ -76,6 +83,36 @@ impl Sum {
     }
 }
 
+/// Bytes per step of [`sum_native`]; shorter data is not worth its set-up.
+const NATIVE_BLOCK: usize = 32;
+const NATIVE_MIN: usize = 64;
+
+/// The ones'-complement sum of `data` (length a multiple of [`NATIVE_BLOCK`]; any rest is
+/// ignored), folded to 16 bits in network byte order.
+///
+/// Sums native-endian 64-bit words with end-around carry in four independent accumulators: the
+/// ones'-complement sum does not depend on byte order (RFC 1071 §2(B)), so one byte swap of the
+/// folded result (on little-endian hosts) gives the network-order sum. Four chains keep the
+/// adds independent, which runs at several times the speed of the 16-bit-word loop on baseline
+/// x86-64 (no target-specific code, so no `unsafe`).
+pub fn sum_native(data: &[u8]) -> u16 {
+    let mut lanes = [0u64; 4];
+    for block in data.chunks_exact(NATIVE_BLOCK) {
+        for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+            let w = u64::from_ne_bytes([
+                word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+            ]);
+            let (sum, carry) = lane.overflowing_add(w);
+            *lane = sum + carry as u64;
+        }
+    }
+    let mut acc: u128 = lanes.iter().map(|&l| l as u128).sum();
+    while acc > 0xFFFF {
+        acc = (acc & 0xFFFF) + (acc >> 16);
+    }
+    u16::from_be(acc as u16)
+}
+
 /// RFC 1071 checksum of `data` as it goes on the wire.
 pub fn checksum(data: &[u8]) -> u16 {
     Sum::new().add_bytes(data).finish()
@@ -124,6 +161,20 @@ mod tests {
     }
 
     #[test]
+    fn long_runs_of_extremes() {
+        for len in [64, 65, 4096, 65_536, 70_001] {
+            for byte in [0x00u8, 0x01, 0x80, 0xFF] {
+                let data = vec![byte; len];
+                assert_eq!(
+                    checksum(&data),
+                    reference(&data),
+                    "len {len} byte {byte:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn rfc1071_example() {
         // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2.
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
@@ -145,6 +196,12 @@ mod tests {
         #[test]
         fn fast_path_matches_reference(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2000)) {
             proptest::prop_assert_eq!(checksum(&data), reference(&data));
+        }
+
+        #[test]
+        fn native_bulk_matches_reference(data in proptest::collection::vec(proptest::num::u8::ANY, 0..5000), skip in 0usize..64) {
+            let data = &data[(skip & !1).min(data.len())..];
+            proptest::prop_assert_eq!(checksum(data), reference(data));
         }
 
         #[test]

@@ -401,6 +401,24 @@ fn gso_batches_respect_udp_limits() {
 }
 
 #[test]
+fn superframes_capped_at_segments_per_send_take_one_send() {
+    use vxnet_encap::offload::segments_per_send;
+    assert_eq!(segments_per_send(1450), 44);
+    assert_eq!(segments_per_send(9000), 7);
+    assert_eq!(segments_per_send(68), 64);
+    assert_eq!(segments_per_send(65_535), 1);
+    // A superframe of that many full segments (inner MTU 1450: MSS 1398 with timestamps, or
+    // 1410 without) is exactly one UDP_SEGMENT send, also behind an 802.1Q tag.
+    for (spec, mss) in [(Spec::v4(), 1398), (Spec::v6(), 1378)] {
+        let (hdr, frame) = tap_superframe(spec, &payload_of(44 * mss, 2), mss as u16);
+        let (res, _) = segment(&hdr, &frame, mss);
+        assert_eq!(res.segments, 44);
+        let batches: Vec<_> = res.batches(MAX_UDP_GSO_PAYLOAD, MAX_GSO_SEGMENTS).collect();
+        assert_eq!(batches.len(), 1, "v6 {}", spec.v6);
+    }
+}
+
+#[test]
 fn malformed_tso_inputs_are_typed_errors() {
     let (hdr, frame) = tap_superframe(Spec::v4(), &payload_of(3000, 1), 1448);
     let mut out = vec![0u8; 70_000];
@@ -990,6 +1008,47 @@ fn uso_datagram_boundaries_are_never_recut() {
     );
 }
 
+/// The coalescer's one-comparison fast path must decide exactly like the full checks.
+fn assert_fast_path_agrees(frames: &[Vec<u8>]) {
+    let mut fast = Coalescer::default();
+    let mut full = Coalescer::default();
+    full.set_fast_path(false);
+    let a = coalesce_all(&mut fast, frames);
+    let b = coalesce_all(&mut full, frames);
+    assert_eq!(a, b);
+    assert_eq!(fast.stats(), full.stats());
+}
+
+#[test]
+fn fast_path_agrees_with_full_checks() {
+    for v6 in [false, true] {
+        let spec = if v6 { Spec::v6() } else { Spec::v4() };
+        for &len in &SIZES {
+            assert_fast_path_agrees(&segment_and_check(spec, &payload_of(len, 3), 1448, 1398));
+        }
+    }
+    // Every header byte of a middle segment changed in turn (checksums left stale or fixed
+    // up), plus truncation and padding: whichever path decides, the writes are the same.
+    let frames = four_segments(Spec::v4());
+    for at in 0..66 {
+        for fix in [false, true] {
+            let mut f = frames.clone();
+            f[2][at] ^= 0x21;
+            if fix {
+                refresh_ipv4_checksum(&mut f[2]);
+                fix_tcp_checksum_v4(&mut f[2]);
+            }
+            assert_fast_path_agrees(&f);
+        }
+    }
+    let mut cut = frames.clone();
+    cut[2].truncate(500);
+    assert_fast_path_agrees(&cut);
+    let mut padded = frames.clone();
+    padded[2].extend_from_slice(&[0; 6]);
+    assert_fast_path_agrees(&padded);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -1029,6 +1088,24 @@ proptest! {
         let stride = 8 + hl + (gso_size as usize).min(1398);
         let chunked = write_in_chunks(&hdr, &frame, 1398, stride + extra, max_segments);
         prop_assert_eq!(chunked, one_shot);
+    }
+
+    #[test]
+    fn fast_path_agrees_on_mutations(
+        flips in proptest::collection::vec((0usize..4, 0usize..90, 1u8..=255, any::<bool>()), 1..4),
+        v6 in any::<bool>(),
+    ) {
+        let spec = if v6 { Spec::v6() } else { Spec::v4() };
+        let mut frames = four_segments(spec);
+        for (i, at, bits, fix) in flips {
+            let at = at.min(frames[i].len() - 1);
+            frames[i][at] ^= bits;
+            if fix && !v6 {
+                refresh_ipv4_checksum(&mut frames[i]);
+                fix_tcp_checksum_v4(&mut frames[i]);
+            }
+        }
+        assert_fast_path_agrees(&frames);
     }
 
     #[test]

@@ -37,6 +37,9 @@ use super::{be16, tcp, TcpFrame, TCP_CHECKSUM_OFFSET};
 
 /// Largest L2 header the coalescer handles (Ethernet + one 802.1Q tag).
 const MAX_L2_LEN: usize = ETHERNET_HEADER_LEN + 4;
+/// Largest header run of a coalescable segment: Ethernet + tag, IPv6 (IPv4 with options is not
+/// merged), TCP with options.
+const MAX_TEMPLATE: usize = MAX_L2_LEN + 40 + 60;
 /// Largest IP packet a superframe may be (IPv4 total length / IPv6 payload length are 16 bits).
 pub const MAX_SUPERFRAME_IP_LEN: usize = 65_535;
 
@@ -152,6 +155,27 @@ pub struct Coalescer {
     run: Option<Run>,
     config: CoalesceConfig,
     stats: CoalesceStats,
+    /// The pending superframe's headers (`..hdr_len`) as every further segment must repeat
+    /// them, with the fields that change per segment zeroed (see [`mask_per_segment_fields`]).
+    template: [u8; MAX_TEMPLATE],
+    /// Off only in tests that compare the fast path with the full checks.
+    fast_path: bool,
+}
+
+/// Zeroes what legitimately differs between the segments of one superframe: IPv4 total length,
+/// ID and header checksum (IPv6 payload length), TCP sequence number, window and checksum, and
+/// the PSH flag. Whatever is left must be byte-identical (see the merge rules above).
+fn mask_per_segment_fields(tf: &TcpFrame, headers: &mut [u8]) {
+    let (l3, l4) = (tf.l3, tf.l4);
+    if tf.ipv6 {
+        headers[l3 + 4..l3 + 6].fill(0);
+    } else {
+        headers[l3 + 2..l3 + 6].fill(0);
+        headers[l3 + 10..l3 + 12].fill(0);
+    }
+    headers[l4 + tcp::SEQ.start..l4 + tcp::SEQ.end].fill(0);
+    headers[l4 + tcp::FLAGS] &= !tcp::PSH;
+    headers[l4 + tcp::WINDOW.start..l4 + tcp::CHECKSUM.end].fill(0);
 }
 
 impl Default for Coalescer {
@@ -171,7 +195,15 @@ impl Coalescer {
             run: None,
             config,
             stats: CoalesceStats::default(),
+            template: [0; MAX_TEMPLATE],
+            fast_path: true,
         }
+    }
+
+    /// Test hook: decide every frame with the full checks only (the fast path must agree).
+    #[doc(hidden)]
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
     }
 
     pub fn config(&self) -> &CoalesceConfig {
@@ -198,6 +230,11 @@ impl Coalescer {
 
     /// Offers one decapsulated inner Ethernet frame. See [`Push`] for what the caller must do.
     pub fn push(&mut self, frame: &[u8]) -> Push {
+        if let (Some(run), true) = (self.run, self.fast_path) {
+            if let Some(next) = self.continue_fast(run, frame) {
+                return self.extend(run, frame, &next);
+            }
+        }
         let tf = match TcpFrame::parse(frame) {
             Ok(tf) => tf,
             Err(e) => return self.pass(Reject::Malformed(e)),
@@ -396,6 +433,52 @@ impl Coalescer {
             && same(l4 + tcp::OPTIONS_START..l4 + tf.tcp_hlen)
     }
 
+    /// The common case in one comparison: `frame` repeats the pending superframe's headers
+    /// (masked, see [`mask_per_segment_fields`]) and satisfies the per-segment rules, so it
+    /// continues the superframe exactly as the full checks (`parse`, `eligible`, `same_flow`,
+    /// `continues`) would decide. Returns the frame's layout, or `None` to leave the decision
+    /// to the full checks.
+    fn continue_fast(&self, run: Run, frame: &[u8]) -> Option<TcpFrame> {
+        let tf = run.tf;
+        let hl = tf.hdr_len();
+        if run.sealed || run.segments >= self.config.max_segments || hl > MAX_TEMPLATE {
+            return None;
+        }
+        let mut headers = [0u8; MAX_TEMPLATE];
+        let headers = &mut headers[..hl];
+        headers.copy_from_slice(frame.get(..hl)?);
+        mask_per_segment_fields(&tf, headers);
+        if *headers != self.template[..hl] {
+            return None;
+        }
+        // Same layout as the first segment: only the length is new.
+        let (l3, l4) = (tf.l3, tf.l4);
+        let end = if tf.ipv6 {
+            l3 + 40 + be16(frame, l3 + 4) as usize
+        } else {
+            l3 + be16(frame, l3 + 2) as usize
+        };
+        if end > frame.len() || end <= hl {
+            return None;
+        }
+        let next = TcpFrame { end, ..tf };
+        let payload = next.payload_len();
+        if payload > run.gso_size
+            || (payload < run.gso_size && !self.config.short_tail)
+            || self.len - l3 + payload > self.config.max_ip_len
+            || u32::from_be_bytes(read4(frame, l4 + tcp::SEQ.start)) != run.next_seq
+        {
+            return None;
+        }
+        if !tf.ipv6
+            && (!checksum::verifies(Sum::new().add_bytes(&frame[l3..l4]))
+                || self.next_id_mode(&run, frame, &next).is_none())
+        {
+            return None;
+        }
+        Some(next)
+    }
+
     /// IPv4 ID rule: fixed (only with DF) or first + segment index, consistently.
     fn next_id_mode(&self, run: &Run, frame: &[u8], tf: &TcpFrame) -> Option<IpIdMode> {
         let id = be16(frame, tf.l3 + 4);
@@ -428,6 +511,11 @@ impl Coalescer {
         }
         let flags = frame[tf.l4 + tcp::FLAGS];
         self.len = tf.end;
+        let hl = tf.hdr_len();
+        if let Some(template) = self.template.get_mut(..hl) {
+            template.copy_from_slice(&frame[..hl]);
+            mask_per_segment_fields(&tf, template);
+        }
         self.run = Some(Run {
             tf,
             gso_size: tf.payload_len(),

@@ -46,8 +46,9 @@ pub mod vnet;
 
 pub use coalesce::{CoalesceConfig, CoalesceStats, Coalescer, Emit, Push, Reject};
 pub use segment::{
-    complete_checksum, prepare_for_wire, prepare_for_wire_with, required_output_len, CopyMode,
-    GsoBatch, GsoBatches, Segmented, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
+    complete_checksum, prepare_for_wire, prepare_for_wire_with, required_output_len,
+    segments_per_send, CopyMode, GsoBatch, GsoBatches, Segmented, WirePlan, MAX_GSO_SEGMENTS,
+    MAX_UDP_GSO_PAYLOAD,
 };
 pub use vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
 

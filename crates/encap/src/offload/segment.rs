@@ -28,6 +28,18 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 /// little more, so this is safe for both.
 pub const MAX_UDP_GSO_PAYLOAD: usize = 65_507;
 
+/// How many full-size segments of an inner MTU of `mtu` bytes one `UDP_SEGMENT` send carries:
+/// each is VXLAN 8 + Ethernet 14 (+ a 4-byte 802.1Q tag, allowed for) + `mtu`, and a send
+/// holds at most [`MAX_UDP_GSO_PAYLOAD`] bytes and [`MAX_GSO_SEGMENTS`] segments (at least 1).
+///
+/// Capping the TAP's `gso_max_segs` at this makes every TCP superframe one send: for MTU 1450
+/// that is 44, where the kernel's default 64 KB superframe (47 segments) takes a second send for
+/// its last 3 segments — a whole extra skb on both ends and an extra TAP write at the receiver.
+pub fn segments_per_send(mtu: usize) -> usize {
+    let segment = VXLAN_HEADER_LEN + 14 + 4 + mtu;
+    (MAX_UDP_GSO_PAYLOAD / segment).clamp(1, MAX_GSO_SEGMENTS)
+}
+
 /// What [`prepare_for_wire`] wrote to the front of the output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segmented {
@@ -146,6 +158,10 @@ fn plan_tso(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Plan, Offloa
         total_len,
     })
 }
+
+/// Most header bytes a segment repeats: Ethernet with an 802.1Q tag 18, IPv4 with options 60
+/// (IPv6 40), TCP with options 60.
+const MAX_SEGMENT_HEADERS: usize = 18 + 60 + 60;
 
 /// The geometry of a USO split: UDP datagrams of exactly `gso_size` payload bytes (the last
 /// shorter). Unlike TCP, datagram boundaries are the application's: never re-cut, so a
@@ -463,10 +479,11 @@ fn checksum_field(
     Ok((start, field))
 }
 
-/// RFC 768: a computed checksum of zero goes out as all ones (for TCP both mean the same).
-fn store_checksum(field: &mut [u8], sum: Sum) {
+/// Stores a finished checksum. For UDP (RFC 768) a computed zero goes out as all ones, since
+/// zero means "no checksum"; TCP keeps zero, as the kernel writes it (both verify alike).
+fn store_checksum(field: &mut [u8], sum: Sum, udp: bool) {
     let mut value = sum.finish();
-    if value == 0 {
+    if value == 0 && udp {
         value = 0xFFFF;
     }
     if let Some(f) = field.get_mut(..2) {
@@ -483,7 +500,7 @@ pub fn complete_checksum(
 ) -> Result<(), OffloadError> {
     let (start, field) = checksum_field(frame.len(), csum_start, csum_offset)?;
     let sum = checksum::Sum::new().add_bytes(&frame[start..]);
-    store_checksum(&mut frame[field..], sum);
+    store_checksum(&mut frame[field..], sum, csum_offset == UDP_CHECKSUM_OFFSET);
     Ok(())
 }
 
@@ -503,7 +520,7 @@ fn single(
             // Fused: the bytes from csum_start are summed while they are copied.
             dst[..start].copy_from_slice(&frame[..start]);
             let sum = copy_and_sum(&mut dst[start..], &frame[start..]);
-            store_checksum(&mut dst[field..], sum);
+            store_checksum(&mut dst[field..], sum, field - start == UDP_CHECKSUM_OFFSET as usize);
         }
     }
     Ok(Segmented {
@@ -541,6 +558,27 @@ fn tso(
     let flags = frame[l4 + tcp::FLAGS];
     let payload = &frame[hl..tf.end];
 
+    // Every segment repeats the superframe's headers with a few fields changed: zero those in
+    // a template, sum the template once, and per segment add only what changed (a
+    // ones'-complement sum is a sum of its words, RFC 1624). Same bytes as summing each header.
+    let mut vxlan = [0u8; VXLAN_HEADER_LEN];
+    write_vxlan(&mut vxlan, vni);
+    let mut template = [0u8; MAX_SEGMENT_HEADERS];
+    let template = &mut template[..hl];
+    template.copy_from_slice(&frame[..hl]);
+    if tf.ipv6 {
+        template[l3 + 4..l3 + 6].fill(0);
+    } else {
+        template[l3 + 2..l3 + 6].fill(0);
+        template[l3 + 10..l3 + 12].fill(0);
+    }
+    template[l4 + tcp::SEQ.start..l4 + tcp::SEQ.end].fill(0);
+    template[l4 + tcp::FLAGS] = 0;
+    template[l4 + tcp::CHECKSUM.start..l4 + tcp::CHECKSUM.end].fill(0);
+    let ip_base = Sum::new().add_bytes(&template[l3..l4]);
+    // The pseudo-header without its length, and the TCP header without seq, flags, checksum.
+    let tcp_base = tf.pseudo_header(frame, 0).add_bytes(&template[l4..]);
+
     for i in from..from + count {
         let first = i == 0;
         let last = i + 1 == plan.segments;
@@ -548,24 +586,25 @@ fn tso(
         let chunk = &payload[off..payload.len().min(off + plan.seg_payload)];
         let start = (i - from) * plan.stride;
         let seg = &mut out[start..start + VXLAN_HEADER_LEN + hl + chunk.len()];
-        write_vxlan(seg, vni);
-        let (hdrs, data) = seg[VXLAN_HEADER_LEN..].split_at_mut(hl);
-        hdrs.copy_from_slice(&frame[..hl]);
+        let (head, data) = seg.split_at_mut(VXLAN_HEADER_LEN + hl);
+        let payload_sum = copy(data, chunk);
+        let (vx, hdrs) = head.split_at_mut(VXLAN_HEADER_LEN);
+        vx.copy_from_slice(&vxlan);
+        hdrs.copy_from_slice(template);
 
         let tcp_len = tf.tcp_hlen + chunk.len();
         if tf.ipv6 {
             hdrs[l3 + 4..l3 + 6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
         } else {
-            let ihl = l4 - l3;
-            hdrs[l3 + 2..l3 + 4].copy_from_slice(&((ihl + tcp_len) as u16).to_be_bytes());
-            hdrs[l3 + 4..l3 + 6].copy_from_slice(&base_id.wrapping_add(i as u16).to_be_bytes());
-            hdrs[l3 + 10..l3 + 12].fill(0);
-            let c = checksum::checksum(&hdrs[l3..l4]);
+            let total = (l4 - l3 + tcp_len) as u16;
+            let id = base_id.wrapping_add(i as u16);
+            hdrs[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+            hdrs[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+            let c = ip_base.add_u16(total).add_u16(id).finish();
             hdrs[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
         }
 
-        let th = &mut hdrs[l4..];
-        th[tcp::SEQ].copy_from_slice(&base_seq.wrapping_add(off as u32).to_be_bytes());
+        let seq = base_seq.wrapping_add(off as u32);
         let mut f = flags;
         if !last {
             f &= !(tcp::FIN | tcp::PSH);
@@ -573,14 +612,17 @@ fn tso(
         if !first {
             f &= !tcp::CWR;
         }
+        let th = &mut hdrs[l4..];
+        th[tcp::SEQ].copy_from_slice(&seq.to_be_bytes());
         th[tcp::FLAGS] = f;
-        th[tcp::CHECKSUM].fill(0);
-
-        let sum = tf
-            .pseudo_header(frame, tcp_len)
-            .add_bytes(th)
-            .add_sum(copy(data, chunk));
-        store_checksum(&mut th[TCP_CHECKSUM_OFFSET as usize..], sum);
+        // The flags are the low byte of the 16-bit word at offset 12.
+        let sum = tcp_base
+            .add_u32(tcp_len as u32)
+            .add_u32(seq >> 16)
+            .add_u32(seq & 0xFFFF)
+            .add_u16(u16::from(f))
+            .add_sum(payload_sum);
+        store_checksum(&mut th[TCP_CHECKSUM_OFFSET as usize..], sum, false);
     }
     Ok(Segmented {
         segments: count,
@@ -643,7 +685,7 @@ fn uso(
                 .pseudo_header(frame, udp_len)
                 .add_bytes(&hdrs[l4..])
                 .add_sum(data_sum);
-            store_checksum(&mut hdrs[csum..], sum);
+            store_checksum(&mut hdrs[csum..], sum, true);
         }
     }
     Ok(Segmented {
