@@ -520,7 +520,11 @@ fn single(
             // Fused: the bytes from csum_start are summed while they are copied.
             dst[..start].copy_from_slice(&frame[..start]);
             let sum = copy_and_sum(&mut dst[start..], &frame[start..]);
-            store_checksum(&mut dst[field..], sum, field - start == UDP_CHECKSUM_OFFSET as usize);
+            store_checksum(
+                &mut dst[field..],
+                sum,
+                field - start == UDP_CHECKSUM_OFFSET as usize,
+            );
         }
     }
     Ok(Segmented {
