@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::*;
-use vxnet_dataplane::forward::{TapAction, WireAction};
+use vxnet_dataplane::forward::{TapAction, WireAction, WireRun};
 use vxnet_encap::{encapsulate, Encapsulation, MacAddr, Vni};
 
 struct Counting;
@@ -59,12 +59,21 @@ fn steady_state_forwarding_allocates_nothing() {
     }
 
     let broadcast = frame(MacAddr::BROADCAST, mac(1), 60);
+    let mut run = WireRun::default();
     ARMED.with(|a| a.set(true));
     for round in 0..200u64 {
         for (i, p) in to_tap.iter().enumerate() {
             let action = fwd.from_wire(round, peers[i % 2], p);
             assert!(matches!(action, WireAction::Deliver { .. }));
         }
+        // The worker's path: runs of repeated datagrams (a UDP GRO read), counted once per run.
+        for (i, p) in to_tap.iter().enumerate() {
+            for _ in 0..3 {
+                let action = fwd.from_wire_run(round, peers[i % 2], p, &mut run);
+                assert!(matches!(action, WireAction::Deliver { .. }));
+            }
+        }
+        fwd.end_run(&mut run);
         for f in &from_tap {
             let action = fwd.from_tap(0, f);
             assert!(matches!(action, TapAction::Unicast(_)));
@@ -78,6 +87,6 @@ fn steady_state_forwarding_allocates_nothing() {
     let allocations = ALLOCATIONS.with(Cell::get);
     assert_eq!(
         allocations, 0,
-        "{allocations} allocations in 12,200 forwarded frames"
+        "{allocations} allocations in 30,200 forwarded frames"
     );
 }
