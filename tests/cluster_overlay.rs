@@ -167,6 +167,14 @@ impl ClusterLab {
         );
     }
 
+    /// Waits until every host floods `name` to all the others.
+    fn wait_full_mesh(&self, name: &str, timeout: Duration) {
+        for i in 0..ENGINES {
+            let others: Vec<usize> = (0..ENGINES).filter(|p| *p != i).collect();
+            self.wait_peers(i, name, &others, timeout);
+        }
+    }
+
     /// Host i's overlay address on `name` (allocated from the subnet), without the prefix.
     fn overlay_ip(&self, i: usize, name: &str) -> String {
         let net = self.served(i, name).expect("network served");
@@ -224,10 +232,7 @@ fn three_hosts_serve_a_network_created_on_one() {
 
     let t0 = Instant::now();
     let def = c.create("blue", "--subnet 10.1.0.0/24");
-    for i in 0..ENGINES {
-        let others: Vec<usize> = (0..ENGINES).filter(|p| *p != i).collect();
-        c.wait_peers(i, "blue", &others, Duration::from_secs(5));
-    }
+    c.wait_full_mesh("blue", Duration::from_secs(5));
     let served_after = t0.elapsed();
     let ips: Vec<String> = (0..ENGINES).map(|i| c.overlay_ip(i, "blue")).collect();
     // Every pair, concurrently, as soon as each host serves the network.
@@ -320,10 +325,7 @@ fn killed_host_leaves_the_peers_and_rejoins_from_its_state() {
     for i in 0..ENGINES {
         c.join(i, "");
     }
-    for i in 0..ENGINES {
-        let others: Vec<usize> = (0..ENGINES).filter(|p| *p != i).collect();
-        c.wait_peers(i, "blue", &others, Duration::from_secs(5));
-    }
+    c.wait_full_mesh("blue", Duration::from_secs(5));
     let ip2 = c.overlay_ip(2, "blue");
     let ip0 = c.overlay_ip(0, "blue");
     assert!(ping_until(&c.lab, 0, &ip2, Duration::from_secs(5)));
@@ -357,10 +359,7 @@ fn killed_host_leaves_the_peers_and_rejoins_from_its_state() {
     // Restart with the same state dir and no token, no cluster flags at all: it rejoins with
     // the same address.
     c.start(2, "h2-restarted", "", "");
-    for i in 0..ENGINES {
-        let others: Vec<usize> = (0..ENGINES).filter(|p| *p != i).collect();
-        c.wait_peers(i, "blue", &others, Duration::from_secs(10));
-    }
+    c.wait_full_mesh("blue", Duration::from_secs(10));
     assert_eq!(
         c.overlay_ip(2, "blue"),
         ip2,
@@ -387,10 +386,7 @@ fn forwarding_survives_an_etcd_outage_and_resyncs() {
     for i in 0..ENGINES {
         c.join(i, "");
     }
-    for i in 0..ENGINES {
-        let others: Vec<usize> = (0..ENGINES).filter(|p| *p != i).collect();
-        c.wait_peers(i, "blue", &others, Duration::from_secs(5));
-    }
+    c.wait_full_mesh("blue", Duration::from_secs(5));
     let ip1 = c.overlay_ip(1, "blue");
     assert!(ping_until(&c.lab, 0, &ip1, Duration::from_secs(5)));
     // A healthy status first, so the degraded one below has a cached view to show.
