@@ -167,6 +167,15 @@ impl ClusterLab {
         );
     }
 
+    /// Network "blue" (10.1.0.0/24) created, every host joined and flooding to all the others.
+    fn blue_mesh(&mut self) {
+        self.create("blue", "--subnet 10.1.0.0/24");
+        for i in 0..ENGINES {
+            self.join(i, "");
+        }
+        self.wait_full_mesh("blue", Duration::from_secs(5));
+    }
+
     /// Waits until every host floods `name` to all the others.
     fn wait_full_mesh(&self, name: &str, timeout: Duration) {
         for i in 0..ENGINES {
@@ -321,11 +330,7 @@ fn killed_host_leaves_the_peers_and_rejoins_from_its_state() {
     let Some(mut c) = ClusterLab::new("killed_host_leaves_the_peers_and_rejoins", 3) else {
         return;
     };
-    c.create("blue", "--subnet 10.1.0.0/24");
-    for i in 0..ENGINES {
-        c.join(i, "");
-    }
-    c.wait_full_mesh("blue", Duration::from_secs(5));
+    c.blue_mesh();
     let ip2 = c.overlay_ip(2, "blue");
     let ip0 = c.overlay_ip(0, "blue");
     assert!(ping_until(&c.lab, 0, &ip2, Duration::from_secs(5)));
@@ -382,11 +387,7 @@ fn forwarding_survives_an_etcd_outage_and_resyncs() {
     let Some(mut c) = ClusterLab::new("forwarding_survives_an_etcd_outage", 3) else {
         return;
     };
-    c.create("blue", "--subnet 10.1.0.0/24");
-    for i in 0..ENGINES {
-        c.join(i, "");
-    }
-    c.wait_full_mesh("blue", Duration::from_secs(5));
+    c.blue_mesh();
     let ip1 = c.overlay_ip(1, "blue");
     assert!(ping_until(&c.lab, 0, &ip1, Duration::from_secs(5)));
     // A healthy status first, so the degraded one below has a cached view to show.

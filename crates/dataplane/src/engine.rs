@@ -764,21 +764,8 @@ impl EngineControl {
             .and_then(|s| s.mac)
     }
 
-    /// Records the address the control plane assigned to a network (shown by `vxnet networks`).
-    pub fn set_address(&self, name: &str, address: Option<String>) {
-        let mut addresses = lock(&self.core.state.addresses);
-        match address {
-            Some(a) => addresses.insert(name.to_string(), a),
-            None => addresses.remove(name),
-        };
-    }
-
     pub fn set_cluster_info(&self, info: Option<ClusterInfo>) {
         *lock(&self.core.state.cluster) = info;
-    }
-
-    pub fn state(&self) -> &Arc<EngineState> {
-        &self.core.state
     }
 }
 
