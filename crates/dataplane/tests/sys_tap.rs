@@ -11,7 +11,9 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sys_common::{in_private_netns, ip_json, link_exists, privileged, unique_tap_name, LinkGuard};
+use sys_common::{
+    in_private_netns, ip_json, link_exists, link_vanishes, privileged, unique_tap_name, LinkGuard,
+};
 use vxnet_dataplane::sys::iface;
 use vxnet_dataplane::sys::poll::PollSet;
 use vxnet_dataplane::sys::tap::{
@@ -57,14 +59,8 @@ fn multi_queue_tap_appears_in_sysfs_and_vanishes_on_drop() {
     }
 
     drop(tap);
-    // The last close defers the netdev's unregistration (deferred fput, then rtnl, which other
-    // tests' namespace work contends for): allow it a bounded moment to happen.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while Path::new(&sysfs).exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
     assert!(
-        !Path::new(&sysfs).exists(),
+        link_vanishes(&name),
         "non-persistent TAP must vanish with its fds"
     );
 }
@@ -147,7 +143,7 @@ fn configure_tap_and_read_back() {
         assert!(link_exists(&name), "our first handle still keeps it");
 
         drop(tap);
-        assert!(!link_exists(&name), "gone once every queue fd is closed");
+        assert!(link_vanishes(&name), "gone once every queue fd is closed");
         let err = iface::mtu(&name).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENODEV));
     });

@@ -61,6 +61,17 @@ impl Drop for LinkGuard {
 }
 
 /// Whether a link exists in the calling thread's network namespace.
+/// Waits (bounded, 2 s) for a TAP whose last fd closed to disappear. The last close defers
+/// the netdev's unregistration (deferred fput, then rtnl, which other tests' namespace work
+/// contends for), so "gone" is not instant. True when it is gone.
+pub fn link_vanishes(name: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while link_exists(name) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    !link_exists(name)
+}
+
 pub fn link_exists(name: &str) -> bool {
     Command::new("ip")
         .args(["link", "show", "dev", name])
