@@ -598,6 +598,11 @@ pub fn tcp_send_pattern(
         let start = Instant::now();
         let mut stream =
             std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        // A path that stops delivering would otherwise block the write until TCP gives up
+        // (minutes); the receiver waits 30 s too.
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let mut buf = vec![0u8; 1 << 16];
         let mut pos = 0u64;
         while pos < len {

@@ -198,7 +198,7 @@ pub fn render_stats(report: &StatsReport) -> String {
         );
         let _ = writeln!(
             out,
-            "    offload: tso {} superframes -> {} segments  uso {} -> {}  gso {} sends  gro {} reads  coalesced {} superframes <- {} segments",
+            "    offload: tso {} superframes -> {} segments  uso {} -> {}  gso {} sends  gro {} reads  coalesced {} superframes <- {} segments  tunnel superframes {} <- {} segments  partial checksums completed {}",
             n.tso_superframes,
             n.tso_segments,
             n.uso_superframes,
@@ -206,7 +206,10 @@ pub fn render_stats(report: &StatsReport) -> String {
             n.gso_batches,
             n.gro_batches,
             n.coalesced_superframes,
-            n.coalesced_segments
+            n.coalesced_segments,
+            n.tunnel_superframes,
+            n.tunnel_segments,
+            n.partial_checksums
         );
         let _ = writeln!(out, "    drops: {}", nonzero(&n.drops));
     }

@@ -180,6 +180,14 @@ pub struct Events {
     pub coalesced_superframes: AtomicU64,
     /// ... and the segments merged into them.
     pub coalesced_segments: AtomicU64,
+    /// Received inner TCP/UDP checksums a kernel VTEP on this machine left partial (for a NIC
+    /// that a veth is not) and vxnet completed.
+    pub partial_checksums: AtomicU64,
+    /// Datagrams from a kernel VTEP on this machine that carried a whole inner superframe
+    /// (UDP-tunnel GSO through a veth), written to the TAP unsplit ...
+    pub tunnel_superframes: AtomicU64,
+    /// ... and the segments they stand for.
+    pub tunnel_segments: AtomicU64,
 }
 
 impl Events {

@@ -275,16 +275,51 @@ impl Forwarder {
         }
     }
 
-    fn count_rx(&self, network: usize, sender: IpAddr, packets: u64, inner: u64, bytes: u64) {
+    /// Adds delivered traffic: `packets` inner frames of `inner` bytes in all, from datagrams of
+    /// `bytes`.
+    pub fn count_rx(&self, network: usize, sender: IpAddr, packets: u64, inner: u64, bytes: u64) {
         if let Some(n) = self.networks.get(network) {
             n.traffic.rx_many(packets, inner);
         }
         self.peers.with(sender, |c| c.rx_many(packets, bytes));
     }
 
+    /// Longest datagram that can hold a single frame of any network: anything longer is a GRO
+    /// run or a tunnel superframe (see [`from_wire_superframe`](Self::from_wire_superframe)).
+    pub fn max_single_datagram(&self) -> usize {
+        self.networks
+            .iter()
+            .map(|n| VXLAN_HEADER_LEN + Self::max_frame(n, true))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// [`from_wire`](Self::from_wire) for a datagram that carries one inner superframe (a kernel
+    /// VTEP's UDP-tunnel GSO through a veth; the caller checked the shape): larger than the
+    /// network's MTU by design, so that check is skipped. The caller counts what it delivers
+    /// with [`count_rx`](Self::count_rx), in segments.
+    pub fn from_wire_superframe(
+        &self,
+        now: Millis,
+        source: SocketAddr,
+        datagram: &[u8],
+    ) -> WireAction {
+        self.classify(now, source, datagram, true)
+    }
+
     /// Everything [`from_wire`](Self::from_wire) decides and learns, but not the delivered
     /// traffic counters.
     fn classify_wire(&self, now: Millis, source: SocketAddr, datagram: &[u8]) -> WireAction {
+        self.classify(now, source, datagram, false)
+    }
+
+    fn classify(
+        &self,
+        now: Millis,
+        source: SocketAddr,
+        datagram: &[u8],
+        superframe: bool,
+    ) -> WireAction {
         let decapsulated = match decapsulate(datagram) {
             Ok(d) => d,
             Err(e) => {
@@ -309,7 +344,7 @@ impl Forwarder {
         let reason = if !self.accept_any && !network.peers().allows(sender) {
             Some(DropReason::NotPeer)
         } else {
-            Self::check_inner(network, decapsulated.inner)
+            Self::check_inner(network, decapsulated.inner, superframe)
         };
         if let Some(reason) = reason {
             network.drops.count(reason);
@@ -333,7 +368,7 @@ impl Forwarder {
         }
     }
 
-    fn check_inner(network: &Network, frame: &[u8]) -> Option<DropReason> {
+    fn check_inner(network: &Network, frame: &[u8], superframe: bool) -> Option<DropReason> {
         let Ok(inner) = InnerFrame::new(frame) else {
             return Some(DropReason::InnerTooShort);
         };
@@ -344,7 +379,7 @@ impl Forwarder {
         if tagged && !network.settings.allow_vlan {
             return Some(DropReason::VlanTagged);
         }
-        if frame.len() > Self::max_frame(network, tagged) {
+        if !superframe && frame.len() > Self::max_frame(network, tagged) {
             return Some(DropReason::Oversize);
         }
         None

@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 use std::io::IoSlice;
 use vxnet_encap::flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
 use vxnet_encap::offload::{
-    segments_per_send, CoalesceConfig, Coalescer, Push, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS,
-    MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
+    complete_partial_checksum, segments_per_send, CoalesceConfig, Coalescer, InnerSuperframe, Push,
+    VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN,
+    ZERO_VNET_HDR,
 };
+use vxnet_encap::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 use vxnet_encap::{encapsulate, Encapsulation};
 
 use crate::counters::{DropReason, Events};
@@ -149,6 +151,8 @@ pub struct Worker {
     raw: Box<[u8]>,
     /// Per network (index like `taps`): inner TCP payload bytes that fit one underlay datagram.
     mss: Vec<usize>,
+    /// Longer received datagrams are GRO runs or tunnel superframes.
+    max_single_datagram: usize,
     coalescers: Vec<Coalescer>,
 }
 
@@ -251,6 +255,7 @@ impl Worker {
             .map(|_| Coalescer::new(CoalesceConfig::default()))
             .collect();
         Worker {
+            max_single_datagram: forwarder.max_single_datagram(),
             forwarder,
             taps,
             socket,
@@ -573,6 +578,8 @@ impl Worker {
                 recv,
                 coalescers,
                 offloads,
+                max_single_datagram,
+                raw,
                 ..
             } = self;
             // One sender's datagrams in a row share their fate (see `from_wire_run`).
@@ -588,11 +595,30 @@ impl Worker {
                     Some(size) if size > 0 => size as usize,
                     _ => datagram.data.len().max(1),
                 };
+                let source = datagram.source;
+                let gro_size = datagram.gro_segment_size;
+                // Mutable: an inner checksum left partial by a local kernel VTEP is completed
+                // in place before delivery.
+                let data = recv.datagram_mut(i);
+                if data.len() > *max_single_datagram {
+                    let inner = data.get(VXLAN_HEADER_LEN..).unwrap_or_default();
+                    if let Ok(superframe) = InnerSuperframe::parse(inner) {
+                        let received = TunnelSuperframe {
+                            now,
+                            source,
+                            datagram: data,
+                            superframe,
+                            gro_size,
+                        };
+                        received.deliver(forwarder, taps, coalescers, *offloads, raw);
+                        continue;
+                    }
+                }
                 // A GRO run is counted once, on the network of its first delivered datagram.
-                let mut gro_counted = datagram.data.len() <= size;
-                for packet in datagram.data.chunks(size) {
+                let mut gro_counted = data.len() <= size;
+                for packet in data.chunks_mut(size) {
                     if let WireAction::Deliver { network, inner } =
-                        forwarder.from_wire_run(now, datagram.source, packet, &mut run)
+                        forwarder.from_wire_run(now, source, packet, &mut run)
                     {
                         if !gro_counted {
                             gro_counted = true;
@@ -606,7 +632,7 @@ impl Worker {
                             coalescers,
                             *offloads,
                             network,
-                            &packet[inner],
+                            &mut packet[inner],
                         );
                     }
                 }
@@ -627,6 +653,110 @@ impl Worker {
     }
 }
 
+/// A received datagram that holds one inner superframe (see `vxnet_encap::offload::tunnel_gso`).
+struct TunnelSuperframe<'a> {
+    now: Millis,
+    source: SocketAddr,
+    datagram: &'a mut [u8],
+    superframe: InnerSuperframe,
+    /// The `UDP_GRO` size the socket reported: the sender's segment payload.
+    gro_size: Option<u16>,
+}
+
+impl TunnelSuperframe<'_> {
+    /// Writes the superframe to its network's TAP whole, behind a TSO/USO virtio-net header, or
+    /// segment by segment when the TAP has no virtio-net header (`raw` is the scratch space).
+    fn deliver(
+        self,
+        forwarder: &Forwarder,
+        taps: &[TapQueue],
+        coalescers: &mut [Coalescer],
+        offloads: Offloads,
+        raw: &mut [u8],
+    ) {
+        let TunnelSuperframe {
+            now,
+            source,
+            datagram,
+            superframe,
+            gro_size,
+        } = self;
+        let WireAction::Deliver { network, inner } =
+            forwarder.from_wire_superframe(now, source, datagram)
+        else {
+            return;
+        };
+        let Some(n) = forwarder.networks().get(network) else {
+            return;
+        };
+        // The payload one frame of the TAP's MTU holds behind these headers.
+        let fallback_mss =
+            (n.settings.mtu as usize + ETHERNET_HEADER_LEN).saturating_sub(superframe.hdr_len());
+        let frame = &mut datagram[inner];
+        let hdr = match superframe.prepare(frame, gro_size, fallback_mss) {
+            Ok(hdr) => hdr,
+            Err(_) => {
+                n.drops.count(DropReason::BadOffload);
+                return;
+            }
+        };
+        let segments = superframe.segments(hdr.gso_size as usize);
+        forwarder.count_rx(
+            network,
+            source.ip(),
+            segments as u64,
+            frame.len() as u64,
+            (frame.len() + VXLAN_HEADER_LEN) as u64,
+        );
+        Events::bump(&n.events.tunnel_superframes);
+        n.events
+            .tunnel_segments
+            .fetch_add(segments as u64, Ordering::Relaxed);
+        // Segments of the same flow may be waiting in the coalescer: they go first.
+        if let Some(coalescer) = coalescers.get_mut(network) {
+            if let Some(pending) = coalescer.finish() {
+                count_coalesced(forwarder, network, pending);
+                write_tap(forwarder, taps, network, &[IoSlice::new(pending)]);
+            }
+        }
+        if offloads.vnet_hdr {
+            let hdr = hdr.to_bytes();
+            write_tap(
+                forwarder,
+                taps,
+                network,
+                &[IoSlice::new(&hdr), IoSlice::new(frame)],
+            );
+            return;
+        }
+        // Cut where the TAP's MTU allows, even if the sender's segments were larger.
+        let mut plan = match WirePlan::new(&hdr, frame, fallback_mss) {
+            Ok(plan) => plan,
+            Err(_) => {
+                n.drops.count(DropReason::BadOffload);
+                return;
+            }
+        };
+        let vni = n.vni();
+        loop {
+            let written = match plan.write_next(frame, vni, raw, MAX_GSO_SEGMENTS) {
+                Ok(Some(written)) => written,
+                Ok(None) => return,
+                Err(_) => {
+                    n.drops.count(DropReason::BadOffload);
+                    return;
+                }
+            };
+            // Each piece is a VXLAN datagram as it would go on the wire; the TAP wants the frame.
+            for datagram in raw[..written.total_len].chunks(written.segment_size) {
+                if let Some(segment) = datagram.get(VXLAN_HEADER_LEN..) {
+                    write_tap(forwarder, taps, network, &[IoSlice::new(segment)]);
+                }
+            }
+        }
+    }
+}
+
 /// Writes one inner frame towards network `network`'s TAP: straight through without a vnet
 /// header, else through the coalescer (TCP segments of one flow merge into a superframe).
 fn deliver(
@@ -635,22 +765,21 @@ fn deliver(
     coalescers: &mut [Coalescer],
     offloads: Offloads,
     network: usize,
-    frame: &[u8],
+    frame: &mut [u8],
 ) {
     if !offloads.vnet_hdr {
+        complete_partial(forwarder, network, frame);
         write_tap(forwarder, taps, network, &[IoSlice::new(frame)]);
         return;
     }
     let Some(coalescer) = coalescers.get_mut(network) else {
         return;
     };
-    let mut push = coalescer.push(frame);
-    if push == Push::Flush {
-        if let Some(superframe) = coalescer.finish() {
-            count_coalesced(forwarder, network, superframe);
-            write_tap(forwarder, taps, network, &[IoSlice::new(superframe)]);
-        }
-        push = coalescer.push(frame);
+    let mut push = coalesce(forwarder, taps, coalescer, network, frame);
+    // Only frames the coalescer did not take are checked for a partial checksum: a TCP segment
+    // it verified is complete, and the signature check costs a parse.
+    if matches!(push, Push::PassThrough(_)) && complete_partial(forwarder, network, frame) {
+        push = coalesce(forwarder, taps, coalescer, network, frame);
     }
     if let Push::PassThrough(_) = push {
         write_tap(
@@ -660,6 +789,37 @@ fn deliver(
             &[IoSlice::new(&ZERO_VNET_HDR), IoSlice::new(frame)],
         );
     }
+}
+
+/// Offers `frame` to the coalescer, writing out the pending superframe first when it must go.
+fn coalesce(
+    forwarder: &Forwarder,
+    taps: &[TapQueue],
+    coalescer: &mut Coalescer,
+    network: usize,
+    frame: &[u8],
+) -> Push {
+    let mut push = coalescer.push(frame);
+    if push == Push::Flush {
+        if let Some(superframe) = coalescer.finish() {
+            count_coalesced(forwarder, network, superframe);
+            write_tap(forwarder, taps, network, &[IoSlice::new(superframe)]);
+        }
+        push = coalescer.push(frame);
+    }
+    push
+}
+
+/// Completes an inner checksum a kernel VTEP on this machine left for a NIC (see
+/// `vxnet_encap::offload::partial`), counting it.
+fn complete_partial(forwarder: &Forwarder, network: usize, frame: &mut [u8]) -> bool {
+    let completed = complete_partial_checksum(frame);
+    if completed {
+        if let Some(n) = forwarder.networks().get(network) {
+            Events::bump(&n.events.partial_checksums);
+        }
+    }
+    completed
 }
 
 /// Counts a coalescer write that is a superframe (a single segment leaves with a zero header).

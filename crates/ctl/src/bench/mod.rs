@@ -108,13 +108,9 @@ pub enum BenchError {
 }
 
 /// Tools needed besides the optional iperf3.
-const NEEDED: [(&str, &str); 3] = [
+const NEEDED: [(&str, &str); 2] = [
     ("ip", "iproute2: namespaces, veths, kernel vxlan"),
     ("ping", "iputils-ping: latency"),
-    (
-        "ethtool",
-        "checksum offload off at the kernel end of the mixed pairs",
-    ),
 ];
 
 pub fn run(args: BenchArgs) -> Result<(), BenchError> {

@@ -68,7 +68,7 @@ pub fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 17] = [
+    let per_network: [(&str, &str, &str, Field); 20] = [
         (
             "vxnet_rx_packets_total",
             "counter",
@@ -170,6 +170,24 @@ pub fn render(state: &EngineState) -> String {
             "counter",
             "Inner TCP segments merged into superframes.",
             |n| n.coalesced_segments,
+        ),
+        (
+            "vxnet_partial_checksums_total",
+            "counter",
+            "Inner checksums a kernel VTEP on this machine left partial, completed by vxnet.",
+            |n| n.partial_checksums,
+        ),
+        (
+            "vxnet_tunnel_superframes_total",
+            "counter",
+            "Datagrams from a kernel VTEP on this machine carrying a whole inner superframe (UDP-tunnel GSO), written to the TAP unsplit.",
+            |n| n.tunnel_superframes,
+        ),
+        (
+            "vxnet_tunnel_segments_total",
+            "counter",
+            "Segments those tunnel superframes stand for.",
+            |n| n.tunnel_segments,
         ),
     ];
 

@@ -85,6 +85,16 @@ pub struct NetworkStats {
     pub coalesced_superframes: u64,
     #[serde(default)]
     pub coalesced_segments: u64,
+    /// Inner checksums a kernel VTEP on this machine left partial, completed by vxnet.
+    #[serde(default)]
+    pub partial_checksums: u64,
+    /// Datagrams from a kernel VTEP on this machine that carried a whole inner superframe
+    /// (UDP-tunnel GSO through a veth), written to the TAP unsplit ...
+    #[serde(default)]
+    pub tunnel_superframes: u64,
+    /// ... and the segments they stand for.
+    #[serde(default)]
+    pub tunnel_segments: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

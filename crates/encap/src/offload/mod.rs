@@ -8,6 +8,7 @@
 //! - [`coalesce`]: wire -> TAP. [`Coalescer`] merges consecutive, checksum-verified TCP segments of
 //!   one flow into a superframe with a `NEEDS_CSUM` + `TCPV4/6` virtio-net header.
 //! - [`copy_csum`]: the fused copy + checksum both directions use.
+//! - [`partial`]: inner checksums a kernel VTEP on the same machine left for a NIC to finish.
 //!
 //! All offsets (like the virtio-net header's) count from the start of the inner Ethernet header.
 //!
@@ -41,15 +42,19 @@
 
 pub mod coalesce;
 pub mod copy_csum;
+pub mod partial;
 pub mod segment;
+pub mod tunnel_gso;
 pub mod vnet;
 
 pub use coalesce::{CoalesceConfig, CoalesceStats, Coalescer, Emit, Push, Reject};
+pub use partial::complete_partial_checksum;
 pub use segment::{
     complete_checksum, prepare_for_wire, prepare_for_wire_with, required_output_len,
     segments_per_send, CopyMode, GsoBatch, GsoBatches, Segmented, WirePlan, MAX_GSO_SEGMENTS,
     MAX_UDP_GSO_PAYLOAD,
 };
+pub use tunnel_gso::InnerSuperframe;
 pub use vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
 
 use crate::error::{Layer, OffloadError};

@@ -1,0 +1,93 @@
+//! A kernel vxlan peer on the same machine with its offloads as shipped (no `ethtool tx off`).
+//! Its veth never completes what the kernel left for a NIC, so vxnet's socket gets:
+//! - small inner TCP segments (ACKs, the tail of a write) whose checksum is only the
+//!   pseudo-header sum: vxnet completes them (`partial_checksums`);
+//! - whole 64 KB inner TCP superframes in one VXLAN datagram (UDP-tunnel GSO): vxnet writes them
+//!   to the TAP unsplit with a TSO virtio-net header, or cuts them when the TAP has none
+//!   (`tunnel_superframes`).
+//!
+//! Without either, TCP between the two stalls; here every byte is checked both ways.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+
+use vxnet_tests::*;
+
+const MB: u64 = 1 << 20;
+
+fn kernel_peer_with_default_offloads(test: &str, family: Family, extra: &str) {
+    let Some(lab) = Lab::lan(test, 2, family) else {
+        return;
+    };
+    let (a, b) = (lab.host(0).underlay, lab.host(1).underlay);
+    let (vx_ip, kernel_ip, prefix) = match family {
+        Family::V4 => ("10.1.0.1", "10.1.0.2", 24),
+        Family::V6 => ("fd01::1", "fd01::2", 64),
+    };
+    // The kernel peer exactly as it ships: TX checksum offload and TSO stay on.
+    lab.host(1).must(&format!(
+        "ip link add vx0 type vxlan id 42 dstport 4789 local {b} remote {a} dev eth0 && \
+         ip addr add {kernel_ip}/{prefix} dev vx0 nodad && ip link set vx0 up"
+    ));
+    let vx = lab.vxnet(
+        0,
+        "a",
+        &format!("--vni 42 --dev vx42 --local {a} --remote {b} --address {vx_ip}/{prefix} {extra}"),
+    );
+    assert!(lab.host(0).ping(kernel_ip, 2), "vxnet → kernel ping");
+
+    let to_vxnet = SocketAddr::new(vx_ip.parse().unwrap(), 5001);
+    transfer_checked(
+        "kernel → vxnet",
+        lab.host(1),
+        lab.host(0),
+        to_vxnet,
+        32 * MB,
+    );
+    let superframes = vx.counter(42, "tunnel_superframes");
+    let segments = vx.counter(42, "tunnel_segments");
+    assert!(
+        superframes > 0,
+        "no UDP-tunnel GSO superframe seen from the kernel peer (are its offloads off?)"
+    );
+    assert!(
+        segments > superframes,
+        "{superframes} tunnel superframes stand for only {segments} segments"
+    );
+
+    let to_kernel = SocketAddr::new(kernel_ip.parse().unwrap(), 5002);
+    transfer_checked(
+        "vxnet → kernel",
+        lab.host(0),
+        lab.host(1),
+        to_kernel,
+        32 * MB,
+    );
+
+    assert!(
+        vx.counter(42, "partial_checksums") > 0,
+        "the kernel peer's partial checksums (its ACKs) were not seen"
+    );
+    for reason in ["tap_write", "bad_offload", "oversize", "truncated"] {
+        assert_eq!(
+            vx.counter(42, &format!("drops.{reason}")),
+            0,
+            "{reason} drops"
+        );
+    }
+}
+
+#[test]
+fn kernel_peer_with_default_offloads_ipv4() {
+    kernel_peer_with_default_offloads("partial_csum_v4", Family::V4, "");
+}
+
+#[test]
+fn kernel_peer_with_default_offloads_ipv4_without_vxnet_offloads() {
+    kernel_peer_with_default_offloads("partial_csum_v4_nooff", Family::V4, "--no-offloads");
+}
+
+#[test]
+fn kernel_peer_with_default_offloads_ipv6() {
+    kernel_peer_with_default_offloads("partial_csum_v6", Family::V6, "");
+}
