@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use clap::Args;
 use ipnet::IpNet;
 use vxnet_dataplane::config::{
-    load_file, ConfigError, FileValues, DEFAULT_AGEING_SECS, DEFAULT_CONTROL_PATH, DEFAULT_MAX_FDB,
+    load_file, resolve_remote, ConfigError, FileValues, DEFAULT_AGEING_SECS, DEFAULT_CONTROL_PATH,
+    DEFAULT_MAX_FDB,
 };
 use vxnet_dataplane::{Engine, EngineConfig, EngineError, NetworkConfig};
 use vxnet_encap::{Vni, DEFAULT_PORT};
@@ -18,6 +19,8 @@ use crate::cluster::engine_link::{self, LinkOptions};
 use crate::cluster::membership::DEFAULT_TTL_SECS;
 use crate::cluster::state::{StateDir, DEFAULT_STATE_DIR};
 use crate::cluster::{network, node, store::parse_store_url};
+use crate::firewall::sync::{self, SyncOptions};
+use crate::firewall::Probe;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -100,6 +103,11 @@ pub struct RunArgs {
     /// lists this long after.
     #[arg(long, default_value_t = DEFAULT_TTL_SECS, value_parser = clap::value_parser!(i64).range(2..=3600))]
     pub lease_ttl: i64,
+    /// Cluster mode: open the VXLAN port to the members only (vxnet's nftables table, as
+    /// `vxnet firewall apply --backend nftables`), creating it if missing. Without this flag an
+    /// nftables firewall already applied is still kept in step with the members.
+    #[arg(long)]
+    pub firewall: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +212,11 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
             "--no-publish-macs is for cluster mode (--store/--token)".into(),
         ));
     }
+    if args.firewall {
+        return Err(RunError::Usage(
+            "--firewall is for cluster mode (--store/--token); with static peers use `vxnet firewall apply --peer IP`".into(),
+        ));
+    }
     let config = engine_config(args, file, networks, None)?;
     config.validate()?;
     if config.networks.is_empty() {
@@ -252,6 +265,10 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
     let saved_local = dir.load()?.and_then(|st| st.local);
     // Checked before joining, so a missing flag leaves nothing behind.
     let config = engine_config(&args, FileValues::default(), Vec::new(), saved_local)?;
+    let probe = Probe::detect();
+    if args.firewall {
+        sync::check_create(probe).map_err(RunError::Usage)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -278,6 +295,15 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
         state_dir = %dir.path().display(),
         "cluster membership ready"
     );
+    if let Some(notice) = sync::static_backend_notice(probe) {
+        tracing::info!("{notice}");
+    }
+    // Unresolvable --remotes are the engine's to report when it adds the networks.
+    let static_peers = args
+        .remotes
+        .iter()
+        .filter_map(|r| resolve_remote(r, config.local).ok())
+        .collect();
     let opts = LinkOptions {
         node_id: state.node_id,
         cluster_id: state.cluster_id,
@@ -292,6 +318,10 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
         mac: args.mac,
         publish_macs: !args.no_publish_macs,
         ttl_secs: args.lease_ttl,
+        firewall: SyncOptions {
+            static_peers,
+            create_port: args.firewall.then_some(config.port),
+        },
     };
     let mut engine = Engine::start(config)?;
     if let Some(addr) = args.metrics {

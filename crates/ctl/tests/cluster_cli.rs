@@ -257,7 +257,7 @@ fn run_cluster_usage_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let store = "etcd://127.0.0.1:1";
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &[
                 "--store",
@@ -286,6 +286,10 @@ fn run_cluster_usage_errors() {
         (
             &["--vni", "5", "--dev", "x", "--no-publish-macs"],
             "--no-publish-macs is for cluster mode",
+        ),
+        (
+            &["--vni", "5", "--dev", "x", "--firewall"],
+            "--firewall is for cluster mode",
         ),
         (&["--token", "VXNET-garbage"], "malformed join token"),
         (&["--store", store], "no cluster state in"),
@@ -317,4 +321,26 @@ fn run_cluster_usage_errors() {
         ],
     );
     assert_cli_error(&out, "--lease-ttl");
+
+    // --firewall on a host without nft (an empty PATH here): refused before joining.
+    let out = vxnet()
+        .args([
+            "run",
+            "--store",
+            store,
+            "--local",
+            "127.0.0.1",
+            "--firewall",
+        ])
+        .arg("--control")
+        .arg(tmp.path().join("c.sock"))
+        .arg("--state-dir")
+        .arg(&state)
+        .env_remove("VXNET_STATE_DIR")
+        .env("PATH", tmp.path())
+        .output()
+        .unwrap();
+    assert_cli_error(&out, "--firewall needs nft");
+    assert!(!state.exists(), "--firewall refusal left a state dir");
+    assert!(!tmp.path().join("c.sock").exists());
 }

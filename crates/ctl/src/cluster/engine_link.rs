@@ -2,6 +2,7 @@
 //! cluster view. It registers this host as a member, then on every view change decides which
 //! networks the engine serves (TAPs added and removed live), gives them their addresses, flood
 //! lists, allow-lists and published MACs, and tells the membership which networks it serves.
+//! An applied nftables firewall follows the members too (`firewall::sync`).
 //! When the store is away the membership keeps publishing the last view (marked unhealthy), so
 //! forwarding carries on unchanged; the resynchronised view after the outage is applied like any
 //! other change.
@@ -18,6 +19,7 @@ use vxnet_encap::{MacAddr, Vni};
 use super::membership::{ClusterView, Membership, MembershipHandle};
 use super::store::{NetworkDef, Store};
 use super::{ipam, Error};
+use crate::firewall::sync::{FirewallSync, SyncOptions};
 
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
@@ -45,6 +47,8 @@ pub struct LinkOptions {
     /// Publish this host's TAP MACs and install the other members' as static FDB entries.
     pub publish_macs: bool,
     pub ttl_secs: i64,
+    /// Keeping vxnet's nftables table (if any, or `--firewall`) in step with the members.
+    pub firewall: SyncOptions,
 }
 
 /// The TAP name of a cluster network: `vx-<name>` when that fits in 15 bytes, otherwise
@@ -119,6 +123,7 @@ struct Link {
     failed: BTreeMap<String, NetworkDef>,
     waiting_logged: BTreeSet<String>,
     registered: Option<Vec<String>>,
+    firewall: FirewallSync,
 }
 
 /// Registers this host, then applies every cluster view to the engine until the membership
@@ -149,6 +154,7 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), String>
         "registered with the cluster"
     );
     let mut link = Link {
+        firewall: FirewallSync::new(opts.firewall.clone()),
         opts,
         engine,
         store,
@@ -273,6 +279,7 @@ impl Link {
                 }
             }
         }
+        self.firewall.update(view).await;
         Ok(())
     }
 

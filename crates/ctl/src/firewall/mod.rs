@@ -3,11 +3,13 @@
 //! Three backends, each producing exact commands ([`Command`]) so `--dry-run` can print what would
 //! run: nftables (an own `inet vxnet` table, see [`nftables`]), ufw and firewalld (their CLIs).
 //! Detection refuses when ufw and firewalld are both active, since they fight over the same
-//! netfilter hooks and the overlay breaks in ways that are hard to see.
+//! netfilter hooks and the overlay breaks in ways that are hard to see. While `vxnet run` serves
+//! a cluster, [`sync`] keeps an applied nftables table in step with the members.
 
 pub mod cli;
 pub mod firewalld;
 pub mod nftables;
+pub mod sync;
 pub mod ufw;
 
 use std::fmt;

@@ -65,6 +65,59 @@ pub fn remove_cmd() -> Command {
     }
 }
 
+/// Replaces the elements of both sets in one nft transaction, leaving the table, its chain and
+/// its counters as they are. A table that is missing (or lacks a set) fails the whole script, so
+/// nothing half-applied is left behind.
+pub fn set_peers_script(peers: &[IpAddr]) -> String {
+    let mut script = String::new();
+    for (set, v4) in [("peers4", true), ("peers6", false)] {
+        script.push_str(&format!("flush set inet {TABLE} {set}\n"));
+        let list: Vec<String> = peers
+            .iter()
+            .filter(|p| p.is_ipv4() == v4)
+            .map(ToString::to_string)
+            .collect();
+        // `add element … { }` is a syntax error: an empty set is just the flush.
+        if !list.is_empty() {
+            script.push_str(&format!(
+                "add element inet {TABLE} {set} {{ {} }}\n",
+                list.join(", ")
+            ));
+        }
+    }
+    script
+}
+
+pub fn set_peers_cmd(peers: &[IpAddr]) -> Command {
+    Command {
+        stdin: Some(set_peers_script(peers)),
+        ..Command::new("nft", &["-f", "-"])
+    }
+}
+
+/// `-t` (terse) leaves out set elements: only whether the table exists matters.
+pub fn probe_cmd() -> Command {
+    Command::new("nft", &["-t", "list", "table", "inet", TABLE])
+}
+
+/// Whether an nft error means "no such table" (or no nft at all), rather than a real failure.
+pub fn is_absent(e: &Error) -> bool {
+    match e {
+        Error::Failed { stderr, .. } => stderr.contains("No such file"),
+        Error::Spawn { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+/// Whether vxnet's table is on this host (someone applied the nftables firewall).
+pub fn present() -> Result<bool> {
+    match probe_cmd().run() {
+        Ok(_) => Ok(true),
+        Err(e) if is_absent(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Member addresses in the applied table; empty when there is no table.
 pub fn list() -> Result<Vec<IpAddr>> {
     match Command::new("nft", &["-j", "list", "table", "inet", TABLE]).run() {
@@ -122,6 +175,55 @@ mod tests {
         assert!(r.contains("udp dport 4789 ip saddr @peers4 accept"));
         assert!(r.contains("priority filter - 1"));
         assert!(!ruleset(4789, &[]).contains("elements"));
+    }
+
+    #[test]
+    fn set_peers_script_flushes_and_refills_both_sets() {
+        let peers: Vec<IpAddr> = vec![
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+            "fd00::2".parse().unwrap(),
+        ];
+        assert_eq!(
+            set_peers_script(&peers),
+            "flush set inet vxnet peers4\n\
+             add element inet vxnet peers4 { 10.0.0.2, 10.0.0.3 }\n\
+             flush set inet vxnet peers6\n\
+             add element inet vxnet peers6 { fd00::2 }\n"
+        );
+        // No members of a family: that set is emptied, never given an empty element list.
+        let v4: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap()];
+        let s = set_peers_script(&v4);
+        assert!(s.contains("flush set inet vxnet peers6\n"), "{s}");
+        assert!(!s.contains("peers6 {"), "{s}");
+        assert_eq!(
+            set_peers_script(&[]),
+            "flush set inet vxnet peers4\nflush set inet vxnet peers6\n"
+        );
+        // Only the sets: the table (and its counters) is never deleted or re-created.
+        assert!(!s.contains("table") && !s.contains("delete"), "{s}");
+        let cmd = set_peers_cmd(&v4);
+        assert_eq!(cmd.line(), "nft -f -");
+        assert_eq!(cmd.stdin.as_deref(), Some(s.as_str()));
+    }
+
+    #[test]
+    fn absence_is_told_from_failure() {
+        let failed = |stderr: &str| Error::Failed {
+            cmd: probe_cmd().line(),
+            status: "exit status: 1".into(),
+            stderr: stderr.into(),
+        };
+        assert!(is_absent(&failed(
+            "Error: No such file or directory; list table inet vxnet"
+        )));
+        assert!(!is_absent(&failed("Error: Operation not permitted")));
+        let spawn = |kind| Error::Spawn {
+            cmd: "nft".into(),
+            source: std::io::Error::from(kind),
+        };
+        assert!(is_absent(&spawn(std::io::ErrorKind::NotFound)));
+        assert!(!is_absent(&spawn(std::io::ErrorKind::PermissionDenied)));
     }
 
     #[test]
