@@ -145,9 +145,10 @@ impl Host {
     }
 
     /// A kernel vxlan device `dev` (VNI `vni`, port 4789, on `eth0`) flooding to every address
-    /// in `remotes`, with overlay address `address` (CIDR), up. TX checksum offload goes off on
-    /// `eth0` first: the kernel leaves inner checksums partial and a veth never completes them
-    /// (see `tests/interop_kernel.rs` and the README).
+    /// in `remotes`, with overlay address `address` (CIDR), up. TX checksum offload (and with it
+    /// TSO) goes off on `eth0` first, so the kernel puts on the veth what a NIC puts on a wire:
+    /// segmented datagrams with complete inner checksums, the interop these tests are about. A
+    /// same-host peer with its offloads on is `tests/interop_partial_checksum.rs`.
     pub fn kernel_vxlan(&self, dev: &str, vni: u32, remotes: &[IpAddr], address: &str) {
         self.must("ethtool -K eth0 tx off >/dev/null");
         self.must(&format!(

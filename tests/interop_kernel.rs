@@ -13,9 +13,9 @@ const MB: u64 = 1 << 20;
 fn kernel_pair(test: &str, family: Family, extra: &str) -> Option<(Lab, Vxnet)> {
     let lab = Lab::lan(test, 2, family)?;
     let (a, b) = (lab.host(0).underlay, lab.host(1).underlay);
-    // The kernel's vxlan leaves the inner TCP checksum to "hardware" (CHECKSUM_PARTIAL), and a
-    // veth never finishes it, so a userspace receiver gets only the pseudo-header sum. A real
-    // NIC completes it on the way out; on veth, TX checksum offload must be off (README).
+    // With TX checksum offload (and so TSO) off, the kernel puts on the veth what a NIC puts
+    // on a wire: segmented datagrams, complete inner checksums. The same-host shortcuts it takes
+    // with offloads on (partial checksums, whole superframes) are `interop_partial_checksum.rs`.
     lab.host(1).must("ethtool -K eth0 tx off >/dev/null");
     lab.host(1).must(&format!(
         "ip link add vx0 type vxlan id 42 dstport 4789 local {b} remote {a} dev eth0 && \
