@@ -206,3 +206,49 @@ fn malformed_burst_is_counted_and_valid_traffic_survives() {
     let (global, net) = drops(&stats);
     assert!(settled, "drop counters differ:\nwant engine {want_global:?}\n got engine {global:?}\nwant vni {want_net:?}\n got vni {net:?}");
 }
+
+/// A well-formed inner TCP packet far over the MTU, in a VXLAN datagram the sender's kernel
+/// fragments and vxnet's kernel reassembles: the same shape as a same-host kernel VTEP's
+/// UDP-tunnel GSO superframe, which vxnet hands to the TAP whole. Wire-born, its checksum is a
+/// complete one, so it stays an oversize frame (VTEPs do not fragment) and is never handed on.
+#[test]
+fn oversize_tcp_packet_from_the_wire_is_not_taken_for_a_superframe() {
+    let Some(lab) = Lab::lan("oversize_superframe", 2, Family::V4) else {
+        return;
+    };
+    let (vtep, peer) = (lab.host(0), lab.host(1));
+    let engine = lab.vxnet(
+        0,
+        "vx",
+        &format!(
+            "--vni {VNI} --dev vx42 --local {} --remote {} --address 10.1.0.1/24",
+            vtep.underlay, peer.underlay
+        ),
+    );
+    let mut inner = Vec::new();
+    etherparse::PacketBuilder::ethernet2([0x02, 0, 0, 0, 0, 0x98], [0x02, 0, 0, 0, 0, 0x99])
+        .ipv4([10, 1, 0, 2], [10, 1, 0, 1], 64)
+        .tcp(40000, 5201, 7, 1000)
+        .ack(1)
+        .write(&mut inner, &[0x5a; 20_000])
+        .unwrap();
+    let datagram = vxlan(0x08, VNI, &inner);
+    let to = SocketAddr::new(vtep.underlay, 4789);
+    in_netns(&peer.ns, move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..3 {
+            socket.send_to(&datagram, to).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let counted = wait_for(Duration::from_secs(5), || {
+        engine.counter(u64::from(VNI), "drops.oversize") >= 3
+    });
+    assert!(
+        counted,
+        "oversize drops: {}",
+        engine.counter(u64::from(VNI), "drops.oversize")
+    );
+    assert_eq!(engine.counter(u64::from(VNI), "tunnel_superframes"), 0);
+}

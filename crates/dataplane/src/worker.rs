@@ -657,7 +657,7 @@ impl Worker {
 struct TunnelSuperframe<'a> {
     now: Millis,
     source: SocketAddr,
-    datagram: &'a mut [u8],
+    datagram: &'a [u8],
     superframe: InnerSuperframe,
     /// The `UDP_GRO` size the socket reported: the sender's segment payload.
     gro_size: Option<u16>,
@@ -692,7 +692,7 @@ impl TunnelSuperframe<'_> {
         // The payload one frame of the TAP's MTU holds behind these headers.
         let fallback_mss =
             (n.settings.mtu as usize + ETHERNET_HEADER_LEN).saturating_sub(superframe.hdr_len());
-        let frame = &mut datagram[inner];
+        let frame = &datagram[inner];
         let hdr = match superframe.prepare(frame, gro_size, fallback_mss) {
             Ok(hdr) => hdr,
             Err(_) => {

@@ -7,24 +7,28 @@
 //! the socket reports the inner MSS as the segment size, so cutting the datagram at that size (as
 //! for a GRO run of separate datagrams) makes garbage.
 //!
-//! Such a datagram is recognised by its shape: the first inner IP packet spans the whole
-//! datagram, which no wire datagram and no GRO run can do (a GRO run's first packet ends after
-//! one segment). [`InnerSuperframe::prepare`] then makes it a TAP superframe: a virtio-net header
-//! with `NEEDS_CSUM` and `TCPV4/6` (or `UDP_L4`) and the pseudo-header sum in the checksum field,
-//! which the receiving stack consumes without ever splitting it (the cheapest path there is). A
-//! TAP without a virtio-net header gets the segments instead ([`super::WirePlan`] on the header).
+//! Such a datagram is recognised by its shape and its checksum: the first inner IP packet spans
+//! the whole datagram, which no GRO run can do (a GRO run's first packet ends after one segment),
+//! and its TCP/UDP checksum field holds exactly the pseudo-header sum the kernel leaves for a NIC.
+//! [`InnerSuperframe::prepare`] then makes it a TAP superframe: a virtio-net header with
+//! `NEEDS_CSUM` and `TCPV4/6` (or `UDP_L4`), which the receiving stack consumes without ever
+//! splitting it (the cheapest path there is). A TAP without a virtio-net header gets the segments
+//! instead ([`super::WirePlan`] on the header).
 //!
-//! The payload checksum of a superframe is never verified, as the kernel never verifies it
-//! either: it never crossed a wire. (A 64 KB datagram a remote peer sent as IP fragments has the
-//! same shape; its inner payload then relies on the outer UDP checksum, as with any VTEP.)
+//! The checksum rule keeps wire-born datagrams out: a remote peer's oversize datagram,
+//! reassembled from IP fragments, can have the same shape, but its checksum is a complete one.
+//! It stays an oversize frame (VTEPs do not fragment), rather than a superframe whose
+//! `NEEDS_CSUM` would make the receiving stack recompute, and so hide, any corruption. A partial
+//! checksum has nothing to verify: the superframe never crossed a wire.
 
-use crate::checksum::Sum;
 use crate::error::{Layer, OffloadError};
 
 use super::{tcp, TcpFrame, UdpFrame, VirtioNetHdr, TCP_CHECKSUM_OFFSET, UDP_CHECKSUM_OFFSET};
 
 /// Why [`InnerSuperframe::parse`] refuses a frame whose IP packet is shorter than the frame.
 pub const ENDS_EARLY: &str = "IP packet ends before the datagram does";
+/// Why [`InnerSuperframe::parse`] refuses a frame whose checksum is not a kernel's partial one.
+pub const NOT_PARTIAL: &str = "checksum is not the pseudo-header sum a kernel leaves for a NIC";
 
 /// An inner frame that is exactly one TCP or UDP superframe, with its header layout checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,28 +44,56 @@ enum Kind {
 
 impl InnerSuperframe {
     /// Recognises `frame` (an inner Ethernet frame) as one TCP or UDP packet that fills it
-    /// exactly. An error says why not: the first packet of a GRO run, which ends after one
-    /// segment, is `BadHeader { reason: ENDS_EARLY }`.
+    /// exactly and carries a partial checksum. An error says why not: the first packet of a GRO
+    /// run, which ends after one segment, is `BadHeader { reason: ENDS_EARLY }`; a complete
+    /// checksum is `BadHeader { reason: NOT_PARTIAL }`.
     pub fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
-        let (kind, end, ipv6) = match TcpFrame::parse(frame) {
-            Ok(tf) => (Kind::Tcp(tf), tf.end, tf.ipv6),
+        let (kind, l3, ipv6, l4, end) = match TcpFrame::parse(frame) {
+            Ok(tf) => (Kind::Tcp(tf), tf.l3, tf.ipv6, tf.l4, tf.end),
             Err(OffloadError::NotTcp { .. }) => {
                 let uf = UdpFrame::parse(frame)?;
-                (Kind::Udp(uf), uf.end, uf.ipv6)
+                (Kind::Udp(uf), uf.l3, uf.ipv6, uf.l4, uf.end)
             }
             Err(e) => return Err(e),
         };
+        let ip_layer = if ipv6 {
+            Layer::InnerIpv6
+        } else {
+            Layer::InnerIpv4
+        };
         if end != frame.len() {
             return Err(OffloadError::BadHeader {
-                layer: if ipv6 {
-                    Layer::InnerIpv6
-                } else {
-                    Layer::InnerIpv4
-                },
+                layer: ip_layer,
                 reason: ENDS_EARLY,
             });
         }
-        Ok(InnerSuperframe { kind })
+        let superframe = InnerSuperframe { kind };
+        let (protocol, field, layer) = superframe.checksum_field();
+        let at = l4 + field;
+        let stored = u16::from_be_bytes([frame[at], frame[at + 1]]);
+        if stored != super::pseudo_header(frame, l3, ipv6, protocol, end - l4).fold() {
+            return Err(OffloadError::BadHeader {
+                layer,
+                reason: NOT_PARTIAL,
+            });
+        }
+        Ok(superframe)
+    }
+
+    /// The transport protocol, the checksum's offset in its header, and its layer.
+    fn checksum_field(&self) -> (u8, usize, Layer) {
+        match self.kind {
+            Kind::Tcp(_) => (
+                crate::wire::IPPROTO_TCP,
+                tcp::CHECKSUM.start,
+                Layer::InnerTcp,
+            ),
+            Kind::Udp(_) => (
+                crate::wire::IPPROTO_UDP,
+                UDP_CHECKSUM_OFFSET as usize,
+                Layer::InnerUdp,
+            ),
+        }
     }
 
     /// Headers every segment repeats (Ethernet to the end of TCP/UDP).
@@ -84,21 +116,20 @@ impl InnerSuperframe {
         self.payload_len().div_ceil(gso_size.max(1)).max(1)
     }
 
-    /// Turns `frame` (the frame this was parsed from) into a TAP superframe: stores the
-    /// pseudo-header sum the `NEEDS_CSUM` header asks for (whatever the field held, partial or
-    /// complete) and returns that header. `gso_size` is the sender's segment payload: the
-    /// `UDP_GRO` size when the socket reported one. UDP needs it (datagram boundaries are the
-    /// application's); TCP without it is cut at `fallback_mss`.
+    /// The virtio-net header that hands `frame` (the frame this was parsed from) to a TAP
+    /// whole. `gso_size` is the sender's segment payload: the `UDP_GRO` size when the socket
+    /// reported one. UDP needs it (datagram boundaries are the application's); TCP without it
+    /// is cut at `fallback_mss`. The frame's partial checksum is already what `NEEDS_CSUM` wants.
     pub fn prepare(
         &self,
-        frame: &mut [u8],
+        frame: &[u8],
         gso_size: Option<u16>,
         fallback_mss: usize,
     ) -> Result<VirtioNetHdr, OffloadError> {
         let reported = gso_size.filter(|s| *s > 0).map(usize::from);
-        let (l3, ipv6, l4, end, protocol_hdr) = match self.kind {
-            Kind::Tcp(tf) => (tf.l3, tf.ipv6, tf.l4, tf.end, tf.hdr_len()),
-            Kind::Udp(uf) => (uf.l3, uf.ipv6, uf.l4, uf.end, uf.hdr_len()),
+        let (ipv6, l4, end) = match self.kind {
+            Kind::Tcp(tf) => (tf.ipv6, tf.l4, tf.end),
+            Kind::Udp(uf) => (uf.ipv6, uf.l4, uf.end),
         };
         if frame.len() != end {
             return Err(OffloadError::FrameChanged {
@@ -112,9 +143,7 @@ impl InnerSuperframe {
             (Kind::Tcp(_), None) => return Err(OffloadError::MssZero),
             (Kind::Udp(_), None) => return Err(OffloadError::GsoSizeZero),
         };
-        let segment = u16::try_from(segment).unwrap_or(u16::MAX);
-        let l4_len = end - l4;
-        let (protocol, field, gso_type, csum_offset) = match self.kind {
+        let (gso_type, csum_offset) = match self.kind {
             Kind::Tcp(_) => {
                 let ecn = if frame[l4 + tcp::FLAGS] & tcp::CWR != 0 {
                     VirtioNetHdr::GSO_ECN
@@ -126,33 +155,15 @@ impl InnerSuperframe {
                 } else {
                     VirtioNetHdr::GSO_TCPV4
                 };
-                (
-                    crate::wire::IPPROTO_TCP,
-                    l4 + tcp::CHECKSUM.start,
-                    kind | ecn,
-                    TCP_CHECKSUM_OFFSET,
-                )
+                (kind | ecn, TCP_CHECKSUM_OFFSET)
             }
-            Kind::Udp(_) => {
-                // The UDP length of a USO superframe may describe one datagram; the segmenter
-                // rewrites it per datagram, but the local stack reads the whole.
-                let len = u16::try_from(l4_len).unwrap_or(0);
-                frame[l4 + 4..l4 + 6].copy_from_slice(&len.to_be_bytes());
-                (
-                    crate::wire::IPPROTO_UDP,
-                    l4 + UDP_CHECKSUM_OFFSET as usize,
-                    VirtioNetHdr::GSO_UDP_L4,
-                    UDP_CHECKSUM_OFFSET,
-                )
-            }
+            Kind::Udp(_) => (VirtioNetHdr::GSO_UDP_L4, UDP_CHECKSUM_OFFSET),
         };
-        let pseudo: Sum = super::pseudo_header(frame, l3, ipv6, protocol, l4_len);
-        frame[field..field + 2].copy_from_slice(&pseudo.fold().to_be_bytes());
         Ok(VirtioNetHdr {
             flags: VirtioNetHdr::FLAG_NEEDS_CSUM,
             gso_type,
-            hdr_len: protocol_hdr as u16,
-            gso_size: segment,
+            hdr_len: self.hdr_len() as u16,
+            gso_size: u16::try_from(segment).unwrap_or(u16::MAX),
             csum_start: l4 as u16,
             csum_offset,
         })
@@ -164,7 +175,7 @@ mod tests {
     use super::*;
     use crate::checksum;
     use crate::offload::{IpFrame, WirePlan};
-    use crate::wire::IPPROTO_TCP;
+    use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
     use etherparse::PacketBuilder;
 
     const MSS: usize = 1398;
@@ -186,11 +197,10 @@ mod tests {
     }
 
     /// What a kernel VTEP hands over: the checksum field left as the pseudo-header sum.
-    fn make_partial(frame: &mut [u8]) {
-        let ip = IpFrame::parse(frame, IPPROTO_TCP).unwrap();
-        let pseudo =
-            crate::offload::pseudo_header(frame, ip.l3, ip.ipv6, IPPROTO_TCP, ip.end - ip.l4);
-        let at = ip.l4 + 16;
+    fn make_partial(frame: &mut [u8], protocol: u8) {
+        let ip = IpFrame::parse(frame, protocol).unwrap();
+        let pseudo = crate::offload::pseudo_header(frame, ip.l3, ip.ipv6, protocol, ip.end - ip.l4);
+        let at = ip.l4 + if protocol == IPPROTO_TCP { 16 } else { 6 };
         frame[at..at + 2].copy_from_slice(&pseudo.fold().to_be_bytes());
     }
 
@@ -202,11 +212,10 @@ mod tests {
     fn kernel_tcp_superframe_becomes_a_tso_write() {
         for v6 in [false, true] {
             let mut frame = tcp_superframe(v6, &payload(60_000), false);
-            make_partial(&mut frame);
-            let partial = frame.clone();
+            make_partial(&mut frame, IPPROTO_TCP);
             let sf = InnerSuperframe::parse(&frame).unwrap();
             assert_eq!(sf.segments(MSS), 60_000usize.div_ceil(MSS));
-            let hdr = sf.prepare(&mut frame, Some(MSS as u16), 1).unwrap();
+            let hdr = sf.prepare(&frame, Some(MSS as u16), 1).unwrap();
             let l4 = if v6 { 54 } else { 34 };
             assert_eq!(
                 hdr,
@@ -223,24 +232,26 @@ mod tests {
                     csum_offset: 16,
                 }
             );
-            assert_eq!(
-                frame, partial,
-                "the kernel's partial sum is what NEEDS_CSUM wants"
-            );
         }
     }
 
     #[test]
-    fn a_complete_checksum_is_replaced_by_the_pseudo_header_sum() {
-        let good = tcp_superframe(false, &payload(5000), true);
-        let mut partial = good.clone();
-        make_partial(&mut partial);
-        let mut frame = good.clone();
-        let hdr = InnerSuperframe::parse(&frame)
+    fn a_complete_checksum_is_not_a_local_superframe() {
+        // What an oversize datagram from a remote peer, reassembled from IP fragments, carries.
+        let complete = tcp_superframe(false, &payload(5000), true);
+        assert_eq!(
+            InnerSuperframe::parse(&complete),
+            Err(OffloadError::BadHeader {
+                layer: Layer::InnerTcp,
+                reason: NOT_PARTIAL
+            })
+        );
+        let mut partial = complete.clone();
+        make_partial(&mut partial, IPPROTO_TCP);
+        let hdr = InnerSuperframe::parse(&partial)
             .unwrap()
-            .prepare(&mut frame, None, 1000)
+            .prepare(&partial, None, 1000)
             .unwrap();
-        assert_eq!(frame, partial);
         assert_eq!(hdr.gso_size, 1000, "no GRO size: the fallback MSS");
         assert_eq!(
             hdr.gso_type,
@@ -250,12 +261,12 @@ mod tests {
 
     #[test]
     fn segments_of_the_prepared_superframe_carry_correct_checksums() {
-        // The no-vnet-header path: the TAP gets what the segmenter makes of the prepared frame.
+        // The no-vnet-header path: the TAP gets what the segmenter makes of the superframe.
         let mut frame = tcp_superframe(false, &payload(10_000), false);
-        make_partial(&mut frame);
+        make_partial(&mut frame, IPPROTO_TCP);
         let hdr = InnerSuperframe::parse(&frame)
             .unwrap()
-            .prepare(&mut frame, Some(MSS as u16), 1)
+            .prepare(&frame, Some(MSS as u16), 1)
             .unwrap();
         let mut plan = WirePlan::new(&hdr, &frame, MSS).unwrap();
         let mut out = vec![0u8; 20_000];
@@ -289,25 +300,21 @@ mod tests {
             .udp(5000, 6000)
             .write(&mut out, &payload(8000))
             .unwrap();
-        // A USO superframe's UDP length may be one datagram's; the local stack reads the whole.
-        out[34 + 4..34 + 6].copy_from_slice(&1208u16.to_be_bytes());
+        make_partial(&mut out, IPPROTO_UDP);
         let sf = InnerSuperframe::parse(&out).unwrap();
-        assert_eq!(
-            sf.prepare(&mut out.clone(), None, 1400),
-            Err(OffloadError::GsoSizeZero)
-        );
-        let hdr = sf.prepare(&mut out, Some(1200), 1400).unwrap();
+        assert_eq!(sf.prepare(&out, None, 1400), Err(OffloadError::GsoSizeZero));
+        let hdr = sf.prepare(&out, Some(1200), 1400).unwrap();
         assert_eq!(hdr.gso_type, VirtioNetHdr::GSO_UDP_L4);
         assert_eq!(
-            (hdr.csum_start, hdr.csum_offset, hdr.gso_size),
-            (34, 6, 1200)
+            (hdr.csum_start, hdr.csum_offset, hdr.gso_size, hdr.hdr_len),
+            (34, 6, 1200, 42)
         );
-        assert_eq!(u16::from_be_bytes([out[38], out[39]]), 8008);
     }
 
     #[test]
     fn the_first_datagram_of_a_gro_run_is_not_a_superframe() {
-        let one = tcp_superframe(false, &payload(MSS), false);
+        let mut one = tcp_superframe(false, &payload(MSS), false);
+        make_partial(&mut one, IPPROTO_TCP);
         let mut run = one.clone();
         run.extend_from_slice(&[0u8; 8]);
         run.extend_from_slice(&one);
@@ -327,9 +334,8 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn parse_and_prepare_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200), gso in proptest::option::of(proptest::num::u16::ANY)) {
-            let mut frame = bytes;
-            if let Ok(sf) = InnerSuperframe::parse(&frame) {
-                let _ = sf.prepare(&mut frame, gso, 1000);
+            if let Ok(sf) = InnerSuperframe::parse(&bytes) {
+                let _ = sf.prepare(&bytes, gso, 1000);
             }
         }
     }
