@@ -69,6 +69,8 @@ fn check_report(out: &Output) -> Value {
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stderr}"));
     assert_eq!(report["statistic"], "median");
+    let wakeup = report["wakeup_round_trip_us"].as_f64().unwrap_or(0.0);
+    assert!(wakeup > 0.0, "wake-up round trip {wakeup} µs");
     for name in PAIRS {
         let pair = &report["pairs"][name];
         assert_eq!(pair["name"], name, "{report:#}");

@@ -11,6 +11,7 @@ mod pairs;
 mod progress;
 mod report;
 mod topology;
+mod wakeup;
 
 use std::path::Path;
 use std::time::Duration;
@@ -156,6 +157,8 @@ fn bench(
     cleanup: &Cleanup,
     progress: &mut Progress,
 ) -> Result<Report, BenchError> {
+    progress.status("timing a thread wake-up round trip");
+    let wakeup_round_trip_us = wakeup::round_trip_us();
     let (ns, _) = topology::names();
     progress.status(&format!("building namespaces {} and {}", ns[0], ns[1]));
     let topo = topology::build(cleanup)?;
@@ -217,6 +220,7 @@ fn bench(
         engine_workers: engine.as_ref().map(|e| e.workers),
         engine_offloads: engine.map(|e| e.offloads),
         method: report::Method::new(tool_name, args.seconds, pings, measure::warmup_pings(pings)),
+        wakeup_round_trip_us,
         ratios: report::ratios(&results),
         pairs: results,
     })

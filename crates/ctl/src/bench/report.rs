@@ -147,6 +147,7 @@ pub struct Method {
     pub vxnet_cpu: String,
     pub machine_cpu: String,
     pub ratios: String,
+    pub wakeup: String,
 }
 
 impl Method {
@@ -171,6 +172,11 @@ impl Method {
             ratios: "the pair's figure divided by the kernel pair's (throughput: higher is \
                      better; latency and CPU: lower is better)"
                 .into(),
+            wakeup: "median of 2000 round trips between two threads of this process, each \
+                     asleep until the other wakes it; a ping through the vxnet pair wakes three \
+                     engine threads the kernel pair's does not, so this bounds how close its \
+                     latency can come"
+                .into(),
         }
     }
 }
@@ -190,6 +196,8 @@ pub struct Report {
     pub engine_workers: Option<usize>,
     pub engine_offloads: Option<Vec<String>>,
     pub method: Method,
+    /// This machine's thread wake-up round trip (see `wakeup`), measured before the pairs.
+    pub wakeup_round_trip_us: Option<f64>,
     /// Keyed by pair name, in measuring order: kernel, vxnet, mixed, mixed_reverse.
     #[serde(serialize_with = "by_name")]
     pub pairs: Vec<PairResult>,
@@ -275,6 +283,9 @@ impl Report {
             _ => String::new(),
         };
         let _ = writeln!(out, "engine: {}{reported}", self.engine.describe());
+        if let Some(us) = self.wakeup_round_trip_us {
+            let _ = writeln!(out, "machine: thread wake-up round trip {us:.1} µs");
+        }
         out.push('\n');
         let _ = write!(out, "{:<NAME_WIDTH$}", "pair");
         for (title, width) in COLUMNS {
@@ -318,6 +329,7 @@ impl Report {
             ("vxnet CPU", &m.vxnet_cpu),
             ("machine CPU", &m.machine_cpu),
             ("ratio", &m.ratios),
+            ("wake-up round trip", &m.wakeup),
         ] {
             out.push_str(&wrap(&format!("{what}: {how}."), NOTE_WIDTH, "  "));
         }
@@ -435,6 +447,7 @@ mod tests {
             engine_workers: Some(2),
             engine_offloads: Some(vec!["udp-gro".into()]),
             method: Method::new("builtin", 1, 100, 10),
+            wakeup_round_trip_us: Some(47.9),
             ratios: ratios(&pairs),
             pairs,
         };
@@ -447,5 +460,10 @@ mod tests {
         let table = report.render();
         assert!(table.contains("ratio vxnet/kernel"), "{table}");
         assert!(table.contains("machine CPU: busy time"), "{table}");
+        assert!(
+            table.contains("machine: thread wake-up round trip 47.9 µs"),
+            "{table}"
+        );
+        assert_eq!(v["wakeup_round_trip_us"], 47.9);
     }
 }
