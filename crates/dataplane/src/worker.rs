@@ -640,10 +640,7 @@ impl Worker {
             forwarder.end_run(&mut run);
             // A superframe never waits for the next read: flush at the end of every batch.
             for (network, coalescer) in coalescers.iter_mut().enumerate() {
-                if let Some(superframe) = coalescer.finish() {
-                    count_coalesced(forwarder, network, superframe);
-                    write_tap(forwarder, taps, network, &[IoSlice::new(superframe)]);
-                }
+                flush(forwarder, taps, coalescer, network);
             }
             if received < BATCH {
                 return Ok(());
@@ -714,10 +711,7 @@ impl TunnelSuperframe<'_> {
             .fetch_add(segments as u64, Ordering::Relaxed);
         // Segments of the same flow may be waiting in the coalescer: they go first.
         if let Some(coalescer) = coalescers.get_mut(network) {
-            if let Some(pending) = coalescer.finish() {
-                count_coalesced(forwarder, network, pending);
-                write_tap(forwarder, taps, network, &[IoSlice::new(pending)]);
-            }
+            flush(forwarder, taps, coalescer, network);
         }
         if offloads.vnet_hdr {
             let hdr = hdr.to_bytes();
@@ -801,13 +795,18 @@ fn coalesce(
 ) -> Push {
     let mut push = coalescer.push(frame);
     if push == Push::Flush {
-        if let Some(superframe) = coalescer.finish() {
-            count_coalesced(forwarder, network, superframe);
-            write_tap(forwarder, taps, network, &[IoSlice::new(superframe)]);
-        }
+        flush(forwarder, taps, coalescer, network);
         push = coalescer.push(frame);
     }
     push
+}
+
+/// Writes out the superframe (or lone segment) the coalescer holds for network `network`.
+fn flush(forwarder: &Forwarder, taps: &[TapQueue], coalescer: &mut Coalescer, network: usize) {
+    if let Some(pending) = coalescer.finish() {
+        count_coalesced(forwarder, network, pending);
+        write_tap(forwarder, taps, network, &[IoSlice::new(pending)]);
+    }
 }
 
 /// Completes an inner checksum a kernel VTEP on this machine left for a NIC (see

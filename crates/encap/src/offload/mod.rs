@@ -277,6 +277,35 @@ impl UdpFrame {
     }
 }
 
+/// Whether the checksum field at `field` holds exactly `pseudo` folded: what a kernel leaves for
+/// a NIC to finish (CHECKSUM_PARTIAL stores `~csum_tcpudp_magic(.., 0)`). A zero field never
+/// matches, so a UDP "no checksum" is never taken for one: a pseudo-header sum includes the
+/// protocol number, and a non-zero sum never folds to zero.
+pub(crate) fn holds_partial_checksum(
+    frame: &[u8],
+    field: usize,
+    pseudo: crate::checksum::Sum,
+) -> bool {
+    frame.len() >= field + 2 && be16(frame, field) == pseudo.fold()
+}
+
+/// Test support: leaves `frame`'s TCP/UDP checksum as a kernel does for a NIC to finish (the
+/// folded pseudo-header sum).
+#[cfg(test)]
+pub(crate) fn make_partial(frame: &mut [u8], protocol: u8) {
+    let Ok(ip) = IpFrame::parse(frame, protocol) else {
+        panic!("not a protocol {protocol} frame");
+    };
+    let pseudo = pseudo_header(frame, ip.l3, ip.ipv6, protocol, ip.end - ip.l4);
+    let at = ip.l4
+        + if protocol == IPPROTO_TCP {
+            TCP_CHECKSUM_OFFSET
+        } else {
+            UDP_CHECKSUM_OFFSET
+        } as usize;
+    frame[at..at + 2].copy_from_slice(&pseudo.fold().to_be_bytes());
+}
+
 fn pseudo_header(
     frame: &[u8],
     l3: usize,

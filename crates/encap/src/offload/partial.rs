@@ -32,17 +32,13 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
         return false;
     }
     let field = l4 + field_offset;
-    let stored = u16::from_be_bytes([frame[field], frame[field + 1]]);
     let protocol = if field_offset == TCP_CHECKSUM_OFFSET as usize {
         IPPROTO_TCP
     } else {
         IPPROTO_UDP
     };
     let pseudo = super::pseudo_header(frame, ip.l3, ip.ipv6, protocol, end - l4);
-    // The kernel stores ~csum_tcpudp_magic(..., 0): the folded pseudo-header sum, uncomplemented.
-    let folded = !pseudo.finish();
-    // A UDP zero means "no checksum" (IPv4) and is not a partial one.
-    if stored == 0 || (stored != folded && !(stored == 0xFFFF && folded == 0)) {
+    if !super::holds_partial_checksum(frame, field, pseudo) {
         return false;
     }
     let segment = Sum::new().add_bytes(&frame[l4..end]);
@@ -72,6 +68,7 @@ fn classify(frame: &[u8]) -> Option<(IpFrame, usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offload::make_partial;
     use etherparse::PacketBuilder;
 
     fn tcp_v4(payload: &[u8]) -> Vec<u8> {
@@ -95,24 +92,11 @@ mod tests {
         out
     }
 
-    /// What a kernel with CHECKSUM_PARTIAL leaves: the folded pseudo-header sum in the field.
-    fn make_partial(frame: &mut [u8], field: usize) {
-        let protocol = if field == TCP_CHECKSUM_OFFSET as usize {
-            IPPROTO_TCP
-        } else {
-            IPPROTO_UDP
-        };
-        let ip = IpFrame::parse(frame, protocol).unwrap();
-        let pseudo = super::super::pseudo_header(frame, ip.l3, ip.ipv6, protocol, ip.end - ip.l4);
-        let at = ip.l4 + field;
-        frame[at..at + 2].copy_from_slice(&(!pseudo.finish()).to_be_bytes());
-    }
-
     #[test]
     fn partial_tcp_over_ipv4_is_completed_to_the_real_checksum() {
         let good = tcp_v4(&[0x5a; 1400]);
         let mut frame = good.clone();
-        make_partial(&mut frame, TCP_CHECKSUM_OFFSET as usize);
+        make_partial(&mut frame, IPPROTO_TCP);
         assert_ne!(frame, good);
         assert!(complete_partial_checksum(&mut frame));
         assert_eq!(frame, good);
@@ -122,7 +106,7 @@ mod tests {
     fn partial_udp_over_ipv6_is_completed_to_the_real_checksum() {
         let good = udp_v6(b"datagram payload of odd length");
         let mut frame = good.clone();
-        make_partial(&mut frame, UDP_CHECKSUM_OFFSET as usize);
+        make_partial(&mut frame, IPPROTO_UDP);
         assert!(complete_partial_checksum(&mut frame));
         assert_eq!(frame, good);
     }
@@ -154,7 +138,7 @@ mod tests {
         // A 1-byte TCP payload gives a frame under 60 bytes; links pad it, the IP length rules.
         let good = tcp_v4(b"x");
         let mut frame = good.clone();
-        make_partial(&mut frame, TCP_CHECKSUM_OFFSET as usize);
+        make_partial(&mut frame, IPPROTO_TCP);
         frame.resize(60, 0xAB);
         assert!(complete_partial_checksum(&mut frame));
         assert_eq!(&frame[..good.len()], &good[..]);
@@ -165,7 +149,7 @@ mod tests {
         fn completion_matches_the_builder(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..2000)) {
             let good = tcp_v4(&payload);
             let mut frame = good.clone();
-            make_partial(&mut frame, TCP_CHECKSUM_OFFSET as usize);
+            make_partial(&mut frame, IPPROTO_TCP);
             let changed = frame != good;
             proptest::prop_assert_eq!(complete_partial_checksum(&mut frame), changed);
             proptest::prop_assert_eq!(frame, good);

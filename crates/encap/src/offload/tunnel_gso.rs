@@ -70,8 +70,8 @@ impl InnerSuperframe {
         let superframe = InnerSuperframe { kind };
         let (protocol, field, layer) = superframe.checksum_field();
         let at = l4 + field;
-        let stored = u16::from_be_bytes([frame[at], frame[at + 1]]);
-        if stored != super::pseudo_header(frame, l3, ipv6, protocol, end - l4).fold() {
+        let pseudo = super::pseudo_header(frame, l3, ipv6, protocol, end - l4);
+        if !super::holds_partial_checksum(frame, at, pseudo) {
             return Err(OffloadError::BadHeader {
                 layer,
                 reason: NOT_PARTIAL,
@@ -174,7 +174,7 @@ impl InnerSuperframe {
 mod tests {
     use super::*;
     use crate::checksum;
-    use crate::offload::{IpFrame, WirePlan};
+    use crate::offload::{make_partial, IpFrame, WirePlan};
     use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
     use etherparse::PacketBuilder;
 
@@ -194,14 +194,6 @@ mod tests {
         let mut out = Vec::new();
         b.write(&mut out, payload).unwrap();
         out
-    }
-
-    /// What a kernel VTEP hands over: the checksum field left as the pseudo-header sum.
-    fn make_partial(frame: &mut [u8], protocol: u8) {
-        let ip = IpFrame::parse(frame, protocol).unwrap();
-        let pseudo = crate::offload::pseudo_header(frame, ip.l3, ip.ipv6, protocol, ip.end - ip.l4);
-        let at = ip.l4 + if protocol == IPPROTO_TCP { 16 } else { 6 };
-        frame[at..at + 2].copy_from_slice(&pseudo.fold().to_be_bytes());
     }
 
     fn payload(len: usize) -> Vec<u8> {
