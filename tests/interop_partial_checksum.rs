@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use vxnet_tests::*;
 
@@ -34,6 +35,17 @@ fn kernel_peer_with_default_offloads(test: &str, family: Family, extra: &str) {
         "a",
         &format!("--vni 42 --dev vx42 --local {a} --remote {b} --address {vx_ip}/{prefix} {extra}"),
     );
+    if matches!(family, Family::V6) {
+        // vxnet's address goes through duplicate address detection; until it ends, binding the
+        // receiver to it fails (EADDRNOTAVAIL), which the loaded parallel suite once hit.
+        let settled = wait_for(Duration::from_secs(5), || {
+            lab.host(0)
+                .sh("ip -6 addr show dev vx42 tentative")
+                .stdout
+                .is_empty()
+        });
+        assert!(settled, "{vx_ip} stayed tentative (DAD) for 5 s");
+    }
     assert!(lab.host(0).ping(kernel_ip, 2), "vxnet → kernel ping");
 
     let to_vxnet = SocketAddr::new(vx_ip.parse().unwrap(), 5001);
