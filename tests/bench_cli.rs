@@ -1,6 +1,7 @@
 //! `vxnet bench`: short real runs (iperf3, forced builtin, builtin because iperf3 is not on PATH)
-//! whose JSON holds all three pairs with consistent figures; SIGINT mid-run leaves no namespace,
-//! process or link behind; bad flags and missing prerequisites give one `error:` line.
+//! whose JSON holds all four pairs with consistent figures and the overlay MTUs the underlay
+//! implies; SIGINT mid-run leaves no namespace, process or link behind; bad flags and missing
+//! prerequisites give one `error:` line.
 //! No assertion on how fast anything is: only that every figure is there and hangs together.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -62,13 +63,15 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12)
 }
 
-/// Everything a run must report, whatever the tool and the machine's speed.
-fn check_report(out: &Output) -> Value {
+/// Everything a run must report, whatever the tool and the machine's speed; `underlay_mtu` is the
+/// veths' MTU the run was asked for.
+fn check_report(out: &Output, underlay_mtu: u64) -> Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed:\n{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stderr}"));
     assert_eq!(report["statistic"], "median");
+    assert_eq!(report["underlay_mtu"], underlay_mtu);
     let wakeup = report["wakeup_round_trip_us"].as_f64().unwrap_or(0.0);
     assert!(wakeup > 0.0, "wake-up round trip {wakeup} µs");
     for name in PAIRS {
@@ -79,6 +82,13 @@ fn check_report(out: &Output) -> Value {
             assert!(v > 0.0, "{name}.{key} = {v}: {pair:#}");
         }
         assert!(pair["ping_p99_ms"].as_f64() >= pair["ping_p50_ms"].as_f64());
+        // Read back from both overlay devices: the kernel's and vxnet's take the same 50 bytes.
+        let overlay = underlay_mtu - 50;
+        assert_eq!(
+            pair["overlay_mtu"],
+            serde_json::json!([overlay, overlay]),
+            "{name}"
+        );
         let machine = pair["machine_cpu_s_per_gb"].as_f64();
         assert!(machine.is_some_and(|c| c >= 0.0), "{name}: {pair:#}");
         let round = &pair["rounds"][0];
@@ -123,7 +133,7 @@ fn bench_with_iperf3_reports_all_pairs() {
         return;
     }
     let out = finished(&["--seconds", "1", "--pings", "20", "--json"], None);
-    let report = check_report(&out);
+    let report = check_report(&out, 1500);
     assert_eq!(report["tool"], "iperf3");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("traffic tool: iperf3"), "{stderr}");
@@ -150,9 +160,11 @@ fn bench_builtin_when_asked_with_engine_settings() {
         "1",
         "--disable-offloads",
         "gro",
+        "--underlay-mtu",
+        "9000",
     ];
     let out = finished(&args, None);
-    let report = check_report(&out);
+    let report = check_report(&out, 9000);
     assert_eq!(report["tool"], "builtin");
     // The settings reached the engines: they say so themselves.
     assert_eq!(report["engine_workers"], 1, "{report:#}");
@@ -185,7 +197,7 @@ fn bench_falls_back_to_builtin_without_iperf3() {
     let out = finished(&["--seconds", "1", "--pings", "10", "--json"], Some(&path));
     let forced = finished(&["--tool", "iperf3"], Some(&path));
     let _ = std::fs::remove_dir_all(&path);
-    let report = check_report(&out);
+    let report = check_report(&out, 1500);
     assert_eq!(report["tool"], "builtin");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -208,7 +220,7 @@ fn assert_one_error_line(out: &Output, mentions: &str) {
 
 #[test]
 fn bad_flags_and_missing_prerequisites_give_one_error_line() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--seconds", "0"], "--seconds"),
         (&["--seconds", "soon"], "--seconds"),
         (&["--repeat", "0"], "--repeat"),
@@ -219,6 +231,8 @@ fn bad_flags_and_missing_prerequisites_give_one_error_line() {
             "--no-offloads",
         ),
         (&["--bogus"], "--bogus"),
+        (&["--underlay-mtu", "1000"], "--underlay-mtu"),
+        (&["--underlay-mtu", "65536"], "--underlay-mtu"),
     ];
     for (args, mentions) in cases {
         let out = finished(args, None);

@@ -10,7 +10,7 @@ use serde::Serialize;
 use vxnet_dataplane::control::client::request;
 use vxnet_dataplane::control::proto::{Request, StatsReport};
 
-use super::topology::{Topology, Underlay, MIXED, MIXED_REVERSE, SHARED};
+use super::topology::{link_mtu, Topology, Underlay, MIXED, MIXED_REVERSE, SHARED};
 use crate::netns::{engine, ip, Cleanup, NetnsError};
 
 /// What runs at one end of a pair.
@@ -146,6 +146,8 @@ impl EngineSettings {
 pub struct Pair {
     pub spec: PairSpec,
     pub engines: Vec<engine::Engine>,
+    /// Of the overlay device at host a and host b, read back from the kernel once they are up.
+    pub overlay_mtu: [u32; 2],
 }
 
 impl Pair {
@@ -206,7 +208,15 @@ pub fn build(
                 }
             }
         }
-        pairs.push(Pair { spec, engines });
+        let mut overlay_mtu = [0; 2];
+        for (i, end) in spec.ends.into_iter().enumerate() {
+            overlay_mtu[i] = link_mtu(&topo.ns[i], &spec.dev(end))?;
+        }
+        pairs.push(Pair {
+            spec,
+            engines,
+            overlay_mtu,
+        });
     }
     Ok(pairs)
 }

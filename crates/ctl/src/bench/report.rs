@@ -91,6 +91,8 @@ pub struct PairResult {
     #[serde(flatten)]
     pub spec: PairSpec,
     pub vxnet_processes: usize,
+    /// Of the overlay device at host a and at host b.
+    pub overlay_mtu: [u32; 2],
     /// Medians over the rounds.
     #[serde(flatten)]
     pub figures: Figures,
@@ -98,10 +100,16 @@ pub struct PairResult {
 }
 
 impl PairResult {
-    pub fn new(spec: PairSpec, vxnet_processes: usize, rounds: Vec<Round>) -> Self {
+    pub fn new(
+        spec: PairSpec,
+        vxnet_processes: usize,
+        overlay_mtu: [u32; 2],
+        rounds: Vec<Round>,
+    ) -> Self {
         PairResult {
             spec,
             vxnet_processes,
+            overlay_mtu,
             figures: Figures::median_of(&rounds),
             rounds,
         }
@@ -191,6 +199,8 @@ pub struct Report {
     /// How rounds are combined: always "median" (the mean of the middle two for an even count).
     pub statistic: &'static str,
     pub namespaces: [String; 2],
+    /// Of every veth between the hosts.
+    pub underlay_mtu: u32,
     pub engine: EngineSettings,
     /// What the first vxnet engine reported it runs with.
     pub engine_workers: Option<usize>,
@@ -261,6 +271,21 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 }
 
 impl Report {
+    /// One figure when every overlay device has the same MTU (a fair comparison), else each pair's.
+    fn overlay_mtus(&self) -> String {
+        let mut all = self.pairs.iter().flat_map(|p| p.overlay_mtu);
+        let first = all.next();
+        if first.is_some() && all.all(|m| Some(m) == first) {
+            return num(first.map(f64::from), 0);
+        }
+        let each: Vec<String> = self
+            .pairs
+            .iter()
+            .map(|p| format!("{} {}/{}", p.spec.name, p.overlay_mtu[0], p.overlay_mtu[1]))
+            .collect();
+        format!("differs: {}", each.join(", "))
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let rounds = if self.repeat == 1 { "round" } else { "rounds" };
@@ -283,6 +308,12 @@ impl Report {
             _ => String::new(),
         };
         let _ = writeln!(out, "engine: {}{reported}", self.engine.describe());
+        let _ = writeln!(
+            out,
+            "underlay: veth MTU {}; overlay MTU {}",
+            self.underlay_mtu,
+            self.overlay_mtus()
+        );
         if let Some(us) = self.wakeup_round_trip_us {
             let _ = writeln!(out, "machine: thread wake-up round trip {us:.1} µs");
         }
@@ -416,9 +447,10 @@ mod tests {
         let kernel = PairResult::new(
             PAIRS[0],
             0,
+            [1450; 2],
             vec![round(1, 10.0, 0.01, None), round(2, 12.0, 0.03, None)],
         );
-        let vxnet = PairResult::new(PAIRS[1], 2, vec![round(1, 5.0, 0.1, Some(1.0))]);
+        let vxnet = PairResult::new(PAIRS[1], 2, [1450; 2], vec![round(1, 5.0, 0.1, Some(1.0))]);
         let pairs = vec![kernel, vxnet];
         let r = ratios(&pairs);
         assert_eq!(r.len(), 1);
@@ -429,13 +461,9 @@ mod tests {
         assert_eq!(pairs[0].figures.vxnet_cpu_s_per_gb, None);
     }
 
-    #[test]
-    fn json_keys_pairs_by_name_in_order() {
-        let pairs = vec![
-            PairResult::new(PAIRS[0], 0, vec![round(1, 10.0, 0.01, None)]),
-            PairResult::new(PAIRS[1], 2, vec![round(1, 5.0, 0.1, Some(1.0))]),
-        ];
-        let report = Report {
+    /// A report of a builtin-tool run over `pairs` on veths of `underlay_mtu`.
+    fn report_of(pairs: Vec<PairResult>, underlay_mtu: u32) -> Report {
+        Report {
             tool: "builtin",
             tool_detail: "builtin".into(),
             seconds: 1,
@@ -443,6 +471,7 @@ mod tests {
             pings: 100,
             statistic: STATISTIC,
             namespaces: ["a".into(), "b".into()],
+            underlay_mtu,
             engine: EngineSettings::default(),
             engine_workers: Some(2),
             engine_offloads: Some(vec!["udp-gro".into()]),
@@ -450,7 +479,18 @@ mod tests {
             wakeup_round_trip_us: Some(47.9),
             ratios: ratios(&pairs),
             pairs,
-        };
+        }
+    }
+
+    #[test]
+    fn json_keys_pairs_by_name_in_order() {
+        let report = report_of(
+            vec![
+                PairResult::new(PAIRS[0], 0, [8950; 2], vec![round(1, 10.0, 0.01, None)]),
+                PairResult::new(PAIRS[1], 2, [8950; 2], vec![round(1, 5.0, 0.1, Some(1.0))]),
+            ],
+            9000,
+        );
         let text = serde_json::to_string(&report).unwrap();
         assert!(text.find("\"kernel\":{").unwrap() < text.find("\"vxnet\":{").unwrap());
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -465,5 +505,26 @@ mod tests {
             "{table}"
         );
         assert_eq!(v["wakeup_round_trip_us"], 47.9);
+        assert_eq!(v["underlay_mtu"], 9000);
+        assert_eq!(v["pairs"]["vxnet"]["overlay_mtu"][1], 8950);
+        assert!(
+            table.contains("underlay: veth MTU 9000; overlay MTU 8950\n"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn unequal_overlay_mtus_are_named_per_pair() {
+        let report = report_of(
+            vec![
+                PairResult::new(PAIRS[0], 0, [1450; 2], vec![round(1, 10.0, 0.01, None)]),
+                PairResult::new(PAIRS[1], 2, [1450, 1400], vec![round(1, 5.0, 0.1, None)]),
+            ],
+            1500,
+        );
+        assert_eq!(
+            report.overlay_mtus(),
+            "differs: kernel 1450/1450, vxnet 1450/1400"
+        );
     }
 }

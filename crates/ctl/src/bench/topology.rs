@@ -19,6 +19,13 @@ pub struct Underlay {
 
 pub const UNDERLAY_PREFIX: u8 = 24;
 
+/// An Ethernet underlay.
+pub const DEFAULT_MTU: u32 = 1500;
+/// The least that leaves an IPv6-capable overlay (1280) room for the 50-byte wrap.
+pub const MIN_MTU: i64 = 1330;
+/// The largest jumbo frame switches commonly carry.
+pub const MAX_MTU: i64 = 9216;
+
 /// Carries the kernel pair and the vxnet pair.
 pub const SHARED: Underlay = Underlay {
     dev: "eth0",
@@ -43,6 +50,8 @@ pub struct Topology {
     pub ns: [String; 2],
     /// Control sockets, logs, captured tool output.
     pub dir: PathBuf,
+    /// Of every veth.
+    pub mtu: u32,
 }
 
 /// Names unique to this process, so concurrent runs (tests, a user's run) never collide.
@@ -54,17 +63,18 @@ pub fn names() -> ([String; 2], PathBuf) {
     )
 }
 
-pub fn build(cleanup: &Cleanup) -> Result<Topology, NetnsError> {
+pub fn build(cleanup: &Cleanup, mtu: u32) -> Result<Topology, NetnsError> {
     let (ns, dir) = names();
     cleanup.make_dir(&dir)?;
     for name in &ns {
         cleanup.add_namespace(name)?;
         ip(&["-n", name, "link", "set", "lo", "up"])?;
     }
+    let mtu_text = mtu.to_string();
     for link in [SHARED, MIXED, MIXED_REVERSE] {
         ip(&[
-            "link", "add", link.dev, "netns", &ns[0], "type", "veth", "peer", "name", link.dev,
-            "netns", &ns[1],
+            "link", "add", link.dev, "netns", &ns[0], "mtu", &mtu_text, "type", "veth", "peer",
+            "name", link.dev, "netns", &ns[1], "mtu", &mtu_text,
         ])?;
         for (name, addr) in ns.iter().zip(link.addrs) {
             let cidr = format!("{addr}/{UNDERLAY_PREFIX}");
@@ -72,5 +82,32 @@ pub fn build(cleanup: &Cleanup) -> Result<Topology, NetnsError> {
             ip(&["-n", name, "link", "set", link.dev, "up"])?;
         }
     }
-    Ok(Topology { ns, dir })
+    Ok(Topology { ns, dir, mtu })
+}
+
+/// A device's MTU as its namespace sees it (`ip -o link show` prints `… mtu N …`).
+pub fn link_mtu(ns: &str, dev: &str) -> Result<u32, NetnsError> {
+    let out = ip(&["-n", ns, "-o", "link", "show", "dev", dev])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_mtu(&text)
+        .ok_or_else(|| NetnsError::Setup(format!("no MTU for {dev} in {ns} in `{}`", text.trim())))
+}
+
+fn parse_mtu(line: &str) -> Option<u32> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "mtu")?;
+    words.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_is_read_from_ip_link_output() {
+        let line = "7: vx43: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 8950 qdisc fq_codel state UNKNOWN \\    link/ether 1a:2b:3c:4d:5e:6f brd ff:ff:ff:ff:ff:ff";
+        assert_eq!(parse_mtu(line), Some(8950));
+        assert_eq!(parse_mtu("7: vx43: <UP> qdisc noop"), None);
+        assert_eq!(parse_mtu("7: vx43: <UP> mtu"), None);
+    }
 }
