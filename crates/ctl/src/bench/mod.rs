@@ -54,9 +54,9 @@ pub struct BenchArgs {
     /// (VXNET_DISABLE_OFFLOADS).
     #[arg(long, value_name = "LIST", value_parser = parse_offloads)]
     pub disable_offloads: Option<OffloadList>,
-    /// MTU of the veths between the hosts; every overlay gets the same MTU under it (the kernel's
-    /// vxlan and vxnet both take the underlay's minus their 50-byte wrap). 9000 models a jumbo
-    /// data-centre underlay, where per-packet costs weigh less.
+    /// MTU of the veths between the hosts (the kernel's vxlan and vxnet both give their overlay
+    /// 50 bytes less). 9000 models a jumbo data-centre underlay, where per-datagram costs weigh
+    /// less.
     #[arg(long, default_value_t = topology::DEFAULT_MTU,
           value_parser = clap::value_parser!(u32).range(topology::MIN_MTU..=topology::MAX_MTU))]
     pub underlay_mtu: u32,
