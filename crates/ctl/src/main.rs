@@ -27,7 +27,7 @@ enum Cmd {
     Stats(show::ControlArgs),
     /// Networks served by the running engine.
     Networks(show::ControlArgs),
-    /// The etcd-backed cluster: init, join, rotate, status.
+    /// The etcd-backed cluster: init, join, rotate, status, leave, rm.
     Cluster(cluster::cli::ClusterArgs),
     /// Named overlay networks stored in the cluster.
     Network(cluster::cli::NetworkArgs),

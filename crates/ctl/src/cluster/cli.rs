@@ -11,7 +11,7 @@ use super::membership::{ClusterView, Membership};
 use super::state::{StateDir, DEFAULT_STATE_DIR};
 use super::store::parse_store_url;
 use super::token::Role;
-use super::{network, node, Error, Result};
+use super::{network, node, removal, Error, Result};
 
 #[derive(Debug, Args)]
 pub struct StateDirArg {
@@ -63,6 +63,18 @@ pub enum ClusterCmd {
     },
     /// Members, their VTEP addresses, networks and liveness.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave the cluster for good: this node's record and addresses are removed from the store
+    /// and the membership from --state-dir (stop `vxnet run` first).
+    Leave {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manager only: remove a node that is down (its record and addresses), by its node id.
+    Rm {
+        node_id: String,
         #[arg(long)]
         json: bool,
     },
@@ -198,6 +210,12 @@ pub fn run_cluster(args: ClusterArgs) -> Result<()> {
                     Ok(())
                 }
             }
+            ClusterCmd::Leave { json } => print_removed(&removal::leave(&dir).await?, "left", json),
+            ClusterCmd::Rm { node_id, json } => print_removed(
+                &removal::rm(&dir, &node_id).await?,
+                "was removed from",
+                json,
+            ),
             ClusterCmd::Watch {
                 local,
                 networks,
@@ -206,6 +224,20 @@ pub fn run_cluster(args: ClusterArgs) -> Result<()> {
             } => watch(&dir, local, networks, ttl).await,
         }
     })
+}
+
+/// `how` completes "node X … cluster C".
+fn print_removed(out: &removal::Removed, how: &str, json: bool) -> Result<()> {
+    if json {
+        return print_json(out);
+    }
+    println!(
+        "node {} {how} cluster {}; freed {}",
+        out.node_id,
+        out.cluster_id,
+        removal::describe(&out.freed)
+    );
+    Ok(())
 }
 
 fn print_status(st: &node::Status) {

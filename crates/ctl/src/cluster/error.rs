@@ -22,6 +22,10 @@ pub enum Error {
     NotMember(String, String),
     #[error("no cluster state in {0} (run `vxnet cluster init` or `vxnet cluster join TOKEN`)")]
     NotJoined(PathBuf),
+    #[error("node {0} is live in the store (its `vxnet run` holds a lease); stop `vxnet run` on that host first")]
+    NodeLive(String),
+    #[error("no node {0} in cluster {1} (`vxnet cluster status` lists the node ids)")]
+    NoSuchNode(String, String),
     #[error("state dir {0} already belongs to cluster {1}")]
     AlreadyJoined(PathBuf, String),
     #[error("this command needs a manager node (this node is a {0})")]

@@ -1,7 +1,7 @@
 //! Host addresses from a network's `--subnet`: one key per address, `ipam/<network>/<ip>` → node
 //! id, claimed with a create-only transaction so two nodes can never hold the same address. The
 //! keys are persistent, so a node that restarts (same node id) gets the address it had; they are
-//! removed with the network.
+//! removed with the network, or with the node (`cluster leave`/`cluster rm`, see [`super::removal`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

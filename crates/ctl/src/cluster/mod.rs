@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod membership;
 pub mod network;
 pub mod node;
+pub mod removal;
 pub mod state;
 pub mod store;
 pub mod token;

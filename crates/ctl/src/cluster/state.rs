@@ -94,6 +94,26 @@ impl StateDir {
         self.write_atomic(STATE_FILE, &serde_json::to_vec_pretty(state)?)
     }
 
+    /// Forgets the cluster (membership, token, cached view) but keeps the node id, so a later
+    /// join is the same node again. Missing files are fine: the goal is their absence.
+    pub fn forget_membership(&self) -> Result<()> {
+        if let Some(state) = self.load()? {
+            // A state dir from before the node_id file existed keeps its identity this way.
+            if !self.dir.join(NODE_ID_FILE).exists() {
+                self.write_atomic(NODE_ID_FILE, format!("{}\n", state.node_id).as_bytes())?;
+            }
+        }
+        for name in [STATE_FILE, VIEW_FILE] {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Ok(())
+    }
+
     pub fn load_view<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         self.read_json(VIEW_FILE)
     }
@@ -161,10 +181,19 @@ mod tests {
             local: None,
         };
         dir.save(&st).unwrap();
-        assert_eq!(dir.load().unwrap(), Some(st));
+        assert_eq!(dir.load().unwrap(), Some(st.clone()));
         let mode = fs::metadata(dir.state_file()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+
+        // Forgetting the membership keeps the node id, also when only state.json recorded it.
+        dir.save_view(&serde_json::json!({})).unwrap();
+        fs::remove_file(dir.path().join(NODE_ID_FILE)).unwrap();
+        dir.forget_membership().unwrap();
+        assert_eq!(dir.load().unwrap(), None);
+        assert!(!dir.path().join(VIEW_FILE).exists());
+        assert_eq!(dir.node_id().unwrap(), st.node_id);
+        dir.forget_membership().unwrap();
     }
 }

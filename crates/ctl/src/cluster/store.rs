@@ -3,12 +3,12 @@
 //! | key                     | value                          | lifetime                 |
 //! |-------------------------|--------------------------------|--------------------------|
 //! | `meta`                  | [`Meta`] (token hashes only)   | persistent               |
-//! | `nodes/<node_id>`       | [`NodeRecord`] (joined nodes)  | persistent               |
+//! | `nodes/<node_id>`       | [`NodeRecord`] (joined nodes)  | until `cluster leave/rm` |
 //! | `members/<node_id>`     | [`MemberRecord`] (running)     | the member's lease       |
 //! | `networks/<name>`       | [`NetworkDef`]                 | persistent               |
 //! | `vni/<vni>`             | network name (uniqueness)      | persistent               |
 //! | `macs/<vni>/<mac>`      | [`MacRecord`]                  | the publisher's lease    |
-//! | `ipam/<network>/<ip>`   | node id holding the address    | removed with the network |
+//! | `ipam/<network>/<ip>`   | node id holding the address    | until network/node rm    |
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -1,0 +1,151 @@
+//! Taking a node out of the cluster for good: `vxnet cluster leave` on the node itself and
+//! `vxnet cluster rm NODE_ID` on a manager for a node that is gone.
+//!
+//! A node owns two kinds of persistent keys: `nodes/<node_id>` and the `ipam/<network>/<ip>`
+//! addresses whose value is its id. Everything else it writes (`members/<node_id>`,
+//! `macs/<vni>/<mac>`) lives under its lease and is gone once it stops. All of its persistent keys
+//! go in one transaction that only applies while the node is not live and no address changed
+//! hands since they were read, so a starting engine can never keep an address that was freed.
+
+use std::net::IpAddr;
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use serde::Serialize;
+
+use super::state::StateDir;
+use super::store::Store;
+use super::token::Role;
+use super::{node, Error, Result};
+
+/// Re-reads after a lost race are bounded; each loss means another node changed an allocation.
+const ATTEMPTS: usize = 16;
+
+/// An address a removed node held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Freed {
+    pub network: String,
+    pub address: IpAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Removed {
+    pub cluster_id: String,
+    pub node_id: String,
+    /// Whether the store still had the node's record (a node removed with `cluster rm` can still
+    /// `leave` to clear its state dir).
+    pub node_record: bool,
+    pub freed: Vec<Freed>,
+}
+
+/// `ipam/<network>/<ip>` keys owned by `node_id`, and the revision they were read at.
+async fn owned_addresses(store: &Store, node_id: &str) -> Result<(Vec<(String, Freed)>, i64)> {
+    let (kvs, rev) = store.list("ipam/").await?;
+    let prefix = store.key("ipam/");
+    let owned = kvs
+        .iter()
+        .filter(|kv| kv.value() == node_id.as_bytes())
+        .filter_map(|kv| {
+            let key = kv.key_str().ok()?;
+            let (network, ip) = key.strip_prefix(&prefix)?.rsplit_once('/')?;
+            let address = ip.parse().ok()?;
+            Some((
+                key.to_owned(),
+                Freed {
+                    network: network.to_owned(),
+                    address,
+                },
+            ))
+        })
+        .collect();
+    Ok((owned, rev))
+}
+
+/// Deletes `node_id`'s node record and addresses in one transaction; refused while it is live.
+pub async fn remove_node(store: &Store, node_id: &str) -> Result<Removed> {
+    let node_key = store.key(&format!("nodes/{node_id}"));
+    let member_key = store.key(&format!("members/{node_id}"));
+    for _ in 0..ATTEMPTS {
+        let node_record = store.get_raw(&node_key).await?.is_some();
+        let (owned, rev) = owned_addresses(store, node_id).await?;
+        let mut ops = vec![TxnOp::delete(node_key.clone(), None)];
+        ops.extend(owned.iter().map(|(k, _)| TxnOp::delete(k.clone(), None)));
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(member_key.clone(), CompareOp::Equal, 0),
+                Compare::mod_revision(store.key("ipam/"), CompareOp::Less, rev + 1).with_prefix(),
+            ])
+            .and_then(ops);
+        let mut c = store.client();
+        if store.op(c.txn(txn)).await?.succeeded() {
+            return Ok(Removed {
+                cluster_id: store.cluster_id().to_owned(),
+                node_id: node_id.to_owned(),
+                node_record,
+                freed: owned.into_iter().map(|(_, f)| f).collect(),
+            });
+        }
+        if store.get_raw(&member_key).await?.is_some() {
+            return Err(Error::NodeLive(node_id.to_owned()));
+        }
+    }
+    Err(Error::Invalid(format!(
+        "gave up removing node {node_id} after repeated address changes"
+    )))
+}
+
+/// `vxnet cluster leave`: frees this node in the store, then forgets the membership locally. The
+/// state dir is only touched once the store agreed, so a failure loses nothing.
+pub async fn leave(dir: &StateDir) -> Result<Removed> {
+    let (store, state) = node::connect(dir).await?;
+    let removed = remove_node(&store, &state.node_id).await?;
+    dir.forget_membership()?;
+    Ok(removed)
+}
+
+/// `vxnet cluster rm NODE_ID`, on a manager.
+pub async fn rm(dir: &StateDir, node_id: &str) -> Result<Removed> {
+    let (store, state) = node::connect(dir).await?;
+    if state.role != Role::Manager {
+        return Err(Error::NotManager(state.role.to_string()));
+    }
+    if node_id == state.node_id {
+        return Err(Error::Invalid(format!(
+            "node {node_id} is this node; use `vxnet cluster leave` instead"
+        )));
+    }
+    let removed = remove_node(&store, node_id).await?;
+    if !removed.node_record && removed.freed.is_empty() {
+        return Err(Error::NoSuchNode(node_id.to_owned(), state.cluster_id));
+    }
+    Ok(removed)
+}
+
+/// The freed addresses as one phrase, for the human summary.
+pub fn describe(freed: &[Freed]) -> String {
+    if freed.is_empty() {
+        return "no addresses".into();
+    }
+    freed
+        .iter()
+        .map(|f| format!("{} on {}", f.address, f.network))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_lists_addresses() {
+        assert_eq!(describe(&[]), "no addresses");
+        let f = |n: &str, a: &str| Freed {
+            network: n.into(),
+            address: a.parse().unwrap(),
+        };
+        assert_eq!(
+            describe(&[f("blue", "10.1.0.3"), f("green", "fd00::2")]),
+            "10.1.0.3 on blue, fd00::2 on green"
+        );
+    }
+}
