@@ -231,6 +231,55 @@ fn cluster_rm_frees_a_dead_host_only_from_a_manager() {
     assert_cli_error(&run_resuming(&c, 2, &c.state_dir(2)), "not a member");
     assert!(!store_keys(&c, "nodes/").contains_key(&node2));
     assert_cli_error(&c.cli(0, &rm2), "no node");
+
+    // Host 0 is the only manager: leaving would strand worker host 1, so it takes --force, unless
+    // another manager joined first (as `docker swarm leave` does).
+    stop(&mut c, 0, &ids[0]);
+    assert_cli_error(&c.cli(0, "cluster leave"), "last manager");
+    assert!(store_keys(&c, "nodes/").contains_key(&ids[0]));
+    assert!(c.state_dir(0).join("state.json").exists());
+    let manager_token = c.cli_json(0, "cluster rotate --manager")["manager_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = c.lab.dir.join("state-manager");
+    let joined = c.lab.host(2).must(&format!(
+        "{} cluster join {manager_token} --local {} --state-dir {} --json",
+        vxnet_bin().display(),
+        c.underlay(2),
+        second.display()
+    ));
+    let second_id: Value = serde_json::from_str(&joined).unwrap();
+    let out = c.cli_json(0, "cluster leave");
+    assert_eq!(out["node_id"], ids[0].as_str());
+    let mut nodes: Vec<String> = store_keys(&c, "nodes/").into_keys().collect();
+    let mut expected = vec![
+        ids[1].clone(),
+        second_id["node_id"].as_str().unwrap().to_string(),
+    ];
+    nodes.sort();
+    expected.sort();
+    assert_eq!(nodes, expected);
+}
+
+#[test]
+fn the_last_manager_leaves_only_with_force() {
+    let Some(c) = lab("last_manager_leaves_with_force") else {
+        return;
+    };
+    let worker = c.cli_json(
+        1,
+        &format!("cluster join {} --local {}", c.worker_token, c.underlay(1)),
+    );
+    let manager = node_id(&c, 0);
+    assert_cli_error(&c.cli(0, "cluster leave"), "last manager");
+    assert!(store_keys(&c, "nodes/").contains_key(&manager));
+    assert!(c.state_dir(0).join("state.json").exists());
+    let out = c.cli_json(0, "cluster leave --force");
+    assert_eq!(out["node_id"], manager.as_str());
+    let nodes: Vec<String> = store_keys(&c, "nodes/").into_keys().collect();
+    assert_eq!(nodes, [worker["node_id"].as_str().unwrap()]);
+    assert!(!c.state_dir(0).join("state.json").exists());
 }
 
 #[test]

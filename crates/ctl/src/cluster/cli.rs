@@ -69,6 +69,9 @@ pub enum ClusterCmd {
     /// Leave the cluster for good: this node's record and addresses are removed from the store
     /// and the membership from --state-dir (stop `vxnet run` first).
     Leave {
+        /// Leave even as the last manager of a cluster other nodes still belong to.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -210,7 +213,9 @@ pub fn run_cluster(args: ClusterArgs) -> Result<()> {
                     Ok(())
                 }
             }
-            ClusterCmd::Leave { json } => print_removed(&removal::leave(&dir).await?, "left", json),
+            ClusterCmd::Leave { force, json } => {
+                print_removed(&removal::leave(&dir, force).await?, "left", json)
+            }
             ClusterCmd::Rm { node_id, json } => print_removed(
                 &removal::rm(&dir, &node_id).await?,
                 "was removed from",

@@ -24,6 +24,8 @@ pub enum Error {
     NotJoined(PathBuf),
     #[error("node {0} is live in the store (its `vxnet run` holds a lease); stop `vxnet run` on that host first")]
     NodeLive(String),
+    #[error("node {0} is the last manager of cluster {1}: the {2} other node(s) could no longer create networks or rotate tokens; join another host with the manager token first, or leave with --force")]
+    LastManager(String, String, usize),
     #[error("no node {0} in cluster {1} (`vxnet cluster status` lists the node ids)")]
     NoSuchNode(String, String),
     #[error("state dir {0} already belongs to cluster {1}")]

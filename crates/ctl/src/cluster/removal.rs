@@ -94,9 +94,25 @@ pub async fn remove_node(store: &Store, node_id: &str) -> Result<Removed> {
 }
 
 /// `vxnet cluster leave`: frees this node in the store, then forgets the membership locally. The
-/// state dir is only touched once the store agreed, so a failure loses nothing.
-pub async fn leave(dir: &StateDir) -> Result<Removed> {
+/// state dir is only touched once the store agreed, so a failure loses nothing. Like `docker swarm
+/// leave`, the last manager is kept from stranding the other nodes unless `force`.
+pub async fn leave(dir: &StateDir, force: bool) -> Result<Removed> {
     let (store, state) = node::connect(dir).await?;
+    if state.role == Role::Manager && !force {
+        let others: Vec<_> = store
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.node_id != state.node_id)
+            .collect();
+        if !others.is_empty() && others.iter().all(|n| n.role != Role::Manager) {
+            return Err(Error::LastManager(
+                state.node_id,
+                state.cluster_id,
+                others.len(),
+            ));
+        }
+    }
     let removed = remove_node(&store, &state.node_id).await?;
     dir.forget_membership()?;
     Ok(removed)
