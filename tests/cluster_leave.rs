@@ -324,3 +324,50 @@ fn leave_with_the_store_unreachable_keeps_the_state() {
     let again = c.cli_json(1, &format!("cluster join {}", c.worker_token));
     assert_eq!(again["node_id"], node1.as_str());
 }
+
+#[test]
+fn a_host_removed_while_cut_off_does_not_come_back() {
+    // A short lease, so host 2 stops being live soon after it loses the store.
+    let Some(mut c) = ClusterLab::new("removed_while_cut_off", 3) else {
+        return;
+    };
+    if !have_tool("removed_while_cut_off", "etcdctl") {
+        return;
+    }
+    c.create("blue", "--subnet 10.1.0.0/24");
+    for i in 0..ENGINES {
+        c.join(i, "");
+    }
+    c.wait_full_mesh("blue", Duration::from_secs(5));
+    let node2 = node_id(&c, 2);
+
+    // Cut host 2 off from etcd only (the overlay to the other hosts stays up).
+    let etcd_ip = c.lab.host(ETCD_HOST).underlay;
+    c.lab
+        .host(2)
+        .must(&format!("ip route add blackhole {etcd_ip}/32"));
+    assert!(
+        wait_for(Duration::from_secs(15), || !store_keys(&c, "members/")
+            .contains_key(&node2)),
+        "host 2's lease never expired"
+    );
+    let out = c.cli_json(0, &format!("cluster rm {node2}"));
+    assert_eq!(out["node_id"], node2.as_str());
+
+    // Back in touch with the store, it must not register again: it stops with a reason.
+    c.lab
+        .host(2)
+        .must(&format!("ip route del blackhole {etcd_ip}/32"));
+    let engine = c.engines[2].as_mut().unwrap();
+    let mut status = None;
+    let exited = wait_for(Duration::from_secs(20), || {
+        status = engine.proc.child.try_wait().unwrap();
+        status.is_some()
+    });
+    let log = engine.proc.log_text();
+    assert!(exited, "host 2 still runs after its removal:\n{log}");
+    assert!(!status.unwrap().success(), "{log}");
+    assert!(log.contains("removed from the cluster"), "{log}");
+    assert!(!store_keys(&c, "members/").contains_key(&node2));
+    assert!(!store_keys(&c, "nodes/").contains_key(&node2));
+}

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, WatchOptions, WatchStream,
+    Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp, WatchOptions, WatchStream,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -456,14 +457,24 @@ async fn put_member(store: &Store, cfg: &Config, lease: i64) -> Result<()> {
         role: cfg.role,
         updated: super::now_secs(),
     };
+    // Only while the node record exists: a node removed by `vxnet cluster rm` while it was cut
+    // off from the store (its lease expired, so it was not live) must not come back on reconnect.
+    let node_key = store.key(&format!("nodes/{}", cfg.node_id));
+    let put = TxnOp::put(
+        store.key(&format!("members/{}", cfg.node_id)),
+        serde_json::to_vec(&record)?,
+        Some(PutOptions::new().with_lease(lease)),
+    );
+    let txn = Txn::new()
+        .when([Compare::create_revision(node_key, CompareOp::Greater, 0)])
+        .and_then([put]);
     let mut c = store.client();
-    store
-        .op(c.put(
-            store.key(&format!("members/{}", cfg.node_id)),
-            serde_json::to_vec(&record)?,
-            Some(PutOptions::new().with_lease(lease)),
-        ))
-        .await?;
+    if !store.op(c.txn(txn)).await?.succeeded() {
+        return Err(Error::NotMember(
+            cfg.node_id.clone(),
+            store.cluster_id().to_owned(),
+        ));
+    }
     Ok(())
 }
 
@@ -536,6 +547,11 @@ async fn run(
             };
             match attempt.await {
                 Ok(s) => break s,
+                Err(e @ Error::NotMember(..)) => {
+                    // Retrying cannot help; ending the task stops `vxnet run` with this reason.
+                    tracing::error!(error = %e, "removed from the cluster while cut off from the store (`vxnet cluster rm`); not registering again");
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, ?backoff, "reconnect failed");
                     backoff = (backoff * 2).min(BACKOFF_CAP);
