@@ -274,9 +274,10 @@ impl Report {
     /// One figure when every overlay device has the same MTU (a fair comparison), else each pair's.
     fn overlay_mtus(&self) -> String {
         let mut all = self.pairs.iter().flat_map(|p| p.overlay_mtu);
-        let first = all.next();
-        if first.is_some() && all.all(|m| Some(m) == first) {
-            return num(first.map(f64::from), 0);
+        if let Some(first) = all.next() {
+            if all.all(|m| m == first) {
+                return first.to_string();
+            }
         }
         let each: Vec<String> = self
             .pairs
