@@ -39,9 +39,10 @@ fn addresses_of(c: &ClusterLab, node: &str) -> Vec<String> {
         .collect()
 }
 
-/// The cluster lab, plus etcdctl to look into the store. `None` = skip.
-fn lab(test: &str) -> Option<ClusterLab> {
-    let c = ClusterLab::new(test, 10)?;
+/// The cluster lab with engines on `ttl`-second leases, plus etcdctl to look into the store.
+/// `None` = skip.
+fn lab(test: &str, ttl: u32) -> Option<ClusterLab> {
+    let c = ClusterLab::new(test, ttl)?;
     have_tool(test, "etcdctl").then_some(c)
 }
 
@@ -104,7 +105,7 @@ fn freed(out: &Value) -> Vec<String> {
 
 #[test]
 fn leave_is_refused_while_running_then_frees_the_node() {
-    let Some(mut c) = lab("leave_is_refused_while_running") else {
+    let Some(mut c) = lab("leave_is_refused_while_running", 10) else {
         return;
     };
     c.create("blue", "--subnet 10.1.0.0/24");
@@ -173,7 +174,7 @@ fn leave_is_refused_while_running_then_frees_the_node() {
 
 #[test]
 fn cluster_rm_frees_a_dead_host_only_from_a_manager() {
-    let Some(mut c) = lab("cluster_rm_frees_a_dead_host") else {
+    let Some(mut c) = lab("cluster_rm_frees_a_dead_host", 10) else {
         return;
     };
     c.create("blue", "--subnet 10.1.0.0/24");
@@ -264,7 +265,7 @@ fn cluster_rm_frees_a_dead_host_only_from_a_manager() {
 
 #[test]
 fn the_last_manager_leaves_only_with_force() {
-    let Some(c) = lab("last_manager_leaves_with_force") else {
+    let Some(c) = lab("last_manager_leaves_with_force", 10) else {
         return;
     };
     let worker = c.cli_json(
@@ -284,7 +285,7 @@ fn the_last_manager_leaves_only_with_force() {
 
 #[test]
 fn leave_with_the_store_unreachable_keeps_the_state() {
-    let Some(mut c) = lab("leave_with_the_store_unreachable") else {
+    let Some(mut c) = lab("leave_with_the_store_unreachable", 10) else {
         return;
     };
     let joined = c.cli_json(
@@ -328,12 +329,9 @@ fn leave_with_the_store_unreachable_keeps_the_state() {
 #[test]
 fn a_host_removed_while_cut_off_does_not_come_back() {
     // A short lease, so host 2 stops being live soon after it loses the store.
-    let Some(mut c) = ClusterLab::new("removed_while_cut_off", 3) else {
+    let Some(mut c) = lab("removed_while_cut_off", 3) else {
         return;
     };
-    if !have_tool("removed_while_cut_off", "etcdctl") {
-        return;
-    }
     c.create("blue", "--subnet 10.1.0.0/24");
     for i in 0..ENGINES {
         c.join(i, "");

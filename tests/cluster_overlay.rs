@@ -449,15 +449,9 @@ fn published_macs_make_unicast_flood_free() {
         "host 0's MAC not installed on host 1: {:?}",
         static_macs(&c, 1)
     );
-    let floods = [
-        c.engine(0).stat(vni, "flooded"),
-        c.engine(1).stat(vni, "flooded"),
-    ];
+    let floods = flooded(&c, vni);
     assert!(c.lab.host(0).ping(&ip1, 10));
-    let after = [
-        c.engine(0).stat(vni, "flooded"),
-        c.engine(1).stat(vni, "flooded"),
-    ];
+    let after = flooded(&c, vni);
     assert_eq!(after, floods, "unicast was flooded with published MACs");
     eprintln!(
         "MACs published: floods during 10 pings: {:?}",
@@ -475,20 +469,22 @@ fn published_macs_make_unicast_flood_free() {
     // Publishing off: nothing installed, the first packet to the unknown MAC is flooded.
     let (_, ip1) = pair_with_static_arp(&mut c, "off", "--no-publish-macs");
     assert!(static_macs(&c, 0).is_empty(), "{:?}", static_macs(&c, 0));
-    let floods = [
-        c.engine(0).stat(vni, "flooded"),
-        c.engine(1).stat(vni, "flooded"),
-    ];
+    let floods = flooded(&c, vni);
     assert!(c.lab.host(0).ping(&ip1, 10));
-    let after = [
-        c.engine(0).stat(vni, "flooded"),
-        c.engine(1).stat(vni, "flooded"),
-    ];
+    let after = flooded(&c, vni);
     eprintln!(
         "MACs not published: floods during 10 pings: {:?}",
         [after[0] - floods[0], after[1] - floods[1]]
     );
     assert!(after[0] > floods[0], "no flood without published MACs");
+}
+
+/// Frames hosts 0 and 1 have flooded on `vni` so far.
+fn flooded(c: &ClusterLab, vni: u64) -> [u64; 2] {
+    [
+        c.engine(0).stat(vni, "flooded"),
+        c.engine(1).stat(vni, "flooded"),
+    ]
 }
 
 /// The elements of vxnet's `peers4` set in host i's namespace, sorted; empty without the table.
