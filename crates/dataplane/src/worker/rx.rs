@@ -1,0 +1,207 @@
+//! Wire → TAP: draining the UDP socket (single datagrams, UDP GRO runs and whole tunnel
+//! superframes) and handing each inner frame to the TAP sink.
+
+use std::io;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use vxnet_encap::offload::{InnerSuperframe, WirePlan, MAX_GSO_SEGMENTS};
+use vxnet_encap::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
+
+use super::tap_sink::{deliver, flush, write_tap};
+use super::{Offloads, Worker, BATCH, ROUNDS_PER_WAKE};
+use crate::counters::{DropReason, Events};
+use crate::fdb::Millis;
+use crate::forward::{Forwarder, WireAction, WireRun};
+use crate::sys::tap::TapQueue;
+use vxnet_encap::offload::Coalescer;
+
+impl Worker {
+    pub(super) fn drain_socket(&mut self) -> io::Result<()> {
+        for _ in 0..ROUNDS_PER_WAKE {
+            let received = match self.recv.recv(&self.socket) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let now = self.now();
+            let Worker {
+                forwarder,
+                taps,
+                recv,
+                coalescers,
+                offloads,
+                max_single_datagram,
+                raw,
+                ..
+            } = self;
+            // One sender's datagrams in a row share their fate (see `from_wire_run`).
+            let mut run = WireRun::default();
+            for i in 0..received {
+                let datagram = recv.datagram(i);
+                if datagram.truncated {
+                    forwarder.drops.count(DropReason::Truncated);
+                    continue;
+                }
+                // With GRO one read holds a run of equal-size VXLAN datagrams (last one shorter).
+                let size = match datagram.gro_segment_size {
+                    Some(size) if size > 0 => size as usize,
+                    _ => datagram.data.len().max(1),
+                };
+                let source = datagram.source;
+                let gro_size = datagram.gro_segment_size;
+                // Mutable: an inner checksum left partial by a local kernel VTEP is completed
+                // in place before delivery.
+                let data = recv.datagram_mut(i);
+                if data.len() > *max_single_datagram {
+                    let inner = data.get(VXLAN_HEADER_LEN..).unwrap_or_default();
+                    if let Ok(superframe) = InnerSuperframe::parse(inner) {
+                        let received = TunnelSuperframe {
+                            now,
+                            source,
+                            datagram: data,
+                            superframe,
+                            gro_size,
+                        };
+                        received.deliver(forwarder, taps, coalescers, *offloads, raw);
+                        continue;
+                    }
+                }
+                // A GRO run is counted once, on the network of its first delivered datagram.
+                let mut gro_counted = data.len() <= size;
+                for packet in data.chunks_mut(size) {
+                    if let WireAction::Deliver { network, inner } =
+                        forwarder.from_wire_run(now, source, packet, &mut run)
+                    {
+                        if !gro_counted {
+                            gro_counted = true;
+                            if let Some(n) = forwarder.networks().get(network) {
+                                Events::bump(&n.events.gro_batches);
+                            }
+                        }
+                        deliver(
+                            forwarder,
+                            taps,
+                            coalescers,
+                            *offloads,
+                            network,
+                            &mut packet[inner],
+                        );
+                    }
+                }
+            }
+            forwarder.end_run(&mut run);
+            // A superframe never waits for the next read: flush at the end of every batch.
+            for (network, coalescer) in coalescers.iter_mut().enumerate() {
+                flush(forwarder, taps, coalescer, network);
+            }
+            if received < BATCH {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A received datagram that holds one inner superframe (see `vxnet_encap::offload::tunnel_gso`).
+struct TunnelSuperframe<'a> {
+    now: Millis,
+    source: SocketAddr,
+    datagram: &'a [u8],
+    superframe: InnerSuperframe,
+    /// The `UDP_GRO` size the socket reported: the sender's segment payload.
+    gro_size: Option<u16>,
+}
+
+impl TunnelSuperframe<'_> {
+    /// Writes the superframe to its network's TAP whole, behind a TSO/USO virtio-net header, or
+    /// segment by segment when the TAP has no virtio-net header (`raw` is the scratch space).
+    fn deliver(
+        self,
+        forwarder: &Forwarder,
+        taps: &[TapQueue],
+        coalescers: &mut [Coalescer],
+        offloads: Offloads,
+        raw: &mut [u8],
+    ) {
+        let TunnelSuperframe {
+            now,
+            source,
+            datagram,
+            superframe,
+            gro_size,
+        } = self;
+        let WireAction::Deliver { network, inner } =
+            forwarder.from_wire_superframe(now, source, datagram)
+        else {
+            return;
+        };
+        let Some(n) = forwarder.networks().get(network) else {
+            return;
+        };
+        // The payload one frame of the TAP's MTU holds behind these headers.
+        let fallback_mss =
+            (n.settings.mtu as usize + ETHERNET_HEADER_LEN).saturating_sub(superframe.hdr_len());
+        let frame = &datagram[inner];
+        let hdr = match superframe.prepare(frame, gro_size, fallback_mss) {
+            Ok(hdr) => hdr,
+            Err(_) => {
+                n.drops.count(DropReason::BadOffload);
+                return;
+            }
+        };
+        let segments = superframe.segments(hdr.gso_size as usize);
+        forwarder.count_rx(
+            network,
+            source.ip(),
+            segments as u64,
+            frame.len() as u64,
+            (frame.len() + VXLAN_HEADER_LEN) as u64,
+        );
+        Events::bump(&n.events.tunnel_superframes);
+        n.events
+            .tunnel_segments
+            .fetch_add(segments as u64, Ordering::Relaxed);
+        // Segments of the same flow may be waiting in the coalescer: they go first.
+        if let Some(coalescer) = coalescers.get_mut(network) {
+            flush(forwarder, taps, coalescer, network);
+        }
+        if offloads.vnet_hdr {
+            let hdr = hdr.to_bytes();
+            write_tap(
+                forwarder,
+                taps,
+                network,
+                &[IoSlice::new(&hdr), IoSlice::new(frame)],
+            );
+            return;
+        }
+        // Cut where the TAP's MTU allows, even if the sender's segments were larger.
+        let mut plan = match WirePlan::new(&hdr, frame, fallback_mss) {
+            Ok(plan) => plan,
+            Err(_) => {
+                n.drops.count(DropReason::BadOffload);
+                return;
+            }
+        };
+        let vni = n.vni();
+        loop {
+            let written = match plan.write_next(frame, vni, raw, MAX_GSO_SEGMENTS) {
+                Ok(Some(written)) => written,
+                Ok(None) => return,
+                Err(_) => {
+                    n.drops.count(DropReason::BadOffload);
+                    return;
+                }
+            };
+            // Each piece is a VXLAN datagram as it would go on the wire; the TAP wants the frame.
+            for datagram in raw[..written.total_len].chunks(written.segment_size) {
+                if let Some(segment) = datagram.get(VXLAN_HEADER_LEN..) {
+                    write_tap(forwarder, taps, network, &[IoSlice::new(segment)]);
+                }
+            }
+        }
+    }
+}
