@@ -1,0 +1,233 @@
+//! The engine's lifecycle: set-up that fails cleanly, forwarding workers, the control plane
+//! (control socket, FDB ageing, signals) and an orderly stop that removes what was created.
+//!
+//! Set-up order matters for "nothing left behind": the UDP port is bound first (a port in use
+//! fails before any device exists), then the TAPs (non-persistent: they vanish when their fds
+//! close, including when set-up fails half-way), then the control socket (removed on drop).
+
+mod generation;
+mod reconfigure;
+mod runtime;
+mod start;
+mod tap;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use thiserror::Error;
+use vxnet_encap::MacAddr;
+
+use crate::config::ConfigError;
+use crate::control::server::{BindError, SocketFile};
+use crate::fdb::Millis;
+use crate::forward::Forwarder;
+use crate::network::Network;
+use crate::sys::iface::IfaceError;
+use crate::sys::poll::EventFd;
+use crate::sys::tap::{TapError, TapQueue};
+use crate::sys::udp::{UdpError, UdpSocket};
+use crate::worker::{Offloads, SourcePorts};
+
+pub use start::{DISABLEABLE_OFFLOADS, DISABLE_ENV};
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error("device {dev}: cannot {what}: {source}")]
+    Iface {
+        dev: String,
+        what: &'static str,
+        source: IfaceError,
+    },
+    #[error(transparent)]
+    Udp(#[from] UdpError),
+    #[error(transparent)]
+    Control(#[from] BindError),
+    #[error("MTU {mtu} of {dev} leaves no room for VXLAN: the underlay MTU is {underlay}")]
+    MtuTooLarge {
+        dev: String,
+        mtu: u32,
+        underlay: u32,
+    },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0} is already served")]
+    AlreadyServed(String),
+    #[error("the engine has stopped")]
+    Stopped,
+    #[error("{0}")]
+    ControlPlane(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// The cluster the engine belongs to, as the cluster control plane last reported it; `None` in
+/// static mode. Shown by `vxnet networks --json` and `vxnet stats --json`.
+pub use crate::control::proto::ClusterInfo;
+
+/// What the control plane reads: shared with the control socket handlers.
+#[derive(Debug)]
+pub struct EngineState {
+    /// The current forwarding generation; replaced (never mutated) when networks change.
+    forwarder: ArcSwap<Forwarder>,
+    pub epoch: Instant,
+    pub workers: usize,
+    offloads: Mutex<Vec<String>>,
+    /// `--address` (or cluster-assigned address) of each network, by network name.
+    addresses: Mutex<BTreeMap<String, String>>,
+    cluster: Mutex<Option<ClusterInfo>>,
+}
+
+impl EngineState {
+    pub fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    /// The forwarder of this moment (a cheap `Arc` clone).
+    pub fn forwarder(&self) -> Arc<Forwarder> {
+        self.forwarder.load_full()
+    }
+
+    /// Offloads in use, e.g. "tap-vnet-hdr", "tso", "udp-gso", "udp-gro".
+    pub fn offloads(&self) -> Vec<String> {
+        lock(&self.offloads).clone()
+    }
+
+    pub fn address(&self, network: &str) -> Option<String> {
+        lock(&self.addresses).get(network).cloned()
+    }
+
+    pub fn cluster(&self) -> Option<ClusterInfo> {
+        lock(&self.cluster).clone()
+    }
+}
+
+/// A poisoned lock only means another control-plane call panicked mid-update; the data is
+/// still the best there is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Decided once at start: what every network added later is built with.
+#[derive(Debug)]
+struct Setup {
+    local: IpAddr,
+    port: u16,
+    threads: usize,
+    learning: bool,
+    max_fdb: usize,
+    underlay_mtu: u32,
+    overhead: u32,
+    want_tap_offload: bool,
+    /// Ask TAPs for USO (UDP superframes; kernel 6.2+) too.
+    want_uso: bool,
+    offloads: Offloads,
+}
+
+/// A network being served: its state and the original fds of its TAP queues (workers get
+/// clones, so the TAP lives exactly as long as this).
+#[derive(Debug)]
+struct Served {
+    network: Arc<Network>,
+    queues: Vec<TapQueue>,
+    /// The TAP accepted TSO (what `stats` reports as "tso" when every TAP did).
+    tso: bool,
+    /// The TAP accepted USO as well ("uso" likewise).
+    uso: bool,
+    /// The TAP's MAC, read when it was opened (in the engine's namespace).
+    mac: Option<MacAddr>,
+}
+
+/// The running workers and what they serve; changed only under the lock in [`Core`].
+#[derive(Debug)]
+struct Running {
+    served: Vec<Served>,
+    workers: Vec<JoinHandle<std::io::Result<()>>>,
+    /// The stop signal of the current worker generation (an eventfd stays readable once
+    /// notified, so each generation gets a fresh one).
+    stop: Arc<EventFd>,
+    /// Static FDB entries the cluster installed, by network name, so a later view can remove
+    /// the ones it no longer lists without touching entries added by `vxnet fdb add`.
+    cluster_macs: BTreeMap<String, Vec<(MacAddr, IpAddr)>>,
+    shut_down: bool,
+}
+
+/// Shared by the [`Engine`] and every [`EngineControl`].
+#[derive(Debug)]
+struct Core {
+    state: Arc<EngineState>,
+    setup: Setup,
+    /// One receive socket per worker (SO_REUSEPORT when several); workers get clones.
+    sockets: Vec<UdpSocket>,
+    source_ports: Arc<SourcePorts>,
+    running: Mutex<Running>,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    core: Arc<Core>,
+    ageing_secs: u64,
+    listener: Option<std::os::unix::net::UnixListener>,
+    metrics: Option<std::net::TcpListener>,
+    // Dropped last (field order): the socket file is removed after the workers stopped.
+    _socket_file: SocketFile,
+    local_addr: SocketAddr,
+}
+
+/// Changes what a running engine serves: networks, cluster peers and cluster MACs. Cheap to
+/// clone; used by the control plane (e.g. the cluster watcher) while the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineControl {
+    core: Arc<Core>,
+}
+
+fn iface_err<'a>(dev: &'a str, what: &'static str) -> impl FnOnce(IfaceError) -> EngineError + 'a {
+    move |source| EngineError::Iface {
+        dev: dev.to_string(),
+        what,
+        source,
+    }
+}
+
+impl Engine {
+    pub fn state(&self) -> &Arc<EngineState> {
+        &self.core.state
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to change networks, peers and MACs while the engine runs.
+    pub fn control(&self) -> EngineControl {
+        EngineControl {
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.core.shut_down();
+    }
+}
+
+fn new_eventfd() -> Result<EventFd, EngineError> {
+    EventFd::new().map_err(|source| EngineError::Io {
+        what: "eventfd",
+        source,
+    })
+}

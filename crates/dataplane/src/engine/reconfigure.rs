@@ -1,0 +1,125 @@
+//! Live reconfiguration through [`EngineControl`]: networks added and removed, cluster peers and
+//! MACs replaced, while the engine runs.
+
+use std::net::IpAddr;
+
+use vxnet_encap::MacAddr;
+
+use super::start::resolve_remotes;
+use super::tap::open_network;
+use super::{lock, ClusterInfo, EngineControl, EngineError};
+use crate::config::{ConfigError, NetworkConfig};
+
+impl EngineControl {
+    /// Creates the network's TAP (MTU, address, up) and starts forwarding for it; the networks
+    /// already served keep running (their workers restart, pausing for about a millisecond).
+    pub fn add_network(&self, network: NetworkConfig) -> Result<(), EngineError> {
+        let core = &self.core;
+        let mut running = lock(&core.running);
+        if running.shut_down {
+            return Err(EngineError::Stopped);
+        }
+        for served in &running.served {
+            let settings = &served.network.settings;
+            if settings.name == network.name {
+                return Err(EngineError::AlreadyServed(format!(
+                    "network {}",
+                    network.name
+                )));
+            }
+            if settings.vni == network.vni {
+                return Err(ConfigError::DuplicateVni(network.vni).into());
+            }
+            if settings.dev == network.dev {
+                return Err(ConfigError::DuplicateDev(network.dev.clone()).into());
+            }
+        }
+        let remotes = resolve_remotes(&network, core.setup.local)?;
+        // Opened before the workers stop, so a failure here disturbs nothing.
+        let served = open_network(&core.setup, &network, remotes)?;
+        if let Some(address) = network.address {
+            lock(&core.state.addresses).insert(network.name.clone(), address.to_string());
+        }
+        running.served.push(served);
+        core.start_generation(&mut running)
+    }
+
+    /// Stops forwarding for `name` and removes its TAP. False if it is not served.
+    pub fn remove_network(&self, name: &str) -> Result<bool, EngineError> {
+        let core = &self.core;
+        let mut running = lock(&core.running);
+        let Some(index) = running
+            .served
+            .iter()
+            .position(|s| s.network.settings.name == name)
+        else {
+            return Ok(false);
+        };
+        let removed = running.served.remove(index);
+        running.cluster_macs.remove(name);
+        lock(&core.state.addresses).remove(name);
+        let result = core.start_generation(&mut running);
+        // The old workers are joined, so these are the last fds of the TAP: it goes now.
+        drop(removed);
+        tracing::info!(name, "network removed");
+        result.map(|()| true)
+    }
+
+    pub fn network_names(&self) -> Vec<String> {
+        lock(&self.core.running)
+            .served
+            .iter()
+            .map(|s| s.network.settings.name.clone())
+            .collect()
+    }
+
+    /// Replaces the cluster-sourced peers of `name` (flood list and receive allow-list, in union
+    /// with `--remote` and all-zeros FDB entries). False if it is not served.
+    pub fn set_cluster_peers(&self, name: &str, peers: Vec<IpAddr>) -> bool {
+        let Some(network) = self.core.network(name) else {
+            return false;
+        };
+        let forwarder = self.core.state.forwarder();
+        for ip in &peers {
+            let _ = forwarder.peers.counters(*ip);
+        }
+        network.update_sources(|s| s.cluster = peers);
+        true
+    }
+
+    /// Replaces the cluster-sourced static FDB entries of `name`: entries the cluster no longer
+    /// lists are removed, entries added by `vxnet fdb add` are left alone. False if not served.
+    pub fn set_cluster_macs(&self, name: &str, macs: Vec<(MacAddr, IpAddr)>) -> bool {
+        let Some(network) = self.core.network(name) else {
+            return false;
+        };
+        let mut running = lock(&self.core.running);
+        let previous = running
+            .cluster_macs
+            .insert(name.to_string(), macs.clone())
+            .unwrap_or_default();
+        for (mac, _) in previous {
+            if !macs.iter().any(|(m, _)| *m == mac) {
+                network.fdb.remove(mac);
+            }
+        }
+        for (mac, vtep) in macs {
+            network.fdb.add_static(mac, vtep);
+        }
+        network.rebuild_peers();
+        true
+    }
+
+    /// The MAC of the network's TAP: what this host publishes for it. None if not served.
+    pub fn local_mac(&self, name: &str) -> Option<MacAddr> {
+        lock(&self.core.running)
+            .served
+            .iter()
+            .find(|s| s.network.settings.name == name)
+            .and_then(|s| s.mac)
+    }
+
+    pub fn set_cluster_info(&self, info: Option<ClusterInfo>) {
+        *lock(&self.core.state.cluster) = info;
+    }
+}

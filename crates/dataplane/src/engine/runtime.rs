@@ -1,0 +1,105 @@
+//! The control runtime: a single-threaded tokio runtime serving the control socket and the
+//! metrics endpoint, ageing the FDB and waiting for SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Engine, EngineError, EngineState};
+use crate::control::server;
+use crate::fdb::Millis;
+
+impl Engine {
+    /// Binds the Prometheus endpoint (`--metrics`), served once the engine runs. Bound now so a
+    /// port in use is reported before the engine is considered started.
+    pub fn bind_metrics(&mut self, addr: SocketAddr) -> Result<(), EngineError> {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| EngineError::Metrics { addr, source })?;
+        self.metrics = Some(listener);
+        Ok(())
+    }
+
+    /// Serves the control socket and ages the FDB until SIGINT or SIGTERM, then stops.
+    pub fn run_until_signal(self) -> Result<(), EngineError> {
+        self.run_until_signal_with(std::future::pending::<Result<(), String>>())
+    }
+
+    /// Like [`run_until_signal`](Self::run_until_signal), and runs `task` (e.g. the cluster
+    /// watcher) on the same single-threaded control runtime. The engine stops on SIGINT/SIGTERM
+    /// (the task is dropped) or when the task fails (its error is returned after a clean stop);
+    /// a task that finishes with `Ok` just ends.
+    pub fn run_until_signal_with<F>(mut self, task: F) -> Result<(), EngineError>
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| EngineError::Io {
+                what: "starting the control runtime",
+                source,
+            })?;
+        let state = Arc::clone(&self.core.state);
+        let listener = self.listener.take();
+        let metrics = self.metrics.take();
+        let ageing = Duration::from_secs(self.ageing_secs);
+        let result = runtime.block_on(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).map_err(|source| EngineError::Io {
+                what: "installing the SIGTERM handler",
+                source,
+            })?;
+            let mut int = signal(SignalKind::interrupt()).map_err(|source| EngineError::Io {
+                what: "installing the SIGINT handler",
+                source,
+            })?;
+            if let Some(listener) = listener {
+                tokio::spawn(server::serve(listener, Arc::clone(&state)));
+            }
+            if let Some(metrics) = metrics {
+                let listener = tokio::net::TcpListener::from_std(metrics).map_err(|source| {
+                    EngineError::Io {
+                        what: "serving the metrics endpoint",
+                        source,
+                    }
+                })?;
+                tokio::spawn(crate::control::metrics::serve(listener, Arc::clone(&state)));
+            }
+            tokio::spawn(age_fdb(Arc::clone(&state), ageing));
+            let task = async move {
+                match task.await {
+                    Ok(()) => std::future::pending().await,
+                    Err(message) => message,
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+                message = task => return Err(EngineError::ControlPlane(message)),
+            }
+            Ok::<(), EngineError>(())
+        });
+        drop(runtime);
+        self.core.shut_down();
+        result
+    }
+}
+
+/// Sweeps learned entries idle for `ageing`; a few times per ageing period so an entry lives
+/// at most about a quarter period longer than asked.
+async fn age_fdb(state: Arc<EngineState>, ageing: Duration) {
+    let period = (ageing / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let ageing_ms = ageing.as_millis() as Millis;
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let now = state.now();
+        for network in state.forwarder().networks() {
+            let removed = network.fdb.age_out(now, ageing_ms);
+            if removed > 0 {
+                tracing::debug!(vni = %network.vni(), removed, "aged out FDB entries");
+            }
+        }
+    }
+}

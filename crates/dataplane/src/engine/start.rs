@@ -1,0 +1,223 @@
+//! Start-up: binding the sockets, probing what the kernel offers, opening the configured networks.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use vxnet_encap::{OVERHEAD_IPV4, OVERHEAD_IPV6};
+
+use super::tap::open_network;
+use super::{lock, new_eventfd, Core, Engine, EngineError, EngineState, Running, Setup};
+use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
+use crate::control::server;
+use crate::forward::Forwarder;
+use crate::sys::iface;
+use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
+use crate::worker::{Offloads, SourcePorts};
+
+/// Source-port sockets per engine: stripes of 1024 ports over 49152–65535.
+const SOURCE_PORT_SOCKETS: usize = 16;
+
+/// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
+/// `VXNET_DISABLE_OFFLOADS=tap,gso,gro,uso` (any subset).
+pub const DISABLE_ENV: &str = "VXNET_DISABLE_OFFLOADS";
+/// The names [`DISABLE_ENV`] takes.
+pub const DISABLEABLE_OFFLOADS: [&str; 4] = ["tap", "gso", "gro", "uso"];
+
+fn disabled_by_env(name: &str) -> bool {
+    std::env::var(DISABLE_ENV)
+        .map(|v| v.split(',').any(|x| x.trim() == name))
+        .unwrap_or(false)
+}
+
+/// Socket buffers big enough that bursts of a fast TAP do not overflow them.
+const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+/// Underlay MTU assumed when the local address sits on no interface we can see.
+const FALLBACK_UNDERLAY_MTU: u32 = 1500;
+
+impl Engine {
+    /// Sets everything up; on error, whatever was created is gone again. `config.networks` may
+    /// be empty when networks are added later through [`Engine::control`].
+    pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        config.check_consistency()?;
+        let local = config.local;
+        let mut remotes = Vec::with_capacity(config.networks.len());
+        for network in &config.networks {
+            remotes.push(resolve_remotes(network, local)?);
+        }
+
+        let workers = config.threads;
+        let bind_addr = SocketAddr::new(local, config.port);
+        let sockets = (0..workers)
+            .map(|_| {
+                UdpSocket::bind(
+                    bind_addr,
+                    &UdpOptions {
+                        reuse_port: workers > 1,
+                        buffer_bytes: SOCKET_BUFFER_BYTES,
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let local_addr = sockets
+            .first()
+            .map(UdpSocket::local_addr)
+            .unwrap_or(bind_addr);
+        let source_ports = bind_source_ports(local)?;
+
+        let underlay_mtu = iface::device_for_local_address(local)
+            .map(|(_, mtu)| mtu)
+            .unwrap_or(FALLBACK_UNDERLAY_MTU);
+        let overhead = if local.is_ipv4() {
+            OVERHEAD_IPV4
+        } else {
+            OVERHEAD_IPV6
+        } as u32;
+
+        // Probe what the kernel takes; anything refused is switched off, never fatal.
+        let want_tap_offload = config.offloads && !disabled_by_env("tap");
+        let gso = config.offloads
+            && !disabled_by_env("gso")
+            && sockets
+                .iter()
+                .chain(&source_ports)
+                .all(UdpSocket::probe_gso);
+        let source_ports = Arc::new(SourcePorts::new(source_ports));
+        let gro = config.offloads
+            && !disabled_by_env("gro")
+            && sockets.iter().all(|s| s.enable_gro().is_ok());
+        let setup = Setup {
+            local,
+            port: config.port,
+            threads: workers,
+            learning: config.learning,
+            max_fdb: config.max_fdb,
+            underlay_mtu,
+            overhead,
+            want_tap_offload,
+            want_uso: want_tap_offload && !disabled_by_env("uso"),
+            offloads: Offloads {
+                vnet_hdr: want_tap_offload,
+                gso,
+                gro,
+            },
+        };
+
+        let mut served = Vec::with_capacity(config.networks.len());
+        let mut addresses = BTreeMap::new();
+        for (network, remotes) in config.networks.iter().zip(remotes) {
+            served.push(open_network(&setup, network, remotes)?);
+            if let Some(address) = network.address {
+                addresses.insert(network.name.clone(), address.to_string());
+            }
+        }
+
+        let (listener, socket_file) = server::bind(&config.control)?;
+        let stop = Arc::new(new_eventfd()?);
+        let state = Arc::new(EngineState {
+            forwarder: ArcSwap::from_pointee(Forwarder::new(
+                Vec::new(),
+                local,
+                config.port,
+                config.accept_any,
+            )),
+            epoch: Instant::now(),
+            workers,
+            offloads: Mutex::new(Vec::new()),
+            addresses: Mutex::new(addresses),
+            cluster: Mutex::new(None),
+        });
+        let core = Arc::new(Core {
+            state,
+            setup,
+            sockets,
+            source_ports,
+            running: Mutex::new(Running {
+                served,
+                workers: Vec::new(),
+                stop,
+                cluster_macs: BTreeMap::new(),
+                shut_down: false,
+            }),
+        });
+        core.start_generation(&mut lock(&core.running))?;
+        tracing::info!(
+            "offloads in use: {}",
+            match core.state.offloads() {
+                v if v.is_empty() => "none".to_string(),
+                v => v.join(", "),
+            }
+        );
+        tracing::info!(
+            local = %local_addr,
+            workers,
+            ageing_secs = config.ageing_secs,
+            learning = config.learning,
+            accept_any = config.accept_any,
+            max_fdb = config.max_fdb,
+            control = %config.control.display(),
+            source_ports = ?core.source_ports.ports(),
+            "vxnet engine running"
+        );
+
+        Ok(Engine {
+            core,
+            ageing_secs: config.ageing_secs,
+            listener: Some(listener),
+            metrics: None,
+            _socket_file: socket_file,
+            local_addr,
+        })
+    }
+}
+
+pub(super) fn resolve_remotes(
+    network: &NetworkConfig,
+    local: IpAddr,
+) -> Result<Vec<IpAddr>, EngineError> {
+    Ok(network
+        .remotes
+        .iter()
+        .map(|r| resolve_remote(r, local))
+        .collect::<Result<Vec<IpAddr>, _>>()?)
+}
+
+/// One socket per stripe of the dynamic range; within a stripe the first free port is taken, so
+/// another program holding a port costs nothing but that port.
+fn bind_source_ports(local: IpAddr) -> Result<Vec<UdpSocket>, EngineError> {
+    let first = *vxnet_encap::flow::SOURCE_PORT_RANGE.start() as usize;
+    let span = *vxnet_encap::flow::SOURCE_PORT_RANGE.end() as usize - first + 1;
+    let stripe = span / SOURCE_PORT_SOCKETS;
+    let mut sockets = Vec::with_capacity(SOURCE_PORT_SOCKETS);
+    for k in 0..SOURCE_PORT_SOCKETS {
+        let mut bound = None;
+        for port in (first + k * stripe..first + (k + 1) * stripe).map(|p| p as u16) {
+            match UdpSocket::bind(
+                SocketAddr::new(local, port),
+                &UdpOptions {
+                    reuse_port: false,
+                    buffer_bytes: SOCKET_BUFFER_BYTES,
+                },
+            ) {
+                Ok(socket) => {
+                    bound = Some(socket);
+                    break;
+                }
+                Err(UdpError::AddrInUse { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(socket) = bound {
+            sockets.push(socket);
+        }
+    }
+    if sockets.is_empty() {
+        return Err(EngineError::Io {
+            what: "binding source-port sockets in 49152-65535",
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        });
+    }
+    Ok(sockets)
+}

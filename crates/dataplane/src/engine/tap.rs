@@ -1,0 +1,103 @@
+//! Opening one network's TAP: offload negotiation, MAC, MTU, address, link up.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use vxnet_encap::MacAddr;
+
+use super::{iface_err, EngineError, Served, Setup};
+use crate::config::NetworkConfig;
+use crate::network::{Network, NetworkSettings};
+use crate::sys::iface;
+use crate::sys::tap::{Offloads as TapOffloads, Tap, TapConfig};
+
+/// Opens and configures one network's TAP. Nothing outlives a failure: the TAP is not
+/// persistent, so it vanishes with its fds.
+pub(super) fn open_network(
+    setup: &Setup,
+    network: &NetworkConfig,
+    remotes: Vec<IpAddr>,
+) -> Result<Served, EngineError> {
+    let overhead = setup.overhead;
+    let underlay_mtu = setup.underlay_mtu;
+    let mtu = network.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead));
+    if mtu + overhead > underlay_mtu && network.mtu.is_some() {
+        return Err(EngineError::MtuTooLarge {
+            dev: network.dev.clone(),
+            mtu,
+            underlay: underlay_mtu,
+        });
+    }
+    let tap = Tap::open(&TapConfig {
+        name: network.dev.clone(),
+        vnet_hdr: setup.want_tap_offload,
+        queues: setup.threads,
+    })?;
+    let mut tso = setup.want_tap_offload;
+    let mut uso = false;
+    if setup.want_tap_offload {
+        let wanted = TapOffloads::CSUM | TapOffloads::TSO4 | TapOffloads::TSO6;
+        // USO4 and USO6 only together (the kernel's rule); a kernel without them says EINVAL
+        // and TSO is tried alone.
+        let with_uso = wanted | TapOffloads::USO4 | TapOffloads::USO6;
+        uso = setup.want_uso && tap.set_offloads(with_uso).is_ok();
+        if !uso && tap.set_offloads(wanted).is_err() {
+            tso = false;
+            if tap.set_offloads(TapOffloads::CSUM).is_err() {
+                tracing::warn!(dev = %network.dev, "the kernel refused TAP offloads");
+                // The vnet header stays (the TAP was opened with it); frames just carry no
+                // offload work.
+                let _ = tap.set_offloads(TapOffloads::NONE);
+            }
+        }
+    }
+    if tap.existed() {
+        tracing::info!(dev = %network.dev, "using existing persistent TAP (left in place on exit)");
+    }
+    let dev = network.dev.as_str();
+    if let Some(mac) = network.mac {
+        iface::set_hw_addr(dev, mac.0).map_err(iface_err(dev, "set the MAC address"))?;
+    }
+    iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
+    if setup.want_tap_offload && setup.offloads.gso {
+        crate::worker::fit_superframes_to_gso(dev, mtu);
+    }
+    if let Some(address) = network.address {
+        match address {
+            ipnet::IpNet::V4(v4) => iface::set_ipv4(dev, v4.addr(), v4.prefix_len()),
+            ipnet::IpNet::V6(v6) => iface::add_ipv6(dev, v6.addr(), v6.prefix_len()),
+        }
+        .map_err(iface_err(dev, "set the address"))?;
+    }
+    iface::set_up(dev, true).map_err(iface_err(dev, "bring it up"))?;
+    let network_state = Arc::new(Network::new(
+        NetworkSettings {
+            name: network.name.clone(),
+            vni: network.vni,
+            dev: network.dev.clone(),
+            mtu,
+            allow_vlan: network.allow_vlan,
+            learning: setup.learning,
+            max_fdb: setup.max_fdb,
+        },
+        setup.local,
+        setup.port,
+        remotes,
+    ));
+    tracing::info!(
+        name = %network.name,
+        vni = %network.vni,
+        dev = %network.dev,
+        mtu,
+        address = ?network.address,
+        flood = ?network_state.peers().flood,
+        "network up"
+    );
+    Ok(Served {
+        network: network_state,
+        queues: tap.into_queues(),
+        tso,
+        uso,
+        mac: iface::hw_addr(dev).ok().map(MacAddr),
+    })
+}
