@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::server::stats;
-use crate::engine::EngineState;
+use crate::state::EngineState;
 
 /// Longest request head accepted; a scraper's GET is a few hundred bytes.
 const MAX_REQUEST_HEAD: usize = 8192;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::counters::TrafficSnapshot;
 use crate::fdb::FdbRow;
+pub use crate::state::ClusterInfo;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -108,20 +109,6 @@ pub struct StatsReport {
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
-}
-
-/// The engine's membership in an etcd-backed cluster, as its control plane last saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterInfo {
-    /// Store endpoints, e.g. `etcd://10.0.0.1:2379`.
-    pub store: String,
-    pub cluster_id: String,
-    pub node_id: String,
-    /// False while the store is unreachable: forwarding goes on with the last known peers.
-    pub store_healthy: bool,
-    pub members_alive: usize,
-    /// The store revision the applied view reflects.
-    pub revision: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

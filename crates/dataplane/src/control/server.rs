@@ -10,8 +10,8 @@ use tokio::net::UnixListener;
 use vxnet_encap::MacAddr;
 
 use super::proto::{FdbTable, NetworkInfo, NetworkStats, PeerRow, Reply, Request, StatsReport};
-use crate::engine::EngineState;
 use crate::network::Network;
+use crate::state::EngineState;
 
 /// Removes the socket file when the engine stops, but only the one it bound.
 #[derive(Debug)]

@@ -19,9 +19,9 @@ impl Core {
             .iter()
             .map(|s| Arc::clone(&s.network))
             .collect();
-        let forwarder = Arc::new(self.state.forwarder.load().with_networks(networks));
-        self.state.forwarder.store(Arc::clone(&forwarder));
-        *lock(&self.state.offloads) = self.offloads_in_use(running);
+        let forwarder = Arc::new(self.state.forwarder().with_networks(networks));
+        self.state
+            .publish(Arc::clone(&forwarder), self.offloads_in_use(running));
 
         let stop = Arc::new(new_eventfd()?);
         running.stop = Arc::clone(&stop);
@@ -102,8 +102,7 @@ impl Core {
 
     pub(super) fn network(&self, name: &str) -> Option<Arc<Network>> {
         self.state
-            .forwarder
-            .load()
+            .forwarder()
             .networks()
             .iter()
             .find(|n| n.settings.name == name)

@@ -15,16 +15,12 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use thiserror::Error;
 use vxnet_encap::MacAddr;
 
 use crate::config::ConfigError;
 use crate::control::server::{BindError, SocketFile};
-use crate::fdb::Millis;
-use crate::forward::Forwarder;
 use crate::network::Network;
 use crate::sys::iface::IfaceError;
 use crate::sys::poll::EventFd;
@@ -74,52 +70,8 @@ pub enum EngineError {
     },
 }
 
-/// The cluster the engine belongs to, as the cluster control plane last reported it; `None` in
-/// static mode. Shown by `vxnet networks --json` and `vxnet stats --json`.
-pub use crate::control::proto::ClusterInfo;
-
-/// What the control plane reads: shared with the control socket handlers.
-#[derive(Debug)]
-pub struct EngineState {
-    /// The current forwarding generation; replaced (never mutated) when networks change.
-    forwarder: ArcSwap<Forwarder>,
-    pub epoch: Instant,
-    pub workers: usize,
-    offloads: Mutex<Vec<String>>,
-    /// `--address` (or cluster-assigned address) of each network, by network name.
-    addresses: Mutex<BTreeMap<String, String>>,
-    cluster: Mutex<Option<ClusterInfo>>,
-}
-
-impl EngineState {
-    pub fn now(&self) -> Millis {
-        self.epoch.elapsed().as_millis() as Millis
-    }
-
-    /// The forwarder of this moment (a cheap `Arc` clone).
-    pub fn forwarder(&self) -> Arc<Forwarder> {
-        self.forwarder.load_full()
-    }
-
-    /// Offloads in use, e.g. "tap-vnet-hdr", "tso", "udp-gso", "udp-gro".
-    pub fn offloads(&self) -> Vec<String> {
-        lock(&self.offloads).clone()
-    }
-
-    pub fn address(&self, network: &str) -> Option<String> {
-        lock(&self.addresses).get(network).cloned()
-    }
-
-    pub fn cluster(&self) -> Option<ClusterInfo> {
-        lock(&self.cluster).clone()
-    }
-}
-
-/// A poisoned lock only means another control-plane call panicked mid-update; the data is
-/// still the best there is.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::state::lock;
+pub use crate::state::{ClusterInfo, EngineState};
 
 /// Decided once at start: what every network added later is built with.
 #[derive(Debug)]

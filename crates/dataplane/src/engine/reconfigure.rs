@@ -38,7 +38,8 @@ impl EngineControl {
         // Opened before the workers stop, so a failure here disturbs nothing.
         let served = open_network(&core.setup, &network, remotes)?;
         if let Some(address) = network.address {
-            lock(&core.state.addresses).insert(network.name.clone(), address.to_string());
+            core.state
+                .set_address(&network.name, Some(address.to_string()));
         }
         running.served.push(served);
         core.start_generation(&mut running)
@@ -57,7 +58,7 @@ impl EngineControl {
         };
         let removed = running.served.remove(index);
         running.cluster_macs.remove(name);
-        lock(&core.state.addresses).remove(name);
+        core.state.set_address(name, None);
         let result = core.start_generation(&mut running);
         // The old workers are joined, so these are the last fds of the TAP: it goes now.
         drop(removed);
@@ -120,6 +121,6 @@ impl EngineControl {
     }
 
     pub fn set_cluster_info(&self, info: Option<ClusterInfo>) {
-        *lock(&self.core.state.cluster) = info;
+        self.core.state.set_cluster(info);
     }
 }

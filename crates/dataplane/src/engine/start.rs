@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use vxnet_encap::{OVERHEAD_IPV4, OVERHEAD_IPV6};
 
 use super::tap::open_network;
@@ -116,19 +114,11 @@ impl Engine {
 
         let (listener, socket_file) = server::bind(&config.control)?;
         let stop = Arc::new(new_eventfd()?);
-        let state = Arc::new(EngineState {
-            forwarder: ArcSwap::from_pointee(Forwarder::new(
-                Vec::new(),
-                local,
-                config.port,
-                config.accept_any,
-            )),
-            epoch: Instant::now(),
+        let state = Arc::new(EngineState::new(
+            Forwarder::new(Vec::new(), local, config.port, config.accept_any),
             workers,
-            offloads: Mutex::new(Vec::new()),
-            addresses: Mutex::new(addresses),
-            cluster: Mutex::new(None),
-        });
+            addresses,
+        ));
         let core = Arc::new(Core {
             state,
             setup,

@@ -1,0 +1,108 @@
+//! What the engine shares with its control plane: the forwarding generation of the moment and
+//! what the control socket and the metrics endpoint report about it.
+//!
+//! It sits below both sides: the engine ([`crate::engine`]) writes it and starts the control
+//! plane; the control socket and the metrics endpoint ([`crate::control`]) only read it, so the
+//! control side never imports the engine.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::fdb::Millis;
+use crate::forward::Forwarder;
+
+/// The engine's membership in an etcd-backed cluster, as its control plane last saw it; `None`
+/// in static mode. Shown by `vxnet networks --json` and `vxnet stats --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Store endpoints, e.g. `etcd://10.0.0.1:2379`.
+    pub store: String,
+    pub cluster_id: String,
+    pub node_id: String,
+    /// False while the store is unreachable: forwarding goes on with the last known peers.
+    pub store_healthy: bool,
+    pub members_alive: usize,
+    /// The store revision the applied view reflects.
+    pub revision: i64,
+}
+
+/// What the control plane reads: shared with the control socket handlers.
+#[derive(Debug)]
+pub struct EngineState {
+    /// The current forwarding generation; replaced (never mutated) when networks change.
+    forwarder: ArcSwap<Forwarder>,
+    pub epoch: Instant,
+    pub workers: usize,
+    offloads: Mutex<Vec<String>>,
+    /// `--address` (or cluster-assigned address) of each network, by network name.
+    addresses: Mutex<BTreeMap<String, String>>,
+    cluster: Mutex<Option<ClusterInfo>>,
+}
+
+impl EngineState {
+    /// The state of an engine that serves no network yet: `forwarder` is the empty generation.
+    pub(crate) fn new(
+        forwarder: Forwarder,
+        workers: usize,
+        addresses: BTreeMap<String, String>,
+    ) -> Self {
+        EngineState {
+            forwarder: ArcSwap::from_pointee(forwarder),
+            epoch: Instant::now(),
+            workers,
+            offloads: Mutex::new(Vec::new()),
+            addresses: Mutex::new(addresses),
+            cluster: Mutex::new(None),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    /// The forwarder of this moment (a cheap `Arc` clone).
+    pub fn forwarder(&self) -> Arc<Forwarder> {
+        self.forwarder.load_full()
+    }
+
+    /// Makes `forwarder` the generation the control plane sees, with the offloads it uses.
+    pub(crate) fn publish(&self, forwarder: Arc<Forwarder>, offloads: Vec<String>) {
+        self.forwarder.store(forwarder);
+        *lock(&self.offloads) = offloads;
+    }
+
+    /// Offloads in use, e.g. "tap-vnet-hdr", "tso", "udp-gso", "udp-gro".
+    pub fn offloads(&self) -> Vec<String> {
+        lock(&self.offloads).clone()
+    }
+
+    pub fn address(&self, network: &str) -> Option<String> {
+        lock(&self.addresses).get(network).cloned()
+    }
+
+    pub(crate) fn set_address(&self, network: &str, address: Option<String>) {
+        let mut addresses = lock(&self.addresses);
+        match address {
+            Some(address) => addresses.insert(network.to_string(), address),
+            None => addresses.remove(network),
+        };
+    }
+
+    pub fn cluster(&self) -> Option<ClusterInfo> {
+        lock(&self.cluster).clone()
+    }
+
+    pub(crate) fn set_cluster(&self, info: Option<ClusterInfo>) {
+        *lock(&self.cluster) = info;
+    }
+}
+
+/// A poisoned lock only means another control-plane call panicked mid-update; the data is
+/// still the best there is.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
