@@ -1,24 +1,32 @@
-//! The etcd-backed cluster: join tokens, node state, named networks and live membership.
+//! The vxnet cluster control plane, backed by etcd: join tokens, node state, named networks,
+//! host addresses (IPAM) and live membership. It knows nothing of the packet engine: `vxnet run`
+//! (crates/ctl) applies the [`ClusterView`]s published here to the engine and the host firewall.
 //!
-//! Key layout under `/vxnet/<cluster_id>/` (see [`store`]):
+//! Key layout under `/vxnet/<cluster_id>/` (see [`store`] and [`records`]):
 //! `meta`, `nodes/<node_id>`, `members/<node_id>` (leased), `networks/<name>`, `vni/<vni>`,
 //! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses).
 
-pub mod cli;
-pub mod engine_link;
+#![forbid(unsafe_code)]
+// Unit tests may panic on broken fixtures; production code may not (workspace lints).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod error;
 pub mod ipam;
 pub mod membership;
 pub mod network;
 pub mod node;
+pub mod records;
 pub mod removal;
 pub mod state;
 pub mod store;
 pub mod token;
+pub mod view;
 
 pub use error::{Error, Result};
-pub use membership::{ClusterView, MacEntry, Member, Membership, MembershipHandle};
-pub use store::{NetworkDef, Store};
+pub use membership::{Membership, MembershipHandle};
+pub use records::NetworkDef;
+pub use store::Store;
+pub use view::{ClusterView, MacEntry, Member};
 
 /// Seconds since the Unix epoch; records carry it so operators can see how fresh an entry is.
 pub(crate) fn now_secs() -> u64 {
