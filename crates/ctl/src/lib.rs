@@ -1,5 +1,7 @@
-//! vxnet control plane: the etcd-backed cluster (tokens, node state, named networks, membership
-//! for the engine) and host firewall management. The `vxnet` binary is a thin CLI over this.
+//! The `vxnet` command line: running the engine (static or cluster mode, where the cluster link
+//! ties the engine, the `vxnet-cluster` control plane and the host firewall together), talking to
+//! a running engine, host firewall management, and the teaching and benchmark tools (explain,
+//! demo, bench). The `vxnet` binary is a thin entry point over this.
 
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use ipnet::IpNet;
+use vxnet_cluster::membership::DEFAULT_TTL_SECS;
+use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
+use vxnet_cluster::{network, node, store::parse_store_url};
 use vxnet_dataplane::config::{
     load_file, resolve_remote, ConfigError, FileValues, DEFAULT_AGEING_SECS, DEFAULT_CONTROL_PATH,
     DEFAULT_MAX_FDB,
@@ -16,9 +19,6 @@ use vxnet_dataplane::{Engine, EngineConfig, EngineError, NetworkConfig};
 use vxnet_encap::{Vni, DEFAULT_PORT};
 
 use crate::cluster::engine_link::{self, LinkOptions};
-use crate::cluster::membership::DEFAULT_TTL_SECS;
-use crate::cluster::state::{StateDir, DEFAULT_STATE_DIR};
-use crate::cluster::{network, node, store::parse_store_url};
 use crate::firewall::sync::{self, SyncOptions};
 use crate::firewall::Probe;
 
@@ -119,7 +119,7 @@ pub enum RunError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::Error),
+    Cluster(#[from] vxnet_cluster::Error),
 }
 
 /// Default worker count: one per core, as multi-queue TAPs and SO_REUSEPORT spread flows.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use cluster_support::*;
 use tokio::sync::watch;
-use vxnet::cluster::node;
-use vxnet::cluster::state::StateDir;
-use vxnet::cluster::{network, ClusterView, Membership, Store};
+use vxnet_cluster::node;
+use vxnet_cluster::state::StateDir;
+use vxnet_cluster::{network, ClusterView, Membership, Store};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::membership::{ClusterView, Membership};
-use super::state::{StateDir, DEFAULT_STATE_DIR};
-use super::store::parse_store_url;
-use super::token::Role;
-use super::{network, node, removal, Error, Result};
+use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
+use vxnet_cluster::store::parse_store_url;
+use vxnet_cluster::token::Role;
+use vxnet_cluster::{network, node, removal, ClusterView, Error, Membership, Result};
 
 #[derive(Debug, Args)]
 pub struct StateDirArg {
@@ -89,7 +88,7 @@ pub enum ClusterCmd {
         #[arg(long = "network")]
         networks: Vec<String>,
         /// Lease TTL in seconds.
-        #[arg(long, default_value_t = super::membership::DEFAULT_TTL_SECS)]
+        #[arg(long, default_value_t = vxnet_cluster::membership::DEFAULT_TTL_SECS)]
         ttl: i64,
         /// Accepted for symmetry; the output is always JSON lines.
         #[arg(long)]

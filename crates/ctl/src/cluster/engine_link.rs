@@ -1,25 +1,51 @@
-//! The control-plane task of `vxnet run --store …`: keeps a running engine in line with the
-//! cluster view. It registers this host as a member, then on every view change decides which
-//! networks the engine serves (TAPs added and removed live), gives them their addresses, flood
-//! lists, allow-lists and published MACs, and tells the membership which networks it serves.
-//! An applied nftables firewall follows the members too (`firewall::sync`).
+//! The control-plane task of `vxnet run --store …`, and the one place where the engine
+//! (`vxnet-dataplane`), the cluster (`vxnet-cluster`) and the host firewall (`firewall::sync`)
+//! meet: none of the three knows the others. It registers this host as a member, then on every
+//! view change decides which networks the engine serves (TAPs added and removed live), gives them
+//! their addresses, flood lists, allow-lists and published MACs, tells the membership which
+//! networks it serves, and hands an applied nftables firewall the live members' addresses.
 //! When the store is away the membership keeps publishing the last view (marked unhealthy), so
 //! forwarding carries on unchanged; the resynchronised view after the outage is applied like any
 //! other change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use vxnet_dataplane::{ClusterInfo, EngineControl, NetworkConfig};
+use vxnet_cluster::membership::LeaveOnDrop;
+use vxnet_cluster::{ipam, ClusterView, Membership, MembershipHandle, NetworkDef, Store};
+use vxnet_dataplane::{ClusterInfo, EngineControl, EngineError, NetworkConfig};
 use vxnet_encap::{MacAddr, Vni};
 
-use super::membership::{ClusterView, Membership, MembershipHandle};
-use super::store::{NetworkDef, Store};
-use super::{ipam, Error};
 use crate::firewall::sync::{FirewallSync, SyncOptions};
+
+/// Why the cluster link stopped `vxnet run` (returned to the engine, which stops cleanly and
+/// reports it).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Cluster(#[from] vxnet_cluster::Error),
+    /// A network could not be served on the first view (a bad `--dev` or `--address`).
+    #[error("network {name}: {source}")]
+    Network {
+        name: String,
+        #[source]
+        source: Box<LinkError>,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Vni(#[from] vxnet_encap::VniError),
+    #[error("the cluster membership task stopped")]
+    MembershipStopped,
+}
+
+impl LinkError {
+    fn is_unreachable(&self) -> bool {
+        matches!(self, LinkError::Cluster(e) if e.is_unreachable())
+    }
+}
 
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
@@ -129,23 +155,15 @@ struct Link {
 /// Registers this host, then applies every cluster view to the engine until the membership
 /// stops. The engine runs this beside its control socket; on SIGINT/SIGTERM it is dropped, and
 /// the host leaves the cluster (lease revoked) so peers drop it at once.
-pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), String> {
-    let store = Store::connect(&opts.endpoints, &opts.cluster_id)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkError> {
+    let store = Store::connect(&opts.endpoints, &opts.cluster_id).await?;
     let handle = Membership {
         ttl_secs: opts.ttl_secs,
     }
     .start(&store, &opts.node_id, opts.vtep, Vec::new())
-    .await
-    .map_err(|e| e.to_string())?;
-    let member = LeaveOnDrop {
-        handle: Some(handle),
-        cluster_id: opts.cluster_id.clone(),
-    };
-    let Some(handle) = member.handle.as_ref() else {
-        return Err("membership handle missing".into());
-    };
+    .await?;
+    let member = LeaveOnDrop::new(handle, &opts.cluster_id);
+    let handle = member.handle();
     tracing::info!(
         node = %opts.node_id,
         cluster = %opts.cluster_id,
@@ -170,7 +188,7 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), String>
         link.apply(&view, handle, first).await?;
         first = false;
         if rx.changed().await.is_err() {
-            return Err("the cluster membership task stopped".into());
+            return Err(LinkError::MembershipStopped);
         }
     }
 }
@@ -184,7 +202,7 @@ impl Link {
         view: &ClusterView,
         handle: &MembershipHandle,
         startup: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         let me = self.opts.node_id.clone();
         self.engine.set_cluster_info(Some(ClusterInfo {
             store: format!("etcd://{}", self.opts.endpoints.join(",")),
@@ -244,7 +262,12 @@ impl Link {
                     // Retried with the next view (the resync after the store returns is one).
                     tracing::warn!(network = %name, error = %e, "store unreachable while adding network; will retry");
                 }
-                Err(e) if startup => return Err(format!("network {name}: {e}")),
+                Err(e) if startup => {
+                    return Err(LinkError::Network {
+                        name: name.clone(),
+                        source: Box::new(e),
+                    })
+                }
                 Err(e) => {
                     tracing::error!(network = %name, error = %e, "cannot serve network");
                     self.failed.insert(name.clone(), def.clone());
@@ -279,12 +302,12 @@ impl Link {
                 }
             }
         }
-        self.firewall.update(view).await;
+        self.firewall.update(&view.live_vteps()).await;
         Ok(())
     }
 
     /// Starts serving `def`: address (given or allocated), TAP, and the published MAC.
-    async fn add(&mut self, def: &NetworkDef, handle: &MembershipHandle) -> Result<(), Error> {
+    async fn add(&mut self, def: &NetworkDef, handle: &MembershipHandle) -> Result<(), LinkError> {
         let single = self.opts.networks.len() == 1;
         let address = match self.opts.address.filter(|_| single) {
             Some(given) => {
@@ -303,23 +326,21 @@ impl Link {
             Some(dev) => dev,
             None => tap_name(&def.name),
         };
-        let vni = Vni::new(def.vni).map_err(|e| Error::Invalid(e.to_string()))?;
+        let vni = Vni::new(def.vni)?;
         let mac = match self.opts.mac.filter(|_| single) {
             Some(given) => given,
             None => stable_mac(&self.opts.cluster_id, &self.opts.node_id, &def.name),
         };
-        self.engine
-            .add_network(NetworkConfig {
-                name: def.name.clone(),
-                vni,
-                dev: dev.clone(),
-                address,
-                remotes: self.opts.remotes.clone(),
-                mtu: self.opts.mtu,
-                allow_vlan: self.opts.allow_vlan,
-                mac: Some(mac),
-            })
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        self.engine.add_network(NetworkConfig {
+            name: def.name.clone(),
+            vni,
+            dev: dev.clone(),
+            address,
+            remotes: self.opts.remotes.clone(),
+            mtu: self.opts.mtu,
+            allow_vlan: self.opts.allow_vlan,
+            mac: Some(mac),
+        })?;
         tracing::info!(
             network = %def.name,
             vni = def.vni,
@@ -352,63 +373,10 @@ impl Link {
     }
 }
 
-/// Owns the membership; when dropped (SIGINT/SIGTERM, or an error) revokes the lease so the
-/// other hosts drop this one at once rather than when the lease expires. Dropping runs inside
-/// the engine's runtime, which cannot be blocked on, so the revoke runs on its own thread with
-/// its own connection, bounded in time.
-struct LeaveOnDrop {
-    handle: Option<MembershipHandle>,
-    cluster_id: String,
-}
-
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
-
-impl Drop for LeaveOnDrop {
-    fn drop(&mut self) {
-        let Some(handle) = self.handle.take() else {
-            return;
-        };
-        let lease = handle.lease_id();
-        let endpoints = handle.endpoints().to_vec();
-        let cluster_id = self.cluster_id.clone();
-        drop(handle);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("vxnet-leave".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                let res = rt.block_on(async {
-                    let store = Store::connect(&endpoints, &cluster_id).await?;
-                    let mut c = store.client();
-                    store.op(c.lease_revoke(lease)).await?;
-                    Ok::<(), Error>(())
-                });
-                let _ = tx.send(res);
-            });
-        if spawned.is_err() {
-            return;
-        }
-        match rx.recv_timeout(LEAVE_TIMEOUT) {
-            Ok(Ok(())) => tracing::info!("left the cluster"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "could not leave the cluster cleanly; peers drop this host when its lease expires")
-            }
-            Err(_) => tracing::warn!(
-                "leaving the cluster timed out; peers drop this host when its lease expires"
-            ),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::membership::{MacEntry, Member};
+    use vxnet_cluster::{MacEntry, Member};
 
     #[test]
     fn stable_macs_are_local_unicast_and_distinct() {

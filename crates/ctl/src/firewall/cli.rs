@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{
     apply_plan, choose_backend, list, remove_plan, Backend, Error, Probe, Result, DEFAULT_PORT,
 };
-use crate::cluster::{node, state::StateDir, state::DEFAULT_STATE_DIR};
+use vxnet_cluster::{node, state::StateDir, state::DEFAULT_STATE_DIR};
 
 #[derive(Debug, Args)]
 pub struct FirewallArgs {

@@ -42,7 +42,7 @@ pub enum Error {
     #[error("cannot parse {what}: {detail}")]
     Parse { what: String, detail: String },
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::Error),
+    Cluster(#[from] vxnet_cluster::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

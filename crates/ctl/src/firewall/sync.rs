@@ -1,15 +1,15 @@
 //! Keeps vxnet's nftables table in step with the cluster while `vxnet run --store …` serves it.
 //! `vxnet firewall apply` opens the port to the members of that moment; a host that joins later
-//! would be dropped by everyone else's firewall. So on every membership change the `peers4` and
-//! `peers6` sets are set to exactly the live members' VTEPs (plus `--remote`s), in one nft
-//! transaction that leaves the table and its counters alone. The table is only touched when it
+//! would be dropped by everyone else's firewall. So on every membership change the cluster link
+//! hands [`FirewallSync::update`] the live members' VTEPs, and the `peers4` and `peers6` sets are
+//! set to exactly those (plus `--remote`s), in one nft transaction that leaves the table and its
+//! counters alone. This module knows addresses only, not the cluster. The table is only touched when it
 //! exists (the user applied the nftables firewall) or `vxnet run --firewall` asked for it;
 //! ufw and firewalld rules are not edited live, they only get a notice at start.
 
 use std::net::IpAddr;
 
 use super::{nftables, Probe, Result};
-use crate::cluster::membership::ClusterView;
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -19,14 +19,10 @@ pub struct SyncOptions {
     pub create_port: Option<u16>,
 }
 
-/// What the sets should hold for `view`: every live member's VTEP (this host's too, as
-/// `vxnet firewall apply` does) and the static peers, sorted and unique.
-pub fn wanted(view: &ClusterView, static_peers: &[IpAddr]) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = view
-        .alive()
-        .filter_map(|m| m.vtep)
-        .chain(static_peers.iter().copied())
-        .collect();
+/// What the sets should hold: the members' VTEPs (this host's too, as `vxnet firewall apply`
+/// does) and the static peers, sorted and unique.
+pub fn wanted(members: &[IpAddr], static_peers: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = members.iter().chain(static_peers).copied().collect();
     out.sort();
     out.dedup();
     out
@@ -89,7 +85,8 @@ fn write(peers: &[IpAddr], create_port: Option<u16>) -> Result<Outcome> {
     }
 }
 
-/// Owned by the cluster link; [`FirewallSync::update`] is called with every cluster view.
+/// Owned by the cluster link; [`FirewallSync::update`] is called with the live members' VTEPs of
+/// every cluster view.
 #[derive(Debug)]
 pub struct FirewallSync {
     opts: SyncOptions,
@@ -108,10 +105,10 @@ impl FirewallSync {
         }
     }
 
-    /// Brings the sets to `view`'s members if they changed. Never fails: a failing nft is one
-    /// warning, and forwarding is not the firewall's to stop.
-    pub async fn update(&mut self, view: &ClusterView) {
-        let want = wanted(view, &self.opts.static_peers);
+    /// Brings the sets to `members` (plus the static peers) if they changed. Never fails: a
+    /// failing nft is one warning, and forwarding is not the firewall's to stop.
+    pub async fn update(&mut self, members: &[IpAddr]) {
+        let want = wanted(members, &self.opts.static_peers);
         if self.last.as_ref() == Some(&want) {
             return;
         }
@@ -156,40 +153,18 @@ impl FirewallSync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::membership::Member;
-
-    fn member(id: &str, vtep: &str, alive: bool) -> Member {
-        Member {
-            node_id: id.into(),
-            vtep: Some(vtep.parse().unwrap()),
-            networks: Vec::new(),
-            role: None,
-            alive,
-        }
-    }
 
     #[test]
-    fn wanted_is_live_members_and_static_peers() {
-        let view = ClusterView {
-            members: vec![
-                member("c", "10.0.0.3", true),
-                member("a", "10.0.0.1", true),
-                member("d", "10.0.0.4", false),
-                Member {
-                    vtep: None,
-                    ..member("e", "10.0.0.5", true)
-                },
-                member("b", "fd00::2", true),
-            ],
-            ..ClusterView::default()
-        };
+    fn wanted_is_members_and_static_peers() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let members = [ip("10.0.0.3"), ip("10.0.0.1"), ip("fd00::2")];
         let statics: Vec<IpAddr> = vec!["10.0.0.9".parse().unwrap(), "10.0.0.1".parse().unwrap()];
-        let got: Vec<String> = wanted(&view, &statics)
+        let got: Vec<String> = wanted(&members, &statics)
             .iter()
             .map(ToString::to_string)
             .collect();
         assert_eq!(got, ["10.0.0.1", "10.0.0.3", "10.0.0.9", "fd00::2"]);
-        assert!(wanted(&ClusterView::default(), &[]).is_empty());
+        assert!(wanted(&[], &[]).is_empty());
     }
 
     #[test]

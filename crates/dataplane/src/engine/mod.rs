@@ -61,8 +61,9 @@ pub enum EngineError {
     AlreadyServed(String),
     #[error("the engine has stopped")]
     Stopped,
-    #[error("{0}")]
-    ControlPlane(String),
+    /// The control-plane task given to [`Engine::run_until_signal_with`] failed.
+    #[error(transparent)]
+    ControlPlane(Box<dyn std::error::Error + Send + Sync>),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

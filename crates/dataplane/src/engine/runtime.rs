@@ -22,16 +22,17 @@ impl Engine {
 
     /// Serves the control socket and ages the FDB until SIGINT or SIGTERM, then stops.
     pub fn run_until_signal(self) -> Result<(), EngineError> {
-        self.run_until_signal_with(std::future::pending::<Result<(), String>>())
+        self.run_until_signal_with(std::future::pending::<Result<(), std::convert::Infallible>>())
     }
 
     /// Like [`run_until_signal`](Self::run_until_signal), and runs `task` (e.g. the cluster
     /// watcher) on the same single-threaded control runtime. The engine stops on SIGINT/SIGTERM
     /// (the task is dropped) or when the task fails (its error is returned after a clean stop);
     /// a task that finishes with `Ok` just ends.
-    pub fn run_until_signal_with<F>(mut self, task: F) -> Result<(), EngineError>
+    pub fn run_until_signal_with<F, E>(mut self, task: F) -> Result<(), EngineError>
     where
-        F: std::future::Future<Output = Result<(), String>>,
+        F: std::future::Future<Output = Result<(), E>>,
+        E: std::error::Error + Send + Sync + 'static,
     {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -70,13 +71,13 @@ impl Engine {
             let task = async move {
                 match task.await {
                     Ok(()) => std::future::pending().await,
-                    Err(message) => message,
+                    Err(error) => error,
                 }
             };
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = int.recv() => tracing::info!("SIGINT: stopping"),
-                message = task => return Err(EngineError::ControlPlane(message)),
+                error = task => return Err(EngineError::ControlPlane(Box::new(error))),
             }
             Ok::<(), EngineError>(())
         });

@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use ipnet::IpNet;
 
-use super::store::{NetworkDef, Store};
+use super::records::NetworkDef;
+use super::store::Store;
 use super::{Error, Result};
 
 /// How many addresses of a subnet are tried; plenty for an overlay, and it keeps a /64 finite.

@@ -1,71 +1,19 @@
-//! etcd access and the key layout. Everything of one cluster lives under `/vxnet/<cluster_id>/`:
-//!
-//! | key                     | value                          | lifetime                 |
-//! |-------------------------|--------------------------------|--------------------------|
-//! | `meta`                  | [`Meta`] (token hashes only)   | persistent               |
-//! | `nodes/<node_id>`       | [`NodeRecord`] (joined nodes)  | until `cluster leave/rm` |
-//! | `members/<node_id>`     | [`MemberRecord`] (running)     | the member's lease       |
-//! | `networks/<name>`       | [`NetworkDef`]                 | persistent               |
-//! | `vni/<vni>`             | network name (uniqueness)      | persistent               |
-//! | `macs/<vni>/<mac>`      | [`MacRecord`]                  | the publisher's lease    |
-//! | `ipam/<network>/<ip>`   | node id holding the address    | until network/node rm    |
+//! etcd access: the connection, bounded calls, and the cluster's key prefix. Everything of one
+//! cluster lives under `/vxnet/<cluster_id>/`; the records and their keys are in
+//! [`records`](crate::records).
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::de::DeserializeOwned;
 
-use super::token::Role;
+use super::records::{MemberRecord, Meta, NetworkDef, NodeRecord};
 use super::{Error, Result};
 
 /// Every store call is bounded: the balanced gRPC channel otherwise waits forever for an endpoint
 /// to come back, and a CLI command or the membership loop must notice an outage instead.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
-    pub cluster_id: String,
-    pub created: u64,
-    /// Hex SHA-256 of the manager token's secret.
-    pub manager_secret_sha256: String,
-    /// Hex SHA-256 of the worker token's secret.
-    pub worker_secret_sha256: String,
-}
-
-/// A node that joined with a valid token. Persistent, so `cluster status` can show nodes that are
-/// down, and so a restart does not need the (possibly rotated) token again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    pub node_id: String,
-    pub role: Role,
-    pub local: Option<IpAddr>,
-    pub joined: u64,
-}
-
-/// A running engine, written under its lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberRecord {
-    pub node_id: String,
-    pub vtep: IpAddr,
-    pub networks: Vec<String>,
-    pub role: Role,
-    pub updated: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct NetworkDef {
-    pub name: String,
-    pub vni: u32,
-    pub subnet: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MacRecord {
-    pub node_id: String,
-    pub vtep: IpAddr,
-}
 
 /// A connection to the cluster's part of the store.
 #[derive(Clone)]

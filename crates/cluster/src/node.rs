@@ -6,10 +6,11 @@ use std::net::IpAddr;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
-use super::membership::ClusterView;
+use super::records::{Meta, NodeRecord};
 use super::state::{NodeState, StateDir};
-use super::store::{Meta, NodeRecord, Store};
+use super::store::Store;
 use super::token::{hashes_equal, Role, Token};
+use super::view::ClusterView;
 use super::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

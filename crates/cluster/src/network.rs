@@ -7,7 +7,8 @@ use std::net::IpAddr;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 
-use super::store::{MemberRecord, NetworkDef, Store};
+use super::records::{MemberRecord, NetworkDef};
+use super::store::Store;
 use super::{Error, Result};
 
 /// Auto-allocated VNIs start here, leaving the low range for hand-picked ones.

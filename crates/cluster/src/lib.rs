@@ -1,0 +1,45 @@
+//! The vxnet cluster control plane, backed by etcd: join tokens, node state, named networks,
+//! host addresses (IPAM) and live membership. It knows nothing of the packet engine: `vxnet run`
+//! (crates/ctl) applies the [`ClusterView`]s published here to the engine and the host firewall.
+//!
+//! Key layout under `/vxnet/<cluster_id>/` (see [`store`] and [`records`]):
+//! `meta`, `nodes/<node_id>`, `members/<node_id>` (leased), `networks/<name>`, `vni/<vni>`,
+//! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses).
+
+#![forbid(unsafe_code)]
+// Unit tests may panic on broken fixtures; production code may not (workspace lints).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod error;
+pub mod ipam;
+pub mod membership;
+pub mod network;
+pub mod node;
+pub mod records;
+pub mod removal;
+pub mod state;
+pub mod store;
+pub mod token;
+pub mod view;
+
+pub use error::{Error, Result};
+pub use membership::{Membership, MembershipHandle};
+pub use records::NetworkDef;
+pub use store::Store;
+pub use view::{ClusterView, MacEntry, Member};
+
+/// Seconds since the Unix epoch; records carry it so operators can see how fresh an entry is.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Random bytes as lowercase hex, for node ids, cluster ids and secrets.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}

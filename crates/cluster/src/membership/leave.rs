@@ -1,0 +1,72 @@
+//! Leaving the cluster when the owner of a membership goes away, also from inside a runtime.
+
+use std::time::Duration;
+
+use super::MembershipHandle;
+use crate::store::Store;
+use crate::Error;
+
+/// Owns the membership; when dropped (SIGINT/SIGTERM, or an error) revokes the lease so the
+/// other hosts drop this one at once rather than when the lease expires. Dropping runs inside
+/// the engine's runtime, which cannot be blocked on, so the revoke runs on its own thread with
+/// its own connection, bounded in time.
+#[derive(Debug)]
+pub struct LeaveOnDrop {
+    handle: MembershipHandle,
+    cluster_id: String,
+}
+
+impl LeaveOnDrop {
+    pub fn new(handle: MembershipHandle, cluster_id: &str) -> LeaveOnDrop {
+        LeaveOnDrop {
+            handle,
+            cluster_id: cluster_id.to_owned(),
+        }
+    }
+
+    pub fn handle(&self) -> &MembershipHandle {
+        &self.handle
+    }
+}
+
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        // The task first, so it cannot register again under a new lease after the revoke.
+        self.handle.abort();
+        let lease = self.handle.lease_id();
+        let endpoints = self.handle.endpoints().to_vec();
+        let cluster_id = self.cluster_id.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("vxnet-leave".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let res = rt.block_on(async {
+                    let store = Store::connect(&endpoints, &cluster_id).await?;
+                    let mut c = store.client();
+                    store.op(c.lease_revoke(lease)).await?;
+                    Ok::<(), Error>(())
+                });
+                let _ = tx.send(res);
+            });
+        if spawned.is_err() {
+            return;
+        }
+        match rx.recv_timeout(LEAVE_TIMEOUT) {
+            Ok(Ok(())) => tracing::info!("left the cluster"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not leave the cluster cleanly; peers drop this host when its lease expires")
+            }
+            Err(_) => tracing::warn!(
+                "leaving the cluster timed out; peers drop this host when its lease expires"
+            ),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Live membership: the interface between the control plane and the packet engine.
+//!
+//! [`Membership::register`] grants a lease, writes `members/<node_id>` under it, keeps the lease
+//! alive and watches the whole cluster prefix, publishing a [`ClusterView`] on a
+//! `tokio::sync::watch` channel. If the store goes away the last view stays published (so
+//! forwarding carries on) with `store_healthy = false`; a background task reconnects with
+//! exponential backoff (capped at 2 s), re-registers, re-publishes MACs and resynchronises (full
+//! read, then a watch from that revision). A reconnect first tries to keep the old lease: when the
+//! store comes back before it expired, peers never see this member disappear.
+//!
+//! [`MembershipHandle`] is the caller's side; the task itself is in `actor` (the keep-alive /
+//! watch / command loop and reconnecting) and `session` (what one connected period holds and
+//! writes).
+
+mod actor;
+mod leave;
+mod session;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::records::NodeRecord;
+use super::store::{self, Store};
+use super::token::Role;
+use super::view::{format_mac, ClusterView};
+use super::{Error, Result};
+use session::Session;
+
+pub use leave::LeaveOnDrop;
+
+/// Default lease TTL: a host that stops renewing disappears from every view this long after.
+pub const DEFAULT_TTL_SECS: i64 = 10;
+const BACKOFF_START: Duration = Duration::from_millis(200);
+/// Short enough that a member is back well within a test-sized lease TTL after an outage, so it
+/// can keep its lease; one connection attempt every 2 s is no load for etcd.
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// Registration options; [`Membership::register`] uses the defaults.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub ttl_secs: i64,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            ttl_secs: DEFAULT_TTL_SECS,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    endpoints: Vec<String>,
+    cluster_id: String,
+    node_id: String,
+    vtep: IpAddr,
+    networks: Vec<String>,
+    role: Role,
+    ttl: i64,
+}
+
+enum Command {
+    PublishMacs {
+        vni: u32,
+        macs: Vec<String>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    SetNetworks {
+        networks: Vec<String>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Leave(oneshot::Sender<()>),
+}
+
+/// Owns the background task. Dropping it aborts the task without revoking the lease, exactly
+/// like a crashed host: the member disappears when the lease expires. Call
+/// [`MembershipHandle::leave`] for a clean, immediate departure.
+#[derive(Debug)]
+pub struct MembershipHandle {
+    node_id: String,
+    view: watch::Receiver<ClusterView>,
+    cmd: mpsc::Sender<Command>,
+    task: Option<JoinHandle<()>>,
+    lease: Arc<AtomicI64>,
+    endpoints: Vec<String>,
+}
+
+impl Membership {
+    /// Registers with the default TTL. Fails if the store is unreachable now or if `node_id`
+    /// never joined the cluster (no `nodes/<node_id>`: a wrong token cannot get one).
+    pub async fn register(
+        store: &Store,
+        node_id: &str,
+        vtep: IpAddr,
+        networks: Vec<String>,
+    ) -> Result<MembershipHandle> {
+        Membership::default()
+            .start(store, node_id, vtep, networks)
+            .await
+    }
+
+    pub async fn start(
+        &self,
+        store: &Store,
+        node_id: &str,
+        vtep: IpAddr,
+        networks: Vec<String>,
+    ) -> Result<MembershipHandle> {
+        let node: NodeRecord = store
+            .get_json(&store.key(&format!("nodes/{node_id}")))
+            .await?
+            .ok_or_else(|| Error::NotMember(node_id.to_owned(), store.cluster_id().to_owned()))?;
+        let cfg = Config {
+            endpoints: store.endpoints().to_vec(),
+            cluster_id: store.cluster_id().to_owned(),
+            node_id: node_id.to_owned(),
+            vtep,
+            networks,
+            role: node.role,
+            ttl: self.ttl_secs.max(2),
+        };
+        let macs = BTreeMap::new();
+        let session = Session::establish(store, &cfg, &macs, None).await?;
+        let lease = Arc::new(AtomicI64::new(session.lease));
+        let (tx, rx) = watch::channel(session.view(&cfg));
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let endpoints = cfg.endpoints.clone();
+        let task = tokio::spawn(actor::run(
+            cfg,
+            session,
+            macs,
+            tx,
+            cmd_rx,
+            Arc::clone(&lease),
+        ));
+        Ok(MembershipHandle {
+            node_id: node_id.to_owned(),
+            view: rx,
+            cmd: cmd_tx,
+            task: Some(task),
+            lease,
+            endpoints,
+        })
+    }
+}
+
+impl MembershipHandle {
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// A receiver of every view change; `borrow()` gives the current one.
+    pub fn view(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    pub fn current(&self) -> ClusterView {
+        self.view.borrow().clone()
+    }
+
+    /// Replaces this node's published MACs for `vni` (under its lease). Kept locally too, so they
+    /// are re-published after a store outage.
+    pub async fn publish_macs(&self, vni: u32, macs: &[[u8; 6]]) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let macs = macs.iter().map(format_mac).collect();
+        self.cmd
+            .send(Command::PublishMacs { vni, macs, reply })
+            .await
+            .map_err(|_| Error::Invalid("membership task has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Invalid("membership task has stopped".into()))?
+    }
+
+    /// Replaces the networks this member says it serves (its `members/` record), e.g. when the
+    /// engine starts or stops serving one. Kept locally too, for re-registration after an outage.
+    pub async fn set_networks(&self, networks: Vec<String>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::SetNetworks { networks, reply })
+            .await
+            .map_err(|_| Error::Invalid("membership task has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Invalid("membership task has stopped".into()))?
+    }
+
+    /// The lease currently holding this member's keys (it changes only when a reconnect could
+    /// not keep the old one).
+    pub fn lease_id(&self) -> i64 {
+        self.lease.load(Ordering::Relaxed)
+    }
+
+    /// The store endpoints this member registered with.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Revokes the lease (the member key and its MACs vanish at once) and stops the task.
+    pub async fn leave(mut self) {
+        let (ack, rx) = oneshot::channel();
+        if self.cmd.send(Command::Leave(ack)).await.is_ok() {
+            let _ = tokio::time::timeout(store::OP_TIMEOUT * 2, rx).await;
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl MembershipHandle {
+    /// Stops the task without revoking the lease.
+    fn abort(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for MembershipHandle {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
