@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::io::IoSlice;
-use vxnet_encap::flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
+use vxnet_encap::flow::flow_hash;
 use vxnet_encap::offload::{
     complete_partial_checksum, segments_per_send, CoalesceConfig, Coalescer, InnerSuperframe, Push,
     VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN,
@@ -123,9 +123,7 @@ impl SourcePorts {
 
     /// The socket for an inner flow hash: the stripe its hashed port falls in.
     fn index_for(&self, hash: u32) -> usize {
-        let span = (*SOURCE_PORT_RANGE.end() - *SOURCE_PORT_RANGE.start()) as usize + 1;
-        let offset = (source_port_for(hash) - *SOURCE_PORT_RANGE.start()) as usize;
-        (offset * self.sockets.len() / span).min(self.sockets.len().saturating_sub(1))
+        crate::source_port::index_for(hash, self.sockets.len())
     }
 }
 
