@@ -18,6 +18,10 @@ pub enum Check {
     Verified,
     /// The field holds exactly the pseudo-header sum: the sender left it to checksum offload.
     LeftToOffload,
+    /// An outer UDP checksum that verifies once the inner checksum, left to offload, is
+    /// completed: Linux computes it ahead by local checksum offload (LCO), for the packet as the
+    /// NIC will send it.
+    VerifiedWithInnerCompleted,
     /// Neither: a receiver drops the packet.
     Wrong { expected: String },
     /// UDP over IPv4 with a zero field: no checksum was computed, which RFC 768 allows.
@@ -37,6 +41,10 @@ impl Check {
             Check::LeftToOffload => "left to checksum offload (not verified): it holds only the \
                                      pseudo-header sum, which the sender's NIC completes; a capture \
                                      on the sending host (or across a veth) sees it before that"
+                .into(),
+            Check::VerifiedWithInnerCompleted => "verified over the packet as the NIC sends it, \
+                                                  with the inner checksum completed (Linux's \
+                                                  local checksum offload, LCO, sums ahead)"
                 .into(),
             Check::Wrong { expected } => {
                 format!("WRONG: should be {expected}; a receiver drops this packet")

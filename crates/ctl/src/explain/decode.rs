@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use etherparse::{LaxSlicedPacket, TransportSlice};
 use vxnet_encap::decap::OuterIp;
+use vxnet_encap::offload::complete_partial_checksum;
 use vxnet_encap::wire::{ethernet, vxlan, EtherType};
 use vxnet_encap::DecapError;
 
@@ -168,15 +169,20 @@ fn build_packet(frame: usize, data: &[u8], link: Option<Layer>, outer: &Outer) -
         OuterIp::V6(_) => layers.push(outer::outer_ipv6(&data[o.ip..o.udp], o.ip)),
     }
     let inner = &data[o.inner..o.end];
+    // The inner frame as the NIC would send it, when its checksum was left to offload: the outer
+    // checksum may have been computed for that (LCO).
+    let mut completed = inner.to_vec();
+    let completed = complete_partial_checksum(&mut completed).then_some(completed);
     layers.push(outer::outer_udp(
         &data[o.udp..o.vxlan],
         o.udp,
         inner,
-        outer::udp_check(data, outer),
+        outer::udp_check(data, outer, completed.as_deref()),
     ));
     layers.push(outer::vxlan_layer(&data[o.vxlan..o.inner], o.vxlan));
     let (inner_layers, inner_summary) = inner_layers(inner, o.inner, outer_src);
     layers.extend(inner_layers);
+    let gso_segments = mark_udp_gso(&mut layers, data, o.inner - o.vxlan);
     if o.end < data.len() {
         layers.push(Layer {
             name: "link padding".into(),
@@ -188,7 +194,14 @@ fn build_packet(frame: usize, data: &[u8], link: Option<Layer>, outer: &Outer) -
     }
     // The outer Ethernet header does not count against the underlay MTU; the inner one does.
     let overhead = o.inner - o.ip + ethernet::ETHERNET_HEADER_LEN;
-    let remarks = remarks(&layers, o.end - o.ip);
+    let mut remarks = remarks(&layers, o.end - o.ip);
+    if let Some((segments, size)) = gso_segments {
+        remarks.push(format!(
+            "a UDP GSO send: this one buffer holds {segments} VXLAN datagrams of {size} bytes \
+             (the last may be shorter), which the kernel (or NIC) cuts into separate UDP \
+             datagrams; the first is explained above, the others are shown as bytes"
+        ));
+    }
     Packet {
         frame,
         captured_len: data.len(),
@@ -204,6 +217,27 @@ fn build_packet(frame: usize, data: &[u8], link: Option<Layer>, outer: &Outer) -
         remarks,
         bytes: data.to_vec(),
     }
+}
+
+/// A UDP GSO buffer (a sender's `UDP_SEGMENT` send, captured before the kernel splits it) reads
+/// as one datagram whose first inner frame ends before the UDP payload does, the next VXLAN
+/// header right behind it. Renames those trailing bytes and returns (datagrams, datagram size).
+fn mark_udp_gso(layers: &mut [Layer], data: &[u8], vxlan_header: usize) -> Option<(usize, usize)> {
+    let vxlan_start = layers.iter().find(|l| l.kind == LayerKind::Vxlan)?.offset;
+    let tail = layers
+        .iter_mut()
+        .rev()
+        .find(|l| l.kind == LayerKind::Padding && l.name == "inner padding")?;
+    let size = tail.offset - vxlan_start;
+    let rest = data.get(tail.offset..tail.offset + tail.len)?;
+    let header = rest.get(..vxlan_header)?;
+    let first = data.get(vxlan_start..vxlan_start + vxlan_header)?;
+    // The same VXLAN header (flags, VNI) starts the next datagram.
+    if header != first || size == 0 {
+        return None;
+    }
+    tail.name = "further VXLAN datagrams of the GSO send".into();
+    Some((1 + rest.len().div_ceil(size), size))
 }
 
 /// Largest IP packet a standard Ethernet underlay carries.

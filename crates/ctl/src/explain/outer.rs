@@ -127,8 +127,10 @@ fn repair_checksums(packet: &mut [u8], ip: usize) {
     packet[udp_start + 6..udp_start + 8].copy_from_slice(&value.to_be_bytes());
 }
 
-/// The verdict on the outer UDP checksum of the datagram `data[udp..end]`.
-pub fn udp_check(data: &[u8], outer: &Outer) -> Check {
+/// The verdict on the outer UDP checksum of the datagram `data[udp..end]`. `completed_inner`
+/// is the inner frame with its checksum completed, when the capture left it to offload: the
+/// outer checksum then covers the packet as the NIC will send it (LCO).
+pub fn udp_check(data: &[u8], outer: &Outer, completed_inner: Option<&[u8]>) -> Check {
     let o = outer.offsets;
     let segment = &data[o.udp..o.end];
     let len = segment.len() as u32;
@@ -142,7 +144,17 @@ pub fn udp_check(data: &[u8], outer: &Outer) -> Check {
             Zero::Forbidden,
         ),
     };
-    checksum::transport(segment, 6, Some(pseudo), zero, true)
+    let as_captured = checksum::transport(segment, 6, Some(pseudo), zero, true);
+    let (Check::Wrong { .. }, Some(inner)) = (&as_captured, completed_inner) else {
+        return as_captured;
+    };
+    let mut as_sent = data[o.udp..o.inner].to_vec();
+    as_sent.extend_from_slice(inner);
+    match checksum::transport(&as_sent, 6, Some(pseudo), zero, true) {
+        Check::Verified => Check::VerifiedWithInnerCompleted,
+        // Wrong either way; the value it should hold is the one for the packet as sent.
+        other => other,
+    }
 }
 
 pub fn outer_ipv4(header: &[u8], offset: usize) -> Layer {
