@@ -39,6 +39,20 @@ enum Cmd {
     Bench(bench::BenchArgs),
 }
 
+/// Keeps the one-line error contract for usage errors too: clap's own message spans several
+/// lines (the missing arguments are listed below the first), followed by a usage block.
+fn one_line_usage_error(text: &str) -> String {
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect();
+    match message.join(" ").trim_start_matches("error: ") {
+        "" => "invalid arguments".into(),
+        line => line.to_owned(),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -57,10 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // Keep the one-line error contract for usage errors too (clap's own is multi-line).
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("error: {}", first.trim_start_matches("error: "));
+            eprintln!("error: {}", one_line_usage_error(&e.to_string()));
             return ExitCode::from(2);
         }
     };

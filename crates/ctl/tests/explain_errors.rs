@@ -131,3 +131,24 @@ fn every_truncation_of_a_capture_is_an_error_or_an_explanation() {
         }
     }
 }
+
+#[test]
+fn live_capture_on_a_missing_interface_or_without_root() {
+    let out = vxnet(&["explain", "--live", "vxnet-nope0"]);
+    assert_one_error_line(&out, "vxnet-nope0: no such network interface");
+
+    // Without CAP_NET_RAW (what a non-root user lacks) no packet socket opens: `setpriv` drops it
+    // from the bounding set, which also strips it from root.
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set=-net_raw", env!("CARGO_BIN_EXE_vxnet")])
+        .args(["explain", "--live", "lo"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_one_error_line(&out, "capturing on lo needs root (CAP_NET_RAW)");
+
+    // --count belongs to --live; --live and --pcap exclude each other.
+    let out = vxnet(&["explain", "--count", "3"]);
+    assert_one_error_line(&out, "--live <DEV>");
+    let out = vxnet(&["explain", "--live", "lo", "--pcap", "x.pcap"]);
+    assert_one_error_line(&out, "cannot be used with");
+}
