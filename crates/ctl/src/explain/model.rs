@@ -165,7 +165,7 @@ pub fn count_reasons(skipped: &[Skipped]) -> Vec<ReasonCount> {
         }
     }
     // Stable: equal counts keep their order of first appearance.
-    counts.sort_by(|a, b| b.count.cmp(&a.count));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.count));
     counts
 }
 
