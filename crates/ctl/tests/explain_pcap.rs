@@ -343,3 +343,55 @@ fn wrong_checksums_are_shown_and_the_packet_still_explained() {
     let text = stdout(&vxnet(&["explain", "--pcap", path.to_str().unwrap()]));
     assert!(text.contains("none (allowed)"), "{text}");
 }
+
+/// An inner UDP datagram whose checksum holds only the pseudo-header sum (what a container's
+/// stack leaves for the NIC) is explained, the field marked as left to offload.
+#[test]
+fn inner_udp_checksum_left_to_offload() {
+    use vxnet_encap::checksum::pseudo_header_v4;
+    let mut inner = Vec::new();
+    etherparse::PacketBuilder::ethernet2(
+        [0x02, 0x42, 0xac, 0x11, 0, 2],
+        [0x02, 0x42, 0xac, 0x11, 0, 3],
+    )
+    .ipv4([172, 17, 0, 2], [172, 17, 0, 3], 64)
+    .udp(40_000, 53)
+    .write(&mut inner, b"a DNS query, say")
+    .unwrap();
+    let udp_len = inner.len() - 14 - 20;
+    let pseudo = pseudo_header_v4(
+        [172, 17, 0, 2].into(),
+        [172, 17, 0, 3].into(),
+        17,
+        udp_len as u32,
+    );
+    inner[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&pseudo.fold().to_be_bytes());
+    let mut outer = vxlan_packet(42, 4789);
+    outer.truncate(50);
+    outer.extend_from_slice(&inner);
+    // Fix the outer lengths for the new inner frame (IPv4 total length, header checksum, UDP length).
+    let ip_len = (outer.len() - 14) as u16;
+    outer[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    outer[24..26].fill(0);
+    let sum = vxnet_encap::checksum::checksum(&outer[14..34]);
+    outer[24..26].copy_from_slice(&sum.to_be_bytes());
+    outer[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+
+    let dir = scratch("inner_udp_left_to_offload");
+    let path = dir.join("udp.pcap");
+    std::fs::write(&path, pcap(LINKTYPE_ETHERNET, &[outer])).unwrap();
+    let doc = explain_json(path.to_str().unwrap(), &[]);
+    assert_eq!(
+        checks(&doc),
+        [
+            "outer IPv4 header checksum: verified",
+            "outer UDP checksum: none",
+            "inner IPv4 header checksum: verified",
+            "inner UDP checksum: left_to_offload"
+        ]
+    );
+    assert!(doc["packets"][0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("UDP 40000 -> 53"));
+}
