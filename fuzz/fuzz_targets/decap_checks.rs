@@ -34,7 +34,6 @@ pub fn check(data: &[u8]) {
         if let Ok(Some(tag)) = inner.vlan_tag() {
             assert!(tag.vlan_id <= 0x0FFF);
         }
-        let _ = inner.headers();
     }
     let port = flow::source_port(data);
     assert!(SOURCE_PORT_RANGE.contains(&port));

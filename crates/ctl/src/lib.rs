@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bench;
+pub mod cli;
 pub mod cluster;
 pub mod demo;
 pub mod explain;

@@ -1,42 +1,24 @@
 //! The `vxnet` command line. Kept thin: each subcommand delegates to its module, and any error is
-//! printed as a single `error: …` line with a non-zero exit status (contract in shared/notes/cli.md).
+//! printed as a single `error: …` line with a non-zero exit status (the reference is docs/cli.md).
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use vxnet::cli::{Cli, Cmd};
 use vxnet::{bench, cluster, demo, explain, firewall, run, show};
 
-#[derive(Debug, Parser)]
-#[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Show the VXLAN double wrap layer by layer: a worked example, or the packets of a capture.
-    Explain(explain::ExplainArgs),
-    /// Run the engine in the foreground (until SIGINT/SIGTERM).
-    Run(Box<run::RunArgs>),
-    /// Show or change the forwarding database of a running engine.
-    Fdb(show::FdbArgs),
-    /// Remote VTEPs with per-peer counters.
-    Peers(show::ControlArgs),
-    /// Per-network counters and drops by reason.
-    Stats(show::ControlArgs),
-    /// Networks served by the running engine.
-    Networks(show::ControlArgs),
-    /// The etcd-backed cluster: init, join, rotate, status, leave, rm.
-    Cluster(cluster::cli::ClusterArgs),
-    /// Named overlay networks stored in the cluster.
-    Network(cluster::cli::NetworkArgs),
-    /// Open/close the VXLAN port for cluster members in the host firewall.
-    Firewall(firewall::cli::FirewallArgs),
-    /// A two-host overlay in network namespaces on this machine: ping, TCP rate, a packet explained.
-    Demo(demo::DemoArgs),
-    /// Throughput, latency and CPU of vxnet against the kernel's vxlan, one run, one topology.
-    Bench(bench::BenchArgs),
+/// Keeps the one-line error contract for usage errors too: clap's own message spans several
+/// lines (the missing arguments are listed below the first), followed by a usage block.
+fn one_line_usage_error(text: &str) -> String {
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect();
+    match message.join(" ").trim_start_matches("error: ") {
+        "" => "invalid arguments".into(),
+        line => line.to_owned(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -57,10 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // Keep the one-line error contract for usage errors too (clap's own is multi-line).
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("error: {}", first.trim_start_matches("error: "));
+            eprintln!("error: {}", one_line_usage_error(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -76,6 +55,12 @@ fn main() -> ExitCode {
         Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),
         Cmd::Demo(a) => demo::run(a).map_err(|e| e.to_string()),
         Cmd::Bench(a) => bench::run(a).map_err(|e| e.to_string()),
+        Cmd::Completions(a) => {
+            vxnet::cli::completions(&a).map_err(|e| format!("cannot write output: {e}"))
+        }
+        Cmd::Man(a) => vxnet::cli::man_pages(&a.dir)
+            .map(|_| ())
+            .map_err(|e| format!("writing man pages to {}: {e}", a.dir.display())),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

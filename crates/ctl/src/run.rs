@@ -39,16 +39,17 @@ pub struct RunArgs {
     /// Address for the TAP, in CIDR form (e.g. 10.1.0.1/24).
     #[arg(long)]
     pub address: Option<IpNet>,
-    /// UDP destination (and listening) port.
+    /// UDP destination (and listening) port [default: 4789, or the config file's `port`].
     #[arg(long)]
     pub port: Option<u16>,
-    /// Seconds a learned MAC lives without traffic.
+    /// Seconds a learned MAC lives without traffic [default: 300].
     #[arg(long)]
     pub ageing: Option<u64>,
     /// Do not learn MACs from received traffic (static entries only).
     #[arg(long)]
     pub no_learning: bool,
-    /// Learned-entry limit per network; beyond it new MACs are flooded, not learned.
+    /// Learned-entry limit per network; beyond it new MACs are flooded, not learned
+    /// [default: 16384].
     #[arg(long)]
     pub max_fdb: Option<usize>,
     /// TAP MTU (default: underlay MTU - 50 over IPv4, - 70 over IPv6).
@@ -64,10 +65,10 @@ pub struct RunArgs {
     /// it survives restarts).
     #[arg(long, value_parser = vxnet_dataplane::config::parse_unicast_mac)]
     pub mac: Option<vxnet_encap::MacAddr>,
-    /// Control socket path.
+    /// Control socket path [default: /run/vxnet/vxnet.sock].
     #[arg(long)]
     pub control: Option<PathBuf>,
-    /// Forwarding threads (each with its own TAP queue and socket).
+    /// Forwarding threads, each with its own TAP queue and socket [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Several networks from a TOML file ([[network]] tables); flags override its top-level keys.

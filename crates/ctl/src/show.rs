@@ -34,20 +34,26 @@ pub struct FdbArgs {
 pub enum FdbCmd {
     /// List entries: MAC, VNI, destination VTEP, static/learned, age.
     Show {
+        /// Only this network's entries [default: every network's].
         #[arg(long)]
         vni: Option<u32>,
     },
     /// Add a static entry; 00:00:00:00:00:00 adds a flood (head-end replication) destination.
     Add {
+        /// The inner MAC address.
         mac: MacAddr,
+        /// The remote VTEP it lives behind.
         #[arg(long)]
         dst: IpAddr,
+        /// The network [default: the engine's only one].
         #[arg(long)]
         vni: Option<u32>,
     },
     /// Delete an entry (00:00:00:00:00:00 deletes the flood entries).
     Del {
+        /// The inner MAC address.
         mac: MacAddr,
+        /// The network [default: the engine's only one].
         #[arg(long)]
         vni: Option<u32>,
     },

@@ -146,7 +146,32 @@ fn json_matches_the_encap_views() {
     let sport = field(l, "source port");
     assert_eq!(sport["value"], u.src_port());
     assert_eq!(sport["offset"], 34 + udp::field::SRC_PORT.start);
-    assert_eq!(u.src_port(), flow::source_port(parsed.vxlan.inner));
+    // The port vxnet's engine really sends this flow from: the first port of the source-port
+    // stripe its flow hash picks (not the hash's own port, which no engine socket holds).
+    let stripe = vxnet_dataplane::source_port::stripe_for_flow(flow::flow_hash(parsed.vxlan.inner));
+    assert_eq!(u.src_port(), *stripe.start());
+    let note = sport["note"].as_str().unwrap();
+    assert!(
+        note.contains("vxnet sends this flow from the same stripe"),
+        "{note}"
+    );
+    // Every checksum of the example is complete and verifies.
+    for (layer_name, field_name) in [
+        ("outer IPv4", "header checksum"),
+        ("outer UDP", "checksum"),
+        ("inner IPv4", "header checksum"),
+        ("inner ICMPv4", "checksum"),
+    ] {
+        let f = field(layer(packet, layer_name), field_name);
+        let state = &f["check"]["state"];
+        let ok = if layer_name == "outer UDP" {
+            "none"
+        } else {
+            "verified"
+        };
+        assert_eq!(state, ok, "{layer_name} {field_name}: {f}");
+    }
+    assert!(packet["remarks"].as_array().unwrap().is_empty());
     assert_eq!(field(l, "destination port")["value"], 4789);
     assert_eq!(field(l, "length")["value"], u.len_field());
 

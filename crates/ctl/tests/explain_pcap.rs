@@ -173,3 +173,225 @@ fn linux_cooked_sll2_capture_is_read() {
     let vxlan = layers.iter().find(|l| l["name"] == "VXLAN").unwrap();
     assert_eq!(vxlan["offset"], 20 + 20 + 8);
 }
+
+/// Every checksum verdict of an explanation, as `layer field: state`.
+fn checks(doc: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    for p in doc["packets"].as_array().unwrap() {
+        for l in p["layers"].as_array().unwrap() {
+            for f in l["fields"].as_array().unwrap() {
+                if let Some(state) = f["check"]["state"].as_str() {
+                    found.push(format!(
+                        "{} {}: {state}",
+                        l["name"].as_str().unwrap(),
+                        f["name"].as_str().unwrap()
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Captures tcpdump took on veths with default offloads (`tests/explain_capture.rs` made them):
+/// every packet is explained, nothing is called wrong, and each kind of sender leaves its own
+/// signature. Before, every one of these was rejected ("no VXLAN packets").
+#[test]
+fn captures_with_checksums_left_to_offload_are_explained_in_full() {
+    for sender in ["kernel", "vxnet"] {
+        for family in ["ipv4", "ipv6"] {
+            for side in ["sender", "receiver"] {
+                let name = format!("offload-{sender}-{family}-{side}.pcap");
+                let doc = explain_json(&ctl_fixture(&name), &[]);
+                let packets = doc["packets"].as_array().unwrap();
+                assert_eq!(packets.len(), 7, "{name}: {}", doc["skipped"]);
+                assert_eq!(doc["source"]["total_packets"], 7, "{name}");
+                let checks = checks(&doc);
+                let has = |c: &str| checks.iter().any(|x| x == c);
+                assert!(
+                    !checks.iter().any(|c| c.ends_with("wrong")),
+                    "{name}: {checks:?}"
+                );
+                if family == "ipv6" {
+                    // IPv6 needs the outer UDP checksum; the veth never completes it.
+                    assert!(
+                        has("outer UDP checksum: left_to_offload"),
+                        "{name}: {checks:?}"
+                    );
+                }
+                match sender {
+                    // The kernel leaves its inner TCP checksum to the NIC and (with an inner
+                    // checksum pending) sums the outer one ahead by LCO.
+                    "kernel" => {
+                        assert!(
+                            has("inner TCP checksum: left_to_offload"),
+                            "{name}: {checks:?}"
+                        );
+                        if family == "ipv4" {
+                            assert!(
+                                has("outer UDP checksum: verified_with_inner_completed"),
+                                "{name}: {checks:?}"
+                            );
+                        }
+                    }
+                    // vxnet completes inner checksums itself; its outer ones are the kernel's
+                    // UDP socket's, left to offload.
+                    _ => {
+                        assert!(has("inner TCP checksum: verified"), "{name}: {checks:?}");
+                        assert!(!has("inner TCP checksum: left_to_offload"), "{name}");
+                        assert!(
+                            has("outer UDP checksum: left_to_offload"),
+                            "{name}: {checks:?}"
+                        );
+                        for p in packets {
+                            let note = p["layers"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .find(|l| l["name"] == "outer UDP")
+                                .unwrap()["fields"][0]["note"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned();
+                            assert!(
+                                note.contains("vxnet sends this flow from the same stripe"),
+                                "{name}: {note}"
+                            );
+                        }
+                    }
+                }
+                // One superframe per fixture, bigger than the MTU, said so.
+                let big: Vec<&Value> = packets
+                    .iter()
+                    .filter(|p| p["captured_len"].as_u64().unwrap() > 1514)
+                    .collect();
+                assert_eq!(big.len(), 1, "{name}");
+                let remarks = big[0]["remarks"].to_string();
+                assert!(
+                    remarks.contains("more than a 1500-byte MTU"),
+                    "{name}: {remarks}"
+                );
+                if sender == "vxnet" {
+                    assert!(remarks.contains("a UDP GSO send"), "{name}: {remarks}");
+                }
+            }
+        }
+    }
+
+    let text = stdout(&vxnet(&[
+        "explain",
+        "--pcap",
+        &ctl_fixture("offload-kernel-ipv4-sender.pcap"),
+    ]));
+    assert!(text.contains("7 packets, 7 VXLAN"), "{text}");
+    assert!(
+        text.contains("left to checksum offload (not verified)"),
+        "{text}"
+    );
+    assert!(!text.contains("WRONG"), "{text}");
+}
+
+#[test]
+fn fixture_without_vxlan_gives_the_reasons_counted() {
+    let out = vxnet(&["explain", "--pcap", &ctl_fixture("no-vxlan.pcap")]);
+    assert_one_error_line(
+        &out,
+        "among its 6 packets: 2 not UDP (ICMPv6); 2 not IP (ARP); 2 not UDP (ICMP)",
+    );
+}
+
+/// A wrong checksum is shown as wrong, with the value it should hold, and the packet is still
+/// explained; a zero outer UDP checksum over IPv4 stays "none".
+#[test]
+fn wrong_checksums_are_shown_and_the_packet_still_explained() {
+    let fixture = std::fs::read(ctl_fixture("offload-kernel-ipv6-sender.pcap")).unwrap();
+    // The first record's packet starts after the 24-byte file header and a 16-byte record
+    // header; outer UDP checksum at 14 + 40 + 6, inner ICMPv6 checksum at 14 + 40 + 8 + 8 + 14 + 40 + 2.
+    let mut bytes = fixture.clone();
+    let packet = 24 + 16;
+    bytes[packet + 60] ^= 0x55;
+    bytes[packet + 126] ^= 0x0f;
+    let dir = scratch("wrong_checksums");
+    let path = dir.join("wrong.pcap");
+    std::fs::write(&path, &bytes).unwrap();
+    let doc = explain_json(path.to_str().unwrap(), &[]);
+    assert_eq!(
+        doc["packets"].as_array().unwrap().len(),
+        7,
+        "{}",
+        doc["skipped"]
+    );
+    let first = &doc["packets"][0];
+    let verdicts = checks(&serde_json::json!({ "packets": [first] }));
+    assert_eq!(
+        verdicts,
+        ["outer UDP checksum: wrong", "inner ICMPv6 checksum: wrong"],
+        "{first}"
+    );
+    let remarks = first["remarks"].to_string();
+    assert!(
+        remarks.contains("outer UDP checksum") && remarks.contains("is WRONG (should be 0x"),
+        "{remarks}"
+    );
+
+    // Zero over IPv4 is "none (allowed)": vxnet-encap's IPv4 packets carry none.
+    let zero = vxlan_packet(42, 4789);
+    let path = dir.join("zero.pcap");
+    std::fs::write(&path, pcap(LINKTYPE_ETHERNET, &[zero])).unwrap();
+    let doc = explain_json(path.to_str().unwrap(), &[]);
+    assert_eq!(checks(&doc)[1], "outer UDP checksum: none");
+    let text = stdout(&vxnet(&["explain", "--pcap", path.to_str().unwrap()]));
+    assert!(text.contains("none (allowed)"), "{text}");
+}
+
+/// An inner UDP datagram whose checksum holds only the pseudo-header sum (what a container's
+/// stack leaves for the NIC) is explained, the field marked as left to offload.
+#[test]
+fn inner_udp_checksum_left_to_offload() {
+    use vxnet_encap::checksum::pseudo_header_v4;
+    let mut inner = Vec::new();
+    etherparse::PacketBuilder::ethernet2(
+        [0x02, 0x42, 0xac, 0x11, 0, 2],
+        [0x02, 0x42, 0xac, 0x11, 0, 3],
+    )
+    .ipv4([172, 17, 0, 2], [172, 17, 0, 3], 64)
+    .udp(40_000, 53)
+    .write(&mut inner, b"a DNS query, say")
+    .unwrap();
+    let udp_len = inner.len() - 14 - 20;
+    let pseudo = pseudo_header_v4(
+        [172, 17, 0, 2].into(),
+        [172, 17, 0, 3].into(),
+        17,
+        udp_len as u32,
+    );
+    inner[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&pseudo.fold().to_be_bytes());
+    let mut outer = vxlan_packet(42, 4789);
+    outer.truncate(50);
+    outer.extend_from_slice(&inner);
+    // Fix the outer lengths for the new inner frame (IPv4 total length, header checksum, UDP length).
+    let ip_len = (outer.len() - 14) as u16;
+    outer[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    outer[24..26].fill(0);
+    let sum = vxnet_encap::checksum::checksum(&outer[14..34]);
+    outer[24..26].copy_from_slice(&sum.to_be_bytes());
+    outer[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+
+    let dir = scratch("inner_udp_left_to_offload");
+    let path = dir.join("udp.pcap");
+    std::fs::write(&path, pcap(LINKTYPE_ETHERNET, &[outer])).unwrap();
+    let doc = explain_json(path.to_str().unwrap(), &[]);
+    assert_eq!(
+        checks(&doc),
+        [
+            "outer IPv4 header checksum: verified",
+            "outer UDP checksum: none",
+            "inner IPv4 header checksum: verified",
+            "inner UDP checksum: left_to_offload"
+        ]
+    );
+    assert!(doc["packets"][0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("UDP 40000 -> 53"));
+}

@@ -1,7 +1,8 @@
 //! Facts about the inner Ethernet frame that forwarding decisions need.
 //!
-//! The forwarder looks at a handful of fixed offsets per frame, so these are read directly; the
-//! full decode for display (`explain`) goes through etherparse via [`InnerFrame::headers`].
+//! The forwarder looks at a handful of fixed offsets per frame, so these are read directly. The
+//! full decode for display is `vxnet explain`'s own (in the `vxnet` crate): nothing on the packet
+//! path needs it, so this crate has no run-time dependency on a general packet parser.
 
 use crate::error::{DecapError, Layer};
 use crate::mac::MacAddr;
@@ -89,11 +90,6 @@ impl<'a> InnerFrame<'a> {
     /// Never true: construction requires an Ethernet header.
     pub fn is_empty(&self) -> bool {
         false
-    }
-
-    /// Full decode for display, via etherparse (lax: a truncated upper layer is reported, not fatal).
-    pub fn headers(&self) -> Result<etherparse::LaxSlicedPacket<'a>, etherparse::err::LenError> {
-        etherparse::LaxSlicedPacket::from_ethernet(self.frame)
     }
 }
 

@@ -1,5 +1,5 @@
 //! `vxnet bench`: throughput, latency and CPU cost of vxnet against the kernel's vxlan, in one run
-//! on one topology (method: shared/notes/benchmark-method.md). Two namespaces joined by veths
+//! on one topology. Two namespaces joined by veths
 //! ([`topology`]) carry four overlays at once ([`pairs`]): kernel↔kernel, vxnet↔vxnet,
 //! vxnet→kernel and kernel→vxnet. Each round measures each pair in turn ([`measure`], [`cpu`]); the report gives
 //! medians and the ratios against the kernel pair ([`report`]). Everything it makes is removed at
@@ -44,7 +44,7 @@ pub struct BenchArgs {
     /// TCP traffic generator: iperf3, or vxnet's own sender and receiver.
     #[arg(long, value_enum, default_value_t = ToolChoice::Auto)]
     pub tool: ToolChoice,
-    /// Forwarding threads of every vxnet engine (`vxnet run --threads N`).
+    /// Forwarding threads of every vxnet engine (`vxnet run --threads N`) [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: Option<u64>,
     /// Run the engines without TAP offloads and UDP GSO/GRO (`vxnet run --no-offloads`).

@@ -37,31 +37,41 @@ pub enum ClusterCmd {
         /// Use this (hex) cluster id instead of a random one.
         #[arg(long)]
         cluster_id: Option<String>,
-        /// This host's VTEP (underlay) address.
+        /// This host's VTEP (underlay) address, recorded for the other members [default: none
+        /// recorded; `vxnet run --local` registers it].
         #[arg(long)]
         local: Option<IpAddr>,
+        /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Join the cluster a token names; the membership is saved in --state-dir.
     Join {
+        /// The manager or worker token `vxnet cluster init` printed.
         token: String,
+        /// This host's VTEP (underlay) address, recorded for the other members [default: none
+        /// recorded; `vxnet run --local` registers it].
         #[arg(long)]
         local: Option<IpAddr>,
+        /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Issue new join tokens (both unless one is chosen); the old ones are refused afterwards.
     Rotate {
+        /// Only the worker token [default: both].
         #[arg(long)]
         worker: bool,
+        /// Only the manager token [default: both].
         #[arg(long)]
         manager: bool,
+        /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Members, their VTEP addresses, networks and liveness.
     Status {
+        /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -71,20 +81,25 @@ pub enum ClusterCmd {
         /// Leave even as the last manager of a cluster other nodes still belong to.
         #[arg(long)]
         force: bool,
+        /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Manager only: remove a node that is down (its record and addresses), by its node id.
     Rm {
+        /// The node id, as `vxnet cluster status` lists it.
         node_id: String,
+        /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Debug: print the live cluster view, one JSON line per change, until SIGINT/SIGTERM.
     /// With --local, registers as a member the way the engine does.
     Watch {
+        /// Register as a member with this VTEP address [default: watch only].
         #[arg(long)]
         local: Option<IpAddr>,
+        /// Networks to register as serving (repeat for several) [default: none].
         #[arg(long = "network")]
         networks: Vec<String>,
         /// Lease TTL in seconds.
@@ -108,24 +123,32 @@ pub struct NetworkArgs {
 pub enum NetworkCmd {
     /// Create a named overlay network (VNI allocated when not given).
     Create {
+        /// The network's name (TAPs serving it are named vx-NAME).
         name: String,
+        /// Its VNI [default: the lowest free one from 4096].
         #[arg(long)]
         vni: Option<u32>,
+        /// Subnet (CIDR) to give each serving host a stable address from [default: none].
         #[arg(long)]
         subnet: Option<String>,
+        /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// List networks.
     Ls {
+        /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Remove a network (refused while live members serve it, unless --force).
     Rm {
+        /// The network's name.
         name: String,
+        /// Remove it even while live members serve it (they stop serving it).
         #[arg(long)]
         force: bool,
+        /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
     },

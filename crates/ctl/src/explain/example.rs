@@ -49,12 +49,15 @@ pub fn inner_frame() -> Result<Vec<u8>, ExplainError> {
 pub fn outer_packet(dst_port: u16) -> Result<Vec<u8>, ExplainError> {
     let inner = inner_frame()?;
     let vni = Vni::new(VNI).map_err(|e| ExplainError::Example(e.to_string()))?;
+    // The port vxnet's engine sends this flow from: the first port of the stripe of source-port
+    // sockets the flow hash picks (what a fresh engine binds, nothing else holding the port).
+    let stripe = vxnet_dataplane::source_port::stripe_for_flow(flow::flow_hash(&inner));
     let mut outer = OuterStack::new(
         IpPair::V4 {
             src: HOST_A.0,
             dst: HOST_B.0,
         },
-        flow::source_port(&inner),
+        *stripe.start(),
         dst_port,
     );
     outer.ethernet = Some((MacAddr(HOST_A.1), MacAddr(HOST_B.1)));
@@ -71,7 +74,7 @@ pub fn outer_packet(dst_port: u16) -> Result<Vec<u8>, ExplainError> {
 pub fn worked_example(dst_port: u16) -> Result<Explanation, ExplainError> {
     let bytes = outer_packet(dst_port)?;
     let packet = explain_frame(1, LinkType::Ethernet, &bytes, bytes.len(), &[dst_port])
-        .map_err(ExplainError::Example)?;
+        .map_err(|skip| ExplainError::Example(skip.reason))?;
     Ok(Explanation {
         source: Source::WorkedExample {
             story: format!(
@@ -89,6 +92,8 @@ pub fn worked_example(dst_port: u16) -> Result<Explanation, ExplainError> {
         },
         packets: vec![packet],
         skipped: Vec::new(),
+        skipped_by_reason: Vec::new(),
+        truncated: None,
         overhead: Overhead::standard(),
     })
 }

@@ -1,10 +1,16 @@
-//! `--json`: the same [`Explanation`] the text view draws, as one JSON document.
+//! `--json`: the same `Explanation` the text view draws, as one JSON document.
 
-use super::model::Explanation;
-
-pub fn to_string(explanation: &Explanation) -> String {
+pub fn to_string<T: serde::Serialize>(explanation: &T) -> String {
     // The model holds only strings, numbers and vectors, which serde_json always serialises.
     let mut out = serde_json::to_string_pretty(explanation)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
+    out.push('\n');
+    out
+}
+
+/// Any serialisable value as one line of JSON (`explain --live --json`: one document per line).
+pub fn to_line<T: serde::Serialize>(value: &T) -> String {
+    let mut out = serde_json::to_string(value)
         .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
     out.push('\n');
     out

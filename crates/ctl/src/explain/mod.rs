@@ -3,11 +3,18 @@
 //! Everything shown is decoded from real bytes by the `vxnet-encap` code the data plane uses: the
 //! worked example is built with [`vxnet_encap::encapsulate`] and then read back with
 //! [`vxnet_encap::decapsulate_ethernet`], so the explanation cannot drift from the implementation.
+//! Captures (`--pcap`) and live traffic (`--live`) go through the same decoder.
 
+mod checksum;
 mod decode;
 mod example;
+mod fields;
+mod inner;
 mod json;
+mod link;
+mod live;
 mod model;
+mod outer;
 mod pcap;
 mod render;
 
@@ -20,13 +27,21 @@ use thiserror::Error;
 pub struct ExplainArgs {
     /// Explain every VXLAN packet in this capture (pcap or pcapng, as tcpdump or tshark write them)
     /// instead of the worked example.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "live")]
     pub pcap: Option<PathBuf>,
-    /// Print one JSON document with the same data instead of the text view.
+    /// Capture on this interface (an AF_PACKET socket: needs root) and explain each VXLAN packet
+    /// as it passes, both directions, until --count packets or Ctrl-C.
+    #[arg(long, value_name = "DEV")]
+    pub live: Option<String>,
+    /// With --live: stop after this many VXLAN packets (0: only Ctrl-C stops).
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "live")]
+    pub count: usize,
+    /// Print JSON instead of the text view: one document (with --live: one per packet, one
+    /// per line).
     #[arg(long)]
     pub json: bool,
     /// UDP destination port to treat as VXLAN, besides 4789 (IANA) and 8472 (Linux's default).
-    /// Without --pcap it is the port the worked example uses.
+    /// Without --pcap or --live it is the port the worked example uses [default: 4789].
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
     /// When to colour the text view.
@@ -58,12 +73,20 @@ pub enum ExplainError {
     Truncated { path: String, detail: String },
     #[error("{path}: malformed capture: {detail}")]
     Malformed { path: String, detail: String },
-    #[error("{path}: no VXLAN packets (UDP ports {ports}) among its {total} packets")]
+    #[error("{path}: no VXLAN packets (UDP ports {ports}) among its {total} packets{why}")]
     NoVxlan {
         path: String,
         ports: String,
         total: usize,
+        /// `: 5 not IP (ARP); 3 …` and where a truncated file ends.
+        why: String,
     },
+    #[error("{dev}: no such network interface in this network namespace")]
+    NoInterface { dev: String },
+    #[error("capturing on {dev} needs root (CAP_NET_RAW): {source}")]
+    NotPermitted { dev: String, source: std::io::Error },
+    #[error("capturing on {dev}: {detail}")]
+    Capture { dev: String, detail: String },
     #[error("cannot build the worked example: {0}")]
     Example(String),
     #[error("cannot write output: {0}")]
@@ -71,11 +94,19 @@ pub enum ExplainError {
 }
 
 pub fn run(args: ExplainArgs) -> Result<(), ExplainError> {
+    let mut ports = vec![vxnet_encap::DEFAULT_PORT, vxnet_encap::LINUX_LEGACY_PORT];
+    ports.extend(args.port.filter(|p| !ports.contains(p)));
+    if let Some(dev) = &args.live {
+        let colour = use_colour(args.color);
+        return live::run(dev, &ports, args.count, args.json, colour);
+    }
     let explanation = match &args.pcap {
         Some(path) => {
-            let mut ports = vec![vxnet_encap::DEFAULT_PORT, vxnet_encap::LINUX_LEGACY_PORT];
-            ports.extend(args.port.filter(|p| !ports.contains(p)));
-            pcap::explain_file(path, &ports)?
+            let explanation = pcap::explain_file(path, &ports)?;
+            if explanation.packets.is_empty() {
+                return Err(no_vxlan(&explanation, path, &ports, args.json));
+            }
+            explanation
         }
         None => example::worked_example(args.port.unwrap_or(vxnet_encap::DEFAULT_PORT))?,
     };
@@ -85,6 +116,45 @@ pub fn run(args: ExplainArgs) -> Result<(), ExplainError> {
         render::render(&explanation, use_colour(args.color))
     };
     write_stdout(output.as_bytes())
+}
+
+/// The error for a capture without VXLAN, with the skip reasons counted. With `--json` the
+/// counts also go to stdout as one document, for scripts (the `error:` line still goes to stderr).
+fn no_vxlan(
+    explanation: &model::Explanation,
+    path: &std::path::Path,
+    ports: &[u16],
+    json: bool,
+) -> ExplainError {
+    let total = explanation.skipped.len();
+    let mut why = String::new();
+    if !explanation.skipped_by_reason.is_empty() {
+        why = format!(
+            ": {}",
+            model::reasons_line(&explanation.skipped_by_reason, 6)
+        );
+    }
+    if let Some(truncated) = &explanation.truncated {
+        why.push_str(&format!("; {truncated}"));
+    }
+    let error = ExplainError::NoVxlan {
+        path: path.display().to_string(),
+        ports: decode::port_list(ports),
+        total,
+        why,
+    };
+    if json {
+        let doc = serde_json::json!({
+            "error": error.to_string(),
+            "source": explanation.source,
+            "skipped_by_reason": explanation.skipped_by_reason,
+            "skipped": explanation.skipped,
+            "truncated": explanation.truncated,
+        });
+        // The error line is what matters; a closed stdout must not hide it.
+        let _ = write_stdout(json::to_string(&doc).as_bytes());
+    }
+    error
 }
 
 fn use_colour(choice: ColorChoice) -> bool {
@@ -101,9 +171,15 @@ fn use_colour(choice: ColorChoice) -> bool {
 
 /// `vxnet explain | head` closes the pipe early; that is the reader's choice, not an error.
 fn write_stdout(bytes: &[u8]) -> Result<(), ExplainError> {
+    write_stdout_while_read(bytes).map(|_| ())
+}
+
+/// [`write_stdout`], saying whether anyone still reads it (`false` after a broken pipe).
+fn write_stdout_while_read(bytes: &[u8]) -> Result<bool, ExplainError> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(ExplainError::Output(e)),
-        _ => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(ExplainError::Output(e)),
     }
 }

@@ -3,12 +3,19 @@
 
 use serde::Serialize;
 
+use super::checksum::Check;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
     pub source: Source,
     pub packets: Vec<Packet>,
     /// Packets of a capture that are not VXLAN, with the reason; empty for the worked example.
     pub skipped: Vec<Skipped>,
+    /// The same, counted by kind of reason, most frequent first.
+    pub skipped_by_reason: Vec<ReasonCount>,
+    /// Set when the capture file ends in the middle of a record: where, and after which packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
     pub overhead: Overhead,
 }
 
@@ -37,6 +44,9 @@ pub struct Packet {
     /// outer IP + UDP + VXLAN + inner Ethernet.
     pub overhead: usize,
     pub layers: Vec<Layer>,
+    /// What is unusual about the packet as a whole: checksums left to offload or wrong, a
+    /// superframe bigger than any wire MTU.
+    pub remarks: Vec<String>,
     #[serde(serialize_with = "crate::explain::json::hex")]
     pub bytes: Vec<u8>,
 }
@@ -75,6 +85,9 @@ pub struct Field {
     pub len: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// For checksum fields: whether the checksum verifies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
 }
 
 /// Numbers stay numbers in JSON; addresses and flags are text.
@@ -129,6 +142,46 @@ impl From<&str> for Value {
 pub struct Skipped {
     pub frame: usize,
     pub reason: String,
+    /// The reason without this packet's particulars, for counting (`not IP: ARP`).
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub count: usize,
+}
+
+/// Counts skip reasons by kind, most frequent first (ties in order of first appearance).
+pub fn count_reasons(skipped: &[Skipped]) -> Vec<ReasonCount> {
+    let mut counts: Vec<ReasonCount> = Vec::new();
+    for s in skipped {
+        match counts.iter_mut().find(|c| c.reason == s.kind) {
+            Some(c) => c.count += 1,
+            None => counts.push(ReasonCount {
+                reason: s.kind.clone(),
+                count: 1,
+            }),
+        }
+    }
+    // Stable: equal counts keep their order of first appearance.
+    counts.sort_by_key(|c| std::cmp::Reverse(c.count));
+    counts
+}
+
+/// `5 not IP: ARP; 3 UDP to port 53, not a VXLAN port`: the counts for one line, the most
+/// frequent `limit` kinds and how many packets the rest account for.
+pub fn reasons_line(counts: &[ReasonCount], limit: usize) -> String {
+    let mut parts: Vec<String> = counts
+        .iter()
+        .take(limit)
+        .map(|c| format!("{} {}", c.count, c.reason))
+        .collect();
+    let rest: usize = counts.iter().skip(limit).map(|c| c.count).sum();
+    if rest > 0 {
+        parts.push(format!("{rest} for {} other reasons", counts.len() - limit));
+    }
+    parts.join("; ")
 }
 
 /// The fixed cost of the wrap and what it does to the MTU, from the encap crate's constants.
@@ -213,6 +266,21 @@ impl LayerBuilder {
         self.push(name, range, value.into(), Some(note.into()))
     }
 
+    /// A checksum field: its verdict is the note.
+    pub fn checked(
+        &mut self,
+        name: &'static str,
+        range: std::ops::Range<usize>,
+        value: impl Into<Value>,
+        check: Check,
+    ) -> &mut Self {
+        self.push(name, range, value.into(), Some(check.note()));
+        if let Some(field) = self.layer.fields.last_mut() {
+            field.check = Some(check);
+        }
+        self
+    }
+
     fn push(
         &mut self,
         name: &'static str,
@@ -226,6 +294,7 @@ impl LayerBuilder {
             offset: self.layer.offset + range.start,
             len: range.len(),
             note,
+            check: None,
         });
         self
     }

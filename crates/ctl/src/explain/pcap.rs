@@ -8,8 +8,8 @@ use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapNGPacketBlock;
 use pcap_parser::{create_reader, Linktype, PcapBlockOwned, PcapError};
 
-use super::decode::{explain_frame, port_list, LinkType};
-use super::model::{Explanation, Overhead, Packet, Skipped, Source};
+use super::decode::{explain_frame, LinkType, Skip};
+use super::model::{count_reasons, Explanation, Overhead, Packet, Skipped, Source};
 use super::ExplainError;
 
 /// Room for the largest record: a 64 KiB packet plus headers, with margin for jumbo snaplens.
@@ -48,15 +48,23 @@ impl Collector<'_> {
     fn frame(&mut self, link: Result<LinkType, String>, data: &[u8], original_len: usize) {
         self.total += 1;
         let frame = self.total;
-        let result =
-            link.and_then(|link| explain_frame(frame, link, data, original_len, self.ports));
+        let result = link
+            .map_err(Skip::plain)
+            .and_then(|link| explain_frame(frame, link, data, original_len, self.ports));
         match result {
             Ok(packet) => self.packets.push(packet),
-            Err(reason) => self.skipped.push(Skipped { frame, reason }),
+            Err(Skip { reason, kind }) => self.skipped.push(Skipped {
+                frame,
+                reason,
+                kind,
+            }),
         }
     }
 }
 
+/// Explains every packet of the capture at `path`. A file that ends in the middle of a record
+/// (tcpdump killed, a copy cut short) still gives the packets before the cut, with
+/// [`Explanation::truncated`] saying where it ends; zero VXLAN packets is for the caller to judge.
 pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|source| match source.kind() {
@@ -66,6 +74,7 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
             source,
         },
     })?;
+    let file_len = file.metadata().map(|m| m.len()).ok();
     let mut reader = match create_reader(READ_BUFFER, file) {
         Ok(reader) => reader,
         Err(e) => return Err(open_error(path, &name, &e)),
@@ -81,6 +90,9 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
     let mut legacy_link: Result<LinkType, String> = Err("no file header".into());
     // pcapng: one link type per interface, numbered in order of appearance within a section.
     let mut interfaces: Vec<Result<LinkType, String>> = Vec::new();
+    // Bytes of the file consumed so far: where the next record starts.
+    let mut offset: u64 = 0;
+    let mut truncated = None;
     loop {
         match reader.next() {
             Ok((len, block)) => {
@@ -110,6 +122,7 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
                     PcapBlockOwned::NG(_) => {}
                 }
                 reader.consume(len);
+                offset += len as u64;
             }
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {
@@ -121,13 +134,13 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
                 }
             }
             Err(PcapError::UnexpectedEof) => {
-                return Err(ExplainError::Truncated {
-                    path: name,
-                    detail: format!(
-                        "the file ends in the middle of the record after packet {}",
-                        collector.total
-                    ),
-                })
+                let size = file_len.map_or(String::new(), |n| format!(" of {n}"));
+                truncated = Some(format!(
+                    "the file ends in the middle of the record that starts at byte {offset}{size}, \
+                     after packet {}: the packets before the cut are explained",
+                    collector.total
+                ));
+                break;
             }
             Err(PcapError::BufferTooSmall) => {
                 return Err(ExplainError::Malformed {
@@ -147,13 +160,6 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
         }
     }
 
-    if collector.packets.is_empty() {
-        return Err(ExplainError::NoVxlan {
-            path: name,
-            ports: port_list(ports),
-            total: collector.total,
-        });
-    }
     Ok(Explanation {
         source: Source::Capture {
             path: name,
@@ -162,7 +168,9 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
             vxlan_ports: ports.to_vec(),
         },
         packets: collector.packets,
+        skipped_by_reason: count_reasons(&collector.skipped),
         skipped: collector.skipped,
+        truncated,
         overhead: Overhead::standard(),
     })
 }

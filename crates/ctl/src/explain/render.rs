@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Color, Style};
 
-use super::model::{Explanation, Layer, LayerKind, Packet, Source};
+use super::model::{reasons_line, Explanation, Layer, LayerKind, Packet, Source};
 
 struct Painter {
     colour: bool,
@@ -77,19 +77,35 @@ pub fn render(explanation: &Explanation, colour: bool) -> String {
             );
         }
     }
+    if let Some(truncated) = &explanation.truncated {
+        let _ = writeln!(out, "{} {truncated}", p.bold("Truncated:"));
+    }
     for packet in &explanation.packets {
         let _ = writeln!(out);
         render_packet(&mut out, &p, packet);
     }
     if !explanation.skipped.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "{}", p.bold("Skipped (not VXLAN)"));
+        let _ = writeln!(
+            out,
+            "{}  {}",
+            p.bold("Skipped (not VXLAN)"),
+            reasons_line(&explanation.skipped_by_reason, usize::MAX)
+        );
         for s in &explanation.skipped {
             let _ = writeln!(out, "  packet {:>4}: {}", s.frame, s.reason);
         }
     }
     let _ = writeln!(out);
     render_overhead(&mut out, &p, explanation);
+    out
+}
+
+/// One packet alone (`explain --live`), with the same layout as in a capture.
+pub fn render_one(packet: &Packet, colour: bool) -> String {
+    let mut out = String::new();
+    render_packet(&mut out, &Painter { colour }, packet);
+    out.push('\n');
     out
 }
 
@@ -104,6 +120,11 @@ fn render_packet(out: &mut String, p: &Painter, packet: &Packet) {
         packet.overhead
     );
     let _ = writeln!(out, "  {}", packet.summary);
+    for remark in &packet.remarks {
+        for (i, line) in wrap(remark, 94).iter().enumerate() {
+            let _ = writeln!(out, "  {} {line}", if i == 0 { "note:" } else { "     " });
+        }
+    }
     let _ = writeln!(out);
     render_diagram(out, p, &packet.layers);
     for layer in &packet.layers {

@@ -29,19 +29,22 @@ pub enum Action {
 
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// Detected when not given.
+    /// The firewall to program [default: firewalld or ufw when active, else nftables].
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
     /// Print the exact commands/ruleset instead of running them.
     #[arg(long)]
     pub dry_run: bool,
+    /// The VXLAN UDP port to open.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
     /// Peer address; repeatable. Without it the cluster members' addresses are used.
     #[arg(long = "peer")]
     pub peers: Vec<IpAddr>,
+    /// One JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Node state directory, for the cluster store and its members.
     #[arg(long, env = "VXNET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 }

@@ -15,8 +15,7 @@ use crate::sys::iface;
 use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
 use crate::worker::{Offloads, SourcePorts};
 
-/// Source-port sockets per engine: stripes of 1024 ports over 49152–65535.
-const SOURCE_PORT_SOCKETS: usize = 16;
+use crate::source_port::SOCKETS as SOURCE_PORT_SOCKETS;
 
 /// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
 /// `VXNET_DISABLE_OFFLOADS=tap,gso,gro,uso` (any subset).
@@ -177,13 +176,10 @@ pub(super) fn resolve_remotes(
 /// One socket per stripe of the dynamic range; within a stripe the first free port is taken, so
 /// another program holding a port costs nothing but that port.
 fn bind_source_ports(local: IpAddr) -> Result<Vec<UdpSocket>, EngineError> {
-    let first = *vxnet_encap::flow::SOURCE_PORT_RANGE.start() as usize;
-    let span = *vxnet_encap::flow::SOURCE_PORT_RANGE.end() as usize - first + 1;
-    let stripe = span / SOURCE_PORT_SOCKETS;
     let mut sockets = Vec::with_capacity(SOURCE_PORT_SOCKETS);
     for k in 0..SOURCE_PORT_SOCKETS {
         let mut bound = None;
-        for port in (first + k * stripe..first + (k + 1) * stripe).map(|p| p as u16) {
+        for port in crate::source_port::stripe(k) {
             match UdpSocket::bind(
                 SocketAddr::new(local, port),
                 &UdpOptions {

@@ -14,8 +14,9 @@ use super::{cvt, validate_ifname, InvalidIfName};
 
 /// Every protocol (`ETH_P_ALL`), in network byte order as `socket(2)` and `sockaddr_ll` want it.
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
-/// Big enough for any frame a veth or TAP delivers without offloads; longer ones are cut.
-const CAPTURE_BUFFER: usize = 65_536;
+/// Big enough for the largest frame a packet socket sees: a 64 KiB GSO superframe (IP length
+/// 65535) behind an Ethernet header and two VLAN tags. Anything longer is cut.
+const CAPTURE_BUFFER: usize = 65_535 + 14 + 8 + 1;
 const IPPROTO_UDP: u8 = 17;
 
 #[derive(Debug, Error)]
@@ -104,12 +105,37 @@ impl PacketSocket {
         let mut buf = vec![0u8; CAPTURE_BUFFER];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_frame(&mut buf, left)? {
+                Some(captured) if is_udp_port(&captured.frame, udp_port) => return Ok(captured),
+                Some(_) => {}
+                None => {
+                    return Err(CaptureError::Timeout {
+                        ifname: self.ifname.clone(),
+                        port: udp_port,
+                        timeout,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The next frame of any kind, or `None` when none came within `timeout` (so a caller can
+    /// check for Ctrl-C between frames).
+    pub fn next_frame(&mut self, timeout: Duration) -> Result<Option<Captured>, CaptureError> {
+        let mut buf = vec![0u8; CAPTURE_BUFFER];
+        self.read_frame(&mut buf, timeout)
+    }
+
+    fn read_frame(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Option<Captured>, CaptureError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(CaptureError::Timeout {
-                    ifname: self.ifname.clone(),
-                    port: udp_port,
-                    timeout,
-                });
+                return Ok(None);
             }
             self.socket
                 .set_read_timeout(Some(left))
@@ -117,31 +143,26 @@ impl PacketSocket {
                     ifname: self.ifname.clone(),
                     source,
                 })?;
-            let n = match self.socket.read(&mut buf) {
-                Ok(n) => n,
+            match self.socket.read(buf) {
+                Ok(n) => {
+                    return Ok(Some(Captured {
+                        frame: buf[..n].to_vec(),
+                        truncated: n == buf.len(),
+                    }))
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock
                             | io::ErrorKind::TimedOut
                             | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
+                    ) => {}
                 Err(source) => {
                     return Err(CaptureError::Socket {
                         ifname: self.ifname.clone(),
                         source,
                     })
                 }
-            };
-            let frame = &buf[..n];
-            if is_udp_port(frame, udp_port) {
-                return Ok(Captured {
-                    frame: frame.to_vec(),
-                    truncated: n == buf.len(),
-                });
             }
         }
     }

@@ -1,7 +1,5 @@
 //! The source-port sockets a worker sends from.
 
-use vxnet_encap::flow::{source_port_for, SOURCE_PORT_RANGE};
-
 use crate::sys::udp::UdpSocket;
 
 /// The sockets packets leave from, one per stripe of the dynamic port range (RFC 7348 §5: the
@@ -31,8 +29,6 @@ impl SourcePorts {
 
     /// The socket for an inner flow hash: the stripe its hashed port falls in.
     pub(super) fn index_for(&self, hash: u32) -> usize {
-        let span = (*SOURCE_PORT_RANGE.end() - *SOURCE_PORT_RANGE.start()) as usize + 1;
-        let offset = (source_port_for(hash) - *SOURCE_PORT_RANGE.start()) as usize;
-        (offset * self.sockets.len() / span).min(self.sockets.len().saturating_sub(1))
+        crate::source_port::index_for(hash, self.sockets.len())
     }
 }

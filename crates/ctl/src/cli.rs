@@ -1,0 +1,155 @@
+//! The `vxnet` command line as clap definitions, in the library so that the reference in
+//! `docs/cli.md`, the man pages and the shell completions are all made from the same tree
+//! (`tests/cli_docs.rs` checks the committed reference against it).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::{bench, cluster, demo, explain, firewall, run, show};
+
+#[derive(Debug, Parser)]
+#[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Show the VXLAN double wrap layer by layer: a worked example, or the packets of a capture.
+    Explain(explain::ExplainArgs),
+    /// Run the engine in the foreground (until SIGINT/SIGTERM).
+    Run(Box<run::RunArgs>),
+    /// Show or change the forwarding database of a running engine.
+    Fdb(show::FdbArgs),
+    /// Remote VTEPs with per-peer counters.
+    Peers(show::ControlArgs),
+    /// Per-network counters and drops by reason.
+    Stats(show::ControlArgs),
+    /// Networks served by the running engine.
+    Networks(show::ControlArgs),
+    /// The etcd-backed cluster: init, join, rotate, status, leave, rm.
+    Cluster(cluster::cli::ClusterArgs),
+    /// Named overlay networks stored in the cluster.
+    Network(cluster::cli::NetworkArgs),
+    /// Open/close the VXLAN port for cluster members in the host firewall.
+    Firewall(firewall::cli::FirewallArgs),
+    /// A two-host overlay in network namespaces on this machine: ping, TCP rate, a packet explained.
+    Demo(demo::DemoArgs),
+    /// Throughput, latency and CPU of vxnet against the kernel's vxlan, one run, one topology.
+    Bench(bench::BenchArgs),
+    /// Print a shell completion script (e.g. `vxnet completions bash > /etc/bash_completion.d/vxnet`).
+    Completions(CompletionsArgs),
+    /// Write man pages for vxnet and every subcommand (vxnet.1, vxnet-fdb-show.1, ...) into a
+    /// directory (e.g. `vxnet man --dir /usr/local/share/man/man1`).
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// `vxnet completions SHELL`: the script on stdout (`| head` closing it early is no error).
+pub fn completions(args: &CompletionsArgs) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut cmd = Cli::command();
+    // Into a buffer first: clap_complete panics on a failed write.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "vxnet", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The subcommands documented: all but clap's own `help`.
+fn documented(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+    cmd.get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+}
+
+/// `vxnet man --dir DIR`: one roff page per command and subcommand; the names of the pages
+/// written, in order.
+pub fn man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut written = Vec::new();
+    write_man(&cmd, "vxnet", dir, &mut written)?;
+    Ok(written)
+}
+
+fn write_man(
+    cmd: &clap::Command,
+    name: &str,
+    dir: &Path,
+    written: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    // After `build`, a subcommand's display name is its full name (`vxnet-fdb-show`), which
+    // clap_mangen puts in the page's title and NAME section.
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut roff)?;
+    let path = dir.join(format!("{name}.1"));
+    std::fs::write(&path, roff)?;
+    written.push(path);
+    for sub in documented(cmd) {
+        write_man(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
+    }
+    Ok(())
+}
+
+/// The command-line reference (`docs/cli.md`): each command's `--help`, generated from the clap
+/// definitions so it cannot drift from them.
+pub fn reference_markdown() -> String {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut out = String::from(
+        "# The `vxnet` command line\n\n\
+         Generated from the clap definitions (`crates/ctl/src/cli.rs` and the modules it names);\n\
+         `cargo test -p vxnet --test cli_docs` fails when this file is out of date, and\n\
+         `VXNET_UPDATE_DOCS=1 cargo test -p vxnet --test cli_docs` rewrites it. The same text is\n\
+         `vxnet COMMAND --help`; `vxnet man --dir DIR` writes it as man pages and\n\
+         `vxnet completions SHELL` prints shell completions.\n\n\
+         Conventions: every command that prints state takes `--json` (one JSON document on\n\
+         stdout); errors are one line on stderr starting with `error:`, with a non-zero exit\n\
+         status (2 for usage errors); option names follow iproute2's `ip link add type vxlan`\n\
+         and `bridge fdb` where one exists.\n",
+    );
+    reference_section(&mut out, &cmd, &["vxnet"]);
+    out
+}
+
+/// Exactly what `vxnet PATH… --help` prints.
+fn help_text(path: &[&str]) -> String {
+    let mut argv = path.to_vec();
+    argv.push("--help");
+    match Cli::command().try_get_matches_from(argv) {
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn reference_section(out: &mut String, cmd: &clap::Command, path: &[&str]) {
+    // `vxnet` and its commands at level 2, deeper subcommands below them.
+    let heading = "#".repeat(path.len().clamp(2, 4));
+    let _ = writeln!(out, "\n{heading} `{}`\n", path.join(" "));
+    let _ = writeln!(out, "```text\n{}\n```", help_text(path).trim_end());
+    for sub in documented(cmd) {
+        let mut sub_path = path.to_vec();
+        sub_path.push(sub.get_name());
+        reference_section(out, sub, &sub_path);
+    }
+}
