@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vxnet::{bench, cluster, demo, explain, firewall, run, show};
+use vxnet::{bench, cluster, demo, explain, firewall, key, run, show};
 
 #[derive(Debug, Parser)]
 #[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
@@ -37,6 +37,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Throughput, latency and CPU of vxnet against the kernel's vxlan, one run, one topology.
     Bench(bench::BenchArgs),
+    /// Network keys for encrypted overlays: generate one, check a key file.
+    Key(key::KeyArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),
         Cmd::Demo(a) => demo::run(a).map_err(|e| e.to_string()),
         Cmd::Bench(a) => bench::run(a).map_err(|e| e.to_string()),
+        Cmd::Key(a) => key::run(a).map_err(|e| e.to_string()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
