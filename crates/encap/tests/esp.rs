@@ -301,3 +301,14 @@ proptest! {
         prop_assert!(open(&mut rx, &packet).is_err());
     }
 }
+
+/// The integration shares keys across workers: an outbound SA moves into its worker, an inbound
+/// key is shared behind an `Arc` with its window behind a lock.
+#[test]
+fn sa_types_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<NetworkKey>();
+    send_sync::<SealSa>();
+    send_sync::<vxnet_encap::esp::OpenKey>();
+    send_sync::<OpenSa>();
+}

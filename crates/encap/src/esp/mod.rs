@@ -14,11 +14,13 @@
 //! - [`wire`]: the packet view (`new_checked`, then no accessor can panic) and the RFC 3948
 //!   classification of a datagram on port 4500 (NAT keepalive, non-ESP marker, ESP).
 //! - [`keys`]: network key, SPI layout and the HKDF key schedule.
+//! - [`establish`]: which SA the first packet of an unknown SPI belongs to.
 //! - [`replay`]: the anti-replay window with ESN inference.
 //! - [`sa`]: outbound and inbound SAs that seal and open in place.
 //! - [`transport`]: the VXLAN UDP packet as ESP payload, built and sealed in place.
 
 mod error;
+pub mod establish;
 pub mod keys;
 pub mod replay;
 pub mod sa;
@@ -26,6 +28,7 @@ pub mod transport;
 pub mod wire;
 
 pub use error::{EspDropReason, EspError};
+pub use establish::establish;
 pub use keys::{
     initial_sequence, KeyEpoch, KeyParseError, NetworkKey, SaId, SaKeyMaterial, Spi,
     NETWORK_KEY_LEN,

@@ -274,8 +274,13 @@ pub struct OpenSa {
 
 impl OpenSa {
     pub fn new(network: &NetworkKey, id: SaId) -> Self {
+        Self::from_key(OpenKey::new(network, id))
+    }
+
+    /// An SA with a fresh window around an already derived key.
+    pub fn from_key(key: OpenKey) -> Self {
         OpenSa {
-            key: OpenKey::new(network, id),
+            key,
             window: ReplayWindow::new(),
         }
     }
