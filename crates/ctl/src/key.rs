@@ -54,10 +54,7 @@ pub enum KeyFileError {
     )]
     TooOpen { path: String, mode: u32 },
     #[error("key file {path}: {source}")]
-    Malformed {
-        path: String,
-        source: KeyParseError,
-    },
+    Malformed { path: String, source: KeyParseError },
     #[error("key file {path} already exists; not overwriting it")]
     Exists { path: String },
     #[error("cannot write key file {path}: {source}")]

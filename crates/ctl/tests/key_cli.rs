@@ -33,7 +33,10 @@ fn generate_out_then_check() {
     let path_s = path.to_str().unwrap();
     let (ok, _, err) = vxnet(&["key", "generate", "--out", path_s]);
     assert!(ok, "{err}");
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let (ok, out, _) = vxnet(&["key", "check", path_s]);
     assert!(ok);
     assert!(out.ends_with(": ok\n"), "{out}");
@@ -42,7 +45,10 @@ fn generate_out_then_check() {
     let (ok, _, err) = vxnet(&["key", "generate", "--out", path_s]);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: key file") && err.contains("already exists"), "{err}");
+    assert!(
+        err.starts_with("error: key file") && err.contains("already exists"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
@@ -64,6 +70,9 @@ fn check_reports_missing_open_and_short_files_on_one_line() {
         let (ok, _, err) = vxnet(&["key", "check", path.to_str().unwrap()]);
         assert!(!ok);
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.starts_with("error: key file") && err.contains(says), "{err}");
+        assert!(
+            err.starts_with("error: key file") && err.contains(says),
+            "{err}"
+        );
     }
 }

@@ -81,10 +81,16 @@ fn every_flipped_bit_is_refused() {
             let mut bad = packet.clone();
             bad[byte] ^= bit;
             let err = open(&mut rx, &bad).unwrap_err();
-            assert!(rx.window().top().is_none(), "a refused packet moved the window");
+            assert!(
+                rx.window().top().is_none(),
+                "a refused packet moved the window"
+            );
             if byte < 4 {
                 assert!(
-                    matches!(err, EspError::UnknownSpi { .. } | EspError::ReservedSpi { .. }),
+                    matches!(
+                        err,
+                        EspError::UnknownSpi { .. } | EspError::ReservedSpi { .. }
+                    ),
                     "{byte}: {err}"
                 );
             } else {
@@ -154,7 +160,10 @@ fn a_receiver_that_restarts_mid_stream_picks_the_sa_up_from_the_iv() {
     open(&mut rx, &seal(&mut tx, b"before")).unwrap();
     // New receiver state, sender at a sequence number far beyond 2^32.
     let mut restarted = OpenSa::new(&key(), id);
-    assert_eq!(open(&mut restarted, &seal(&mut tx, b"after")).unwrap(), b"after");
+    assert_eq!(
+        open(&mut restarted, &seal(&mut tx, b"after")).unwrap(),
+        b"after"
+    );
     assert_eq!(restarted.window().top(), Some((41 << 32) | 6));
 }
 
@@ -261,7 +270,14 @@ fn seal_vxlan_carries_a_vxlan_packet_that_decapsulates() {
         src: 50000,
         dst: 4789,
     };
-    let sealed = seal_vxlan(&mut tx, &mut buf, HEADROOM..HEADROOM + frame.len(), vni, ports).unwrap();
+    let sealed = seal_vxlan(
+        &mut tx,
+        &mut buf,
+        HEADROOM..HEADROOM + frame.len(),
+        vni,
+        ports,
+    )
+    .unwrap();
     assert_eq!(sealed.packet.start, 0);
     let mut packet = buf[sealed.packet].to_vec();
     let opened = rx.open_in_place(&mut packet).unwrap();

@@ -27,7 +27,8 @@ fn sa_id() -> SaId {
 }
 
 fn network_key() -> NetworkKey {
-    NetworkKey::from_hex("8f1e3b5a0c7d9e2f4a6b8c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f").unwrap()
+    NetworkKey::from_hex("8f1e3b5a0c7d9e2f4a6b8c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f")
+        .unwrap()
 }
 
 /// An inner Ethernet frame carrying an ICMP echo request.
@@ -55,16 +56,19 @@ fn outer_packet(esp: &[u8]) -> Vec<u8> {
 /// Classic pcap (LINKTYPE_ETHERNET), as tcpdump writes it.
 fn pcap(packets: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
-    for word in [0xA1B2_C3D4u32] {
-        out.extend_from_slice(&word.to_le_bytes());
-    }
+    out.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     for word in [0u32, 0, 65535, 1] {
         out.extend_from_slice(&word.to_le_bytes());
     }
     for (i, p) in packets.iter().enumerate() {
-        for word in [1_700_000_000u32 + i as u32, 0, p.len() as u32, p.len() as u32] {
+        for word in [
+            1_700_000_000u32 + i as u32,
+            0,
+            p.len() as u32,
+            p.len() as u32,
+        ] {
             out.extend_from_slice(&word.to_le_bytes());
         }
         out.extend_from_slice(p);
@@ -114,7 +118,10 @@ fn tshark_decrypts_what_vxnet_sealed() {
     let packets = vec![
         outer_packet(&seal_frame(&mut low, &icmp_frame(1, b"vxnet esp one"))),
         outer_packet(&seal_frame(&mut low, &icmp_frame(2, b"vxnet esp two"))),
-        outer_packet(&seal_frame(&mut high, &icmp_frame(3, b"vxnet esp three, beyond 2^32"))),
+        outer_packet(&seal_frame(
+            &mut high,
+            &icmp_frame(3, b"vxnet esp three, beyond 2^32"),
+        )),
     ];
     let dir = TempDir::new("tshark");
     let capture = dir.0.join("esp.pcap");
@@ -138,8 +145,26 @@ fn tshark_decrypts_what_vxnet_sealed() {
         .arg(&capture)
         .args(["-o", "esp.enable_encryption_decode:TRUE"])
         .args(["-T", "fields", "-E", "separator=|", "-E", "occurrence=a"])
-        .args(["-e", "esp.spi", "-e", "esp.sequence", "-e", "udp.dstport", "-e", "vxlan.vni"])
-        .args(["-e", "ip.src", "-e", "icmp.type", "-e", "icmp.seq", "-e", "data.data"])
+        .args([
+            "-e",
+            "esp.spi",
+            "-e",
+            "esp.sequence",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "vxlan.vni",
+        ])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "icmp.type",
+            "-e",
+            "icmp.seq",
+            "-e",
+            "data.data",
+        ])
         .output()
         .expect("tshark must be installed (scripts/test.sh installs it)");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -151,7 +176,12 @@ fn tshark_decrypts_what_vxnet_sealed() {
     let expected = [
         (low.id().spi.get(), 1u32, 1, "vxnet esp one".as_bytes()),
         (low.id().spi.get(), 2, 2, b"vxnet esp two"),
-        (high.id().spi.get(), 0xFFFF_FFFE, 3, b"vxnet esp three, beyond 2^32"),
+        (
+            high.id().spi.get(),
+            0xFFFF_FFFE,
+            3,
+            b"vxnet esp three, beyond 2^32",
+        ),
     ];
     for (line, (spi, seq, icmp_seq, data)) in lines.iter().zip(expected) {
         let f: Vec<&str> = line.split('|').collect();
@@ -211,7 +241,11 @@ fn non_esn_tag(sa: &SealSa, esp: &[u8]) -> Vec<u8> {
     aad[8..].copy_from_slice(&esp[4..8]);
     let mut body = esp[16..].to_vec();
     let plain_len = key
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
         .unwrap()
         .len();
     body.truncate(plain_len);
@@ -255,7 +289,13 @@ print(bytes(sealed[UDP].payload).hex())
     // A sequence number past 2^32, and the receiver's window already there (an SA in mid-life).
     let seq: u64 = (3 << 32) | 17;
     let output = Command::new("/usr/bin/python3")
-        .args(["-c", script, &material, &id.spi.get().to_string(), &seq.to_string()])
+        .args([
+            "-c",
+            script,
+            &material,
+            &id.spi.get().to_string(),
+            &seq.to_string(),
+        ])
         .output()
         .expect("/usr/bin/python3 must be installed (scripts/test.sh installs scapy)");
     assert!(

@@ -235,7 +235,12 @@ impl SaKeyMaterial {
     }
 
     pub fn salt(&self) -> [u8; 4] {
-        [self.bytes[32], self.bytes[33], self.bytes[34], self.bytes[35]]
+        [
+            self.bytes[32],
+            self.bytes[33],
+            self.bytes[34],
+            self.bytes[35],
+        ]
     }
 
     pub const fn as_bytes(&self) -> &[u8; SA_KEY_MATERIAL_LEN] {
@@ -358,7 +363,10 @@ mod tests {
     #[test]
     fn initial_sequence_range() {
         assert_eq!(initial_sequence(0), 1);
-        assert_eq!(initial_sequence(u64::MAX), u64::MAX % MAX_INITIAL_SEQUENCE + 1);
+        assert_eq!(
+            initial_sequence(u64::MAX),
+            u64::MAX % MAX_INITIAL_SEQUENCE + 1
+        );
         assert!(initial_sequence(u64::MAX) <= MAX_INITIAL_SEQUENCE);
     }
 }

@@ -250,14 +250,20 @@ mod tests {
 
     #[test]
     fn accessors_read_the_rfc_layout() {
-        let mut bytes = vec![0u8; 40];
+        let mut bytes = [0u8; 40];
         let mut p = EspPacket::new_unchecked(&mut bytes[..]);
         p.set_spi(0xA1B2_C3D4);
         p.set_sequence_low(7);
         p.set_iv(0x0102_0304_0506_0708);
-        assert_eq!(&bytes[..16], &[0xA1, 0xB2, 0xC3, 0xD4, 0, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            &bytes[..16],
+            &[0xA1, 0xB2, 0xC3, 0xD4, 0, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8]
+        );
         let p = EspPacket::new_checked(&bytes[..]).unwrap();
-        assert_eq!((p.spi(), p.sequence_low(), p.iv()), (0xA1B2_C3D4, 7, 0x0102_0304_0506_0708));
+        assert_eq!(
+            (p.spi(), p.sequence_low(), p.iv()),
+            (0xA1B2_C3D4, 7, 0x0102_0304_0506_0708)
+        );
         assert_eq!(p.ciphertext_len(), 8);
         assert_eq!(p.icv().len(), ICV_LEN);
     }
@@ -276,9 +282,18 @@ mod tests {
 
     #[test]
     fn bad_trailers_are_refused() {
-        assert_eq!(read_trailer(&[1, 2, 3, 17]), Err(EspError::BadPadding { pad_len: 3 }));
-        assert_eq!(read_trailer(&[9, 2, 1, 17]), Err(EspError::BadPadding { pad_len: 1 }));
-        assert_eq!(read_trailer(&[0, 0, 0, 0, 6]), Err(EspError::BadNextHeader { next_header: 6 }));
+        assert_eq!(
+            read_trailer(&[1, 2, 3, 17]),
+            Err(EspError::BadPadding { pad_len: 3 })
+        );
+        assert_eq!(
+            read_trailer(&[9, 2, 1, 17]),
+            Err(EspError::BadPadding { pad_len: 1 })
+        );
+        assert_eq!(
+            read_trailer(&[0, 0, 0, 0, 6]),
+            Err(EspError::BadNextHeader { next_header: 6 })
+        );
         assert_eq!(
             read_trailer(&[0, NEXT_HEADER_NONE]),
             Err(EspError::BadNextHeader { next_header: 59 })
