@@ -23,13 +23,13 @@
 //!   counts up (64 bits: it cannot wrap). The IV carries it in full.
 //!
 //! Why this never repeats a (key, nonce) pair: HKDF-Expand is a PRF, so SAs that differ in any of
-//! epoch, SPI, source or destination get independent keys. Two workers of one engine draw
-//! different SPIs (the engine refuses a duplicate); two senders differ in their source address;
-//! rotations differ in the epoch. What is left is one sender restarting within one epoch and
-//! drawing the same 30-bit SPI again (2^-30 per pair of starts): its counter then starts at an
-//! independent random point in a 2^62 range, so even a sender that sends 2^40 packets per start
-//! overlaps its predecessor's nonces with probability about 2^-51 per pair of starts. No state
-//! has to survive a restart, and no clock is trusted.
+//! epoch, SPI, source or destination get independent keys. The workers of one engine use
+//! different SPIs (an engine draws again on a duplicate among its own workers); two senders differ
+//! in their source address; rotations differ in the epoch. What is left is one sender restarting
+//! within one epoch and drawing the same 30-bit SPI again (2^-30 per pair of starts): its counter
+//! then starts at an independent random point in a 2^62 range, so even a sender that sends 2^40
+//! packets per start overlaps its predecessor's nonces with probability about 2^-51 per pair of
+//! starts. No state has to survive a restart, and no clock is trusted.
 //!
 //! Everything on the wire stays standard RFC 4303/4106: a receiver that is told an SA's key
 //! material (`vxnet sa show --keys`, Wireshark's ESP SA table) needs nothing else to decrypt it.
