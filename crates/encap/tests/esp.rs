@@ -251,10 +251,32 @@ fn headroom_and_tailroom_are_checked() {
         })
     );
     let mut buf = vec![0u8; 16 + 20 + 5];
-    assert!(matches!(
+    assert_eq!(
         tx.seal_in_place(&mut buf, 16..36),
-        Err(EspError::NoTailroom { .. })
-    ));
+        Err(EspError::NoTailroom {
+            needed: 2 + 2 + 16,
+            available: 5
+        })
+    );
+    // Ranges that do not fit the buffer, however absurd, are errors, not panics.
+    let len = buf.len();
+    #[allow(clippy::reversed_empty_ranges)]
+    for range in [
+        20..18,
+        16..len + 1,
+        usize::MAX - 1..usize::MAX,
+        16..usize::MAX,
+    ] {
+        assert!(matches!(
+            tx.seal_in_place(&mut buf, range),
+            Err(EspError::BadRange { .. })
+        ));
+    }
+    assert_eq!(
+        tx.next_seq(),
+        1,
+        "no sequence number spent on refused calls"
+    );
 }
 
 #[test]

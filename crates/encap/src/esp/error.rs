@@ -27,6 +27,12 @@ pub enum EspError {
     NoHeadroom { needed: usize, available: usize },
     #[error("{needed} bytes of tailroom needed behind the payload, {available} available")]
     NoTailroom { needed: usize, available: usize },
+    #[error("payload range {start}..{end} does not lie within the {len}-byte buffer")]
+    BadRange {
+        start: usize,
+        end: usize,
+        len: usize,
+    },
     #[error("ESP payload of {len} bytes exceeds the {limit}-byte limit of a UDP datagram")]
     TooLong { len: usize, limit: usize },
     #[error("the sequence number space of SPI {spi:#010x} is exhausted; a new SA is needed")]

@@ -129,21 +129,30 @@ impl SealSa {
                 available: payload.start,
             });
         };
-        let payload_len = payload.end.saturating_sub(payload.start);
+        if payload.start > payload.end || payload.end > buf.len() {
+            return Err(EspError::BadRange {
+                start: payload.start,
+                end: payload.end,
+                len: buf.len(),
+            });
+        }
+        let payload_len = payload.end - payload.start;
         if payload_len > MAX_PAYLOAD_LEN {
             return Err(EspError::TooLong {
                 len: payload_len,
                 limit: MAX_PAYLOAD_LEN,
             });
         }
-        let trailer_end = payload.end + pad_len(payload_len) + TRAILER_LEN;
-        let end = trailer_end + ICV_LEN;
-        if payload.end > buf.len() || end > buf.len() || payload.start > payload.end {
+        let tailroom = pad_len(payload_len) + TRAILER_LEN + ICV_LEN;
+        let available = buf.len() - payload.end;
+        if available < tailroom {
             return Err(EspError::NoTailroom {
-                needed: end.saturating_sub(payload.end),
-                available: buf.len().saturating_sub(payload.end),
+                needed: tailroom,
+                available,
             });
         }
+        let trailer_end = payload.end + tailroom - ICV_LEN;
+        let end = payload.end + tailroom;
         let seq = self.next_seq;
         // Consumed before use, so no failure below can ever hand the same number out twice.
         self.next_seq = seq.checked_add(1).ok_or(EspError::SequenceExhausted {
