@@ -1,11 +1,11 @@
-//! ESP seals and opens in the caller's buffers: a counting global allocator, armed only on this
-//! test's thread, sees no allocation over thousands of packets each way (the SA setup before it
-//! may allocate; the packet path may not).
+//! ESP seals and opens in the caller's buffers: a counting global allocator, armed only while the
+//! packet loop runs, sees no allocation over thousands of packets (buffer and key setup before it
+//! may allocate; the packet path, including establishing the receiver's SA, may not).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use vxnet_encap::esp::transport::{seal_vxlan, VxlanPorts, HEADROOM};
 use vxnet_encap::esp::{
@@ -14,30 +14,28 @@ use vxnet_encap::esp::{
 };
 use vxnet_encap::{decapsulate, Vni};
 
-struct Counting;
+/// Counts allocations while armed. This binary holds one test, so a process-wide switch is
+/// enough (the test harness's own thread does not allocate while the test runs).
+struct CountWhileArmed;
 
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
+static ARMED: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
-// SAFETY: defers to the system allocator; only counts on the side.
-unsafe impl GlobalAlloc for Counting {
+// SAFETY: every call is passed on to the system allocator unchanged; counting has no effect on it.
+unsafe impl GlobalAlloc for CountWhileArmed {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ARMED.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as our caller's.
+        ALLOCATIONS.fetch_add(u64::from(ARMED.load(Relaxed)), Relaxed);
+        // SAFETY: the caller upholds GlobalAlloc::alloc's contract, which System's shares.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
+        // SAFETY: ptr came from System.alloc above with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
 }
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountWhileArmed = CountWhileArmed;
 
 #[test]
 fn sealing_and_opening_allocate_nothing() {
@@ -59,7 +57,7 @@ fn sealing_and_opening_allocate_nothing() {
     let mut rx: Option<OpenSa> = None;
     let mut opened = 0u64;
 
-    ARMED.with(|a| a.set(true));
+    ARMED.store(true, Relaxed);
     for i in 0..3000usize {
         let len = [60, 1400, 9000][i % 3];
         let frame = HEADROOM..HEADROOM + len;
@@ -85,10 +83,10 @@ fn sealing_and_opening_allocate_nothing() {
         assert_eq!(decap.inner.len(), len);
         opened += 1;
     }
-    ARMED.with(|a| a.set(false));
+    ARMED.store(false, Relaxed);
     assert_eq!(opened, 3000);
     assert_eq!(
-        ALLOCATIONS.with(Cell::get),
+        ALLOCATIONS.load(Relaxed),
         0,
         "allocations on the packet path"
     );
