@@ -19,6 +19,22 @@
 //! - [`sa`]: outbound and inbound SAs that seal and open in place.
 //! - [`transport`]: the VXLAN UDP packet as ESP payload, built and sealed in place.
 
+//! How a data plane uses it:
+//! - **Send**, per worker, peer and key epoch: `SealSa::new(key, SaId { epoch, spi:
+//!   Spi::for_epoch(epoch, random), src: local VTEP, dst: peer VTEP }, initial_sequence(random))`.
+//!   Per frame, with [`transport::HEADROOM`] in front and [`MAX_TAILROOM`] behind it:
+//!   [`transport::seal_vxlan`] returns the range to send as the payload of a UDP datagram to the
+//!   peer's endpoint, port [`DEFAULT_ESP_PORT`]. Segments of one TSO superframe have equal payload
+//!   lengths, hence equal padding and equal sealed lengths, so they still go out as one
+//!   UDP_SEGMENT send.
+//! - **Receive**: [`classify`] the datagram (keepalives and non-ESP are not for the SA path);
+//!   look the SPI up; an unknown one goes through [`establish`] once; then
+//!   [`OpenSa::open_in_place`] gives the plaintext range (UDP header, VXLAN, frame), and
+//!   `decapsulate(&plaintext[8..])` the frame. Errors map to counters by
+//!   [`EspError::drop_reason`]. Workers that share an inbound SA share its [`OpenKey`] and keep its
+//!   [`ReplayWindow`] behind a lock: `sequence_of` + `check` under it, `decrypt_in_place` outside,
+//!   `commit` under it again.
+
 mod error;
 pub mod establish;
 pub mod keys;
