@@ -14,7 +14,7 @@
 //! - [`wire`]: the packet view (`new_checked`, then no accessor can panic) and the RFC 3948
 //!   classification of a datagram on port 4500 (NAT keepalive, non-ESP marker, ESP).
 //! - [`keys`]: network key, SPI layout and the HKDF key schedule.
-//! - [`establish`]: which SA the first packet of an unknown SPI belongs to.
+//! - [`mod@establish`]: which SA the first packet of an unknown SPI belongs to.
 //! - [`replay`]: the anti-replay window with ESN inference.
 //! - [`sa`]: outbound and inbound SAs that seal and open in place.
 //! - [`transport`]: the VXLAN UDP packet as ESP payload, built and sealed in place.
@@ -28,7 +28,7 @@
 //!   lengths, hence equal padding and equal sealed lengths, so they still go out as one
 //!   UDP_SEGMENT send.
 //! - **Receive**: [`classify`] the datagram (keepalives and non-ESP are not for the SA path);
-//!   look the SPI up; an unknown one goes through [`establish`] once; then
+//!   look the SPI up; an unknown one goes through [`establish()`] once; then
 //!   [`OpenSa::open_in_place`] gives the plaintext range (UDP header, VXLAN, frame), and
 //!   `decapsulate(&plaintext[8..])` the frame. Errors map to counters by
 //!   [`EspError::drop_reason`]. Workers that share an inbound SA share its [`OpenKey`] and keep its

@@ -114,7 +114,7 @@ impl SealSa {
     }
 
     /// Encrypts `buf[payload]` in place and frames it as ESP: header (16 bytes) into the headroom
-    /// in front of the payload, trailer and ICV ([`MAX_TAILROOM`](crate::esp::MAX_TAILROOM) bytes
+    /// in front of the payload, trailer and ICV ([`MAX_TAILROOM`] bytes
     /// at most) into the tailroom behind it. The payload is what follows the outer UDP header of a
     /// plain VXLAN packet, starting at its own UDP header: transport mode over the VXLAN UDP
     /// packet, next header 17. Nothing is allocated; the payload never moves.
