@@ -40,6 +40,8 @@ pub enum Cmd {
     Demo(demo::DemoArgs),
     /// Throughput, latency and CPU of vxnet against the kernel's vxlan, one run, one topology.
     Bench(bench::BenchArgs),
+    /// Network keys for encrypted overlays: generate one, check a key file.
+    Key(crate::key::KeyArgs),
     /// Print a shell completion script (e.g. `vxnet completions bash > /etc/bash_completion.d/vxnet`).
     Completions(CompletionsArgs),
     /// Write man pages for vxnet and every subcommand (vxnet.1, vxnet-fdb-show.1, ...) into a

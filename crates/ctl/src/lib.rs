@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod demo;
 pub mod explain;
 pub mod firewall;
+pub mod key;
 pub mod netns;
 pub mod run;
 pub mod show;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vxnet::cli::{Cli, Cmd};
-use vxnet::{bench, cluster, demo, explain, firewall, run, show};
+use vxnet::{bench, cluster, demo, explain, firewall, key, run, show};
 
 /// Keeps the one-line error contract for usage errors too: clap's own message spans several
 /// lines (the missing arguments are listed below the first), followed by a usage block.
@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),
         Cmd::Demo(a) => demo::run(a).map_err(|e| e.to_string()),
         Cmd::Bench(a) => bench::run(a).map_err(|e| e.to_string()),
+        Cmd::Key(a) => key::run(a).map_err(|e| e.to_string()),
         Cmd::Completions(a) => {
             vxnet::cli::completions(&a).map_err(|e| format!("cannot write output: {e}"))
         }

@@ -10,6 +10,8 @@
 //! - [`decap`]: validates a received datagram (or a whole outer packet) and returns VNI + inner frame.
 //! - [`inner`]: the inner-frame facts a forwarder needs (MACs, EtherType, 802.1Q tag).
 //! - [`flow`]: the flow hash that picks the outer UDP source port.
+//! - [`esp`]: encrypted VXLAN as standard UDP-encapsulated ESP (AES-256-GCM): key schedule,
+//!   seal/open in place, anti-replay window.
 //! - [`offload`]: the virtio-net header, checksum completion, TSO segmentation of TAP superframes
 //!   into one UDP GSO send, and GRO-style coalescing of received TCP segments back into superframes.
 #![forbid(unsafe_code)]
@@ -18,6 +20,7 @@ pub mod checksum;
 pub mod decap;
 pub mod encap;
 mod error;
+pub mod esp;
 pub mod flow;
 pub mod inner;
 mod mac;
