@@ -3,12 +3,12 @@
 
 use std::net::IpAddr;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use super::records::{Meta, NodeRecord};
 use super::state::{NodeState, StateDir};
-use super::store::Store;
+use super::store::{Retry, Store};
 use super::token::{hashes_equal, Role, Token};
 use super::view::ClusterView;
 use super::{Error, Result};
@@ -55,8 +55,7 @@ pub async fn init(
             0,
         )])
         .and_then([TxnOp::put(meta_key, serde_json::to_vec(&meta)?, None)]);
-    let mut c = store.client();
-    if !store.op(c.txn(txn)).await?.succeeded() {
+    if !store.txn(Retry::IfNotSent, txn).await?.succeeded() {
         return Err(Error::ClusterExists(cluster_id));
     }
     let node_id = dir.node_id()?;
@@ -89,13 +88,12 @@ async fn register_node(
         local,
         joined: super::now_secs(),
     };
-    let mut c = store.client();
     store
-        .op(c.put(
-            store.key(&format!("nodes/{node_id}")),
+        .put(
+            &store.key(&format!("nodes/{node_id}")),
             serde_json::to_vec(&rec)?,
-            None::<PutOptions>,
-        ))
+            None,
+        )
         .await?;
     Ok(())
 }
@@ -225,13 +223,8 @@ pub async fn rotate(dir: &StateDir, manager: bool, worker: bool) -> Result<Rotat
         meta.worker_secret_sha256 = t.secret_hash();
         out.worker_token = Some(t.to_string());
     }
-    let mut c = store.client();
     store
-        .op(c.put(
-            store.key("meta"),
-            serde_json::to_vec(&meta)?,
-            None::<PutOptions>,
-        ))
+        .put(&store.key("meta"), serde_json::to_vec(&meta)?, None)
         .await?;
     if let Some(t) = &out.manager_token {
         state.token = t.clone();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use ipnet::IpNet;
-use vxnet_cluster::membership::DEFAULT_TTL_SECS;
+use vxnet_cluster::membership::{self, DEFAULT_TTL_SECS};
 use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
 use vxnet_cluster::{network, node, store::parse_store_url};
 use vxnet_dataplane::config::{
@@ -245,7 +245,7 @@ fn check_cluster_args(args: &RunArgs) -> Result<(), RunError> {
         return usage("--vni and --config are for static networks; with --store/--token the networks come from the cluster (use --network NAME)");
     }
     for name in &args.networks {
-        network::validate_name(name)?;
+        network::validate_name(name).map_err(vxnet_cluster::Error::from)?;
     }
     if args.networks.len() != 1 {
         if args.dev.is_some() {
@@ -281,12 +281,19 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
     // Joining first: a wrong or revoked token is refused before any device or socket exists.
     // The store connection is not kept: its background tasks live on this runtime, and the link
     // reconnects on the engine's.
-    let (_, state) = runtime.block_on(node::join_or_resume_at(
-        &dir,
-        args.token.as_deref(),
-        endpoints.as_deref(),
-        Some(config.local),
-    ))?;
+    let state = runtime.block_on(async {
+        let (store, state) = node::join_or_resume_at(
+            &dir,
+            args.token.as_deref(),
+            endpoints.as_deref(),
+            Some(config.local),
+        )
+        .await?;
+        // A second engine of this node elsewhere (a cloned state dir) is refused before any
+        // device exists; the membership checks again, atomically, when it registers.
+        membership::check_free(&store, &state.node_id, config.local).await?;
+        Ok::<_, vxnet_cluster::Error>(state)
+    })?;
     drop(runtime);
     tracing::info!(
         cluster = %state.cluster_id,

@@ -162,7 +162,7 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkErr
     }
     .start(&store, &opts.node_id, opts.vtep, Vec::new())
     .await?;
-    let member = LeaveOnDrop::new(handle, &opts.cluster_id);
+    let member = LeaveOnDrop::new(handle);
     let handle = member.handle();
     tracing::info!(
         node = %opts.node_id,
@@ -188,7 +188,9 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkErr
         link.apply(&view, handle, first).await?;
         first = false;
         if rx.changed().await.is_err() {
-            return Err(LinkError::MembershipStopped);
+            return Err(handle
+                .failure()
+                .map_or(LinkError::MembershipStopped, LinkError::Cluster));
         }
     }
 }
