@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use etcd_client::EventType;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::session::{self, claim_member, mac_key, mac_value, put_mac, republish, Session};
+use super::session::{claim_member, mac_key, mac_value, put_mac, republish, Session};
 use super::{Command, Config, Shared, BACKOFF_CAP, BACKOFF_START};
 use crate::records::{MacRecord, MemberRecord};
 use crate::store::Store;
@@ -263,7 +263,20 @@ async fn heal(state: &mut State, lease: i64, revision: i64) -> Result<()> {
             let current = state.mirror.raw(&member_key);
             if current != Some((w.value.as_slice(), lease)) {
                 let was = describe(current.map(|(v, l)| (v.to_vec(), l)));
-                session::check_holder(&state.cfg.node_id, state.cfg.vtep, lease, current)?;
+                // Any other live engine now holding the record is a second engine of this node
+                // (even on this VTEP: a newer start on this host takes over).
+                if let Some((value, other)) = current.filter(|(_, l)| *l != 0 && *l != lease) {
+                    if let Ok(rec) = serde_json::from_slice::<MemberRecord>(value) {
+                        return Err(Error::NodeInUse {
+                            node: state.cfg.node_id.clone(),
+                            vtep: rec.vtep,
+                        });
+                    }
+                    tracing::debug!(
+                        lease = other,
+                        "unreadable member record under another lease"
+                    );
+                }
                 claim_member(state, lease).await?;
                 tracing::warn!(key = %member_key, %was, "this member's record had changed in the store; restored it");
             }

@@ -324,7 +324,12 @@ async fn watch(
     loop {
         tokio::select! {
             changed = rx.changed() => {
-                if changed.is_err() { break; }
+                if changed.is_err() {
+                    // The membership stopped on its own (e.g. the node id is another engine's).
+                    return Err(handle
+                        .failure()
+                        .unwrap_or_else(|| Error::Invalid("the cluster membership task stopped".into())));
+                }
                 let v = rx.borrow_and_update().clone();
                 if emit(&v).is_err() { break; }
             }

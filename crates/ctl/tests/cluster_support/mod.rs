@@ -261,6 +261,24 @@ pub fn alive_members(view: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A cluster with a manager (`m`) and `n` workers joined; returns their state dirs.
+pub async fn cluster(
+    etcd: &Etcd,
+    root: &Path,
+    workers: usize,
+) -> Vec<vxnet_cluster::state::StateDir> {
+    use vxnet_cluster::{node, state::StateDir};
+    let m = StateDir::new(root.join("m"));
+    let out = node::init(&m, &etcd.endpoints(), None, None).await.unwrap();
+    let mut dirs = vec![m];
+    for i in 0..workers {
+        let d = StateDir::new(root.join(format!("w{i}")));
+        node::join(&d, &out.worker_token, None).await.unwrap();
+        dirs.push(d);
+    }
+    dirs
+}
+
 pub fn vxnet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vxnet"))
 }
