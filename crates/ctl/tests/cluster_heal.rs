@@ -162,6 +162,46 @@ async fn a_second_engine_of_one_node_is_refused() {
             .any(|l| l.starts_with("error: ") && l.contains("already registered")),
         "{err}"
     );
+    drop(w);
+
+    // `vxnet run` from the clone refuses before it creates a device or binds a socket.
+    let port = free_port().to_string();
+    let sock = tmp.path().join("clone.sock");
+    let mut run = vxnet()
+        .args([
+            "run",
+            "--local",
+            "127.0.0.84",
+            "--network",
+            "none-yet",
+            "--port",
+            &port,
+        ])
+        .arg("--control")
+        .arg(&sock)
+        .arg("--state-dir")
+        .arg(&clone)
+        .env_remove("VXNET_STATE_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while run.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if run.try_wait().unwrap().is_none() {
+        let _ = run.kill();
+        let _ = run.wait();
+        panic!(
+            "vxnet run of a second engine of node {} kept running",
+            a.node_id
+        );
+    }
+    let out = run.wait_with_output().unwrap();
+    assert_cli_error(&out, "already registered by another running engine");
+    assert!(!sock.exists(), "a control socket was created");
+
     let (v, _) = get(&eps, &member).unwrap();
     assert_eq!(v["vtep"], "127.0.0.81");
     drop(ha);
