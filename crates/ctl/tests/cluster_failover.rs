@@ -58,8 +58,11 @@ fn one_store_member_down_changes_nothing_for_the_cluster() {
                 assert_eq!(st["store"], "healthy", "{st}");
             }
         }
-        let rot = run(&m, &["cluster", "rotate", "--worker", "--json"]);
-        assert!(rot.status.success(), "rotate: {}", stderr(&rot));
+        let rot = json(&run(&m, &["cluster", "rotate", "--worker", "--json"]));
+        let j = state_dir(root.path(), &format!("j{victim}"));
+        let token = rot["worker_token"].as_str().unwrap();
+        json(&run(&j, &["cluster", "join", token, "--json"]));
+        json(&run(&j, &["cluster", "leave", "--json"]));
 
         let name = format!("net{victim}");
         let t0 = Instant::now();
