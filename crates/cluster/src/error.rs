@@ -8,6 +8,10 @@ pub enum Error {
     Unreachable { endpoints: String, reason: String },
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    #[error(
+        "the store refused access: {0} (check --store-user and its password, and its etcd role)"
+    )]
+    StoreRefused(String),
     #[error("invalid store address {0:?} (expected etcd://HOST:PORT[,HOST:PORT])")]
     BadEndpoint(String),
     #[error("malformed join token: {0}")]

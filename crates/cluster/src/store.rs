@@ -21,6 +21,7 @@ use etcd_client::{
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
+use super::access::StoreAccess;
 use super::records::{self, MemberRecord, Meta, NetworkDef, NodeRecord, Record};
 use super::{Error, Result};
 
@@ -48,7 +49,7 @@ pub struct Store {
 }
 
 struct Inner {
-    endpoints: Vec<String>,
+    access: StoreAccess,
     urls: Vec<String>,
     options: ConnectOptions,
     /// One client per endpoint, connected on first use.
@@ -61,34 +62,10 @@ struct Inner {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("endpoints", &self.inner.endpoints)
+            .field("access", &self.inner.access)
             .field("cluster_id", &self.inner.cluster_id)
             .finish()
     }
-}
-
-/// Parses `etcd://H:P[,H:P]` (also a bare `H:P,H:P`) into `HOST:PORT` entries.
-pub fn parse_store_url(url: &str) -> Result<Vec<String>> {
-    let rest = url
-        .strip_prefix("etcd://")
-        .or_else(|| url.strip_prefix("http://"))
-        .unwrap_or(url);
-    let eps: Vec<String> = rest
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let valid = |e: &String| match e.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty() && port.parse::<u16>().is_ok() && !host.contains('/')
-        }
-        None => false,
-    };
-    if eps.is_empty() || !eps.iter().all(valid) {
-        return Err(Error::BadEndpoint(url.to_owned()));
-    }
-    Ok(eps)
 }
 
 pub fn prefix(cluster_id: &str) -> String {
@@ -96,8 +73,14 @@ pub fn prefix(cluster_id: &str) -> String {
 }
 
 impl Store {
-    /// Connects to `endpoints` and checks that one of them answers.
+    /// Connects to `endpoints` over plain http and checks that one of them answers.
     pub async fn connect(endpoints: &[String], cluster_id: &str) -> Result<Store> {
+        Store::connect_with(&StoreAccess::plain(endpoints), cluster_id).await
+    }
+
+    /// Connects as `access` says (TLS, credentials) and checks that one endpoint answers.
+    pub async fn connect_with(access: &StoreAccess, cluster_id: &str) -> Result<Store> {
+        let endpoints = &access.endpoints;
         if endpoints.is_empty() {
             return Err(Error::BadEndpoint(String::new()));
         }
@@ -110,9 +93,9 @@ impl Store {
             .with_require_leader(true);
         let store = Store {
             inner: Arc::new(Inner {
-                endpoints: endpoints.to_vec(),
-                urls: endpoints.iter().map(|e| format!("http://{e}")).collect(),
-                options,
+                urls: access.urls(),
+                options: access.options(options),
+                access: access.clone(),
                 clients: endpoints.iter().map(|_| OnceCell::new()).collect(),
                 // Spread engines over the members rather than all on the first one.
                 preferred: AtomicUsize::new(rand::random::<usize>() % endpoints.len()),
@@ -125,7 +108,12 @@ impl Store {
     }
 
     pub fn endpoints(&self) -> &[String] {
-        &self.inner.endpoints
+        &self.inner.access.endpoints
+    }
+
+    /// How this store is reached, to connect again from elsewhere (another runtime).
+    pub fn access(&self) -> &StoreAccess {
+        &self.inner.access
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -142,7 +130,7 @@ impl Store {
 
     fn unreachable(&self, reason: String) -> Error {
         Error::Unreachable {
-            endpoints: self.inner.endpoints.join(","),
+            endpoints: self.inner.access.endpoints.join(","),
             reason,
         }
     }
@@ -165,7 +153,7 @@ impl Store {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let n = self.inner.endpoints.len();
+        let n = self.inner.access.endpoints.len();
         let first = self.inner.preferred.load(Ordering::Relaxed) % n;
         let mut last = None;
         for i in (0..n).map(|k| (first + k) % n) {
@@ -179,10 +167,10 @@ impl Store {
                     return Ok(v);
                 }
                 Ok(Err(e)) => match classify(&e) {
-                    Class::Answer => return Err(Error::Etcd(e)),
-                    Class::NotSent => e.to_string(),
-                    Class::Unknown if retry == Retry::Idempotent => e.to_string(),
-                    Class::Unknown => return Err(self.unreachable(e.to_string())),
+                    Class::Answer => return Err(answer(e)),
+                    Class::NotSent => chain(&e),
+                    Class::Unknown if retry == Retry::Idempotent => chain(&e),
+                    Class::Unknown => return Err(self.unreachable(chain(&e))),
                 },
                 Err(_) if retry == Retry::Idempotent => {
                     format!("no answer within {}s", OP_TIMEOUT.as_secs())
@@ -193,7 +181,7 @@ impl Store {
                     )
                 }
             };
-            tracing::debug!(endpoint = %self.inner.endpoints[i], reason = %failure, "store endpoint failed; trying the next");
+            tracing::debug!(endpoint = %self.inner.access.endpoints[i], reason = %failure, "store endpoint failed; trying the next");
             last = Some(failure);
         }
         Err(self.unreachable(last.unwrap_or_default()))
@@ -389,13 +377,52 @@ fn classify(e: &etcd_client::Error) -> Class {
         E::GRpcStatus(s)
             if matches!(
                 s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    // A connection closed under the call, e.g. a TLS handshake etcd refused.
+                    | tonic::Code::Cancelled
             ) =>
         {
             Class::Unknown
         }
         _ => Class::Answer,
     }
+}
+
+/// etcd's answer as an error; refused credentials and permissions get their own, since they
+/// are the operator's to fix.
+fn answer(e: etcd_client::Error) -> Error {
+    if let etcd_client::Error::GRpcStatus(s) = &e {
+        let auth = match s.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => true,
+            // "authentication failed", "user name is empty", "invalid auth token".
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
+                let m = s.message();
+                m.contains("auth") || m.contains("user name")
+            }
+            _ => false,
+        };
+        if auth {
+            return Error::StoreRefused(s.message().to_owned());
+        }
+    }
+    Error::Etcd(e)
+}
+
+/// The error with its sources (tonic's "transport error" alone does not say a certificate was
+/// refused), each once.
+fn chain(e: &etcd_client::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = err.source();
+    }
+    parts.join(": ")
 }
 
 /// True when the error chain holds a failed TCP connect (refused, unreachable, timed out while
@@ -426,20 +453,4 @@ pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn store_urls() {
-        assert_eq!(
-            parse_store_url("etcd://127.0.0.1:2379,h:1").unwrap(),
-            vec!["127.0.0.1:2379", "h:1"]
-        );
-        assert!(parse_store_url("etcd://").is_err());
-        assert!(parse_store_url("etcd://host").is_err());
-        assert!(parse_store_url("etcd://host:99999").is_err());
-    }
 }

@@ -33,7 +33,7 @@ impl Drop for LeaveOnDrop {
         self.handle.abort();
         let lease = self.handle.lease_id();
         // A connection of its own: the handle's belongs to the runtime that is shutting down.
-        let endpoints = self.handle.store().endpoints().to_vec();
+        let access = self.handle.store().access().clone();
         let cluster_id = self.handle.store().cluster_id().to_owned();
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
@@ -46,7 +46,7 @@ impl Drop for LeaveOnDrop {
                     return;
                 };
                 let res = rt.block_on(async {
-                    let store = Store::connect(&endpoints, &cluster_id).await?;
+                    let store = Store::connect_with(&access, &cluster_id).await?;
                     store.lease_revoke(lease).await?;
                     Ok::<(), Error>(())
                 });

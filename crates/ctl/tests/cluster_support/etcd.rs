@@ -8,8 +8,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Logged by etcd 3.4 once its client listener serves.
-const READY_LINE: &str = "serving insecure client requests on";
+/// Logged by etcd 3.4 once its client listener serves (plain, and over TLS).
+const READY_LINES: [&str; 2] = [
+    "serving insecure client requests on",
+    "serving client requests on",
+];
+
+/// Server certificate, key and the CA of client certificates, for an https:// client listener
+/// that requires client certificates.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
 
 pub struct EtcdServer {
     child: Option<Child>,
@@ -24,6 +36,7 @@ pub struct EtcdServer {
     initial_cluster: Option<String>,
     /// Where this start's log lines begin, for [`EtcdServer::wait_ready`].
     log_offset: usize,
+    tls: Option<ServerTls>,
 }
 
 impl EtcdServer {
@@ -85,7 +98,22 @@ impl EtcdServer {
             name: name.to_string(),
             initial_cluster,
             log_offset: 0,
+            tls: None,
         }
+    }
+
+    /// A single member serving clients over TLS only (client certificates required).
+    pub fn start_tls(
+        dir: &Path,
+        host: IpAddr,
+        client_port: u16,
+        peer_port: u16,
+        tls: ServerTls,
+    ) -> EtcdServer {
+        let mut e = EtcdServer::new(dir, &[], host, client_port, peer_port, "t", None);
+        e.tls = Some(tls);
+        e.spawn();
+        e
     }
 
     /// `NAME=http://HOST:PEER_PORT`, this member's part of `--initial-cluster`.
@@ -118,7 +146,8 @@ impl EtcdServer {
     }
 
     fn launch(&mut self) {
-        let client = format!("http://{}", self.host_port(self.client_port));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{}", self.host_port(self.client_port));
         let peer = format!("http://{}", self.host_port(self.peer_port));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -147,6 +176,14 @@ impl EtcdServer {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster={initial_cluster}"))
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    format!("--cert-file={}", t.cert.display()),
+                    format!("--key-file={}", t.key.display()),
+                    format!("--trusted-ca-file={}", t.ca.display()),
+                    "--client-cert-auth".to_string(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -163,7 +200,7 @@ impl EtcdServer {
             if self
                 .log()
                 .get(offset..)
-                .is_some_and(|l| l.contains(READY_LINE))
+                .is_some_and(|l| READY_LINES.iter().any(|r| l.contains(r)))
             {
                 return;
             }
@@ -179,7 +216,8 @@ impl EtcdServer {
     }
 
     pub fn url(&self) -> String {
-        format!("etcd://{}", self.host_port(self.client_port))
+        let scheme = if self.tls.is_some() { "https" } else { "etcd" };
+        format!("{scheme}://{}", self.host_port(self.client_port))
     }
 
     pub fn endpoints(&self) -> Vec<String> {

@@ -42,7 +42,7 @@ mod cli_output;
 mod etcd;
 #[allow(unused_imports)] // Each test file uses its own subset.
 pub use cli_output::{assert_cli_error, stderr, stdout};
-pub use etcd::EtcdServer;
+pub use etcd::{EtcdServer, ServerTls};
 
 /// etcd on loopback with random ports and a temp data dir.
 pub struct Etcd {
@@ -134,6 +134,74 @@ impl EtcdCluster {
     /// `etcd://H:P,H:P,H:P`
     pub fn url(&self) -> String {
         format!("etcd://{}", self.endpoints().join(","))
+    }
+}
+
+/// A test CA with a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub server: ServerTls,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    /// `None` (skip) when openssl is not installed outside CI.
+    pub fn make(dir: &Path) -> Option<TestPki> {
+        if !require("openssl", "the TLS store tests") {
+            return None;
+        }
+        let sh = |cmd: &str| {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        sh(&format!(
+            "openssl req -x509 {key} -days 2 -subj /CN=vxnet-test-ca -keyout ca.key -out ca.pem"
+        ));
+        for (name, cn, ext) in [
+            (
+                "server",
+                "etcd",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+            ),
+            ("client", "vxnet-client", "extendedKeyUsage=clientAuth"),
+        ] {
+            sh(&format!(
+                "openssl req {key} -subj /CN={cn} -keyout {name}.key -out {name}.csr && \
+                 printf '{ext}\n' > {name}.ext && \
+                 openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                   -days 2 -extfile {name}.ext -out {name}.pem"
+            ));
+        }
+        Some(TestPki {
+            ca: dir.join("ca.pem"),
+            server: ServerTls {
+                cert: dir.join("server.pem"),
+                key: dir.join("server.key"),
+                ca: dir.join("ca.pem"),
+            },
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        })
+    }
+
+    /// etcdctl's TLS flags with this client certificate.
+    pub fn etcdctl_flags(&self) -> Vec<String> {
+        vec![
+            format!("--cacert={}", self.ca.display()),
+            format!("--cert={}", self.client_cert.display()),
+            format!("--key={}", self.client_key.display()),
+        ]
     }
 }
 
