@@ -8,6 +8,10 @@ pub enum Error {
     Unreachable { endpoints: String, reason: String },
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    #[error(
+        "the store refused access: {0} (check --store-user and its password, and its etcd role)"
+    )]
+    StoreRefused(String),
     #[error("invalid store address {0:?} (expected etcd://HOST:PORT[,HOST:PORT])")]
     BadEndpoint(String),
     #[error("malformed join token: {0}")]
@@ -24,6 +28,11 @@ pub enum Error {
     NotJoined(PathBuf),
     #[error("node {0} is live in the store (its `vxnet run` holds a lease); stop `vxnet run` on that host first")]
     NodeLive(String),
+    #[error("node {node} is already registered by another running engine with VTEP {vtep} (a host cloned with its state dir?); not taking it over: stop that engine, or remove this host's state dir and join it with a token as a node of its own")]
+    NodeInUse {
+        node: String,
+        vtep: std::net::IpAddr,
+    },
     #[error("node {0} is the last manager of cluster {1}: the {2} other node(s) could no longer create networks or rotate tokens; join another host with the manager token first, or leave with --force")]
     LastManager(String, String, usize),
     #[error("no node {0} in cluster {1} (`vxnet cluster status` lists the node ids)")]
@@ -44,6 +53,8 @@ pub enum Error {
     NetworkInUse { name: String, members: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Record(#[from] crate::records::RecordError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

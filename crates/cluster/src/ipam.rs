@@ -10,7 +10,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use ipnet::IpNet;
 
 use super::records::NetworkDef;
-use super::store::Store;
+use super::store::{Retry, Store};
 use super::{Error, Result};
 
 /// How many addresses of a subnet are tried; plenty for an overlay, and it keeps a /64 finite.
@@ -75,8 +75,8 @@ pub async fn claim(store: &Store, network: &str, ip: IpAddr, node_id: &str) -> R
     let txn = Txn::new()
         .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
         .and_then([TxnOp::put(k.clone(), node_id, None)]);
-    let mut c = store.client();
-    if store.op(c.txn(txn)).await?.succeeded() {
+    // Retried freely: a claim that was applied unseen reads back as this node's below.
+    if store.txn(Retry::Idempotent, txn).await?.succeeded() {
         return Ok(true);
     }
     Ok(store

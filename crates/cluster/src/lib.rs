@@ -10,6 +10,7 @@
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access;
 mod error;
 pub mod ipam;
 pub mod membership;
@@ -22,6 +23,7 @@ pub mod store;
 pub mod token;
 pub mod view;
 
+pub use access::StoreAccess;
 pub use error::{Error, Result};
 pub use membership::{Membership, MembershipHandle};
 pub use records::NetworkDef;

@@ -3,45 +3,16 @@
 //! (create_revision == 0), so two hosts creating at once can never both win.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 
-use super::records::{MemberRecord, NetworkDef};
-use super::store::Store;
+use super::records::{self, validate_vni, MemberRecord, NetworkDef, Record};
+use super::store::{Retry, Store};
 use super::{Error, Result};
 
 /// Auto-allocated VNIs start here, leaving the low range for hand-picked ones.
 pub const AUTO_VNI_MIN: u32 = 4096;
-pub const VNI_MAX: u32 = (1 << 24) - 1;
-
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "invalid network name {name:?} (1-64 of [A-Za-z0-9._-])"
-        )))
-    }
-}
-
-/// Checks `a.b.c.d/len` or `x::/len` and returns it normalised.
-pub fn validate_subnet(cidr: &str) -> Result<String> {
-    let bad = || Error::Invalid(format!("invalid subnet {cidr:?} (expected ADDR/PREFIX)"));
-    let (addr, len) = cidr.split_once('/').ok_or_else(bad)?;
-    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    if len > max {
-        return Err(bad());
-    }
-    Ok(format!("{addr}/{len}"))
-}
+pub use super::records::{validate_name, validate_subnet, VNI_MAX};
 
 pub async fn list(store: &Store) -> Result<Vec<NetworkDef>> {
     store.networks().await
@@ -58,9 +29,7 @@ pub async fn create(
     validate_name(name)?;
     let subnet = subnet.map(validate_subnet).transpose()?;
     if let Some(v) = vni {
-        if v == 0 || v > VNI_MAX {
-            return Err(Error::Invalid(format!("VNI {v} out of range 1-{VNI_MAX}")));
-        }
+        validate_vni(u64::from(v))?;
     }
     // Bounded so a pathological race cannot spin forever; each loss means someone else progressed.
     for _ in 0..64 {
@@ -91,8 +60,7 @@ pub async fn create(
                 TxnOp::put(net_key.clone(), serde_json::to_vec(&def)?, None),
                 TxnOp::put(vni_key.clone(), name, None),
             ]);
-        let mut c = store.client();
-        let resp = store.op(c.txn(txn)).await?;
+        let resp = store.txn(Retry::IfNotSent, txn).await?;
         if resp.succeeded() {
             return Ok(def);
         }
@@ -114,13 +82,29 @@ pub async fn create(
     ))
 }
 
-/// Removes a network unless a live member still serves it (`force` overrides).
+/// Removes a network unless a live member still serves it (`force` overrides). A record that
+/// fails its checks can be removed by its name too; the VNI index goes with it only if it names
+/// this network, so removing a bogus duplicate never frees the real network's VNI.
 pub async fn remove(store: &Store, name: &str, force: bool) -> Result<NetworkDef> {
     let net_key = store.key(&format!("networks/{name}"));
-    let def: NetworkDef = store
-        .get_json(&net_key)
+    let kv = store
+        .get_raw(&net_key)
         .await?
         .ok_or_else(|| Error::NoSuchNetwork(name.to_owned()))?;
+    let def = match records::decode(&format!("networks/{name}"), kv.value()) {
+        Ok(Some(Record::Network(def))) => def,
+        other => {
+            if let Err(e) = other {
+                tracing::warn!(network = name, error = %e, "removing an invalid network record");
+            }
+            let vni = serde_json::from_slice::<NetworkDef>(kv.value()).map_or(0, |d| d.vni);
+            NetworkDef {
+                name: name.to_owned(),
+                vni,
+                subnet: None,
+            }
+        }
+    };
     if !force {
         let users: Vec<String> = store
             .members()
@@ -139,28 +123,17 @@ pub async fn remove(store: &Store, name: &str, force: bool) -> Result<NetworkDef
     let vni_key = store.key(&format!("vni/{}", def.vni));
     // Its address allocations go with it, so a re-created network starts from a clean subnet.
     let ipam = store.key(&super::ipam::prefix(name));
-    let txn = Txn::new().and_then([
-        TxnOp::delete(net_key, None),
-        TxnOp::delete(vni_key, None),
-        TxnOp::delete(ipam, Some(DeleteOptions::new().with_prefix())),
-    ]);
-    let mut c = store.client();
-    store.op(c.txn(txn)).await?;
+    let txn = Txn::new()
+        .when([Compare::value(vni_key.clone(), CompareOp::Equal, name)])
+        .and_then([
+            TxnOp::delete(net_key.clone(), None),
+            TxnOp::delete(vni_key, None),
+            TxnOp::delete(ipam.clone(), Some(DeleteOptions::new().with_prefix())),
+        ])
+        .or_else([
+            TxnOp::delete(net_key, None),
+            TxnOp::delete(ipam, Some(DeleteOptions::new().with_prefix())),
+        ]);
+    store.txn(Retry::Idempotent, txn).await?;
     Ok(def)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_and_subnets() {
-        assert!(validate_name("blue-net_1").is_ok());
-        assert!(validate_name("").is_err());
-        assert!(validate_name("a/b").is_err());
-        assert_eq!(validate_subnet("10.1.0.0/24").unwrap(), "10.1.0.0/24");
-        assert!(validate_subnet("10.1.0.0/33").is_err());
-        assert!(validate_subnet("fd00::/64").is_ok());
-        assert!(validate_subnet("10.1.0.0").is_err());
-    }
 }

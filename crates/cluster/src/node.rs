@@ -3,12 +3,13 @@
 
 use std::net::IpAddr;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
+use super::access::{AccessOptions, StoreAccess};
 use super::records::{Meta, NodeRecord};
 use super::state::{NodeState, StateDir};
-use super::store::Store;
+use super::store::{Retry, Store};
 use super::token::{hashes_equal, Role, Token};
 use super::view::ClusterView;
 use super::{Error, Result};
@@ -21,13 +22,26 @@ pub struct InitOutcome {
     pub worker_token: String,
 }
 
-/// Creates a cluster in the store and makes this node its first manager.
+/// Creates a cluster in a plain-http store and makes this node its first manager.
 pub async fn init(
     dir: &StateDir,
     endpoints: &[String],
     cluster_id: Option<&str>,
     local: Option<IpAddr>,
 ) -> Result<InitOutcome> {
+    init_with(dir, &StoreAccess::plain(endpoints), cluster_id, local).await
+}
+
+/// Creates a cluster in the store `access` reaches and makes this node its first manager; the
+/// access is kept in `dir`.
+pub async fn init_with(
+    dir: &StateDir,
+    access: &StoreAccess,
+    cluster_id: Option<&str>,
+    local: Option<IpAddr>,
+) -> Result<InitOutcome> {
+    let endpoints = &access.endpoints;
+    let tls = access.tls.is_some();
     if let Some(st) = dir.load()? {
         return Err(Error::AlreadyJoined(dir.path().to_owned(), st.cluster_id));
     }
@@ -38,9 +52,9 @@ pub async fn init(
         Some(c) => return Err(Error::Invalid(format!("cluster id {c:?} must be hex"))),
         None => super::random_hex(8),
     };
-    let store = Store::connect(endpoints, &cluster_id).await?;
-    let manager = Token::new(&cluster_id, Role::Manager, endpoints);
-    let worker = Token::new(&cluster_id, Role::Worker, endpoints);
+    let store = Store::connect_with(access, &cluster_id).await?;
+    let manager = Token::new(&cluster_id, Role::Manager, endpoints, tls);
+    let worker = Token::new(&cluster_id, Role::Worker, endpoints, tls);
     let meta = Meta {
         cluster_id: cluster_id.clone(),
         created: super::now_secs(),
@@ -55,20 +69,24 @@ pub async fn init(
             0,
         )])
         .and_then([TxnOp::put(meta_key, serde_json::to_vec(&meta)?, None)]);
-    let mut c = store.client();
-    if !store.op(c.txn(txn)).await?.succeeded() {
+    if !store.txn(Retry::IfNotSent, txn).await?.succeeded() {
         return Err(Error::ClusterExists(cluster_id));
     }
     let node_id = dir.node_id()?;
     register_node(&store, &node_id, Role::Manager, local).await?;
-    dir.save(&NodeState {
-        node_id: node_id.clone(),
-        cluster_id: cluster_id.clone(),
-        endpoints: endpoints.to_vec(),
-        token: manager.to_string(),
-        role: Role::Manager,
-        local,
-    })?;
+    dir.save_with_access(
+        &NodeState {
+            node_id: node_id.clone(),
+            cluster_id: cluster_id.clone(),
+            endpoints: endpoints.to_vec(),
+            token: manager.to_string(),
+            role: Role::Manager,
+            local,
+            tls,
+            store_user: None,
+        },
+        access,
+    )?;
     Ok(InitOutcome {
         cluster_id,
         node_id,
@@ -89,13 +107,12 @@ async fn register_node(
         local,
         joined: super::now_secs(),
     };
-    let mut c = store.client();
     store
-        .op(c.put(
-            store.key(&format!("nodes/{node_id}")),
+        .put(
+            &store.key(&format!("nodes/{node_id}")),
             serde_json::to_vec(&rec)?,
-            None::<PutOptions>,
-        ))
+            None,
+        )
         .await?;
     Ok(())
 }
@@ -124,27 +141,44 @@ pub async fn verify_token(store: &Store, token: &Token) -> Result<()> {
     }
 }
 
-/// Joins with `token`, recording the node in the store and its state in `dir`.
+/// Joins with `token` over the store's plain http, recording the node in the store and its state
+/// in `dir`.
 pub async fn join(dir: &StateDir, token: &str, local: Option<IpAddr>) -> Result<NodeState> {
+    join_with(dir, token, &AccessOptions::default(), None, local).await
+}
+
+/// Joins with `token`, reaching the store with `options` (TLS files, credentials) at the token's
+/// endpoints, or at `store` (`--store`) when given; the access is kept in `dir`.
+pub async fn join_with(
+    dir: &StateDir,
+    token: &str,
+    options: &AccessOptions,
+    store: Option<(Vec<String>, bool)>,
+    local: Option<IpAddr>,
+) -> Result<NodeState> {
     let token = Token::parse(token)?;
     if let Some(st) = dir.load()? {
         if st.cluster_id != token.cluster_id {
             return Err(Error::AlreadyJoined(dir.path().to_owned(), st.cluster_id));
         }
     }
-    let store = Store::connect(&token.endpoints, &token.cluster_id).await?;
+    let (endpoints, tls) = store.unwrap_or_else(|| (token.endpoints.clone(), token.tls));
+    let access = options.load(endpoints, tls)?;
+    let store = Store::connect_with(&access, &token.cluster_id).await?;
     verify_token(&store, &token).await?;
     let node_id = dir.node_id()?;
     register_node(&store, &node_id, token.role, local).await?;
     let state = NodeState {
         node_id,
         cluster_id: token.cluster_id.clone(),
-        endpoints: token.endpoints.clone(),
+        endpoints: access.endpoints.clone(),
         token: token.to_string(),
         role: token.role,
         local,
+        tls: access.tls.is_some(),
+        store_user: access.credentials.as_ref().map(|c| c.user.clone()),
     };
-    dir.save(&state)?;
+    dir.save_with_access(&state, &access)?;
     Ok(state)
 }
 
@@ -156,32 +190,40 @@ pub async fn join_or_resume(
     token: Option<&str>,
     local: Option<IpAddr>,
 ) -> Result<(Store, NodeState)> {
-    join_or_resume_at(dir, token, None, local).await
+    join_or_resume_at(dir, token, None, &AccessOptions::default(), local).await
 }
 
-/// Like [`join_or_resume`], but when `endpoints` is given (`vxnet run --store`) the store is
-/// reached there, whatever the token or the saved state say (a store that moved).
+/// Like [`join_or_resume`], but when `store` is given (`vxnet run --store URL`: endpoints and
+/// whether https) the store is reached there, whatever the token or the saved state say (a store
+/// that moved), and `options` (`--store-*`), when given, replace the saved TLS files and
+/// credentials for this run. A first join keeps them in `dir`.
 pub async fn join_or_resume_at(
     dir: &StateDir,
     token: Option<&str>,
-    endpoints: Option<&[String]>,
+    store: Option<(Vec<String>, bool)>,
+    options: &AccessOptions,
     local: Option<IpAddr>,
 ) -> Result<(Store, NodeState)> {
-    let mut state = match (dir.load()?, token) {
-        (Some(st), _) => st,
+    let (state, access) = match (dir.load()?, token) {
+        (Some(st), _) => {
+            let saved = dir.access(&st)?;
+            let (endpoints, tls) =
+                store.unwrap_or_else(|| (saved.endpoints.clone(), saved.tls.is_some()));
+            let access = if options.given() || tls != saved.tls.is_some() {
+                options.load(endpoints, tls)?
+            } else {
+                StoreAccess { endpoints, ..saved }
+            };
+            (st, access)
+        }
         (None, Some(t)) => {
-            let mut token = Token::parse(t)?;
-            if let Some(eps) = endpoints {
-                token.endpoints = eps.to_vec();
-            }
-            join(dir, &token.to_string(), local).await?
+            let st = join_with(dir, t, options, store, local).await?;
+            let access = dir.access(&st)?;
+            (st, access)
         }
         (None, None) => return Err(Error::NotJoined(dir.path().to_owned())),
     };
-    if let Some(eps) = endpoints {
-        state.endpoints = eps.to_vec();
-    }
-    let store = Store::connect(&state.endpoints, &state.cluster_id).await?;
+    let store = Store::connect_with(&access, &state.cluster_id).await?;
     let key = store.key(&format!("nodes/{}", state.node_id));
     if store.get_raw(&key).await?.is_none() {
         return Err(Error::NotMember(state.node_id, state.cluster_id));
@@ -192,7 +234,7 @@ pub async fn join_or_resume_at(
 /// Connects to the store of the cluster this node joined.
 pub async fn connect(dir: &StateDir) -> Result<(Store, NodeState)> {
     let state = dir.require()?;
-    let store = Store::connect(&state.endpoints, &state.cluster_id).await?;
+    let store = Store::connect_with(&dir.access(&state)?, &state.cluster_id).await?;
     Ok((store, state))
 }
 
@@ -216,22 +258,22 @@ pub async fn rotate(dir: &StateDir, manager: bool, worker: bool) -> Result<Rotat
     let mut meta = store.meta().await?;
     let mut out = RotateOutcome::default();
     if manager {
-        let t = Token::new(&state.cluster_id, Role::Manager, &state.endpoints);
+        let t = Token::new(
+            &state.cluster_id,
+            Role::Manager,
+            &state.endpoints,
+            state.tls,
+        );
         meta.manager_secret_sha256 = t.secret_hash();
         out.manager_token = Some(t.to_string());
     }
     if worker {
-        let t = Token::new(&state.cluster_id, Role::Worker, &state.endpoints);
+        let t = Token::new(&state.cluster_id, Role::Worker, &state.endpoints, state.tls);
         meta.worker_secret_sha256 = t.secret_hash();
         out.worker_token = Some(t.to_string());
     }
-    let mut c = store.client();
     store
-        .op(c.put(
-            store.key("meta"),
-            serde_json::to_vec(&meta)?,
-            None::<PutOptions>,
-        ))
+        .put(&store.key("meta"), serde_json::to_vec(&meta)?, None)
         .await?;
     if let Some(t) = &out.manager_token {
         state.token = t.clone();
@@ -257,7 +299,7 @@ pub struct Status {
 pub async fn status(dir: &StateDir) -> Result<Status> {
     let state = dir.require()?;
     let fresh = async {
-        let store = Store::connect(&state.endpoints, &state.cluster_id).await?;
+        let store = Store::connect_with(&dir.access(&state)?, &state.cluster_id).await?;
         let (kvs, rev) = store.list("").await?;
         let pairs: Vec<(String, Vec<u8>)> = kvs
             .iter()

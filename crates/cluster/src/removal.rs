@@ -13,7 +13,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde::Serialize;
 
 use super::state::StateDir;
-use super::store::Store;
+use super::store::{Retry, Store};
 use super::token::Role;
 use super::{node, Error, Result};
 
@@ -75,8 +75,7 @@ pub async fn remove_node(store: &Store, node_id: &str) -> Result<Removed> {
                 Compare::mod_revision(store.key("ipam/"), CompareOp::Less, rev + 1).with_prefix(),
             ])
             .and_then(ops);
-        let mut c = store.client();
-        if store.op(c.txn(txn)).await?.succeeded() {
+        if store.txn(Retry::IfNotSent, txn).await?.succeeded() {
             return Ok(Removed {
                 cluster_id: store.cluster_id().to_owned(),
                 node_id: node_id.to_owned(),

@@ -1,7 +1,9 @@
 //! The node's state directory: one `state.json` (node id, cluster id, store endpoints, token, role)
 //! plus `view.json`, the last cluster view seen, so `cluster status` can answer while the store is
-//! down. The directory is 0700 and files 0600 because the token is a credential; every write goes
-//! to a temp file that is renamed over the old one, so a crash never leaves a half-written file.
+//! down, and how to reach the store when it is secured (`store-ca.pem`, `store-cert.pem`,
+//! `store-key.pem`, `store-password`: copies, so the originals may move). The directory is 0700 and
+//! files 0600 because the token, key and password are credentials; every write goes to a temp file
+//! that is renamed over the old one, so a crash never leaves a half-written file.
 
 use std::fs;
 use std::io::Write;
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use super::access::{Credentials, StoreAccess, Tls};
 use super::token::Role;
 use super::{Error, Result};
 
@@ -18,6 +21,11 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/vxnet";
 const STATE_FILE: &str = "state.json";
 const VIEW_FILE: &str = "view.json";
 const NODE_ID_FILE: &str = "node_id";
+const CA_FILE: &str = "store-ca.pem";
+const CERT_FILE: &str = "store-cert.pem";
+const KEY_FILE: &str = "store-key.pem";
+const PASSWORD_FILE: &str = "store-password";
+const ACCESS_FILES: [&str; 4] = [CA_FILE, CERT_FILE, KEY_FILE, PASSWORD_FILE];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeState {
@@ -29,6 +37,12 @@ pub struct NodeState {
     pub role: Role,
     #[serde(default)]
     pub local: Option<IpAddr>,
+    /// The store is reached over TLS (`store-ca.pem`, maybe a client certificate, in the dir).
+    #[serde(default)]
+    pub tls: bool,
+    /// The etcd user (its password is in `store-password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_user: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +108,95 @@ impl StateDir {
         self.write_atomic(STATE_FILE, &serde_json::to_vec_pretty(state)?)
     }
 
+    /// Saves `state` with `access` (its endpoints, TLS files and credentials); files the access
+    /// does not need any more are removed.
+    pub fn save_with_access(&self, state: &NodeState, access: &StoreAccess) -> Result<()> {
+        let mut state = state.clone();
+        state.endpoints = access.endpoints.clone();
+        state.tls = access.tls.is_some();
+        state.store_user = access.credentials.as_ref().map(|c| c.user.clone());
+        let tls = access.tls.as_ref();
+        let files: [(&str, Option<&[u8]>); 4] = [
+            (CA_FILE, tls.map(|t| t.ca.as_slice())),
+            (
+                CERT_FILE,
+                tls.and_then(|t| t.identity.as_ref().map(|i| i.0.as_slice())),
+            ),
+            (
+                KEY_FILE,
+                tls.and_then(|t| t.identity.as_ref().map(|i| i.1.as_slice())),
+            ),
+            (
+                PASSWORD_FILE,
+                access.credentials.as_ref().map(|c| c.password.as_bytes()),
+            ),
+        ];
+        for (name, content) in files {
+            match content {
+                Some(bytes) => self.write_atomic(name, bytes)?,
+                None => self.remove(name)?,
+            }
+        }
+        self.save(&state)
+    }
+
+    /// How `state`'s store is reached: its endpoints with the TLS files and password kept here.
+    pub fn access(&self, state: &NodeState) -> Result<StoreAccess> {
+        let tls = if state.tls {
+            let ca = self.read_file(CA_FILE)?.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: the store is https but {CA_FILE} is missing",
+                    self.dir.display()
+                ))
+            })?;
+            let identity = match (self.read_file(CERT_FILE)?, self.read_file(KEY_FILE)?) {
+                (Some(c), Some(k)) => Some((c, k)),
+                _ => None,
+            };
+            Some(Tls { ca, identity })
+        } else {
+            None
+        };
+        let credentials = match &state.store_user {
+            Some(user) => {
+                let password = self.read_file(PASSWORD_FILE)?.ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{}: store user {user} but {PASSWORD_FILE} is missing",
+                        self.dir.display()
+                    ))
+                })?;
+                Some(Credentials {
+                    user: user.clone(),
+                    password: String::from_utf8_lossy(&password).into_owned(),
+                })
+            }
+            None => None,
+        };
+        Ok(StoreAccess {
+            endpoints: state.endpoints.clone(),
+            tls,
+            credentials,
+        })
+    }
+
+    fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// Forgets the cluster (membership, token, cached view) but keeps the node id, so a later
     /// join is the same node again. Missing files are fine: the goal is their absence.
     pub fn forget_membership(&self) -> Result<()> {
@@ -103,13 +206,8 @@ impl StateDir {
                 self.write_atomic(NODE_ID_FILE, format!("{}\n", state.node_id).as_bytes())?;
             }
         }
-        for name in [STATE_FILE, VIEW_FILE] {
-            let path = self.dir.join(name);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&path)(e)),
-            }
+        for name in [STATE_FILE, VIEW_FILE].into_iter().chain(ACCESS_FILES) {
+            self.remove(name)?;
         }
         Ok(())
     }
@@ -179,6 +277,8 @@ mod tests {
             token: "t".into(),
             role: Role::Worker,
             local: None,
+            tls: false,
+            store_user: None,
         };
         dir.save(&st).unwrap();
         assert_eq!(dir.load().unwrap(), Some(st.clone()));
@@ -195,5 +295,53 @@ mod tests {
         assert!(!dir.path().join(VIEW_FILE).exists());
         assert_eq!(dir.node_id().unwrap(), st.node_id);
         dir.forget_membership().unwrap();
+    }
+
+    #[test]
+    fn access_is_kept_with_mode_0600() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path().join("s"));
+        let st = NodeState {
+            node_id: "n".into(),
+            cluster_id: "ab".into(),
+            endpoints: vec![],
+            token: "t".into(),
+            role: Role::Worker,
+            local: None,
+            tls: false,
+            store_user: None,
+        };
+        let access = StoreAccess {
+            endpoints: vec!["h:1".into()],
+            tls: Some(Tls {
+                ca: b"CA".to_vec(),
+                identity: Some((b"CERT".to_vec(), b"KEY".to_vec())),
+            }),
+            credentials: Some(Credentials {
+                user: "u".into(),
+                password: "pw".into(),
+            }),
+        };
+        dir.save_with_access(&st, &access).unwrap();
+        let saved = dir.require().unwrap();
+        assert!(saved.tls);
+        assert_eq!(dir.access(&saved).unwrap(), access);
+        for name in ACCESS_FILES.into_iter().chain([STATE_FILE]) {
+            let mode = fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        let text = fs::read_to_string(dir.state_file()).unwrap();
+        assert!(
+            !text.contains("pw"),
+            "the password stays out of state.json: {text}"
+        );
+        // Back to plain: the secrets go.
+        dir.save_with_access(&saved, &StoreAccess::plain(&["h:1".into()]))
+            .unwrap();
+        assert!(!dir.path().join(KEY_FILE).exists());
+        assert!(dir.access(&dir.require().unwrap()).unwrap().is_open());
     }
 }

@@ -1,59 +1,71 @@
-//! etcd access: the connection, bounded calls, and the cluster's key prefix. Everything of one
-//! cluster lives under `/vxnet/<cluster_id>/`; the records and their keys are in
-//! [`records`](crate::records).
+//! etcd access: the connection, bounded calls that fail over between endpoints, and the cluster's
+//! key prefix. Everything of one cluster lives under `/vxnet/<cluster_id>/`; the records and their
+//! keys are in [`records`](crate::records).
+//!
+//! Why not etcd-client's own multi-endpoint client: its balanced channel dispatches calls to an
+//! endpoint that is down as readily as to a live one (with one of three members killed, most CLI
+//! calls failed with "tcp connect error"), and it has no notion of retrying elsewhere. So the
+//! store keeps one client per endpoint, sends every call to the endpoint that last answered, and
+//! on a transport failure tries the next endpoint in turn. Streams (watch, lease keep-alive) are
+//! opened the same way, on an endpoint that answers.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
+use etcd_client::{
+    Client, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
+    Txn, TxnResponse, WatchOptions, WatchStream,
+};
 use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
 
-use super::records::{MemberRecord, Meta, NetworkDef, NodeRecord};
+use super::access::StoreAccess;
+use super::records::{self, MemberRecord, Meta, NetworkDef, NodeRecord, Record};
 use super::{Error, Result};
 
-/// Every store call is bounded: the balanced gRPC channel otherwise waits forever for an endpoint
-/// to come back, and a CLI command or the membership loop must notice an outage instead.
+/// Every store call is bounded: a call to an endpoint that went away otherwise waits forever,
+/// and a CLI command or the membership loop must notice an outage instead.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
+/// A dead endpoint on a LAN refuses or times out quickly; the next one is tried after this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A connection to the cluster's part of the store.
+/// Whether a call may be sent again to another endpoint after a transport failure whose outcome
+/// is unknown (the request may have been applied). Calls that were never sent are always retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads, plain puts and deletes, lease calls: applying twice is applying once.
+    Idempotent,
+    /// Create-only transactions: a second try after an applied first one would report a
+    /// conflict with itself.
+    IfNotSent,
+}
+
+/// A connection to the cluster's part of the store. Cheap to clone (shared clients).
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
-    endpoints: Vec<String>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    access: StoreAccess,
+    urls: Vec<String>,
+    options: ConnectOptions,
+    /// One client per endpoint, connected on first use.
+    clients: Vec<OnceCell<Client>>,
+    /// The endpoint that answered last: calls go there first.
+    preferred: AtomicUsize,
     cluster_id: String,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("endpoints", &self.endpoints)
-            .field("cluster_id", &self.cluster_id)
+            .field("access", &self.inner.access)
+            .field("cluster_id", &self.inner.cluster_id)
             .finish()
     }
-}
-
-/// Parses `etcd://H:P[,H:P]` (also a bare `H:P,H:P`) into `HOST:PORT` entries.
-pub fn parse_store_url(url: &str) -> Result<Vec<String>> {
-    let rest = url
-        .strip_prefix("etcd://")
-        .or_else(|| url.strip_prefix("http://"))
-        .unwrap_or(url);
-    let eps: Vec<String> = rest
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let valid = |e: &String| match e.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty() && port.parse::<u16>().is_ok() && !host.contains('/')
-        }
-        None => false,
-    };
-    if eps.is_empty() || !eps.iter().all(valid) {
-        return Err(Error::BadEndpoint(url.to_owned()));
-    }
-    Ok(eps)
 }
 
 pub fn prefix(cluster_id: &str) -> String {
@@ -61,19 +73,34 @@ pub fn prefix(cluster_id: &str) -> String {
 }
 
 impl Store {
-    /// Connects to `endpoints` and checks that the store answers (the client itself connects lazily).
+    /// Connects to `endpoints` over plain http and checks that one of them answers.
     pub async fn connect(endpoints: &[String], cluster_id: &str) -> Result<Store> {
-        let urls: Vec<String> = endpoints.iter().map(|e| format!("http://{e}")).collect();
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
+        Store::connect_with(&StoreAccess::plain(endpoints), cluster_id).await
+    }
+
+    /// Connects as `access` says (TLS, credentials) and checks that one endpoint answers.
+    pub async fn connect_with(access: &StoreAccess, cluster_id: &str) -> Result<Store> {
+        let endpoints = &access.endpoints;
+        if endpoints.is_empty() {
+            return Err(Error::BadEndpoint(String::new()));
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(OP_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-        let joined = endpoints.join(",");
-        let client = bounded(&joined, Client::connect(urls, Some(opts))).await?;
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            // A member cut off from the others' quorum fails calls (and cancels watches)
+            // instead of serving a stale view, so the call moves to another member.
+            .with_require_leader(true);
         let store = Store {
-            client,
-            endpoints: endpoints.to_vec(),
-            cluster_id: cluster_id.to_owned(),
+            inner: Arc::new(Inner {
+                urls: access.urls(),
+                options: access.options(options),
+                access: access.clone(),
+                clients: endpoints.iter().map(|_| OnceCell::new()).collect(),
+                // Spread engines over the members rather than all on the first one.
+                preferred: AtomicUsize::new(rand::random::<usize>() % endpoints.len()),
+                cluster_id: cluster_id.to_owned(),
+            }),
         };
         // A cheap read proves the store is there; errors surface now rather than mid-command.
         store.get_raw(&store.key("meta")).await?;
@@ -81,41 +108,97 @@ impl Store {
     }
 
     pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
+        &self.inner.access.endpoints
+    }
+
+    /// How this store is reached, to connect again from elsewhere (another runtime).
+    pub fn access(&self) -> &StoreAccess {
+        &self.inner.access
     }
 
     pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
+        &self.inner.cluster_id
     }
 
     pub fn prefix(&self) -> String {
-        prefix(&self.cluster_id)
+        prefix(&self.inner.cluster_id)
     }
 
     pub fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix())
     }
 
-    /// The raw client, for the membership loop's leases and watches.
-    pub fn client(&self) -> Client {
-        self.client.clone()
+    fn unreachable(&self, reason: String) -> Error {
+        Error::Unreachable {
+            endpoints: self.inner.access.endpoints.join(","),
+            reason,
+        }
     }
 
-    /// Runs a store call under [`OP_TIMEOUT`], mapping both timeouts and transport errors to
-    /// [`Error::Unreachable`].
-    pub async fn op<T, F>(&self, fut: F) -> Result<T>
+    async fn client_at(&self, i: usize) -> Result<Client, etcd_client::Error> {
+        let inner = &self.inner;
+        inner.clients[i]
+            .get_or_try_init(|| {
+                Client::connect([inner.urls[i].as_str()], Some(inner.options.clone()))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs `call` on the preferred endpoint, then on each other one in turn while it fails with
+    /// a transport error (for [`Retry::IfNotSent`] only errors that prove the request never left).
+    /// Each try is bounded by [`OP_TIMEOUT`]; the endpoint that answers becomes the preferred one.
+    pub async fn call<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T>
     where
-        F: Future<Output = Result<T, etcd_client::Error>>,
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        bounded(&self.endpoints.join(","), fut).await
+        let n = self.inner.access.endpoints.len();
+        let first = self.inner.preferred.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in (0..n).map(|k| (first + k) % n) {
+            let attempt = async {
+                let client = self.client_at(i).await?;
+                call(client).await
+            };
+            let failure = match tokio::time::timeout(OP_TIMEOUT, attempt).await {
+                Ok(Ok(v)) => {
+                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Ok(Err(e)) => match classify(&e) {
+                    Class::Answer => return Err(answer(e)),
+                    Class::NotSent => chain(&e),
+                    Class::Unknown if retry == Retry::Idempotent => chain(&e),
+                    Class::Unknown => return Err(self.unreachable(chain(&e))),
+                },
+                Err(_) if retry == Retry::Idempotent => {
+                    format!("no answer within {}s", OP_TIMEOUT.as_secs())
+                }
+                Err(_) => {
+                    return Err(
+                        self.unreachable(format!("no answer within {}s", OP_TIMEOUT.as_secs()))
+                    )
+                }
+            };
+            tracing::debug!(endpoint = %self.inner.access.endpoints[i], reason = %failure, "store endpoint failed; trying the next");
+            last = Some(failure);
+        }
+        Err(self.unreachable(last.unwrap_or_default()))
     }
 
     pub async fn get_raw(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut c = self.client();
-        let mut resp = self.op(c.get(key, None)).await?;
+        let key = key.to_owned();
+        let mut resp = self
+            .call(Retry::Idempotent, |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         Ok(resp.take_kvs().into_iter().next())
     }
 
+    /// The JSON value at `key`; a value that does not parse is [`Error::Corrupt`].
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.get_raw(key).await? {
             Some(kv) => decode(&kv).map(Some),
@@ -125,82 +208,244 @@ impl Store {
 
     /// All keys under `<prefix><sub>`, and the store revision they were read at.
     pub async fn list(&self, sub: &str) -> Result<(Vec<KeyValue>, i64)> {
-        let mut c = self.client();
+        let key = self.key(sub);
         let mut resp = self
-            .op(c.get(self.key(sub), Some(GetOptions::new().with_prefix())))
+            .call(Retry::Idempotent, |mut c| {
+                let key = key.clone();
+                async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok((resp.take_kvs(), rev))
     }
 
+    /// Puts `value` at `key` (a full key), under `lease` if given; returns the revision written.
+    pub async fn put(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> Result<i64> {
+        let key = key.to_owned();
+        let resp = self
+            .call(Retry::Idempotent, |mut c| {
+                let (key, value) = (key.clone(), value.clone());
+                let opts = lease.map(|l| PutOptions::new().with_lease(l));
+                async move { c.put(key, value, opts).await }
+            })
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    pub async fn txn(&self, retry: Retry, txn: Txn) -> Result<TxnResponse> {
+        self.call(retry, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
+    pub async fn lease_grant(&self, ttl: i64) -> Result<i64> {
+        let resp = self
+            .call(Retry::Idempotent, |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
+            .await?;
+        Ok(resp.id())
+    }
+
+    /// The lease's remaining seconds; -1 once it expired (etcd's answer for unknown leases).
+    pub async fn lease_ttl(&self, id: i64) -> Result<i64> {
+        let resp = self
+            .call(Retry::Idempotent, |mut c| async move {
+                c.lease_time_to_live(id, None).await
+            })
+            .await?;
+        Ok(resp.ttl())
+    }
+
+    pub async fn lease_revoke(&self, id: i64) -> Result<()> {
+        self.call(Retry::Idempotent, |mut c| async move {
+            c.lease_revoke(id).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Opens a keep-alive stream for `lease` on an endpoint that answers.
+    pub async fn lease_keep_alive(
+        &self,
+        lease: i64,
+    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream)> {
+        self.call(Retry::Idempotent, |mut c| async move {
+            c.lease_keep_alive(lease).await
+        })
+        .await
+    }
+
+    /// Watches everything under the cluster prefix from `start_revision` on, on an endpoint that
+    /// answers.
+    pub async fn watch_prefix(&self, start_revision: i64) -> Result<WatchStream> {
+        let key = self.prefix();
+        self.call(Retry::Idempotent, |mut c| {
+            let key = key.clone();
+            let opts = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(start_revision);
+            async move { c.watch(key, Some(opts)).await }
+        })
+        .await
+    }
+
     pub async fn meta(&self) -> Result<Meta> {
         self.get_json(&self.key("meta"))
             .await?
-            .ok_or_else(|| Error::NoCluster(self.cluster_id.clone()))
+            .ok_or_else(|| Error::NoCluster(self.inner.cluster_id.clone()))
+    }
+
+    /// The valid records under `<prefix><sub>`; invalid ones are skipped with a warning each, so
+    /// one bad record does not make `network ls` or `network rm` fail.
+    async fn records(&self, sub: &str) -> Result<Vec<Record>> {
+        let (kvs, _) = self.list(sub).await?;
+        let prefix = self.prefix();
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| {
+                let key = kv.key_str().ok()?;
+                match records::decode(key.strip_prefix(&prefix)?, kv.value()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "skipping invalid store record");
+                        None
+                    }
+                }
+            })
+            .collect())
     }
 
     pub async fn networks(&self) -> Result<Vec<NetworkDef>> {
-        let (kvs, _) = self.list("networks/").await?;
-        let mut nets = kvs
-            .iter()
-            .map(decode)
-            .collect::<Result<Vec<NetworkDef>>>()?;
+        let mut nets: Vec<NetworkDef> = self
+            .records("networks/")
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Network(def) => Some(def),
+                _ => None,
+            })
+            .collect();
         nets.sort();
         Ok(nets)
     }
 
     pub async fn members(&self) -> Result<Vec<MemberRecord>> {
-        let (kvs, _) = self.list("members/").await?;
-        kvs.iter().map(decode).collect()
+        Ok(self
+            .records("members/")
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Member { record, .. } => Some(record),
+                _ => None,
+            })
+            .collect())
     }
 
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>> {
-        let (kvs, _) = self.list("nodes/").await?;
-        kvs.iter().map(decode).collect()
+        Ok(self
+            .records("nodes/")
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Node { record, .. } => Some(record),
+                _ => None,
+            })
+            .collect())
     }
 }
 
-async fn bounded<T, F>(endpoints: &str, fut: F) -> Result<T>
-where
-    F: Future<Output = Result<T, etcd_client::Error>>,
-{
-    match tokio::time::timeout(OP_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(classify(endpoints, e)),
-        Err(_) => Err(Error::Unreachable {
-            endpoints: endpoints.to_owned(),
-            reason: format!("no answer within {}s", OP_TIMEOUT.as_secs()),
-        }),
-    }
+/// What a failed call tells about the store.
+enum Class {
+    /// etcd answered (a refusal, a missing key, a permission error): not the endpoint's fault.
+    Answer,
+    /// The connection could not be made: the request never left, another endpoint may serve it.
+    NotSent,
+    /// The endpoint failed mid-call (reset, timeout, no leader): the outcome is unknown.
+    Unknown,
 }
 
-/// Transport-level failures mean "store unreachable"; anything else is a real etcd answer.
-fn classify(endpoints: &str, e: etcd_client::Error) -> Error {
+fn classify(e: &etcd_client::Error) -> Class {
     use etcd_client::Error as E;
+    if never_sent(e) {
+        return Class::NotSent;
+    }
     match e {
-        E::TransportError(_) | E::IoError(_) => Error::Unreachable {
-            endpoints: endpoints.to_owned(),
-            reason: e.to_string(),
-        },
-        E::GRpcStatus(ref s)
+        E::TransportError(_) | E::IoError(_) => Class::Unknown,
+        E::GRpcStatus(s)
             if matches!(
                 s.code(),
-                tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED | tonic_code::UNKNOWN
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    // A connection closed under the call, e.g. a TLS handshake etcd refused.
+                    | tonic::Code::Cancelled
             ) =>
         {
-            Error::Unreachable {
-                endpoints: endpoints.to_owned(),
-                reason: s.message().to_owned(),
-            }
+            Class::Unknown
         }
-        other => Error::Etcd(other),
+        _ => Class::Answer,
     }
 }
 
-mod tonic_code {
-    pub const UNAVAILABLE: tonic::Code = tonic::Code::Unavailable;
-    pub const DEADLINE_EXCEEDED: tonic::Code = tonic::Code::DeadlineExceeded;
-    pub const UNKNOWN: tonic::Code = tonic::Code::Unknown;
+/// etcd's answer as an error; refused credentials and permissions get their own, since they
+/// are the operator's to fix.
+fn answer(e: etcd_client::Error) -> Error {
+    if let etcd_client::Error::GRpcStatus(s) = &e {
+        let auth = match s.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => true,
+            // "authentication failed", "user name is empty", "invalid auth token".
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
+                let m = s.message();
+                m.contains("auth") || m.contains("user name")
+            }
+            _ => false,
+        };
+        if auth {
+            return Error::StoreRefused(s.message().to_owned());
+        }
+    }
+    Error::Etcd(e)
+}
+
+/// The error with its sources (tonic's "transport error" alone does not say a certificate was
+/// refused), each once.
+fn chain(e: &etcd_client::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = err.source();
+    }
+    parts.join(": ")
+}
+
+/// True when the error chain holds a failed TCP connect (refused, unreachable, timed out while
+/// connecting): the request was never written to any socket.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    use std::io::ErrorKind as K;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        // hyper-util's connector error; its io::Error source is not always exposed.
+        if err.to_string().starts_with("tcp connect error") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
@@ -208,20 +453,4 @@ pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn store_urls() {
-        assert_eq!(
-            parse_store_url("etcd://127.0.0.1:2379,h:1").unwrap(),
-            vec!["127.0.0.1:2379", "h:1"]
-        );
-        assert!(parse_store_url("etcd://").is_err());
-        assert!(parse_store_url("etcd://host").is_err());
-        assert!(parse_store_url("etcd://host:99999").is_err());
-    }
 }

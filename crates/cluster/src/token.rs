@@ -1,7 +1,7 @@
 //! Join tokens, shaped like Docker swarm's: `VXNET-1-<cluster_id>-<secret>-<role>-<endpoints>`.
 //!
-//! The endpoints part is base64url (no padding) of the comma-separated `HOST:PORT` list, so a token
-//! alone is enough to find the store. base64url may itself contain `-`, which is why it comes last
+//! The endpoints part is base64url (no padding) of the comma-separated `HOST:PORT` list (prefixed
+//! `https://` for a store reached over TLS), so a token alone is enough to find the store. base64url may itself contain `-`, which is why it comes last
 //! and the token is split at most six ways. The store keeps only a SHA-256 of each secret.
 
 use std::fmt;
@@ -14,6 +14,7 @@ use super::{Error, Result};
 
 const PREFIX: &str = "VXNET";
 const VERSION: &str = "1";
+const TLS_SCHEME: &str = "https://";
 
 /// What a token lets its holder become.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,15 +46,18 @@ pub struct Token {
     pub role: Role,
     /// `HOST:PORT` entries, without scheme.
     pub endpoints: Vec<String>,
+    /// The store is reached over TLS (`https://`).
+    pub tls: bool,
 }
 
 impl Token {
-    pub fn new(cluster_id: &str, role: Role, endpoints: &[String]) -> Token {
+    pub fn new(cluster_id: &str, role: Role, endpoints: &[String], tls: bool) -> Token {
         Token {
             cluster_id: cluster_id.to_owned(),
             secret: super::random_hex(20),
             role,
             endpoints: endpoints.to_vec(),
+            tls,
         }
     }
 
@@ -83,6 +87,10 @@ impl Token {
             .map_err(|e| Error::BadToken(format!("store part: {e}")))?;
         let list = String::from_utf8(decoded)
             .map_err(|_| Error::BadToken("store part is not text".into()))?;
+        let (list, tls) = match list.strip_prefix(TLS_SCHEME) {
+            Some(rest) => (rest.to_owned(), true),
+            None => (list, false),
+        };
         let endpoints: Vec<String> = list
             .split(',')
             .filter(|e| !e.is_empty())
@@ -96,6 +104,7 @@ impl Token {
             secret: secret.to_string(),
             role,
             endpoints,
+            tls,
         })
     }
 
@@ -124,7 +133,9 @@ impl fmt::Display for Token {
             Role::Manager => "M",
             Role::Worker => "W",
         };
-        let eps = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.endpoints.join(","));
+        let scheme = if self.tls { TLS_SCHEME } else { "" };
+        let eps = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{scheme}{}", self.endpoints.join(",")));
         write!(
             f,
             "{PREFIX}-{VERSION}-{}-{}-{role}-{eps}",
@@ -140,9 +151,13 @@ mod tests {
     #[test]
     fn round_trip() {
         let eps = vec!["127.0.0.1:2379".to_string(), "[::1]:2379".to_string()];
-        let t = Token::new("00ff", Role::Worker, &eps);
+        let t = Token::new("00ff", Role::Worker, &eps, false);
         let parsed = Token::parse(&t.to_string()).unwrap();
         assert_eq!(parsed, t);
+        let t = Token::new("00ff", Role::Manager, &eps, true);
+        let parsed = Token::parse(&t.to_string()).unwrap();
+        assert_eq!(parsed, t);
+        assert!(parsed.tls);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The cluster view: what every engine acts on — members with their VTEPs and networks, the
 //! networks, and the MACs members published — built from the raw keys under the cluster prefix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -94,38 +94,169 @@ impl ClusterView {
         out
     }
 
-    /// Builds a view from the raw keys under the cluster prefix. Records that do not decode are
-    /// skipped (and logged) rather than poisoning the whole view.
+    /// Builds a view from the raw keys under the cluster prefix. Records that do not decode or
+    /// disagree with their key are skipped (and logged) rather than poisoning the whole view.
     pub fn from_kvs<'a>(
         cluster_id: &str,
         kvs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
         revision: i64,
     ) -> ClusterView {
-        let prefix = store::prefix(cluster_id);
-        let mut nodes: BTreeMap<String, NodeRecord> = BTreeMap::new();
-        let mut live: BTreeMap<String, MemberRecord> = BTreeMap::new();
-        let mut networks = Vec::new();
-        let mut macs = Vec::new();
+        let mut mirror = Mirror::new(cluster_id);
         for (key, value) in kvs {
-            let Some(rest) = key.strip_prefix(&prefix) else {
-                continue;
-            };
-            match records::decode(rest, value) {
-                Ok(None) => {}
-                Ok(Some(Record::Node { id, record })) => {
+            mirror.put(key, value, 0);
+        }
+        mirror.view(revision)
+    }
+}
+
+/// One mirrored key: its raw value and lease (the membership compares its own records with
+/// them), and the record decoded once when the value arrived.
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Vec<u8>,
+    lease: i64,
+    /// `None`: not part of the view, or invalid (warned about when it arrived).
+    record: Option<Record>,
+}
+
+/// The keys under one cluster's prefix, each decoded and checked once when it arrives, so a bad
+/// record costs one warning, not one per view change.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    cluster_id: String,
+    prefix: String,
+    entries: BTreeMap<String, Entry>,
+    /// Valid records left out because another record contradicts them (a network whose VNI
+    /// another holds, a MAC claimed for a VTEP its node does not have), already warned about.
+    contradicted: BTreeSet<String>,
+}
+
+impl Mirror {
+    pub fn new(cluster_id: &str) -> Mirror {
+        Mirror {
+            cluster_id: cluster_id.to_owned(),
+            prefix: store::prefix(cluster_id),
+            entries: BTreeMap::new(),
+            contradicted: BTreeSet::new(),
+        }
+    }
+
+    /// Stores `key` (a full key); a value already mirrored as it is is not decoded again.
+    pub fn put(&mut self, key: &str, value: &[u8], lease: i64) {
+        if let Some(e) = self.entries.get_mut(key) {
+            if e.value == value {
+                e.lease = lease;
+                return;
+            }
+        }
+        let record = match key.strip_prefix(&self.prefix) {
+            Some(rest) => match records::decode(rest, value) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "skipping invalid store record");
+                    None
+                }
+            },
+            None => None,
+        };
+        self.entries.insert(
+            key.to_owned(),
+            Entry {
+                value: value.to_vec(),
+                lease,
+                record,
+            },
+        );
+    }
+
+    pub fn delete(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+
+    /// Replaces everything with a fresh full read (after a reconnect); unchanged values are
+    /// neither decoded nor warned about again.
+    pub fn replace_all(&mut self, kvs: impl IntoIterator<Item = (String, Vec<u8>, i64)>) {
+        let mut seen = BTreeSet::new();
+        for (key, value, lease) in kvs {
+            self.put(&key, &value, lease);
+            seen.insert(key);
+        }
+        self.entries.retain(|k, _| seen.contains(k));
+    }
+
+    /// The raw value and lease of `key` (a full key), if mirrored.
+    pub fn raw(&self, key: &str) -> Option<(&[u8], i64)> {
+        self.entries.get(key).map(|e| (e.value.as_slice(), e.lease))
+    }
+
+    /// The view of the records mirrored now.
+    pub fn view(&mut self, revision: i64) -> ClusterView {
+        let mut nodes: BTreeMap<&str, &NodeRecord> = BTreeMap::new();
+        let mut live: BTreeMap<&str, &MemberRecord> = BTreeMap::new();
+        let mut defs = Vec::new();
+        let mut vni_owner: BTreeMap<u32, &str> = BTreeMap::new();
+        let mut mac_records = Vec::new();
+        for (key, entry) in &self.entries {
+            match &entry.record {
+                None => {}
+                Some(Record::Node { id, record }) => {
                     nodes.insert(id, record);
                 }
-                Ok(Some(Record::Member { id, record })) => {
+                Some(Record::Member { id, record }) => {
                     live.insert(id, record);
                 }
-                Ok(Some(Record::Network(def))) => networks.push(def),
-                Ok(Some(Record::Mac { vni, mac, record })) => macs.push(MacEntry {
+                Some(Record::Network(def)) => defs.push((key, def)),
+                Some(Record::VniIndex { vni, name }) => {
+                    vni_owner.insert(*vni, name);
+                }
+                Some(Record::Mac { vni, mac, record }) => {
+                    mac_records.push((key, *vni, mac, record))
+                }
+            }
+        }
+        let mut contradicted = BTreeSet::new();
+        let mut networks = Vec::new();
+        for (key, def) in defs {
+            // `vni/<vni>` is written with the network in one transaction and decides which
+            // network a VNI belongs to; a network it does not name would be a second user.
+            if vni_owner.get(&def.vni) == Some(&def.name.as_str()) {
+                networks.push(def.clone());
+            } else {
+                if !self.contradicted.contains(key) {
+                    tracing::warn!(
+                        key = %key,
+                        vni = def.vni,
+                        owner = vni_owner.get(&def.vni).copied().unwrap_or("none"),
+                        "skipping network record: vni/{} does not name it",
+                        def.vni
+                    );
+                }
+                contradicted.insert(key.clone());
+            }
+        }
+        let mut macs = Vec::new();
+        for (key, vni, mac, record) in mac_records {
+            match live.get(record.node_id.as_str()) {
+                Some(m) if m.vtep == record.vtep => macs.push(MacEntry {
                     vni,
-                    mac,
+                    mac: mac.clone(),
                     vtep: record.vtep,
-                    node_id: record.node_id,
+                    node_id: record.node_id.clone(),
                 }),
-                Err(e) => tracing::warn!(key, error = %e, "skipping corrupt record"),
+                Some(m) => {
+                    if !self.contradicted.contains(key) {
+                        tracing::warn!(
+                            key = %key,
+                            claimed = %record.vtep,
+                            member_vtep = %m.vtep,
+                            node = %record.node_id,
+                            "skipping MAC record: its VTEP is not its node's"
+                        );
+                    }
+                    contradicted.insert(key.clone());
+                }
+                // Its node is not (or no longer) live: nothing to send to.
+                None => {}
             }
         }
         let mut members: Vec<Member> = live
@@ -141,7 +272,7 @@ impl ClusterView {
         members.extend(
             nodes
                 .values()
-                .filter(|n| !live.contains_key(&n.node_id))
+                .filter(|n| !live.contains_key(n.node_id.as_str()))
                 .map(|n| Member {
                     node_id: n.node_id.clone(),
                     vtep: n.local,
@@ -150,11 +281,12 @@ impl ClusterView {
                     alive: false,
                 }),
         );
+        self.contradicted = contradicted;
         members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         networks.sort();
         macs.sort_by(|a, b| (a.vni, &a.mac).cmp(&(b.vni, &b.mac)));
         ClusterView {
-            cluster_id: cluster_id.to_owned(),
+            cluster_id: self.cluster_id.clone(),
             members,
             networks,
             macs,
@@ -162,14 +294,6 @@ impl ClusterView {
             revision,
         }
     }
-}
-
-/// Formats a MAC the way keys and views carry it.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[cfg(test)]
@@ -204,6 +328,7 @@ mod tests {
             (format!("{p}nodes/b"), node),
             (format!("{p}members/a"), member),
             (format!("{p}networks/blue"), net),
+            (format!("{p}vni/4096"), b"blue".to_vec()),
             (format!("{p}networks/bad"), b"{".to_vec()),
         ];
         let v = ClusterView::from_kvs(
@@ -219,9 +344,76 @@ mod tests {
             vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
         );
         assert!(v.flood_list(4096, "a").is_empty());
+    }
+
+    #[test]
+    fn records_contradicting_others_are_left_out() {
+        let p = store::prefix("c1");
+        let net = |name: &str, vni: u32| {
+            serde_json::to_vec(&NetworkDef {
+                name: name.into(),
+                vni,
+                subnet: None,
+            })
+            .unwrap()
+        };
+        let member = serde_json::to_vec(&MemberRecord {
+            node_id: "a".into(),
+            vtep: "10.0.0.1".parse().unwrap(),
+            networks: vec!["blue".into()],
+            role: Role::Manager,
+            updated: 0,
+        })
+        .unwrap();
+        let mac = |vtep: &str| {
+            serde_json::to_vec(&records::MacRecord {
+                node_id: "a".into(),
+                vtep: vtep.parse().unwrap(),
+            })
+            .unwrap()
+        };
+        let mut m = Mirror::new("c1");
+        m.put(&format!("{p}networks/blue"), &net("blue", 4096), 0);
+        m.put(&format!("{p}vni/4096"), b"blue", 0);
+        // Names blue in its content: skipped for disagreeing with its key.
+        m.put(&format!("{p}networks/zzz"), &net("blue", 4097), 0);
+        // A second network on blue's VNI.
+        m.put(&format!("{p}networks/red"), &net("red", 4096), 0);
+        // Out of range, and VNI 0.
+        m.put(&format!("{p}networks/big"), &net("big", 1 << 24), 0);
+        m.put(&format!("{p}networks/zero"), &net("zero", 0), 0);
+        m.put(&format!("{p}members/a"), &member, 7);
+        m.put(
+            &format!("{p}macs/4096/02:00:00:00:00:01"),
+            &mac("10.0.0.1"),
+            7,
+        );
+        // Claims node a's MAC lives at another VTEP: a redirect, not a.
+        m.put(
+            &format!("{p}macs/4096/02:00:00:00:00:02"),
+            &mac("10.0.0.66"),
+            0,
+        );
+        let v = m.view(9);
         assert_eq!(
-            format_mac(&[0, 1, 2, 0xaa, 0xbb, 0xcc]),
-            "00:01:02:aa:bb:cc"
+            v.networks,
+            vec![NetworkDef {
+                name: "blue".into(),
+                vni: 4096,
+                subnet: None
+            }]
+        );
+        let macs: Vec<&str> = v.macs.iter().map(|e| e.mac.as_str()).collect();
+        assert_eq!(macs, ["02:00:00:00:00:01"]);
+        // The same value again is not decoded again; a changed one is.
+        m.put(&format!("{p}networks/zzz"), &net("zzz", 4097), 0);
+        m.put(&format!("{p}vni/4097"), b"zzz", 0);
+        assert_eq!(m.view(10).networks.len(), 2);
+        m.delete(&format!("{p}networks/zzz"));
+        assert_eq!(m.view(11).networks.len(), 1);
+        assert_eq!(
+            m.raw(&format!("{p}members/a")),
+            Some((member.as_slice(), 7))
         );
     }
 

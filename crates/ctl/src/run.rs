@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use ipnet::IpNet;
-use vxnet_cluster::membership::DEFAULT_TTL_SECS;
+use vxnet_cluster::membership::{self, DEFAULT_TTL_SECS};
 use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
-use vxnet_cluster::{network, node, store::parse_store_url};
+use vxnet_cluster::{access::parse_store, network, node};
 use vxnet_dataplane::config::{
     load_file, resolve_remote, ConfigError, FileValues, DEFAULT_AGEING_SECS, DEFAULT_CONTROL_PATH,
     DEFAULT_MAX_FDB,
@@ -18,6 +18,7 @@ use vxnet_dataplane::config::{
 use vxnet_dataplane::{Engine, EngineConfig, EngineError, NetworkConfig};
 use vxnet_encap::{Vni, DEFAULT_PORT};
 
+use crate::cluster::cli::StoreAccessArgs;
 use crate::cluster::engine_link::{self, LinkOptions};
 use crate::firewall::sync::{self, SyncOptions};
 use crate::firewall::Probe;
@@ -80,10 +81,14 @@ pub struct RunArgs {
     /// Serve the counters in the Prometheus text format at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
-    /// Cluster mode: the etcd store, etcd://HOST:PORT[,HOST:PORT] (default: the token's, or the
-    /// one saved in --state-dir). Networks, peers and addresses then come from the cluster.
+    /// Cluster mode: the etcd store, etcd://HOST:PORT[,HOST:PORT] or https://… (default: the
+    /// token's, or the one saved in --state-dir). Networks, peers and addresses then come from the
+    /// cluster.
     #[arg(long)]
     pub store: Option<String>,
+    /// Cluster mode: TLS and credentials for the store (kept in --state-dir at the first join).
+    #[command(flatten)]
+    pub store_access: StoreAccessArgs,
     /// Cluster mode: join token, needed on the first start only (later starts resume from
     /// --state-dir).
     #[arg(long)]
@@ -134,7 +139,11 @@ fn default_threads() -> usize {
 /// and the state dir holds a cluster membership (`vxnet cluster join` then `vxnet run --local IP`,
 /// and a restart, need no cluster flags).
 pub fn cluster_mode(args: &RunArgs) -> bool {
-    if args.store.is_some() || args.token.is_some() || !args.networks.is_empty() {
+    if args.store.is_some()
+        || args.token.is_some()
+        || !args.networks.is_empty()
+        || args.store_access.options().given()
+    {
         return true;
     }
     args.vni.is_none()
@@ -246,7 +255,7 @@ fn check_cluster_args(args: &RunArgs) -> Result<(), RunError> {
         return usage("--vni and --config are for static networks; with --store/--token the networks come from the cluster (use --network NAME)");
     }
     for name in &args.networks {
-        network::validate_name(name)?;
+        network::validate_name(name).map_err(vxnet_cluster::Error::from)?;
     }
     if args.networks.len() != 1 {
         if args.dev.is_some() {
@@ -261,7 +270,7 @@ fn check_cluster_args(args: &RunArgs) -> Result<(), RunError> {
 
 fn run_cluster(args: RunArgs) -> Result<(), RunError> {
     check_cluster_args(&args)?;
-    let endpoints = args.store.as_deref().map(parse_store_url).transpose()?;
+    let store = args.store.as_deref().map(parse_store).transpose()?;
     let dir = StateDir::new(&args.state_dir);
     let saved_local = dir.load()?.and_then(|st| st.local);
     // Checked before joining, so a missing flag leaves nothing behind.
@@ -282,12 +291,21 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
     // Joining first: a wrong or revoked token is refused before any device or socket exists.
     // The store connection is not kept: its background tasks live on this runtime, and the link
     // reconnects on the engine's.
-    let (_, state) = runtime.block_on(node::join_or_resume_at(
-        &dir,
-        args.token.as_deref(),
-        endpoints.as_deref(),
-        Some(config.local),
-    ))?;
+    let (state, access) = runtime.block_on(async {
+        let (store, state) = node::join_or_resume_at(
+            &dir,
+            args.token.as_deref(),
+            store,
+            &args.store_access.options(),
+            Some(config.local),
+        )
+        .await?;
+        // A second engine of this node elsewhere (a cloned state dir) is refused before any
+        // device exists; the membership checks again, atomically, when it registers.
+        membership::check_free(&store, &state.node_id, config.local).await?;
+        Ok::<_, vxnet_cluster::Error>((state, store.access().clone()))
+    })?;
+    access.warn_if_open();
     drop(runtime);
     tracing::info!(
         cluster = %state.cluster_id,
@@ -308,7 +326,7 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
     let opts = LinkOptions {
         node_id: state.node_id,
         cluster_id: state.cluster_id,
-        endpoints: state.endpoints,
+        access,
         vtep: config.local,
         networks: args.networks.clone(),
         dev: args.dev.clone(),

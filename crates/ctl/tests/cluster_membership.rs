@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use cluster_support::*;
 use tokio::sync::watch;
 use vxnet_cluster::node;
-use vxnet_cluster::state::StateDir;
 use vxnet_cluster::{network, ClusterView, Membership, Store};
 
 fn ip(s: &str) -> IpAddr {
@@ -52,19 +51,6 @@ fn alive_ids(v: &ClusterView) -> Vec<String> {
         .filter(|m| m.alive)
         .map(|m| m.node_id.clone())
         .collect()
-}
-
-/// A cluster with a manager (`m`) and `n` workers joined; returns their state dirs.
-async fn cluster(etcd: &Etcd, root: &std::path::Path, workers: usize) -> Vec<StateDir> {
-    let m = StateDir::new(root.join("m"));
-    let out = node::init(&m, &etcd.endpoints(), None, None).await.unwrap();
-    let mut dirs = vec![m];
-    for i in 0..workers {
-        let d = StateDir::new(root.join(format!("w{i}")));
-        node::join(&d, &out.worker_token, None).await.unwrap();
-        dirs.push(d);
-    }
-    dirs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,41 +1,66 @@
 //! The membership task: keeps the lease alive, mirrors the watch into published views, runs the
-//! handle's commands, and after a lost connection reconnects with backoff and resynchronises.
+//! handle's commands, heals this member's own records, resumes a lost watch from the last
+//! revision, and after a lost session reconnects with backoff and resynchronises.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::EventType;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::session::{put_member, republish, Session};
-use super::{Command, Config, BACKOFF_CAP, BACKOFF_START};
+use super::session::{claim_member, mac_key, mac_value, put_mac, republish, Session};
+use super::{Command, Config, Shared, BACKOFF_CAP, BACKOFF_START};
+use crate::records::{MacRecord, MemberRecord};
 use crate::store::Store;
-use crate::view::ClusterView;
-use crate::Error;
+use crate::view::{ClusterView, Mirror};
+use crate::{Error, Result};
+
+/// A value this member wrote to one of its own keys, and the revision of that write: healing
+/// compares the mirror with it once the mirror has caught up with that revision.
+#[derive(Debug, Clone)]
+pub(super) struct Written {
+    pub(super) value: Vec<u8>,
+    pub(super) revision: i64,
+}
+
+/// Everything the task keeps across sessions.
+pub(super) struct State {
+    pub(super) store: Store,
+    pub(super) cfg: Config,
+    /// Published MACs by VNI, re-published after a lost lease.
+    pub(super) macs: BTreeMap<u32, Vec<String>>,
+    pub(super) mirror: Mirror,
+    /// This member's own keys as it last wrote them.
+    pub(super) own: BTreeMap<String, Written>,
+    pub(super) shared: Arc<Shared>,
+    /// MAC keys another live engine publishes too, already warned about.
+    pub(super) shared_macs_warned: BTreeSet<String>,
+}
 
 enum Ended {
     Leave(oneshot::Sender<()>),
+    /// The session is unusable (store gone, lease lost, watch compacted): reconnect.
     Failed(String),
+    /// Retrying cannot help: stop, and tell the owner why.
+    Fatal(Error),
 }
 
 pub(super) async fn run(
-    mut cfg: Config,
+    mut state: State,
     mut session: Session,
-    mut macs: BTreeMap<u32, Vec<String>>,
     tx: watch::Sender<ClusterView>,
     mut cmds: mpsc::Receiver<Command>,
-    lease_id: Arc<AtomicI64>,
 ) {
     loop {
-        match drive(&mut cfg, &mut session, &mut macs, &tx, &mut cmds).await {
+        match drive(&mut state, &mut session, &tx, &mut cmds).await {
             Ended::Leave(ack) => {
-                let mut c = session.store.client();
-                let _ = session.store.op(c.lease_revoke(session.lease)).await;
+                let _ = state.store.lease_revoke(session.lease).await;
                 let _ = ack.send(());
                 return;
             }
+            Ended::Fatal(e) => return stop(&state, e),
             Ended::Failed(reason) => {
                 tracing::warn!(%reason, "store connection lost; keeping last view");
                 tx.send_modify(|v| v.store_healthy = false);
@@ -51,27 +76,21 @@ pub(super) async fn run(
                     Some(Command::Leave(ack)) => { let _ = ack.send(()); return; }
                     Some(Command::PublishMacs { vni, macs: list, reply }) => {
                         // Remembered now, written on re-registration.
-                        macs.insert(vni, list);
+                        state.macs.insert(vni, list);
                         let _ = reply.send(Ok(()));
                         continue;
                     }
                     Some(Command::SetNetworks { networks, reply }) => {
-                        cfg.networks = networks;
+                        state.cfg.networks = networks;
                         let _ = reply.send(Ok(()));
                         continue;
                     }
                 },
             }
-            let attempt = async {
-                let store = Store::connect(&cfg.endpoints, &cfg.cluster_id).await?;
-                Session::establish(&store, &cfg, &macs, Some(previous)).await
-            };
-            match attempt.await {
+            match Session::establish(&mut state, Some(previous)).await {
                 Ok(s) => break s,
-                Err(e @ Error::NotMember(..)) => {
-                    // Retrying cannot help; ending the task stops `vxnet run` with this reason.
-                    tracing::error!(error = %e, "removed from the cluster while cut off from the store (`vxnet cluster rm`); not registering again");
-                    return;
+                Err(e @ (Error::NotMember(..) | Error::NodeInUse { .. })) => {
+                    return stop(&state, e);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, ?backoff, "reconnect failed");
@@ -79,58 +98,95 @@ pub(super) async fn run(
                 }
             }
         };
-        lease_id.store(session.lease, Ordering::Relaxed);
+        state.shared.lease.store(session.lease, Ordering::Relaxed);
         tracing::info!(
             revision = session.revision,
             kept_lease = session.lease == previous,
             "store reconnected and resynchronised"
         );
-        tx.send_replace(session.view(&cfg));
+        tx.send_replace(state.mirror.view(session.revision));
+    }
+}
+
+/// Ends the task for good; dropping the view sender tells the owner, [`Shared::failure`] why.
+fn stop(state: &State, e: Error) {
+    match &e {
+        Error::NotMember(..) => {
+            tracing::error!(error = %e, "removed from the cluster while cut off from the store (`vxnet cluster rm`); not registering again")
+        }
+        _ => tracing::error!(error = %e, "leaving the cluster"),
+    }
+    if let Ok(mut f) = state.shared.failure.lock() {
+        *f = Some(e);
     }
 }
 
 async fn drive(
-    cfg: &mut Config,
+    state: &mut State,
     s: &mut Session,
-    macs: &mut BTreeMap<u32, Vec<String>>,
     tx: &watch::Sender<ClusterView>,
     cmds: &mut mpsc::Receiver<Command>,
 ) -> Ended {
-    let ttl = Duration::from_secs(cfg.ttl.unsigned_abs());
+    let ttl = Duration::from_secs(state.cfg.ttl.unsigned_abs());
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
     let mut last_ack = Instant::now();
+    let mut last_watch = Instant::now();
     loop {
         tokio::select! {
             msg = s.watch.message() => match msg {
                 Ok(Some(resp)) => {
+                    last_watch = Instant::now();
                     if resp.canceled() {
-                        // E.g. compacted past our revision: only a full resync can recover.
-                        return Ended::Failed(format!("watch cancelled: {}", resp.cancel_reason()));
-                    }
-                    if let Some(h) = resp.header() {
-                        s.revision = s.revision.max(h.revision());
+                        // Compacted past our revision (or refused): only a full resync recovers.
+                        return Ended::Failed(format!(
+                            "watch cancelled (compact revision {}): {}",
+                            resp.compact_revision(),
+                            resp.cancel_reason()
+                        ));
                     }
                     if resp.events().is_empty() {
+                        // A progress notification: every event up to its revision was sent.
+                        if !resp.created() {
+                            if let Some(h) = resp.header() {
+                                s.revision = s.revision.max(h.revision());
+                            }
+                        }
                         continue;
                     }
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
+                        s.revision = s.revision.max(kv.mod_revision());
                         let Ok(key) = kv.key_str() else { continue };
                         match ev.event_type() {
-                            EventType::Put => { s.kvs.insert(key.to_owned(), kv.value().to_vec()); }
-                            EventType::Delete => { s.kvs.remove(key); }
+                            EventType::Put => state.mirror.put(key, kv.value(), kv.lease()),
+                            EventType::Delete => state.mirror.delete(key),
                         }
                     }
-                    tx.send_replace(s.view(cfg));
+                    tx.send_replace(state.mirror.view(s.revision));
                 }
-                Ok(None) => return Ended::Failed("watch stream closed".into()),
-                Err(e) => return Ended::Failed(format!("watch: {e}")),
+                Ok(None) => {
+                    if let Err(e) = resume_watch(state, s, "watch stream closed").await {
+                        return Ended::Failed(format!("watch: {e}"));
+                    }
+                    last_watch = Instant::now();
+                }
+                Err(e) => {
+                    if let Err(e) = resume_watch(state, s, &e.to_string()).await {
+                        return Ended::Failed(format!("watch: {e}"));
+                    }
+                    last_watch = Instant::now();
+                }
             },
             ka = s.keepalive.message() => match ka {
                 Ok(Some(r)) if r.ttl() > 0 => last_ack = Instant::now(),
                 Ok(Some(_)) => return Ended::Failed("lease expired".into()),
-                Ok(None) => return Ended::Failed("keep-alive stream closed".into()),
-                Err(e) => return Ended::Failed(format!("keep-alive: {e}")),
+                Ok(None) | Err(_) => {
+                    // The endpoint went away; the lease lives in the cluster, not there.
+                    match state.store.lease_keep_alive(s.lease).await {
+                        Ok((keeper, stream)) => (s.keeper, s.keepalive) = (keeper, stream),
+                        Err(e) => return Ended::Failed(format!("keep-alive: {e}")),
+                    }
+                }
             },
             _ = tick.tick() => {
                 // No acknowledgement for a whole TTL means the lease is gone or the store is
@@ -138,16 +194,33 @@ async fn drive(
                 if last_ack.elapsed() > ttl {
                     return Ended::Failed("no keep-alive acknowledgement within the TTL".into());
                 }
-                if let Err(e) = s.keeper.keep_alive().await {
-                    return Ended::Failed(format!("keep-alive send: {e}"));
+                if s.keeper.keep_alive().await.is_err() {
+                    match state.store.lease_keep_alive(s.lease).await {
+                        Ok((keeper, stream)) => (s.keeper, s.keepalive) = (keeper, stream),
+                        Err(e) => return Ended::Failed(format!("keep-alive: {e}")),
+                    }
+                }
+                // A watch that answers no progress request for a TTL is stuck on a member that
+                // lost the others; resume it elsewhere.
+                if last_watch.elapsed() > ttl || s.watch.request_progress().await.is_err() {
+                    if let Err(e) = resume_watch(state, s, "no watch progress").await {
+                        return Ended::Failed(format!("watch: {e}"));
+                    }
+                    last_watch = Instant::now();
+                }
+                match heal(state, s.lease, s.revision).await {
+                    Ok(()) => {}
+                    Err(e @ Error::NodeInUse { .. }) | Err(e @ Error::NotMember(..)) => return Ended::Fatal(e),
+                    Err(e) if e.is_unreachable() => return Ended::Failed(format!("healing own records: {e}")),
+                    Err(e) => tracing::warn!(error = %e, "could not restore this member's records"),
                 }
             },
             cmd = cmds.recv() => match cmd {
                 None => return Ended::Failed("handle dropped".into()),
                 Some(Command::Leave(ack)) => return Ended::Leave(ack),
                 Some(Command::PublishMacs { vni, macs: list, reply }) => {
-                    let old = macs.insert(vni, list.clone()).unwrap_or_default();
-                    let res = republish(&s.store, cfg, s.lease, vni, &old, &list).await;
+                    let old = state.macs.insert(vni, list.clone()).unwrap_or_default();
+                    let res = republish(state, s.lease, vni, &old, &list).await;
                     let failed = res.as_ref().err().map(|e| e.is_unreachable()).unwrap_or(false);
                     let _ = reply.send(res);
                     if failed {
@@ -155,8 +228,8 @@ async fn drive(
                     }
                 }
                 Some(Command::SetNetworks { networks, reply }) => {
-                    cfg.networks = networks;
-                    let res = put_member(&s.store, cfg, s.lease).await;
+                    state.cfg.networks = networks;
+                    let res = claim_member(state, s.lease).await;
                     let failed = res.as_ref().err().map(|e| e.is_unreachable()).unwrap_or(false);
                     // An unreachable store is not the caller's problem: the record is rewritten
                     // on re-registration.
@@ -167,5 +240,105 @@ async fn drive(
                 }
             },
         }
+    }
+}
+
+/// Opens a new watch from the revision after the last one mirrored, on whichever endpoint
+/// answers: no event is lost, and nothing is read twice.
+async fn resume_watch(state: &State, s: &mut Session, why: &str) -> Result<()> {
+    s.watch = state.store.watch_prefix(s.revision + 1).await?;
+    tracing::info!(reason = %why, from_revision = s.revision + 1, "store watch resumed");
+    Ok(())
+}
+
+/// Writes this member's records again where the store no longer has them as written: deleted,
+/// or overwritten by someone who is not a live engine of this node. Another live engine holding
+/// the member record with another VTEP is a collision ([`Error::NodeInUse`]); another live engine
+/// publishing the same MAC is left alone with one warning (a MAC given twice by hand), since
+/// taking it back would make the two fight.
+async fn heal(state: &mut State, lease: i64, revision: i64) -> Result<()> {
+    let member_key = state.store.key(&format!("members/{}", state.cfg.node_id));
+    if let Some(w) = state.own.get(&member_key) {
+        if w.revision <= revision {
+            let current = state.mirror.raw(&member_key);
+            if current != Some((w.value.as_slice(), lease)) {
+                let was = describe(current.map(|(v, l)| (v.to_vec(), l)));
+                // Any other live engine now holding the record is a second engine of this node
+                // (even on this VTEP: a newer start on this host takes over).
+                if let Some((value, other)) = current.filter(|(_, l)| *l != 0 && *l != lease) {
+                    if let Ok(rec) = serde_json::from_slice::<MemberRecord>(value) {
+                        return Err(Error::NodeInUse {
+                            node: state.cfg.node_id.clone(),
+                            vtep: rec.vtep,
+                        });
+                    }
+                    tracing::debug!(
+                        lease = other,
+                        "unreadable member record under another lease"
+                    );
+                }
+                claim_member(state, lease).await?;
+                tracing::warn!(key = %member_key, %was, "this member's record had changed in the store; restored it");
+            }
+        }
+    }
+    let mine = mac_value(&state.cfg)?;
+    let macs: Vec<(u32, String)> = state
+        .macs
+        .iter()
+        .flat_map(|(vni, list)| list.iter().map(|m| (*vni, m.clone())))
+        .collect();
+    for (vni, mac) in macs {
+        let key = mac_key(&state.store, vni, &mac);
+        let Some(w) = state.own.get(&key) else {
+            continue;
+        };
+        if w.revision > revision {
+            continue;
+        }
+        let current = state.mirror.raw(&key).map(|(v, l)| (v.to_vec(), l));
+        if current
+            .as_ref()
+            .is_some_and(|(v, l)| *v == mine && *l == lease)
+        {
+            state.shared_macs_warned.remove(&key);
+            continue;
+        }
+        if let Some(owner) = current
+            .as_ref()
+            .and_then(|(v, l)| live_publisher(state, v, *l, lease))
+        {
+            if state.shared_macs_warned.insert(key.clone()) {
+                tracing::warn!(%mac, vni, node = %owner, "another live engine publishes this node's MAC too; leaving its record");
+            }
+            continue;
+        }
+        let was = describe(current);
+        put_mac(state, lease, vni, &mac).await?;
+        tracing::warn!(%key, %was, "this member's MAC record had changed in the store; restored it");
+    }
+    Ok(())
+}
+
+/// The node id of the MAC record `value` (under `lease`) if a live engine other than this member
+/// wrote it: another node whose live member record has the VTEP the MAC record names.
+fn live_publisher(state: &State, value: &[u8], lease: i64, own_lease: i64) -> Option<String> {
+    if lease == 0 || lease == own_lease {
+        return None;
+    }
+    let rec: MacRecord = serde_json::from_slice(value).ok()?;
+    if rec.node_id == state.cfg.node_id {
+        return None;
+    }
+    let member_key = state.store.key(&format!("members/{}", rec.node_id));
+    let (member, member_lease) = state.mirror.raw(&member_key)?;
+    let member: MemberRecord = serde_json::from_slice(member).ok()?;
+    (member_lease != 0 && member.vtep == rec.vtep).then_some(rec.node_id)
+}
+
+fn describe(current: Option<(Vec<u8>, i64)>) -> String {
+    match current {
+        None => "deleted".into(),
+        Some((v, l)) => format!("{} (lease {l})", String::from_utf8_lossy(&v)),
     }
 }

@@ -13,15 +13,11 @@ use crate::Error;
 #[derive(Debug)]
 pub struct LeaveOnDrop {
     handle: MembershipHandle,
-    cluster_id: String,
 }
 
 impl LeaveOnDrop {
-    pub fn new(handle: MembershipHandle, cluster_id: &str) -> LeaveOnDrop {
-        LeaveOnDrop {
-            handle,
-            cluster_id: cluster_id.to_owned(),
-        }
+    pub fn new(handle: MembershipHandle) -> LeaveOnDrop {
+        LeaveOnDrop { handle }
     }
 
     pub fn handle(&self) -> &MembershipHandle {
@@ -36,8 +32,9 @@ impl Drop for LeaveOnDrop {
         // The task first, so it cannot register again under a new lease after the revoke.
         self.handle.abort();
         let lease = self.handle.lease_id();
-        let endpoints = self.handle.endpoints().to_vec();
-        let cluster_id = self.cluster_id.clone();
+        // A connection of its own: the handle's belongs to the runtime that is shutting down.
+        let access = self.handle.store().access().clone();
+        let cluster_id = self.handle.store().cluster_id().to_owned();
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("vxnet-leave".into())
@@ -49,9 +46,8 @@ impl Drop for LeaveOnDrop {
                     return;
                 };
                 let res = rt.block_on(async {
-                    let store = Store::connect(&endpoints, &cluster_id).await?;
-                    let mut c = store.client();
-                    store.op(c.lease_revoke(lease)).await?;
+                    let store = Store::connect_with(&access, &cluster_id).await?;
+                    store.lease_revoke(lease).await?;
                     Ok::<(), Error>(())
                 });
                 let _ = tx.send(res);

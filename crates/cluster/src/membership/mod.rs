@@ -1,16 +1,23 @@
-//! Live membership: the interface between the control plane and the packet engine.
+//! Live membership: how a running engine takes part in the cluster.
 //!
 //! [`Membership::register`] grants a lease, writes `members/<node_id>` under it, keeps the lease
 //! alive and watches the whole cluster prefix, publishing a [`ClusterView`] on a
-//! `tokio::sync::watch` channel. If the store goes away the last view stays published (so
-//! forwarding carries on) with `store_healthy = false`; a background task reconnects with
-//! exponential backoff (capped at 2 s), re-registers, re-publishes MACs and resynchronises (full
-//! read, then a watch from that revision). A reconnect first tries to keep the old lease: when the
-//! store comes back before it expired, peers never see this member disappear.
+//! `tokio::sync::watch` channel.
+//! - A lost watch resumes from the last revision seen (another store member if need be), so no
+//!   event is lost; a watch that cannot resume (compacted) means a full resync.
+//! - If the store goes away the last view stays published (so forwarding carries on) with
+//!   `store_healthy = false`; the task reconnects with exponential backoff (capped at 2 s),
+//!   re-registers, re-publishes MACs and resynchronises (full read, then a watch from that
+//!   revision). A reconnect first tries to keep the old lease: when the store comes back before it
+//!   expired, peers never see this member disappear.
+//! - Its own records heal: a member or MAC record that vanishes or is changed by someone else is
+//!   written again within a third of the lease TTL.
+//! - A node id is one engine: registering refuses (and a running member stops) when another live
+//!   engine holds the node's member record with another VTEP, e.g. a VM cloned with its state dir.
 //!
 //! [`MembershipHandle`] is the caller's side; the task itself is in `actor` (the keep-alive /
-//! watch / command loop and reconnecting) and `session` (what one connected period holds and
-//! writes).
+//! watch / command loop, healing and reconnecting) and `session` (what one connected period holds,
+//! and the writes made under the lease).
 
 mod actor;
 mod leave;
@@ -25,12 +32,18 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use std::sync::Mutex;
+
+use vxnet_encap::MacAddr;
+
 use super::records::NodeRecord;
 use super::store::{self, Store};
 use super::token::Role;
-use super::view::{format_mac, ClusterView};
+use super::view::{ClusterView, Mirror};
 use super::{Error, Result};
 use session::Session;
+
+pub use session::check_free;
 
 pub use leave::LeaveOnDrop;
 
@@ -57,8 +70,6 @@ impl Default for Membership {
 
 #[derive(Debug, Clone)]
 struct Config {
-    endpoints: Vec<String>,
-    cluster_id: String,
     node_id: String,
     vtep: IpAddr,
     networks: Vec<String>,
@@ -79,6 +90,15 @@ enum Command {
     Leave(oneshot::Sender<()>),
 }
 
+/// What the task shares with its handle.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The lease currently holding this member's keys.
+    lease: AtomicI64,
+    /// Why the task stopped on its own, for the owner to report.
+    failure: Mutex<Option<Error>>,
+}
+
 /// Owns the background task. Dropping it aborts the task without revoking the lease, exactly
 /// like a crashed host: the member disappears when the lease expires. Call
 /// [`MembershipHandle::leave`] for a clean, immediate departure.
@@ -88,8 +108,8 @@ pub struct MembershipHandle {
     view: watch::Receiver<ClusterView>,
     cmd: mpsc::Sender<Command>,
     task: Option<JoinHandle<()>>,
-    lease: Arc<AtomicI64>,
-    endpoints: Vec<String>,
+    shared: Arc<Shared>,
+    store: Store,
 }
 
 impl Membership {
@@ -118,35 +138,34 @@ impl Membership {
             .await?
             .ok_or_else(|| Error::NotMember(node_id.to_owned(), store.cluster_id().to_owned()))?;
         let cfg = Config {
-            endpoints: store.endpoints().to_vec(),
-            cluster_id: store.cluster_id().to_owned(),
             node_id: node_id.to_owned(),
             vtep,
             networks,
             role: node.role,
             ttl: self.ttl_secs.max(2),
         };
-        let macs = BTreeMap::new();
-        let session = Session::establish(store, &cfg, &macs, None).await?;
-        let lease = Arc::new(AtomicI64::new(session.lease));
-        let (tx, rx) = watch::channel(session.view(&cfg));
-        let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        let endpoints = cfg.endpoints.clone();
-        let task = tokio::spawn(actor::run(
+        let mut state = actor::State {
+            store: store.clone(),
             cfg,
-            session,
-            macs,
-            tx,
-            cmd_rx,
-            Arc::clone(&lease),
-        ));
+            macs: BTreeMap::new(),
+            mirror: Mirror::new(store.cluster_id()),
+            own: BTreeMap::new(),
+            shared: Arc::new(Shared::default()),
+            shared_macs_warned: Default::default(),
+        };
+        let session = Session::establish(&mut state, None).await?;
+        state.shared.lease.store(session.lease, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(state.mirror.view(session.revision));
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let shared = Arc::clone(&state.shared);
+        let task = tokio::spawn(actor::run(state, session, tx, cmd_rx));
         Ok(MembershipHandle {
             node_id: node_id.to_owned(),
             view: rx,
             cmd: cmd_tx,
             task: Some(task),
-            lease,
-            endpoints,
+            shared,
+            store: store.clone(),
         })
     }
 }
@@ -169,7 +188,7 @@ impl MembershipHandle {
     /// are re-published after a store outage.
     pub async fn publish_macs(&self, vni: u32, macs: &[[u8; 6]]) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        let macs = macs.iter().map(format_mac).collect();
+        let macs = macs.iter().map(|m| MacAddr(*m).to_string()).collect();
         self.cmd
             .send(Command::PublishMacs { vni, macs, reply })
             .await
@@ -193,12 +212,18 @@ impl MembershipHandle {
     /// The lease currently holding this member's keys (it changes only when a reconnect could
     /// not keep the old one).
     pub fn lease_id(&self) -> i64 {
-        self.lease.load(Ordering::Relaxed)
+        self.shared.lease.load(Ordering::Relaxed)
     }
 
-    /// The store endpoints this member registered with.
-    pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
+    /// The store this member registered with.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Why the task stopped on its own (removed from the cluster, node id taken by another
+    /// engine), once it has; `None` while it runs.
+    pub fn failure(&self) -> Option<Error> {
+        self.shared.failure.lock().ok().and_then(|mut f| f.take())
     }
 
     /// Revokes the lease (the member key and its MACs vanish at once) and stops the task.

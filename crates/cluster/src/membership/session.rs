@@ -1,42 +1,44 @@
-//! One connected period of the membership: a lease, its keep-alive stream, a watch, and the keys
-//! mirrored from the store; and the writes made under the lease.
+//! One connected period of the membership — a lease, its keep-alive stream and a watch — and the
+//! writes made under the lease. Every write of one of this member's own keys is remembered in
+//! [`State::own`](super::actor::State), so healing can tell its records from someone else's.
 
-use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
-    WatchOptions, WatchStream,
+    Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, WatchStream,
 };
 
+use super::actor::{State, Written};
 use super::Config;
 use crate::records::{MacRecord, MemberRecord};
-use crate::store::Store;
-use crate::view::ClusterView;
+use crate::store::{Retry, Store};
 use crate::{Error, Result};
 
-/// One connected period: a lease, its keep-alive stream, a watch and the mirrored keys.
+/// Lost races for the member record before giving up; each loss means another writer moved.
+const CLAIM_ATTEMPTS: usize = 4;
+
 pub(super) struct Session {
-    pub(super) store: Store,
     pub(super) lease: i64,
     pub(super) keeper: LeaseKeeper,
     pub(super) keepalive: LeaseKeepAliveStream,
     pub(super) watch: WatchStream,
-    pub(super) kvs: BTreeMap<String, Vec<u8>>,
+    /// The last revision whose events under the prefix are all in the mirror: a resumed watch
+    /// starts after it.
     pub(super) revision: i64,
 }
 
 impl Session {
+    /// Takes (or keeps) a lease, writes this member's records under it, reads the whole prefix
+    /// into the mirror and watches from the revision read.
     pub(super) async fn establish(
-        store: &Store,
-        cfg: &Config,
-        macs: &BTreeMap<u32, Vec<String>>,
+        state: &mut State,
         previous_lease: Option<i64>,
     ) -> Result<Session> {
-        let mut c = store.client();
+        let store = state.store.clone();
         let kept = match previous_lease {
             // An expired lease reads as TTL -1; any refusal just means a new lease.
-            Some(id) => match store.op(c.lease_time_to_live(id, None)).await {
-                Ok(r) => (r.ttl() > 0).then_some(id),
+            Some(id) => match store.lease_ttl(id).await {
+                Ok(ttl) => (ttl > 0).then_some(id),
                 Err(e) if e.is_unreachable() => return Err(e),
                 Err(_) => None,
             },
@@ -44,119 +46,183 @@ impl Session {
         };
         let lease = match kept {
             Some(id) => id,
-            None => store.op(c.lease_grant(cfg.ttl, None)).await?.id(),
+            None => store.lease_grant(state.cfg.ttl).await?,
         };
-        let (mut keeper, keepalive) = store.op(c.lease_keep_alive(lease)).await?;
+        let (mut keeper, keepalive) = store.lease_keep_alive(lease).await?;
         if kept.is_some() {
             // Renew at once: the old lease may have only moments left.
-            store.op(keeper.keep_alive()).await?;
+            keeper.keep_alive().await?;
         }
-        put_member(store, cfg, lease).await?;
-        for (vni, list) in macs {
-            for mac in list {
-                put_mac(store, cfg, lease, *vni, mac).await?;
-            }
+        if kept != previous_lease {
+            // Records written under a lost lease are gone with it.
+            state.own.clear();
         }
-        let mut resp = store
-            .op(c.get(store.prefix(), Some(GetOptions::new().with_prefix())))
-            .await?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let kvs = resp
-            .take_kvs()
-            .into_iter()
-            .filter_map(|kv| Some((kv.key_str().ok()?.to_owned(), kv.value().to_vec())))
+        claim_member(state, lease).await?;
+        let macs: Vec<(u32, String)> = state
+            .macs
+            .iter()
+            .flat_map(|(vni, list)| list.iter().map(|m| (*vni, m.clone())))
             .collect();
-        let watch = store
-            .op(c.watch(
-                store.prefix(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
+        for (vni, mac) in macs {
+            put_mac(state, lease, vni, &mac).await?;
+        }
+        let (kvs, revision) = store.list("").await?;
+        state.mirror.replace_all(kvs.into_iter().filter_map(|kv| {
+            Some((
+                kv.key_str().ok()?.to_owned(),
+                kv.value().to_vec(),
+                kv.lease(),
             ))
-            .await?;
+        }));
+        let watch = store.watch_prefix(revision + 1).await?;
         Ok(Session {
-            store: store.clone(),
             lease,
             keeper,
             keepalive,
             watch,
-            kvs,
             revision,
         })
     }
+}
 
-    pub(super) fn view(&self, cfg: &Config) -> ClusterView {
-        ClusterView::from_kvs(
-            &cfg.cluster_id,
-            self.kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-            self.revision,
-        )
+/// Refuses when another live engine holds `node_id`'s member record with a VTEP other than
+/// `vtep`: two engines with one node id (a VM cloned with its state dir) would take each other's
+/// place in every peer's flood list. The same VTEP is this host again (a restart within the old
+/// lease), which may take its record back. `vxnet run` checks this before creating anything.
+pub async fn check_free(store: &Store, node_id: &str, vtep: IpAddr) -> Result<()> {
+    let key = store.key(&format!("members/{node_id}"));
+    let current = store.get_raw(&key).await?;
+    check_holder(
+        node_id,
+        vtep,
+        0,
+        current.as_ref().map(|kv| (kv.value(), kv.lease())),
+    )
+}
+
+/// The check of [`check_free`] on a record already read: `(value, lease)` of `members/<id>`.
+pub(super) fn check_holder(
+    node_id: &str,
+    vtep: IpAddr,
+    own_lease: i64,
+    current: Option<(&[u8], i64)>,
+) -> Result<()> {
+    let Some((value, lease)) = current else {
+        return Ok(());
+    };
+    // Lease 0: written without a lease by someone who is not an engine; nobody to collide with.
+    if lease == 0 || lease == own_lease {
+        return Ok(());
+    }
+    match serde_json::from_slice::<MemberRecord>(value) {
+        Ok(other) if other.vtep != vtep => Err(Error::NodeInUse {
+            node: node_id.to_owned(),
+            vtep: other.vtep,
+        }),
+        _ => Ok(()),
     }
 }
 
-pub(super) async fn put_member(store: &Store, cfg: &Config, lease: i64) -> Result<()> {
-    let record = MemberRecord {
+/// Writes this member's record under `lease`, unless another live engine holds it with another
+/// VTEP ([`Error::NodeInUse`]) or the node record is gone ([`Error::NotMember`]). The write only
+/// applies if the record is still the one checked (one etcd transaction), so two engines starting
+/// at once cannot both pass the check.
+pub(super) async fn claim_member(state: &mut State, lease: i64) -> Result<()> {
+    let store = &state.store;
+    let cfg = &state.cfg;
+    let key = store.key(&format!("members/{}", cfg.node_id));
+    let node_key = store.key(&format!("nodes/{}", cfg.node_id));
+    for _ in 0..CLAIM_ATTEMPTS {
+        let current = store.get_raw(&key).await?;
+        check_holder(
+            &cfg.node_id,
+            cfg.vtep,
+            lease,
+            current.as_ref().map(|kv| (kv.value(), kv.lease())),
+        )?;
+        let seen = current.as_ref().map_or(0, |kv| kv.mod_revision());
+        let value = serde_json::to_vec(&member_record(cfg))?;
+        // Only while the node record exists: a node removed by `vxnet cluster rm` while it was
+        // cut off from the store (its lease expired, so it was not live) must not come back on
+        // reconnect.
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(node_key.clone(), CompareOp::Greater, 0),
+                Compare::mod_revision(key.clone(), CompareOp::Equal, seen),
+            ])
+            .and_then([TxnOp::put(
+                key.clone(),
+                value.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let resp = store.txn(Retry::Idempotent, txn).await?;
+        if resp.succeeded() {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            state.own.insert(key, Written { value, revision });
+            return Ok(());
+        }
+        if store.get_raw(&node_key).await?.is_none() {
+            return Err(Error::NotMember(
+                cfg.node_id.clone(),
+                store.cluster_id().to_owned(),
+            ));
+        }
+    }
+    Err(Error::Invalid(format!(
+        "gave up registering node {} after repeated concurrent changes of its member record",
+        cfg.node_id
+    )))
+}
+
+fn member_record(cfg: &Config) -> MemberRecord {
+    MemberRecord {
         node_id: cfg.node_id.clone(),
         vtep: cfg.vtep,
         networks: cfg.networks.clone(),
         role: cfg.role,
         updated: crate::now_secs(),
-    };
-    // Only while the node record exists: a node removed by `vxnet cluster rm` while it was cut
-    // off from the store (its lease expired, so it was not live) must not come back on reconnect.
-    let node_key = store.key(&format!("nodes/{}", cfg.node_id));
-    let put = TxnOp::put(
-        store.key(&format!("members/{}", cfg.node_id)),
-        serde_json::to_vec(&record)?,
-        Some(PutOptions::new().with_lease(lease)),
-    );
-    let txn = Txn::new()
-        .when([Compare::create_revision(node_key, CompareOp::Greater, 0)])
-        .and_then([put]);
-    let mut c = store.client();
-    if !store.op(c.txn(txn)).await?.succeeded() {
-        return Err(Error::NotMember(
-            cfg.node_id.clone(),
-            store.cluster_id().to_owned(),
-        ));
     }
-    Ok(())
 }
 
-async fn put_mac(store: &Store, cfg: &Config, lease: i64, vni: u32, mac: &str) -> Result<()> {
-    let rec = MacRecord {
+pub(super) fn mac_value(cfg: &Config) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&MacRecord {
         node_id: cfg.node_id.clone(),
         vtep: cfg.vtep,
-    };
-    let mut c = store.client();
-    store
-        .op(c.put(
-            store.key(&format!("macs/{vni}/{mac}")),
-            serde_json::to_vec(&rec)?,
-            Some(PutOptions::new().with_lease(lease)),
-        ))
-        .await?;
+    })?)
+}
+
+pub(super) fn mac_key(store: &Store, vni: u32, mac: &str) -> String {
+    store.key(&format!("macs/{vni}/{mac}"))
+}
+
+pub(super) async fn put_mac(state: &mut State, lease: i64, vni: u32, mac: &str) -> Result<()> {
+    let key = mac_key(&state.store, vni, mac);
+    let value = mac_value(&state.cfg)?;
+    let revision = state.store.put(&key, value.clone(), Some(lease)).await?;
+    state.own.insert(key, Written { value, revision });
     Ok(())
 }
 
+/// Replaces the published MACs of `vni` (`old` → `new`). A withdrawn MAC is deleted only while it
+/// is still under this member's lease (one transaction), so a MAC another engine has since
+/// published is left alone.
 pub(super) async fn republish(
-    store: &Store,
-    cfg: &Config,
+    state: &mut State,
     lease: i64,
     vni: u32,
     old: &[String],
     new: &[String],
 ) -> Result<()> {
-    let mut c = store.client();
     for mac in old.iter().filter(|m| !new.contains(m)) {
-        store
-            .op(c.delete(store.key(&format!("macs/{vni}/{mac}")), None))
-            .await?;
+        let key = mac_key(&state.store, vni, mac);
+        let txn = Txn::new()
+            .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+            .and_then([TxnOp::delete(key.clone(), None)]);
+        state.store.txn(Retry::Idempotent, txn).await?;
+        state.own.remove(&key);
     }
     for mac in new.iter().filter(|m| !old.contains(m)) {
-        put_mac(store, cfg, lease, vni, mac).await?;
+        put_mac(state, lease, vni, mac).await?;
     }
     Ok(())
 }

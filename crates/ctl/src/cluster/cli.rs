@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use vxnet_cluster::access::{parse_store, AccessOptions};
 use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
-use vxnet_cluster::store::parse_store_url;
 use vxnet_cluster::token::Role;
 use vxnet_cluster::{network, node, removal, ClusterView, Error, Membership, Result};
 
@@ -17,6 +17,41 @@ pub struct StateDirArg {
     /// Node state directory (node id, cluster, token).
     #[arg(long, global = true, env = "VXNET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+}
+
+/// How to reach a secured store (etcd with TLS and/or authentication). Given once, kept in
+/// --state-dir (mode 0600).
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreAccessArgs {
+    /// CA certificate (PEM) of etcd's server certificate; needed with an https:// store.
+    #[arg(long, value_name = "FILE")]
+    pub store_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for an etcd started with --client-cert-auth.
+    #[arg(long, value_name = "FILE", requires = "store_key")]
+    pub store_cert: Option<PathBuf>,
+    /// Key (PEM) of --store-cert.
+    #[arg(long, value_name = "FILE", requires = "store_cert")]
+    pub store_key: Option<PathBuf>,
+    /// etcd user; its password comes from --store-password-file or VXNET_STORE_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    pub store_user: Option<String>,
+    /// File holding the etcd user's password (one line).
+    #[arg(long, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+}
+
+impl StoreAccessArgs {
+    pub fn options(&self) -> AccessOptions {
+        AccessOptions {
+            ca: self.store_ca.clone(),
+            cert: self.store_cert.clone(),
+            key: self.store_key.clone(),
+            user: self.store_user.clone(),
+            password_file: self.store_password_file.clone(),
+            // Not a flag: a password on the command line is visible to every user in `ps`.
+            password_env: std::env::var("VXNET_STORE_PASSWORD").ok(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -31,9 +66,11 @@ pub struct ClusterArgs {
 pub enum ClusterCmd {
     /// Create a cluster in the store; prints the manager and worker join tokens.
     Init {
-        /// etcd://HOST:PORT[,HOST:PORT]
+        /// etcd://HOST:PORT[,HOST:PORT] (plain) or https://HOST:PORT[,HOST:PORT] (TLS)
         #[arg(long)]
         store: String,
+        #[command(flatten)]
+        access: StoreAccessArgs,
         /// Use this (hex) cluster id instead of a random one.
         #[arg(long)]
         cluster_id: Option<String>,
@@ -49,6 +86,8 @@ pub enum ClusterCmd {
     Join {
         /// The manager or worker token `vxnet cluster init` printed.
         token: String,
+        #[command(flatten)]
+        access: StoreAccessArgs,
         /// This host's VTEP (underlay) address, recorded for the other members [default: none
         /// recorded; `vxnet run --local` registers it].
         #[arg(long)]
@@ -176,12 +215,15 @@ pub fn run_cluster(args: ClusterArgs) -> Result<()> {
         match args.cmd {
             ClusterCmd::Init {
                 store,
+                access,
                 cluster_id,
                 local,
                 json,
             } => {
-                let eps = parse_store_url(&store)?;
-                let out = node::init(&dir, &eps, cluster_id.as_deref(), local).await?;
+                let (eps, tls) = parse_store(&store)?;
+                let access = access.options().load(eps, tls)?;
+                let out = node::init_with(&dir, &access, cluster_id.as_deref(), local).await?;
+                access.warn_if_open();
                 if json {
                     print_json(&out)
                 } else {
@@ -194,8 +236,14 @@ pub fn run_cluster(args: ClusterArgs) -> Result<()> {
                     Ok(())
                 }
             }
-            ClusterCmd::Join { token, local, json } => {
-                let st = node::join(&dir, &token, local).await?;
+            ClusterCmd::Join {
+                token,
+                access,
+                local,
+                json,
+            } => {
+                let st = node::join_with(&dir, &token, &access.options(), None, local).await?;
+                dir.access(&st)?.warn_if_open();
                 if json {
                     print_json(&serde_json::json!({
                         "cluster_id": st.cluster_id, "node_id": st.node_id, "role": st.role,
@@ -347,7 +395,12 @@ async fn watch(
     loop {
         tokio::select! {
             changed = rx.changed() => {
-                if changed.is_err() { break; }
+                if changed.is_err() {
+                    // The membership stopped on its own (e.g. the node id is another engine's).
+                    return Err(handle
+                        .failure()
+                        .unwrap_or_else(|| Error::Invalid("the cluster membership task stopped".into())));
+                }
                 let v = rx.borrow_and_update().clone();
                 if emit(&v).is_err() { break; }
             }

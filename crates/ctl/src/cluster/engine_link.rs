@@ -14,7 +14,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use vxnet_cluster::membership::LeaveOnDrop;
-use vxnet_cluster::{ipam, ClusterView, Membership, MembershipHandle, NetworkDef, Store};
+use vxnet_cluster::{
+    ipam, ClusterView, Membership, MembershipHandle, NetworkDef, Store, StoreAccess,
+};
 use vxnet_dataplane::{ClusterInfo, EngineControl, EngineError, NetworkConfig};
 use vxnet_encap::{MacAddr, Vni};
 
@@ -55,7 +57,8 @@ const IFNAME_MAX: usize = 15;
 pub struct LinkOptions {
     pub node_id: String,
     pub cluster_id: String,
-    pub endpoints: Vec<String>,
+    /// The store: endpoints, TLS, credentials.
+    pub access: StoreAccess,
     /// This host's VTEP (the engine's `--local`).
     pub vtep: IpAddr,
     /// `--network` names; empty = every network of the cluster.
@@ -156,13 +159,13 @@ struct Link {
 /// stops. The engine runs this beside its control socket; on SIGINT/SIGTERM it is dropped, and
 /// the host leaves the cluster (lease revoked) so peers drop it at once.
 pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkError> {
-    let store = Store::connect(&opts.endpoints, &opts.cluster_id).await?;
+    let store = Store::connect_with(&opts.access, &opts.cluster_id).await?;
     let handle = Membership {
         ttl_secs: opts.ttl_secs,
     }
     .start(&store, &opts.node_id, opts.vtep, Vec::new())
     .await?;
-    let member = LeaveOnDrop::new(handle, &opts.cluster_id);
+    let member = LeaveOnDrop::new(handle);
     let handle = member.handle();
     tracing::info!(
         node = %opts.node_id,
@@ -188,7 +191,9 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkErr
         link.apply(&view, handle, first).await?;
         first = false;
         if rx.changed().await.is_err() {
-            return Err(LinkError::MembershipStopped);
+            return Err(handle
+                .failure()
+                .map_or(LinkError::MembershipStopped, LinkError::Cluster));
         }
     }
 }
@@ -205,7 +210,7 @@ impl Link {
     ) -> Result<(), LinkError> {
         let me = self.opts.node_id.clone();
         self.engine.set_cluster_info(Some(ClusterInfo {
-            store: format!("etcd://{}", self.opts.endpoints.join(",")),
+            store: self.opts.access.url(),
             cluster_id: self.opts.cluster_id.clone(),
             node_id: me.clone(),
             store_healthy: view.store_healthy,
