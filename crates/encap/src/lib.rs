@@ -30,7 +30,7 @@ pub use encap::{encapsulate, Encapsulation, IpPair, OuterStack, UdpChecksum, MAX
 pub use error::{DecapError, EncapError, Layer, OffloadError};
 pub use flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
 pub use inner::InnerFrame;
-pub use mac::{MacAddr, MacParseError};
+pub use mac::{LinkAddr, MacAddr, MacParseError};
 pub use vni::{Vni, VniError};
 
 /// The IANA-assigned VXLAN UDP port (RFC 7348 §5).
