@@ -188,10 +188,7 @@ impl ClusterView {
 
 /// Formats a MAC the way keys and views carry it.
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    vxnet_encap::MacAddr(*mac).to_string()
 }
 
 /// Registration options; [`Membership::register`] uses the defaults.

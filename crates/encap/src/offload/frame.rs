@@ -9,17 +9,13 @@ use std::ops::Range;
 
 use crate::checksum::Sum;
 use crate::error::{Layer, OffloadError};
+pub(crate) use crate::wire::at;
 use crate::wire::ethernet::{self, EtherType, EthernetPacket};
 use crate::wire::{
     be16, ipv4, ipv6, tcp, udp, Ipv4Packet, Ipv6Packet, TcpPacket, ETHERNET_HEADER_LEN,
     IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN, TCP_HEADER_LEN, UDP_HEADER_LEN,
     VLAN_TAG_LEN,
 };
-
-/// `base + range`: a header's field range as an offset into the frame.
-pub(crate) fn at(base: usize, range: Range<usize>) -> Range<usize> {
-    base + range.start..base + range.end
-}
 
 /// Where the IP header and the transport header after it are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,6 +24,11 @@ pub use tcp::{TcpPacket, TCP_HEADER_LEN, TCP_MAX_HEADER_LEN};
 pub use udp::{UdpPacket, UdpRepr, UDP_HEADER_LEN};
 pub use vxlan::{VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
 
+/// `base + field`: a header's field range as an offset into the frame the header sits in.
+pub(crate) const fn at(base: usize, field: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    base + field.start..base + field.end
+}
+
 /// IP protocol number of TCP.
 pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
