@@ -515,11 +515,7 @@ impl Coalescer {
             gso_size: tf.payload_len(),
             segments: 1,
             next_seq: tcp.seq_number().wrapping_add(tf.payload_len() as u32),
-            first_id: if tf.ip.ipv6 {
-                0
-            } else {
-                ipv4_header(frame, &tf.ip).ident()
-            },
+            first_id: tf.ip.ipv4_ident(frame),
             id_mode: IpIdMode::Unknown,
             flags,
             sealed: flags & tcp_flags::PSH != 0,

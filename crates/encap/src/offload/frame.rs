@@ -29,6 +29,18 @@ pub(crate) struct IpFrame {
     pub end: usize,
 }
 
+/// `Truncated` unless the frame's `actual` bytes reach `required`.
+fn need(layer: Layer, required: usize, actual: usize) -> Result<(), OffloadError> {
+    if actual < required {
+        return Err(OffloadError::Truncated {
+            layer,
+            required,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 fn wrong_protocol(want: u8, protocol: u8) -> OffloadError {
     if want == IPPROTO_UDP {
         OffloadError::NotUdp { protocol }
@@ -41,24 +53,12 @@ impl IpFrame {
     /// Parses Ethernet [+ one 802.1Q tag] + IPv4 (not a fragment) or IPv6 carrying `protocol`.
     pub fn parse(frame: &[u8], protocol: u8) -> Result<Self, OffloadError> {
         let len = frame.len();
-        if len < ETHERNET_HEADER_LEN {
-            return Err(OffloadError::Truncated {
-                layer: Layer::InnerEthernet,
-                required: ETHERNET_HEADER_LEN,
-                actual: len,
-            });
-        }
+        need(Layer::InnerEthernet, ETHERNET_HEADER_LEN, len)?;
         let mut ethertype = EthernetPacket::new_unchecked(frame).ethertype();
         let mut l3 = ETHERNET_HEADER_LEN;
         if ethertype == EtherType::VLAN {
             l3 += VLAN_TAG_LEN;
-            if len < l3 {
-                return Err(OffloadError::Truncated {
-                    layer: Layer::InnerVlan,
-                    required: l3,
-                    actual: len,
-                });
-            }
+            need(Layer::InnerVlan, l3, len)?;
             // The tag sits where the EtherType was; the real one follows it.
             ethertype = be16(frame, ethernet::field::ETHERTYPE.start + VLAN_TAG_LEN).unwrap_or(0);
         }
@@ -76,13 +76,7 @@ impl IpFrame {
         protocol: u8,
     ) -> Result<(bool, usize, usize), OffloadError> {
         let len = frame.len();
-        if len < l3 + IPV4_HEADER_LEN {
-            return Err(OffloadError::Truncated {
-                layer: Layer::InnerIpv4,
-                required: l3 + IPV4_HEADER_LEN,
-                actual: len,
-            });
-        }
+        need(Layer::InnerIpv4, l3 + IPV4_HEADER_LEN, len)?;
         let ip = Ipv4Packet::new_unchecked(&frame[l3..]);
         let bad = |reason| OffloadError::BadHeader {
             layer: Layer::InnerIpv4,
@@ -105,13 +99,7 @@ impl IpFrame {
         if total < ihl {
             return Err(bad("total length shorter than the header"));
         }
-        if len < l3 + total {
-            return Err(OffloadError::Truncated {
-                layer: Layer::InnerIpv4,
-                required: l3 + total,
-                actual: len,
-            });
-        }
+        need(Layer::InnerIpv4, l3 + total, len)?;
         Ok((false, l3 + ihl, l3 + total))
     }
 
@@ -121,13 +109,7 @@ impl IpFrame {
         protocol: u8,
     ) -> Result<(bool, usize, usize), OffloadError> {
         let len = frame.len();
-        if len < l3 + IPV6_HEADER_LEN {
-            return Err(OffloadError::Truncated {
-                layer: Layer::InnerIpv6,
-                required: l3 + IPV6_HEADER_LEN,
-                actual: len,
-            });
-        }
+        need(Layer::InnerIpv6, l3 + IPV6_HEADER_LEN, len)?;
         let ip = Ipv6Packet::new_unchecked(&frame[l3..]);
         if ip.version() != 6 {
             return Err(OffloadError::BadHeader {
@@ -141,13 +123,7 @@ impl IpFrame {
             return Err(wrong_protocol(protocol, ip.next_header()));
         }
         let end = l3 + IPV6_HEADER_LEN + usize::from(ip.payload_len());
-        if len < end {
-            return Err(OffloadError::Truncated {
-                layer: Layer::InnerIpv6,
-                required: end,
-                actual: len,
-            });
-        }
+        need(Layer::InnerIpv6, end, len)?;
         Ok((true, l3 + IPV6_HEADER_LEN, end))
     }
 
@@ -167,6 +143,14 @@ impl IpFrame {
             .add_bytes(frame.get(self.addrs()).unwrap_or_default())
             .add_u16(u16::from(protocol))
             .add_u32(len as u32)
+    }
+
+    /// The IPv4 ID of `frame` (0 for IPv6, which has none outside a fragment header).
+    pub fn ipv4_ident(&self, frame: &[u8]) -> u16 {
+        match (self.ipv6, frame.get(self.l3..self.l4)) {
+            (false, Some(header)) => Ipv4Packet::new_unchecked(header).ident(),
+            _ => 0,
+        }
     }
 
     /// Where the IP packet of `frame`, laid out like this one, ends by its own length field; the
@@ -274,13 +258,7 @@ impl UdpFrame {
     /// stale); the IP header's length decides.
     pub fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
         let ip = IpFrame::parse(frame, IPPROTO_UDP)?;
-        if ip.end < ip.l4 + UDP_HEADER_LEN {
-            return Err(OffloadError::Truncated {
-                layer: Layer::InnerUdp,
-                required: ip.l4 + UDP_HEADER_LEN,
-                actual: ip.end,
-            });
-        }
+        need(Layer::InnerUdp, ip.l4 + UDP_HEADER_LEN, ip.end)?;
         Ok(UdpFrame { ip })
     }
 

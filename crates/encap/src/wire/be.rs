@@ -8,35 +8,37 @@
 /// The big-endian `u16` at `bytes[at..at + 2]`, or `None` when the buffer ends before it.
 #[inline]
 pub fn be16(bytes: &[u8], at: usize) -> Option<u16> {
-    let word = bytes.get(at..at.checked_add(2)?)?;
-    Some(u16::from_be_bytes([word[0], word[1]]))
+    word(bytes, at).map(u16::from_be_bytes)
 }
 
 /// The big-endian `u32` at `bytes[at..at + 4]`, or `None` when the buffer ends before it.
 #[inline]
 pub fn be32(bytes: &[u8], at: usize) -> Option<u32> {
-    let word = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
+    word(bytes, at).map(u32::from_be_bytes)
 }
 
 /// Stores `value` big-endian at `bytes[at..at + 2]`; false (nothing written) when it does not fit.
 #[inline]
 pub fn set_be16(bytes: &mut [u8], at: usize, value: u16) -> bool {
-    match at.checked_add(2).and_then(|end| bytes.get_mut(at..end)) {
-        Some(word) => {
-            word.copy_from_slice(&value.to_be_bytes());
-            true
-        }
-        None => false,
-    }
+    set_word(bytes, at, value.to_be_bytes())
 }
 
 /// Stores `value` big-endian at `bytes[at..at + 4]`; false (nothing written) when it does not fit.
 #[inline]
 pub fn set_be32(bytes: &mut [u8], at: usize, value: u32) -> bool {
-    match at.checked_add(4).and_then(|end| bytes.get_mut(at..end)) {
-        Some(word) => {
-            word.copy_from_slice(&value.to_be_bytes());
+    set_word(bytes, at, value.to_be_bytes())
+}
+
+#[inline]
+fn word<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+#[inline]
+fn set_word<const N: usize>(bytes: &mut [u8], at: usize, word: [u8; N]) -> bool {
+    match at.checked_add(N).and_then(|end| bytes.get_mut(at..end)) {
+        Some(field) => {
+            field.copy_from_slice(&word);
             true
         }
         None => false,

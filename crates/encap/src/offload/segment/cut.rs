@@ -6,9 +6,46 @@ use std::ops::Range;
 
 use crate::checksum::Sum;
 use crate::error::OffloadError;
-use crate::wire::VXLAN_HEADER_LEN;
+use crate::vni::Vni;
+use crate::wire::{
+    VxlanPacket, VxlanRepr, IPV4_MAX_HEADER_LEN, TAGGED_HEADER_LEN, TCP_MAX_HEADER_LEN,
+    VXLAN_HEADER_LEN,
+};
 
 use super::Segmented;
+
+/// Most header bytes a segment repeats: Ethernet with an 802.1Q tag, IPv4 with options (IPv6's
+/// fixed header is shorter), TCP with options.
+const MAX_SEGMENT_HEADERS: usize = TAGGED_HEADER_LEN + IPV4_MAX_HEADER_LEN + TCP_MAX_HEADER_LEN;
+
+/// What every segment starts with: the VXLAN header, then a copy of the superframe's headers
+/// (which the protocol prepares once, and [`Cut::write`] finishes per segment). On the stack.
+pub(super) struct Prefix {
+    bytes: [u8; VXLAN_HEADER_LEN + MAX_SEGMENT_HEADERS],
+    len: usize,
+}
+
+impl Prefix {
+    /// `headers` are the frame's headers up to the payload (at most [`MAX_SEGMENT_HEADERS`],
+    /// which parsing guarantees; a longer run is cut there).
+    pub fn new(vni: Vni, headers: &[u8]) -> Self {
+        let mut bytes = [0u8; VXLAN_HEADER_LEN + MAX_SEGMENT_HEADERS];
+        VxlanRepr { vni }.emit(&mut VxlanPacket::new_unchecked(&mut bytes[..]));
+        let headers = &headers[..headers.len().min(MAX_SEGMENT_HEADERS)];
+        let len = VXLAN_HEADER_LEN + headers.len();
+        bytes[VXLAN_HEADER_LEN..len].copy_from_slice(headers);
+        Prefix { bytes, len }
+    }
+
+    /// The copy of the superframe's headers.
+    pub fn headers(&mut self) -> &mut [u8] {
+        &mut self.bytes[VXLAN_HEADER_LEN..self.len]
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
 
 /// Copies a segment's payload and returns its checksum ([`CopyMode`](super::CopyMode)).
 pub(super) type CopyFn = fn(&mut [u8], &[u8]) -> Sum;
@@ -101,18 +138,18 @@ impl Cut {
     }
 
     /// Writes `segments` (a range [`chunk`](Self::chunk) chose) of `frame` to the front of `out`:
-    /// each is `prefix` (the VXLAN header and the superframe's headers, their per-segment fields
-    /// as `finish` wants them), then its payload copied with `copy`; `finish` then completes the
-    /// segment's headers.
+    /// each is `prefix` (its headers' per-segment fields as `finish` wants them), then its payload
+    /// copied with `copy`; `finish` then completes the segment's headers.
     pub fn write(
         &self,
         frame: &[u8],
         out: &mut [u8],
         segments: Range<usize>,
-        prefix: &[u8],
+        prefix: &Prefix,
         copy: CopyFn,
         mut finish: impl FnMut(Segment<'_>),
     ) {
+        let prefix = prefix.as_bytes();
         let payload = &frame[self.hdr_len..self.end];
         let from = segments.start;
         for index in segments {

@@ -21,10 +21,7 @@ use crate::checksum;
 use crate::error::OffloadError;
 use crate::vni::Vni;
 use crate::wire::be::set_be16;
-use crate::wire::{
-    VxlanPacket, VxlanRepr, IPV4_MAX_HEADER_LEN, TAGGED_HEADER_LEN, TCP_MAX_HEADER_LEN,
-    VXLAN_HEADER_LEN,
-};
+use crate::wire::{VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
 
 use super::copy_csum::{copy_and_sum, copy_then_sum};
 use super::frame::Transport;
@@ -41,10 +38,6 @@ pub use batch::{
 };
 use tso::TsoPlan;
 use uso::UsoPlan;
-
-/// Most header bytes a segment repeats: Ethernet with an 802.1Q tag, IPv4 with options (IPv6's
-/// fixed header is shorter), TCP with options.
-const MAX_SEGMENT_HEADERS: usize = TAGGED_HEADER_LEN + IPV4_MAX_HEADER_LEN + TCP_MAX_HEADER_LEN;
 
 /// Exact number of output bytes [`prepare_for_wire`] needs for this frame. There is no useful
 /// worst case (a tiny `gso_size` makes 64 KB of payload into megabytes of headers): an engine

@@ -6,12 +6,12 @@ use std::ops::Range;
 use crate::checksum::Sum;
 use crate::error::OffloadError;
 use crate::vni::Vni;
-use crate::wire::{tcp::flags, Ipv4Packet, TcpPacket, VXLAN_HEADER_LEN};
+use crate::wire::{tcp::flags, Ipv4Packet, TcpPacket};
 
 use super::super::frame::{TcpFrame, Transport};
 use super::super::vnet::VirtioNetHdr;
-use super::cut::{CopyFn, Cut, Segment};
-use super::{check_csum_start, vxlan_header, MAX_SEGMENT_HEADERS};
+use super::check_csum_start;
+use super::cut::{CopyFn, Cut, Prefix, Segment};
 
 /// A TCP superframe's layout and its cut at `min(gso_size, mss)` payload bytes.
 #[derive(Debug, Clone, Copy)]
@@ -59,20 +59,13 @@ impl TsoPlan {
         let tcp = self.tf.tcp(frame);
         let base_seq = tcp.seq_number();
         let base_flags = tcp.flags();
-        let base_id = if ip.ipv6 {
-            0
-        } else {
-            Ipv4Packet::new_unchecked(&frame[l3..l4]).ident()
-        };
+        let base_id = ip.ipv4_ident(frame);
 
         // Every segment repeats the superframe's headers with a few fields changed: zero those in
         // a template, sum the template once, and per segment add only what changed (a
         // ones'-complement sum is a sum of its words, RFC 1624). Same bytes as summing each header.
-        let mut prefix = [0u8; VXLAN_HEADER_LEN + MAX_SEGMENT_HEADERS];
-        let prefix = &mut prefix[..VXLAN_HEADER_LEN + hl];
-        prefix[..VXLAN_HEADER_LEN].copy_from_slice(&vxlan_header(vni));
-        let template = &mut prefix[VXLAN_HEADER_LEN..];
-        template.copy_from_slice(&frame[..hl]);
+        let mut prefix = Prefix::new(vni, &frame[..hl]);
+        let template = prefix.headers();
         ip.clear_per_segment_fields(template);
         let mut template_tcp = TcpPacket::new_unchecked(&mut template[l4..]);
         template_tcp.set_seq_number(0);
@@ -85,7 +78,7 @@ impl TsoPlan {
         let last = self.cut.segments - 1;
         let seg_payload = self.cut.seg_payload;
         self.cut
-            .write(frame, out, segments, prefix, copy, |seg: Segment<'_>| {
+            .write(frame, out, segments, &prefix, copy, |seg: Segment<'_>| {
                 let tcp_len = tcp_hlen + seg.payload_len;
                 if ip.ipv6 {
                     ip.set_len(seg.headers, tcp_len);

@@ -8,14 +8,12 @@ use std::ops::Range;
 
 use crate::error::OffloadError;
 use crate::vni::Vni;
-use crate::wire::{
-    Ipv4Packet, UdpPacket, IPV4_HEADER_LEN, TCP_HEADER_LEN, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
-};
+use crate::wire::{Ipv4Packet, UdpPacket, IPV4_HEADER_LEN, TCP_HEADER_LEN, UDP_HEADER_LEN};
 
 use super::super::frame::{Transport, UdpFrame};
 use super::super::vnet::VirtioNetHdr;
-use super::cut::{CopyFn, Cut, Segment};
-use super::{check_csum_start, vxlan_header, MAX_SEGMENT_HEADERS};
+use super::check_csum_start;
+use super::cut::{CopyFn, Cut, Prefix, Segment};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct UsoPlan {
@@ -61,18 +59,11 @@ impl UsoPlan {
         let ip = self.uf.ip;
         let (l3, l4) = (ip.l3, ip.l4);
         let hl = self.uf.hdr_len();
-        let base_id = if ip.ipv6 {
-            0
-        } else {
-            Ipv4Packet::new_unchecked(&frame[l3..l4]).ident()
-        };
-        let mut prefix = [0u8; VXLAN_HEADER_LEN + MAX_SEGMENT_HEADERS];
-        let prefix = &mut prefix[..VXLAN_HEADER_LEN + hl];
-        prefix[..VXLAN_HEADER_LEN].copy_from_slice(&vxlan_header(vni));
-        prefix[VXLAN_HEADER_LEN..].copy_from_slice(&frame[..hl]);
+        let base_id = ip.ipv4_ident(frame);
+        let prefix = Prefix::new(vni, &frame[..hl]);
 
         self.cut
-            .write(frame, out, segments, prefix, copy, |seg: Segment<'_>| {
+            .write(frame, out, segments, &prefix, copy, |seg: Segment<'_>| {
                 let udp_len = UDP_HEADER_LEN + seg.payload_len;
                 ip.set_len(seg.headers, udp_len);
                 if !ip.ipv6 {
