@@ -51,6 +51,8 @@ fn wrong_protocol(want: u8, protocol: u8) -> OffloadError {
 
 impl IpFrame {
     /// Parses Ethernet [+ one 802.1Q tag] + IPv4 (not a fragment) or IPv6 carrying `protocol`.
+    /// Inlined: every received frame the coalescer passes goes through it (`partial`).
+    #[inline]
     pub fn parse(frame: &[u8], protocol: u8) -> Result<Self, OffloadError> {
         let len = frame.len();
         need(Layer::InnerEthernet, ETHERNET_HEADER_LEN, len)?;
@@ -70,6 +72,7 @@ impl IpFrame {
         Ok(IpFrame { l3, ipv6, l4, end })
     }
 
+    #[inline]
     fn parse_ipv4(
         frame: &[u8],
         l3: usize,
@@ -103,6 +106,7 @@ impl IpFrame {
         Ok((false, l3 + ihl, l3 + total))
     }
 
+    #[inline]
     fn parse_ipv6(
         frame: &[u8],
         l3: usize,

@@ -49,9 +49,11 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
 
 /// The IP layout of a TCP or UDP frame, and which of the two it carries.
 fn classify(frame: &[u8]) -> Option<(IpFrame, Transport)> {
-    [Transport::Tcp, Transport::Udp]
-        .into_iter()
-        .find_map(|t| Some((IpFrame::parse(frame, t.protocol()).ok()?, t)))
+    if let Ok(ip) = IpFrame::parse(frame, Transport::Tcp.protocol()) {
+        return Some((ip, Transport::Tcp));
+    }
+    let ip = IpFrame::parse(frame, Transport::Udp.protocol()).ok()?;
+    Some((ip, Transport::Udp))
 }
 
 #[cfg(test)]
