@@ -174,6 +174,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.set_word(field::CHECKSUM, checksum);
     }
 
+    /// Inlined: the encapsulation path emits a header and fills its checksum per packet.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_word(field::CHECKSUM, 0);
         let header_len = self.header_len();

@@ -140,6 +140,8 @@ impl Cut {
     /// Writes `segments` (a range [`chunk`](Self::chunk) chose) of `frame` to the front of `out`:
     /// each is `prefix` (its headers' per-segment fields as `finish` wants them), then its payload
     /// copied with `copy`; `finish` then completes the segment's headers.
+    /// Inlined into each protocol's writer, so the values `finish` captures stay in registers.
+    #[inline]
     pub fn write(
         &self,
         frame: &[u8],

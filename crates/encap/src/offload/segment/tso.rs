@@ -77,8 +77,13 @@ impl TsoPlan {
 
         let last = self.cut.segments - 1;
         let seg_payload = self.cut.seg_payload;
-        self.cut
-            .write(frame, out, segments, &prefix, copy, |seg: Segment<'_>| {
+        self.cut.write(
+            frame,
+            out,
+            segments,
+            &prefix,
+            copy,
+            move |seg: Segment<'_>| {
                 let tcp_len = tcp_hlen + seg.payload_len;
                 if ip.ipv6 {
                     ip.set_len(seg.headers, tcp_len);
@@ -110,6 +115,7 @@ impl TsoPlan {
                 th.set_seq_number(seq);
                 th.set_flags(f);
                 th.set_checksum(Transport::Tcp.finished_checksum(sum));
-            });
+            },
+        );
     }
 }

@@ -62,8 +62,13 @@ impl UsoPlan {
         let base_id = ip.ipv4_ident(frame);
         let prefix = Prefix::new(vni, &frame[..hl]);
 
-        self.cut
-            .write(frame, out, segments, &prefix, copy, |seg: Segment<'_>| {
+        self.cut.write(
+            frame,
+            out,
+            segments,
+            &prefix,
+            copy,
+            move |seg: Segment<'_>| {
                 let udp_len = UDP_HEADER_LEN + seg.payload_len;
                 ip.set_len(seg.headers, udp_len);
                 if !ip.ipv6 {
@@ -84,6 +89,7 @@ impl UsoPlan {
                     UdpPacket::new_unchecked(udp_header)
                         .set_checksum(Transport::Udp.finished_checksum(sum));
                 }
-            });
+            },
+        );
     }
 }
