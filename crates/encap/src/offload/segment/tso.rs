@@ -77,45 +77,39 @@ impl TsoPlan {
 
         let last = self.cut.segments - 1;
         let seg_payload = self.cut.seg_payload;
-        self.cut.write(
-            frame,
-            out,
-            segments,
-            &prefix,
-            copy,
-            move |seg: Segment<'_>| {
-                let tcp_len = tcp_hlen + seg.payload_len;
-                if ip.ipv6 {
-                    ip.set_len(seg.headers, tcp_len);
-                } else {
-                    let total = (l4 - l3 + tcp_len) as u16;
-                    let id = base_id.wrapping_add(seg.index as u16);
-                    let mut v4 = Ipv4Packet::new_unchecked(&mut seg.headers[l3..l4]);
-                    v4.set_total_len(total);
-                    v4.set_ident(id);
-                    v4.set_checksum(ip_base.add_u16(total).add_u16(id).finish());
-                }
+        let finish = move |seg: Segment<'_>| {
+            let tcp_len = tcp_hlen + seg.payload_len;
+            if ip.ipv6 {
+                ip.set_len(seg.headers, tcp_len);
+            } else {
+                let total = (l4 - l3 + tcp_len) as u16;
+                let id = base_id.wrapping_add(seg.index as u16);
+                let mut v4 = Ipv4Packet::new_unchecked(&mut seg.headers[l3..l4]);
+                v4.set_total_len(total);
+                v4.set_ident(id);
+                v4.set_checksum(ip_base.add_u16(total).add_u16(id).finish());
+            }
 
-                let seq = base_seq.wrapping_add((seg.index * seg_payload) as u32);
-                let mut f = base_flags;
-                if seg.index != last {
-                    f &= !(flags::FIN | flags::PSH);
-                }
-                if seg.index != 0 {
-                    f &= !flags::CWR;
-                }
-                // The flags are the low byte of the 16-bit word at the data offset.
-                let sum = tcp_base
-                    .add_u32(tcp_len as u32)
-                    .add_u32(seq >> 16)
-                    .add_u32(seq & 0xFFFF)
-                    .add_u16(u16::from(f))
-                    .add_sum(seg.payload_sum);
-                let mut th = TcpPacket::new_unchecked(&mut seg.headers[l4..]);
-                th.set_seq_number(seq);
-                th.set_flags(f);
-                th.set_checksum(Transport::Tcp.finished_checksum(sum));
-            },
-        );
+            let seq = base_seq.wrapping_add((seg.index * seg_payload) as u32);
+            let mut f = base_flags;
+            if seg.index != last {
+                f &= !(flags::FIN | flags::PSH);
+            }
+            if seg.index != 0 {
+                f &= !flags::CWR;
+            }
+            // The flags are the low byte of the 16-bit word at the data offset.
+            let sum = tcp_base
+                .add_u32(tcp_len as u32)
+                .add_u32(seq >> 16)
+                .add_u32(seq & 0xFFFF)
+                .add_u16(u16::from(f))
+                .add_sum(seg.payload_sum);
+            let mut th = TcpPacket::new_unchecked(&mut seg.headers[l4..]);
+            th.set_seq_number(seq);
+            th.set_flags(f);
+            th.set_checksum(Transport::Tcp.finished_checksum(sum));
+        };
+        self.cut.write(frame, out, segments, &prefix, copy, finish);
     }
 }

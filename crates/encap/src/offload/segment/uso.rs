@@ -62,34 +62,28 @@ impl UsoPlan {
         let base_id = ip.ipv4_ident(frame);
         let prefix = Prefix::new(vni, &frame[..hl]);
 
-        self.cut.write(
-            frame,
-            out,
-            segments,
-            &prefix,
-            copy,
-            move |seg: Segment<'_>| {
-                let udp_len = UDP_HEADER_LEN + seg.payload_len;
-                ip.set_len(seg.headers, udp_len);
-                if !ip.ipv6 {
-                    let mut v4 = Ipv4Packet::new_unchecked(&mut seg.headers[l3..l4]);
-                    v4.set_ident(base_id.wrapping_add(seg.index as u16));
-                    v4.fill_checksum();
-                }
-                let udp_header = &mut seg.headers[l4..];
-                let mut udp = UdpPacket::new_unchecked(&mut *udp_header);
-                udp.set_len(udp_len as u16);
-                udp.set_checksum(0);
-                if self.checksum {
-                    let sum = self
-                        .uf
-                        .pseudo_header(frame, udp_len)
-                        .add_bytes(udp_header)
-                        .add_sum(seg.payload_sum);
-                    UdpPacket::new_unchecked(udp_header)
-                        .set_checksum(Transport::Udp.finished_checksum(sum));
-                }
-            },
-        );
+        let finish = move |seg: Segment<'_>| {
+            let udp_len = UDP_HEADER_LEN + seg.payload_len;
+            ip.set_len(seg.headers, udp_len);
+            if !ip.ipv6 {
+                let mut v4 = Ipv4Packet::new_unchecked(&mut seg.headers[l3..l4]);
+                v4.set_ident(base_id.wrapping_add(seg.index as u16));
+                v4.fill_checksum();
+            }
+            let udp_header = &mut seg.headers[l4..];
+            let mut udp = UdpPacket::new_unchecked(&mut *udp_header);
+            udp.set_len(udp_len as u16);
+            udp.set_checksum(0);
+            if self.checksum {
+                let sum = self
+                    .uf
+                    .pseudo_header(frame, udp_len)
+                    .add_bytes(udp_header)
+                    .add_sum(seg.payload_sum);
+                UdpPacket::new_unchecked(udp_header)
+                    .set_checksum(Transport::Udp.finished_checksum(sum));
+            }
+        };
+        self.cut.write(frame, out, segments, &prefix, copy, finish);
     }
 }
