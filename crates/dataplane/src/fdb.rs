@@ -15,17 +15,6 @@ use vxnet_encap::MacAddr;
 /// Milliseconds since the engine started.
 pub type Millis = u64;
 
-/// A MAC as the key: the six octets in a `u64` hash faster than an array.
-fn key(mac: MacAddr) -> u64 {
-    let [a, b, c, d, e, f] = mac.octets();
-    u64::from_be_bytes([0, 0, a, b, c, d, e, f])
-}
-
-fn mac_of(key: u64) -> MacAddr {
-    let b = key.to_be_bytes();
-    MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
@@ -79,6 +68,7 @@ pub struct FdbRow {
     pub age_secs: Option<u64>,
 }
 
+/// Keyed by [`MacAddr::to_u64`]: the six octets in a `u64` hash faster than an array.
 type Map = papaya::HashMap<u64, FdbEntry, foldhash::fast::RandomState>;
 
 #[derive(Debug)]
@@ -102,7 +92,7 @@ impl Fdb {
 
     /// The VTEP behind `mac`, if known. Lock-free.
     pub fn lookup(&self, mac: MacAddr) -> Option<IpAddr> {
-        self.map.pin().get(&key(mac)).map(FdbEntry::dst)
+        self.map.pin().get(&mac.to_u64()).map(FdbEntry::dst)
     }
 
     pub fn learn(&self, now: Millis, mac: MacAddr, from: IpAddr) -> Learned {
@@ -110,7 +100,7 @@ impl Fdb {
             return Learned::NotLearnable;
         }
         let map = self.map.pin();
-        let k = key(mac);
+        let k = mac.to_u64();
         if let Some(entry) = map.get(&k) {
             if entry.kind == EntryKind::Static {
                 return Learned::StaticKept;
@@ -147,7 +137,7 @@ impl Fdb {
     /// Adds or replaces a static entry (it replaces a learned one for the same MAC).
     pub fn add_static(&self, mac: MacAddr, dst: IpAddr) {
         let map = self.map.pin();
-        let old = map.insert(key(mac), Self::entry(dst, EntryKind::Static, 0));
+        let old = map.insert(mac.to_u64(), Self::entry(dst, EntryKind::Static, 0));
         if matches!(old, Some(e) if e.kind == EntryKind::Learned) {
             self.learned.fetch_sub(1, Ordering::Relaxed);
         }
@@ -155,7 +145,7 @@ impl Fdb {
 
     /// Removes an entry of either kind; returns whether there was one.
     pub fn remove(&self, mac: MacAddr) -> bool {
-        match self.map.pin().remove(&key(mac)) {
+        match self.map.pin().remove(&mac.to_u64()) {
             Some(e) => {
                 if e.kind == EntryKind::Learned {
                     self.learned.fetch_sub(1, Ordering::Relaxed);
@@ -220,7 +210,7 @@ impl Fdb {
             .pin()
             .iter()
             .map(|(k, e)| FdbRow {
-                mac: mac_of(*k).to_string(),
+                mac: MacAddr::from_u64(*k).to_string(),
                 dst: e.dst,
                 kind: e.kind,
                 age_secs: (e.kind == EntryKind::Learned)

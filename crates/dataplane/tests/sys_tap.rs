@@ -94,13 +94,8 @@ fn configure_tap_and_read_back() {
         let link = &ip_json(&["link", "show", "dev", &name])[0];
         assert_eq!(link["mtu"], 1400);
         assert_eq!(u64::from(iface::if_index(&name).unwrap()), link["ifindex"]);
-        let mac = iface::hw_addr(&name).unwrap();
-        let mac_str = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        assert_eq!(link["address"], mac_str.as_str());
+        let mac = vxnet_encap::MacAddr(iface::hw_addr(&name).unwrap());
+        assert_eq!(link["address"], mac.to_string().as_str());
         assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
 
         let addrs = &ip_json(&["addr", "show", "dev", &name])[0]["addr_info"];

@@ -22,12 +22,14 @@ impl Sum {
     /// equivalent modulo 0xFFFF once folded.
     #[must_use]
     pub fn add_bytes(self, data: &[u8]) -> Self {
-        let bulk = if data.len() >= NATIVE_MIN {
-            data.len() & !(NATIVE_BLOCK - 1)
+        // Short runs (headers, the tail of a fused copy) never reach `sum_native`: without the
+        // branch its call for zero bytes stays whenever the inliner leaves it out of line.
+        let (bulk, mut acc) = if data.len() >= NATIVE_MIN {
+            let bulk = data.len() & !(NATIVE_BLOCK - 1);
+            (bulk, self.0 + u64::from(sum_native(&data[..bulk])))
         } else {
-            0
+            (0, self.0)
         };
-        let mut acc = self.0 + u64::from(sum_native(&data[..bulk]));
         let mut chunks = data[bulk..].chunks_exact(8);
         for chunk in &mut chunks {
             let word = u64::from_be_bytes([

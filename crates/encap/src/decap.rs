@@ -10,8 +10,8 @@ use crate::error::{DecapError, Layer};
 use crate::vni::Vni;
 use crate::wire::{
     EtherType, EthernetPacket, EthernetRepr, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket,
-    UdpRepr, VxlanPacket, VxlanRepr, ETHERNET_HEADER_LEN, IPPROTO_UDP, UDP_HEADER_LEN,
-    VXLAN_HEADER_LEN,
+    UdpRepr, VxlanPacket, VxlanRepr, ETHERNET_HEADER_LEN, IPPROTO_UDP, IPV6_HEADER_LEN,
+    UDP_HEADER_LEN, VXLAN_HEADER_LEN,
 };
 
 /// A validated VXLAN payload.
@@ -105,7 +105,7 @@ fn parse_ip(packet: &[u8], base: usize) -> Result<OuterPacket<'_>, DecapError> {
             let payload = v6.payload();
             let pseudo =
                 checksum::pseudo_header_v6(repr.src, repr.dst, IPPROTO_UDP, payload.len() as u32);
-            (OuterIp::V6(repr), 40, payload, pseudo)
+            (OuterIp::V6(repr), IPV6_HEADER_LEN, payload, pseudo)
         }
         _ => {
             let v4 = Ipv4Packet::new_checked(packet)?;

@@ -8,13 +8,20 @@
 
 use std::ops::RangeInclusive;
 
-use crate::wire::EtherType;
+use crate::wire::ethernet::{self, vlan_field, EtherType, VLAN_ID_MASK, VLAN_TAG_LEN};
+use crate::wire::{
+    at, be16, ipv4, ipv6, Ipv4Packet, Ipv6Packet, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    IPPROTO_UDPLITE, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+};
 
 /// The dynamic port range the source port is drawn from (RFC 6335).
 pub const SOURCE_PORT_RANGE: RangeInclusive<u16> = 49152..=65535;
 
-const MAC_BYTES: usize = 12;
+/// Destination and source MAC: what a frame without IP is hashed by (with its EtherType).
+const MAC_BYTES: usize = ethernet::field::SOURCE.end;
 const MAX_VLAN_TAGS: usize = 2;
+/// Source and destination port: the first four bytes of every protocol [`has_ports`] names.
+const PORTS_LEN: usize = 4;
 
 /// FxHash-style absorption with a murmur3 finaliser: cheap per word, full avalanche at the end.
 struct FlowHasher(u64);
@@ -53,57 +60,58 @@ impl FlowHasher {
     }
 }
 
-fn be16(frame: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]))
-}
-
 fn has_ports(protocol: u8) -> bool {
-    // TCP, UDP, SCTP, UDP-Lite: the first four bytes are source and destination port.
-    matches!(protocol, 6 | 17 | 132 | 136)
+    matches!(
+        protocol,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
+    )
 }
 
 /// A 32-bit hash of the inner frame's flow. Total: any input gives a value.
 pub fn flow_hash(frame: &[u8]) -> u32 {
     let mut hasher = FlowHasher(FlowHasher::SEED);
-    let mut offset = MAC_BYTES;
+    // Where the EtherType (or the TPID of a tag standing in its place) is.
+    let mut offset = ethernet::field::ETHERTYPE.start;
     let mut ethertype = be16(frame, offset);
     let mut tags = 0;
     while let Some(EtherType::VLAN | EtherType::QINQ) = ethertype {
         if tags == MAX_VLAN_TAGS {
             break;
         }
-        if let Some(tci) = be16(frame, offset + 2) {
-            hasher.write((tci & 0x0FFF) as u64);
+        if let Some(tci) = be16(frame, offset + vlan_field::TCI.start) {
+            hasher.write((tci & VLAN_ID_MASK) as u64);
         }
-        offset += 4;
+        offset += VLAN_TAG_LEN;
         ethertype = be16(frame, offset);
         tags += 1;
     }
-    let l3 = offset + 2;
+    let l3 = offset + ethernet::field::ETHERTYPE.len();
     match ethertype {
-        Some(EtherType::IPV4) if frame.len() >= l3 + 20 => {
-            let ihl = ((frame[l3] & 0x0F) as usize) * 4;
-            let protocol = frame[l3 + 9];
-            hasher.write_bytes(&frame[l3 + 12..l3 + 20]);
+        Some(EtherType::IPV4) if frame.len() >= l3 + IPV4_HEADER_LEN => {
+            let ip = Ipv4Packet::new_unchecked(&frame[l3..]);
+            let (ihl, protocol) = (ip.header_len(), ip.protocol());
+            hasher.write_bytes(&frame[at(l3, ipv4::field::ADDRS)]);
             hasher.write(protocol as u64);
-            let flags_frag = be16(frame, l3 + 6).unwrap_or(0);
-            let fragment = flags_frag & 0x3FFF != 0;
             let l4 = l3 + ihl;
-            if !fragment && ihl >= 20 && has_ports(protocol) && frame.len() >= l4 + 4 {
-                hasher.write_bytes(&frame[l4..l4 + 4]);
+            if !ip.is_fragment()
+                && ihl >= IPV4_HEADER_LEN
+                && has_ports(protocol)
+                && frame.len() >= l4 + PORTS_LEN
+            {
+                hasher.write_bytes(&frame[l4..l4 + PORTS_LEN]);
             }
         }
-        Some(EtherType::IPV6) if frame.len() >= l3 + 40 => {
-            let next_header = frame[l3 + 6];
-            hasher.write_bytes(&frame[l3 + 8..l3 + 40]);
+        Some(EtherType::IPV6) if frame.len() >= l3 + IPV6_HEADER_LEN => {
+            let ip = Ipv6Packet::new_unchecked(&frame[l3..]);
+            let next_header = ip.next_header();
+            hasher.write_bytes(&frame[at(l3, ipv6::field::ADDRS)]);
             hasher.write(next_header as u64);
-            let l4 = l3 + 40;
-            if has_ports(next_header) && frame.len() >= l4 + 4 {
-                hasher.write_bytes(&frame[l4..l4 + 4]);
+            let l4 = l3 + IPV6_HEADER_LEN;
+            if has_ports(next_header) && frame.len() >= l4 + PORTS_LEN {
+                hasher.write_bytes(&frame[l4..l4 + PORTS_LEN]);
             } else {
                 // Without ports the flow label is the sender's own flow identity.
-                let label = u32::from_be_bytes([0, frame[l3 + 1], frame[l3 + 2], frame[l3 + 3]]);
-                hasher.write((label & 0x000F_FFFF) as u64);
+                hasher.write(ip.flow_label() as u64);
             }
         }
         _ => {

@@ -3,8 +3,9 @@
 //! Nothing here touches a socket, a clock or `unsafe`: every function takes bytes and returns bytes,
 //! typed facts or a typed error, so the whole crate is testable (and fuzzable) without root.
 //!
-//! - [`wire`]: zero-copy views over VXLAN, UDP, IPv4, IPv6 and Ethernet headers (smoltcp style:
-//!   `new_checked` validates the length once, after which no accessor can panic) and their `Repr`s.
+//! - [`wire`]: zero-copy views over VXLAN, UDP, TCP, IPv4, IPv6 and Ethernet headers (smoltcp
+//!   style: `new_checked` validates the length once, after which no accessor can panic), their
+//!   `Repr`s, and the one checked big-endian reader ([`wire::be16`], [`wire::be32`]).
 //! - [`encap`]: writes outer headers *in front of* a frame that already sits in a buffer with
 //!   headroom, so the cost does not depend on the frame size.
 //! - [`decap`]: validates a received datagram (or a whole outer packet) and returns VNI + inner frame.
@@ -33,7 +34,7 @@ pub use encap::{encapsulate, Encapsulation, IpPair, OuterStack, UdpChecksum, MAX
 pub use error::{DecapError, EncapError, Layer, OffloadError};
 pub use flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
 pub use inner::InnerFrame;
-pub use mac::{MacAddr, MacParseError};
+pub use mac::{LinkAddr, MacAddr, MacParseError};
 pub use vni::{Vni, VniError};
 
 /// The IANA-assigned VXLAN UDP port (RFC 7348 §5).
@@ -41,6 +42,14 @@ pub const DEFAULT_PORT: u16 = 4789;
 /// The pre-IANA port the Linux kernel uses when `dstport` is not given (and flannel still uses).
 pub const LINUX_LEGACY_PORT: u16 = 8472;
 /// Outer bytes a VXLAN packet adds over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
-pub const OVERHEAD_IPV4: usize = 50;
+pub const OVERHEAD_IPV4: usize = wire::IPV4_HEADER_LEN
+    + wire::UDP_HEADER_LEN
+    + wire::VXLAN_HEADER_LEN
+    + wire::ETHERNET_HEADER_LEN;
 /// Outer bytes a VXLAN packet adds over IPv6: outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14).
-pub const OVERHEAD_IPV6: usize = 70;
+pub const OVERHEAD_IPV6: usize = wire::IPV6_HEADER_LEN
+    + wire::UDP_HEADER_LEN
+    + wire::VXLAN_HEADER_LEN
+    + wire::ETHERNET_HEADER_LEN;
+
+const _: () = assert!(OVERHEAD_IPV4 == 50 && OVERHEAD_IPV6 == 70);

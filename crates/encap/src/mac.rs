@@ -20,10 +20,25 @@ impl MacAddr {
         self.0
     }
 
+    /// The six octets of `bytes`, or `None` when it is not exactly six long.
+    pub fn from_slice(bytes: &[u8]) -> Option<MacAddr> {
+        <[u8; 6]>::try_from(bytes).ok().map(MacAddr)
+    }
+
+    /// The address as the low 48 bits of a `u64` (a key that hashes and compares in one word).
+    pub const fn to_u64(self) -> u64 {
+        let [a, b, c, d, e, f] = self.0;
+        u64::from_be_bytes([0, 0, a, b, c, d, e, f])
+    }
+
+    /// The inverse of [`to_u64`](Self::to_u64); the top 16 bits are ignored.
+    pub const fn from_u64(value: u64) -> MacAddr {
+        let [_, _, a, b, c, d, e, f] = value.to_be_bytes();
+        MacAddr([a, b, c, d, e, f])
+    }
+
     pub const fn is_broadcast(self) -> bool {
-        u64::from_be_bytes([
-            0, 0, self.0[0], self.0[1], self.0[2], self.0[3], self.0[4], self.0[5],
-        ]) == 0xFFFF_FFFF_FFFF
+        self.to_u64() == 0xFFFF_FFFF_FFFF
     }
 
     /// Group bit set: broadcast and multicast both flood and must never be learned as a source.
@@ -32,9 +47,7 @@ impl MacAddr {
     }
 
     pub const fn is_zero(self) -> bool {
-        u64::from_be_bytes([
-            0, 0, self.0[0], self.0[1], self.0[2], self.0[3], self.0[4], self.0[5],
-        ]) == 0
+        self.to_u64() == 0
     }
 
     /// A unicast address that can stand as a frame's source and be learned.
@@ -51,8 +64,24 @@ impl From<[u8; 6]> for MacAddr {
 
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+        fmt::Display::fmt(&LinkAddr(&self.0), f)
+    }
+}
+
+/// A link-layer address of any length, shown as a MAC is (`02:42:ac:11:00:02`): a Linux cooked
+/// capture (SLL) carries up to 8 address bytes. The one place such an address is formatted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkAddr<'a>(pub &'a [u8]);
+
+impl fmt::Display for LinkAddr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, octet) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{octet:02x}")?;
+        }
+        Ok(())
     }
 }
 
@@ -94,6 +123,17 @@ mod tests {
         assert!("02:42:ac:11:00:02:03".parse::<MacAddr>().is_err());
         assert!("02:42:ac:11:00:zz".parse::<MacAddr>().is_err());
         assert!("02:42:ac:11:00:".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn u64_and_slice_forms() {
+        let mac = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+        assert_eq!(mac.to_u64(), 0x0242_ac11_0002);
+        assert_eq!(MacAddr::from_u64(mac.to_u64()), mac);
+        assert_eq!(MacAddr::from_slice(&mac.0), Some(mac));
+        assert_eq!(MacAddr::from_slice(&mac.0[..5]), None);
+        assert_eq!(LinkAddr(&[0xab, 0x01]).to_string(), "ab:01");
+        assert_eq!(LinkAddr(&[]).to_string(), "");
     }
 
     #[test]

@@ -8,20 +8,18 @@ pub fn one(at: usize) -> Range<usize> {
     at..at + 1
 }
 
+// Callers check a layer's length before they describe its fields, so a missing field (read as 0)
+// never shows; the reader and the address format are `vxnet-encap`'s, as the data plane's are.
 pub fn be16(data: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([data[at], data[at + 1]])
+    vxnet_encap::wire::be16(data, at).unwrap_or(0)
 }
 
 pub fn be32(data: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
+    vxnet_encap::wire::be32(data, at).unwrap_or(0)
 }
 
 pub fn mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    vxnet_encap::LinkAddr(bytes).to_string()
 }
 
 pub fn ethertype_name(ethertype: u16) -> &'static str {

@@ -27,19 +27,24 @@
 //! there for `CHECKSUM_PARTIAL`: `~tcp_v4_check(len, saddr, daddr, 0)`). A run of one segment is
 //! returned untouched behind an all-zero header.
 
-use crate::checksum::{self, Sum};
+use std::ops::Range;
+
+use crate::checksum;
 use crate::error::OffloadError;
-use crate::wire::{ETHERNET_HEADER_LEN, IPV4_HEADER_LEN};
+use crate::wire::tcp::{field as tcp_field, flags as tcp_flags};
+use crate::wire::{
+    ipv4, ipv6, Ipv4Packet, TcpPacket, IPV4_HEADER_LEN, IPV6_HEADER_LEN, TAGGED_HEADER_LEN,
+    TCP_MAX_HEADER_LEN,
+};
 
 use super::copy_csum::copy_and_sum;
+use super::frame::{at, IpFrame, TcpFrame};
 use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
-use super::{be16, tcp, TcpFrame, TCP_CHECKSUM_OFFSET};
+use super::TCP_CHECKSUM_OFFSET;
 
-/// Largest L2 header the coalescer handles (Ethernet + one 802.1Q tag).
-const MAX_L2_LEN: usize = ETHERNET_HEADER_LEN + 4;
 /// Largest header run of a coalescable segment: Ethernet + tag, IPv6 (IPv4 with options is not
 /// merged), TCP with options.
-const MAX_TEMPLATE: usize = MAX_L2_LEN + 40 + 60;
+const MAX_TEMPLATE: usize = TAGGED_HEADER_LEN + IPV6_HEADER_LEN + TCP_MAX_HEADER_LEN;
 /// Largest IP packet a superframe may be (IPv4 total length / IPv6 payload length are 16 bits).
 pub const MAX_SUPERFRAME_IP_LEN: usize = 65_535;
 
@@ -166,16 +171,13 @@ pub struct Coalescer {
 /// ID and header checksum (IPv6 payload length), TCP sequence number, window and checksum, and
 /// the PSH flag. Whatever is left must be byte-identical (see the merge rules above).
 fn mask_per_segment_fields(tf: &TcpFrame, headers: &mut [u8]) {
-    let (l3, l4) = (tf.l3, tf.l4);
-    if tf.ipv6 {
-        headers[l3 + 4..l3 + 6].fill(0);
-    } else {
-        headers[l3 + 2..l3 + 6].fill(0);
-        headers[l3 + 10..l3 + 12].fill(0);
-    }
-    headers[l4 + tcp::SEQ.start..l4 + tcp::SEQ.end].fill(0);
-    headers[l4 + tcp::FLAGS] &= !tcp::PSH;
-    headers[l4 + tcp::WINDOW.start..l4 + tcp::CHECKSUM.end].fill(0);
+    tf.ip.clear_per_segment_fields(headers);
+    let mut tcp = TcpPacket::new_unchecked(&mut headers[tf.ip.l4..]);
+    let flags = tcp.flags();
+    tcp.set_seq_number(0);
+    tcp.set_flags(flags & !tcp_flags::PSH);
+    tcp.set_window_len(0);
+    tcp.set_checksum(0);
 }
 
 impl Default for Coalescer {
@@ -189,7 +191,7 @@ impl Coalescer {
         config.max_ip_len = config.max_ip_len.min(MAX_SUPERFRAME_IP_LEN);
         config.max_segments = config.max_segments.max(1);
         Coalescer {
-            buf: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_L2_LEN + MAX_SUPERFRAME_IP_LEN]
+            buf: vec![0u8; VIRTIO_NET_HDR_LEN + TAGGED_HEADER_LEN + MAX_SUPERFRAME_IP_LEN]
                 .into_boxed_slice(),
             len: 0,
             run: None,
@@ -274,24 +276,15 @@ impl Coalescer {
             self.stats.singles += 1;
             return self.buf.get(..VIRTIO_NET_HDR_LEN + len);
         }
-        let TcpFrame {
-            l3,
-            l4,
-            ipv6,
-            tcp_hlen,
-            ..
-        } = run.tf;
-        let tcp_len = len - l4;
-        if ipv6 {
-            sf[l3 + 4..l3 + 6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-        } else {
-            sf[l3 + 2..l3 + 4].copy_from_slice(&((len - l3) as u16).to_be_bytes());
-            sf[l3 + 10..l3 + 12].fill(0);
-            let c = checksum::checksum(&sf[l3..l4]);
-            sf[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        let TcpFrame { ip, tcp_hlen } = run.tf;
+        let tcp_len = len - ip.l4;
+        ip.set_len(sf, tcp_len);
+        if !ip.ipv6 {
+            Ipv4Packet::new_unchecked(&mut sf[ip.l3..ip.l4]).fill_checksum();
         }
         let pseudo = run.tf.pseudo_header(sf, tcp_len).fold();
-        sf[l4 + tcp::CHECKSUM.start..l4 + tcp::CHECKSUM.end].copy_from_slice(&pseudo.to_be_bytes());
+        TcpPacket::new_unchecked(&mut sf[ip.l4..]).set_checksum(pseudo);
+        let (l4, ipv6) = (ip.l4, ip.ipv6);
         let hdr = VirtioNetHdr {
             flags: VirtioNetHdr::FLAG_NEEDS_CSUM,
             gso_type: if ipv6 {
@@ -348,22 +341,25 @@ impl Coalescer {
 
     /// Static checks that do not depend on the pending superframe.
     fn eligible(&self, frame: &[u8], tf: &TcpFrame) -> Result<(), Reject> {
-        if !tf.ipv6 {
-            if tf.l4 - tf.l3 != IPV4_HEADER_LEN {
+        let ip = &tf.ip;
+        if !ip.ipv6 {
+            if ip.l4 - ip.l3 != IPV4_HEADER_LEN {
                 return Err(Reject::Ipv4Options);
             }
-            if !checksum::verifies(Sum::new().add_bytes(&frame[tf.l3..tf.l4])) {
+            if !ipv4_checksum_verifies(frame, ip) {
                 return Err(Reject::BadIpv4Checksum);
             }
         }
-        let flags = frame[tf.l4 + tcp::FLAGS];
-        if flags & tcp::ACK_FLAG == 0 || flags & !(tcp::ACK_FLAG | tcp::PSH | tcp::ECE) != 0 {
+        let flags = tf.tcp(frame).flags();
+        if flags & tcp_flags::ACK == 0
+            || flags & !(tcp_flags::ACK | tcp_flags::PSH | tcp_flags::ECE) != 0
+        {
             return Err(Reject::Flags { flags });
         }
         if tf.payload_len() == 0 {
             return Err(Reject::NoPayload);
         }
-        let ip_len = tf.end - tf.l3;
+        let ip_len = ip.end - ip.l3;
         if ip_len > self.config.max_ip_len {
             return Err(Reject::TooLong { ip_len });
         }
@@ -379,16 +375,11 @@ impl Coalescer {
     /// Same layout, addresses and ports as the pending superframe.
     fn same_flow(&self, run: &Run, frame: &[u8], tf: &TcpFrame) -> bool {
         let cur = self.pending();
-        let (a, b) = (&run.tf, tf);
+        let (a, b) = (&run.tf.ip, &tf.ip);
         if a.l3 != b.l3 || a.l4 != b.l4 || a.ipv6 != b.ipv6 {
             return false;
         }
-        let addrs = if a.ipv6 {
-            a.l3 + 8..a.l3 + 40
-        } else {
-            a.l3 + 12..a.l3 + 20
-        };
-        let ports = a.l4 + tcp::PORTS.start..a.l4 + tcp::PORTS.end;
+        let (addrs, ports) = (a.addrs(), at(a.l4, tcp_field::PORTS));
         cur.get(addrs.clone()) == frame.get(addrs) && cur.get(ports.clone()) == frame.get(ports)
     }
 
@@ -402,35 +393,40 @@ impl Coalescer {
         if payload > run.gso_size || (payload < run.gso_size && !self.config.short_tail) {
             return false;
         }
-        if self.len - run.tf.l3 + payload > self.config.max_ip_len {
+        if self.len - run.tf.ip.l3 + payload > self.config.max_ip_len {
             return false;
         }
         let cur = self.pending();
-        let (l3, l4) = (tf.l3, tf.l4);
-        let same = |r: std::ops::Range<usize>| cur.get(r.clone()) == frame.get(r);
+        let (l3, l4) = (tf.ip.l3, tf.ip.l4);
+        let same = |r: Range<usize>| cur.get(r.clone()) == frame.get(r);
         if !same(0..l3) {
             return false;
         }
-        if tf.ipv6 {
-            if !same(l3..l3 + 4) || !same(l3 + 6..l3 + 8) {
+        if tf.ip.ipv6 {
+            // Version, traffic class, flow label; next header, hop limit.
+            let fixed = ipv6::field::PAYLOAD_LEN.end..ipv6::field::SRC_ADDR.start;
+            if !same(at(l3, ipv6::field::VER_TC_FLOW)) || !same(at(l3, fixed)) {
                 return false;
             }
         } else {
             // TOS, flags/fragment (DF), TTL, protocol must match; ID is checked below.
-            if !same(l3..l3 + 2) || !same(l3 + 6..l3 + 10) {
+            let version_tos = ipv4::field::VER_IHL..ipv4::field::TOTAL_LEN.start;
+            let flags_ttl_protocol = ipv4::field::FLAGS_FRAG.start..ipv4::field::CHECKSUM.start;
+            if !same(at(l3, version_tos)) || !same(at(l3, flags_ttl_protocol)) {
                 return false;
             }
             if self.next_id_mode(run, frame, tf).is_none() {
                 return false;
             }
         }
-        let flags = frame[l4 + tcp::FLAGS];
-        u32::from_be_bytes(read4(frame, l4 + tcp::SEQ.start)) == run.next_seq
-            && same(l4 + tcp::ACK.start..l4 + tcp::ACK.end)
-            && same(l4 + tcp::DATA_OFFSET..l4 + tcp::DATA_OFFSET + 1)
-            && flags & !tcp::PSH == run.flags & !tcp::PSH
-            && same(l4 + tcp::URGENT.start..l4 + tcp::URGENT.end)
-            && same(l4 + tcp::OPTIONS_START..l4 + tf.tcp_hlen)
+        let tcp = tf.tcp(frame);
+        let data_offset = tcp_field::DATA_OFFSET..tcp_field::DATA_OFFSET + 1;
+        tcp.seq_number() == run.next_seq
+            && same(at(l4, tcp_field::ACK_NUM))
+            && same(at(l4, data_offset))
+            && tcp.flags() & !tcp_flags::PSH == run.flags & !tcp_flags::PSH
+            && same(at(l4, tcp_field::URGENT))
+            && same(at(l4, tcp_field::OPTIONS..tf.tcp_hlen))
     }
 
     /// The common case in one comparison: `frame` repeats the pending superframe's headers
@@ -452,26 +448,24 @@ impl Coalescer {
             return None;
         }
         // Same layout as the first segment: only the length is new.
-        let (l3, l4) = (tf.l3, tf.l4);
-        let end = if tf.ipv6 {
-            l3 + 40 + be16(frame, l3 + 4) as usize
-        } else {
-            l3 + be16(frame, l3 + 2) as usize
-        };
+        let end = tf.ip.end_in(frame)?;
         if end > frame.len() || end <= hl {
             return None;
         }
-        let next = TcpFrame { end, ..tf };
+        let next = TcpFrame {
+            ip: IpFrame { end, ..tf.ip },
+            ..tf
+        };
         let payload = next.payload_len();
         if payload > run.gso_size
             || (payload < run.gso_size && !self.config.short_tail)
-            || self.len - l3 + payload > self.config.max_ip_len
-            || u32::from_be_bytes(read4(frame, l4 + tcp::SEQ.start)) != run.next_seq
+            || self.len - tf.ip.l3 + payload > self.config.max_ip_len
+            || tf.tcp(frame).seq_number() != run.next_seq
         {
             return None;
         }
-        if !tf.ipv6
-            && (!checksum::verifies(Sum::new().add_bytes(&frame[l3..l4]))
+        if !tf.ip.ipv6
+            && (!ipv4_checksum_verifies(frame, &tf.ip)
                 || self.next_id_mode(&run, frame, &next).is_none())
         {
             return None;
@@ -481,8 +475,8 @@ impl Coalescer {
 
     /// IPv4 ID rule: fixed (only with DF) or first + segment index, consistently.
     fn next_id_mode(&self, run: &Run, frame: &[u8], tf: &TcpFrame) -> Option<IpIdMode> {
-        let id = be16(frame, tf.l3 + 4);
-        let df = be16(frame, tf.l3 + 6) & 0x4000 != 0;
+        let ip = ipv4_header(frame, &tf.ip);
+        let (id, df) = (ip.ident(), ip.dont_fragment());
         let delta = id.wrapping_sub(run.first_id);
         let fixed = delta == 0 && df && run.id_mode != IpIdMode::Incrementing;
         let incrementing = delta == run.segments as u16 && run.id_mode != IpIdMode::Fixed;
@@ -496,21 +490,21 @@ impl Coalescer {
     }
 
     fn start(&mut self, frame: &[u8], tf: TcpFrame) -> Push {
+        let IpFrame { l3, l4, end, .. } = tf.ip;
         let Some(dst) = self
             .buf
-            .get_mut(VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + tf.end)
+            .get_mut(VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + end)
         else {
-            return self.pass(Reject::TooLong {
-                ip_len: tf.end - tf.l3,
-            });
+            return self.pass(Reject::TooLong { ip_len: end - l3 });
         };
-        dst[..tf.l4].copy_from_slice(&frame[..tf.l4]);
-        let sum = copy_and_sum(&mut dst[tf.l4..], &frame[tf.l4..tf.end]);
-        if !checksum::verifies(tf.pseudo_header(frame, tf.end - tf.l4).add_sum(sum)) {
+        dst[..l4].copy_from_slice(&frame[..l4]);
+        let sum = copy_and_sum(&mut dst[l4..], &frame[l4..end]);
+        if !checksum::verifies(tf.pseudo_header(frame, end - l4).add_sum(sum)) {
             return self.pass(Reject::BadTcpChecksum);
         }
-        let flags = frame[tf.l4 + tcp::FLAGS];
-        self.len = tf.end;
+        let tcp = tf.tcp(frame);
+        let flags = tcp.flags();
+        self.len = end;
         let hl = tf.hdr_len();
         if let Some(template) = self.template.get_mut(..hl) {
             template.copy_from_slice(&frame[..hl]);
@@ -520,59 +514,59 @@ impl Coalescer {
             tf,
             gso_size: tf.payload_len(),
             segments: 1,
-            next_seq: u32::from_be_bytes(read4(frame, tf.l4 + tcp::SEQ.start))
-                .wrapping_add(tf.payload_len() as u32),
-            first_id: be16(frame, tf.l3 + 4),
+            next_seq: tcp.seq_number().wrapping_add(tf.payload_len() as u32),
+            first_id: tf.ip.ipv4_ident(frame),
             id_mode: IpIdMode::Unknown,
             flags,
-            sealed: flags & tcp::PSH != 0,
+            sealed: flags & tcp_flags::PSH != 0,
         });
         Push::Absorbed
     }
 
     fn extend(&mut self, mut run: Run, frame: &[u8], tf: &TcpFrame) -> Push {
-        let payload = &frame[tf.hdr_len()..tf.end];
-        let at = VIRTIO_NET_HDR_LEN + self.len;
-        let Some(dst) = self.buf.get_mut(at..at + payload.len()) else {
+        let IpFrame { l4, end, .. } = tf.ip;
+        let payload = &frame[tf.hdr_len()..end];
+        let tail = VIRTIO_NET_HDR_LEN + self.len;
+        let Some(dst) = self.buf.get_mut(tail..tail + payload.len()) else {
             return Push::Flush;
         };
-        let tcp_hdr = &frame[tf.l4..tf.hdr_len()];
+        let tcp_hdr = &frame[l4..tf.hdr_len()];
         let sum = tf
-            .pseudo_header(frame, tf.end - tf.l4)
+            .pseudo_header(frame, end - l4)
             .add_bytes(tcp_hdr)
             .add_sum(copy_and_sum(dst, payload));
         if !checksum::verifies(sum) {
             // Same flow: let it go out after the superframe, where `start` rejects it again.
             return Push::Flush;
         }
-        if !tf.ipv6 {
+        if !tf.ip.ipv6 {
             run.id_mode = self.next_id_mode(&run, frame, tf).unwrap_or(run.id_mode);
         }
-        let flags = frame[tf.l4 + tcp::FLAGS];
-        let l4 = VIRTIO_NET_HDR_LEN + run.tf.l4;
+        let tcp = tf.tcp(frame);
+        let flags = tcp.flags();
         // The superframe carries the newest window and, if this segment had it, PSH.
-        if let Some(w) = self
-            .buf
-            .get_mut(l4 + tcp::WINDOW.start..l4 + tcp::WINDOW.end)
-        {
-            w.copy_from_slice(&frame[tf.l4 + tcp::WINDOW.start..tf.l4 + tcp::WINDOW.end]);
-        }
-        if let Some(f) = self.buf.get_mut(l4 + tcp::FLAGS) {
-            *f |= flags & tcp::PSH;
+        let sf_tcp = VIRTIO_NET_HDR_LEN + run.tf.ip.l4;
+        if let Some(header) = self.buf.get_mut(sf_tcp..) {
+            let mut sf = TcpPacket::new_unchecked(header);
+            sf.set_window_len(tcp.window_len());
+            sf.set_flags(sf.flags() | flags & tcp_flags::PSH);
         }
         self.len += payload.len();
         run.segments += 1;
         run.next_seq = run.next_seq.wrapping_add(payload.len() as u32);
-        run.sealed = flags & tcp::PSH != 0 || payload.len() < run.gso_size;
+        run.sealed = flags & tcp_flags::PSH != 0 || payload.len() < run.gso_size;
         self.run = Some(run);
         Push::Absorbed
     }
 }
 
-fn read4(b: &[u8], at: usize) -> [u8; 4] {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    a
+/// The IPv4 header of `frame`, laid out as `ip` says (`ip` came from parsing a frame so laid out).
+fn ipv4_header<'f>(frame: &'f [u8], ip: &IpFrame) -> Ipv4Packet<&'f [u8]> {
+    Ipv4Packet::new_unchecked(frame.get(ip.l3..ip.l4).unwrap_or_default())
+}
+
+/// Whether the IPv4 header of `frame` at `ip` carries a correct checksum.
+fn ipv4_checksum_verifies(frame: &[u8], ip: &IpFrame) -> bool {
+    let header = frame.get(ip.l3..ip.l4).unwrap_or_default();
+    checksum::verifies(checksum::Sum::new().add_bytes(header))
 }

@@ -17,28 +17,23 @@
 //! checksum, which covers the whole inner frame, did not already catch the corruption.
 
 use crate::checksum::{self, Sum};
-use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::be::set_be16;
 
-use super::{IpFrame, TCP_CHECKSUM_OFFSET, TCP_HEADER_LEN, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN};
+use super::frame::{holds_partial_checksum, IpFrame, Transport};
 
 /// Completes the inner TCP/UDP checksum of `frame` (an inner Ethernet frame) if it carries the
 /// CHECKSUM_PARTIAL signature; true when it did. Any frame it does not understand is untouched.
 pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
-    let Some((ip, field_offset, min_len)) = classify(frame) else {
+    let Some((ip, transport)) = classify(frame) else {
         return false;
     };
     let (l4, end) = (ip.l4, ip.end);
-    if end < l4 + min_len {
+    if end < l4 + transport.min_header_len() {
         return false;
     }
-    let field = l4 + field_offset;
-    let protocol = if field_offset == TCP_CHECKSUM_OFFSET as usize {
-        IPPROTO_TCP
-    } else {
-        IPPROTO_UDP
-    };
-    let pseudo = super::pseudo_header(frame, ip.l3, ip.ipv6, protocol, end - l4);
-    if !super::holds_partial_checksum(frame, field, pseudo) {
+    let field = l4 + transport.checksum_offset();
+    let pseudo = ip.pseudo_header(frame, transport.protocol(), end - l4);
+    if !holds_partial_checksum(frame, field, pseudo) {
         return false;
     }
     let segment = Sum::new().add_bytes(&frame[l4..end]);
@@ -48,27 +43,24 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
     }
     // The field holds the pseudo-header sum, so summing the segment as it is (field included)
     // gives pseudo-header + segment: exactly what the NIC would have computed.
-    let mut value = segment.finish();
-    if value == 0 && protocol == IPPROTO_UDP {
-        value = 0xFFFF;
-    }
-    frame[field..field + 2].copy_from_slice(&value.to_be_bytes());
+    set_be16(frame, field, transport.finished_checksum(segment));
     true
 }
 
-/// The IP layout of a TCP or UDP frame, with its checksum field offset and minimum header.
-fn classify(frame: &[u8]) -> Option<(IpFrame, usize, usize)> {
-    if let Ok(ip) = IpFrame::parse(frame, IPPROTO_TCP) {
-        return Some((ip, TCP_CHECKSUM_OFFSET as usize, TCP_HEADER_LEN));
+/// The IP layout of a TCP or UDP frame, and which of the two it carries.
+fn classify(frame: &[u8]) -> Option<(IpFrame, Transport)> {
+    if let Ok(ip) = IpFrame::parse(frame, Transport::Tcp.protocol()) {
+        return Some((ip, Transport::Tcp));
     }
-    let ip = IpFrame::parse(frame, IPPROTO_UDP).ok()?;
-    Some((ip, UDP_CHECKSUM_OFFSET as usize, UDP_HEADER_LEN))
+    let ip = IpFrame::parse(frame, Transport::Udp.protocol()).ok()?;
+    Some((ip, Transport::Udp))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offload::make_partial;
+    use crate::offload::frame::make_partial;
+    use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
     use etherparse::PacketBuilder;
 
     fn tcp_v4(payload: &[u8]) -> Vec<u8> {

@@ -22,8 +22,10 @@
 //! checksum has nothing to verify: the superframe never crossed a wire.
 
 use crate::error::{Layer, OffloadError};
+use crate::wire::tcp::flags as tcp_flags;
 
-use super::{tcp, TcpFrame, UdpFrame, VirtioNetHdr, TCP_CHECKSUM_OFFSET, UDP_CHECKSUM_OFFSET};
+use super::frame::{holds_partial_checksum, IpFrame, TcpFrame, Transport, UdpFrame};
+use super::{VirtioNetHdr, TCP_CHECKSUM_OFFSET, UDP_CHECKSUM_OFFSET};
 
 /// Why [`InnerSuperframe::parse`] refuses a frame whose IP packet is shorter than the frame.
 pub const ENDS_EARLY: &str = "IP packet ends before the datagram does";
@@ -48,14 +50,13 @@ impl InnerSuperframe {
     /// run, which ends after one segment, is `BadHeader { reason: ENDS_EARLY }`; a complete
     /// checksum is `BadHeader { reason: NOT_PARTIAL }`.
     pub fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
-        let (kind, l3, ipv6, l4, end) = match TcpFrame::parse(frame) {
-            Ok(tf) => (Kind::Tcp(tf), tf.l3, tf.ipv6, tf.l4, tf.end),
-            Err(OffloadError::NotTcp { .. }) => {
-                let uf = UdpFrame::parse(frame)?;
-                (Kind::Udp(uf), uf.l3, uf.ipv6, uf.l4, uf.end)
-            }
+        let kind = match TcpFrame::parse(frame) {
+            Ok(tf) => Kind::Tcp(tf),
+            Err(OffloadError::NotTcp { .. }) => Kind::Udp(UdpFrame::parse(frame)?),
             Err(e) => return Err(e),
         };
+        let superframe = InnerSuperframe { kind };
+        let IpFrame { ipv6, l4, end, .. } = superframe.ip();
         let ip_layer = if ipv6 {
             Layer::InnerIpv6
         } else {
@@ -67,32 +68,30 @@ impl InnerSuperframe {
                 reason: ENDS_EARLY,
             });
         }
-        let superframe = InnerSuperframe { kind };
-        let (protocol, field, layer) = superframe.checksum_field();
-        let at = l4 + field;
-        let pseudo = super::pseudo_header(frame, l3, ipv6, protocol, end - l4);
-        if !super::holds_partial_checksum(frame, at, pseudo) {
+        let transport = superframe.transport();
+        let pseudo = superframe
+            .ip()
+            .pseudo_header(frame, transport.protocol(), end - l4);
+        if !holds_partial_checksum(frame, l4 + transport.checksum_offset(), pseudo) {
             return Err(OffloadError::BadHeader {
-                layer,
+                layer: transport.layer(),
                 reason: NOT_PARTIAL,
             });
         }
         Ok(superframe)
     }
 
-    /// The transport protocol, the checksum's offset in its header, and its layer.
-    fn checksum_field(&self) -> (u8, usize, Layer) {
+    fn ip(&self) -> IpFrame {
         match self.kind {
-            Kind::Tcp(_) => (
-                crate::wire::IPPROTO_TCP,
-                tcp::CHECKSUM.start,
-                Layer::InnerTcp,
-            ),
-            Kind::Udp(_) => (
-                crate::wire::IPPROTO_UDP,
-                UDP_CHECKSUM_OFFSET as usize,
-                Layer::InnerUdp,
-            ),
+            Kind::Tcp(tf) => tf.ip,
+            Kind::Udp(uf) => uf.ip,
+        }
+    }
+
+    fn transport(&self) -> Transport {
+        match self.kind {
+            Kind::Tcp(_) => Transport::Tcp,
+            Kind::Udp(_) => Transport::Udp,
         }
     }
 
@@ -127,10 +126,7 @@ impl InnerSuperframe {
         fallback_mss: usize,
     ) -> Result<VirtioNetHdr, OffloadError> {
         let reported = gso_size.filter(|s| *s > 0).map(usize::from);
-        let (ipv6, l4, end) = match self.kind {
-            Kind::Tcp(tf) => (tf.ipv6, tf.l4, tf.end),
-            Kind::Udp(uf) => (uf.ipv6, uf.l4, uf.end),
-        };
+        let IpFrame { ipv6, l4, end, .. } = self.ip();
         if frame.len() != end {
             return Err(OffloadError::FrameChanged {
                 planned: end,
@@ -144,8 +140,8 @@ impl InnerSuperframe {
             (Kind::Udp(_), None) => return Err(OffloadError::GsoSizeZero),
         };
         let (gso_type, csum_offset) = match self.kind {
-            Kind::Tcp(_) => {
-                let ecn = if frame[l4 + tcp::FLAGS] & tcp::CWR != 0 {
+            Kind::Tcp(tf) => {
+                let ecn = if tf.tcp(frame).flags() & tcp_flags::CWR != 0 {
                     VirtioNetHdr::GSO_ECN
                 } else {
                     0
@@ -174,7 +170,8 @@ impl InnerSuperframe {
 mod tests {
     use super::*;
     use crate::checksum;
-    use crate::offload::{make_partial, IpFrame, WirePlan};
+    use crate::offload::frame::make_partial;
+    use crate::offload::WirePlan;
     use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
     use etherparse::PacketBuilder;
 
@@ -275,9 +272,9 @@ mod tests {
                 panic!("not TCP");
             };
             let ip = IpFrame::parse(inner, IPPROTO_TCP).unwrap();
-            let sum =
-                crate::offload::pseudo_header(inner, ip.l3, false, IPPROTO_TCP, ip.end - ip.l4)
-                    .add_bytes(&inner[ip.l4..ip.end]);
+            let sum = ip
+                .pseudo_header(inner, IPPROTO_TCP, ip.end - ip.l4)
+                .add_bytes(&inner[ip.l4..ip.end]);
             assert!(checksum::verifies(sum), "segment checksum");
             seen += tcp.payload().len();
         }

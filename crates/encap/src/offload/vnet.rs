@@ -5,6 +5,8 @@
 //! `TUNSETVNETLE/BE` is called), hence `from_ne_bytes`. On a TAP, `csum_start` and `hdr_len` count
 //! from the start of the Ethernet header.
 
+use std::ops::Range;
+
 use crate::error::{Layer, OffloadError};
 
 /// Size of `struct virtio_net_hdr` (the engine must set `TUNSETVNETHDRSZ` to this, the default).
@@ -68,13 +70,17 @@ impl VirtioNetHdr {
     }
 
     pub const fn from_bytes(b: [u8; VIRTIO_NET_HDR_LEN]) -> Self {
+        // Host byte order, unlike every wire header (see the module docs).
+        const fn ne16(b: &[u8; VIRTIO_NET_HDR_LEN], field: Range<usize>) -> u16 {
+            u16::from_ne_bytes([b[field.start], b[field.start + 1]])
+        }
         VirtioNetHdr {
             flags: b[field::FLAGS],
             gso_type: b[field::GSO_TYPE],
-            hdr_len: u16::from_ne_bytes([b[2], b[3]]),
-            gso_size: u16::from_ne_bytes([b[4], b[5]]),
-            csum_start: u16::from_ne_bytes([b[6], b[7]]),
-            csum_offset: u16::from_ne_bytes([b[8], b[9]]),
+            hdr_len: ne16(&b, field::HDR_LEN),
+            gso_size: ne16(&b, field::GSO_SIZE),
+            csum_start: ne16(&b, field::CSUM_START),
+            csum_offset: ne16(&b, field::CSUM_OFFSET),
         }
     }
 

@@ -4,7 +4,15 @@
 use crate::error::{DecapError, Layer};
 use crate::mac::MacAddr;
 
+use super::be::be16;
+
 pub const ETHERNET_HEADER_LEN: usize = 14;
+/// One 802.1Q / 802.1ad tag (TPID + TCI), inserted where the EtherType was.
+pub const VLAN_TAG_LEN: usize = 4;
+/// An Ethernet header carrying one VLAN tag.
+pub const TAGGED_HEADER_LEN: usize = ETHERNET_HEADER_LEN + VLAN_TAG_LEN;
+/// The VLAN ID bits of a TCI (the rest are priority and drop eligibility).
+pub const VLAN_ID_MASK: u16 = 0x0FFF;
 
 pub mod field {
     use std::ops::{Range, RangeFrom};
@@ -12,6 +20,14 @@ pub mod field {
     pub const SOURCE: Range<usize> = 6..12;
     pub const ETHERTYPE: Range<usize> = 12..14;
     pub const PAYLOAD: RangeFrom<usize> = 14..;
+}
+
+/// An 802.1Q tag's fields, counted from its TPID (which sits at [`field::ETHERTYPE`]); the
+/// EtherType (or the next tag) follows at [`VLAN_TAG_LEN`].
+pub mod vlan_field {
+    use std::ops::Range;
+    pub const TPID: Range<usize> = 0..2;
+    pub const TCI: Range<usize> = 2..4;
 }
 
 /// The EtherTypes vxnet looks at.
@@ -50,9 +66,11 @@ impl<T: AsRef<[u8]>> EthernetPacket<T> {
     }
 
     fn mac(&self, range: std::ops::Range<usize>) -> MacAddr {
-        let mut octets = [0u8; 6];
-        octets.copy_from_slice(&self.buffer.as_ref()[range]);
-        MacAddr(octets)
+        self.buffer
+            .as_ref()
+            .get(range)
+            .and_then(MacAddr::from_slice)
+            .unwrap_or_default()
     }
 
     pub fn destination(&self) -> MacAddr {
@@ -64,8 +82,7 @@ impl<T: AsRef<[u8]>> EthernetPacket<T> {
     }
 
     pub fn ethertype(&self) -> u16 {
-        let b = &self.buffer.as_ref()[field::ETHERTYPE];
-        u16::from_be_bytes([b[0], b[1]])
+        be16(self.buffer.as_ref(), field::ETHERTYPE.start).unwrap_or(0)
     }
 }
 

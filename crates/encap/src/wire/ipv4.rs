@@ -5,7 +5,12 @@ use std::net::Ipv4Addr;
 use crate::checksum::{self, Sum};
 use crate::error::{DecapError, Layer};
 
+use super::be::{be16, set_be16};
+
+/// IPv4 header without options (IHL 5).
 pub const IPV4_HEADER_LEN: usize = 20;
+/// IPv4 header with the most options the IHL can describe (15 words).
+pub const IPV4_MAX_HEADER_LEN: usize = 60;
 const FLAG_DONT_FRAGMENT: u16 = 0x4000;
 const FLAG_MORE_FRAGMENTS: u16 = 0x2000;
 const FRAGMENT_OFFSET_MASK: u16 = 0x1FFF;
@@ -22,6 +27,8 @@ pub mod field {
     pub const CHECKSUM: Range<usize> = 10..12;
     pub const SRC_ADDR: Range<usize> = 12..16;
     pub const DST_ADDR: Range<usize> = 16..20;
+    /// Source and destination together: what a pseudo-header sums and a flow is named by.
+    pub const ADDRS: Range<usize> = SRC_ADDR.start..DST_ADDR.end;
 }
 
 #[derive(Debug, Clone)]
@@ -82,9 +89,8 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.buffer.as_ref()
     }
 
-    fn word(&self, range: std::ops::Range<usize>) -> u16 {
-        let b = &self.bytes()[range];
-        u16::from_be_bytes([b[0], b[1]])
+    fn word(&self, field: std::ops::Range<usize>) -> u16 {
+        be16(self.bytes(), field.start).unwrap_or(0)
     }
 
     pub fn version(&self) -> u8 {
@@ -152,8 +158,8 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
-    fn set_word(&mut self, range: std::ops::Range<usize>, value: u16) {
-        self.buffer.as_mut()[range].copy_from_slice(&value.to_be_bytes());
+    fn set_word(&mut self, field: std::ops::Range<usize>, value: u16) {
+        set_be16(self.buffer.as_mut(), field.start, value);
     }
 
     pub fn set_total_len(&mut self, len: u16) {
@@ -164,6 +170,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.set_word(field::IDENT, ident);
     }
 
+    pub fn set_checksum(&mut self, checksum: u16) {
+        self.set_word(field::CHECKSUM, checksum);
+    }
+
+    /// Inlined: the encapsulation path emits a header and fills its checksum per packet.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_word(field::CHECKSUM, 0);
         let header_len = self.header_len();

@@ -5,6 +5,8 @@ use std::net::Ipv6Addr;
 
 use crate::error::{DecapError, Layer};
 
+use super::be::{be16, be32, set_be16};
+
 pub const IPV6_HEADER_LEN: usize = 40;
 
 pub mod field {
@@ -15,6 +17,8 @@ pub mod field {
     pub const HOP_LIMIT: usize = 7;
     pub const SRC_ADDR: Range<usize> = 8..24;
     pub const DST_ADDR: Range<usize> = 24..40;
+    /// Source and destination together: what a pseudo-header sums and a flow is named by.
+    pub const ADDRS: Range<usize> = SRC_ADDR.start..DST_ADDR.end;
 }
 
 #[derive(Debug, Clone)]
@@ -58,8 +62,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     }
 
     fn first_word(&self) -> u32 {
-        let b = &self.bytes()[field::VER_TC_FLOW];
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+        be32(self.bytes(), field::VER_TC_FLOW.start).unwrap_or(0)
     }
 
     pub fn version(&self) -> u8 {
@@ -75,8 +78,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     }
 
     pub fn payload_len(&self) -> u16 {
-        let b = &self.bytes()[field::PAYLOAD_LEN];
-        u16::from_be_bytes([b[0], b[1]])
+        be16(self.bytes(), field::PAYLOAD_LEN.start).unwrap_or(0)
     }
 
     pub fn next_header(&self) -> u8 {
@@ -109,6 +111,12 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Ipv6Packet<&'a T> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    pub fn set_payload_len(&mut self, len: u16) {
+        set_be16(self.buffer.as_mut(), field::PAYLOAD_LEN.start, len);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv6Repr {
     pub src: Ipv6Addr,
@@ -136,10 +144,10 @@ impl Ipv6Repr {
             (6u32 << 28) | ((self.traffic_class as u32) << 20) | (self.flow_label & 0xF_FFFF);
         let b = packet.buffer.as_mut();
         b[field::VER_TC_FLOW].copy_from_slice(&first.to_be_bytes());
-        b[field::PAYLOAD_LEN].copy_from_slice(&payload_len.to_be_bytes());
         b[field::NEXT_HEADER] = self.next_header;
         b[field::HOP_LIMIT] = self.hop_limit;
         b[field::SRC_ADDR].copy_from_slice(&self.src.octets());
         b[field::DST_ADDR].copy_from_slice(&self.dst.octets());
+        packet.set_payload_len(payload_len);
     }
 }

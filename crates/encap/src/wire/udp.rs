@@ -3,6 +3,8 @@
 use crate::checksum::Sum;
 use crate::error::{DecapError, Layer};
 
+use super::be::{be16, set_be16};
+
 pub const UDP_HEADER_LEN: usize = 8;
 
 pub mod field {
@@ -51,9 +53,8 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         Ok(())
     }
 
-    fn word(&self, range: std::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[range];
-        u16::from_be_bytes([b[0], b[1]])
+    fn word(&self, field: std::ops::Range<usize>) -> u16 {
+        be16(self.buffer.as_ref(), field.start).unwrap_or(0)
     }
 
     pub fn src_port(&self) -> u16 {
@@ -88,8 +89,8 @@ impl<'a, T: AsRef<[u8]> + ?Sized> UdpPacket<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
-    fn set_word(&mut self, range: std::ops::Range<usize>, value: u16) {
-        self.buffer.as_mut()[range].copy_from_slice(&value.to_be_bytes());
+    fn set_word(&mut self, field: std::ops::Range<usize>, value: u16) {
+        set_be16(self.buffer.as_mut(), field.start, value);
     }
 
     pub fn set_src_port(&mut self, port: u16) {
