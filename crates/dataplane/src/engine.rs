@@ -62,11 +62,12 @@ pub enum EngineError {
     Udp(#[from] UdpError),
     #[error(transparent)]
     Control(#[from] BindError),
-    #[error("MTU {mtu} of {dev} leaves no room for VXLAN: the underlay MTU is {underlay}")]
+    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: the underlay MTU {underlay} minus {overhead} bytes of VXLAN)", min = crate::validate::MTU.start(), max = underlay.saturating_sub(*overhead))]
     MtuTooLarge {
         dev: String,
         mtu: u32,
         underlay: u32,
+        overhead: u32,
     },
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -476,6 +477,7 @@ fn open_network(
             dev: network.dev.clone(),
             mtu,
             underlay: underlay_mtu,
+            overhead,
         });
     }
     let tap = Tap::open(&TapConfig {
@@ -664,6 +666,7 @@ impl EngineControl {
         if running.shut_down {
             return Err(EngineError::Stopped);
         }
+        crate::validate::network(&network).map_err(ConfigError::from)?;
         for served in &running.served {
             let settings = &served.network.settings;
             if settings.name == network.name {
@@ -720,10 +723,24 @@ impl EngineControl {
 
     /// Replaces the cluster-sourced peers of `name` (flood list and receive allow-list, in union
     /// with `--remote` and all-zeros FDB entries). False if it is not served.
-    pub fn set_cluster_peers(&self, name: &str, peers: Vec<IpAddr>) -> bool {
+    pub fn set_cluster_peers(&self, name: &str, mut peers: Vec<IpAddr>) -> bool {
         let Some(network) = self.core.network(name) else {
             return false;
         };
+        let local = self.core.setup.local;
+        // Our own VTEP (a shared view lists it) is dropped quietly; anything else that is no
+        // unicast VTEP is never a flood target or accepted sender (the cluster link warns about
+        // the record that carried it; this is the engine's backstop).
+        peers.retain(
+            |ip| match crate::validate::destination("cluster peer", *ip, local) {
+                Ok(()) => true,
+                Err(_) if *ip == local => false,
+                Err(e) => {
+                    tracing::debug!(network = name, "{e}: ignored");
+                    false
+                }
+            },
+        );
         let forwarder = self.core.state.forwarder();
         for ip in &peers {
             let _ = forwarder.peers.counters(*ip);

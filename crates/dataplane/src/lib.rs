@@ -8,6 +8,7 @@ pub mod fdb;
 pub mod forward;
 pub mod network;
 pub mod sys;
+pub mod validate;
 pub mod worker;
 
 pub use config::{EngineConfig, NetworkConfig};

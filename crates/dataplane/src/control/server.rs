@@ -181,6 +181,10 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
                     forwarder.local()
                 ));
             }
+            if let Err(e) = crate::validate::destination("fdb destination", dst, forwarder.local())
+            {
+                return error(e.to_string());
+            }
             if mac.is_zero() {
                 network.update_sources(|s| {
                     if !s.flood_entries.contains(&dst) {
