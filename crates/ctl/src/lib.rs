@@ -10,5 +10,6 @@ pub mod demo;
 pub mod explain;
 pub mod firewall;
 pub mod netns;
+pub mod reload;
 pub mod run;
 pub mod show;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vxnet::{bench, cluster, demo, explain, firewall, run, show};
+use vxnet::{bench, cluster, demo, explain, firewall, reload, run, show};
 
 #[derive(Debug, Parser)]
 #[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
@@ -27,6 +27,8 @@ enum Cmd {
     Stats(show::ControlArgs),
     /// Networks served by the running engine.
     Networks(show::ControlArgs),
+    /// Make the running engine re-read its --config (as SIGHUP does).
+    Reload(show::ControlArgs),
     /// The etcd-backed cluster: init, join, rotate, status, leave, rm.
     Cluster(cluster::cli::ClusterArgs),
     /// Named overlay networks stored in the cluster.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Peers(a) => show::peers(a).map_err(|e| e.to_string()),
         Cmd::Stats(a) => show::stats(a).map_err(|e| e.to_string()),
         Cmd::Networks(a) => show::networks(a).map_err(|e| e.to_string()),
+        Cmd::Reload(a) => reload::run(a).map_err(|e| e.to_string()),
         Cmd::Cluster(a) => cluster::cli::run_cluster(a).map_err(|e| e.to_string()),
         Cmd::Network(a) => cluster::cli::run_network(a).map_err(|e| e.to_string()),
         Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),

@@ -38,6 +38,9 @@ pub struct EngineConfig {
     pub max_fdb: usize,
     pub accept_any: bool,
     pub control: PathBuf,
+    /// Group (name or gid) whose members may use the control socket too (mode 0660); without
+    /// it only root and the engine's own user may (mode 0600).
+    pub control_group: Option<String>,
     pub threads: usize,
     /// TAP virtio-net offloads and UDP GSO/GRO (each probed at start).
     pub offloads: bool,
@@ -82,6 +85,7 @@ struct FileConfig {
     max_fdb: Option<usize>,
     accept_any: Option<bool>,
     control: Option<PathBuf>,
+    control_group: Option<String>,
     threads: Option<usize>,
     offloads: Option<bool>,
     #[serde(default)]
@@ -113,6 +117,7 @@ pub struct FileValues {
     pub max_fdb: Option<usize>,
     pub accept_any: Option<bool>,
     pub control: Option<PathBuf>,
+    pub control_group: Option<String>,
     pub threads: Option<usize>,
     pub offloads: Option<bool>,
     pub networks: Vec<NetworkConfig>,
@@ -155,6 +160,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
         max_fdb: file.max_fdb,
         accept_any: file.accept_any,
         control: file.control,
+        control_group: file.control_group,
         threads: file.threads,
         offloads: file.offloads,
         networks,
@@ -304,6 +310,7 @@ mod tests {
             max_fdb: DEFAULT_MAX_FDB,
             accept_any: false,
             control: PathBuf::from("/tmp/x.sock"),
+            control_group: None,
             threads: 2,
             offloads: true,
         }

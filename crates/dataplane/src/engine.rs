@@ -16,10 +16,13 @@ use thiserror::Error;
 use vxnet_encap::{MacAddr, OVERHEAD_IPV4, OVERHEAD_IPV6};
 
 use crate::config::{resolve_remote, ConfigError, EngineConfig, NetworkConfig};
-use crate::control::server::{self, BindError, SocketFile};
+use crate::control::limits::ControlCounters;
+use crate::control::server;
+use crate::control::socket::{self, BindError, ControlListener, SocketFile};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
 use crate::network::{Network, NetworkSettings};
+use crate::reload::Reloader;
 use crate::sys::iface::{self, IfaceError};
 use crate::sys::poll::EventFd;
 use crate::sys::tap::{Offloads as TapOffloads, Tap, TapConfig, TapError, TapQueue};
@@ -102,6 +105,8 @@ pub struct EngineState {
     /// `--address` (or cluster-assigned address) of each network, by network name.
     addresses: Mutex<BTreeMap<String, String>>,
     cluster: Mutex<Option<ClusterInfo>>,
+    /// Refusals of the control socket (`vxnet stats`: `control`).
+    pub control_counters: ControlCounters,
 }
 
 impl EngineState {
@@ -193,8 +198,10 @@ struct Core {
 pub struct Engine {
     core: Arc<Core>,
     ageing_secs: u64,
-    listener: Option<std::os::unix::net::UnixListener>,
+    listener: Option<ControlListener>,
     metrics: Option<std::net::TcpListener>,
+    /// Static mode with `--config`: how SIGHUP and `vxnet reload` re-read it.
+    reloader: Option<Reloader>,
     // Dropped last (field order): the socket file is removed after the workers stopped.
     _socket_file: SocketFile,
     local_addr: SocketAddr,
@@ -292,7 +299,8 @@ impl Engine {
             }
         }
 
-        let (listener, socket_file) = server::bind(&config.control)?;
+        let (listener, socket_file) =
+            socket::bind(&config.control, config.control_group.as_deref())?;
         let stop = Arc::new(new_eventfd()?);
         let state = Arc::new(EngineState {
             forwarder: ArcSwap::from_pointee(Forwarder::new(
@@ -306,6 +314,7 @@ impl Engine {
             offloads: Mutex::new(Vec::new()),
             addresses: Mutex::new(addresses),
             cluster: Mutex::new(None),
+            control_counters: ControlCounters::default(),
         });
         let core = Arc::new(Core {
             state,
@@ -345,6 +354,7 @@ impl Engine {
             ageing_secs: config.ageing_secs,
             listener: Some(listener),
             metrics: None,
+            reloader: None,
             _socket_file: socket_file,
             local_addr,
         })
@@ -366,6 +376,16 @@ impl Engine {
             .map_err(|source| EngineError::Metrics { addr, source })?;
         self.metrics = Some(listener);
         Ok(())
+    }
+
+    /// Makes SIGHUP and `vxnet reload` re-read the configuration from `source` (what `applied`
+    /// was built from) and apply the difference. Without this, SIGHUP is logged and ignored.
+    pub fn reload_from(
+        &mut self,
+        applied: EngineConfig,
+        source: impl FnMut() -> Result<EngineConfig, String> + Send + 'static,
+    ) {
+        self.reloader = Some(Reloader::new(applied, Box::new(source)));
     }
 
     /// A handle to change networks, peers and MACs while the engine runs.
@@ -399,18 +419,21 @@ impl Engine {
         let listener = self.listener.take();
         let metrics = self.metrics.take();
         let ageing = Duration::from_secs(self.ageing_secs);
+        let control = self.control();
+        let mut reloader = self.reloader.take();
         let result = runtime.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).map_err(|source| EngineError::Io {
-                what: "installing the SIGTERM handler",
-                source,
-            })?;
-            let mut int = signal(SignalKind::interrupt()).map_err(|source| EngineError::Io {
-                what: "installing the SIGINT handler",
-                source,
-            })?;
+            let install = |kind: SignalKind, what: &'static str| {
+                signal(kind).map_err(|source| EngineError::Io { what, source })
+            };
+            let mut term = install(SignalKind::terminate(), "installing the SIGTERM handler")?;
+            let mut int = install(SignalKind::interrupt(), "installing the SIGINT handler")?;
+            // Installed before READY=1: from then on a SIGHUP never kills the engine.
+            let mut hup = install(SignalKind::hangup(), "installing the SIGHUP handler")?;
+            let (reload_calls, mut reload_requests) = tokio::sync::mpsc::channel(4);
             if let Some(listener) = listener {
-                tokio::spawn(server::serve(listener, Arc::clone(&state)));
+                let calls = reloader.is_some().then_some(reload_calls);
+                tokio::spawn(server::serve(listener, Arc::clone(&state), calls));
             }
             if let Some(metrics) = metrics {
                 let listener = tokio::net::TcpListener::from_std(metrics).map_err(|source| {
@@ -428,11 +451,43 @@ impl Engine {
                     Err(message) => message,
                 }
             };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = int.recv() => tracing::info!("SIGINT: stopping"),
-                message = task => return Err(EngineError::ControlPlane(message)),
+            tokio::pin!(task);
+            crate::service::ready(&format!("forwarding with {} workers", state.workers));
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                    _ = int.recv() => tracing::info!("SIGINT: stopping"),
+                    _ = hup.recv() => {
+                        match reloader.as_mut() {
+                            Some(r) => {
+                                let outcome = reload(r, &control, &state);
+                                crate::reload::log_outcome("SIGHUP", &outcome);
+                            }
+                            None => tracing::info!(
+                                "SIGHUP: no --config to re-read (flags or cluster mode); ignored"
+                            ),
+                        }
+                        continue;
+                    }
+                    Some(answer) = reload_requests.recv() => {
+                        if let Some(r) = reloader.as_mut() {
+                            let outcome = reload(r, &control, &state);
+                            crate::reload::log_outcome("reload", &outcome);
+                            let _ = answer.send(match outcome {
+                                Ok(report) => match serde_json::to_value(report) {
+                                    Ok(data) => crate::control::proto::Reply::Ok { data },
+                                    Err(e) => crate::control::proto::Reply::Error { message: e.to_string() },
+                                },
+                                Err(message) => crate::control::proto::Reply::Error { message },
+                            });
+                        }
+                        continue;
+                    }
+                    message = &mut task => return Err(EngineError::ControlPlane(message)),
+                }
+                break;
             }
+            crate::service::stopping();
             Ok::<(), EngineError>(())
         });
         drop(runtime);
@@ -445,6 +500,18 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.core.shut_down();
     }
+}
+
+/// One reload, framed for the service manager.
+fn reload(
+    reloader: &mut Reloader,
+    control: &EngineControl,
+    state: &EngineState,
+) -> Result<crate::control::proto::ReloadReport, String> {
+    crate::service::reloading();
+    let outcome = reloader.reload(control);
+    crate::service::ready(&format!("forwarding with {} workers", state.workers));
+    outcome
 }
 
 fn new_eventfd() -> Result<EventFd, EngineError> {
@@ -746,6 +813,20 @@ impl EngineControl {
             let _ = forwarder.peers.counters(*ip);
         }
         network.update_sources(|s| s.cluster = peers);
+        true
+    }
+
+    /// Replaces the configured remotes of `name` (`--remote`, `remotes = [...]`), e.g. on
+    /// reload. False if it is not served.
+    pub fn set_static_remotes(&self, name: &str, remotes: Vec<IpAddr>) -> bool {
+        let Some(network) = self.core.network(name) else {
+            return false;
+        };
+        let forwarder = self.core.state.forwarder();
+        for ip in &remotes {
+            let _ = forwarder.peers.counters(*ip);
+        }
+        network.update_sources(|s| s.configured = remotes);
         true
     }
 

@@ -7,6 +7,8 @@ pub mod engine;
 pub mod fdb;
 pub mod forward;
 pub mod network;
+pub mod reload;
+pub mod service;
 pub mod sys;
 pub mod validate;
 pub mod worker;

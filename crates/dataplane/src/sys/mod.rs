@@ -8,10 +8,12 @@
 //! - [`iface`]: `SIOC*` ioctls (flags, MTU, addresses) and `getifaddrs`;
 //! - [`udp`]: sockets, `recvmmsg`/`sendmmsg`, UDP GSO/GRO;
 //! - [`cmsg`]: pure encode/decode of ancillary data (no `unsafe`);
+//! - [`creds`]: Unix-socket peer credentials, group lookup, socket file modes;
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
 //! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`).
 
 pub mod cmsg;
+pub mod creds;
 pub mod iface;
 pub mod packet;
 pub mod poll;
