@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -140,10 +140,11 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(ControlListener, Socket
     }
     clear_stale(path)?;
 
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
     let socket =
         Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None).map_err(io)?;
-    creds::set_socket_mode(socket.as_fd(), if gid.is_some() { 0o660 } else { 0o600 })
-        .map_err(io)?;
+    // The file is created with this mode less the umask: never more open than `mode`.
+    creds::set_socket_mode(socket.as_fd(), mode).map_err(io)?;
     let address = SockAddr::unix(path).map_err(io)?;
     socket.bind(&address).map_err(|source| {
         if source.raw_os_error() == Some(libc::EADDRINUSE) {
@@ -164,6 +165,8 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(ControlListener, Socket
     if let Some(gid) = gid {
         std::os::unix::fs::lchown(path, None, Some(gid)).map_err(io)?;
     }
+    // ... and now exactly `mode` (a umask such as 027 took the group's bits away).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
     socket.listen(BACKLOG).map_err(io)?;
     Ok((
         ControlListener {
@@ -178,7 +181,6 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(ControlListener, Socket
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("vxnet-sock-{tag}-{}", std::process::id()));
