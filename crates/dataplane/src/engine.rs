@@ -203,6 +203,8 @@ pub struct Engine {
     metrics: Option<std::net::TcpListener>,
     /// Static mode with `--config`: how SIGHUP and `vxnet reload` re-read it.
     reloader: Option<Reloader>,
+    /// Keeps other engines off this engine's address and port while it lives.
+    _port_claim: crate::sys::claim::Claim,
     // Dropped last (field order): the socket file is removed after the workers stopped.
     _socket_file: SocketFile,
     local_addr: SocketAddr,
@@ -240,17 +242,8 @@ impl Engine {
 
         let workers = config.threads;
         let bind_addr = SocketAddr::new(local, config.port);
-        let sockets = (0..workers)
-            .map(|_| {
-                UdpSocket::bind(
-                    bind_addr,
-                    &UdpOptions {
-                        reuse_port: workers > 1,
-                        buffer_bytes: SOCKET_BUFFER_BYTES,
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let (port_claim, sockets) =
+            crate::exclusive::bind_worker_sockets(bind_addr, workers, SOCKET_BUFFER_BYTES)?;
         let local_addr = sockets
             .first()
             .map(UdpSocket::local_addr)
@@ -358,6 +351,7 @@ impl Engine {
             listener: Some(listener),
             metrics: None,
             reloader: None,
+            _port_claim: port_claim,
             _socket_file: socket_file,
             local_addr,
         })

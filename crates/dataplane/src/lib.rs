@@ -4,6 +4,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod engine;
+mod exclusive;
 pub mod fdb;
 pub mod forward;
 pub mod network;
