@@ -1,10 +1,10 @@
 //! The engine's lifecycle: set-up that fails cleanly, forwarding workers, the control plane
 //! (control socket, FDB ageing, signals) and an orderly stop that removes what was created.
 //!
-//! Set-up order matters for "nothing left behind": the control socket first (removed on drop;
-//! a path in use fails before anything else), then the UDP port (a port in use fails before any
-//! device exists), then the TAPs (non-persistent: they vanish when their fds close, including
-//! when set-up fails half-way).
+//! Set-up order matters for "nothing left behind": the control path is checked first (in use,
+//! or not a stale socket: refused before anything exists), then the UDP port is bound (a port in
+//! use fails before any device exists), then the TAPs (non-persistent: they vanish when their
+//! fds close, including when set-up fails half-way), then the control socket (removed on drop).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -230,10 +230,9 @@ impl Engine {
     /// be empty when networks are added later through [`Engine::control`].
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
         config.check_consistency()?;
-        // First: a path that is in use or not a stale socket fails before anything else is
-        // touched (and the file goes again with `socket_file` if a later step fails).
-        let (listener, socket_file) =
-            socket::bind(&config.control, config.control_group.as_deref())?;
+        // First: a control path in use or that is no stale socket fails before anything else
+        // is touched (and so is the only line printed).
+        socket::check_path(&config.control)?;
         let local = config.local;
         let mut remotes = Vec::with_capacity(config.networks.len());
         for network in &config.networks {
@@ -297,6 +296,8 @@ impl Engine {
             }
         }
 
+        let (listener, socket_file) =
+            socket::bind(&config.control, config.control_group.as_deref())?;
         let stop = Arc::new(new_eventfd()?);
         let state = Arc::new(EngineState {
             forwarder: ArcSwap::from_pointee(Forwarder::new(

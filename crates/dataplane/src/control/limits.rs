@@ -130,7 +130,7 @@ pub struct Backoff {
 impl Backoff {
     /// The pause before the next accept; the first of a run of errors is `true` in the second
     /// element (to log it once, not at every retry).
-    pub fn next(&mut self) -> (Duration, bool) {
+    pub fn pause(&mut self) -> (Duration, bool) {
         let first = self.current.is_none();
         let pause = self
             .current
@@ -185,14 +185,14 @@ mod tests {
     #[test]
     fn backoff_doubles_to_a_ceiling_and_resets() {
         let mut b = Backoff::default();
-        assert_eq!(b.next(), (BACKOFF_FIRST, true));
-        assert_eq!(b.next(), (BACKOFF_FIRST * 2, false));
+        assert_eq!(b.pause(), (BACKOFF_FIRST, true));
+        assert_eq!(b.pause(), (BACKOFF_FIRST * 2, false));
         for _ in 0..20 {
-            b.next();
+            b.pause();
         }
-        assert_eq!(b.next().0, BACKOFF_MAX);
+        assert_eq!(b.pause().0, BACKOFF_MAX);
         assert!(b.reset());
         assert!(!b.reset());
-        assert_eq!(b.next(), (BACKOFF_FIRST, true));
+        assert_eq!(b.pause(), (BACKOFF_FIRST, true));
     }
 }

@@ -45,7 +45,7 @@ pub async fn serve(control: ControlListener, state: Arc<EngineState>, reload: Op
             }
             Err(e) => {
                 bump(&state.control_counters.accept_errors);
-                let (pause, first) = backoff.next();
+                let (pause, first) = backoff.pause();
                 if first {
                     tracing::warn!("control socket: accept failed ({e}); backing off");
                 }

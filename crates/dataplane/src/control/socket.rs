@@ -27,8 +27,9 @@ pub struct ControlListener {
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
-    /// (device, inode) of the file `bind` created.
-    identity: (u64, u64),
+    /// (device, inode, change time in ns) of the file `bind` created: an inode number alone
+    /// is reused as soon as a file is deleted.
+    identity: (u64, u64, i64),
 }
 
 impl SocketFile {
@@ -40,7 +41,7 @@ impl SocketFile {
 impl Drop for SocketFile {
     fn drop(&mut self) {
         if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.identity {
+            if identity(&meta) == self.identity {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
@@ -61,6 +62,14 @@ pub enum BindError {
     UnknownGroup(String),
     #[error("cannot create control socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+}
+
+fn identity(meta: &std::fs::Metadata) -> (u64, u64, i64) {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+    )
 }
 
 fn kind_of(meta: &std::fs::Metadata) -> &'static str {
@@ -120,6 +129,12 @@ fn clear_stale(path: &Path) -> Result<(), BindError> {
     }
 }
 
+/// Checks that a control socket can go at `path`: nothing there, or a stale socket (removed).
+/// Lets the engine refuse a clash before it creates anything; [`bind`] checks again.
+pub fn check_path(path: &Path) -> Result<(), BindError> {
+    clear_stale(path)
+}
+
 /// Binds the control socket at `path`, owned by this process's user, mode 0600, or group
 /// `group` with mode 0660 when given (a group name or number).
 pub fn bind(path: &Path, group: Option<&str>) -> Result<(ControlListener, SocketFile), BindError> {
@@ -157,9 +172,9 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(ControlListener, Socket
         }
     })?;
     let meta = std::fs::symlink_metadata(path).map_err(io)?;
-    let file = SocketFile {
+    let mut file = SocketFile {
         path: path.to_path_buf(),
-        identity: (meta.dev(), meta.ino()),
+        identity: identity(&meta),
     };
     // From here on a failure drops `file`, which removes the socket again.
     if let Some(gid) = gid {
@@ -167,6 +182,8 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(ControlListener, Socket
     }
     // ... and now exactly `mode` (a umask such as 027 took the group's bits away).
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    // The change time moved with chown and chmod.
+    file.identity = identity(&std::fs::symlink_metadata(path).map_err(io)?);
     socket.listen(BACKLOG).map_err(io)?;
     Ok((
         ControlListener {
@@ -198,16 +215,21 @@ mod tests {
         assert_eq!(mode, 0o600);
         // A second bind finds it live.
         assert!(matches!(bind(&path, None), Err(BindError::InUse { .. })));
-        drop(listener);
-        // Now stale (nobody listens): replaced.
-        let (_l2, file2) = bind(&path, Some("root")).unwrap();
+        // Someone deletes our file and another engine binds the path: when we stop, theirs
+        // stays (our inode lives on with our listener, so the two cannot be confused).
+        std::fs::remove_file(&path).unwrap();
+        let (l2, file2) = bind(&path, Some("root")).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o660);
         assert_eq!(meta.gid(), 0);
-        // The first engine's file record no longer matches: its drop leaves the new one.
+        drop(listener);
         drop(file);
-        assert!(path.exists());
+        assert!(path.exists(), "the other engine's socket was removed");
+        // Stale once its listener is gone: replaced by the next bind.
+        drop(l2);
+        let (_l3, file3) = bind(&path, None).unwrap();
         drop(file2);
+        drop(file3);
         assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
