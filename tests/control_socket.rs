@@ -325,7 +325,7 @@ fn control_path_that_is_no_stale_socket_is_left_alone() {
         ),
     ] {
         let out = h.sh(&format!(
-            "{} run --control {} --vni 43 --dev vx43 --local {} --port 4790",
+            "timeout 10 {} run --control {} --vni 43 --dev vx43 --local {} --port 4790",
             vxnet_bin().display(),
             path.display(),
             h.underlay

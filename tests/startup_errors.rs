@@ -23,8 +23,9 @@ impl Drop for EtcNetns {
 /// Runs `[prefix] vxnet run --control SOCK ARGS` in the host's namespace and checks the contract.
 fn refuses(lab: &Lab, host: &Host, case: &str, prefix: &str, args: &str, must_name: &[&str]) {
     let control = lab.dir.join(format!("{case}.sock"));
+    // Bounded: an engine that wrongly starts would otherwise keep the test waiting forever.
     let cmd = format!(
-        "{prefix} {} run --control {} {args}",
+        "{prefix} timeout 10 {} run --control {} {args}",
         vxnet_bin().display(),
         control.display()
     );

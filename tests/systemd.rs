@@ -168,7 +168,7 @@ fn engine_notifies_ready_after_its_workers_run() {
         &log,
         &env,
         &format!(
-            "{} run --control {} --vni 42 --dev vx42 --local {} --port 0",
+            "timeout 10 {} run --control {} --vni 42 --dev vx42 --local {} --port 0",
             vxnet_bin().display(),
             lab.dir.join("failing.sock").display(),
             h.underlay
