@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # proves it by building without one. util-linux: setpriv, for the test that explain --live is
 # refused without CAP_NET_RAW.
 packages=(iproute2 iputils-ping ethtool tcpdump tshark iperf3 etcd-server etcd-client
-          nftables procps util-linux openssl python3-scapy python3-cryptography)
+          nftables procps util-linux openssl python3 python3-scapy python3-cryptography passwd
+          systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -28,6 +28,7 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
             max_fdb: 1024,
             accept_any: false,
             control,
+            control_group: None,
             threads: 2,
             offloads: true,
         })

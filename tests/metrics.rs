@@ -92,6 +92,10 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
         assert_eq!(sample(&body, &series), Some(1), "{series} in {body}");
     }
     assert_eq!(sample(&body, "vxnet_workers"), stats["workers"].as_u64());
+    assert_eq!(
+        sample(&body, "vxnet_control_refused_total{reason=\"oversized\"}"),
+        stats["control"]["oversized"].as_u64()
+    );
 
     let (status, _) = get(&h0.ns, "127.0.0.1:9109", "/other");
     assert_eq!(status, "HTTP/1.1 404 Not Found");

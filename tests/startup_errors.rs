@@ -23,8 +23,9 @@ impl Drop for EtcNetns {
 /// Runs `[prefix] vxnet run --control SOCK ARGS` in the host's namespace and checks the contract.
 fn refuses(lab: &Lab, host: &Host, case: &str, prefix: &str, args: &str, must_name: &[&str]) {
     let control = lab.dir.join(format!("{case}.sock"));
+    // Bounded: an engine that wrongly starts would otherwise keep the test waiting forever.
     let cmd = format!(
-        "{prefix} {} run --control {} {args}",
+        "{prefix} timeout 10 {} run --control {} {args}",
         vxnet_bin().display(),
         control.display()
     );
@@ -161,6 +162,84 @@ fn bad_startup_fails_cleanly_with_one_error_line() {
         "",
         &format!("--config {}", config.display()),
         &["remots"],
+    );
+
+    // Values out of range: one line naming the value and the valid range (issue 13). Before,
+    // port 0 bound a random port, threads 300 failed with "Argument list too long" and an mtu
+    // of 67 with "Invalid argument".
+    for (case, extra, words) in [
+        ("port_zero", "--port 0", &["port 0", "1-65535"][..]),
+        ("threads_300", "--threads 300", &["threads 300", "1-256"]),
+        ("mtu_67", "--mtu 67", &["67", "68-65535"]),
+        ("mtu_max", "--mtu 4294967295", &["4294967295", "68-65535"]),
+        ("ageing_0", "--ageing 0", &["ageing 0", "1-1000000"]),
+        ("max_fdb_0", "--max-fdb 0", &["max-fdb 0", "1-1048576"]),
+        ("mtu_over_underlay", "--mtu 1480", &["1480", "68-1450"]),
+        (
+            "remote_loopback",
+            "--remote 127.0.0.1",
+            &["127.0.0.1", "loopback"],
+        ),
+        (
+            "remote_broadcast",
+            "--remote 255.255.255.255",
+            &["255.255.255.255", "broadcast"],
+        ),
+        (
+            "remote_multicast",
+            "--remote 224.0.0.1",
+            &["224.0.0.1", "multicast"],
+        ),
+        (
+            "remote_unspecified",
+            "--remote 0.0.0.0",
+            &["0.0.0.0", "unspecified"],
+        ),
+    ] {
+        refuses(&lab, &h, case, "", &format!("{base} {extra}"), words);
+    }
+    refuses(
+        &lab,
+        &h,
+        "remote_self",
+        "",
+        &format!("{base} --remote {}", h.underlay),
+        &[&h.underlay.to_string(), "own VTEP"],
+    );
+    let config = lab.dir.join("duplicate-names.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "local = \"{}\"\n[[network]]\nname = \"blue\"\nvni = 42\ndev = \"{DEV}\"\n\
+             [[network]]\nname = \"blue\"\nvni = 43\ndev = \"vxbad1\"\n",
+            h.underlay
+        ),
+    )
+    .unwrap();
+    refuses(
+        &lab,
+        &h,
+        "duplicate_names",
+        "",
+        &format!("--config {}", config.display()),
+        &["\"blue\"", "twice"],
+    );
+    let config = lab.dir.join("port-zero.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "local = \"{}\"\nport = 0\n[[network]]\nvni = 42\ndev = \"{DEV}\"\nmtu = 0\n",
+            h.underlay
+        ),
+    )
+    .unwrap();
+    refuses(
+        &lab,
+        &h,
+        "toml_port_zero",
+        "",
+        &format!("--config {}", config.display()),
+        &["port 0", "1-65535"],
     );
 
     let missing = lab.dir.join("missing.toml");

@@ -30,6 +30,8 @@ pub enum Cmd {
     Stats(show::ControlArgs),
     /// Networks served by the running engine.
     Networks(show::ControlArgs),
+    /// Make the running engine re-read its --config (as SIGHUP does).
+    Reload(show::ControlArgs),
     /// The etcd-backed cluster: init, join, rotate, status, leave, rm.
     Cluster(cluster::cli::ClusterArgs),
     /// Named overlay networks stored in the cluster.

@@ -14,5 +14,6 @@ pub mod explain;
 pub mod firewall;
 pub mod key;
 pub mod netns;
+pub mod reload;
 pub mod run;
 pub mod show;

@@ -66,9 +66,13 @@ pub struct RunArgs {
     /// it survives restarts).
     #[arg(long, value_parser = vxnet_dataplane::config::parse_unicast_mac)]
     pub mac: Option<vxnet_encap::MacAddr>,
-    /// Control socket path [default: /run/vxnet/vxnet.sock].
+    /// Control socket path [default: /run/vxnet/vxnet.sock]. Created mode 0600 (root and the
+    /// engine's user only); requests are capped at 64 KiB and must arrive within 5 s.
     #[arg(long)]
     pub control: Option<PathBuf>,
+    /// Let members of GROUP (name or gid) use the control socket too (mode 0660).
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
     /// Forwarding threads, each with its own TAP queue and socket [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -180,6 +184,7 @@ fn engine_config(
             .clone()
             .or(file.control)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_PATH)),
+        control_group: args.control_group.clone().or(file.control_group),
         threads: args
             .threads
             .or(file.threads)
@@ -240,9 +245,15 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         return run_cluster(args);
     }
     let config = config_from_args(&args)?;
-    let mut engine = Engine::start(config)?;
+    let mut engine = Engine::start(config.clone())?;
     if let Some(addr) = args.metrics {
         engine.bind_metrics(addr)?;
+    }
+    if args.config.is_some() {
+        // SIGHUP and `vxnet reload` re-read flags and file exactly as at start.
+        engine.reload_from(config, move || {
+            config_from_args(&args).map_err(|e| e.to_string())
+        });
     }
     engine.run_until_signal()?;
     Ok(())

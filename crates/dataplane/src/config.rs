@@ -38,6 +38,9 @@ pub struct EngineConfig {
     pub max_fdb: usize,
     pub accept_any: bool,
     pub control: PathBuf,
+    /// Group (name or gid) whose members may use the control socket too (mode 0660); without
+    /// it only root and the engine's own user may (mode 0600).
+    pub control_group: Option<String>,
     pub threads: usize,
     /// TAP virtio-net offloads and UDP GSO/GRO (each probed at start).
     pub offloads: bool,
@@ -66,8 +69,8 @@ pub enum ConfigError {
         local: IpAddr,
         remote_family: &'static str,
     },
-    #[error("--threads must be at least 1")]
-    NoThreads,
+    #[error(transparent)]
+    Invalid(#[from] crate::validate::ValidationError),
 }
 
 /// The file form. Every key is optional except the networks, so a file can hold only networks
@@ -82,6 +85,7 @@ struct FileConfig {
     max_fdb: Option<usize>,
     accept_any: Option<bool>,
     control: Option<PathBuf>,
+    control_group: Option<String>,
     threads: Option<usize>,
     offloads: Option<bool>,
     #[serde(default)]
@@ -113,6 +117,7 @@ pub struct FileValues {
     pub max_fdb: Option<usize>,
     pub accept_any: Option<bool>,
     pub control: Option<PathBuf>,
+    pub control_group: Option<String>,
     pub threads: Option<usize>,
     pub offloads: Option<bool>,
     pub networks: Vec<NetworkConfig>,
@@ -155,6 +160,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
         max_fdb: file.max_fdb,
         accept_any: file.accept_any,
         control: file.control,
+        control_group: file.control_group,
         threads: file.threads,
         offloads: file.offloads,
         networks,
@@ -183,9 +189,11 @@ impl EngineConfig {
     /// Consistent, but possibly without networks yet (they may be added at run time, e.g. by
     /// the cluster control plane).
     pub fn check_consistency(&self) -> Result<(), ConfigError> {
-        if self.threads == 0 {
-            return Err(ConfigError::NoThreads);
+        crate::validate::engine(self)?;
+        for n in &self.networks {
+            crate::validate::network(n)?;
         }
+        crate::validate::unique_names(&self.networks)?;
         for (i, n) in self.networks.iter().enumerate() {
             for other in &self.networks[..i] {
                 if other.vni == n.vni {
@@ -211,8 +219,15 @@ pub fn parse_unicast_mac(text: &str) -> Result<MacAddr, String> {
     Ok(mac)
 }
 
-/// Resolves a remote given as an address or a host name to an address of the local family.
+/// Resolves a remote given as an address or a host name to a unicast address of the local
+/// family that is not the local VTEP itself.
 pub fn resolve_remote(remote: &str, local: IpAddr) -> Result<IpAddr, ConfigError> {
+    let ip = resolve_address(remote, local)?;
+    crate::validate::destination("remote", ip, local)?;
+    Ok(ip)
+}
+
+fn resolve_address(remote: &str, local: IpAddr) -> Result<IpAddr, ConfigError> {
     if let Ok(ip) = remote.parse::<IpAddr>() {
         return check_family(ip, local);
     }
@@ -285,6 +300,82 @@ mod tests {
         assert!(!e.contains('\n'), "{e}");
     }
 
+    fn engine_with(networks: Vec<NetworkConfig>) -> EngineConfig {
+        EngineConfig {
+            local: "10.0.0.1".parse().unwrap(),
+            port: 4789,
+            networks,
+            ageing_secs: DEFAULT_AGEING_SECS,
+            learning: true,
+            max_fdb: DEFAULT_MAX_FDB,
+            accept_any: false,
+            control: PathBuf::from("/tmp/x.sock"),
+            control_group: None,
+            threads: 2,
+            offloads: true,
+        }
+    }
+
+    fn net(name: &str, vni: u32, dev: &str) -> NetworkConfig {
+        NetworkConfig {
+            name: name.to_string(),
+            vni: Vni::new(vni).unwrap(),
+            dev: dev.to_string(),
+            address: None,
+            remotes: Vec::new(),
+            mtu: None,
+            allow_vlan: false,
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_range() {
+        let message = |c: EngineConfig| c.validate().unwrap_err().to_string();
+        let one = || vec![net("blue", 42, "vx42")];
+        let mut c = engine_with(one());
+        c.port = 0;
+        assert_eq!(message(c), "port 0 is out of range (valid: 1-65535)");
+        let mut c = engine_with(one());
+        c.threads = 300;
+        assert_eq!(message(c), "threads 300 is out of range (valid: 1-256)");
+        let mut c = engine_with(one());
+        c.threads = 0;
+        assert!(message(c).contains("valid: 1-256"));
+        let mut c = engine_with(one());
+        c.ageing_secs = 0;
+        assert!(message(c).starts_with("ageing 0 is out of range"));
+        let mut c = engine_with(one());
+        c.max_fdb = 0;
+        assert!(message(c).starts_with("max-fdb 0 is out of range"));
+        for mtu in [0, 67, u32::MAX] {
+            let mut n = net("blue", 42, "vx42");
+            n.mtu = Some(mtu);
+            assert_eq!(
+                message(engine_with(vec![n])),
+                format!("mtu of network blue {mtu} is out of range (valid: 68-65535)")
+            );
+        }
+        let mut c = engine_with(one());
+        c.local = "0.0.0.0".parse().unwrap();
+        assert!(message(c).contains("unspecified"));
+    }
+
+    #[test]
+    fn duplicate_names_vnis_and_devices_are_refused() {
+        let message = |n: Vec<NetworkConfig>| engine_with(n).validate().unwrap_err().to_string();
+        assert_eq!(
+            message(vec![net("blue", 42, "vx42"), net("blue", 43, "vx43")]),
+            "network name \"blue\" is configured twice"
+        );
+        assert!(message(vec![net("a", 42, "vx42"), net("b", 42, "vx43")]).contains("VNI 42"));
+        assert!(message(vec![net("a", 42, "vx42"), net("b", 43, "vx42")]).contains("vx42"));
+        assert!(message(vec![net("a b", 42, "vx42")]).contains("not valid"));
+        engine_with(vec![net("a", 42, "vx42"), net("b", 43, "vx43")])
+            .validate()
+            .unwrap();
+    }
+
     #[test]
     fn remotes_resolve_and_families_must_match() {
         let local: IpAddr = "10.0.0.1".parse().unwrap();
@@ -293,9 +384,18 @@ mod tests {
             "10.0.0.2".parse::<IpAddr>().unwrap()
         );
         assert_eq!(
-            resolve_remote("localhost", local).unwrap(),
+            resolve_address("localhost", local).unwrap(),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
+        // ... which is no VTEP: frames sent there would loop back into this host.
+        assert!(matches!(
+            resolve_remote("localhost", local),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            resolve_remote("10.0.0.1", local),
+            Err(ConfigError::Invalid(_))
+        ));
         assert!(matches!(
             resolve_remote("fd00::2", local),
             Err(ConfigError::FamilyMismatch { .. })

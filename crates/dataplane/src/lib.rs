@@ -4,12 +4,16 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod engine;
+mod exclusive;
 pub mod fdb;
 pub mod forward;
 pub mod network;
+pub mod reload;
+pub mod service;
 pub mod source_port;
 pub mod state;
 pub mod sys;
+pub mod validate;
 pub mod worker;
 
 pub use config::{EngineConfig, NetworkConfig};

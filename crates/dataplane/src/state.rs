@@ -5,6 +5,7 @@
 //! plane; the control socket and the metrics endpoint ([`crate::control`]) only read it, so the
 //! control side never imports the engine.
 
+use crate::control::limits::ControlCounters;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -41,6 +42,8 @@ pub struct EngineState {
     /// `--address` (or cluster-assigned address) of each network, by network name.
     addresses: Mutex<BTreeMap<String, String>>,
     cluster: Mutex<Option<ClusterInfo>>,
+    /// Refusals of the control socket (`vxnet stats`: `control`).
+    pub control_counters: ControlCounters,
 }
 
 impl EngineState {
@@ -57,6 +60,7 @@ impl EngineState {
             offloads: Mutex::new(Vec::new()),
             addresses: Mutex::new(addresses),
             cluster: Mutex::new(None),
+            control_counters: ControlCounters::default(),
         }
     }
 

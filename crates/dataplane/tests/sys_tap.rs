@@ -130,11 +130,10 @@ fn configure_tap_and_read_back() {
             Some((name.clone(), 1400))
         );
 
-        // Opening the same (still open, multi-queue) device again attaches more queues and
-        // reports that it existed.
-        let again = Tap::open(&cfg(&name, true, 2)).unwrap();
-        assert!(again.existed());
-        drop(again);
+        // Opening the same (still open, multi-queue) device again is refused: TUNSETIFF would
+        // add queues to it and split its traffic between two owners.
+        let again = Tap::open(&cfg(&name, true, 2)).unwrap_err();
+        assert!(matches!(again, TapError::InUse { .. }), "{again}");
         assert!(link_exists(&name), "our first handle still keeps it");
 
         drop(tap);
@@ -160,7 +159,7 @@ fn bad_names_and_clashes_are_typed_errors() {
         let name = unique_tap_name();
         let _t = Tap::open(&cfg(&name, false, 1)).unwrap();
         let e = Tap::open(&cfg(&name, false, 1)).unwrap_err();
-        assert!(matches!(e, TapError::Open { .. }), "{e}");
+        assert!(matches!(e, TapError::InUse { .. }), "{e}");
         println!("second open of single-queue TAP: {e}");
     });
 }

@@ -44,9 +44,15 @@ pub fn request(path: &Path, request: &Request) -> Result<serde_json::Value, Clie
         message: e.to_string(),
     })?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io)?;
+    let written = stream.write_all(line.as_bytes());
     let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply).map_err(io)?;
+    let read = BufReader::new(stream).read_line(&mut reply);
+    // An engine that refuses us (permissions, size) answers and closes without reading the
+    // request, so the write may fail while its one-line reply is waiting to be read.
+    if reply.is_empty() {
+        written.map_err(io)?;
+        read.map_err(io)?;
+    }
     match serde_json::from_str::<Reply>(&reply) {
         Ok(Reply::Ok { data }) => Ok(data),
         Ok(Reply::Error { message }) => Err(ClientError::Engine(message)),

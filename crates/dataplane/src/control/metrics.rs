@@ -251,6 +251,21 @@ pub fn render(state: &EngineState) -> String {
         }
     }
 
+    out.family(
+        "vxnet_control_refused_total",
+        "counter",
+        "Control-socket connections refused or cut short, by reason.",
+    );
+    let control = &report.control;
+    for (reason, count) in [
+        ("permission", control.refused),
+        ("oversized", control.oversized),
+        ("timeout", control.timed_out),
+        ("evicted", control.evicted),
+        ("accept_error", control.accept_errors),
+    ] {
+        out.sample("vxnet_control_refused_total", &[("reason", reason)], count);
+    }
     out.family("vxnet_workers", "gauge", "Forwarding threads.");
     out.sample("vxnet_workers", &[], report.workers as u64);
     out.family(

@@ -27,6 +27,36 @@ pub enum Request {
     Peers,
     Stats,
     Networks,
+    /// Re-read `--config` and apply it, as SIGHUP does (static mode).
+    Reload,
+}
+
+/// What a reload changed. Networks named by their name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Recreated (settings that need a new TAP changed) or, for remotes only, updated live.
+    pub changed: Vec<String>,
+    /// Networks that could not be applied (the others were); each with its reason.
+    pub failed: Vec<String>,
+    /// Engine-wide settings that changed in the file but take effect on restart only.
+    pub needs_restart: Vec<String>,
+}
+
+/// Control-socket connections refused or cut short, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStats {
+    /// Peers that are neither root, the engine's user nor in `--control-group`.
+    pub refused: u64,
+    /// Requests longer than the cap (64 KiB).
+    pub oversized: u64,
+    /// Exchanges not completed within the deadline (5 s).
+    pub timed_out: u64,
+    /// Connections closed to make room for a newer one (more than 64 open).
+    pub evicted: u64,
+    /// Failed accepts (e.g. the engine at its fd limit), each followed by a back-off pause.
+    pub accept_errors: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +139,9 @@ pub struct StatsReport {
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
+    /// The control socket's refusals.
+    #[serde(default)]
+    pub control: ControlStats,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,104 +2,164 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
 use vxnet_encap::MacAddr;
 
+use super::limits::{bump, Backoff, Slots, EXCHANGE_TIMEOUT, MAX_REQUEST_BYTES};
 use super::proto::{FdbTable, NetworkInfo, NetworkStats, PeerRow, Reply, Request, StatsReport};
+use super::socket::ControlListener;
 use crate::network::Network;
 use crate::state::EngineState;
+use crate::sys::creds::peer_credentials;
 
-/// Removes the socket file when the engine stops, but only the one it bound.
-#[derive(Debug)]
-pub struct SocketFile {
-    path: PathBuf,
-}
+/// How a `reload` request reaches the engine's control loop (which owns the reload logic): the
+/// loop answers on the enclosed channel.
+pub type ReloadCalls = mpsc::Sender<oneshot::Sender<Reply>>;
 
-impl SocketFile {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
+/// The longest a `reload` may take (it can create TAPs) before the client is told it timed out.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    #[error(
-        "control socket {path} is in use by another running vxnet engine (use --control PATH)"
-    )]
-    InUse { path: PathBuf },
-    #[error("cannot create control socket {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// Binds the socket, replacing a stale file left by an engine that died, never a live one.
-pub fn bind(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketFile), BindError> {
-    let io = |source| BindError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(BindError::InUse {
-                path: path.to_path_buf(),
-            });
-        }
-        std::fs::remove_file(path).map_err(io)?;
-    }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io)?;
-    listener.set_nonblocking(true).map_err(io)?;
-    Ok((
-        listener,
-        SocketFile {
-            path: path.to_path_buf(),
-        },
-    ))
-}
-
-/// Serves until the task is dropped.
-pub async fn serve(listener: std::os::unix::net::UnixListener, state: Arc<EngineState>) {
-    let Ok(listener) = UnixListener::from_std(listener) else {
+/// Serves until the task is dropped. Every connection is checked against `control.access`,
+/// bounded by [`limits`](super::limits), and answered with one reply line.
+pub async fn serve(control: ControlListener, state: Arc<EngineState>, reload: Option<ReloadCalls>) {
+    let Ok(listener) = UnixListener::from_std(control.listener) else {
         tracing::error!("control socket could not be registered with the runtime");
         return;
     };
+    let access = control.access;
+    let slots = Arc::new(Slots::default());
+    let mut backoff = Backoff::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                if backoff.reset() {
+                    tracing::info!("control socket: accepting again");
+                }
+                stream
+            }
+            Err(e) => {
+                bump(&state.control_counters.accept_errors);
+                let (pause, first) = backoff.pause();
+                if first {
+                    tracing::warn!("control socket: accept failed ({e}); backing off");
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
         };
+        let allowed = peer_credentials(stream.as_fd())
+            .map_err(|e| format!("cannot read peer credentials: {e}"))
+            .and_then(|peer| access.check(&peer).map(|()| peer));
+        let peer = match allowed {
+            Ok(peer) => peer,
+            Err(reason) => {
+                bump(&state.control_counters.refused);
+                tracing::debug!("control socket: {reason}");
+                // One line, without waiting: the socket buffer takes it or the peer misses it.
+                let _ = stream.try_write(reply_line(&error(reason)).as_bytes());
+                continue;
+            }
+        };
+        let (slot, evicted) = slots.admit();
+        if evicted {
+            bump(&state.control_counters.evicted);
+        }
         let state = Arc::clone(&state);
+        let reload = reload.clone();
         tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = BufReader::new(read);
-            if reader.read_line(&mut line).await.is_err() {
-                return;
+            tokio::select! {
+                () = exchange(stream, &state, reload, peer.uid) => {}
+                () = slot.evicted() => {}
             }
-            let reply = match serde_json::from_str::<Request>(&line) {
-                Ok(request) => handle(&state, request),
-                Err(e) => Reply::Error {
-                    message: format!("bad request: {e}"),
-                },
-            };
-            if let Ok(mut text) = serde_json::to_string(&reply) {
-                text.push('\n');
-                let _ = write.write_all(text.as_bytes()).await;
-            }
+            drop(slot);
         });
+    }
+}
+
+fn reply_line(reply: &Reply) -> String {
+    let mut text = serde_json::to_string(reply).unwrap_or_else(|_| {
+        r#"{"status":"error","message":"reply could not be encoded"}"#.to_string()
+    });
+    text.push('\n');
+    text
+}
+
+/// Why a request was not read.
+enum ReadError {
+    TooLarge,
+    Io,
+}
+
+/// Reads one request line of at most [`MAX_REQUEST_BYTES`]; memory use is bounded by the cap
+/// whatever the client sends.
+async fn read_request<R: tokio::io::AsyncRead + Unpin>(read: R) -> Result<Vec<u8>, ReadError> {
+    let mut line = Vec::new();
+    let mut limited = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
+    limited
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|_| ReadError::Io)?;
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(line)
+}
+
+/// One request and its reply, each within [`EXCHANGE_TIMEOUT`].
+async fn exchange(stream: UnixStream, state: &EngineState, reload: Option<ReloadCalls>, uid: u32) {
+    let (read, mut write) = stream.into_split();
+    let reply = match tokio::time::timeout(EXCHANGE_TIMEOUT, read_request(read)).await {
+        Err(_) => {
+            bump(&state.control_counters.timed_out);
+            error(format!(
+                "no complete request within {} s",
+                EXCHANGE_TIMEOUT.as_secs()
+            ))
+        }
+        Ok(Err(ReadError::TooLarge)) => {
+            bump(&state.control_counters.oversized);
+            error(format!(
+                "request larger than {MAX_REQUEST_BYTES} bytes (the control socket's limit)"
+            ))
+        }
+        Ok(Err(ReadError::Io)) => return,
+        Ok(Ok(line)) => match serde_json::from_slice::<Request>(&line) {
+            Ok(Request::Reload) => {
+                tracing::info!(uid, "reload requested on the control socket");
+                ask_reload(reload).await
+            }
+            Ok(request) => handle(state, request),
+            Err(e) => error(format!("bad request: {e}")),
+        },
+    };
+    let line = reply_line(&reply);
+    let sent = tokio::time::timeout(EXCHANGE_TIMEOUT, write.write_all(line.as_bytes()));
+    if sent.await.is_err() {
+        bump(&state.control_counters.timed_out);
+    }
+}
+
+async fn ask_reload(reload: Option<ReloadCalls>) -> Reply {
+    let Some(calls) = reload else {
+        return error("this engine was not started with --config: there is nothing to reload");
+    };
+    let (answer, reply) = oneshot::channel();
+    if calls.send(answer).await.is_err() {
+        return error("the engine is stopping");
+    }
+    match tokio::time::timeout(RELOAD_TIMEOUT, reply).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => error("the engine is stopping"),
+        Err(_) => error(format!(
+            "reload did not finish within {} s",
+            RELOAD_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -145,6 +205,7 @@ fn pick_entry(
     Ok((network, mac))
 }
 
+/// Answers a request from the forwarding state (`reload` is the engine loop's, see [`serve`]).
 pub fn handle(state: &EngineState, request: Request) -> Reply {
     let now = state.now();
     // One generation for the whole request, even if networks change meanwhile.
@@ -180,6 +241,10 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
                     "{dst} is not of the local address family ({})",
                     forwarder.local()
                 ));
+            }
+            if let Err(e) = crate::validate::destination("fdb destination", dst, forwarder.local())
+            {
+                return error(e.to_string());
             }
             if mac.is_zero() {
                 network.update_sources(|s| {
@@ -219,6 +284,7 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
                 error(format!("no entry for {mac} in VNI {}", network.vni()))
             }
         }
+        Request::Reload => error("reload is answered by the engine's control loop"),
         Request::Peers => {
             let mut rows = Vec::new();
             for (address, traffic) in forwarder.peers.snapshot() {
@@ -301,5 +367,6 @@ pub fn stats(state: &EngineState) -> StatsReport {
         workers: state.workers,
         offloads: state.offloads(),
         cluster: state.cluster(),
+        control: state.control_counters.snapshot(),
     }
 }

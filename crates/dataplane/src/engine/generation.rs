@@ -25,6 +25,9 @@ impl Core {
 
         let stop = Arc::new(new_eventfd()?);
         running.stop = Arc::clone(&stop);
+        // Each worker reports from its own thread once it runs, so "started" (READY=1 for
+        // systemd, the end of a reload) means forwarding, not merely spawned.
+        let (running_tx, running_rx) = std::sync::mpsc::channel::<()>();
         for (w, socket) in self.sockets.iter().enumerate() {
             let clone_err = |source| EngineError::Io {
                 what: "duplicating a worker fd",
@@ -49,12 +52,26 @@ impl Core {
             );
             let handle = std::thread::Builder::new()
                 .name(format!("vxnet-worker-{w}"))
-                .spawn(move || worker.run())
+                .spawn({
+                    let running_tx = running_tx.clone();
+                    move || {
+                        let _ = running_tx.send(());
+                        worker.run()
+                    }
+                })
                 .map_err(|source| EngineError::Io {
                     what: "spawning a worker",
                     source,
                 })?;
             running.workers.push(handle);
+        }
+        drop(running_tx);
+        // Ends early only if a worker died before reporting (it is joined, and its error
+        // logged, at the next stop).
+        for _ in 0..running.workers.len() {
+            if running_rx.recv_timeout(std::time::Duration::from_secs(5)).is_err() {
+                break;
+            }
         }
         Ok(())
     }

@@ -20,7 +20,8 @@ use thiserror::Error;
 use vxnet_encap::MacAddr;
 
 use crate::config::ConfigError;
-use crate::control::server::{BindError, SocketFile};
+use crate::control::socket::{BindError, ControlListener, SocketFile};
+use crate::reload::Reloader;
 use crate::network::Network;
 use crate::sys::iface::IfaceError;
 use crate::sys::poll::EventFd;
@@ -46,11 +47,12 @@ pub enum EngineError {
     Udp(#[from] UdpError),
     #[error(transparent)]
     Control(#[from] BindError),
-    #[error("MTU {mtu} of {dev} leaves no room for VXLAN: the underlay MTU is {underlay}")]
+    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: the underlay MTU {underlay} minus {overhead} bytes of VXLAN)", min = crate::validate::MTU.start(), max = underlay.saturating_sub(*overhead))]
     MtuTooLarge {
         dev: String,
         mtu: u32,
         underlay: u32,
+        overhead: u32,
     },
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -133,8 +135,12 @@ struct Core {
 pub struct Engine {
     core: Arc<Core>,
     ageing_secs: u64,
-    listener: Option<std::os::unix::net::UnixListener>,
+    listener: Option<ControlListener>,
     metrics: Option<std::net::TcpListener>,
+    /// Static mode with `--config`: how SIGHUP and `vxnet reload` re-read it.
+    reloader: Option<Reloader>,
+    /// Keeps other engines off this engine's address and port while it lives.
+    _port_claim: crate::sys::claim::Claim,
     // Dropped last (field order): the socket file is removed after the workers stopped.
     _socket_file: SocketFile,
     local_addr: SocketAddr,

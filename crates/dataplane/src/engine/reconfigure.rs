@@ -19,6 +19,7 @@ impl EngineControl {
         if running.shut_down {
             return Err(EngineError::Stopped);
         }
+        crate::validate::network(&network).map_err(ConfigError::from)?;
         for served in &running.served {
             let settings = &served.network.settings;
             if settings.name == network.name {
@@ -76,15 +77,43 @@ impl EngineControl {
 
     /// Replaces the cluster-sourced peers of `name` (flood list and receive allow-list, in union
     /// with `--remote` and all-zeros FDB entries). False if it is not served.
-    pub fn set_cluster_peers(&self, name: &str, peers: Vec<IpAddr>) -> bool {
+    pub fn set_cluster_peers(&self, name: &str, mut peers: Vec<IpAddr>) -> bool {
         let Some(network) = self.core.network(name) else {
             return false;
         };
+        let local = self.core.setup.local;
+        // Our own VTEP (a shared view lists it) is dropped quietly; anything else that is no
+        // unicast VTEP is never a flood target or accepted sender (the cluster link warns about
+        // the record that carried it; this is the engine's backstop).
+        peers.retain(
+            |ip| match crate::validate::destination("cluster peer", *ip, local) {
+                Ok(()) => true,
+                Err(_) if *ip == local => false,
+                Err(e) => {
+                    tracing::debug!(network = name, "{e}: ignored");
+                    false
+                }
+            },
+        );
         let forwarder = self.core.state.forwarder();
         for ip in &peers {
             let _ = forwarder.peers.counters(*ip);
         }
         network.update_sources(|s| s.cluster = peers);
+        true
+    }
+
+    /// Replaces the configured remotes of `name` (`--remote`, `remotes = [...]`), e.g. on
+    /// reload. False if it is not served.
+    pub fn set_static_remotes(&self, name: &str, remotes: Vec<IpAddr>) -> bool {
+        let Some(network) = self.core.network(name) else {
+            return false;
+        };
+        let forwarder = self.core.state.forwarder();
+        for ip in &remotes {
+            let _ = forwarder.peers.counters(*ip);
+        }
+        network.update_sources(|s| s.configured = remotes);
         true
     }
 

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Engine, EngineError, EngineState};
+use super::{Engine, EngineControl, EngineError, EngineState};
+use crate::reload::Reloader;
 use crate::control::server;
 use crate::fdb::Millis;
 
@@ -18,6 +19,16 @@ impl Engine {
             .map_err(|source| EngineError::Metrics { addr, source })?;
         self.metrics = Some(listener);
         Ok(())
+    }
+
+    /// Makes SIGHUP and `vxnet reload` re-read the configuration from `source` (what `applied`
+    /// was built from) and apply the difference. Without this, SIGHUP is logged and ignored.
+    pub fn reload_from(
+        &mut self,
+        applied: crate::config::EngineConfig,
+        source: impl FnMut() -> Result<crate::config::EngineConfig, String> + Send + 'static,
+    ) {
+        self.reloader = Some(Reloader::new(applied, Box::new(source)));
     }
 
     /// Serves the control socket and ages the FDB until SIGINT or SIGTERM, then stops.
@@ -45,18 +56,21 @@ impl Engine {
         let listener = self.listener.take();
         let metrics = self.metrics.take();
         let ageing = Duration::from_secs(self.ageing_secs);
+        let control = self.control();
+        let mut reloader = self.reloader.take();
         let result = runtime.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).map_err(|source| EngineError::Io {
-                what: "installing the SIGTERM handler",
-                source,
-            })?;
-            let mut int = signal(SignalKind::interrupt()).map_err(|source| EngineError::Io {
-                what: "installing the SIGINT handler",
-                source,
-            })?;
+            let install = |kind: SignalKind, what: &'static str| {
+                signal(kind).map_err(|source| EngineError::Io { what, source })
+            };
+            let mut term = install(SignalKind::terminate(), "installing the SIGTERM handler")?;
+            let mut int = install(SignalKind::interrupt(), "installing the SIGINT handler")?;
+            // Installed before READY=1: from then on a SIGHUP never kills the engine.
+            let mut hup = install(SignalKind::hangup(), "installing the SIGHUP handler")?;
+            let (reload_calls, mut reload_requests) = tokio::sync::mpsc::channel(4);
             if let Some(listener) = listener {
-                tokio::spawn(server::serve(listener, Arc::clone(&state)));
+                let calls = reloader.is_some().then_some(reload_calls);
+                tokio::spawn(server::serve(listener, Arc::clone(&state), calls));
             }
             if let Some(metrics) = metrics {
                 let listener = tokio::net::TcpListener::from_std(metrics).map_err(|source| {
@@ -74,17 +88,61 @@ impl Engine {
                     Err(error) => error,
                 }
             };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = int.recv() => tracing::info!("SIGINT: stopping"),
-                error = task => return Err(EngineError::ControlPlane(Box::new(error))),
+            tokio::pin!(task);
+            crate::service::ready(&format!("forwarding with {} workers", state.workers));
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                    _ = int.recv() => tracing::info!("SIGINT: stopping"),
+                    _ = hup.recv() => {
+                        match reloader.as_mut() {
+                            Some(r) => {
+                                let outcome = reload(r, &control, &state);
+                                crate::reload::log_outcome("SIGHUP", &outcome);
+                            }
+                            None => tracing::info!(
+                                "SIGHUP: no --config to re-read (flags or cluster mode); ignored"
+                            ),
+                        }
+                        continue;
+                    }
+                    Some(answer) = reload_requests.recv() => {
+                        if let Some(r) = reloader.as_mut() {
+                            let outcome = reload(r, &control, &state);
+                            crate::reload::log_outcome("reload", &outcome);
+                            let _ = answer.send(match outcome {
+                                Ok(report) => match serde_json::to_value(report) {
+                                    Ok(data) => crate::control::proto::Reply::Ok { data },
+                                    Err(e) => crate::control::proto::Reply::Error { message: e.to_string() },
+                                },
+                                Err(message) => crate::control::proto::Reply::Error { message },
+                            });
+                        }
+                        continue;
+                    }
+                    error = &mut task => return Err(EngineError::ControlPlane(Box::new(error))),
+                }
+                break;
             }
+            crate::service::stopping();
             Ok::<(), EngineError>(())
         });
         drop(runtime);
         self.core.shut_down();
         result
     }
+}
+
+/// One reload, framed for the service manager.
+fn reload(
+    reloader: &mut Reloader,
+    control: &EngineControl,
+    state: &EngineState,
+) -> Result<crate::control::proto::ReloadReport, String> {
+    crate::service::reloading();
+    let outcome = reloader.reload(control);
+    crate::service::ready(&format!("forwarding with {} workers", state.workers));
+    outcome
 }
 
 /// Sweeps learned entries idle for `ageing`; a few times per ageing period so an entry lives

@@ -9,7 +9,7 @@ use vxnet_encap::{OVERHEAD_IPV4, OVERHEAD_IPV6};
 use super::tap::open_network;
 use super::{lock, new_eventfd, Core, Engine, EngineError, EngineState, Running, Setup};
 use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
-use crate::control::server;
+use crate::control::socket;
 use crate::forward::Forwarder;
 use crate::sys::iface;
 use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
@@ -39,6 +39,9 @@ impl Engine {
     /// be empty when networks are added later through [`Engine::control`].
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
         config.check_consistency()?;
+        // First: a control path in use or that is no stale socket fails before anything else
+        // is touched (and so is the only line printed).
+        socket::check_path(&config.control)?;
         let local = config.local;
         let mut remotes = Vec::with_capacity(config.networks.len());
         for network in &config.networks {
@@ -47,17 +50,8 @@ impl Engine {
 
         let workers = config.threads;
         let bind_addr = SocketAddr::new(local, config.port);
-        let sockets = (0..workers)
-            .map(|_| {
-                UdpSocket::bind(
-                    bind_addr,
-                    &UdpOptions {
-                        reuse_port: workers > 1,
-                        buffer_bytes: SOCKET_BUFFER_BYTES,
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let (port_claim, sockets) =
+            crate::exclusive::bind_worker_sockets(bind_addr, workers, SOCKET_BUFFER_BYTES)?;
         let local_addr = sockets
             .first()
             .map(UdpSocket::local_addr)
@@ -111,7 +105,8 @@ impl Engine {
             }
         }
 
-        let (listener, socket_file) = server::bind(&config.control)?;
+        let (listener, socket_file) =
+            socket::bind(&config.control, config.control_group.as_deref())?;
         let stop = Arc::new(new_eventfd()?);
         let state = Arc::new(EngineState::new(
             Forwarder::new(Vec::new(), local, config.port, config.accept_any),
@@ -156,6 +151,8 @@ impl Engine {
             ageing_secs: config.ageing_secs,
             listener: Some(listener),
             metrics: None,
+            reloader: None,
+            _port_claim: port_claim,
             _socket_file: socket_file,
             local_addr,
         })

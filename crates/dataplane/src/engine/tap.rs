@@ -26,6 +26,7 @@ pub(super) fn open_network(
             dev: network.dev.clone(),
             mtu,
             underlay: underlay_mtu,
+            overhead,
         });
     }
     let tap = Tap::open(&TapConfig {

@@ -1,6 +1,6 @@
 //! Interface configuration with the classic `SIOC*` ioctls on a throwaway datagram socket (no
 //! `ip` subprocesses, no netlink dependency), plus `getifaddrs` lookups. The one link setting
-//! no ioctl reaches, `gso_max_segs`, goes in a single hand-built rtnetlink message.
+//! no ioctl reaches, `gso_max_segs`, and the carrier state go through [`super::rtnetlink`].
 //!
 //! The ioctl address interface is the old one: [`set_ipv4`] *sets* the device's primary IPv4
 //! address (a second call replaces it), whereas [`add_ipv6`] adds one more IPv6 address.
@@ -138,48 +138,17 @@ pub fn set_mtu(name: &str, mtu: u32) -> Result<(), IfaceError> {
 /// (`ip link set NAME gso_max_segs SEGS`): TCP then builds superframes of at most `segs`
 /// segments. One `RTM_NEWLINK` request with `IFLA_GSO_MAX_SEGS`, acknowledged by the kernel.
 pub fn set_gso_max_segs(name: &str, segs: u32) -> Result<(), IfaceError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    use std::io::Read;
-
     let index = if_index(name)?;
-    let op = "set gso_max_segs";
-    let sock = Socket::new(
-        Domain::from(libc::AF_NETLINK),
-        Type::RAW.cloexec(),
-        Some(Protocol::from(libc::NETLINK_ROUTE)),
-    )
-    .map_err(io_err(name, op))?;
-    // nlmsghdr (16) | ifinfomsg (16) | rtattr header (4) + u32 (4), all native endian.
-    const LEN: usize = 40;
-    let mut msg = [0u8; LEN];
-    msg[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
-    msg[4..6].copy_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence number
-    msg[16] = libc::AF_UNSPEC as u8; // ifi_family
-    msg[20..24].copy_from_slice(&(index as i32).to_ne_bytes()); // ifi_index
-    msg[32..34].copy_from_slice(&8u16.to_ne_bytes()); // rta_len
-    msg[34..36].copy_from_slice(&libc::IFLA_GSO_MAX_SEGS.to_ne_bytes());
-    msg[36..40].copy_from_slice(&segs.to_ne_bytes());
-    // Without an address the message goes to the kernel (port id 0).
-    sock.send(&msg).map_err(io_err(name, op))?;
-    // The answer is an NLMSG_ERROR carrying 0 (success) or a negative errno.
-    let mut reply = [0u8; 256];
-    let n = (&sock).read(&mut reply).map_err(io_err(name, op))?;
-    let kind = reply.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]]));
-    let code = reply
-        .get(16..20)
-        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-    match (n >= 20, kind, code) {
-        (true, Some(k), Some(0)) if k == libc::NLMSG_ERROR as u16 => Ok(()),
-        (true, Some(k), Some(e)) if k == libc::NLMSG_ERROR as u16 => {
-            Err(io_err(name, op)(io::Error::from_raw_os_error(-e)))
-        }
-        _ => Err(io_err(name, op)(io::Error::from(
-            io::ErrorKind::InvalidData,
-        ))),
-    }
+    super::rtnetlink::set_gso_max_segs(index, segs).map_err(io_err(name, "set gso_max_segs"))
+}
+
+pub use super::rtnetlink::LinkState;
+
+/// The device's carrier (also while it is down; for a TAP: whether any process has a queue
+/// attached) and rtnetlink kind.
+pub fn link_state(name: &str) -> Result<LinkState, IfaceError> {
+    let index = if_index(name)?;
+    super::rtnetlink::link_state(index).map_err(io_err(name, "read the link state"))
 }
 
 /// The Ethernet (MAC) address.

@@ -7,14 +7,20 @@
 //! - [`tap`]: `/dev/net/tun`, virtio-net header and offload negotiation;
 //! - [`iface`]: `SIOC*` ioctls (flags, MTU, addresses) and `getifaddrs`;
 //! - [`udp`]: sockets, `recvmmsg`/`sendmmsg`, UDP GSO/GRO;
+//! - [`claim`]: one engine per UDP address and TAP (abstract Unix socket names);
 //! - [`cmsg`]: pure encode/decode of ancillary data (no `unsafe`);
+//! - [`creds`]: Unix-socket peer credentials, group lookup, socket file modes;
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
+//! - `rtnetlink`: the two link requests no ioctl covers (gso_max_segs, carrier);
 //! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`).
 
+pub mod claim;
 pub mod cmsg;
+pub mod creds;
 pub mod iface;
 pub mod packet;
 pub mod poll;
+mod rtnetlink;
 pub mod tap;
 pub mod udp;
 

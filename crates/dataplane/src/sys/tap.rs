@@ -3,13 +3,17 @@
 //! Lifetime: a TAP that this process *creates* is non-persistent, so the kernel deletes it when
 //! the last queue fd closes — dropping the [`Tap`] (or every [`TapQueue`]) is how vxnet removes
 //! it on exit, even after a crash. A TAP that already existed (made persistent with
-//! `ip tuntap add`) is only attached to and stays; [`Tap::existed`] tells the two apart.
+//! `ip tuntap add`) is only attached to and stays; [`Tap::existed`] tells the two apart. A TAP
+//! another process has open (another engine, a VM) is never joined: [`TapError::InUse`].
 
 use std::fs::OpenOptions;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
+use std::sync::Arc;
+
+use super::claim::Claim;
 use super::{cvt, cvt_size, ifreq_name, ifreq_named, validate_ifname, InvalidIfName};
 
 const TUN_PATH: &str = "/dev/net/tun";
@@ -35,6 +39,8 @@ pub enum TapError {
     InvalidConfig { name: String, reason: &'static str },
     #[error("cannot open TAP {name:?}: {source}{hint}", hint = open_hint(source))]
     Open { name: String, source: io::Error },
+    #[error("TAP {name:?} is in use by {by}; refusing to share it (use another --dev)")]
+    InUse { name: String, by: &'static str },
     #[error("cannot configure TAP {name:?} ({what}): {source}")]
     Configure {
         name: String,
@@ -89,6 +95,19 @@ impl Tap {
         // existing device, and a racing creator only makes us report "created" for a device that
         // will then be persistent (or not) on its own terms.
         let existed = !cfg.name.contains('%') && super::iface::if_index(&cfg.name).is_ok();
+        let claim = claim(&cfg.name)?;
+        // TUNSETIFF on a multi-queue TAP someone else has open just adds a queue (and the
+        // kernel then spreads that process's traffic over ours): its carrier tells first.
+        if existed {
+            if let Ok(state) = super::iface::link_state(&cfg.name) {
+                if state.carrier && state.kind.as_deref() == Some("tun") {
+                    return Err(TapError::InUse {
+                        name: cfg.name.clone(),
+                        by: "another process (a queue is attached)",
+                    });
+                }
+            }
+        }
 
         let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
         if cfg.vnet_hdr {
@@ -104,7 +123,10 @@ impl Tap {
             // Later queues use the name the kernel reported for the first one (resolves `%d`).
             let (fd, actual) = open_queue(&name, flags)?;
             name = actual;
-            let q = TapQueue { fd };
+            let q = TapQueue {
+                fd,
+                _claim: claim.clone(),
+            };
             if cfg.vnet_hdr {
                 q.set_vnet_hdr_len(VNET_HDR_LEN)
                     .map_err(|source| TapError::Configure {
@@ -195,6 +217,26 @@ impl Tap {
     }
 }
 
+/// One engine per TAP name in a namespace (see [`super::claim`]); a `%d` pattern names a new
+/// device, which nobody else can hold.
+fn claim(name: &str) -> Result<Option<Arc<Claim>>, TapError> {
+    if name.contains('%') {
+        return Ok(None);
+    }
+    match Claim::take("tap", name) {
+        Ok(claim) => Ok(Some(Arc::new(claim))),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(TapError::InUse {
+            name: name.to_owned(),
+            by: "another vxnet engine",
+        }),
+        Err(source) => Err(TapError::Configure {
+            name: name.to_owned(),
+            what: "claiming the name",
+            source,
+        }),
+    }
+}
+
 fn open_tun() -> Result<OwnedFd, TapError> {
     let file = OpenOptions::new()
         .read(true)
@@ -266,6 +308,8 @@ impl TunFeatures {
 #[derive(Debug)]
 pub struct TapQueue {
     fd: OwnedFd,
+    /// Held as long as any queue of the TAP is open.
+    _claim: Option<Arc<Claim>>,
 }
 
 impl TapQueue {
@@ -274,6 +318,7 @@ impl TapQueue {
     pub fn try_clone(&self) -> io::Result<TapQueue> {
         Ok(TapQueue {
             fd: self.fd.try_clone()?,
+            _claim: self._claim.clone(),
         })
     }
 

@@ -35,6 +35,10 @@ pub struct UdpOptions {
 pub enum UdpError {
     #[error("UDP address {addr} is already in use (another vxnet or a kernel VXLAN device?)")]
     AddrInUse { addr: SocketAddr },
+    #[error(
+        "UDP address {addr} is already served by another vxnet engine in this network namespace"
+    )]
+    ServedByEngine { addr: SocketAddr },
     #[error("cannot bind UDP socket to {addr}: address is not local to this host")]
     AddrNotAvailable { addr: SocketAddr },
     #[error("cannot bind UDP socket to {addr}: {source}")]

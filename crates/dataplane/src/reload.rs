@@ -1,0 +1,243 @@
+//! Re-reading `--config` while the engine runs (SIGHUP, `vxnet reload`): the new file is
+//! checked in full first (parse, ranges, duplicates, remotes), and only a valid one is applied:
+//! networks added, removed, or changed live, the others untouched. An invalid file keeps the
+//! running state and says why. Engine-wide settings (address, port, threads …) cannot change
+//! under running workers; a change to them is reported as needing a restart.
+
+use std::net::IpAddr;
+
+use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
+use crate::control::proto::ReloadReport;
+use crate::engine::EngineControl;
+
+/// Produces the configuration as it would be at start now (flags and file, re-read).
+pub type ConfigSource = Box<dyn FnMut() -> Result<EngineConfig, String> + Send>;
+
+/// The reload state of a static-mode engine: where its configuration comes from and what of
+/// it is applied.
+pub struct Reloader {
+    source: ConfigSource,
+    applied: EngineConfig,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("applied", &self.applied)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one network differs between the applied and the new configuration.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    Same,
+    /// Only the remotes: the flood list and allow-list are replaced in place.
+    Remotes,
+    /// Anything a TAP is built with (VNI, device, MTU, address, MAC, VLAN policy): recreated.
+    Rebuild,
+}
+
+fn change(old: &NetworkConfig, new: &NetworkConfig) -> Change {
+    let with_new_remotes = NetworkConfig {
+        remotes: new.remotes.clone(),
+        ..old.clone()
+    };
+    if old == new {
+        Change::Same
+    } else if with_new_remotes == *new {
+        Change::Remotes
+    } else {
+        Change::Rebuild
+    }
+}
+
+/// Engine-wide settings that differ, as `what old -> new`.
+fn restart_only(old: &EngineConfig, new: &EngineConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diff = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{what} {a} -> {b}"));
+        }
+    };
+    diff("local", old.local.to_string(), new.local.to_string());
+    diff("port", old.port.to_string(), new.port.to_string());
+    diff(
+        "ageing",
+        old.ageing_secs.to_string(),
+        new.ageing_secs.to_string(),
+    );
+    diff(
+        "learning",
+        old.learning.to_string(),
+        new.learning.to_string(),
+    );
+    diff("max-fdb", old.max_fdb.to_string(), new.max_fdb.to_string());
+    diff(
+        "accept-any",
+        old.accept_any.to_string(),
+        new.accept_any.to_string(),
+    );
+    diff(
+        "control",
+        old.control.display().to_string(),
+        new.control.display().to_string(),
+    );
+    diff(
+        "control-group",
+        format!("{:?}", old.control_group),
+        format!("{:?}", new.control_group),
+    );
+    diff("threads", old.threads.to_string(), new.threads.to_string());
+    diff(
+        "offloads",
+        old.offloads.to_string(),
+        new.offloads.to_string(),
+    );
+    out
+}
+
+impl Reloader {
+    pub fn new(applied: EngineConfig, source: ConfigSource) -> Reloader {
+        Reloader { source, applied }
+    }
+
+    /// Re-reads the configuration and applies it. `Err` (nothing changed) when the new one is
+    /// invalid; otherwise what changed, with the networks that failed to apply.
+    pub fn reload(&mut self, control: &EngineControl) -> Result<ReloadReport, String> {
+        let new = (self.source)()?;
+        new.validate().map_err(|e| e.to_string())?;
+        // Every remote resolves before anything changes (a name that no longer resolves makes
+        // the file invalid, not half applied). Against the running local address: that is the
+        // one sockets are bound to.
+        let local = self.applied.local;
+        let mut remotes: Vec<Vec<IpAddr>> = Vec::with_capacity(new.networks.len());
+        for network in &new.networks {
+            remotes.push(
+                network
+                    .remotes
+                    .iter()
+                    .map(|r| resolve_remote(r, local))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("network {}: {e}", network.name))?,
+            );
+        }
+
+        let mut report = ReloadReport {
+            needs_restart: restart_only(&self.applied, &new),
+            ..ReloadReport::default()
+        };
+        let mut served: Vec<NetworkConfig> = Vec::with_capacity(new.networks.len());
+        let find = |list: &[NetworkConfig], name: &str| list.iter().position(|n| n.name == name);
+
+        // Removed and rebuilt networks go first, so a VNI or device moving from one network to
+        // another is free when the other is added.
+        let mut to_add: Vec<NetworkConfig> = Vec::new();
+        for old in &self.applied.networks {
+            let Some(i) = find(&new.networks, &old.name) else {
+                match control.remove_network(&old.name) {
+                    Ok(_) => report.removed.push(old.name.clone()),
+                    Err(e) => {
+                        report.failed.push(format!("{}: {e}", old.name));
+                        served.push(old.clone());
+                    }
+                }
+                continue;
+            };
+            let next = &new.networks[i];
+            match change(old, next) {
+                Change::Same => served.push(old.clone()),
+                Change::Remotes => {
+                    control.set_static_remotes(&old.name, remotes[i].clone());
+                    report.changed.push(old.name.clone());
+                    served.push(next.clone());
+                }
+                Change::Rebuild => match control.remove_network(&old.name) {
+                    Ok(_) => to_add.push(next.clone()),
+                    Err(e) => {
+                        report.failed.push(format!("{}: {e}", old.name));
+                        served.push(old.clone());
+                    }
+                },
+            }
+        }
+        for next in &new.networks {
+            if find(&self.applied.networks, &next.name).is_none() {
+                to_add.push(next.clone());
+            }
+        }
+        for next in to_add {
+            let rebuilt = find(&self.applied.networks, &next.name).is_some();
+            match control.add_network(next.clone()) {
+                Ok(()) if rebuilt => {
+                    report.changed.push(next.name.clone());
+                    served.push(next);
+                }
+                Ok(()) => {
+                    report.added.push(next.name.clone());
+                    served.push(next);
+                }
+                Err(e) => report.failed.push(format!("{}: {e}", next.name)),
+            }
+        }
+        // Engine-wide values stay as running; the networks are what is served now.
+        self.applied.networks = served;
+        Ok(report)
+    }
+}
+
+/// The log lines of one reload.
+pub fn log_outcome(trigger: &str, outcome: &Result<ReloadReport, String>) {
+    match outcome {
+        Err(e) => {
+            tracing::error!("{trigger}: configuration not reloaded, the running one stays: {e}")
+        }
+        Ok(r) => {
+            tracing::info!(
+                added = ?r.added,
+                removed = ?r.removed,
+                changed = ?r.changed,
+                "{trigger}: configuration reloaded"
+            );
+            for failed in &r.failed {
+                tracing::error!("{trigger}: network {failed}");
+            }
+            for setting in &r.needs_restart {
+                tracing::warn!("{trigger}: {setting} takes effect on restart only");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, vni: u32) -> NetworkConfig {
+        NetworkConfig {
+            name: name.to_string(),
+            vni: vni.try_into().unwrap(),
+            dev: format!("vx{name}"),
+            address: None,
+            remotes: vec!["10.0.0.2".into()],
+            mtu: None,
+            allow_vlan: false,
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn remotes_change_in_place_the_rest_rebuilds() {
+        let a = net("a", 1);
+        assert_eq!(change(&a, &a.clone()), Change::Same);
+        let mut b = a.clone();
+        b.remotes.push("10.0.0.3".into());
+        assert_eq!(change(&a, &b), Change::Remotes);
+        b.mtu = Some(1400);
+        assert_eq!(change(&a, &b), Change::Rebuild);
+        let mut c = a.clone();
+        c.vni = 2u32.try_into().unwrap();
+        assert_eq!(change(&a, &c), Change::Rebuild);
+    }
+}

@@ -1,0 +1,209 @@
+//! Limits of every configurable value and the checks that enforce them, shared by `vxnet run`
+//! flags, `--config` files (at start and on reload), networks added at run time and `fdb add`.
+//! Each error names the value, what it belongs to and the valid range, so an operator can fix
+//! it without reading the source; nothing out of range reaches the kernel (which would answer
+//! "Invalid argument" or "Argument list too long" without saying why).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
+
+use thiserror::Error;
+
+use crate::config::{EngineConfig, NetworkConfig};
+
+/// TAP MTU: the kernel's `ETH_MIN_MTU` (the IPv4 minimum, RFC 791) to `ETH_MAX_MTU`. The upper
+/// end is further bounded by the underlay MTU minus the VXLAN overhead, checked when the TAP
+/// is opened.
+pub const MTU: RangeInclusive<u32> = 68..=65535;
+/// Forwarding threads: each takes one queue of every TAP, and the kernel's TUN driver allows at
+/// most `MAX_TAP_QUEUES` (256) queues per device; one more fails with E2BIG.
+pub const THREADS: RangeInclusive<usize> = 1..=256;
+/// FDB ageing in seconds (the kernel's vxlan default is 300): 0 would expire every learned MAC
+/// at once; the top (about 11.5 days) keeps the millisecond clock arithmetic far from overflow.
+pub const AGEING_SECS: RangeInclusive<u64> = 1..=1_000_000;
+/// Learned entries per network: at least one, at most 2^20 (a little over 100 MB of table per
+/// network at the top; a segment with more stations wants more than one network).
+pub const MAX_FDB: RangeInclusive<usize> = 1..=1 << 20;
+/// UDP port: 0 would bind a random port peers cannot know.
+pub const PORT: RangeInclusive<u16> = 1..=65535;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ValidationError {
+    #[error("{what} {value} is out of range (valid: {range})")]
+    OutOfRange {
+        what: String,
+        value: String,
+        range: String,
+    },
+    #[error("network name {0:?} is configured twice")]
+    DuplicateName(String),
+    #[error("network name {0:?} is not valid: 1-64 characters of a-z, A-Z, 0-9, '.', '_', '-'")]
+    BadName(String),
+    #[error("{what} {addr} is not a usable VTEP address: {reason}")]
+    BadDestination {
+        what: &'static str,
+        addr: IpAddr,
+        reason: &'static str,
+    },
+}
+
+fn in_range<T>(
+    what: impl Into<String>,
+    value: T,
+    range: &RangeInclusive<T>,
+) -> Result<(), ValidationError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ValidationError::OutOfRange {
+        what: what.into(),
+        value: value.to_string(),
+        range: format!("{}-{}", range.start(), range.end()),
+    })
+}
+
+/// The engine-wide values of `config` (networks are checked by [`network`]).
+pub fn engine(config: &EngineConfig) -> Result<(), ValidationError> {
+    in_range("threads", config.threads, &THREADS)?;
+    in_range("port", config.port, &PORT)?;
+    in_range("ageing", config.ageing_secs, &AGEING_SECS)?;
+    in_range("max-fdb", config.max_fdb, &MAX_FDB)?;
+    check_local(config.local)
+}
+
+/// One network's own values (the VNI is range-checked when parsed: [`vxnet_encap::Vni`]).
+pub fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
+    name(&network.name)?;
+    if let Some(mtu) = network.mtu {
+        in_range(format!("mtu of network {}", network.name), mtu, &MTU)?;
+    }
+    Ok(())
+}
+
+/// Network names go into log lines, control replies and (in cluster mode) store keys, so they
+/// are kept to a plain, printable set.
+pub fn name(name: &str) -> Result<(), ValidationError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::BadName(name.to_string()))
+    }
+}
+
+/// Names, VNIs and devices are each unique among `networks`.
+pub fn unique_names(networks: &[NetworkConfig]) -> Result<(), ValidationError> {
+    for (i, n) in networks.iter().enumerate() {
+        if networks[..i].iter().any(|other| other.name == n.name) {
+            return Err(ValidationError::DuplicateName(n.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Why `addr` cannot be a unicast VTEP at all (`None` when it can).
+fn not_unicast(addr: IpAddr) -> Option<&'static str> {
+    match addr {
+        IpAddr::V4(v4) if v4.is_unspecified() => Some("unspecified"),
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("in 0.0.0.0/8 (\"this network\")"),
+        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
+        IpAddr::V4(v4) if v4.is_multicast() => Some("multicast"),
+        IpAddr::V4(v4) if v4 == Ipv4Addr::BROADCAST => Some("broadcast"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
+        IpAddr::V6(v6) if v6.is_multicast() => Some("multicast"),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("IPv4-mapped (give the IPv4 address with an IPv4 --local)")
+        }
+        _ => None,
+    }
+}
+
+/// The local VTEP address: unicast (the engine binds and sends from it).
+pub fn check_local(local: IpAddr) -> Result<(), ValidationError> {
+    match not_unicast(local) {
+        Some(reason) => Err(ValidationError::BadDestination {
+            what: "local address",
+            addr: local,
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A destination VTEP (`--remote`, `remotes`, `fdb add --dst`): a unicast address other than
+/// this engine's own VTEP. Each destination is also an accepted sender, and a frame sent to our
+/// own address or to loopback would come back into our own TAP and teach us our own MACs.
+pub fn destination(what: &'static str, addr: IpAddr, local: IpAddr) -> Result<(), ValidationError> {
+    let reason = if addr == local {
+        Some("it is this engine's own VTEP (--local)")
+    } else {
+        not_unicast(addr)
+    };
+    match reason {
+        Some(reason) => Err(ValidationError::BadDestination { what, addr, reason }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn destinations_must_be_unicast_and_not_our_own() {
+        let local = ip("10.0.0.1");
+        for bad in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+            "239.1.1.1",
+            "127.0.0.1",
+            "127.9.9.9",
+            "10.0.0.1",
+        ] {
+            let e = destination("fdb destination", ip(bad), local).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        destination("remote", ip("10.0.0.2"), local).unwrap();
+        let local6 = ip("fd00::1");
+        for bad in ["::", "::1", "ff02::1", "::ffff:10.0.0.2", "fd00::1"] {
+            assert!(destination("remote", ip(bad), local6).is_err(), "{bad}");
+        }
+        destination("remote", ip("fd00::2"), local6).unwrap();
+    }
+
+    #[test]
+    fn range_errors_name_the_range() {
+        let e = in_range("mtu of network blue", 67u32, &MTU).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "mtu of network blue 67 is out of range (valid: 68-65535)"
+        );
+        assert!(in_range("threads", 257usize, &THREADS).is_err());
+        assert!(in_range("threads", 256usize, &THREADS).is_ok());
+        assert!(in_range("port", 0u16, &PORT).is_err());
+    }
+
+    #[test]
+    fn names_are_plain() {
+        for good in ["blue", "vni42", "a.b_c-d", &"x".repeat(64)] {
+            name(good).unwrap();
+        }
+        for bad in ["", "a b", "a/b", "ünï", &"x".repeat(65), "a\nb"] {
+            assert!(name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Issue 13: SIGHUP and `vxnet reload` re-read `--config` in static mode. Networks are added,
+//! changed and removed live while the others keep forwarding; an invalid file keeps the
+//! running state and says why; SIGHUP without `--config` is logged and ignored. (Before, SIGHUP
+//! killed the engine silently and left its socket file.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use vxnet_tests::{must, wait_for, Family, Host, Lab, Vxnet};
+
+/// A config file for host `me` with the given `(name, vni, octet)` networks, each flooding to
+/// `other` and addressed 10.`octet`.0.(me.index + 1)/24.
+fn write_config(path: &Path, me: &Host, other: &Host, networks: &[(&str, u32, u8)]) {
+    let mut text = format!("local = \"{}\"\nthreads = 2\n", me.underlay);
+    for (name, vni, octet) in networks {
+        text.push_str(&format!(
+            "[[network]]\nname = \"{name}\"\nvni = {vni}\ndev = \"vx{name}\"\n\
+             address = \"10.{octet}.0.{}/24\"\nremotes = [\"{}\"]\n",
+            me.index + 1,
+            other.underlay
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn names(engine: &Vxnet) -> Vec<String> {
+    let mut v: Vec<String> = engine
+        .json("networks")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn hup(engine: &Vxnet) {
+    must(&format!("kill -HUP {}", engine.proc.pid()));
+}
+
+fn alive(engine: &mut Vxnet) -> bool {
+    matches!(engine.proc.child.try_wait(), Ok(None)) && engine.ctl("stats").status.success()
+}
+
+#[test]
+fn sighup_and_reload_apply_the_config_live() {
+    let Some(lab) = Lab::lan("reload_config", 2, Family::V4) else {
+        return;
+    };
+    let (h0, h1) = (lab.host(0).clone(), lab.host(1).clone());
+    let configs = [lab.dir.join("h0.toml"), lab.dir.join("h1.toml")];
+    let write_both = |networks: &[(&str, u32, u8)]| {
+        write_config(&configs[0], &h0, &h1, networks);
+        write_config(&configs[1], &h1, &h0, networks);
+    };
+    write_both(&[("blue", 42, 1)]);
+    let mut engines: Vec<Vxnet> = (0..2)
+        .map(|i| {
+            lab.vxnet(
+                i,
+                &format!("e{i}"),
+                &format!("--config {}", configs[i].display()),
+            )
+        })
+        .collect();
+    assert!(h0.ping("10.1.0.2", 2), "blue down at start");
+
+    // Added by SIGHUP on one host and `vxnet reload` on the other.
+    write_both(&[("blue", 42, 1), ("red", 43, 2)]);
+    hup(&engines[0]);
+    let out = engines[1].ctl("reload");
+    assert!(
+        out.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("added: red"));
+    for engine in &engines {
+        assert!(
+            wait_for(Duration::from_secs(5), || names(engine) == ["blue", "red"]),
+            "red not added: {:?}\n{}",
+            names(engine),
+            engine.proc.log_text()
+        );
+    }
+    assert!(h0.ping("10.2.0.2", 2), "red does not forward");
+    assert!(h0.ping("10.1.0.2", 1), "blue disturbed by adding red");
+
+    // An invalid file: the running state stays, the reason is logged and told.
+    std::fs::write(
+        &configs[0],
+        format!(
+            "local = \"{}\"\n[[network]]\nname = \"blue\"\nvni = 42\ndev = \"vxblue\"\n\
+             [[network]]\nname = \"blue\"\nvni = 44\ndev = \"vxother\"\n",
+            h0.underlay
+        ),
+    )
+    .unwrap();
+    hup(&engines[0]);
+    assert!(
+        wait_for(Duration::from_secs(5), || engines[0]
+            .proc
+            .log_text()
+            .contains("configuration not reloaded")),
+        "no log line for the invalid file:\n{}",
+        engines[0].proc.log_text()
+    );
+    let out = engines[0].ctl("reload");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "invalid file reloaded");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("\"blue\" is configured twice"), "{stderr}");
+    assert!(alive(&mut engines[0]));
+    assert_eq!(names(&engines[0]), ["blue", "red"]);
+    assert!(h0.ping("10.2.0.2", 1) && h0.ping("10.1.0.2", 1));
+
+    // Red changed (a new MTU needs a new TAP): rebuilt, blue untouched.
+    write_both(&[("blue", 42, 1), ("red", 43, 2)]);
+    let text = std::fs::read_to_string(&configs[0]).unwrap();
+    std::fs::write(
+        &configs[0],
+        text.replace("dev = \"vxred\"", "dev = \"vxred\"\nmtu = 1400"),
+    )
+    .unwrap();
+    let out = engines[0].ctl("reload");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("changed: red"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(h0.must("ip link show vxred").contains("mtu 1400"));
+    assert!(h0.ping("10.2.0.2", 1) && h0.ping("10.1.0.2", 1));
+
+    // Blue removed (its TAP goes), red kept, on both hosts.
+    write_both(&[("red", 43, 2)]);
+    for engine in &engines {
+        let out = engine.ctl("reload");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("removed: blue"));
+    }
+    assert_eq!(names(&engines[0]), ["red"]);
+    assert!(
+        !h0.sh("ip link show vxblue").status.success(),
+        "blue's TAP left"
+    );
+    assert!(h0.ping("10.2.0.2", 2), "red disturbed by removing blue");
+    for engine in &mut engines {
+        assert!(alive(engine));
+    }
+}
+
+#[test]
+fn sighup_without_config_is_ignored() {
+    let Some(lab) = Lab::lan("reload_no_config", 1, Family::V4) else {
+        return;
+    };
+    let h = lab.host(0);
+    let mut engine = lab.vxnet(
+        0,
+        "flags",
+        &format!("--vni 42 --dev vx42 --local {}", h.underlay),
+    );
+    hup(&engine);
+    assert!(
+        wait_for(Duration::from_secs(5), || engine
+            .proc
+            .log_text()
+            .contains("SIGHUP: no --config")),
+        "{}",
+        engine.proc.log_text()
+    );
+    assert!(alive(&mut engine), "SIGHUP stopped the engine");
+    assert!(engine.control.exists());
+    let out = engine.ctl("reload");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not started with --config"));
+}
