@@ -1,15 +1,20 @@
 //! Packet counters: per network, per peer, and drops by reason. All relaxed atomics: they are
 //! statistics, read rarely by the control socket, written by the workers.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use vxnet_encap::{DecapError, EncapError, Layer};
 
 /// Why a frame or datagram was dropped. Each is counted on its own: an operator must be able to
 /// tell an attack (not_peer) from a misconfiguration (unknown_vni) from an MTU problem (oversize).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Serialized as its [`name`](DropReason::name); ordered by name, so reports list reasons
+/// alphabetically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// Datagram shorter than the 8-byte VXLAN header.
     TooShort,
@@ -87,6 +92,71 @@ impl DropReason {
     }
 }
 
+impl Ord for DropReason {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl PartialOrd for DropReason {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a received datagram that is not usable VXLAN is counted. Every variant is listed, so a
+/// new one cannot be miscounted without a compile error here.
+impl From<DecapError> for DropReason {
+    fn from(error: DecapError) -> Self {
+        match error {
+            DecapError::Truncated { layer, .. } => match layer {
+                Layer::InnerEthernet
+                | Layer::InnerVlan
+                | Layer::InnerIpv4
+                | Layer::InnerIpv6
+                | Layer::InnerTcp
+                | Layer::InnerUdp => DropReason::InnerTooShort,
+                Layer::Vxlan
+                | Layer::OuterEthernet
+                | Layer::OuterIpv4
+                | Layer::OuterIpv6
+                | Layer::OuterUdp
+                | Layer::VirtioNet => DropReason::TooShort,
+            },
+            DecapError::MissingIFlag { .. } => DropReason::NoVniFlag,
+            // Faults of the outer headers. The data plane reads VXLAN from a UDP socket, whose
+            // kernel has checked those headers already, so it never sees these; should a raw
+            // path ever produce them, they count with the header that did not parse.
+            DecapError::NotIp { .. }
+            | DecapError::BadIpv4Header { .. }
+            | DecapError::BadIpv4Checksum
+            | DecapError::Fragmented
+            | DecapError::NotUdp { .. }
+            | DecapError::BadUdpLength { .. }
+            | DecapError::BadUdpChecksum
+            | DecapError::ZeroUdpChecksumIpv6 => DropReason::TooShort,
+        }
+    }
+}
+
+/// How a TAP frame that could not be wrapped is counted (every variant listed, as above).
+impl From<EncapError> for DropReason {
+    fn from(error: EncapError) -> Self {
+        match error {
+            EncapError::InnerTooShort { .. } => DropReason::Runt,
+            // The wrapped frame does not fit what carries it.
+            EncapError::NoHeadroom { .. } | EncapError::TooLong { .. } => DropReason::Oversize,
+            EncapError::MixedAddressFamilies => DropReason::WrongFamily,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct DropCounters([AtomicU64; DropReason::ALL.len()]);
 
@@ -100,11 +170,8 @@ impl DropCounters {
     }
 
     /// Every reason with its count (zeros included, so scripts can rely on the keys).
-    pub fn snapshot(&self) -> Vec<(String, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|r| (r.name().to_string(), self.get(*r)))
-            .collect()
+    pub fn snapshot(&self) -> BTreeMap<DropReason, u64> {
+        DropReason::ALL.iter().map(|r| (*r, self.get(*r))).collect()
     }
 
     pub fn total(&self) -> u64 {
@@ -253,5 +320,60 @@ impl PeerTable {
             .collect();
         rows.sort_by_key(|(ip, _)| *ip);
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vxnet_encap::decapsulate;
+
+    #[test]
+    fn reasons_serialize_as_their_names_in_name_order() {
+        for reason in DropReason::ALL {
+            let json = serde_json::to_value(reason).unwrap();
+            assert_eq!(json, reason.name(), "{reason:?}");
+            assert_eq!(serde_json::from_value::<DropReason>(json).unwrap(), reason);
+        }
+        let counters = DropCounters::default();
+        counters.count(DropReason::SendError);
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot.len(), DropReason::ALL.len(), "zeros included");
+        let keys: Vec<&str> = snapshot.keys().map(|r| r.name()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+        let text = serde_json::to_string(&snapshot).unwrap();
+        assert!(text.contains("\"send_error\":1"), "{text}");
+        let back: BTreeMap<DropReason, u64> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, snapshot);
+    }
+
+    #[test]
+    fn decapsulation_errors_count_as_the_layer_that_failed() {
+        let reason = |datagram: &[u8]| DropReason::from(decapsulate(datagram).unwrap_err());
+        assert_eq!(reason(&[0x08, 0, 0]), DropReason::TooShort);
+        assert_eq!(reason(&[0; 8 + 14]), DropReason::NoVniFlag);
+        assert_eq!(
+            reason(&[0x08, 0, 0, 0, 0, 0, 42, 0, 1]),
+            DropReason::InnerTooShort
+        );
+        let truncated = |layer| DecapError::Truncated {
+            layer,
+            required: 1,
+            actual: 0,
+        };
+        assert_eq!(
+            DropReason::from(truncated(Layer::InnerVlan)),
+            DropReason::InnerTooShort
+        );
+        assert_eq!(
+            DropReason::from(truncated(Layer::OuterUdp)),
+            DropReason::TooShort
+        );
+        assert_eq!(
+            DropReason::from(EncapError::InnerTooShort { len: 3 }),
+            DropReason::Runt
+        );
     }
 }

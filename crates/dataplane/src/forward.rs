@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use vxnet_encap::wire::VXLAN_HEADER_LEN;
-use vxnet_encap::{decapsulate, DecapError, InnerFrame, Layer, Vni};
+use vxnet_encap::{decapsulate, InnerFrame, Vni};
 
 use crate::counters::{DropCounters, DropReason, Events, PeerTable};
 use crate::fdb::{Learned, Millis};
@@ -323,14 +323,7 @@ impl Forwarder {
         let decapsulated = match decapsulate(datagram) {
             Ok(d) => d,
             Err(e) => {
-                let reason = match e {
-                    DecapError::MissingIFlag { .. } => DropReason::NoVniFlag,
-                    DecapError::Truncated {
-                        layer: Layer::InnerEthernet,
-                        ..
-                    } => DropReason::InnerTooShort,
-                    _ => DropReason::TooShort,
-                };
+                let reason = DropReason::from(e);
                 self.drops.count(reason);
                 return WireAction::Drop(reason);
             }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
+use crate::offload::{Offload, UdpGso};
 
 /// The engine's membership in an etcd-backed cluster, as its control plane last saw it; `None`
 /// in static mode. Shown by `vxnet networks --json` and `vxnet stats --json`.
@@ -37,7 +38,10 @@ pub struct EngineState {
     forwarder: ArcSwap<Forwarder>,
     pub epoch: Instant,
     pub workers: usize,
-    offloads: Mutex<Vec<String>>,
+    /// What the current generation uses ...
+    offloads: Mutex<Vec<Offload>>,
+    /// ... with UDP GSO as it is now: the workers switch it off when the kernel refuses it.
+    gso: Arc<UdpGso>,
     /// `--address` (or cluster-assigned address) of each network, by network name.
     addresses: Mutex<BTreeMap<String, String>>,
     cluster: Mutex<Option<ClusterInfo>>,
@@ -49,12 +53,14 @@ impl EngineState {
         forwarder: Forwarder,
         workers: usize,
         addresses: BTreeMap<String, String>,
+        gso: Arc<UdpGso>,
     ) -> Self {
         EngineState {
             forwarder: ArcSwap::from_pointee(forwarder),
             epoch: Instant::now(),
             workers,
             offloads: Mutex::new(Vec::new()),
+            gso,
             addresses: Mutex::new(addresses),
             cluster: Mutex::new(None),
         }
@@ -70,14 +76,19 @@ impl EngineState {
     }
 
     /// Makes `forwarder` the generation the control plane sees, with the offloads it uses.
-    pub(crate) fn publish(&self, forwarder: Arc<Forwarder>, offloads: Vec<String>) {
+    pub(crate) fn publish(&self, forwarder: Arc<Forwarder>, offloads: Vec<Offload>) {
         self.forwarder.store(forwarder);
         *lock(&self.offloads) = offloads;
     }
 
-    /// Offloads in use, e.g. "tap-vnet-hdr", "tso", "udp-gso", "udp-gro".
-    pub fn offloads(&self) -> Vec<String> {
-        lock(&self.offloads).clone()
+    /// The offloads in use at this moment.
+    pub fn offloads(&self) -> Vec<Offload> {
+        let gso = self.gso.in_use();
+        lock(&self.offloads)
+            .iter()
+            .copied()
+            .filter(|o| *o != Offload::UdpGso || gso)
+            .collect()
     }
 
     pub fn address(&self, network: &str) -> Option<String> {

@@ -207,7 +207,7 @@ pub fn render(state: &EngineState) -> String {
         for (reason, count) in &n.drops {
             out.sample(
                 "vxnet_drops_total",
-                &[("network", net), ("vni", vni), ("reason", reason)],
+                &[("network", net), ("vni", vni), ("reason", reason.name())],
                 *count,
             );
         }
@@ -215,7 +215,7 @@ pub fn render(state: &EngineState) -> String {
     for (reason, count) in &report.drops {
         out.sample(
             "vxnet_drops_total",
-            &[("network", ""), ("vni", ""), ("reason", reason)],
+            &[("network", ""), ("vni", ""), ("reason", reason.name())],
             *count,
         );
     }
@@ -259,7 +259,7 @@ pub fn render(state: &EngineState) -> String {
         "Offloads the kernel accepted and the engine uses (1 per offload).",
     );
     for offload in &report.offloads {
-        out.sample("vxnet_offload_in_use", &[("offload", offload)], 1);
+        out.sample("vxnet_offload_in_use", &[("offload", offload.name())], 1);
     }
     if let Some(cluster) = &report.cluster {
         out.family(

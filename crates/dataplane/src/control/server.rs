@@ -1,6 +1,5 @@
 //! The engine side of the control socket: answers requests from the live forwarding state.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -262,10 +261,6 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
     }
 }
 
-fn drops_map(snapshot: Vec<(String, u64)>) -> BTreeMap<String, u64> {
-    snapshot.into_iter().collect()
-}
-
 pub fn stats(state: &EngineState) -> StatsReport {
     use std::sync::atomic::Ordering::Relaxed;
     let forwarder = state.forwarder();
@@ -283,7 +278,7 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 moved: n.events.moved.load(Relaxed),
                 fdb_full: n.events.fdb_full.load(Relaxed),
                 fdb_entries: n.fdb.len(),
-                drops: drops_map(n.drops.snapshot()),
+                drops: n.drops.snapshot(),
                 tso_superframes: n.events.tso_superframes.load(Relaxed),
                 tso_segments: n.events.tso_segments.load(Relaxed),
                 uso_superframes: n.events.uso_superframes.load(Relaxed),
@@ -297,7 +292,7 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 tunnel_segments: n.events.tunnel_segments.load(Relaxed),
             })
             .collect(),
-        drops: drops_map(forwarder.drops.snapshot()),
+        drops: forwarder.drops.snapshot(),
         workers: state.workers,
         offloads: state.offloads(),
         cluster: state.cluster(),

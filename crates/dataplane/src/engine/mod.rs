@@ -22,11 +22,12 @@ use vxnet_encap::MacAddr;
 use crate::config::ConfigError;
 use crate::control::server::{BindError, SocketFile};
 use crate::network::Network;
+use crate::offload::Offloads;
 use crate::sys::iface::IfaceError;
 use crate::sys::poll::EventFd;
 use crate::sys::tap::{TapError, TapQueue};
 use crate::sys::udp::{UdpError, UdpSocket};
-use crate::worker::{Offloads, SourcePorts};
+use crate::worker::SourcePorts;
 
 pub use start::{DISABLEABLE_OFFLOADS, DISABLE_ENV};
 

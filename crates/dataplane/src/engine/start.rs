@@ -11,9 +11,10 @@ use super::{lock, new_eventfd, Core, Engine, EngineError, EngineState, Running, 
 use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
 use crate::control::server;
 use crate::forward::Forwarder;
+use crate::offload::{Offloads, UdpGso};
 use crate::sys::iface;
 use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
-use crate::worker::{Offloads, SourcePorts};
+use crate::worker::SourcePorts;
 
 /// Source-port sockets per engine: stripes of 1024 ports over 49152–65535.
 const SOURCE_PORT_SOCKETS: usize = 16;
@@ -98,7 +99,7 @@ impl Engine {
             want_uso: want_tap_offload && !disabled_by_env("uso"),
             offloads: Offloads {
                 vnet_hdr: want_tap_offload,
-                gso,
+                gso: UdpGso::new(gso),
                 gro,
             },
         };
@@ -118,6 +119,7 @@ impl Engine {
             Forwarder::new(Vec::new(), local, config.port, config.accept_any),
             workers,
             addresses,
+            Arc::clone(&setup.offloads.gso),
         ));
         let core = Arc::new(Core {
             state,
@@ -137,7 +139,7 @@ impl Engine {
             "offloads in use: {}",
             match core.state.offloads() {
                 v if v.is_empty() => "none".to_string(),
-                v => v.join(", "),
+                v => v.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
             }
         );
         tracing::info!(
