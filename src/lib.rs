@@ -4,6 +4,7 @@
 //!
 //! Tests need root. Outside CI a test without root is skipped with a message; with `CI=true` it
 //! fails, so a CI run cannot pass by skipping.
+#![deny(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::IpAddr;

@@ -130,7 +130,7 @@ pub fn load_file(path: &Path) -> Result<FileValues, ConfigError> {
 }
 
 /// Parses the TOML text; the error is a one-line message.
-pub fn parse_file(text: &str) -> Result<FileValues, String> {
+pub(crate) fn parse_file(text: &str) -> Result<FileValues, String> {
     let file: FileConfig = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
     let mut networks = Vec::with_capacity(file.network.len());
     for n in file.network {
@@ -182,7 +182,7 @@ impl EngineConfig {
 
     /// Consistent, but possibly without networks yet (they may be added at run time, e.g. by
     /// the cluster control plane).
-    pub fn check_consistency(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check_consistency(&self) -> Result<(), ConfigError> {
         if self.threads == 0 {
             return Err(ConfigError::NoThreads);
         }

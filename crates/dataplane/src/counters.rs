@@ -49,7 +49,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub(crate) const ALL: [DropReason; 15] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -67,7 +67,7 @@ impl DropReason {
         DropReason::BadOffload,
     ];
 
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             DropReason::TooShort => "too_short",
             DropReason::NoVniFlag => "no_vni_flag",
@@ -161,7 +161,7 @@ impl From<EncapError> for DropReason {
 pub struct DropCounters([AtomicU64; DropReason::ALL.len()]);
 
 impl DropCounters {
-    pub fn count(&self, reason: DropReason) {
+    pub(crate) fn count(&self, reason: DropReason) {
         self.0[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -182,24 +182,20 @@ impl DropCounters {
 /// rx = from the wire to the TAP, tx = from the TAP to the wire (one per destination copy).
 #[derive(Debug, Default)]
 pub struct Traffic {
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
+    pub(crate) rx_packets: AtomicU64,
+    pub(crate) rx_bytes: AtomicU64,
+    pub(crate) tx_packets: AtomicU64,
+    pub(crate) tx_bytes: AtomicU64,
 }
 
 impl Traffic {
-    pub fn rx(&self, bytes: usize) {
-        self.rx_many(1, bytes as u64);
-    }
-
     /// `packets` received frames of `bytes` in all (a run counted at once).
-    pub fn rx_many(&self, packets: u64, bytes: u64) {
+    pub(crate) fn rx_many(&self, packets: u64, bytes: u64) {
         self.rx_packets.fetch_add(packets, Ordering::Relaxed);
         self.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub fn tx(&self, packets: u64, bytes: u64) {
+    pub(crate) fn tx(&self, packets: u64, bytes: u64) {
         self.tx_packets.fetch_add(packets, Ordering::Relaxed);
         self.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -226,45 +222,45 @@ pub struct TrafficSnapshot {
 #[derive(Debug, Default)]
 pub struct Events {
     /// Frames sent to every peer (broadcast, multicast, unknown unicast).
-    pub flooded: AtomicU64,
+    pub(crate) flooded: AtomicU64,
     pub learned: AtomicU64,
     pub moved: AtomicU64,
     /// New MACs not learned because the table was at `--max-fdb`.
     pub fdb_full: AtomicU64,
     /// TCP superframes read from the TAP (TSO) and cut into segments by vxnet ...
-    pub tso_superframes: AtomicU64,
+    pub(crate) tso_superframes: AtomicU64,
     /// ... and the segments they made.
-    pub tso_segments: AtomicU64,
+    pub(crate) tso_segments: AtomicU64,
     /// UDP superframes read from the TAP (USO) and cut into datagrams by vxnet ...
-    pub uso_superframes: AtomicU64,
+    pub(crate) uso_superframes: AtomicU64,
     /// ... and the datagrams they made.
-    pub uso_segments: AtomicU64,
+    pub(crate) uso_segments: AtomicU64,
     /// Runs of equal-size datagrams handed to the kernel in one `UDP_SEGMENT` send.
-    pub gso_batches: AtomicU64,
+    pub(crate) gso_batches: AtomicU64,
     /// UDP GRO reads that carried more than one VXLAN datagram.
-    pub gro_batches: AtomicU64,
+    pub(crate) gro_batches: AtomicU64,
     /// Superframes coalesced from received TCP segments and written to the TAP ...
-    pub coalesced_superframes: AtomicU64,
+    pub(crate) coalesced_superframes: AtomicU64,
     /// ... and the segments merged into them.
-    pub coalesced_segments: AtomicU64,
+    pub(crate) coalesced_segments: AtomicU64,
     /// Received inner TCP/UDP checksums a kernel VTEP on this machine left partial (for a NIC
     /// that a veth is not) and vxnet completed.
-    pub partial_checksums: AtomicU64,
+    pub(crate) partial_checksums: AtomicU64,
     /// Datagrams from a kernel VTEP on this machine that carried a whole inner superframe
     /// (UDP-tunnel GSO through a veth), written to the TAP unsplit ...
-    pub tunnel_superframes: AtomicU64,
+    pub(crate) tunnel_superframes: AtomicU64,
     /// ... and the segments they stand for.
-    pub tunnel_segments: AtomicU64,
+    pub(crate) tunnel_segments: AtomicU64,
 }
 
 impl Events {
-    pub fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Per-remote-VTEP counters.
-pub type PeerCounters = Traffic;
+pub(crate) type PeerCounters = Traffic;
 
 /// Remote VTEPs by address. A peer gets counters when it is configured or first heard from;
 /// the number of peers heard from is bounded so `--accept-any` cannot be made to grow it forever.
@@ -275,7 +271,7 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         PeerTable {
             map: papaya::HashMap::builder()
                 .hasher(foldhash::fast::RandomState::default())
@@ -285,7 +281,7 @@ impl PeerTable {
     }
 
     /// The counters of `peer`, created on first use while under the limit.
-    pub fn counters(&self, peer: IpAddr) -> Option<Arc<PeerCounters>> {
+    pub(crate) fn counters(&self, peer: IpAddr) -> Option<Arc<PeerCounters>> {
         let map = self.map.pin();
         if let Some(c) = map.get(&peer) {
             return Some(Arc::clone(c));
@@ -299,7 +295,7 @@ impl PeerTable {
     }
 
     /// Applies `f` to the peer's counters without cloning the Arc (the per-packet path).
-    pub fn with<F: FnOnce(&PeerCounters)>(&self, peer: IpAddr, f: F) {
+    pub(crate) fn with<F: FnOnce(&PeerCounters)>(&self, peer: IpAddr, f: F) {
         let map = self.map.pin();
         if let Some(c) = map.get(&peer) {
             f(c);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use vxnet_encap::MacAddr;
 
 /// Milliseconds since the engine started.
-pub type Millis = u64;
+pub(crate) type Millis = u64;
 
 /// A MAC as the key: the six octets in a `u64` hash faster than an array.
 fn key(mac: MacAddr) -> u64 {
@@ -35,19 +35,15 @@ pub enum EntryKind {
 }
 
 #[derive(Debug)]
-pub struct FdbEntry {
+pub(crate) struct FdbEntry {
     dst: IpAddr,
     kind: EntryKind,
     last_seen: AtomicU64,
 }
 
 impl FdbEntry {
-    pub fn dst(&self) -> IpAddr {
+    pub(crate) fn dst(&self) -> IpAddr {
         self.dst
-    }
-
-    pub fn kind(&self) -> EntryKind {
-        self.kind
     }
 }
 
@@ -154,7 +150,7 @@ impl Fdb {
     }
 
     /// Removes an entry of either kind; returns whether there was one.
-    pub fn remove(&self, mac: MacAddr) -> bool {
+    pub(crate) fn remove(&self, mac: MacAddr) -> bool {
         match self.map.pin().remove(&key(mac)) {
             Some(e) => {
                 if e.kind == EntryKind::Learned {
@@ -167,7 +163,7 @@ impl Fdb {
     }
 
     /// Drops learned entries idle for at least `ageing`; returns how many.
-    pub fn age_out(&self, now: Millis, ageing: Millis) -> usize {
+    pub(crate) fn age_out(&self, now: Millis, ageing: Millis) -> usize {
         let map = self.map.pin();
         let mut removed = 0;
         for (k, e) in map.iter() {
@@ -188,11 +184,12 @@ impl Fdb {
         removed
     }
 
-    pub fn learned_count(&self) -> usize {
+    #[cfg(test)]
+    fn learned_count(&self) -> usize {
         self.learned.load(Ordering::Relaxed)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
@@ -201,7 +198,7 @@ impl Fdb {
     }
 
     /// Destinations of static entries: they are known peers and may send to us.
-    pub fn static_destinations(&self) -> Vec<IpAddr> {
+    pub(crate) fn static_destinations(&self) -> Vec<IpAddr> {
         let mut out: Vec<IpAddr> = self
             .map
             .pin()

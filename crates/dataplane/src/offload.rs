@@ -27,16 +27,6 @@ pub enum Offload {
 }
 
 impl Offload {
-    /// Every offload, in the order they are reported.
-    pub const ALL: [Offload; 6] = [
-        Offload::TapVnetHdr,
-        Offload::GroCoalescing,
-        Offload::Tso,
-        Offload::Uso,
-        Offload::UdpGso,
-        Offload::UdpGro,
-    ];
-
     pub const fn name(self) -> &'static str {
         match self {
             Offload::TapVnetHdr => "tap-vnet-hdr",
@@ -110,9 +100,19 @@ pub(crate) struct Offloads {
 mod tests {
     use super::*;
 
+    /// Every offload, in the order they are reported.
+    const ALL: [Offload; 6] = [
+        Offload::TapVnetHdr,
+        Offload::GroCoalescing,
+        Offload::Tso,
+        Offload::Uso,
+        Offload::UdpGso,
+        Offload::UdpGro,
+    ];
+
     #[test]
     fn names_are_the_reported_strings() {
-        let names: Vec<String> = Offload::ALL
+        let names: Vec<String> = ALL
             .iter()
             .map(|o| {
                 serde_json::to_value(o)
@@ -122,7 +122,7 @@ mod tests {
                     .to_string()
             })
             .collect();
-        let expected: Vec<&str> = Offload::ALL.iter().map(|o| o.name()).collect();
+        let expected: Vec<&str> = ALL.iter().map(|o| o.name()).collect();
         assert_eq!(names, expected);
         assert_eq!(
             expected,

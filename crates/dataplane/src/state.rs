@@ -36,8 +36,8 @@ pub struct ClusterInfo {
 pub struct EngineState {
     /// The current forwarding generation; replaced (never mutated) when networks change.
     forwarder: ArcSwap<Forwarder>,
-    pub epoch: Instant,
-    pub workers: usize,
+    pub(crate) epoch: Instant,
+    pub(crate) workers: usize,
     /// What the current generation uses ...
     offloads: Mutex<Vec<Offload>>,
     /// ... with UDP GSO as it is now: the workers switch it off when the kernel refuses it.
@@ -82,7 +82,7 @@ impl EngineState {
     }
 
     /// The offloads in use at this moment.
-    pub fn offloads(&self) -> Vec<Offload> {
+    pub(crate) fn offloads(&self) -> Vec<Offload> {
         let gso = self.gso.in_use();
         lock(&self.offloads)
             .iter()
@@ -91,7 +91,7 @@ impl EngineState {
             .collect()
     }
 
-    pub fn address(&self, network: &str) -> Option<String> {
+    pub(crate) fn address(&self, network: &str) -> Option<String> {
         lock(&self.addresses).get(network).cloned()
     }
 
@@ -103,7 +103,7 @@ impl EngineState {
         };
     }
 
-    pub fn cluster(&self) -> Option<ClusterInfo> {
+    pub(crate) fn cluster(&self) -> Option<ClusterInfo> {
         lock(&self.cluster).clone()
     }
 

@@ -55,7 +55,7 @@ impl Exposition {
 }
 
 /// The whole exposition for the engine as it is now.
-pub fn render(state: &EngineState) -> String {
+pub(crate) fn render(state: &EngineState) -> String {
     let report = stats(state);
     let forwarder = state.forwarder();
     let mut out = Exposition {
@@ -287,7 +287,7 @@ pub fn render(state: &EngineState) -> String {
 }
 
 /// The response to one request head: status line, content type and body.
-pub fn respond(head: &str, state: &EngineState) -> (&'static str, &'static str, String) {
+pub(crate) fn respond(head: &str, state: &EngineState) -> (&'static str, &'static str, String) {
     let mut words = head.lines().next().unwrap_or("").split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
@@ -311,7 +311,7 @@ pub fn respond(head: &str, state: &EngineState) -> (&'static str, &'static str, 
 }
 
 /// Serves scrapes until the runtime stops.
-pub async fn serve(listener: TcpListener, state: Arc<EngineState>) {
+pub(crate) async fn serve(listener: TcpListener, state: Arc<EngineState>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {

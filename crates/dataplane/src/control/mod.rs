@@ -2,6 +2,6 @@
 //! connection. `vxnet fdb|peers|stats|networks` are its clients.
 
 pub mod client;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod proto;
 pub mod server;

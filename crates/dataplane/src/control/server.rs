@@ -14,14 +14,8 @@ use crate::state::EngineState;
 
 /// Removes the socket file when the engine stops, but only the one it bound.
 #[derive(Debug)]
-pub struct SocketFile {
+pub(crate) struct SocketFile {
     path: PathBuf,
-}
-
-impl SocketFile {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for SocketFile {
@@ -44,7 +38,9 @@ pub enum BindError {
 }
 
 /// Binds the socket, replacing a stale file left by an engine that died, never a live one.
-pub fn bind(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketFile), BindError> {
+pub(crate) fn bind(
+    path: &Path,
+) -> Result<(std::os::unix::net::UnixListener, SocketFile), BindError> {
     let io = |source| BindError::Io {
         path: path.to_path_buf(),
         source,
@@ -71,7 +67,7 @@ pub fn bind(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketFile
 }
 
 /// Serves until the task is dropped.
-pub async fn serve(listener: std::os::unix::net::UnixListener, state: Arc<EngineState>) {
+pub(crate) async fn serve(listener: std::os::unix::net::UnixListener, state: Arc<EngineState>) {
     let Ok(listener) = UnixListener::from_std(listener) else {
         tracing::error!("control socket could not be registered with the runtime");
         return;
@@ -144,7 +140,7 @@ fn pick_entry(
     Ok((network, mac))
 }
 
-pub fn handle(state: &EngineState, request: Request) -> Reply {
+pub(crate) fn handle(state: &EngineState, request: Request) -> Reply {
     let now = state.now();
     // One generation for the whole request, even if networks change meanwhile.
     let forwarder = state.forwarder();

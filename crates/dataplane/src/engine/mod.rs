@@ -137,7 +137,6 @@ pub struct Engine {
     metrics: Option<std::net::TcpListener>,
     // Dropped last (field order): the socket file is removed after the workers stopped.
     _socket_file: SocketFile,
-    local_addr: SocketAddr,
 }
 
 /// Changes what a running engine serves: networks, cluster peers and cluster MACs. Cheap to
@@ -158,10 +157,6 @@ fn iface_err<'a>(dev: &'a str, what: &'static str) -> impl FnOnce(IfaceError) ->
 impl Engine {
     pub fn state(&self) -> &Arc<EngineState> {
         &self.core.state
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
     }
 
     /// A handle to change networks, peers and MACs while the engine runs.

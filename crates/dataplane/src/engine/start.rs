@@ -160,7 +160,6 @@ impl Engine {
             listener: Some(listener),
             metrics: None,
             _socket_file: socket_file,
-            local_addr,
         })
     }
 }

@@ -133,7 +133,7 @@ impl UdpSocket {
 
     /// The bound address (with the real port when bound to port 0).
     /// Another fd for the same socket (same port, options and buffers).
-    pub fn try_clone(&self) -> io::Result<UdpSocket> {
+    pub(crate) fn try_clone(&self) -> io::Result<UdpSocket> {
         Ok(UdpSocket {
             sock: self.sock.try_clone()?,
             local: self.local,
@@ -168,7 +168,7 @@ impl UdpSocket {
     }
 
     /// The underlying socket2 socket, for options not wrapped here.
-    pub fn socket(&self) -> &Socket {
+    pub(crate) fn socket(&self) -> &Socket {
         &self.sock
     }
 }
@@ -283,23 +283,6 @@ impl RecvBatch {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.hdrs.len()
-    }
-
-    pub fn buf_size(&self) -> usize {
-        self.buf_size
-    }
-
-    /// Number of datagrams from the last successful `recv`.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Receives up to `capacity()` datagrams without blocking. `Err(WouldBlock)` when nothing is
     /// queued; EINTR is returned as is for the caller's loop.
     pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
@@ -369,11 +352,6 @@ impl RecvBatch {
         assert!(i < self.count, "datagram index {i} out of {}", self.count);
         let len = self.received_len(i);
         &mut self.bufs[i * self.buf_size..][..len]
-    }
-
-    /// The whole `buf_size` buffer of slot `i`, for callers that grow a datagram in place.
-    pub fn buffer_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.bufs[i * self.buf_size..][..self.buf_size]
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Received<'_>> + '_ {
