@@ -35,10 +35,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-mod cli_output;
-mod etcd;
-pub use cli_output::{assert_cli_error, stderr, stdout};
-pub use etcd::EtcdServer;
+pub use vxnet_testkit::cli::{assert_cli_error, stderr, stdout};
+pub use vxnet_testkit::etcd::EtcdServer;
 
 /// etcd on loopback with random ports and a temp data dir.
 pub struct Etcd {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::counters::{DropReason, TrafficSnapshot};
 use crate::fdb::FdbRow;
 use crate::offload::Offload;
-pub(crate) use crate::state::ClusterInfo;
+pub use crate::state::ClusterInfo;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -32,7 +32,7 @@ pub enum Request {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-pub(crate) enum Reply {
+pub enum Reply {
     Ok { data: serde_json::Value },
     Error { message: String },
 }
@@ -109,7 +109,7 @@ pub struct StatsReport {
     pub offloads: Vec<Offload>,
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) cluster: Option<ClusterInfo>,
+    pub cluster: Option<ClusterInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,8 +123,8 @@ pub struct NetworkInfo {
     pub port: u16,
     pub flood: Vec<IpAddr>,
     pub learning: bool,
-    pub(crate) allow_vlan: bool,
+    pub allow_vlan: bool,
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) cluster: Option<ClusterInfo>,
+    pub cluster: Option<ClusterInfo>,
 }
