@@ -4,27 +4,11 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
+use std::process::{Command, Output};
 
 /// True when `prog` can be run. Under CI=true a missing component is a failure, not a skip.
 pub fn require(prog: &str, why: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            !in_ci(),
-            "{prog} is required for {why} (CI=true: not skipping)"
-        );
-        eprintln!("SKIP: {prog} not installed ({why})");
-    }
-    ok
+    vxnet_testkit::have_tool(why, prog)
 }
 
 pub fn free_port() -> u16 {

@@ -5,9 +5,9 @@
 //! does no heap allocation per packet or per call.
 //!
 //! GSO fall-back: [`UdpSocket::probe_gso`] only shows that the kernel knows UDP_SEGMENT. A send can
-//! still fail at run time with EIO (egress device without checksum offload, xfrm path) or EINVAL
-//! (segment count/size limits); a caller seeing those on a message with `segment_size` should
-//! switch GSO off for the socket and send the segments as separate datagrams.
+//! still fail at run time with EIO (xfrm path; before Linux 6.11 also an egress device without
+//! checksum offload) or EINVAL (no UDP checksums on the socket, segment count/size limits); the
+//! engine then sends the segments as separate datagrams (`crate::offload` keeps that decision).
 
 use std::io;
 use std::mem::size_of;

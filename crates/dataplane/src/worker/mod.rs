@@ -17,6 +17,8 @@
 //! the wire: [`rx`] (the socket drain, GRO runs, tunnel superframes) → [`tap_sink`] (coalescing
 //! and TAP writes).
 
+#[cfg(test)]
+mod fixtures;
 mod rx;
 mod send;
 mod source_ports;

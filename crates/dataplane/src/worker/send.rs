@@ -232,30 +232,8 @@ fn count_send_error(forwarder: &Forwarder, network: usize) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use vxnet_encap::Vni;
-
+    use super::super::fixtures::forwarder;
     use super::*;
-    use crate::network::{Network, NetworkSettings};
-
-    fn forwarder(local: &str, peers: &[&str]) -> Forwarder {
-        let network = Network::new(
-            NetworkSettings {
-                name: "blue".into(),
-                vni: Vni::new(42).unwrap(),
-                dev: "vx42".into(),
-                mtu: 1450,
-                allow_vlan: false,
-                learning: true,
-                max_fdb: 1024,
-            },
-            local.parse().unwrap(),
-            4789,
-            peers.iter().map(|p| p.parse().unwrap()).collect(),
-        );
-        Forwarder::new(vec![Arc::new(network)], local.parse().unwrap(), 4789, false)
-    }
 
     fn planned(dest: Option<SocketAddr>, segments: usize, socket: usize) -> Planned {
         Planned {
@@ -272,7 +250,7 @@ mod tests {
 
     #[test]
     fn a_flood_becomes_one_message_per_peer_of_the_local_family() {
-        let fwd = forwarder("10.0.0.1", &["10.0.0.2", "fd00::3", "10.0.0.4"]);
+        let fwd = forwarder("10.0.0.1", &["10.0.0.2", "fd00::3", "10.0.0.4"], 1450);
         let unicast: SocketAddr = "10.0.0.9:4789".parse().unwrap();
         let plan = [planned(None, 3, 5), planned(Some(unicast), 1, 2)];
         let (a, b) = ([1u8; 30], [2u8; 10]);

@@ -305,12 +305,11 @@ impl TxPlan {
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
-    use std::sync::Arc;
 
     use vxnet_encap::{MacAddr, Vni};
 
+    use super::super::fixtures::{self, PORT};
     use super::*;
-    use crate::network::{Network, NetworkSettings};
 
     const LOCAL: &str = "10.0.0.1";
     const PEERS: [&str; 2] = ["10.0.0.2", "10.0.0.3"];
@@ -320,21 +319,7 @@ mod tests {
     const KNOWN: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 
     fn forwarder() -> Forwarder {
-        let network = Network::new(
-            NetworkSettings {
-                name: "blue".into(),
-                vni: Vni::new(42).unwrap(),
-                dev: "vx42".into(),
-                mtu: MTU,
-                allow_vlan: false,
-                learning: true,
-                max_fdb: 1024,
-            },
-            LOCAL.parse().unwrap(),
-            4789,
-            PEERS.iter().map(|p| p.parse().unwrap()).collect(),
-        );
-        Forwarder::new(vec![Arc::new(network)], LOCAL.parse().unwrap(), 4789, false)
+        fixtures::forwarder(LOCAL, &PEERS, MTU)
     }
 
     fn drops(forwarder: &Forwarder, reason: DropReason) -> u64 {
@@ -424,7 +409,7 @@ mod tests {
         let [first, second] = *tx.planned() else {
             panic!("two sends planned: {:?}", tx.planned());
         };
-        assert_eq!(first.dest, Some(SocketAddr::new(vtep, 4789)));
+        assert_eq!(first.dest, Some(SocketAddr::new(vtep, PORT)));
         assert_eq!((first.buf, second.buf), (0, 1), "one buffer per frame");
         assert_eq!(
             first.socket, second.socket,
