@@ -67,7 +67,7 @@ impl DropReason {
         DropReason::BadOffload,
     ];
 
-    pub(crate) const fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             DropReason::TooShort => "too_short",
             DropReason::NoVniFlag => "no_vni_flag",

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use vxnet_encap::MacAddr;
 
 /// Milliseconds since the engine started.
-pub(crate) type Millis = u64;
+pub type Millis = u64;
 
 /// A MAC as the key: the six octets in a `u64` hash faster than an array.
 fn key(mac: MacAddr) -> u64 {

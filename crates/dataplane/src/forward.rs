@@ -44,7 +44,7 @@ pub struct Forwarder {
     port: u16,
     local: IpAddr,
     accept_any: bool,
-    /// Shared with the forwarder generations that follow this one (see [`Forwarder::with_networks`]).
+    /// Shared with the forwarder generations that follow this one (see `Forwarder::with_networks`).
     pub peers: Arc<PeerTable>,
     /// Drops not attributable to a network (bad header, unknown VNI).
     pub drops: Arc<DropCounters>,
@@ -52,7 +52,7 @@ pub struct Forwarder {
 
 /// What a datagram repeats of its run's previous one to share its fate: the VXLAN header, the
 /// inner destination and source MACs and the EtherType (or 802.1Q TPID).
-pub(crate) const RUN_KEY_LEN: usize = VXLAN_HEADER_LEN + 14;
+pub const RUN_KEY_LEN: usize = VXLAN_HEADER_LEN + 14;
 
 /// The previous delivered datagram of a run (see [`Forwarder::from_wire_run`]) and the counts
 /// not yet added. Reused across runs; holds no borrows.

@@ -4,6 +4,11 @@
 //! Set-up order matters for "nothing left behind": the UDP port is bound first (a port in use
 //! fails before any device exists), then the TAPs (non-persistent: they vanish when their fds
 //! close, including when set-up fails half-way), then the control socket (removed on drop).
+//!
+//! The parts: `start` (bind, probe what the kernel offers, open the configured networks),
+//! `tap` (one network's TAP), `generation` (the forwarder and worker threads serving one set
+//! of networks, replaced as a whole), `reconfigure` ([`EngineControl`]: networks, peers and
+//! MACs changed while running) and `runtime` (the control runtime, FDB ageing, signals).
 
 mod generation;
 mod reconfigure;
@@ -26,9 +31,11 @@ use crate::offload::Offloads;
 use crate::sys::iface::IfaceError;
 use crate::sys::poll::EventFd;
 use crate::sys::tap::{TapError, TapQueue};
+use crate::state::lock;
 use crate::sys::udp::{UdpError, UdpSocket};
 use crate::worker::SourcePorts;
 
+pub use crate::state::{ClusterInfo, EngineState};
 pub use start::{DISABLEABLE_OFFLOADS, DISABLE_ENV};
 
 #[derive(Debug, Error)]
@@ -70,9 +77,6 @@ pub enum EngineError {
         source: std::io::Error,
     },
 }
-
-use crate::state::lock;
-pub use crate::state::{ClusterInfo, EngineState};
 
 /// Decided once at start: what every network added later is built with.
 #[derive(Debug)]

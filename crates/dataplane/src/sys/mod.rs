@@ -8,7 +8,7 @@
 //! - [`tap`]: `/dev/net/tun`, virtio-net header and offload negotiation;
 //! - [`iface`]: `SIOC*` ioctls (flags, MTU, addresses) and `getifaddrs`;
 //! - [`udp`]: sockets, `recvmmsg`/`sendmmsg`, UDP GSO/GRO;
-//! - [`cmsg`]: pure encode/decode of ancillary data (no `unsafe`);
+//! - `cmsg`: pure encode/decode of ancillary data (no `unsafe`);
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
 //! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`).
 
