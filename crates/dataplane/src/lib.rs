@@ -6,6 +6,8 @@ pub mod counters;
 pub mod engine;
 pub mod fdb;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod network;
 pub mod sys;
 pub mod worker;
