@@ -37,7 +37,9 @@ pub enum FdbCmd {
         #[arg(long)]
         vni: Option<u32>,
     },
-    /// Add a static entry; 00:00:00:00:00:00 adds a flood (head-end replication) destination.
+    /// Add a static entry, as `bridge fdb add`: refused if the MAC has an entry (fdb replace
+    /// changes one). 00:00:00:00:00:00 is the flood (head-end replication) entry: add gives it
+    /// its first destination, fdb append the others.
     Add {
         mac: MacAddr,
         #[arg(long)]
@@ -45,9 +47,28 @@ pub enum FdbCmd {
         #[arg(long)]
         vni: Option<u32>,
     },
-    /// Delete an entry (00:00:00:00:00:00 deletes the flood entries).
+    /// Add a destination to the flood entry 00:00:00:00:00:00, as `bridge fdb append`.
+    Append {
+        mac: MacAddr,
+        #[arg(long)]
+        dst: IpAddr,
+        #[arg(long)]
+        vni: Option<u32>,
+    },
+    /// Make MAC a static entry to --dst, whatever it had, as `bridge fdb replace`.
+    Replace {
+        mac: MacAddr,
+        #[arg(long)]
+        dst: IpAddr,
+        #[arg(long)]
+        vni: Option<u32>,
+    },
+    /// Delete an entry; with --dst only that destination (for 00:00:00:00:00:00, one flood
+    /// destination; without --dst, all that fdb add/append added).
     Del {
         mac: MacAddr,
+        #[arg(long)]
+        dst: Option<IpAddr>,
         #[arg(long)]
         vni: Option<u32>,
     },
@@ -86,23 +107,20 @@ pub fn fdb(args: FdbArgs) -> Result<(), ShowError> {
             print!("{}", render_fdb(&tables));
         }
         FdbCmd::Add { mac, dst, vni } => {
-            request(
-                &control.control,
-                &Request::FdbAdd {
-                    mac: mac.to_string(),
-                    dst,
-                    vni,
-                },
-            )?;
+            let mac = mac.to_string();
+            request(&control.control, &Request::FdbAdd { mac, dst, vni })?;
         }
-        FdbCmd::Del { mac, vni } => {
-            request(
-                &control.control,
-                &Request::FdbDel {
-                    mac: mac.to_string(),
-                    vni,
-                },
-            )?;
+        FdbCmd::Append { mac, dst, vni } => {
+            let mac = mac.to_string();
+            request(&control.control, &Request::FdbAppend { mac, dst, vni })?;
+        }
+        FdbCmd::Replace { mac, dst, vni } => {
+            let mac = mac.to_string();
+            request(&control.control, &Request::FdbReplace { mac, dst, vni })?;
+        }
+        FdbCmd::Del { mac, dst, vni } => {
+            let mac = mac.to_string();
+            request(&control.control, &Request::FdbDel { mac, dst, vni })?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! connection. `vxnet fdb|peers|stats|networks` are its clients.
 
 pub mod client;
+pub mod fdb;
 pub mod metrics;
 pub mod proto;
 pub mod server;

@@ -8,24 +8,68 @@ use serde::{Deserialize, Serialize};
 use crate::counters::TrafficSnapshot;
 use crate::fdb::FdbRow;
 
+/// One request: a JSON object on one line, `{"cmd": "fdb_add", ...}`.
+///
+/// The `fdb` requests follow `bridge fdb` (iproute2) for a vxlan device; `mac`
+/// 00:00:00:00:00:00 is the flood (head-end replication) entry, which has several destinations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     FdbShow {
         vni: Option<u32>,
     },
+    /// A new static entry, refused if the MAC has one (learned or static), as `bridge fdb add`;
+    /// for the flood entry, its first destination.
     FdbAdd {
         mac: String,
         dst: IpAddr,
         vni: Option<u32>,
     },
+    /// Another destination of the flood entry (`bridge fdb append`); one it has is no change.
+    FdbAppend {
+        mac: String,
+        dst: IpAddr,
+        vni: Option<u32>,
+    },
+    /// A static entry whatever the MAC had (`bridge fdb replace`); not for the flood entry.
+    FdbReplace {
+        mac: String,
+        dst: IpAddr,
+        vni: Option<u32>,
+    },
+    /// Removes the entry, or with `dst` only that destination (`bridge fdb del ... dst IP`).
     FdbDel {
         mac: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dst: Option<IpAddr>,
         vni: Option<u32>,
     },
     Peers,
     Stats,
     Networks,
+}
+
+/// Longest request line the engine reads: every request fits in a few hundred bytes.
+pub const MAX_REQUEST_LEN: usize = 64 * 1024;
+
+/// Why a request line was refused; sent back as the reply's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad request: longer than {MAX_REQUEST_LEN} bytes")]
+    TooLong,
+    #[error("bad request: not UTF-8")]
+    NotUtf8,
+    #[error("bad request: {0}")]
+    Json(String),
+}
+
+/// Decodes one request line (its newline may be included).
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    if line.len() > MAX_REQUEST_LEN {
+        return Err(RequestError::TooLong);
+    }
+    let text = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
+    serde_json::from_str(text).map_err(|e| RequestError::Json(e.to_string()))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

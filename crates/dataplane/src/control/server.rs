@@ -5,13 +5,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
-use vxnet_encap::MacAddr;
-
-use super::proto::{FdbTable, NetworkInfo, NetworkStats, PeerRow, Reply, Request, StatsReport};
+use super::fdb;
+use super::proto::{
+    parse_request, NetworkInfo, NetworkStats, PeerRow, Reply, Request, StatsReport, MAX_REQUEST_LEN,
+};
 use crate::engine::EngineState;
-use crate::network::Network;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
 
 /// Removes the socket file when the engine stops, but only the one it bound.
 #[derive(Debug)]
@@ -84,15 +84,16 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, state: Arc<Engine
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = BufReader::new(read);
-            if reader.read_line(&mut line).await.is_err() {
+            // One bounded line: a client cannot make the engine buffer without end.
+            let mut line = Vec::new();
+            let mut reader = BufReader::new(read).take(MAX_REQUEST_LEN as u64 + 1);
+            if reader.read_until(b'\n', &mut line).await.is_err() {
                 return;
             }
-            let reply = match serde_json::from_str::<Request>(&line) {
+            let reply = match parse_request(&line) {
                 Ok(request) => handle(&state, request),
                 Err(e) => Reply::Error {
-                    message: format!("bad request: {e}"),
+                    message: e.to_string(),
                 },
             };
             if let Ok(mut text) = serde_json::to_string(&reply) {
@@ -103,7 +104,7 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, state: Arc<Engine
     }
 }
 
-fn ok<T: serde::Serialize>(value: T) -> Reply {
+pub(super) fn ok<T: serde::Serialize>(value: T) -> Reply {
     match serde_json::to_value(value) {
         Ok(data) => Reply::Ok { data },
         Err(e) => Reply::Error {
@@ -112,113 +113,15 @@ fn ok<T: serde::Serialize>(value: T) -> Reply {
     }
 }
 
-fn error(message: impl Into<String>) -> Reply {
-    Reply::Error {
-        message: message.into(),
-    }
-}
-
-/// The network a request names, or the only one when it names none.
-fn pick(state: &EngineState, vni: Option<u32>) -> Result<Arc<Network>, String> {
-    let forwarder = state.forwarder();
-    let networks = forwarder.networks();
-    match vni {
-        Some(v) => networks
-            .iter()
-            .find(|n| n.vni().get() == v)
-            .cloned()
-            .ok_or_else(|| format!("no network with VNI {v}")),
-        None if networks.len() == 1 => Ok(Arc::clone(&networks[0])),
-        None if networks.is_empty() => Err("this engine serves no network yet".to_string()),
-        None => Err("this engine serves several networks: give --vni".to_string()),
-    }
-}
-
-/// The network and MAC an `fdb add`/`fdb del` names.
-fn pick_entry(
-    state: &EngineState,
-    vni: Option<u32>,
-    mac: &str,
-) -> Result<(Arc<Network>, MacAddr), String> {
-    let network = pick(state, vni)?;
-    let mac = mac.parse::<MacAddr>().map_err(|e| e.to_string())?;
-    Ok((network, mac))
-}
-
 pub fn handle(state: &EngineState, request: Request) -> Reply {
-    let now = state.now();
     // One generation for the whole request, even if networks change meanwhile.
     let forwarder = state.forwarder();
     match request {
-        Request::FdbShow { vni } => {
-            let networks: Vec<Arc<Network>> = match vni {
-                None => forwarder.networks().to_vec(),
-                Some(_) => match pick(state, vni) {
-                    Ok(n) => vec![n],
-                    Err(e) => return error(e),
-                },
-            };
-            ok(networks
-                .into_iter()
-                .map(|n| FdbTable {
-                    vni: n.vni().get(),
-                    dev: n.settings.dev.clone(),
-                    entries: n.fdb.rows(now),
-                    // Every head-end replication target (remotes, flood entries, cluster), as
-                    // `bridge fdb show` lists the kernel's remotes as all-zeros entries.
-                    flood: n.peers().flood.iter().map(|a| a.ip()).collect(),
-                })
-                .collect::<Vec<_>>())
-        }
-        Request::FdbAdd { mac, dst, vni } => {
-            let (network, mac) = match pick_entry(state, vni, &mac) {
-                Ok(found) => found,
-                Err(e) => return error(e),
-            };
-            if dst.is_ipv4() != forwarder.local().is_ipv4() {
-                return error(format!(
-                    "{dst} is not of the local address family ({})",
-                    forwarder.local()
-                ));
-            }
-            if mac.is_zero() {
-                network.update_sources(|s| {
-                    if !s.flood_entries.contains(&dst) {
-                        s.flood_entries.push(dst);
-                    }
-                });
-            } else if mac.is_multicast() {
-                return error(format!(
-                    "{mac} is a group address; only unicast MACs or 00:00:00:00:00:00"
-                ));
-            } else {
-                network.fdb.add_static(mac, dst);
-                network.rebuild_peers();
-            }
-            let _ = forwarder.peers.counters(dst);
-            ok(serde_json::Value::Null)
-        }
-        Request::FdbDel { mac, vni } => {
-            let (network, mac) = match pick_entry(state, vni, &mac) {
-                Ok(found) => found,
-                Err(e) => return error(e),
-            };
-            if mac.is_zero() {
-                let had = !network.sources().flood_entries.is_empty();
-                network.update_sources(|s| s.flood_entries.clear());
-                return if had {
-                    ok(serde_json::Value::Null)
-                } else {
-                    error("no flood entries")
-                };
-            }
-            if network.fdb.remove(mac) {
-                network.rebuild_peers();
-                ok(serde_json::Value::Null)
-            } else {
-                error(format!("no entry for {mac} in VNI {}", network.vni()))
-            }
-        }
+        Request::FdbShow { .. }
+        | Request::FdbAdd { .. }
+        | Request::FdbAppend { .. }
+        | Request::FdbReplace { .. }
+        | Request::FdbDel { .. } => fdb::handle(&forwarder, state.now(), request),
         Request::Peers => {
             let mut rows = Vec::new();
             for (address, traffic) in forwarder.peers.snapshot() {

@@ -1,0 +1,272 @@
+//! The `fdb` requests of the control socket, with `bridge fdb` semantics for a vxlan device:
+//!
+//! | request                    | unicast MAC                          | 00:00:00:00:00:00 (flood)          |
+//! |----------------------------|--------------------------------------|------------------------------------|
+//! | `add MAC --dst IP`         | new static entry; an existing entry, learned or static, is refused (EEXIST) | its first destination; refused once it floods anywhere |
+//! | `append MAC --dst IP`      | refused (one destination per MAC)    | one more destination (one it has: no change) |
+//! | `replace MAC --dst IP`     | static entry, whatever was there     | refused (several destinations)     |
+//! | `del MAC`                  | removes it, learned or static        | removes every appended destination |
+//! | `del MAC --dst IP`         | removes it if it goes to IP          | removes that destination only      |
+//!
+//! Two deliberate differences from the kernel: `del ... --dst IP` naming a destination the entry
+//! does not have is an error (the kernel answers success and changes nothing), and the flood
+//! destinations that come from `--remote`/`remotes` or the cluster are shown as part of the
+//! flood entry but change only with their source, so deleting one is an error that says where
+//! it comes from. Static entries and appended flood destinations are each limited by
+//! `--max-fdb`, like learned entries.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use vxnet_encap::MacAddr;
+
+use super::proto::{FdbTable, Reply, Request};
+use super::server::ok;
+use crate::fdb::{FdbError, Millis};
+use crate::forward::Forwarder;
+use crate::network::Network;
+
+fn done() -> Result<Reply, String> {
+    Ok(Reply::Ok {
+        data: serde_json::Value::Null,
+    })
+}
+
+/// The network a request names, or the only one when it names none.
+pub(super) fn pick(forwarder: &Forwarder, vni: Option<u32>) -> Result<Arc<Network>, String> {
+    let networks = forwarder.networks();
+    match vni {
+        Some(v) => networks
+            .iter()
+            .find(|n| n.vni().get() == v)
+            .cloned()
+            .ok_or_else(|| format!("no network with VNI {v}")),
+        None if networks.len() == 1 => Ok(Arc::clone(&networks[0])),
+        None if networks.is_empty() => Err("this engine serves no network yet".to_string()),
+        None => Err("this engine serves several networks: give --vni".to_string()),
+    }
+}
+
+/// Answers an `fdb` request against the forwarding state of this moment; any other request is
+/// refused (the caller routes those elsewhere).
+pub fn handle(forwarder: &Forwarder, now: Millis, request: Request) -> Reply {
+    let result = match request {
+        Request::FdbShow { vni } => show(forwarder, now, vni),
+        Request::FdbAdd { mac, dst, vni } => entry(forwarder, vni, &mac, Some(dst))
+            .and_then(|(network, mac)| add(forwarder, &network, mac, dst)),
+        Request::FdbAppend { mac, dst, vni } => entry(forwarder, vni, &mac, Some(dst))
+            .and_then(|(network, mac)| append(forwarder, &network, mac, dst)),
+        Request::FdbReplace { mac, dst, vni } => entry(forwarder, vni, &mac, Some(dst))
+            .and_then(|(network, mac)| replace(forwarder, &network, mac, dst)),
+        Request::FdbDel { mac, dst, vni } => {
+            entry(forwarder, vni, &mac, dst).and_then(|(network, mac)| delete(&network, mac, dst))
+        }
+        Request::Peers | Request::Stats | Request::Networks => {
+            Err("not an fdb request".to_string())
+        }
+    };
+    result.unwrap_or_else(|message| Reply::Error { message })
+}
+
+fn show(forwarder: &Forwarder, now: Millis, vni: Option<u32>) -> Result<Reply, String> {
+    let networks: Vec<Arc<Network>> = match vni {
+        None => forwarder.networks().to_vec(),
+        Some(_) => vec![pick(forwarder, vni)?],
+    };
+    Ok(ok(networks
+        .into_iter()
+        .map(|n| FdbTable {
+            vni: n.vni().get(),
+            dev: n.settings.dev.clone(),
+            entries: n.fdb.rows(now),
+            // Every head-end replication target (remotes, flood entries, cluster), as
+            // `bridge fdb show` lists the kernel's remotes as all-zeros entries.
+            flood: n.peers().flood.iter().map(|a| a.ip()).collect(),
+        })
+        .collect::<Vec<_>>()))
+}
+
+/// The network and MAC a request names, with its destination checked: a unicast address of the
+/// local family that is not this VTEP's own.
+fn entry(
+    forwarder: &Forwarder,
+    vni: Option<u32>,
+    mac: &str,
+    dst: Option<IpAddr>,
+) -> Result<(Arc<Network>, MacAddr), String> {
+    let network = pick(forwarder, vni)?;
+    let mac = mac.parse::<MacAddr>().map_err(|e| e.to_string())?;
+    if !mac.is_zero() && mac.is_multicast() {
+        return Err(format!(
+            "{mac} is a group address; only unicast MACs or 00:00:00:00:00:00"
+        ));
+    }
+    if let Some(dst) = dst {
+        let local = forwarder.local();
+        if dst.is_ipv4() != local.is_ipv4() {
+            return Err(format!(
+                "{dst} is not of the local address family ({local})"
+            ));
+        }
+        if dst.is_unspecified() || dst.is_multicast() || dst == IpAddr::from([255; 4]) {
+            return Err(format!("{dst} is not a unicast address"));
+        }
+        if dst == local {
+            return Err(format!("{dst} is this VTEP's own address"));
+        }
+    }
+    Ok((network, mac))
+}
+
+fn fdb_error(network: &Network, e: FdbError) -> String {
+    format!("{e} in VNI {}", network.vni())
+}
+
+/// Counters for a new destination, so `vxnet peers` lists it before traffic.
+fn register(forwarder: &Forwarder, dst: IpAddr) {
+    let _ = forwarder.peers.counters(dst);
+}
+
+fn add(
+    forwarder: &Forwarder,
+    network: &Network,
+    mac: MacAddr,
+    dst: IpAddr,
+) -> Result<Reply, String> {
+    if mac.is_zero() {
+        return add_flood(forwarder, network, dst, true);
+    }
+    network
+        .fdb
+        .add_static(mac, dst)
+        .map_err(|e| fdb_error(network, e))?;
+    network.rebuild_peers();
+    register(forwarder, dst);
+    done()
+}
+
+fn append(
+    forwarder: &Forwarder,
+    network: &Network,
+    mac: MacAddr,
+    dst: IpAddr,
+) -> Result<Reply, String> {
+    if !mac.is_zero() {
+        return Err(format!(
+            "fdb append adds a destination to the flood entry 00:00:00:00:00:00; \
+             {mac} has one destination (fdb add, fdb replace)"
+        ));
+    }
+    add_flood(forwarder, network, dst, false)
+}
+
+/// Adds a flood destination; `first` (fdb add) refuses when the network floods anywhere yet.
+fn add_flood(
+    forwarder: &Forwarder,
+    network: &Network,
+    dst: IpAddr,
+    first: bool,
+) -> Result<Reply, String> {
+    let limit = network.fdb.limit();
+    let local = forwarder.local();
+    // Decided inside the update, so concurrent requests cannot both pass the checks.
+    let mut refused = None;
+    network.update_sources(|s| {
+        let flood: Vec<IpAddr> = s
+            .configured
+            .iter()
+            .chain(&s.flood_entries)
+            .chain(&s.cluster)
+            .copied()
+            .filter(|ip| *ip != local)
+            .collect();
+        if first && !flood.is_empty() {
+            let list: Vec<String> = flood.iter().map(IpAddr::to_string).collect();
+            refused = Some(format!(
+                "00:00:00:00:00:00 exists (floods to {}); fdb append adds a destination",
+                list.join(", ")
+            ));
+        } else if flood.contains(&dst) {
+            // Appending a destination it has is no change, as with the kernel.
+        } else if s.flood_entries.len() >= limit {
+            refused = Some(format!(
+                "the flood entry holds its limit of {limit} appended destinations (--max-fdb)"
+            ));
+        } else {
+            s.flood_entries.push(dst);
+        }
+    });
+    if let Some(message) = refused {
+        return Err(format!("{message} in VNI {}", network.vni()));
+    }
+    register(forwarder, dst);
+    done()
+}
+
+fn replace(
+    forwarder: &Forwarder,
+    network: &Network,
+    mac: MacAddr,
+    dst: IpAddr,
+) -> Result<Reply, String> {
+    if mac.is_zero() {
+        return Err(
+            "the flood entry 00:00:00:00:00:00 has several destinations: \
+             fdb append and fdb del --dst change it"
+                .to_string(),
+        );
+    }
+    network
+        .fdb
+        .replace_static(mac, dst)
+        .map_err(|e| fdb_error(network, e))?;
+    network.rebuild_peers();
+    register(forwarder, dst);
+    done()
+}
+
+fn delete(network: &Network, mac: MacAddr, dst: Option<IpAddr>) -> Result<Reply, String> {
+    if mac.is_zero() {
+        return delete_flood(network, dst);
+    }
+    match dst {
+        None if network.fdb.remove(mac) => {}
+        None => return Err(fdb_error(network, FdbError::NotFound { mac })),
+        Some(dst) => {
+            network
+                .fdb
+                .remove_to(mac, dst)
+                .map_err(|e| fdb_error(network, e))?;
+        }
+    }
+    network.rebuild_peers();
+    done()
+}
+
+fn delete_flood(network: &Network, dst: Option<IpAddr>) -> Result<Reply, String> {
+    let vni = network.vni();
+    let mut removed = false;
+    network.update_sources(|s| {
+        let before = s.flood_entries.len();
+        match dst {
+            None => s.flood_entries.clear(),
+            Some(dst) => s.flood_entries.retain(|ip| *ip != dst),
+        }
+        removed = s.flood_entries.len() < before;
+    });
+    if removed {
+        return done();
+    }
+    let sources = network.sources();
+    Err(match dst {
+        None => format!("no flood destinations were added with fdb add/append in VNI {vni}"),
+        Some(dst) if sources.configured.contains(&dst) => format!(
+            "{dst} is a configured remote of VNI {vni} (--remote, remotes =), \
+             not an fdb entry: it changes with the configuration"
+        ),
+        Some(dst) if sources.cluster.contains(&dst) => format!(
+            "{dst} floods as a member of the cluster serving VNI {vni}, not as an fdb entry"
+        ),
+        Some(dst) => format!("VNI {vni} does not flood to {dst}"),
+    })
+}
