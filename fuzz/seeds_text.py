@@ -117,6 +117,63 @@ def store():
     write("store_records", "empty", b"")
 
 
+def req(cmd, **fields):
+    return json.dumps(dict(cmd=cmd, **fields)) + "\n"
+
+
+def control():
+    z = "00:00:00:00:00:00"
+    m = "02:00:00:00:00:07"
+    seeds = {
+        "flood-add-append-del": [req("fdb_add", mac=z, dst="10.0.0.3", vni=43),
+                                 req("fdb_add", mac=z, dst="10.0.0.4", vni=43),
+                                 req("fdb_append", mac=z, dst="10.0.0.4", vni=43),
+                                 req("fdb_append", mac=z, dst="10.0.0.4", vni=43),
+                                 req("fdb_append", mac=z, dst="10.0.0.5", vni=43),
+                                 req("fdb_del", mac=z, dst="10.0.0.4", vni=43),
+                                 req("fdb_show", vni=43),
+                                 req("fdb_del", mac=z, vni=43),
+                                 req("fdb_del", mac=z, vni=43)],
+        "flood-configured-remote": [req("fdb_add", mac=z, dst="10.0.0.3", vni=42),
+                                    req("fdb_append", mac=z, dst="10.0.0.3", vni=42),
+                                    req("fdb_del", mac=z, dst="10.0.0.2", vni=42),
+                                    req("fdb_del", mac=z, dst="10.0.0.3", vni=42)],
+        "unicast-add-replace-del": [req("fdb_add", mac=m, dst="10.0.0.7", vni=42),
+                                    req("fdb_add", mac=m, dst="10.0.0.8", vni=42),
+                                    req("fdb_replace", mac=m, dst="10.0.0.8", vni=42),
+                                    req("fdb_append", mac=m, dst="10.0.0.9", vni=42),
+                                    req("fdb_del", mac=m, dst="10.0.0.7", vni=42),
+                                    req("fdb_del", mac=m, dst="10.0.0.8", vni=42),
+                                    req("fdb_del", mac=m, vni=42)],
+        "learned-then-static": ["learn 42 02:00:00:00:00:08 10.0.0.2\n",
+                                "learn 42 02:00:00:00:00:08 10.0.0.3\n",
+                                req("fdb_add", mac="02:00:00:00:00:08", dst="10.0.0.9", vni=42),
+                                req("fdb_replace", mac="02:00:00:00:00:08", dst="10.0.0.9", vni=42),
+                                "learn 42 02:00:00:00:00:08 10.0.0.2\n",
+                                req("fdb_show")],
+        "static-limit": [req("fdb_add", mac=f"02:00:00:00:00:0{i}", dst="10.0.0.7", vni=42) for i in range(5)]
+                        + ["learn 42 02:00:00:00:00:0a 10.0.0.2\n", "learn 42 02:00:00:00:00:0b 10.0.0.2\n",
+                           "learn 42 02:00:00:00:00:0c 10.0.0.2\n", "learn 42 02:00:00:00:00:0d 10.0.0.2\n",
+                           req("fdb_replace", mac="02:00:00:00:00:0a", dst="10.0.0.7", vni=42)],
+        "flood-limit": [req("fdb_append", mac=z, dst=f"10.0.0.{i}", vni=43) for i in range(3, 9)],
+        "bad-destinations": [req("fdb_add", mac=m, dst="fd00::2", vni=42),
+                             req("fdb_add", mac=m, dst="224.0.0.1", vni=42),
+                             req("fdb_add", mac=m, dst="255.255.255.255", vni=42),
+                             req("fdb_append", mac=z, dst="0.0.0.0", vni=42),
+                             req("fdb_add", mac=m, dst="10.0.0.1", vni=42),
+                             req("fdb_add", mac="01:00:5e:00:00:01", dst="10.0.0.2", vni=42),
+                             req("fdb_add", mac="02:00:00:00:01", dst="10.0.0.2", vni=42),
+                             req("fdb_add", mac=m, dst="10.0.0.2"),
+                             req("fdb_add", mac=m, dst="10.0.0.2", vni=7)],
+        "malformed": ['{"cmd": "fdb_add"}\n', '{"cmd": "reboot"}\n', "not json\n", '{"cmd": "fdb_del", "mac": 5}\n',
+                      '{"cmd": "fdb_show", "vni": -1}\n', b'\xff\xfe\n', '{"cmd":"fdb_show","vni":42,"extra":1}\n'],
+        "other-requests": [req("peers"), req("stats"), req("networks")],
+    }
+    for name, lines in seeds.items():
+        write("control_request", name, b"".join(l if isinstance(l, bytes) else l.encode() for l in lines))
+
+
 def main():
     config()
     store()
+    control()

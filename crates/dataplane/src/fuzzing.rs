@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use vxnet_encap::Vni;
 
+pub use crate::control::fdb::handle as fdb_request;
 pub use crate::counters::{DropReason, TrafficSnapshot};
 pub use crate::fdb::{EntryKind, Fdb, FdbRow, Learned, Millis};
 pub use crate::forward::{Forwarder, WireAction, WireRun};

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 #[path = "../../../fuzz/fuzz_targets/config_file_checks.rs"]
 mod config_file_checks;
+#[path = "../../../fuzz/fuzz_targets/control_request_checks.rs"]
+mod control_request_checks;
 #[path = "../../../fuzz/fuzz_targets/gro_receive_checks.rs"]
 mod gro_receive_checks;
 
@@ -70,6 +72,16 @@ fn config_file_seeds_pass_the_fuzz_checks() {
         config_file_checks::check(&data);
         for prefix in prefixes(&data) {
             config_file_checks::check(prefix);
+        }
+    }
+}
+
+#[test]
+fn control_request_seeds_pass_the_fuzz_checks() {
+    for (_, data) in seeds("control_request", 8) {
+        control_request_checks::check(&data);
+        for prefix in prefixes(&data) {
+            control_request_checks::check(prefix);
         }
     }
 }

@@ -270,3 +270,212 @@ fn delete_flood(network: &Network, dst: Option<IpAddr>) -> Result<Reply, String>
         Some(dst) => format!("VNI {vni} does not flood to {dst}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzzing::{network, NetworkSpec};
+    use vxnet_encap::Vni;
+
+    const ZERO: &str = "00:00:00:00:00:00";
+    const LOCAL: &str = "10.0.0.1";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn engine(remotes: &[&str], max_fdb: usize) -> Forwarder {
+        let spec = NetworkSpec {
+            vni: Vni::new(42).unwrap(),
+            mtu: 1450,
+            allow_vlan: false,
+            learning: true,
+            max_fdb,
+        };
+        let remotes = remotes.iter().map(|r| ip(r)).collect();
+        Forwarder::new(
+            vec![network(spec, ip(LOCAL), 4789, remotes)],
+            ip(LOCAL),
+            4789,
+            false,
+        )
+    }
+
+    fn send(fwd: &Forwarder, request: Request) -> Result<(), String> {
+        match handle(fwd, 0, request) {
+            Reply::Ok { .. } => Ok(()),
+            Reply::Error { message } => Err(message),
+        }
+    }
+
+    fn add(fwd: &Forwarder, mac: &str, dst: &str) -> Result<(), String> {
+        let (mac, dst, vni) = (mac.into(), ip(dst), None);
+        send(fwd, Request::FdbAdd { mac, dst, vni })
+    }
+
+    fn append(fwd: &Forwarder, mac: &str, dst: &str) -> Result<(), String> {
+        let (mac, dst, vni) = (mac.into(), ip(dst), None);
+        send(fwd, Request::FdbAppend { mac, dst, vni })
+    }
+
+    fn replace(fwd: &Forwarder, mac: &str, dst: &str) -> Result<(), String> {
+        let (mac, dst, vni) = (mac.into(), ip(dst), None);
+        send(fwd, Request::FdbReplace { mac, dst, vni })
+    }
+
+    fn del(fwd: &Forwarder, mac: &str, dst: Option<&str>) -> Result<(), String> {
+        let (mac, dst, vni) = (mac.into(), dst.map(ip), None);
+        send(fwd, Request::FdbDel { mac, dst, vni })
+    }
+
+    fn flood(fwd: &Forwarder) -> Vec<IpAddr> {
+        fwd.networks()[0]
+            .peers()
+            .flood
+            .iter()
+            .map(|a| a.ip())
+            .collect()
+    }
+
+    fn err_starts(result: Result<(), String>, prefix: &str) {
+        match result {
+            Err(message) => assert!(message.starts_with(prefix), "{message}"),
+            Ok(()) => panic!("accepted; wanted an error starting {prefix:?}"),
+        }
+    }
+
+    #[test]
+    fn flood_entry_is_added_once_appended_to_and_deleted_per_destination() {
+        let fwd = engine(&[], 100);
+        add(&fwd, ZERO, "10.0.0.2").unwrap();
+        err_starts(
+            add(&fwd, ZERO, "10.0.0.3"),
+            "00:00:00:00:00:00 exists (floods to 10.0.0.2); fdb append",
+        );
+        append(&fwd, ZERO, "10.0.0.3").unwrap();
+        append(&fwd, ZERO, "10.0.0.4").unwrap();
+        // Appending a destination it has is no change (as the kernel).
+        append(&fwd, ZERO, "10.0.0.3").unwrap();
+        assert_eq!(
+            flood(&fwd),
+            [ip("10.0.0.2"), ip("10.0.0.3"), ip("10.0.0.4")]
+        );
+
+        del(&fwd, ZERO, Some("10.0.0.3")).unwrap();
+        assert_eq!(flood(&fwd), [ip("10.0.0.2"), ip("10.0.0.4")]);
+        assert!(!fwd.networks()[0].peers().allows(ip("10.0.0.3")));
+        err_starts(
+            del(&fwd, ZERO, Some("10.0.0.3")),
+            "VNI 42 does not flood to 10.0.0.3",
+        );
+        del(&fwd, ZERO, None).unwrap();
+        assert!(flood(&fwd).is_empty());
+        err_starts(del(&fwd, ZERO, None), "no flood destinations");
+        err_starts(
+            replace(&fwd, ZERO, "10.0.0.2"),
+            "the flood entry 00:00:00:00:00:00 has several destinations",
+        );
+    }
+
+    #[test]
+    fn configured_remotes_belong_to_the_flood_entry_but_change_with_the_configuration() {
+        let fwd = engine(&["10.0.0.2"], 100);
+        err_starts(add(&fwd, ZERO, "10.0.0.3"), "00:00:00:00:00:00 exists");
+        append(&fwd, ZERO, "10.0.0.3").unwrap();
+        err_starts(
+            del(&fwd, ZERO, Some("10.0.0.2")),
+            "10.0.0.2 is a configured remote of VNI 42",
+        );
+        del(&fwd, ZERO, Some("10.0.0.3")).unwrap();
+        assert_eq!(flood(&fwd), [ip("10.0.0.2")]);
+    }
+
+    #[test]
+    fn unicast_entries_follow_bridge_fdb_add_replace_and_del() {
+        let fwd = engine(&["10.0.0.2"], 100);
+        let fdb = &fwd.networks()[0].fdb;
+        let mac = "02:00:00:00:00:07";
+        add(&fwd, mac, "10.0.0.7").unwrap();
+        assert!(fwd.networks()[0].peers().allows(ip("10.0.0.7")));
+        err_starts(
+            add(&fwd, mac, "10.0.0.8"),
+            "02:00:00:00:00:07 has an entry already (dst 10.0.0.7, static); fdb replace",
+        );
+        replace(&fwd, mac, "10.0.0.8").unwrap();
+        assert_eq!(fdb.lookup(mac.parse().unwrap()), Some(ip("10.0.0.8")));
+        err_starts(
+            append(&fwd, mac, "10.0.0.9"),
+            "fdb append adds a destination",
+        );
+        err_starts(
+            del(&fwd, mac, Some("10.0.0.7")),
+            "02:00:00:00:00:07 goes to 10.0.0.8, not 10.0.0.7 in VNI 42",
+        );
+        del(&fwd, mac, Some("10.0.0.8")).unwrap();
+        assert!(!fwd.networks()[0].peers().allows(ip("10.0.0.8")));
+        err_starts(
+            del(&fwd, mac, None),
+            "no entry for 02:00:00:00:00:07 in VNI 42",
+        );
+
+        // A learned entry is an entry too: add refuses it, replace makes it static.
+        let learned: MacAddr = "02:00:00:00:00:08".parse().unwrap();
+        fdb.learn(0, learned, ip("10.0.0.2"));
+        err_starts(
+            add(&fwd, "02:00:00:00:00:08", "10.0.0.9"),
+            "02:00:00:00:00:08 has an entry already (dst 10.0.0.2, learned)",
+        );
+        replace(&fwd, "02:00:00:00:00:08", "10.0.0.9").unwrap();
+        assert_eq!((fdb.learned_count(), fdb.static_count()), (0, 1));
+    }
+
+    #[test]
+    fn static_entries_and_appended_flood_destinations_are_capped() {
+        let fwd = engine(&[], 2);
+        add(&fwd, "02:00:00:00:00:01", "10.0.0.7").unwrap();
+        add(&fwd, "02:00:00:00:00:02", "10.0.0.7").unwrap();
+        err_starts(
+            add(&fwd, "02:00:00:00:00:03", "10.0.0.7"),
+            "the FDB holds its limit of 2 static entries (--max-fdb) in VNI 42",
+        );
+        add(&fwd, ZERO, "10.0.0.2").unwrap();
+        append(&fwd, ZERO, "10.0.0.3").unwrap();
+        err_starts(
+            append(&fwd, ZERO, "10.0.0.4"),
+            "the flood entry holds its limit of 2 appended destinations (--max-fdb) in VNI 42",
+        );
+        del(&fwd, "02:00:00:00:00:01", None).unwrap();
+        add(&fwd, "02:00:00:00:00:03", "10.0.0.7").unwrap();
+    }
+
+    #[test]
+    fn bad_destinations_and_macs_are_refused() {
+        let fwd = engine(&[], 10);
+        let mac = "02:00:00:00:00:01";
+        err_starts(
+            add(&fwd, mac, "fd00::2"),
+            "fd00::2 is not of the local address family",
+        );
+        err_starts(
+            add(&fwd, mac, "224.0.0.1"),
+            "224.0.0.1 is not a unicast address",
+        );
+        err_starts(
+            append(&fwd, ZERO, "0.0.0.0"),
+            "0.0.0.0 is not a unicast address",
+        );
+        err_starts(add(&fwd, mac, LOCAL), "10.0.0.1 is this VTEP's own address");
+        err_starts(
+            add(&fwd, "01:00:5e:00:00:01", "10.0.0.2"),
+            "01:00:5e:00:00:01 is a group",
+        );
+        err_starts(add(&fwd, "02:00:00:00:01", "10.0.0.2"), "");
+        let other_vni = Request::FdbDel {
+            mac: mac.into(),
+            dst: None,
+            vni: Some(7),
+        };
+        err_starts(send(&fwd, other_vni), "no network with VNI 7");
+        assert!(fwd.networks()[0].fdb.is_empty());
+    }
+}

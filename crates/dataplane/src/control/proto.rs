@@ -12,8 +12,10 @@ use crate::fdb::FdbRow;
 ///
 /// The `fdb` requests follow `bridge fdb` (iproute2) for a vxlan device; `mac`
 /// 00:00:00:00:00:00 is the flood (head-end replication) entry, which has several destinations.
+/// Unknown fields are refused: a misspelt `dst` on `fdb_del` would otherwise delete the whole
+/// entry instead of one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     FdbShow {
         vni: Option<u32>,
@@ -183,4 +185,31 @@ pub struct NetworkInfo {
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_are_bounded_checked_and_strict() {
+        let del =
+            parse_request(b"{\"cmd\":\"fdb_del\",\"mac\":\"00:00:00:00:00:00\",\"vni\":42}\n");
+        assert_eq!(
+            del,
+            Ok(Request::FdbDel {
+                mac: "00:00:00:00:00:00".into(),
+                dst: None,
+                vni: Some(42)
+            })
+        );
+        let typo = br#"{"cmd":"fdb_del","mac":"00:00:00:00:00:00","dest":"10.0.0.3","vni":42}"#;
+        assert!(
+            matches!(parse_request(typo), Err(RequestError::Json(m)) if m.contains("unknown field `dest`"))
+        );
+        assert_eq!(parse_request(b"\xff\n"), Err(RequestError::NotUtf8));
+        let long = vec![b' '; MAX_REQUEST_LEN + 1];
+        assert_eq!(parse_request(&long), Err(RequestError::TooLong));
+        assert!(parse_request(br#"{"cmd":"reboot"}"#).is_err());
+    }
 }
