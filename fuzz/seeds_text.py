@@ -106,7 +106,6 @@ def store():
     write("store_records", "network-long-name", network("a-very-long-network-name", 4096))
     write("store_records", "corrupt-json", record("members", "n1", b'{"node_id": "n1", "vtep": ') + member(2))
     write("store_records", "wrong-types", record("members", "n1", {"node_id": 1, "vtep": "x"}) + network("blue", -1))
-    write("store_records", "member-key-mismatch", member(1) + member(2, key="n1x"))
     write("store_records", "mac-group-address", mac(42, "01:00:5e:00:00:01", 2) + mac(42, "ff:ff:ff:ff:ff:ff", 2)
           + network("blue", 42) + member(2))
     write("store_records", "mac-bad-keys", mac(42, "zz", 2) + record("macs", "x/02:00:00:00:00:01", {"node_id": "n2", "vtep": "10.0.0.2"})
@@ -114,6 +113,15 @@ def store():
     write("store_records", "other-cluster", record("other", "n9", {"node_id": "n9", "vtep": "10.0.0.9",
                                                                    "networks": ["blue"], "role": "worker", "updated": 1}))
     write("store_records", "vni-out-of-range", network("big", 1 << 24) + member(1, ("big",)))
+    # Names no interface can carry (the TAP is named after the network).
+    write("store_records", "network-name-not-an-ifname", network("u ble", 42) + network("réseau-très-long", 43)
+          + network("a/b", 44) + member(1, ("u ble", "réseau-très-long", "a/b")))
+    write("store_records", "network-under-another-key", record("networks", "blue", {"name": "red", "vni": 42, "subnet": None})
+          + network("red", 43))
+    write("store_records", "mac-non-canonical-keys", network("blue", 42) + member(2)
+          + mac("042", "02:00:00:00:00:01", 2) + mac(42, "02:00:00:00:00:01", 3) + mac(42, "02:AA:00:00:00:01", 2))
+    write("store_records", "member-under-another-key", member(1) + member(2, key="n1x") + node(2) + record(
+        "nodes", "n3", {"node_id": "n2", "role": "worker", "local": "10.0.0.9", "joined": 1}))
     write("store_records", "empty", b"")
 
 

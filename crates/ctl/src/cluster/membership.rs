@@ -124,25 +124,51 @@ impl ClusterView {
             let Some(rest) = key.strip_prefix(&prefix) else {
                 continue;
             };
-            let res: std::result::Result<(), serde_json::Error> = (|| {
+            // A record must match its key and be in range: the store only ever writes such
+            // records, and anything else (a hand edit, another version's bug) must not reach
+            // the engine, e.g. as a network name that is no interface name.
+            let res: std::result::Result<(), String> = (|| {
+                let json = |e: serde_json::Error| e.to_string();
                 if let Some(id) = rest.strip_prefix("nodes/") {
-                    nodes.insert(id.to_owned(), serde_json::from_slice(value)?);
-                } else if let Some(id) = rest.strip_prefix("members/") {
-                    live.insert(id.to_owned(), serde_json::from_slice(value)?);
-                } else if rest.starts_with("networks/") {
-                    networks.push(serde_json::from_slice::<NetworkDef>(value)?);
-                } else if let Some(m) = rest.strip_prefix("macs/") {
-                    if let Some((vni, mac)) = m.split_once('/') {
-                        if let Ok(vni) = vni.parse() {
-                            let rec: MacRecord = serde_json::from_slice(value)?;
-                            macs.push(MacEntry {
-                                vni,
-                                mac: mac.to_owned(),
-                                vtep: rec.vtep,
-                                node_id: rec.node_id,
-                            });
-                        }
+                    let rec: NodeRecord = serde_json::from_slice(value).map_err(json)?;
+                    if rec.node_id != id {
+                        return Err(format!("node id {:?} under another key", rec.node_id));
                     }
+                    nodes.insert(id.to_owned(), rec);
+                } else if let Some(id) = rest.strip_prefix("members/") {
+                    let rec: MemberRecord = serde_json::from_slice(value).map_err(json)?;
+                    if rec.node_id != id {
+                        return Err(format!("node id {:?} under another key", rec.node_id));
+                    }
+                    live.insert(id.to_owned(), rec);
+                } else if let Some(name) = rest.strip_prefix("networks/") {
+                    let def: NetworkDef = serde_json::from_slice(value).map_err(json)?;
+                    super::network::validate_name(&def.name).map_err(|e| e.to_string())?;
+                    if def.name != name {
+                        return Err(format!("network {:?} under another key", def.name));
+                    }
+                    if def.vni > super::network::VNI_MAX {
+                        return Err(format!("VNI {} out of range", def.vni));
+                    }
+                    networks.push(def);
+                } else if let Some(m) = rest.strip_prefix("macs/") {
+                    let Some((vni_key, mac)) = m.split_once('/') else {
+                        return Err("not macs/<vni>/<mac>".into());
+                    };
+                    let vni: u32 = vni_key.parse().map_err(|_| "bad VNI in key")?;
+                    let canonical = mac
+                        .parse::<vxnet_encap::MacAddr>()
+                        .is_ok_and(|parsed| parsed.to_string() == mac);
+                    if vni.to_string() != vni_key || !canonical {
+                        return Err("key not in the form the store writes".into());
+                    }
+                    let rec: MacRecord = serde_json::from_slice(value).map_err(json)?;
+                    macs.push(MacEntry {
+                        vni,
+                        mac: mac.to_owned(),
+                        vtep: rec.vtep,
+                        node_id: rec.node_id,
+                    });
                 }
                 Ok(())
             })();
