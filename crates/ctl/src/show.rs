@@ -98,31 +98,37 @@ fn print_json(value: &serde_json::Value) -> Result<(), ShowError> {
 
 pub fn fdb(args: FdbArgs) -> Result<(), ShowError> {
     let control = &args.control;
-    match args.cmd {
+    let change = match args.cmd {
         FdbCmd::Show { vni } => {
             let (value, tables): (_, Vec<FdbTable>) = ask(control, &Request::FdbShow { vni })?;
             if control.json {
                 return print_json(&value);
             }
             print!("{}", render_fdb(&tables));
+            return Ok(());
         }
-        FdbCmd::Add { mac, dst, vni } => {
-            let mac = mac.to_string();
-            request(&control.control, &Request::FdbAdd { mac, dst, vni })?;
-        }
-        FdbCmd::Append { mac, dst, vni } => {
-            let mac = mac.to_string();
-            request(&control.control, &Request::FdbAppend { mac, dst, vni })?;
-        }
-        FdbCmd::Replace { mac, dst, vni } => {
-            let mac = mac.to_string();
-            request(&control.control, &Request::FdbReplace { mac, dst, vni })?;
-        }
-        FdbCmd::Del { mac, dst, vni } => {
-            let mac = mac.to_string();
-            request(&control.control, &Request::FdbDel { mac, dst, vni })?;
-        }
-    }
+        FdbCmd::Add { mac, dst, vni } => Request::FdbAdd {
+            mac: mac.to_string(),
+            dst,
+            vni,
+        },
+        FdbCmd::Append { mac, dst, vni } => Request::FdbAppend {
+            mac: mac.to_string(),
+            dst,
+            vni,
+        },
+        FdbCmd::Replace { mac, dst, vni } => Request::FdbReplace {
+            mac: mac.to_string(),
+            dst,
+            vni,
+        },
+        FdbCmd::Del { mac, dst, vni } => Request::FdbDel {
+            mac: mac.to_string(),
+            dst,
+            vni,
+        },
+    };
+    request(&control.control, &change)?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod network;
 pub mod sys;
+mod text;
 pub mod worker;
 
 pub use config::{EngineConfig, NetworkConfig};

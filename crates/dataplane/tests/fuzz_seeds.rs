@@ -66,22 +66,22 @@ fn gro_receive_seeds_pass_the_fuzz_checks() {
     assert!(tunnel_whole > 0 && tunnel_segments > 0, "{total:?}");
 }
 
-#[test]
-fn config_file_seeds_pass_the_fuzz_checks() {
-    for (_, data) in seeds("config_file", 15) {
-        config_file_checks::check(&data);
+/// Every seed of `target`, and its prefixes, through `check`.
+fn run_seeds(target: &str, at_least: usize, check: fn(&[u8])) {
+    for (_, data) in seeds(target, at_least) {
+        check(&data);
         for prefix in prefixes(&data) {
-            config_file_checks::check(prefix);
+            check(prefix);
         }
     }
 }
 
 #[test]
+fn config_file_seeds_pass_the_fuzz_checks() {
+    run_seeds("config_file", 15, config_file_checks::check);
+}
+
+#[test]
 fn control_request_seeds_pass_the_fuzz_checks() {
-    for (_, data) in seeds("control_request", 8) {
-        control_request_checks::check(&data);
-        for prefix in prefixes(&data) {
-            control_request_checks::check(prefix);
-        }
-    }
+    run_seeds("control_request", 8, control_request_checks::check);
 }

@@ -52,12 +52,9 @@ pub(super) fn pick(forwarder: &Forwarder, vni: Option<u32>) -> Result<Arc<Networ
 pub fn handle(forwarder: &Forwarder, now: Millis, request: Request) -> Reply {
     let result = match request {
         Request::FdbShow { vni } => show(forwarder, now, vni),
-        Request::FdbAdd { mac, dst, vni } => entry(forwarder, vni, &mac, Some(dst))
-            .and_then(|(network, mac)| add(forwarder, &network, mac, dst)),
-        Request::FdbAppend { mac, dst, vni } => entry(forwarder, vni, &mac, Some(dst))
-            .and_then(|(network, mac)| append(forwarder, &network, mac, dst)),
-        Request::FdbReplace { mac, dst, vni } => entry(forwarder, vni, &mac, Some(dst))
-            .and_then(|(network, mac)| replace(forwarder, &network, mac, dst)),
+        Request::FdbAdd { mac, dst, vni } => set(forwarder, vni, &mac, dst, Set::Add),
+        Request::FdbAppend { mac, dst, vni } => set(forwarder, vni, &mac, dst, Set::Append),
+        Request::FdbReplace { mac, dst, vni } => set(forwarder, vni, &mac, dst, Set::Replace),
         Request::FdbDel { mac, dst, vni } => {
             entry(forwarder, vni, &mac, dst).and_then(|(network, mac)| delete(&network, mac, dst))
         }
@@ -127,37 +124,46 @@ fn register(forwarder: &Forwarder, dst: IpAddr) {
     let _ = forwarder.peers.counters(dst);
 }
 
-fn add(
+#[derive(Debug, Clone, Copy)]
+enum Set {
+    Add,
+    Append,
+    Replace,
+}
+
+/// `fdb add|append|replace MAC --dst IP` (the table at the top).
+fn set(
     forwarder: &Forwarder,
-    network: &Network,
-    mac: MacAddr,
+    vni: Option<u32>,
+    mac: &str,
     dst: IpAddr,
+    how: Set,
 ) -> Result<Reply, String> {
-    if mac.is_zero() {
-        return add_flood(forwarder, network, dst, true);
-    }
-    network
-        .fdb
-        .add_static(mac, dst)
-        .map_err(|e| fdb_error(network, e))?;
+    let (network, mac) = entry(forwarder, vni, mac, Some(dst))?;
+    let changed = match (how, mac.is_zero()) {
+        (Set::Add, true) => return add_flood(forwarder, &network, dst, true),
+        (Set::Append, true) => return add_flood(forwarder, &network, dst, false),
+        (Set::Add, false) => network.fdb.add_static(mac, dst).map(|_| ()),
+        (Set::Replace, false) => network.fdb.replace_static(mac, dst).map(|_| ()),
+        (Set::Append, false) => {
+            return Err(format!(
+                "fdb append adds a destination to the flood entry 00:00:00:00:00:00; \
+                 {mac} has one destination (fdb add, fdb replace)"
+            ))
+        }
+        (Set::Replace, true) => {
+            return Err(
+                "the flood entry 00:00:00:00:00:00 has several destinations: \
+                 fdb append and fdb del --dst change it"
+                    .to_string(),
+            )
+        }
+    };
+    changed.map_err(|e| fdb_error(&network, e))?;
+    // A static entry's destination is a peer now.
     network.rebuild_peers();
     register(forwarder, dst);
     done()
-}
-
-fn append(
-    forwarder: &Forwarder,
-    network: &Network,
-    mac: MacAddr,
-    dst: IpAddr,
-) -> Result<Reply, String> {
-    if !mac.is_zero() {
-        return Err(format!(
-            "fdb append adds a destination to the flood entry 00:00:00:00:00:00; \
-             {mac} has one destination (fdb add, fdb replace)"
-        ));
-    }
-    add_flood(forwarder, network, dst, false)
 }
 
 /// Adds a flood destination; `first` (fdb add) refuses when the network floods anywhere yet.
@@ -199,28 +205,6 @@ fn add_flood(
     if let Some(message) = refused {
         return Err(format!("{message} in VNI {}", network.vni()));
     }
-    register(forwarder, dst);
-    done()
-}
-
-fn replace(
-    forwarder: &Forwarder,
-    network: &Network,
-    mac: MacAddr,
-    dst: IpAddr,
-) -> Result<Reply, String> {
-    if mac.is_zero() {
-        return Err(
-            "the flood entry 00:00:00:00:00:00 has several destinations: \
-             fdb append and fdb del --dst change it"
-                .to_string(),
-        );
-    }
-    network
-        .fdb
-        .replace_static(mac, dst)
-        .map_err(|e| fdb_error(network, e))?;
-    network.rebuild_peers();
     register(forwarder, dst);
     done()
 }

@@ -71,7 +71,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         return Err(RequestError::TooLong);
     }
     let text = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
-    serde_json::from_str(text).map_err(|e| RequestError::Json(e.to_string()))
+    serde_json::from_str(text)
+        .map_err(|e| RequestError::Json(crate::text::printable(&e.to_string())))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,5 +212,13 @@ mod tests {
         let long = vec![b' '; MAX_REQUEST_LEN + 1];
         assert_eq!(parse_request(&long), Err(RequestError::TooLong));
         assert!(parse_request(br#"{"cmd":"reboot"}"#).is_err());
+        // A message quoting the request stays one line.
+        let Err(RequestError::Json(m)) = parse_request(br#"{"cmd":"a\nb\u001b"}"#) else {
+            panic!("accepted");
+        };
+        assert!(
+            m.contains(r"a\nb\u{1b}") && !m.contains(['\n', '\u{1b}']),
+            "{m:?}"
+        );
     }
 }
