@@ -19,7 +19,9 @@
 use crate::checksum::{self, Sum};
 use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 
-use super::{IpFrame, TCP_CHECKSUM_OFFSET, TCP_HEADER_LEN, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN};
+use super::{
+    IpFrame, TcpFrame, TCP_CHECKSUM_OFFSET, TCP_HEADER_LEN, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN,
+};
 
 /// Completes the inner TCP/UDP checksum of `frame` (an inner Ethernet frame) if it carries the
 /// CHECKSUM_PARTIAL signature; true when it did. Any frame it does not understand is untouched.
@@ -56,9 +58,17 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
     true
 }
 
-/// The IP layout of a TCP or UDP frame, with its checksum field offset and minimum header.
+/// The IP layout of a TCP or UDP frame, with its checksum field offset and minimum header. A
+/// TCP header is checked as everywhere else (data offset included): a segment no TCP accepts is
+/// not one to repair.
 fn classify(frame: &[u8]) -> Option<(IpFrame, usize, usize)> {
-    if let Ok(ip) = IpFrame::parse(frame, IPPROTO_TCP) {
+    if let Ok(tf) = TcpFrame::parse(frame) {
+        let ip = IpFrame {
+            l3: tf.l3,
+            ipv6: tf.ipv6,
+            l4: tf.l4,
+            end: tf.end,
+        };
         return Some((ip, TCP_CHECKSUM_OFFSET as usize, TCP_HEADER_LEN));
     }
     let ip = IpFrame::parse(frame, IPPROTO_UDP).ok()?;
@@ -131,6 +141,17 @@ mod tests {
         let mut arp = vec![0xff; 42];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert!(!complete_partial_checksum(&mut arp));
+    }
+
+    #[test]
+    fn a_tcp_header_no_stack_accepts_is_left_alone() {
+        // Found by the gro_receive fuzz target: data offset 0, partial checksum.
+        let mut frame = tcp_v4(&[0x5a; 100]);
+        frame[14 + 20 + 12] = 0x00;
+        make_partial(&mut frame, IPPROTO_TCP);
+        let before = frame.clone();
+        assert!(!complete_partial_checksum(&mut frame));
+        assert_eq!(frame, before);
     }
 
     #[test]
