@@ -30,6 +30,7 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
             control,
             threads: 2,
             offloads: true,
+            tuning: Default::default(),
         })
     })
     .join()
@@ -47,6 +48,7 @@ fn network(name: &str, vni: u32, address: &str, remotes: &[IpAddr]) -> NetworkCo
         mtu: None,
         allow_vlan: false,
         mac: None,
+        bum_rate: None,
     }
 }
 

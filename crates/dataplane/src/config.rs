@@ -9,6 +9,8 @@ use serde::Deserialize;
 use thiserror::Error;
 use vxnet_encap::{MacAddr, Vni};
 
+use crate::tuning::{check_bum_rate, FileTuning, TextOrNumber, Tuning};
+
 pub const DEFAULT_CONTROL_PATH: &str = "/run/vxnet/vxnet.sock";
 pub const DEFAULT_AGEING_SECS: u64 = 300;
 pub const DEFAULT_MAX_FDB: usize = 16384;
@@ -26,6 +28,9 @@ pub struct NetworkConfig {
     /// The TAP's MAC; the kernel picks a random one when absent. A stable MAC spares peers a
     /// stale ARP entry (and a static FDB entry) when the engine restarts.
     pub mac: Option<MacAddr>,
+    /// Storm control: broadcast, multicast and unknown-unicast frames taken from the TAP for
+    /// flooding, per second; the engine's default ([`Tuning::bum_rate`]) when `None`.
+    pub bum_rate: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +46,8 @@ pub struct EngineConfig {
     pub threads: usize,
     /// TAP virtio-net offloads and UDP GSO/GRO (each probed at start).
     pub offloads: bool,
+    /// Outer header policy, source-port range, default storm-control rate.
+    pub tuning: Tuning,
 }
 
 #[derive(Debug, Error)]
@@ -84,6 +91,11 @@ struct FileConfig {
     control: Option<PathBuf>,
     threads: Option<usize>,
     offloads: Option<bool>,
+    df: Option<String>,
+    ttl: Option<TextOrNumber>,
+    tos: Option<TextOrNumber>,
+    srcport: Option<String>,
+    bum_rate: Option<u64>,
     #[serde(default)]
     network: Vec<FileNetwork>,
 }
@@ -101,6 +113,7 @@ struct FileNetwork {
     #[serde(default)]
     allow_vlan: bool,
     mac: Option<String>,
+    bum_rate: Option<u64>,
 }
 
 /// Values from a config file, to be overridden by explicit flags.
@@ -115,6 +128,8 @@ pub struct FileValues {
     pub control: Option<PathBuf>,
     pub threads: Option<usize>,
     pub offloads: Option<bool>,
+    /// `df`, `ttl`, `tos`, `srcport`, `bum_rate`.
+    pub tuning: FileTuning,
     pub networks: Vec<NetworkConfig>,
 }
 
@@ -136,6 +151,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
     for n in file.network {
         let vni = Vni::new(n.vni).map_err(|e| e.to_string())?;
         let mac = n.mac.as_deref().map(parse_unicast_mac).transpose()?;
+        let bum_rate = n.bum_rate.map(check_bum_rate).transpose()?;
         networks.push(NetworkConfig {
             name: n.name.unwrap_or_else(|| format!("vni{vni}")),
             vni,
@@ -145,8 +161,16 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
             mtu: n.mtu,
             allow_vlan: n.allow_vlan,
             mac,
+            bum_rate,
         });
     }
+    let tuning = FileTuning::parse(
+        file.df.as_deref(),
+        file.ttl.as_ref(),
+        file.tos.as_ref(),
+        file.srcport.as_deref(),
+        file.bum_rate,
+    )?;
     Ok(FileValues {
         local: file.local,
         port: file.port,
@@ -157,6 +181,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
         control: file.control,
         threads: file.threads,
         offloads: file.offloads,
+        tuning,
         networks,
     })
 }
@@ -283,6 +308,22 @@ mod tests {
         let e = parse_file("[[network]]\nvni = 1\ndev = \"vx\"\naddress = \"10.1.0.1/33\"\n")
             .unwrap_err();
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn tuning_keys() {
+        let v = parse_file(
+            "df = \"inherit\"\nttl = 9\ntos = \"inherit\"\nsrcport = \"50000-50999\"\nbum_rate = 500\n[[network]]\nvni = 1\ndev = \"vx\"\nbum_rate = 10\n",
+        )
+        .unwrap();
+        assert_eq!(v.tuning.df, Some(vxnet_encap::outer::DfPolicy::Inherit));
+        assert_eq!(v.tuning.srcport.map(|r| r.len()), Some(1000));
+        assert_eq!(v.tuning.bum_rate, Some(500));
+        assert_eq!(v.networks[0].bum_rate, Some(10));
+        let e = parse_file("tos = 3\n").unwrap_err();
+        assert!(e.contains("ECN") && !e.contains('\n'), "{e}");
+        let e = parse_file("[[network]]\nvni = 1\ndev = \"vx\"\nbum_rate = 0\n").unwrap_err();
+        assert!(e.contains("1-100000000"), "{e}");
     }
 
     #[test]

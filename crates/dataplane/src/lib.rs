@@ -9,6 +9,7 @@ pub mod forward;
 pub mod network;
 pub mod state;
 pub mod sys;
+pub mod tuning;
 pub mod worker;
 
 pub use config::{EngineConfig, NetworkConfig};

@@ -12,6 +12,7 @@
 //! - [`flow`]: the flow hash that picks the outer UDP source port.
 //! - [`offload`]: the virtio-net header, checksum completion, TSO segmentation of TAP superframes
 //!   into one UDP GSO send, and GRO-style coalescing of received TCP segments back into superframes.
+//! - [`outer`]: the outer DF / TTL / TOS policy (`df`, `ttl`, `tos` as iproute2 names them).
 #![forbid(unsafe_code)]
 
 pub mod checksum;
@@ -22,6 +23,7 @@ pub mod flow;
 pub mod inner;
 mod mac;
 pub mod offload;
+pub mod outer;
 mod vni;
 pub mod wire;
 

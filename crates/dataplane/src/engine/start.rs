@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use vxnet_encap::outer::OuterPolicy;
 use vxnet_encap::{OVERHEAD_IPV4, OVERHEAD_IPV6};
 
 use super::tap::open_network;
@@ -63,7 +64,7 @@ impl Engine {
             .first()
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
-        let source_ports = bind_source_ports(local)?;
+        let (source_ports, no_df) = bind_source_ports(local, &config.tuning.outer)?;
 
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
@@ -81,8 +82,9 @@ impl Engine {
             && sockets
                 .iter()
                 .chain(&source_ports)
+                .chain(&no_df)
                 .all(UdpSocket::probe_gso);
-        let source_ports = Arc::new(SourcePorts::new(source_ports));
+        let source_ports = Arc::new(SourcePorts::new(source_ports, no_df, config.tuning.outer));
         let gro = config.offloads
             && !disabled_by_env("gro")
             && sockets.iter().all(|s| s.enable_gro().is_ok());
@@ -175,22 +177,34 @@ pub(super) fn resolve_remotes(
 }
 
 /// One socket per stripe of the dynamic range; within a stripe the first free port is taken, so
-/// another program holding a port costs nothing but that port.
-fn bind_source_ports(local: IpAddr) -> Result<Vec<UdpSocket>, EngineError> {
+/// another program holding a port costs nothing but that port. With `df inherit` each port gets
+/// a second socket without DF (both SO_REUSEPORT), returned second.
+fn bind_source_ports(
+    local: IpAddr,
+    outer: &OuterPolicy,
+) -> Result<(Vec<UdpSocket>, Vec<UdpSocket>), EngineError> {
     let first = *vxnet_encap::flow::SOURCE_PORT_RANGE.start() as usize;
     let span = *vxnet_encap::flow::SOURCE_PORT_RANGE.end() as usize - first + 1;
     let stripe = span / SOURCE_PORT_SOCKETS;
+    let both = outer.fixed_df().is_none();
+    let opts = UdpOptions {
+        reuse_port: both,
+        buffer_bytes: SOCKET_BUFFER_BYTES,
+    };
+    let outer_err = |addr: SocketAddr| {
+        move |source| UdpError::Setup {
+            addr,
+            what: "setting the outer DF/TTL/TOS",
+            source,
+        }
+    };
     let mut sockets = Vec::with_capacity(SOURCE_PORT_SOCKETS);
+    let mut no_df = Vec::new();
     for k in 0..SOURCE_PORT_SOCKETS {
         let mut bound = None;
         for port in (first + k * stripe..first + (k + 1) * stripe).map(|p| p as u16) {
-            match UdpSocket::bind(
-                SocketAddr::new(local, port),
-                &UdpOptions {
-                    reuse_port: false,
-                    buffer_bytes: SOCKET_BUFFER_BYTES,
-                },
-            ) {
+            let addr = SocketAddr::new(local, port);
+            match UdpSocket::bind(addr, &opts) {
                 Ok(socket) => {
                     bound = Some(socket);
                     break;
@@ -200,6 +214,15 @@ fn bind_source_ports(local: IpAddr) -> Result<Vec<UdpSocket>, EngineError> {
             }
         }
         if let Some(socket) = bound {
+            let addr = socket.local_addr();
+            socket
+                .set_outer(outer, outer.fixed_df().unwrap_or(true))
+                .map_err(outer_err(addr))?;
+            if both {
+                let plain = UdpSocket::bind(addr, &opts)?;
+                plain.set_outer(outer, false).map_err(outer_err(addr))?;
+                no_df.push(plain);
+            }
             sockets.push(socket);
         }
     }
@@ -209,5 +232,5 @@ fn bind_source_ports(local: IpAddr) -> Result<Vec<UdpSocket>, EngineError> {
             source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
         });
     }
-    Ok(sockets)
+    Ok((sockets, no_df))
 }

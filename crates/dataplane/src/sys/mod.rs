@@ -7,6 +7,7 @@
 //! - [`tap`]: `/dev/net/tun`, virtio-net header and offload negotiation;
 //! - [`iface`]: `SIOC*` ioctls (flags, MTU, addresses) and `getifaddrs`;
 //! - [`udp`]: sockets, `recvmmsg`/`sendmmsg`, UDP GSO/GRO;
+//! - [`udp_path`]: outer DF/TTL/TOS socket options, send-only sockets, path-MTU queries;
 //! - [`cmsg`]: pure encode/decode of ancillary data (no `unsafe`);
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
 //! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`).
@@ -17,6 +18,7 @@ pub mod packet;
 pub mod poll;
 pub mod tap;
 pub mod udp;
+pub mod udp_path;
 
 use std::io;
 

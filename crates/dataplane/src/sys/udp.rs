@@ -54,7 +54,7 @@ pub struct UdpSocket {
     local: SocketAddr,
 }
 
-fn setsockopt_int(
+pub(super) fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -390,6 +390,39 @@ pub struct Outgoing<'a> {
     /// UDP GSO: the kernel cuts the payload into datagrams of this size (last may be shorter).
     /// Total payload ≤ 65507 (IPv4) and at most 64 segments is safe.
     pub segment_size: Option<u16>,
+    /// Outer TTL / hop limit of this datagram (all its segments); `None`: the socket's.
+    pub ttl: Option<u8>,
+    /// Outer TOS / traffic class of this datagram (all its segments); `None`: the socket's.
+    pub tos: Option<u8>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A datagram (or GSO run) with the socket's TTL and TOS.
+    pub fn new(dest: SocketAddr, parts: &'a [&'a [u8]], segment_size: Option<u16>) -> Self {
+        Outgoing {
+            dest,
+            parts,
+            segment_size,
+            ttl: None,
+            tos: None,
+        }
+    }
+}
+
+/// Writes the control messages of `msg` into `buf`; returns the bytes used.
+fn encode_control(buf: &mut [u8], msg: &Outgoing<'_>) -> usize {
+    let ipv4 = msg.dest.is_ipv4();
+    let mut used = 0;
+    if let Some(seg) = msg.segment_size {
+        used += cmsg::encode_udp_segment(&mut buf[used..], seg).unwrap_or(0);
+    }
+    if let Some(ttl) = msg.ttl {
+        used += cmsg::encode_ttl(&mut buf[used..], ipv4, ttl).unwrap_or(0);
+    }
+    if let Some(tos) = msg.tos {
+        used += cmsg::encode_tos(&mut buf[used..], ipv4, tos).unwrap_or(0);
+    }
+    used
 }
 
 /// Reusable `sendmmsg` state. Grows only when a bigger batch (or more parts) than ever before
@@ -468,10 +501,7 @@ impl SendBatch {
                 iov.iov_len = part.len();
             }
             self.addrs[i] = SockAddr::from(msg.dest);
-            let control_len = match msg.segment_size {
-                Some(seg) => cmsg::encode_udp_segment(&mut self.cmsgs[i].0, seg).unwrap_or(0),
-                None => 0,
-            };
+            let control_len = encode_control(&mut self.cmsgs[i].0, msg);
             let hdr = &mut self.hdrs[i];
             let m = &mut hdr.msg_hdr;
             m.msg_name = self.addrs[i].as_ptr() as *mut libc::c_void;

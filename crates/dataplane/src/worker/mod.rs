@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vxnet_encap::offload::{CoalesceConfig, Coalescer, MAX_GSO_SEGMENTS, VIRTIO_NET_HDR_LEN};
+use vxnet_encap::outer::OuterFields;
 
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
@@ -77,8 +78,10 @@ struct Planned {
     /// UDP_SEGMENT size when the range holds several equal-size datagrams.
     segment_size: Option<u16>,
     segments: usize,
-    /// Which source-port socket carries it (from the inner flow hash).
+    /// Which source-port socket carries it (from the inner flow hash and the DF it needs).
     socket: usize,
+    /// Outer DF, TTL and TOS (per packet only where the policy inherits them).
+    outer: OuterFields,
 }
 
 pub struct Worker {

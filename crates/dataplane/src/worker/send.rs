@@ -113,6 +113,8 @@ impl Worker {
                     dest,
                     parts,
                     segment_size: planned.segment_size,
+                    ttl: planned.outer.ttl,
+                    tos: planned.outer.tos,
                 });
                 sent_meta.push((planned.network, dest.ip(), planned.segments, packet.len()));
                 sockets.push(planned.socket);
@@ -142,7 +144,7 @@ impl Worker {
                     .iter()
                     .take_while(|s| **s == socket)
                     .count();
-            if let Some(udp) = source_ports.sockets.get(socket) {
+            if let Some(udp) = source_ports.socket(socket) {
                 all_ok &= send_all(
                     forwarder,
                     udp,

@@ -80,7 +80,10 @@ impl Worker {
                     Err(e) => return Err(e),
                 };
                 let end = HEADROOM + len;
-                let socket = self.source_ports.index_for(flow_hash(&buf[HEADROOM..end]));
+                let outer = self.source_ports.policy().fields(&buf[HEADROOM..end]);
+                let socket = self
+                    .source_ports
+                    .index_for(flow_hash(&buf[HEADROOM..end]), outer.df);
                 let dest = match self.forwarder.from_tap(index, &buf[HEADROOM..end]) {
                     TapAction::Drop(_) => continue,
                     TapAction::Unicast(dest) => Some(dest),
@@ -99,6 +102,7 @@ impl Worker {
                     segment_size: None,
                     segments: 1,
                     socket,
+                    outer,
                 });
                 slot += 1;
             }
@@ -127,7 +131,8 @@ impl Worker {
             TapAction::Unicast(dest) => Some(dest),
             TapAction::Flood => None,
         };
-        let socket = self.source_ports.index_for(flow_hash(frame));
+        let outer = self.source_ports.policy().fields(frame);
+        let socket = self.source_ports.index_for(flow_hash(frame), outer.df);
         let mut wire = match WirePlan::new(&hdr, frame, self.mss[index]) {
             Ok(plan) => plan,
             Err(e) => {
@@ -191,6 +196,7 @@ impl Worker {
                     segment_size: (batch.segments > 1).then_some(batch.segment_size as u16),
                     segments: batch.segments,
                     socket,
+                    outer,
                 });
             }
             *slot += 1;
