@@ -7,6 +7,7 @@ pub mod engine;
 pub mod fdb;
 pub mod forward;
 pub mod network;
+pub mod source_port;
 pub mod state;
 pub mod sys;
 pub mod tuning;

@@ -231,6 +231,7 @@ fn second_bind_without_reuse_port_is_addr_in_use() {
     let opts = UdpOptions {
         reuse_port: true,
         buffer_bytes: 0,
+        send_only: false,
     };
     let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
     let b = UdpSocket::bind(a.local_addr(), &opts).unwrap();
@@ -245,6 +246,7 @@ fn big_buffers_are_applied() {
     let opts = UdpOptions {
         reuse_port: false,
         buffer_bytes: 4 << 20,
+        send_only: false,
     };
     let s = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
     let (r, w) = s.buffer_sizes().unwrap();

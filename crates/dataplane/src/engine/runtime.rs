@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{Engine, EngineError, EngineState};
 use crate::control::server;
 use crate::fdb::Millis;
+use crate::worker::SourcePorts;
 
 impl Engine {
     /// Binds the Prometheus endpoint (`--metrics`), served once the engine runs. Bound now so a
@@ -45,6 +46,7 @@ impl Engine {
         let listener = self.listener.take();
         let metrics = self.metrics.take();
         let ageing = Duration::from_secs(self.ageing_secs);
+        let source_ports = Arc::clone(&self.core.source_ports);
         let result = runtime.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let mut term = signal(SignalKind::terminate()).map_err(|source| EngineError::Io {
@@ -68,6 +70,7 @@ impl Engine {
                 tokio::spawn(crate::control::metrics::serve(listener, Arc::clone(&state)));
             }
             tokio::spawn(age_fdb(Arc::clone(&state), ageing));
+            tokio::spawn(close_idle_source_ports(source_ports));
             let task = async move {
                 match task.await {
                     Ok(()) => std::future::pending().await,
@@ -84,6 +87,25 @@ impl Engine {
         drop(runtime);
         self.core.shut_down();
         result
+    }
+}
+
+/// How often source-port sockets no flow used since the last sweep are closed.
+const SOURCE_PORT_IDLE: Duration = Duration::from_secs(30);
+
+/// Closes the source-port sockets of flows that ended, so their memory and fds go back.
+async fn close_idle_source_ports(ports: Arc<SourcePorts>) {
+    let mut tick = tokio::time::interval(SOURCE_PORT_IDLE);
+    loop {
+        tick.tick().await;
+        let closed = ports.close_idle();
+        if closed > 0 {
+            tracing::debug!(
+                closed,
+                open = ports.open(),
+                "closed idle source-port sockets"
+            );
+        }
     }
 }
 

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use vxnet_encap::outer::OuterPolicy;
 use vxnet_encap::{OVERHEAD_IPV4, OVERHEAD_IPV6};
 
 use super::tap::open_network;
@@ -13,11 +12,15 @@ use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
 use crate::control::server;
 use crate::forward::Forwarder;
 use crate::sys::iface;
-use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
-use crate::worker::{Offloads, SourcePorts};
+use crate::sys::udp::{UdpOptions, UdpSocket};
+use crate::sys::udp_path::raise_nofile_limit;
+use crate::worker::{Offloads, SourcePortConfig, SourcePorts};
 
-/// Source-port sockets per engine: stripes of 1024 ports over 49152–65535.
-const SOURCE_PORT_SOCKETS: usize = 16;
+/// File descriptors kept free of source-port sockets: TAP queues, receive sockets, control
+/// connections, the metrics endpoint, the cluster's connections.
+const FD_RESERVE: usize = 1024;
+/// Source-port sockets allowed however low the file-descriptor limit is.
+const MIN_SOURCE_PORT_SOCKETS: usize = 64;
 
 /// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
 /// `VXNET_DISABLE_OFFLOADS=tap,gso,gro,uso` (any subset).
@@ -56,6 +59,7 @@ impl Engine {
                     &UdpOptions {
                         reuse_port: workers > 1,
                         buffer_bytes: SOCKET_BUFFER_BYTES,
+                        send_only: false,
                     },
                 )
             })
@@ -64,7 +68,7 @@ impl Engine {
             .first()
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
-        let (source_ports, no_df) = bind_source_ports(local, &config.tuning.outer)?;
+        let source_ports = Arc::new(SourcePorts::new(source_port_config(&config)));
 
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
@@ -77,14 +81,8 @@ impl Engine {
 
         // Probe what the kernel takes; anything refused is switched off, never fatal.
         let want_tap_offload = config.offloads && !disabled_by_env("tap");
-        let gso = config.offloads
-            && !disabled_by_env("gso")
-            && sockets
-                .iter()
-                .chain(&source_ports)
-                .chain(&no_df)
-                .all(UdpSocket::probe_gso);
-        let source_ports = Arc::new(SourcePorts::new(source_ports, no_df, config.tuning.outer));
+        let gso =
+            config.offloads && !disabled_by_env("gso") && sockets.iter().all(UdpSocket::probe_gso);
         let gro = config.offloads
             && !disabled_by_env("gro")
             && sockets.iter().all(|s| s.enable_gro().is_ok());
@@ -150,7 +148,11 @@ impl Engine {
             accept_any = config.accept_any,
             max_fdb = config.max_fdb,
             control = %config.control.display(),
-            source_ports = ?core.source_ports.ports(),
+            source_ports = %core.source_ports.range(),
+            source_port_sockets_max = core.source_ports.cap(),
+            df = %config.tuning.outer.df,
+            ttl = %config.tuning.outer.ttl,
+            tos = %config.tuning.outer.tos,
             "vxnet engine running"
         );
 
@@ -176,61 +178,42 @@ pub(super) fn resolve_remotes(
         .collect::<Result<Vec<IpAddr>, _>>()?)
 }
 
-/// One socket per stripe of the dynamic range; within a stripe the first free port is taken, so
-/// another program holding a port costs nothing but that port. With `df inherit` each port gets
-/// a second socket without DF (both SO_REUSEPORT), returned second.
-fn bind_source_ports(
-    local: IpAddr,
-    outer: &OuterPolicy,
-) -> Result<(Vec<UdpSocket>, Vec<UdpSocket>), EngineError> {
-    let first = *vxnet_encap::flow::SOURCE_PORT_RANGE.start() as usize;
-    let span = *vxnet_encap::flow::SOURCE_PORT_RANGE.end() as usize - first + 1;
-    let stripe = span / SOURCE_PORT_SOCKETS;
-    let both = outer.fixed_df().is_none();
-    let opts = UdpOptions {
-        reuse_port: both,
-        buffer_bytes: SOCKET_BUFFER_BYTES,
-    };
-    let outer_err = |addr: SocketAddr| {
-        move |source| UdpError::Setup {
-            addr,
-            what: "setting the outer DF/TTL/TOS",
-            source,
+/// The source-port pool of `config`: as many sockets open at once as the range has slots, or as
+/// the file-descriptor limit leaves room for (raised to its hard limit first).
+fn source_port_config(config: &EngineConfig) -> SourcePortConfig {
+    let tuning = &config.tuning;
+    let slots = tuning.srcport.len()
+        * if tuning.outer.fixed_df().is_some() {
+            1
+        } else {
+            2
+        };
+    let fd_limit = match raise_nofile_limit() {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit: {e}");
+            MIN_SOURCE_PORT_SOCKETS + FD_RESERVE
         }
     };
-    let mut sockets = Vec::with_capacity(SOURCE_PORT_SOCKETS);
-    let mut no_df = Vec::new();
-    for k in 0..SOURCE_PORT_SOCKETS {
-        let mut bound = None;
-        for port in (first + k * stripe..first + (k + 1) * stripe).map(|p| p as u16) {
-            let addr = SocketAddr::new(local, port);
-            match UdpSocket::bind(addr, &opts) {
-                Ok(socket) => {
-                    bound = Some(socket);
-                    break;
-                }
-                Err(UdpError::AddrInUse { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if let Some(socket) = bound {
-            let addr = socket.local_addr();
-            socket
-                .set_outer(outer, outer.fixed_df().unwrap_or(true))
-                .map_err(outer_err(addr))?;
-            if both {
-                let plain = UdpSocket::bind(addr, &opts)?;
-                plain.set_outer(outer, false).map_err(outer_err(addr))?;
-                no_df.push(plain);
-            }
-            sockets.push(socket);
-        }
+    let cap = slots.min(
+        fd_limit
+            .saturating_sub(FD_RESERVE)
+            .max(MIN_SOURCE_PORT_SOCKETS),
+    );
+    if cap < slots {
+        tracing::warn!(
+            cap,
+            slots,
+            fd_limit,
+            "the open-file limit allows fewer source-port sockets than the srcport range has ports: the least recently used are closed and reopened as flows come and go"
+        );
     }
-    if sockets.is_empty() {
-        return Err(EngineError::Io {
-            what: "binding source-port sockets in 49152-65535",
-            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
-        });
+    SourcePortConfig {
+        local: config.local,
+        range: tuning.srcport,
+        listen_port: config.port,
+        policy: tuning.outer,
+        cap,
+        send_buffer: SOCKET_BUFFER_BYTES,
     }
-    Ok((sockets, no_df))
 }

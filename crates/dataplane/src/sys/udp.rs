@@ -28,6 +28,10 @@ pub struct UdpOptions {
     /// SO_*BUFFORCE (ignores `net.core.[rw]mem_max`), falling back to SO_*BUF (capped) when not
     /// permitted.
     pub buffer_bytes: usize,
+    /// A socket that only sends (source ports): before it is bound, a filter drops every
+    /// datagram sent to it and its receive buffer is minimal; `buffer_bytes` is the send buffer
+    /// only.
+    pub send_only: bool,
 }
 
 /// Socket setup errors; each prints as one line naming the address.
@@ -89,20 +93,25 @@ impl UdpSocket {
         if opts.reuse_port {
             sock.set_reuse_port(true).map_err(setup("SO_REUSEPORT"))?;
         }
+        if opts.send_only {
+            super::udp_path::make_send_only(&sock).map_err(setup("send-only filter"))?;
+        }
         if opts.buffer_bytes > 0 {
             let size = opts.buffer_bytes.min(libc::c_int::MAX as usize / 2);
             let fd = sock.as_raw_fd();
-            match setsockopt_int(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                size as libc::c_int,
-            ) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => sock
-                    .set_recv_buffer_size(size)
-                    .map_err(setup("SO_RCVBUF"))?,
-                Err(e) => return Err(setup("SO_RCVBUFFORCE")(e)),
+            if !opts.send_only {
+                match setsockopt_int(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    size as libc::c_int,
+                ) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => sock
+                        .set_recv_buffer_size(size)
+                        .map_err(setup("SO_RCVBUF"))?,
+                    Err(e) => return Err(setup("SO_RCVBUFFORCE")(e)),
+                }
             }
             match setsockopt_int(
                 fd,

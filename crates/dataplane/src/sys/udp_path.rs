@@ -65,22 +65,23 @@ impl UdpSocket {
         }
         Ok(())
     }
+}
 
-    /// Makes a socket that only sends (a source-port socket): every datagram addressed to its
-    /// port is dropped by a filter before it is queued, and its receive buffer is minimal, so
-    /// traffic sent to the port costs no memory. ICMP errors still reach the socket's protocol
-    /// handler, so the kernel still learns the path MTU from frag-needed messages for its flows.
-    pub fn set_send_only(&self) -> io::Result<()> {
-        // Classic BPF "ret #0": accept zero bytes of every packet, i.e. drop it.
-        let drop_all = [libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        }];
-        self.socket().attach_filter(&drop_all)?;
-        self.socket().set_recv_buffer_size(SEND_ONLY_RCVBUF)
-    }
+/// Makes a socket that only sends (a source-port socket), before it is bound: every datagram
+/// addressed to its port is dropped by a filter before it is queued, and its receive buffer is
+/// minimal, so traffic sent to the port costs no memory. ICMP errors still reach the socket's
+/// protocol handler, so the kernel still learns the path MTU from frag-needed messages about
+/// what it sent.
+pub(super) fn make_send_only(sock: &Socket) -> io::Result<()> {
+    // Classic BPF "ret #0": accept zero bytes of every packet, i.e. drop it.
+    let drop_all = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    sock.attach_filter(&drop_all)?;
+    sock.set_recv_buffer_size(SEND_ONLY_RCVBUF)
 }
 
 /// Asks the kernel for the path MTU to peers: a UDP socket connected to each in turn, then

@@ -34,7 +34,7 @@ use crate::sys::poll::{EventFd, PollSet};
 use crate::sys::tap::TapQueue;
 use crate::sys::udp::{Outgoing, RecvBatch, SendBatch, UdpSocket};
 
-pub use source_ports::SourcePorts;
+pub use source_ports::{SourcePortConfig, SourcePortStats, SourcePorts};
 pub use tx::fit_superframes_to_gso;
 
 /// Frames moved per syscall.
@@ -78,7 +78,7 @@ struct Planned {
     /// UDP_SEGMENT size when the range holds several equal-size datagrams.
     segment_size: Option<u16>,
     segments: usize,
-    /// Which source-port socket carries it (from the inner flow hash and the DF it needs).
+    /// Which source-port slot carries it (from the inner flow hash and the DF it needs).
     socket: usize,
     /// Outer DF, TTL and TOS (per packet only where the policy inherits them).
     outer: OuterFields,

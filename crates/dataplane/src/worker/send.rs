@@ -144,14 +144,18 @@ impl Worker {
                     .iter()
                     .take_while(|s| **s == socket)
                     .count();
-            if let Some(udp) = source_ports.socket(socket) {
+            if let Some(udp) = source_ports.get(socket) {
                 all_ok &= send_all(
                     forwarder,
-                    udp,
+                    &udp,
                     send,
                     &out[start..end],
                     &sent_meta[start..end],
                 );
+            } else {
+                for (network, _, _, _) in &sent_meta[start..end] {
+                    count_send_error(forwarder, *network);
+                }
             }
             start = end;
         }

@@ -83,7 +83,7 @@ impl Worker {
                 let outer = self.source_ports.policy().fields(&buf[HEADROOM..end]);
                 let socket = self
                     .source_ports
-                    .index_for(flow_hash(&buf[HEADROOM..end]), outer.df);
+                    .slot_for(flow_hash(&buf[HEADROOM..end]), outer.df);
                 let dest = match self.forwarder.from_tap(index, &buf[HEADROOM..end]) {
                     TapAction::Drop(_) => continue,
                     TapAction::Unicast(dest) => Some(dest),
@@ -132,7 +132,7 @@ impl Worker {
             TapAction::Flood => None,
         };
         let outer = self.source_ports.policy().fields(frame);
-        let socket = self.source_ports.index_for(flow_hash(frame), outer.df);
+        let socket = self.source_ports.slot_for(flow_hash(frame), outer.df);
         let mut wire = match WirePlan::new(&hdr, frame, self.mss[index]) {
             Ok(plan) => plan,
             Err(e) => {
