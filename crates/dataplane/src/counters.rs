@@ -41,10 +41,12 @@ pub enum DropReason {
     SendError,
     /// A TAP frame with a virtio-net header the segmenter refused (malformed or unsupported).
     BadOffload,
+    /// A broadcast, multicast or unknown-unicast frame over the network's `--bum-rate`.
+    BumRateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -60,6 +62,7 @@ impl DropReason {
         DropReason::TapWrite,
         DropReason::SendError,
         DropReason::BadOffload,
+        DropReason::BumRateLimited,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -79,6 +82,7 @@ impl DropReason {
             DropReason::TapWrite => "tap_write",
             DropReason::SendError => "send_error",
             DropReason::BadOffload => "bad_offload",
+            DropReason::BumRateLimited => "bum_rate_limited",
         }
     }
 

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod network;
 pub mod source_port;
 pub mod state;
+pub mod storm;
 pub mod sys;
 pub mod tuning;
 pub mod worker;

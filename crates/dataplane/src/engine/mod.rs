@@ -88,6 +88,8 @@ struct Setup {
     /// Ask TAPs for USO (UDP superframes; kernel 6.2+) too.
     want_uso: bool,
     offloads: Offloads,
+    /// Storm control for networks that do not set their own (`--bum-rate`).
+    bum_rate: Option<u32>,
 }
 
 /// A network being served: its state and the original fds of its TAP queues (workers get

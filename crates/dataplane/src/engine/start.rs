@@ -101,6 +101,7 @@ impl Engine {
                 gso,
                 gro,
             },
+            bum_rate: config.tuning.bum_rate,
         };
 
         let mut served = Vec::with_capacity(config.networks.len());

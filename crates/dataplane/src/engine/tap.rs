@@ -79,6 +79,7 @@ pub(super) fn open_network(
             allow_vlan: network.allow_vlan,
             learning: setup.learning,
             max_fdb: setup.max_fdb,
+            bum_rate: network.bum_rate.or(setup.bum_rate),
         },
         setup.local,
         setup.port,
@@ -91,6 +92,7 @@ pub(super) fn open_network(
         mtu,
         address = ?network.address,
         flood = ?network_state.peers().flood,
+        bum_rate = ?network_state.settings.bum_rate,
         "network up"
     );
     Ok(Served {

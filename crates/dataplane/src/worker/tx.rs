@@ -84,7 +84,11 @@ impl Worker {
                 let socket = self
                     .source_ports
                     .slot_for(flow_hash(&buf[HEADROOM..end]), outer.df);
-                let dest = match self.forwarder.from_tap(index, &buf[HEADROOM..end]) {
+                let now = Some(self.epoch.elapsed().as_nanos() as u64);
+                let dest = match self
+                    .forwarder
+                    .from_tap_at(index, &buf[HEADROOM..end], false, now)
+                {
                     TapAction::Drop(_) => continue,
                     TapAction::Unicast(dest) => Some(dest),
                     TapAction::Flood => None,
@@ -126,7 +130,8 @@ impl Worker {
         };
         let frame = &raw[VIRTIO_NET_HDR_LEN..];
         let superframe = hdr.gso_kind() != VirtioNetHdr::GSO_NONE;
-        let dest = match self.forwarder.from_tap_frame(index, frame, superframe) {
+        let now = Some(self.epoch.elapsed().as_nanos() as u64);
+        let dest = match self.forwarder.from_tap_at(index, frame, superframe, now) {
             TapAction::Drop(_) => return false,
             TapAction::Unicast(dest) => Some(dest),
             TapAction::Flood => None,
