@@ -211,6 +211,13 @@ pub fn render_stats(report: &StatsReport) -> String {
             n.tunnel_segments,
             n.partial_checksums
         );
+        if n.too_big_replies > 0 {
+            let _ = writeln!(
+                out,
+                "    path MTU: {} ICMP too-big replies into the TAP",
+                n.too_big_replies
+            );
+        }
         let _ = writeln!(out, "    drops: {}", nonzero(&n.drops));
     }
     let _ = writeln!(out, "engine drops: {}", nonzero(&report.drops));

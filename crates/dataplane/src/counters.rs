@@ -43,10 +43,13 @@ pub enum DropReason {
     BadOffload,
     /// A broadcast, multicast or unknown-unicast frame over the network's `--bum-rate`.
     BumRateLimited,
+    /// A frame larger than the path MTU to its VTEP allows, with DF: answered with ICMP
+    /// frag-needed / packet-too-big into the TAP (rate-limited), never fragmented.
+    TooBig,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -63,6 +66,7 @@ impl DropReason {
         DropReason::SendError,
         DropReason::BadOffload,
         DropReason::BumRateLimited,
+        DropReason::TooBig,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -83,6 +87,7 @@ impl DropReason {
             DropReason::SendError => "send_error",
             DropReason::BadOffload => "bad_offload",
             DropReason::BumRateLimited => "bum_rate_limited",
+            DropReason::TooBig => "too_big",
         }
     }
 
@@ -192,6 +197,8 @@ pub struct Events {
     pub tunnel_superframes: AtomicU64,
     /// ... and the segments they stand for.
     pub tunnel_segments: AtomicU64,
+    /// ICMP frag-needed / packet-too-big replies written into the TAP (path-MTU signalling).
+    pub too_big_replies: AtomicU64,
 }
 
 impl Events {

@@ -12,7 +12,7 @@ use vxnet_encap::Vni;
 
 use crate::counters::{DropCounters, Events, Traffic};
 use crate::fdb::Fdb;
-use crate::storm::BumLimiter;
+use crate::storm::RateLimiter;
 
 /// Who a network floods to and accepts VXLAN from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub struct Network {
     pub events: Events,
     pub drops: DropCounters,
     /// The storm-control bucket when `settings.bum_rate` is set, shared by every worker.
-    pub bum_limiter: Option<BumLimiter>,
+    pub bum_limiter: Option<RateLimiter>,
     peers: ArcSwap<PeerSet>,
     sources: Mutex<PeerSources>,
     local: IpAddr,
@@ -79,7 +79,7 @@ impl Network {
     ) -> Self {
         let network = Network {
             fdb: Fdb::new(settings.max_fdb),
-            bum_limiter: settings.bum_rate.map(BumLimiter::new),
+            bum_limiter: settings.bum_rate.map(RateLimiter::new),
             settings,
             traffic: Traffic::default(),
             events: Events::default(),

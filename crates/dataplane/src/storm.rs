@@ -7,14 +7,15 @@
 //! Each admitted frame moves it one interval (1/PPS s) on; a frame is refused while it lies more
 //! than the bucket depth ahead of now. The depth is one second of frames, the averaging window
 //! switches use for storm control: a burst of PPS frames passes at once, a sustained flood at PPS.
-//! No clock is read here; the caller passes nanoseconds since a fixed epoch.
+//! No clock is read here; the caller passes nanoseconds since a fixed epoch. The same limiter
+//! paces the ICMP too-big replies of path-MTU signalling.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 #[derive(Debug)]
-pub struct BumLimiter {
+pub struct RateLimiter {
     rate: u32,
     /// Nanoseconds per frame, rounded up (so the rate is never exceeded).
     interval: u64,
@@ -24,12 +25,12 @@ pub struct BumLimiter {
     tat: AtomicU64,
 }
 
-impl BumLimiter {
+impl RateLimiter {
     /// A bucket for `rate` frames per second (at least 1), `rate` deep.
     pub fn new(rate: u32) -> Self {
         let rate = rate.max(1);
         let interval = NANOS_PER_SEC.div_ceil(u64::from(rate));
-        BumLimiter {
+        RateLimiter {
             rate,
             interval,
             tolerance: interval * (u64::from(rate) - 1),
@@ -70,7 +71,7 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn admitted(limiter: &BumLimiter, from: u64, until: u64, step: u64) -> usize {
+    fn admitted(limiter: &RateLimiter, from: u64, until: u64, step: u64) -> usize {
         (from..until)
             .step_by(step as usize)
             .filter(|t| limiter.admit(*t))
@@ -79,7 +80,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_one_second_then_the_rate() {
-        let l = BumLimiter::new(1000);
+        let l = RateLimiter::new(1000);
         // A flood of one frame per microsecond for 3 s: the depth (1000) at once, then 1000/s.
         let n = admitted(&l, 0, 3_000 * MS, 1_000);
         assert!((3990..=4001).contains(&n), "{n}");
@@ -87,14 +88,14 @@ mod tests {
 
     #[test]
     fn traffic_under_the_rate_always_passes() {
-        let l = BumLimiter::new(100);
+        let l = RateLimiter::new(100);
         // 50 frames per second for 10 s.
         assert_eq!(admitted(&l, 0, 10_000 * MS, 20 * MS), 500);
     }
 
     #[test]
     fn an_idle_bucket_refills_to_its_depth_only() {
-        let l = BumLimiter::new(10);
+        let l = RateLimiter::new(10);
         assert_eq!(admitted(&l, 0, MS, 1), 10);
         // An hour of silence does not store an hour of frames.
         let hour = 3_600_000 * MS;
@@ -103,7 +104,7 @@ mod tests {
 
     #[test]
     fn shared_by_threads_the_total_holds() {
-        let l = std::sync::Arc::new(BumLimiter::new(5000));
+        let l = std::sync::Arc::new(RateLimiter::new(5000));
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let l = std::sync::Arc::clone(&l);

@@ -12,6 +12,7 @@
 //! - [`flow`]: the flow hash that picks the outer UDP source port.
 //! - [`offload`]: the virtio-net header, checksum completion, TSO segmentation of TAP superframes
 //!   into one UDP GSO send, and GRO-style coalescing of received TCP segments back into superframes.
+//! - [`icmp`]: the ICMP frag-needed / ICMPv6 packet-too-big replies of path-MTU signalling.
 //! - [`outer`]: the outer DF / TTL / TOS policy (`df`, `ttl`, `tos` as iproute2 names them).
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod decap;
 pub mod encap;
 mod error;
 pub mod flow;
+pub mod icmp;
 pub mod inner;
 mod mac;
 pub mod offload;

@@ -68,7 +68,7 @@ pub fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 20] = [
+    let per_network: [(&str, &str, &str, Field); 21] = [
         (
             "vxnet_rx_packets_total",
             "counter",
@@ -188,6 +188,12 @@ pub fn render(state: &EngineState) -> String {
             "counter",
             "Segments those tunnel superframes stand for.",
             |n| n.tunnel_segments,
+        ),
+        (
+            "vxnet_too_big_replies_total",
+            "counter",
+            "ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than the path to their VTEP.",
+            |n| n.too_big_replies,
         ),
     ];
 

@@ -96,6 +96,10 @@ pub struct NetworkStats {
     /// ... and the segments they stand for.
     #[serde(default)]
     pub tunnel_segments: u64,
+    /// ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than
+    /// the path to their VTEP (the frames themselves count as `drops.too_big`).
+    #[serde(default)]
+    pub too_big_replies: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

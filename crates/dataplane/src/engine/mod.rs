@@ -46,7 +46,9 @@ pub enum EngineError {
     Udp(#[from] UdpError),
     #[error(transparent)]
     Control(#[from] BindError),
-    #[error("MTU {mtu} of {dev} leaves no room for VXLAN: the underlay MTU is {underlay}")]
+    #[error(
+        "MTU {mtu} of {dev} leaves no room for VXLAN: outer packets would exceed {underlay} bytes"
+    )]
     MtuTooLarge {
         dev: String,
         mtu: u32,

@@ -68,11 +68,11 @@ impl Engine {
             .first()
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
-        let source_ports = Arc::new(SourcePorts::new(source_port_config(&config)));
 
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
             .unwrap_or(FALLBACK_UNDERLAY_MTU);
+        let source_ports = Arc::new(SourcePorts::new(source_port_config(&config, underlay_mtu)));
         let overhead = if local.is_ipv4() {
             OVERHEAD_IPV4
         } else {
@@ -181,7 +181,7 @@ pub(super) fn resolve_remotes(
 
 /// The source-port pool of `config`: as many sockets open at once as the range has slots, or as
 /// the file-descriptor limit leaves room for (raised to its hard limit first).
-fn source_port_config(config: &EngineConfig) -> SourcePortConfig {
+fn source_port_config(config: &EngineConfig, underlay_mtu: u32) -> SourcePortConfig {
     let tuning = &config.tuning;
     let slots = tuning.srcport.len()
         * if tuning.outer.fixed_df().is_some() {
@@ -216,5 +216,6 @@ fn source_port_config(config: &EngineConfig) -> SourcePortConfig {
         policy: tuning.outer,
         cap,
         send_buffer: SOCKET_BUFFER_BYTES,
+        fallback_mtu: underlay_mtu,
     }
 }

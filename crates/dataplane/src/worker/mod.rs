@@ -12,6 +12,7 @@
 //! delivers runs of VXLAN datagrams in one read; their inner TCP segments are coalesced back into
 //! superframes and written to the TAP with a virtio-net header.
 
+mod pmtu;
 mod rx;
 mod send;
 mod source_ports;
@@ -97,8 +98,13 @@ pub struct Worker {
     send: SendBatch,
     /// Destination and network of each queued `Outgoing`, for counting what was sent.
     sent_meta: Vec<(usize, IpAddr, usize, usize)>,
-    /// Source-port socket of each queued `Outgoing`.
+    /// Plan index of each queued `Outgoing`.
     sockets: Vec<usize>,
+    /// Path MTU to each VTEP and the ICMP too-big replies.
+    pmtu: pmtu::PathMtus,
+    /// Sends of the current batch too big for their path, and sends the kernel refused.
+    oversize: Vec<send::Oversize>,
+    refused: Vec<send::Refused>,
     outgoing: Vec<Outgoing<'static>>,
     packets: Vec<&'static [u8]>,
     offloads: Offloads,
@@ -146,6 +152,9 @@ impl Worker {
             .map(|_| Coalescer::new(CoalesceConfig::default()))
             .collect();
         Worker {
+            pmtu: pmtu::PathMtus::new(forwarder.local(), source_ports.fallback_mtu()),
+            oversize: Vec::with_capacity(BATCH),
+            refused: Vec::with_capacity(BATCH),
             max_single_datagram: forwarder.max_single_datagram(),
             forwarder,
             taps,

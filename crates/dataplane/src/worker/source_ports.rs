@@ -48,6 +48,8 @@ pub struct SourcePortConfig {
     pub cap: usize,
     /// Send buffer of each socket.
     pub send_buffer: usize,
+    /// The path MTU assumed when the kernel cannot tell: the underlay device's MTU.
+    pub fallback_mtu: u32,
 }
 
 /// Counters of the pool (engine-wide).
@@ -107,6 +109,10 @@ impl SourcePorts {
 
     pub fn cap(&self) -> usize {
         self.config.cap
+    }
+
+    pub fn fallback_mtu(&self) -> u32 {
+        self.config.fallback_mtu
     }
 
     /// Sockets open now.
@@ -296,6 +302,7 @@ mod tests {
             },
             cap,
             send_buffer: 0,
+            fallback_mtu: 1500,
         })
     }
 
