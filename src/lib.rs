@@ -258,20 +258,8 @@ impl Lab {
     }
 
     pub fn lan_with_mtu(test: &str, hosts: usize, family: Family, mtu: u32) -> Option<Lab> {
-        if !privileged(test) {
-            return None;
-        }
-        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
-        let id = format!("vxt{}x{n}", std::process::id());
-        let dir = std::env::temp_dir().join(&id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut lab = Lab {
-            id: id.clone(),
-            dir,
-            namespaces: Vec::new(),
-            hosts: Vec::new(),
-            family,
-        };
+        let mut lab = Lab::empty(test, family)?;
+        let id = lab.id.clone();
         let switch = format!("{id}sw");
         lab.add_ns(&switch);
         must(&format!(
@@ -305,20 +293,8 @@ impl Lab {
     /// on each, forwarding. A path between hosts of different MTUs is how a router's ICMP
     /// frag-needed / packet-too-big comes about. `None` when the test must be skipped.
     pub fn routed(test: &str, family: Family, mtus: [u32; 2]) -> Option<Lab> {
-        if !privileged(test) {
-            return None;
-        }
-        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
-        let id = format!("vxt{}x{n}", std::process::id());
-        let dir = std::env::temp_dir().join(&id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut lab = Lab {
-            id: id.clone(),
-            dir,
-            namespaces: Vec::new(),
-            hosts: Vec::new(),
-            family,
-        };
+        let mut lab = Lab::empty(test, family)?;
+        let id = lab.id.clone();
         let router = format!("{id}rt");
         lab.add_ns(&router);
         must(&format!(
@@ -346,6 +322,25 @@ impl Lab {
             });
         }
         Some(lab)
+    }
+
+    /// A lab with a fresh id and directory and no namespace yet; `None` when the test must be
+    /// skipped.
+    fn empty(test: &str, family: Family) -> Option<Lab> {
+        if !privileged(test) {
+            return None;
+        }
+        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let id = format!("vxt{}x{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        Some(Lab {
+            id,
+            dir,
+            namespaces: Vec::new(),
+            hosts: Vec::new(),
+            family,
+        })
     }
 
     fn add_ns(&mut self, name: &str) {
@@ -376,6 +371,25 @@ impl Lab {
              ip netns exec {} ethtool -K eth0 gro on >/dev/null",
             self.id, self.hosts[i].ns
         ));
+    }
+
+    /// vxnet on hosts 0 ("a", with `args_a` added) and 1 ("b"), VNI 42 on `vx42`, each
+    /// flooding to the other, overlay addresses 10.1.0.1/24 and 10.1.0.2/24.
+    pub fn vxnet_pair(&self, args_a: &str) -> (Vxnet, Vxnet) {
+        let (u0, u1) = (self.host(0).underlay, self.host(1).underlay);
+        let a = self.vxnet(
+            0,
+            "a",
+            &format!(
+                "--vni 42 --dev vx42 --local {u0} --remote {u1} --address 10.1.0.1/24 {args_a}"
+            ),
+        );
+        let b = self.vxnet(
+            1,
+            "b",
+            &format!("--vni 42 --dev vx42 --local {u1} --remote {u0} --address 10.1.0.2/24"),
+        );
+        (a, b)
     }
 
     /// Starts `vxnet ARGS` in host `i`'s namespace with a control socket in the lab dir.
@@ -590,6 +604,25 @@ pub fn in_netns<T: Send + 'static>(
             .unwrap_or_else(|e| panic!("entering netns {ns}: {e}"));
         f()
     })
+}
+
+/// One HTTP/1.1 GET of `path` from `addr`, from inside namespace `ns`; returns (status line,
+/// body).
+pub fn http_get(ns: &str, addr: &'static str, path: &'static str) -> (String, String) {
+    in_netns(ns, move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_string(), body.to_string())
+    })
+    .join()
+    .unwrap()
 }
 
 /// Deterministic pseudo-random bytes, so a receiver can check every byte without a copy.

@@ -80,17 +80,7 @@ fn pair(test: &str, family: Family, args_a: &str) -> Option<Pair> {
     let lab = Lab::lan(test, 2, family)?;
     lab.host(0)
         .must("ethtool -K eth0 tx-udp-segmentation off >/dev/null");
-    let (u0, u1) = (lab.host(0).underlay, lab.host(1).underlay);
-    let a = lab.vxnet(
-        0,
-        "a",
-        &format!("--vni 42 --dev vx42 --local {u0} --remote {u1} --address 10.1.0.1/24 {args_a}"),
-    );
-    let b = lab.vxnet(
-        1,
-        "b",
-        &format!("--vni 42 --dev vx42 --local {u1} --remote {u0} --address 10.1.0.2/24"),
-    );
+    let (a, b) = lab.vxnet_pair(args_a);
     Some(Pair { lab, a, _b: b })
 }
 
@@ -171,29 +161,44 @@ fn check(packets: &[Outer], mtu: usize, expect: impl Fn(&Outer) -> Option<(bool,
     assert!(pings >= 3, "only {pings} pings captured");
 }
 
-#[test]
-fn fixed_ttl_and_tos_with_df_set_on_gso_and_single_datagrams() {
-    let Some(p) = pair("outer_fixed", Family::V4, "--ttl 9 --tos 0xb8") else {
+/// Starts the pair with `args` on host a, pings and moves 4 MB over TCP (port `port`), and
+/// checks every packet a sent against `(df, ttl, tos)`.
+fn fixed(test: &str, family: Family, args: &str, port: u16, expect: (bool, u8, u8)) {
+    let Some(p) = pair(test, family, args) else {
         return;
     };
     let packets = p.sent_while(|| {
         p.ping("");
-        p.transfer(5401);
+        p.transfer(port);
     });
-    // The default is df set: every packet, GSO segment or not, carries DF.
-    check(&packets, 1500, |_| Some((true, 9, 0xb8)));
+    check(&packets, 1500, |_| Some(expect));
+    if family == Family::V6 {
+        // df set over IPv6: never fragmented at the source.
+        assert_eq!(p.lab.host(0).ip_stat("Ip6FragCreates"), 0);
+    }
+}
+
+/// The default is df set: every packet, GSO segment or not, carries DF.
+#[test]
+fn fixed_ttl_and_tos_with_df_set_on_gso_and_single_datagrams() {
+    fixed(
+        "outer_fixed",
+        Family::V4,
+        "--ttl 9 --tos 0xb8",
+        5401,
+        (true, 9, 0xb8),
+    );
 }
 
 #[test]
 fn df_unset_clears_df_everywhere() {
-    let Some(p) = pair("outer_unset", Family::V4, "--df unset") else {
-        return;
-    };
-    let packets = p.sent_while(|| {
-        p.ping("");
-        p.transfer(5402);
-    });
-    check(&packets, 1500, |_| Some((false, 64, 0)));
+    fixed(
+        "outer_unset",
+        Family::V4,
+        "--df unset",
+        5402,
+        (false, 64, 0),
+    );
 }
 
 /// `inherit` takes each packet's fields from its inner header: pings with TTL 33, TOS 0x28 and
@@ -242,16 +247,14 @@ fn inherit_copies_df_ttl_and_dscp_from_each_inner_packet() {
     assert!(p.a.counter(42, "gso_batches") > 0);
 }
 
+/// IPv6 has no DF bit (the parser reads it as clear): hop limit and traffic class.
 #[test]
 fn ipv6_underlay_fixed_hop_limit_and_traffic_class() {
-    let Some(p) = pair("outer_v6", Family::V6, "--ttl 7 --tos 0x48") else {
-        return;
-    };
-    let packets = p.sent_while(|| {
-        p.ping("");
-        p.transfer(5404);
-    });
-    check(&packets, 1500, |_| Some((false, 7, 0x48)));
-    // df set over IPv6: never fragmented at the source.
-    assert_eq!(p.lab.host(0).ip_stat("Ip6FragCreates"), 0);
+    fixed(
+        "outer_v6",
+        Family::V6,
+        "--ttl 7 --tos 0x48",
+        5404,
+        (false, 7, 0x48),
+    );
 }

@@ -32,17 +32,8 @@ fn outer_ports_per_flow(test: &str, args: &str) -> Option<BTreeMap<u16, BTreeSet
         return None;
     }
     let lab = Lab::lan(test, 2, Family::V4)?;
-    let (u0, u1) = (lab.host(0).underlay, lab.host(1).underlay);
-    let a = lab.vxnet(
-        0,
-        "a",
-        &format!("--vni 42 --dev vx42 --local {u0} --remote {u1} --address 10.1.0.1/24 {args}"),
-    );
-    let _b = lab.vxnet(
-        1,
-        "b",
-        &format!("--vni 42 --dev vx42 --local {u1} --remote {u0} --address 10.1.0.2/24"),
-    );
+    let u0 = lab.host(0).underlay;
+    let (a, _b) = lab.vxnet_pair(args);
     assert!(lab.host(0).ping("10.1.0.2", 2), "{}", a.proc.log_text());
     let capture = Capture::start(
         &lab,

@@ -4,8 +4,7 @@
 //! limited.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use vxnet_tests::*;
@@ -21,43 +20,13 @@ fn tap_tx_packets(host: &Host) -> u64 {
         .unwrap()
 }
 
-fn metrics(ns: &str) -> String {
-    in_netns(ns, || {
-        let mut stream = TcpStream::connect("127.0.0.1:9110").unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(stream, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    })
-    .join()
-    .unwrap()
-}
-
 #[test]
 fn a_broadcast_flood_is_cut_to_the_bum_rate() {
     let Some(lab) = Lab::lan("storm", 2, Family::V4) else {
         return;
     };
-    let (h0, h1) = (lab.host(0), lab.host(1));
-    let a = lab.vxnet(
-        0,
-        "a",
-        &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.1/24 --bum-rate {RATE} --metrics 127.0.0.1:9110",
-            h0.underlay, h1.underlay
-        ),
-    );
-    let b = lab.vxnet(
-        1,
-        "b",
-        &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.2/24",
-            h1.underlay, h0.underlay
-        ),
-    );
+    let h0 = lab.host(0);
+    let (a, b) = lab.vxnet_pair(&format!("--bum-rate {RATE} --metrics 127.0.0.1:9110"));
     assert!(h0.ping("10.1.0.2", 2));
     let tap_before = tap_tx_packets(h0);
     let flooded_before = a.counter(42, "flooded");
@@ -112,7 +81,8 @@ fn a_broadcast_flood_is_cut_to_the_bum_rate() {
     }));
     assert!(b.counter(42, "rx_packets") - b_rx_before <= flooded + 10);
     // The same count in the metrics.
-    let scrape = metrics(&h0.ns);
+    let (status, scrape) = http_get(&h0.ns, "127.0.0.1:9110", "/metrics");
+    assert!(status.contains("200"), "{status}");
     let line = scrape
         .lines()
         .find(|l| {

@@ -11,71 +11,52 @@
 //! unspecified, loopback, broadcast or multicast sources, or for ICMP error messages. Linux TCP
 //! accepts such a reply: it checks the quoted sequence number, not who sent it.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use crate::checksum::{checksum, pseudo_header_v6, Sum};
-use crate::wire::EtherType;
+use crate::wire::{
+    ethernet, ipv6, EtherType, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, ETHERNET_HEADER_LEN,
+    IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+};
 
-/// Byte ranges of what is read and written (offsets in the Ethernet frame or the IP header).
+/// The ICMP / ICMPv6 message layout used here (both share it): type, code, checksum, 4 bytes
+/// (the MTU in the last two for IPv4, in all four for IPv6), then the quoted packet.
 mod field {
     use std::ops::Range;
 
-    pub const ETH_DST: Range<usize> = 0..6;
-    pub const ETH_SRC: Range<usize> = 6..12;
-    pub const ETH_TYPE: Range<usize> = 12..14;
-    pub const VLAN_TAG: usize = 4;
-
-    pub const V4_VER_IHL: usize = 0;
-    pub const V4_TOS: usize = 1;
-    pub const V4_LEN: Range<usize> = 2..4;
-    pub const V4_ID: Range<usize> = 4..6;
-    pub const V4_FRAG: Range<usize> = 6..8;
-    pub const V4_TTL: usize = 8;
-    pub const V4_PROTO: usize = 9;
-    pub const V4_CSUM: Range<usize> = 10..12;
-    pub const V4_SRC: Range<usize> = 12..16;
-    pub const V4_DST: Range<usize> = 16..20;
-    pub const V4_HEADER: usize = 20;
-
-    pub const V6_VER_CLASS_FLOW: Range<usize> = 0..4;
-    pub const V6_PAYLOAD_LEN: Range<usize> = 4..6;
-    pub const V6_NEXT: usize = 6;
-    pub const V6_HOPS: usize = 7;
-    pub const V6_SRC: Range<usize> = 8..24;
-    pub const V6_DST: Range<usize> = 24..40;
-    pub const V6_HEADER: usize = 40;
-
-    /// ICMP and ICMPv6 share the layout used here: type, code, checksum, then 4 bytes (the MTU
-    /// in the last two for IPv4, all four for IPv6), then the quoted packet.
-    pub const ICMP_TYPE: usize = 0;
-    pub const ICMP_CODE: usize = 1;
-    pub const ICMP_CSUM: Range<usize> = 2..4;
-    pub const ICMP_V4_MTU: Range<usize> = 6..8;
-    pub const ICMP_V6_MTU: Range<usize> = 4..8;
-    pub const ICMP_HEADER: usize = 8;
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Range<usize> = 2..4;
+    pub const V4_MTU: Range<usize> = 6..8;
+    pub const V6_MTU: Range<usize> = 4..8;
+    pub const HEADER: usize = 8;
 }
 
+/// An 802.1Q / 802.1ad tag between the MACs and the EtherType.
+const VLAN_TAG_LEN: usize = 4;
 /// Smallest MTU an IPv4 host must accept (RFC 791); also the reply's size limit.
 pub const IPV4_MIN_MTU: usize = 576;
 /// Smallest MTU of an IPv6 link (RFC 8200); also the reply's size limit.
 pub const IPV6_MIN_MTU: usize = 1280;
 /// Room a reply needs at most: an Ethernet header with a VLAN tag and a minimum-MTU packet.
-pub const MAX_REPLY_LEN: usize = 14 + field::VLAN_TAG + IPV6_MIN_MTU;
+pub const MAX_REPLY_LEN: usize = ETHERNET_HEADER_LEN + VLAN_TAG_LEN + IPV6_MIN_MTU;
 
 const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
-const IPV4_DF: u16 = 0x4000;
+
+/// The Ethernet header length of `frame` (14, or 18 with a VLAN tag) and its EtherType.
+fn l2_header(frame: &[u8]) -> Option<(usize, u16)> {
+    let ethertype = be16(frame, ethernet::field::ETHERTYPE.start)?;
+    if matches!(ethertype, EtherType::VLAN | EtherType::QINQ) {
+        let l2 = ETHERNET_HEADER_LEN + VLAN_TAG_LEN;
+        return Some((l2, be16(frame, l2 - 2)?));
+    }
+    Some((ETHERNET_HEADER_LEN, ethertype))
+}
 
 /// Writes into `out` the ICMP reply telling the sender of `frame` (an Ethernet frame from the
 /// TAP) that its path takes IP packets of at most `mtu` bytes. Returns the reply's length, or
 /// `None` when no reply is due (see the module doc) or `out` is shorter than the reply.
 pub fn too_big_reply(frame: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> {
-    let mut l2 = 14;
-    let mut ethertype = be16(frame, field::ETH_TYPE.start)?;
-    if matches!(ethertype, EtherType::VLAN | EtherType::QINQ) {
-        l2 += field::VLAN_TAG;
-        ethertype = be16(frame, l2 - 2)?;
-    }
+    let (l2, ethertype) = l2_header(frame)?;
     let packet = frame.get(l2..)?;
     let ip_len = match ethertype {
         EtherType::IPV4 => frag_needed(packet, mtu, out.get_mut(l2..)?)?,
@@ -83,9 +64,10 @@ pub fn too_big_reply(frame: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> 
         _ => return None,
     };
     // Back to the sender: the MACs swap, a VLAN tag stays.
-    out[field::ETH_DST].copy_from_slice(&frame[field::ETH_SRC]);
-    out[field::ETH_SRC].copy_from_slice(&frame[field::ETH_DST]);
-    out[field::ETH_TYPE.start..l2].copy_from_slice(&frame[field::ETH_TYPE.start..l2]);
+    out[ethernet::field::DESTINATION].copy_from_slice(&frame[ethernet::field::SOURCE]);
+    out[ethernet::field::SOURCE].copy_from_slice(&frame[ethernet::field::DESTINATION]);
+    let tag_and_type = ethernet::field::ETHERTYPE.start..l2;
+    out[tag_and_type.clone()].copy_from_slice(&frame[tag_and_type]);
     Some(l2 + ip_len)
 }
 
@@ -93,12 +75,12 @@ pub fn too_big_reply(frame: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> 
 /// outer IP packets of `path_mtu` bytes: less the outer IP header (20 or 40), UDP (8), VXLAN (8)
 /// and the inner Ethernet header (14, 18 with a VLAN tag).
 pub fn inner_mtu(path_mtu: usize, ipv6_underlay: bool, frame: &[u8]) -> usize {
-    let outer_ip = if ipv6_underlay { 40 } else { 20 };
-    let tagged = matches!(
-        be16(frame, field::ETH_TYPE.start),
-        Some(EtherType::VLAN | EtherType::QINQ)
-    );
-    let l2 = 14 + if tagged { field::VLAN_TAG } else { 0 };
+    let outer_ip = if ipv6_underlay {
+        IPV6_HEADER_LEN
+    } else {
+        IPV4_HEADER_LEN
+    };
+    let l2 = l2_header(frame).map_or(ETHERNET_HEADER_LEN, |(l2, _)| l2);
     path_mtu.saturating_sub(outer_ip + 8 + 8 + l2)
 }
 
@@ -106,26 +88,30 @@ fn be16(data: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]))
 }
 
-fn ipv4_at(data: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
+/// The ICMP(v6) message of `out` (type, code and checksum field zeroed, MTU written) and the
+/// quoted start of `packet`, `quoted` bytes of it.
+fn write_message(out: &mut [u8], ty: u8, mtu: &[u8], packet: &[u8], quoted: usize) {
+    out[..field::HEADER].fill(0);
+    out[field::TYPE] = ty;
+    let mtu_field = if mtu.len() == 2 {
+        field::V4_MTU
+    } else {
+        field::V6_MTU
+    };
+    out[mtu_field].copy_from_slice(mtu);
+    out[field::HEADER..field::HEADER + quoted].copy_from_slice(&packet[..quoted]);
 }
 
 /// IPv4: the reply to `packet` (from its IP header on) in `out`; its IP length.
 fn frag_needed(packet: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> {
-    let header = packet.get(..field::V4_HEADER)?;
-    let ihl = usize::from(header[field::V4_VER_IHL] & 0x0f) * 4;
-    if header[field::V4_VER_IHL] >> 4 != 4 || ihl < field::V4_HEADER || packet.len() < ihl {
-        return None;
-    }
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
     // Only a whole packet that asked not to be fragmented: DF set, not a fragment itself.
-    if mtu < IPV4_MIN_MTU || be16(header, field::V4_FRAG.start)? != IPV4_DF {
+    if mtu < IPV4_MIN_MTU || !ip.dont_fragment() || ip.is_fragment() {
         return None;
     }
-    let src = ipv4_at(header, field::V4_SRC.start);
-    let dst = ipv4_at(header, field::V4_DST.start);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
     if dst.is_broadcast()
         || dst.is_multicast()
-        || src.is_unspecified()
         || src.octets()[0] == 0
         || src.is_loopback()
         || src.is_broadcast()
@@ -133,37 +119,30 @@ fn frag_needed(packet: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> {
     {
         return None;
     }
-    if header[field::V4_PROTO] == ICMP && is_icmp_error(packet.get(ihl)?) {
+    if ip.protocol() == ICMP && ip.payload().first().is_some_and(is_icmp_error) {
         return None;
     }
-    // The original packet's length as sent (a TSO superframe's header may say more than is
-    // quoted; only the quote matters).
-    let quoted = packet
-        .len()
-        .min(IPV4_MIN_MTU - field::V4_HEADER - field::ICMP_HEADER);
-    let total = field::V4_HEADER + field::ICMP_HEADER + quoted;
-    let out = out.get_mut(..total)?;
-    out.fill(0);
-    let (ip, icmp) = out.split_at_mut(field::V4_HEADER);
-    ip[field::V4_VER_IHL] = 0x45;
-    ip[field::V4_TOS] = 0;
-    ip[field::V4_LEN].copy_from_slice(&(total as u16).to_be_bytes());
-    ip[field::V4_ID].copy_from_slice(&[0, 0]);
-    ip[field::V4_FRAG].copy_from_slice(&IPV4_DF.to_be_bytes());
-    ip[field::V4_TTL] = header[field::V4_TTL];
-    ip[field::V4_PROTO] = ICMP;
-    ip[field::V4_SRC].copy_from_slice(&header[field::V4_DST]);
-    ip[field::V4_DST].copy_from_slice(&header[field::V4_SRC]);
-    let ip_csum = checksum(ip);
-    ip[field::V4_CSUM].copy_from_slice(&ip_csum.to_be_bytes());
-    icmp[field::ICMP_TYPE] = 3;
-    icmp[field::ICMP_CODE] = 4;
-    let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
-    icmp[field::ICMP_V4_MTU].copy_from_slice(&mtu.to_be_bytes());
-    icmp[field::ICMP_HEADER..].copy_from_slice(&packet[..quoted]);
-    let icmp_csum = checksum(icmp);
-    icmp[field::ICMP_CSUM].copy_from_slice(&icmp_csum.to_be_bytes());
-    Some(total)
+    let quoted = usize::from(ip.total_len()).min(IPV4_MIN_MTU - IPV4_HEADER_LEN - field::HEADER);
+    let icmp_len = field::HEADER + quoted;
+    let out = out.get_mut(..IPV4_HEADER_LEN + icmp_len)?;
+    let (header, icmp) = out.split_at_mut(IPV4_HEADER_LEN);
+    Ipv4Repr {
+        src: dst,
+        dst: src,
+        protocol: ICMP,
+        ttl: ip.ttl(),
+        dscp_ecn: 0,
+        ident: 0,
+        dont_fragment: true,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(header), icmp_len as u16);
+    let mtu = u16::try_from(mtu).unwrap_or(u16::MAX).to_be_bytes();
+    write_message(icmp, 3, &mtu, packet, quoted);
+    // Code 4: fragmentation needed and DF set.
+    icmp[field::CODE] = 4;
+    let sum = checksum(icmp);
+    icmp[field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
+    Some(IPV4_HEADER_LEN + icmp_len)
 }
 
 /// ICMP types that report errors (RFC 1122 §3.2.2: never answered with another error).
@@ -173,46 +152,38 @@ fn is_icmp_error(icmp_type: &u8) -> bool {
 
 /// IPv6: the reply to `packet` in `out`; its IP length.
 fn packet_too_big(packet: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> {
-    let header = packet.get(..field::V6_HEADER)?;
-    if header[0] >> 4 != 6 || mtu < IPV6_MIN_MTU {
+    let ip = Ipv6Packet::new_checked(packet).ok()?;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if mtu < IPV6_MIN_MTU
+        || src.is_unspecified()
+        || src.is_multicast()
+        || src.is_loopback()
+        || dst.is_multicast()
+        || !answerable_v6(packet)
+    {
         return None;
     }
-    let octets = |r: std::ops::Range<usize>| -> [u8; 16] {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&header[r]);
-        a
-    };
-    let src = Ipv6Addr::from(octets(field::V6_SRC));
-    let dst = Ipv6Addr::from(octets(field::V6_DST));
-    if src.is_unspecified() || src.is_multicast() || src.is_loopback() || dst.is_multicast() {
-        return None;
+    let quoted = (IPV6_HEADER_LEN + usize::from(ip.payload_len()))
+        .min(IPV6_MIN_MTU - IPV6_HEADER_LEN - field::HEADER);
+    let icmp_len = field::HEADER + quoted;
+    let out = out.get_mut(..IPV6_HEADER_LEN + icmp_len)?;
+    let (header, icmp) = out.split_at_mut(IPV6_HEADER_LEN);
+    Ipv6Repr {
+        src: dst,
+        dst: src,
+        next_header: ICMPV6,
+        hop_limit: ip.hop_limit(),
+        traffic_class: 0,
+        flow_label: 0,
     }
-    if !answerable_v6(packet) {
-        return None;
-    }
-    let quoted = packet
-        .len()
-        .min(IPV6_MIN_MTU - field::V6_HEADER - field::ICMP_HEADER);
-    let icmp_len = field::ICMP_HEADER + quoted;
-    let total = field::V6_HEADER + icmp_len;
-    let out = out.get_mut(..total)?;
-    out.fill(0);
-    let (ip, icmp) = out.split_at_mut(field::V6_HEADER);
-    ip[field::V6_VER_CLASS_FLOW].copy_from_slice(&[0x60, 0, 0, 0]);
-    ip[field::V6_PAYLOAD_LEN].copy_from_slice(&(icmp_len as u16).to_be_bytes());
-    ip[field::V6_NEXT] = ICMPV6;
-    ip[field::V6_HOPS] = header[field::V6_HOPS];
-    ip[field::V6_SRC].copy_from_slice(&header[field::V6_DST]);
-    ip[field::V6_DST].copy_from_slice(&header[field::V6_SRC]);
-    icmp[field::ICMP_TYPE] = 2;
-    icmp[field::ICMP_CODE] = 0;
-    let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
-    icmp[field::ICMP_V6_MTU].copy_from_slice(&mtu.to_be_bytes());
-    icmp[field::ICMP_HEADER..].copy_from_slice(&packet[..quoted]);
+    .emit(&mut Ipv6Packet::new_unchecked(header), icmp_len as u16);
+    let mtu = u32::try_from(mtu).unwrap_or(u32::MAX).to_be_bytes();
+    // Type 2: packet too big.
+    write_message(icmp, 2, &mtu, packet, quoted);
     let sum =
         pseudo_header_v6(dst, src, ICMPV6, icmp_len as u32).add_sum(Sum::new().add_bytes(icmp));
-    icmp[field::ICMP_CSUM].copy_from_slice(&sum.finish().to_be_bytes());
-    Some(total)
+    icmp[field::CHECKSUM].copy_from_slice(&sum.finish().to_be_bytes());
+    Some(IPV6_HEADER_LEN + icmp_len)
 }
 
 /// Walks the extension headers of an IPv6 packet: a non-first fragment, an ICMPv6 error or a
@@ -223,8 +194,8 @@ fn answerable_v6(packet: &[u8]) -> bool {
     const ROUTING: u8 = 43;
     const FRAGMENT: u8 = 44;
     const DEST_OPTS: u8 = 60;
-    let mut next = packet[field::V6_NEXT];
-    let mut at = field::V6_HEADER;
+    let mut next = packet[ipv6::field::NEXT_HEADER];
+    let mut at = IPV6_HEADER_LEN;
     // A handful of headers at most in practice; the bound keeps a hostile chain cheap.
     for _ in 0..8 {
         match next {
@@ -263,6 +234,8 @@ fn answerable_v6(packet: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::checksum::verifies;
+
+    const IPV4_DF: u16 = 0x4000;
 
     const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const B: [u8; 6] = [2, 0, 0, 0, 0, 2];

@@ -118,24 +118,24 @@ pub fn encode_udp_segment(buf: &mut [u8], segment_size: u16) -> Option<usize> {
     )
 }
 
-/// Encodes a per-datagram TTL (IPv4 `IP_TTL`) or hop limit (IPv6 `IPV6_HOPLIMIT`), a C `int`.
-pub fn encode_ttl(buf: &mut [u8], ipv4: bool, ttl: u8) -> Option<usize> {
-    let (level, ty) = if ipv4 {
-        (libc::IPPROTO_IP, libc::IP_TTL)
-    } else {
-        (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT)
-    };
-    encode(buf, level, ty, &libc::c_int::from(ttl).to_ne_bytes())
+/// A per-datagram IP header field set by control message, by the IPv4 and IPv6 names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpField {
+    /// `IP_TTL` / `IPV6_HOPLIMIT`.
+    Ttl,
+    /// `IP_TOS` / `IPV6_TCLASS`.
+    Tos,
 }
 
-/// Encodes a per-datagram TOS (IPv4 `IP_TOS`) or traffic class (IPv6 `IPV6_TCLASS`), a C `int`.
-pub fn encode_tos(buf: &mut [u8], ipv4: bool, tos: u8) -> Option<usize> {
-    let (level, ty) = if ipv4 {
-        (libc::IPPROTO_IP, libc::IP_TOS)
-    } else {
-        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+/// Encodes `field = value` (a C `int`) for a datagram over IPv4 or IPv6.
+pub fn encode_ip_field(buf: &mut [u8], ipv4: bool, field: IpField, value: u8) -> Option<usize> {
+    let (level, ty) = match (ipv4, field) {
+        (true, IpField::Ttl) => (libc::IPPROTO_IP, libc::IP_TTL),
+        (true, IpField::Tos) => (libc::IPPROTO_IP, libc::IP_TOS),
+        (false, IpField::Ttl) => (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT),
+        (false, IpField::Tos) => (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
     };
-    encode(buf, level, ty, &libc::c_int::from(tos).to_ne_bytes())
+    encode(buf, level, ty, &libc::c_int::from(value).to_ne_bytes())
 }
 
 /// Finds `SOL_UDP/UDP_GRO` (the segment size, as a C `int`) in received control data.
@@ -177,8 +177,8 @@ mod tests {
     fn segment_ttl_and_tos_fit_one_buffer() {
         let mut b = CmsgBuf::default();
         let a = encode_udp_segment(&mut b.0, 1400).unwrap();
-        let t = encode_ttl(&mut b.0[a..], true, 7).unwrap();
-        let o = encode_tos(&mut b.0[a + t..], false, 0xb8).unwrap();
+        let t = encode_ip_field(&mut b.0[a..], true, IpField::Ttl, 7).unwrap();
+        let o = encode_ip_field(&mut b.0[a + t..], false, IpField::Tos, 0xb8).unwrap();
         let all: Vec<_> = iter(&b.0[..a + t + o]).collect();
         assert_eq!(all.len(), 3);
         assert_eq!((all[1].level, all[1].ty), (libc::IPPROTO_IP, libc::IP_TTL));

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::cmsg::{self, CmsgBuf};
+use super::cmsg::{self, CmsgBuf, IpField};
 use super::cvt;
 
 /// Options for [`UdpSocket::bind`].
@@ -98,33 +98,36 @@ impl UdpSocket {
         }
         if opts.buffer_bytes > 0 {
             let size = opts.buffer_bytes.min(libc::c_int::MAX as usize / 2);
-            let fd = sock.as_raw_fd();
-            if !opts.send_only {
+            // SO_*BUFFORCE ignores net.core.[rw]mem_max but needs CAP_NET_ADMIN; without it the
+            // plain option gets what the limit allows.
+            let force = |name, what_force, what, plain: fn(&Socket, usize) -> io::Result<()>| {
                 match setsockopt_int(
-                    fd,
+                    sock.as_raw_fd(),
                     libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
+                    name,
                     size as libc::c_int,
                 ) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => sock
-                        .set_recv_buffer_size(size)
-                        .map_err(setup("SO_RCVBUF"))?,
-                    Err(e) => return Err(setup("SO_RCVBUFFORCE")(e)),
+                    Ok(()) => Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        plain(&sock, size).map_err(setup(what))
+                    }
+                    Err(e) => Err(setup(what_force)(e)),
                 }
+            };
+            if !opts.send_only {
+                force(
+                    libc::SO_RCVBUFFORCE,
+                    "SO_RCVBUFFORCE",
+                    "SO_RCVBUF",
+                    Socket::set_recv_buffer_size,
+                )?;
             }
-            match setsockopt_int(
-                fd,
-                libc::SOL_SOCKET,
+            force(
                 libc::SO_SNDBUFFORCE,
-                size as libc::c_int,
-            ) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => sock
-                    .set_send_buffer_size(size)
-                    .map_err(setup("SO_SNDBUF"))?,
-                Err(e) => return Err(setup("SO_SNDBUFFORCE")(e)),
-            }
+                "SO_SNDBUFFORCE",
+                "SO_SNDBUF",
+                Socket::set_send_buffer_size,
+            )?;
         }
         sock.bind(&addr.into())
             .map_err(|source| match source.raw_os_error() {
@@ -425,11 +428,10 @@ fn encode_control(buf: &mut [u8], msg: &Outgoing<'_>) -> usize {
     if let Some(seg) = msg.segment_size {
         used += cmsg::encode_udp_segment(&mut buf[used..], seg).unwrap_or(0);
     }
-    if let Some(ttl) = msg.ttl {
-        used += cmsg::encode_ttl(&mut buf[used..], ipv4, ttl).unwrap_or(0);
-    }
-    if let Some(tos) = msg.tos {
-        used += cmsg::encode_tos(&mut buf[used..], ipv4, tos).unwrap_or(0);
+    for (field, value) in [(IpField::Ttl, msg.ttl), (IpField::Tos, msg.tos)] {
+        if let Some(value) = value {
+            used += cmsg::encode_ip_field(&mut buf[used..], ipv4, field, value).unwrap_or(0);
+        }
     }
     used
 }
