@@ -71,6 +71,19 @@ fn outer_ports_per_flow(test: &str, args: &str) -> Option<BTreeMap<u16, BTreeSet
         "only {} of {FLOWS} flows captured",
         seen.len()
     );
+    // One socket per port in use, all still open (none idle for 30 s yet), none evicted. (A
+    // few more than the captured flows: ARP, neighbour discovery and the pings have ports too,
+    // and so do flows the capture missed.)
+    let ports = &a.json("stats")["source_ports"];
+    let distinct = seen.values().flatten().collect::<BTreeSet<_>>().len() as u64;
+    let open = ports["open"].as_u64().unwrap();
+    let uncaptured = u64::from(FLOWS) - seen.len() as u64;
+    assert!(
+        (distinct..=distinct + uncaptured + 20).contains(&open),
+        "{distinct} ports seen: {ports}"
+    );
+    assert_eq!(ports["bound"], ports["open"], "{ports}");
+    assert_eq!(ports["evicted"].as_u64(), Some(0), "{ports}");
     Some(seen)
 }
 

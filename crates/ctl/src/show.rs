@@ -177,6 +177,19 @@ pub fn render_stats(report: &StatsReport) -> String {
         report.offloads.join(" ")
     };
     let _ = writeln!(out, "workers {}  offloads {offloads}", report.workers);
+    if let Some(p) = &report.source_ports {
+        let _ = writeln!(
+            out,
+            "source ports {}: {} sockets open (at most {}), {} bound, {} evicted, {} closed idle, {} busy elsewhere",
+            p.info.range,
+            p.counters.open,
+            p.info.max_open,
+            p.counters.bound,
+            p.counters.evicted,
+            p.counters.idle_closed,
+            p.counters.port_busy
+        );
+    }
     for n in &report.networks {
         let _ = writeln!(out, "{}: vni {} dev {}", n.name, n.vni, n.dev);
         let _ = writeln!(out, "    RX:  bytes packets");

@@ -207,6 +207,43 @@ impl Events {
     }
 }
 
+/// The source-port sockets (`--srcport`): how many are open and what happened to them.
+/// Engine-wide; written by the workers' shared pool, read by `vxnet stats`.
+#[derive(Debug, Default)]
+pub struct SourcePortCounters {
+    /// Sockets open now.
+    pub open: AtomicU64,
+    /// Sockets bound since start.
+    pub bound: AtomicU64,
+    /// Sockets closed to stay under the cap (the file-descriptor budget).
+    pub evicted: AtomicU64,
+    /// Sockets closed because no flow used them for a while.
+    pub idle_closed: AtomicU64,
+    /// Hashed ports another program held (the flow left from a nearby port).
+    pub port_busy: AtomicU64,
+}
+
+impl SourcePortCounters {
+    pub fn snapshot(&self) -> SourcePortSnapshot {
+        SourcePortSnapshot {
+            open: self.open.load(Ordering::Relaxed),
+            bound: self.bound.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            idle_closed: self.idle_closed.load(Ordering::Relaxed),
+            port_busy: self.port_busy.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePortSnapshot {
+    pub open: u64,
+    pub bound: u64,
+    pub evicted: u64,
+    pub idle_closed: u64,
+    pub port_busy: u64,
+}
+
 /// Per-remote-VTEP counters.
 pub type PeerCounters = Traffic;
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
+use crate::counters::{SourcePortCounters, SourcePortSnapshot};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
 
@@ -41,6 +42,25 @@ pub struct EngineState {
     /// `--address` (or cluster-assigned address) of each network, by network name.
     addresses: Mutex<BTreeMap<String, String>>,
     cluster: Mutex<Option<ClusterInfo>>,
+    source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
+}
+
+/// The source-port range and socket budget, as `vxnet stats` reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePortInfo {
+    /// `MIN-MAX`.
+    pub range: String,
+    /// Most sockets open at once.
+    pub max_open: usize,
+}
+
+/// [`SourcePortInfo`] with the pool's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePortReport {
+    #[serde(flatten)]
+    pub info: SourcePortInfo,
+    #[serde(flatten)]
+    pub counters: SourcePortSnapshot,
 }
 
 impl EngineState {
@@ -57,7 +77,22 @@ impl EngineState {
             offloads: Mutex::new(Vec::new()),
             addresses: Mutex::new(addresses),
             cluster: Mutex::new(None),
+            source_ports: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Set once at start: what `vxnet stats` reports of the source-port sockets.
+    pub(crate) fn set_source_ports(&self, info: SourcePortInfo, counters: Arc<SourcePortCounters>) {
+        let _ = self.source_ports.set((info, counters));
+    }
+
+    pub fn source_ports(&self) -> Option<SourcePortReport> {
+        self.source_ports
+            .get()
+            .map(|(info, counters)| SourcePortReport {
+                info: info.clone(),
+                counters: counters.snapshot(),
+            })
     }
 
     pub fn now(&self) -> Millis {

@@ -57,6 +57,20 @@ impl SourcePortRange {
         self.min..=self.max
     }
 
+    /// The larger stretch of ports from 1024 up outside the range (for sockets that must not
+    /// take a source port); the range itself when it covers everything.
+    pub fn outside(&self) -> RangeInclusive<u16> {
+        let below = self.min - MIN_SOURCE_PORT;
+        let above = u16::MAX - self.max;
+        if below == 0 && above == 0 {
+            self.as_range()
+        } else if below >= above {
+            MIN_SOURCE_PORT..=self.min - 1
+        } else {
+            self.max + 1..=u16::MAX
+        }
+    }
+
     /// The port of a flow with this hash: multiply-shift onto the range (as the kernel's
     /// `udp_flow_src_port` does), uniform without a division.
     pub fn port_for(&self, hash: u32) -> u16 {
@@ -181,6 +195,11 @@ mod tests {
             assert!(e.contains("srcport"), "{bad}: {e}");
         }
         assert_eq!(d.to_string(), "49152-65535");
+        assert_eq!(d.outside(), 1024..=49151);
+        let high: SourcePortRange = "1024-60000".parse().unwrap();
+        assert_eq!(high.outside(), 60001..=65535);
+        let all: SourcePortRange = "1024-65535".parse().unwrap();
+        assert_eq!(all.outside(), 1024..=65535);
     }
 
     #[test]

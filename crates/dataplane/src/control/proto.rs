@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::counters::TrafficSnapshot;
 use crate::fdb::FdbRow;
-pub use crate::state::ClusterInfo;
+pub use crate::state::{ClusterInfo, SourcePortReport};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -113,6 +113,9 @@ pub struct StatsReport {
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
+    /// The source-port sockets: range, budget, open now, bound, evicted, idle-closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ports: Option<SourcePortReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

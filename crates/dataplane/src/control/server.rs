@@ -302,5 +302,6 @@ pub fn stats(state: &EngineState) -> StatsReport {
         workers: state.workers,
         offloads: state.offloads(),
         cluster: state.cluster(),
+        source_ports: state.source_ports(),
     }
 }

@@ -11,6 +11,7 @@ use super::{lock, new_eventfd, Core, Engine, EngineError, EngineState, Running, 
 use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
 use crate::control::server;
 use crate::forward::Forwarder;
+use crate::state::SourcePortInfo;
 use crate::sys::iface;
 use crate::sys::udp::{UdpOptions, UdpSocket};
 use crate::sys::udp_path::raise_nofile_limit;
@@ -120,6 +121,13 @@ impl Engine {
             workers,
             addresses,
         ));
+        state.set_source_ports(
+            SourcePortInfo {
+                range: source_ports.range().to_string(),
+                max_open: source_ports.cap(),
+            },
+            Arc::clone(source_ports.counters()),
+        );
         let core = Arc::new(Core {
             state,
             setup,

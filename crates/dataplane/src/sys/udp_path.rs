@@ -12,6 +12,7 @@
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -22,6 +23,9 @@ use super::udp::{setsockopt_int, UdpSocket};
 
 /// The receive buffer of a send-only socket: the smallest the kernel allows (it rounds up).
 const SEND_ONLY_RCVBUF: usize = 1;
+/// `IP_LOCAL_PORT_RANGE` (linux/in.h; not in libc yet): a per-socket ephemeral port range, the
+/// low port in the low 16 bits, the high port in the high 16 bits. Applies to IPv6 sockets too.
+const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
 
 impl UdpSocket {
     /// Applies the fixed parts of `policy` and the DF state `df` to this socket: DF through
@@ -94,9 +98,11 @@ pub struct PathMtuProbe {
 }
 
 impl PathMtuProbe {
-    /// A probe for peers of the family of `local`, bound to `local` (port 0), so the route is
-    /// looked up for the same source address the data takes.
-    pub fn new(local: IpAddr) -> io::Result<PathMtuProbe> {
+    /// A probe for peers of the family of `local`, bound to `local`, so the route is looked up
+    /// for the same source address the data takes. Its port is taken from `ports` where the
+    /// kernel allows choosing (IP_LOCAL_PORT_RANGE, Linux 6.3+), so it does not hold one of the
+    /// source ports; elsewhere from the usual ephemeral range.
+    pub fn new(local: IpAddr, ports: RangeInclusive<u16>) -> io::Result<PathMtuProbe> {
         let sock = Socket::new(
             Domain::for_address(SocketAddr::new(local, 0)),
             Type::DGRAM.nonblocking().cloexec(),
@@ -105,6 +111,14 @@ impl PathMtuProbe {
         if local.is_ipv6() {
             sock.set_only_v6(true)?;
         }
+        let range = u32::from(*ports.start()) | (u32::from(*ports.end()) << 16);
+        // Best effort: an older kernel says ENOPROTOOPT and the probe takes any free port.
+        let _ = setsockopt_int(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            IP_LOCAL_PORT_RANGE,
+            range as libc::c_int,
+        );
         sock.bind(&SocketAddr::new(local, 0).into())?;
         // Nothing is ever sent or received on it.
         sock.set_recv_buffer_size(SEND_ONLY_RCVBUF)?;

@@ -35,7 +35,7 @@ use crate::sys::poll::{EventFd, PollSet};
 use crate::sys::tap::TapQueue;
 use crate::sys::udp::{Outgoing, RecvBatch, SendBatch, UdpSocket};
 
-pub use source_ports::{SourcePortConfig, SourcePortStats, SourcePorts};
+pub use source_ports::{SourcePortConfig, SourcePorts};
 pub use tx::fit_superframes_to_gso;
 
 /// Frames moved per syscall.
@@ -152,7 +152,11 @@ impl Worker {
             .map(|_| Coalescer::new(CoalesceConfig::default()))
             .collect();
         Worker {
-            pmtu: pmtu::PathMtus::new(forwarder.local(), source_ports.fallback_mtu()),
+            pmtu: pmtu::PathMtus::new(
+                forwarder.local(),
+                source_ports.fallback_mtu(),
+                source_ports.range().outside(),
+            ),
             oversize: Vec::with_capacity(BATCH),
             refused: Vec::with_capacity(BATCH),
             max_single_datagram: forwarder.max_single_datagram(),

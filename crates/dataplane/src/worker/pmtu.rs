@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 
 use vxnet_encap::icmp::{inner_mtu, too_big_reply, MAX_REPLY_LEN};
 use vxnet_encap::offload::ZERO_VNET_HDR;
@@ -53,8 +54,10 @@ pub(super) struct PathMtus {
 }
 
 impl PathMtus {
-    pub(super) fn new(local: IpAddr, fallback: u32) -> Self {
-        let probe = match PathMtuProbe::new(local) {
+    /// Probes from `local`, with a port from `probe_ports` where the kernel allows (outside
+    /// the source-port range); `fallback` when the kernel cannot be asked.
+    pub(super) fn new(local: IpAddr, fallback: u32, probe_ports: RangeInclusive<u16>) -> Self {
+        let probe = match PathMtuProbe::new(local, probe_ports) {
             Ok(probe) => Some(probe),
             Err(e) => {
                 tracing::warn!(

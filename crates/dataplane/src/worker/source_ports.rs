@@ -23,12 +23,13 @@
 //! while another closes it only delays the close.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use vxnet_encap::outer::OuterPolicy;
 
+use crate::counters::SourcePortCounters;
 use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
 use crate::tuning::SourcePortRange;
 
@@ -52,19 +53,6 @@ pub struct SourcePortConfig {
     pub fallback_mtu: u32,
 }
 
-/// Counters of the pool (engine-wide).
-#[derive(Debug, Default)]
-pub struct SourcePortStats {
-    /// Sockets bound.
-    pub bound: AtomicU64,
-    /// Sockets closed to stay under the cap.
-    pub evicted: AtomicU64,
-    /// Sockets closed because no flow used them for a while.
-    pub idle_closed: AtomicU64,
-    /// Hashed ports another program held (the flow left from a nearby port).
-    pub port_busy: AtomicU64,
-}
-
 #[derive(Debug)]
 pub struct SourcePorts {
     config: SourcePortConfig,
@@ -76,7 +64,7 @@ pub struct SourcePorts {
     open: AtomicUsize,
     /// The clock hand; held while a socket is bound or closed.
     hand: Mutex<usize>,
-    pub stats: SourcePortStats,
+    stats: Arc<SourcePortCounters>,
 }
 
 impl SourcePorts {
@@ -94,7 +82,7 @@ impl SourcePorts {
             used: (0..slots).map(|_| AtomicBool::new(false)).collect(),
             open: AtomicUsize::new(0),
             hand: Mutex::new(0),
-            stats: SourcePortStats::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -118,6 +106,11 @@ impl SourcePorts {
     /// Sockets open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// The pool's counters (shared with the engine state, for `vxnet stats`).
+    pub fn counters(&self) -> &Arc<SourcePortCounters> {
+        &self.stats
     }
 
     /// The slot of a flow with this hash that needs DF `df` (pure arithmetic, for planning).
@@ -171,7 +164,8 @@ impl SourcePorts {
         let socket = self.bind_near(port, df)?;
         self.slots[slot].store(Some(Arc::clone(&socket)));
         self.used[slot].store(true, Ordering::Relaxed);
-        self.open.fetch_add(1, Ordering::Relaxed);
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.open.store(open as u64, Ordering::Relaxed);
         Some(socket)
     }
 
@@ -262,7 +256,8 @@ impl SourcePorts {
 
     fn close(&self, slot: usize) {
         if self.slots[slot].swap(None).is_some() {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+            let open = self.open.fetch_sub(1, Ordering::Relaxed) - 1;
+            self.stats.open.store(open as u64, Ordering::Relaxed);
         }
     }
 
