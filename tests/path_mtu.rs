@@ -19,7 +19,7 @@ struct Routed {
     engines: [Vxnet; 2],
 }
 
-fn routed(test: &str, family: Family) -> Option<Routed> {
+fn routed(test: &str, family: Family, args: &str) -> Option<Routed> {
     let lab = Lab::routed(test, family, [9000, 1500])?;
     let (inner, prefix) = match family {
         Family::V4 => ("10.1.0.", "24"),
@@ -30,7 +30,7 @@ fn routed(test: &str, family: Family) -> Option<Routed> {
             i,
             &format!("h{i}"),
             &format!(
-                "--vni 42 --dev vx42 --local {} --remote {} --address {inner}{}/{prefix} --mtu 8950",
+                "--vni 42 --dev vx42 --local {} --remote {} --address {inner}{}/{prefix} --mtu 8950 {args}",
                 lab.host(i).underlay,
                 lab.host(1 - i).underlay,
                 i + 1
@@ -92,8 +92,8 @@ fn ip_flag(family: Family) -> &'static str {
     }
 }
 
-fn check(test: &str, family: Family) {
-    let Some(r) = routed(test, family) else {
+fn check(test: &str, family: Family, args: &str) {
+    let Some(r) = routed(test, family, args) else {
         return;
     };
     let overhead = if family == Family::V4 { 50 } else { 70 };
@@ -160,10 +160,16 @@ fn check(test: &str, family: Family) {
 
 #[test]
 fn tcp_across_a_1500_hop_between_8950_overlays() {
-    check("pmtu_v4", Family::V4);
+    check("pmtu_v4", Family::V4, "");
 }
 
 #[test]
 fn tcp_across_a_1500_hop_between_8950_overlays_ipv6() {
-    check("pmtu_v6", Family::V6);
+    check("pmtu_v6", Family::V6, "");
+}
+
+/// Without TAP offloads every frame is checked on its own (no superframes, no GSO).
+#[test]
+fn tcp_across_a_1500_hop_without_offloads() {
+    check("pmtu_nooff", Family::V4, "--no-offloads");
 }
