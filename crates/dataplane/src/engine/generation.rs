@@ -69,7 +69,10 @@ impl Core {
         // Ends early only if a worker died before reporting (it is joined, and its error
         // logged, at the next stop).
         for _ in 0..running.workers.len() {
-            if running_rx.recv_timeout(std::time::Duration::from_secs(5)).is_err() {
+            if running_rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .is_err()
+            {
                 break;
             }
         }

@@ -21,8 +21,8 @@ use vxnet_encap::MacAddr;
 
 use crate::config::ConfigError;
 use crate::control::socket::{BindError, ControlListener, SocketFile};
-use crate::reload::Reloader;
 use crate::network::Network;
+use crate::reload::Reloader;
 use crate::sys::iface::IfaceError;
 use crate::sys::poll::EventFd;
 use crate::sys::tap::{TapError, TapQueue};

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Engine, EngineControl, EngineError, EngineState};
-use crate::reload::Reloader;
 use crate::control::server;
 use crate::fdb::Millis;
+use crate::reload::Reloader;
 
 impl Engine {
     /// Binds the Prometheus endpoint (`--metrics`), served once the engine runs. Bound now so a
