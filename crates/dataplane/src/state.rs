@@ -117,3 +117,25 @@ impl EngineState {
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_offloads_follow_a_run_time_gso_refusal() {
+        let gso = UdpGso::new(true);
+        let forwarder = Forwarder::new(Vec::new(), "10.0.0.1".parse().unwrap(), 4789, false);
+        let state = EngineState::new(forwarder, 1, BTreeMap::new(), Arc::clone(&gso));
+        let generation = vec![Offload::TapVnetHdr, Offload::UdpGso, Offload::UdpGro];
+        state.publish(state.forwarder(), generation);
+        assert_eq!(
+            state.offloads(),
+            [Offload::TapVnetHdr, Offload::UdpGso, Offload::UdpGro]
+        );
+        // A worker sees the kernel refuse a UDP_SEGMENT send: reported at once, no new
+        // generation needed.
+        gso.refused();
+        assert_eq!(state.offloads(), [Offload::TapVnetHdr, Offload::UdpGro]);
+    }
+}

@@ -28,10 +28,10 @@ use crate::config::ConfigError;
 use crate::control::server::{BindError, SocketFile};
 use crate::network::Network;
 use crate::offload::Offloads;
+use crate::state::lock;
 use crate::sys::iface::IfaceError;
 use crate::sys::poll::EventFd;
 use crate::sys::tap::{TapError, TapQueue};
-use crate::state::lock;
 use crate::sys::udp::{UdpError, UdpSocket};
 use crate::worker::SourcePorts;
 
