@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# python3 (3.9+, for os.pidfd_open): offload_fallback makes the kernel refuse an engine's UDP GSO.
 packages=(iproute2 iputils-ping ethtool tcpdump tshark iperf3 etcd-server etcd-client
-          protobuf-compiler nftables procps)
+          protobuf-compiler nftables procps python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
