@@ -136,6 +136,11 @@ pub fn load_file(path: &Path) -> Result<FileValues, ConfigError> {
 
 /// Parses the TOML text; the error is a one-line message.
 pub fn parse_file(text: &str) -> Result<FileValues, String> {
+    // A carriage return in a key, say, must not break the one line (or rewrite the terminal).
+    parse_toml(text).map_err(|message| crate::text::printable(&message))
+}
+
+fn parse_toml(text: &str) -> Result<FileValues, String> {
     let file: FileConfig = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
     let mut networks = Vec::with_capacity(file.network.len());
     for n in file.network {
@@ -298,6 +303,10 @@ mod tests {
         let e = parse_file("[[network]]\nvni = 1\ndev = \"vx\"\naddress = \"10.1.0.1/33\"\n")
             .unwrap_err();
         assert!(!e.contains('\n'), "{e}");
+        // Found by the config_file fuzz target: a key with a carriage return in it.
+        let e = parse_file("\"a\\rb\\u001b[2J\" = 1\n").unwrap_err();
+        assert!(e.contains("unknown field `a\\rb\\u{1b}[2J`"), "{e}");
+        assert!(!e.contains(['\r', '\u{1b}']), "{e:?}");
     }
 
     fn engine_with(networks: Vec<NetworkConfig>) -> EngineConfig {

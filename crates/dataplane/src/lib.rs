@@ -7,12 +7,15 @@ pub mod engine;
 mod exclusive;
 pub mod fdb;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod network;
 pub mod reload;
 pub mod service;
 pub mod source_port;
 pub mod state;
 pub mod sys;
+mod text;
 pub mod validate;
 pub mod worker;
 

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod client;
+pub mod fdb;
 pub mod limits;
 pub mod metrics;
 pub mod proto;
