@@ -128,7 +128,9 @@ impl Admitter {
             return None;
         }
         let store = store.clone();
-        tracing::info!("admitting nodes that join with a token (this node holds the store's admin identity)");
+        tracing::info!(
+            "admitting nodes that join with a token (this node holds the store's admin identity)"
+        );
         Some(Admitter {
             task: tokio::spawn(async move {
                 let mut polls = 0u32;
@@ -136,7 +138,7 @@ impl Admitter {
                     if let Err(e) = admit_pending(&store).await {
                         tracing::debug!(error = %e, "admitting join requests failed; retrying");
                     }
-                    if polls % GC_EVERY == 0 {
+                    if polls.is_multiple_of(GC_EVERY) {
                         if let Err(e) = remove_stale_users(&store).await {
                             tracing::debug!(error = %e, "removing users of removed nodes failed");
                         }

@@ -54,8 +54,8 @@ pub async fn init_with(
     };
     let store = Store::connect_with(access, &cluster_id).await?;
     // Given etcd's admin identity, the cluster gets its own roles and users (see `roles`).
-    let identity = access.credentials.is_some()
-        || access.tls.as_ref().is_some_and(|t| t.identity.is_some());
+    let identity =
+        access.credentials.is_some() || access.tls.as_ref().is_some_and(|t| t.identity.is_some());
     let admin = identity && roles::is_admin(&store).await;
     let mut manager = Token::new(&cluster_id, Role::Manager, endpoints, tls).with_auth(admin);
     let mut worker = Token::new(&cluster_id, Role::Worker, endpoints, tls).with_auth(admin);
@@ -73,7 +73,11 @@ pub async fn init_with(
             CompareOp::Equal,
             0,
         )])
-        .and_then([TxnOp::put(meta_key.clone(), serde_json::to_vec(&meta)?, None)]);
+        .and_then([TxnOp::put(
+            meta_key.clone(),
+            serde_json::to_vec(&meta)?,
+            None,
+        )]);
     if !store.txn(Retry::IfNotSent, txn).await?.succeeded() {
         return Err(Error::ClusterExists(cluster_id));
     }
@@ -84,7 +88,9 @@ pub async fn init_with(
             // would protect nothing, and join users could not log in.
             roles::unprovision(&store).await;
             meta.auth = false;
-            store.put(&meta_key, serde_json::to_vec(&meta)?, None).await?;
+            store
+                .put(&meta_key, serde_json::to_vec(&meta)?, None)
+                .await?;
             manager.auth = false;
             worker.auth = false;
         }
@@ -260,7 +266,13 @@ pub async fn join_or_resume_at(
             let (endpoints, tls) =
                 store.unwrap_or_else(|| (saved.endpoints.clone(), saved.tls.is_some()));
             let access = if options.given() || tls != saved.tls.is_some() {
-                options.load(endpoints, tls)?
+                let mut access = options.load(endpoints, tls)?;
+                if options.user.is_none() {
+                    // New TLS files alone keep the saved etcd user: for a node admitted to an
+                    // authenticated store it is the only identity it has.
+                    access.credentials = saved.credentials;
+                }
+                access
             } else {
                 StoreAccess { endpoints, ..saved }
             };
@@ -311,13 +323,17 @@ pub async fn rotate(dir: &StateDir, manager: bool, worker: bool) -> Result<Rotat
         if !chosen {
             continue;
         }
-        let t = Token::new(&state.cluster_id, role, &state.endpoints, state.tls)
-            .with_auth(meta.auth);
+        let t =
+            Token::new(&state.cluster_id, role, &state.endpoints, state.tls).with_auth(meta.auth);
         if meta.auth {
             // The old secret stops working as an etcd password now, so etcd itself refuses
             // the old token (and only the admin identity may do this).
-            roles::set_password(&store, &roles::join_user(&state.cluster_id, role), &t.secret)
-                .await?;
+            roles::set_password(
+                &store,
+                &roles::join_user(&state.cluster_id, role),
+                &t.secret,
+            )
+            .await?;
         }
         match role {
             Role::Manager => {

@@ -155,7 +155,12 @@ pub async fn provision(store: &Store, manager_secret: &str, worker_secret: &str)
     for role in [&m, &w, &j] {
         role_add(store, role).await?;
     }
-    grant(store, &m, Permission::read_write(prefix.clone()).with_prefix()).await?;
+    grant(
+        store,
+        &m,
+        Permission::read_write(prefix.clone()).with_prefix(),
+    )
+    .await?;
     grant(store, &w, Permission::read(prefix.clone()).with_prefix()).await?;
     for sub in ["macs/", "ipam/"] {
         grant(
@@ -176,7 +181,7 @@ pub async fn provision(store: &Store, manager_secret: &str, worker_secret: &str)
         store,
         &join_user(&id, Role::Manager),
         manager_secret,
-        &[j.clone()],
+        std::slice::from_ref(&j),
     )
     .await?;
     set_user(store, &join_user(&id, Role::Worker), worker_secret, &[j]).await
@@ -215,7 +220,13 @@ pub async fn add_node(store: &Store, node_id: &str, role: Role, password: &str) 
         )
         .await?;
     }
-    set_user(store, &name, password, &[name.clone(), shared_role(&id, role)]).await
+    set_user(
+        store,
+        &name,
+        password,
+        &[name.clone(), shared_role(&id, role)],
+    )
+    .await
 }
 
 /// Deletes node `node_id`'s user and role, so a removed node's credentials stop working.
@@ -248,7 +259,10 @@ pub async fn remove_node(store: &Store, node_id: &str) -> Result<()> {
 pub async fn node_users(store: &Store) -> Result<Vec<String>> {
     let prefix = node_user(store.cluster_id(), "");
     let resp = store
-        .call(Retry::Idempotent, |mut c| async move { c.user_list().await })
+        .call(
+            Retry::Idempotent,
+            |mut c| async move { c.user_list().await },
+        )
         .await?;
     Ok(resp
         .users()

@@ -53,7 +53,10 @@ fn worker_credentials_are_limited_by_etcd() {
         .iter()
         .map(|e| format!("http://{e}"))
         .collect();
-    etcdctl(&http, &["user", "add", "root", "--new-user-password", "rootpw"]);
+    etcdctl(
+        &http,
+        &["user", "add", "root", "--new-user-password", "rootpw"],
+    );
     etcdctl(&http, &["auth", "enable"]);
     let root = |args: &[&str]| {
         let mut all = vec!["--user", "root:rootpw"];
@@ -86,7 +89,10 @@ fn worker_credentials_are_limited_by_etcd() {
     for t in [&worker_token, &manager_token] {
         // Cluster id, secret, role and store: no etcd identity.
         let parsed = vxnet_cluster::token::Token::parse(t).unwrap();
-        assert!(parsed.auth && parsed.endpoints == etcd.endpoints(), "{parsed:?}");
+        assert!(
+            parsed.auth && parsed.endpoints == etcd.endpoints(),
+            "{parsed:?}"
+        );
         assert!(!t.contains("rootpw"));
     }
     let roles = root(&["role", "list"]);
@@ -114,7 +120,9 @@ fn worker_credentials_are_limited_by_etcd() {
     json(&run(&m, &["network", "create", "blue", "--json"]));
     let wp = WatchProc::spawn(&w, "127.0.0.122", 3);
     let both = |v: &serde_json::Value| {
-        network_names(v) == ["blue"] && alive_members(v).contains(&wid) && alive_members(v).len() == 2
+        network_names(v) == ["blue"]
+            && alive_members(v).contains(&wid)
+            && alive_members(v).len() == 2
     };
     assert!(
         wp.wait(Duration::from_secs(10), both).is_some(),
