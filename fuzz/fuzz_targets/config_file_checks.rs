@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use vxnet_dataplane::config::{
     parse_file, resolve_remote, EngineConfig, FileValues, DEFAULT_AGEING_SECS,
-    DEFAULT_CONTROL_PATH, DEFAULT_MAX_FDB,
+    DEFAULT_CONTROL_PATH, DEFAULT_ESP_PORT, DEFAULT_MAX_FDB,
 };
 use vxnet_encap::Vni;
 
@@ -78,6 +78,7 @@ fn engine_config(file: FileValues) -> EngineConfig {
     EngineConfig {
         local: file.local.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         port: file.port.unwrap_or(vxnet_encap::DEFAULT_PORT),
+        esp_port: file.esp_port.unwrap_or(DEFAULT_ESP_PORT),
         networks: file.networks,
         ageing_secs: file.ageing_secs.unwrap_or(DEFAULT_AGEING_SECS),
         learning: file.learning.unwrap_or(true),
@@ -95,6 +96,7 @@ fn engine_config(file: FileValues) -> EngineConfig {
 fn assert_same(a: &FileValues, b: &FileValues) {
     assert_eq!(a.local, b.local);
     assert_eq!(a.port, b.port);
+    assert_eq!(a.esp_port, b.esp_port);
     assert_eq!(a.ageing_secs, b.ageing_secs);
     assert_eq!(a.learning, b.learning);
     assert_eq!(a.max_fdb, b.max_fdb);
@@ -118,6 +120,7 @@ fn render(v: &FileValues) -> String {
     };
     put("local", v.local.map(|ip| Value::String(ip.to_string())));
     put("port", v.port.map(|p| int(p.into())));
+    put("esp_port", v.esp_port.map(|p| int(p.into())));
     put("ageing", v.ageing_secs.map(int));
     put("learning", v.learning.map(Value::Boolean));
     put("max_fdb", v.max_fdb.map(|n| int(n as u64)));

@@ -3,12 +3,14 @@
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod crypto;
 pub mod engine;
 mod exclusive;
 pub mod fdb;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod keyring;
 pub mod network;
 pub mod reload;
 pub mod service;
