@@ -87,18 +87,16 @@ pub fn render(explanation: &Explanation, colour: bool) -> String {
                 .count();
             let esp = match (encrypted, keys) {
                 (0, _) => String::new(),
-                (n, Some(keys)) => format!(
-                    " ({n} encrypted, ESP-in-UDP port {}, keys from {keys})",
-                    list(esp_ports)
-                ),
-                (n, None) => format!(
-                    " ({n} encrypted, ESP-in-UDP port {}, no --keys)",
-                    list(esp_ports)
+                (n, keys) => format!(
+                    "; {n} of them encrypted, ESP-in-UDP port {}, {}",
+                    list(esp_ports),
+                    keys.as_ref()
+                        .map_or("no --keys".to_owned(), |k| format!("keys from {k}"))
                 ),
             };
             let _ = writeln!(
                 out,
-                "{} {path} ({format}): {total_packets} packets, {} VXLAN{esp} (UDP ports {}), {} skipped",
+                "{} {path} ({format}): {total_packets} packets, {} VXLAN (UDP ports {}{esp}), {} skipped",
                 p.bold("Capture"),
                 explanation.packets.len(),
                 list(vxlan_ports),

@@ -486,3 +486,6 @@ impl EspOverhead {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
