@@ -97,7 +97,11 @@ fn without_keys_the_layers_are_shown_and_the_payload_is_opaque() {
         assert_eq!(layer(p, "ESP ICV")["len"], 16);
         assert_eq!(layer(p, "outer UDP")["fields"][1]["value"], 4500);
     }
-    let text = stdout(&vxnet(&["explain", "--pcap", &ctl_fixture("scapy-esp.pcap")]));
+    let text = stdout(&vxnet(&[
+        "explain",
+        "--pcap",
+        &ctl_fixture("scapy-esp.pcap"),
+    ]));
     assert!(text.contains("encrypted (no key: opaque)"), "{text}");
     assert!(text.contains("the payload is opaque"));
     assert!(text.contains("42-45 of ESP in UDP"));
@@ -121,7 +125,13 @@ fn a_wrong_key_says_the_icv_does_not_verify() {
             .unwrap()
             .contains("the ICV does not verify"));
     }
-    let text = stdout(&vxnet(&["explain", "--pcap", &pcap, "--keys", keys.to_str().unwrap()]));
+    let text = stdout(&vxnet(&[
+        "explain",
+        "--pcap",
+        &pcap,
+        "--keys",
+        keys.to_str().unwrap(),
+    ]));
     assert!(text.contains("ICV DOES NOT VERIFY"), "{text}");
 }
 
@@ -219,9 +229,12 @@ fn vxnet_sealed_capture_across_2_32_decrypts_and_tshark_agrees() {
             dst: 4789,
         };
         let sealed = seal_vxlan(&mut sa, &mut buf, frame, Vni::new(42).unwrap(), ports).unwrap();
-        let builder = etherparse::PacketBuilder::ethernet2([0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2])
-            .ipv4(src.octets(), dst.octets(), 64)
-            .udp(4500, 4500);
+        let builder = etherparse::PacketBuilder::ethernet2(
+            [0x52, 0x54, 0, 0, 0, 1],
+            [0x52, 0x54, 0, 0, 0, 2],
+        )
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(4500, 4500);
         let mut out = Vec::new();
         builder.write(&mut out, &buf[sealed.packet]).unwrap();
         frames.push(out);
@@ -240,7 +253,9 @@ fn vxnet_sealed_capture_across_2_32_decrypts_and_tshark_agrees() {
         .to_string(),
     )
     .unwrap();
-    let esp_sa = format!("\"IPv4\",\"*\",\"*\",\"{spi}\",\"{WIRESHARK_GCM}\",\"{material}\",\"NULL\",\"\"\n");
+    let esp_sa = format!(
+        "\"IPv4\",\"*\",\"*\",\"{spi}\",\"{WIRESHARK_GCM}\",\"{material}\",\"NULL\",\"\"\n"
+    );
     let wireshark = dir.join("esp_sa");
     std::fs::write(&wireshark, &esp_sa).unwrap();
 
@@ -312,25 +327,53 @@ fn bad_keys_files_and_truncated_esp_are_one_error_line() {
     let pcap = ctl_fixture("scapy-esp.pcap");
     let missing = dir.join("missing.json");
     assert_one_error_line(
-        &vxnet(&["explain", "--pcap", &pcap, "--keys", missing.to_str().unwrap()]),
+        &vxnet(&[
+            "explain",
+            "--pcap",
+            &pcap,
+            "--keys",
+            missing.to_str().unwrap(),
+        ]),
         "missing.json: no such file",
     );
     let garbled = dir.join("garbled.json");
-    std::fs::write(&garbled, "{\"sas\": [{\"spi\": \"0x1234abcd\", \"key\": \"0xabc").unwrap();
+    std::fs::write(
+        &garbled,
+        "{\"sas\": [{\"spi\": \"0x1234abcd\", \"key\": \"0xabc",
+    )
+    .unwrap();
     assert_one_error_line(
-        &vxnet(&["explain", "--pcap", &pcap, "--keys", garbled.to_str().unwrap()]),
+        &vxnet(&[
+            "explain",
+            "--pcap",
+            &pcap,
+            "--keys",
+            garbled.to_str().unwrap(),
+        ]),
         "garbled.json: not a keys file: not valid JSON",
     );
     let short = dir.join("short.json");
     std::fs::write(&short, r#"[{"spi": 4660, "key": "0011"}]"#).unwrap();
     assert_one_error_line(
-        &vxnet(&["explain", "--pcap", &pcap, "--keys", short.to_str().unwrap()]),
+        &vxnet(&[
+            "explain",
+            "--pcap",
+            &pcap,
+            "--keys",
+            short.to_str().unwrap(),
+        ]),
         "SA 1: key is 2 bytes, not 36",
     );
     let empty = dir.join("empty.json");
     std::fs::write(&empty, r#"{"sas": []}"#).unwrap();
     assert_one_error_line(
-        &vxnet(&["explain", "--pcap", &pcap, "--keys", empty.to_str().unwrap()]),
+        &vxnet(&[
+            "explain",
+            "--pcap",
+            &pcap,
+            "--keys",
+            empty.to_str().unwrap(),
+        ]),
         "no SAs in it",
     );
     assert_one_error_line(

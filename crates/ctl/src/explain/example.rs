@@ -121,7 +121,14 @@ const EXAMPLE_SEQUENCE: u64 = (1 << 32) + 42;
 /// material of its SA.
 pub fn encrypted_packet(
     esp_port: u16,
-) -> Result<(Vec<u8>, vxnet_encap::esp::Spi, vxnet_encap::esp::SaKeyMaterial), ExplainError> {
+) -> Result<
+    (
+        Vec<u8>,
+        vxnet_encap::esp::Spi,
+        vxnet_encap::esp::SaKeyMaterial,
+    ),
+    ExplainError,
+> {
     use vxnet_encap::esp::transport::{seal_vxlan, VxlanPorts, HEADROOM};
     use vxnet_encap::esp::{KeyEpoch, NetworkKey, SaId, SealSa, Spi, MAX_TAILROOM};
     let example = |e: &dyn std::fmt::Display| ExplainError::Example(e.to_string());

@@ -122,7 +122,11 @@ pub fn run(args: ExplainArgs) -> Result<(), ExplainError> {
         return Err(ExplainError::KeysWithoutCapture);
     }
     // Read before any capture starts, so a bad file is one error line and nothing else.
-    let keys = args.keys.as_deref().map(esp::keys::KeyTable::load).transpose()?;
+    let keys = args
+        .keys
+        .as_deref()
+        .map(esp::keys::KeyTable::load)
+        .transpose()?;
     let mut esp = esp::EspContext::new(esp_ports, keys);
     if let Some(dev) = &args.live {
         let colour = use_colour(args.color);
@@ -136,9 +140,9 @@ pub fn run(args: ExplainArgs) -> Result<(), ExplainError> {
             }
             explanation
         }
-        None if args.encrypted => example::encrypted_example(
-            args.port.unwrap_or(vxnet_encap::esp::DEFAULT_ESP_PORT),
-        )?,
+        None if args.encrypted => {
+            example::encrypted_example(args.port.unwrap_or(vxnet_encap::esp::DEFAULT_ESP_PORT))?
+        }
         None => example::worked_example(args.port.unwrap_or(vxnet_encap::DEFAULT_PORT))?,
     };
     let output = if args.json {

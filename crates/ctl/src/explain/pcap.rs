@@ -52,9 +52,7 @@ impl Collector<'_> {
         let frame = self.total;
         let result = link
             .map_err(Skip::plain)
-            .and_then(|link| {
-                explain_frame(frame, link, data, original_len, self.ports, self.esp)
-            });
+            .and_then(|link| explain_frame(frame, link, data, original_len, self.ports, self.esp));
         match result {
             Ok(packet) => self.packets.push(packet),
             Err(Skip { reason, kind }) => self.skipped.push(Skipped {

@@ -403,7 +403,11 @@ fn render_esp_overhead(
         "  padding + trailer   {}-{}   (pad 0-3, pad length, next header; encrypted)",
         esp.trailer_min, esp.trailer_max
     );
-    let _ = writeln!(out, "  ICV                   {:>3}   (the AES-GCM tag)", esp.icv);
+    let _ = writeln!(
+        out,
+        "  ICV                   {:>3}   (the AES-GCM tag)",
+        esp.icv
+    );
     let _ = writeln!(
         out,
         "  over plain VXLAN    {}-{} bytes; in all {}-{} over IPv4, {}-{} over IPv6",

@@ -146,7 +146,13 @@ fn parse_json(text: &str) -> Result<Vec<KeyEntry>, String> {
                 .ok_or_else(|| format!("{origin}: \"key\" is not a hex string"))
                 .and_then(|k| material(k).map_err(|e| format!("{origin}: {e}")))?;
             let text_of = |v: &Value| v.as_str().map(str::to_owned);
-            Ok(entry(spi, key, text_of(&sa["src"]), text_of(&sa["dst"]), origin))
+            Ok(entry(
+                spi,
+                key,
+                text_of(&sa["src"]),
+                text_of(&sa["dst"]),
+                origin,
+            ))
         })
         .collect()
 }
@@ -185,9 +191,8 @@ fn spi_text(text: &str) -> Option<u32> {
 }
 
 fn checked_spi(raw: u32) -> Result<Spi, String> {
-    Spi::new(raw).ok_or_else(|| {
-        format!("SPI {raw} is reserved (0-255): no SA has it (RFC 4303 §2.1)")
-    })
+    Spi::new(raw)
+        .ok_or_else(|| format!("SPI {raw} is reserved (0-255): no SA has it (RFC 4303 §2.1)"))
 }
 
 /// Hex of the RFC 4106 key material, key then salt.
@@ -339,7 +344,9 @@ mod tests {
         let aes128 = format!(r#"{{"spi":"0x1000","key":"{}"}}"#, &KEY[..42]);
         assert!(err(&aes128).contains("AES-128-GCM"), "{}", err(&aes128));
         assert!(err("garbage\n").starts_with("line 1: neither JSON nor"));
-        let cbc = format!("\"IPv4\",\"*\",\"*\",\"0x1000\",\"AES-CBC [RFC3602]\",\"{KEY}\",\"NULL\",\"\"");
+        let cbc = format!(
+            "\"IPv4\",\"*\",\"*\",\"0x1000\",\"AES-CBC [RFC3602]\",\"{KEY}\",\"NULL\",\"\""
+        );
         assert!(err(&cbc).contains("is not what vxnet sends"));
         assert!(err("\"IPv4\",\"*\"").contains("2 fields"));
         // No SA objects at all is for the caller to report; it parses as empty.

@@ -66,7 +66,12 @@ pub fn header(esp: &[u8], offset: usize, seq_note: &str) -> Layer {
             spi >> 30
         ),
     )
-    .noted("sequence number", field::SEQUENCE, p.sequence_low(), seq_note)
+    .noted(
+        "sequence number",
+        field::SEQUENCE,
+        p.sequence_low(),
+        seq_note,
+    )
     .noted(
         "IV",
         field::IV,

@@ -309,8 +309,13 @@ pub fn explain(
     let mut vni = None;
     let mut decrypted_bytes = None;
     let mut inner_summary = String::from("encrypted");
-    let plain_ip = if d.v6 { ipv6::IPV6_HEADER_LEN } else { ipv4::IPV4_HEADER_LEN };
-    let plain_overhead = plain_ip + UDP_HEADER_LEN + VXLAN_HEADER_LEN + ethernet::ETHERNET_HEADER_LEN;
+    let plain_ip = if d.v6 {
+        ipv6::IPV6_HEADER_LEN
+    } else {
+        ipv4::IPV4_HEADER_LEN
+    };
+    let plain_overhead =
+        plain_ip + UDP_HEADER_LEN + VXLAN_HEADER_LEN + ethernet::ETHERNET_HEADER_LEN;
     // Until the padding is known: the least ESP adds (outer UDP, header and IV, trailer, ICV).
     let least_esp = MAX_OVERHEAD - MAX_PAD_LEN;
     let mut overhead = plain_overhead + least_esp;
@@ -348,7 +353,11 @@ pub fn explain(
                     ", but its {} payload bytes are too few for UDP, VXLAN and an Ethernet header",
                     payload_end - udp
                 ));
-                layers.push(layers::opaque(payload_end - udp, udp, "decrypted, too short"));
+                layers.push(layers::opaque(
+                    payload_end - udp,
+                    udp,
+                    "decrypted, too short",
+                ));
             }
             layers.push(layers::trailer(&bytes[payload_end..icv_at], payload_end));
             layers.push(layers::icv(
@@ -361,7 +370,10 @@ pub fn explain(
         None => {
             let (why, verdict) = if candidates.is_empty() {
                 facts.detail = match &ctx.keys {
-                    Some(k) => format!("no key for SPI {spi:#010x} in {}: the payload is opaque", k.path),
+                    Some(k) => format!(
+                        "no key for SPI {spi:#010x} in {}: the payload is opaque",
+                        k.path
+                    ),
                     None => "no keys given (--keys FILE): the payload is opaque".to_owned(),
                 };
                 (

@@ -35,7 +35,10 @@ fn sealed_frame(sa: &mut SealSa) -> Vec<u8> {
     let frame = HEADROOM..HEADROOM + inner.len();
     let mut buf = vec![0u8; frame.end + MAX_TAILROOM];
     buf[frame.clone()].copy_from_slice(&inner);
-    let ports = VxlanPorts { src: 50_000, dst: 4789 };
+    let ports = VxlanPorts {
+        src: 50_000,
+        dst: 4789,
+    };
     let sealed = seal_vxlan(sa, &mut buf, frame, Vni::new(7).unwrap(), ports).unwrap();
     let builder = PacketBuilder::ethernet2([2; 6], [4; 6])
         .ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64)
@@ -50,7 +53,14 @@ fn table_for(sa: &SealSa) -> KeyTable {
 }
 
 fn explain(ctx: &mut EspContext, frame: &[u8]) -> Result<Packet, Skip> {
-    explain_frame(1, LinkType::Ethernet, frame, frame.len(), &[4789, 8472], ctx)
+    explain_frame(
+        1,
+        LinkType::Ethernet,
+        frame,
+        frame.len(),
+        &[4789, 8472],
+        ctx,
+    )
 }
 
 #[test]
@@ -146,15 +156,26 @@ fn a_wrong_key_says_the_icv_does_not_verify_and_a_replay_is_named() {
     assert_eq!(esp.state, EspState::IcvMismatch);
     assert!(esp.detail.contains("ICV does not verify"), "{}", esp.detail);
     let icv = p.layers.iter().find(|l| l.name == "ESP ICV").unwrap();
-    assert!(icv.fields[0].note.as_deref().unwrap().contains("DOES NOT VERIFY"));
+    assert!(icv.fields[0]
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("DOES NOT VERIFY"));
 
     // The right key, the same packet twice: the second is a replay a receiver drops.
     let mut ctx = EspContext::new(vec![4500], Some(table_for(&tx)));
-    assert!(explain(&mut ctx, &frame).unwrap().remarks.iter().all(|r| !r.contains("replay")));
+    assert!(explain(&mut ctx, &frame)
+        .unwrap()
+        .remarks
+        .iter()
+        .all(|r| !r.contains("replay")));
     let again = explain(&mut ctx, &frame).unwrap();
     assert_eq!(again.esp.unwrap().state, EspState::Decrypted);
     assert!(
-        again.remarks.iter().any(|r| r.contains("already received (replay)")),
+        again
+            .remarks
+            .iter()
+            .any(|r| r.contains("already received (replay)")),
         "{:?}",
         again.remarks
     );
@@ -172,19 +193,32 @@ fn truncated_esp_keepalive_and_ike_are_counted_skips() {
     };
     let mut ctx = EspContext::new(vec![4500], None);
     let kind = |ctx: &mut EspContext, f: Vec<u8>| explain(ctx, &f).err().unwrap().kind;
-    assert_eq!(kind(&mut ctx, udp(&[0x12, 0x34, 0x56, 0x78, 0, 0, 0, 1])), "not valid ESP: truncated");
+    assert_eq!(
+        kind(&mut ctx, udp(&[0x12, 0x34, 0x56, 0x78, 0, 0, 0, 1])),
+        "not valid ESP: truncated"
+    );
     assert!(kind(&mut ctx, udp(&[0xFF])).contains("NAT keepalive"));
     assert!(kind(&mut ctx, udp(&[0, 0, 0, 0, 1, 2, 3])).contains("non-ESP marker"));
     let mut reserved = vec![0u8; 40];
     reserved[3] = 9;
-    assert_eq!(kind(&mut ctx, udp(&reserved)), "not valid ESP: reserved SPI");
+    assert_eq!(
+        kind(&mut ctx, udp(&reserved)),
+        "not valid ESP: reserved SPI"
+    );
     // An IP header that claims more than the capture holds.
     let mut tx = sa(1);
     let mut cut = sealed_frame(&mut tx);
     cut.truncate(cut.len() - 10);
-    let skip = explain_frame(1, LinkType::Ethernet, &cut, cut.len() + 10, &[4789], &mut ctx)
-        .err()
-        .unwrap();
+    let skip = explain_frame(
+        1,
+        LinkType::Ethernet,
+        &cut,
+        cut.len() + 10,
+        &[4789],
+        &mut ctx,
+    )
+    .err()
+    .unwrap();
     assert!(skip.kind.contains("snap length"), "{skip:?}");
 }
 
@@ -207,8 +241,15 @@ fn vxlan_on_a_port_that_is_also_esp_stays_vxlan() {
     // `--port 4789`-style overlap: a real VXLAN header wins over the ESP reading.
     let plain = crate::explain::example::outer_packet(6000).unwrap();
     let mut ctx = EspContext::new(vec![4500, 6000], None);
-    let p = explain_frame(1, LinkType::Ethernet, &plain, plain.len(), &[4789, 6000], &mut ctx)
-        .unwrap();
+    let p = explain_frame(
+        1,
+        LinkType::Ethernet,
+        &plain,
+        plain.len(),
+        &[4789, 6000],
+        &mut ctx,
+    )
+    .unwrap();
     assert!(p.esp.is_none());
     assert_eq!(p.vni, Some(42));
 }
