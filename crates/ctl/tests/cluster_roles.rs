@@ -197,6 +197,13 @@ fn worker_credentials_are_limited_by_etcd() {
     let w3 = state_dir(tmp.path(), "w3");
     assert_cli_error(&join(&w3, &worker_token), "join token refused");
     json(&join(&w3, new_token));
+    // A manager joining again as a worker loses the manager role in etcd too.
+    json(&join(&m2, new_token));
+    set_role(&m2, "manager");
+    assert_cli_error(
+        &run(&m2, &["network", "create", "yellow"]),
+        "permission denied",
+    );
 
     // Removing a node removes its etcd user: its credentials stop working.
     json(&run(&m, &["cluster", "rm", &w2id, "--json"]));
