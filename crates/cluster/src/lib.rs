@@ -4,7 +4,8 @@
 //!
 //! Key layout under `/vxnet/<cluster_id>/` (see [`store`] and [`records`]):
 //! `meta`, `nodes/<node_id>`, `members/<node_id>` (leased), `networks/<name>`, `vni/<vni>`,
-//! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses).
+//! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses), `keys/<network>`
+//! (encrypted networks' key rings, [`keyring`]) and `locks/keys/<network>` (leased, [`rotation`]).
 
 #![forbid(unsafe_code)]
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
@@ -13,11 +14,13 @@
 pub mod access;
 mod error;
 pub mod ipam;
+pub mod keyring;
 pub mod membership;
 pub mod network;
 pub mod node;
 pub mod records;
 pub mod removal;
+pub mod rotation;
 pub mod state;
 pub mod store;
 pub mod token;

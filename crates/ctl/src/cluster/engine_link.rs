@@ -425,6 +425,7 @@ mod tests {
                     networks: vec!["blue".into()],
                     role: None,
                     alive: true,
+                    key_epochs: Default::default(),
                 },
                 Member {
                     node_id: "b".into(),
@@ -432,6 +433,7 @@ mod tests {
                     networks: vec!["blue".into()],
                     role: None,
                     alive: true,
+                    key_epochs: Default::default(),
                 },
             ],
             networks: vec![
@@ -439,11 +441,13 @@ mod tests {
                     name: "blue".into(),
                     vni: 4096,
                     subnet: None,
+                    encrypted: false,
                 },
                 NetworkDef {
                     name: "red".into(),
                     vni: 4097,
                     subnet: None,
+                    encrypted: false,
                 },
             ],
             macs: vec![
@@ -474,6 +478,7 @@ mod tests {
             ],
             store_healthy: true,
             revision: 1,
+            keys: Default::default(),
         }
     }
 

@@ -4,3 +4,4 @@
 
 pub mod cli;
 pub mod engine_link;
+mod network_cli;
