@@ -89,7 +89,10 @@ pub async fn create_with(
                     TxnOp::put(vni_key.clone(), name, None),
                 ]
                 .into_iter()
-                .chain(ring.as_ref().map(|r| TxnOp::put(keys_key.clone(), r.clone(), None)))
+                .chain(
+                    ring.as_ref()
+                        .map(|r| TxnOp::put(keys_key.clone(), r.clone(), None)),
+                )
                 .collect::<Vec<_>>(),
             );
         let resp = store.txn(Retry::IfNotSent, txn).await?;

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+pub use super::network_cli::{run_network, NetworkArgs, NetworkCmd};
 use vxnet_cluster::access::{parse_store, AccessOptions};
 use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
 use vxnet_cluster::token::Role;
-pub use super::network_cli::{run_network, NetworkArgs, NetworkCmd};
 use vxnet_cluster::{node, removal, ClusterView, Error, Membership, Result};
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@ use vxnet_cluster::{
 use vxnet_dataplane::{ClusterInfo, EngineControl, EngineError, NetworkConfig};
 use vxnet_encap::{MacAddr, Vni};
 
+use super::engine_keys::{AutoRotation, Encryption};
 use crate::firewall::sync::{FirewallSync, SyncOptions};
 
 /// Why the cluster link stopped `vxnet run` (returned to the engine, which stops cleanly and
@@ -153,6 +154,7 @@ struct Link {
     waiting_logged: BTreeSet<String>,
     registered: Option<Vec<String>>,
     firewall: FirewallSync,
+    encryption: Encryption,
 }
 
 /// Registers this host, then applies every cluster view to the engine until the membership
@@ -183,7 +185,9 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkErr
         failed: BTreeMap::new(),
         waiting_logged: BTreeSet::new(),
         registered: None,
+        encryption: Encryption::default(),
     };
+    let _rotation = AutoRotation::start(&link.store, &link.opts.node_id, handle.view());
     let mut rx = handle.view();
     let mut first = true;
     loop {
@@ -228,6 +232,7 @@ impl Link {
 
         let desired: BTreeMap<String, NetworkDef> = desired(view, &self.opts.networks)
             .into_iter()
+            .filter(|d| self.encryption.servable(view, d))
             .map(|d| (d.name.clone(), d.clone()))
             .collect();
         self.failed
