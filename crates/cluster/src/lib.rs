@@ -7,6 +7,7 @@
 //! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses).
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use thiserror::Error;
 use vxnet_encap::{MacAddr, Vni};
 
+pub use crate::validate::ValidationError;
+
 pub const DEFAULT_CONTROL_PATH: &str = "/run/vxnet/vxnet.sock";
 pub const DEFAULT_AGEING_SECS: u64 = 300;
 pub const DEFAULT_MAX_FDB: usize = 16384;
@@ -135,7 +137,7 @@ pub fn load_file(path: &Path) -> Result<FileValues, ConfigError> {
 }
 
 /// Parses the TOML text; the error is a one-line message.
-pub fn parse_file(text: &str) -> Result<FileValues, String> {
+pub(crate) fn parse_file(text: &str) -> Result<FileValues, String> {
     let file: FileConfig = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
     let mut networks = Vec::with_capacity(file.network.len());
     for n in file.network {
@@ -188,7 +190,7 @@ impl EngineConfig {
 
     /// Consistent, but possibly without networks yet (they may be added at run time, e.g. by
     /// the cluster control plane).
-    pub fn check_consistency(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check_consistency(&self) -> Result<(), ConfigError> {
         crate::validate::engine(self)?;
         for n in &self.networks {
             crate::validate::network(n)?;

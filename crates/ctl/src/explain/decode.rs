@@ -12,14 +12,14 @@ use vxnet_encap::DecapError;
 use super::checksum::Check;
 use super::fields::{ethertype_name, ip_protocol_name};
 use super::inner::inner_layers;
-pub use super::link::LinkType;
+pub(super) use super::link::LinkType;
 use super::link::{link_layer, Link};
 use super::model::{hex16, Layer, LayerKind, Packet};
 use super::outer::{self, Outer};
 
 /// Why a frame was not explained: the full reason, and the kind it is counted under.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skip {
+pub(super) struct Skip {
     pub reason: String,
     pub kind: String,
 }
@@ -33,7 +33,7 @@ impl Skip {
     }
 
     /// A reason that is its own kind (it holds no per-packet particulars).
-    pub fn plain(reason: impl Into<String>) -> Self {
+    pub(super) fn plain(reason: impl Into<String>) -> Self {
         let reason = reason.into();
         Skip {
             kind: reason.clone(),
@@ -106,7 +106,7 @@ fn looks_like_vxlan(payload: &[u8]) -> bool {
         && payload[7] == 0
 }
 
-pub fn port_list(ports: &[u16]) -> String {
+pub(super) fn port_list(ports: &[u16]) -> String {
     ports
         .iter()
         .map(u16::to_string)
@@ -127,7 +127,7 @@ fn decap_kind(e: &DecapError) -> String {
 }
 
 /// Explains one captured frame, or says why it is not a VXLAN packet.
-pub fn explain_frame(
+pub(super) fn explain_frame(
     frame: usize,
     link_type: LinkType,
     data: &[u8],

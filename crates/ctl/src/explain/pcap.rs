@@ -65,7 +65,7 @@ impl Collector<'_> {
 /// Explains every packet of the capture at `path`. A file that ends in the middle of a record
 /// (tcpdump killed, a copy cut short) still gives the packets before the cut, with
 /// [`Explanation::truncated`] saying where it ends; zero VXLAN packets is for the caller to judge.
-pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainError> {
+pub(super) fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ExplainError::NotFound { path: name.clone() },
