@@ -205,7 +205,8 @@ fn udp_gso_refused_at_run_time() {
 
     assert!(
         !gso_in_use(&t.a),
-        "vxnet stats still reports udp-gso after the fall-back"
+        "vxnet stats still reports udp-gso after the fall-back; log: {}",
+        t.a.proc.log_text()
     );
     assert!(
         t.a.proc
