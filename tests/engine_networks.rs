@@ -22,6 +22,7 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
         Engine::start(EngineConfig {
             local: host.underlay,
             port: 4789,
+            esp_port: 4500,
             networks: Vec::new(),
             ageing_secs: 300,
             learning: true,
@@ -48,6 +49,7 @@ fn network(name: &str, vni: u32, address: &str, remotes: &[IpAddr]) -> NetworkCo
         mtu: None,
         allow_vlan: false,
         mac: None,
+        encryption: None,
     }
 }
 

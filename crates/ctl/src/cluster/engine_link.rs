@@ -345,6 +345,7 @@ impl Link {
             mtu: self.opts.mtu,
             allow_vlan: self.opts.allow_vlan,
             mac: Some(mac),
+            encryption: None,
         })?;
         tracing::info!(
             network = %def.name,

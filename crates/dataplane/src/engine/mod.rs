@@ -55,12 +55,14 @@ pub enum EngineError {
     Udp(#[from] UdpError),
     #[error(transparent)]
     Control(#[from] BindError),
-    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: the underlay MTU {underlay} minus {overhead} bytes of VXLAN)", min = crate::validate::MTU.start(), max = underlay.saturating_sub(*overhead))]
+    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: the underlay MTU {underlay} minus {overhead} bytes of VXLAN{}{esp})", if *esp { " and ESP" } else { "" }, min = crate::validate::MTU.start(), max = underlay.saturating_sub(*overhead))]
     MtuTooLarge {
         dev: String,
         mtu: u32,
         underlay: u32,
         overhead: u32,
+        /// An encrypted network: the overhead includes ESP's.
+        esp: bool,
     },
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -71,6 +73,10 @@ pub enum EngineError {
     AlreadyServed(String),
     #[error("the engine has stopped")]
     Stopped,
+    #[error("network {0}: encrypted networks are not supported by this build yet")]
+    EncryptionUnavailable(String),
+    #[error("network {0} is not encrypted (a key ring needs a network created with one)")]
+    NotEncrypted(String),
     /// The control-plane task given to [`Engine::run_until_signal_with`] failed.
     #[error(transparent)]
     ControlPlane(Box<dyn std::error::Error + Send + Sync>),
