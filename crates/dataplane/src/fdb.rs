@@ -41,19 +41,15 @@ impl std::fmt::Display for EntryKind {
 }
 
 #[derive(Debug)]
-pub struct FdbEntry {
+pub(crate) struct FdbEntry {
     dst: IpAddr,
     kind: EntryKind,
     last_seen: AtomicU64,
 }
 
 impl FdbEntry {
-    pub fn dst(&self) -> IpAddr {
+    pub(crate) fn dst(&self) -> IpAddr {
         self.dst
-    }
-
-    pub fn kind(&self) -> EntryKind {
-        self.kind
     }
 
     /// Seen at `now`. Workers pass the time of their own batch, which may be older than another
@@ -292,6 +288,7 @@ impl Fdb {
     }
 
     /// Removes an entry of either kind; returns whether there was one.
+    /// Public for `tests/fdb_concurrency.rs`.
     pub fn remove(&self, mac: MacAddr) -> bool {
         match self.map.pin().remove(&mac.to_u64()) {
             Some(e) => {
@@ -319,6 +316,7 @@ impl Fdb {
     }
 
     /// Drops learned entries idle for at least `ageing`; returns how many.
+    /// Public for `tests/fdb_concurrency.rs`.
     pub fn age_out(&self, now: Millis, ageing: Millis) -> usize {
         let map = self.map.pin();
         let mut removed = 0;
@@ -339,6 +337,7 @@ impl Fdb {
         removed
     }
 
+    /// Public for the fuzz targets and `tests/fdb_concurrency.rs`.
     pub fn learned_count(&self) -> usize {
         self.learned.load(Ordering::Relaxed)
     }
@@ -352,6 +351,7 @@ impl Fdb {
         self.max
     }
 
+    /// Public for `tests/fdb_concurrency.rs`.
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -361,7 +361,7 @@ impl Fdb {
     }
 
     /// Destinations of static entries: they are known peers and may send to us.
-    pub fn static_destinations(&self) -> Vec<IpAddr> {
+    pub(crate) fn static_destinations(&self) -> Vec<IpAddr> {
         let mut out: Vec<IpAddr> = self
             .map
             .pin()

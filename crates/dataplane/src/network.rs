@@ -25,20 +25,20 @@ pub struct PeerSet {
 }
 
 impl PeerSet {
-    pub fn allows(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allows(&self, ip: IpAddr) -> bool {
         self.allowed.binary_search(&ip).is_ok()
     }
 }
 
 /// Where the peers come from; the snapshot is their union. Owned by the control plane.
 #[derive(Debug, Clone, Default)]
-pub struct PeerSources {
+pub(crate) struct PeerSources {
     /// `--remote` / `remotes = [...]`.
-    pub configured: Vec<IpAddr>,
+    pub(crate) configured: Vec<IpAddr>,
     /// All-zeros FDB entries (`vxnet fdb add 00:00:00:00:00:00 --dst IP`), as with the kernel.
-    pub flood_entries: Vec<IpAddr>,
+    pub(crate) flood_entries: Vec<IpAddr>,
     /// Members of the cluster serving this network.
-    pub cluster: Vec<IpAddr>,
+    pub(crate) cluster: Vec<IpAddr>,
 }
 
 /// Static settings of a network, fixed at start.
@@ -116,7 +116,7 @@ impl Network {
     }
 
     /// Changes the peer sources and publishes a new snapshot.
-    pub fn update_sources<F: FnOnce(&mut PeerSources)>(&self, f: F) {
+    pub(crate) fn update_sources<F: FnOnce(&mut PeerSources)>(&self, f: F) {
         {
             let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut sources);
@@ -124,7 +124,7 @@ impl Network {
         self.rebuild_peers();
     }
 
-    pub fn sources(&self) -> PeerSources {
+    pub(crate) fn sources(&self) -> PeerSources {
         self.sources
             .lock()
             .unwrap_or_else(|e| e.into_inner())
