@@ -248,8 +248,8 @@ fn one_flood_destination_is_deleted_and_broadcasts_reach_only_the_other() {
         lab.host(0)
             .sh(&format!("ping -b -c {n} -i 0.2 -W 1 10.1.0.255"));
     };
-    let sent = |peer: usize| e[0].peer_stat(h(peer), "tx_packets");
-    let received = |host: usize| e[host].peer_stat(h(0), "rx_packets");
+    let sent = |peer: usize| e[0].peer(h(peer)).tx_packets;
+    let received = |host: usize| e[host].peer(h(0)).rx_packets;
     let before = [sent(1), sent(2), received(1), received(2)];
     broadcasts(3);
     assert!(sent(1) >= before[0] + 3 && sent(2) >= before[1] + 3);
