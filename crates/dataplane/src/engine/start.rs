@@ -58,7 +58,7 @@ impl Engine {
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
         let source_ports = bind_source_ports(local)?;
-        let (esp_claim, esp_sockets) = bind_esp_sockets(&config, workers)?;
+        let (esp_claim, esp_sockets, esp_unavailable) = bind_esp_sockets(&config, workers)?;
 
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
@@ -156,6 +156,11 @@ impl Engine {
             esp_port = if core.esp_sockets.is_empty() { None } else { Some(config.esp_port) },
             "vxnet engine running"
         );
+        if let Some(e) = esp_unavailable {
+            tracing::warn!(
+                "ESP-in-UDP port not available ({e}): encrypted networks cannot be served, and ESP from peers goes unheard"
+            );
+        }
 
         Ok(Engine {
             core,
@@ -185,20 +190,25 @@ pub(super) fn resolve_remotes(
 /// serving a network in plaintext still hears, counts and logs ESP from a peer that encrypts it.
 /// A port another program holds is fatal only when a configured network is encrypted; otherwise
 /// the engine runs without (and refuses encrypted networks added later).
+/// The error is returned for a warning once the engine runs (a start that fails later anyway
+/// prints only its one error line).
+#[allow(clippy::type_complexity)]
 fn bind_esp_sockets(
     config: &EngineConfig,
     workers: usize,
-) -> Result<(Option<crate::sys::claim::Claim>, Vec<UdpSocket>), EngineError> {
+) -> Result<
+    (
+        Option<crate::sys::claim::Claim>,
+        Vec<UdpSocket>,
+        Option<UdpError>,
+    ),
+    EngineError,
+> {
     let addr = SocketAddr::new(config.local, config.esp_port);
     match crate::exclusive::bind_worker_sockets(addr, workers, SOCKET_BUFFER_BYTES) {
-        Ok((claim, sockets)) => Ok((Some(claim), sockets)),
+        Ok((claim, sockets)) => Ok((Some(claim), sockets, None)),
         Err(e) if config.networks.iter().any(|n| n.encryption.is_some()) => Err(e.into()),
-        Err(e) => {
-            tracing::warn!(
-                "ESP-in-UDP port not available, encrypted networks cannot be served: {e}"
-            );
-            Ok((None, Vec::new()))
-        }
+        Err(e) => Ok((None, Vec::new(), Some(e))),
     }
 }
 
