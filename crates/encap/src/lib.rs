@@ -16,6 +16,7 @@
 //! - [`offload`]: the virtio-net header, checksum completion, TSO segmentation of TAP superframes
 //!   into one UDP GSO send, and GRO-style coalescing of received TCP segments back into superframes.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod checksum;
 pub mod decap;
