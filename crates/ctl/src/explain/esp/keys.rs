@@ -135,6 +135,13 @@ fn parse_json(text: &str) -> Result<Vec<KeyEntry>, String> {
     let doc: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let mut found = Vec::new();
     collect_sas(&doc, &mut found);
+    if found.is_empty() && has_spi_without_key(&doc) {
+        return Err(
+            "its SAs have no \"key\": print them with `vxnet sa show --json --keys` \
+                    (--keys adds the key material)"
+                .into(),
+        );
+    }
     found
         .into_iter()
         .enumerate()
@@ -169,6 +176,15 @@ fn collect_sas<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
         }
         Value::Array(items) => items.iter().for_each(|v| collect_sas(v, out)),
         _ => {}
+    }
+}
+
+/// Whether an SA listing without `--keys` was given: objects with `spi` but no `key`.
+fn has_spi_without_key(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.contains_key("spi") || map.values().any(has_spi_without_key),
+        Value::Array(items) => items.iter().any(has_spi_without_key),
+        _ => false,
     }
 }
 
@@ -319,6 +335,26 @@ mod tests {
         // A top-level array works too.
         let array = format!(r#"[{{"spi":"300","key":"{KEY}"}}]"#);
         assert_eq!(spis(&parse(&array).unwrap()), [300]);
+    }
+
+    /// The rows `vxnet sa show --json --keys` prints (the engine's `SaRow`), verbatim in shape.
+    #[test]
+    fn sa_show_rows_as_the_engine_prints_them() {
+        let rows = format!(
+            r#"[{{"network":"blue","vni":42,"direction":"out","spi":"0x8000abcd",
+                "src":"10.0.0.1","dst":"10.0.0.2","endpoint":"10.0.0.2:4500","epoch":2,
+                "algorithm":"rfc4106(gcm(aes))","esn":true,"seq":5,"replay_window":0,
+                "packets":4,"bytes":400,"worker":0,"key":"{KEY}"}}]"#
+        );
+        let entries = parse(&rows).unwrap();
+        assert_eq!(spis(&entries), [0x8000_abcd]);
+        assert_eq!(entries[0].describe(), "SA 1 (10.0.0.1 -> 10.0.0.2)");
+        // The same listing without --keys says what to do.
+        let without = rows.replace(&format!(r#","key":"{KEY}""#), "");
+        assert!(parse(&without)
+            .err()
+            .unwrap()
+            .contains("sa show --json --keys"));
     }
 
     #[test]

@@ -252,4 +252,36 @@ fn vxlan_on_a_port_that_is_also_esp_stays_vxlan() {
     .unwrap();
     assert!(p.esp.is_none());
     assert_eq!(p.vni, Some(42));
+    // A reply from port 4500 to a peer behind a NAT (its mapped port) is ESP all the same.
+    let mut tx = sa(1);
+    let mut reply = sealed_frame(&mut tx);
+    reply[36..38].copy_from_slice(&31_000u16.to_be_bytes());
+    // The UDP checksum covers the port: zero it (none, over IPv4) rather than fix it.
+    reply[40..42].fill(0);
+    let p = explain(&mut ctx, &reply).unwrap();
+    assert!(p.esp.is_some());
+    assert!(p.summary.ends_with(":31000"), "{}", p.summary);
+}
+
+#[test]
+fn esp_over_an_ipv6_underlay_is_laid_out_and_decrypted() {
+    let mut tx = sa(3);
+    let v4 = sealed_frame(&mut tx);
+    // The same ESP packet (UDP payload of the IPv4 frame) over IPv6, with a real UDP checksum.
+    let esp = &v4[14 + 20 + 8..];
+    let builder = PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv6([0xfd; 16], [0xfe; 16], 64)
+        .udp(4500, 4500);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, esp).unwrap();
+    let mut ctx = EspContext::new(vec![4500], Some(table_for(&tx)));
+    let p = explain(&mut ctx, &frame).unwrap();
+    assert_eq!(p.esp.as_ref().unwrap().state, EspState::Decrypted);
+    assert_eq!(p.layers[1].name, "outer IPv6");
+    assert_eq!(p.layers[3].offset, 14 + 40 + 8);
+    let udp = &p.layers[2];
+    let checksum = udp.fields.iter().find(|f| f.name == "checksum").unwrap();
+    assert_eq!(checksum.note.as_deref(), Some("verified"));
+    // IPv6 outer: 70 bytes of plain VXLAN overhead plus ESP's.
+    assert_eq!(p.overhead, 70 + 42);
 }
