@@ -14,18 +14,18 @@ use crate::config::{EngineConfig, NetworkConfig};
 /// TAP MTU: the kernel's `ETH_MIN_MTU` (the IPv4 minimum, RFC 791) to `ETH_MAX_MTU`. The upper
 /// end is further bounded by the underlay MTU minus the VXLAN overhead, checked when the TAP
 /// is opened.
-pub const MTU: RangeInclusive<u32> = 68..=65535;
+pub(crate) const MTU: RangeInclusive<u32> = 68..=65535;
 /// Forwarding threads: each takes one queue of every TAP, and the kernel's TUN driver allows at
 /// most `MAX_TAP_QUEUES` (256) queues per device; one more fails with E2BIG.
-pub const THREADS: RangeInclusive<usize> = 1..=256;
+pub(crate) const THREADS: RangeInclusive<usize> = 1..=256;
 /// FDB ageing in seconds (the kernel's vxlan default is 300): 0 would expire every learned MAC
 /// at once; the top (about 11.5 days) keeps the millisecond clock arithmetic far from overflow.
-pub const AGEING_SECS: RangeInclusive<u64> = 1..=1_000_000;
+pub(crate) const AGEING_SECS: RangeInclusive<u64> = 1..=1_000_000;
 /// Learned entries per network: at least one, at most 2^20 (a little over 100 MB of table per
 /// network at the top; a segment with more stations wants more than one network).
-pub const MAX_FDB: RangeInclusive<usize> = 1..=1 << 20;
+pub(crate) const MAX_FDB: RangeInclusive<usize> = 1..=1 << 20;
 /// UDP port: 0 would bind a random port peers cannot know.
-pub const PORT: RangeInclusive<u16> = 1..=65535;
+pub(crate) const PORT: RangeInclusive<u16> = 1..=65535;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ValidationError {
@@ -73,7 +73,7 @@ where
 }
 
 /// The engine-wide values of `config` (networks are checked by [`network`]).
-pub fn engine(config: &EngineConfig) -> Result<(), ValidationError> {
+pub(crate) fn engine(config: &EngineConfig) -> Result<(), ValidationError> {
     in_range("threads", config.threads, &THREADS)?;
     in_range("port", config.port, &PORT)?;
     in_range("esp-port", config.esp_port, &PORT)?;
@@ -86,7 +86,7 @@ pub fn engine(config: &EngineConfig) -> Result<(), ValidationError> {
 }
 
 /// One network's own values (the VNI is range-checked when parsed: [`vxnet_encap::Vni`]).
-pub fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
+pub(crate) fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
     name(&network.name)?;
     if let Some(mtu) = network.mtu {
         in_range(format!("mtu of network {}", network.name), mtu, &MTU)?;
@@ -102,7 +102,7 @@ pub fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
 
 /// Network names go into log lines, control replies and (in cluster mode) store keys, so they
 /// are kept to a plain, printable set.
-pub fn name(name: &str) -> Result<(), ValidationError> {
+pub(crate) fn name(name: &str) -> Result<(), ValidationError> {
     let ok = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -115,7 +115,7 @@ pub fn name(name: &str) -> Result<(), ValidationError> {
 }
 
 /// Names, VNIs and devices are each unique among `networks`.
-pub fn unique_names(networks: &[NetworkConfig]) -> Result<(), ValidationError> {
+pub(crate) fn unique_names(networks: &[NetworkConfig]) -> Result<(), ValidationError> {
     for (i, n) in networks.iter().enumerate() {
         if networks[..i].iter().any(|other| other.name == n.name) {
             return Err(ValidationError::DuplicateName(n.name.clone()));
@@ -143,7 +143,7 @@ fn not_unicast(addr: IpAddr) -> Option<&'static str> {
 }
 
 /// The local VTEP address: unicast (the engine binds and sends from it).
-pub fn check_local(local: IpAddr) -> Result<(), ValidationError> {
+pub(crate) fn check_local(local: IpAddr) -> Result<(), ValidationError> {
     match not_unicast(local) {
         Some(reason) => Err(ValidationError::BadDestination {
             what: "local address",
@@ -157,7 +157,11 @@ pub fn check_local(local: IpAddr) -> Result<(), ValidationError> {
 /// A destination VTEP (`--remote`, `remotes`, `fdb add --dst`): a unicast address other than
 /// this engine's own VTEP. Each destination is also an accepted sender, and a frame sent to our
 /// own address or to loopback would come back into our own TAP and teach us our own MACs.
-pub fn destination(what: &'static str, addr: IpAddr, local: IpAddr) -> Result<(), ValidationError> {
+pub(crate) fn destination(
+    what: &'static str,
+    addr: IpAddr,
+    local: IpAddr,
+) -> Result<(), ValidationError> {
     let reason = if addr == local {
         Some("it is this engine's own VTEP (--local)")
     } else {

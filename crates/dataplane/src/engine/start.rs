@@ -11,9 +11,10 @@ use super::{lock, new_eventfd, Core, Engine, EngineError, EngineState, Running, 
 use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
 use crate::control::socket;
 use crate::forward::Forwarder;
+use crate::offload::{Offloads, UdpGso};
 use crate::sys::iface;
 use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
-use crate::worker::{Offloads, SourcePorts};
+use crate::worker::SourcePorts;
 
 use crate::source_port::SOCKETS as SOURCE_PORT_SOCKETS;
 
@@ -91,7 +92,7 @@ impl Engine {
             want_uso: want_tap_offload && !disabled_by_env("uso"),
             offloads: Offloads {
                 vnet_hdr: want_tap_offload,
-                gso,
+                gso: UdpGso::new(gso),
                 gro,
             },
         };
@@ -112,6 +113,7 @@ impl Engine {
             Forwarder::new(Vec::new(), local, config.port, config.accept_any),
             workers,
             addresses,
+            Arc::clone(&setup.offloads.gso),
         ));
         let core = Arc::new(Core {
             state,
@@ -131,7 +133,7 @@ impl Engine {
             "offloads in use: {}",
             match core.state.offloads() {
                 v if v.is_empty() => "none".to_string(),
-                v => v.join(", "),
+                v => v.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
             }
         );
         tracing::info!(
@@ -154,7 +156,6 @@ impl Engine {
             reloader: None,
             _port_claim: port_claim,
             _socket_file: socket_file,
-            local_addr,
         })
     }
 }

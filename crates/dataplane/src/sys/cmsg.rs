@@ -8,35 +8,35 @@
 use std::mem::size_of;
 
 /// Alignment of every control message (`CMSG_ALIGN`).
-pub const ALIGN: usize = size_of::<usize>();
+pub(crate) const ALIGN: usize = size_of::<usize>();
 
 /// Rounds `n` up to the control-message alignment.
-pub const fn align(n: usize) -> usize {
+pub(crate) const fn align(n: usize) -> usize {
     (n + ALIGN - 1) & !(ALIGN - 1)
 }
 
 /// Length of the aligned header, i.e. the offset of the data (`CMSG_LEN(0)`).
-pub const HDR_LEN: usize = align(size_of::<libc::cmsghdr>());
+pub(crate) const HDR_LEN: usize = align(size_of::<libc::cmsghdr>());
 
 /// `CMSG_LEN(data_len)`: the value stored in `cmsg_len`.
-pub const fn len(data_len: usize) -> usize {
+pub(crate) const fn len(data_len: usize) -> usize {
     HDR_LEN + data_len
 }
 
 /// `CMSG_SPACE(data_len)`: the room one message takes in the buffer.
-pub const fn space(data_len: usize) -> usize {
+pub(crate) const fn space(data_len: usize) -> usize {
     HDR_LEN + align(data_len)
 }
 
 /// Per-message control buffer size used by the batch I/O paths: room for a few `int`-sized
 /// messages (UDP_GRO / UDP_SEGMENT need one), so unexpected extra cmsgs don't set MSG_CTRUNC.
-pub const BUF_LEN: usize = 64;
+pub(crate) const BUF_LEN: usize = 64;
 
 /// Control-message storage aligned like a `cmsghdr`, so the kernel and anyone using the libc
 /// macros on it see properly aligned headers.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-pub struct CmsgBuf(pub [u8; BUF_LEN]);
+pub(crate) struct CmsgBuf(pub [u8; BUF_LEN]);
 
 impl Default for CmsgBuf {
     fn default() -> Self {
@@ -49,7 +49,12 @@ const TYPE_OFF: usize = LEVEL_OFF + size_of::<libc::c_int>();
 
 /// Writes one control message at the start of `buf`; returns the space used, or `None` if `buf`
 /// is too small. Padding bytes are zeroed (the kernel ignores them, but we don't leak garbage).
-pub fn encode(buf: &mut [u8], level: libc::c_int, ty: libc::c_int, data: &[u8]) -> Option<usize> {
+pub(crate) fn encode(
+    buf: &mut [u8],
+    level: libc::c_int,
+    ty: libc::c_int,
+    data: &[u8],
+) -> Option<usize> {
     let used = space(data.len());
     let buf = buf.get_mut(..used)?;
     buf.fill(0);
@@ -62,26 +67,26 @@ pub fn encode(buf: &mut [u8], level: libc::c_int, ty: libc::c_int, data: &[u8]) 
 
 /// One decoded control message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cmsg<'a> {
-    pub level: libc::c_int,
-    pub ty: libc::c_int,
-    pub data: &'a [u8],
+pub(crate) struct Cmsg<'a> {
+    pub(crate) level: libc::c_int,
+    pub(crate) ty: libc::c_int,
+    pub(crate) data: &'a [u8],
 }
 
 impl Cmsg<'_> {
     /// The data as a native-endian C `int`, if it is exactly that long.
-    pub fn as_int(&self) -> Option<libc::c_int> {
+    pub(crate) fn as_int(&self) -> Option<libc::c_int> {
         Some(libc::c_int::from_ne_bytes(self.data.try_into().ok()?))
     }
 }
 
 /// Iterates over the control messages in `buf[..controllen]` (pass exactly the `msg_controllen`
 /// the kernel returned). Stops at the first malformed header instead of reading past the end.
-pub fn iter(buf: &[u8]) -> Iter<'_> {
+pub(crate) fn iter(buf: &[u8]) -> Iter<'_> {
     Iter { rest: buf }
 }
 
-pub struct Iter<'a> {
+pub(crate) struct Iter<'a> {
     rest: &'a [u8],
 }
 
@@ -108,7 +113,7 @@ impl<'a> Iterator for Iter<'a> {
 }
 
 /// Encodes `SOL_UDP/UDP_SEGMENT` (a `u16` segment size) for a GSO send.
-pub fn encode_udp_segment(buf: &mut [u8], segment_size: u16) -> Option<usize> {
+pub(crate) fn encode_udp_segment(buf: &mut [u8], segment_size: u16) -> Option<usize> {
     encode(
         buf,
         libc::SOL_UDP,
@@ -118,7 +123,7 @@ pub fn encode_udp_segment(buf: &mut [u8], segment_size: u16) -> Option<usize> {
 }
 
 /// Finds `SOL_UDP/UDP_GRO` (the segment size, as a C `int`) in received control data.
-pub fn decode_udp_gro(buf: &[u8]) -> Option<u16> {
+pub(crate) fn decode_udp_gro(buf: &[u8]) -> Option<u16> {
     iter(buf)
         .find(|c| c.level == libc::SOL_UDP && c.ty == libc::UDP_GRO)
         .and_then(|c| c.as_int())
