@@ -55,7 +55,7 @@ pub enum EngineError {
     Udp(#[from] UdpError),
     #[error(transparent)]
     Control(#[from] BindError),
-    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: the underlay MTU {underlay} minus {overhead} bytes of VXLAN{}{esp})", if *esp { " and ESP" } else { "" }, min = crate::validate::MTU.start(), max = underlay.saturating_sub(*overhead))]
+    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: the underlay MTU {underlay} minus {overhead} bytes of VXLAN{})", if *esp { " and ESP" } else { "" }, min = crate::validate::MTU.start(), max = underlay.saturating_sub(*overhead))]
     MtuTooLarge {
         dev: String,
         mtu: u32,
