@@ -216,7 +216,11 @@ fn expect(models: &mut [Model], request: &Request) -> Option<Result<(), ()>> {
         Request::FdbReplace { mac, dst, vni } => (Op::Replace, mac, Some(*dst), vni),
         Request::FdbDel { mac, dst, vni } => (Op::Del, mac, *dst, vni),
         // Not fdb requests: answered elsewhere.
-        Request::Peers | Request::Stats | Request::Networks | Request::Reload => return None,
+        Request::Peers
+        | Request::Stats
+        | Request::SaShow { .. }
+        | Request::Networks
+        | Request::Reload => return None,
     };
     // Two networks: a request must name one.
     let Some(i) = vni.and_then(|v| network_of(v).ok()) else {

@@ -58,9 +58,11 @@ pub fn handle(forwarder: &Forwarder, now: Millis, request: Request) -> Reply {
         Request::FdbDel { mac, dst, vni } => {
             entry(forwarder, vni, &mac, dst).and_then(|(network, mac)| delete(&network, mac, dst))
         }
-        Request::Peers | Request::Stats | Request::Networks | Request::Reload => {
-            Err("not an fdb request".to_string())
-        }
+        Request::Peers
+        | Request::Stats
+        | Request::SaShow { .. }
+        | Request::Networks
+        | Request::Reload => Err("not an fdb request".to_string()),
     };
     result.unwrap_or_else(|message| Reply::Error { message })
 }
