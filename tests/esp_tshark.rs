@@ -51,7 +51,12 @@ fn tshark_decrypts_a_live_capture_with_the_keys_vxnet_reports() {
     let mut table = String::new();
     for e in &engines {
         let sas: Value = e.json("sa show --keys");
-        for sa in sas.as_array().unwrap().iter().filter(|s| s["direction"] == "out") {
+        for sa in sas
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["direction"] == "out")
+        {
             table.push_str(&format!(
                 "\"IPv4\",\"*\",\"*\",\"{}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"{}\",\"NULL\",\"\"\n",
                 sa["spi"].as_str().unwrap(),
