@@ -174,7 +174,11 @@ fn bad_startup_fails_cleanly_with_one_error_line() {
         ("mtu_max", "--mtu 4294967295", &["4294967295", "68-65535"]),
         ("ageing_0", "--ageing 0", &["ageing 0", "1-1000000"]),
         ("max_fdb_0", "--max-fdb 0", &["max-fdb 0", "1-1048576"]),
-        ("mtu_over_underlay", "--mtu 1480", &["1480", "68-1450"]),
+        (
+            "mtu_over_underlay",
+            "--mtu 1480",
+            &["1480", "68-1450", "bytes of VXLAN)"],
+        ),
         (
             "remote_loopback",
             "--remote 127.0.0.1",

@@ -46,10 +46,26 @@ pub enum DropReason {
     SendError,
     /// A TAP frame with a virtio-net header the segmenter refused (malformed or unsupported).
     BadOffload,
+    /// Plaintext VXLAN for an encrypted network: it accepts only authenticated packets.
+    Unencrypted,
+    /// On the ESP port: too short, misaligned, bad padding, a reserved SPI or not ESP at all.
+    EspMalformed,
+    /// An SPI no inbound SA has and no key and peer of an encrypted network verifies.
+    EspUnknownSpi,
+    /// A sequence number already received or older than the anti-replay window.
+    EspReplay,
+    /// The ICV did not verify under the SA of its SPI: forged or corrupted.
+    EspAuth,
+    /// ESP received while no network here is encrypted (a peer has a key this host lacks).
+    EspNoKey,
+    /// An unknown SPI while the worker's budget of trial decryptions was spent.
+    EspEstablishLimited,
+    /// Authenticated under one network's key but carrying another network's VNI.
+    EspWrongVni,
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 15] = [
+    pub(crate) const ALL: [DropReason; 23] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -65,6 +81,14 @@ impl DropReason {
         DropReason::TapWrite,
         DropReason::SendError,
         DropReason::BadOffload,
+        DropReason::Unencrypted,
+        DropReason::EspMalformed,
+        DropReason::EspUnknownSpi,
+        DropReason::EspReplay,
+        DropReason::EspAuth,
+        DropReason::EspNoKey,
+        DropReason::EspEstablishLimited,
+        DropReason::EspWrongVni,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -84,6 +108,14 @@ impl DropReason {
             DropReason::TapWrite => "tap_write",
             DropReason::SendError => "send_error",
             DropReason::BadOffload => "bad_offload",
+            DropReason::Unencrypted => "unencrypted",
+            DropReason::EspMalformed => "esp_malformed",
+            DropReason::EspUnknownSpi => "esp_unknown_spi",
+            DropReason::EspReplay => "esp_replay",
+            DropReason::EspAuth => "esp_auth",
+            DropReason::EspNoKey => "esp_no_key",
+            DropReason::EspEstablishLimited => "esp_establish_limited",
+            DropReason::EspWrongVni => "esp_wrong_vni",
         }
     }
 

@@ -58,6 +58,7 @@ impl Engine {
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
         let source_ports = bind_source_ports(local)?;
+        let (esp_claim, esp_sockets, esp_unavailable) = bind_esp_sockets(&config, workers)?;
 
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
@@ -75,14 +76,19 @@ impl Engine {
             && sockets
                 .iter()
                 .chain(&source_ports)
+                .chain(&esp_sockets)
                 .all(UdpSocket::probe_gso);
         let source_ports = Arc::new(SourcePorts::new(source_ports));
         let gro = config.offloads
             && !disabled_by_env("gro")
-            && sockets.iter().all(|s| s.enable_gro().is_ok());
+            && sockets
+                .iter()
+                .chain(&esp_sockets)
+                .all(|s| s.enable_gro().is_ok());
         let setup = Setup {
             local,
             port: config.port,
+            esp: !esp_sockets.is_empty(),
             threads: workers,
             learning: config.learning,
             max_fdb: config.max_fdb,
@@ -110,7 +116,8 @@ impl Engine {
             socket::bind(&config.control, config.control_group.as_deref())?;
         let stop = Arc::new(new_eventfd()?);
         let state = Arc::new(EngineState::new(
-            Forwarder::new(Vec::new(), local, config.port, config.accept_any),
+            Forwarder::new(Vec::new(), local, config.port, config.accept_any)
+                .with_esp_port(config.esp_port),
             workers,
             addresses,
             Arc::clone(&setup.offloads.gso),
@@ -119,6 +126,7 @@ impl Engine {
             state,
             setup,
             sockets,
+            esp_sockets,
             source_ports,
             running: Mutex::new(Running {
                 served,
@@ -145,8 +153,14 @@ impl Engine {
             max_fdb = config.max_fdb,
             control = %config.control.display(),
             source_ports = ?core.source_ports.ports(),
+            esp_port = if core.esp_sockets.is_empty() { None } else { Some(config.esp_port) },
             "vxnet engine running"
         );
+        if let Some(e) = esp_unavailable {
+            tracing::warn!(
+                "ESP-in-UDP port not available ({e}): encrypted networks cannot be served, and ESP from peers goes unheard"
+            );
+        }
 
         Ok(Engine {
             core,
@@ -155,6 +169,7 @@ impl Engine {
             metrics: None,
             reloader: None,
             _port_claim: port_claim,
+            _esp_claim: esp_claim,
             _socket_file: socket_file,
         })
     }
@@ -169,6 +184,32 @@ pub(super) fn resolve_remotes(
         .iter()
         .map(|r| resolve_remote(r, local))
         .collect::<Result<Vec<IpAddr>, _>>()?)
+}
+
+/// The ESP-in-UDP sockets (one per worker, like the VXLAN ones), always bound so that a host
+/// serving a network in plaintext still hears, counts and logs ESP from a peer that encrypts it.
+/// A port another program holds is fatal only when a configured network is encrypted; otherwise
+/// the engine runs without (and refuses encrypted networks added later).
+/// The error is returned for a warning once the engine runs (a start that fails later anyway
+/// prints only its one error line).
+#[allow(clippy::type_complexity)]
+fn bind_esp_sockets(
+    config: &EngineConfig,
+    workers: usize,
+) -> Result<
+    (
+        Option<crate::sys::claim::Claim>,
+        Vec<UdpSocket>,
+        Option<UdpError>,
+    ),
+    EngineError,
+> {
+    let addr = SocketAddr::new(config.local, config.esp_port);
+    match crate::exclusive::bind_worker_sockets(addr, workers, SOCKET_BUFFER_BYTES) {
+        Ok((claim, sockets)) => Ok((Some(claim), sockets, None)),
+        Err(e) if config.networks.iter().any(|n| n.encryption.is_some()) => Err(e.into()),
+        Err(e) => Ok((None, Vec::new(), Some(e))),
+    }
 }
 
 /// One socket per stripe of the dynamic range; within a stripe the first free port is taken, so

@@ -130,6 +130,49 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// Sends sealed ESP packets (see [`super::esp`]): each entry of `plan` to its `dest` (the
+    /// peer's endpoint) from `socket`, the worker's ESP-in-UDP socket; `vteps[i]` is the VTEP
+    /// entry `i` is for, which is what gets counted.
+    pub(super) fn send_esp(
+        &mut self,
+        forwarder: &Forwarder,
+        socket: &UdpSocket,
+        bufs: &[Box<[u8]>],
+        plan: &[Planned],
+        vteps: &[IpAddr],
+    ) {
+        if plan.is_empty() {
+            return;
+        }
+        let mut slices: Vec<&[u8]> = recycle(std::mem::take(&mut self.packets));
+        slices.extend(plan.iter().map(|p| &bufs[p.buf][p.start..p.end]));
+        let mut out: Vec<Outgoing<'_>> = recycle(std::mem::take(&mut self.outgoing));
+        self.sent.clear();
+        for ((p, packet), vtep) in plan.iter().zip(&slices).zip(vteps) {
+            let Some(dest) = p.dest else {
+                continue;
+            };
+            out.push(Outgoing {
+                dest,
+                parts: std::slice::from_ref(packet),
+                segment_size: p.segment_size,
+            });
+            self.sent.push(Sent {
+                network: p.network,
+                dest: *vtep,
+                segments: p.segments,
+                bytes: packet.len(),
+            });
+        }
+        if send_all(forwarder, socket, &mut self.batch, &out, &self.sent) {
+            self.gso.refused();
+        }
+        self.outgoing = recycle(out);
+        self.packets = recycle(slices);
+    }
+}
+
 /// Turns `plan` (whose wrapped bytes are `slices`, in the same order) into messages: one per
 /// entry for a unicast, one per flood peer of the network for a flood, skipping (and counting)
 /// peers of the other address family. `sent` and `sockets` get one entry per message.
