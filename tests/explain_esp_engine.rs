@@ -2,9 +2,6 @@
 //! run --key-file` hosts ping, tcpdump captures the ESP-in-UDP datagrams on the receiver, and the
 //! keys come from the receiver's own `vxnet sa show --json --keys`, the file a user has. tshark,
 //! given the same keys as Wireshark's SA table, decodes the same inner pings.
-//!
-//! Ignored until the engine seals and opens ESP (run it with `--ignored`); checked against the
-//! engine branch's `sa show` so far up to the point where the engine refuses encrypted networks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -15,7 +12,6 @@ use serde_json::Value;
 use vxnet_tests::*;
 
 #[test]
-#[ignore = "needs the engine's ESP data path: until it lands `vxnet run --key-file` refuses encrypted networks"]
 fn engine_capture_decrypts_with_the_keys_sa_show_prints() {
     let test = "explain_esp_engine";
     let Some(lab) = Lab::lan(test, 2, Family::V4) else {
