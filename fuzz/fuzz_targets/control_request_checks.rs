@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use vxnet_dataplane::control::proto::{parse_request, FdbTable, Reply, Request};
-use vxnet_dataplane::fuzzing::{fdb_request, network, EntryKind, Forwarder, NetworkSpec};
+use vxnet_dataplane::fuzzing::{
+    fdb_learned, fdb_request, network, EntryKind, Forwarder, NetworkSpec,
+};
 use vxnet_encap::{MacAddr, Vni};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -269,22 +271,25 @@ fn assert_state(fwd: &Forwarder, models: &[Model]) {
             .map(|(mac, (dst, kind))| (mac.to_string(), *dst, *kind))
             .collect();
         assert_eq!(
-            rows,
-            want,
+            rows, want,
             "VNI {}: the table differs from the model",
-            n.vni()
+            n.settings.vni
         );
-        assert_eq!(n.fdb.learned_count(), model.count(EntryKind::Learned));
+        assert_eq!(fdb_learned(&n.fdb), model.count(EntryKind::Learned));
         assert_eq!(n.fdb.static_count(), model.count(EntryKind::Static));
-        assert!(n.fdb.learned_count() <= MAX && n.fdb.static_count() <= MAX);
+        assert!(fdb_learned(&n.fdb) <= MAX && n.fdb.static_count() <= MAX);
         let flood: Vec<IpAddr> = n.peers().flood.iter().map(|a| a.ip()).collect();
-        assert_eq!(flood, model.flood(), "VNI {}: flood list", n.vni());
+        assert_eq!(flood, model.flood(), "VNI {}: flood list", n.settings.vni);
         // Accepted from: flood destinations and static entries' destinations, nothing else.
         let peers = n.peers();
         let statics = model.entries.values().filter(|e| e.1 == EntryKind::Static);
         let mut allowed: Vec<IpAddr> = flood.iter().copied().chain(statics.map(|e| e.0)).collect();
         allowed.sort();
         allowed.dedup();
-        assert_eq!(peers.allowed, allowed, "VNI {}: accepted peers", n.vni());
+        assert_eq!(
+            peers.allowed, allowed,
+            "VNI {}: accepted peers",
+            n.settings.vni
+        );
     }
 }

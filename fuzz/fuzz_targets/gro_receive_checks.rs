@@ -26,7 +26,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use vxnet_dataplane::fuzzing::{network, Forwarder, NetworkSpec, WireAction, WireRun};
+use vxnet_dataplane::fuzzing::{
+    fdb_learned, from_wire_superframe, max_single_datagram, network, Forwarder, NetworkSpec,
+    WireAction, WireRun,
+};
 use vxnet_encap::checksum::{self, Sum};
 use vxnet_encap::offload::{
     complete_checksum, complete_partial_checksum, CoalesceConfig, Coalescer, InnerSuperframe, Push,
@@ -162,7 +165,7 @@ pub fn check(data: &[u8]) -> Reached {
     let fwd = forwarder(&o);
     let mut taps = [Tap::new(&o), Tap::new(&o)];
 
-    if datagram.len() > fwd.max_single_datagram() {
+    if datagram.len() > max_single_datagram(&fwd) {
         let inner = datagram.get(VXLAN_HEADER_LEN..).unwrap_or_default();
         if let Ok(superframe) = InnerSuperframe::parse(inner) {
             tunnel_superframe(&fwd, &mut taps, &o, source, &datagram, superframe);
@@ -206,7 +209,7 @@ fn assert_same_state(fwd: &Forwarder, reference: &Forwarder) {
         assert_eq!(a.traffic.snapshot(), b.traffic.snapshot());
         assert_eq!(a.drops.snapshot(), b.drops.snapshot());
         assert_eq!(a.fdb.rows(NOW), b.fdb.rows(NOW));
-        assert!(a.fdb.learned_count() <= a.settings.max_fdb);
+        assert!(fdb_learned(&a.fdb) <= a.settings.max_fdb);
     }
 }
 
@@ -219,7 +222,7 @@ fn tunnel_superframe(
     datagram: &[u8],
     superframe: InnerSuperframe,
 ) {
-    let WireAction::Deliver { network, inner } = fwd.from_wire_superframe(NOW, source, datagram)
+    let WireAction::Deliver { network, inner } = from_wire_superframe(&fwd, NOW, source, datagram)
     else {
         taps[0].reached.dropped += 1;
         return;
@@ -250,7 +253,7 @@ fn tunnel_superframe(
     let mut raw = vec![0u8; RAW_LEN];
     let mut payload = 0;
     loop {
-        let written = match plan.write_next(frame, n.vni(), &mut raw, MAX_GSO_SEGMENTS) {
+        let written = match plan.write_next(frame, n.settings.vni, &mut raw, MAX_GSO_SEGMENTS) {
             Ok(Some(written)) => written,
             Ok(None) => break,
             Err(_) => return,

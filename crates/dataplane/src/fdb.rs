@@ -288,8 +288,7 @@ impl Fdb {
     }
 
     /// Removes an entry of either kind; returns whether there was one.
-    /// Public for `tests/fdb_concurrency.rs`.
-    pub fn remove(&self, mac: MacAddr) -> bool {
+    pub(crate) fn remove(&self, mac: MacAddr) -> bool {
         match self.map.pin().remove(&mac.to_u64()) {
             Some(e) => {
                 self.forget(e.kind);
@@ -316,8 +315,7 @@ impl Fdb {
     }
 
     /// Drops learned entries idle for at least `ageing`; returns how many.
-    /// Public for `tests/fdb_concurrency.rs`.
-    pub fn age_out(&self, now: Millis, ageing: Millis) -> usize {
+    pub(crate) fn age_out(&self, now: Millis, ageing: Millis) -> usize {
         let map = self.map.pin();
         let mut removed = 0;
         for (k, e) in map.iter() {
@@ -337,8 +335,7 @@ impl Fdb {
         removed
     }
 
-    /// Public for the fuzz targets and `tests/fdb_concurrency.rs`.
-    pub fn learned_count(&self) -> usize {
+    pub(crate) fn learned_count(&self) -> usize {
         self.learned.load(Ordering::Relaxed)
     }
 
@@ -351,8 +348,7 @@ impl Fdb {
         self.max
     }
 
-    /// Public for `tests/fdb_concurrency.rs`.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 

@@ -1,5 +1,5 @@
-//! What the fuzz targets (`fuzz/`, outside the workspace) and the stable runs of their seed
-//! corpora (`tests/fuzz_*.rs`) drive, gathered in one place.
+//! What the fuzz targets (`fuzz/`, outside the workspace), the stable runs of their seed
+//! corpora (`tests/fuzz_*.rs`) and `tests/fdb_concurrency.rs` drive, gathered in one place.
 //!
 //! Hidden from the docs and not an API: it exists so that the engine's internals can stay
 //! private (`pub(crate)`) while the fuzzers still reach the code that parses untrusted bytes,
@@ -8,10 +8,10 @@
 //! stable seed runs would then need `--features` in every `cargo test`, and a test that is
 //! silently skipped without it is worse than a hidden module.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use vxnet_encap::Vni;
+use vxnet_encap::{MacAddr, Vni};
 
 pub use crate::control::fdb::handle as fdb_request;
 pub use crate::counters::{DropReason, TrafficSnapshot};
@@ -41,4 +41,42 @@ pub fn network(spec: NetworkSpec, local: IpAddr, port: u16, remotes: Vec<IpAddr>
         max_fdb: spec.max_fdb,
     };
     Arc::new(Network::new(settings, local, port, remotes))
+}
+
+// Crate-internal methods the harnesses call, as free functions so that the methods themselves
+// stay `pub(crate)`.
+
+/// [`Fdb`]'s removal of an entry of either kind; whether there was one.
+pub fn fdb_remove(fdb: &Fdb, mac: MacAddr) -> bool {
+    fdb.remove(mac)
+}
+
+/// [`Fdb`]'s ageing pass; how many learned entries it dropped.
+pub fn fdb_age_out(fdb: &Fdb, now: Millis, ageing: Millis) -> usize {
+    fdb.age_out(now, ageing)
+}
+
+/// Entries of both kinds in `fdb`.
+pub fn fdb_len(fdb: &Fdb) -> usize {
+    fdb.len()
+}
+
+/// Learned entries in `fdb` (the counter `--max-fdb` bounds).
+pub fn fdb_learned(fdb: &Fdb) -> usize {
+    fdb.learned_count()
+}
+
+/// Longest datagram that holds a single frame of any of `fwd`'s networks.
+pub fn max_single_datagram(fwd: &Forwarder) -> usize {
+    fwd.max_single_datagram()
+}
+
+/// The receive path of a datagram that carries one inner superframe.
+pub fn from_wire_superframe(
+    fwd: &Forwarder,
+    now: Millis,
+    source: SocketAddr,
+    datagram: &[u8],
+) -> WireAction {
+    fwd.from_wire_superframe(now, source, datagram)
 }

@@ -106,7 +106,7 @@ impl Network {
         self.crypto.is_some()
     }
 
-    pub fn vni(&self) -> Vni {
+    pub(crate) fn vni(&self) -> Vni {
         self.settings.vni
     }
 
