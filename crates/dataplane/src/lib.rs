@@ -14,6 +14,8 @@ pub mod engine;
 mod exclusive;
 pub mod fdb;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keyring;
 pub mod network;
 pub mod offload;
@@ -23,6 +25,7 @@ pub mod source_port;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;
+mod text;
 pub(crate) mod validate;
 pub(crate) mod worker;
 
