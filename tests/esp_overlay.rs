@@ -278,13 +278,8 @@ fn mixed_peers_both_count_and_say_why() {
         .proc
         .log_text()
         .contains("no network here is encrypted"));
-    assert!(!learned(
-        &enc,
-        &lab.host(1)
-            .must("cat /sys/class/net/vx42/address")
-            .trim()
-            .to_string()
-    ));
+    let plain_mac = lab.host(1).must("cat /sys/class/net/vx42/address");
+    assert!(!learned(&enc, plain_mac.trim()));
 }
 
 #[test]
