@@ -183,6 +183,19 @@ pub fn render_stats(report: &StatsReport) -> String {
         report.offloads.join(" ")
     };
     let _ = writeln!(out, "workers {}  offloads {offloads}", report.workers);
+    if let Some(p) = &report.source_ports {
+        let _ = writeln!(
+            out,
+            "source ports {}: {} sockets open (at most {}), {} bound, {} evicted, {} closed idle, {} busy elsewhere",
+            p.info.range,
+            p.counters.open,
+            p.info.max_open,
+            p.counters.bound,
+            p.counters.evicted,
+            p.counters.idle_closed,
+            p.counters.port_busy
+        );
+    }
     for n in &report.networks {
         let _ = writeln!(out, "{}: vni {} dev {}", n.name, n.vni, n.dev);
         let _ = writeln!(out, "    RX:  bytes packets");
@@ -217,6 +230,13 @@ pub fn render_stats(report: &StatsReport) -> String {
             n.tunnel_segments,
             n.partial_checksums
         );
+        if n.too_big_replies > 0 {
+            let _ = writeln!(
+                out,
+                "    path MTU: {} ICMP too-big replies into the TAP",
+                n.too_big_replies
+            );
+        }
         let _ = writeln!(out, "    drops: {}", nonzero(&n.drops));
     }
     let _ = writeln!(out, "engine drops: {}", nonzero(&report.drops));

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use thiserror::Error;
 use vxnet_encap::{MacAddr, Vni};
 
+use crate::tuning::{check_bum_rate, FileTuning, TextOrNumber, Tuning};
+
 pub const DEFAULT_CONTROL_PATH: &str = "/run/vxnet/vxnet.sock";
 pub const DEFAULT_AGEING_SECS: u64 = 300;
 pub const DEFAULT_MAX_FDB: usize = 16384;
@@ -26,6 +28,9 @@ pub struct NetworkConfig {
     /// The TAP's MAC; the kernel picks a random one when absent. A stable MAC spares peers a
     /// stale ARP entry (and a static FDB entry) when the engine restarts.
     pub mac: Option<MacAddr>,
+    /// Storm control: broadcast, multicast and unknown-unicast frames taken from the TAP for
+    /// flooding, per second; the engine's default ([`Tuning::bum_rate`]) when `None`.
+    pub bum_rate: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,8 @@ pub struct EngineConfig {
     pub threads: usize,
     /// TAP virtio-net offloads and UDP GSO/GRO (each probed at start).
     pub offloads: bool,
+    /// Outer header policy, source-port range, default storm-control rate.
+    pub tuning: Tuning,
 }
 
 #[derive(Debug, Error)]
@@ -88,6 +95,11 @@ struct FileConfig {
     control_group: Option<String>,
     threads: Option<usize>,
     offloads: Option<bool>,
+    df: Option<String>,
+    ttl: Option<TextOrNumber>,
+    tos: Option<TextOrNumber>,
+    srcport: Option<String>,
+    bum_rate: Option<u64>,
     #[serde(default)]
     network: Vec<FileNetwork>,
 }
@@ -105,6 +117,7 @@ struct FileNetwork {
     #[serde(default)]
     allow_vlan: bool,
     mac: Option<String>,
+    bum_rate: Option<u64>,
 }
 
 /// Values from a config file, to be overridden by explicit flags.
@@ -120,6 +133,8 @@ pub struct FileValues {
     pub control_group: Option<String>,
     pub threads: Option<usize>,
     pub offloads: Option<bool>,
+    /// `df`, `ttl`, `tos`, `srcport`, `bum_rate`.
+    pub tuning: FileTuning,
     pub networks: Vec<NetworkConfig>,
 }
 
@@ -141,6 +156,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
     for n in file.network {
         let vni = Vni::new(n.vni).map_err(|e| e.to_string())?;
         let mac = n.mac.as_deref().map(parse_unicast_mac).transpose()?;
+        let bum_rate = n.bum_rate.map(check_bum_rate).transpose()?;
         networks.push(NetworkConfig {
             name: n.name.unwrap_or_else(|| format!("vni{vni}")),
             vni,
@@ -150,8 +166,16 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
             mtu: n.mtu,
             allow_vlan: n.allow_vlan,
             mac,
+            bum_rate,
         });
     }
+    let tuning = FileTuning::parse(
+        file.df.as_deref(),
+        file.ttl.as_ref(),
+        file.tos.as_ref(),
+        file.srcport.as_deref(),
+        file.bum_rate,
+    )?;
     Ok(FileValues {
         local: file.local,
         port: file.port,
@@ -163,6 +187,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
         control_group: file.control_group,
         threads: file.threads,
         offloads: file.offloads,
+        tuning,
         networks,
     })
 }
@@ -313,6 +338,7 @@ mod tests {
             control_group: None,
             threads: 2,
             offloads: true,
+            tuning: crate::tuning::Tuning::default(),
         }
     }
 
@@ -326,6 +352,7 @@ mod tests {
             mtu: None,
             allow_vlan: false,
             mac: None,
+            bum_rate: None,
         }
     }
 
@@ -359,6 +386,25 @@ mod tests {
         let mut c = engine_with(one());
         c.local = "0.0.0.0".parse().unwrap();
         assert!(message(c).contains("unspecified"));
+        // Typed values built in code (not parsed from a flag or file) are checked too.
+        let mut c = engine_with(one());
+        c.tuning.srcport = crate::tuning::SourcePortRange { min: 80, max: 90 };
+        assert_eq!(
+            message(c),
+            "srcport 80-90 is out of range (valid: MIN-MAX within 1024-65535, MIN <= MAX)"
+        );
+        let mut c = engine_with(one());
+        c.tuning.bum_rate = Some(0);
+        assert_eq!(message(c), "bum-rate 0 is out of range (valid: 1-100000000)");
+        let mut c = engine_with(one());
+        c.tuning.outer.tos = vxnet_encap::outer::TosPolicy::Fixed(3);
+        assert!(message(c).contains("valid: 0-252 with the ECN bits 0"));
+        let mut n = net("blue", 42, "vx42");
+        n.bum_rate = Some(100_000_001);
+        assert_eq!(
+            message(engine_with(vec![n])),
+            "bum_rate of network blue 100000001 is out of range (valid: 1-100000000)"
+        );
     }
 
     #[test]
@@ -374,6 +420,22 @@ mod tests {
         engine_with(vec![net("a", 42, "vx42"), net("b", 43, "vx43")])
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn tuning_keys() {
+        let v = parse_file(
+            "df = \"inherit\"\nttl = 9\ntos = \"inherit\"\nsrcport = \"50000-50999\"\nbum_rate = 500\n[[network]]\nvni = 1\ndev = \"vx\"\nbum_rate = 10\n",
+        )
+        .unwrap();
+        assert_eq!(v.tuning.df, Some(vxnet_encap::outer::DfPolicy::Inherit));
+        assert_eq!(v.tuning.srcport.map(|r| r.len()), Some(1000));
+        assert_eq!(v.tuning.bum_rate, Some(500));
+        assert_eq!(v.networks[0].bum_rate, Some(10));
+        let e = parse_file("tos = 3\n").unwrap_err();
+        assert!(e.contains("ECN") && !e.contains('\n'), "{e}");
+        let e = parse_file("[[network]]\nvni = 1\ndev = \"vx\"\nbum_rate = 0\n").unwrap_err();
+        assert!(e.contains("1-100000000"), "{e}");
     }
 
     #[test]

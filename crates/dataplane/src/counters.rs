@@ -41,10 +41,15 @@ pub enum DropReason {
     SendError,
     /// A TAP frame with a virtio-net header the segmenter refused (malformed or unsupported).
     BadOffload,
+    /// A broadcast, multicast or unknown-unicast frame over the network's `--bum-rate`.
+    BumRateLimited,
+    /// A frame larger than the path MTU to its VTEP allows, with DF: answered with ICMP
+    /// frag-needed / packet-too-big into the TAP (rate-limited), never fragmented.
+    TooBig,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -60,6 +65,8 @@ impl DropReason {
         DropReason::TapWrite,
         DropReason::SendError,
         DropReason::BadOffload,
+        DropReason::BumRateLimited,
+        DropReason::TooBig,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -79,6 +86,8 @@ impl DropReason {
             DropReason::TapWrite => "tap_write",
             DropReason::SendError => "send_error",
             DropReason::BadOffload => "bad_offload",
+            DropReason::BumRateLimited => "bum_rate_limited",
+            DropReason::TooBig => "too_big",
         }
     }
 
@@ -188,12 +197,51 @@ pub struct Events {
     pub tunnel_superframes: AtomicU64,
     /// ... and the segments they stand for.
     pub tunnel_segments: AtomicU64,
+    /// ICMP frag-needed / packet-too-big replies written into the TAP (path-MTU signalling).
+    pub too_big_replies: AtomicU64,
 }
 
 impl Events {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The source-port sockets (`--srcport`): how many are open and what happened to them.
+/// Engine-wide; written by the workers' shared pool, read by `vxnet stats`.
+#[derive(Debug, Default)]
+pub struct SourcePortCounters {
+    /// Sockets open now.
+    pub open: AtomicU64,
+    /// Sockets bound since start.
+    pub bound: AtomicU64,
+    /// Sockets closed to stay under the cap (the file-descriptor budget).
+    pub evicted: AtomicU64,
+    /// Sockets closed because no flow used them for a while.
+    pub idle_closed: AtomicU64,
+    /// Hashed ports another program held (the flow left from a nearby port).
+    pub port_busy: AtomicU64,
+}
+
+impl SourcePortCounters {
+    pub fn snapshot(&self) -> SourcePortSnapshot {
+        SourcePortSnapshot {
+            open: self.open.load(Ordering::Relaxed),
+            bound: self.bound.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            idle_closed: self.idle_closed.load(Ordering::Relaxed),
+            port_busy: self.port_busy.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePortSnapshot {
+    pub open: u64,
+    pub bound: u64,
+    pub evicted: u64,
+    pub idle_closed: u64,
+    pub port_busy: u64,
 }
 
 /// Per-remote-VTEP counters.

@@ -12,7 +12,9 @@ pub mod reload;
 pub mod service;
 pub mod source_port;
 pub mod state;
+pub mod storm;
 pub mod sys;
+pub mod tuning;
 pub mod validate;
 pub mod worker;
 

@@ -12,6 +12,7 @@ use vxnet_encap::Vni;
 
 use crate::counters::{DropCounters, Events, Traffic};
 use crate::fdb::Fdb;
+use crate::storm::RateLimiter;
 
 /// Who a network floods to and accepts VXLAN from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct NetworkSettings {
     pub allow_vlan: bool,
     pub learning: bool,
     pub max_fdb: usize,
+    /// Storm control: frames per second this network may flood (`--bum-rate`); `None`: no limit.
+    pub bum_rate: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -59,6 +62,8 @@ pub struct Network {
     pub traffic: Traffic,
     pub events: Events,
     pub drops: DropCounters,
+    /// The storm-control bucket when `settings.bum_rate` is set, shared by every worker.
+    pub bum_limiter: Option<RateLimiter>,
     peers: ArcSwap<PeerSet>,
     sources: Mutex<PeerSources>,
     local: IpAddr,
@@ -74,6 +79,7 @@ impl Network {
     ) -> Self {
         let network = Network {
             fdb: Fdb::new(settings.max_fdb),
+            bum_limiter: settings.bum_rate.map(RateLimiter::new),
             settings,
             traffic: Traffic::default(),
             events: Events::default(),

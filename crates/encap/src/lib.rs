@@ -15,6 +15,8 @@
 //!   seal/open in place, anti-replay window.
 //! - [`offload`]: the virtio-net header, checksum completion, TSO segmentation of TAP superframes
 //!   into one UDP GSO send, and GRO-style coalescing of received TCP segments back into superframes.
+//! - [`icmp`]: the ICMP frag-needed / ICMPv6 packet-too-big replies of path-MTU signalling.
+//! - [`outer`]: the outer DF / TTL / TOS policy (`df`, `ttl`, `tos` as iproute2 names them).
 #![forbid(unsafe_code)]
 
 pub mod checksum;
@@ -23,9 +25,11 @@ pub mod encap;
 mod error;
 pub mod esp;
 pub mod flow;
+pub mod icmp;
 pub mod inner;
 mod mac;
 pub mod offload;
+pub mod outer;
 mod vni;
 pub mod wire;
 

@@ -345,6 +345,8 @@ impl Link {
             mtu: self.opts.mtu,
             allow_vlan: self.opts.allow_vlan,
             mac: Some(mac),
+            // The engine's --bum-rate applies.
+            bum_rate: None,
         })?;
         tracing::info!(
             network = %def.name,

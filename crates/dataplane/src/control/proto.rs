@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::counters::TrafficSnapshot;
 use crate::fdb::FdbRow;
-pub use crate::state::ClusterInfo;
+pub use crate::state::{ClusterInfo, SourcePortReport};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -126,6 +126,10 @@ pub struct NetworkStats {
     /// ... and the segments they stand for.
     #[serde(default)]
     pub tunnel_segments: u64,
+    /// ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than
+    /// the path to their VTEP (the frames themselves count as `drops.too_big`).
+    #[serde(default)]
+    pub too_big_replies: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +146,9 @@ pub struct StatsReport {
     /// The control socket's refusals.
     #[serde(default)]
     pub control: ControlStats,
+    /// The source-port sockets: range, budget, open now, bound, evicted, idle-closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ports: Option<SourcePortReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -361,6 +361,7 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 partial_checksums: n.events.partial_checksums.load(Relaxed),
                 tunnel_superframes: n.events.tunnel_superframes.load(Relaxed),
                 tunnel_segments: n.events.tunnel_segments.load(Relaxed),
+                too_big_replies: n.events.too_big_replies.load(Relaxed),
             })
             .collect(),
         drops: drops_map(forwarder.drops.snapshot()),
@@ -368,5 +369,6 @@ pub fn stats(state: &EngineState) -> StatsReport {
         offloads: state.offloads(),
         cluster: state.cluster(),
         control: state.control_counters.snapshot(),
+        source_ports: state.source_ports(),
     }
 }

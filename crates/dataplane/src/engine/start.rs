@@ -11,11 +11,17 @@ use super::{lock, new_eventfd, Core, Engine, EngineError, EngineState, Running, 
 use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
 use crate::control::socket;
 use crate::forward::Forwarder;
+use crate::state::SourcePortInfo;
 use crate::sys::iface;
-use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
-use crate::worker::{Offloads, SourcePorts};
+use crate::sys::udp::UdpSocket;
+use crate::sys::udp_path::raise_nofile_limit;
+use crate::worker::{Offloads, SourcePortConfig, SourcePorts};
 
-use crate::source_port::SOCKETS as SOURCE_PORT_SOCKETS;
+/// File descriptors kept free of source-port sockets: TAP queues, receive sockets, control
+/// connections, the metrics endpoint, the cluster's connections.
+const FD_RESERVE: usize = 1024;
+/// Source-port sockets allowed however low the file-descriptor limit is.
+const MIN_SOURCE_PORT_SOCKETS: usize = 64;
 
 /// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
 /// `VXNET_DISABLE_OFFLOADS=tap,gso,gro,uso` (any subset).
@@ -56,11 +62,11 @@ impl Engine {
             .first()
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
-        let source_ports = bind_source_ports(local)?;
 
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
             .unwrap_or(FALLBACK_UNDERLAY_MTU);
+        let source_ports = Arc::new(SourcePorts::new(source_port_config(&config, underlay_mtu)));
         let overhead = if local.is_ipv4() {
             OVERHEAD_IPV4
         } else {
@@ -69,13 +75,8 @@ impl Engine {
 
         // Probe what the kernel takes; anything refused is switched off, never fatal.
         let want_tap_offload = config.offloads && !disabled_by_env("tap");
-        let gso = config.offloads
-            && !disabled_by_env("gso")
-            && sockets
-                .iter()
-                .chain(&source_ports)
-                .all(UdpSocket::probe_gso);
-        let source_ports = Arc::new(SourcePorts::new(source_ports));
+        let gso =
+            config.offloads && !disabled_by_env("gso") && sockets.iter().all(UdpSocket::probe_gso);
         let gro = config.offloads
             && !disabled_by_env("gro")
             && sockets.iter().all(|s| s.enable_gro().is_ok());
@@ -94,6 +95,7 @@ impl Engine {
                 gso,
                 gro,
             },
+            bum_rate: config.tuning.bum_rate,
         };
 
         let mut served = Vec::with_capacity(config.networks.len());
@@ -113,6 +115,13 @@ impl Engine {
             workers,
             addresses,
         ));
+        state.set_source_ports(
+            SourcePortInfo {
+                range: source_ports.range().to_string(),
+                max_open: source_ports.cap(),
+            },
+            Arc::clone(source_ports.counters()),
+        );
         let core = Arc::new(Core {
             state,
             setup,
@@ -142,7 +151,11 @@ impl Engine {
             accept_any = config.accept_any,
             max_fdb = config.max_fdb,
             control = %config.control.display(),
-            source_ports = ?core.source_ports.ports(),
+            source_ports = %core.source_ports.range(),
+            source_port_sockets_max = core.source_ports.cap(),
+            df = %config.tuning.outer.df,
+            ttl = %config.tuning.outer.ttl,
+            tos = %config.tuning.outer.tos,
             "vxnet engine running"
         );
 
@@ -170,37 +183,43 @@ pub(super) fn resolve_remotes(
         .collect::<Result<Vec<IpAddr>, _>>()?)
 }
 
-/// One socket per stripe of the dynamic range; within a stripe the first free port is taken, so
-/// another program holding a port costs nothing but that port.
-fn bind_source_ports(local: IpAddr) -> Result<Vec<UdpSocket>, EngineError> {
-    let mut sockets = Vec::with_capacity(SOURCE_PORT_SOCKETS);
-    for k in 0..SOURCE_PORT_SOCKETS {
-        let mut bound = None;
-        for port in crate::source_port::stripe(k) {
-            match UdpSocket::bind(
-                SocketAddr::new(local, port),
-                &UdpOptions {
-                    reuse_port: false,
-                    buffer_bytes: SOCKET_BUFFER_BYTES,
-                },
-            ) {
-                Ok(socket) => {
-                    bound = Some(socket);
-                    break;
-                }
-                Err(UdpError::AddrInUse { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
+/// The source-port pool of `config`: as many sockets open at once as the range has slots, or as
+/// the file-descriptor limit leaves room for (raised to its hard limit first).
+fn source_port_config(config: &EngineConfig, underlay_mtu: u32) -> SourcePortConfig {
+    let tuning = &config.tuning;
+    let slots = tuning.srcport.len()
+        * if tuning.outer.fixed_df().is_some() {
+            1
+        } else {
+            2
+        };
+    let fd_limit = match raise_nofile_limit() {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit: {e}");
+            MIN_SOURCE_PORT_SOCKETS + FD_RESERVE
         }
-        if let Some(socket) = bound {
-            sockets.push(socket);
-        }
+    };
+    let cap = slots.min(
+        fd_limit
+            .saturating_sub(FD_RESERVE)
+            .max(MIN_SOURCE_PORT_SOCKETS),
+    );
+    if cap < slots {
+        tracing::warn!(
+            cap,
+            slots,
+            fd_limit,
+            "the open-file limit allows fewer source-port sockets than the srcport range has ports: the least recently used are closed and reopened as flows come and go"
+        );
     }
-    if sockets.is_empty() {
-        return Err(EngineError::Io {
-            what: "binding source-port sockets in 49152-65535",
-            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
-        });
+    SourcePortConfig {
+        local: config.local,
+        range: tuning.srcport,
+        listen_port: config.port,
+        policy: tuning.outer,
+        cap,
+        send_buffer: SOCKET_BUFFER_BYTES,
+        fallback_mtu: underlay_mtu,
     }
-    Ok(sockets)
 }

@@ -12,6 +12,7 @@
 //! delivers runs of VXLAN datagrams in one read; their inner TCP segments are coalesced back into
 //! superframes and written to the TAP with a virtio-net header.
 
+mod pmtu;
 mod rx;
 mod send;
 mod source_ports;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vxnet_encap::offload::{CoalesceConfig, Coalescer, MAX_GSO_SEGMENTS, VIRTIO_NET_HDR_LEN};
+use vxnet_encap::outer::OuterFields;
 
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
@@ -33,7 +35,7 @@ use crate::sys::poll::{EventFd, PollSet};
 use crate::sys::tap::TapQueue;
 use crate::sys::udp::{Outgoing, RecvBatch, SendBatch, UdpSocket};
 
-pub use source_ports::SourcePorts;
+pub use source_ports::{SourcePortConfig, SourcePorts};
 pub use tx::fit_superframes_to_gso;
 
 /// Frames moved per syscall.
@@ -77,8 +79,10 @@ struct Planned {
     /// UDP_SEGMENT size when the range holds several equal-size datagrams.
     segment_size: Option<u16>,
     segments: usize,
-    /// Which source-port socket carries it (from the inner flow hash).
+    /// Which source-port slot carries it (from the inner flow hash and the DF it needs).
     socket: usize,
+    /// Outer DF, TTL and TOS (per packet only where the policy inherits them).
+    outer: OuterFields,
 }
 
 pub struct Worker {
@@ -94,8 +98,13 @@ pub struct Worker {
     send: SendBatch,
     /// Destination and network of each queued `Outgoing`, for counting what was sent.
     sent_meta: Vec<(usize, IpAddr, usize, usize)>,
-    /// Source-port socket of each queued `Outgoing`.
+    /// Plan index of each queued `Outgoing`.
     sockets: Vec<usize>,
+    /// Path MTU to each VTEP and the ICMP too-big replies.
+    pmtu: pmtu::PathMtus,
+    /// Sends of the current batch too big for their path, and sends the kernel refused.
+    oversize: Vec<send::Oversize>,
+    refused: Vec<send::Refused>,
     outgoing: Vec<Outgoing<'static>>,
     packets: Vec<&'static [u8]>,
     offloads: Offloads,
@@ -143,6 +152,13 @@ impl Worker {
             .map(|_| Coalescer::new(CoalesceConfig::default()))
             .collect();
         Worker {
+            pmtu: pmtu::PathMtus::new(
+                forwarder.local(),
+                source_ports.fallback_mtu(),
+                source_ports.range().outside(),
+            ),
+            oversize: Vec::with_capacity(BATCH),
+            refused: Vec::with_capacity(BATCH),
             max_single_datagram: forwarder.max_single_datagram(),
             forwarder,
             taps,

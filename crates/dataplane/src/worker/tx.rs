@@ -80,8 +80,15 @@ impl Worker {
                     Err(e) => return Err(e),
                 };
                 let end = HEADROOM + len;
-                let socket = self.source_ports.index_for(flow_hash(&buf[HEADROOM..end]));
-                let dest = match self.forwarder.from_tap(index, &buf[HEADROOM..end]) {
+                let outer = self.source_ports.policy().fields(&buf[HEADROOM..end]);
+                let socket = self
+                    .source_ports
+                    .slot_for(flow_hash(&buf[HEADROOM..end]), outer.df);
+                let now = Some(self.epoch.elapsed().as_nanos() as u64);
+                let dest = match self
+                    .forwarder
+                    .from_tap_at(index, &buf[HEADROOM..end], false, now)
+                {
                     TapAction::Drop(_) => continue,
                     TapAction::Unicast(dest) => Some(dest),
                     TapAction::Flood => None,
@@ -99,6 +106,7 @@ impl Worker {
                     segment_size: None,
                     segments: 1,
                     socket,
+                    outer,
                 });
                 slot += 1;
             }
@@ -122,12 +130,14 @@ impl Worker {
         };
         let frame = &raw[VIRTIO_NET_HDR_LEN..];
         let superframe = hdr.gso_kind() != VirtioNetHdr::GSO_NONE;
-        let dest = match self.forwarder.from_tap_frame(index, frame, superframe) {
+        let now = Some(self.epoch.elapsed().as_nanos() as u64);
+        let dest = match self.forwarder.from_tap_at(index, frame, superframe, now) {
             TapAction::Drop(_) => return false,
             TapAction::Unicast(dest) => Some(dest),
             TapAction::Flood => None,
         };
-        let socket = self.source_ports.index_for(flow_hash(frame));
+        let outer = self.source_ports.policy().fields(frame);
+        let socket = self.source_ports.slot_for(flow_hash(frame), outer.df);
         let mut wire = match WirePlan::new(&hdr, frame, self.mss[index]) {
             Ok(plan) => plan,
             Err(e) => {
@@ -191,6 +201,7 @@ impl Worker {
                     segment_size: (batch.segments > 1).then_some(batch.segment_size as u16),
                     segments: batch.segments,
                     socket,
+                    outer,
                 });
             }
             *slot += 1;
