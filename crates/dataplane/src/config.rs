@@ -395,7 +395,10 @@ mod tests {
         );
         let mut c = engine_with(one());
         c.tuning.bum_rate = Some(0);
-        assert_eq!(message(c), "bum-rate 0 is out of range (valid: 1-100000000)");
+        assert_eq!(
+            message(c),
+            "bum-rate 0 is out of range (valid: 1-100000000)"
+        );
         let mut c = engine_with(one());
         c.tuning.outer.tos = vxnet_encap::outer::TosPolicy::Fixed(3);
         assert!(message(c).contains("valid: 0-252 with the ECN bits 0"));

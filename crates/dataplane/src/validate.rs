@@ -127,7 +127,11 @@ pub fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
         in_range(format!("mtu of network {}", network.name), mtu, &MTU)?;
     }
     if let Some(rate) = network.bum_rate {
-        in_range(format!("bum_rate of network {}", network.name), rate, &BUM_RATE)?;
+        in_range(
+            format!("bum_rate of network {}", network.name),
+            rate,
+            &BUM_RATE,
+        )?;
     }
     Ok(())
 }
