@@ -22,6 +22,7 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
         Engine::start(EngineConfig {
             local: host.underlay,
             port: 4789,
+            esp_port: 4500,
             networks: Vec::new(),
             ageing_secs: 300,
             learning: true,
@@ -50,6 +51,7 @@ fn network(name: &str, vni: u32, address: &str, remotes: &[IpAddr]) -> NetworkCo
         allow_vlan: false,
         mac: None,
         bum_rate: None,
+        encryption: None,
     }
 }
 

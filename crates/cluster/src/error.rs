@@ -12,6 +12,10 @@ pub enum Error {
         "the store refused access: {0} (check --store-user and its password, and its etcd role)"
     )]
     StoreRefused(String),
+    /// etcd's roles (see `roles`) do not let this node's user do this: the state dir's role is
+    /// not what counts.
+    #[error("the store denied this change: {0} (this node's etcd user may not make it, whatever its state dir says: networks and other nodes are the managers', rotating tokens and admitting nodes the store admin's)")]
+    StoreDenied(String),
     #[error("invalid store address {0:?} (expected etcd://HOST:PORT[,HOST:PORT])")]
     BadEndpoint(String),
     #[error("malformed join token: {0}")]
@@ -37,6 +41,8 @@ pub enum Error {
     LastManager(String, String, usize),
     #[error("no node {0} in cluster {1} (`vxnet cluster status` lists the node ids)")]
     NoSuchNode(String, String),
+    #[error("node {0} was not admitted to cluster {1} within {2}s: in a store with authentication, a manager engine (`vxnet run`) holding the store's admin identity admits joining nodes; is one running?")]
+    NotAdmitted(String, String, u64),
     #[error("state dir {0} already belongs to cluster {1}")]
     AlreadyJoined(PathBuf, String),
     #[error("this command needs a manager node (this node is a {0})")]

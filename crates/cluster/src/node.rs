@@ -6,13 +6,13 @@ use std::net::IpAddr;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
-use super::access::{AccessOptions, StoreAccess};
+use super::access::{AccessOptions, Credentials, StoreAccess};
 use super::records::{Meta, NodeRecord};
 use super::state::{NodeState, StateDir};
 use super::store::{Retry, Store};
 use super::token::{hashes_equal, Role, Token};
 use super::view::ClusterView;
-use super::{Error, Result};
+use super::{admission, roles, Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitOutcome {
@@ -53,13 +53,18 @@ pub async fn init_with(
         None => super::random_hex(8),
     };
     let store = Store::connect_with(access, &cluster_id).await?;
-    let manager = Token::new(&cluster_id, Role::Manager, endpoints, tls);
-    let worker = Token::new(&cluster_id, Role::Worker, endpoints, tls);
-    let meta = Meta {
+    // Given etcd's admin identity, the cluster gets its own roles and users (see `roles`).
+    let identity =
+        access.credentials.is_some() || access.tls.as_ref().is_some_and(|t| t.identity.is_some());
+    let admin = identity && roles::is_admin(&store).await;
+    let mut manager = Token::new(&cluster_id, Role::Manager, endpoints, tls).with_auth(admin);
+    let mut worker = Token::new(&cluster_id, Role::Worker, endpoints, tls).with_auth(admin);
+    let mut meta = Meta {
         cluster_id: cluster_id.clone(),
         created: super::now_secs(),
         manager_secret_sha256: manager.secret_hash(),
         worker_secret_sha256: worker.secret_hash(),
+        auth: admin,
     };
     let meta_key = store.key("meta");
     let txn = Txn::new()
@@ -68,9 +73,27 @@ pub async fn init_with(
             CompareOp::Equal,
             0,
         )])
-        .and_then([TxnOp::put(meta_key, serde_json::to_vec(&meta)?, None)]);
+        .and_then([TxnOp::put(
+            meta_key.clone(),
+            serde_json::to_vec(&meta)?,
+            None,
+        )]);
     if !store.txn(Retry::IfNotSent, txn).await?.succeeded() {
         return Err(Error::ClusterExists(cluster_id));
+    }
+    if admin {
+        roles::provision(&store, &manager.secret, &worker.secret).await?;
+        if !auth_enforced(access, &worker).await? {
+            // A client certificate alone passes as admin while authentication is off: roles
+            // would protect nothing, and join users could not log in.
+            roles::unprovision(&store).await;
+            meta.auth = false;
+            store
+                .put(&meta_key, serde_json::to_vec(&meta)?, None)
+                .await?;
+            manager.auth = false;
+            worker.auth = false;
+        }
     }
     let node_id = dir.node_id()?;
     register_node(&store, &node_id, Role::Manager, local).await?;
@@ -93,6 +116,22 @@ pub async fn init_with(
         manager_token: manager.to_string(),
         worker_token: worker.to_string(),
     })
+}
+
+/// Whether etcd enforces authentication: the join user `token` names can log in only then.
+async fn auth_enforced(access: &StoreAccess, token: &Token) -> Result<bool> {
+    let joiner = StoreAccess {
+        credentials: Some(Credentials {
+            user: roles::join_user(&token.cluster_id, token.role),
+            password: token.secret.clone(),
+        }),
+        ..access.clone()
+    };
+    match Store::connect_with(&joiner, &token.cluster_id).await {
+        Ok(_) => Ok(true),
+        Err(Error::StoreRefused(m)) if m.contains("not enabled") => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 async fn register_node(
@@ -164,6 +203,23 @@ pub async fn join_with(
     }
     let (endpoints, tls) = store.unwrap_or_else(|| (token.endpoints.clone(), token.tls));
     let access = options.load(endpoints, tls)?;
+    if token.auth && access.credentials.is_none() {
+        // An authenticated store: ask a manager, and keep only this node's own credentials.
+        let node_id = dir.node_id()?;
+        let (_, access) = admission::request(&access, &token, &node_id, local).await?;
+        let state = NodeState {
+            node_id,
+            cluster_id: token.cluster_id.clone(),
+            endpoints: access.endpoints.clone(),
+            token: token.to_string(),
+            role: token.role,
+            local,
+            tls: access.tls.is_some(),
+            store_user: access.credentials.as_ref().map(|c| c.user.clone()),
+        };
+        dir.save_with_access(&state, &access)?;
+        return Ok(state);
+    }
     let store = Store::connect_with(&access, &token.cluster_id).await?;
     verify_token(&store, &token).await?;
     let node_id = dir.node_id()?;
@@ -210,7 +266,13 @@ pub async fn join_or_resume_at(
             let (endpoints, tls) =
                 store.unwrap_or_else(|| (saved.endpoints.clone(), saved.tls.is_some()));
             let access = if options.given() || tls != saved.tls.is_some() {
-                options.load(endpoints, tls)?
+                let mut access = options.load(endpoints, tls)?;
+                if options.user.is_none() {
+                    // New TLS files alone keep the saved etcd user: for a node admitted to an
+                    // authenticated store it is the only identity it has.
+                    access.credentials = saved.credentials;
+                }
+                access
             } else {
                 StoreAccess { endpoints, ..saved }
             };
@@ -257,20 +319,32 @@ pub async fn rotate(dir: &StateDir, manager: bool, worker: bool) -> Result<Rotat
     };
     let mut meta = store.meta().await?;
     let mut out = RotateOutcome::default();
-    if manager {
-        let t = Token::new(
-            &state.cluster_id,
-            Role::Manager,
-            &state.endpoints,
-            state.tls,
-        );
-        meta.manager_secret_sha256 = t.secret_hash();
-        out.manager_token = Some(t.to_string());
-    }
-    if worker {
-        let t = Token::new(&state.cluster_id, Role::Worker, &state.endpoints, state.tls);
-        meta.worker_secret_sha256 = t.secret_hash();
-        out.worker_token = Some(t.to_string());
+    for (role, chosen) in [(Role::Manager, manager), (Role::Worker, worker)] {
+        if !chosen {
+            continue;
+        }
+        let t =
+            Token::new(&state.cluster_id, role, &state.endpoints, state.tls).with_auth(meta.auth);
+        if meta.auth {
+            // The old secret stops working as an etcd password now, so etcd itself refuses
+            // the old token (and only the admin identity may do this).
+            roles::set_password(
+                &store,
+                &roles::join_user(&state.cluster_id, role),
+                &t.secret,
+            )
+            .await?;
+        }
+        match role {
+            Role::Manager => {
+                meta.manager_secret_sha256 = t.secret_hash();
+                out.manager_token = Some(t.to_string());
+            }
+            Role::Worker => {
+                meta.worker_secret_sha256 = t.secret_hash();
+                out.worker_token = Some(t.to_string());
+            }
+        }
     }
     store
         .put(&store.key("meta"), serde_json::to_vec(&meta)?, None)

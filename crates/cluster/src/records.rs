@@ -40,6 +40,10 @@ pub struct Meta {
     pub manager_secret_sha256: String,
     /// Hex SHA-256 of the worker token's secret.
     pub worker_secret_sha256: String,
+    /// etcd authentication is on and the cluster's roles exist (see [`crate::roles`]): nodes
+    /// join by request, and rotating a token changes its join user's password.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auth: bool,
 }
 
 /// A node that joined with a valid token. Persistent, so `cluster status` can show nodes that are
@@ -159,7 +163,7 @@ pub fn validate_subnet(cidr: &str) -> Result<String, RecordError> {
     Ok(format!("{addr}/{len}"))
 }
 
-fn validate_node_id(id: &str) -> Result<(), RecordError> {
+pub(crate) fn validate_node_id(id: &str) -> Result<(), RecordError> {
     if name_ok(id) {
         Ok(())
     } else {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::state::StateDir;
 use super::store::{Retry, Store};
 use super::token::Role;
-use super::{node, Error, Result};
+use super::{node, roles, Error, Result};
 
 /// Re-reads after a lost race are bounded; each loss means another node changed an allocation.
 const ATTEMPTS: usize = 16;
@@ -131,6 +131,11 @@ pub async fn rm(dir: &StateDir, node_id: &str) -> Result<Removed> {
     let removed = remove_node(&store, node_id).await?;
     if !removed.node_record && removed.freed.is_empty() {
         return Err(Error::NoSuchNode(node_id.to_owned(), state.cluster_id));
+    }
+    // Its own etcd user goes too, so its credentials stop working. Only the admin identity may
+    // do this; otherwise an admitting manager removes the user shortly (see `admission`).
+    if let Err(e) = roles::remove_node(&store, node_id).await {
+        tracing::debug!(node = node_id, error = %e, "node user left for the admitting manager to remove");
     }
     Ok(removed)
 }

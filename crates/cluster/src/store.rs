@@ -394,8 +394,11 @@ fn classify(e: &etcd_client::Error) -> Class {
 /// are the operator's to fix.
 fn answer(e: etcd_client::Error) -> Error {
     if let etcd_client::Error::GRpcStatus(s) = &e {
+        if s.code() == tonic::Code::PermissionDenied {
+            return Error::StoreDenied(s.message().to_owned());
+        }
         let auth = match s.code() {
-            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => true,
+            tonic::Code::Unauthenticated => true,
             // "authentication failed", "user name is empty", "invalid auth token".
             tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
                 let m = s.message();

@@ -1,7 +1,9 @@
 //! Join tokens, shaped like Docker swarm's: `VXNET-1-<cluster_id>-<secret>-<role>-<endpoints>`.
 //!
 //! The endpoints part is base64url (no padding) of the comma-separated `HOST:PORT` list (prefixed
-//! `https://` for a store reached over TLS), so a token alone is enough to find the store. base64url may itself contain `-`, which is why it comes last
+//! `https://` for a store reached over TLS, and `auth;` before that when the store has etcd
+//! authentication and the cluster's roles: the token's secret is then also its join user's etcd
+//! password, see [`crate::roles`]), so a token alone is enough to find the store. base64url may itself contain `-`, which is why it comes last
 //! and the token is split at most six ways. The store keeps only a SHA-256 of each secret.
 
 use std::fmt;
@@ -15,6 +17,7 @@ use super::{Error, Result};
 const PREFIX: &str = "VXNET";
 const VERSION: &str = "1";
 const TLS_SCHEME: &str = "https://";
+const AUTH_MARK: &str = "auth;";
 
 /// What a token lets its holder become.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +51,8 @@ pub struct Token {
     pub endpoints: Vec<String>,
     /// The store is reached over TLS (`https://`).
     pub tls: bool,
+    /// The store has authentication on: join by request as the token's join user.
+    pub auth: bool,
 }
 
 impl Token {
@@ -58,7 +63,14 @@ impl Token {
             role,
             endpoints: endpoints.to_vec(),
             tls,
+            auth: false,
         }
+    }
+
+    /// The same token for a store with authentication on (or not).
+    pub fn with_auth(mut self, auth: bool) -> Token {
+        self.auth = auth;
+        self
     }
 
     pub fn parse(s: &str) -> Result<Token> {
@@ -87,6 +99,10 @@ impl Token {
             .map_err(|e| Error::BadToken(format!("store part: {e}")))?;
         let list = String::from_utf8(decoded)
             .map_err(|_| Error::BadToken("store part is not text".into()))?;
+        let (list, auth) = match list.strip_prefix(AUTH_MARK) {
+            Some(rest) => (rest.to_owned(), true),
+            None => (list, false),
+        };
         let (list, tls) = match list.strip_prefix(TLS_SCHEME) {
             Some(rest) => (rest.to_owned(), true),
             None => (list, false),
@@ -105,6 +121,7 @@ impl Token {
             role,
             endpoints,
             tls,
+            auth,
         })
     }
 
@@ -134,8 +151,9 @@ impl fmt::Display for Token {
             Role::Worker => "W",
         };
         let scheme = if self.tls { TLS_SCHEME } else { "" };
+        let auth = if self.auth { AUTH_MARK } else { "" };
         let eps = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!("{scheme}{}", self.endpoints.join(",")));
+            .encode(format!("{auth}{scheme}{}", self.endpoints.join(",")));
         write!(
             f,
             "{PREFIX}-{VERSION}-{}-{}-{role}-{eps}",
@@ -158,6 +176,11 @@ mod tests {
         let parsed = Token::parse(&t.to_string()).unwrap();
         assert_eq!(parsed, t);
         assert!(parsed.tls);
+        assert!(!parsed.auth);
+        let t = Token::new("00ff", Role::Worker, &eps, true).with_auth(true);
+        let parsed = Token::parse(&t.to_string()).unwrap();
+        assert_eq!(parsed, t);
+        assert!(parsed.auth && parsed.tls);
     }
 
     #[test]

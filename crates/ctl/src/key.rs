@@ -8,13 +8,14 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use rand::RngCore;
-use thiserror::Error;
-use vxnet_encap::esp::{KeyParseError, NetworkKey, NETWORK_KEY_LEN};
+/// The loader lives with the engine (a reload re-reads key files there); this is the same one.
+pub use vxnet_dataplane::keyring::{load_key_file, KeyFileError};
+use vxnet_encap::esp::{NetworkKey, NETWORK_KEY_LEN};
 
 #[derive(Debug, Args)]
 pub struct KeyArgs {
@@ -34,33 +35,6 @@ enum KeyCmd {
     Check {
         #[arg(value_name = "FILE")]
         file: PathBuf,
-    },
-}
-
-/// Why a key file cannot be used. Each message names the file and what to do.
-#[derive(Debug, Error)]
-pub enum KeyFileError {
-    #[error("key file {path} does not exist (create one with `vxnet key generate --out {path}`)")]
-    Missing { path: String },
-    #[error("cannot read key file {path}: {source}")]
-    Unreadable {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("key file {path} is not a regular file")]
-    NotAFile { path: String },
-    #[error(
-        "key file {path} is accessible by group or others (mode {mode:04o}); run `chmod 600 {path}`"
-    )]
-    TooOpen { path: String, mode: u32 },
-    #[error("key file {path}: {source}")]
-    Malformed { path: String, source: KeyParseError },
-    #[error("key file {path} already exists; not overwriting it")]
-    Exists { path: String },
-    #[error("cannot write key file {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
     },
 }
 
@@ -84,40 +58,6 @@ pub fn generate() -> NetworkKey {
     let mut bytes = [0u8; NETWORK_KEY_LEN];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     NetworkKey::from_bytes(bytes)
-}
-
-/// Reads a network key from `path` (the `--key-file` / `key_file` loader): the file must exist,
-/// be a regular file readable by its owner only, and hold 64 hex digits (surrounding whitespace
-/// allowed).
-pub fn load_key_file(path: &Path) -> Result<NetworkKey, KeyFileError> {
-    let shown = path.display().to_string();
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(KeyFileError::Missing { path: shown })
-        }
-        Err(source) => {
-            return Err(KeyFileError::Unreadable {
-                path: shown,
-                source,
-            })
-        }
-    };
-    if !meta.is_file() {
-        return Err(KeyFileError::NotAFile { path: shown });
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(KeyFileError::TooOpen { path: shown, mode });
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Unreadable {
-        path: shown.clone(),
-        source,
-    })?;
-    NetworkKey::from_hex(&text).map_err(|source| KeyFileError::Malformed {
-        path: shown,
-        source,
-    })
 }
 
 fn write_new_key_file(path: &Path, key: &NetworkKey) -> Result<(), KeyFileError> {
@@ -148,6 +88,7 @@ fn write_new_key_file(path: &Path, key: &NetworkKey) -> Result<(), KeyFileError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn write_mode(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
         let path = dir.join(name);

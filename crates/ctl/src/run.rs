@@ -13,8 +13,9 @@ use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
 use vxnet_cluster::{access::parse_store, network, node};
 use vxnet_dataplane::config::{
     load_file, resolve_remote, ConfigError, FileValues, DEFAULT_AGEING_SECS, DEFAULT_CONTROL_PATH,
-    DEFAULT_MAX_FDB,
+    DEFAULT_ESP_PORT, DEFAULT_MAX_FDB,
 };
+use vxnet_dataplane::keyring::{load_key_file, KeyRing};
 use vxnet_dataplane::tuning::{parse_bum_rate, FileTuning, SourcePortRange, Tuning};
 use vxnet_dataplane::{Engine, EngineConfig, EngineError, NetworkConfig};
 use vxnet_encap::outer::{DfPolicy, OuterPolicy, TosPolicy, TtlPolicy};
@@ -45,6 +46,15 @@ pub struct RunArgs {
     /// UDP destination (and listening) port [default: 4789, or the config file's `port`].
     #[arg(long)]
     pub port: Option<u16>,
+    /// Encrypt the network (ESP-in-UDP, AES-256-GCM) with the 32-byte network key in FILE
+    /// (`vxnet key generate --out FILE`; mode 0600). Every host of the network needs the same key;
+    /// only authenticated packets are accepted.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// UDP port of encrypted networks (RFC 3948 ESP-in-UDP), sent to and listened on
+    /// [default: 4500, or the config file's `esp_port`].
+    #[arg(long)]
+    pub esp_port: Option<u16>,
     /// Seconds a learned MAC lives without traffic [default: 300].
     #[arg(long)]
     pub ageing: Option<u64>,
@@ -194,6 +204,7 @@ fn engine_config(
     let config = EngineConfig {
         local,
         port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
+        esp_port: args.esp_port.or(file.esp_port).unwrap_or(DEFAULT_ESP_PORT),
         networks,
         ageing_secs: args
             .ageing
@@ -237,6 +248,18 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
         None => FileValues::default(),
     };
     let mut networks = std::mem::take(&mut file.networks);
+    if args.key_file.is_some() && args.vni.is_none() {
+        return Err(RunError::Usage(
+            "--key-file encrypts the --vni network; in --config give each [[network]] its own key_file".into(),
+        ));
+    }
+    // Read before anything is created: a missing, short or open key file is one error line.
+    let encryption = match &args.key_file {
+        Some(path) => Some(KeyRing::single(
+            load_key_file(path).map_err(ConfigError::from)?,
+        )),
+        None => None,
+    };
     match (args.vni, &args.dev) {
         (Some(vni), Some(dev)) => networks.push(NetworkConfig {
             name: format!("vni{vni}"),
@@ -248,6 +271,7 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
             allow_vlan: args.allow_vlan,
             mac: args.mac,
             bum_rate: None,
+            encryption,
         }),
         (None, None) => {
             if !args.remotes.is_empty() || args.address.is_some() {
@@ -302,6 +326,9 @@ fn check_cluster_args(args: &RunArgs) -> Result<(), RunError> {
     let usage = |m: &str| Err(RunError::Usage(m.into()));
     if args.vni.is_some() || args.config.is_some() {
         return usage("--vni and --config are for static networks; with --store/--token the networks come from the cluster (use --network NAME)");
+    }
+    if args.key_file.is_some() {
+        return usage("--key-file is for static networks; a cluster network is encrypted with `vxnet network create NAME --encrypted` (its keys come from the store)");
     }
     for name in &args.networks {
         network::validate_name(name).map_err(vxnet_cluster::Error::from)?;

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use thiserror::Error;
 use vxnet_encap::{MacAddr, Vni};
 
+use crate::keyring::{load_key_file, KeyFileError, KeyRing};
 use crate::tuning::{check_bum_rate, FileTuning, TextOrNumber, Tuning};
+
+pub use vxnet_encap::esp::DEFAULT_ESP_PORT;
 
 pub const DEFAULT_CONTROL_PATH: &str = "/run/vxnet/vxnet.sock";
 pub const DEFAULT_AGEING_SECS: u64 = 300;
@@ -31,12 +34,17 @@ pub struct NetworkConfig {
     /// Storm control: broadcast, multicast and unknown-unicast frames taken from the TAP for
     /// flooding, per second; the engine's default ([`Tuning::bum_rate`]) when `None`.
     pub bum_rate: Option<u32>,
+    /// Encrypted network (ESP-in-UDP, AES-256-GCM): the keys it accepts and sends with. An
+    /// encrypted network accepts only authenticated packets; `None` is plain VXLAN.
+    pub encryption: Option<KeyRing>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     pub local: IpAddr,
     pub port: u16,
+    /// UDP port of encrypted networks (RFC 3948 ESP-in-UDP), sent to and received on.
+    pub esp_port: u16,
     pub networks: Vec<NetworkConfig>,
     pub ageing_secs: u64,
     pub learning: bool,
@@ -78,6 +86,8 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Invalid(#[from] crate::validate::ValidationError),
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
 }
 
 /// The file form. Every key is optional except the networks, so a file can hold only networks
@@ -87,6 +97,7 @@ pub enum ConfigError {
 struct FileConfig {
     local: Option<IpAddr>,
     port: Option<u16>,
+    esp_port: Option<u16>,
     ageing: Option<u64>,
     learning: Option<bool>,
     max_fdb: Option<usize>,
@@ -118,6 +129,9 @@ struct FileNetwork {
     allow_vlan: bool,
     mac: Option<String>,
     bum_rate: Option<u64>,
+    /// A network key file (`vxnet key generate`): the network is encrypted. Relative paths are
+    /// taken from the config file's directory.
+    key_file: Option<PathBuf>,
 }
 
 /// Values from a config file, to be overridden by explicit flags.
@@ -125,6 +139,7 @@ struct FileNetwork {
 pub struct FileValues {
     pub local: Option<IpAddr>,
     pub port: Option<u16>,
+    pub esp_port: Option<u16>,
     pub ageing_secs: Option<u64>,
     pub learning: Option<bool>,
     pub max_fdb: Option<usize>,
@@ -138,25 +153,60 @@ pub struct FileValues {
     pub networks: Vec<NetworkConfig>,
 }
 
+/// Reads and parses a config file, and the key files its networks name.
 pub fn load_file(path: &Path) -> Result<FileValues, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_file(&text).map_err(|message| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message,
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_file_with_keys(&text, base).map_err(|e| match e {
+        FileError::Parse(message) => ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        },
+        FileError::Key(e) => ConfigError::Key(e),
     })
 }
 
-/// Parses the TOML text; the error is a one-line message.
+enum FileError {
+    Parse(String),
+    Key(KeyFileError),
+}
+
+/// Parses the TOML text; the error is a one-line message. Networks with a `key_file` are an
+/// error here (reading keys is [`load_file`]'s, which knows where the file is).
 pub fn parse_file(text: &str) -> Result<FileValues, String> {
-    let file: FileConfig = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    match parse_file_with_keys(text, Path::new(".")) {
+        Ok(v) => Ok(v),
+        Err(FileError::Parse(m)) => Err(m),
+        Err(FileError::Key(e)) => Err(e.to_string()),
+    }
+}
+
+fn parse_file_with_keys(text: &str, base: &Path) -> Result<FileValues, FileError> {
+    let file: FileConfig =
+        toml::from_str(text).map_err(|e| FileError::Parse(one_line(&e.to_string())))?;
     let mut networks = Vec::with_capacity(file.network.len());
     for n in file.network {
-        let vni = Vni::new(n.vni).map_err(|e| e.to_string())?;
-        let mac = n.mac.as_deref().map(parse_unicast_mac).transpose()?;
-        let bum_rate = n.bum_rate.map(check_bum_rate).transpose()?;
+        let vni = Vni::new(n.vni).map_err(|e| FileError::Parse(e.to_string()))?;
+        let mac = n
+            .mac
+            .as_deref()
+            .map(parse_unicast_mac)
+            .transpose()
+            .map_err(FileError::Parse)?;
+        let encryption = match &n.key_file {
+            Some(file) => Some(KeyRing::single(
+                load_key_file(&base.join(file)).map_err(FileError::Key)?,
+            )),
+            None => None,
+        };
+        let bum_rate = n
+            .bum_rate
+            .map(check_bum_rate)
+            .transpose()
+            .map_err(FileError::Parse)?;
         networks.push(NetworkConfig {
             name: n.name.unwrap_or_else(|| format!("vni{vni}")),
             vni,
@@ -167,6 +217,7 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
             allow_vlan: n.allow_vlan,
             mac,
             bum_rate,
+            encryption,
         });
     }
     let tuning = FileTuning::parse(
@@ -175,10 +226,12 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
         file.tos.as_ref(),
         file.srcport.as_deref(),
         file.bum_rate,
-    )?;
+    )
+    .map_err(FileError::Parse)?;
     Ok(FileValues {
         local: file.local,
         port: file.port,
+        esp_port: file.esp_port,
         ageing_secs: file.ageing,
         learning: file.learning,
         max_fdb: file.max_fdb,
@@ -325,10 +378,41 @@ mod tests {
         assert!(!e.contains('\n'), "{e}");
     }
 
+    #[test]
+    fn key_file_encrypts_the_network_relative_to_the_config_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vxnet-config-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("blue.key");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = dir.join("net.toml");
+        std::fs::write(
+            &config,
+            "esp_port = 4501\n[[network]]\nvni = 42\ndev = \"vx42\"\nkey_file = \"blue.key\"\n\
+             [[network]]\nvni = 43\ndev = \"vx43\"\n",
+        )
+        .unwrap();
+        let v = load_file(&config).unwrap();
+        assert_eq!(v.esp_port, Some(4501));
+        let ring = v.networks[0].encryption.as_ref().unwrap();
+        assert_eq!(ring.send_key().unwrap().to_hex(), "ab".repeat(32));
+        assert!(v.networks[1].encryption.is_none());
+        std::fs::write(
+            &config,
+            "[[network]]\nvni = 42\ndev = \"vx42\"\nkey_file = \"nope.key\"\n",
+        )
+        .unwrap();
+        let e = load_file(&config).unwrap_err().to_string();
+        assert!(e.contains("nope.key does not exist"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn engine_with(networks: Vec<NetworkConfig>) -> EngineConfig {
         EngineConfig {
             local: "10.0.0.1".parse().unwrap(),
             port: 4789,
+            esp_port: DEFAULT_ESP_PORT,
             networks,
             ageing_secs: DEFAULT_AGEING_SECS,
             learning: true,
@@ -353,6 +437,7 @@ mod tests {
             allow_vlan: false,
             mac: None,
             bum_rate: None,
+            encryption: None,
         }
     }
 

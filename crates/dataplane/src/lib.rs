@@ -3,10 +3,12 @@
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod crypto;
 pub mod engine;
 mod exclusive;
 pub mod fdb;
 pub mod forward;
+pub mod keyring;
 pub mod network;
 pub mod reload;
 pub mod service;

@@ -11,7 +11,9 @@ use arc_swap::ArcSwap;
 use vxnet_encap::Vni;
 
 use crate::counters::{DropCounters, Events, Traffic};
+use crate::crypto::NetworkCrypto;
 use crate::fdb::Fdb;
+use crate::keyring::KeyRing;
 use crate::storm::RateLimiter;
 
 /// Who a network floods to and accepts VXLAN from.
@@ -64,6 +66,9 @@ pub struct Network {
     pub drops: DropCounters,
     /// The storm-control bucket when `settings.bum_rate` is set, shared by every worker.
     pub bum_limiter: Option<RateLimiter>,
+    /// Encrypted networks only: keys and SAs. Fixed at creation (turning encryption on or off
+    /// rebuilds the network), the keys within it are not.
+    pub crypto: Option<NetworkCrypto>,
     peers: ArcSwap<PeerSet>,
     sources: Mutex<PeerSources>,
     local: IpAddr,
@@ -84,6 +89,7 @@ impl Network {
             traffic: Traffic::default(),
             events: Events::default(),
             drops: DropCounters::default(),
+            crypto: None,
             peers: ArcSwap::from_pointee(PeerSet::default()),
             sources: Mutex::new(PeerSources {
                 configured,
@@ -94,6 +100,16 @@ impl Network {
         };
         network.rebuild_peers();
         network
+    }
+
+    /// Makes a network being built an encrypted one (before it is shared).
+    pub fn encrypted(mut self, ring: KeyRing) -> Self {
+        self.crypto = Some(NetworkCrypto::new(ring));
+        self
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.crypto.is_some()
     }
 
     pub fn vni(&self) -> Vni {

@@ -32,22 +32,27 @@ impl std::fmt::Debug for Reloader {
 #[derive(Debug, PartialEq, Eq)]
 enum Change {
     Same,
-    /// Only the remotes: the flood list and allow-list are replaced in place.
-    Remotes,
+    /// Only the remotes and/or the keys of an encrypted network: the flood list, allow-list and
+    /// key ring are replaced in place, the TAP and the traffic keep going.
+    Live,
     /// Anything a TAP is built with (VNI, device, MTU, address, MAC, VLAN policy) or its
     /// storm-control bucket (`bum_rate`): recreated.
     Rebuild,
 }
 
 fn change(old: &NetworkConfig, new: &NetworkConfig) -> Change {
-    let with_new_remotes = NetworkConfig {
+    // Encryption on or off changes the TAP's MTU (and what the network accepts): a rebuild.
+    // Another key for a network that stays encrypted does not.
+    let same_kind = old.encryption.is_some() == new.encryption.is_some();
+    let with_live_changes = NetworkConfig {
         remotes: new.remotes.clone(),
+        encryption: new.encryption.clone(),
         ..old.clone()
     };
     if old == new {
         Change::Same
-    } else if with_new_remotes == *new {
-        Change::Remotes
+    } else if same_kind && with_live_changes == *new {
+        Change::Live
     } else {
         Change::Rebuild
     }
@@ -63,6 +68,11 @@ fn restart_only(old: &EngineConfig, new: &EngineConfig) -> Vec<String> {
     };
     diff("local", old.local.to_string(), new.local.to_string());
     diff("port", old.port.to_string(), new.port.to_string());
+    diff(
+        "esp-port",
+        old.esp_port.to_string(),
+        new.esp_port.to_string(),
+    );
     diff(
         "ageing",
         old.ageing_secs.to_string(),
@@ -157,8 +167,17 @@ impl Reloader {
             let next = &new.networks[i];
             match change(old, next) {
                 Change::Same => served.push(old.clone()),
-                Change::Remotes => {
+                Change::Live => {
                     control.set_static_remotes(&old.name, remotes[i].clone());
+                    if let Some(ring) = &next.encryption {
+                        if old.encryption.as_ref() != Some(ring) {
+                            if let Err(e) = control.set_key_ring(&old.name, ring.clone()) {
+                                report.failed.push(format!("{}: {e}", old.name));
+                                served.push(old.clone());
+                                continue;
+                            }
+                        }
+                    }
                     report.changed.push(old.name.clone());
                     served.push(next.clone());
                 }
@@ -235,16 +254,27 @@ mod tests {
             allow_vlan: false,
             mac: None,
             bum_rate: None,
+            encryption: None,
         }
     }
 
     #[test]
-    fn remotes_change_in_place_the_rest_rebuilds() {
+    fn remotes_and_keys_change_in_place_the_rest_rebuilds() {
+        use crate::keyring::KeyRing;
+        use vxnet_encap::esp::NetworkKey;
         let a = net("a", 1);
         assert_eq!(change(&a, &a.clone()), Change::Same);
+        let mut enc = a.clone();
+        enc.encryption = Some(KeyRing::single(NetworkKey::from_bytes([1; 32])));
+        assert_eq!(change(&a, &enc), Change::Rebuild, "encryption turned on");
+        assert_eq!(change(&enc, &a), Change::Rebuild, "encryption turned off");
+        let mut rekeyed = enc.clone();
+        rekeyed.encryption = Some(KeyRing::single(NetworkKey::from_bytes([2; 32])));
+        rekeyed.remotes.push("10.0.0.3".into());
+        assert_eq!(change(&enc, &rekeyed), Change::Live, "new key, same TAP");
         let mut b = a.clone();
         b.remotes.push("10.0.0.3".into());
-        assert_eq!(change(&a, &b), Change::Remotes);
+        assert_eq!(change(&a, &b), Change::Live);
         b.mtu = Some(1400);
         assert_eq!(change(&a, &b), Change::Rebuild);
         let mut c = a.clone();
@@ -260,6 +290,7 @@ mod tests {
         let old = EngineConfig {
             local: "10.0.0.1".parse().unwrap(),
             port: 4789,
+            esp_port: crate::config::DEFAULT_ESP_PORT,
             networks: vec![net("a", 1)],
             ageing_secs: 300,
             learning: true,

@@ -56,6 +56,13 @@ pub enum ValidationError {
         addr: IpAddr,
         reason: &'static str,
     },
+    #[error("network {network}: {source}")]
+    KeyRing {
+        network: String,
+        source: crate::keyring::KeyRingError,
+    },
+    #[error("esp-port {0} is the VXLAN port too (they must differ: the engine tells ESP from VXLAN by port)")]
+    EspPortIsVxlanPort(u16),
 }
 
 fn in_range<T>(
@@ -80,6 +87,10 @@ where
 pub fn engine(config: &EngineConfig) -> Result<(), ValidationError> {
     in_range("threads", config.threads, &THREADS)?;
     in_range("port", config.port, &PORT)?;
+    in_range("esp-port", config.esp_port, &PORT)?;
+    if config.esp_port == config.port {
+        return Err(ValidationError::EspPortIsVxlanPort(config.esp_port));
+    }
     in_range("ageing", config.ageing_secs, &AGEING_SECS)?;
     in_range("max-fdb", config.max_fdb, &MAX_FDB)?;
     tuning(&config.tuning)?;
@@ -132,6 +143,12 @@ pub fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
             rate,
             &BUM_RATE,
         )?;
+    }
+    if let Some(ring) = &network.encryption {
+        ring.validate().map_err(|source| ValidationError::KeyRing {
+            network: network.name.clone(),
+            source,
+        })?;
     }
     Ok(())
 }

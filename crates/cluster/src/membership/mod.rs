@@ -36,6 +36,7 @@ use std::sync::Mutex;
 
 use vxnet_encap::MacAddr;
 
+use super::admission::Admitter;
 use super::records::NodeRecord;
 use super::store::{self, Store};
 use super::token::Role;
@@ -110,6 +111,8 @@ pub struct MembershipHandle {
     task: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     store: Store,
+    /// Admits joining nodes while this member runs, on a manager holding the admin identity.
+    admitter: Option<Admitter>,
 }
 
 impl Membership {
@@ -159,7 +162,13 @@ impl Membership {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let shared = Arc::clone(&state.shared);
         let task = tokio::spawn(actor::run(state, session, tx, cmd_rx));
+        let admitter = if node.role == Role::Manager {
+            Admitter::start_if_admin(store).await
+        } else {
+            None
+        };
         Ok(MembershipHandle {
+            admitter,
             node_id: node_id.to_owned(),
             view: rx,
             cmd: cmd_tx,
@@ -241,6 +250,7 @@ impl MembershipHandle {
 impl MembershipHandle {
     /// Stops the task without revoking the lease.
     fn abort(&mut self) {
+        self.admitter = None;
         if let Some(task) = self.task.take() {
             task.abort();
         }

@@ -347,6 +347,7 @@ impl Link {
             mac: Some(mac),
             // The engine's --bum-rate applies.
             bum_rate: None,
+            encryption: None,
         })?;
         tracing::info!(
             network = %def.name,

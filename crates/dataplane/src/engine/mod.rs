@@ -49,12 +49,14 @@ pub enum EngineError {
     Control(#[from] BindError),
     /// Only the 64 KB outer-packet limit bounds a TAP MTU: one larger than the underlay is
     /// allowed (path-MTU signalling tells the TAP's TCP what fits), so the range is named.
-    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: an outer packet holds at most {limit} bytes, {overhead} of them VXLAN)", min = crate::validate::MTU.start(), max = limit.saturating_sub(*overhead))]
+    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: an outer packet holds at most {limit} bytes, {overhead} of them VXLAN{})", if *esp { " and ESP" } else { "" }, min = crate::validate::MTU.start(), max = limit.saturating_sub(*overhead))]
     MtuTooLarge {
         dev: String,
         mtu: u32,
         limit: u32,
         overhead: u32,
+        /// An encrypted network: the overhead includes ESP's.
+        esp: bool,
     },
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -65,6 +67,10 @@ pub enum EngineError {
     AlreadyServed(String),
     #[error("the engine has stopped")]
     Stopped,
+    #[error("network {0}: encrypted networks are not supported by this build yet")]
+    EncryptionUnavailable(String),
+    #[error("network {0} is not encrypted (a key ring needs a network created with one)")]
+    NotEncrypted(String),
     /// The control-plane task given to [`Engine::run_until_signal_with`] failed.
     #[error(transparent)]
     ControlPlane(Box<dyn std::error::Error + Send + Sync>),

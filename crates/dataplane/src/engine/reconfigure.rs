@@ -9,6 +9,8 @@ use super::start::resolve_remotes;
 use super::tap::open_network;
 use super::{lock, ClusterInfo, EngineControl, EngineError};
 use crate::config::{ConfigError, NetworkConfig};
+use crate::keyring::KeyRing;
+use crate::validate::ValidationError;
 
 impl EngineControl {
     /// Creates the network's TAP (MTU, address, up) and starts forwarding for it; the networks
@@ -115,6 +117,33 @@ impl EngineControl {
         }
         network.update_sources(|s| s.configured = remotes);
         true
+    }
+
+    /// Replaces the key ring of the encrypted network `name` while it runs (a reload with a new
+    /// key file; the cluster's key rotation: add the next key to every host's ring, then make it
+    /// the send key, then drop the old one). SAs under epochs that stay in the ring keep working;
+    /// senders move to the new send epoch with their next packet. False if `name` is not served.
+    pub fn set_key_ring(&self, name: &str, ring: KeyRing) -> Result<bool, EngineError> {
+        let Some(network) = self.core.network(name) else {
+            return Ok(false);
+        };
+        ring.validate().map_err(|source| {
+            ConfigError::from(ValidationError::KeyRing {
+                network: name.to_string(),
+                source,
+            })
+        })?;
+        let Some(crypto) = &network.crypto else {
+            return Err(EngineError::NotEncrypted(name.to_string()));
+        };
+        tracing::info!(
+            network = name,
+            epochs = ?ring.epochs(),
+            send = ring.send.0,
+            "key ring replaced"
+        );
+        crypto.set_ring(ring);
+        Ok(true)
     }
 
     /// Replaces the cluster-sourced static FDB entries of `name`: entries the cluster no longer

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use vxnet_encap::esp::MAX_OVERHEAD as ESP_OVERHEAD;
 use vxnet_encap::MacAddr;
 
 use super::{iface_err, EngineError, Served, Setup};
@@ -21,7 +22,14 @@ pub(super) fn open_network(
     network: &NetworkConfig,
     remotes: Vec<IpAddr>,
 ) -> Result<Served, EngineError> {
-    let overhead = setup.overhead;
+    // An encrypted network's datagrams carry ESP's header, IV, trailer and ICV on top of the
+    // VXLAN packet (at most `MAX_OVERHEAD`: 45 bytes, 1405 over a 1500-byte IPv4 underlay).
+    let esp = network.encryption.is_some();
+    let overhead = setup.overhead + if esp { ESP_OVERHEAD as u32 } else { 0 };
+    if esp {
+        // Until the ESP data path is in, never serve an encrypted network in plaintext.
+        return Err(EngineError::EncryptionUnavailable(network.name.clone()));
+    }
     let underlay_mtu = setup.underlay_mtu;
     let mtu = network.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead));
     if mtu + overhead > MAX_OUTER_PACKET {
@@ -30,6 +38,7 @@ pub(super) fn open_network(
             mtu,
             limit: MAX_OUTER_PACKET,
             overhead,
+            esp,
         });
     }
     if mtu + overhead > underlay_mtu {
@@ -86,7 +95,7 @@ pub(super) fn open_network(
         .map_err(iface_err(dev, "set the address"))?;
     }
     iface::set_up(dev, true).map_err(iface_err(dev, "bring it up"))?;
-    let network_state = Arc::new(Network::new(
+    let built = Network::new(
         NetworkSettings {
             name: network.name.clone(),
             vni: network.vni,
@@ -100,12 +109,17 @@ pub(super) fn open_network(
         setup.local,
         setup.port,
         remotes,
-    ));
+    );
+    let network_state = Arc::new(match &network.encryption {
+        Some(ring) => built.encrypted(ring.clone()),
+        None => built,
+    });
     tracing::info!(
         name = %network.name,
         vni = %network.vni,
         dev = %network.dev,
         mtu,
+        encrypted = esp,
         address = ?network.address,
         flood = ?network_state.peers().flood,
         bum_rate = ?network_state.settings.bum_rate,

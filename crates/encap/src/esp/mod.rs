@@ -18,7 +18,7 @@
 //! - [`replay`]: the anti-replay window with ESN inference.
 //! - [`sa`]: outbound and inbound SAs that seal and open in place.
 //! - [`transport`]: the VXLAN UDP packet as ESP payload, built and sealed in place.
-
+//!
 //! How a data plane uses it:
 //! - **Send**, per worker, peer and key epoch: `SealSa::new(key, SaId { epoch, spi:
 //!   Spi::for_epoch(epoch, random), src: local VTEP, dst: peer VTEP }, initial_sequence(random))`.
