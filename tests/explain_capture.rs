@@ -365,3 +365,81 @@ fn live_capture_explains_packets_as_they_pass() {
     assert!(text.contains("Packet "), "{text}");
     assert!(text.contains(" VXLAN packets explained"), "{text}");
 }
+
+/// The UDP payloads (ESP packets and a NAT keepalive) of the committed scapy capture.
+fn scapy_esp_payloads() -> Vec<Vec<u8>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/ctl/tests/fixtures/scapy-esp.pcap"
+    );
+    let file = std::fs::read(path).unwrap();
+    // Classic little-endian pcap, Ethernet: 24-byte file header, 16 bytes before each record.
+    assert_eq!(file[..4], [0xd4, 0xc3, 0xb2, 0xa1]);
+    let mut at = 24;
+    let mut payloads = Vec::new();
+    while at + 16 <= file.len() {
+        let len = u32::from_le_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &file[at + 16..at + 16 + len];
+        // Ethernet 14 + IPv4 20 + UDP 8.
+        payloads.push(frame[42..].to_vec());
+        at += 16 + len;
+    }
+    payloads
+}
+
+/// `explain --live eth0 --keys` on a host receiving encrypted VXLAN (scapy's ESP packets, sent
+/// from a UDP socket on port 4500 of the other host): each one decrypted down to the inner ping,
+/// with the keys in `vxnet sa show --json --keys` form.
+#[test]
+fn live_capture_decrypts_esp_in_udp_with_keys() {
+    let test = "explain_live_esp";
+    let Some(lab) = Lab::lan(test, 2, Family::V4) else {
+        return;
+    };
+    let keys = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/ctl/tests/fixtures/scapy-esp.keys.json"
+    );
+    let capture = Command::new("ip")
+        .args(["netns", "exec", &lab.host(1).ns])
+        .arg(vxnet_bin())
+        .args([
+            "explain", "--live", "eth0", "--count", "3", "--json", "--keys", keys,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let hex: Vec<String> = scapy_esp_payloads()
+        .iter()
+        .map(|p| p.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    lab.host(0).must(&format!(
+        "/usr/bin/python3 -c \"import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+         s.bind(('0.0.0.0', 4500)); [s.sendto(bytes.fromhex(h), ('{}', 4500)) for h in sys.argv[1:]]\" {}",
+        lab.host(1).underlay,
+        hex.join(" ")
+    ));
+    let out = capture.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 3, "{text}");
+    for (doc, seq) in docs.iter().zip(1..) {
+        assert_eq!(doc["esp"]["state"], "decrypted", "{doc}");
+        assert_eq!(doc["esp"]["sequence"], seq);
+        assert_eq!(doc["vni"], 42);
+        assert!(doc["summary"]
+            .as_str()
+            .unwrap()
+            .contains("ICMPv4 echo request"));
+    }
+}

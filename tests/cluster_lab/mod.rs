@@ -36,6 +36,16 @@ pub struct ClusterLab {
 impl ClusterLab {
     /// The LAN, etcd, and a cluster initialised on host 0 (the manager). `None` = skip.
     pub fn new(test: &str, ttl: u32) -> Option<ClusterLab> {
+        ClusterLab::new_with(test, ttl, false)
+    }
+
+    /// Like [`ClusterLab::new`], with etcd authentication on and the cluster initialised with
+    /// etcd's root identity, so it has its own etcd roles and workers join by request.
+    pub fn new_authenticated(test: &str, ttl: u32) -> Option<ClusterLab> {
+        ClusterLab::new_with(test, ttl, true)
+    }
+
+    fn new_with(test: &str, ttl: u32, auth: bool) -> Option<ClusterLab> {
         let lab = Lab::lan(test, ENGINES + 1, Family::V4)?;
         if !have_tool(test, "etcd") {
             return None;
@@ -64,9 +74,23 @@ impl ClusterLab {
             worker_token: String::new(),
             ttl,
         };
+        let mut identity = String::new();
+        if auth {
+            let ctl = format!("etcdctl --endpoints=http://{}:2379", c.underlay(ETCD_HOST));
+            let etcd_host = c.lab.host(ETCD_HOST);
+            etcd_host.must(&format!("{ctl} user add root --new-user-password rootpw"));
+            etcd_host.must(&format!("{ctl} auth enable"));
+            let pw = c.lab.dir.join("root-password");
+            std::fs::write(&pw, "rootpw\n").unwrap();
+            identity = format!("--store-user root --store-password-file {}", pw.display());
+        }
         let init = c.cli_json(
             0,
-            &format!("cluster init --store {} --local {}", c.url, c.underlay(0)),
+            &format!(
+                "cluster init --store {} --local {} {identity}",
+                c.url,
+                c.underlay(0)
+            ),
         );
         c.worker_token = init["worker_token"].as_str().unwrap().to_string();
         Some(c)

@@ -99,10 +99,19 @@ pub async fn request(
                     return Ok((own, access));
                 }
             }
-            Err(Error::StoreRefused(_)) => {}
+            // Refused: not admitted yet. Denied: roles still being granted by an admitter that
+            // sets passwords first; either way, wait.
+            Err(Error::StoreRefused(_) | Error::StoreDenied(_)) => {}
             Err(e) => return Err(e),
         }
         if tokio::time::Instant::now() >= deadline {
+            // Withdrawn, so a manager that comes up later does not admit a node that gave up.
+            let _ = store
+                .call(Retry::Idempotent, |mut c| {
+                    let key = key.clone();
+                    async move { c.delete(key, None).await }
+                })
+                .await;
             return Err(Error::NotAdmitted(
                 node_id.to_owned(),
                 cluster.clone(),

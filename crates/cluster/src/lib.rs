@@ -6,14 +6,14 @@
 //! `meta`, `nodes/<node_id>`, `members/<node_id>` (leased), `networks/<name>`, `vni/<vni>`,
 //! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses). With etcd
 //! authentication, `/vxnet-join/<cluster_id>/<node_id>` holds join requests and etcd roles limit
-//! each node to what its role may change (see [`roles`]).
+//! each node to what its role may change (see `roles.rs`).
 
 #![forbid(unsafe_code)]
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
-pub mod admission;
+mod admission;
 mod error;
 pub mod ipam;
 pub mod membership;
@@ -21,7 +21,7 @@ pub mod network;
 pub mod node;
 pub mod records;
 pub mod removal;
-pub mod roles;
+mod roles;
 pub mod state;
 pub mod store;
 pub mod token;

@@ -40,7 +40,7 @@ pub struct Meta {
     pub manager_secret_sha256: String,
     /// Hex SHA-256 of the worker token's secret.
     pub worker_secret_sha256: String,
-    /// etcd authentication is on and the cluster's roles exist (see [`crate::roles`]): nodes
+    /// etcd authentication is on and the cluster's roles exist (see `roles.rs`): nodes
     /// join by request, and rotating a token changes its join user's password.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auth: bool,

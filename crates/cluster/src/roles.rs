@@ -104,19 +104,25 @@ async fn grant(store: &Store, role: &str, perm: Permission) -> Result<()> {
     .await
 }
 
-/// Creates `user` with `password`, or sets the password if the user exists (a node joining
-/// again, a rotated token), then grants it `roles`.
-async fn set_user(store: &Store, user: &str, password: &str, roles: &[String]) -> Result<()> {
-    let (u, p) = (user.to_owned(), password.to_owned());
+/// Creates `user` (or keeps it: a node joining again, a re-applied layout) and grants it
+/// `roles`, then revokes `revoke`; the password is set last, so whoever waits to log in with it
+/// (a joining node) never gets in before the user's roles are final.
+async fn set_user(
+    store: &Store,
+    user: &str,
+    password: &str,
+    roles: &[String],
+    revoke: Option<&str>,
+) -> Result<()> {
+    let u = user.to_owned();
+    // A password nobody knows until the real one is set.
+    let placeholder = super::random_hex(24);
     let added = auth(store, |mut c| {
-        let (u, p) = (u.clone(), p.clone());
+        let (u, p) = (u.clone(), placeholder.clone());
         async move { c.user_add(u, p, Some(UserAddOptions::new())).await }
     })
     .await;
-    match added {
-        Err(e) if exists(&e) => set_password(store, user, password).await?,
-        other => other?,
-    }
+    ok_if_exists(added)?;
     for role in roles {
         let role = role.clone();
         auth(store, |mut c| {
@@ -125,7 +131,19 @@ async fn set_user(store: &Store, user: &str, password: &str, roles: &[String]) -
         })
         .await?;
     }
-    Ok(())
+    if let Some(role) = revoke {
+        let role = role.to_owned();
+        let revoked = auth(store, |mut c| {
+            let (u, r) = (u.clone(), role.clone());
+            async move { c.user_revoke_role(u, r).await }
+        })
+        .await;
+        match revoked {
+            Err(e) if e.to_string().contains("not granted") => {}
+            other => other?,
+        }
+    }
+    set_password(store, user, password).await
 }
 
 /// Changes `user`'s password; etcd refuses it to anyone but the admin.
@@ -182,9 +200,17 @@ pub async fn provision(store: &Store, manager_secret: &str, worker_secret: &str)
         &join_user(&id, Role::Manager),
         manager_secret,
         std::slice::from_ref(&j),
+        None,
     )
     .await?;
-    set_user(store, &join_user(&id, Role::Worker), worker_secret, &[j]).await
+    set_user(
+        store,
+        &join_user(&id, Role::Worker),
+        worker_secret,
+        &[j],
+        None,
+    )
+    .await
 }
 
 /// Removes everything [`provision`] made (a store whose authentication turned out to be off).
@@ -220,11 +246,17 @@ pub async fn add_node(store: &Store, node_id: &str, role: Role, password: &str) 
         )
         .await?;
     }
+    // A manager joining again as a worker must not keep the manager role.
+    let other = match role {
+        Role::Manager => Role::Worker,
+        Role::Worker => Role::Manager,
+    };
     set_user(
         store,
         &name,
         password,
         &[name.clone(), shared_role(&id, role)],
+        Some(&shared_role(&id, other)),
     )
     .await
 }

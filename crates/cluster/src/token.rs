@@ -3,7 +3,7 @@
 //! The endpoints part is base64url (no padding) of the comma-separated `HOST:PORT` list (prefixed
 //! `https://` for a store reached over TLS, and `auth;` before that when the store has etcd
 //! authentication and the cluster's roles: the token's secret is then also its join user's etcd
-//! password, see [`crate::roles`]), so a token alone is enough to find the store. base64url may itself contain `-`, which is why it comes last
+//! password, see `roles.rs`), so a token alone is enough to find the store. base64url may itself contain `-`, which is why it comes last
 //! and the token is split at most six ways. The store keeps only a SHA-256 of each secret.
 
 use std::fmt;

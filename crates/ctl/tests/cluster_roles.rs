@@ -142,16 +142,17 @@ fn worker_credentials_are_limited_by_etcd() {
     );
 
     // Its etcd user may write MAC and address records, not networks or tokens.
-    let as_worker = |args: &[&str]| {
-        let cred = format!("{user}:{}", wpw.trim());
+    let as_user = |cred: &str, args: &[&str]| {
         std::process::Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", http.join(",")))
-            .args(["--user", &cred])
+            .args(["--user", cred])
             .args(args)
             .output()
             .unwrap()
     };
+    let worker_cred = format!("{user}:{}", wpw.trim());
+    let as_worker = |args: &[&str]| as_user(&worker_cred, args);
     let ok = as_worker(&["put", &format!("/vxnet/{cid}/ipam/blue/10.9.0.9"), &wid]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     as_worker(&["del", &format!("/vxnet/{cid}/ipam/blue/10.9.0.9")]);
@@ -163,6 +164,30 @@ fn worker_credentials_are_limited_by_etcd() {
             stderr(&o)
         );
     }
+
+    // The worker token's join user can write a request but not read any back, and a request
+    // for the manager role with the worker secret is refused by the admitting manager.
+    let secret = vxnet_cluster::token::Token::parse(&worker_token)
+        .unwrap()
+        .secret;
+    let joiner = format!("vxnet-{cid}-join-worker:{secret}");
+    let requests = format!("/vxnet-join/{cid}/");
+    let o = as_user(&joiner, &["get", "--prefix", &requests]);
+    assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
+    let forged = serde_json::json!({
+        "node_id": "f0f0f0", "role": "manager", "secret": secret, "password": "guess",
+    });
+    let o = as_user(
+        &joiner,
+        &["put", &format!("{requests}f0f0f0"), &forged.to_string()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(wait_for(Duration::from_secs(5), || root(&[
+        "get", "--prefix", &requests
+    ])
+    .is_empty()));
+    assert!(root(&["get", &format!("/vxnet/{cid}/nodes/f0f0f0")]).is_empty());
+    assert!(!root(&["user", "list"]).contains("f0f0f0"));
 
     // A second worker that is not running, to try removing.
     let w2 = state_dir(tmp.path(), "w2");
@@ -197,6 +222,13 @@ fn worker_credentials_are_limited_by_etcd() {
     let w3 = state_dir(tmp.path(), "w3");
     assert_cli_error(&join(&w3, &worker_token), "join token refused");
     json(&join(&w3, new_token));
+    // A manager joining again as a worker loses the manager role in etcd too.
+    json(&join(&m2, new_token));
+    set_role(&m2, "manager");
+    assert_cli_error(
+        &run(&m2, &["network", "create", "yellow"]),
+        "permission denied",
+    );
 
     // Removing a node removes its etcd user: its credentials stop working.
     json(&run(&m, &["cluster", "rm", &w2id, "--json"]));

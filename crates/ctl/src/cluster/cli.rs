@@ -64,7 +64,8 @@ pub struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
-    /// Create a cluster in the store; prints the manager and worker join tokens.
+    /// Create a cluster in the store; prints the manager and worker join tokens. Given etcd's admin
+    /// identity (a root --store-user), also creates the cluster's etcd roles and users.
     Init {
         /// etcd://HOST:PORT[,HOST:PORT] (plain) or https://HOST:PORT[,HOST:PORT] (TLS)
         #[arg(long)]
@@ -82,7 +83,8 @@ pub enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Join the cluster a token names; the membership is saved in --state-dir.
+    /// Join the cluster a token names; the membership is saved in --state-dir. In a store with the
+    /// cluster's etcd roles, waits up to 30 s for a manager engine holding the admin identity to admit it.
     Join {
         /// The manager or worker token `vxnet cluster init` printed.
         token: String,

@@ -10,6 +10,7 @@ use vxnet_encap::wire::{ethernet, vxlan, EtherType};
 use vxnet_encap::DecapError;
 
 use super::checksum::Check;
+use super::esp::EspContext;
 use super::fields::{ethertype_name, ip_protocol_name};
 use super::inner::inner_layers;
 pub use super::link::LinkType;
@@ -25,7 +26,7 @@ pub struct Skip {
 }
 
 impl Skip {
-    fn new(reason: impl Into<String>, kind: impl Into<String>) -> Self {
+    pub fn new(reason: impl Into<String>, kind: impl Into<String>) -> Self {
         Skip {
             reason: reason.into(),
             kind: kind.into(),
@@ -126,13 +127,15 @@ fn decap_kind(e: &DecapError) -> String {
     }
 }
 
-/// Explains one captured frame, or says why it is not a VXLAN packet.
+/// Explains one captured frame (plain VXLAN, or ESP-in-UDP through `esp`), or says why it is
+/// neither.
 pub fn explain_frame(
     frame: usize,
     link_type: LinkType,
     data: &[u8],
     original_len: usize,
     ports: &[u16],
+    esp: &mut EspContext,
 ) -> Result<Packet, Skip> {
     let link = link_layer(link_type, data).map_err(|reason| {
         let kind = if reason.contains("shorter than") {
@@ -142,6 +145,11 @@ pub fn explain_frame(
         };
         Skip::new(reason, kind)
     })?;
+    if matches!(link.ethertype, EtherType::IPV4 | EtherType::IPV6)
+        && super::esp::is_esp(&link, data, ports, esp)
+    {
+        return super::esp::explain(frame, data, original_len, link, esp);
+    }
     classify(&link, data, ports)?;
     let outer = outer::decapsulate(data, link.ip_start, link.plain_ethernet).map_err(|e| {
         let reason = format!("not a valid VXLAN packet: {e}");
@@ -205,7 +213,7 @@ fn build_packet(frame: usize, data: &[u8], link: Option<Layer>, outer: &Outer) -
     Packet {
         frame,
         captured_len: data.len(),
-        vni: outer.vni,
+        vni: Some(outer.vni),
         summary: format!(
             "{inner_summary} | VNI {} | {} -> {}",
             outer.vni,
@@ -216,6 +224,8 @@ fn build_packet(frame: usize, data: &[u8], link: Option<Layer>, outer: &Outer) -
         layers,
         remarks,
         bytes: data.to_vec(),
+        decrypted_bytes: None,
+        esp: None,
     }
 }
 
@@ -245,7 +255,7 @@ const STANDARD_MTU: usize = 1500;
 
 /// The packet-level lines: checksums left to offload (one line), each wrong checksum, and a
 /// superframe bigger than a standard MTU.
-fn remarks(layers: &[Layer], outer_ip_len: usize) -> Vec<String> {
+pub fn remarks(layers: &[Layer], outer_ip_len: usize) -> Vec<String> {
     let mut remarks = Vec::new();
     let mut offloaded = Vec::new();
     for layer in layers {

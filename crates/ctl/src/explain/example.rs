@@ -11,6 +11,8 @@ use vxnet_dataplane::tuning::SourcePortRange;
 use vxnet_encap::{encapsulate, flow, IpPair, MacAddr, OuterStack, Vni, MAX_OUTER_LEN};
 
 use super::decode::{explain_frame, LinkType};
+use super::esp::keys::KeyTable;
+use super::esp::EspContext;
 use super::model::{Explanation, Overhead, Source};
 use super::ExplainError;
 
@@ -77,8 +79,16 @@ pub fn outer_packet(dst_port: u16) -> Result<Vec<u8>, ExplainError> {
 
 pub fn worked_example(dst_port: u16) -> Result<Explanation, ExplainError> {
     let bytes = outer_packet(dst_port)?;
-    let packet = explain_frame(1, LinkType::Ethernet, &bytes, bytes.len(), &[dst_port])
-        .map_err(|skip| ExplainError::Example(skip.reason))?;
+    let mut no_esp = EspContext::new(Vec::new(), None);
+    let packet = explain_frame(
+        1,
+        LinkType::Ethernet,
+        &bytes,
+        bytes.len(),
+        &[dst_port],
+        &mut no_esp,
+    )
+    .map_err(|skip| ExplainError::Example(skip.reason))?;
     Ok(Explanation {
         source: Source::WorkedExample {
             story: format!(
@@ -99,5 +109,99 @@ pub fn worked_example(dst_port: u16) -> Result<Explanation, ExplainError> {
         skipped_by_reason: Vec::new(),
         truncated: None,
         overhead: Overhead::standard(),
+    })
+}
+
+/// The encrypted example's network key: fixed, so the example reads the same every time. It is a
+/// teaching key, printed by `explain --encrypted --json`; never use it for a network.
+const EXAMPLE_NETWORK_KEY: [u8; 32] = *b"vxnet explain --encrypted (demo)";
+/// The random half of the sending worker's SPI (epoch 0, a static key file).
+const EXAMPLE_SPI_RANDOM: u32 = 0x2c0f_fee5;
+/// Where the SA's counter stands: past 2^32, so the example shows the high half of the 64-bit
+/// sequence number that is never sent.
+const EXAMPLE_SEQUENCE: u64 = (1 << 32) + 42;
+
+/// The encrypted packet host A sends, sealed by the data plane's ESP code, with the SPI and key
+/// material of its SA.
+pub fn encrypted_packet(
+    esp_port: u16,
+) -> Result<
+    (
+        Vec<u8>,
+        vxnet_encap::esp::Spi,
+        vxnet_encap::esp::SaKeyMaterial,
+    ),
+    ExplainError,
+> {
+    use vxnet_encap::esp::transport::{seal_vxlan, VxlanPorts, HEADROOM};
+    use vxnet_encap::esp::{KeyEpoch, NetworkKey, SaId, SealSa, Spi, MAX_TAILROOM};
+    let example = |e: &dyn std::fmt::Display| ExplainError::Example(e.to_string());
+    let inner = inner_frame()?;
+    let vni = Vni::new(VNI).map_err(|e| example(&e))?;
+    let epoch = KeyEpoch(0);
+    let id = SaId {
+        epoch,
+        spi: Spi::for_epoch(epoch, EXAMPLE_SPI_RANDOM),
+        src: HOST_A.0.into(),
+        dst: HOST_B.0.into(),
+    };
+    let mut sa = SealSa::new(
+        &NetworkKey::from_bytes(EXAMPLE_NETWORK_KEY),
+        id,
+        EXAMPLE_SEQUENCE,
+    );
+    // As the engine does: the frame behind ESP's headroom, tailroom behind it, sealed in place.
+    let stripe = vxnet_dataplane::source_port::stripe_for_flow(flow::flow_hash(&inner));
+    let frame = HEADROOM..HEADROOM + inner.len();
+    let mut buf = vec![0u8; frame.end + MAX_TAILROOM];
+    buf[frame.clone()].copy_from_slice(&inner);
+    let ports = VxlanPorts {
+        src: *stripe.start(),
+        dst: vxnet_encap::DEFAULT_PORT,
+    };
+    let sealed = seal_vxlan(&mut sa, &mut buf, frame, vni, ports).map_err(|e| example(&e))?;
+    // The engine hands the ESP packet to a UDP socket bound to the ESP port; the kernel writes
+    // UDP and IP in front of it, as etherparse does here.
+    let builder = PacketBuilder::ethernet2(HOST_A.1, HOST_B.1)
+        .ipv4(HOST_A.0.octets(), HOST_B.0.octets(), 64)
+        .udp(esp_port, esp_port);
+    let esp = &buf[sealed.packet];
+    let mut packet = Vec::with_capacity(builder.size(esp.len()));
+    builder.write(&mut packet, esp).map_err(|e| example(&e))?;
+    Ok((packet, id.spi, sa.key_material().clone()))
+}
+
+pub fn encrypted_example(esp_port: u16) -> Result<Explanation, ExplainError> {
+    let (bytes, spi, material) = encrypted_packet(esp_port)?;
+    let keys = KeyTable::single(spi, material, "the example's SA");
+    let mut esp = EspContext::new(vec![esp_port], Some(keys));
+    let packet = explain_frame(
+        1,
+        LinkType::Ethernet,
+        &bytes,
+        bytes.len(),
+        &[vxnet_encap::DEFAULT_PORT],
+        &mut esp,
+    )
+    .map_err(|skip| ExplainError::Example(skip.reason))?;
+    Ok(Explanation {
+        source: Source::WorkedExample {
+            story: format!(
+                "The same ping on an encrypted network: container {} on host {} pings container                  {} on host {}, VXLAN network {VNI}. Host A wraps the frame in VXLAN and its UDP \
+                 header as before, then seals that UDP packet as ESP (RFC 4303 transport mode, \
+                 AES-256-GCM per RFC 4106) and sends it in UDP to port {esp_port} (RFC 3948), so \
+                 NATs and firewalls see plain UDP. Host B finds the SA by its SPI, checks the \
+                 sequence number against its replay window and the ICV, decrypts, and goes on as \
+                 for plain VXLAN. An observer on the underlay sees only the clear layers; here \
+                 the example's own key opens the rest (for a capture: --keys, from `vxnet sa \
+                 show --json --keys`).",
+                CONTAINER_A.0, HOST_A.0, CONTAINER_B.0, HOST_B.0
+            ),
+        },
+        packets: vec![packet],
+        skipped: Vec::new(),
+        skipped_by_reason: Vec::new(),
+        truncated: None,
+        overhead: Overhead::encrypted(),
     })
 }

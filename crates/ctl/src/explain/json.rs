@@ -21,3 +21,14 @@ pub fn hex<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S
     let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     serializer.serialize_str(&text)
 }
+
+/// [`hex`] for an optional byte string (skipped when `None`).
+pub fn hex_opt<S: serde::Serializer>(
+    bytes: &Option<Vec<u8>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(bytes) => hex(bytes, serializer),
+        None => serializer.serialize_none(),
+    }
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use vxnet_dataplane::sys::packet::{CaptureError, PacketSocket};
 
 use super::decode::{explain_frame, port_list, LinkType, Skip};
+use super::esp::EspContext;
 use super::model::{count_reasons, reasons_line, Skipped};
 use super::{json, render, write_stdout_while_read, ExplainError};
 
@@ -36,6 +37,7 @@ fn open(dev: &str) -> Result<PacketSocket, ExplainError> {
 pub fn run(
     dev: &str,
     ports: &[u16],
+    esp: &mut EspContext,
     count: usize,
     json_lines: bool,
     colour: bool,
@@ -58,8 +60,12 @@ pub fn run(
     };
     if !json_lines {
         let intro = format!(
-            "Capturing on {dev}: VXLAN on UDP ports {}; stops after {limit}\n",
-            port_list(ports)
+            "Capturing on {dev}: VXLAN on UDP ports {}, ESP-in-UDP on {}{}; stops after {limit}\n",
+            port_list(ports),
+            port_list(&esp.ports),
+            esp.keys
+                .as_ref()
+                .map_or(String::new(), |k| format!(" (decrypted with {})", k.path))
         );
         if !write(intro.as_bytes())? {
             return Ok(());
@@ -89,6 +95,7 @@ pub fn run(
             &captured.frame,
             original_len,
             ports,
+            esp,
         ) {
             Ok(packet) => {
                 explained += 1;

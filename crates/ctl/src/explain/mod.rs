@@ -4,9 +4,14 @@
 //! worked example is built with [`vxnet_encap::encapsulate`] and then read back with
 //! [`vxnet_encap::decapsulate_ethernet`], so the explanation cannot drift from the implementation.
 //! Captures (`--pcap`) and live traffic (`--live`) go through the same decoder.
+//!
+//! Encrypted VXLAN (UDP-encapsulated ESP, `esp`) is shown layer by layer too: the worked example
+//! `--encrypted` is sealed with the data plane's `SealSa`, and captures are opened with `--keys`
+//! (the JSON `vxnet sa show --json --keys` prints, or Wireshark's `esp_sa` lines).
 
 mod checksum;
 mod decode;
+mod esp;
 mod example;
 mod fields;
 mod inner;
@@ -40,10 +45,21 @@ pub struct ExplainArgs {
     /// per line).
     #[arg(long)]
     pub json: bool,
-    /// UDP destination port to treat as VXLAN, besides 4789 (IANA) and 8472 (Linux's default).
-    /// Without --pcap or --live it is the port the worked example uses [default: 4789].
+    /// UDP destination port to treat as VXLAN, besides 4789 (IANA) and 8472 (Linux's default),
+    /// and as encrypted VXLAN (ESP-in-UDP, an engine's --esp-port), besides 4500. Without --pcap
+    /// or --live it is the port the worked example uses [default: 4789; with --encrypted: 4500].
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
+    /// Explain the worked example as an encrypted network sends it: the VXLAN packet sealed as
+    /// ESP (AES-256-GCM) in UDP to port 4500, then opened again with the example's own key.
+    #[arg(long, conflicts_with_all = ["pcap", "live", "keys"])]
+    pub encrypted: bool,
+    /// Decrypt encrypted VXLAN (ESP-in-UDP) in the capture with these SAs: the JSON `vxnet sa
+    /// show --json --keys` prints (each SA with "spi" and "key", the hex RFC 4106 key material
+    /// with its 4-byte salt), or Wireshark esp_sa lines ("IPv4","*","*","0x1234abcd","AES-GCM
+    /// with 16 octet ICV [RFC4106]","0x<key><salt>","NULL",""). Without it the payload is opaque.
+    #[arg(long, value_name = "FILE")]
+    pub keys: Option<PathBuf>,
     /// When to colour the text view.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -87,6 +103,10 @@ pub enum ExplainError {
     NotPermitted { dev: String, source: std::io::Error },
     #[error("capturing on {dev}: {detail}")]
     Capture { dev: String, detail: String },
+    #[error("{path}: not a keys file: {detail}")]
+    Keys { path: String, detail: String },
+    #[error("--keys decrypts captures: give --pcap FILE or --live DEV (the worked example --encrypted uses its own key)")]
+    KeysWithoutCapture,
     #[error("cannot build the worked example: {0}")]
     Example(String),
     #[error("cannot write output: {0}")]
@@ -96,17 +116,32 @@ pub enum ExplainError {
 pub fn run(args: ExplainArgs) -> Result<(), ExplainError> {
     let mut ports = vec![vxnet_encap::DEFAULT_PORT, vxnet_encap::LINUX_LEGACY_PORT];
     ports.extend(args.port.filter(|p| !ports.contains(p)));
+    let mut esp_ports = vec![vxnet_encap::esp::DEFAULT_ESP_PORT];
+    esp_ports.extend(args.port.filter(|p| !esp_ports.contains(p)));
+    if args.keys.is_some() && args.pcap.is_none() && args.live.is_none() {
+        return Err(ExplainError::KeysWithoutCapture);
+    }
+    // Read before any capture starts, so a bad file is one error line and nothing else.
+    let keys = args
+        .keys
+        .as_deref()
+        .map(esp::keys::KeyTable::load)
+        .transpose()?;
+    let mut esp = esp::EspContext::new(esp_ports, keys);
     if let Some(dev) = &args.live {
         let colour = use_colour(args.color);
-        return live::run(dev, &ports, args.count, args.json, colour);
+        return live::run(dev, &ports, &mut esp, args.count, args.json, colour);
     }
     let explanation = match &args.pcap {
         Some(path) => {
-            let explanation = pcap::explain_file(path, &ports)?;
+            let explanation = pcap::explain_file(path, &ports, &mut esp)?;
             if explanation.packets.is_empty() {
-                return Err(no_vxlan(&explanation, path, &ports, args.json));
+                return Err(no_vxlan(&explanation, path, &ports, &esp.ports, args.json));
             }
             explanation
+        }
+        None if args.encrypted => {
+            example::encrypted_example(args.port.unwrap_or(vxnet_encap::esp::DEFAULT_ESP_PORT))?
         }
         None => example::worked_example(args.port.unwrap_or(vxnet_encap::DEFAULT_PORT))?,
     };
@@ -124,6 +159,7 @@ fn no_vxlan(
     explanation: &model::Explanation,
     path: &std::path::Path,
     ports: &[u16],
+    esp_ports: &[u16],
     json: bool,
 ) -> ExplainError {
     let total = explanation.skipped.len();
@@ -139,7 +175,11 @@ fn no_vxlan(
     }
     let error = ExplainError::NoVxlan {
         path: path.display().to_string(),
-        ports: decode::port_list(ports),
+        ports: format!(
+            "{}; ESP-in-UDP {}",
+            decode::port_list(ports),
+            decode::port_list(esp_ports)
+        ),
         total,
         why,
     };

@@ -30,6 +30,11 @@ pub enum Source {
         format: &'static str,
         total_packets: usize,
         vxlan_ports: Vec<u16>,
+        /// UDP ports read as ESP-in-UDP (encrypted VXLAN).
+        esp_ports: Vec<u16>,
+        /// The `--keys` file, when given.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        keys: Option<String>,
     },
 }
 
@@ -38,7 +43,8 @@ pub struct Packet {
     /// 1-based position in the capture (what Wireshark calls the frame number).
     pub frame: usize,
     pub captured_len: usize,
-    pub vni: u32,
+    /// `None` for an ESP packet that was not decrypted: the VNI is inside the ciphertext.
+    pub vni: Option<u32>,
     pub summary: String,
     /// Bytes VXLAN added in front of the inner payload as far as the underlay MTU is concerned:
     /// outer IP + UDP + VXLAN + inner Ethernet.
@@ -47,8 +53,19 @@ pub struct Packet {
     /// What is unusual about the packet as a whole: checksums left to offload or wrong, a
     /// superframe bigger than any wire MTU.
     pub remarks: Vec<String>,
+    /// The frame as captured.
     #[serde(serialize_with = "crate::explain::json::hex")]
     pub bytes: Vec<u8>,
+    /// An ESP packet that was decrypted: the frame with its ciphertext replaced by the plaintext,
+    /// so every layer's offset holds in both.
+    #[serde(
+        serialize_with = "crate::explain::json::hex_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub decrypted_bytes: Option<Vec<u8>>,
+    /// The ESP layer of an encrypted packet: SPI, sequence number, whether it was decrypted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub esp: Option<super::esp::EspFacts>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +90,12 @@ pub enum LayerKind {
     InnerTransport,
     Payload,
     Padding,
+    /// ESP's clear parts: SPI, sequence number, IV; the ICV.
+    Esp,
+    /// Ciphertext that was not opened.
+    EspEncrypted,
+    /// Padding, pad length and next header, once decrypted.
+    EspTrailer,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,6 +214,9 @@ pub struct Overhead {
     pub ipv6: FamilyOverhead,
     /// The outer Ethernet header is not counted: MTUs are measured from the IP header.
     pub outer_ethernet_not_counted: usize,
+    /// What ESP-in-UDP adds on top, when the explanation holds encrypted packets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub esp: Option<super::esp::EspOverhead>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -224,7 +250,19 @@ impl Overhead {
             ipv4: family(IPV4_HEADER_LEN, vxnet_encap::OVERHEAD_IPV4),
             ipv6: family(IPV6_HEADER_LEN, vxnet_encap::OVERHEAD_IPV6),
             outer_ethernet_not_counted: ETHERNET_HEADER_LEN,
+            esp: None,
         }
+    }
+
+    /// [`Overhead::standard`] with the ESP-in-UDP costs.
+    pub fn encrypted() -> Self {
+        let mut overhead = Self::standard();
+        overhead.esp = Some(super::esp::EspOverhead::standard(
+            overhead.ipv4.total,
+            overhead.ipv6.total,
+            UNDERLAY_MTU,
+        ));
+        overhead
     }
 }
 

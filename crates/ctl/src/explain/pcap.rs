@@ -9,6 +9,7 @@ use pcap_parser::traits::PcapNGPacketBlock;
 use pcap_parser::{create_reader, Linktype, PcapBlockOwned, PcapError};
 
 use super::decode::{explain_frame, LinkType, Skip};
+use super::esp::EspContext;
 use super::model::{count_reasons, Explanation, Overhead, Packet, Skipped, Source};
 use super::ExplainError;
 
@@ -39,6 +40,7 @@ fn link_type(linktype: Linktype) -> Result<LinkType, String> {
 /// Collects explanations and skip reasons as records stream past.
 struct Collector<'p> {
     ports: &'p [u16],
+    esp: &'p mut EspContext,
     packets: Vec<Packet>,
     skipped: Vec<Skipped>,
     total: usize,
@@ -50,7 +52,7 @@ impl Collector<'_> {
         let frame = self.total;
         let result = link
             .map_err(Skip::plain)
-            .and_then(|link| explain_frame(frame, link, data, original_len, self.ports));
+            .and_then(|link| explain_frame(frame, link, data, original_len, self.ports, self.esp));
         match result {
             Ok(packet) => self.packets.push(packet),
             Err(Skip { reason, kind }) => self.skipped.push(Skipped {
@@ -65,7 +67,11 @@ impl Collector<'_> {
 /// Explains every packet of the capture at `path`. A file that ends in the middle of a record
 /// (tcpdump killed, a copy cut short) still gives the packets before the cut, with
 /// [`Explanation::truncated`] saying where it ends; zero VXLAN packets is for the caller to judge.
-pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainError> {
+pub fn explain_file(
+    path: &Path,
+    ports: &[u16],
+    esp: &mut EspContext,
+) -> Result<Explanation, ExplainError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ExplainError::NotFound { path: name.clone() },
@@ -82,6 +88,7 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
 
     let mut collector = Collector {
         ports,
+        esp,
         packets: Vec::new(),
         skipped: Vec::new(),
         total: 0,
@@ -166,12 +173,18 @@ pub fn explain_file(path: &Path, ports: &[u16]) -> Result<Explanation, ExplainEr
             format,
             total_packets: collector.total,
             vxlan_ports: ports.to_vec(),
+            esp_ports: collector.esp.ports.clone(),
+            keys: collector.esp.keys.as_ref().map(|k| k.path.clone()),
+        },
+        overhead: if collector.packets.iter().any(|p| p.esp.is_some()) {
+            Overhead::encrypted()
+        } else {
+            Overhead::standard()
         },
         packets: collector.packets,
         skipped_by_reason: count_reasons(&collector.skipped),
         skipped: collector.skipped,
         truncated,
-        overhead: Overhead::standard(),
     })
 }
 

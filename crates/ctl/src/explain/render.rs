@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Color, Style};
 
+use super::esp::EspState;
 use super::model::{reasons_line, Explanation, Layer, LayerKind, Packet, Source};
 
 struct Painter {
@@ -42,6 +43,9 @@ fn layer_style(kind: LayerKind) -> Style {
         LayerKind::InnerTransport => colour(AnsiColor::BrightBlue),
         LayerKind::Payload => Style::new(),
         LayerKind::Padding => Style::new().dimmed(),
+        LayerKind::Esp => colour(AnsiColor::BrightMagenta),
+        LayerKind::EspEncrypted => colour(AnsiColor::BrightBlack),
+        LayerKind::EspTrailer => colour(AnsiColor::BrightMagenta).dimmed(),
     }
 }
 
@@ -50,11 +54,12 @@ pub fn render(explanation: &Explanation, colour: bool) -> String {
     let mut out = String::new();
     match &explanation.source {
         Source::WorkedExample { story } => {
-            let _ = writeln!(
-                out,
-                "{}",
-                p.bold("VXLAN, the double wrap: a worked example")
-            );
+            let title = if explanation.packets.iter().any(|p| p.esp.is_some()) {
+                "Encrypted VXLAN, ESP in UDP: a worked example"
+            } else {
+                "VXLAN, the double wrap: a worked example"
+            };
+            let _ = writeln!(out, "{}", p.bold(title));
             let _ = writeln!(out);
             for line in wrap(story, 96) {
                 let _ = writeln!(out, "{line}");
@@ -65,14 +70,36 @@ pub fn render(explanation: &Explanation, colour: bool) -> String {
             format,
             total_packets,
             vxlan_ports,
+            esp_ports,
+            keys,
         } => {
-            let ports: Vec<String> = vxlan_ports.iter().map(u16::to_string).collect();
+            let list = |ports: &[u16]| {
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let encrypted = explanation
+                .packets
+                .iter()
+                .filter(|p| p.esp.is_some())
+                .count();
+            let esp = match (encrypted, keys) {
+                (0, _) => String::new(),
+                (n, keys) => format!(
+                    "; {n} of them encrypted, ESP-in-UDP port {}, {}",
+                    list(esp_ports),
+                    keys.as_ref()
+                        .map_or("no --keys".to_owned(), |k| format!("keys from {k}"))
+                ),
+            };
             let _ = writeln!(
                 out,
-                "{} {path} ({format}): {total_packets} packets, {} VXLAN (UDP ports {}), {} skipped",
+                "{} {path} ({format}): {total_packets} packets, {} VXLAN (UDP ports {}{esp}), {} skipped",
                 p.bold("Capture"),
                 explanation.packets.len(),
-                ports.join(", "),
+                list(vxlan_ports),
                 explanation.skipped.len()
             );
         }
@@ -110,15 +137,7 @@ pub fn render_one(packet: &Packet, colour: bool) -> String {
 }
 
 fn render_packet(out: &mut String, p: &Painter, packet: &Packet) {
-    let _ = writeln!(
-        out,
-        "{} {}: {} bytes, VNI {}, VXLAN overhead {} bytes",
-        p.bold("Packet"),
-        packet.frame,
-        packet.captured_len,
-        packet.vni,
-        packet.overhead
-    );
+    let _ = writeln!(out, "{}", headline(p, packet));
     let _ = writeln!(out, "  {}", packet.summary);
     for remark in &packet.remarks {
         for (i, line) in wrap(remark, 94).iter().enumerate() {
@@ -132,7 +151,70 @@ fn render_packet(out: &mut String, p: &Painter, packet: &Packet) {
         render_layer(out, p, layer);
     }
     let _ = writeln!(out);
-    render_hex(out, p, packet);
+    let as_sent = match packet.decrypted_bytes {
+        Some(_) => ", as on the wire (behind the ESP header: ciphertext)",
+        None => "",
+    };
+    render_hex(out, p, packet, &packet.bytes, as_sent);
+    if let Some(decrypted) = &packet.decrypted_bytes {
+        let _ = writeln!(out);
+        render_hex(
+            out,
+            p,
+            packet,
+            decrypted,
+            ", decrypted: the ciphertext replaced by its plaintext, at its offsets on the wire",
+        );
+    }
+}
+
+/// `Packet 1: 126 bytes, VNI 42, VXLAN overhead 50 bytes`, or for ESP the SPI, sequence number,
+/// what became of the payload and the overhead over plain VXLAN.
+fn headline(p: &Painter, packet: &Packet) -> String {
+    let start = format!(
+        "{} {}: {} bytes",
+        p.bold("Packet"),
+        packet.frame,
+        packet.captured_len
+    );
+    let Some(esp) = &packet.esp else {
+        let vni = packet.vni.map_or("?".to_owned(), |v| v.to_string());
+        return format!(
+            "{start}, VNI {vni}, VXLAN overhead {} bytes",
+            packet.overhead
+        );
+    };
+    let what = match esp.state {
+        EspState::Decrypted => match packet.vni {
+            Some(vni) => format!("decrypted, VNI {vni}"),
+            None => "decrypted".to_owned(),
+        },
+        EspState::Opaque => "encrypted (no key: opaque)".to_owned(),
+        EspState::IcvMismatch => "encrypted, ICV DOES NOT VERIFY".to_owned(),
+        EspState::BadPayload => "decrypted, not a VXLAN packet".to_owned(),
+    };
+    let overhead = match esp.overhead_over_plain_vxlan {
+        Some(extra) => format!(
+            "overhead {} bytes ({} of plain VXLAN + {extra} of ESP in UDP)",
+            packet.overhead,
+            packet.overhead - extra
+        ),
+        None => {
+            let least = vxnet_encap::esp::MAX_OVERHEAD - vxnet_encap::esp::wire::MAX_PAD_LEN;
+            let plain = packet.overhead - least;
+            format!(
+                "overhead {}-{} bytes ({plain} of plain VXLAN + {least}-{} of ESP in UDP: the \
+                 padding is encrypted)",
+                packet.overhead,
+                plain + vxnet_encap::esp::MAX_OVERHEAD,
+                vxnet_encap::esp::MAX_OVERHEAD
+            )
+        }
+    };
+    format!(
+        "{start}, ESP SPI {:#010x} seq {}, {what}, {overhead}",
+        esp.spi, esp.sequence
+    )
 }
 
 /// `| outer Ethernet | outer IPv4 | ... |` with each layer's byte range underneath.
@@ -201,10 +283,10 @@ fn render_layer(out: &mut String, p: &Painter, layer: &Layer) {
 
 /// 16 bytes a line. A `|` before a byte marks where a layer starts; the layers starting on a line
 /// are named at its end (and coloured on a terminal).
-fn render_hex(out: &mut String, p: &Painter, packet: &Packet) {
+fn render_hex(out: &mut String, p: &Painter, packet: &Packet, bytes: &[u8], what: &str) {
     let _ = writeln!(
         out,
-        "{}  (| marks where a layer starts)",
+        "{}{what}  (| marks where a layer starts)",
         p.bold("Hex dump")
     );
     let layer_at = |i: usize| {
@@ -213,7 +295,7 @@ fn render_hex(out: &mut String, p: &Painter, packet: &Packet) {
             .iter()
             .find(|l| (l.offset..l.offset + l.len).contains(&i))
     };
-    for (row, chunk) in packet.bytes.chunks(16).enumerate() {
+    for (row, chunk) in bytes.chunks(16).enumerate() {
         let base = row * 16;
         let mut line = format!("  {base:04x} ");
         let mut starts = Vec::new();
@@ -294,6 +376,53 @@ fn render_overhead(out: &mut String, p: &Painter, explanation: &Explanation) {
         out,
         "  VTEPs must not fragment, so a bigger inner packet is dropped: set the overlay MTU to {}.",
         v4.inner_mtu
+    );
+    if let Some(esp) = &o.esp {
+        render_esp_overhead(out, p, esp, v4.total, v6.total);
+    }
+}
+
+fn render_esp_overhead(
+    out: &mut String,
+    p: &Painter,
+    esp: &super::esp::EspOverhead,
+    plain_v4: usize,
+    plain_v6: usize,
+) {
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", p.bold("What encryption adds (ESP in UDP)"));
+    let _ = writeln!(
+        out,
+        "  outer UDP header      {:>3}   (to the ESP port; the VXLAN packet's own UDP header moves inside)",
+        esp.outer_udp
+    );
+    let _ = writeln!(out, "  ESP SPI + sequence    {:>3}", esp.esp_header);
+    let _ = writeln!(out, "  ESP IV                {:>3}", esp.iv);
+    let _ = writeln!(
+        out,
+        "  padding + trailer   {}-{}   (pad 0-3, pad length, next header; encrypted)",
+        esp.trailer_min, esp.trailer_max
+    );
+    let _ = writeln!(
+        out,
+        "  ICV                   {:>3}   (the AES-GCM tag)",
+        esp.icv
+    );
+    let _ = writeln!(
+        out,
+        "  over plain VXLAN    {}-{} bytes; in all {}-{} over IPv4, {}-{} over IPv6",
+        esp.over_plain_min,
+        esp.over_plain_max,
+        plain_v4 + esp.over_plain_min,
+        esp.ipv4_total_max,
+        plain_v6 + esp.over_plain_min,
+        esp.ipv6_total_max
+    );
+    let _ = writeln!(
+        out,
+        "  an encrypted network's inner MTU: {} over IPv4, {} over IPv6 (vxnet sets it on the TAP)",
+        p.bold(&esp.ipv4_inner_mtu.to_string()),
+        esp.ipv6_inner_mtu
     );
 }
 

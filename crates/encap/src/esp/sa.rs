@@ -223,6 +223,16 @@ impl OpenKey {
         }
     }
 
+    /// An inbound key from key material given as such (`vxnet explain --keys`: what `vxnet sa
+    /// show --keys` or Wireshark's ESP SA table holds), not derived from a network key.
+    pub fn from_material(id: SaId, material: SaKeyMaterial) -> Self {
+        OpenKey {
+            id,
+            gcm: GcmKey::new(&material),
+            material,
+        }
+    }
+
     pub const fn id(&self) -> &SaId {
         &self.id
     }
