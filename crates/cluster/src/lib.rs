@@ -4,9 +4,10 @@
 //!
 //! Key layout under `/vxnet/<cluster_id>/` (see [`store`] and [`records`]):
 //! `meta`, `nodes/<node_id>`, `members/<node_id>` (leased), `networks/<name>`, `vni/<vni>`,
-//! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses). With etcd
-//! authentication, `/vxnet-join/<cluster_id>/<node_id>` holds join requests and etcd roles limit
-//! each node to what its role may change (see `roles.rs`).
+//! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses), `keys/<network>`
+//! (encrypted networks' key rings, [`keyring`]) and `locks/keys/<network>` (leased, [`rotation`]).
+//! With etcd authentication, `/vxnet-join/<cluster_id>/<node_id>` holds join requests and etcd
+//! roles limit each node to what its role may change (see `roles.rs`).
 
 #![forbid(unsafe_code)]
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
@@ -16,12 +17,14 @@ pub mod access;
 mod admission;
 mod error;
 pub mod ipam;
+pub mod keyring;
 pub mod membership;
 pub mod network;
 pub mod node;
 pub mod records;
 pub mod removal;
 mod roles;
+pub mod rotation;
 pub mod state;
 pub mod store;
 pub mod token;

@@ -3,9 +3,11 @@
 //! (create_revision == 0), so two hosts creating at once can never both win.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 
+use super::keyring::{NetworkKeys, MIN_ROTATION};
 use super::records::{self, validate_vni, MemberRecord, NetworkDef, Record};
 use super::store::{Retry, Store};
 use super::{Error, Result};
@@ -26,11 +28,35 @@ pub async fn create(
     vni: Option<u32>,
     subnet: Option<&str>,
 ) -> Result<NetworkDef> {
+    create_with(store, name, vni, subnet, None).await
+}
+
+/// [`create`], encrypted when `key_rotation` is given: the network's first key (see
+/// [`keyring`](crate::keyring)) is written in the same transaction as the network, so no
+/// engine ever sees the network without its keys.
+pub async fn create_with(
+    store: &Store,
+    name: &str,
+    vni: Option<u32>,
+    subnet: Option<&str>,
+    key_rotation: Option<Duration>,
+) -> Result<NetworkDef> {
     validate_name(name)?;
+    if let Some(every) = key_rotation {
+        if every < MIN_ROTATION {
+            return Err(Error::Invalid(format!(
+                "key rotation interval {every:?} is below the minimum of {MIN_ROTATION:?}"
+            )));
+        }
+    }
     let subnet = subnet.map(validate_subnet).transpose()?;
     if let Some(v) = vni {
         validate_vni(u64::from(v))?;
     }
+    let keys_key = store.key(&format!("keys/{name}"));
+    let ring = key_rotation
+        .map(|every| serde_json::to_vec(&NetworkKeys::new(name, every)))
+        .transpose()?;
     // Bounded so a pathological race cannot spin forever; each loss means someone else progressed.
     for _ in 0..64 {
         let (kvs, _) = store.list("vni/").await?;
@@ -48,6 +74,7 @@ pub async fn create(
             name: name.to_owned(),
             vni: chosen,
             subnet: subnet.clone(),
+            encrypted: key_rotation.is_some(),
         };
         let net_key = store.key(&format!("networks/{name}"));
         let vni_key = store.key(&format!("vni/{chosen}"));
@@ -56,10 +83,18 @@ pub async fn create(
                 Compare::create_revision(net_key.clone(), CompareOp::Equal, 0),
                 Compare::create_revision(vni_key.clone(), CompareOp::Equal, 0),
             ])
-            .and_then([
-                TxnOp::put(net_key.clone(), serde_json::to_vec(&def)?, None),
-                TxnOp::put(vni_key.clone(), name, None),
-            ]);
+            .and_then(
+                [
+                    TxnOp::put(net_key.clone(), serde_json::to_vec(&def)?, None),
+                    TxnOp::put(vni_key.clone(), name, None),
+                ]
+                .into_iter()
+                .chain(
+                    ring.as_ref()
+                        .map(|r| TxnOp::put(keys_key.clone(), r.clone(), None)),
+                )
+                .collect::<Vec<_>>(),
+            );
         let resp = store.txn(Retry::IfNotSent, txn).await?;
         if resp.succeeded() {
             return Ok(def);
@@ -102,6 +137,7 @@ pub async fn remove(store: &Store, name: &str, force: bool) -> Result<NetworkDef
                 name: name.to_owned(),
                 vni,
                 subnet: None,
+                encrypted: false,
             }
         }
     };
@@ -123,16 +159,20 @@ pub async fn remove(store: &Store, name: &str, force: bool) -> Result<NetworkDef
     let vni_key = store.key(&format!("vni/{}", def.vni));
     // Its address allocations go with it, so a re-created network starts from a clean subnet.
     let ipam = store.key(&super::ipam::prefix(name));
+    // Its keys go too: a network re-created under the name starts a new ring.
+    let keys = store.key(&format!("keys/{name}"));
     let txn = Txn::new()
         .when([Compare::value(vni_key.clone(), CompareOp::Equal, name)])
         .and_then([
             TxnOp::delete(net_key.clone(), None),
             TxnOp::delete(vni_key, None),
             TxnOp::delete(ipam.clone(), Some(DeleteOptions::new().with_prefix())),
+            TxnOp::delete(keys.clone(), None),
         ])
         .or_else([
             TxnOp::delete(net_key, None),
             TxnOp::delete(ipam, Some(DeleteOptions::new().with_prefix())),
+            TxnOp::delete(keys, None),
         ]);
     store.txn(Retry::Idempotent, txn).await?;
     Ok(def)

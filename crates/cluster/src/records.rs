@@ -17,12 +17,16 @@
 //! | `vni/<vni>`             | network name (uniqueness)      | persistent               |
 //! | `macs/<vni>/<mac>`      | [`MacRecord`]                  | the publisher's lease    |
 //! | `ipam/<network>/<ip>`   | node id holding the address    | until network/node rm    |
+//! | `keys/<network>`        | [`NetworkKeys`] (secret)       | with its network         |
+//! | `locks/keys/<network>`  | node id of the rotating manager| the rotator's lease      |
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use vxnet_encap::MacAddr;
 
+pub use super::keyring::NetworkKeys;
 use super::token::Role;
 
 /// The smallest VNI a cluster network may have: VNI 0 is refused like the CLI refuses it.
@@ -64,6 +68,10 @@ pub struct MemberRecord {
     pub networks: Vec<String>,
     pub role: Role,
     pub updated: u64,
+    /// Per encrypted network it serves, the newest key epoch its engine holds: the
+    /// acknowledgement a key rotation waits for before anyone sends with that key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_epochs: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -71,6 +79,10 @@ pub struct NetworkDef {
     pub name: String,
     pub vni: u32,
     pub subnet: Option<String>,
+    /// Traffic is ESP-in-UDP with the keys at `keys/<name>`; an engine never serves an encrypted
+    /// network in plaintext (without a valid key record it waits).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +108,8 @@ pub enum Record {
     },
     /// `vni/<vni>`: which network holds the VNI (written with the network, in one transaction).
     VniIndex { vni: u32, name: String },
+    /// `keys/<name>`
+    Keys(NetworkKeys),
 }
 
 /// Why a record under the cluster prefix was not used, or a value refused before it was written.
@@ -123,6 +137,8 @@ pub enum RecordError {
     BadVtep(IpAddr),
     #[error("malformed key")]
     BadKey,
+    #[error("invalid key ring: {0}")]
+    BadKeys(String),
 }
 
 /// Names: 1-64 of `[A-Za-z0-9._-]`, valid in keys and (after `vx-`) in interface names.
@@ -239,6 +255,9 @@ pub fn decode(rest: &str, value: &[u8]) -> Result<Option<Record>, RecordError> {
         let record: MemberRecord = serde_json::from_slice(value)?;
         same("node", id, &record.node_id)?;
         validate_vtep(record.vtep)?;
+        for name in record.key_epochs.keys() {
+            validate_name(name)?;
+        }
         Record::Member {
             id: id.to_owned(),
             record,
@@ -261,6 +280,12 @@ pub fn decode(rest: &str, value: &[u8]) -> Result<Option<Record>, RecordError> {
             mac: mac.to_owned(),
             record,
         }
+    } else if let Some(name) = rest.strip_prefix("keys/") {
+        validate_name(name)?;
+        let keys: NetworkKeys = serde_json::from_slice(value)?;
+        same("network", name, &keys.network)?;
+        keys.validate()?;
+        Record::Keys(keys)
     } else if let Some(vni) = rest.strip_prefix("vni/") {
         let vni = validate_vni(vni.parse().map_err(|_| RecordError::BadKey)?)?;
         let name = std::str::from_utf8(value)
@@ -285,6 +310,7 @@ mod tests {
             name: name.into(),
             vni,
             subnet: subnet.map(Into::into),
+            encrypted: false,
         })
         .unwrap()
     }
@@ -321,6 +347,7 @@ mod tests {
                 networks: vec![],
                 role: Role::Worker,
                 updated: 0,
+                key_epochs: Default::default(),
             })
             .unwrap()
         };

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{self, MemberRecord, NetworkDef, NodeRecord, Record};
+use super::records::{self, MemberRecord, NetworkDef, NetworkKeys, NodeRecord, Record};
 use super::store;
 use super::token::Role;
 
@@ -20,6 +20,9 @@ pub struct Member {
     pub role: Option<Role>,
     /// Registered under a live lease right now.
     pub alive: bool,
+    /// The newest key epoch its engine holds, per encrypted network it serves.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_epochs: BTreeMap<String, u32>,
 }
 
 /// A local MAC some member published for a VNI, so peers can install a static FDB entry.
@@ -41,11 +44,21 @@ pub struct ClusterView {
     pub store_healthy: bool,
     /// The etcd revision this view reflects.
     pub revision: i64,
+    /// The key ring of each encrypted network. Never serialised: the view is printed by
+    /// `cluster watch` and cached in the state dir, and the keys stay in the store.
+    #[serde(skip)]
+    pub keys: BTreeMap<String, NetworkKeys>,
 }
 
 impl ClusterView {
     pub fn network(&self, name: &str) -> Option<&NetworkDef> {
         self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// The key ring of `name`, if it is an encrypted network with a valid key record.
+    pub fn key_ring(&self, name: &str) -> Option<&NetworkKeys> {
+        self.network(name).filter(|n| n.encrypted)?;
+        self.keys.get(name)
     }
 
     pub fn network_by_vni(&self, vni: u32) -> Option<&NetworkDef> {
@@ -196,6 +209,7 @@ impl Mirror {
         let mut defs = Vec::new();
         let mut vni_owner: BTreeMap<u32, &str> = BTreeMap::new();
         let mut mac_records = Vec::new();
+        let mut keys = BTreeMap::new();
         for (key, entry) in &self.entries {
             match &entry.record {
                 None => {}
@@ -211,6 +225,9 @@ impl Mirror {
                 }
                 Some(Record::Mac { vni, mac, record }) => {
                     mac_records.push((key, *vni, mac, record))
+                }
+                Some(Record::Keys(ring)) => {
+                    keys.insert(ring.network.clone(), ring.clone());
                 }
             }
         }
@@ -267,6 +284,7 @@ impl Mirror {
                 networks: m.networks.clone(),
                 role: Some(m.role),
                 alive: true,
+                key_epochs: m.key_epochs.clone(),
             })
             .collect();
         members.extend(
@@ -279,6 +297,7 @@ impl Mirror {
                     networks: Vec::new(),
                     role: Some(n.role),
                     alive: false,
+                    key_epochs: BTreeMap::new(),
                 }),
         );
         self.contradicted = contradicted;
@@ -292,6 +311,7 @@ impl Mirror {
             macs,
             store_healthy: true,
             revision,
+            keys,
         }
     }
 }
@@ -316,12 +336,14 @@ mod tests {
             networks: vec!["blue".into()],
             role: Role::Manager,
             updated: 0,
+            key_epochs: Default::default(),
         })
         .unwrap();
         let net = serde_json::to_vec(&NetworkDef {
             name: "blue".into(),
             vni: 4096,
             subnet: None,
+            encrypted: false,
         })
         .unwrap();
         let keys = [
@@ -354,6 +376,7 @@ mod tests {
                 name: name.into(),
                 vni,
                 subnet: None,
+                encrypted: false,
             })
             .unwrap()
         };
@@ -363,6 +386,7 @@ mod tests {
             networks: vec!["blue".into()],
             role: Role::Manager,
             updated: 0,
+            key_epochs: Default::default(),
         })
         .unwrap();
         let mac = |vtep: &str| {
@@ -400,7 +424,8 @@ mod tests {
             vec![NetworkDef {
                 name: "blue".into(),
                 vni: 4096,
-                subnet: None
+                subnet: None,
+                encrypted: false
             }]
         );
         let macs: Vec<&str> = v.macs.iter().map(|e| e.mac.as_str()).collect();
@@ -424,6 +449,7 @@ mod tests {
             networks: Vec::new(),
             role: None,
             alive,
+            key_epochs: BTreeMap::new(),
         }
     }
 

@@ -85,6 +85,11 @@ pub(super) async fn run(
                         let _ = reply.send(Ok(()));
                         continue;
                     }
+                    Some(Command::SetKeyEpochs { epochs, reply }) => {
+                        state.cfg.key_epochs = epochs;
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
                 },
             }
             match Session::establish(&mut state, Some(previous)).await {
@@ -236,6 +241,21 @@ async fn drive(
                     let _ = reply.send(if failed { Ok(()) } else { res });
                     if failed {
                         return Ended::Failed("store unreachable while updating networks".into());
+                    }
+                }
+                Some(Command::SetKeyEpochs { epochs, reply }) => {
+                    if state.cfg.key_epochs == epochs {
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
+                    state.cfg.key_epochs = epochs;
+                    let res = claim_member(state, s.lease).await;
+                    let failed = res.as_ref().err().map(|e| e.is_unreachable()).unwrap_or(false);
+                    // An unreachable store is not the caller's problem: the record is rewritten
+                    // on re-registration.
+                    let _ = reply.send(if failed { Ok(()) } else { res });
+                    if failed {
+                        return Ended::Failed("store unreachable while acknowledging keys".into());
                     }
                 }
             },

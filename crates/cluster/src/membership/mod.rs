@@ -76,6 +76,8 @@ struct Config {
     networks: Vec<String>,
     role: Role,
     ttl: i64,
+    /// The newest key epoch held per encrypted network (the rotation's acknowledgement).
+    key_epochs: BTreeMap<String, u32>,
 }
 
 enum Command {
@@ -86,6 +88,10 @@ enum Command {
     },
     SetNetworks {
         networks: Vec<String>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    SetKeyEpochs {
+        epochs: BTreeMap<String, u32>,
         reply: oneshot::Sender<Result<()>>,
     },
     Leave(oneshot::Sender<()>),
@@ -146,6 +152,7 @@ impl Membership {
             networks,
             role: node.role,
             ttl: self.ttl_secs.max(2),
+            key_epochs: BTreeMap::new(),
         };
         let mut state = actor::State {
             store: store.clone(),
@@ -212,6 +219,20 @@ impl MembershipHandle {
         let (reply, rx) = oneshot::channel();
         self.cmd
             .send(Command::SetNetworks { networks, reply })
+            .await
+            .map_err(|_| Error::Invalid("membership task has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Invalid("membership task has stopped".into()))?
+    }
+
+    /// Acknowledges the key rings the engine now holds: per encrypted network, the newest epoch
+    /// (written into this member's record, so it is restored with it after an outage). A key
+    /// rotation switches senders to a new key only once every live member serving the network
+    /// acknowledged it.
+    pub async fn set_key_epochs(&self, epochs: BTreeMap<String, u32>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::SetKeyEpochs { epochs, reply })
             .await
             .map_err(|_| Error::Invalid("membership task has stopped".into()))?;
         rx.await

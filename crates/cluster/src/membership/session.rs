@@ -181,6 +181,7 @@ fn member_record(cfg: &Config) -> MemberRecord {
         networks: cfg.networks.clone(),
         role: cfg.role,
         updated: crate::now_secs(),
+        key_epochs: cfg.key_epochs.clone(),
     }
 }
 

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+pub use super::network_cli::{run_network, NetworkArgs, NetworkCmd};
 use vxnet_cluster::access::{parse_store, AccessOptions};
 use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
 use vxnet_cluster::token::Role;
-use vxnet_cluster::{network, node, removal, ClusterView, Error, Membership, Result};
+use vxnet_cluster::{node, removal, ClusterView, Error, Membership, Result};
 
 #[derive(Debug, Args)]
 pub struct StateDirArg {
@@ -152,50 +153,7 @@ pub enum ClusterCmd {
     },
 }
 
-#[derive(Debug, Args)]
-pub struct NetworkArgs {
-    #[command(flatten)]
-    pub state: StateDirArg,
-    #[command(subcommand)]
-    pub cmd: NetworkCmd,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum NetworkCmd {
-    /// Create a named overlay network (VNI allocated when not given).
-    Create {
-        /// The network's name (TAPs serving it are named vx-NAME).
-        name: String,
-        /// Its VNI [default: the lowest free one from 4096].
-        #[arg(long)]
-        vni: Option<u32>,
-        /// Subnet (CIDR) to give each serving host a stable address from [default: none].
-        #[arg(long)]
-        subnet: Option<String>,
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List networks.
-    Ls {
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove a network (refused while live members serve it, unless --force).
-    Rm {
-        /// The network's name.
-        name: String,
-        /// Remove it even while live members serve it (they stop serving it).
-        #[arg(long)]
-        force: bool,
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -206,7 +164,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         })
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<()> {
+pub(super) fn print_json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -412,62 +370,4 @@ async fn watch(
     }
     handle.leave().await;
     Ok(())
-}
-
-pub fn run_network(args: NetworkArgs) -> Result<()> {
-    let dir = StateDir::new(args.state.state_dir);
-    runtime()?.block_on(async move {
-        let (store, state) = node::connect(&dir).await?;
-        match args.cmd {
-            NetworkCmd::Create {
-                name,
-                vni,
-                subnet,
-                json,
-            } => {
-                require_manager(state.role)?;
-                let def = network::create(&store, &name, vni, subnet.as_deref()).await?;
-                if json {
-                    print_json(&def)
-                } else {
-                    println!("network {} created with VNI {}", def.name, def.vni);
-                    Ok(())
-                }
-            }
-            NetworkCmd::Ls { json } => {
-                let nets = network::list(&store).await?;
-                if json {
-                    return print_json(&nets);
-                }
-                println!("{:<24} {:<9} SUBNET", "NAME", "VNI");
-                for n in nets {
-                    println!(
-                        "{:<24} {:<9} {}",
-                        n.name,
-                        n.vni,
-                        n.subnet.as_deref().unwrap_or("-")
-                    );
-                }
-                Ok(())
-            }
-            NetworkCmd::Rm { name, force, json } => {
-                require_manager(state.role)?;
-                let def = network::remove(&store, &name, force).await?;
-                if json {
-                    print_json(&def)
-                } else {
-                    println!("network {} (VNI {}) removed", def.name, def.vni);
-                    Ok(())
-                }
-            }
-        }
-    })
-}
-
-/// Like swarm, only managers change cluster-wide configuration.
-fn require_manager(role: Role) -> Result<()> {
-    match role {
-        Role::Manager => Ok(()),
-        other => Err(Error::NotManager(other.to_string())),
-    }
 }

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
+use vxnet_cluster::keyring::NetworkKeys;
 use vxnet_cluster::membership::LeaveOnDrop;
 use vxnet_cluster::{
     ipam, ClusterView, Membership, MembershipHandle, NetworkDef, Store, StoreAccess,
@@ -20,6 +21,7 @@ use vxnet_cluster::{
 use vxnet_dataplane::{ClusterInfo, EngineControl, EngineError, NetworkConfig};
 use vxnet_encap::{MacAddr, Vni};
 
+use super::engine_keys::{engine_ring, AutoRotation, Encryption};
 use crate::firewall::sync::{FirewallSync, SyncOptions};
 
 /// Why the cluster link stopped `vxnet run` (returned to the engine, which stops cleanly and
@@ -140,6 +142,8 @@ struct Served {
     macs: Option<Vec<(MacAddr, IpAddr)>>,
     /// The VNI this host's MAC was published under.
     published: bool,
+    /// The key ring the engine holds (encrypted networks).
+    ring: Option<NetworkKeys>,
 }
 
 struct Link {
@@ -153,6 +157,7 @@ struct Link {
     waiting_logged: BTreeSet<String>,
     registered: Option<Vec<String>>,
     firewall: FirewallSync,
+    encryption: Encryption,
 }
 
 /// Registers this host, then applies every cluster view to the engine until the membership
@@ -183,7 +188,9 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkErr
         failed: BTreeMap::new(),
         waiting_logged: BTreeSet::new(),
         registered: None,
+        encryption: Encryption::default(),
     };
+    let _rotation = AutoRotation::start(&link.store, &link.opts.node_id, handle.view());
     let mut rx = handle.view();
     let mut first = true;
     loop {
@@ -228,16 +235,25 @@ impl Link {
 
         let desired: BTreeMap<String, NetworkDef> = desired(view, &self.opts.networks)
             .into_iter()
+            // One already served keeps its ring when its key record turns invalid.
+            .filter(|d| {
+                self.served.get(&d.name).is_some_and(|s| s.def == **d)
+                    || self.encryption.servable(view, d)
+            })
             .map(|d| (d.name.clone(), d.clone()))
             .collect();
         self.failed
             .retain(|name, def| desired.get(name).is_some_and(|d| d == def));
 
-        // Removed networks, and networks re-created under the same name with another VNI.
+        // Removed networks, and networks re-created under the same name with another VNI (or
+        // encrypted where they were not, or the other way round).
         let stale: Vec<String> = self
             .served
             .iter()
-            .filter(|(name, s)| desired.get(*name).map(|d| d.vni) != Some(s.def.vni))
+            .filter(|(name, s)| {
+                desired.get(*name).map(|d| (d.vni, d.encrypted))
+                    != Some((s.def.vni, s.def.encrypted))
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale {
@@ -261,7 +277,7 @@ impl Link {
             if self.served.contains_key(name) || self.failed.contains_key(name) {
                 continue;
             }
-            match self.add(def, handle).await {
+            match self.add(def, view.key_ring(name), handle).await {
                 Ok(()) => {}
                 Err(e) if e.is_unreachable() => {
                     // Retried with the next view (the resync after the store returns is one).
@@ -306,13 +322,32 @@ impl Link {
                     served.macs = Some(macs);
                 }
             }
+            if served.def.encrypted {
+                self.encryption
+                    .update(&self.engine, view, name, &mut served.ring);
+            }
         }
+        self.encryption
+            .acknowledge(handle, self.served.iter().map(|(n, s)| (n, &s.ring)))
+            .await;
         self.firewall.update(&view.live_vteps()).await;
         Ok(())
     }
 
     /// Starts serving `def`: address (given or allocated), TAP, and the published MAC.
-    async fn add(&mut self, def: &NetworkDef, handle: &MembershipHandle) -> Result<(), LinkError> {
+    async fn add(
+        &mut self,
+        def: &NetworkDef,
+        ring: Option<&NetworkKeys>,
+        handle: &MembershipHandle,
+    ) -> Result<(), LinkError> {
+        if def.encrypted && ring.is_none() {
+            // `servable` keeps these out; never let one through in plaintext.
+            return Err(LinkError::Cluster(vxnet_cluster::Error::Invalid(format!(
+                "network {} is encrypted but has no valid key ring",
+                def.name
+            ))));
+        }
         let single = self.opts.networks.len() == 1;
         let address = match self.opts.address.filter(|_| single) {
             Some(given) => {
@@ -347,7 +382,8 @@ impl Link {
             mac: Some(mac),
             // The engine's --bum-rate applies.
             bum_rate: None,
-            encryption: None,
+            // `servable` let an encrypted network through only with its ring.
+            encryption: ring.filter(|_| def.encrypted).map(engine_ring),
         })?;
         tracing::info!(
             network = %def.name,
@@ -375,6 +411,7 @@ impl Link {
                 peers: None,
                 macs: None,
                 published,
+                ring: ring.filter(|_| def.encrypted).cloned(),
             },
         );
         Ok(())
@@ -428,6 +465,7 @@ mod tests {
                     networks: vec!["blue".into()],
                     role: None,
                     alive: true,
+                    key_epochs: Default::default(),
                 },
                 Member {
                     node_id: "b".into(),
@@ -435,6 +473,7 @@ mod tests {
                     networks: vec!["blue".into()],
                     role: None,
                     alive: true,
+                    key_epochs: Default::default(),
                 },
             ],
             networks: vec![
@@ -442,11 +481,13 @@ mod tests {
                     name: "blue".into(),
                     vni: 4096,
                     subnet: None,
+                    encrypted: false,
                 },
                 NetworkDef {
                     name: "red".into(),
                     vni: 4097,
                     subnet: None,
+                    encrypted: false,
                 },
             ],
             macs: vec![
@@ -477,6 +518,7 @@ mod tests {
             ],
             store_healthy: true,
             revision: 1,
+            keys: Default::default(),
         }
     }
 

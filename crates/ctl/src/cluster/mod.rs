@@ -3,4 +3,6 @@
 //! The control plane itself (store, tokens, membership, IPAM) is the `vxnet-cluster` crate.
 
 pub mod cli;
+mod engine_keys;
 pub mod engine_link;
+mod network_cli;

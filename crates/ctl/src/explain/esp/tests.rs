@@ -252,6 +252,15 @@ fn vxlan_on_a_port_that_is_also_esp_stays_vxlan() {
     .unwrap();
     assert!(p.esp.is_none());
     assert_eq!(p.vni, Some(42));
+    // A reply from port 4500 to a peer behind a NAT (its mapped port) is ESP all the same.
+    let mut tx = sa(1);
+    let mut reply = sealed_frame(&mut tx);
+    reply[36..38].copy_from_slice(&31_000u16.to_be_bytes());
+    // The UDP checksum covers the port: zero it (none, over IPv4) rather than fix it.
+    reply[40..42].fill(0);
+    let p = explain(&mut ctx, &reply).unwrap();
+    assert!(p.esp.is_some());
+    assert!(p.summary.ends_with(":31000"), "{}", p.summary);
 }
 
 #[test]
