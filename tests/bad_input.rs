@@ -7,21 +7,20 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use vxnet_tests::{
-    have_tool, in_netns, tcp_receive_checked, tcp_send_pattern, wait_for, Family, Host, Lab,
-};
+use vxnet_dataplane::control::proto::StatsReport;
+use vxnet_tests::{have_tool, in_netns, start_transfer, wait_for, DropReason, Family, Host, Lab};
 
 const VNI: u32 = 42;
 const MTU: usize = 1200;
 /// How many times each kind of bad datagram is sent (per round), so every reason has its own count.
-const KINDS: [(&str, u64); 7] = [
-    ("too_short", 3),
-    ("no_vni_flag", 4),
-    ("unknown_vni", 5),
-    ("inner_too_short", 6),
-    ("oversize", 7),
-    ("vlan_tagged", 8),
-    ("not_peer", 9),
+const KINDS: [(DropReason, u64); 7] = [
+    (DropReason::TooShort, 3),
+    (DropReason::NoVniFlag, 4),
+    (DropReason::UnknownVni, 5),
+    (DropReason::InnerTooShort, 6),
+    (DropReason::Oversize, 7),
+    (DropReason::VlanTagged, 8),
+    (DropReason::NotPeer, 9),
 ];
 const ROUNDS: u64 = 40;
 
@@ -42,30 +41,30 @@ fn inner_frame(len: usize, ethertype: u16) -> Vec<u8> {
 }
 
 /// The datagram for one kind of bad input.
-fn bad(kind: &str) -> Vec<u8> {
+fn bad(kind: DropReason) -> Vec<u8> {
     match kind {
-        "too_short" => vec![0x08, 0, 0, 0],
-        "no_vni_flag" => vxlan(0x00, VNI, &inner_frame(60, 0x0800)),
-        "unknown_vni" => vxlan(0x08, VNI + 1, &inner_frame(60, 0x0800)),
-        "inner_too_short" => vxlan(0x08, VNI, &inner_frame(60, 0x0800)[..10]),
+        DropReason::TooShort => vec![0x08, 0, 0, 0],
+        DropReason::NoVniFlag => vxlan(0x00, VNI, &inner_frame(60, 0x0800)),
+        DropReason::UnknownVni => vxlan(0x08, VNI + 1, &inner_frame(60, 0x0800)),
+        DropReason::InnerTooShort => vxlan(0x08, VNI, &inner_frame(60, 0x0800)[..10]),
         // MTU + 14 is the largest frame the network carries.
-        "oversize" => vxlan(0x08, VNI, &inner_frame(MTU + 14 + 86, 0x0800)),
-        "vlan_tagged" => vxlan(0x08, VNI, &inner_frame(64, 0x8100)),
+        DropReason::Oversize => vxlan(0x08, VNI, &inner_frame(MTU + 14 + 86, 0x0800)),
+        DropReason::VlanTagged => vxlan(0x08, VNI, &inner_frame(64, 0x8100)),
         // Well-formed, but sent from a host that is not a peer.
-        "not_peer" => vxlan(0x08, VNI, &inner_frame(60, 0x0800)),
-        _ => unreachable!(),
+        DropReason::NotPeer => vxlan(0x08, VNI, &inner_frame(60, 0x0800)),
+        other => unreachable!("no bad input for {other}"),
     }
 }
 
 /// Sends `rounds` rounds of the given kinds from inside `from`'s namespace, paced so that a
 /// burst overlaps the valid traffic instead of being over before it starts.
-fn burst(from: &Host, to: SocketAddr, kinds: Vec<(&'static str, u64)>, rounds: u64) {
+fn burst(from: &Host, to: SocketAddr, kinds: Vec<(DropReason, u64)>, rounds: u64) {
     let ns = from.ns.clone();
     in_netns(&ns, move || {
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         for _ in 0..rounds {
             for (kind, n) in &kinds {
-                let datagram = bad(kind);
+                let datagram = bad(*kind);
                 for _ in 0..*n {
                     socket.send_to(&datagram, to).unwrap();
                 }
@@ -86,21 +85,12 @@ fn ping_without_loss(host: &Host, target: &str, count: u32) {
     );
 }
 
-fn drops(stats: &serde_json::Value) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
-    let to_map = |v: &serde_json::Value| -> BTreeMap<String, u64> {
-        v.as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-            .collect()
-    };
-    let network = stats["networks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["vni"] == VNI)
-        .unwrap();
-    (to_map(&stats["drops"]), to_map(&network["drops"]))
+type Drops = BTreeMap<DropReason, u64>;
+
+/// Engine-wide drops and those of VNI 42.
+fn drops(stats: &StatsReport) -> (Drops, Drops) {
+    let network = stats.networks.iter().find(|n| n.vni == VNI).unwrap();
+    (stats.drops.clone(), network.drops.clone())
 }
 
 #[test]
@@ -134,19 +124,18 @@ fn malformed_burst_is_counted_and_valid_traffic_survives() {
     // Before.
     ping_without_loss(peer, "10.1.0.1", 5);
     ping_without_loss(vtep, "10.1.0.2", 5);
-    let before = engine.json("stats");
+    let before = engine.stats();
     let (global0, net0) = drops(&before);
     assert!(
         global0.values().chain(net0.values()).all(|&v| v == 0),
-        "drops before the burst: {before}"
+        "drops before the burst: {before:?}"
     );
 
     // During: a TCP transfer and a ping run while the peer and a stranger send the burst.
     let port = 5001;
     let target: SocketAddr = "10.1.0.1:5001".parse().unwrap();
     let len = 8 << 20;
-    let receiver = tcp_receive_checked(&vtep.ns, target, len);
-    let sender = tcp_send_pattern(&peer.ns, target, len);
+    let transfer = start_transfer("TCP during the burst", peer, vtep, target, len);
     let pinger = {
         let peer = peer.clone();
         std::thread::spawn(move || ping_without_loss(&peer, "10.1.0.1", 30))
@@ -155,12 +144,12 @@ fn malformed_burst_is_counted_and_valid_traffic_survives() {
     let from_peer: Vec<_> = KINDS
         .iter()
         .copied()
-        .filter(|(k, _)| *k != "not_peer")
+        .filter(|(k, _)| *k != DropReason::NotPeer)
         .collect();
     let from_stranger: Vec<_> = KINDS
         .iter()
         .copied()
-        .filter(|(k, _)| *k == "not_peer")
+        .filter(|(k, _)| *k == DropReason::NotPeer)
         .collect();
     let stranger_burst = {
         let stranger = stranger.clone();
@@ -169,12 +158,10 @@ fn malformed_burst_is_counted_and_valid_traffic_survives() {
     burst(peer, to, from_peer, ROUNDS);
     stranger_burst.join().unwrap();
     pinger.join().unwrap();
-    sender.join().unwrap();
-    assert_eq!(
-        receiver.join().unwrap(),
-        len,
-        "TCP data lost or corrupted on port {port}"
-    );
+    let moved = transfer
+        .finish()
+        .unwrap_or_else(|e| panic!("TCP data lost or corrupted on port {port}: {e}"));
+    assert_eq!(moved.bytes, len, "TCP data lost on port {port}");
 
     // After.
     ping_without_loss(peer, "10.1.0.1", 5);
@@ -187,22 +174,27 @@ fn malformed_burst_is_counted_and_valid_traffic_survives() {
 
     // Exact counts: each reason once per bad datagram, nothing else dropped. Engine-wide reasons
     // are those found before a network is known; the rest belong to VNI 42.
-    let engine_wide = ["too_short", "no_vni_flag", "inner_too_short", "unknown_vni"];
-    let mut want_global: BTreeMap<String, u64> = global0.keys().map(|k| (k.clone(), 0)).collect();
-    let mut want_net: BTreeMap<String, u64> = net0.keys().map(|k| (k.clone(), 0)).collect();
+    let engine_wide = [
+        DropReason::TooShort,
+        DropReason::NoVniFlag,
+        DropReason::InnerTooShort,
+        DropReason::UnknownVni,
+    ];
+    let mut want_global: Drops = global0.keys().map(|k| (*k, 0)).collect();
+    let mut want_net: Drops = net0.keys().map(|k| (*k, 0)).collect();
     for (kind, n) in KINDS {
         let map = if engine_wide.contains(&kind) {
             &mut want_global
         } else {
             &mut want_net
         };
-        assert!(map.contains_key(kind), "stats has no reason {kind}");
-        map.insert(kind.to_string(), n * ROUNDS);
+        assert!(map.contains_key(&kind), "stats has no reason {kind}");
+        map.insert(kind, n * ROUNDS);
     }
     let settled = wait_for(Duration::from_secs(5), || {
-        drops(&engine.json("stats")) == (want_global.clone(), want_net.clone())
+        drops(&engine.stats()) == (want_global.clone(), want_net.clone())
     });
-    let stats = engine.json("stats");
+    let stats = engine.stats();
     let (global, net) = drops(&stats);
     assert!(settled, "drop counters differ:\nwant engine {want_global:?}\n got engine {global:?}\nwant vni {want_net:?}\n got vni {net:?}");
 }
@@ -242,13 +234,8 @@ fn oversize_tcp_packet_from_the_wire_is_not_taken_for_a_superframe() {
     })
     .join()
     .unwrap();
-    let counted = wait_for(Duration::from_secs(5), || {
-        engine.counter(u64::from(VNI), "drops.oversize") >= 3
-    });
-    assert!(
-        counted,
-        "oversize drops: {}",
-        engine.counter(u64::from(VNI), "drops.oversize")
-    );
-    assert_eq!(engine.counter(u64::from(VNI), "tunnel_superframes"), 0);
+    let oversize = || engine.drops(Some(VNI), DropReason::Oversize);
+    let counted = wait_for(Duration::from_secs(5), || oversize() >= 3);
+    assert!(counted, "oversize drops: {}", oversize());
+    assert_eq!(engine.network(VNI).tunnel_superframes, 0);
 }

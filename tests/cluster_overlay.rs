@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cluster_lab::{stderr, stdout, ClusterLab, ENGINES, ETCD_HOST};
 use serde_json::Value;
-use vxnet_tests::{have_tool, in_netns, vxnet_bin, wait_for, Lab};
+use vxnet_tests::{have_tool, in_netns, vxnet_bin, wait_for, DropReason, Lab};
 
 /// Pings once with a 1 s deadline until it succeeds or `timeout` passes.
 fn ping_until(lab: &Lab, from: usize, to: &str, timeout: Duration) -> bool {
@@ -48,9 +48,9 @@ fn three_hosts_serve_a_network_created_on_one() {
     // Without networks yet: each engine is a live member with nothing to serve.
     for i in 0..ENGINES {
         assert!(c.engine(i).json("networks").as_array().unwrap().is_empty());
-        assert!(wait_for(Duration::from_secs(5), || c.cluster_info(i)
-            ["members_alive"]
-            == 3));
+        assert!(wait_for(Duration::from_secs(5), || c
+            .cluster_info(i)
+            .is_some_and(|info| info.members_alive == 3)));
     }
 
     let t0 = Instant::now();
@@ -161,11 +161,11 @@ fn killed_host_leaves_the_peers_and_rejoins_from_its_state() {
     victim.proc.child.wait().unwrap();
     for i in [0, 1] {
         c.wait_peers(i, "blue", &[1 - i], Duration::from_secs(10));
-        let peers = c.engine(i).json("peers");
-        let listed = peers.as_array().unwrap().iter().any(|p| {
-            p["address"] == c.underlay(2).to_string() && !p["vnis"].as_array().unwrap().is_empty()
-        });
-        assert!(!listed, "host {i} still lists host 2 for a VNI: {peers}");
+        let peers = c.engine(i).peers();
+        let listed = peers
+            .iter()
+            .any(|p| p.address == c.underlay(2) && !p.vnis.is_empty());
+        assert!(!listed, "host {i} still lists host 2 for a VNI: {peers:?}");
     }
     let gone = t0.elapsed();
     eprintln!("TIMING SIGKILLed host gone from peers after {gone:?} (lease 3 s)");
@@ -218,10 +218,10 @@ fn forwarding_survives_an_etcd_outage_and_resyncs() {
     c.etcd.kill();
     for i in 0..ENGINES {
         assert!(
-            wait_for(Duration::from_secs(8), || c.cluster_info(i)
-                ["store_healthy"]
-                == false),
-            "host {i} did not notice the outage: {}",
+            wait_for(Duration::from_secs(8), || c
+                .cluster_info(i)
+                .is_some_and(|info| !info.store_healthy)),
+            "host {i} did not notice the outage: {:?}",
             c.cluster_info(i)
         );
     }
@@ -244,9 +244,9 @@ fn forwarding_survives_an_etcd_outage_and_resyncs() {
     let back = Instant::now();
     for i in [0, 1] {
         assert!(
-            wait_for(Duration::from_secs(10), || c.cluster_info(i)
-                ["store_healthy"]
-                == true),
+            wait_for(Duration::from_secs(10), || c
+                .cluster_info(i)
+                .is_some_and(|info| info.store_healthy)),
             "host {i} did not reconnect: {}",
             c.engine(i).proc.log_text()
         );
@@ -283,7 +283,7 @@ fn wrong_token_and_non_members_are_refused() {
         return;
     };
     let def = c.create("blue", "--subnet 10.1.0.0/24");
-    let vni = def["vni"].as_u64().unwrap();
+    let vni: u32 = def["vni"].as_u64().unwrap().try_into().unwrap();
 
     // A forged secret, and a real token revoked by rotation: both refused before anything exists.
     let mut forged = c.worker_token.clone();
@@ -340,8 +340,8 @@ fn wrong_token_and_non_members_are_refused() {
     let ip0 = c.overlay_ip(0, "blue");
     let ip1 = c.overlay_ip(1, "blue");
     assert!(ping_until(&c.lab, 1, &ip0, Duration::from_secs(5)));
-    let before = c.engine(0).drop_count(Some(vni), "not_peer");
-    let rx_before = c.engine(0).stat(vni, "rx_packets");
+    let before = c.engine(0).drops(Some(vni), DropReason::NotPeer);
+    let rx_before = c.engine(0).network(vni).traffic.rx_packets;
     let outsider = c.lab.host(ETCD_HOST);
     outsider.must(&format!(
         "ip link add vxbad type vxlan id {vni} remote {} local {} dstport 4789 dev eth0 && \
@@ -350,22 +350,19 @@ fn wrong_token_and_non_members_are_refused() {
         outsider.underlay
     ));
     assert!(!outsider.ping(&ip0, 3), "a non-member reached the overlay");
-    let dropped = c.engine(0).drop_count(Some(vni), "not_peer") - before;
+    let dropped = c.engine(0).drops(Some(vni), DropReason::NotPeer) - before;
     assert!(dropped >= 1, "no not_peer drop counted");
     assert_eq!(
-        c.engine(0).stat(vni, "rx_packets"),
+        c.engine(0).network(vni).traffic.rx_packets,
         rx_before,
         "non-member traffic delivered"
     );
-    let peers = c.engine(0).json("peers");
+    let peers = c.engine(0).peers();
     assert!(
         !peers
-            .as_array()
-            .unwrap()
             .iter()
-            .any(|p| p["address"] == outsider.underlay.to_string()
-                && !p["vnis"].as_array().unwrap().is_empty()),
-        "{peers}"
+            .any(|p| p.address == outsider.underlay && !p.vnis.is_empty()),
+        "{peers:?}"
     );
     // Members still talk.
     assert!(c.lab.host(0).ping(&ip1, 2));
@@ -423,8 +420,10 @@ fn published_macs_make_unicast_flood_free() {
     let Some(mut c) = ClusterLab::new("published_macs_make_unicast_flood_free", 10) else {
         return;
     };
-    let vni = c.create("blue", "--subnet 10.1.0.0/24")["vni"]
+    let vni: u32 = c.create("blue", "--subnet 10.1.0.0/24")["vni"]
         .as_u64()
+        .unwrap()
+        .try_into()
         .unwrap();
     // Host 1 joins once so that later starts resume without the token.
     let out = c.cli(
@@ -480,10 +479,10 @@ fn published_macs_make_unicast_flood_free() {
 }
 
 /// Frames hosts 0 and 1 have flooded on `vni` so far.
-fn flooded(c: &ClusterLab, vni: u64) -> [u64; 2] {
+fn flooded(c: &ClusterLab, vni: u32) -> [u64; 2] {
     [
-        c.engine(0).stat(vni, "flooded"),
-        c.engine(1).stat(vni, "flooded"),
+        c.engine(0).network(vni).flooded,
+        c.engine(1).network(vni).flooded,
     ]
 }
 

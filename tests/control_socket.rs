@@ -64,13 +64,6 @@ fn engine_pid(engine: &Vxnet) -> u32 {
     pid
 }
 
-fn control_stat(engine: &Vxnet, key: &str) -> u64 {
-    let stats = engine.json("stats");
-    stats["control"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no control.{key} in {stats}"))
-}
-
 #[test]
 fn endless_request_is_cut_off_at_the_cap() {
     let Some(lab) = Lab::lan("control_endless_request", 2, Family::V4) else {
@@ -112,7 +105,7 @@ fn endless_request_is_cut_off_at_the_cap() {
         rss_after < rss_before + 16 * 1024,
         "RSS grew from {rss_before} kB to {rss_after} kB"
     );
-    assert_eq!(control_stat(&engine, "oversized"), 1);
+    assert_eq!(engine.stats().control.oversized, 1);
     assert!(lab.host(0).ping("10.1.0.2", 2), "forwarding disturbed");
 }
 
@@ -188,7 +181,7 @@ fn idle_connections_under_a_low_fd_limit_never_lock_out_stats() {
         busy < 25,
         "engine used {busy} ticks of CPU in 1 s while idle"
     );
-    assert!(control_stat(&engine, "evicted") > 0);
+    assert!(engine.stats().control.evicted > 0);
     assert!(lab.host(0).ping("10.1.0.2", 2), "forwarding disturbed");
     drop(holder.stdin.take());
     let _ = holder.wait();
@@ -264,7 +257,7 @@ fn socket_mode_ignores_umask_and_peers_are_checked() {
     assert!(stderr.contains("permission denied: uid 65534"), "{stderr}");
     let fdb = String::from_utf8_lossy(&engine.ctl("fdb show").stdout).into_owned();
     assert!(!fdb.contains("02:11:22:33:44:55"), "{fdb}");
-    assert_eq!(control_stat(&engine, "refused"), 1);
+    assert_eq!(engine.stats().control.refused, 1);
 
     // A control group: mode 0660, its members in, others out.
     let group = TempGroup(format!("vxt{}", std::process::id()));

@@ -83,13 +83,12 @@ fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
     // 64 MB over TCP each way, every byte checked.
     for (from, to, dst) in [(0, 1, "10.1.0.2:5001"), (1, 0, "10.1.0.1:5002")] {
         let addr: SocketAddr = dst.parse().unwrap();
-        let rx = tcp_receive_checked(&lab.host(to).ns, addr, 64 * MB);
-        let tx = tcp_send_pattern(&lab.host(from).ns, addr, 64 * MB);
-        let elapsed = tx.join().unwrap();
-        assert_eq!(
-            rx.join().unwrap(),
+        let elapsed = transfer_checked(
+            &format!("64 MB {from}→{to}"),
+            lab.host(from),
+            lab.host(to),
+            addr,
             64 * MB,
-            "bytes corrupted or lost {from}→{to}"
         );
         eprintln!(
             "64 MB {from}→{to} in {elapsed:?}: {:.2} Gbit/s",
@@ -120,7 +119,7 @@ fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
             );
         }
     }
-    assert_eq!(vx.drop_count(Some(42), "not_peer"), 0);
+    assert_eq!(vx.drops(Some(42), DropReason::NotPeer), 0);
 }
 
 #[test]
@@ -142,12 +141,8 @@ fn ipv6_underlay_against_kernel_vxlan() {
         "kernel → vxnet ping over IPv6 failed"
     );
     let addr: SocketAddr = "10.1.0.2:5003".parse().unwrap();
-    let rx = tcp_receive_checked(&lab.host(1).ns, addr, 16 * MB);
-    tcp_send_pattern(&lab.host(0).ns, addr, 16 * MB)
-        .join()
-        .unwrap();
-    assert_eq!(rx.join().unwrap(), 16 * MB);
-    assert!(vx.peer_stat(lab.host(1).underlay, "rx_packets") > 0);
+    transfer_checked("16 MB 0→1", lab.host(0), lab.host(1), addr, 16 * MB);
+    assert!(vx.peer(lab.host(1).underlay).rx_packets > 0);
 }
 
 /// The same interop with every offload off (`--no-offloads`): plain frames from the TAP, one
@@ -156,7 +151,7 @@ fn no_offloads_against_kernel(test: &str, family: Family, ports: [u16; 2]) {
     let Some((lab, vx)) = kernel_pair(test, family, "--no-offloads") else {
         return;
     };
-    assert_eq!(vx.json("stats")["offloads"], serde_json::json!([]));
+    assert_eq!(vx.stats().offloads, []);
     assert!(
         lab.host(0).ping("10.1.0.2", 3),
         "vxnet → kernel ping failed"
@@ -178,9 +173,9 @@ fn no_offloads_against_kernel(test: &str, family: Family, ports: [u16; 2]) {
             16 * MB,
         );
     }
-    assert_eq!(vx.counter(42, "tso_superframes"), 0);
-    assert_eq!(vx.counter(42, "coalesced_superframes"), 0);
-    assert_eq!(vx.counter(42, "drops.bad_offload"), 0);
+    assert_eq!(vx.network(42).tso_superframes, 0);
+    assert_eq!(vx.network(42).coalesced_superframes, 0);
+    assert_eq!(vx.drops(Some(42), DropReason::BadOffload), 0);
 }
 
 #[test]

@@ -56,8 +56,8 @@ fn kernel_peer_with_default_offloads(test: &str, family: Family, extra: &str) {
         to_vxnet,
         32 * MB,
     );
-    let superframes = vx.counter(42, "tunnel_superframes");
-    let segments = vx.counter(42, "tunnel_segments");
+    let superframes = vx.network(42).tunnel_superframes;
+    let segments = vx.network(42).tunnel_segments;
     assert!(
         superframes > 0,
         "no UDP-tunnel GSO superframe seen from the kernel peer (are its offloads off?)"
@@ -77,15 +77,16 @@ fn kernel_peer_with_default_offloads(test: &str, family: Family, extra: &str) {
     );
 
     assert!(
-        vx.counter(42, "partial_checksums") > 0,
+        vx.network(42).partial_checksums > 0,
         "the kernel peer's partial checksums (its ACKs) were not seen"
     );
-    for reason in ["tap_write", "bad_offload", "oversize", "truncated"] {
-        assert_eq!(
-            vx.counter(42, &format!("drops.{reason}")),
-            0,
-            "{reason} drops"
-        );
+    for reason in [
+        DropReason::TapWrite,
+        DropReason::BadOffload,
+        DropReason::Oversize,
+        DropReason::Truncated,
+    ] {
+        assert_eq!(vx.drops(Some(42), reason), 0, "{reason} drops");
     }
 }
 

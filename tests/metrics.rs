@@ -57,28 +57,29 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
     .expect("per-network rx sample");
     assert!(tx >= 3 && rx >= 3, "3 echoes each way at least: {body}");
     // Taken after the scrape, so counters can only have grown.
-    assert!(a.stat(42, "tx_packets") >= tx);
-    for key in [
-        "gso_batches",
-        "gro_batches",
-        "tso_segments",
-        "coalesced_segments",
+    let net = a.network(42);
+    assert!(net.traffic.tx_packets >= tx);
+    for (key, value) in [
+        ("gso_batches", net.gso_batches),
+        ("gro_batches", net.gro_batches),
+        ("tso_segments", net.tso_segments),
+        ("coalesced_segments", net.coalesced_segments),
     ] {
         let series = format!("vxnet_{key}_total{{network=\"vni42\",vni=\"42\"}}");
         let scraped = sample(&body, &series).unwrap_or_else(|| panic!("{series} in {body}"));
-        assert!(a.stat(42, key) >= scraped, "{series}");
+        assert!(value >= scraped, "{series}");
     }
     let peer = format!("vxnet_peer_tx_packets_total{{peer=\"{}\"}}", h1.underlay);
     assert!(sample(&body, &peer).unwrap() >= 3, "{body}");
-    let stats = a.json("stats");
-    for offload in stats["offloads"].as_array().unwrap() {
-        let series = format!("vxnet_offload_in_use{{offload={offload}}}");
+    let stats = a.stats();
+    for offload in &stats.offloads {
+        let series = format!("vxnet_offload_in_use{{offload=\"{offload}\"}}");
         assert_eq!(sample(&body, &series), Some(1), "{series} in {body}");
     }
-    assert_eq!(sample(&body, "vxnet_workers"), stats["workers"].as_u64());
+    assert_eq!(sample(&body, "vxnet_workers"), Some(stats.workers as u64));
     assert_eq!(
         sample(&body, "vxnet_control_refused_total{reason=\"oversized\"}"),
-        stats["control"]["oversized"].as_u64()
+        Some(stats.control.oversized)
     );
 
     let (status, _) = get(&h0.ns, "127.0.0.1:9109", "/other");

@@ -33,8 +33,8 @@ fn two_vnis_with_the_same_ip_plan_stay_isolated() {
     lab.host(0).must("ip route del 10.1.0.0/24 dev red");
     lab.host(1).must("ip route del 10.1.0.0/24 dev red");
     assert!(lab.host(0).ping("10.1.0.2", 3));
-    let blue_rx = engines[1].stat(100, "rx_packets");
-    let red_rx = engines[1].stat(200, "rx_packets");
+    let blue_rx = engines[1].network(100).traffic.rx_packets;
+    let red_rx = engines[1].network(200).traffic.rx_packets;
     assert!(blue_rx >= 3, "blue carried nothing");
     // Red may have seen IPv6 ND/MLD chatter of its own, but none of blue's pings: host 1's red
     // TAP never answered an ICMP echo.
@@ -55,7 +55,7 @@ fn two_vnis_with_the_same_ip_plan_stay_isolated() {
         .must("ip route del 10.1.0.0/24 dev blue && ip route add 10.1.0.0/24 dev red");
     lab.host(0).must("ip neigh flush dev blue");
     assert!(lab.host(0).ping("10.1.0.2", 3));
-    assert!(engines[1].stat(200, "rx_packets") >= red_rx + 3);
+    assert!(engines[1].network(200).traffic.rx_packets >= red_rx + 3);
     let networks = engines[0].json("networks");
     assert_eq!(networks.as_array().unwrap().len(), 2);
     // Both served from one UDP port.

@@ -10,33 +10,33 @@ use offload_common::*;
 use vxnet_tests::*;
 
 /// What every offload-on engine must report.
-fn all_offloads() -> Vec<String> {
+fn all_offloads() -> Vec<Offload> {
     with_uso(&[
-        "gro-coalescing",
-        "tap-vnet-hdr",
-        "tso",
-        "udp-gro",
-        "udp-gso",
+        Offload::GroCoalescing,
+        Offload::TapVnetHdr,
+        Offload::Tso,
+        Offload::UdpGro,
+        Offload::UdpGso,
     ])
 }
 
 /// The counters that show an engine's TAP -> wire side used TSO + UDP GSO.
 fn assert_sent_with_offloads(name: &str, v: &Vxnet) {
-    let superframes = v.counter(VNI, "tso_superframes");
-    let segments = v.counter(VNI, "tso_segments");
+    let superframes = v.network(VNI).tso_superframes;
+    let segments = v.network(VNI).tso_segments;
     assert!(superframes > 0, "{name}: no TSO superframe was segmented");
     assert!(
         segments > 2 * superframes,
         "{name}: {superframes} superframes made only {segments} segments"
     );
-    assert!(v.counter(VNI, "gso_batches") > 0, "{name}: no UDP GSO send");
+    assert!(v.network(VNI).gso_batches > 0, "{name}: no UDP GSO send");
 }
 
 /// The counters that show an engine's wire -> TAP side used UDP GRO + coalescing.
 fn assert_received_with_offloads(name: &str, v: &Vxnet) {
-    assert!(v.counter(VNI, "gro_batches") > 0, "{name}: no UDP GRO read");
-    let superframes = v.counter(VNI, "coalesced_superframes");
-    let segments = v.counter(VNI, "coalesced_segments");
+    assert!(v.network(VNI).gro_batches > 0, "{name}: no UDP GRO read");
+    let superframes = v.network(VNI).coalesced_superframes;
+    let segments = v.network(VNI).coalesced_segments;
     assert!(superframes > 0, "{name}: nothing was coalesced");
     assert!(
         segments >= 2 * superframes,
@@ -59,8 +59,8 @@ fn bulk_200mb_vxnet_to_vxnet_with_offloads() {
     t.transfer(A, B, 5001, 200 * MB);
     assert_sent_with_offloads("a", &t.a);
     assert_received_with_offloads("b", &t.b);
-    assert_eq!(t.a.counter(VNI, "drops.bad_offload"), 0);
-    assert_eq!(t.b.counter(VNI, "drops.tap_write"), 0);
+    assert_eq!(t.a.drops(Some(VNI), DropReason::BadOffload), 0);
+    assert_eq!(t.b.drops(Some(VNI), DropReason::TapWrite), 0);
 }
 
 /// 200 MB vxnet -> kernel vxlan: vxnet's segmentation and UDP GSO against the kernel's
@@ -75,7 +75,7 @@ fn bulk_200mb_vxnet_to_kernel_with_offloads() {
     t.ping(A, KERNEL);
     t.transfer(A, KERNEL, 5002, 200 * MB);
     assert_sent_with_offloads("a", &t.a);
-    assert_eq!(t.a.counter(VNI, "drops.bad_offload"), 0);
+    assert_eq!(t.a.drops(Some(VNI), DropReason::BadOffload), 0);
 }
 
 /// 200 MB kernel vxlan -> vxnet: UDP GRO reads of what the kernel sent and their coalescing
@@ -89,7 +89,7 @@ fn bulk_200mb_kernel_to_vxnet_with_offloads() {
     t.ping(KERNEL, A);
     t.transfer(KERNEL, A, 5003, 200 * MB);
     assert_received_with_offloads("a", &t.a);
-    assert_eq!(t.a.counter(VNI, "drops.tap_write"), 0);
+    assert_eq!(t.a.drops(Some(VNI), DropReason::TapWrite), 0);
 }
 
 /// Every host advertises MSS 536 for the overlay subnet (`advmss`, the route-level
@@ -116,7 +116,7 @@ fn mss_536_superframes_of_more_than_64_segments_vxnet_to_vxnet() {
     t.transfer(A, B, 5004, 32 * MB);
     t.transfer(B, A, 5005, 32 * MB);
     for (name, v) in [("a", &t.a), ("b", &t.b)] {
-        assert_eq!(v.counter(VNI, "drops.bad_offload"), 0, "{name}");
+        assert_eq!(v.drops(Some(VNI), DropReason::BadOffload), 0, "{name}");
         assert_sent_with_offloads(name, v);
     }
     t.assert_no_drops(&[]);
@@ -131,7 +131,7 @@ fn mss_536_superframes_of_more_than_64_segments_vxnet_and_kernel() {
     t.ping(A, KERNEL);
     t.transfer(A, KERNEL, 5006, 32 * MB);
     t.transfer(KERNEL, A, 5007, 32 * MB);
-    assert_eq!(t.a.counter(VNI, "drops.bad_offload"), 0);
+    assert_eq!(t.a.drops(Some(VNI), DropReason::BadOffload), 0);
     assert_sent_with_offloads("a", &t.a);
     assert_received_with_offloads("a", &t.a);
 }

@@ -2,7 +2,8 @@
 //! (`VXNET_DISABLE_OFFLOADS=tap|gso|gro`) or switched off by the user (`--no-offloads`): the
 //! engine must say what it uses (`vxnet stats --json` and the start-up log line), must really
 //! not use what it dropped (counters stay zero), and traffic must still flow correctly both
-//! ways against a full-offload vxnet and against the kernel's vxlan.
+//! ways against a full-offload vxnet and against the kernel's vxlan. And UDP GSO refused by the
+//! kernel while the engine runs: it falls back, says so, and loses nothing for good.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod offload_common;
@@ -14,7 +15,7 @@ const TRANSFER: u64 = 4 * MB;
 
 /// Offload work counters and whether the engine under test may have done that work.
 struct Expect {
-    offloads: Vec<String>,
+    offloads: Vec<Offload>,
     /// TAP superframes segmented by vxnet (needs the TAP's vnet header + TSO).
     tso: bool,
     /// UDP GSO sends.
@@ -32,16 +33,21 @@ fn fallback(test: &str, env: &[(&str, &str)], args: &str, expect: Expect) {
     let mut want = expect.offloads.clone();
     want.sort();
     assert_eq!(t.a.offloads(), want, "vxnet stats --json offloads");
-    assert_eq!(t.a.logged_offloads(), want, "start-up log line");
+    let reported = t.a.stats().offloads;
+    assert!(
+        t.a.logged_offloads_in_use(&reported),
+        "start-up log line naming {reported:?}: {}",
+        t.a.proc.log_text()
+    );
     // The peer engine keeps everything, so each pair below mixes a fall-back and a full path.
     assert_eq!(
         t.b.offloads(),
         with_uso(&[
-            "gro-coalescing",
-            "tap-vnet-hdr",
-            "tso",
-            "udp-gro",
-            "udp-gso"
+            Offload::GroCoalescing,
+            Offload::TapVnetHdr,
+            Offload::Tso,
+            Offload::UdpGro,
+            Offload::UdpGso
         ]),
         "b"
     );
@@ -55,15 +61,18 @@ fn fallback(test: &str, env: &[(&str, &str)], args: &str, expect: Expect) {
         t.transfer(from, to, port, TRANSFER);
     }
 
-    let a = |key: &str| t.a.counter(VNI, key);
+    let a = t.a.network(VNI);
     let work = [
-        ("tso_superframes", expect.tso),
-        ("gso_batches", expect.gso),
-        ("gro_batches", expect.gro),
-        ("coalesced_superframes", expect.coalesce),
+        ("tso_superframes", a.tso_superframes, expect.tso),
+        ("gso_batches", a.gso_batches, expect.gso),
+        ("gro_batches", a.gro_batches, expect.gro),
+        (
+            "coalesced_superframes",
+            a.coalesced_superframes,
+            expect.coalesce,
+        ),
     ];
-    for (key, used) in work {
-        let n = a(key);
+    for (key, n, used) in work {
         assert_eq!(
             n > 0,
             used,
@@ -71,8 +80,8 @@ fn fallback(test: &str, env: &[(&str, &str)], args: &str, expect: Expect) {
         );
     }
     // What a sent and received went through its counters as whole segments either way.
-    assert!(a("tx_packets") > TRANSFER / 1500);
-    assert!(a("rx_packets") > TRANSFER / 1500);
+    assert!(a.traffic.tx_packets > TRANSFER / 1500);
+    assert!(a.traffic.rx_packets > TRANSFER / 1500);
     t.assert_no_drops(&[]);
 }
 
@@ -85,7 +94,7 @@ fn fallback_without_tap_offloads() {
         &[("VXNET_DISABLE_OFFLOADS", "tap")],
         "",
         Expect {
-            offloads: vec!["udp-gso".into(), "udp-gro".into()],
+            offloads: vec![Offload::UdpGso, Offload::UdpGro],
             tso: false,
             gso: false,
             gro: true,
@@ -102,7 +111,12 @@ fn fallback_without_udp_gso() {
         &[("VXNET_DISABLE_OFFLOADS", "gso")],
         "",
         Expect {
-            offloads: with_uso(&["tap-vnet-hdr", "gro-coalescing", "tso", "udp-gro"]),
+            offloads: with_uso(&[
+                Offload::TapVnetHdr,
+                Offload::GroCoalescing,
+                Offload::Tso,
+                Offload::UdpGro,
+            ]),
             tso: true,
             gso: false,
             gro: true,
@@ -119,7 +133,12 @@ fn fallback_without_udp_gro() {
         &[("VXNET_DISABLE_OFFLOADS", "gro")],
         "",
         Expect {
-            offloads: with_uso(&["tap-vnet-hdr", "gro-coalescing", "tso", "udp-gso"]),
+            offloads: with_uso(&[
+                Offload::TapVnetHdr,
+                Offload::GroCoalescing,
+                Offload::Tso,
+                Offload::UdpGso,
+            ]),
             tso: true,
             gso: true,
             gro: false,
@@ -158,4 +177,55 @@ fn fallback_all_three_by_env_equals_no_offloads() {
             coalesce: false,
         },
     );
+}
+
+/// The kernel starts refusing UDP_SEGMENT sends while traffic flows (see
+/// [`Vxnet::refuse_udp_gso`]): the engine falls back to one datagram per segment for good,
+/// `vxnet stats` stops listing udp-gso at once, and TCP recovers what the refused sends lost.
+#[test]
+fn udp_gso_refused_at_run_time() {
+    let Some(t) = trio("gso_refused", Family::V4, 1500, &[], "") else {
+        return;
+    };
+    if !have_tool("gso_refused", "python3") {
+        return;
+    }
+    let gso_in_use = |v: &Vxnet| v.stats().offloads.contains(&Offload::UdpGso);
+    assert!(gso_in_use(&t.a), "a starts with UDP GSO");
+    t.transfer(A, B, 5201, TRANSFER);
+    let batches = t.a.network(VNI).gso_batches;
+    assert!(
+        batches > 0,
+        "a sent nothing with UDP GSO before the refusal"
+    );
+
+    t.a.refuse_udp_gso();
+    t.transfer(A, B, 5202, TRANSFER);
+    t.transfer(A, KERNEL, 5203, TRANSFER);
+
+    assert!(
+        !gso_in_use(&t.a),
+        "vxnet stats still reports udp-gso after the fall-back; log: {}",
+        t.a.proc.log_text()
+    );
+    assert!(
+        t.a.proc
+            .log_text()
+            .contains("UDP GSO refused by the kernel at run time"),
+        "no fall-back warning: {}",
+        t.a.proc.log_text()
+    );
+    let a = t.a.network(VNI);
+    // At most the sends planned before the refusal was seen by each worker went out as GSO runs.
+    let refused = a.drops[&DropReason::SendError];
+    assert!(refused >= 1, "no refused send counted");
+    assert!(
+        a.gso_batches <= batches + refused,
+        "GSO runs kept being planned after the fall-back: {batches} -> {}",
+        a.gso_batches
+    );
+    // Segmenting goes on; only the sends are single datagrams now.
+    assert!(a.tso_superframes > 0);
+    assert!(gso_in_use(&t.b), "b's own sockets are untouched");
+    t.assert_no_drops(&[DropReason::SendError]);
 }

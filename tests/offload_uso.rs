@@ -30,6 +30,12 @@ fn datagram_len(seq: u64) -> usize {
     }
 }
 
+/// Deterministic pseudo-random bytes, so a receiver can check every byte without a copy.
+fn pattern_byte(i: u64) -> u8 {
+    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 56) as u8 ^ (i as u8)
+}
+
 /// Datagram `seq`: its number, then pattern bytes that depend on it.
 fn fill(seq: u64, buf: &mut [u8]) {
     buf[..8].copy_from_slice(&seq.to_be_bytes());
@@ -156,11 +162,11 @@ fn uso_superframes_are_cut_into_the_senders_datagrams() {
     };
     if !kernel_has_uso() {
         // Nothing to test below 6.2, but the engine must not claim USO.
-        assert!(!t.a.offloads().contains(&"uso".to_string()));
+        assert!(!t.a.offloads().contains(&Offload::Uso));
         return;
     }
     assert!(
-        t.a.offloads().contains(&"uso".to_string()),
+        t.a.offloads().contains(&Offload::Uso),
         "{:?}",
         t.a.offloads()
     );
@@ -168,12 +174,12 @@ fn uso_superframes_are_cut_into_the_senders_datagrams() {
     t.ping(A, KERNEL);
     udp_segment_transfer(&t, B, 6001);
     udp_segment_transfer(&t, KERNEL, 6002);
-    let superframes = t.a.counter(VNI, "uso_superframes");
-    let segments = t.a.counter(VNI, "uso_segments");
+    let superframes = t.a.network(VNI).uso_superframes;
+    let segments = t.a.network(VNI).uso_segments;
     assert!(superframes > 0, "no USO superframe reached vxnet");
     // Every datagram went through vxnet's USO segmenter, none through the kernel's.
     assert_eq!(segments, 2 * SENDS * PER_SEND, "{superframes} superframes");
-    assert!(t.a.counter(VNI, "gso_batches") > 0);
+    assert!(t.a.network(VNI).gso_batches > 0);
     t.assert_no_drops(&[]);
 }
 
@@ -189,12 +195,12 @@ fn uso_refused_falls_back_to_the_kernel_cutting_datagrams() {
         return;
     };
     let offloads = t.a.offloads();
-    assert!(!offloads.contains(&"uso".to_string()), "{offloads:?}");
-    assert!(offloads.contains(&"tso".to_string()), "{offloads:?}");
+    assert!(!offloads.contains(&Offload::Uso), "{offloads:?}");
+    assert!(offloads.contains(&Offload::Tso), "{offloads:?}");
     t.ping(A, B);
     t.ping(A, KERNEL);
     udp_segment_transfer(&t, B, 6003);
     udp_segment_transfer(&t, KERNEL, 6004);
-    assert_eq!(t.a.counter(VNI, "uso_superframes"), 0);
+    assert_eq!(t.a.network(VNI).uso_superframes, 0);
     t.assert_no_drops(&[]);
 }

@@ -128,7 +128,7 @@ impl Pair {
             4 << 20,
         );
         assert!(
-            self.a.counter(42, "gso_batches") > 0,
+            self.a.network(42).gso_batches > 0,
             "the transfer used no UDP GSO send"
         );
     }
@@ -244,7 +244,7 @@ fn inherit_copies_df_ttl_and_dscp_from_each_inner_packet() {
         // ARP.
         _ => Some((false, 64, 0)),
     });
-    assert!(p.a.counter(42, "gso_batches") > 0);
+    assert!(p.a.network(42).gso_batches > 0);
 }
 
 /// IPv6 has no DF bit (the parser reads it as clear): hop limit and traffic class.

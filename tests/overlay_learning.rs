@@ -62,13 +62,13 @@ fn unknown_unicast_floods_then_learned_unicast_goes_to_one_host() {
     lab.host(0).must(&format!(
         "ip neigh replace 10.1.0.3 lladdr {mac2} dev vx42 nud permanent"
     ));
-    let tx1_before = e[0].peer_stat(h1, "tx_packets");
+    let tx1_before = e[0].peer(h1).tx_packets;
     lab.host(0).sh("ping -c 1 -W 1 10.1.0.3");
     assert!(
-        e[0].peer_stat(h1, "tx_packets") > tx1_before,
+        e[0].peer(h1).tx_packets > tx1_before,
         "unknown unicast not flooded to host 1"
     );
-    assert!(e[0].stat(42, "flooded") >= 1);
+    assert!(e[0].network(42).flooded >= 1);
 
     // Host 2 answered: host 0 learned mac2 behind host 2.
     assert!(
@@ -79,15 +79,15 @@ fn unknown_unicast_floods_then_learned_unicast_goes_to_one_host() {
         macs(&e[0])
     );
     // Now unicast goes only to host 2: host 1's counter stands still over 20 pings.
-    let to_h1 = e[0].peer_stat(h1, "tx_packets");
-    let to_h2 = e[0].peer_stat(h2, "tx_packets");
+    let to_h1 = e[0].peer(h1).tx_packets;
+    let to_h2 = e[0].peer(h2).tx_packets;
     assert!(lab.host(0).ping("10.1.0.3", 20));
     assert_eq!(
-        e[0].peer_stat(h1, "tx_packets"),
+        e[0].peer(h1).tx_packets,
         to_h1,
         "learned unicast leaked to host 1"
     );
-    assert!(e[0].peer_stat(h2, "tx_packets") >= to_h2 + 20);
+    assert!(e[0].peer(h2).tx_packets >= to_h2 + 20);
     // Host 1 received nothing of it either.
     let fdb_text = e[0].ctl("fdb show");
     let text = String::from_utf8_lossy(&fdb_text.stdout);
@@ -124,9 +124,9 @@ fn learned_entries_age_out_and_static_entries_survive_and_win() {
 
     // Host 0's replies follow the static entry to the wrong VTEP, so this ping may fail; what
     // matters is that host 1's traffic reached host 0 and did not overwrite the entry.
-    let rx_before = e[0].peer_stat(h1, "rx_packets");
+    let rx_before = e[0].peer(h1).rx_packets;
     lab.host(1).sh("ping -c 2 -i 0.2 -W 1 10.1.0.1");
-    assert!(e[0].peer_stat(h1, "rx_packets") > rx_before);
+    assert!(e[0].peer(h1).rx_packets > rx_before);
     let entries = macs(&e[0]);
     assert!(
         entries.contains(&(mac1.clone(), h2.to_string(), "static".into())),

@@ -12,7 +12,7 @@ use vxnet_tests::*;
 
 const JUMBO: usize = 0;
 const SMALL: usize = 1;
-const VNI: u64 = 42;
+const VNI: u32 = 42;
 
 struct Routed {
     lab: Lab,
@@ -106,7 +106,7 @@ fn check(test: &str, family: Family, args: &str) {
     // 1500 -> jumbo: the small host's own underlay route is the limit.
     transfer(&r, family, SMALL, JUMBO, 5601);
     assert!(
-        small.counter(VNI, "too_big_replies") > 0,
+        small.network(VNI).too_big_replies > 0,
         "no ICMP too-big reply from the 1500 host's vxnet"
     );
     assert_eq!(
@@ -125,10 +125,10 @@ fn check(test: &str, family: Family, args: &str) {
     // host's vxnet passes it on into its TAP.
     transfer(&r, family, JUMBO, SMALL, 5602);
     assert!(
-        jumbo.counter(VNI, "too_big_replies") > 0,
+        jumbo.network(VNI).too_big_replies > 0,
         "no ICMP too-big reply from the jumbo host's vxnet"
     );
-    assert!(jumbo.counter(VNI, "drops.too_big") > 0);
+    assert!(jumbo.drops(Some(VNI), DropReason::TooBig) > 0);
     // Its kernel learned the underlay path from the router, its TCP the overlay path from vxnet.
     assert_eq!(
         learned_mtu(&r, JUMBO, &r.lab.host(SMALL).underlay.to_string()),

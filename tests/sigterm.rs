@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use vxnet_tests::{tcp_receive_checked, tcp_send_pattern, wait_for, Family, Lab, Vxnet};
+use vxnet_tests::{start_transfer, wait_for, Family, Lab, Vxnet};
 
 /// Asserts a clean stop of `engine` (running in `ns`) within `limit`.
 fn stops_cleanly(lab: &Lab, host: usize, engine: &mut Vxnet, limit: Duration) {
@@ -50,10 +50,9 @@ fn sigterm_mid_transfer_exits_cleanly() {
 
     // Far more than can pass before the SIGTERM: the transfer is certainly still running.
     let target: SocketAddr = "10.1.0.2:5002".parse().unwrap();
-    let receiver = tcp_receive_checked(&h1.ns, target, 1 << 40);
-    let sender = tcp_send_pattern(&h0.ns, target, 1 << 40);
+    let transfer = start_transfer("the long transfer", &h0, &h1, target, 1 << 40);
     let flowing = wait_for(Duration::from_secs(10), || {
-        engines[1].stat(42, "rx_bytes") > 20 << 20
+        engines[1].network(42).traffic.rx_bytes > 20 << 20
     });
     assert!(flowing, "the transfer never got going");
 
@@ -66,6 +65,5 @@ fn sigterm_mid_transfer_exits_cleanly() {
 
     // The transfer threads are blocked on a dead path (they time out on their own); the lab's
     // drop removes the namespaces under them.
-    drop(sender);
-    drop(receiver);
+    drop(transfer);
 }

@@ -176,7 +176,11 @@ fn bad_startup_fails_cleanly_with_one_error_line() {
         ("max_fdb_0", "--max-fdb 0", &["max-fdb 0", "1-1048576"]),
         // Above the underlay (1500) is allowed since path-MTU signalling (issue 15); only an
         // outer packet over 64 KB is not.
-        ("mtu_over_outer_max", "--mtu 65500", &["65500", "68-65485"]),
+        (
+            "mtu_over_outer_max",
+            "--mtu 65500",
+            &["65500", "68-65485", "of them VXLAN)"],
+        ),
         ("srcport_low", "--srcport 80-90", &["80-90", "1024"]),
         ("bum_rate_0", "--bum-rate 0", &["0", "1-100000000"]),
         ("tos_ecn", "--tos 3", &["3", "ECN"]),

@@ -29,8 +29,8 @@ fn a_broadcast_flood_is_cut_to_the_bum_rate() {
     let (a, b) = lab.vxnet_pair(&format!("--bum-rate {RATE} --metrics 127.0.0.1:9110"));
     assert!(h0.ping("10.1.0.2", 2));
     let tap_before = tap_tx_packets(h0);
-    let flooded_before = a.counter(42, "flooded");
-    let b_rx_before = b.counter(42, "rx_packets");
+    let flooded_before = a.network(42).flooded;
+    let b_rx_before = b.network(42).traffic.rx_packets;
 
     // As fast as one socket can: about half a second on this machine.
     let elapsed = in_netns(&h0.ns, || {
@@ -49,13 +49,13 @@ fn a_broadcast_flood_is_cut_to_the_bum_rate() {
     let settled = wait_for(Duration::from_secs(5), || {
         let seen = tap_tx_packets(h0) - tap_before;
         let handled =
-            a.counter(42, "flooded") - flooded_before + a.counter(42, "drops.bum_rate_limited");
+            a.network(42).flooded - flooded_before + a.drops(Some(42), DropReason::BumRateLimited);
         handled + 5 >= seen
     });
     assert!(settled, "vxnet did not take every frame off the TAP");
     let offered = tap_tx_packets(h0) - tap_before;
-    let flooded = a.counter(42, "flooded") - flooded_before;
-    let limited = a.counter(42, "drops.bum_rate_limited");
+    let flooded = a.network(42).flooded - flooded_before;
+    let limited = a.drops(Some(42), DropReason::BumRateLimited);
     eprintln!(
         "{offered} frames offered in {elapsed:.2?}: {flooded} flooded, {limited} rate-limited"
     );
@@ -77,9 +77,9 @@ fn a_broadcast_flood_is_cut_to_the_bum_rate() {
     );
     // The peer got what was flooded and no more.
     assert!(wait_for(Duration::from_secs(3), || {
-        b.counter(42, "rx_packets") - b_rx_before >= flooded * 95 / 100
+        b.network(42).traffic.rx_packets - b_rx_before >= flooded * 95 / 100
     }));
-    assert!(b.counter(42, "rx_packets") - b_rx_before <= flooded + 10);
+    assert!(b.network(42).traffic.rx_packets - b_rx_before <= flooded + 10);
     // The same count in the metrics.
     let (status, scrape) = http_get(&h0.ns, "127.0.0.1:9110", "/metrics");
     assert!(status.contains("200"), "{status}");

@@ -98,9 +98,9 @@ fn uniform_mtu(test: &str, family: Family, mtu: u32, len: u64) {
     t.transfer(B, A, 5204, len);
     assert_no_fragments(&t, family);
     // The big segments came from vxnet's segmenter: superframes went in, GSO sends went out.
-    assert!(t.a.counter(VNI, "tso_superframes") > 0);
-    assert!(t.a.counter(VNI, "gso_batches") > 0);
-    assert!(t.a.counter(VNI, "coalesced_superframes") > 0);
+    assert!(t.a.network(VNI).tso_superframes > 0);
+    assert!(t.a.network(VNI).gso_batches > 0);
+    assert!(t.a.network(VNI).coalesced_superframes > 0);
     t.assert_no_drops(&[]);
 }
 
@@ -151,7 +151,7 @@ fn mixed_jumbo_and_1500_underlays() {
         "a sent VXLAN packets the 1500-byte hosts cannot take"
     );
     assert_no_fragments(&t, Family::V4);
-    assert!(t.a.counter(VNI, "tso_superframes") > 0);
-    assert!(t.a.counter(VNI, "gso_batches") > 0);
+    assert!(t.a.network(VNI).tso_superframes > 0);
+    assert!(t.a.network(VNI).gso_batches > 0);
     t.assert_no_drops(&[]);
 }

@@ -2,13 +2,9 @@
 //! etcd, and host 0 has initialised the cluster (the manager).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../crates/ctl/tests/cluster_support/cli_output.rs"]
-mod cli_output;
-#[path = "../../crates/ctl/tests/cluster_support/etcd.rs"]
-pub mod etcd;
-
 #[allow(unused_imports)] // Each test file uses its own subset.
-pub use cli_output::{assert_cli_error, stderr, stdout};
+pub use vxnet_tests::cli::{assert_cli_error, stderr, stdout};
+pub use vxnet_tests::etcd;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -17,6 +13,7 @@ use std::time::Duration;
 
 use etcd::EtcdServer;
 use serde_json::Value;
+use vxnet_dataplane::ClusterInfo;
 use vxnet_tests::{have_tool, vxnet_bin, wait_for, Family, Lab, Vxnet};
 
 /// Hosts 0..3 run vxnet; host 3 (10.0.0.4) runs etcd (and plays the outsider in one test).
@@ -209,8 +206,9 @@ impl ClusterLab {
         addr.split('/').next().unwrap().to_string()
     }
 
-    pub fn cluster_info(&self, i: usize) -> Value {
-        self.engine(i).json("stats")["cluster"].clone()
+    /// What host `i`'s engine reports of its cluster (`None`: not in cluster mode).
+    pub fn cluster_info(&self, i: usize) -> Option<ClusterInfo> {
+        self.engine(i).stats().cluster
     }
 
     pub fn create(&self, name: &str, extra: &str) -> Value {

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use vxnet_tests::*;
 
 pub const MB: u64 = 1 << 20;
-pub const VNI: u64 = 42;
+pub const VNI: u32 = 42;
 pub const A: usize = 0;
 pub const B: usize = 1;
 pub const KERNEL: usize = 2;
@@ -116,13 +116,13 @@ impl Trio {
     }
 
     /// Every drop counter of both engines is zero except those in `allowed`.
-    pub fn assert_no_drops(&self, allowed: &[&str]) {
+    pub fn assert_no_drops(&self, allowed: &[DropReason]) {
         for (name, v) in [("a", &self.a), ("b", &self.b)] {
-            let stats = v.json("stats");
-            for scope in [&stats["networks"][0]["drops"], &stats["drops"]] {
-                for (reason, count) in scope.as_object().unwrap() {
-                    if !allowed.contains(&reason.as_str()) {
-                        assert_eq!(count.as_u64(), Some(0), "{name}: drops.{reason} in {stats}");
+            let stats = v.stats();
+            for scope in [&stats.networks[0].drops, &stats.drops] {
+                for (reason, count) in scope {
+                    if !allowed.contains(reason) {
+                        assert_eq!(*count, 0, "{name}: drops.{reason} in {stats:?}");
                     }
                 }
             }
@@ -140,11 +140,12 @@ pub fn kernel_has_uso() -> bool {
     (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 2)
 }
 
-/// The offloads an engine with everything on reports: `base` plus "uso" where the kernel has it.
-pub fn with_uso(base: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+/// The offloads an engine with everything on reports: `base` plus USO where the kernel has it,
+/// sorted like [`Vxnet::offloads`].
+pub fn with_uso(base: &[Offload]) -> Vec<Offload> {
+    let mut v = base.to_vec();
     if kernel_has_uso() {
-        v.push("uso".to_string());
+        v.push(Offload::Uso);
     }
     v.sort();
     v

@@ -27,14 +27,14 @@ use super::token::{hash_secret, hashes_equal, Role, Token};
 use super::{node, Error, Result};
 
 /// How long `cluster join` waits for a manager to admit it.
-pub const ADMIT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ADMIT_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(300);
 /// Removed nodes' users are looked for every this many polls of the admitter.
 const GC_EVERY: u32 = 10;
 
 /// What a joining node writes under the join prefix (never readable by other join users).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
+pub(crate) struct JoinRequest {
     pub node_id: String,
     pub role: Role,
     /// The token's secret, proving the role asked for.
@@ -48,7 +48,7 @@ pub struct JoinRequest {
 /// Asks to join with `token`, reaching the store as `base` says (endpoints, TLS) and logging in
 /// as the token's join user; waits until a manager admitted this node and returns the node's own
 /// access and store.
-pub async fn request(
+pub(crate) async fn request(
     base: &StoreAccess,
     token: &Token,
     node_id: &str,
@@ -125,13 +125,13 @@ pub async fn request(
 /// Admits join requests and removes the users of removed nodes, while it lives. Runs on a
 /// manager whose store access is the admin identity; aborted on drop.
 #[derive(Debug)]
-pub struct Admitter {
+pub(crate) struct Admitter {
     task: JoinHandle<()>,
 }
 
 impl Admitter {
     /// Starts admitting if `store` is authenticated (meta says so) and reached as its admin.
-    pub async fn start_if_admin(store: &Store) -> Option<Admitter> {
+    pub(crate) async fn start_if_admin(store: &Store) -> Option<Admitter> {
         let meta = store.meta().await.ok()?;
         if !meta.auth || !roles::is_admin(store).await {
             return None;
@@ -179,7 +179,7 @@ async fn pending(store: &Store) -> Result<Vec<KeyValue>> {
 
 /// Admits every valid pending request; an invalid one is dropped with one warning. Returns how
 /// many nodes were admitted.
-pub async fn admit_pending(store: &Store) -> Result<usize> {
+pub(crate) async fn admit_pending(store: &Store) -> Result<usize> {
     let requests = pending(store).await?;
     if requests.is_empty() {
         return Ok(0);
@@ -244,7 +244,7 @@ async fn admit(store: &Store, req: &JoinRequest) -> Result<()> {
 }
 
 /// Deletes the etcd users of nodes that no longer have a node record.
-pub async fn remove_stale_users(store: &Store) -> Result<()> {
+pub(crate) async fn remove_stale_users(store: &Store) -> Result<()> {
     let users = roles::node_users(store).await?;
     if users.is_empty() {
         return Ok(());

@@ -10,6 +10,7 @@
 //! roles limit each node to what its role may change (see `roles.rs`).
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -30,30 +30,30 @@ use super::store::{Retry, Store};
 use super::token::Role;
 use super::{Error, Result};
 
-pub fn manager_role(cluster_id: &str) -> String {
+pub(crate) fn manager_role(cluster_id: &str) -> String {
     format!("vxnet-{cluster_id}-manager")
 }
 
-pub fn worker_role(cluster_id: &str) -> String {
+pub(crate) fn worker_role(cluster_id: &str) -> String {
     format!("vxnet-{cluster_id}-worker")
 }
 
-pub fn joiner_role(cluster_id: &str) -> String {
+pub(crate) fn joiner_role(cluster_id: &str) -> String {
     format!("vxnet-{cluster_id}-joiner")
 }
 
 /// The user (and role) of one admitted node.
-pub fn node_user(cluster_id: &str, node_id: &str) -> String {
+pub(crate) fn node_user(cluster_id: &str, node_id: &str) -> String {
     format!("vxnet-{cluster_id}-node-{node_id}")
 }
 
 /// The user a token of `role` logs in as (its password is the token's secret).
-pub fn join_user(cluster_id: &str, role: Role) -> String {
+pub(crate) fn join_user(cluster_id: &str, role: Role) -> String {
     format!("vxnet-{cluster_id}-join-{role}")
 }
 
 /// Where join requests go: outside the cluster prefix, which every member reads.
-pub fn join_prefix(cluster_id: &str) -> String {
+pub(crate) fn join_prefix(cluster_id: &str) -> String {
     format!("/vxnet-join/{cluster_id}/")
 }
 
@@ -147,7 +147,7 @@ async fn set_user(
 }
 
 /// Changes `user`'s password; etcd refuses it to anyone but the admin.
-pub async fn set_password(store: &Store, user: &str, password: &str) -> Result<()> {
+pub(crate) async fn set_password(store: &Store, user: &str, password: &str) -> Result<()> {
     let (u, p) = (user.to_owned(), password.to_owned());
     auth(store, |mut c| {
         let (u, p) = (u.clone(), p.clone());
@@ -158,7 +158,7 @@ pub async fn set_password(store: &Store, user: &str, password: &str) -> Result<(
 
 /// Whether `store` is reached with etcd's admin (root) identity: only it may list roles once
 /// authentication is on.
-pub async fn is_admin(store: &Store) -> bool {
+pub(crate) async fn is_admin(store: &Store) -> bool {
     auth(store, |mut c| async move { c.role_list().await })
         .await
         .is_ok()
@@ -166,7 +166,11 @@ pub async fn is_admin(store: &Store) -> bool {
 
 /// The shared roles and the two join users (passwords: the tokens' secrets). Re-applying is
 /// harmless.
-pub async fn provision(store: &Store, manager_secret: &str, worker_secret: &str) -> Result<()> {
+pub(crate) async fn provision(
+    store: &Store,
+    manager_secret: &str,
+    worker_secret: &str,
+) -> Result<()> {
     let id = store.cluster_id().to_owned();
     let prefix = store.prefix();
     let (m, w, j) = (manager_role(&id), worker_role(&id), joiner_role(&id));
@@ -214,7 +218,7 @@ pub async fn provision(store: &Store, manager_secret: &str, worker_secret: &str)
 }
 
 /// Removes everything [`provision`] made (a store whose authentication turned out to be off).
-pub async fn unprovision(store: &Store) {
+pub(crate) async fn unprovision(store: &Store) {
     let id = store.cluster_id().to_owned();
     for user in [join_user(&id, Role::Manager), join_user(&id, Role::Worker)] {
         let _ = auth(store, |mut c| {
@@ -234,7 +238,12 @@ pub async fn unprovision(store: &Store) {
 
 /// Gives node `node_id` its own user with `password`: its own node and member records, and the
 /// shared role of `role`.
-pub async fn add_node(store: &Store, node_id: &str, role: Role, password: &str) -> Result<()> {
+pub(crate) async fn add_node(
+    store: &Store,
+    node_id: &str,
+    role: Role,
+    password: &str,
+) -> Result<()> {
     let id = store.cluster_id().to_owned();
     let name = node_user(&id, node_id);
     role_add(store, &name).await?;
@@ -262,7 +271,7 @@ pub async fn add_node(store: &Store, node_id: &str, role: Role, password: &str) 
 }
 
 /// Deletes node `node_id`'s user and role, so a removed node's credentials stop working.
-pub async fn remove_node(store: &Store, node_id: &str) -> Result<()> {
+pub(crate) async fn remove_node(store: &Store, node_id: &str) -> Result<()> {
     let name = node_user(store.cluster_id(), node_id);
     for role in [false, true] {
         let n = name.clone();
@@ -288,7 +297,7 @@ pub async fn remove_node(store: &Store, node_id: &str) -> Result<()> {
 }
 
 /// The node ids that have a user in the store.
-pub async fn node_users(store: &Store) -> Result<Vec<String>> {
+pub(crate) async fn node_users(store: &Store) -> Result<Vec<String>> {
     let prefix = node_user(store.cluster_id(), "");
     let resp = store
         .call(

@@ -3,6 +3,8 @@
 //! a running engine, host firewall management, and the teaching and benchmark tools (explain,
 //! demo, bench). The `vxnet` binary is a thin entry point over this.
 
+#![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -1,5 +1,6 @@
 //! The `vxnet` command line. Kept thin: each subcommand delegates to its module, and any error is
 //! printed as a single `error: …` line with a non-zero exit status (the reference is docs/cli.md).
+#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 

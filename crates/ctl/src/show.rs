@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use vxnet_dataplane::config::DEFAULT_CONTROL_PATH;
 use vxnet_dataplane::control::client::{request, ClientError};
 use vxnet_dataplane::control::proto::{FdbTable, NetworkInfo, PeerRow, Request, StatsReport};
+use vxnet_dataplane::counters::DropReason;
 use vxnet_dataplane::fdb::EntryKind;
 use vxnet_encap::MacAddr;
 
@@ -180,7 +181,8 @@ pub fn render_stats(report: &StatsReport) -> String {
     let offloads = if report.offloads.is_empty() {
         "none".to_string()
     } else {
-        report.offloads.join(" ")
+        let names: Vec<&str> = report.offloads.iter().map(|o| o.name()).collect();
+        names.join(" ")
     };
     let _ = writeln!(out, "workers {}  offloads {offloads}", report.workers);
     if let Some(p) = &report.source_ports {
@@ -244,7 +246,7 @@ pub fn render_stats(report: &StatsReport) -> String {
 }
 
 /// `reason count` pairs of the non-zero drop counters, or `none`.
-fn nonzero(drops: &std::collections::BTreeMap<String, u64>) -> String {
+fn nonzero(drops: &std::collections::BTreeMap<DropReason, u64>) -> String {
     let shown: Vec<String> = drops
         .iter()
         .filter(|(_, v)| **v > 0)

@@ -118,9 +118,13 @@ fn worker_credentials_are_limited_by_etcd() {
 
     // It serves networks and registers, and heals its member record.
     json(&run(&m, &["network", "create", "blue", "--json"]));
+    json(&run(
+        &m,
+        &["network", "create", "sec", "--encrypted", "--json"],
+    ));
     let wp = WatchProc::spawn(&w, "127.0.0.122", 3);
     let both = |v: &serde_json::Value| {
-        network_names(v) == ["blue"]
+        network_names(v) == ["blue", "sec"]
             && alive_members(v).contains(&wid)
             && alive_members(v).len() == 2
     };
@@ -201,12 +205,13 @@ fn worker_credentials_are_limited_by_etcd() {
         vec!["network", "rm", "blue", "--force"],
         vec!["cluster", "rotate"],
         vec!["cluster", "rm", &w2id],
+        vec!["network", "rotate-key", "sec"],
     ] {
         assert_cli_error(&run(&w, &args), "permission denied");
     }
     set_role(&w, "worker");
     let ls = json(&run(&m, &["network", "ls", "--json"]));
-    assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
+    assert_eq!(ls.as_array().unwrap().len(), 2, "{ls}");
     assert!(root(&["get", &format!("/vxnet/{cid}/nodes/{w2id}")]).contains(&w2id));
 
     // A manager that joined with the manager token may change networks but not rotate (that

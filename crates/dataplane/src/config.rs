@@ -12,6 +12,7 @@ use vxnet_encap::{MacAddr, Vni};
 use crate::keyring::{load_key_file, KeyFileError, KeyRing};
 use crate::tuning::{check_bum_rate, FileTuning, TextOrNumber, Tuning};
 
+pub use crate::validate::ValidationError;
 pub use vxnet_encap::esp::DEFAULT_ESP_PORT;
 
 pub const DEFAULT_CONTROL_PATH: &str = "/run/vxnet/vxnet.sock";
@@ -266,7 +267,7 @@ impl EngineConfig {
 
     /// Consistent, but possibly without networks yet (they may be added at run time, e.g. by
     /// the cluster control plane).
-    pub fn check_consistency(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check_consistency(&self) -> Result<(), ConfigError> {
         crate::validate::engine(self)?;
         for n in &self.networks {
             crate::validate::network(n)?;

@@ -1,15 +1,20 @@
 //! Packet counters: per network, per peer, and drops by reason. All relaxed atomics: they are
 //! statistics, read rarely by the control socket, written by the workers.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use vxnet_encap::{DecapError, EncapError, Layer};
 
 /// Why a frame or datagram was dropped. Each is counted on its own: an operator must be able to
 /// tell an attack (not_peer) from a misconfiguration (unknown_vni) from an MTU problem (oversize).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Serialized as its [`name`](DropReason::name); ordered by name, so reports list reasons
+/// alphabetically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// Datagram shorter than the 8-byte VXLAN header.
     TooShort,
@@ -49,7 +54,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub(crate) const ALL: [DropReason; 17] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -96,11 +101,76 @@ impl DropReason {
     }
 }
 
+impl Ord for DropReason {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl PartialOrd for DropReason {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a received datagram that is not usable VXLAN is counted. Every variant is listed, so a
+/// new one cannot be miscounted without a compile error here.
+impl From<DecapError> for DropReason {
+    fn from(error: DecapError) -> Self {
+        match error {
+            DecapError::Truncated { layer, .. } => match layer {
+                Layer::InnerEthernet
+                | Layer::InnerVlan
+                | Layer::InnerIpv4
+                | Layer::InnerIpv6
+                | Layer::InnerTcp
+                | Layer::InnerUdp => DropReason::InnerTooShort,
+                Layer::Vxlan
+                | Layer::OuterEthernet
+                | Layer::OuterIpv4
+                | Layer::OuterIpv6
+                | Layer::OuterUdp
+                | Layer::VirtioNet => DropReason::TooShort,
+            },
+            DecapError::MissingIFlag { .. } => DropReason::NoVniFlag,
+            // Faults of the outer headers. The data plane reads VXLAN from a UDP socket, whose
+            // kernel has checked those headers already, so it never sees these; should a raw
+            // path ever produce them, they count with the header that did not parse.
+            DecapError::NotIp { .. }
+            | DecapError::BadIpv4Header { .. }
+            | DecapError::BadIpv4Checksum
+            | DecapError::Fragmented
+            | DecapError::NotUdp { .. }
+            | DecapError::BadUdpLength { .. }
+            | DecapError::BadUdpChecksum
+            | DecapError::ZeroUdpChecksumIpv6 => DropReason::TooShort,
+        }
+    }
+}
+
+/// How a TAP frame that could not be wrapped is counted (every variant listed, as above).
+impl From<EncapError> for DropReason {
+    fn from(error: EncapError) -> Self {
+        match error {
+            EncapError::InnerTooShort { .. } => DropReason::Runt,
+            // The wrapped frame does not fit what carries it.
+            EncapError::NoHeadroom { .. } | EncapError::TooLong { .. } => DropReason::Oversize,
+            EncapError::MixedAddressFamilies => DropReason::WrongFamily,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct DropCounters([AtomicU64; DropReason::ALL.len()]);
 
 impl DropCounters {
-    pub fn count(&self, reason: DropReason) {
+    pub(crate) fn count(&self, reason: DropReason) {
         self.0[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -109,11 +179,8 @@ impl DropCounters {
     }
 
     /// Every reason with its count (zeros included, so scripts can rely on the keys).
-    pub fn snapshot(&self) -> Vec<(String, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|r| (r.name().to_string(), self.get(*r)))
-            .collect()
+    pub fn snapshot(&self) -> BTreeMap<DropReason, u64> {
+        DropReason::ALL.iter().map(|r| (*r, self.get(*r))).collect()
     }
 
     pub fn total(&self) -> u64 {
@@ -124,24 +191,20 @@ impl DropCounters {
 /// rx = from the wire to the TAP, tx = from the TAP to the wire (one per destination copy).
 #[derive(Debug, Default)]
 pub struct Traffic {
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
+    pub(crate) rx_packets: AtomicU64,
+    pub(crate) rx_bytes: AtomicU64,
+    pub(crate) tx_packets: AtomicU64,
+    pub(crate) tx_bytes: AtomicU64,
 }
 
 impl Traffic {
-    pub fn rx(&self, bytes: usize) {
-        self.rx_many(1, bytes as u64);
-    }
-
     /// `packets` received frames of `bytes` in all (a run counted at once).
-    pub fn rx_many(&self, packets: u64, bytes: u64) {
+    pub(crate) fn rx_many(&self, packets: u64, bytes: u64) {
         self.rx_packets.fetch_add(packets, Ordering::Relaxed);
         self.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub fn tx(&self, packets: u64, bytes: u64) {
+    pub(crate) fn tx(&self, packets: u64, bytes: u64) {
         self.tx_packets.fetch_add(packets, Ordering::Relaxed);
         self.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -168,41 +231,41 @@ pub struct TrafficSnapshot {
 #[derive(Debug, Default)]
 pub struct Events {
     /// Frames sent to every peer (broadcast, multicast, unknown unicast).
-    pub flooded: AtomicU64,
+    pub(crate) flooded: AtomicU64,
     pub learned: AtomicU64,
     pub moved: AtomicU64,
     /// New MACs not learned because the table was at `--max-fdb`.
     pub fdb_full: AtomicU64,
     /// TCP superframes read from the TAP (TSO) and cut into segments by vxnet ...
-    pub tso_superframes: AtomicU64,
+    pub(crate) tso_superframes: AtomicU64,
     /// ... and the segments they made.
-    pub tso_segments: AtomicU64,
+    pub(crate) tso_segments: AtomicU64,
     /// UDP superframes read from the TAP (USO) and cut into datagrams by vxnet ...
-    pub uso_superframes: AtomicU64,
+    pub(crate) uso_superframes: AtomicU64,
     /// ... and the datagrams they made.
-    pub uso_segments: AtomicU64,
+    pub(crate) uso_segments: AtomicU64,
     /// Runs of equal-size datagrams handed to the kernel in one `UDP_SEGMENT` send.
-    pub gso_batches: AtomicU64,
+    pub(crate) gso_batches: AtomicU64,
     /// UDP GRO reads that carried more than one VXLAN datagram.
-    pub gro_batches: AtomicU64,
+    pub(crate) gro_batches: AtomicU64,
     /// Superframes coalesced from received TCP segments and written to the TAP ...
-    pub coalesced_superframes: AtomicU64,
+    pub(crate) coalesced_superframes: AtomicU64,
     /// ... and the segments merged into them.
-    pub coalesced_segments: AtomicU64,
+    pub(crate) coalesced_segments: AtomicU64,
     /// Received inner TCP/UDP checksums a kernel VTEP on this machine left partial (for a NIC
     /// that a veth is not) and vxnet completed.
-    pub partial_checksums: AtomicU64,
+    pub(crate) partial_checksums: AtomicU64,
     /// Datagrams from a kernel VTEP on this machine that carried a whole inner superframe
     /// (UDP-tunnel GSO through a veth), written to the TAP unsplit ...
-    pub tunnel_superframes: AtomicU64,
+    pub(crate) tunnel_superframes: AtomicU64,
     /// ... and the segments they stand for.
-    pub tunnel_segments: AtomicU64,
+    pub(crate) tunnel_segments: AtomicU64,
     /// ICMP frag-needed / packet-too-big replies written into the TAP (path-MTU signalling).
-    pub too_big_replies: AtomicU64,
+    pub(crate) too_big_replies: AtomicU64,
 }
 
 impl Events {
-    pub fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -245,7 +308,7 @@ pub struct SourcePortSnapshot {
 }
 
 /// Per-remote-VTEP counters.
-pub type PeerCounters = Traffic;
+pub(crate) type PeerCounters = Traffic;
 
 /// Remote VTEPs by address. A peer gets counters when it is configured or first heard from;
 /// the number of peers heard from is bounded so `--accept-any` cannot be made to grow it forever.
@@ -256,7 +319,7 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         PeerTable {
             map: papaya::HashMap::builder()
                 .hasher(foldhash::fast::RandomState::default())
@@ -266,7 +329,7 @@ impl PeerTable {
     }
 
     /// The counters of `peer`, created on first use while under the limit.
-    pub fn counters(&self, peer: IpAddr) -> Option<Arc<PeerCounters>> {
+    pub(crate) fn counters(&self, peer: IpAddr) -> Option<Arc<PeerCounters>> {
         let map = self.map.pin();
         if let Some(c) = map.get(&peer) {
             return Some(Arc::clone(c));
@@ -280,7 +343,7 @@ impl PeerTable {
     }
 
     /// Applies `f` to the peer's counters without cloning the Arc (the per-packet path).
-    pub fn with<F: FnOnce(&PeerCounters)>(&self, peer: IpAddr, f: F) {
+    pub(crate) fn with<F: FnOnce(&PeerCounters)>(&self, peer: IpAddr, f: F) {
         let map = self.map.pin();
         if let Some(c) = map.get(&peer) {
             f(c);
@@ -301,5 +364,60 @@ impl PeerTable {
             .collect();
         rows.sort_by_key(|(ip, _)| *ip);
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vxnet_encap::decapsulate;
+
+    #[test]
+    fn reasons_serialize_as_their_names_in_name_order() {
+        for reason in DropReason::ALL {
+            let json = serde_json::to_value(reason).unwrap();
+            assert_eq!(json, reason.name(), "{reason:?}");
+            assert_eq!(serde_json::from_value::<DropReason>(json).unwrap(), reason);
+        }
+        let counters = DropCounters::default();
+        counters.count(DropReason::SendError);
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot.len(), DropReason::ALL.len(), "zeros included");
+        let keys: Vec<&str> = snapshot.keys().map(|r| r.name()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+        let text = serde_json::to_string(&snapshot).unwrap();
+        assert!(text.contains("\"send_error\":1"), "{text}");
+        let back: BTreeMap<DropReason, u64> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, snapshot);
+    }
+
+    #[test]
+    fn decapsulation_errors_count_as_the_layer_that_failed() {
+        let reason = |datagram: &[u8]| DropReason::from(decapsulate(datagram).unwrap_err());
+        assert_eq!(reason(&[0x08, 0, 0]), DropReason::TooShort);
+        assert_eq!(reason(&[0; 8 + 14]), DropReason::NoVniFlag);
+        assert_eq!(
+            reason(&[0x08, 0, 0, 0, 0, 0, 42, 0, 1]),
+            DropReason::InnerTooShort
+        );
+        let truncated = |layer| DecapError::Truncated {
+            layer,
+            required: 1,
+            actual: 0,
+        };
+        assert_eq!(
+            DropReason::from(truncated(Layer::InnerVlan)),
+            DropReason::InnerTooShort
+        );
+        assert_eq!(
+            DropReason::from(truncated(Layer::OuterUdp)),
+            DropReason::TooShort
+        );
+        assert_eq!(
+            DropReason::from(EncapError::InnerTooShort { len: 3 }),
+            DropReason::Runt
+        );
     }
 }

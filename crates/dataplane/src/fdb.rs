@@ -24,19 +24,15 @@ pub enum EntryKind {
 }
 
 #[derive(Debug)]
-pub struct FdbEntry {
+pub(crate) struct FdbEntry {
     dst: IpAddr,
     kind: EntryKind,
     last_seen: AtomicU64,
 }
 
 impl FdbEntry {
-    pub fn dst(&self) -> IpAddr {
+    pub(crate) fn dst(&self) -> IpAddr {
         self.dst
-    }
-
-    pub fn kind(&self) -> EntryKind {
-        self.kind
     }
 }
 
@@ -144,7 +140,7 @@ impl Fdb {
     }
 
     /// Removes an entry of either kind; returns whether there was one.
-    pub fn remove(&self, mac: MacAddr) -> bool {
+    pub(crate) fn remove(&self, mac: MacAddr) -> bool {
         match self.map.pin().remove(&mac.to_u64()) {
             Some(e) => {
                 if e.kind == EntryKind::Learned {
@@ -157,7 +153,7 @@ impl Fdb {
     }
 
     /// Drops learned entries idle for at least `ageing`; returns how many.
-    pub fn age_out(&self, now: Millis, ageing: Millis) -> usize {
+    pub(crate) fn age_out(&self, now: Millis, ageing: Millis) -> usize {
         let map = self.map.pin();
         let mut removed = 0;
         for (k, e) in map.iter() {
@@ -178,11 +174,12 @@ impl Fdb {
         removed
     }
 
-    pub fn learned_count(&self) -> usize {
+    #[cfg(test)]
+    fn learned_count(&self) -> usize {
         self.learned.load(Ordering::Relaxed)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
@@ -191,7 +188,7 @@ impl Fdb {
     }
 
     /// Destinations of static entries: they are known peers and may send to us.
-    pub fn static_destinations(&self) -> Vec<IpAddr> {
+    pub(crate) fn static_destinations(&self) -> Vec<IpAddr> {
         let mut out: Vec<IpAddr> = self
             .map
             .pin()

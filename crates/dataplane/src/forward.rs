@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use vxnet_encap::wire::VXLAN_HEADER_LEN;
-use vxnet_encap::{decapsulate, DecapError, InnerFrame, Layer, Vni};
+use vxnet_encap::{decapsulate, InnerFrame, Vni};
 
 use crate::counters::{DropCounters, DropReason, Events, PeerTable};
 use crate::fdb::{Learned, Millis};
@@ -44,7 +44,7 @@ pub struct Forwarder {
     port: u16,
     local: IpAddr,
     accept_any: bool,
-    /// Shared with the forwarder generations that follow this one (see [`Forwarder::with_networks`]).
+    /// Shared with the forwarder generations that follow this one (see `Forwarder::with_networks`).
     pub peers: Arc<PeerTable>,
     /// Drops not attributable to a network (bad header, unknown VNI).
     pub drops: Arc<DropCounters>,
@@ -100,7 +100,7 @@ impl Forwarder {
 
     /// The next generation when networks are added or removed at run time: same settings, and
     /// the same per-peer and engine-wide counters, so nothing counted so far is lost.
-    pub fn with_networks(&self, networks: Vec<Arc<Network>>) -> Self {
+    pub(crate) fn with_networks(&self, networks: Vec<Arc<Network>>) -> Self {
         let forwarder = Forwarder {
             networks,
             port: self.port,
@@ -126,15 +126,15 @@ impl Forwarder {
         &self.networks
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
-    pub fn local(&self) -> IpAddr {
+    pub(crate) fn local(&self) -> IpAddr {
         self.local
     }
 
-    pub fn network_index(&self, vni: Vni) -> Option<usize> {
+    pub(crate) fn network_index(&self, vni: Vni) -> Option<usize> {
         // A handful of networks per engine: a linear scan beats hashing.
         self.networks.iter().position(|n| n.vni() == vni)
     }
@@ -156,13 +156,16 @@ impl Forwarder {
 
     /// Like [`from_tap`](Self::from_tap); a `superframe` (TSO, to be segmented at the MSS) is
     /// exempt from the MTU check because each of its segments fits.
-    pub fn from_tap_frame(&self, index: usize, frame: &[u8], superframe: bool) -> TapAction {
+    // Named for where the frame comes from, like `from_tap` and `from_wire`.
+    #[allow(clippy::wrong_self_convention)]
+    pub(crate) fn from_tap_frame(&self, index: usize, frame: &[u8], superframe: bool) -> TapAction {
         self.from_tap_at(index, frame, superframe, None)
     }
 
     /// [`from_tap_frame`](Self::from_tap_frame) with storm control: at `now` (nanoseconds since
     /// the engine's epoch) a frame to flood over the network's `--bum-rate` is dropped as
     /// [`DropReason::BumRateLimited`]. Without `now` no limit applies.
+    #[allow(clippy::wrong_self_convention)]
     pub fn from_tap_at(
         &self,
         index: usize,
@@ -295,7 +298,14 @@ impl Forwarder {
 
     /// Adds delivered traffic: `packets` inner frames of `inner` bytes in all, from datagrams of
     /// `bytes`.
-    pub fn count_rx(&self, network: usize, sender: IpAddr, packets: u64, inner: u64, bytes: u64) {
+    pub(crate) fn count_rx(
+        &self,
+        network: usize,
+        sender: IpAddr,
+        packets: u64,
+        inner: u64,
+        bytes: u64,
+    ) {
         if let Some(n) = self.networks.get(network) {
             n.traffic.rx_many(packets, inner);
         }
@@ -304,7 +314,7 @@ impl Forwarder {
 
     /// Longest datagram that can hold a single frame of any network: anything longer is a GRO
     /// run or a tunnel superframe (see [`from_wire_superframe`](Self::from_wire_superframe)).
-    pub fn max_single_datagram(&self) -> usize {
+    pub(crate) fn max_single_datagram(&self) -> usize {
         self.networks
             .iter()
             .map(|n| VXLAN_HEADER_LEN + Self::max_frame(n, true))
@@ -316,7 +326,8 @@ impl Forwarder {
     /// VTEP's UDP-tunnel GSO through a veth; the caller checked the shape): larger than the
     /// network's MTU by design, so that check is skipped. The caller counts what it delivers
     /// with [`count_rx`](Self::count_rx), in segments.
-    pub fn from_wire_superframe(
+    #[allow(clippy::wrong_self_convention)]
+    pub(crate) fn from_wire_superframe(
         &self,
         now: Millis,
         source: SocketAddr,
@@ -341,14 +352,7 @@ impl Forwarder {
         let decapsulated = match decapsulate(datagram) {
             Ok(d) => d,
             Err(e) => {
-                let reason = match e {
-                    DecapError::MissingIFlag { .. } => DropReason::NoVniFlag,
-                    DecapError::Truncated {
-                        layer: Layer::InnerEthernet,
-                        ..
-                    } => DropReason::InnerTooShort,
-                    _ => DropReason::TooShort,
-                };
+                let reason = DropReason::from(e);
                 self.drops.count(reason);
                 return WireAction::Drop(reason);
             }

@@ -1,4 +1,10 @@
 //! The vxnet engine.
+//!
+//! Surface: `pub` is what `vxnet` (the CLI), the integration tests and the benchmarks use;
+//! everything else is `pub(crate)`, and `unreachable_pub` keeps it that way. `unsafe` is denied
+//! outside [`sys`], the one module that talks to the kernel below `std`.
+#![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod config;
 pub mod control;
@@ -10,15 +16,17 @@ pub mod fdb;
 pub mod forward;
 pub mod keyring;
 pub mod network;
-pub mod reload;
-pub mod service;
+pub mod offload;
+pub(crate) mod reload;
+pub(crate) mod service;
 pub mod source_port;
 pub mod state;
-pub mod storm;
+pub(crate) mod storm;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tuning;
-pub mod validate;
-pub mod worker;
+pub(crate) mod validate;
+pub(crate) mod worker;
 
 pub use config::{EngineConfig, NetworkConfig};
 pub use engine::{ClusterInfo, Engine, EngineControl, EngineError};

@@ -22,24 +22,24 @@ pub struct PeerSet {
     /// Head-end replication list: broadcast, multicast and unknown unicast go to each.
     pub flood: Vec<SocketAddr>,
     /// Sources accepted on receive (sorted): flood peers plus static FDB destinations.
-    pub allowed: Vec<IpAddr>,
+    pub(crate) allowed: Vec<IpAddr>,
 }
 
 impl PeerSet {
-    pub fn allows(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allows(&self, ip: IpAddr) -> bool {
         self.allowed.binary_search(&ip).is_ok()
     }
 }
 
 /// Where the peers come from; the snapshot is their union. Owned by the control plane.
 #[derive(Debug, Clone, Default)]
-pub struct PeerSources {
+pub(crate) struct PeerSources {
     /// `--remote` / `remotes = [...]`.
-    pub configured: Vec<IpAddr>,
+    pub(crate) configured: Vec<IpAddr>,
     /// All-zeros FDB entries (`vxnet fdb add 00:00:00:00:00:00 --dst IP`), as with the kernel.
-    pub flood_entries: Vec<IpAddr>,
+    pub(crate) flood_entries: Vec<IpAddr>,
     /// Members of the cluster serving this network.
-    pub cluster: Vec<IpAddr>,
+    pub(crate) cluster: Vec<IpAddr>,
 }
 
 /// Static settings of a network, fixed at start.
@@ -112,7 +112,7 @@ impl Network {
         self.crypto.is_some()
     }
 
-    pub fn vni(&self) -> Vni {
+    pub(crate) fn vni(&self) -> Vni {
         self.settings.vni
     }
 
@@ -122,7 +122,7 @@ impl Network {
     }
 
     /// Changes the peer sources and publishes a new snapshot.
-    pub fn update_sources<F: FnOnce(&mut PeerSources)>(&self, f: F) {
+    pub(crate) fn update_sources<F: FnOnce(&mut PeerSources)>(&self, f: F) {
         {
             let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut sources);
@@ -130,7 +130,7 @@ impl Network {
         self.rebuild_peers();
     }
 
-    pub fn sources(&self) -> PeerSources {
+    pub(crate) fn sources(&self) -> PeerSources {
         self.sources
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -11,11 +11,11 @@ use crate::control::proto::ReloadReport;
 use crate::engine::EngineControl;
 
 /// Produces the configuration as it would be at start now (flags and file, re-read).
-pub type ConfigSource = Box<dyn FnMut() -> Result<EngineConfig, String> + Send>;
+pub(crate) type ConfigSource = Box<dyn FnMut() -> Result<EngineConfig, String> + Send>;
 
 /// The reload state of a static-mode engine: where its configuration comes from and what of
 /// it is applied.
-pub struct Reloader {
+pub(crate) struct Reloader {
     source: ConfigSource,
     applied: EngineConfig,
 }
@@ -118,13 +118,13 @@ fn restart_only(old: &EngineConfig, new: &EngineConfig) -> Vec<String> {
 }
 
 impl Reloader {
-    pub fn new(applied: EngineConfig, source: ConfigSource) -> Reloader {
+    pub(crate) fn new(applied: EngineConfig, source: ConfigSource) -> Reloader {
         Reloader { source, applied }
     }
 
     /// Re-reads the configuration and applies it. `Err` (nothing changed) when the new one is
     /// invalid; otherwise what changed, with the networks that failed to apply.
-    pub fn reload(&mut self, control: &EngineControl) -> Result<ReloadReport, String> {
+    pub(crate) fn reload(&mut self, control: &EngineControl) -> Result<ReloadReport, String> {
         let new = (self.source)()?;
         new.validate().map_err(|e| e.to_string())?;
         // Every remote resolves before anything changes (a name that no longer resolves makes
@@ -216,7 +216,7 @@ impl Reloader {
 }
 
 /// The log lines of one reload.
-pub fn log_outcome(trigger: &str, outcome: &Result<ReloadReport, String>) {
+pub(crate) fn log_outcome(trigger: &str, outcome: &Result<ReloadReport, String>) {
     match outcome {
         Err(e) => {
             tracing::error!("{trigger}: configuration not reloaded, the running one stays: {e}")

@@ -11,13 +11,13 @@ fn send(states: &[NotifyState<'_>]) {
 }
 
 /// The engine forwards and answers on its control socket.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// A reload starts (systemd waits for the next READY=1 before `systemctl reload` returns; the
 /// timestamp is what `Type=notify-reload` asks for).
-pub fn reloading() {
+pub(crate) fn reloading() {
     let mut states = vec![NotifyState::Reloading];
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         states.push(now);
@@ -25,6 +25,6 @@ pub fn reloading() {
     send(&states);
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping]);
 }

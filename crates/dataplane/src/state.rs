@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::counters::{SourcePortCounters, SourcePortSnapshot};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
+use crate::offload::{Offload, UdpGso};
 
 /// The engine's membership in an etcd-backed cluster, as its control plane last saw it; `None`
 /// in static mode. Shown by `vxnet networks --json` and `vxnet stats --json`.
@@ -37,14 +38,17 @@ pub struct ClusterInfo {
 pub struct EngineState {
     /// The current forwarding generation; replaced (never mutated) when networks change.
     forwarder: ArcSwap<Forwarder>,
-    pub epoch: Instant,
-    pub workers: usize,
-    offloads: Mutex<Vec<String>>,
+    pub(crate) epoch: Instant,
+    pub(crate) workers: usize,
+    /// What the current generation uses ...
+    offloads: Mutex<Vec<Offload>>,
+    /// ... with UDP GSO as it is now: the workers switch it off when the kernel refuses it.
+    gso: Arc<UdpGso>,
     /// `--address` (or cluster-assigned address) of each network, by network name.
     addresses: Mutex<BTreeMap<String, String>>,
     cluster: Mutex<Option<ClusterInfo>>,
     /// Refusals of the control socket (`vxnet stats`: `control`).
-    pub control_counters: ControlCounters,
+    pub(crate) control_counters: ControlCounters,
     source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
 }
 
@@ -72,12 +76,14 @@ impl EngineState {
         forwarder: Forwarder,
         workers: usize,
         addresses: BTreeMap<String, String>,
+        gso: Arc<UdpGso>,
     ) -> Self {
         EngineState {
             forwarder: ArcSwap::from_pointee(forwarder),
             epoch: Instant::now(),
             workers,
             offloads: Mutex::new(Vec::new()),
+            gso,
             addresses: Mutex::new(addresses),
             cluster: Mutex::new(None),
             control_counters: ControlCounters::default(),
@@ -109,17 +115,22 @@ impl EngineState {
     }
 
     /// Makes `forwarder` the generation the control plane sees, with the offloads it uses.
-    pub(crate) fn publish(&self, forwarder: Arc<Forwarder>, offloads: Vec<String>) {
+    pub(crate) fn publish(&self, forwarder: Arc<Forwarder>, offloads: Vec<Offload>) {
         self.forwarder.store(forwarder);
         *lock(&self.offloads) = offloads;
     }
 
-    /// Offloads in use, e.g. "tap-vnet-hdr", "tso", "udp-gso", "udp-gro".
-    pub fn offloads(&self) -> Vec<String> {
-        lock(&self.offloads).clone()
+    /// The offloads in use at this moment.
+    pub(crate) fn offloads(&self) -> Vec<Offload> {
+        let gso = self.gso.in_use();
+        lock(&self.offloads)
+            .iter()
+            .copied()
+            .filter(|o| *o != Offload::UdpGso || gso)
+            .collect()
     }
 
-    pub fn address(&self, network: &str) -> Option<String> {
+    pub(crate) fn address(&self, network: &str) -> Option<String> {
         lock(&self.addresses).get(network).cloned()
     }
 
@@ -131,7 +142,7 @@ impl EngineState {
         };
     }
 
-    pub fn cluster(&self) -> Option<ClusterInfo> {
+    pub(crate) fn cluster(&self) -> Option<ClusterInfo> {
         lock(&self.cluster).clone()
     }
 
@@ -144,4 +155,26 @@ impl EngineState {
 /// still the best there is.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_offloads_follow_a_run_time_gso_refusal() {
+        let gso = UdpGso::new(true);
+        let forwarder = Forwarder::new(Vec::new(), "10.0.0.1".parse().unwrap(), 4789, false);
+        let state = EngineState::new(forwarder, 1, BTreeMap::new(), Arc::clone(&gso));
+        let generation = vec![Offload::TapVnetHdr, Offload::UdpGso, Offload::UdpGro];
+        state.publish(state.forwarder(), generation);
+        assert_eq!(
+            state.offloads(),
+            [Offload::TapVnetHdr, Offload::UdpGso, Offload::UdpGro]
+        );
+        // A worker sees the kernel refuse a UDP_SEGMENT send: reported at once, no new
+        // generation needed.
+        gso.refused();
+        assert_eq!(state.offloads(), [Offload::TapVnetHdr, Offload::UdpGro]);
+    }
 }

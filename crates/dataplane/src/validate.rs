@@ -14,29 +14,29 @@ use crate::config::{EngineConfig, NetworkConfig};
 /// TAP MTU: the kernel's `ETH_MIN_MTU` (the IPv4 minimum, RFC 791) to `ETH_MAX_MTU`. The upper
 /// end is further bounded by the largest outer packet (65535 bytes) minus the VXLAN overhead,
 /// checked when the TAP is opened; an MTU above the underlay's is allowed (path-MTU signalling).
-pub const MTU: RangeInclusive<u32> = 68..=65535;
+pub(crate) const MTU: RangeInclusive<u32> = 68..=65535;
 /// Forwarding threads: each takes one queue of every TAP, and the kernel's TUN driver allows at
 /// most `MAX_TAP_QUEUES` (256) queues per device; one more fails with E2BIG.
-pub const THREADS: RangeInclusive<usize> = 1..=256;
+pub(crate) const THREADS: RangeInclusive<usize> = 1..=256;
 /// FDB ageing in seconds (the kernel's vxlan default is 300): 0 would expire every learned MAC
 /// at once; the top (about 11.5 days) keeps the millisecond clock arithmetic far from overflow.
-pub const AGEING_SECS: RangeInclusive<u64> = 1..=1_000_000;
+pub(crate) const AGEING_SECS: RangeInclusive<u64> = 1..=1_000_000;
 /// Learned entries per network: at least one, at most 2^20 (a little over 100 MB of table per
 /// network at the top; a segment with more stations wants more than one network).
-pub const MAX_FDB: RangeInclusive<usize> = 1..=1 << 20;
+pub(crate) const MAX_FDB: RangeInclusive<usize> = 1..=1 << 20;
 /// UDP port: 0 would bind a random port peers cannot know.
-pub const PORT: RangeInclusive<u16> = 1..=65535;
+pub(crate) const PORT: RangeInclusive<u16> = 1..=65535;
 /// Outer source ports (`srcport MIN-MAX`): within this, MIN <= MAX. Below 1024 are the
 /// well-known ports a service may need.
-pub const SRCPORT: RangeInclusive<u16> = 1024..=65535;
+pub(crate) const SRCPORT: RangeInclusive<u16> = 1024..=65535;
 /// Storm control, frames per second (`bum_rate`; absent: no limit). 0 would flood nothing; past
 /// the top a flood is no longer a storm one could tell from traffic.
-pub const BUM_RATE: RangeInclusive<u32> = 1..=100_000_000;
+pub(crate) const BUM_RATE: RangeInclusive<u32> = 1..=100_000_000;
 /// A fixed outer TTL / hop limit (`ttl`; 0 is `auto`, the system default).
-pub const TTL: RangeInclusive<u8> = 1..=255;
+pub(crate) const TTL: RangeInclusive<u8> = 1..=255;
 /// A fixed outer TOS / traffic class (`tos`): DSCP only, the two ECN bits 0 (RFC 6040: the
 /// outer ECN field stays Not-ECT since vxnet does not copy CE back on decapsulation).
-pub const TOS: RangeInclusive<u8> = 0..=252;
+pub(crate) const TOS: RangeInclusive<u8> = 0..=252;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ValidationError {
@@ -84,7 +84,7 @@ where
 }
 
 /// The engine-wide values of `config` (networks are checked by [`network`]).
-pub fn engine(config: &EngineConfig) -> Result<(), ValidationError> {
+pub(crate) fn engine(config: &EngineConfig) -> Result<(), ValidationError> {
     in_range("threads", config.threads, &THREADS)?;
     in_range("port", config.port, &PORT)?;
     in_range("esp-port", config.esp_port, &PORT)?;
@@ -99,7 +99,7 @@ pub fn engine(config: &EngineConfig) -> Result<(), ValidationError> {
 
 /// `srcport`, `ttl`, `tos` and the default `bum_rate`. Flags and files are checked when parsed
 /// (with these ranges); this catches values built in code, e.g. by the cluster control plane.
-pub fn tuning(tuning: &crate::tuning::Tuning) -> Result<(), ValidationError> {
+pub(crate) fn tuning(tuning: &crate::tuning::Tuning) -> Result<(), ValidationError> {
     use vxnet_encap::outer::{TosPolicy, TtlPolicy, ECN_MASK};
     let r = tuning.srcport;
     if !SRCPORT.contains(&r.min) || r.min > r.max {
@@ -132,7 +132,7 @@ pub fn tuning(tuning: &crate::tuning::Tuning) -> Result<(), ValidationError> {
 }
 
 /// One network's own values (the VNI is range-checked when parsed: [`vxnet_encap::Vni`]).
-pub fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
+pub(crate) fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
     name(&network.name)?;
     if let Some(mtu) = network.mtu {
         in_range(format!("mtu of network {}", network.name), mtu, &MTU)?;
@@ -155,7 +155,7 @@ pub fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
 
 /// Network names go into log lines, control replies and (in cluster mode) store keys, so they
 /// are kept to a plain, printable set.
-pub fn name(name: &str) -> Result<(), ValidationError> {
+pub(crate) fn name(name: &str) -> Result<(), ValidationError> {
     let ok = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -168,7 +168,7 @@ pub fn name(name: &str) -> Result<(), ValidationError> {
 }
 
 /// Names, VNIs and devices are each unique among `networks`.
-pub fn unique_names(networks: &[NetworkConfig]) -> Result<(), ValidationError> {
+pub(crate) fn unique_names(networks: &[NetworkConfig]) -> Result<(), ValidationError> {
     for (i, n) in networks.iter().enumerate() {
         if networks[..i].iter().any(|other| other.name == n.name) {
             return Err(ValidationError::DuplicateName(n.name.clone()));
@@ -196,7 +196,7 @@ fn not_unicast(addr: IpAddr) -> Option<&'static str> {
 }
 
 /// The local VTEP address: unicast (the engine binds and sends from it).
-pub fn check_local(local: IpAddr) -> Result<(), ValidationError> {
+pub(crate) fn check_local(local: IpAddr) -> Result<(), ValidationError> {
     match not_unicast(local) {
         Some(reason) => Err(ValidationError::BadDestination {
             what: "local address",
@@ -210,7 +210,11 @@ pub fn check_local(local: IpAddr) -> Result<(), ValidationError> {
 /// A destination VTEP (`--remote`, `remotes`, `fdb add --dst`): a unicast address other than
 /// this engine's own VTEP. Each destination is also an accepted sender, and a frame sent to our
 /// own address or to loopback would come back into our own TAP and teach us our own MACs.
-pub fn destination(what: &'static str, addr: IpAddr, local: IpAddr) -> Result<(), ValidationError> {
+pub(crate) fn destination(
+    what: &'static str,
+    addr: IpAddr,
+    local: IpAddr,
+) -> Result<(), ValidationError> {
     let reason = if addr == local {
         Some("it is this engine's own VTEP (--local)")
     } else {

@@ -1,6 +1,8 @@
 //! Proof that the forwarding core allocates nothing per packet in steady state: a counting global
 //! allocator, armed only on this test's thread while it forwards thousands of frames each way.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// A counting global allocator is `unsafe impl GlobalAlloc` by definition.
+#![allow(unsafe_code)]
 
 mod common;
 

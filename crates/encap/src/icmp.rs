@@ -22,12 +22,12 @@ use crate::wire::{
 mod field {
     use std::ops::Range;
 
-    pub const TYPE: usize = 0;
-    pub const CODE: usize = 1;
-    pub const CHECKSUM: Range<usize> = 2..4;
-    pub const V4_MTU: Range<usize> = 6..8;
-    pub const V6_MTU: Range<usize> = 4..8;
-    pub const HEADER: usize = 8;
+    pub(super) const TYPE: usize = 0;
+    pub(super) const CODE: usize = 1;
+    pub(super) const CHECKSUM: Range<usize> = 2..4;
+    pub(super) const V4_MTU: Range<usize> = 6..8;
+    pub(super) const V6_MTU: Range<usize> = 4..8;
+    pub(super) const HEADER: usize = 8;
 }
 
 /// An 802.1Q / 802.1ad tag between the MACs and the EtherType.

@@ -18,6 +18,7 @@
 //! - [`icmp`]: the ICMP frag-needed / ICMPv6 packet-too-big replies of path-MTU signalling.
 //! - [`outer`]: the outer DF / TTL / TOS policy (`df`, `ttl`, `tos` as iproute2 names them).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod checksum;
 pub mod decap;

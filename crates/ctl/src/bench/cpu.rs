@@ -10,7 +10,7 @@ const FALLBACK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// Cumulative CPU ticks at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
+pub(super) struct Snapshot {
     /// utime + stime of the vxnet processes; `None` for a pair without any.
     processes: Option<u64>,
     /// Busy ticks of all CPUs together.
@@ -19,13 +19,13 @@ pub struct Snapshot {
 
 /// CPU seconds used between two snapshots.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Usage {
+pub(super) struct Usage {
     pub vxnet_s: Option<f64>,
     pub machine_s: f64,
 }
 
 impl Snapshot {
-    pub fn take(pids: &[u32]) -> Result<Self, String> {
+    pub(super) fn take(pids: &[u32]) -> Result<Self, String> {
         let processes = if pids.is_empty() {
             None
         } else {
@@ -44,7 +44,7 @@ impl Snapshot {
         Ok(Snapshot { processes, machine })
     }
 
-    pub fn since(&self, earlier: &Snapshot) -> Usage {
+    pub(super) fn since(&self, earlier: &Snapshot) -> Usage {
         let hz = ticks_per_second();
         let seconds = |now: u64, then: u64| now.saturating_sub(then) as f64 / hz;
         Usage {

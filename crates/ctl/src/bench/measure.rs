@@ -29,13 +29,13 @@ pub enum ToolChoice {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tool {
+pub(super) enum Tool {
     Iperf3(PathBuf),
     Builtin,
 }
 
 impl Tool {
-    pub fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Tool::Iperf3(_) => "iperf3",
             Tool::Builtin => "builtin",
@@ -44,7 +44,7 @@ impl Tool {
 }
 
 /// The tool to use and why, in words for the user.
-pub fn choose(choice: ToolChoice) -> Result<(Tool, String), String> {
+pub(super) fn choose(choice: ToolChoice) -> Result<(Tool, String), String> {
     let found = find_in_path("iperf3");
     match (choice, found) {
         (ToolChoice::Builtin, _) => Ok((Tool::Builtin, "builtin, as --tool asked".into())),
@@ -61,13 +61,13 @@ pub fn choose(choice: ToolChoice) -> Result<(Tool, String), String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Throughput {
+pub(super) struct Throughput {
     pub gbit_per_s: f64,
     pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PingStats {
+pub(super) struct PingStats {
     pub sent: u32,
     pub received: u32,
     pub p50_ms: f64,
@@ -75,7 +75,7 @@ pub struct PingStats {
 }
 
 /// Runs measurements on one topology; tool processes are registered with the cleanup.
-pub struct Meter<'a> {
+pub(super) struct Meter<'a> {
     cleanup: &'a Cleanup,
     topo: &'a Topology,
     tool: Tool,
@@ -86,7 +86,7 @@ pub struct Meter<'a> {
 
 impl<'a> Meter<'a> {
     /// Starts the iperf3 server on host b when iperf3 is the tool.
-    pub fn start(
+    pub(super) fn start(
         cleanup: &'a Cleanup,
         topo: &'a Topology,
         tool: Tool,
@@ -110,7 +110,7 @@ impl<'a> Meter<'a> {
         })
     }
 
-    pub fn seconds(&self) -> u64 {
+    pub(super) fn seconds(&self) -> u64 {
         self.seconds
     }
 
@@ -121,7 +121,7 @@ impl<'a> Meter<'a> {
     }
 
     /// TCP from host a to `target` over `streams` connections for `--seconds`; the receiver's rate.
-    pub fn tcp(&mut self, target: Ipv4Addr, streams: usize) -> Result<Throughput, String> {
+    pub(super) fn tcp(&mut self, target: Ipv4Addr, streams: usize) -> Result<Throughput, String> {
         match self.tool.clone() {
             Tool::Iperf3(iperf3) => self.iperf3(&iperf3, target, streams),
             Tool::Builtin => {
@@ -180,7 +180,7 @@ impl<'a> Meter<'a> {
     }
 
     /// `--pings` pings from host a to `target`, after a few unrecorded ones (caches, wake-ups).
-    pub fn ping(&mut self, target: Ipv4Addr) -> Result<PingStats, String> {
+    pub(super) fn ping(&mut self, target: Ipv4Addr) -> Result<PingStats, String> {
         let warmup = warmup_pings(self.pings);
         let total = warmup + self.pings;
         let deadline = (f64::from(total) * PING_INTERVAL_S).ceil() as u64 + 5;
@@ -226,7 +226,7 @@ impl<'a> Meter<'a> {
     }
 
     /// Pings `target` until it answers (ARP and the FDBs filled), for up to `timeout`.
-    pub fn wait_reachable(&mut self, target: Ipv4Addr, timeout: Duration) -> bool {
+    pub(super) fn wait_reachable(&mut self, target: Ipv4Addr, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let target = target.to_string();
         while Instant::now() < deadline {
@@ -249,7 +249,7 @@ impl<'a> Meter<'a> {
 }
 
 /// Pings sent before the recorded ones, to leave caches and wake-up paths warm.
-pub fn warmup_pings(pings: u32) -> u32 {
+pub(super) fn warmup_pings(pings: u32) -> u32 {
     (pings / 10).max(5)
 }
 

@@ -228,7 +228,7 @@ fn bench(
         underlay_mtu: topo.mtu,
         engine: settings,
         engine_workers: engine.as_ref().map(|e| e.workers),
-        engine_offloads: engine.map(|e| e.offloads),
+        engine_offloads: engine.map(|e| e.offloads.iter().map(|o| o.name().to_string()).collect()),
         method: report::Method::new(tool_name, args.seconds, pings, measure::warmup_pings(pings)),
         wakeup_round_trip_us,
         ratios: report::ratios(&results),

@@ -15,14 +15,14 @@ use crate::netns::{engine, ip, Cleanup, NetnsError};
 
 /// What runs at one end of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(super) enum End {
     Kernel,
     Vxnet,
 }
 
 /// One pair; its name, label, VNI and port go into the report as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PairSpec {
+pub(super) struct PairSpec {
     /// The key in the JSON report.
     pub name: &'static str,
     /// The row name in the table.
@@ -39,7 +39,7 @@ pub struct PairSpec {
 
 impl PairSpec {
     /// The overlay address of host `i` (0 = a, 1 = b): 10.VNI.0.(i+1).
-    pub fn overlay(&self, i: usize) -> Ipv4Addr {
+    pub(super) fn overlay(&self, i: usize) -> Ipv4Addr {
         let vni = u8::try_from(self.vni).unwrap_or(u8::MAX);
         Ipv4Addr::new(10, vni, 0, 1 + i as u8)
     }
@@ -53,7 +53,7 @@ impl PairSpec {
 }
 
 /// Measured in this order in every round.
-pub const PAIRS: [PairSpec; 4] = [
+pub(super) const PAIRS: [PairSpec; 4] = [
     PairSpec {
         name: "kernel",
         label: "kernel",
@@ -90,7 +90,7 @@ pub const PAIRS: [PairSpec; 4] = [
 
 /// Engine settings passed to every `vxnet run` of the bench, for per-technique comparisons.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct EngineSettings {
+pub(super) struct EngineSettings {
     /// `--threads N`; `None` = the engine's default (one per core).
     pub threads: Option<u64>,
     /// `--no-offloads`.
@@ -122,7 +122,7 @@ impl EngineSettings {
     }
 
     /// As flags of `vxnet bench`, for the report.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let mut parts = vec![match self.threads {
             Some(n) => format!("--threads {n}"),
             None => "default threads".into(),
@@ -143,7 +143,7 @@ impl EngineSettings {
 
 /// A pair ready for traffic from host a to [`Pair::target`].
 #[derive(Debug)]
-pub struct Pair {
+pub(super) struct Pair {
     pub spec: PairSpec,
     pub engines: Vec<engine::Engine>,
     /// Of the overlay device at host a and host b, read back from the kernel once they are up.
@@ -151,16 +151,16 @@ pub struct Pair {
 }
 
 impl Pair {
-    pub fn target(&self) -> Ipv4Addr {
+    pub(super) fn target(&self) -> Ipv4Addr {
         self.spec.overlay(1)
     }
 
-    pub fn vxnet_pids(&self) -> Vec<u32> {
+    pub(super) fn vxnet_pids(&self) -> Vec<u32> {
         self.engines.iter().map(|e| e.pid).collect()
     }
 }
 
-pub fn build(
+pub(super) fn build(
     cleanup: &Cleanup,
     topo: &Topology,
     exe: &Path,
@@ -256,7 +256,7 @@ fn kernel_vxlan(
 }
 
 /// What the first vxnet engine says it runs with (workers, offloads in use).
-pub fn engine_report(pairs: &[Pair]) -> Option<StatsReport> {
+pub(super) fn engine_report(pairs: &[Pair]) -> Option<StatsReport> {
     let engine = pairs.iter().flat_map(|p| &p.engines).next()?;
     let value = request(&engine.control, &Request::Stats).ok()?;
     serde_json::from_value(value).ok()

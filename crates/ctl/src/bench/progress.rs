@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 const CLEAR_LINE: &str = "\r\x1b[2K";
 
 #[derive(Debug)]
-pub struct Progress {
+pub(super) struct Progress {
     tty: bool,
     /// A status line is on screen without its newline.
     open: bool,
@@ -16,7 +16,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Progress {
             tty: std::io::stderr().is_terminal(),
             open: false,
@@ -25,19 +25,19 @@ impl Progress {
         }
     }
 
-    pub fn count_steps(&mut self, total: usize) {
+    pub(super) fn count_steps(&mut self, total: usize) {
         self.total = total;
         self.done = 0;
     }
 
     /// The next of the counted measurements.
-    pub fn step(&mut self, what: &str) {
+    pub(super) fn step(&mut self, what: &str) {
         self.done += 1;
         self.status(&format!("[{}/{}] {what}", self.done, self.total));
     }
 
     /// What is being done now: replaces the previous status on a terminal.
-    pub fn status(&mut self, text: &str) {
+    pub(super) fn status(&mut self, text: &str) {
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "{CLEAR_LINE}vxnet bench: {text}");
@@ -49,13 +49,13 @@ impl Progress {
     }
 
     /// A line that stays.
-    pub fn note(&mut self, text: &str) {
+    pub(super) fn note(&mut self, text: &str) {
         self.clear();
         eprintln!("vxnet bench: {text}");
     }
 
     /// Removes the status line, if one is on screen.
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         if self.open {
             eprint!("{CLEAR_LINE}");
             self.open = false;

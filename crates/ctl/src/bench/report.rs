@@ -10,11 +10,11 @@ use super::measure::{PingStats, Throughput};
 use super::pairs::{EngineSettings, PairSpec};
 
 /// How the rounds are combined into one figure per pair.
-pub const STATISTIC: &str = "median";
+pub(super) const STATISTIC: &str = "median";
 
 /// The figures of one pair in one round.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Round {
+pub(super) struct Round {
     pub round: usize,
     #[serde(flatten)]
     pub figures: Figures,
@@ -26,7 +26,13 @@ pub struct Round {
 }
 
 impl Round {
-    pub fn new(round: usize, x1: Throughput, x4: Throughput, ping: PingStats, cpu: Usage) -> Self {
+    pub(super) fn new(
+        round: usize,
+        x1: Throughput,
+        x4: Throughput,
+        ping: PingStats,
+        cpu: Usage,
+    ) -> Self {
         let gb = x1.bytes as f64 / 1e9;
         let per_gb = |s: f64| (gb > 0.0).then(|| s / gb);
         Round {
@@ -49,7 +55,7 @@ impl Round {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Figures {
+pub(super) struct Figures {
     pub tcp_x1_gbit_per_s: f64,
     pub tcp_x4_gbit_per_s: f64,
     pub ping_p50_ms: f64,
@@ -87,7 +93,7 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PairResult {
+pub(super) struct PairResult {
     #[serde(flatten)]
     pub spec: PairSpec,
     pub vxnet_processes: usize,
@@ -100,7 +106,7 @@ pub struct PairResult {
 }
 
 impl PairResult {
-    pub fn new(
+    pub(super) fn new(
         spec: PairSpec,
         vxnet_processes: usize,
         overlay_mtu: [u32; 2],
@@ -118,7 +124,7 @@ impl PairResult {
 
 /// A pair's figure divided by the kernel pair's (`None` where either is missing or zero).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Ratios {
+pub(super) struct Ratios {
     /// The pair divided (the key in the JSON).
     #[serde(skip)]
     pub pair: &'static str,
@@ -149,7 +155,7 @@ impl Ratios {
 
 /// How each figure was measured, in words; printed under the table and kept in the JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Method {
+pub(super) struct Method {
     pub throughput: String,
     pub latency: String,
     pub vxnet_cpu: String,
@@ -159,7 +165,7 @@ pub struct Method {
 }
 
 impl Method {
-    pub fn new(tool: &str, seconds: u64, pings: u32, warmup: u32) -> Self {
+    pub(super) fn new(tool: &str, seconds: u64, pings: u32, warmup: u32) -> Self {
         Method {
             throughput: format!(
                 "from host a to host b for {seconds} s, 1 and 4 streams, rate at the receiver \
@@ -190,7 +196,7 @@ impl Method {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
+pub(super) struct Report {
     pub tool: &'static str,
     pub tool_detail: String,
     pub seconds: u64,
@@ -237,7 +243,7 @@ fn by_name<T: Named + Serialize, S: Serializer>(items: &[T], s: S) -> Result<S::
 }
 
 /// Ratios of every pair but the kernel pair (the first) against it.
-pub fn ratios(pairs: &[PairResult]) -> Vec<Ratios> {
+pub(super) fn ratios(pairs: &[PairResult]) -> Vec<Ratios> {
     let Some((kernel, others)) = pairs.split_first() else {
         return Vec::new();
     };
@@ -287,7 +293,7 @@ impl Report {
         format!("differs: {}", each.join(", "))
     }
 
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let mut out = String::new();
         let rounds = if self.repeat == 1 { "round" } else { "rounds" };
         let _ = writeln!(

@@ -12,40 +12,40 @@ use crate::netns::{ip, Cleanup, NetnsError};
 
 /// One veth pair between the hosts: device name (the same on both ends) and the two addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Underlay {
+pub(super) struct Underlay {
     pub dev: &'static str,
     pub addrs: [&'static str; 2],
 }
 
-pub const UNDERLAY_PREFIX: u8 = 24;
+pub(super) const UNDERLAY_PREFIX: u8 = 24;
 
 /// An Ethernet underlay.
-pub const DEFAULT_MTU: u32 = 1500;
+pub(super) const DEFAULT_MTU: u32 = 1500;
 /// The least that leaves an IPv6-capable overlay (1280) room for the 50-byte wrap.
-pub const MIN_MTU: i64 = 1330;
+pub(super) const MIN_MTU: i64 = 1330;
 /// The largest jumbo frame switches commonly carry.
-pub const MAX_MTU: i64 = 9216;
+pub(super) const MAX_MTU: i64 = 9216;
 
 /// Carries the kernel pair and the vxnet pair.
-pub const SHARED: Underlay = Underlay {
+pub(super) const SHARED: Underlay = Underlay {
     dev: "eth0",
     addrs: ["192.168.250.1", "192.168.250.2"],
 };
 
 /// Carries the mixed pair (vxnet on host a, the sender; kernel vxlan on b).
-pub const MIXED: Underlay = Underlay {
+pub(super) const MIXED: Underlay = Underlay {
     dev: "eth1",
     addrs: ["192.168.251.1", "192.168.251.2"],
 };
 
 /// Carries the mixed pair the other way round (kernel vxlan on host a, the sender; vxnet on b).
-pub const MIXED_REVERSE: Underlay = Underlay {
+pub(super) const MIXED_REVERSE: Underlay = Underlay {
     dev: "eth2",
     addrs: ["192.168.252.1", "192.168.252.2"],
 };
 
 #[derive(Debug)]
-pub struct Topology {
+pub(super) struct Topology {
     /// Host a (the senders) and host b (the receivers).
     pub ns: [String; 2],
     /// Control sockets, logs, captured tool output.
@@ -55,7 +55,7 @@ pub struct Topology {
 }
 
 /// Names unique to this process, so concurrent runs (tests, a user's run) never collide.
-pub fn names() -> ([String; 2], PathBuf) {
+pub(super) fn names() -> ([String; 2], PathBuf) {
     let pid = std::process::id();
     (
         [format!("vxbench-{pid}-a"), format!("vxbench-{pid}-b")],
@@ -63,7 +63,7 @@ pub fn names() -> ([String; 2], PathBuf) {
     )
 }
 
-pub fn build(cleanup: &Cleanup, mtu: u32) -> Result<Topology, NetnsError> {
+pub(super) fn build(cleanup: &Cleanup, mtu: u32) -> Result<Topology, NetnsError> {
     let (ns, dir) = names();
     cleanup.make_dir(&dir)?;
     for name in &ns {
@@ -86,7 +86,7 @@ pub fn build(cleanup: &Cleanup, mtu: u32) -> Result<Topology, NetnsError> {
 }
 
 /// A device's MTU as its namespace sees it (`ip -o link show` prints `… mtu N …`).
-pub fn link_mtu(ns: &str, dev: &str) -> Result<u32, NetnsError> {
+pub(super) fn link_mtu(ns: &str, dev: &str) -> Result<u32, NetnsError> {
     let out = ip(&["-n", ns, "-o", "link", "show", "dev", dev])?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_mtu(&text)

@@ -15,7 +15,7 @@ const WARMUP: usize = 200;
 
 /// Median time for a message to go to another thread and its answer to come back, both threads
 /// asleep until woken (two wake-ups), in microseconds. None if the echo thread cannot start.
-pub fn round_trip_us() -> Option<f64> {
+pub(super) fn round_trip_us() -> Option<f64> {
     let (to_echo, echo_rx) = mpsc::sync_channel::<u32>(0);
     let (echo_tx, from_echo) = mpsc::sync_channel::<u32>(0);
     let echo = std::thread::Builder::new()

@@ -116,3 +116,43 @@ impl Encryption {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vxnet_cluster::keyring::DEFAULT_ROTATION;
+
+    fn net(name: &str, encrypted: bool) -> NetworkDef {
+        NetworkDef {
+            name: name.into(),
+            vni: 4096,
+            subnet: None,
+            encrypted,
+        }
+    }
+
+    #[test]
+    fn encrypted_networks_wait_for_a_valid_ring() {
+        let mut view = ClusterView {
+            networks: vec![net("sec", true), net("plain", false)],
+            ..ClusterView::default()
+        };
+        let mut enc = Encryption::default();
+        assert!(enc.servable(&view, &net("plain", false)));
+        assert!(!enc.servable(&view, &net("sec", true)));
+        let ring = NetworkKeys::new("sec", DEFAULT_ROTATION).published();
+        view.keys.insert("sec".into(), ring.clone());
+        assert!(enc.servable(&view, &net("sec", true)));
+        // A ring for a network the view does not call encrypted is not used.
+        view.keys.insert("plain".into(), ring.clone());
+        assert!(view.key_ring("plain").is_none());
+
+        let engine = engine_ring(&ring);
+        assert_eq!(engine.send.0, 1);
+        assert_eq!(
+            engine.keys.iter().map(|(e, _)| e.0).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(engine.validate().is_ok());
+    }
+}

@@ -74,7 +74,7 @@ pub enum NetworkCmd {
 }
 
 /// `30s`, `15m`, `12h`, `1d`, or several of them (`1h30m`); a bare number is seconds.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let bad = || format!("invalid duration {text:?} (expected e.g. 90s, 30m, 12h, 1d)");
     let text = text.trim();
     if text.is_empty() {

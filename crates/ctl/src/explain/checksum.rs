@@ -13,7 +13,7 @@ use vxnet_encap::checksum::{self, Sum};
 /// The verdict on one checksum field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
-pub enum Check {
+pub(super) enum Check {
     /// The data sums to all ones with the field included.
     Verified,
     /// The field holds exactly the pseudo-header sum: the sender left it to checksum offload.
@@ -35,7 +35,7 @@ pub enum Check {
 
 impl Check {
     /// The note shown next to the field in the text view.
-    pub fn note(&self) -> String {
+    pub(super) fn note(&self) -> String {
         match self {
             Check::Verified => "verified".into(),
             Check::LeftToOffload => "left to checksum offload (not verified): it holds only the \
@@ -60,7 +60,7 @@ impl Check {
 
 /// How a zero field is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Zero {
+pub(super) enum Zero {
     /// TCP, ICMP: zero is just a value.
     IsAValue,
     /// UDP over IPv4: zero means none.
@@ -72,7 +72,7 @@ pub enum Zero {
 /// Judges a TCP/UDP/ICMPv6 checksum field: `segment` is the whole upper-layer packet (header,
 /// field included, and payload), `field_at` the field's offset in it, `pseudo` its pseudo-header
 /// (`None` for ICMPv4, which has none). `complete` is false when the capture lacks part of it.
-pub fn transport(
+pub(super) fn transport(
     segment: &[u8],
     field_at: usize,
     pseudo: Option<Sum>,
@@ -121,7 +121,7 @@ fn expected(segment: &[u8], field_at: usize, pseudo: Sum, zero: Zero) -> u16 {
 }
 
 /// Judges an IPv4 header checksum (`header` includes options).
-pub fn ipv4_header(header: &[u8]) -> Check {
+pub(super) fn ipv4_header(header: &[u8]) -> Check {
     const FIELD: usize = 10;
     if checksum::verifies(Sum::new().add_bytes(header)) {
         return Check::Verified;
@@ -137,7 +137,7 @@ pub fn ipv4_header(header: &[u8]) -> Check {
 /// The correct value for a checksum field, to repair a scratch copy of a packet so the data
 /// plane's own decapsulation (which rejects bad checksums, as a VTEP must) can lay out its
 /// layers. The bytes shown are always the captured ones.
-pub fn repaired(segment: &[u8], field_at: usize, pseudo: Sum, udp: bool) -> u16 {
+pub(super) fn repaired(segment: &[u8], field_at: usize, pseudo: Sum, udp: bool) -> u16 {
     let zero = if udp { Zero::MeansNone } else { Zero::IsAValue };
     expected(segment, field_at, pseudo, zero)
 }

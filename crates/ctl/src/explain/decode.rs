@@ -13,20 +13,20 @@ use super::checksum::Check;
 use super::esp::EspContext;
 use super::fields::{ethertype_name, ip_protocol_name};
 use super::inner::inner_layers;
-pub use super::link::LinkType;
+pub(super) use super::link::LinkType;
 use super::link::{link_layer, Link};
 use super::model::{hex16, Layer, LayerKind, Packet};
 use super::outer::{self, Outer};
 
 /// Why a frame was not explained: the full reason, and the kind it is counted under.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skip {
+pub(super) struct Skip {
     pub reason: String,
     pub kind: String,
 }
 
 impl Skip {
-    pub fn new(reason: impl Into<String>, kind: impl Into<String>) -> Self {
+    pub(super) fn new(reason: impl Into<String>, kind: impl Into<String>) -> Self {
         Skip {
             reason: reason.into(),
             kind: kind.into(),
@@ -34,7 +34,7 @@ impl Skip {
     }
 
     /// A reason that is its own kind (it holds no per-packet particulars).
-    pub fn plain(reason: impl Into<String>) -> Self {
+    pub(super) fn plain(reason: impl Into<String>) -> Self {
         let reason = reason.into();
         Skip {
             kind: reason.clone(),
@@ -107,7 +107,7 @@ fn looks_like_vxlan(payload: &[u8]) -> bool {
         && payload[7] == 0
 }
 
-pub fn port_list(ports: &[u16]) -> String {
+pub(super) fn port_list(ports: &[u16]) -> String {
     ports
         .iter()
         .map(u16::to_string)
@@ -129,7 +129,7 @@ fn decap_kind(e: &DecapError) -> String {
 
 /// Explains one captured frame (plain VXLAN, or ESP-in-UDP through `esp`), or says why it is
 /// neither.
-pub fn explain_frame(
+pub(super) fn explain_frame(
     frame: usize,
     link_type: LinkType,
     data: &[u8],
@@ -255,7 +255,7 @@ const STANDARD_MTU: usize = 1500;
 
 /// The packet-level lines: checksums left to offload (one line), each wrong checksum, and a
 /// superframe bigger than a standard MTU.
-pub fn remarks(layers: &[Layer], outer_ip_len: usize) -> Vec<String> {
+pub(super) fn remarks(layers: &[Layer], outer_ip_len: usize) -> Vec<String> {
     let mut remarks = Vec::new();
     let mut offloaded = Vec::new();
     for layer in layers {

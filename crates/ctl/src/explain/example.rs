@@ -16,28 +16,28 @@ use super::esp::EspContext;
 use super::model::{Explanation, Overhead, Source};
 use super::ExplainError;
 
-pub const CONTAINER_A: (Ipv4Addr, [u8; 6]) = (
+pub(super) const CONTAINER_A: (Ipv4Addr, [u8; 6]) = (
     Ipv4Addr::new(172, 17, 0, 2),
     [0x02, 0x42, 0xac, 0x11, 0x00, 0x02],
 );
-pub const CONTAINER_B: (Ipv4Addr, [u8; 6]) = (
+pub(super) const CONTAINER_B: (Ipv4Addr, [u8; 6]) = (
     Ipv4Addr::new(172, 17, 0, 3),
     [0x02, 0x42, 0xac, 0x11, 0x00, 0x03],
 );
-pub const HOST_A: (Ipv4Addr, [u8; 6]) = (
+pub(super) const HOST_A: (Ipv4Addr, [u8; 6]) = (
     Ipv4Addr::new(192, 168, 205, 10),
     [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0a],
 );
-pub const HOST_B: (Ipv4Addr, [u8; 6]) = (
+pub(super) const HOST_B: (Ipv4Addr, [u8; 6]) = (
     Ipv4Addr::new(192, 168, 205, 11),
     [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0b],
 );
-pub const VNI: u32 = 42;
+pub(super) const VNI: u32 = 42;
 /// What `ping` puts in an echo request, shortened: enough to see the payload is carried as is.
 const PING_PAYLOAD: &[u8] = b"vxnet explain: ping!";
 
 /// The inner frame container A sends to container B: an ICMP echo request.
-pub fn inner_frame() -> Result<Vec<u8>, ExplainError> {
+pub(super) fn inner_frame() -> Result<Vec<u8>, ExplainError> {
     let builder = PacketBuilder::ethernet2(CONTAINER_A.1, CONTAINER_B.1)
         .ipv4(CONTAINER_A.0.octets(), CONTAINER_B.0.octets(), 64)
         .icmpv4_echo_request(0x1d2c, 1);
@@ -49,7 +49,7 @@ pub fn inner_frame() -> Result<Vec<u8>, ExplainError> {
 }
 
 /// The whole outer packet host A puts on the wire, built by the data plane's encapsulation.
-pub fn outer_packet(dst_port: u16) -> Result<Vec<u8>, ExplainError> {
+pub(super) fn outer_packet(dst_port: u16) -> Result<Vec<u8>, ExplainError> {
     let inner = inner_frame()?;
     let vni = Vni::new(VNI).map_err(|e| ExplainError::Example(e.to_string()))?;
     // The port vxnet's engine sends this flow from: the one the flow hash picks in the default
@@ -77,7 +77,7 @@ pub fn outer_packet(dst_port: u16) -> Result<Vec<u8>, ExplainError> {
     Ok(buf.split_off(start))
 }
 
-pub fn worked_example(dst_port: u16) -> Result<Explanation, ExplainError> {
+pub(super) fn worked_example(dst_port: u16) -> Result<Explanation, ExplainError> {
     let bytes = outer_packet(dst_port)?;
     let mut no_esp = EspContext::new(Vec::new(), None);
     let packet = explain_frame(
@@ -123,7 +123,7 @@ const EXAMPLE_SEQUENCE: u64 = (1 << 32) + 42;
 
 /// The encrypted packet host A sends, sealed by the data plane's ESP code, with the SPI and key
 /// material of its SA.
-pub fn encrypted_packet(
+pub(super) fn encrypted_packet(
     esp_port: u16,
 ) -> Result<
     (
@@ -171,7 +171,7 @@ pub fn encrypted_packet(
     Ok((packet, id.spi, sa.key_material().clone()))
 }
 
-pub fn encrypted_example(esp_port: u16) -> Result<Explanation, ExplainError> {
+pub(super) fn encrypted_example(esp_port: u16) -> Result<Explanation, ExplainError> {
     let (bytes, spi, material) = encrypted_packet(esp_port)?;
     let keys = KeyTable::single(spi, material, "the example's SA");
     let mut esp = EspContext::new(vec![esp_port], Some(keys));

@@ -63,7 +63,7 @@ fn mac_note(bytes: &[u8]) -> &'static str {
 }
 
 /// The inner frame's layers and a one-line summary of what it carries.
-pub fn inner_layers(frame: &[u8], base: usize, outer_src: IpAddr) -> (Vec<Layer>, String) {
+pub(super) fn inner_layers(frame: &[u8], base: usize, outer_src: IpAddr) -> (Vec<Layer>, String) {
     let mut layers = Vec::new();
     // `decapsulate` guarantees an Ethernet header, so this only fails on a broken invariant; show
     // the bytes as payload rather than panic.

@@ -1,6 +1,6 @@
 //! `--json`: the same `Explanation` the text view draws, as one JSON document.
 
-pub fn to_string<T: serde::Serialize>(explanation: &T) -> String {
+pub(super) fn to_string<T: serde::Serialize>(explanation: &T) -> String {
     // The model holds only strings, numbers and vectors, which serde_json always serialises.
     let mut out = serde_json::to_string_pretty(explanation)
         .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
@@ -9,7 +9,7 @@ pub fn to_string<T: serde::Serialize>(explanation: &T) -> String {
 }
 
 /// Any serialisable value as one line of JSON (`explain --live --json`: one document per line).
-pub fn to_line<T: serde::Serialize>(value: &T) -> String {
+pub(super) fn to_line<T: serde::Serialize>(value: &T) -> String {
     let mut out = serde_json::to_string(value)
         .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
     out.push('\n');
@@ -17,13 +17,13 @@ pub fn to_line<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// Packet bytes as one lowercase hex string: compact, and what `xxd -r -p` reads back.
-pub fn hex<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+pub(super) fn hex<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
     let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     serializer.serialize_str(&text)
 }
 
 /// [`hex`] for an optional byte string (skipped when `None`).
-pub fn hex_opt<S: serde::Serializer>(
+pub(super) fn hex_opt<S: serde::Serializer>(
     bytes: &Option<Vec<u8>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

@@ -8,7 +8,7 @@ use super::model::{hex16, Layer, LayerBuilder, LayerKind};
 
 /// The link layers vxnet can read captures of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkType {
+pub(super) enum LinkType {
     Ethernet,
     /// `tcpdump -i any` before libpcap 1.10.
     LinuxSll,
@@ -20,10 +20,10 @@ pub enum LinkType {
 
 const SLL_HEADER_LEN: usize = 16;
 const SLL2_HEADER_LEN: usize = 20;
-pub const VLAN_TAG_LEN: usize = 4;
+pub(super) const VLAN_TAG_LEN: usize = 4;
 
 /// Where the outer IP header starts and what the link layer says it carries.
-pub struct Link {
+pub(super) struct Link {
     pub layer: Option<Layer>,
     pub ip_start: usize,
     pub ethertype: u16,
@@ -31,7 +31,7 @@ pub struct Link {
     pub plain_ethernet: bool,
 }
 
-pub fn link_layer(link: LinkType, data: &[u8]) -> Result<Link, String> {
+pub(super) fn link_layer(link: LinkType, data: &[u8]) -> Result<Link, String> {
     let too_short = |what: &str, need: usize| {
         format!(
             "{} bytes is shorter than a {what} header ({need} bytes)",

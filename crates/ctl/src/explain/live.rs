@@ -34,7 +34,7 @@ fn open(dev: &str) -> Result<PacketSocket, ExplainError> {
 }
 
 /// Captures on `dev` until `count` VXLAN packets were explained (0: no limit) or Ctrl-C.
-pub fn run(
+pub(super) fn run(
     dev: &str,
     ports: &[u16],
     esp: &mut EspContext,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::checksum::Check;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Explanation {
+pub(super) struct Explanation {
     pub source: Source,
     pub packets: Vec<Packet>,
     /// Packets of a capture that are not VXLAN, with the reason; empty for the worked example.
@@ -21,7 +21,7 @@ pub struct Explanation {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Source {
+pub(super) enum Source {
     WorkedExample {
         story: String,
     },
@@ -39,7 +39,7 @@ pub enum Source {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Packet {
+pub(super) struct Packet {
     /// 1-based position in the capture (what Wireshark calls the frame number).
     pub frame: usize,
     pub captured_len: usize,
@@ -69,7 +69,7 @@ pub struct Packet {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Layer {
+pub(super) struct Layer {
     pub name: String,
     pub kind: LayerKind,
     pub offset: usize,
@@ -80,7 +80,7 @@ pub struct Layer {
 /// What a layer is, independent of its exact protocol; picks its colour and diagram slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum LayerKind {
+pub(super) enum LayerKind {
     Link,
     OuterIp,
     OuterUdp,
@@ -99,7 +99,7 @@ pub enum LayerKind {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Field {
+pub(super) struct Field {
     pub name: &'static str,
     pub value: Value,
     /// Offset of the field's first byte in the captured frame.
@@ -116,7 +116,7 @@ pub struct Field {
 /// Numbers stay numbers in JSON; addresses and flags are text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
-pub enum Value {
+pub(super) enum Value {
     Number(u64),
     Text(String),
 }
@@ -162,7 +162,7 @@ impl From<&str> for Value {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Skipped {
+pub(super) struct Skipped {
     pub frame: usize,
     pub reason: String,
     /// The reason without this packet's particulars, for counting (`not IP: ARP`).
@@ -170,13 +170,13 @@ pub struct Skipped {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReasonCount {
+pub(super) struct ReasonCount {
     pub reason: String,
     pub count: usize,
 }
 
 /// Counts skip reasons by kind, most frequent first (ties in order of first appearance).
-pub fn count_reasons(skipped: &[Skipped]) -> Vec<ReasonCount> {
+pub(super) fn count_reasons(skipped: &[Skipped]) -> Vec<ReasonCount> {
     let mut counts: Vec<ReasonCount> = Vec::new();
     for s in skipped {
         match counts.iter_mut().find(|c| c.reason == s.kind) {
@@ -194,7 +194,7 @@ pub fn count_reasons(skipped: &[Skipped]) -> Vec<ReasonCount> {
 
 /// `5 not IP: ARP; 3 UDP to port 53, not a VXLAN port`: the counts for one line, the most
 /// frequent `limit` kinds and how many packets the rest account for.
-pub fn reasons_line(counts: &[ReasonCount], limit: usize) -> String {
+pub(super) fn reasons_line(counts: &[ReasonCount], limit: usize) -> String {
     let mut parts: Vec<String> = counts
         .iter()
         .take(limit)
@@ -209,7 +209,7 @@ pub fn reasons_line(counts: &[ReasonCount], limit: usize) -> String {
 
 /// The fixed cost of the wrap and what it does to the MTU, from the encap crate's constants.
 #[derive(Debug, Clone, Serialize)]
-pub struct Overhead {
+pub(super) struct Overhead {
     pub ipv4: FamilyOverhead,
     pub ipv6: FamilyOverhead,
     /// The outer Ethernet header is not counted: MTUs are measured from the IP header.
@@ -220,7 +220,7 @@ pub struct Overhead {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct FamilyOverhead {
+pub(super) struct FamilyOverhead {
     pub outer_ip: usize,
     pub udp: usize,
     pub vxlan: usize,
@@ -230,10 +230,10 @@ pub struct FamilyOverhead {
     pub inner_mtu: usize,
 }
 
-pub const UNDERLAY_MTU: usize = 1500;
+pub(super) const UNDERLAY_MTU: usize = 1500;
 
 impl Overhead {
-    pub fn standard() -> Self {
+    pub(super) fn standard() -> Self {
         use vxnet_encap::wire::{
             ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
         };
@@ -255,7 +255,7 @@ impl Overhead {
     }
 
     /// [`Overhead::standard`] with the ESP-in-UDP costs.
-    pub fn encrypted() -> Self {
+    pub(super) fn encrypted() -> Self {
         let mut overhead = Self::standard();
         overhead.esp = Some(super::esp::EspOverhead::standard(
             overhead.ipv4.total,
@@ -268,12 +268,12 @@ impl Overhead {
 
 /// Builds a layer's fields against a base offset, so each decoder states offsets relative to its
 /// own header exactly as the `field` modules of the wire views do.
-pub struct LayerBuilder {
+pub(super) struct LayerBuilder {
     layer: Layer,
 }
 
 impl LayerBuilder {
-    pub fn new(name: impl Into<String>, kind: LayerKind, offset: usize, len: usize) -> Self {
+    pub(super) fn new(name: impl Into<String>, kind: LayerKind, offset: usize, len: usize) -> Self {
         LayerBuilder {
             layer: Layer {
                 name: name.into(),
@@ -285,7 +285,7 @@ impl LayerBuilder {
         }
     }
 
-    pub fn field(
+    pub(super) fn field(
         &mut self,
         name: &'static str,
         range: std::ops::Range<usize>,
@@ -294,7 +294,7 @@ impl LayerBuilder {
         self.push(name, range, value.into(), None)
     }
 
-    pub fn noted(
+    pub(super) fn noted(
         &mut self,
         name: &'static str,
         range: std::ops::Range<usize>,
@@ -305,7 +305,7 @@ impl LayerBuilder {
     }
 
     /// A checksum field: its verdict is the note.
-    pub fn checked(
+    pub(super) fn checked(
         &mut self,
         name: &'static str,
         range: std::ops::Range<usize>,
@@ -337,11 +337,11 @@ impl LayerBuilder {
         self
     }
 
-    pub fn finish(self) -> Layer {
+    pub(super) fn finish(self) -> Layer {
         self.layer
     }
 }
 
-pub fn hex16(v: u16) -> String {
+pub(super) fn hex16(v: u16) -> String {
     format!("{v:#06x}")
 }

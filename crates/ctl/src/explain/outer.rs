@@ -23,7 +23,7 @@ use super::model::{hex16, Layer, LayerBuilder, LayerKind};
 
 /// What decapsulation found, owned, with offsets into the captured frame.
 #[derive(Debug, Clone, Copy)]
-pub struct Outer {
+pub(super) struct Outer {
     pub ip: OuterIp,
     pub udp: UdpRepr,
     pub vni: u32,
@@ -31,14 +31,14 @@ pub struct Outer {
 }
 
 impl Outer {
-    pub fn src(&self) -> IpAddr {
+    pub(super) fn src(&self) -> IpAddr {
         match self.ip {
             OuterIp::V4(r) => r.src.into(),
             OuterIp::V6(r) => r.src.into(),
         }
     }
 
-    pub fn dst(&self) -> IpAddr {
+    pub(super) fn dst(&self) -> IpAddr {
         match self.ip {
             OuterIp::V4(r) => r.dst.into(),
             OuterIp::V6(r) => r.dst.into(),
@@ -63,7 +63,7 @@ fn owned(packet: &OuterPacket<'_>, shift: usize) -> Outer {
 
 /// Decapsulates `data` (outer IP at `ip_start`; `plain_ethernet` when a bare Ethernet header
 /// precedes it), looking past checksums that are only wrong.
-pub fn decapsulate(
+pub(super) fn decapsulate(
     data: &[u8],
     ip_start: usize,
     plain_ethernet: bool,
@@ -131,7 +131,7 @@ fn repair_checksums(packet: &mut [u8], ip: usize) {
 /// The verdict on the outer UDP checksum of the datagram `data[udp..end]`. `completed_inner`
 /// is the inner frame with its checksum completed, when the capture left it to offload: the
 /// outer checksum then covers the packet as the NIC will send it (LCO).
-pub fn udp_check(data: &[u8], outer: &Outer, completed_inner: Option<&[u8]>) -> Check {
+pub(super) fn udp_check(data: &[u8], outer: &Outer, completed_inner: Option<&[u8]>) -> Check {
     let o = outer.offsets;
     let segment = &data[o.udp..o.end];
     let len = segment.len() as u32;
@@ -158,7 +158,7 @@ pub fn udp_check(data: &[u8], outer: &Outer, completed_inner: Option<&[u8]>) -> 
     }
 }
 
-pub fn outer_ipv4(header: &[u8], offset: usize) -> Layer {
+pub(super) fn outer_ipv4(header: &[u8], offset: usize) -> Layer {
     use ipv4::field;
     let v = Ipv4Packet::new_unchecked(header);
     let mut b = LayerBuilder::new("outer IPv4", LayerKind::OuterIp, offset, header.len());
@@ -222,7 +222,7 @@ pub fn outer_ipv4(header: &[u8], offset: usize) -> Layer {
     b.finish()
 }
 
-pub fn outer_ipv6(header: &[u8], offset: usize) -> Layer {
+pub(super) fn outer_ipv6(header: &[u8], offset: usize) -> Layer {
     use ipv6::field;
     let v = Ipv6Packet::new_unchecked(header);
     let mut b = LayerBuilder::new("outer IPv6", LayerKind::OuterIp, offset, header.len());
@@ -271,7 +271,7 @@ pub fn outer_ipv6(header: &[u8], offset: usize) -> Layer {
     layer
 }
 
-pub fn outer_udp(header: &[u8], offset: usize, inner: &[u8], check: Check) -> Layer {
+pub(super) fn outer_udp(header: &[u8], offset: usize, inner: &[u8], check: Check) -> Layer {
     use udp::field;
     let v = UdpPacket::new_unchecked(header);
     let mut b = LayerBuilder::new("outer UDP", LayerKind::OuterUdp, offset, header.len());
@@ -305,7 +305,7 @@ pub fn outer_udp(header: &[u8], offset: usize, inner: &[u8], check: Check) -> La
 /// own mapping (the flow hash onto the whole `srcport` range, one exact port per flow), not a
 /// formula of its own. A capture does not say which range the sender ran with, so the note
 /// gives the port under the default range.
-pub fn source_port_note(carried: u16, inner: &[u8]) -> String {
+pub(super) fn source_port_note(carried: u16, inner: &[u8]) -> String {
     let range = SourcePortRange::default();
     let port = vxnet_dataplane::source_port::port_for_flow(flow::flow_hash(inner), &range);
     let purpose = "the sender's hash of the inner flow, so underlay ECMP/RSS spread flows";
@@ -318,7 +318,7 @@ pub fn source_port_note(carried: u16, inner: &[u8]) -> String {
     }
 }
 
-pub fn vxlan_layer(header: &[u8], offset: usize) -> Layer {
+pub(super) fn vxlan_layer(header: &[u8], offset: usize) -> Layer {
     use vxlan::field;
     let v = VxlanPacket::new_unchecked(header);
     let (reserved1, reserved2) = v.reserved();

@@ -67,7 +67,7 @@ impl Collector<'_> {
 /// Explains every packet of the capture at `path`. A file that ends in the middle of a record
 /// (tcpdump killed, a copy cut short) still gives the packets before the cut, with
 /// [`Explanation::truncated`] saying where it ends; zero VXLAN packets is for the caller to judge.
-pub fn explain_file(
+pub(super) fn explain_file(
     path: &Path,
     ports: &[u16],
     esp: &mut EspContext,

@@ -49,7 +49,7 @@ fn layer_style(kind: LayerKind) -> Style {
     }
 }
 
-pub fn render(explanation: &Explanation, colour: bool) -> String {
+pub(super) fn render(explanation: &Explanation, colour: bool) -> String {
     let p = Painter { colour };
     let mut out = String::new();
     match &explanation.source {
@@ -129,7 +129,7 @@ pub fn render(explanation: &Explanation, colour: bool) -> String {
 }
 
 /// One packet alone (`explain --live`), with the same layout as in a capture.
-pub fn render_one(packet: &Packet, colour: bool) -> String {
+pub(super) fn render_one(packet: &Packet, colour: bool) -> String {
     let mut out = String::new();
     render_packet(&mut out, &Painter { colour }, packet);
     out.push('\n');

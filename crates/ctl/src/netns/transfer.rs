@@ -76,6 +76,27 @@ pub fn run(
     amount: Amount,
     streams: usize,
 ) -> Result<TransferResult, NetnsError> {
+    start(from, to, to_addr, amount, streams)?.finish()
+}
+
+/// A transfer under way (see [`start`]). Dropping it leaves its threads to end on their own:
+/// they stop at the end of the data, when a socket fails, or after an I/O timeout.
+#[derive(Debug)]
+pub struct Transfer {
+    receiver: JoinHandle<Result<u64, NetnsError>>,
+    sender: JoinHandle<Result<u64, NetnsError>>,
+    started: Instant,
+}
+
+/// [`run`], returning once the receiver listens and the sender has started, so the caller can
+/// act while the data flows (then [`Transfer::finish`]).
+pub fn start(
+    from: &str,
+    to: &str,
+    to_addr: SocketAddr,
+    amount: Amount,
+    streams: usize,
+) -> Result<Transfer, NetnsError> {
     let streams = streams.max(1);
     let (ready_tx, ready_rx) = mpsc::channel();
     let receiver = in_namespace(to, move || receive(to_addr, streams, ready_tx));
@@ -87,21 +108,32 @@ pub fn run(
             return Err(NetnsError::Transfer("the receiver never started".into()));
         }
     }
-    let start = Instant::now();
+    let started = Instant::now();
     let sender = in_namespace(from, move || send(to_addr, amount, streams));
-    let sent = join(sender);
-    let received = join(receiver);
-    let sent = sent?;
-    let got = received?;
-    if got != sent {
-        return Err(NetnsError::Transfer(format!(
-            "only {got} of {sent} bytes arrived intact"
-        )));
-    }
-    Ok(TransferResult {
-        bytes: got,
-        elapsed: start.elapsed(),
+    Ok(Transfer {
+        receiver,
+        sender,
+        started,
     })
+}
+
+impl Transfer {
+    /// Waits for both ends; fails unless every byte sent arrived intact.
+    pub fn finish(self) -> Result<TransferResult, NetnsError> {
+        let sent = join(self.sender);
+        let received = join(self.receiver);
+        let sent = sent?;
+        let got = received?;
+        if got != sent {
+            return Err(NetnsError::Transfer(format!(
+                "only {got} of {sent} bytes arrived intact"
+            )));
+        }
+        Ok(TransferResult {
+            bytes: got,
+            elapsed: self.started.elapsed(),
+        })
+    }
 }
 
 /// Runs `f` on each stream in its own thread; the sum of the results, or the first error.

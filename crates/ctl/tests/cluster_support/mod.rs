@@ -9,25 +9,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
+#[allow(unused_imports)] // Each test file uses its own subset.
+pub use vxnet_testkit::in_ci;
 
 /// True when `prog` can be run. Under CI=true a missing component is a failure, not a skip.
 pub fn require(prog: &str, why: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            !in_ci(),
-            "{prog} is required for {why} (CI=true: not skipping)"
-        );
-        eprintln!("SKIP: {prog} not installed ({why})");
-    }
-    ok
+    vxnet_testkit::have_tool(why, prog)
 }
 
 pub fn free_port() -> u16 {
@@ -38,11 +25,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-mod cli_output;
-mod etcd;
 #[allow(unused_imports)] // Each test file uses its own subset.
-pub use cli_output::{assert_cli_error, stderr, stdout};
-pub use etcd::{EtcdServer, ServerTls};
+pub use vxnet_testkit::cli::{assert_cli_error, stderr, stdout};
+pub use vxnet_testkit::etcd::{EtcdServer, ServerTls};
 
 /// etcd on loopback with random ports and a temp data dir.
 pub struct Etcd {

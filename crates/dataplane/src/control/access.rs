@@ -6,14 +6,14 @@
 use crate::sys::creds::{self, PeerCredentials};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Access {
+pub(crate) struct Access {
     /// The engine's effective uid (root, or the service user of an engine given capabilities).
     owner: u32,
     group: Option<u32>,
 }
 
 impl Access {
-    pub fn new(group: Option<u32>) -> Access {
+    pub(crate) fn new(group: Option<u32>) -> Access {
         Access {
             owner: creds::effective_uid(),
             group,
@@ -21,7 +21,7 @@ impl Access {
     }
 
     /// `Ok` when `peer` may send requests; else the one-line reason it is told.
-    pub fn check(&self, peer: &PeerCredentials) -> Result<(), String> {
+    pub(crate) fn check(&self, peer: &PeerCredentials) -> Result<(), String> {
         if peer.uid == 0 || peer.uid == self.owner {
             return Ok(());
         }

@@ -14,20 +14,20 @@ use super::proto::ControlStats;
 
 /// Longest request line accepted, newline included. A request is a few hundred bytes; this is
 /// generous for any future one and small enough that a hostile client costs nothing.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// A client must finish sending its request within this time, and take the reply within it.
-pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once. A new one beyond this closes the oldest: real exchanges last
 /// milliseconds, so the oldest is the one most likely to be idle, and a flood of idle
 /// connections can never lock `vxnet stats` out.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Accept-error back-off: first pause and ceiling.
 const BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What the control socket refused, by reason.
 #[derive(Debug, Default)]
-pub struct ControlCounters {
+pub(crate) struct ControlCounters {
     pub refused: AtomicU64,
     pub oversized: AtomicU64,
     pub timed_out: AtomicU64,
@@ -36,7 +36,7 @@ pub struct ControlCounters {
 }
 
 impl ControlCounters {
-    pub fn snapshot(&self) -> ControlStats {
+    pub(crate) fn snapshot(&self) -> ControlStats {
         ControlStats {
             refused: self.refused.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
@@ -53,7 +53,7 @@ pub(crate) fn bump(counter: &AtomicU64) {
 
 /// The open connections, oldest first, each with the signal that closes it early.
 #[derive(Debug, Default)]
-pub struct Slots {
+pub(crate) struct Slots {
     inner: Mutex<SlotsInner>,
 }
 
@@ -65,7 +65,7 @@ struct SlotsInner {
 
 /// One admitted connection; leaving frees its place.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     id: u64,
     evict: Arc<Notify>,
     slots: Arc<Slots>,
@@ -73,7 +73,7 @@ pub struct Slot {
 
 impl Slot {
     /// Completes when a newer connection needed this one's place.
-    pub async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         self.evict.notified().await;
     }
 }
@@ -88,7 +88,7 @@ impl Drop for Slot {
 impl Slots {
     /// Admits a connection, closing the oldest when [`MAX_CONNECTIONS`] are open; true in the
     /// second element when one was closed.
-    pub fn admit(self: &Arc<Self>) -> (Slot, bool) {
+    pub(crate) fn admit(self: &Arc<Self>) -> (Slot, bool) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut evicted = false;
         while inner.open.len() >= MAX_CONNECTIONS {
@@ -112,7 +112,8 @@ impl Slots {
         )
     }
 
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -123,14 +124,14 @@ impl Slots {
 
 /// Exponential back-off for accept errors, reset by the next success.
 #[derive(Debug, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     current: Option<Duration>,
 }
 
 impl Backoff {
     /// The pause before the next accept; the first of a run of errors is `true` in the second
     /// element (to log it once, not at every retry).
-    pub fn pause(&mut self) -> (Duration, bool) {
+    pub(crate) fn pause(&mut self) -> (Duration, bool) {
         let first = self.current.is_none();
         let pause = self
             .current
@@ -140,7 +141,7 @@ impl Backoff {
     }
 
     /// An accept succeeded; true when it ends a run of errors.
-    pub fn reset(&mut self) -> bool {
+    pub(crate) fn reset(&mut self) -> bool {
         self.current.take().is_some()
     }
 }

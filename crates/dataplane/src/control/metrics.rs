@@ -55,7 +55,7 @@ impl Exposition {
 }
 
 /// The whole exposition for the engine as it is now.
-pub fn render(state: &EngineState) -> String {
+pub(crate) fn render(state: &EngineState) -> String {
     let report = stats(state);
     let forwarder = state.forwarder();
     let mut out = Exposition {
@@ -213,7 +213,7 @@ pub fn render(state: &EngineState) -> String {
         for (reason, count) in &n.drops {
             out.sample(
                 "vxnet_drops_total",
-                &[("network", net), ("vni", vni), ("reason", reason)],
+                &[("network", net), ("vni", vni), ("reason", reason.name())],
                 *count,
             );
         }
@@ -221,7 +221,7 @@ pub fn render(state: &EngineState) -> String {
     for (reason, count) in &report.drops {
         out.sample(
             "vxnet_drops_total",
-            &[("network", ""), ("vni", ""), ("reason", reason)],
+            &[("network", ""), ("vni", ""), ("reason", reason.name())],
             *count,
         );
     }
@@ -280,7 +280,7 @@ pub fn render(state: &EngineState) -> String {
         "Offloads the kernel accepted and the engine uses (1 per offload).",
     );
     for offload in &report.offloads {
-        out.sample("vxnet_offload_in_use", &[("offload", offload)], 1);
+        out.sample("vxnet_offload_in_use", &[("offload", offload.name())], 1);
     }
     if let Some(ports) = &report.source_ports {
         let range = [("range", ports.info.range.as_str())];
@@ -353,7 +353,7 @@ pub fn render(state: &EngineState) -> String {
 }
 
 /// The response to one request head: status line, content type and body.
-pub fn respond(head: &str, state: &EngineState) -> (&'static str, &'static str, String) {
+pub(crate) fn respond(head: &str, state: &EngineState) -> (&'static str, &'static str, String) {
     let mut words = head.lines().next().unwrap_or("").split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
@@ -377,7 +377,7 @@ pub fn respond(head: &str, state: &EngineState) -> (&'static str, &'static str, 
 }
 
 /// Serves scrapes until the runtime stops.
-pub async fn serve(listener: TcpListener, state: Arc<EngineState>) {
+pub(crate) async fn serve(listener: TcpListener, state: Arc<EngineState>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {

@@ -5,10 +5,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::counters::TrafficSnapshot;
+use crate::counters::{DropReason, TrafficSnapshot};
 use crate::fdb::FdbRow;
 pub use crate::state::{ClusterInfo, SourcePortReport};
 
+use crate::offload::Offload;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
@@ -96,7 +97,7 @@ pub struct NetworkStats {
     pub moved: u64,
     pub fdb_full: u64,
     pub fdb_entries: usize,
-    pub drops: BTreeMap<String, u64>,
+    pub drops: BTreeMap<DropReason, u64>,
     /// Offload work done (zero while the offload is off): TSO and USO superframes segmented and
     /// their segments, UDP GSO sends, UDP GRO reads of several datagrams, coalesced superframes
     /// written to the TAP and the segments merged into them.
@@ -136,10 +137,10 @@ pub struct NetworkStats {
 pub struct StatsReport {
     pub networks: Vec<NetworkStats>,
     /// Drops not attributable to one network (bad VXLAN header, unknown VNI, truncated).
-    pub drops: BTreeMap<String, u64>,
+    pub drops: BTreeMap<DropReason, u64>,
     pub workers: usize,
     /// Offloads in use, e.g. "tap-vnet-hdr", "udp-gso", "udp-gro".
-    pub offloads: Vec<String>,
+    pub offloads: Vec<Offload>,
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,

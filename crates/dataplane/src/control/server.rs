@@ -1,6 +1,5 @@
 //! The engine side of the control socket: answers requests from the live forwarding state.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -20,14 +19,18 @@ use crate::sys::creds::peer_credentials;
 
 /// How a `reload` request reaches the engine's control loop (which owns the reload logic): the
 /// loop answers on the enclosed channel.
-pub type ReloadCalls = mpsc::Sender<oneshot::Sender<Reply>>;
+pub(crate) type ReloadCalls = mpsc::Sender<oneshot::Sender<Reply>>;
 
 /// The longest a `reload` may take (it can create TAPs) before the client is told it timed out.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves until the task is dropped. Every connection is checked against `control.access`,
 /// bounded by [`limits`](super::limits), and answered with one reply line.
-pub async fn serve(control: ControlListener, state: Arc<EngineState>, reload: Option<ReloadCalls>) {
+pub(crate) async fn serve(
+    control: ControlListener,
+    state: Arc<EngineState>,
+    reload: Option<ReloadCalls>,
+) {
     let Ok(listener) = UnixListener::from_std(control.listener) else {
         tracing::error!("control socket could not be registered with the runtime");
         return;
@@ -206,7 +209,7 @@ fn pick_entry(
 }
 
 /// Answers a request from the forwarding state (`reload` is the engine loop's, see [`serve`]).
-pub fn handle(state: &EngineState, request: Request) -> Reply {
+pub(crate) fn handle(state: &EngineState, request: Request) -> Reply {
     let now = state.now();
     // One generation for the whole request, even if networks change meanwhile.
     let forwarder = state.forwarder();
@@ -328,10 +331,6 @@ pub fn handle(state: &EngineState, request: Request) -> Reply {
     }
 }
 
-fn drops_map(snapshot: Vec<(String, u64)>) -> BTreeMap<String, u64> {
-    snapshot.into_iter().collect()
-}
-
 pub fn stats(state: &EngineState) -> StatsReport {
     use std::sync::atomic::Ordering::Relaxed;
     let forwarder = state.forwarder();
@@ -349,7 +348,7 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 moved: n.events.moved.load(Relaxed),
                 fdb_full: n.events.fdb_full.load(Relaxed),
                 fdb_entries: n.fdb.len(),
-                drops: drops_map(n.drops.snapshot()),
+                drops: n.drops.snapshot(),
                 tso_superframes: n.events.tso_superframes.load(Relaxed),
                 tso_segments: n.events.tso_segments.load(Relaxed),
                 uso_superframes: n.events.uso_superframes.load(Relaxed),
@@ -364,7 +363,7 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 too_big_replies: n.events.too_big_replies.load(Relaxed),
             })
             .collect(),
-        drops: drops_map(forwarder.drops.snapshot()),
+        drops: forwarder.drops.snapshot(),
         workers: state.workers,
         offloads: state.offloads(),
         cluster: state.cluster(),

@@ -17,7 +17,7 @@ const BACKLOG: i32 = 128;
 
 /// The bound control socket and who may use it, until the engine serves it.
 #[derive(Debug)]
-pub struct ControlListener {
+pub(crate) struct ControlListener {
     pub listener: std::os::unix::net::UnixListener,
     pub access: Access,
 }
@@ -25,17 +25,11 @@ pub struct ControlListener {
 /// Removes the socket file when the engine stops, but only the one it bound: a file another
 /// engine put there meanwhile (after ours was deleted by hand) is left alone.
 #[derive(Debug)]
-pub struct SocketFile {
+pub(crate) struct SocketFile {
     path: PathBuf,
     /// (device, inode, change time in ns) of the file `bind` created: an inode number alone
     /// is reused as soon as a file is deleted.
     identity: (u64, u64, i64),
-}
-
-impl SocketFile {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for SocketFile {
@@ -131,13 +125,16 @@ fn clear_stale(path: &Path) -> Result<(), BindError> {
 
 /// Checks that a control socket can go at `path`: nothing there, or a stale socket (removed).
 /// Lets the engine refuse a clash before it creates anything; [`bind`] checks again.
-pub fn check_path(path: &Path) -> Result<(), BindError> {
+pub(crate) fn check_path(path: &Path) -> Result<(), BindError> {
     clear_stale(path)
 }
 
 /// Binds the control socket at `path`, owned by this process's user, mode 0600, or group
 /// `group` with mode 0660 when given (a group name or number).
-pub fn bind(path: &Path, group: Option<&str>) -> Result<(ControlListener, SocketFile), BindError> {
+pub(crate) fn bind(
+    path: &Path,
+    group: Option<&str>,
+) -> Result<(ControlListener, SocketFile), BindError> {
     let io = |source| BindError::Io {
         path: path.to_path_buf(),
         source,

@@ -5,8 +5,35 @@ use std::sync::Arc;
 
 use super::{lock, new_eventfd, Core, EngineError, Running};
 use crate::network::Network;
+use crate::offload::{Offload, Offloads};
 use crate::sys::tap::TapQueue;
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerConfig};
+
+/// What a generation uses: the probed `offloads`, and TSO (USO) when every TAP accepted it;
+/// `taps` gives each TAP's (tso, uso). UDP GSO is listed while it is in use: the engine state
+/// drops it from the report the moment the kernel refuses it.
+fn offloads_in_use(
+    offloads: &Offloads,
+    taps: impl Iterator<Item = (bool, bool)> + Clone,
+) -> Vec<Offload> {
+    let mut in_use = Vec::new();
+    if offloads.vnet_hdr {
+        in_use.extend([Offload::TapVnetHdr, Offload::GroCoalescing]);
+        if taps.clone().all(|(tso, _)| tso) {
+            in_use.push(Offload::Tso);
+        }
+        if taps.clone().all(|(tso, uso)| tso && uso) {
+            in_use.push(Offload::Uso);
+        }
+    }
+    if offloads.gso.in_use() {
+        in_use.push(Offload::UdpGso);
+    }
+    if offloads.gro {
+        in_use.push(Offload::UdpGro);
+    }
+    in_use
+}
 
 impl Core {
     /// Stops the current workers (if any) and starts a generation serving `running.served`.
@@ -20,8 +47,11 @@ impl Core {
             .map(|s| Arc::clone(&s.network))
             .collect();
         let forwarder = Arc::new(self.state.forwarder().with_networks(networks));
-        self.state
-            .publish(Arc::clone(&forwarder), self.offloads_in_use(running));
+        let offloads = offloads_in_use(
+            &self.setup.offloads,
+            running.served.iter().map(|s| (s.tso, s.uso)),
+        );
+        self.state.publish(Arc::clone(&forwarder), offloads);
 
         let stop = Arc::new(new_eventfd()?);
         running.stop = Arc::clone(&stop);
@@ -41,15 +71,15 @@ impl Core {
                 .map(TapQueue::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(clone_err)?;
-            let worker = Worker::new(
-                Arc::clone(&forwarder),
+            let worker = Worker::new(WorkerConfig {
+                forwarder: Arc::clone(&forwarder),
                 taps,
-                socket.try_clone().map_err(clone_err)?,
-                Arc::clone(&self.source_ports),
-                Arc::clone(&stop),
-                self.state.epoch,
-                self.setup.offloads,
-            );
+                socket: socket.try_clone().map_err(clone_err)?,
+                source_ports: Arc::clone(&self.source_ports),
+                stop: Arc::clone(&stop),
+                epoch: self.state.epoch,
+                offloads: self.setup.offloads.clone(),
+            });
             let handle = std::thread::Builder::new()
                 .name(format!("vxnet-worker-{w}"))
                 .spawn({
@@ -79,27 +109,6 @@ impl Core {
         Ok(())
     }
 
-    fn offloads_in_use(&self, running: &Running) -> Vec<String> {
-        let offloads = self.setup.offloads;
-        let mut in_use = Vec::new();
-        if offloads.vnet_hdr {
-            in_use.extend(["tap-vnet-hdr", "gro-coalescing"]);
-            if running.served.iter().all(|s| s.tso) {
-                in_use.push("tso");
-            }
-            if running.served.iter().all(|s| s.tso && s.uso) {
-                in_use.push("uso");
-            }
-        }
-        if offloads.gso {
-            in_use.push("udp-gso");
-        }
-        if offloads.gro {
-            in_use.push("udp-gro");
-        }
-        in_use.into_iter().map(String::from).collect()
-    }
-
     /// Stops the workers and waits for them; their TAP and socket clones close with them.
     fn stop_workers(running: &mut Running) {
         let _ = running.stop.notify();
@@ -127,5 +136,57 @@ impl Core {
             .iter()
             .find(|n| n.settings.name == name)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offload::UdpGso;
+
+    fn offloads(vnet_hdr: bool, gso: bool, gro: bool) -> Offloads {
+        Offloads {
+            vnet_hdr,
+            gso: UdpGso::new(gso),
+            gro,
+        }
+    }
+
+    #[test]
+    fn tso_and_uso_only_when_every_tap_took_them() {
+        use Offload::*;
+        let all = offloads(true, true, true);
+        assert_eq!(
+            offloads_in_use(&all, [(true, true), (true, true)].into_iter()),
+            [TapVnetHdr, GroCoalescing, Tso, Uso, UdpGso, UdpGro]
+        );
+        assert_eq!(
+            offloads_in_use(&all, [(true, true), (true, false)].into_iter()),
+            [TapVnetHdr, GroCoalescing, Tso, UdpGso, UdpGro]
+        );
+        assert_eq!(
+            offloads_in_use(&all, [(false, false), (true, true)].into_iter()),
+            [TapVnetHdr, GroCoalescing, UdpGso, UdpGro]
+        );
+        // No networks yet: nothing refused them.
+        assert_eq!(
+            offloads_in_use(&all, std::iter::empty()),
+            [TapVnetHdr, GroCoalescing, Tso, Uso, UdpGso, UdpGro]
+        );
+    }
+
+    #[test]
+    fn without_the_vnet_header_only_socket_offloads() {
+        assert_eq!(
+            offloads_in_use(&offloads(false, true, true), [(true, true)].into_iter()),
+            [Offload::UdpGso, Offload::UdpGro]
+        );
+        assert_eq!(
+            offloads_in_use(&offloads(false, false, false), [(true, true)].into_iter()),
+            []
+        );
+        let refused = offloads(true, true, false);
+        refused.gso.refused();
+        assert!(!offloads_in_use(&refused, std::iter::empty()).contains(&Offload::UdpGso));
     }
 }

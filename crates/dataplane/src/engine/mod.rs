@@ -4,6 +4,11 @@
 //! Set-up order matters for "nothing left behind": the UDP port is bound first (a port in use
 //! fails before any device exists), then the TAPs (non-persistent: they vanish when their fds
 //! close, including when set-up fails half-way), then the control socket (removed on drop).
+//!
+//! The parts: `start` (bind, probe what the kernel offers, open the configured networks),
+//! `tap` (one network's TAP), `generation` (the forwarder and worker threads serving one set
+//! of networks, replaced as a whole), `reconfigure` ([`EngineControl`]: networks, peers and
+//! MACs changed while running) and `runtime` (the control runtime, FDB ageing, signals).
 
 mod generation;
 mod reconfigure;
@@ -22,13 +27,16 @@ use vxnet_encap::MacAddr;
 use crate::config::ConfigError;
 use crate::control::socket::{BindError, ControlListener, SocketFile};
 use crate::network::Network;
+use crate::offload::Offloads;
 use crate::reload::Reloader;
+use crate::state::lock;
 use crate::sys::iface::IfaceError;
 use crate::sys::poll::EventFd;
 use crate::sys::tap::{TapError, TapQueue};
 use crate::sys::udp::{UdpError, UdpSocket};
-use crate::worker::{Offloads, SourcePorts};
+use crate::worker::SourcePorts;
 
+pub use crate::state::{ClusterInfo, EngineState};
 pub use start::{DISABLEABLE_OFFLOADS, DISABLE_ENV};
 
 #[derive(Debug, Error)]
@@ -80,9 +88,6 @@ pub enum EngineError {
         source: std::io::Error,
     },
 }
-
-use crate::state::lock;
-pub use crate::state::{ClusterInfo, EngineState};
 
 /// Decided once at start: what every network added later is built with.
 #[derive(Debug)]
@@ -153,7 +158,6 @@ pub struct Engine {
     _port_claim: crate::sys::claim::Claim,
     // Dropped last (field order): the socket file is removed after the workers stopped.
     _socket_file: SocketFile,
-    local_addr: SocketAddr,
 }
 
 /// Changes what a running engine serves: networks, cluster peers and cluster MACs. Cheap to
@@ -174,10 +178,6 @@ fn iface_err<'a>(dev: &'a str, what: &'static str) -> impl FnOnce(IfaceError) ->
 impl Engine {
     pub fn state(&self) -> &Arc<EngineState> {
         &self.core.state
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
     }
 
     /// A handle to change networks, peers and MACs while the engine runs.

@@ -11,11 +11,12 @@ use super::{lock, new_eventfd, Core, Engine, EngineError, EngineState, Running, 
 use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
 use crate::control::socket;
 use crate::forward::Forwarder;
+use crate::offload::{Offloads, UdpGso};
 use crate::state::SourcePortInfo;
 use crate::sys::iface;
 use crate::sys::udp::UdpSocket;
 use crate::sys::udp_path::raise_nofile_limit;
-use crate::worker::{Offloads, SourcePortConfig, SourcePorts};
+use crate::worker::{SourcePortConfig, SourcePorts};
 
 /// File descriptors kept free of source-port sockets: TAP queues, receive sockets, control
 /// connections, the metrics endpoint, the cluster's connections.
@@ -92,7 +93,7 @@ impl Engine {
             want_uso: want_tap_offload && !disabled_by_env("uso"),
             offloads: Offloads {
                 vnet_hdr: want_tap_offload,
-                gso,
+                gso: UdpGso::new(gso),
                 gro,
             },
             bum_rate: config.tuning.bum_rate,
@@ -114,6 +115,7 @@ impl Engine {
             Forwarder::new(Vec::new(), local, config.port, config.accept_any),
             workers,
             addresses,
+            Arc::clone(&setup.offloads.gso),
         ));
         state.set_source_ports(
             SourcePortInfo {
@@ -140,7 +142,7 @@ impl Engine {
             "offloads in use: {}",
             match core.state.offloads() {
                 v if v.is_empty() => "none".to_string(),
-                v => v.join(", "),
+                v => v.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
             }
         );
         tracing::info!(
@@ -167,7 +169,6 @@ impl Engine {
             reloader: None,
             _port_claim: port_claim,
             _socket_file: socket_file,
-            local_addr,
         })
     }
 }

@@ -84,7 +84,7 @@ pub(super) fn open_network(
         iface::set_hw_addr(dev, mac.0).map_err(iface_err(dev, "set the MAC address"))?;
     }
     iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
-    if setup.want_tap_offload && setup.offloads.gso {
+    if setup.want_tap_offload && setup.offloads.gso.in_use() {
         crate::worker::fit_superframes_to_gso(dev, mtu);
     }
     if let Some(address) = network.address {

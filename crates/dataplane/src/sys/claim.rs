@@ -11,7 +11,9 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// A held claim; released on drop.
 #[derive(Debug)]
-pub struct Claim {
+pub(crate) struct Claim {
+    // Read by `Debug` (what a log of the claim shows) and the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     name: String,
     _socket: UnixDatagram,
 }
@@ -19,7 +21,7 @@ pub struct Claim {
 impl Claim {
     /// Claims `kind/name` in this thread's network namespace; `ErrorKind::AddrInUse` when
     /// another process (or this one) holds it.
-    pub fn take(kind: &str, name: &str) -> io::Result<Claim> {
+    pub(crate) fn take(kind: &str, name: &str) -> io::Result<Claim> {
         let full = format!("vxnet/{kind}/{name}");
         let address = SocketAddr::from_abstract_name(full.as_bytes())?;
         let socket = UnixDatagram::bind_addr(&address)?;
@@ -29,7 +31,8 @@ impl Claim {
         })
     }
 
-    pub fn name(&self) -> &str {
+    #[cfg(test)]
+    fn name(&self) -> &str {
         &self.name
     }
 }

@@ -8,36 +8,36 @@
 use std::mem::size_of;
 
 /// Alignment of every control message (`CMSG_ALIGN`).
-pub const ALIGN: usize = size_of::<usize>();
+pub(crate) const ALIGN: usize = size_of::<usize>();
 
 /// Rounds `n` up to the control-message alignment.
-pub const fn align(n: usize) -> usize {
+pub(crate) const fn align(n: usize) -> usize {
     (n + ALIGN - 1) & !(ALIGN - 1)
 }
 
 /// Length of the aligned header, i.e. the offset of the data (`CMSG_LEN(0)`).
-pub const HDR_LEN: usize = align(size_of::<libc::cmsghdr>());
+pub(crate) const HDR_LEN: usize = align(size_of::<libc::cmsghdr>());
 
 /// `CMSG_LEN(data_len)`: the value stored in `cmsg_len`.
-pub const fn len(data_len: usize) -> usize {
+pub(crate) const fn len(data_len: usize) -> usize {
     HDR_LEN + data_len
 }
 
 /// `CMSG_SPACE(data_len)`: the room one message takes in the buffer.
-pub const fn space(data_len: usize) -> usize {
+pub(crate) const fn space(data_len: usize) -> usize {
     HDR_LEN + align(data_len)
 }
 
 /// Per-message control buffer size used by the batch I/O paths: room for a few `int`-sized
 /// messages (a send carries UDP_SEGMENT, a TTL and a TOS at most; a receive UDP_GRO), so
 /// unexpected extra cmsgs don't set MSG_CTRUNC.
-pub const BUF_LEN: usize = 96;
+pub(crate) const BUF_LEN: usize = 96;
 
 /// Control-message storage aligned like a `cmsghdr`, so the kernel and anyone using the libc
 /// macros on it see properly aligned headers.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-pub struct CmsgBuf(pub [u8; BUF_LEN]);
+pub(crate) struct CmsgBuf(pub [u8; BUF_LEN]);
 
 impl Default for CmsgBuf {
     fn default() -> Self {
@@ -50,7 +50,12 @@ const TYPE_OFF: usize = LEVEL_OFF + size_of::<libc::c_int>();
 
 /// Writes one control message at the start of `buf`; returns the space used, or `None` if `buf`
 /// is too small. Padding bytes are zeroed (the kernel ignores them, but we don't leak garbage).
-pub fn encode(buf: &mut [u8], level: libc::c_int, ty: libc::c_int, data: &[u8]) -> Option<usize> {
+pub(crate) fn encode(
+    buf: &mut [u8],
+    level: libc::c_int,
+    ty: libc::c_int,
+    data: &[u8],
+) -> Option<usize> {
     let used = space(data.len());
     let buf = buf.get_mut(..used)?;
     buf.fill(0);
@@ -63,26 +68,26 @@ pub fn encode(buf: &mut [u8], level: libc::c_int, ty: libc::c_int, data: &[u8]) 
 
 /// One decoded control message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cmsg<'a> {
-    pub level: libc::c_int,
-    pub ty: libc::c_int,
-    pub data: &'a [u8],
+pub(crate) struct Cmsg<'a> {
+    pub(crate) level: libc::c_int,
+    pub(crate) ty: libc::c_int,
+    pub(crate) data: &'a [u8],
 }
 
 impl Cmsg<'_> {
     /// The data as a native-endian C `int`, if it is exactly that long.
-    pub fn as_int(&self) -> Option<libc::c_int> {
+    pub(crate) fn as_int(&self) -> Option<libc::c_int> {
         Some(libc::c_int::from_ne_bytes(self.data.try_into().ok()?))
     }
 }
 
 /// Iterates over the control messages in `buf[..controllen]` (pass exactly the `msg_controllen`
 /// the kernel returned). Stops at the first malformed header instead of reading past the end.
-pub fn iter(buf: &[u8]) -> Iter<'_> {
+pub(crate) fn iter(buf: &[u8]) -> Iter<'_> {
     Iter { rest: buf }
 }
 
-pub struct Iter<'a> {
+pub(crate) struct Iter<'a> {
     rest: &'a [u8],
 }
 
@@ -109,7 +114,7 @@ impl<'a> Iterator for Iter<'a> {
 }
 
 /// Encodes `SOL_UDP/UDP_SEGMENT` (a `u16` segment size) for a GSO send.
-pub fn encode_udp_segment(buf: &mut [u8], segment_size: u16) -> Option<usize> {
+pub(crate) fn encode_udp_segment(buf: &mut [u8], segment_size: u16) -> Option<usize> {
     encode(
         buf,
         libc::SOL_UDP,
@@ -120,7 +125,7 @@ pub fn encode_udp_segment(buf: &mut [u8], segment_size: u16) -> Option<usize> {
 
 /// A per-datagram IP header field set by control message, by the IPv4 and IPv6 names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpField {
+pub(crate) enum IpField {
     /// `IP_TTL` / `IPV6_HOPLIMIT`.
     Ttl,
     /// `IP_TOS` / `IPV6_TCLASS`.
@@ -128,7 +133,12 @@ pub enum IpField {
 }
 
 /// Encodes `field = value` (a C `int`) for a datagram over IPv4 or IPv6.
-pub fn encode_ip_field(buf: &mut [u8], ipv4: bool, field: IpField, value: u8) -> Option<usize> {
+pub(crate) fn encode_ip_field(
+    buf: &mut [u8],
+    ipv4: bool,
+    field: IpField,
+    value: u8,
+) -> Option<usize> {
     let (level, ty) = match (ipv4, field) {
         (true, IpField::Ttl) => (libc::IPPROTO_IP, libc::IP_TTL),
         (true, IpField::Tos) => (libc::IPPROTO_IP, libc::IP_TOS),
@@ -139,7 +149,7 @@ pub fn encode_ip_field(buf: &mut [u8], ipv4: bool, field: IpField, value: u8) ->
 }
 
 /// Finds `SOL_UDP/UDP_GRO` (the segment size, as a C `int`) in received control data.
-pub fn decode_udp_gro(buf: &[u8]) -> Option<u16> {
+pub(crate) fn decode_udp_gro(buf: &[u8]) -> Option<u16> {
     iter(buf)
         .find(|c| c.level == libc::SOL_UDP && c.ty == libc::UDP_GRO)
         .and_then(|c| c.as_int())

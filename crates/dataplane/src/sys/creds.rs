@@ -12,7 +12,7 @@ use super::cvt;
 
 /// The peer of a connected Unix socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCredentials {
+pub(crate) struct PeerCredentials {
     pub pid: i32,
     pub uid: u32,
     pub gid: u32,
@@ -22,13 +22,13 @@ pub struct PeerCredentials {
 
 impl PeerCredentials {
     /// Whether the peer has `gid` as its primary or a supplementary group.
-    pub fn in_group(&self, gid: u32) -> bool {
+    pub(crate) fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
     }
 }
 
 /// Reads the credentials of the process that connected `fd`.
-pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -87,7 +87,7 @@ fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
 
 /// The gid of group `name` (a number is taken as a gid as it is), through NSS like `chgrp`.
 /// `Ok(None)` when there is no such group.
-pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+pub(crate) fn group_id(name: &str) -> io::Result<Option<u32>> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(Some(gid));
     }
@@ -126,7 +126,7 @@ pub fn group_id(name: &str) -> io::Result<Option<u32>> {
 }
 
 /// The effective uid of this process.
-pub fn effective_uid() -> u32 {
+pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.
     unsafe { libc::geteuid() }
 }
@@ -135,7 +135,7 @@ pub fn effective_uid() -> u32 {
 /// this mode less the umask, so a mode set here (0600, 0660) is what the file has from the
 /// first moment it exists, whatever the umask of the process (a `chmod` after `bind` would
 /// leave a window with the umask's mode).
-pub fn set_socket_mode(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+pub(crate) fn set_socket_mode(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     // SAFETY: fchmod(2) on an fd the caller keeps open for the call; it reads no user memory.
     cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
 }

@@ -166,7 +166,7 @@ pub fn hw_addr(name: &str) -> Result<[u8; 6], IfaceError> {
 }
 
 /// Sets the Ethernet (MAC) address; done before the device is brought up.
-pub fn set_hw_addr(name: &str, mac: [u8; 6]) -> Result<(), IfaceError> {
+pub(crate) fn set_hw_addr(name: &str, mac: [u8; 6]) -> Result<(), IfaceError> {
     validate_ifname(name)?;
     let mut ifr = ifreq_named(name);
     let mut sa_data = [0 as libc::c_char; 14];

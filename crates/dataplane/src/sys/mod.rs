@@ -1,5 +1,6 @@
 //! Everything that talks to the kernel below `std`: TAP devices, interface configuration ioctls,
-//! batched UDP I/O and waiting. This is the only module of vxnet that contains `unsafe`; the rest of
+//! batched UDP I/O and waiting. This is the only module of vxnet that contains `unsafe` (enforced:
+//! every crate denies `unsafe_code`, only this module allows it); the rest of
 //! the engine sees safe types (`Tap`, `TapQueue`, `UdpSocket`, `RecvBatch`, `SendBatch`, `PollSet`,
 //! `EventFd`) and typed errors that print as one line.
 //!
@@ -7,41 +8,41 @@
 //! - [`tap`]: `/dev/net/tun`, virtio-net header and offload negotiation;
 //! - [`iface`]: `SIOC*` ioctls (flags, MTU, addresses) and `getifaddrs`;
 //! - [`udp`]: sockets, `recvmmsg`/`sendmmsg`, UDP GSO/GRO;
-//! - [`claim`]: one engine per UDP address and TAP (abstract Unix socket names);
-//! - [`udp_path`]: outer DF/TTL/TOS socket options, send-only sockets, path-MTU queries;
-//! - [`cmsg`]: pure encode/decode of ancillary data (no `unsafe`);
-//! - [`creds`]: Unix-socket peer credentials, group lookup, socket file modes;
+//! - `claim`: one engine per UDP address and TAP (abstract Unix socket names);
+//! - `udp_path`: outer DF/TTL/TOS socket options, send-only sockets, path-MTU queries;
+//! - `cmsg`: pure encode/decode of ancillary data (no `unsafe`);
+//! - `creds`: Unix-socket peer credentials, group lookup, socket file modes;
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
 //! - `rtnetlink`: the two link requests no ioctl covers (gso_max_segs, carrier);
 //! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`).
 
-pub mod claim;
-pub mod cmsg;
-pub mod creds;
+pub(crate) mod claim;
+pub(crate) mod cmsg;
+pub(crate) mod creds;
 pub mod iface;
 pub mod packet;
 pub mod poll;
 mod rtnetlink;
 pub mod tap;
 pub mod udp;
-pub mod udp_path;
+pub(crate) mod udp_path;
 
 use std::io;
 
 /// Longest interface name the kernel keeps (`IFNAMSIZ` minus the NUL).
-pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
+pub(crate) const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 
 /// Why an interface name was refused before it reached the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid interface name {name:?}: {reason}")]
 pub struct InvalidIfName {
-    pub name: String,
-    pub reason: &'static str,
+    pub(crate) name: String,
+    pub(crate) reason: &'static str,
 }
 
 /// Checks `name` the way the kernel's `dev_valid_name()` does, so that a long name is an error
 /// instead of being silently cut at 15 bytes by a fixed-size `ifr_name`.
-pub fn validate_ifname(name: &str) -> Result<(), InvalidIfName> {
+pub(crate) fn validate_ifname(name: &str) -> Result<(), InvalidIfName> {
     let reason = if name.is_empty() {
         Some("empty")
     } else if name.len() > MAX_IFNAME_LEN {

@@ -168,18 +168,9 @@ impl PacketSocket {
     }
 }
 
-/// Opens a packet socket on `ifname` and returns the first UDP frame from or to `udp_port`.
-pub fn capture_one(
-    ifname: &str,
-    udp_port: u16,
-    timeout: Duration,
-) -> Result<Captured, CaptureError> {
-    PacketSocket::open(ifname)?.next_udp(udp_port, timeout)
-}
-
 /// Whether an Ethernet frame carries UDP (IPv4 or IPv6 without extension headers) with `port` as
 /// its source or destination port.
-pub fn is_udp_port(frame: &[u8], port: u16) -> bool {
+pub(crate) fn is_udp_port(frame: &[u8], port: u16) -> bool {
     let Some(ethertype) = frame.get(12..14) else {
         return false;
     };

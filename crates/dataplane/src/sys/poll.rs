@@ -33,14 +33,6 @@ impl PollSet {
         self.fds.len() - 1
     }
 
-    pub fn len(&self) -> usize {
-        self.fds.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.fds.is_empty()
-    }
-
     /// Waits until at least one fd is readable (or has an error/hangup) or `timeout` passes
     /// (`None`: forever). Returns the number of ready fds; 0 on timeout or on EINTR, so a signal
     /// just looks like a spurious wake-up.
@@ -77,12 +69,12 @@ impl PollSet {
 /// A nonblocking eventfd used as a wake-up/stop signal: any thread calls `notify`, the worker
 /// polling it wakes and calls `drain`.
 #[derive(Debug)]
-pub struct EventFd {
+pub(crate) struct EventFd {
     fd: OwnedFd,
 }
 
 impl EventFd {
-    pub fn new() -> io::Result<EventFd> {
+    pub(crate) fn new() -> io::Result<EventFd> {
         // SAFETY: plain eventfd(2) call with constant flags; no memory is passed.
         let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
         // SAFETY: `fd` was just returned by eventfd(2), is open, and nothing else owns it.
@@ -92,7 +84,7 @@ impl EventFd {
 
     /// Makes the fd readable. A counter already at its maximum (EAGAIN) is still signalled, so
     /// that is not an error.
-    pub fn notify(&self) -> io::Result<()> {
+    pub(crate) fn notify(&self) -> io::Result<()> {
         let one: u64 = 1;
         // SAFETY: writes exactly the 8 bytes of a live local u64, as eventfd requires.
         let ret = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -104,7 +96,8 @@ impl EventFd {
     }
 
     /// Resets the fd to not readable; returns how many notifications were pending (0 if none).
-    pub fn drain(&self) -> io::Result<u64> {
+    #[cfg(test)]
+    fn drain(&self) -> io::Result<u64> {
         let mut value: u64 = 0;
         // SAFETY: reads exactly 8 bytes into a live local u64, as eventfd requires.
         let ret = unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
@@ -130,7 +123,7 @@ impl AsRawFd for EventFd {
 
 /// Waits until `fd` can take a write (a full UDP send buffer drains), or `timeout` passes.
 /// Returns whether it became writable. Workers use it as back-pressure instead of dropping.
-pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLOUT,

@@ -156,17 +156,12 @@ impl Tap {
         self.existed
     }
 
-    /// Whether frames carry a [`VirtioNetHdr`] of [`VNET_HDR_LEN`] bytes.
-    pub fn vnet_hdr(&self) -> bool {
-        self.vnet_hdr
-    }
-
     pub fn queues(&self) -> &[TapQueue] {
         &self.queues
     }
 
     /// Hands the queues to the workers; the device lives as long as any of them.
-    pub fn into_queues(self) -> Vec<TapQueue> {
+    pub(crate) fn into_queues(self) -> Vec<TapQueue> {
         self.queues
     }
 
@@ -315,7 +310,7 @@ pub struct TapQueue {
 impl TapQueue {
     /// Another fd for the same queue. The engine keeps the original and hands clones to each
     /// generation of workers, so restarting workers never closes (and so never destroys) a TAP.
-    pub fn try_clone(&self) -> io::Result<TapQueue> {
+    pub(crate) fn try_clone(&self) -> io::Result<TapQueue> {
         Ok(TapQueue {
             fd: self.fd.try_clone()?,
             _claim: self._claim.clone(),
@@ -386,21 +381,15 @@ impl Offloads {
     pub const CSUM: Offloads = Offloads(libc::TUN_F_CSUM);
     pub const TSO4: Offloads = Offloads(libc::TUN_F_TSO4);
     pub const TSO6: Offloads = Offloads(libc::TUN_F_TSO6);
-    pub const TSO_ECN: Offloads = Offloads(libc::TUN_F_TSO_ECN);
+    pub(crate) const TSO_ECN: Offloads = Offloads(libc::TUN_F_TSO_ECN);
     pub const USO4: Offloads = Offloads(libc::TUN_F_USO4);
     pub const USO6: Offloads = Offloads(libc::TUN_F_USO6);
 
-    pub const fn bits(self) -> u32 {
+    pub(crate) const fn bits(self) -> u32 {
         self.0
-    }
-    pub const fn from_bits(bits: u32) -> Offloads {
-        Offloads(bits)
     }
     pub const fn contains(self, other: Offloads) -> bool {
         self.0 & other.0 == other.0
-    }
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
     }
 }
 

@@ -5,9 +5,9 @@
 //! does no heap allocation per packet or per call.
 //!
 //! GSO fall-back: [`UdpSocket::probe_gso`] only shows that the kernel knows UDP_SEGMENT. A send can
-//! still fail at run time with EIO (egress device without checksum offload, xfrm path) or EINVAL
-//! (segment count/size limits); a caller seeing those on a message with `segment_size` should
-//! switch GSO off for the socket and send the segments as separate datagrams.
+//! still fail at run time with EIO (xfrm path; before Linux 6.11 also an egress device without
+//! checksum offload) or EINVAL (no UDP checksums on the socket, segment count/size limits); the
+//! engine then sends the segments as separate datagrams (`crate::offload` keeps that decision).
 
 use std::io;
 use std::mem::size_of;
@@ -149,7 +149,7 @@ impl UdpSocket {
 
     /// The bound address (with the real port when bound to port 0).
     /// Another fd for the same socket (same port, options and buffers).
-    pub fn try_clone(&self) -> io::Result<UdpSocket> {
+    pub(crate) fn try_clone(&self) -> io::Result<UdpSocket> {
         Ok(UdpSocket {
             sock: self.sock.try_clone()?,
             local: self.local,
@@ -184,7 +184,7 @@ impl UdpSocket {
     }
 
     /// The underlying socket2 socket, for options not wrapped here.
-    pub fn socket(&self) -> &Socket {
+    pub(crate) fn socket(&self) -> &Socket {
         &self.sock
     }
 }
@@ -299,23 +299,6 @@ impl RecvBatch {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.hdrs.len()
-    }
-
-    pub fn buf_size(&self) -> usize {
-        self.buf_size
-    }
-
-    /// Number of datagrams from the last successful `recv`.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Receives up to `capacity()` datagrams without blocking. `Err(WouldBlock)` when nothing is
     /// queued; EINTR is returned as is for the caller's loop.
     pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
@@ -385,11 +368,6 @@ impl RecvBatch {
         assert!(i < self.count, "datagram index {i} out of {}", self.count);
         let len = self.received_len(i);
         &mut self.bufs[i * self.buf_size..][..len]
-    }
-
-    /// The whole `buf_size` buffer of slot `i`, for callers that grow a datagram in place.
-    pub fn buffer_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.bufs[i * self.buf_size..][..self.buf_size]
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Received<'_>> + '_ {

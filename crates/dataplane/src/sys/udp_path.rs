@@ -92,7 +92,7 @@ pub(super) fn make_send_only(sock: &Socket) -> io::Result<()> {
 /// IP_MTU / IPV6_MTU, which is the route's MTU including what ICMP frag-needed / packet-too-big
 /// messages taught it (the kernel's PMTU exceptions) and `ip route … mtu` settings.
 #[derive(Debug)]
-pub struct PathMtuProbe {
+pub(crate) struct PathMtuProbe {
     sock: Socket,
     ipv4: bool,
 }
@@ -102,7 +102,7 @@ impl PathMtuProbe {
     /// for the same source address the data takes. Its port is taken from `ports` where the
     /// kernel allows choosing (IP_LOCAL_PORT_RANGE, Linux 6.3+), so it does not hold one of the
     /// source ports; elsewhere from the usual ephemeral range.
-    pub fn new(local: IpAddr, ports: RangeInclusive<u16>) -> io::Result<PathMtuProbe> {
+    pub(crate) fn new(local: IpAddr, ports: RangeInclusive<u16>) -> io::Result<PathMtuProbe> {
         let sock = Socket::new(
             Domain::for_address(SocketAddr::new(local, 0)),
             Type::DGRAM.nonblocking().cloexec(),
@@ -130,7 +130,7 @@ impl PathMtuProbe {
 
     /// The path MTU (IP packet bytes) to `peer`. Two syscalls: `connect` looks the route up
     /// afresh (a cached route would not show a PMTU learned since), `getsockopt` reads it.
-    pub fn path_mtu(&self, peer: SocketAddr) -> io::Result<u32> {
+    pub(crate) fn path_mtu(&self, peer: SocketAddr) -> io::Result<u32> {
         self.sock.connect(&peer.into())?;
         let (level, name) = if self.ipv4 {
             (libc::IPPROTO_IP, libc::IP_MTU)
@@ -157,7 +157,7 @@ impl PathMtuProbe {
 
 /// Raises this process's soft limit on open files to its hard limit (allowed without privilege)
 /// and returns the new soft limit: the source-port sockets take one descriptor each.
-pub fn raise_nofile_limit() -> io::Result<u64> {
+pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

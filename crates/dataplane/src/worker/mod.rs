@@ -11,7 +11,14 @@
 //! of them given to the kernel in UDP_SEGMENT sends. In the other direction, UDP GRO
 //! delivers runs of VXLAN datagrams in one read; their inner TCP segments are coalesced back into
 //! superframes and written to the TAP with a virtio-net header.
+//!
+//! The parts, in packet order: this module (the poll loop and the TAP reads) → [`tx`] (pure
+//! planning: classify, segment, wrap) → [`send`] (messages, GSO policy, `sendmmsg`); and from
+//! the wire: [`rx`] (the socket drain, GRO runs, tunnel superframes) → [`tap_sink`] (coalescing
+//! and TAP writes). [`pmtu`] is the send side's path-MTU check and its ICMP too-big replies.
 
+#[cfg(test)]
+mod fixtures;
 mod pmtu;
 mod rx;
 mod send;
@@ -20,101 +27,68 @@ mod tap_sink;
 mod tx;
 
 use std::io;
-use std::net::IpAddr;
-use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use vxnet_encap::offload::{CoalesceConfig, Coalescer, MAX_GSO_SEGMENTS, VIRTIO_NET_HDR_LEN};
-use vxnet_encap::outer::OuterFields;
+use vxnet_encap::offload::VIRTIO_NET_HDR_LEN;
+use vxnet_encap::Encapsulation;
 
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
+use crate::offload::Offloads;
 use crate::sys::poll::{EventFd, PollSet};
 use crate::sys::tap::TapQueue;
-use crate::sys::udp::{Outgoing, RecvBatch, SendBatch, UdpSocket};
+use crate::sys::udp::{RecvBatch, UdpSocket};
 
-pub use source_ports::{SourcePortConfig, SourcePorts};
-pub use tx::fit_superframes_to_gso;
+pub(crate) use source_ports::{SourcePortConfig, SourcePorts};
+pub(crate) use tx::fit_superframes_to_gso;
+
+use send::Sender;
+use tap_sink::TapSink;
+use tx::{TxPlan, MAX_FRAME};
 
 /// Frames moved per syscall.
-pub const BATCH: usize = 64;
-/// Headroom in front of each TAP frame: the VXLAN header (the kernel adds UDP and IP).
-const HEADROOM: usize = 8;
-/// Largest frame a TAP hands us (room for a 64 KB superframe once offloads are on).
-const MAX_FRAME: usize = 65_536;
-/// Output room for one segmented superframe: the payload plus, per segment, VXLAN and inner
-/// headers (Ethernet + tag + IPv4 with options + TCP with options: at most 146 bytes).
-const MAX_SEGMENTED: usize = MAX_FRAME + MAX_GSO_SEGMENTS * (VXLAN_AND_INNER_HEADERS);
-const VXLAN_AND_INNER_HEADERS: usize = 8 + 146;
-/// Most segments written into one TAP buffer: two full UDP GSO sends. A superframe with more (a
-/// small MSS: 536 makes 123 of 64 KB) takes several buffers, so no size of it is refused.
-const MAX_CHUNK_SEGMENTS: usize = 2 * MAX_GSO_SEGMENTS;
-
-/// Which fast-path features this worker uses (decided by the engine's probes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Offloads {
-    /// The TAP was opened with IFF_VNET_HDR: frames carry a virtio-net header both ways.
-    pub vnet_hdr: bool,
-    /// UDP_SEGMENT sends.
-    pub gso: bool,
-    /// UDP_GRO receives (the socket option is set by the engine).
-    pub gro: bool,
-}
+pub(crate) const BATCH: usize = 64;
 /// Batches drained per wake-up before polling again, so one busy direction cannot starve the other.
 const ROUNDS_PER_WAKE: usize = 8;
-/// How long a full socket buffer may hold up sending before the rest of the batch is dropped.
-const SEND_STALL: Duration = Duration::from_millis(100);
 
-/// One wrapped frame waiting to be sent, by index into the worker's buffers (no borrows, so the
-/// plan vector is reused across batches).
-#[derive(Debug, Clone, Copy)]
-struct Planned {
-    buf: usize,
-    start: usize,
-    end: usize,
-    network: usize,
-    dest: Option<SocketAddr>,
-    /// UDP_SEGMENT size when the range holds several equal-size datagrams.
-    segment_size: Option<u16>,
-    segments: usize,
-    /// Which source-port slot carries it (from the inner flow hash and the DF it needs).
-    socket: usize,
-    /// Outer DF, TTL and TOS (per packet only where the policy inherits them).
-    outer: OuterFields,
+/// Everything a worker is built from.
+#[derive(Debug)]
+pub(crate) struct WorkerConfig {
+    /// The forwarding generation the worker serves.
+    pub(crate) forwarder: Arc<Forwarder>,
+    /// One queue of each network's TAP, indexed like `forwarder.networks()`.
+    pub(crate) taps: Vec<TapQueue>,
+    /// The worker's receive socket (one of the engine's SO_REUSEPORT group).
+    pub(crate) socket: UdpSocket,
+    /// The engine's sending sockets, shared by all workers.
+    pub(crate) source_ports: Arc<SourcePorts>,
+    /// Readable when the worker must stop.
+    pub(crate) stop: Arc<EventFd>,
+    /// The engine's clock origin (FDB times are milliseconds since).
+    pub(crate) epoch: Instant,
+    pub(crate) offloads: Offloads,
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     forwarder: Arc<Forwarder>,
     taps: Vec<TapQueue>,
     socket: UdpSocket,
-    source_ports: Arc<SourcePorts>,
     stop: Arc<EventFd>,
     epoch: Instant,
-    tap_bufs: Vec<Box<[u8]>>,
-    plan: Vec<Planned>,
+    /// Frames are read with a virtio-net header (and may be superframes).
+    vnet_hdr: bool,
+    /// TAP → wire: the batch being planned, and the sockets it leaves from.
+    tx: TxPlan,
+    sender: Sender,
+    /// Wire → TAP.
     recv: RecvBatch,
-    send: SendBatch,
-    /// Destination and network of each queued `Outgoing`, for counting what was sent.
-    sent_meta: Vec<(usize, IpAddr, usize, usize)>,
-    /// Plan index of each queued `Outgoing`.
-    sockets: Vec<usize>,
-    /// Path MTU to each VTEP and the ICMP too-big replies.
-    pmtu: pmtu::PathMtus,
-    /// Sends of the current batch too big for their path, and sends the kernel refused.
-    oversize: Vec<send::Oversize>,
-    refused: Vec<send::Refused>,
-    outgoing: Vec<Outgoing<'static>>,
-    packets: Vec<&'static [u8]>,
-    offloads: Offloads,
-    /// With a vnet header, TAP reads land here and are segmented into `tap_bufs`.
-    raw: Box<[u8]>,
-    /// Per network (index like `taps`): inner TCP payload bytes that fit one underlay datagram.
-    mss: Vec<usize>,
     /// Longer received datagrams are GRO runs or tunnel superframes.
     max_single_datagram: usize,
-    coalescers: Vec<Coalescer>,
+    sink: TapSink,
+    /// Without a vnet header, a tunnel superframe is cut into frames here.
+    split: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -126,60 +100,39 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    pub fn new(
-        forwarder: Arc<Forwarder>,
-        taps: Vec<TapQueue>,
-        socket: UdpSocket,
-        source_ports: Arc<SourcePorts>,
-        stop: Arc<EventFd>,
-        epoch: Instant,
-        offloads: Offloads,
-    ) -> Self {
-        let max_flood = 64;
-        let buf_len = if offloads.vnet_hdr {
-            MAX_SEGMENTED
-        } else {
-            HEADROOM + MAX_FRAME
-        };
-        // The largest inner IP packet is the TAP MTU; 40 bytes of IP and TCP header come off it.
-        // (The kernel's gso_size is smaller still when TCP options are in use.)
-        let mss = forwarder
-            .networks()
-            .iter()
-            .map(|n| (n.settings.mtu as usize).saturating_sub(40).max(1))
-            .collect();
-        let coalescers = (0..taps.len())
-            .map(|_| Coalescer::new(CoalesceConfig::default()))
-            .collect();
-        Worker {
-            pmtu: pmtu::PathMtus::new(
-                forwarder.local(),
-                source_ports.fallback_mtu(),
-                source_ports.range().outside(),
-            ),
-            oversize: Vec::with_capacity(BATCH),
-            refused: Vec::with_capacity(BATCH),
-            max_single_datagram: forwarder.max_single_datagram(),
+    pub(crate) fn new(config: WorkerConfig) -> Self {
+        let WorkerConfig {
             forwarder,
             taps,
             socket,
             source_ports,
             stop,
             epoch,
-            tap_bufs: (0..BATCH)
-                .map(|_| vec![0u8; buf_len].into_boxed_slice())
-                .collect(),
-            plan: Vec::with_capacity(BATCH),
-            recv: RecvBatch::new(BATCH, MAX_FRAME),
-            send: SendBatch::new(BATCH * 4, 1),
-            sent_meta: Vec::with_capacity(BATCH * max_flood),
-            sockets: Vec::with_capacity(BATCH * max_flood),
-            outgoing: Vec::with_capacity(BATCH * max_flood),
-            packets: Vec::with_capacity(BATCH),
             offloads,
-            raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_FRAME].into_boxed_slice(),
-            mss,
-            coalescers,
+        } = config;
+        let split_len = if offloads.vnet_hdr {
+            0
+        } else {
+            VIRTIO_NET_HDR_LEN + MAX_FRAME
+        };
+        Worker {
+            tx: TxPlan::new(
+                &forwarder,
+                offloads.vnet_hdr,
+                Arc::clone(&source_ports),
+                epoch,
+            ),
+            sender: Sender::new(&forwarder, source_ports, offloads.gso, epoch),
+            recv: RecvBatch::new(BATCH, MAX_FRAME),
+            max_single_datagram: forwarder.max_single_datagram(),
+            sink: TapSink::new(taps.len(), offloads.vnet_hdr),
+            split: vec![0u8; split_len].into_boxed_slice(),
+            vnet_hdr: offloads.vnet_hdr,
+            forwarder,
+            taps,
+            socket,
+            stop,
+            epoch,
         }
     }
 
@@ -188,7 +141,7 @@ impl Worker {
     }
 
     /// Runs until the stop eventfd fires.
-    pub fn run(mut self) -> io::Result<()> {
+    pub(crate) fn run(mut self) -> io::Result<()> {
         let mut poll = PollSet::new();
         for tap in &self.taps {
             poll.add(tap.as_fd());
@@ -209,5 +162,66 @@ impl Worker {
                 self.drain_socket()?;
             }
         }
+    }
+
+    fn drain_tap(&mut self, index: usize) -> io::Result<()> {
+        for _ in 0..ROUNDS_PER_WAKE {
+            let read = self.read_tap_batch(index)?;
+            let (bufs, plan) = self.tx.parts();
+            self.sender
+                .send(&self.forwarder, &self.taps, self.vnet_hdr, bufs, plan);
+            if read < BATCH {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to a batch of frames from TAP `index` and plans them (see [`tx`]).
+    fn read_tap_batch(&mut self, index: usize) -> io::Result<usize> {
+        self.tx.clear();
+        let Some(network) = self.forwarder.networks().get(index) else {
+            return Ok(0);
+        };
+        let encapsulation = Encapsulation::vxlan(network.vni());
+        let Some(tap) = self.taps.get(index) else {
+            return Ok(0);
+        };
+        let mut read = 0;
+        let mut attempts = 0;
+        while read < BATCH && attempts < BATCH * 2 {
+            attempts += 1;
+            let buf = if self.vnet_hdr {
+                self.tx.raw_buf()
+            } else {
+                match self.tx.frame_buf() {
+                    Some(buf) => buf,
+                    // One buffer per frame and at most BATCH frames: not reached.
+                    None => break,
+                }
+            };
+            let len = match tap.read(buf) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let planned = if self.vnet_hdr {
+                let (forwarder, taps) = (&self.forwarder, &self.taps);
+                let sender = &mut self.sender;
+                let gso = sender.gso();
+                self.tx
+                    .plan_offloaded(forwarder, index, len, gso, |bufs, plan| {
+                        sender.send(forwarder, taps, true, bufs, plan)
+                    })
+            } else {
+                self.tx
+                    .plan_frame(&self.forwarder, index, &encapsulation, len)
+            };
+            if planned {
+                read += 1;
+            }
+        }
+        Ok(read)
     }
 }

@@ -9,15 +9,16 @@ use std::sync::atomic::Ordering;
 use vxnet_encap::offload::{InnerSuperframe, WirePlan, MAX_GSO_SEGMENTS};
 use vxnet_encap::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 
-use super::tap_sink::{deliver, flush, write_tap};
-use super::{Offloads, Worker, BATCH, ROUNDS_PER_WAKE};
+use super::tap_sink::{write_tap, TapSink};
+use super::{Worker, BATCH, ROUNDS_PER_WAKE};
 use crate::counters::{DropReason, Events};
 use crate::fdb::Millis;
 use crate::forward::{Forwarder, WireAction, WireRun};
 use crate::sys::tap::TapQueue;
-use vxnet_encap::offload::Coalescer;
 
 impl Worker {
+    /// Reads batches of datagrams from the worker's socket until it is drained (or the round
+    /// budget is spent) and delivers their inner frames.
     pub(super) fn drain_socket(&mut self) -> io::Result<()> {
         for _ in 0..ROUNDS_PER_WAKE {
             let received = match self.recv.recv(&self.socket) {
@@ -31,10 +32,9 @@ impl Worker {
                 forwarder,
                 taps,
                 recv,
-                coalescers,
-                offloads,
+                sink,
                 max_single_datagram,
-                raw,
+                split,
                 ..
             } = self;
             // One sender's datagrams in a row share their fate (see `from_wire_run`).
@@ -65,7 +65,7 @@ impl Worker {
                             superframe,
                             gro_size,
                         };
-                        received.deliver(forwarder, taps, coalescers, *offloads, raw);
+                        received.deliver(forwarder, taps, sink, split);
                         continue;
                     }
                 }
@@ -81,22 +81,13 @@ impl Worker {
                                 Events::bump(&n.events.gro_batches);
                             }
                         }
-                        deliver(
-                            forwarder,
-                            taps,
-                            coalescers,
-                            *offloads,
-                            network,
-                            &mut packet[inner],
-                        );
+                        sink.deliver(forwarder, taps, network, &mut packet[inner]);
                     }
                 }
             }
             forwarder.end_run(&mut run);
             // A superframe never waits for the next read: flush at the end of every batch.
-            for (network, coalescer) in coalescers.iter_mut().enumerate() {
-                flush(forwarder, taps, coalescer, network);
-            }
+            sink.flush_all(forwarder, taps);
             if received < BATCH {
                 return Ok(());
             }
@@ -117,14 +108,13 @@ struct TunnelSuperframe<'a> {
 
 impl TunnelSuperframe<'_> {
     /// Writes the superframe to its network's TAP whole, behind a TSO/USO virtio-net header, or
-    /// segment by segment when the TAP has no virtio-net header (`raw` is the scratch space).
+    /// segment by segment when the TAP has no virtio-net header (`split` is the scratch space).
     fn deliver(
         self,
         forwarder: &Forwarder,
         taps: &[TapQueue],
-        coalescers: &mut [Coalescer],
-        offloads: Offloads,
-        raw: &mut [u8],
+        sink: &mut TapSink,
+        split: &mut [u8],
     ) {
         let TunnelSuperframe {
             now,
@@ -165,10 +155,8 @@ impl TunnelSuperframe<'_> {
             .tunnel_segments
             .fetch_add(segments as u64, Ordering::Relaxed);
         // Segments of the same flow may be waiting in the coalescer: they go first.
-        if let Some(coalescer) = coalescers.get_mut(network) {
-            flush(forwarder, taps, coalescer, network);
-        }
-        if offloads.vnet_hdr {
+        sink.flush(forwarder, taps, network);
+        if sink.vnet_hdr() {
             let hdr = hdr.to_bytes();
             write_tap(
                 forwarder,
@@ -188,7 +176,7 @@ impl TunnelSuperframe<'_> {
         };
         let vni = n.vni();
         loop {
-            let written = match plan.write_next(frame, vni, raw, MAX_GSO_SEGMENTS) {
+            let written = match plan.write_next(frame, vni, split, MAX_GSO_SEGMENTS) {
                 Ok(Some(written)) => written,
                 Ok(None) => return,
                 Err(_) => {
@@ -197,7 +185,7 @@ impl TunnelSuperframe<'_> {
                 }
             };
             // Each piece is a VXLAN datagram as it would go on the wire; the TAP wants the frame.
-            for datagram in raw[..written.total_len].chunks(written.segment_size) {
+            for datagram in split[..written.total_len].chunks(written.segment_size) {
                 if let Some(segment) = datagram.get(VXLAN_HEADER_LEN..) {
                     write_tap(forwarder, taps, network, &[IoSlice::new(segment)]);
                 }

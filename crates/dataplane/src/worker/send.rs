@@ -1,16 +1,81 @@
-//! Handing the plan to the kernel: grouped by source-port socket, checked against the path MTU
-//! to each VTEP, with retries on a full socket buffer and the run-time fall-back when the
-//! kernel refuses UDP_SEGMENT.
+//! TAP → wire, last step: the plan becomes messages (a flood one per peer), checked against the
+//! path MTU to each VTEP (see [`super::pmtu`]), grouped by source-port socket and handed to the
+//! kernel, with retries on a full socket buffer and the run-time fall-back when the kernel
+//! refuses `UDP_SEGMENT` (see [`crate::offload`]). Every message that does not go out is a
+//! counted drop; one too big for its path with DF is answered with ICMP into the TAP.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::{Planned, Worker, SEND_STALL};
+use super::pmtu::PathMtus;
+use super::source_ports::SourcePorts;
+use super::tx::Planned;
+use super::BATCH;
 use crate::counters::DropReason;
+use crate::fdb::Millis;
 use crate::forward::Forwarder;
+use crate::offload::{is_gso_refusal, UdpGso};
 use crate::sys::poll::wait_writable;
+use crate::sys::tap::TapQueue;
 use crate::sys::udp::{Outgoing, SendBatch, UdpSocket};
+
+/// How long a full socket buffer may hold up sending before the rest of the batch is dropped.
+const SEND_STALL: Duration = Duration::from_millis(100);
+/// Flood copies room is reserved for per planned frame (more just grow the vectors once).
+const MAX_FLOOD: usize = 64;
+
+/// What to count for one message once the kernel took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent {
+    network: usize,
+    dest: IpAddr,
+    segments: usize,
+    bytes: usize,
+}
+
+/// A send the kernel refused in a way a smaller path MTU explains (EMSGSIZE; EINVAL or EIO for
+/// a UDP GSO send): index into the batch's messages and the error number.
+type Refused = (usize, i32);
+
+/// What to do with a datagram too big for the path: with DF, answer it with ICMP; without,
+/// send its GSO segments one by one (the kernel fragments each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Oversize {
+    Answer { plan: usize, mtu: u32 },
+    Split { plan: usize, dest: SocketAddr },
+}
+
+/// A worker's sending side: the engine's source-port sockets, what the worker knows of path
+/// MTUs, and scratch space reused for every batch (allocated once, so sending allocates
+/// nothing).
+pub(super) struct Sender {
+    source_ports: Arc<SourcePorts>,
+    batch: SendBatch,
+    gso: Arc<UdpGso>,
+    pmtu: PathMtus,
+    epoch: Instant,
+    /// Per queued message: what to count, and which plan entry it came from.
+    sent: Vec<Sent>,
+    origins: Vec<usize>,
+    /// Sends of the current batch too big for their path, and sends the kernel refused.
+    oversize: Vec<Oversize>,
+    refused: Vec<Refused>,
+    outgoing: Vec<Outgoing<'static>>,
+    packets: Vec<&'static [u8]>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("source_ports", &self.source_ports.open())
+            .field("gso", &self.gso.in_use())
+            .field("pmtu", &self.pmtu)
+            .finish()
+    }
+}
 
 /// Reuses a vector's allocation for elements of the same layout but another lifetime: the
 /// vectors of borrowed slices are rebuilt every batch, their capacity is not.
@@ -20,42 +85,250 @@ fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.into_iter().filter_map(|_| None).collect()
 }
 
-/// A send the kernel refused as too big for the path (EMSGSIZE; EINVAL or EIO for a UDP GSO
-/// send): index into the batch and the error number.
-pub(super) type Refused = (usize, i32);
+impl Sender {
+    pub(super) fn new(
+        forwarder: &Forwarder,
+        source_ports: Arc<SourcePorts>,
+        gso: Arc<UdpGso>,
+        epoch: Instant,
+    ) -> Self {
+        Sender {
+            pmtu: PathMtus::new(
+                forwarder.local(),
+                source_ports.fallback_mtu(),
+                source_ports.range().outside(),
+            ),
+            source_ports,
+            batch: SendBatch::new(BATCH * 4, 1),
+            gso,
+            epoch,
+            sent: Vec::with_capacity(BATCH * MAX_FLOOD),
+            origins: Vec::with_capacity(BATCH * MAX_FLOOD),
+            oversize: Vec::with_capacity(BATCH),
+            refused: Vec::with_capacity(BATCH),
+            outgoing: Vec::with_capacity(BATCH * MAX_FLOOD),
+            packets: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Whether segments may still share `UDP_SEGMENT` sends (false once the kernel refused one).
+    pub(super) fn gso(&self) -> bool {
+        self.gso.in_use()
+    }
+
+    /// Sends everything in `plan` (ranges of `bufs`): unicast to one VTEP, floods to each peer
+    /// of the network. ICMP too-big replies go into `taps` (with a virtio-net header when
+    /// `vnet_hdr`).
+    pub(super) fn send(
+        &mut self,
+        forwarder: &Forwarder,
+        taps: &[TapQueue],
+        vnet_hdr: bool,
+        bufs: &[Box<[u8]>],
+        plan: &mut [Planned],
+    ) {
+        if plan.is_empty() {
+            return;
+        }
+        // Group by source-port socket; (buf, start) keeps read order within a socket, so the
+        // packets of one flow never overtake each other.
+        plan.sort_unstable_by_key(|p| (p.socket, p.buf, p.start));
+        let now = self.epoch.elapsed().as_millis() as Millis;
+        let mut slices: Vec<&[u8]> = recycle(std::mem::take(&mut self.packets));
+        slices.extend(plan.iter().map(|p| &bufs[p.buf][p.start..p.end]));
+        let mut out: Vec<Outgoing<'_>> = recycle(std::mem::take(&mut self.outgoing));
+        self.oversize.clear();
+        self.refused.clear();
+        expand(
+            forwarder,
+            plan,
+            &slices,
+            &mut out,
+            &mut self.sent,
+            &mut self.origins,
+            &mut |planned, index, dest| {
+                // Without DF a single datagram is the kernel's to fragment; only DF and GSO
+                // sends (whose segments the kernel will not fragment) are checked.
+                if !(planned.outer.df || planned.segment_size.is_some()) {
+                    return None;
+                }
+                let mtu = self.pmtu.get(dest, now);
+                (!self.pmtu.fits(mtu, datagram_len(planned)))
+                    .then(|| too_big(planned, index, dest, mtu))
+            },
+            &mut self.oversize,
+        );
+        let mut start = 0;
+        while start < out.len() {
+            let socket = plan[self.origins[start]].socket;
+            let end = start
+                + self.origins[start..]
+                    .iter()
+                    .take_while(|o| plan[**o].socket == socket)
+                    .count();
+            if let Some(udp) = self.source_ports.get(socket) {
+                send_all(
+                    forwarder,
+                    &udp,
+                    &mut self.batch,
+                    &out[start..end],
+                    &self.sent[start..end],
+                    start,
+                    &mut self.refused,
+                );
+            } else {
+                for s in &self.sent[start..end] {
+                    count_send_error(forwarder, s.network);
+                }
+            }
+            start = end;
+        }
+        // Refused sends: the path MTU went down since it was last read (a router's ICMP taught
+        // the kernel), or the kernel refuses UDP_SEGMENT at run time.
+        let mut gso_refused = false;
+        for &(i, errno) in &self.refused {
+            let planned = &plan[self.origins[i]];
+            let dest = out[i].dest;
+            let mtu = self.pmtu.refresh(dest, now);
+            if !self.pmtu.fits(mtu, datagram_len(planned))
+                && (planned.outer.df || planned.segment_size.is_some())
+            {
+                self.oversize
+                    .push(too_big(planned, self.origins[i], dest, mtu));
+            } else {
+                gso_refused |= errno != libc::EMSGSIZE;
+                count_send_error(forwarder, planned.network);
+            }
+        }
+        if gso_refused {
+            // A refusal the path MTU does not explain (an egress device without checksum
+            // offload, an xfrm path): the refused messages are counted (TCP retransmits them);
+            // from now on every worker sends segment by segment.
+            self.gso.refused();
+        }
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        for &o in &self.oversize {
+            match o {
+                Oversize::Answer { plan: index, mtu } => {
+                    let planned = &plan[index];
+                    count_drop(forwarder, planned.network, DropReason::TooBig);
+                    let first = &slices[index][..datagram_len(planned).min(slices[index].len())];
+                    self.pmtu.answer(
+                        forwarder,
+                        taps,
+                        planned.network,
+                        vnet_hdr,
+                        first,
+                        mtu,
+                        now_ns,
+                    );
+                }
+                Oversize::Split { plan: index, dest } => {
+                    split_send(
+                        forwarder,
+                        &self.source_ports,
+                        &plan[index],
+                        slices[index],
+                        dest,
+                    );
+                }
+            }
+        }
+        self.outgoing = recycle(out);
+        self.packets = recycle(slices);
+    }
+}
+
+/// Turns `plan` (whose wrapped bytes are `slices`, in the same order) into messages: one per
+/// entry for a unicast, one per flood peer of the network for a flood, skipping (and counting)
+/// peers of the other address family. `check` sets aside (into `oversize`) a message too big
+/// for its path. `sent` and `origins` get one entry per message.
+#[allow(clippy::too_many_arguments)]
+fn expand<'a>(
+    forwarder: &Forwarder,
+    plan: &[Planned],
+    slices: &'a [&'a [u8]],
+    out: &mut Vec<Outgoing<'a>>,
+    sent: &mut Vec<Sent>,
+    origins: &mut Vec<usize>,
+    check: &mut dyn FnMut(&Planned, usize, SocketAddr) -> Option<Oversize>,
+    oversize: &mut Vec<Oversize>,
+) {
+    sent.clear();
+    origins.clear();
+    let local_is_v4 = forwarder.local().is_ipv4();
+    for (index, (planned, packet)) in plan.iter().zip(slices).enumerate() {
+        let parts = std::slice::from_ref(packet);
+        let mut push = |dest: SocketAddr| {
+            if let Some(o) = check(planned, index, dest) {
+                oversize.push(o);
+                return;
+            }
+            out.push(Outgoing {
+                dest,
+                parts,
+                segment_size: planned.segment_size,
+                ttl: planned.outer.ttl,
+                tos: planned.outer.tos,
+            });
+            sent.push(Sent {
+                network: planned.network,
+                dest: dest.ip(),
+                segments: planned.segments,
+                bytes: packet.len(),
+            });
+            origins.push(index);
+        };
+        match planned.dest {
+            Some(dest) => push(dest),
+            None => {
+                let Some(network) = forwarder.networks().get(planned.network) else {
+                    continue;
+                };
+                for dest in network.peers().flood.iter() {
+                    if dest.is_ipv4() == local_is_v4 {
+                        push(*dest);
+                    } else {
+                        network.drops.count(DropReason::WrongFamily);
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Hands `out` to the kernel, retrying partial sends and waiting (briefly) when the socket
 /// buffer is full; counts what was sent and what had to be dropped. Sends refused in a way a
-/// smaller path MTU explains are left in `refused` (indices into `out`, offset by `base`) for the
-/// caller to judge, uncounted.
+/// smaller path MTU (or a run-time `UDP_SEGMENT` refusal) explains are left in `refused`
+/// (indices into `out`, offset by `base`) for the caller to judge, uncounted.
 fn send_all(
     forwarder: &Forwarder,
     socket: &UdpSocket,
-    send: &mut SendBatch,
+    batch: &mut SendBatch,
     out: &[Outgoing<'_>],
-    meta: &[(usize, IpAddr, usize, usize)],
+    sent: &[Sent],
     base: usize,
     refused: &mut Vec<Refused>,
 ) {
     let mut done = 0;
     while done < out.len() {
-        match send.send(socket, &out[done..]) {
+        match batch.send(socket, &out[done..]) {
             Ok(0) => {
                 // Nothing taken and no error: count the head as lost rather than spin.
-                count_send_error(forwarder, meta[done].0);
+                count_send_error(forwarder, sent[done].network);
                 done += 1;
             }
-            Ok(sent) => {
-                for (network, dest, segments, bytes) in &meta[done..done + sent] {
-                    forwarder.count_sent(*network, *dest, *segments, *bytes);
+            Ok(n) => {
+                for s in &sent[done..done + n] {
+                    forwarder.count_sent(s.network, s.dest, s.segments, s.bytes);
                 }
-                done += sent;
+                done += n;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if !matches!(wait_writable(socket.socket().as_fd(), SEND_STALL), Ok(true)) {
-                    for (network, _, _, _) in &meta[done..] {
-                        count_send_error(forwarder, *network);
+                    for s in &sent[done..] {
+                        count_send_error(forwarder, s.network);
                     }
                     return;
                 }
@@ -66,10 +339,8 @@ fn send_all(
                 let gso = out[done].segment_size.is_some();
                 match e.raw_os_error() {
                     Some(errno @ libc::EMSGSIZE) => refused.push((base + done, errno)),
-                    Some(errno @ (libc::EINVAL | libc::EIO)) if gso => {
-                        refused.push((base + done, errno))
-                    }
-                    _ => count_send_error(forwarder, meta[done].0),
+                    Some(errno) if gso && is_gso_refusal(&e) => refused.push((base + done, errno)),
+                    _ => count_send_error(forwarder, sent[done].network),
                 }
                 done += 1;
             }
@@ -94,166 +365,6 @@ fn datagram_len(planned: &Planned) -> usize {
         .map_or(planned.end - planned.start, usize::from)
 }
 
-/// What to do with a datagram too big for the path: with DF, answer it with ICMP; without,
-/// send its GSO segments one by one (the kernel fragments each).
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Oversize {
-    Answer { plan: usize, mtu: u32 },
-    Split { plan: usize, dest: SocketAddr },
-}
-
-impl Worker {
-    /// Sends everything in the plan: unicast to one VTEP, floods to each peer of the network.
-    pub(super) fn send_planned(&mut self) {
-        if self.plan.is_empty() {
-            return;
-        }
-        // Group by source-port socket; (buf, start) keeps read order within a socket, so the
-        // packets of one flow never overtake each other.
-        self.plan
-            .sort_unstable_by_key(|p| (p.socket, p.buf, p.start));
-        let now = self.now();
-        let Worker {
-            forwarder,
-            source_ports,
-            tap_bufs,
-            plan,
-            send,
-            sent_meta,
-            outgoing,
-            packets,
-            offloads,
-            sockets: origins,
-            pmtu,
-            oversize,
-            refused,
-            taps,
-            epoch,
-            ..
-        } = self;
-        let mut slices: Vec<&[u8]> = recycle(std::mem::take(packets));
-        for planned in plan.iter() {
-            slices.push(&tap_bufs[planned.buf][planned.start..planned.end]);
-        }
-        let mut out: Vec<Outgoing<'_>> = recycle(std::mem::take(outgoing));
-        sent_meta.clear();
-        origins.clear();
-        oversize.clear();
-        refused.clear();
-        let local_is_v4 = forwarder.local().is_ipv4();
-        for (index, (planned, packet)) in plan.iter().zip(&slices).enumerate() {
-            let parts = std::slice::from_ref(packet);
-            let mut push = |dest: SocketAddr| {
-                // Without DF a single datagram is the kernel's to fragment; only DF and GSO
-                // sends (whose segments the kernel will not fragment) are checked.
-                if planned.outer.df || planned.segment_size.is_some() {
-                    let mtu = pmtu.get(dest, now);
-                    if !pmtu.fits(mtu, datagram_len(planned)) {
-                        oversize.push(too_big(planned, index, dest, mtu));
-                        return;
-                    }
-                }
-                out.push(Outgoing {
-                    dest,
-                    parts,
-                    segment_size: planned.segment_size,
-                    ttl: planned.outer.ttl,
-                    tos: planned.outer.tos,
-                });
-                sent_meta.push((planned.network, dest.ip(), planned.segments, packet.len()));
-                origins.push(index);
-            };
-            match planned.dest {
-                Some(dest) => push(dest),
-                None => {
-                    let Some(network) = forwarder.networks().get(planned.network) else {
-                        continue;
-                    };
-                    for dest in network.peers().flood.iter() {
-                        if dest.is_ipv4() == local_is_v4 {
-                            push(*dest);
-                        } else {
-                            network.drops.count(DropReason::WrongFamily);
-                        }
-                    }
-                }
-            }
-        }
-        let mut start = 0;
-        while start < out.len() {
-            let socket = plan[origins[start]].socket;
-            let end = start
-                + origins[start..]
-                    .iter()
-                    .take_while(|o| plan[**o].socket == socket)
-                    .count();
-            if let Some(udp) = source_ports.get(socket) {
-                send_all(
-                    forwarder,
-                    &udp,
-                    send,
-                    &out[start..end],
-                    &sent_meta[start..end],
-                    start,
-                    refused,
-                );
-            } else {
-                for (network, _, _, _) in &sent_meta[start..end] {
-                    count_send_error(forwarder, *network);
-                }
-            }
-            start = end;
-        }
-        // Refused sends: the path MTU went down since it was last read (a router's ICMP taught
-        // the kernel), or the kernel refuses UDP_SEGMENT at run time.
-        let mut gso_refused = false;
-        for &(i, errno) in refused.iter() {
-            let planned = &plan[origins[i]];
-            let dest = out[i].dest;
-            let mtu = pmtu.refresh(dest, now);
-            if !pmtu.fits(mtu, datagram_len(planned))
-                && (planned.outer.df || planned.segment_size.is_some())
-            {
-                oversize.push(too_big(planned, origins[i], dest, mtu));
-            } else {
-                gso_refused |= errno != libc::EMSGSIZE;
-                count_send_error(forwarder, planned.network);
-            }
-        }
-        if gso_refused && offloads.gso {
-            // EIO/EINVAL on a UDP_SEGMENT send the path MTU does not explain (an egress device
-            // without checksum offload, an xfrm path): send segment by segment from now on. The
-            // refused frames are counted; TCP retransmits them.
-            tracing::warn!("UDP GSO refused by the kernel at run time; falling back to one datagram per segment");
-            offloads.gso = false;
-        }
-        let now_ns = epoch.elapsed().as_nanos() as u64;
-        for &o in oversize.iter() {
-            match o {
-                Oversize::Answer { plan: index, mtu } => {
-                    let planned = &plan[index];
-                    count_drop(forwarder, planned.network, DropReason::TooBig);
-                    let first = &slices[index][..datagram_len(planned).min(slices[index].len())];
-                    pmtu.answer(
-                        forwarder,
-                        taps,
-                        planned.network,
-                        offloads.vnet_hdr,
-                        first,
-                        mtu,
-                        now_ns,
-                    );
-                }
-                Oversize::Split { plan: index, dest } => {
-                    split_send(forwarder, source_ports, &plan[index], slices[index], dest);
-                }
-            }
-        }
-        *outgoing = recycle(out);
-        *packets = recycle(slices);
-    }
-}
-
 fn too_big(planned: &Planned, plan: usize, dest: SocketAddr, mtu: u32) -> Oversize {
     if planned.outer.df {
         Oversize::Answer { plan, mtu }
@@ -266,7 +377,7 @@ fn too_big(planned: &Planned, plan: usize, dest: SocketAddr, mtu: u32) -> Oversi
 /// those larger than the path). Rare: only when a path shrank below an unfragmentable size.
 fn split_send(
     forwarder: &Forwarder,
-    source_ports: &super::SourcePorts,
+    source_ports: &SourcePorts,
     planned: &Planned,
     packet: &[u8],
     dest: SocketAddr,
@@ -280,5 +391,104 @@ fn split_send(
             Ok(_) => forwarder.count_sent(planned.network, dest.ip(), 1, segment.len()),
             Err(_) => count_send_error(forwarder, planned.network),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vxnet_encap::outer::OuterFields;
+
+    use super::super::fixtures::forwarder;
+    use super::*;
+
+    fn planned(dest: Option<SocketAddr>, segments: usize, socket: usize) -> Planned {
+        Planned {
+            buf: 0,
+            start: 0,
+            end: 30,
+            network: 0,
+            dest,
+            segment_size: (segments > 1).then_some(1000),
+            segments,
+            socket,
+            outer: OuterFields {
+                df: true,
+                ttl: Some(9),
+                tos: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_flood_becomes_one_message_per_peer_of_the_local_family() {
+        let fwd = forwarder("10.0.0.1", &["10.0.0.2", "fd00::3", "10.0.0.4"], 1450);
+        let unicast: SocketAddr = "10.0.0.9:4789".parse().unwrap();
+        let plan = [planned(None, 3, 5), planned(Some(unicast), 1, 2)];
+        let (a, b) = ([1u8; 30], [2u8; 10]);
+        let slices: Vec<&[u8]> = vec![&a, &b];
+        let (mut out, mut sent, mut origins, mut oversize) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        expand(
+            &fwd,
+            &plan,
+            &slices,
+            &mut out,
+            &mut sent,
+            &mut origins,
+            &mut |_, _, _| None,
+            &mut oversize,
+        );
+        let dests: Vec<String> = out.iter().map(|o| o.dest.to_string()).collect();
+        assert_eq!(dests, ["10.0.0.2:4789", "10.0.0.4:4789", "10.0.0.9:4789"]);
+        assert_eq!(origins, [0, 0, 1]);
+        assert_eq!(out[0].segment_size, Some(1000));
+        assert_eq!(out[2].segment_size, None);
+        assert_eq!(
+            (out[0].ttl, out[0].tos),
+            (Some(9), None),
+            "outer fields per message"
+        );
+        assert_eq!(
+            sent[1],
+            Sent {
+                network: 0,
+                dest: "10.0.0.4".parse().unwrap(),
+                segments: 3,
+                bytes: 30,
+            }
+        );
+        assert_eq!(out[2].parts, [&b[..]]);
+        assert_eq!(
+            fwd.networks()[0].drops.get(DropReason::WrongFamily),
+            1,
+            "the IPv6 peer of an IPv4 engine"
+        );
+    }
+
+    #[test]
+    fn a_message_too_big_for_its_path_is_set_aside() {
+        let fwd = forwarder("10.0.0.1", &["10.0.0.2", "10.0.0.4"], 1450);
+        let plan = [planned(None, 1, 0)];
+        let a = [1u8; 30];
+        let slices: Vec<&[u8]> = vec![&a];
+        let (mut out, mut sent, mut origins, mut oversize) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let small: SocketAddr = "10.0.0.4:4789".parse().unwrap();
+        expand(
+            &fwd,
+            &plan,
+            &slices,
+            &mut out,
+            &mut sent,
+            &mut origins,
+            &mut |p, i, dest| (dest == small).then(|| too_big(p, i, dest, 40)),
+            &mut oversize,
+        );
+        assert_eq!(out.len(), 1, "the other peer still gets it");
+        assert_eq!(
+            oversize,
+            [Oversize::Answer { plan: 0, mtu: 40 }],
+            "DF: answered"
+        );
     }
 }

@@ -38,23 +38,23 @@ const FALLBACK_TRIES: usize = 32;
 
 /// How the pool is set up.
 #[derive(Debug, Clone, Copy)]
-pub struct SourcePortConfig {
-    pub local: IpAddr,
-    pub range: SourcePortRange,
+pub(crate) struct SourcePortConfig {
+    pub(crate) local: IpAddr,
+    pub(crate) range: SourcePortRange,
     /// The VXLAN listening port: never bound as a source port (with SO_REUSEPORT a source-port
     /// socket would join the receive sockets' group and take their traffic).
-    pub listen_port: u16,
-    pub policy: OuterPolicy,
+    pub(crate) listen_port: u16,
+    pub(crate) policy: OuterPolicy,
     /// Most sockets open at once.
-    pub cap: usize,
+    pub(crate) cap: usize,
     /// Send buffer of each socket.
-    pub send_buffer: usize,
+    pub(crate) send_buffer: usize,
     /// The path MTU assumed when the kernel cannot tell: the underlay device's MTU.
-    pub fallback_mtu: u32,
+    pub(crate) fallback_mtu: u32,
 }
 
 #[derive(Debug)]
-pub struct SourcePorts {
+pub(crate) struct SourcePorts {
     config: SourcePortConfig,
     /// 1, or 2 with `df inherit` (slot `2 * offset + df`).
     variants: usize,
@@ -68,7 +68,7 @@ pub struct SourcePorts {
 }
 
 impl SourcePorts {
-    pub fn new(config: SourcePortConfig) -> Self {
+    pub(crate) fn new(config: SourcePortConfig) -> Self {
         let variants = if config.policy.fixed_df().is_some() {
             1
         } else {
@@ -87,29 +87,29 @@ impl SourcePorts {
     }
 
     /// The outer DF / TTL / TOS policy the sockets are set up for.
-    pub fn policy(&self) -> &OuterPolicy {
+    pub(crate) fn policy(&self) -> &OuterPolicy {
         &self.config.policy
     }
 
-    pub fn range(&self) -> SourcePortRange {
+    pub(crate) fn range(&self) -> SourcePortRange {
         self.config.range
     }
 
-    pub fn cap(&self) -> usize {
+    pub(crate) fn cap(&self) -> usize {
         self.config.cap
     }
 
-    pub fn fallback_mtu(&self) -> u32 {
+    pub(crate) fn fallback_mtu(&self) -> u32 {
         self.config.fallback_mtu
     }
 
     /// Sockets open now.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
     /// The pool's counters (shared with the engine state, for `vxnet stats`).
-    pub fn counters(&self) -> &Arc<SourcePortCounters> {
+    pub(crate) fn counters(&self) -> &Arc<SourcePortCounters> {
         &self.stats
     }
 
@@ -263,7 +263,7 @@ impl SourcePorts {
 
     /// Closes every socket no flow used since the previous call; returns how many. Called
     /// periodically by the engine, so a socket lives one to two periods after its last use.
-    pub fn close_idle(&self) -> usize {
+    pub(crate) fn close_idle(&self) -> usize {
         let _hand = self.hand.lock().unwrap_or_else(|e| e.into_inner());
         let mut closed = 0;
         for i in 0..self.slots.len() {

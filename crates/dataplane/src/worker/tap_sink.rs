@@ -1,49 +1,87 @@
-//! Writing received inner frames to a TAP: straight through, or via the coalescer into
-//! superframes behind a virtio-net header; partial checksums completed on the way.
+//! Wire → TAP, last step: writing received inner frames to their network's TAP, straight
+//! through or via the coalescer into superframes behind a virtio-net header, completing partial
+//! checksums on the way. Every failed write is a counted drop.
 
 use std::io::IoSlice;
 use std::sync::atomic::Ordering;
 
 use vxnet_encap::offload::{
-    complete_partial_checksum, Coalescer, Push, VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
+    complete_partial_checksum, CoalesceConfig, Coalescer, Push, VirtioNetHdr, VIRTIO_NET_HDR_LEN,
+    ZERO_VNET_HDR,
 };
 
-use super::Offloads;
 use crate::counters::{DropReason, Events};
 use crate::forward::Forwarder;
 use crate::sys::tap::TapQueue;
 
-/// Writes one inner frame towards network `network`'s TAP: straight through without a vnet
-/// header, else through the coalescer (TCP segments of one flow merge into a superframe).
-pub(super) fn deliver(
-    forwarder: &Forwarder,
-    taps: &[TapQueue],
-    coalescers: &mut [Coalescer],
-    offloads: Offloads,
-    network: usize,
-    frame: &mut [u8],
-) {
-    if !offloads.vnet_hdr {
-        complete_partial(forwarder, network, frame);
-        write_tap(forwarder, taps, network, &[IoSlice::new(frame)]);
-        return;
+/// The TAP side of a worker's receive path: one coalescer per network (indexed like the TAPs).
+#[derive(Debug)]
+pub(super) struct TapSink {
+    coalescers: Vec<Coalescer>,
+    /// The TAPs take a virtio-net header in front of every frame.
+    vnet_hdr: bool,
+}
+
+impl TapSink {
+    pub(super) fn new(networks: usize, vnet_hdr: bool) -> Self {
+        TapSink {
+            coalescers: (0..networks)
+                .map(|_| Coalescer::new(CoalesceConfig::default()))
+                .collect(),
+            vnet_hdr,
+        }
     }
-    let Some(coalescer) = coalescers.get_mut(network) else {
-        return;
-    };
-    let mut push = coalesce(forwarder, taps, coalescer, network, frame);
-    // Only frames the coalescer did not take are checked for a partial checksum: a TCP segment
-    // it verified is complete, and the signature check costs a parse.
-    if matches!(push, Push::PassThrough(_)) && complete_partial(forwarder, network, frame) {
-        push = coalesce(forwarder, taps, coalescer, network, frame);
+
+    pub(super) fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
     }
-    if let Push::PassThrough(_) = push {
-        write_tap(
-            forwarder,
-            taps,
-            network,
-            &[IoSlice::new(&ZERO_VNET_HDR), IoSlice::new(frame)],
-        );
+
+    /// Writes one inner frame towards network `network`'s TAP: straight through without a vnet
+    /// header, else through the coalescer (TCP segments of one flow merge into a superframe).
+    pub(super) fn deliver(
+        &mut self,
+        forwarder: &Forwarder,
+        taps: &[TapQueue],
+        network: usize,
+        frame: &mut [u8],
+    ) {
+        if !self.vnet_hdr {
+            complete_partial(forwarder, network, frame);
+            write_tap(forwarder, taps, network, &[IoSlice::new(frame)]);
+            return;
+        }
+        let Some(coalescer) = self.coalescers.get_mut(network) else {
+            return;
+        };
+        let mut push = coalesce(forwarder, taps, coalescer, network, frame);
+        // Only frames the coalescer did not take are checked for a partial checksum: a TCP
+        // segment it verified is complete, and the signature check costs a parse.
+        if matches!(push, Push::PassThrough(_)) && complete_partial(forwarder, network, frame) {
+            push = coalesce(forwarder, taps, coalescer, network, frame);
+        }
+        if let Push::PassThrough(_) = push {
+            write_tap(
+                forwarder,
+                taps,
+                network,
+                &[IoSlice::new(&ZERO_VNET_HDR), IoSlice::new(frame)],
+            );
+        }
+    }
+
+    /// Writes out what the coalescer of network `network` holds, so what comes next (a whole
+    /// superframe of the same flow) cannot overtake it.
+    pub(super) fn flush(&mut self, forwarder: &Forwarder, taps: &[TapQueue], network: usize) {
+        if let Some(coalescer) = self.coalescers.get_mut(network) {
+            flush(forwarder, taps, coalescer, network);
+        }
+    }
+
+    /// Writes out every pending superframe: none waits for the next read.
+    pub(super) fn flush_all(&mut self, forwarder: &Forwarder, taps: &[TapQueue]) {
+        for (network, coalescer) in self.coalescers.iter_mut().enumerate() {
+            flush(forwarder, taps, coalescer, network);
+        }
     }
 }
 
@@ -64,12 +102,7 @@ fn coalesce(
 }
 
 /// Writes out the superframe (or lone segment) the coalescer holds for network `network`.
-pub(super) fn flush(
-    forwarder: &Forwarder,
-    taps: &[TapQueue],
-    coalescer: &mut Coalescer,
-    network: usize,
-) {
+fn flush(forwarder: &Forwarder, taps: &[TapQueue], coalescer: &mut Coalescer, network: usize) {
     if let Some(pending) = coalescer.finish() {
         count_coalesced(forwarder, network, pending);
         write_tap(forwarder, taps, network, &[IoSlice::new(pending)]);
@@ -109,6 +142,7 @@ fn count_coalesced(forwarder: &Forwarder, network: usize, write: &[u8]) {
     );
 }
 
+/// Writes `parts` as one frame to network `network`'s TAP; a failed write is a counted drop.
 pub(super) fn write_tap(
     forwarder: &Forwarder,
     taps: &[TapQueue],

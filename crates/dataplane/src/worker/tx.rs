@@ -1,24 +1,48 @@
-//! TAP → wire: reading a batch of frames from a TAP, classifying them and wrapping them (segmented
-//! when they are superframes) into the worker's buffers as a plan of sends.
+//! TAP → wire planning: frames read from a TAP are classified by the [`Forwarder`] and wrapped
+//! in place (the VXLAN header goes into headroom reserved in front of each frame; a superframe
+//! is segmented first) into a plan of sends. No I/O happens here: the worker reads the frames in
+//! and hands the plan to its [`Sender`](super::send::Sender), so every planning rule is tested
+//! without root (see the tests below).
 
-use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
 use vxnet_encap::flow::flow_hash;
 use vxnet_encap::offload::{
     segments_per_send, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
     VIRTIO_NET_HDR_LEN,
 };
+use vxnet_encap::outer::OuterFields;
+use vxnet_encap::wire::VXLAN_HEADER_LEN;
 use vxnet_encap::{encapsulate, Encapsulation};
 
-use super::{Planned, Worker, BATCH, HEADROOM, MAX_CHUNK_SEGMENTS, MAX_FRAME, ROUNDS_PER_WAKE};
+use super::source_ports::SourcePorts;
+use super::BATCH;
 use crate::counters::{DropReason, Events};
-use crate::forward::TapAction;
+use crate::forward::{Forwarder, TapAction};
+
+/// Headroom in front of each TAP frame: the VXLAN header (the kernel adds UDP and IP).
+pub(super) const HEADROOM: usize = VXLAN_HEADER_LEN;
+/// Largest frame a TAP hands us (room for a 64 KB superframe once offloads are on).
+pub(super) const MAX_FRAME: usize = 65_536;
+/// Inner headers that may repeat in front of each segment: Ethernet + 802.1Q tag + IPv4 with
+/// options + TCP with options.
+const MAX_INNER_HEADERS: usize = 146;
+/// Output room for one segmented superframe: the payload plus, per segment, VXLAN and inner
+/// headers.
+const MAX_SEGMENTED: usize = MAX_FRAME + MAX_GSO_SEGMENTS * (VXLAN_HEADER_LEN + MAX_INNER_HEADERS);
+/// Most segments written into one buffer: two full UDP GSO sends. A superframe with more (a
+/// small MSS: 536 makes 123 of 64 KB) takes several buffers, so no size of it is refused.
+const MAX_CHUNK_SEGMENTS: usize = 2 * MAX_GSO_SEGMENTS;
+/// IPv4 and TCP headers without options: what comes off the TAP MTU to give the MSS.
+const IPV4_TCP_HEADERS: usize = 40;
 
 /// Makes the TCP superframes the kernel hands to TAP `dev` (inner MTU `mtu`) small enough for
 /// one `UDP_SEGMENT` send each, by capping the device's `gso_max_segs`. Best effort: without it
 /// a superframe just takes two sends.
-pub fn fit_superframes_to_gso(dev: &str, mtu: u32) {
+pub(crate) fn fit_superframes_to_gso(dev: &str, mtu: u32) {
     let segs = segments_per_send(mtu as usize) as u32;
     match crate::sys::iface::set_gso_max_segs(dev, segs) {
         Ok(()) => tracing::debug!(
@@ -30,99 +54,199 @@ pub fn fit_superframes_to_gso(dev: &str, mtu: u32) {
     }
 }
 
-impl Worker {
-    pub(super) fn drain_tap(&mut self, index: usize) -> io::Result<()> {
-        for _ in 0..ROUNDS_PER_WAKE {
-            let read = self.read_tap_batch(index)?;
-            self.send_planned();
-            if read < BATCH {
-                break;
-            }
-        }
-        Ok(())
-    }
+/// One wrapped frame (or run of equal-size segments) waiting to be sent, by index into the
+/// plan's buffers (no borrows, so the plan vector is reused across batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Planned {
+    pub(super) buf: usize,
+    pub(super) start: usize,
+    pub(super) end: usize,
+    /// Index of the network (and TAP) the frame came from.
+    pub(super) network: usize,
+    /// `None`: flooded to every peer of the network.
+    pub(super) dest: Option<SocketAddr>,
+    /// UDP_SEGMENT size when the range holds several equal-size datagrams.
+    pub(super) segment_size: Option<u16>,
+    pub(super) segments: usize,
+    /// Which source-port slot carries it (from the inner flow hash and the DF it needs).
+    pub(super) socket: usize,
+    /// Outer DF, TTL and TOS (per packet only where the policy inherits them).
+    pub(super) outer: OuterFields,
+}
 
-    /// Reads up to a batch of frames from TAP `index`, classifies and wraps them into the plan.
-    fn read_tap_batch(&mut self, index: usize) -> io::Result<usize> {
-        self.plan.clear();
-        let Some(network) = self.forwarder.networks().get(index) else {
-            return Ok(0);
+/// The buffers one batch of TAP frames is wrapped in, and the sends planned from them. All
+/// allocated once, when the worker starts.
+#[derive(Debug)]
+pub(super) struct TxPlan {
+    /// Wrapped frames: one per buffer, several buffers for a superframe of many small segments.
+    bufs: Vec<Box<[u8]>>,
+    /// Buffers in use.
+    used: usize,
+    plan: Vec<Planned>,
+    /// With a vnet header, TAP reads land here and are segmented into `bufs`.
+    raw: Box<[u8]>,
+    /// Per network (indexed like the TAPs): inner TCP payload bytes that fit one underlay
+    /// datagram.
+    mss: Vec<usize>,
+    /// The source-port pool: which slot (port, DF) a flow leaves from, and the outer policy.
+    source_ports: Arc<SourcePorts>,
+    /// The engine's clock origin (storm control counts floods in nanoseconds since).
+    epoch: Instant,
+}
+
+impl TxPlan {
+    /// Buffers for the networks of `forwarder`; with `vnet_hdr` frames are read with a
+    /// virtio-net header and may be superframes.
+    pub(super) fn new(
+        forwarder: &Forwarder,
+        vnet_hdr: bool,
+        source_ports: Arc<SourcePorts>,
+        epoch: Instant,
+    ) -> Self {
+        let buf_len = if vnet_hdr {
+            MAX_SEGMENTED
+        } else {
+            HEADROOM + MAX_FRAME
         };
-        let vni = network.vni();
-        let encapsulation = Encapsulation::vxlan(vni);
-        let mut read = 0;
-        // TAP buffers used: one per frame, several for a superframe of many small segments.
-        let mut slot = 0;
-        let mut attempts = 0;
-        while read < BATCH && attempts < BATCH * 2 {
-            attempts += 1;
-            if self.offloads.vnet_hdr {
-                let len = match self.taps[index].read(&mut self.raw) {
-                    Ok(len) => len,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                // Taken out for the duration so the frame can be read while `self` is mutated
-                // (a big superframe may flush the plan half-way); put back right after.
-                let raw = std::mem::take(&mut self.raw);
-                let planned = self.plan_offloaded_frame(index, &raw[..len], &mut slot);
-                self.raw = raw;
-                if !planned {
-                    continue;
-                }
-            } else {
-                let buf = &mut self.tap_bufs[slot];
-                let len = match self.taps[index].read(&mut buf[HEADROOM..HEADROOM + MAX_FRAME]) {
-                    Ok(len) => len,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                let end = HEADROOM + len;
-                let outer = self.source_ports.policy().fields(&buf[HEADROOM..end]);
-                let socket = self
-                    .source_ports
-                    .slot_for(flow_hash(&buf[HEADROOM..end]), outer.df);
-                let now = Some(self.epoch.elapsed().as_nanos() as u64);
-                let dest = match self
-                    .forwarder
-                    .from_tap_at(index, &buf[HEADROOM..end], false, now)
-                {
-                    TapAction::Drop(_) => continue,
-                    TapAction::Unicast(dest) => Some(dest),
-                    TapAction::Flood => None,
-                };
-                // The frame was checked to hold an Ethernet header, and HEADROOM fits VXLAN.
-                let Ok(start) = encapsulate(&mut buf[..end], HEADROOM, &encapsulation) else {
-                    continue;
-                };
-                self.plan.push(Planned {
-                    buf: slot,
-                    start,
-                    end,
-                    network: index,
-                    dest,
-                    segment_size: None,
-                    segments: 1,
-                    socket,
-                    outer,
-                });
-                slot += 1;
-            }
-            read += 1;
+        // The largest inner IP packet is the TAP MTU; the IP and TCP headers come off it. (The
+        // kernel's gso_size is smaller still when TCP options are in use.)
+        let mss = forwarder
+            .networks()
+            .iter()
+            .map(|n| {
+                (n.settings.mtu as usize)
+                    .saturating_sub(IPV4_TCP_HEADERS)
+                    .max(1)
+            })
+            .collect();
+        let raw_len = if vnet_hdr {
+            VIRTIO_NET_HDR_LEN + MAX_FRAME
+        } else {
+            0
+        };
+        TxPlan {
+            bufs: (0..BATCH)
+                .map(|_| vec![0u8; buf_len].into_boxed_slice())
+                .collect(),
+            used: 0,
+            plan: Vec::with_capacity(BATCH),
+            raw: vec![0u8; raw_len].into_boxed_slice(),
+            mss,
+            source_ports,
+            epoch,
         }
-        Ok(read)
     }
 
-    /// Classifies one frame read with its virtio-net header (`raw`) and writes it, segmented
-    /// when it is a superframe, into TAP buffers from `*slot` on, planning its sends. A frame
-    /// needing more buffers than are left sends what is planned and starts over at buffer 0.
-    /// Returns false when the frame was dropped.
-    fn plan_offloaded_frame(&mut self, index: usize, raw: &[u8], slot: &mut usize) -> bool {
-        let Some(network) = self.forwarder.networks().get(index) else {
+    /// Nanoseconds since the engine's epoch, the clock of `--bum-rate`.
+    fn now_ns(&self) -> Option<u64> {
+        Some(self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    /// Forgets the plan; every buffer is free again.
+    pub(super) fn clear(&mut self) {
+        self.plan.clear();
+        self.used = 0;
+    }
+
+    /// Where the next frame without a virtio-net header is read to: behind the headroom of the
+    /// next free buffer. `None` when every buffer is in use.
+    pub(super) fn frame_buf(&mut self) -> Option<&mut [u8]> {
+        self.bufs
+            .get_mut(self.used)
+            .map(|buf| &mut buf[HEADROOM..HEADROOM + MAX_FRAME])
+    }
+
+    /// Where the next frame with a virtio-net header is read to.
+    pub(super) fn raw_buf(&mut self) -> &mut [u8] {
+        &mut self.raw
+    }
+
+    /// The buffers and the plan, for sending.
+    pub(super) fn parts(&mut self) -> (&[Box<[u8]>], &mut [Planned]) {
+        (&self.bufs, &mut self.plan)
+    }
+
+    #[cfg(test)]
+    fn planned(&self) -> &[Planned] {
+        &self.plan
+    }
+
+    /// Plans the frame of `len` bytes just read into [`frame_buf`](Self::frame_buf) from network
+    /// `index`'s TAP: classified, wrapped in `encapsulation`. False when it was dropped (and
+    /// counted).
+    pub(super) fn plan_frame(
+        &mut self,
+        forwarder: &Forwarder,
+        index: usize,
+        encapsulation: &Encapsulation,
+        len: usize,
+    ) -> bool {
+        let Some(buf) = self.bufs.get_mut(self.used) else {
             return false;
         };
+        let end = HEADROOM + len;
+        let frame = &buf[HEADROOM..end];
+        let now = Some(self.epoch.elapsed().as_nanos() as u64);
+        let dest = match forwarder.from_tap_at(index, frame, false, now) {
+            TapAction::Drop(_) => return false,
+            TapAction::Unicast(dest) => Some(dest),
+            TapAction::Flood => None,
+        };
+        let outer = self.source_ports.policy().fields(frame);
+        let socket = self.source_ports.slot_for(flow_hash(frame), outer.df);
+        let start = match encapsulate(&mut buf[..end], HEADROOM, encapsulation) {
+            Ok(start) => start,
+            Err(e) => {
+                // Not reached (the forwarder checked the Ethernet header, HEADROOM fits VXLAN);
+                // counted if it ever is.
+                if let Some(network) = forwarder.networks().get(index) {
+                    network.drops.count(DropReason::from(e));
+                }
+                return false;
+            }
+        };
+        self.plan.push(Planned {
+            buf: self.used,
+            start,
+            end,
+            network: index,
+            dest,
+            segment_size: None,
+            segments: 1,
+            socket,
+            outer,
+        });
+        self.used += 1;
+        true
+    }
+
+    /// Plans the `len` bytes just read into [`raw_buf`](Self::raw_buf) from network `index`'s
+    /// TAP: a virtio-net header and a frame, segmented when it is a superframe, each segment
+    /// wrapped. With `gso`, runs of equal-size segments share one `UDP_SEGMENT` send. A frame
+    /// needing more buffers than are left hands the plan so far to `send` and goes on from
+    /// the first buffer. False when the frame was dropped (and counted).
+    pub(super) fn plan_offloaded(
+        &mut self,
+        forwarder: &Forwarder,
+        index: usize,
+        len: usize,
+        gso: bool,
+        mut send: impl FnMut(&[Box<[u8]>], &mut [Planned]),
+    ) -> bool {
+        let Some(network) = forwarder.networks().get(index) else {
+            return false;
+        };
+        let now = self.now_ns();
+        let TxPlan {
+            bufs,
+            used,
+            plan,
+            raw,
+            mss,
+            source_ports,
+            ..
+        } = self;
+        let raw = &raw[..len.min(raw.len())];
         let vni = network.vni();
         let Ok(hdr) = VirtioNetHdr::parse(raw) else {
             network.drops.count(DropReason::Runt);
@@ -130,15 +254,15 @@ impl Worker {
         };
         let frame = &raw[VIRTIO_NET_HDR_LEN..];
         let superframe = hdr.gso_kind() != VirtioNetHdr::GSO_NONE;
-        let now = Some(self.epoch.elapsed().as_nanos() as u64);
-        let dest = match self.forwarder.from_tap_at(index, frame, superframe, now) {
+        let dest = match forwarder.from_tap_at(index, frame, superframe, now) {
             TapAction::Drop(_) => return false,
             TapAction::Unicast(dest) => Some(dest),
             TapAction::Flood => None,
         };
-        let outer = self.source_ports.policy().fields(frame);
-        let socket = self.source_ports.slot_for(flow_hash(frame), outer.df);
-        let mut wire = match WirePlan::new(&hdr, frame, self.mss[index]) {
+        let outer = source_ports.policy().fields(frame);
+        let socket = source_ports.slot_for(flow_hash(frame), outer.df);
+        let mss = mss.get(index).copied().unwrap_or(1);
+        let mut wire = match WirePlan::new(&hdr, frame, mss) {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::debug!("dropping a TAP frame the segmenter refused: {e}");
@@ -163,21 +287,14 @@ impl Worker {
             Events::bump(superframes);
             segments.fetch_add(wire.segments() as u64, Ordering::Relaxed);
         }
-        let max_segments = if self.offloads.gso {
-            MAX_GSO_SEGMENTS
-        } else {
-            1
-        };
+        let max_segments = if gso { MAX_GSO_SEGMENTS } else { 1 };
         while wire.remaining() > 0 {
-            if *slot == self.tap_bufs.len() {
-                self.send_planned();
-                self.plan.clear();
-                *slot = 0;
+            if *used == bufs.len() {
+                send(bufs, plan);
+                plan.clear();
+                *used = 0;
             }
-            let Some(network) = self.forwarder.networks().get(index) else {
-                return false;
-            };
-            let out = &mut self.tap_bufs[*slot];
+            let out = &mut bufs[*used];
             let chunk = match wire.write_next(frame, vni, out, MAX_CHUNK_SEGMENTS) {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
@@ -192,8 +309,8 @@ impl Worker {
                 if batch.segments > 1 {
                     Events::bump(&network.events.gso_batches);
                 }
-                self.plan.push(Planned {
-                    buf: *slot,
+                plan.push(Planned {
+                    buf: *used,
                     start: batch.range.start,
                     end: batch.range.end,
                     network: index,
@@ -204,8 +321,256 @@ impl Worker {
                     outer,
                 });
             }
-            *slot += 1;
+            *used += 1;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use vxnet_encap::{MacAddr, Vni};
+
+    use vxnet_encap::outer::OuterPolicy;
+
+    use super::super::fixtures::{self, PORT};
+    use super::super::source_ports::SourcePortConfig;
+    use super::*;
+    use crate::tuning::SourcePortRange;
+
+    const LOCAL: &str = "10.0.0.1";
+    const PEERS: [&str; 2] = ["10.0.0.2", "10.0.0.3"];
+    const MTU: u32 = 1450;
+    const SENDER: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+    const KNOWN: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+
+    fn forwarder() -> Forwarder {
+        fixtures::forwarder(LOCAL, &PEERS, MTU)
+    }
+
+    /// A plan over the default srcport range (nothing is bound: planning only picks slots).
+    fn tx_plan(fwd: &Forwarder, vnet_hdr: bool) -> TxPlan {
+        let pool = SourcePorts::new(SourcePortConfig {
+            local: LOCAL.parse().unwrap(),
+            range: SourcePortRange::default(),
+            listen_port: PORT,
+            policy: OuterPolicy::default(),
+            cap: 64,
+            send_buffer: 0,
+            fallback_mtu: 1500,
+        });
+        TxPlan::new(fwd, vnet_hdr, Arc::new(pool), Instant::now())
+    }
+
+    fn drops(forwarder: &Forwarder, reason: DropReason) -> u64 {
+        forwarder.networks()[0].drops.get(reason)
+    }
+
+    /// An Ethernet frame to `dst` carrying IPv4/TCP with `payload` bytes.
+    fn tcp_frame(dst: [u8; 6], payload: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&SENDER);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 20 + payload) as u16;
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[10, 1, 0, 1, 10, 1, 0, 2]);
+        f.extend_from_slice(&[0x30, 0x39, 0x13, 0x89, 0, 0, 0, 1, 0, 0, 0, 0]);
+        f.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend((0..payload).map(|i| i as u8));
+        f
+    }
+
+    fn read_frame(tx: &mut TxPlan, frame: &[u8]) -> usize {
+        tx.frame_buf().unwrap()[..frame.len()].copy_from_slice(frame);
+        frame.len()
+    }
+
+    /// Puts `frame` behind a TSO virtio-net header (gso_size `mss`) into the raw buffer.
+    fn read_superframe(tx: &mut TxPlan, frame: &[u8], mss: u16) -> usize {
+        let hdr = VirtioNetHdr {
+            flags: VirtioNetHdr::FLAG_NEEDS_CSUM,
+            gso_type: VirtioNetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let raw = tx.raw_buf();
+        raw[..VIRTIO_NET_HDR_LEN].copy_from_slice(&hdr.to_bytes());
+        raw[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + frame.len()].copy_from_slice(frame);
+        VIRTIO_NET_HDR_LEN + frame.len()
+    }
+
+    fn vxlan() -> Encapsulation {
+        Encapsulation::vxlan(Vni::new(42).unwrap())
+    }
+
+    #[test]
+    fn a_broadcast_is_wrapped_in_place_and_flooded() {
+        let fwd = forwarder();
+        let mut tx = tx_plan(&fwd, false);
+        let frame = tcp_frame([0xff; 6], 100);
+        let len = read_frame(&mut tx, &frame);
+        assert!(tx.plan_frame(&fwd, 0, &vxlan(), len));
+        let [planned] = *tx.planned() else {
+            panic!("one send planned: {:?}", tx.planned());
+        };
+        assert_eq!(planned.dest, None, "flooded");
+        assert_eq!(
+            (planned.buf, planned.start, planned.end),
+            (0, 0, HEADROOM + frame.len())
+        );
+        assert_eq!((planned.segments, planned.segment_size), (1, None));
+        assert!(planned.socket < SourcePortRange::default().len() * 2);
+        let (bufs, _) = tx.parts();
+        let wrapped = &bufs[0][planned.start..planned.end];
+        assert_eq!(
+            wrapped[..8],
+            [0x08, 0, 0, 0, 0, 0, 42, 0],
+            "VXLAN header, VNI 42"
+        );
+        assert_eq!(&wrapped[8..], &frame[..]);
+        assert_eq!(fwd.networks()[0].events.flooded.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_known_destination_goes_to_its_vtep_from_the_flows_port() {
+        let fwd = forwarder();
+        let vtep: IpAddr = PEERS[1].parse().unwrap();
+        fwd.networks()[0].fdb.add_static(MacAddr(KNOWN), vtep);
+        let mut tx = tx_plan(&fwd, false);
+        let frame = tcp_frame(KNOWN, 10);
+        for _ in 0..2 {
+            let len = read_frame(&mut tx, &frame);
+            assert!(tx.plan_frame(&fwd, 0, &vxlan(), len));
+        }
+        let [first, second] = *tx.planned() else {
+            panic!("two sends planned: {:?}", tx.planned());
+        };
+        assert_eq!(first.dest, Some(SocketAddr::new(vtep, PORT)));
+        assert_eq!((first.buf, second.buf), (0, 1), "one buffer per frame");
+        assert_eq!(
+            first.socket, second.socket,
+            "one flow keeps its source port"
+        );
+        assert_eq!(
+            first.socket,
+            tx.source_ports.slot_for(flow_hash(&frame), first.outer.df)
+        );
+    }
+
+    #[test]
+    fn drops_are_counted_and_plan_nothing() {
+        let fwd = forwarder();
+        let mut tx = tx_plan(&fwd, false);
+        let runt = [0xffu8; 13];
+        let len = read_frame(&mut tx, &runt);
+        assert!(!tx.plan_frame(&fwd, 0, &vxlan(), len));
+        let oversize = tcp_frame([0xff; 6], MTU as usize);
+        let len = read_frame(&mut tx, &oversize);
+        assert!(!tx.plan_frame(&fwd, 0, &vxlan(), len));
+        assert!(tx.planned().is_empty());
+        assert_eq!(drops(&fwd, DropReason::Runt), 1);
+        assert_eq!(drops(&fwd, DropReason::Oversize), 1);
+        // No buffer was used up by the drops.
+        let len = read_frame(&mut tx, &tcp_frame([0xff; 6], 10));
+        assert!(tx.plan_frame(&fwd, 0, &vxlan(), len));
+        assert_eq!(tx.planned()[0].buf, 0);
+    }
+
+    #[test]
+    fn a_superframe_is_cut_into_gso_runs_at_the_mss() {
+        let fwd = forwarder();
+        let mut tx = tx_plan(&fwd, true);
+        let mss = (MTU as usize - IPV4_TCP_HEADERS) as u16;
+        let frame = tcp_frame([0xff; 6], 10 * mss as usize + 7);
+        let len = read_superframe(&mut tx, &frame, mss);
+        assert!(tx.plan_offloaded(&fwd, 0, len, true, |_, _| panic!("no flush")));
+        let planned = tx.planned();
+        let segments: usize = planned.iter().map(|p| p.segments).sum();
+        assert_eq!(segments, 11, "ten full segments and a short one");
+        assert!(planned.iter().any(|p| p.segments > 1), "{planned:?}");
+        for p in planned.iter().filter(|p| p.segments > 1) {
+            let size = p.segment_size.expect("a run has a segment size") as usize;
+            assert_eq!(size, VXLAN_HEADER_LEN + 54 + mss as usize);
+            assert_eq!((p.end - p.start).div_ceil(size), p.segments);
+        }
+        let events = &fwd.networks()[0].events;
+        assert_eq!(events.tso_superframes.load(Ordering::Relaxed), 1);
+        assert_eq!(events.tso_segments.load(Ordering::Relaxed), 11);
+        assert!(events.gso_batches.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[test]
+    fn without_gso_every_segment_is_its_own_send() {
+        let fwd = forwarder();
+        let mut tx = tx_plan(&fwd, true);
+        let mss = (MTU as usize - IPV4_TCP_HEADERS) as u16;
+        let frame = tcp_frame([0xff; 6], 5 * mss as usize);
+        let len = read_superframe(&mut tx, &frame, mss);
+        assert!(tx.plan_offloaded(&fwd, 0, len, false, |_, _| panic!("no flush")));
+        let planned = tx.planned();
+        assert_eq!(planned.len(), 5);
+        assert!(planned
+            .iter()
+            .all(|p| p.segments == 1 && p.segment_size.is_none()));
+        assert_eq!(
+            fwd.networks()[0].events.gso_batches.load(Ordering::Relaxed),
+            0
+        );
+    }
+
+    #[test]
+    fn a_superframe_that_outgrows_the_buffers_sends_the_plan_so_far() {
+        let fwd = forwarder();
+        let mut tx = tx_plan(&fwd, true);
+        // 60 plain frames take 60 of the BATCH buffers ...
+        let plain = tcp_frame([0xff; 6], 100);
+        let none = VirtioNetHdr::from_bytes([0; VIRTIO_NET_HDR_LEN]);
+        for _ in 0..60 {
+            let raw = tx.raw_buf();
+            raw[..VIRTIO_NET_HDR_LEN].copy_from_slice(&none.to_bytes());
+            raw[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + plain.len()].copy_from_slice(&plain);
+            let len = VIRTIO_NET_HDR_LEN + plain.len();
+            assert!(tx.plan_offloaded(&fwd, 0, len, true, |_, _| panic!("no flush yet")));
+        }
+        // ... and a superframe at MSS 64 (938 segments, MAX_CHUNK_SEGMENTS per buffer) needs 8.
+        let frame = tcp_frame([0xff; 6], 60_000);
+        let len = read_superframe(&mut tx, &frame, 64);
+        let mut flushed = Vec::new();
+        assert!(tx.plan_offloaded(&fwd, 0, len, true, |bufs, plan| {
+            assert_eq!(bufs.len(), BATCH);
+            flushed.push(plan.iter().map(|p| p.segments).sum::<usize>());
+        }));
+        let segments = 60_000usize.div_ceil(64);
+        let first_part = (BATCH - 60) * MAX_CHUNK_SEGMENTS;
+        assert_eq!(flushed, [60 + first_part]);
+        let left: usize = tx.planned().iter().map(|p| p.segments).sum();
+        assert_eq!(left, segments - first_part);
+        assert_eq!(
+            tx.planned()[0].buf,
+            0,
+            "planning went on from the first buffer"
+        );
+    }
+
+    #[test]
+    fn a_bad_virtio_net_header_is_a_counted_drop() {
+        let fwd = forwarder();
+        let mut tx = tx_plan(&fwd, true);
+        // Shorter than a virtio-net header.
+        assert!(!tx.plan_offloaded(&fwd, 0, 4, true, |_, _| {}));
+        assert_eq!(drops(&fwd, DropReason::Runt), 1);
+        // A GSO type the segmenter does not know.
+        let frame = tcp_frame([0xff; 6], 3000);
+        let len = read_superframe(&mut tx, &frame, 1000);
+        tx.raw_buf()[1] = 0x42;
+        assert!(!tx.plan_offloaded(&fwd, 0, len, true, |_, _| {}));
+        assert_eq!(drops(&fwd, DropReason::BadOffload), 1);
+        assert!(tx.planned().is_empty());
     }
 }

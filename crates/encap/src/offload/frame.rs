@@ -53,7 +53,7 @@ impl IpFrame {
     /// Parses Ethernet [+ one 802.1Q tag] + IPv4 (not a fragment) or IPv6 carrying `protocol`.
     /// Inlined: every received frame the coalescer passes goes through it (`partial`).
     #[inline]
-    pub fn parse(frame: &[u8], protocol: u8) -> Result<Self, OffloadError> {
+    pub(crate) fn parse(frame: &[u8], protocol: u8) -> Result<Self, OffloadError> {
         let len = frame.len();
         need(Layer::InnerEthernet, ETHERNET_HEADER_LEN, len)?;
         let mut ethertype = EthernetPacket::new_unchecked(frame).ethertype();
@@ -132,7 +132,7 @@ impl IpFrame {
     }
 
     /// The source and destination addresses in the frame.
-    pub fn addrs(&self) -> Range<usize> {
+    pub(crate) fn addrs(&self) -> Range<usize> {
         if self.ipv6 {
             at(self.l3, ipv6::field::ADDRS)
         } else {
@@ -142,7 +142,7 @@ impl IpFrame {
 
     /// The pseudo-header sum for `len` bytes of `protocol` with this frame's addresses (taken from
     /// `frame`: the frame this was parsed from, or a copy of its headers).
-    pub fn pseudo_header(&self, frame: &[u8], protocol: u8, len: usize) -> Sum {
+    pub(crate) fn pseudo_header(&self, frame: &[u8], protocol: u8, len: usize) -> Sum {
         Sum::new()
             .add_bytes(frame.get(self.addrs()).unwrap_or_default())
             .add_u16(u16::from(protocol))
@@ -150,7 +150,7 @@ impl IpFrame {
     }
 
     /// The IPv4 ID of `frame` (0 for IPv6, which has none outside a fragment header).
-    pub fn ipv4_ident(&self, frame: &[u8]) -> u16 {
+    pub(crate) fn ipv4_ident(&self, frame: &[u8]) -> u16 {
         match (self.ipv6, frame.get(self.l3..self.l4)) {
             (false, Some(header)) => Ipv4Packet::new_unchecked(header).ident(),
             _ => 0,
@@ -159,7 +159,7 @@ impl IpFrame {
 
     /// Where the IP packet of `frame`, laid out like this one, ends by its own length field; the
     /// rest of the layout is taken as it is. `None` when the frame is shorter than the header.
-    pub fn end_in(&self, frame: &[u8]) -> Option<usize> {
+    pub(crate) fn end_in(&self, frame: &[u8]) -> Option<usize> {
         let header = frame.get(self.l3..self.l4)?;
         Some(if self.ipv6 {
             self.l4 + usize::from(Ipv6Packet::new_unchecked(header).payload_len())
@@ -170,7 +170,7 @@ impl IpFrame {
 
     /// Sets the IP length in `headers` (a copy of the frame's headers, or the frame itself) for
     /// `l4_len` bytes of transport header and payload.
-    pub fn set_len(&self, headers: &mut [u8], l4_len: usize) {
+    pub(crate) fn set_len(&self, headers: &mut [u8], l4_len: usize) {
         let Some(header) = headers.get_mut(self.l3..self.l4) else {
             return;
         };
@@ -184,7 +184,7 @@ impl IpFrame {
 
     /// Zeroes the IP fields every segment of a superframe has its own value in: IPv4 total
     /// length, ID and header checksum, IPv6 payload length.
-    pub fn clear_per_segment_fields(&self, headers: &mut [u8]) {
+    pub(crate) fn clear_per_segment_fields(&self, headers: &mut [u8]) {
         let Some(header) = headers.get_mut(self.l3..self.l4) else {
             return;
         };
@@ -209,7 +209,7 @@ pub(crate) struct TcpFrame {
 }
 
 impl TcpFrame {
-    pub fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
+    pub(crate) fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
         let ip = IpFrame::parse(frame, IPPROTO_TCP)?;
         let tcp = TcpPacket::new_checked(&frame[ip.l4..ip.end]).map_err(|e| match e {
             // The view counts from the TCP header; offload errors count from the frame.
@@ -232,21 +232,21 @@ impl TcpFrame {
 
     /// All headers up to the TCP payload: what every segment repeats. Recomputed from the frame;
     /// the virtio-net `hdr_len` is only a hint and is not trusted.
-    pub fn hdr_len(&self) -> usize {
+    pub(crate) fn hdr_len(&self) -> usize {
         self.ip.l4 + self.tcp_hlen
     }
 
-    pub fn payload_len(&self) -> usize {
+    pub(crate) fn payload_len(&self) -> usize {
         self.ip.end - self.hdr_len()
     }
 
     /// The TCP header of `frame` (or of a copy of its headers), laid out like this one.
-    pub fn tcp<'f>(&self, frame: &'f [u8]) -> TcpPacket<&'f [u8]> {
+    pub(crate) fn tcp<'f>(&self, frame: &'f [u8]) -> TcpPacket<&'f [u8]> {
         TcpPacket::new_unchecked(frame.get(self.ip.l4..).unwrap_or_default())
     }
 
     /// The pseudo-header sum for a TCP segment of `tcp_len` bytes with this frame's addresses.
-    pub fn pseudo_header(&self, frame: &[u8], tcp_len: usize) -> Sum {
+    pub(crate) fn pseudo_header(&self, frame: &[u8], tcp_len: usize) -> Sum {
         self.ip.pseudo_header(frame, IPPROTO_TCP, tcp_len)
     }
 }
@@ -260,23 +260,23 @@ pub(crate) struct UdpFrame {
 impl UdpFrame {
     /// The UDP length field is not trusted (a USO superframe's may describe the whole or be
     /// stale); the IP header's length decides.
-    pub fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
+    pub(crate) fn parse(frame: &[u8]) -> Result<Self, OffloadError> {
         let ip = IpFrame::parse(frame, IPPROTO_UDP)?;
         need(Layer::InnerUdp, ip.l4 + UDP_HEADER_LEN, ip.end)?;
         Ok(UdpFrame { ip })
     }
 
     /// All headers up to the UDP payload.
-    pub fn hdr_len(&self) -> usize {
+    pub(crate) fn hdr_len(&self) -> usize {
         self.ip.l4 + UDP_HEADER_LEN
     }
 
-    pub fn payload_len(&self) -> usize {
+    pub(crate) fn payload_len(&self) -> usize {
         self.ip.end - self.hdr_len()
     }
 
     /// The pseudo-header sum for a UDP datagram of `udp_len` bytes with this frame's addresses.
-    pub fn pseudo_header(&self, frame: &[u8], udp_len: usize) -> Sum {
+    pub(crate) fn pseudo_header(&self, frame: &[u8], udp_len: usize) -> Sum {
         self.ip.pseudo_header(frame, IPPROTO_UDP, udp_len)
     }
 }
@@ -289,7 +289,7 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
-    pub const fn protocol(self) -> u8 {
+    pub(crate) const fn protocol(self) -> u8 {
         match self {
             Transport::Tcp => IPPROTO_TCP,
             Transport::Udp => IPPROTO_UDP,
@@ -297,7 +297,7 @@ impl Transport {
     }
 
     /// Where the checksum sits in the transport header.
-    pub const fn checksum_offset(self) -> usize {
+    pub(crate) const fn checksum_offset(self) -> usize {
         match self {
             Transport::Tcp => tcp::field::CHECKSUM.start,
             Transport::Udp => udp::field::CHECKSUM.start,
@@ -305,14 +305,14 @@ impl Transport {
     }
 
     /// The shortest header of the protocol.
-    pub const fn min_header_len(self) -> usize {
+    pub(crate) const fn min_header_len(self) -> usize {
         match self {
             Transport::Tcp => TCP_HEADER_LEN,
             Transport::Udp => UDP_HEADER_LEN,
         }
     }
 
-    pub const fn layer(self) -> Layer {
+    pub(crate) const fn layer(self) -> Layer {
         match self {
             Transport::Tcp => Layer::InnerTcp,
             Transport::Udp => Layer::InnerUdp,
@@ -322,7 +322,7 @@ impl Transport {
     /// The checksum field's value for a computed `sum`. For UDP (RFC 768) a zero goes out as all
     /// ones, since zero means "no checksum"; TCP keeps zero, as the kernel writes it (both verify
     /// alike).
-    pub fn finished_checksum(self, sum: Sum) -> u16 {
+    pub(crate) fn finished_checksum(self, sum: Sum) -> u16 {
         match (sum.finish(), self) {
             (0, Transport::Udp) => 0xFFFF,
             (value, _) => value,

@@ -27,7 +27,7 @@ use crate::explain::ExplainError;
 const WIRESHARK_AES_GCM_16: &str = "AES-GCM with 16 octet ICV [RFC4106]";
 
 /// One SA of the keys file.
-pub struct KeyEntry {
+pub(crate) struct KeyEntry {
     pub key: OpenKey,
     pub src: Option<String>,
     pub dst: Option<String>,
@@ -37,7 +37,7 @@ pub struct KeyEntry {
 
 impl KeyEntry {
     /// `SA 2 (10.0.0.1 -> 10.0.0.2)` or `line 3`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.src, &self.dst) {
             (None, None) => self.origin.clone(),
             (src, dst) => format!(
@@ -51,27 +51,27 @@ impl KeyEntry {
 }
 
 /// The SAs of a keys file, by SPI.
-pub struct KeyTable {
+pub(crate) struct KeyTable {
     pub path: String,
     pub entries: Vec<KeyEntry>,
 }
 
 impl KeyTable {
-    pub fn for_spi(&self, spi: u32) -> impl Iterator<Item = &KeyEntry> {
+    pub(crate) fn for_spi(&self, spi: u32) -> impl Iterator<Item = &KeyEntry> {
         self.entries
             .iter()
             .filter(move |e| e.key.id().spi.get() == spi)
     }
 
     /// The table of one SA (the worked example's own).
-    pub fn single(spi: Spi, material: SaKeyMaterial, origin: &str) -> Self {
+    pub(crate) fn single(spi: Spi, material: SaKeyMaterial, origin: &str) -> Self {
         KeyTable {
             path: String::new(),
             entries: vec![entry(spi, material, None, None, origin.to_owned())],
         }
     }
 
-    pub fn load(path: &Path) -> Result<Self, ExplainError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ExplainError> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ExplainError::NotFound { path: name.clone() },
@@ -124,7 +124,7 @@ fn entry(
 }
 
 /// Parses either format; errors name the SA or line at fault.
-pub fn parse(text: &str) -> Result<Vec<KeyEntry>, String> {
+pub(crate) fn parse(text: &str) -> Result<Vec<KeyEntry>, String> {
     match text.trim_start().chars().next() {
         Some('{' | '[') => parse_json(text),
         _ => parse_esp_sa(text),

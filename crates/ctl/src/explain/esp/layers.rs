@@ -10,7 +10,7 @@ use crate::explain::fields::one;
 use crate::explain::model::{hex16, Layer, LayerBuilder, LayerKind};
 
 /// The outer UDP header of an ESP-in-UDP datagram (RFC 3948 §2.1).
-pub fn outer_udp(header: &[u8], offset: usize, check: Check) -> Layer {
+pub(super) fn outer_udp(header: &[u8], offset: usize, check: Check) -> Layer {
     use udp::field;
     let v = UdpPacket::new_unchecked(header);
     let mut b = LayerBuilder::new("outer UDP", LayerKind::OuterUdp, offset, header.len());
@@ -47,7 +47,7 @@ pub fn outer_udp(header: &[u8], offset: usize, check: Check) -> Layer {
 }
 
 /// SPI, sequence number and IV: what travels in clear in front of the ciphertext.
-pub fn header(esp: &[u8], offset: usize, seq_note: &str) -> Layer {
+pub(super) fn header(esp: &[u8], offset: usize, seq_note: &str) -> Layer {
     let p = EspPacket::new_unchecked(esp);
     let spi = p.spi();
     let mut b = LayerBuilder::new(
@@ -83,7 +83,7 @@ pub fn header(esp: &[u8], offset: usize, seq_note: &str) -> Layer {
 }
 
 /// The ciphertext when it could not be opened: one opaque field.
-pub fn opaque(len: usize, offset: usize, why: &str) -> Layer {
+pub(super) fn opaque(len: usize, offset: usize, why: &str) -> Layer {
     let mut b = LayerBuilder::new(
         "ESP encrypted payload",
         LayerKind::EspEncrypted,
@@ -103,7 +103,7 @@ pub fn opaque(len: usize, offset: usize, why: &str) -> Layer {
 }
 
 /// The decrypted trailer: padding, pad length, next header (`trailer` ends at the ICV).
-pub fn trailer(trailer: &[u8], offset: usize) -> Layer {
+pub(super) fn trailer(trailer: &[u8], offset: usize) -> Layer {
     let pad = trailer.len() - TRAILER_LEN;
     let mut b = LayerBuilder::new(
         "ESP trailer (decrypted)",
@@ -139,14 +139,14 @@ pub fn trailer(trailer: &[u8], offset: usize) -> Layer {
     b.finish()
 }
 
-pub fn icv(icv: &[u8], offset: usize, verdict: &str) -> Layer {
+pub(super) fn icv(icv: &[u8], offset: usize, verdict: &str) -> Layer {
     let mut b = LayerBuilder::new("ESP ICV", LayerKind::Esp, offset, ICV_LEN);
     b.noted("ICV", 0..icv.len(), hex::encode(icv), verdict);
     b.finish()
 }
 
 /// The VXLAN packet's own UDP header, now inside the ESP payload.
-pub fn inner_udp(header: &[u8], offset: usize) -> Layer {
+pub(super) fn inner_udp(header: &[u8], offset: usize) -> Layer {
     use udp::field;
     let v = UdpPacket::new_unchecked(header);
     let mut b = LayerBuilder::new(

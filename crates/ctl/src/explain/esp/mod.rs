@@ -11,7 +11,7 @@
 //! number (vxnet's senders), otherwise inferred (RFC 4303 Appendix A2) from the packets of the
 //! same SPI earlier in the capture, starting from 0. Each packet says which.
 
-pub mod keys;
+pub(super) mod keys;
 mod layers;
 
 use std::collections::HashMap;
@@ -37,7 +37,7 @@ use super::outer;
 use keys::KeyTable;
 
 /// What `explain` needs across the packets of one capture to read ESP.
-pub struct EspContext {
+pub(super) struct EspContext {
     /// UDP ports to read as ESP-in-UDP: 4500 and `--port`.
     pub ports: Vec<u16>,
     pub keys: Option<KeyTable>,
@@ -46,7 +46,7 @@ pub struct EspContext {
 }
 
 impl EspContext {
-    pub fn new(ports: Vec<u16>, keys: Option<KeyTable>) -> Self {
+    pub(super) fn new(ports: Vec<u16>, keys: Option<KeyTable>) -> Self {
         EspContext {
             ports,
             keys,
@@ -57,7 +57,7 @@ impl EspContext {
 
 /// What an ESP packet's explanation says about the ESP layer, for `--json` and the headline.
 #[derive(Debug, Clone, Serialize)]
-pub struct EspFacts {
+pub(super) struct EspFacts {
     pub spi: u32,
     /// The low 32 bits, as sent.
     pub sequence_low: u32,
@@ -83,7 +83,7 @@ pub struct EspFacts {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EspState {
+pub(super) enum EspState {
     /// No key for the SPI: only the clear layers can be read.
     Opaque,
     /// The ICV verified and the payload is shown.
@@ -107,7 +107,7 @@ struct Datagram {
 
 /// Whether the frame is UDP to (or from) an ESP-in-UDP port, and not a VXLAN packet on a port
 /// that is both (`--port`): such a frame goes to [`explain`] instead of the VXLAN decoder.
-pub fn is_esp(link: &Link, data: &[u8], vxlan_ports: &[u16], ctx: &EspContext) -> bool {
+pub(super) fn is_esp(link: &Link, data: &[u8], vxlan_ports: &[u16], ctx: &EspContext) -> bool {
     let Some((src_port, dst_port, payload)) = udp_of(link, data) else {
         return false;
     };
@@ -202,7 +202,7 @@ fn sequence_of(packet: &EspPacket<&[u8]>, window: &ReplayWindow) -> (u64, &'stat
 }
 
 /// Explains an ESP-in-UDP frame, decrypting it when the keys hold its SPI.
-pub fn explain(
+pub(super) fn explain(
     frame: usize,
     data: &[u8],
     original_len: usize,
@@ -465,7 +465,7 @@ fn udp_check(data: &[u8], d: &Datagram) -> checksum::Check {
 
 /// The fixed cost of ESP over plain VXLAN, for the overhead section (from `vxnet-encap`).
 #[derive(Debug, Clone, Serialize)]
-pub struct EspOverhead {
+pub(super) struct EspOverhead {
     pub outer_udp: usize,
     pub esp_header: usize,
     pub iv: usize,
@@ -481,7 +481,7 @@ pub struct EspOverhead {
 }
 
 impl EspOverhead {
-    pub fn standard(plain_v4: usize, plain_v6: usize, underlay_mtu: usize) -> Self {
+    pub(super) fn standard(plain_v4: usize, plain_v6: usize, underlay_mtu: usize) -> Self {
         EspOverhead {
             outer_udp: UDP_HEADER_LEN,
             esp_header: ESP_HEADER_LEN - 8,

@@ -28,7 +28,7 @@ pub(super) struct Prefix {
 impl Prefix {
     /// `headers` are the frame's headers up to the payload (at most [`MAX_SEGMENT_HEADERS`],
     /// which parsing guarantees; a longer run is cut there).
-    pub fn new(vni: Vni, headers: &[u8]) -> Self {
+    pub(crate) fn new(vni: Vni, headers: &[u8]) -> Self {
         let mut bytes = [0u8; VXLAN_HEADER_LEN + MAX_SEGMENT_HEADERS];
         VxlanRepr { vni }.emit(&mut VxlanPacket::new_unchecked(&mut bytes[..]));
         let headers = &headers[..headers.len().min(MAX_SEGMENT_HEADERS)];
@@ -38,7 +38,7 @@ impl Prefix {
     }
 
     /// The copy of the superframe's headers.
-    pub fn headers(&mut self) -> &mut [u8] {
+    pub(crate) fn headers(&mut self) -> &mut [u8] {
         &mut self.bytes[VXLAN_HEADER_LEN..self.len]
     }
 
@@ -83,7 +83,7 @@ impl Cut {
     /// cap on the count: a small MSS gives more than one `UDP_SEGMENT` send may carry (536 ->
     /// 123 segments of a 64 KB superframe); `WirePlan::write_next` and `Segmented::batches` split
     /// them.
-    pub fn new(hdr_len: usize, end: usize, seg_payload: usize) -> Self {
+    pub(crate) fn new(hdr_len: usize, end: usize, seg_payload: usize) -> Self {
         let seg_payload = seg_payload.max(1);
         let payload = end - hdr_len;
         let segments = payload.div_ceil(seg_payload).max(1);
@@ -102,7 +102,7 @@ impl Cut {
 
     /// The segments from `from` that go into an `out_len`-byte chunk (at most `max_segments`;
     /// all full-size but possibly the last of the superframe), and what writing them makes.
-    pub fn chunk(
+    pub(crate) fn chunk(
         &self,
         from: usize,
         out_len: usize,
@@ -142,7 +142,7 @@ impl Cut {
     /// copied with `copy`; `finish` then completes the segment's headers.
     /// Inlined into each protocol's writer, so the values `finish` captures stay in registers.
     #[inline]
-    pub fn write(
+    pub(crate) fn write(
         &self,
         frame: &[u8],
         out: &mut [u8],

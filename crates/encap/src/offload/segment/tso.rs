@@ -21,7 +21,7 @@ pub(super) struct TsoPlan {
 }
 
 impl TsoPlan {
-    pub fn new(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Self, OffloadError> {
+    pub(crate) fn new(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Self, OffloadError> {
         if hdr.gso_size == 0 {
             return Err(OffloadError::GsoSizeZero);
         }
@@ -45,7 +45,7 @@ impl TsoPlan {
     }
 
     /// Writes `segments` of the superframe to the front of `out`.
-    pub fn write(
+    pub(crate) fn write(
         &self,
         frame: &[u8],
         vni: Vni,

@@ -24,7 +24,7 @@ pub(super) struct UsoPlan {
 }
 
 impl UsoPlan {
-    pub fn new(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Self, OffloadError> {
+    pub(crate) fn new(hdr: &VirtioNetHdr, frame: &[u8], mss: usize) -> Result<Self, OffloadError> {
         if hdr.gso_size == 0 {
             return Err(OffloadError::GsoSizeZero);
         }
@@ -48,7 +48,7 @@ impl UsoPlan {
     }
 
     /// Writes `segments` of the superframe to the front of `out`.
-    pub fn write(
+    pub(crate) fn write(
         &self,
         frame: &[u8],
         vni: Vni,

@@ -1,6 +1,4 @@
-//! Reading a CLI run's output, and the error contract every bad input must meet. Plain std, so
-//! the root netns tests include it too.
-#![allow(dead_code)]
+//! Reading a CLI run's output, and the error contract every bad input must meet.
 
 use std::process::Output;
 

@@ -1,7 +1,6 @@
-//! A real etcd server for tests, stopped by PID on drop (also when the test panics). Plain std so
-//! that both the `vxnet` crate's cluster tests (etcd on loopback) and the root netns tests (etcd
-//! inside a test namespace, started through a launcher such as `ip netns exec NS`) include it.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! A real etcd server for tests, stopped by PID on drop (also when the test panics): on loopback
+//! for the `vxnet` crate's cluster tests, inside a test namespace (started through a launcher
+//! such as `ip netns exec NS`) for the root netns tests.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
