@@ -32,6 +32,8 @@ pub enum Cmd {
     Networks(show::ControlArgs),
     /// Make the running engine re-read its --config (as SIGHUP does).
     Reload(show::ControlArgs),
+    /// Security associations of encrypted networks (like `ip xfrm state`).
+    Sa(crate::sa::SaArgs),
     /// The etcd-backed cluster: init, join, rotate, status, leave, rm.
     Cluster(cluster::cli::ClusterArgs),
     /// Named overlay networks stored in the cluster.

@@ -18,4 +18,5 @@ pub mod key;
 pub mod netns;
 pub mod reload;
 pub mod run;
+pub mod sa;
 pub mod show;

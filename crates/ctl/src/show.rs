@@ -239,6 +239,21 @@ pub fn render_stats(report: &StatsReport) -> String {
                 n.too_big_replies
             );
         }
+        if let Some(esp) = &n.esp {
+            let epochs: Vec<String> = esp.epochs.iter().map(u32::to_string).collect();
+            let _ = writeln!(
+                out,
+                "    esp: encrypted {}  decrypted {}  sas in {} out {}  established {}  endpoint changes {}  key epochs {} (send {})",
+                esp.encrypted,
+                esp.decrypted,
+                esp.inbound_sas,
+                esp.outbound_sas,
+                esp.sas_established,
+                esp.endpoint_changes,
+                epochs.join(","),
+                esp.send_epoch
+            );
+        }
         let _ = writeln!(out, "    drops: {}", nonzero(&n.drops));
     }
     let _ = writeln!(out, "engine drops: {}", nonzero(&report.drops));

@@ -51,10 +51,26 @@ pub enum DropReason {
     /// A frame larger than the path MTU to its VTEP allows, with DF: answered with ICMP
     /// frag-needed / packet-too-big into the TAP (rate-limited), never fragmented.
     TooBig,
+    /// Plaintext VXLAN for an encrypted network: it accepts only authenticated packets.
+    Unencrypted,
+    /// On the ESP port: too short, misaligned, bad padding, a reserved SPI or not ESP at all.
+    EspMalformed,
+    /// An SPI no inbound SA has and no key and peer of an encrypted network verifies.
+    EspUnknownSpi,
+    /// A sequence number already received or older than the anti-replay window.
+    EspReplay,
+    /// The ICV did not verify under the SA of its SPI: forged or corrupted.
+    EspAuth,
+    /// ESP received while no network here is encrypted (a peer has a key this host lacks).
+    EspNoKey,
+    /// An unknown SPI while the worker's budget of trial decryptions was spent.
+    EspEstablishLimited,
+    /// Authenticated under one network's key but carrying another network's VNI.
+    EspWrongVni,
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 17] = [
+    pub(crate) const ALL: [DropReason; 25] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -72,6 +88,14 @@ impl DropReason {
         DropReason::BadOffload,
         DropReason::BumRateLimited,
         DropReason::TooBig,
+        DropReason::Unencrypted,
+        DropReason::EspMalformed,
+        DropReason::EspUnknownSpi,
+        DropReason::EspReplay,
+        DropReason::EspAuth,
+        DropReason::EspNoKey,
+        DropReason::EspEstablishLimited,
+        DropReason::EspWrongVni,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -93,6 +117,14 @@ impl DropReason {
             DropReason::BadOffload => "bad_offload",
             DropReason::BumRateLimited => "bum_rate_limited",
             DropReason::TooBig => "too_big",
+            DropReason::Unencrypted => "unencrypted",
+            DropReason::EspMalformed => "esp_malformed",
+            DropReason::EspUnknownSpi => "esp_unknown_spi",
+            DropReason::EspReplay => "esp_replay",
+            DropReason::EspAuth => "esp_auth",
+            DropReason::EspNoKey => "esp_no_key",
+            DropReason::EspEstablishLimited => "esp_establish_limited",
+            DropReason::EspWrongVni => "esp_wrong_vni",
         }
     }
 

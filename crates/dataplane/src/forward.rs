@@ -11,7 +11,10 @@ use std::sync::Arc;
 use vxnet_encap::wire::VXLAN_HEADER_LEN;
 use vxnet_encap::{decapsulate, InnerFrame, Vni};
 
+use vxnet_encap::esp::DEFAULT_ESP_PORT;
+
 use crate::counters::{DropCounters, DropReason, Events, PeerTable};
+use crate::crypto::LogLimit;
 use crate::fdb::{Learned, Millis};
 use crate::network::Network;
 
@@ -48,6 +51,10 @@ pub struct Forwarder {
     pub peers: Arc<PeerTable>,
     /// Drops not attributable to a network (bad header, unknown VNI).
     pub drops: Arc<DropCounters>,
+    /// Where encrypted networks send to and listen on (RFC 3948 ESP-in-UDP).
+    esp_port: u16,
+    /// Rate limit of the engine-wide ESP warnings (ESP without an encrypted network here).
+    pub esp_log: Arc<LogLimit>,
 }
 
 /// What a datagram repeats of its run's previous one to share its fate: the VXLAN header, the
@@ -93,9 +100,17 @@ impl Forwarder {
             accept_any,
             peers: Arc::new(PeerTable::new(4096)),
             drops: Arc::new(DropCounters::default()),
+            esp_port: DEFAULT_ESP_PORT,
+            esp_log: Arc::new(LogLimit::default()),
         };
         forwarder.register_peers();
         forwarder
+    }
+
+    /// The ESP-in-UDP port of encrypted networks (default 4500).
+    pub fn with_esp_port(mut self, port: u16) -> Self {
+        self.esp_port = port;
+        self
     }
 
     /// The next generation when networks are added or removed at run time: same settings, and
@@ -108,6 +123,8 @@ impl Forwarder {
             accept_any: self.accept_any,
             peers: Arc::clone(&self.peers),
             drops: Arc::clone(&self.drops),
+            esp_port: self.esp_port,
+            esp_log: Arc::clone(&self.esp_log),
         };
         forwarder.register_peers();
         forwarder
@@ -132,6 +149,14 @@ impl Forwarder {
 
     pub(crate) fn local(&self) -> IpAddr {
         self.local
+    }
+
+    pub(crate) fn esp_port(&self) -> u16 {
+        self.esp_port
+    }
+
+    pub(crate) fn accept_any(&self) -> bool {
+        self.accept_any
     }
 
     pub(crate) fn network_index(&self, vni: Vni) -> Option<usize> {
@@ -250,8 +275,34 @@ impl Forwarder {
         datagram: &[u8],
         run: &mut WireRun,
     ) -> WireAction {
+        self.run_step(now, source.ip(), None, datagram, run)
+    }
+
+    /// [`from_wire_run`](Self::from_wire_run) for a VXLAN packet that arrived in ESP and
+    /// authenticated under an SA of network `network` sent by the VTEP `sender`: that VTEP, not
+    /// the packet's source address, is the sender that is checked, learnt and counted, and the
+    /// VNI must be `network`'s. Use a run of its own for the ESP socket's datagrams.
+    pub fn from_esp_run(
+        &self,
+        now: Millis,
+        network: usize,
+        sender: IpAddr,
+        datagram: &[u8],
+        run: &mut WireRun,
+    ) -> WireAction {
+        self.run_step(now, sender, Some(network), datagram, run)
+    }
+
+    fn run_step(
+        &self,
+        now: Millis,
+        sender: IpAddr,
+        authenticated: Option<usize>,
+        datagram: &[u8],
+        run: &mut WireRun,
+    ) -> WireAction {
         if let Some(network) = run.network {
-            if run.sender == source.ip()
+            if run.sender == sender
                 && datagram.len() <= run.len
                 && datagram.get(..RUN_KEY_LEN) == Some(&run.key[..])
             {
@@ -265,12 +316,12 @@ impl Forwarder {
             }
         }
         self.end_run(run);
-        let action = self.classify_wire(now, source, datagram);
+        let action = self.classify(now, sender, authenticated, datagram, false);
         if let WireAction::Deliver { network, inner } = &action {
             if let Some(key) = datagram.get(..RUN_KEY_LEN) {
                 run.key.copy_from_slice(key);
                 run.network = Some(*network);
-                run.sender = source.ip();
+                run.sender = sender;
                 run.len = datagram.len();
                 run.packets = 1;
                 run.inner_bytes = inner.len() as u64;
@@ -278,7 +329,7 @@ impl Forwarder {
             } else {
                 self.count_rx(
                     *network,
-                    source.ip(),
+                    sender,
                     1,
                     inner.len() as u64,
                     datagram.len() as u64,
@@ -333,19 +384,22 @@ impl Forwarder {
         source: SocketAddr,
         datagram: &[u8],
     ) -> WireAction {
-        self.classify(now, source, datagram, true)
+        self.classify(now, source.ip(), None, datagram, true)
     }
 
     /// Everything [`from_wire`](Self::from_wire) decides and learns, but not the delivered
     /// traffic counters.
     fn classify_wire(&self, now: Millis, source: SocketAddr, datagram: &[u8]) -> WireAction {
-        self.classify(now, source, datagram, false)
+        self.classify(now, source.ip(), None, datagram, false)
     }
 
+    /// `authenticated`: the network whose SA the datagram came in (ESP); `None` for plaintext
+    /// VXLAN, which an encrypted network refuses.
     fn classify(
         &self,
         now: Millis,
-        source: SocketAddr,
+        sender: IpAddr,
+        authenticated: Option<usize>,
         datagram: &[u8],
         superframe: bool,
     ) -> WireAction {
@@ -362,7 +416,31 @@ impl Forwarder {
             return WireAction::Drop(DropReason::UnknownVni);
         };
         let network = &self.networks[index];
-        let sender = source.ip();
+        match authenticated {
+            Some(sa_network) if sa_network != index => {
+                // A holder of one network's key must not reach into another network.
+                let reason = DropReason::EspWrongVni;
+                if let Some(n) = self.networks.get(sa_network) {
+                    n.drops.count(reason);
+                }
+                return WireAction::Drop(reason);
+            }
+            None if network.is_encrypted() => {
+                let reason = DropReason::Unencrypted;
+                network.drops.count(reason);
+                if let Some(crypto) = &network.crypto {
+                    if crypto.plaintext_log.allow(now) {
+                        tracing::warn!(
+                            network = %network.settings.name,
+                            from = %sender,
+                            "plaintext VXLAN for an encrypted network (the peer has no key for it, or someone forges it); dropped, nothing learnt"
+                        );
+                    }
+                }
+                return WireAction::Drop(reason);
+            }
+            _ => {}
+        }
         let reason = if !self.accept_any && !network.peers().allows(sender) {
             Some(DropReason::NotPeer)
         } else {

@@ -204,6 +204,51 @@ pub(crate) fn render(state: &EngineState) -> String {
         }
     }
 
+    type EspField = fn(&crate::crypto::EspSnapshot) -> u64;
+    let per_encrypted: [(&str, &str, &str, EspField); 6] = [
+        (
+            "vxnet_esp_encrypted_total",
+            "counter",
+            "Packets sealed as ESP-in-UDP (AES-256-GCM) and sent (encrypted networks).",
+            |e| e.encrypted,
+        ),
+        (
+            "vxnet_esp_decrypted_total",
+            "counter",
+            "ESP packets that authenticated and were decrypted.",
+            |e| e.decrypted,
+        ),
+        (
+            "vxnet_esp_sas_established_total",
+            "counter",
+            "Inbound SAs learnt from their first authenticated packet.",
+            |e| e.sas_established,
+        ),
+        (
+            "vxnet_esp_endpoint_changes_total",
+            "counter",
+            "Peer endpoints moved by authenticated packets (NAT rebinding, roaming).",
+            |e| e.endpoint_changes,
+        ),
+        ("vxnet_esp_inbound_sas", "gauge", "Inbound SAs held.", |e| {
+            e.inbound_sas as u64
+        }),
+        (
+            "vxnet_esp_outbound_sas",
+            "gauge",
+            "Outbound SAs of the running workers.",
+            |e| e.outbound_sas as u64,
+        ),
+    ];
+    for (name, kind, help, field) in per_encrypted {
+        out.family(name, kind, help);
+        for (net, vni, n) in &networks {
+            if let Some(esp) = &n.esp {
+                out.sample(name, &[("network", net), ("vni", vni)], field(esp));
+            }
+        }
+    }
+
     out.family(
         "vxnet_drops_total",
         "counter",

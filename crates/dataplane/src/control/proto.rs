@@ -1,11 +1,12 @@
 //! Messages on the control socket. Shared by the engine (server) and `vxnet` (client).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::counters::{DropReason, TrafficSnapshot};
+pub use crate::crypto::EspSnapshot;
 use crate::fdb::FdbRow;
 pub use crate::state::{ClusterInfo, SourcePortReport};
 
@@ -30,6 +31,47 @@ pub enum Request {
     Networks,
     /// Re-read `--config` and apply it, as SIGHUP does (static mode).
     Reload,
+    /// The SAs of the encrypted networks (`vxnet sa show`); with `keys`, their key material.
+    SaShow {
+        #[serde(default)]
+        keys: bool,
+    },
+}
+
+/// One security association, as `ip xfrm state` lists one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaRow {
+    pub network: String,
+    pub vni: u32,
+    /// `out` (this engine seals with it) or `in` (it opens with it).
+    pub direction: String,
+    /// `0x` and 8 hex digits, as Wireshark's ESP SA table takes it.
+    pub spi: String,
+    /// The sending VTEP's configured address.
+    pub src: IpAddr,
+    /// The receiving VTEP's configured address.
+    pub dst: IpAddr,
+    /// Where the peer is reached (out) or was last heard from (in): behind a NAT, not `dst`/`src`.
+    pub endpoint: Option<SocketAddr>,
+    /// The network key's epoch the SA was derived from.
+    pub epoch: u32,
+    /// `rfc4106(gcm(aes))`: AES-256-GCM, 16-byte ICV, 8-byte explicit IV (= the sequence number).
+    pub algorithm: String,
+    /// Extended (64-bit) sequence numbers: always on.
+    pub esn: bool,
+    /// Out: the sequence number of the next packet. In: the highest accepted (0 before any).
+    pub seq: u64,
+    /// Anti-replay window in packets (in only; 0 for out).
+    pub replay_window: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// The worker that owns it (out only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
+    /// With `--keys` only: the RFC 4106 key material, AES key then 4-byte salt, `0x` and 72 hex
+    /// digits (what Wireshark's ESP SA table and `ip xfrm` take).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// What a reload changed. Networks named by their name.
@@ -131,6 +173,9 @@ pub struct NetworkStats {
     /// the path to their VTEP (the frames themselves count as `drops.too_big`).
     #[serde(default)]
     pub too_big_replies: u64,
+    /// Encrypted networks only: packets encrypted and decrypted, SAs, key epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp: Option<EspSnapshot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +209,9 @@ pub struct NetworkInfo {
     pub flood: Vec<IpAddr>,
     pub learning: bool,
     pub allow_vlan: bool,
+    /// ESP-in-UDP (AES-256-GCM) on this network.
+    #[serde(default)]
+    pub encrypted: bool,
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,

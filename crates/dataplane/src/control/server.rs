@@ -1,6 +1,6 @@
 //! The engine side of the control socket: answers requests from the live forwarding state.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 use vxnet_encap::MacAddr;
 
 use super::limits::{bump, Backoff, Slots, EXCHANGE_TIMEOUT, MAX_REQUEST_BYTES};
-use super::proto::{FdbTable, NetworkInfo, NetworkStats, PeerRow, Reply, Request, StatsReport};
+use super::proto::{
+    FdbTable, NetworkInfo, NetworkStats, PeerRow, Reply, Request, SaRow, StatsReport,
+};
 use super::socket::ControlListener;
 use crate::network::Network;
 use crate::state::EngineState;
@@ -306,6 +308,7 @@ pub(crate) fn handle(state: &EngineState, request: Request) -> Reply {
             ok(rows)
         }
         Request::Stats => ok(stats(state)),
+        Request::SaShow { keys } => ok(sa_rows(state, keys)),
         Request::Networks => ok(forwarder
             .networks()
             .iter()
@@ -325,10 +328,75 @@ pub(crate) fn handle(state: &EngineState, request: Request) -> Reply {
                     .collect::<Vec<IpAddr>>(),
                 learning: n.settings.learning,
                 allow_vlan: n.settings.allow_vlan,
+                encrypted: n.is_encrypted(),
                 cluster: state.cluster(),
             })
             .collect::<Vec<_>>()),
     }
+}
+
+/// Every SA of every encrypted network: the workers' outbound ones, then the inbound ones.
+pub fn sa_rows(state: &EngineState, keys: bool) -> Vec<SaRow> {
+    use vxnet_encap::esp::REPLAY_WINDOW;
+    const ALGORITHM: &str = "rfc4106(gcm(aes))";
+    let forwarder = state.forwarder();
+    let mut rows = Vec::new();
+    for n in forwarder.networks() {
+        let Some(crypto) = &n.crypto else {
+            continue;
+        };
+        let mut out: Vec<_> = crypto.outbound.all();
+        out.sort_by_key(|i| (i.id.dst, i.worker));
+        for info in out {
+            rows.push(SaRow {
+                network: n.settings.name.clone(),
+                vni: n.vni().get(),
+                direction: "out".into(),
+                spi: format!("{:#010x}", info.id.spi.get()),
+                src: info.id.src,
+                dst: info.id.dst,
+                endpoint: Some(crypto.endpoint(info.id.dst, forwarder.esp_port())),
+                epoch: info.id.epoch.0,
+                algorithm: ALGORITHM.into(),
+                esn: true,
+                seq: info.next_seq(),
+                replay_window: 0,
+                packets: info.packets(),
+                bytes: info.bytes(),
+                worker: Some(info.worker),
+                key: keys.then(|| info.material.to_hex()),
+            });
+        }
+        let endpoints = crypto.endpoints();
+        let mut inbound = crypto.inbound.all();
+        inbound.sort_by_key(|sa| (sa.id().src, sa.id().spi));
+        for sa in inbound {
+            let id = sa.id();
+            rows.push(SaRow {
+                network: n.settings.name.clone(),
+                vni: n.vni().get(),
+                direction: "in".into(),
+                spi: format!("{:#010x}", id.spi.get()),
+                src: id.src,
+                dst: id.dst,
+                endpoint: endpoints
+                    .iter()
+                    .find(|(vtep, _)| *vtep == id.src)
+                    .map(|(_, e)| *e)
+                    .or(Some(SocketAddr::new(id.src, forwarder.esp_port()))),
+                epoch: id.epoch.0,
+                algorithm: ALGORITHM.into(),
+                esn: true,
+                seq: sa.top().unwrap_or(0),
+                replay_window: REPLAY_WINDOW,
+                packets: sa.packets(),
+                bytes: sa.bytes(),
+                worker: None,
+                key: keys.then(|| sa.key().key_material().to_hex()),
+            });
+        }
+    }
+    rows
 }
 
 pub fn stats(state: &EngineState) -> StatsReport {
@@ -361,6 +429,7 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 tunnel_superframes: n.events.tunnel_superframes.load(Relaxed),
                 tunnel_segments: n.events.tunnel_segments.load(Relaxed),
                 too_big_replies: n.events.too_big_replies.load(Relaxed),
+                esp: n.crypto.as_ref().map(|c| c.snapshot()),
             })
             .collect(),
         drops: forwarder.drops.snapshot(),

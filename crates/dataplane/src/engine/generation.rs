@@ -7,6 +7,7 @@ use super::{lock, new_eventfd, Core, EngineError, Running};
 use crate::network::Network;
 use crate::offload::{Offload, Offloads};
 use crate::sys::tap::TapQueue;
+use crate::sys::udp::UdpSocket;
 use crate::worker::{Worker, WorkerConfig};
 
 /// What a generation uses: the probed `offloads`, and TSO (USO) when every TAP accepted it;
@@ -75,6 +76,13 @@ impl Core {
                 forwarder: Arc::clone(&forwarder),
                 taps,
                 socket: socket.try_clone().map_err(clone_err)?,
+                esp_socket: self
+                    .esp_sockets
+                    .get(w)
+                    .map(UdpSocket::try_clone)
+                    .transpose()
+                    .map_err(clone_err)?,
+                index: w,
                 source_ports: Arc::clone(&self.source_ports),
                 stop: Arc::clone(&stop),
                 epoch: self.state.epoch,

@@ -75,7 +75,7 @@ pub enum EngineError {
     AlreadyServed(String),
     #[error("the engine has stopped")]
     Stopped,
-    #[error("network {0}: encrypted networks are not supported by this build yet")]
+    #[error("network {0} is encrypted, but the engine could not bind its ESP-in-UDP port at start (see the warning then)")]
     EncryptionUnavailable(String),
     #[error("network {0} is not encrypted (a key ring needs a network created with one)")]
     NotEncrypted(String),
@@ -94,6 +94,8 @@ pub enum EngineError {
 struct Setup {
     local: IpAddr,
     port: u16,
+    /// The ESP-in-UDP sockets are bound: encrypted networks can be served.
+    esp: bool,
     threads: usize,
     learning: bool,
     max_fdb: usize,
@@ -142,6 +144,8 @@ struct Core {
     setup: Setup,
     /// One receive socket per worker (SO_REUSEPORT when several); workers get clones.
     sockets: Vec<UdpSocket>,
+    /// One ESP-in-UDP socket per worker (same group rules); empty when the port was not free.
+    esp_sockets: Vec<UdpSocket>,
     source_ports: Arc<SourcePorts>,
     running: Mutex<Running>,
 }
@@ -156,6 +160,8 @@ pub struct Engine {
     reloader: Option<Reloader>,
     /// Keeps other engines off this engine's address and port while it lives.
     _port_claim: crate::sys::claim::Claim,
+    /// Likewise for the ESP-in-UDP port.
+    _esp_claim: Option<crate::sys::claim::Claim>,
     // Dropped last (field order): the socket file is removed after the workers stopped.
     _socket_file: SocketFile,
 }

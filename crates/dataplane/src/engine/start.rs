@@ -14,7 +14,7 @@ use crate::forward::Forwarder;
 use crate::offload::{Offloads, UdpGso};
 use crate::state::SourcePortInfo;
 use crate::sys::iface;
-use crate::sys::udp::UdpSocket;
+use crate::sys::udp::{UdpError, UdpSocket};
 use crate::sys::udp_path::raise_nofile_limit;
 use crate::worker::{SourcePortConfig, SourcePorts};
 
@@ -63,6 +63,15 @@ impl Engine {
             .first()
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
+        let (esp_claim, esp_sockets, esp_unavailable) = bind_esp_sockets(&config, workers)?;
+        // Encrypted packets get the outer DF/TTL/TOS of plaintext ones (`inherit` DF: set, so a
+        // path too small is answered with ICMP rather than fragmented).
+        let outer = &config.tuning.outer;
+        for socket in &esp_sockets {
+            if let Err(e) = socket.set_outer(outer, outer.fixed_df().unwrap_or(true)) {
+                tracing::warn!("cannot set the outer DF/TTL/TOS of an ESP socket: {e}");
+            }
+        }
 
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
@@ -76,14 +85,21 @@ impl Engine {
 
         // Probe what the kernel takes; anything refused is switched off, never fatal.
         let want_tap_offload = config.offloads && !disabled_by_env("tap");
-        let gso =
-            config.offloads && !disabled_by_env("gso") && sockets.iter().all(UdpSocket::probe_gso);
+        // The source-port sockets are bound on first use; they are UDP sockets of the same
+        // family as these, so the receive and ESP sockets answer for them.
+        let gso = config.offloads
+            && !disabled_by_env("gso")
+            && sockets.iter().chain(&esp_sockets).all(UdpSocket::probe_gso);
         let gro = config.offloads
             && !disabled_by_env("gro")
-            && sockets.iter().all(|s| s.enable_gro().is_ok());
+            && sockets
+                .iter()
+                .chain(&esp_sockets)
+                .all(|s| s.enable_gro().is_ok());
         let setup = Setup {
             local,
             port: config.port,
+            esp: !esp_sockets.is_empty(),
             threads: workers,
             learning: config.learning,
             max_fdb: config.max_fdb,
@@ -112,7 +128,8 @@ impl Engine {
             socket::bind(&config.control, config.control_group.as_deref())?;
         let stop = Arc::new(new_eventfd()?);
         let state = Arc::new(EngineState::new(
-            Forwarder::new(Vec::new(), local, config.port, config.accept_any),
+            Forwarder::new(Vec::new(), local, config.port, config.accept_any)
+                .with_esp_port(config.esp_port),
             workers,
             addresses,
             Arc::clone(&setup.offloads.gso),
@@ -128,6 +145,7 @@ impl Engine {
             state,
             setup,
             sockets,
+            esp_sockets,
             source_ports,
             running: Mutex::new(Running {
                 served,
@@ -158,8 +176,14 @@ impl Engine {
             df = %config.tuning.outer.df,
             ttl = %config.tuning.outer.ttl,
             tos = %config.tuning.outer.tos,
+            esp_port = if core.esp_sockets.is_empty() { None } else { Some(config.esp_port) },
             "vxnet engine running"
         );
+        if let Some(e) = esp_unavailable {
+            tracing::warn!(
+                "ESP-in-UDP port not available ({e}): encrypted networks cannot be served, and ESP from peers goes unheard"
+            );
+        }
 
         Ok(Engine {
             core,
@@ -168,6 +192,7 @@ impl Engine {
             metrics: None,
             reloader: None,
             _port_claim: port_claim,
+            _esp_claim: esp_claim,
             _socket_file: socket_file,
         })
     }
@@ -222,5 +247,31 @@ fn source_port_config(config: &EngineConfig, underlay_mtu: u32) -> SourcePortCon
         cap,
         send_buffer: SOCKET_BUFFER_BYTES,
         fallback_mtu: underlay_mtu,
+    }
+}
+
+/// The ESP-in-UDP sockets (one per worker, like the VXLAN ones), always bound so that a host
+/// serving a network in plaintext still hears, counts and logs ESP from a peer that encrypts it.
+/// A port another program holds is fatal only when a configured network is encrypted; otherwise
+/// the engine runs without (and refuses encrypted networks added later).
+/// The error is returned for a warning once the engine runs (a start that fails later anyway
+/// prints only its one error line).
+#[allow(clippy::type_complexity)]
+fn bind_esp_sockets(
+    config: &EngineConfig,
+    workers: usize,
+) -> Result<
+    (
+        Option<crate::sys::claim::Claim>,
+        Vec<UdpSocket>,
+        Option<UdpError>,
+    ),
+    EngineError,
+> {
+    let addr = SocketAddr::new(config.local, config.esp_port);
+    match crate::exclusive::bind_worker_sockets(addr, workers, SOCKET_BUFFER_BYTES) {
+        Ok((claim, sockets)) => Ok((Some(claim), sockets, None)),
+        Err(e) if config.networks.iter().any(|n| n.encryption.is_some()) => Err(e.into()),
+        Err(e) => Ok((None, Vec::new(), Some(e))),
     }
 }

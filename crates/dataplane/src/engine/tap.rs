@@ -26,8 +26,7 @@ pub(super) fn open_network(
     // VXLAN packet (at most `MAX_OVERHEAD`: 45 bytes, 1405 over a 1500-byte IPv4 underlay).
     let esp = network.encryption.is_some();
     let overhead = setup.overhead + if esp { ESP_OVERHEAD as u32 } else { 0 };
-    if esp {
-        // Until the ESP data path is in, never serve an encrypted network in plaintext.
+    if esp && !setup.esp {
         return Err(EngineError::EncryptionUnavailable(network.name.clone()));
     }
     let underlay_mtu = setup.underlay_mtu;

@@ -17,6 +17,7 @@
 //! the wire: [`rx`] (the socket drain, GRO runs, tunnel superframes) → [`tap_sink`] (coalescing
 //! and TAP writes). [`pmtu`] is the send side's path-MTU check and its ICMP too-big replies.
 
+mod esp;
 #[cfg(test)]
 mod fixtures;
 mod pmtu;
@@ -29,7 +30,7 @@ mod tx;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use vxnet_encap::offload::VIRTIO_NET_HDR_LEN;
 use vxnet_encap::Encapsulation;
@@ -44,6 +45,7 @@ use crate::sys::udp::{RecvBatch, UdpSocket};
 pub(crate) use source_ports::{SourcePortConfig, SourcePorts};
 pub(crate) use tx::fit_superframes_to_gso;
 
+use esp::{EspRx, EspTx};
 use send::Sender;
 use tap_sink::TapSink;
 use tx::{TxPlan, MAX_FRAME};
@@ -62,6 +64,10 @@ pub(crate) struct WorkerConfig {
     pub(crate) taps: Vec<TapQueue>,
     /// The worker's receive socket (one of the engine's SO_REUSEPORT group).
     pub(crate) socket: UdpSocket,
+    /// Its ESP-in-UDP socket (encrypted networks send from and receive on it), when bound.
+    pub(crate) esp_socket: Option<UdpSocket>,
+    /// The worker's number in its generation (worker 0 sends the NAT keepalives).
+    pub(crate) index: usize,
     /// The engine's sending sockets, shared by all workers.
     pub(crate) source_ports: Arc<SourcePorts>,
     /// Readable when the worker must stop.
@@ -75,8 +81,13 @@ pub(crate) struct Worker {
     forwarder: Arc<Forwarder>,
     taps: Vec<TapQueue>,
     socket: UdpSocket,
+    esp_socket: Option<UdpSocket>,
+    index: usize,
     stop: Arc<EventFd>,
     epoch: Instant,
+    /// Encrypted networks: sealing (TAP → wire) and opening (wire → TAP).
+    esp_tx: EspTx,
+    esp_rx: EspRx,
     /// Frames are read with a virtio-net header (and may be superframes).
     vnet_hdr: bool,
     /// TAP → wire: the batch being planned, and the sockets it leaves from.
@@ -105,17 +116,25 @@ impl Worker {
             forwarder,
             taps,
             socket,
+            esp_socket,
+            index,
             source_ports,
             stop,
             epoch,
             offloads,
         } = config;
+        let encrypted = forwarder.networks().iter().any(|n| n.is_encrypted());
+        let now = epoch.elapsed().as_millis() as Millis;
         let split_len = if offloads.vnet_hdr {
             0
         } else {
             VIRTIO_NET_HDR_LEN + MAX_FRAME
         };
         Worker {
+            esp_tx: EspTx::new(&forwarder, index),
+            esp_rx: EspRx::new(now, encrypted),
+            esp_socket,
+            index,
             tx: TxPlan::new(
                 &forwarder,
                 offloads.vnet_hdr,
@@ -147,11 +166,24 @@ impl Worker {
             poll.add(tap.as_fd());
         }
         let socket_index = poll.add(self.socket.socket().as_fd());
+        let esp_index = self
+            .esp_socket
+            .as_ref()
+            .map(|s| poll.add(s.socket().as_fd()));
         let stop_index = poll.add(self.stop.as_fd());
         loop {
-            poll.wait(None)?;
+            let timeout = self.keepalive_due_in().map(Duration::from_millis);
+            poll.wait(timeout)?;
             if poll.is_ready(stop_index) {
                 return Ok(());
+            }
+            if timeout.is_some() {
+                self.send_keepalives();
+            }
+            if let Some(esp_index) = esp_index {
+                if poll.is_ready(esp_index) {
+                    self.drain_esp_socket()?;
+                }
             }
             for index in 0..self.taps.len() {
                 if poll.is_ready(index) {
@@ -168,8 +200,14 @@ impl Worker {
         for _ in 0..ROUNDS_PER_WAKE {
             let read = self.read_tap_batch(index)?;
             let (bufs, plan) = self.tx.parts();
-            self.sender
-                .send(&self.forwarder, &self.taps, self.vnet_hdr, bufs, plan);
+            self.esp_tx.dispatch(
+                &self.forwarder,
+                &mut self.sender,
+                (&self.taps, self.vnet_hdr),
+                self.esp_socket.as_ref(),
+                bufs,
+                plan,
+            );
             if read < BATCH {
                 break;
             }
@@ -208,11 +246,12 @@ impl Worker {
             };
             let planned = if self.vnet_hdr {
                 let (forwarder, taps) = (&self.forwarder, &self.taps);
-                let sender = &mut self.sender;
+                let (sender, esp_tx) = (&mut self.sender, &mut self.esp_tx);
+                let esp_socket = self.esp_socket.as_ref();
                 let gso = sender.gso();
                 self.tx
                     .plan_offloaded(forwarder, index, len, gso, |bufs, plan| {
-                        sender.send(forwarder, taps, true, bufs, plan)
+                        esp_tx.dispatch(forwarder, sender, (taps, true), esp_socket, bufs, plan)
                     })
             } else {
                 self.tx

@@ -312,6 +312,12 @@ impl OpenSa {
         &self.window
     }
 
+    /// The key and the window apart, for receivers whose workers share the key and keep the
+    /// window behind a lock (see the module documentation of `esp`).
+    pub fn into_parts(self) -> (OpenKey, ReplayWindow) {
+        (self.key, self.window)
+    }
+
     /// Checks the sequence number against the window, then verifies and decrypts in place, then
     /// records the sequence number: RFC 4303 §3.4.3's order, so neither a replay costs a
     /// decryption nor a forgery moves the window.
