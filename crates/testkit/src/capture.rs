@@ -14,7 +14,9 @@ pub struct Capture {
 
 impl Capture {
     /// Starts `tcpdump -i DEV -s SNAPLEN FILTER` in host `i` (named `name` in the lab dir) and
-    /// waits until it listens. At most `count` packets are kept.
+    /// waits until it listens. At most `count` packets are kept. Immediate mode and a 16 MB
+    /// buffer, so that a burst is neither held in a TPACKET_V3 block when the capture stops
+    /// nor dropped by a capture that a loaded machine schedules late.
     pub fn start(
         lab: &Lab,
         i: usize,
@@ -30,7 +32,7 @@ impl Capture {
             i,
             &log,
             &format!(
-                "tcpdump -i {dev} -n -U -s {snaplen} -c {count} -w {} {filter}",
+                "tcpdump -i {dev} -n -U --immediate-mode -B 16384 -s {snaplen} -c {count} -w {} {filter}",
                 pcap.display()
             ),
         );
@@ -47,7 +49,13 @@ impl Capture {
     /// Stops the capture (after a moment for the last packets) and returns the frames, each
     /// cut at the snap length, from the Ethernet header on.
     pub fn frames(mut self) -> Vec<Vec<u8>> {
-        std::thread::sleep(Duration::from_millis(200));
+        // Until the pcap stops growing (tcpdump is still writing a burst out), at most 10 s.
+        let mut last = None;
+        let _ = wait_for(Duration::from_secs(10), || {
+            std::thread::sleep(Duration::from_millis(250));
+            let len = std::fs::metadata(&self.pcap).map(|m| m.len()).ok();
+            std::mem::replace(&mut last, len) == len && len.is_some()
+        });
         self.proc.terminate(Duration::from_secs(3));
         let data = std::fs::read(&self.pcap).unwrap_or_default();
         read_pcap(&data)
