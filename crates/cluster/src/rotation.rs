@@ -149,6 +149,14 @@ impl Lock {
     }
 }
 
+impl Drop for Lock {
+    /// A rotation dropped midway (its engine stopping) stops renewing the lock, so the lock
+    /// expires with its lease and the next manager finishes the rotation.
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
 async fn keep_alive(store: Store, lease: i64) {
     let period = Duration::from_secs((LOCK_TTL_SECS / 3).max(1).unsigned_abs());
     loop {
