@@ -187,7 +187,13 @@ fn udp_gso_refused_at_run_time() {
     // One source port (one socket, opened by the first transfer): the refusal below reaches the
     // socket every later flow leaves from, as a refusing path would (sockets bound after it are
     // not switched, so with the default range the new flows would just find fresh ones).
-    let Some(t) = trio("gso_refused", Family::V4, 1500, &[], "--srcport 50000-50000") else {
+    let Some(t) = trio(
+        "gso_refused",
+        Family::V4,
+        1500,
+        &[],
+        "--srcport 50000-50000",
+    ) else {
         return;
     };
     if !have_tool("gso_refused", "python3") {
