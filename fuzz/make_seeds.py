@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""Regenerates fuzz/seeds/decap/: the kernel fixtures' packets cut at each layer (Ethernet frame,
-IP packet, VXLAN payload) plus hand-made edge cases. Run from the repository root."""
-import os, struct
+"""Regenerates the seed corpora in fuzz/seeds/<target>/. Run from the repository root.
 
+- decap: the kernel fixtures' packets cut at each layer (Ethernet frame, IP packet, VXLAN
+  payload) plus hand-made edge cases.
+- gro_receive, control, config, store_records: see seeds_gro.py and seeds_text.py.
+"""
+import os, struct, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 out = "fuzz/seeds/decap"
 os.makedirs(out, exist_ok=True)
 
@@ -42,3 +47,7 @@ write("udp-len-short", v4[:24] + b"\x00\x07" + v4[26:])
 write("ipv6-zero-udp-checksum", v6[:46] + b"\x00\x00" + v6[48:])
 write("ipv6-payload-len-huge", v6[:4] + b"\xff\xff" + v6[6:])
 write("version-0", b"\x00" * 60)
+
+import seeds_gro, seeds_text
+seeds_gro.main()
+seeds_text.main()

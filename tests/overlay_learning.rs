@@ -168,3 +168,112 @@ fn learned_entries_age_out_and_static_entries_survive_and_win() {
         String::from_utf8_lossy(&out.stderr).starts_with("error: no entry for 02:00:00:00:00:42")
     );
 }
+
+fn ctl_ok(engine: &Vxnet, args: &str) {
+    let out = engine.ctl(args);
+    assert!(
+        out.status.success(),
+        "vxnet {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ctl_refused(engine: &Vxnet, args: &str, message: &str) {
+    let out = engine.ctl(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "vxnet {args} was accepted");
+    assert!(
+        stderr.starts_with(&format!("error: {message}")) && stderr.lines().count() == 1,
+        "vxnet {args}: {stderr}"
+    );
+}
+
+#[test]
+fn one_flood_destination_is_deleted_and_broadcasts_reach_only_the_other() {
+    let Some(lab) = Lab::lan("flooddel", 3, Family::V4) else {
+        return;
+    };
+    let h = |i: usize| lab.host(i).underlay;
+    // Host 0 floods only where its flood entry says (no --remote); hosts 1 and 2 accept it.
+    let mut e = Vec::new();
+    for i in 0..3 {
+        lab.host(i)
+            .must("sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
+        let remote = if i == 0 {
+            String::new()
+        } else {
+            format!(" --remote {}", h(0))
+        };
+        e.push(lab.vxnet(
+            i,
+            &format!("h{i}"),
+            &format!(
+                "--vni 42 --dev vx42 --local {}{remote} --address 10.1.0.{}/24 --max-fdb 2",
+                h(i),
+                i + 1
+            ),
+        ));
+    }
+    let zero = "00:00:00:00:00:00";
+    ctl_ok(&e[0], &format!("fdb add {zero} --dst {}", h(1)));
+    // As `bridge fdb`: add refuses an existing entry, append adds a destination (twice is no
+    // change), and --max-fdb caps appended destinations and static entries.
+    ctl_refused(
+        &e[0],
+        &format!("fdb add {zero} --dst {}", h(2)),
+        &format!("{zero} exists (floods to {})", h(1)),
+    );
+    ctl_ok(&e[0], &format!("fdb append {zero} --dst {}", h(2)));
+    ctl_ok(&e[0], &format!("fdb append {zero} --dst {}", h(2)));
+    ctl_refused(
+        &e[0],
+        &format!("fdb append {zero} --dst 10.0.0.250"),
+        "the flood entry holds its limit of 2 appended destinations (--max-fdb) in VNI 42",
+    );
+    ctl_ok(&e[0], "fdb add 02:00:00:00:00:01 --dst 10.0.0.250");
+    ctl_ok(&e[0], "fdb add 02:00:00:00:00:02 --dst 10.0.0.250");
+    ctl_refused(
+        &e[0],
+        "fdb add 02:00:00:00:00:03 --dst 10.0.0.250",
+        "the FDB holds its limit of 2 static entries (--max-fdb) in VNI 42",
+    );
+    // A configured remote is part of the flood entry but not an fdb entry to delete.
+    ctl_refused(
+        &e[1],
+        &format!("fdb del {zero} --dst {}", h(0)),
+        &format!("{} is a configured remote of VNI 42", h(0)),
+    );
+
+    let broadcasts = |n: u32| {
+        lab.host(0)
+            .sh(&format!("ping -b -c {n} -i 0.2 -W 1 10.1.0.255"));
+    };
+    let sent = |peer: usize| e[0].peer(h(peer)).tx_packets;
+    let received = |host: usize| e[host].peer(h(0)).rx_packets;
+    let before = [sent(1), sent(2), received(1), received(2)];
+    broadcasts(3);
+    assert!(sent(1) >= before[0] + 3 && sent(2) >= before[1] + 3);
+    assert!(received(1) >= before[2] + 3 && received(2) >= before[3] + 3);
+
+    ctl_ok(&e[0], &format!("fdb del {zero} --dst {}", h(1)));
+    ctl_refused(
+        &e[0],
+        &format!("fdb del {zero} --dst {}", h(1)),
+        &format!("VNI 42 does not flood to {}", h(1)),
+    );
+    let fdb = e[0].json("fdb show");
+    assert_eq!(fdb[0]["flood"], serde_json::json!([h(2).to_string()]));
+    let before = [sent(1), sent(2), received(1), received(2)];
+    broadcasts(5);
+    assert!(sent(2) >= before[1] + 5 && received(2) >= before[3] + 5);
+    assert_eq!(sent(1), before[0], "flooded to the deleted destination");
+    assert_eq!(received(1), before[2], "host 1 still receives the floods");
+
+    // Without --dst the whole (appended) flood entry goes, and then there is nothing to delete.
+    ctl_ok(&e[0], &format!("fdb del {zero}"));
+    ctl_refused(
+        &e[0],
+        &format!("fdb del {zero}"),
+        "no flood destinations were added with fdb add/append in VNI 42",
+    );
+}

@@ -225,6 +225,16 @@ impl NetworkDef {
     }
 }
 
+/// The VNI of a `macs/<vni>/…` or `vni/<vni>` key, in the decimal form vxnet writes: `042` or
+/// `+42` would otherwise be a second key for VNI 42, and its record a duplicate of the real one.
+fn key_vni(text: &str) -> Result<u32, RecordError> {
+    let vni = validate_vni(text.parse().map_err(|_| RecordError::BadKey)?)?;
+    if vni.to_string() != text {
+        return Err(RecordError::BadKey);
+    }
+    Ok(vni)
+}
+
 /// The MAC of a `macs/<vni>/<mac>` key: unicast, in the canonical form vxnet writes.
 fn key_mac(text: &str) -> Result<MacAddr, RecordError> {
     let bad = || RecordError::BadMac(text.to_owned());
@@ -270,7 +280,7 @@ pub fn decode(rest: &str, value: &[u8]) -> Result<Option<Record>, RecordError> {
         Record::Network(def)
     } else if let Some(m) = rest.strip_prefix("macs/") {
         let (vni, mac) = m.split_once('/').ok_or(RecordError::BadKey)?;
-        let vni = validate_vni(vni.parse().map_err(|_| RecordError::BadKey)?)?;
+        let vni = key_vni(vni)?;
         key_mac(mac)?;
         let record: MacRecord = serde_json::from_slice(value)?;
         validate_node_id(&record.node_id)?;
@@ -287,7 +297,7 @@ pub fn decode(rest: &str, value: &[u8]) -> Result<Option<Record>, RecordError> {
         keys.validate()?;
         Record::Keys(keys)
     } else if let Some(vni) = rest.strip_prefix("vni/") {
-        let vni = validate_vni(vni.parse().map_err(|_| RecordError::BadKey)?)?;
+        let vni = key_vni(vni)?;
         let name = std::str::from_utf8(value)
             .map_err(|_| RecordError::BadName(String::from_utf8_lossy(value).into_owned()))?;
         validate_name(name)?;
@@ -378,6 +388,8 @@ mod tests {
             "macs/0/02:00:00:00:00:01",
             "macs/16777216/02:00:00:00:00:01",
             "macs/x/02:00:00:00:00:01",
+            "macs/04096/02:00:00:00:00:01",
+            "macs/+4096/02:00:00:00:00:01",
             "macs/4096",
         ] {
             assert!(decode(bad, &rec).is_err(), "{bad} accepted");
@@ -392,6 +404,7 @@ mod tests {
             Some(Record::VniIndex { vni: 4096, .. })
         ));
         assert!(decode("vni/0", b"blue").is_err());
+        assert!(decode("vni/04096", b"blue").is_err());
         assert!(decode("vni/4096", b"a/b").is_err());
         assert!(decode("meta", b"{}").unwrap().is_none());
         assert!(decode("ipam/blue/10.1.0.1", b"a1").unwrap().is_none());

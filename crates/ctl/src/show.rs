@@ -39,7 +39,9 @@ pub enum FdbCmd {
         #[arg(long)]
         vni: Option<u32>,
     },
-    /// Add a static entry; 00:00:00:00:00:00 adds a flood (head-end replication) destination.
+    /// Add a static entry, as `bridge fdb add`: refused if the MAC has an entry (fdb replace
+    /// changes one). 00:00:00:00:00:00 is the flood (head-end replication) entry: add gives it
+    /// its first destination, fdb append the others.
     Add {
         /// The inner MAC address.
         mac: MacAddr,
@@ -50,10 +52,36 @@ pub enum FdbCmd {
         #[arg(long)]
         vni: Option<u32>,
     },
-    /// Delete an entry (00:00:00:00:00:00 deletes the flood entries).
+    /// Add a destination to the flood entry 00:00:00:00:00:00, as `bridge fdb append`.
+    Append {
+        /// 00:00:00:00:00:00 (the flood entry is the one with several destinations).
+        mac: MacAddr,
+        /// The remote VTEP to flood to as well.
+        #[arg(long)]
+        dst: IpAddr,
+        /// The network [default: the engine's only one].
+        #[arg(long)]
+        vni: Option<u32>,
+    },
+    /// Make MAC a static entry to --dst, whatever it had, as `bridge fdb replace`.
+    Replace {
+        /// The inner MAC address.
+        mac: MacAddr,
+        /// The remote VTEP it lives behind.
+        #[arg(long)]
+        dst: IpAddr,
+        /// The network [default: the engine's only one].
+        #[arg(long)]
+        vni: Option<u32>,
+    },
+    /// Delete an entry; with --dst only that destination (for 00:00:00:00:00:00, one flood
+    /// destination; without --dst, all that fdb add/append added).
     Del {
         /// The inner MAC address.
         mac: MacAddr,
+        /// Remove only this destination (an error if the entry has no such destination).
+        #[arg(long)]
+        dst: Option<IpAddr>,
         /// The network [default: the engine's only one].
         #[arg(long)]
         vni: Option<u32>,
@@ -84,34 +112,37 @@ fn print_json(value: &serde_json::Value) -> Result<(), ShowError> {
 
 pub fn fdb(args: FdbArgs) -> Result<(), ShowError> {
     let control = &args.control;
-    match args.cmd {
+    let change = match args.cmd {
         FdbCmd::Show { vni } => {
             let (value, tables): (_, Vec<FdbTable>) = ask(control, &Request::FdbShow { vni })?;
             if control.json {
                 return print_json(&value);
             }
             print!("{}", render_fdb(&tables));
+            return Ok(());
         }
-        FdbCmd::Add { mac, dst, vni } => {
-            request(
-                &control.control,
-                &Request::FdbAdd {
-                    mac: mac.to_string(),
-                    dst,
-                    vni,
-                },
-            )?;
-        }
-        FdbCmd::Del { mac, vni } => {
-            request(
-                &control.control,
-                &Request::FdbDel {
-                    mac: mac.to_string(),
-                    vni,
-                },
-            )?;
-        }
-    }
+        FdbCmd::Add { mac, dst, vni } => Request::FdbAdd {
+            mac: mac.to_string(),
+            dst,
+            vni,
+        },
+        FdbCmd::Append { mac, dst, vni } => Request::FdbAppend {
+            mac: mac.to_string(),
+            dst,
+            vni,
+        },
+        FdbCmd::Replace { mac, dst, vni } => Request::FdbReplace {
+            mac: mac.to_string(),
+            dst,
+            vni,
+        },
+        FdbCmd::Del { mac, dst, vni } => Request::FdbDel {
+            mac: mac.to_string(),
+            dst,
+            vni,
+        },
+    };
+    request(&control.control, &change)?;
     Ok(())
 }
 

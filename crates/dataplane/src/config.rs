@@ -186,6 +186,14 @@ pub fn parse_file(text: &str) -> Result<FileValues, String> {
 }
 
 fn parse_file_with_keys(text: &str, base: &Path) -> Result<FileValues, FileError> {
+    // A carriage return in a key, say, must not break the one line (or rewrite the terminal).
+    parse_toml(text, base).map_err(|e| match e {
+        FileError::Parse(message) => FileError::Parse(crate::text::printable(&message)),
+        key => key,
+    })
+}
+
+fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
     let file: FileConfig =
         toml::from_str(text).map_err(|e| FileError::Parse(one_line(&e.to_string())))?;
     let mut networks = Vec::with_capacity(file.network.len());
@@ -377,6 +385,10 @@ mod tests {
         let e = parse_file("[[network]]\nvni = 1\ndev = \"vx\"\naddress = \"10.1.0.1/33\"\n")
             .unwrap_err();
         assert!(!e.contains('\n'), "{e}");
+        // Found by the config_file fuzz target: a key with a carriage return in it.
+        let e = parse_file("\"a\\rb\\u001b[2J\" = 1\n").unwrap_err();
+        assert!(e.contains("unknown field `a\\rb\\u{1b}[2J`"), "{e}");
+        assert!(!e.contains(['\r', '\u{1b}']), "{e:?}");
     }
 
     #[test]

@@ -365,7 +365,7 @@ impl Forwarder {
 
     /// Longest datagram that can hold a single frame of any network: anything longer is a GRO
     /// run or a tunnel superframe (see [`from_wire_superframe`](Self::from_wire_superframe)).
-    pub(crate) fn max_single_datagram(&self) -> usize {
+    pub fn max_single_datagram(&self) -> usize {
         self.networks
             .iter()
             .map(|n| VXLAN_HEADER_LEN + Self::max_frame(n, true))
@@ -378,7 +378,7 @@ impl Forwarder {
     /// network's MTU by design, so that check is skipped. The caller counts what it delivers
     /// with [`count_rx`](Self::count_rx), in segments.
     #[allow(clippy::wrong_self_convention)]
-    pub(crate) fn from_wire_superframe(
+    pub fn from_wire_superframe(
         &self,
         now: Millis,
         source: SocketAddr,

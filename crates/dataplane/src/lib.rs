@@ -14,6 +14,8 @@ pub mod engine;
 mod exclusive;
 pub mod fdb;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keyring;
 pub mod network;
 pub mod offload;
@@ -24,6 +26,7 @@ pub mod state;
 pub(crate) mod storm;
 #[allow(unsafe_code)]
 pub mod sys;
+mod text;
 pub mod tuning;
 pub(crate) mod validate;
 pub(crate) mod worker;

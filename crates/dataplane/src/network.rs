@@ -22,7 +22,7 @@ pub struct PeerSet {
     /// Head-end replication list: broadcast, multicast and unknown unicast go to each.
     pub flood: Vec<SocketAddr>,
     /// Sources accepted on receive (sorted): flood peers plus static FDB destinations.
-    pub(crate) allowed: Vec<IpAddr>,
+    pub allowed: Vec<IpAddr>,
 }
 
 impl PeerSet {
@@ -112,7 +112,7 @@ impl Network {
         self.crypto.is_some()
     }
 
-    pub(crate) fn vni(&self) -> Vni {
+    pub fn vni(&self) -> Vni {
         self.settings.vni
     }
 

@@ -86,7 +86,7 @@ fn non_peers_are_dropped_unless_accept_any() {
     ));
 
     // A static FDB destination counts as a known peer.
-    net.fdb.add_static(mac(7), ip("10.0.0.7"));
+    net.fdb.add_static(mac(7), ip("10.0.0.7")).unwrap();
     net.rebuild_peers();
     assert!(matches!(
         strict.from_wire(0, from("10.0.0.7"), &packet),

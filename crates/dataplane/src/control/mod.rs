@@ -3,6 +3,7 @@
 
 pub(crate) mod access;
 pub mod client;
+pub mod fdb;
 pub(crate) mod limits;
 pub(crate) mod metrics;
 pub mod proto;

@@ -5,25 +5,49 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::MAX_REQUEST_BYTES;
 use crate::counters::{DropReason, TrafficSnapshot};
 pub use crate::crypto::EspSnapshot;
 use crate::fdb::FdbRow;
+use crate::offload::Offload;
 pub use crate::state::{ClusterInfo, SourcePortReport};
 
-use crate::offload::Offload;
+/// One request: a JSON object on one line, `{"cmd": "fdb_add", ...}`.
+///
+/// The `fdb` requests follow `bridge fdb` (iproute2) for a vxlan device; `mac`
+/// 00:00:00:00:00:00 is the flood (head-end replication) entry, which has several destinations.
+/// Unknown fields are refused: a misspelt `dst` on `fdb_del` would otherwise delete the whole
+/// entry instead of one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     FdbShow {
         vni: Option<u32>,
     },
+    /// A new static entry, refused if the MAC has one (learned or static), as `bridge fdb add`;
+    /// for the flood entry, its first destination.
     FdbAdd {
         mac: String,
         dst: IpAddr,
         vni: Option<u32>,
     },
+    /// Another destination of the flood entry (`bridge fdb append`); one it has is no change.
+    FdbAppend {
+        mac: String,
+        dst: IpAddr,
+        vni: Option<u32>,
+    },
+    /// A static entry whatever the MAC had (`bridge fdb replace`); not for the flood entry.
+    FdbReplace {
+        mac: String,
+        dst: IpAddr,
+        vni: Option<u32>,
+    },
+    /// Removes the entry, or with `dst` only that destination (`bridge fdb del ... dst IP`).
     FdbDel {
         mac: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dst: Option<IpAddr>,
         vni: Option<u32>,
     },
     Peers,
@@ -100,6 +124,28 @@ pub struct ControlStats {
     pub evicted: u64,
     /// Failed accepts (e.g. the engine at its fd limit), each followed by a back-off pause.
     pub accept_errors: u64,
+}
+
+/// Why a request line was refused; sent back as the reply's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request larger than {MAX_REQUEST_BYTES} bytes (the control socket's limit)")]
+    TooLong,
+    #[error("bad request: not UTF-8")]
+    NotUtf8,
+    #[error("bad request: {0}")]
+    Json(String),
+}
+
+/// Decodes one request line (its newline may be included). The server stops reading at the cap
+/// (see [`limits`](super::limits)); the check here keeps the decoder bounded on its own.
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(RequestError::TooLong);
+    }
+    let text = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
+    serde_json::from_str(text)
+        .map_err(|e| RequestError::Json(crate::text::printable(&e.to_string())))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,4 +261,39 @@ pub struct NetworkInfo {
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_are_bounded_checked_and_strict() {
+        let del =
+            parse_request(b"{\"cmd\":\"fdb_del\",\"mac\":\"00:00:00:00:00:00\",\"vni\":42}\n");
+        assert_eq!(
+            del,
+            Ok(Request::FdbDel {
+                mac: "00:00:00:00:00:00".into(),
+                dst: None,
+                vni: Some(42)
+            })
+        );
+        let typo = br#"{"cmd":"fdb_del","mac":"00:00:00:00:00:00","dest":"10.0.0.3","vni":42}"#;
+        assert!(
+            matches!(parse_request(typo), Err(RequestError::Json(m)) if m.contains("unknown field `dest`"))
+        );
+        assert_eq!(parse_request(b"\xff\n"), Err(RequestError::NotUtf8));
+        let long = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert_eq!(parse_request(&long), Err(RequestError::TooLong));
+        assert!(parse_request(br#"{"cmd":"reboot"}"#).is_err());
+        // A message quoting the request stays one line.
+        let Err(RequestError::Json(m)) = parse_request(br#"{"cmd":"a\nb\u001b"}"#) else {
+            panic!("accepted");
+        };
+        assert!(
+            m.contains(r"a\nb\u{1b}") && !m.contains(['\n', '\u{1b}']),
+            "{m:?}"
+        );
+    }
 }

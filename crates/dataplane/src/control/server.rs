@@ -8,14 +8,14 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
-use vxnet_encap::MacAddr;
 
+use super::fdb;
 use super::limits::{bump, Backoff, Slots, EXCHANGE_TIMEOUT, MAX_REQUEST_BYTES};
 use super::proto::{
-    FdbTable, NetworkInfo, NetworkStats, PeerRow, Reply, Request, SaRow, StatsReport,
+    parse_request, NetworkInfo, NetworkStats, PeerRow, Reply, Request, RequestError, SaRow,
+    StatsReport,
 };
 use super::socket::ControlListener;
-use crate::network::Network;
 use crate::state::EngineState;
 use crate::sys::creds::peer_credentials;
 
@@ -129,18 +129,16 @@ async fn exchange(stream: UnixStream, state: &EngineState, reload: Option<Reload
         }
         Ok(Err(ReadError::TooLarge)) => {
             bump(&state.control_counters.oversized);
-            error(format!(
-                "request larger than {MAX_REQUEST_BYTES} bytes (the control socket's limit)"
-            ))
+            error(RequestError::TooLong.to_string())
         }
         Ok(Err(ReadError::Io)) => return,
-        Ok(Ok(line)) => match serde_json::from_slice::<Request>(&line) {
+        Ok(Ok(line)) => match parse_request(&line) {
             Ok(Request::Reload) => {
                 tracing::info!(uid, "reload requested on the control socket");
                 ask_reload(reload).await
             }
             Ok(request) => handle(state, request),
-            Err(e) => error(format!("bad request: {e}")),
+            Err(e) => error(e.to_string()),
         },
     };
     let line = reply_line(&reply);
@@ -168,7 +166,7 @@ async fn ask_reload(reload: Option<ReloadCalls>) -> Reply {
     }
 }
 
-fn ok<T: serde::Serialize>(value: T) -> Reply {
+pub(super) fn ok<T: serde::Serialize>(value: T) -> Reply {
     match serde_json::to_value(value) {
         Ok(data) => Reply::Ok { data },
         Err(e) => Reply::Error {
@@ -183,112 +181,16 @@ fn error(message: impl Into<String>) -> Reply {
     }
 }
 
-/// The network a request names, or the only one when it names none.
-fn pick(state: &EngineState, vni: Option<u32>) -> Result<Arc<Network>, String> {
-    let forwarder = state.forwarder();
-    let networks = forwarder.networks();
-    match vni {
-        Some(v) => networks
-            .iter()
-            .find(|n| n.vni().get() == v)
-            .cloned()
-            .ok_or_else(|| format!("no network with VNI {v}")),
-        None if networks.len() == 1 => Ok(Arc::clone(&networks[0])),
-        None if networks.is_empty() => Err("this engine serves no network yet".to_string()),
-        None => Err("this engine serves several networks: give --vni".to_string()),
-    }
-}
-
-/// The network and MAC an `fdb add`/`fdb del` names.
-fn pick_entry(
-    state: &EngineState,
-    vni: Option<u32>,
-    mac: &str,
-) -> Result<(Arc<Network>, MacAddr), String> {
-    let network = pick(state, vni)?;
-    let mac = mac.parse::<MacAddr>().map_err(|e| e.to_string())?;
-    Ok((network, mac))
-}
-
 /// Answers a request from the forwarding state (`reload` is the engine loop's, see [`serve`]).
 pub(crate) fn handle(state: &EngineState, request: Request) -> Reply {
-    let now = state.now();
     // One generation for the whole request, even if networks change meanwhile.
     let forwarder = state.forwarder();
     match request {
-        Request::FdbShow { vni } => {
-            let networks: Vec<Arc<Network>> = match vni {
-                None => forwarder.networks().to_vec(),
-                Some(_) => match pick(state, vni) {
-                    Ok(n) => vec![n],
-                    Err(e) => return error(e),
-                },
-            };
-            ok(networks
-                .into_iter()
-                .map(|n| FdbTable {
-                    vni: n.vni().get(),
-                    dev: n.settings.dev.clone(),
-                    entries: n.fdb.rows(now),
-                    // Every head-end replication target (remotes, flood entries, cluster), as
-                    // `bridge fdb show` lists the kernel's remotes as all-zeros entries.
-                    flood: n.peers().flood.iter().map(|a| a.ip()).collect(),
-                })
-                .collect::<Vec<_>>())
-        }
-        Request::FdbAdd { mac, dst, vni } => {
-            let (network, mac) = match pick_entry(state, vni, &mac) {
-                Ok(found) => found,
-                Err(e) => return error(e),
-            };
-            if dst.is_ipv4() != forwarder.local().is_ipv4() {
-                return error(format!(
-                    "{dst} is not of the local address family ({})",
-                    forwarder.local()
-                ));
-            }
-            if let Err(e) = crate::validate::destination("fdb destination", dst, forwarder.local())
-            {
-                return error(e.to_string());
-            }
-            if mac.is_zero() {
-                network.update_sources(|s| {
-                    if !s.flood_entries.contains(&dst) {
-                        s.flood_entries.push(dst);
-                    }
-                });
-            } else if mac.is_multicast() {
-                return error(format!(
-                    "{mac} is a group address; only unicast MACs or 00:00:00:00:00:00"
-                ));
-            } else {
-                network.fdb.add_static(mac, dst);
-                network.rebuild_peers();
-            }
-            let _ = forwarder.peers.counters(dst);
-            ok(serde_json::Value::Null)
-        }
-        Request::FdbDel { mac, vni } => {
-            let (network, mac) = match pick_entry(state, vni, &mac) {
-                Ok(found) => found,
-                Err(e) => return error(e),
-            };
-            if mac.is_zero() {
-                let had = !network.sources().flood_entries.is_empty();
-                network.update_sources(|s| s.flood_entries.clear());
-                return if had {
-                    ok(serde_json::Value::Null)
-                } else {
-                    error("no flood entries")
-                };
-            }
-            if network.fdb.remove(mac) {
-                network.rebuild_peers();
-                ok(serde_json::Value::Null)
-            } else {
-                error(format!("no entry for {mac} in VNI {}", network.vni()))
-            }
-        }
+        Request::FdbShow { .. }
+        | Request::FdbAdd { .. }
+        | Request::FdbAppend { .. }
+        | Request::FdbReplace { .. }
+        | Request::FdbDel { .. } => fdb::handle(&forwarder, state.now(), request),
         Request::Reload => error("reload is answered by the engine's control loop"),
         Request::Peers => {
             let mut rows = Vec::new();

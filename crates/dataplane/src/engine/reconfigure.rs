@@ -163,7 +163,9 @@ impl EngineControl {
             }
         }
         for (mac, vtep) in macs {
-            network.fdb.add_static(mac, vtep);
+            if let Err(e) = network.fdb.replace_static(mac, vtep) {
+                tracing::warn!(network = name, %mac, %vtep, "static MAC from the cluster not installed: {e}");
+            }
         }
         network.rebuild_peers();
         true

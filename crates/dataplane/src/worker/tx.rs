@@ -441,7 +441,10 @@ mod tests {
     fn a_known_destination_goes_to_its_vtep_from_the_flows_port() {
         let fwd = forwarder();
         let vtep: IpAddr = PEERS[1].parse().unwrap();
-        fwd.networks()[0].fdb.add_static(MacAddr(KNOWN), vtep);
+        fwd.networks()[0]
+            .fdb
+            .add_static(MacAddr(KNOWN), vtep)
+            .unwrap();
         let mut tx = tx_plan(&fwd, false);
         let frame = tcp_frame(KNOWN, 10);
         for _ in 0..2 {

@@ -19,7 +19,7 @@
 use crate::checksum::{self, Sum};
 use crate::wire::be::set_be16;
 
-use super::frame::{holds_partial_checksum, IpFrame, Transport};
+use super::frame::{holds_partial_checksum, IpFrame, TcpFrame, Transport};
 
 /// Completes the inner TCP/UDP checksum of `frame` (an inner Ethernet frame) if it carries the
 /// CHECKSUM_PARTIAL signature; true when it did. Any frame it does not understand is untouched.
@@ -47,10 +47,11 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
     true
 }
 
-/// The IP layout of a TCP or UDP frame, and which of the two it carries.
+/// The IP layout of a TCP or UDP frame, and which of the two it carries. A TCP header is checked
+/// as everywhere else (data offset included): a segment no TCP accepts is not one to repair.
 fn classify(frame: &[u8]) -> Option<(IpFrame, Transport)> {
-    if let Ok(ip) = IpFrame::parse(frame, Transport::Tcp.protocol()) {
-        return Some((ip, Transport::Tcp));
+    if let Ok(tf) = TcpFrame::parse(frame) {
+        return Some((tf.ip, Transport::Tcp));
     }
     let ip = IpFrame::parse(frame, Transport::Udp.protocol()).ok()?;
     Some((ip, Transport::Udp))
@@ -123,6 +124,17 @@ mod tests {
         let mut arp = vec![0xff; 42];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert!(!complete_partial_checksum(&mut arp));
+    }
+
+    #[test]
+    fn a_tcp_header_no_stack_accepts_is_left_alone() {
+        // Found by the gro_receive fuzz target: data offset 0, partial checksum.
+        let mut frame = tcp_v4(&[0x5a; 100]);
+        frame[14 + 20 + 12] = 0x00;
+        make_partial(&mut frame, IPPROTO_TCP);
+        let before = frame.clone();
+        assert!(!complete_partial_checksum(&mut frame));
+        assert_eq!(frame, before);
     }
 
     #[test]
