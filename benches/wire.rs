@@ -30,6 +30,7 @@ fn bench(c: &mut Criterion) {
             allow_vlan: false,
             learning: true,
             max_fdb: 1024,
+            bum_rate: None,
         },
         local,
         4789,

@@ -32,6 +32,7 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
             control_group: None,
             threads: 2,
             offloads: true,
+            tuning: Default::default(),
         })
     })
     .join()
@@ -49,6 +50,7 @@ fn network(name: &str, vni: u32, address: &str, remotes: &[IpAddr]) -> NetworkCo
         mtu: None,
         allow_vlan: false,
         mac: None,
+        bum_rate: None,
         encryption: None,
     }
 }

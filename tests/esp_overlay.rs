@@ -278,11 +278,68 @@ fn mixed_peers_both_count_and_say_why() {
         .proc
         .log_text()
         .contains("no network here is encrypted"));
-    assert!(!learned(
-        &enc,
-        &lab.host(1)
-            .must("cat /sys/class/net/vx42/address")
-            .trim()
-            .to_string()
-    ));
+    let plain_mac = lab.host(1).must("cat /sys/class/net/vx42/address");
+    assert!(!learned(&enc, plain_mac.trim()));
+}
+
+#[test]
+fn a_reload_with_a_new_key_rekeys_without_a_restart() {
+    let Some(lab) = Lab::lan("esp_rekey", 2, Family::V4) else {
+        return;
+    };
+    let key = key_file(&lab, "net.key");
+    let engines: Vec<Vxnet> = (0..2)
+        .map(|i| {
+            let config = lab.dir.join(format!("h{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "local = \"{}\"\nthreads = 2\n[[network]]\nname = \"blue\"\nvni = 42\ndev = \"vx42\"\n\
+                     address = \"10.1.0.{}/24\"\nremotes = [\"{}\"]\nkey_file = \"net.key\"\n",
+                    lab.host(i).underlay,
+                    i + 1,
+                    lab.host(1 - i).underlay
+                ),
+            )
+            .unwrap();
+            lab.vxnet(i, &format!("h{i}"), &format!("--config {}", config.display()))
+        })
+        .collect();
+    assert!(lab.host(0).ping("10.1.0.2", 2));
+    let spis = |e: &Vxnet| -> BTreeSet<String> {
+        e.json("sa show")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["spi"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = spis(&engines[1]);
+    let tap = lab.host(0).must("cat /sys/class/net/vx42/ifindex");
+    // A new key in the same file; both hosts reload.
+    std::fs::remove_file(&key).unwrap();
+    key_file(&lab, "net.key");
+    for e in &engines {
+        let out = e.ctl("reload --json");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["changed"][0], "blue", "{report}");
+    }
+    assert!(lab.host(0).ping("10.1.0.2", 3), "traffic under the new key");
+    let after = spis(&engines[1]);
+    assert!(
+        before.is_disjoint(&after),
+        "new SAs: {before:?} {after:?}\n{}\n{}",
+        engines[1].json("sa show"),
+        engines[1].proc.log_text()
+    );
+    assert_eq!(
+        lab.host(0).must("cat /sys/class/net/vx42/ifindex"),
+        tap,
+        "the TAP was not recreated"
+    );
 }

@@ -234,7 +234,7 @@ fn capture_both_sides(test: &str, family: Family, sender: Sender) {
                     .unwrap();
                 let note = udp["fields"][0]["note"].as_str().unwrap();
                 assert!(
-                    note.contains("vxnet sends this flow from the same stripe"),
+                    note.contains("vxnet sends this flow from this port"),
                     "{what}: frame {}: {note}",
                     p["frame"]
                 );

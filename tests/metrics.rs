@@ -2,27 +2,11 @@
 //! get 404, and a port in use is one error line with nothing left behind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use vxnet_tests::*;
 
 /// One HTTP GET from inside namespace `ns`; returns (status line, body).
 fn get(ns: &str, addr: &'static str, path: &'static str) -> (String, String) {
-    in_netns(ns, move || {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        (head.lines().next().unwrap().to_string(), body.to_string())
-    })
-    .join()
-    .unwrap()
+    http_get(ns, addr, path)
 }
 
 /// The value of the sample whose name-and-labels part is exactly `series`.

@@ -122,6 +122,8 @@ fn send(ns: &str, dest: SocketAddr, got: Arc<AtomicU64>) -> std::thread::JoinHan
                 dest,
                 parts: &parts,
                 segment_size: Some(FULL as u16),
+                ttl: None,
+                tos: None,
             };
             let deadline = Instant::now() + Duration::from_secs(2);
             loop {

@@ -1,6 +1,8 @@
 //! Issue 13: SIGHUP and `vxnet reload` re-read `--config` in static mode. Networks are added,
 //! changed and removed live while the others keep forwarding; an invalid file keeps the
-//! running state and says why; SIGHUP without `--config` is logged and ignored. (Before, SIGHUP
+//! running state and says why; SIGHUP without `--config` is logged and ignored. Issue 15's
+//! per-network `bum_rate` applies on reload; `df`/`ttl`/`tos`/`srcport` are reported as
+//! needing a restart. (Before, SIGHUP
 //! killed the engine silently and left its socket file.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -131,6 +133,32 @@ fn sighup_and_reload_apply_the_config_live() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(h0.must("ip link show vxred").contains("mtu 1400"));
+    assert!(h0.ping("10.2.0.2", 1) && h0.ping("10.1.0.2", 1));
+
+    // Issue 15's keys: a network's bum_rate is its storm-control bucket (red rebuilt with it);
+    // df shapes the source-port sockets every network shares, so it waits for a restart and
+    // the reload says so.
+    let text = std::fs::read_to_string(&configs[0]).unwrap();
+    std::fs::write(
+        &configs[0],
+        format!(
+            "df = \"inherit\"\n{}",
+            text.replace("mtu = 1400", "mtu = 1400\nbum_rate = 100")
+        ),
+    )
+    .unwrap();
+    let out = engines[0].ctl("reload");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("changed: red"), "{stdout}");
+    assert!(
+        stdout.contains("needs a restart: df set -> inherit"),
+        "{stdout}"
+    );
+    assert!(
+        engines[0].proc.log_text().contains("bum_rate=Some(100)"),
+        "{}",
+        engines[0].proc.log_text()
+    );
     assert!(h0.ping("10.2.0.2", 1) && h0.ping("10.1.0.2", 1));
 
     // Blue removed (its TAP goes), red kept, on both hosts.

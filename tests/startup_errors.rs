@@ -174,11 +174,17 @@ fn bad_startup_fails_cleanly_with_one_error_line() {
         ("mtu_max", "--mtu 4294967295", &["4294967295", "68-65535"]),
         ("ageing_0", "--ageing 0", &["ageing 0", "1-1000000"]),
         ("max_fdb_0", "--max-fdb 0", &["max-fdb 0", "1-1048576"]),
+        // Above the underlay (1500) is allowed since path-MTU signalling (issue 15); only an
+        // outer packet over 64 KB is not.
         (
-            "mtu_over_underlay",
-            "--mtu 1480",
-            &["1480", "68-1450", "bytes of VXLAN)"],
+            "mtu_over_outer_max",
+            "--mtu 65500",
+            &["65500", "68-65485", "of them VXLAN)"],
         ),
+        ("srcport_low", "--srcport 80-90", &["80-90", "1024"]),
+        ("bum_rate_0", "--bum-rate 0", &["0", "1-100000000"]),
+        ("tos_ecn", "--tos 3", &["3", "ECN"]),
+        ("ttl_256", "--ttl 256", &["256", "1-255"]),
         (
             "remote_loopback",
             "--remote 127.0.0.1",
@@ -244,6 +250,41 @@ fn bad_startup_fails_cleanly_with_one_error_line() {
         "",
         &format!("--config {}", config.display()),
         &["port 0", "1-65535"],
+    );
+    // Issue 15's keys in a file: per network and at the top.
+    let config = lab.dir.join("bum-rate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "local = \"{}\"\n[[network]]\nvni = 42\ndev = \"{DEV}\"\nbum_rate = 0\n",
+            h.underlay
+        ),
+    )
+    .unwrap();
+    refuses(
+        &lab,
+        &h,
+        "toml_bum_rate_zero",
+        "",
+        &format!("--config {}", config.display()),
+        &["bum_rate 0", "1-100000000"],
+    );
+    let config = lab.dir.join("srcport.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "local = \"{}\"\nsrcport = \"60000-50000\"\n[[network]]\nvni = 42\ndev = \"{DEV}\"\n",
+            h.underlay
+        ),
+    )
+    .unwrap();
+    refuses(
+        &lab,
+        &h,
+        "toml_srcport_reversed",
+        "",
+        &format!("--config {}", config.display()),
+        &["60000-50000", "1024 <= MIN <= MAX <= 65535"],
     );
 
     let missing = lab.dir.join("missing.toml");

@@ -6,8 +6,6 @@
 
 mod offload_common;
 
-use std::time::Duration;
-
 use offload_common::*;
 use vxnet_tests::*;
 
@@ -39,41 +37,26 @@ fn capture_sizes(
     t.host(i)
         .must("ethtool -K eth0 tx-udp-segmentation off >/dev/null");
     let proto = if family == Family::V4 { "ip" } else { "ip6" };
-    let dumps: Vec<_> = thresholds
+    let captures: Vec<Capture> = thresholds
         .iter()
         .map(|ip_len| {
-            let pcap = t.lab.dir.join(format!("h{i}-{ip_len}.pcap"));
-            let log = t.lab.dir.join(format!("h{i}-{ip_len}.log"));
-            let dump = t.lab.spawn(
+            Capture::start(
+                &t.lab,
                 i,
-                &log,
+                &format!("h{i}-{ip_len}"),
+                "eth0",
+                128,
+                5,
                 &format!(
-                    "tcpdump -i eth0 -n -U -s 128 -c 5 -w {} {proto} src host {} and udp dst port 4789 and greater {}",
-                    pcap.display(),
+                    "{proto} src host {} and udp dst port 4789 and greater {}",
                     t.host(i).underlay,
                     ip_len + 14
                 ),
-            );
-            assert!(
-                wait_for(Duration::from_secs(5), || dump
-                    .log_text()
-                    .contains("listening on")),
-                "tcpdump did not start: {}",
-                dump.log_text()
-            );
-            (dump, pcap)
+            )
         })
         .collect();
     f();
-    dumps
-        .into_iter()
-        .map(|(mut dump, pcap)| {
-            dump.terminate(Duration::from_secs(3));
-            must(&format!("tcpdump -n -r {} 2>/dev/null", pcap.display()))
-                .lines()
-                .count()
-        })
-        .collect()
+    captures.into_iter().map(|c| c.frames().len()).collect()
 }
 
 fn tap_mtu(t: &Trio, i: usize) -> u32 {

@@ -90,6 +90,15 @@ fn engine_config(file: FileValues) -> EngineConfig {
         control_group: file.control_group,
         threads: file.threads.unwrap_or(1),
         offloads: file.offloads.unwrap_or(true),
+        tuning: vxnet_dataplane::tuning::Tuning {
+            outer: vxnet_encap::outer::OuterPolicy {
+                df: file.tuning.df.unwrap_or_default(),
+                ttl: file.tuning.ttl.unwrap_or_default(),
+                tos: file.tuning.tos.unwrap_or_default(),
+            },
+            srcport: file.tuning.srcport.unwrap_or_default(),
+            bum_rate: file.tuning.bum_rate,
+        },
     }
 }
 

@@ -16,7 +16,9 @@ use vxnet_dataplane::config::{
     DEFAULT_ESP_PORT, DEFAULT_MAX_FDB,
 };
 use vxnet_dataplane::keyring::{load_key_file, KeyRing};
+use vxnet_dataplane::tuning::{parse_bum_rate, FileTuning, SourcePortRange, Tuning};
 use vxnet_dataplane::{Engine, EngineConfig, EngineError, NetworkConfig};
+use vxnet_encap::outer::{DfPolicy, OuterPolicy, TosPolicy, TtlPolicy};
 use vxnet_encap::{Vni, DEFAULT_PORT};
 
 use crate::cluster::cli::StoreAccessArgs;
@@ -92,6 +94,27 @@ pub struct RunArgs {
     /// Turn off TAP offloads and UDP GSO/GRO.
     #[arg(long)]
     pub no_offloads: bool,
+    /// Outer DF bit: set (default; never fragmented, too-big frames are answered with ICMP),
+    /// unset (routers may fragment) or inherit (from the inner IPv4 header; IPv6 inside: set).
+    #[arg(long, value_name = "set|unset|inherit")]
+    pub df: Option<DfPolicy>,
+    /// Outer TTL / hop limit: 1-255, auto (the system default, as 0) or inherit (the inner
+    /// packet's).
+    #[arg(long, value_name = "N|auto|inherit")]
+    pub ttl: Option<TtlPolicy>,
+    /// Outer TOS / traffic class: 0-252 with the ECN bits 0 (DSCP x 4; default 0) or inherit
+    /// (the inner DSCP). The outer ECN bits stay Not-ECT.
+    #[arg(long, value_name = "N|inherit")]
+    pub tos: Option<TosPolicy>,
+    /// Outer UDP source ports: each flow gets one port of MIN-MAX from a hash of its inner
+    /// headers (default 49152-65535, the lowest MIN 1024).
+    #[arg(long, value_name = "MIN-MAX")]
+    pub srcport: Option<SourcePortRange>,
+    /// Storm control: broadcast, multicast and unknown-unicast frames per second each network
+    /// may flood (1-100000000; a token bucket per network shared by all workers, one second
+    /// deep). Excess frames are dropped and counted as bum_rate_limited. Default: no limit.
+    #[arg(long, value_name = "PPS", value_parser = parse_bum_rate)]
+    pub bum_rate: Option<u32>,
     /// Serve the counters in the Prometheus text format at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
@@ -201,8 +224,22 @@ fn engine_config(
             .or(file.threads)
             .unwrap_or_else(default_threads),
         offloads: !args.no_offloads && file.offloads.unwrap_or(true),
+        tuning: tuning(args, &file.tuning),
     };
     Ok(config)
+}
+
+/// `--df`/`--ttl`/`--tos`/`--srcport`/`--bum-rate`, each over the config file's key.
+fn tuning(args: &RunArgs, file: &FileTuning) -> Tuning {
+    Tuning {
+        outer: OuterPolicy {
+            df: args.df.or(file.df).unwrap_or_default(),
+            ttl: args.ttl.or(file.ttl).unwrap_or_default(),
+            tos: args.tos.or(file.tos).unwrap_or_default(),
+        },
+        srcport: args.srcport.or(file.srcport).unwrap_or_default(),
+        bum_rate: args.bum_rate.or(file.bum_rate),
+    }
 }
 
 pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
@@ -233,6 +270,7 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
             mtu: args.mtu,
             allow_vlan: args.allow_vlan,
             mac: args.mac,
+            bum_rate: None,
             encryption,
         }),
         (None, None) => {

@@ -216,6 +216,19 @@ pub fn render_stats(report: &StatsReport) -> String {
         names.join(" ")
     };
     let _ = writeln!(out, "workers {}  offloads {offloads}", report.workers);
+    if let Some(p) = &report.source_ports {
+        let _ = writeln!(
+            out,
+            "source ports {}: {} sockets open (at most {}), {} bound, {} evicted, {} closed idle, {} busy elsewhere",
+            p.info.range,
+            p.counters.open,
+            p.info.max_open,
+            p.counters.bound,
+            p.counters.evicted,
+            p.counters.idle_closed,
+            p.counters.port_busy
+        );
+    }
     for n in &report.networks {
         let _ = writeln!(out, "{}: vni {} dev {}", n.name, n.vni, n.dev);
         let _ = writeln!(out, "    RX:  bytes packets");
@@ -250,6 +263,13 @@ pub fn render_stats(report: &StatsReport) -> String {
             n.tunnel_segments,
             n.partial_checksums
         );
+        if n.too_big_replies > 0 {
+            let _ = writeln!(
+                out,
+                "    path MTU: {} ICMP too-big replies into the TAP",
+                n.too_big_replies
+            );
+        }
         if let Some(esp) = &n.esp {
             let epochs: Vec<String> = esp.epochs.iter().map(u32::to_string).collect();
             let _ = writeln!(

@@ -146,13 +146,18 @@ fn json_matches_the_encap_views() {
     let sport = field(l, "source port");
     assert_eq!(sport["value"], u.src_port());
     assert_eq!(sport["offset"], 34 + udp::field::SRC_PORT.start);
-    // The port vxnet's engine really sends this flow from: the first port of the source-port
-    // stripe its flow hash picks (not the hash's own port, which no engine socket holds).
-    let stripe = vxnet_dataplane::source_port::stripe_for_flow(flow::flow_hash(parsed.vxlan.inner));
-    assert_eq!(u.src_port(), *stripe.start());
+    // The port vxnet's engine really sends this flow from: the one its flow hash picks in the
+    // default srcport range (since issue 15 an exact port per flow, not a 1024-port stripe).
+    let port = vxnet_dataplane::source_port::port_for_flow(
+        flow::flow_hash(parsed.vxlan.inner),
+        &vxnet_dataplane::tuning::SourcePortRange::default(),
+    );
+    assert_eq!(u.src_port(), port);
     let note = sport["note"].as_str().unwrap();
     assert!(
-        note.contains("vxnet sends this flow from the same stripe"),
+        note.contains(
+            "vxnet sends this flow from this port (its flow hash over srcport 49152-65535)"
+        ),
         "{note}"
     );
     // Every checksum of the example is complete and verifies.

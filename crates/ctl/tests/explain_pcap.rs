@@ -254,7 +254,7 @@ fn captures_with_checksums_left_to_offload_are_explained_in_full() {
                                 .unwrap()
                                 .to_owned();
                             assert!(
-                                note.contains("vxnet sends this flow from the same stripe"),
+                                note.contains("vxnet sends this flow from this port"),
                                 "{name}: {note}"
                             );
                         }

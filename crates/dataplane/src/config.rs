@@ -10,6 +10,7 @@ use thiserror::Error;
 use vxnet_encap::{MacAddr, Vni};
 
 use crate::keyring::{load_key_file, KeyFileError, KeyRing};
+use crate::tuning::{check_bum_rate, FileTuning, TextOrNumber, Tuning};
 
 pub use crate::validate::ValidationError;
 pub use vxnet_encap::esp::DEFAULT_ESP_PORT;
@@ -31,6 +32,9 @@ pub struct NetworkConfig {
     /// The TAP's MAC; the kernel picks a random one when absent. A stable MAC spares peers a
     /// stale ARP entry (and a static FDB entry) when the engine restarts.
     pub mac: Option<MacAddr>,
+    /// Storm control: broadcast, multicast and unknown-unicast frames taken from the TAP for
+    /// flooding, per second; the engine's default ([`Tuning::bum_rate`]) when `None`.
+    pub bum_rate: Option<u32>,
     /// Encrypted network (ESP-in-UDP, AES-256-GCM): the keys it accepts and sends with. An
     /// encrypted network accepts only authenticated packets; `None` is plain VXLAN.
     pub encryption: Option<KeyRing>,
@@ -54,6 +58,8 @@ pub struct EngineConfig {
     pub threads: usize,
     /// TAP virtio-net offloads and UDP GSO/GRO (each probed at start).
     pub offloads: bool,
+    /// Outer header policy, source-port range, default storm-control rate.
+    pub tuning: Tuning,
 }
 
 #[derive(Debug, Error)]
@@ -101,6 +107,11 @@ struct FileConfig {
     control_group: Option<String>,
     threads: Option<usize>,
     offloads: Option<bool>,
+    df: Option<String>,
+    ttl: Option<TextOrNumber>,
+    tos: Option<TextOrNumber>,
+    srcport: Option<String>,
+    bum_rate: Option<u64>,
     #[serde(default)]
     network: Vec<FileNetwork>,
 }
@@ -118,6 +129,7 @@ struct FileNetwork {
     #[serde(default)]
     allow_vlan: bool,
     mac: Option<String>,
+    bum_rate: Option<u64>,
     /// A network key file (`vxnet key generate`): the network is encrypted. Relative paths are
     /// taken from the config file's directory.
     key_file: Option<PathBuf>,
@@ -137,6 +149,8 @@ pub struct FileValues {
     pub control_group: Option<String>,
     pub threads: Option<usize>,
     pub offloads: Option<bool>,
+    /// `df`, `ttl`, `tos`, `srcport`, `bum_rate`.
+    pub tuning: FileTuning,
     pub networks: Vec<NetworkConfig>,
 }
 
@@ -197,6 +211,11 @@ fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
             )),
             None => None,
         };
+        let bum_rate = n
+            .bum_rate
+            .map(check_bum_rate)
+            .transpose()
+            .map_err(FileError::Parse)?;
         networks.push(NetworkConfig {
             name: n.name.unwrap_or_else(|| format!("vni{vni}")),
             vni,
@@ -206,9 +225,18 @@ fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
             mtu: n.mtu,
             allow_vlan: n.allow_vlan,
             mac,
+            bum_rate,
             encryption,
         });
     }
+    let tuning = FileTuning::parse(
+        file.df.as_deref(),
+        file.ttl.as_ref(),
+        file.tos.as_ref(),
+        file.srcport.as_deref(),
+        file.bum_rate,
+    )
+    .map_err(FileError::Parse)?;
     Ok(FileValues {
         local: file.local,
         port: file.port,
@@ -221,6 +249,7 @@ fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
         control_group: file.control_group,
         threads: file.threads,
         offloads: file.offloads,
+        tuning,
         networks,
     })
 }
@@ -406,6 +435,7 @@ mod tests {
             control_group: None,
             threads: 2,
             offloads: true,
+            tuning: crate::tuning::Tuning::default(),
         }
     }
 
@@ -419,6 +449,7 @@ mod tests {
             mtu: None,
             allow_vlan: false,
             mac: None,
+            bum_rate: None,
             encryption: None,
         }
     }
@@ -453,6 +484,28 @@ mod tests {
         let mut c = engine_with(one());
         c.local = "0.0.0.0".parse().unwrap();
         assert!(message(c).contains("unspecified"));
+        // Typed values built in code (not parsed from a flag or file) are checked too.
+        let mut c = engine_with(one());
+        c.tuning.srcport = crate::tuning::SourcePortRange { min: 80, max: 90 };
+        assert_eq!(
+            message(c),
+            "srcport 80-90 is out of range (valid: MIN-MAX within 1024-65535, MIN <= MAX)"
+        );
+        let mut c = engine_with(one());
+        c.tuning.bum_rate = Some(0);
+        assert_eq!(
+            message(c),
+            "bum-rate 0 is out of range (valid: 1-100000000)"
+        );
+        let mut c = engine_with(one());
+        c.tuning.outer.tos = vxnet_encap::outer::TosPolicy::Fixed(3);
+        assert!(message(c).contains("valid: 0-252 with the ECN bits 0"));
+        let mut n = net("blue", 42, "vx42");
+        n.bum_rate = Some(100_000_001);
+        assert_eq!(
+            message(engine_with(vec![n])),
+            "bum_rate of network blue 100000001 is out of range (valid: 1-100000000)"
+        );
     }
 
     #[test]
@@ -468,6 +521,22 @@ mod tests {
         engine_with(vec![net("a", 42, "vx42"), net("b", 43, "vx43")])
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn tuning_keys() {
+        let v = parse_file(
+            "df = \"inherit\"\nttl = 9\ntos = \"inherit\"\nsrcport = \"50000-50999\"\nbum_rate = 500\n[[network]]\nvni = 1\ndev = \"vx\"\nbum_rate = 10\n",
+        )
+        .unwrap();
+        assert_eq!(v.tuning.df, Some(vxnet_encap::outer::DfPolicy::Inherit));
+        assert_eq!(v.tuning.srcport.map(|r| r.len()), Some(1000));
+        assert_eq!(v.tuning.bum_rate, Some(500));
+        assert_eq!(v.networks[0].bum_rate, Some(10));
+        let e = parse_file("tos = 3\n").unwrap_err();
+        assert!(e.contains("ECN") && !e.contains('\n'), "{e}");
+        let e = parse_file("[[network]]\nvni = 1\ndev = \"vx\"\nbum_rate = 0\n").unwrap_err();
+        assert!(e.contains("1-100000000"), "{e}");
     }
 
     #[test]

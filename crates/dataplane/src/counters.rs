@@ -46,6 +46,11 @@ pub enum DropReason {
     SendError,
     /// A TAP frame with a virtio-net header the segmenter refused (malformed or unsupported).
     BadOffload,
+    /// A broadcast, multicast or unknown-unicast frame over the network's `--bum-rate`.
+    BumRateLimited,
+    /// A frame larger than the path MTU to its VTEP allows, with DF: answered with ICMP
+    /// frag-needed / packet-too-big into the TAP (rate-limited), never fragmented.
+    TooBig,
     /// Plaintext VXLAN for an encrypted network: it accepts only authenticated packets.
     Unencrypted,
     /// On the ESP port: too short, misaligned, bad padding, a reserved SPI or not ESP at all.
@@ -65,7 +70,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 23] = [
+    pub(crate) const ALL: [DropReason; 25] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -81,6 +86,8 @@ impl DropReason {
         DropReason::TapWrite,
         DropReason::SendError,
         DropReason::BadOffload,
+        DropReason::BumRateLimited,
+        DropReason::TooBig,
         DropReason::Unencrypted,
         DropReason::EspMalformed,
         DropReason::EspUnknownSpi,
@@ -108,6 +115,8 @@ impl DropReason {
             DropReason::TapWrite => "tap_write",
             DropReason::SendError => "send_error",
             DropReason::BadOffload => "bad_offload",
+            DropReason::BumRateLimited => "bum_rate_limited",
+            DropReason::TooBig => "too_big",
             DropReason::Unencrypted => "unencrypted",
             DropReason::EspMalformed => "esp_malformed",
             DropReason::EspUnknownSpi => "esp_unknown_spi",
@@ -283,12 +292,51 @@ pub struct Events {
     pub(crate) tunnel_superframes: AtomicU64,
     /// ... and the segments they stand for.
     pub(crate) tunnel_segments: AtomicU64,
+    /// ICMP frag-needed / packet-too-big replies written into the TAP (path-MTU signalling).
+    pub(crate) too_big_replies: AtomicU64,
 }
 
 impl Events {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The source-port sockets (`--srcport`): how many are open and what happened to them.
+/// Engine-wide; written by the workers' shared pool, read by `vxnet stats`.
+#[derive(Debug, Default)]
+pub struct SourcePortCounters {
+    /// Sockets open now.
+    pub open: AtomicU64,
+    /// Sockets bound since start.
+    pub bound: AtomicU64,
+    /// Sockets closed to stay under the cap (the file-descriptor budget).
+    pub evicted: AtomicU64,
+    /// Sockets closed because no flow used them for a while.
+    pub idle_closed: AtomicU64,
+    /// Hashed ports another program held (the flow left from a nearby port).
+    pub port_busy: AtomicU64,
+}
+
+impl SourcePortCounters {
+    pub fn snapshot(&self) -> SourcePortSnapshot {
+        SourcePortSnapshot {
+            open: self.open.load(Ordering::Relaxed),
+            bound: self.bound.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            idle_closed: self.idle_closed.load(Ordering::Relaxed),
+            port_busy: self.port_busy.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePortSnapshot {
+    pub open: u64,
+    pub bound: u64,
+    pub evicted: u64,
+    pub idle_closed: u64,
+    pub port_busy: u64,
 }
 
 /// Per-remote-VTEP counters.

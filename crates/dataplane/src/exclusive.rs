@@ -42,6 +42,7 @@ pub(crate) fn bind_worker_sockets(
                 &UdpOptions {
                     reuse_port: workers > 1,
                     buffer_bytes,
+                    send_only: false,
                 },
             )
         })

@@ -184,10 +184,29 @@ impl Forwarder {
     // Named for where the frame comes from, like `from_tap` and `from_wire`.
     #[allow(clippy::wrong_self_convention)]
     pub(crate) fn from_tap_frame(&self, index: usize, frame: &[u8], superframe: bool) -> TapAction {
+        self.from_tap_at(index, frame, superframe, None)
+    }
+
+    /// [`from_tap_frame`](Self::from_tap_frame) with storm control: at `now` (nanoseconds since
+    /// the engine's epoch) a frame to flood over the network's `--bum-rate` is dropped as
+    /// [`DropReason::BumRateLimited`]. Without `now` no limit applies.
+    #[allow(clippy::wrong_self_convention)]
+    pub fn from_tap_at(
+        &self,
+        index: usize,
+        frame: &[u8],
+        superframe: bool,
+        now: Option<u64>,
+    ) -> TapAction {
         let Some(network) = self.networks.get(index) else {
             return TapAction::Drop(DropReason::UnknownVni);
         };
-        let action = Self::classify_tap(network, self.port, self.local, frame, superframe);
+        let mut action = Self::classify_tap(network, self.port, self.local, frame, superframe);
+        if let (TapAction::Flood, Some(limiter), Some(now)) = (action, &network.bum_limiter, now) {
+            if !limiter.admit(now) {
+                action = TapAction::Drop(DropReason::BumRateLimited);
+            }
+        }
         match action {
             TapAction::Drop(reason) => network.drops.count(reason),
             TapAction::Flood => Events::bump(&network.events.flooded),

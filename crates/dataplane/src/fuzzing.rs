@@ -39,6 +39,7 @@ pub fn network(spec: NetworkSpec, local: IpAddr, port: u16, remotes: Vec<IpAddr>
         allow_vlan: spec.allow_vlan,
         learning: spec.learning,
         max_fdb: spec.max_fdb,
+        bum_rate: None,
     };
     Arc::new(Network::new(settings, local, port, remotes))
 }

@@ -23,9 +23,11 @@ pub(crate) mod reload;
 pub(crate) mod service;
 pub mod source_port;
 pub mod state;
+pub(crate) mod storm;
 #[allow(unsafe_code)]
 pub mod sys;
 mod text;
+pub mod tuning;
 pub(crate) mod validate;
 pub(crate) mod worker;
 

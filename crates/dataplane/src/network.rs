@@ -14,6 +14,7 @@ use crate::counters::{DropCounters, Events, Traffic};
 use crate::crypto::NetworkCrypto;
 use crate::fdb::Fdb;
 use crate::keyring::KeyRing;
+use crate::storm::RateLimiter;
 
 /// Who a network floods to and accepts VXLAN from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct NetworkSettings {
     pub allow_vlan: bool,
     pub learning: bool,
     pub max_fdb: usize,
+    /// Storm control: frames per second this network may flood (`--bum-rate`); `None`: no limit.
+    pub bum_rate: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -61,6 +64,8 @@ pub struct Network {
     pub traffic: Traffic,
     pub events: Events,
     pub drops: DropCounters,
+    /// The storm-control bucket when `settings.bum_rate` is set, shared by every worker.
+    pub bum_limiter: Option<RateLimiter>,
     /// Encrypted networks only: keys and SAs. Fixed at creation (turning encryption on or off
     /// rebuilds the network), the keys within it are not.
     pub crypto: Option<NetworkCrypto>,
@@ -79,6 +84,7 @@ impl Network {
     ) -> Self {
         let network = Network {
             fdb: Fdb::new(settings.max_fdb),
+            bum_limiter: settings.bum_rate.map(RateLimiter::new),
             settings,
             traffic: Traffic::default(),
             events: Events::default(),

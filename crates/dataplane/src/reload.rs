@@ -35,7 +35,8 @@ enum Change {
     /// Only the remotes and/or the keys of an encrypted network: the flood list, allow-list and
     /// key ring are replaced in place, the TAP and the traffic keep going.
     Live,
-    /// Anything a TAP is built with (VNI, device, MTU, address, MAC, VLAN policy): recreated.
+    /// Anything a TAP is built with (VNI, device, MTU, address, MAC, VLAN policy) or its
+    /// storm-control bucket (`bum_rate`): recreated.
     Rebuild,
 }
 
@@ -104,6 +105,15 @@ fn restart_only(old: &EngineConfig, new: &EngineConfig) -> Vec<String> {
         old.offloads.to_string(),
         new.offloads.to_string(),
     );
+    // The outer-header policy and the source-port range shape the source-port sockets every
+    // worker shares; the top-level bum_rate is the default networks were opened with.
+    let (a, b) = (&old.tuning, &new.tuning);
+    diff("df", a.outer.df.to_string(), b.outer.df.to_string());
+    diff("ttl", a.outer.ttl.to_string(), b.outer.ttl.to_string());
+    diff("tos", a.outer.tos.to_string(), b.outer.tos.to_string());
+    diff("srcport", a.srcport.to_string(), b.srcport.to_string());
+    let rate = |r: Option<u32>| r.map_or_else(|| "off".to_string(), |r| r.to_string());
+    diff("bum-rate", rate(a.bum_rate), rate(b.bum_rate));
     out
 }
 
@@ -243,6 +253,7 @@ mod tests {
             mtu: None,
             allow_vlan: false,
             mac: None,
+            bum_rate: None,
             encryption: None,
         }
     }
@@ -269,5 +280,40 @@ mod tests {
         let mut c = a.clone();
         c.vni = 2u32.try_into().unwrap();
         assert_eq!(change(&a, &c), Change::Rebuild);
+        let mut d = a.clone();
+        d.bum_rate = Some(1000);
+        assert_eq!(change(&a, &d), Change::Rebuild);
+    }
+
+    #[test]
+    fn outer_header_and_source_port_changes_need_a_restart() {
+        let old = EngineConfig {
+            local: "10.0.0.1".parse().unwrap(),
+            port: 4789,
+            esp_port: crate::config::DEFAULT_ESP_PORT,
+            networks: vec![net("a", 1)],
+            ageing_secs: 300,
+            learning: true,
+            max_fdb: 16384,
+            accept_any: false,
+            control: "/tmp/x.sock".into(),
+            control_group: None,
+            threads: 1,
+            offloads: true,
+            tuning: crate::tuning::Tuning::default(),
+        };
+        assert!(restart_only(&old, &old.clone()).is_empty());
+        let mut new = old.clone();
+        new.tuning.outer.df = vxnet_encap::outer::DfPolicy::Inherit;
+        new.tuning.srcport = "50000-50999".parse().unwrap();
+        new.tuning.bum_rate = Some(500);
+        assert_eq!(
+            restart_only(&old, &new),
+            [
+                "df set -> inherit",
+                "srcport 49152-65535 -> 50000-50999",
+                "bum-rate off -> 500"
+            ]
+        );
     }
 }

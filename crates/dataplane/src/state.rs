@@ -13,6 +13,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
+use crate::counters::{SourcePortCounters, SourcePortSnapshot};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
 use crate::offload::{Offload, UdpGso};
@@ -48,6 +49,25 @@ pub struct EngineState {
     cluster: Mutex<Option<ClusterInfo>>,
     /// Refusals of the control socket (`vxnet stats`: `control`).
     pub(crate) control_counters: ControlCounters,
+    source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
+}
+
+/// The source-port range and socket budget, as `vxnet stats` reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePortInfo {
+    /// `MIN-MAX`.
+    pub range: String,
+    /// Most sockets open at once.
+    pub max_open: usize,
+}
+
+/// [`SourcePortInfo`] with the pool's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePortReport {
+    #[serde(flatten)]
+    pub info: SourcePortInfo,
+    #[serde(flatten)]
+    pub counters: SourcePortSnapshot,
 }
 
 impl EngineState {
@@ -67,7 +87,22 @@ impl EngineState {
             addresses: Mutex::new(addresses),
             cluster: Mutex::new(None),
             control_counters: ControlCounters::default(),
+            source_ports: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Set once at start: what `vxnet stats` reports of the source-port sockets.
+    pub(crate) fn set_source_ports(&self, info: SourcePortInfo, counters: Arc<SourcePortCounters>) {
+        let _ = self.source_ports.set((info, counters));
+    }
+
+    pub fn source_ports(&self) -> Option<SourcePortReport> {
+        self.source_ports
+            .get()
+            .map(|(info, counters)| SourcePortReport {
+                info: info.clone(),
+                counters: counters.snapshot(),
+            })
     }
 
     pub fn now(&self) -> Millis {

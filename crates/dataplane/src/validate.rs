@@ -12,8 +12,8 @@ use thiserror::Error;
 use crate::config::{EngineConfig, NetworkConfig};
 
 /// TAP MTU: the kernel's `ETH_MIN_MTU` (the IPv4 minimum, RFC 791) to `ETH_MAX_MTU`. The upper
-/// end is further bounded by the underlay MTU minus the VXLAN overhead, checked when the TAP
-/// is opened.
+/// end is further bounded by the largest outer packet (65535 bytes) minus the VXLAN overhead,
+/// checked when the TAP is opened; an MTU above the underlay's is allowed (path-MTU signalling).
 pub(crate) const MTU: RangeInclusive<u32> = 68..=65535;
 /// Forwarding threads: each takes one queue of every TAP, and the kernel's TUN driver allows at
 /// most `MAX_TAP_QUEUES` (256) queues per device; one more fails with E2BIG.
@@ -26,6 +26,17 @@ pub(crate) const AGEING_SECS: RangeInclusive<u64> = 1..=1_000_000;
 pub(crate) const MAX_FDB: RangeInclusive<usize> = 1..=1 << 20;
 /// UDP port: 0 would bind a random port peers cannot know.
 pub(crate) const PORT: RangeInclusive<u16> = 1..=65535;
+/// Outer source ports (`srcport MIN-MAX`): within this, MIN <= MAX. Below 1024 are the
+/// well-known ports a service may need.
+pub(crate) const SRCPORT: RangeInclusive<u16> = 1024..=65535;
+/// Storm control, frames per second (`bum_rate`; absent: no limit). 0 would flood nothing; past
+/// the top a flood is no longer a storm one could tell from traffic.
+pub(crate) const BUM_RATE: RangeInclusive<u32> = 1..=100_000_000;
+/// A fixed outer TTL / hop limit (`ttl`; 0 is `auto`, the system default).
+pub(crate) const TTL: RangeInclusive<u8> = 1..=255;
+/// A fixed outer TOS / traffic class (`tos`): DSCP only, the two ECN bits 0 (RFC 6040: the
+/// outer ECN field stays Not-ECT since vxnet does not copy CE back on decapsulation).
+pub(crate) const TOS: RangeInclusive<u8> = 0..=252;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ValidationError {
@@ -82,7 +93,42 @@ pub(crate) fn engine(config: &EngineConfig) -> Result<(), ValidationError> {
     }
     in_range("ageing", config.ageing_secs, &AGEING_SECS)?;
     in_range("max-fdb", config.max_fdb, &MAX_FDB)?;
+    tuning(&config.tuning)?;
     check_local(config.local)
+}
+
+/// `srcport`, `ttl`, `tos` and the default `bum_rate`. Flags and files are checked when parsed
+/// (with these ranges); this catches values built in code, e.g. by the cluster control plane.
+pub(crate) fn tuning(tuning: &crate::tuning::Tuning) -> Result<(), ValidationError> {
+    use vxnet_encap::outer::{TosPolicy, TtlPolicy, ECN_MASK};
+    let r = tuning.srcport;
+    if !SRCPORT.contains(&r.min) || r.min > r.max {
+        return Err(ValidationError::OutOfRange {
+            what: "srcport".into(),
+            value: r.to_string(),
+            range: format!(
+                "MIN-MAX within {}-{}, MIN <= MAX",
+                SRCPORT.start(),
+                SRCPORT.end()
+            ),
+        });
+    }
+    if let TtlPolicy::Fixed(ttl) = tuning.outer.ttl {
+        in_range("ttl", ttl, &TTL)?;
+    }
+    if let TosPolicy::Fixed(tos) = tuning.outer.tos {
+        if !TOS.contains(&tos) || tos & ECN_MASK != 0 {
+            return Err(ValidationError::OutOfRange {
+                what: "tos".into(),
+                value: format!("{tos:#04x}"),
+                range: format!("{}-{} with the ECN bits 0", TOS.start(), TOS.end()),
+            });
+        }
+    }
+    if let Some(rate) = tuning.bum_rate {
+        in_range("bum-rate", rate, &BUM_RATE)?;
+    }
+    Ok(())
 }
 
 /// One network's own values (the VNI is range-checked when parsed: [`vxnet_encap::Vni`]).
@@ -90,6 +136,13 @@ pub(crate) fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
     name(&network.name)?;
     if let Some(mtu) = network.mtu {
         in_range(format!("mtu of network {}", network.name), mtu, &MTU)?;
+    }
+    if let Some(rate) = network.bum_rate {
+        in_range(
+            format!("bum_rate of network {}", network.name),
+            rate,
+            &BUM_RATE,
+        )?;
     }
     if let Some(ring) = &network.encryption {
         ring.validate().map_err(|source| ValidationError::KeyRing {

@@ -313,3 +313,38 @@ fn runs_decide_and_count_like_single_datagrams() {
     assert_eq!(s_blue.fdb.lookup(mac(5)), Some(ip("10.0.0.3")));
     assert!(s_blue.drops.total() >= 3);
 }
+
+#[test]
+fn storm_control_limits_floods_only() {
+    let mut limited = settings("storm", 42);
+    limited.bum_rate = Some(3);
+    let net = std::sync::Arc::new(vxnet_dataplane::network::Network::new(
+        limited,
+        ip("10.0.0.1"),
+        PORT,
+        vec![ip("10.0.0.2")],
+    ));
+    let fwd = forwarder(vec![net.clone()], false);
+    let now = Some(1_000_000_000);
+    let broadcast = frame(MacAddr::BROADCAST, mac(1), 60);
+    let actions: Vec<_> = (0..5)
+        .map(|_| fwd.from_tap_at(0, &broadcast, false, now))
+        .collect();
+    assert_eq!(actions[..3], [TapAction::Flood; 3]);
+    assert_eq!(
+        actions[3..],
+        [TapAction::Drop(DropReason::BumRateLimited); 2]
+    );
+    assert_eq!(net.drops.get(DropReason::BumRateLimited), 2);
+    // Known unicast is never limited.
+    fwd.from_wire(0, from("10.0.0.2"), &vxlan(42, &frame(mac(1), mac(3), 100)));
+    assert_eq!(
+        fwd.from_tap_at(0, &frame(mac(3), mac(1), 100), false, now),
+        TapAction::Unicast(SocketAddr::new(ip("10.0.0.2"), PORT))
+    );
+    // A third of a second later one more frame may go.
+    assert_eq!(
+        fwd.from_tap_at(0, &broadcast, false, Some(1_334_000_000)),
+        TapAction::Flood
+    );
+}

@@ -63,6 +63,8 @@ fn batch_of_datagrams_round_trips_in_one_recv() {
             dest: rx.local_addr(),
             parts: p,
             segment_size: None,
+            ttl: None,
+            tos: None,
         })
         .collect();
     // Deliberately smaller than the batch: SendBatch must grow once and still send everything.
@@ -93,6 +95,8 @@ fn batch_of_datagrams_round_trips_in_one_recv() {
             dest: rx.local_addr(),
             parts: &[b"abc"],
             segment_size: None,
+            ttl: None,
+            tos: None,
         }],
     )
     .unwrap();
@@ -126,6 +130,8 @@ fn gso_send_is_split_without_gro_and_coalesced_with_gro() {
                 dest: plain.local_addr(),
                 parts: &[&payload[..SEG / 2], &payload[SEG / 2..]],
                 segment_size: Some(SEG as u16),
+                ttl: None,
+                tos: None,
             }],
         )
         .unwrap();
@@ -148,6 +154,8 @@ fn gso_send_is_split_without_gro_and_coalesced_with_gro() {
             dest: gro.local_addr(),
             parts: &[&payload],
             segment_size: Some(SEG as u16),
+            ttl: None,
+            tos: None,
         }],
     )
     .unwrap();
@@ -181,11 +189,15 @@ fn ipv6_loopback_batch() {
             dest: rx.local_addr(),
             parts: &[b"one"],
             segment_size: None,
+            ttl: None,
+            tos: None,
         },
         Outgoing {
             dest: rx.local_addr(),
             parts: &[b"two"],
             segment_size: None,
+            ttl: None,
+            tos: None,
         },
     ];
     assert_eq!(sb.send(&tx, &msgs).unwrap(), 2);
@@ -219,6 +231,7 @@ fn second_bind_without_reuse_port_is_addr_in_use() {
     let opts = UdpOptions {
         reuse_port: true,
         buffer_bytes: 0,
+        send_only: false,
     };
     let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
     let b = UdpSocket::bind(a.local_addr(), &opts).unwrap();
@@ -233,6 +246,7 @@ fn big_buffers_are_applied() {
     let opts = UdpOptions {
         reuse_port: false,
         buffer_bytes: 4 << 20,
+        send_only: false,
     };
     let s = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
     let (r, w) = s.buffer_sizes().unwrap();

@@ -118,20 +118,8 @@ impl Lab {
     }
 
     pub fn lan_with_mtu(test: &str, hosts: usize, family: Family, mtu: u32) -> Option<Lab> {
-        if !privileged(test) {
-            return None;
-        }
-        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
-        let id = format!("vxt{}x{n}", std::process::id());
-        let dir = std::env::temp_dir().join(&id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut lab = Lab {
-            id: id.clone(),
-            dir,
-            namespaces: Vec::new(),
-            hosts: Vec::new(),
-            family,
-        };
+        let mut lab = Lab::empty(test, family)?;
+        let id = lab.id.clone();
         let switch = format!("{id}sw");
         lab.add_ns(&switch);
         must(&format!(
@@ -158,6 +146,61 @@ impl Lab {
             });
         }
         Some(lab)
+    }
+
+    /// Two hosts in different subnets behind a router namespace, each on its own link of MTU
+    /// `mtus[i]` (both ends): host i is 10.0.{i+1}.2/24 (fd0{i+1}::2/64), the router .1 (::1)
+    /// on each, forwarding. A path between hosts of different MTUs is how a router's ICMP
+    /// frag-needed / packet-too-big comes about. `None` when the test must be skipped.
+    pub fn routed(test: &str, family: Family, mtus: [u32; 2]) -> Option<Lab> {
+        let mut lab = Lab::empty(test, family)?;
+        let id = lab.id.clone();
+        let router = format!("{id}rt");
+        lab.add_ns(&router);
+        must(&format!(
+            "ip -n {router} link set lo up && \
+             ip netns exec {router} sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"
+        ));
+        for (i, mtu) in mtus.into_iter().enumerate() {
+            let ns = format!("{id}h{i}");
+            lab.add_ns(&ns);
+            let (host, gateway, prefix) = match family {
+                Family::V4 => (format!("10.0.{}.2", i + 1), format!("10.0.{}.1", i + 1), 24),
+                Family::V6 => (format!("fd0{}::2", i + 1), format!("fd0{}::1", i + 1), 64),
+            };
+            must(&format!(
+                "ip link add eth0 netns {ns} mtu {mtu} type veth peer name r{i} netns {router} mtu {mtu} && \
+                 ip -n {router} addr add {gateway}/{prefix} dev r{i} nodad && ip -n {router} link set r{i} up && \
+                 ip -n {ns} link set lo up && ip -n {ns} link set eth0 up && \
+                 ip -n {ns} addr add {host}/{prefix} dev eth0 nodad && \
+                 ip -n {ns} route add default via {gateway}"
+            ));
+            lab.hosts.push(Host {
+                ns,
+                underlay: host.parse().unwrap(),
+                index: i,
+            });
+        }
+        Some(lab)
+    }
+
+    /// A lab with a fresh id and directory and no namespace yet; `None` when the test must be
+    /// skipped.
+    fn empty(test: &str, family: Family) -> Option<Lab> {
+        if !privileged(test) {
+            return None;
+        }
+        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let id = format!("vxt{}x{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        Some(Lab {
+            id,
+            dir,
+            namespaces: Vec::new(),
+            hosts: Vec::new(),
+            family,
+        })
     }
 
     fn add_ns(&mut self, name: &str) {
@@ -188,6 +231,25 @@ impl Lab {
              ip netns exec {} ethtool -K eth0 gro on >/dev/null",
             self.id, self.hosts[i].ns
         ));
+    }
+
+    /// vxnet on hosts 0 ("a", with `args_a` added) and 1 ("b"), VNI 42 on `vx42`, each
+    /// flooding to the other, overlay addresses 10.1.0.1/24 and 10.1.0.2/24.
+    pub fn vxnet_pair(&self, args_a: &str) -> (Vxnet, Vxnet) {
+        let (u0, u1) = (self.host(0).underlay, self.host(1).underlay);
+        let a = self.vxnet(
+            0,
+            "a",
+            &format!(
+                "--vni 42 --dev vx42 --local {u0} --remote {u1} --address 10.1.0.1/24 {args_a}"
+            ),
+        );
+        let b = self.vxnet(
+            1,
+            "b",
+            &format!("--vni 42 --dev vx42 --local {u1} --remote {u0} --address 10.1.0.2/24"),
+        );
+        (a, b)
     }
 
     /// Starts `vxnet ARGS` in host `i`'s namespace with a control socket in the lab dir.

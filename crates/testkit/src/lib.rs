@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod capture;
 pub mod cli;
 mod engine;
 pub mod etcd;
@@ -19,11 +20,12 @@ mod leftovers;
 mod process;
 mod traffic;
 
+pub use capture::{read_pcap, Capture};
 pub use engine::Vxnet;
 pub use lab::{Family, Host, Lab};
 pub use leftovers::{run_leftovers, SweepRun};
 pub use process::{have_tool, in_ci, interrupt, must, privileged, run, vxnet_bin, wait_for, Proc};
-pub use traffic::{in_netns, start_transfer, transfer_checked};
+pub use traffic::{http_get, in_netns, start_transfer, transfer_checked};
 pub use vxnet::netns::transfer::Transfer;
 // The engine's report vocabulary, which the tests assert in.
 pub use vxnet_dataplane::counters::DropReason;

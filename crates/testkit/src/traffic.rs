@@ -22,6 +22,25 @@ pub fn in_netns<T: Send + 'static>(
     })
 }
 
+/// One HTTP/1.1 GET of `path` from `addr`, from inside namespace `ns`; returns (status line,
+/// body).
+pub fn http_get(ns: &str, addr: &'static str, path: &'static str) -> (String, String) {
+    in_netns(ns, move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_string(), body.to_string())
+    })
+    .join()
+    .unwrap()
+}
+
 /// Moves `len` pattern bytes over one TCP connection from `from` to `to` (listening on
 /// `addr`), checks every byte and panics naming `what` when any is wrong or missing; returns
 /// the time from the connection to the last byte checked.

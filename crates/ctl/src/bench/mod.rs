@@ -60,6 +60,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = topology::DEFAULT_MTU,
           value_parser = clap::value_parser!(u32).range(topology::MIN_MTU..=topology::MAX_MTU))]
     pub underlay_mtu: u32,
+    /// Add the encrypted vxnet pair (ESP-in-UDP, AES-256-GCM, `vxnet run --key-file`) to the
+    /// run, measured like the others on the same underlay.
+    #[arg(long)]
+    pub encrypted: bool,
     /// Print the results as one JSON document on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -184,7 +188,7 @@ fn bench(
         "starting the kernel vxlan links and the vxnet engines ({})",
         settings.describe()
     ));
-    let pairs = pairs::build(cleanup, &topo, exe, &settings)?;
+    let pairs = pairs::build(cleanup, &topo, exe, &settings, args.encrypted)?;
     let engine = pairs::engine_report(&pairs);
     let pings = args
         .pings

@@ -35,6 +35,9 @@ pub(super) struct PairSpec {
     /// Host a's end, host b's end.
     #[serde(skip)]
     pub ends: [End; 2],
+    /// Both (vxnet) ends encrypt: ESP-in-UDP with one network key.
+    #[serde(skip)]
+    pub encrypted: bool,
 }
 
 impl PairSpec {
@@ -61,6 +64,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         port: 4789,
         underlay: SHARED,
         ends: [End::Kernel, End::Kernel],
+        encrypted: false,
     },
     PairSpec {
         name: "vxnet",
@@ -69,6 +73,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         port: 4790,
         underlay: SHARED,
         ends: [End::Vxnet, End::Vxnet],
+        encrypted: false,
     },
     PairSpec {
         name: "mixed",
@@ -77,6 +82,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         port: 4791,
         underlay: MIXED,
         ends: [End::Vxnet, End::Kernel],
+        encrypted: false,
     },
     PairSpec {
         name: "mixed_reverse",
@@ -85,8 +91,24 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         port: 4792,
         underlay: MIXED_REVERSE,
         ends: [End::Kernel, End::Vxnet],
+        encrypted: false,
     },
 ];
+
+/// `vxnet bench --encrypted`: the vxnet pair again, encrypted (`--key-file`), on the same
+/// underlay, measured after the others in every round. Its engines listen for ESP on their own
+/// port, as the plain vxnet pair's hold 4500 on the same addresses.
+pub(super) const ENCRYPTED: PairSpec = PairSpec {
+    name: "vxnet_encrypted",
+    label: "vxnet encrypted (ESP)",
+    vni: 46,
+    port: 4793,
+    underlay: SHARED,
+    ends: [End::Vxnet, End::Vxnet],
+    encrypted: true,
+};
+/// The encrypted pair's ESP-in-UDP port.
+const ENCRYPTED_ESP_PORT: u16 = 4510;
 
 /// Engine settings passed to every `vxnet run` of the bench, for per-technique comparisons.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -165,11 +187,18 @@ pub(super) fn build(
     topo: &Topology,
     exe: &Path,
     settings: &EngineSettings,
+    encrypted: bool,
 ) -> Result<Vec<Pair>, NetnsError> {
     let args = settings.args();
     let env = settings.env();
     let mut pairs = Vec::new();
-    for spec in PAIRS {
+    let key = if encrypted {
+        Some(write_key(&topo.dir)?)
+    } else {
+        None
+    };
+    let specs = PAIRS.into_iter().chain(encrypted.then_some(ENCRYPTED));
+    for spec in specs {
         let mut engines = Vec::new();
         for (i, end) in spec.ends.into_iter().enumerate() {
             let ns = &topo.ns[i];
@@ -196,6 +225,14 @@ pub(super) fn build(
                     .map(String::from)
                     .to_vec();
                     run_args.extend(args.iter().cloned());
+                    if let (true, Some(key)) = (spec.encrypted, &key) {
+                        run_args.extend([
+                            "--key-file".to_string(),
+                            key.display().to_string(),
+                            "--esp-port".to_string(),
+                            ENCRYPTED_ESP_PORT.to_string(),
+                        ]);
+                    }
                     let host = format!("{}-{}", spec.name, ['a', 'b'][i]);
                     let launch = engine::Launch {
                         host: &host,
@@ -219,6 +256,23 @@ pub(super) fn build(
         });
     }
     Ok(pairs)
+}
+
+/// A fresh network key for the encrypted pair, in the run's directory (removed with it), mode
+/// 0600 as the engine insists.
+fn write_key(dir: &Path) -> Result<std::path::PathBuf, NetnsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("encrypted-pair.key");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| NetnsError::Setup(format!("writing {}: {e}", path.display())))?;
+    writeln!(file, "{}", crate::key::generate().to_hex())
+        .map_err(|e| NetnsError::Setup(format!("writing {}: {e}", path.display())))?;
+    Ok(path)
 }
 
 /// `ip link add … type vxlan` with the pair's VNI and port, like the kernel pair of

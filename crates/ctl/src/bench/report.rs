@@ -261,8 +261,8 @@ const COLUMNS: [(&str, usize); 6] = [
     ("vxnet CPU s/GB", 15),
     ("machine CPU s/GB", 17),
 ];
-/// Fits the longest row name, "ratio mixed_reverse/kernel".
-const NAME_WIDTH: usize = 26;
+/// Fits the longest row name, "ratio vxnet_encrypted/kernel" (`--encrypted`).
+const NAME_WIDTH: usize = 28;
 
 fn row(out: &mut String, name: &str, cells: [String; 6]) {
     let _ = write!(out, "{name:<NAME_WIDTH$}");

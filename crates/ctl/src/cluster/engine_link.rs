@@ -380,6 +380,8 @@ impl Link {
             mtu: self.opts.mtu,
             allow_vlan: self.opts.allow_vlan,
             mac: Some(mac),
+            // The engine's --bum-rate applies.
+            bum_rate: None,
             // `servable` let an encrypted network through only with its ring.
             encryption: ring.filter(|_| def.encrypted).map(engine_ring),
         })?;

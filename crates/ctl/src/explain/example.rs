@@ -7,6 +7,7 @@
 use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
+use vxnet_dataplane::tuning::SourcePortRange;
 use vxnet_encap::{encapsulate, flow, IpPair, MacAddr, OuterStack, Vni, MAX_OUTER_LEN};
 
 use super::decode::{explain_frame, LinkType};
@@ -51,15 +52,18 @@ pub(super) fn inner_frame() -> Result<Vec<u8>, ExplainError> {
 pub(super) fn outer_packet(dst_port: u16) -> Result<Vec<u8>, ExplainError> {
     let inner = inner_frame()?;
     let vni = Vni::new(VNI).map_err(|e| ExplainError::Example(e.to_string()))?;
-    // The port vxnet's engine sends this flow from: the first port of the stripe of source-port
-    // sockets the flow hash picks (what a fresh engine binds, nothing else holding the port).
-    let stripe = vxnet_dataplane::source_port::stripe_for_flow(flow::flow_hash(&inner));
+    // The port vxnet's engine sends this flow from: the one the flow hash picks in the default
+    // srcport range (nothing else holding the port).
+    let port = vxnet_dataplane::source_port::port_for_flow(
+        flow::flow_hash(&inner),
+        &SourcePortRange::default(),
+    );
     let mut outer = OuterStack::new(
         IpPair::V4 {
             src: HOST_A.0,
             dst: HOST_B.0,
         },
-        *stripe.start(),
+        port,
         dst_port,
     );
     outer.ethernet = Some((MacAddr(HOST_A.1), MacAddr(HOST_B.1)));

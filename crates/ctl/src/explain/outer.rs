@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 
+use vxnet_dataplane::tuning::SourcePortRange;
 use vxnet_encap::checksum::{pseudo_header_v4, pseudo_header_v6, Sum};
 use vxnet_encap::decap::{LayerOffsets, OuterIp};
 use vxnet_encap::wire::{
@@ -301,16 +302,19 @@ pub(super) fn outer_udp(header: &[u8], offset: usize, inner: &[u8], check: Check
 }
 
 /// What the source port is for, and where vxnet would send this inner flow from: the engine's
-/// own mapping (one socket per stripe of the dynamic range, the flow hash picks the stripe),
-/// not a formula of its own.
+/// own mapping (the flow hash onto the whole `srcport` range, one exact port per flow), not a
+/// formula of its own. A capture does not say which range the sender ran with, so the note
+/// gives the port under the default range.
 pub(super) fn source_port_note(carried: u16, inner: &[u8]) -> String {
-    let stripe = vxnet_dataplane::source_port::stripe_for_flow(flow::flow_hash(inner));
-    let (first, last) = (*stripe.start(), *stripe.end());
+    let range = SourcePortRange::default();
+    let port = vxnet_dataplane::source_port::port_for_flow(flow::flow_hash(inner), &range);
     let purpose = "the sender's hash of the inner flow, so underlay ECMP/RSS spread flows";
-    if stripe.contains(&carried) {
-        format!("{purpose}; vxnet sends this flow from the same stripe ({first}-{last}, normally {first})")
+    if carried == port {
+        format!(
+            "{purpose}; vxnet sends this flow from this port (its flow hash over srcport {range})"
+        )
     } else {
-        format!("{purpose}; vxnet would send this flow from {first} (the first free port of {first}-{last})")
+        format!("{purpose}; vxnet would send this flow from {port} (its flow hash over the default srcport {range}; another --srcport, or that port held by another program, moves it)")
     }
 }
 

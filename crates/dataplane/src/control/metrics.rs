@@ -68,7 +68,7 @@ pub(crate) fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 20] = [
+    let per_network: [(&str, &str, &str, Field); 21] = [
         (
             "vxnet_rx_packets_total",
             "counter",
@@ -188,6 +188,12 @@ pub(crate) fn render(state: &EngineState) -> String {
             "counter",
             "Segments those tunnel superframes stand for.",
             |n| n.tunnel_segments,
+        ),
+        (
+            "vxnet_too_big_replies_total",
+            "counter",
+            "ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than the path to their VTEP.",
+            |n| n.too_big_replies,
         ),
     ];
 
@@ -320,6 +326,51 @@ pub(crate) fn render(state: &EngineState) -> String {
     );
     for offload in &report.offloads {
         out.sample("vxnet_offload_in_use", &[("offload", offload.name())], 1);
+    }
+    if let Some(ports) = &report.source_ports {
+        let range = [("range", ports.info.range.as_str())];
+        let c = &ports.counters;
+        for (name, kind, help, value) in [
+            (
+                "vxnet_source_port_sockets",
+                "gauge",
+                "Source-port sockets open (one per port in use).",
+                c.open,
+            ),
+            (
+                "vxnet_source_port_sockets_max",
+                "gauge",
+                "Most source-port sockets open at once (the file-descriptor budget).",
+                ports.info.max_open as u64,
+            ),
+            (
+                "vxnet_source_port_sockets_bound_total",
+                "counter",
+                "Source-port sockets bound.",
+                c.bound,
+            ),
+            (
+                "vxnet_source_port_sockets_evicted_total",
+                "counter",
+                "Source-port sockets closed to stay within the budget.",
+                c.evicted,
+            ),
+            (
+                "vxnet_source_port_sockets_idle_closed_total",
+                "counter",
+                "Source-port sockets closed after no flow used them for a while.",
+                c.idle_closed,
+            ),
+            (
+                "vxnet_source_port_busy_total",
+                "counter",
+                "Hashed source ports held by another program (the flow used a nearby port).",
+                c.port_busy,
+            ),
+        ] {
+            out.family(name, kind, help);
+            out.sample(name, &range, value);
+        }
     }
     if let Some(cluster) = &report.cluster {
         out.family(

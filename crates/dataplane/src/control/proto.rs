@@ -10,7 +10,7 @@ use crate::counters::{DropReason, TrafficSnapshot};
 pub use crate::crypto::EspSnapshot;
 use crate::fdb::FdbRow;
 use crate::offload::Offload;
-pub use crate::state::ClusterInfo;
+pub use crate::state::{ClusterInfo, SourcePortReport};
 
 /// One request: a JSON object on one line, `{"cmd": "fdb_add", ...}`.
 ///
@@ -215,6 +215,10 @@ pub struct NetworkStats {
     /// ... and the segments they stand for.
     #[serde(default)]
     pub tunnel_segments: u64,
+    /// ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than
+    /// the path to their VTEP (the frames themselves count as `drops.too_big`).
+    #[serde(default)]
+    pub too_big_replies: u64,
     /// Encrypted networks only: packets encrypted and decrypted, SAs, key epochs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub esp: Option<EspSnapshot>,
@@ -234,6 +238,9 @@ pub struct StatsReport {
     /// The control socket's refusals.
     #[serde(default)]
     pub control: ControlStats,
+    /// The source-port sockets: range, budget, open now, bound, evicted, idle-closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ports: Option<SourcePortReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

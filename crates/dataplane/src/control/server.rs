@@ -330,6 +330,7 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 partial_checksums: n.events.partial_checksums.load(Relaxed),
                 tunnel_superframes: n.events.tunnel_superframes.load(Relaxed),
                 tunnel_segments: n.events.tunnel_segments.load(Relaxed),
+                too_big_replies: n.events.too_big_replies.load(Relaxed),
                 esp: n.crypto.as_ref().map(|c| c.snapshot()),
             })
             .collect(),
@@ -338,5 +339,6 @@ pub fn stats(state: &EngineState) -> StatsReport {
         offloads: state.offloads(),
         cluster: state.cluster(),
         control: state.control_counters.snapshot(),
+        source_ports: state.source_ports(),
     }
 }

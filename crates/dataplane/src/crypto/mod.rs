@@ -119,9 +119,22 @@ impl NetworkCrypto {
     /// working, the others are dropped; outbound SAs move to the new send epoch with the next
     /// batch of each worker.
     pub fn set_ring(&self, ring: KeyRing) {
-        let epochs: Vec<_> = ring.keys.iter().map(|(e, _)| *e).collect();
+        let old = self.ring();
+        // An epoch stays only with the same key (a static key file replaced in place keeps
+        // epoch 0 but is another key: its SAs go).
+        let kept: Vec<_> = ring
+            .keys
+            .iter()
+            .filter(|(epoch, key)| old.get(*epoch) == Some(key))
+            .map(|(epoch, _)| *epoch)
+            .collect();
         self.ring.store(Arc::new(ring));
-        self.inbound.retain(|sa| epochs.contains(&sa.id().epoch));
+        self.inbound.retain(|sa| kept.contains(&sa.id().epoch));
+        // Every worker makes new outbound SAs before it seals again; the old ones are no longer
+        // what it sends with.
+        if old.send != self.ring().send || !kept.contains(&old.send) {
+            self.outbound.clear();
+        }
     }
 
     /// Where packets for `vtep` go: its last authenticated endpoint, else its address at `port`.

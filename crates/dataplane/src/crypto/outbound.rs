@@ -54,6 +54,11 @@ impl OutboundRegistry {
         list.clone()
     }
 
+    /// Forgets every SA (the send key changed: workers make new ones before sealing again).
+    pub fn clear(&self) {
+        lock(&self.list).clear();
+    }
+
     /// A new SA from `local` to `peer` under the ring's send key, with an SPI no other running
     /// SA of this network to that peer under that epoch uses. `None` when the system's random
     /// source fails (nothing is sent rather than something with a guessable nonce space).

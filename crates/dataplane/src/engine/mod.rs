@@ -55,11 +55,13 @@ pub enum EngineError {
     Udp(#[from] UdpError),
     #[error(transparent)]
     Control(#[from] BindError),
-    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: the underlay MTU {underlay} minus {overhead} bytes of VXLAN{})", if *esp { " and ESP" } else { "" }, min = crate::validate::MTU.start(), max = underlay.saturating_sub(*overhead))]
+    /// Only the 64 KB outer-packet limit bounds a TAP MTU: one larger than the underlay is
+    /// allowed (path-MTU signalling tells the TAP's TCP what fits), so the range is named.
+    #[error("MTU {mtu} of {dev} is out of range (valid: {min}-{max}: an outer packet holds at most {limit} bytes, {overhead} of them VXLAN{})", if *esp { " and ESP" } else { "" }, min = crate::validate::MTU.start(), max = limit.saturating_sub(*overhead))]
     MtuTooLarge {
         dev: String,
         mtu: u32,
-        underlay: u32,
+        limit: u32,
         overhead: u32,
         /// An encrypted network: the overhead includes ESP's.
         esp: bool,
@@ -103,6 +105,8 @@ struct Setup {
     /// Ask TAPs for USO (UDP superframes; kernel 6.2+) too.
     want_uso: bool,
     offloads: Offloads,
+    /// Storm control for networks that do not set their own (`--bum-rate`).
+    bum_rate: Option<u32>,
 }
 
 /// A network being served: its state and the original fds of its TAP queues (workers get

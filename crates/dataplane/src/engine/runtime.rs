@@ -9,6 +9,7 @@ use super::{Engine, EngineControl, EngineError, EngineState};
 use crate::control::server;
 use crate::fdb::Millis;
 use crate::reload::Reloader;
+use crate::worker::SourcePorts;
 
 impl Engine {
     /// Binds the Prometheus endpoint (`--metrics`), served once the engine runs. Bound now so a
@@ -58,6 +59,7 @@ impl Engine {
         let ageing = Duration::from_secs(self.ageing_secs);
         let control = self.control();
         let mut reloader = self.reloader.take();
+        let source_ports = Arc::clone(&self.core.source_ports);
         let result = runtime.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let install = |kind: SignalKind, what: &'static str| {
@@ -82,6 +84,7 @@ impl Engine {
                 tokio::spawn(crate::control::metrics::serve(listener, Arc::clone(&state)));
             }
             tokio::spawn(age_fdb(Arc::clone(&state), ageing));
+            tokio::spawn(close_idle_source_ports(source_ports));
             let task = async move {
                 match task.await {
                     Ok(()) => std::future::pending().await,
@@ -143,6 +146,25 @@ fn reload(
     let outcome = reloader.reload(control);
     crate::service::ready(&format!("forwarding with {} workers", state.workers));
     outcome
+}
+
+/// How often source-port sockets no flow used since the last sweep are closed.
+const SOURCE_PORT_IDLE: Duration = Duration::from_secs(30);
+
+/// Closes the source-port sockets of flows that ended, so their memory and fds go back.
+async fn close_idle_source_ports(ports: Arc<SourcePorts>) {
+    let mut tick = tokio::time::interval(SOURCE_PORT_IDLE);
+    loop {
+        tick.tick().await;
+        let closed = ports.close_idle();
+        if closed > 0 {
+            tracing::debug!(
+                closed,
+                open = ports.open(),
+                "closed idle source-port sockets"
+            );
+        }
+    }
 }
 
 /// Sweeps learned entries idle for `ageing`; a few times per ageing period so an entry lives

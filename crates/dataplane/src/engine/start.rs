@@ -12,11 +12,17 @@ use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
 use crate::control::socket;
 use crate::forward::Forwarder;
 use crate::offload::{Offloads, UdpGso};
+use crate::state::SourcePortInfo;
 use crate::sys::iface;
-use crate::sys::udp::{UdpError, UdpOptions, UdpSocket};
-use crate::worker::SourcePorts;
+use crate::sys::udp::{UdpError, UdpSocket};
+use crate::sys::udp_path::raise_nofile_limit;
+use crate::worker::{SourcePortConfig, SourcePorts};
 
-use crate::source_port::SOCKETS as SOURCE_PORT_SOCKETS;
+/// File descriptors kept free of source-port sockets: TAP queues, receive sockets, control
+/// connections, the metrics endpoint, the cluster's connections.
+const FD_RESERVE: usize = 1024;
+/// Source-port sockets allowed however low the file-descriptor limit is.
+const MIN_SOURCE_PORT_SOCKETS: usize = 64;
 
 /// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
 /// `VXNET_DISABLE_OFFLOADS=tap,gso,gro,uso` (any subset).
@@ -57,12 +63,20 @@ impl Engine {
             .first()
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
-        let source_ports = bind_source_ports(local)?;
         let (esp_claim, esp_sockets, esp_unavailable) = bind_esp_sockets(&config, workers)?;
+        // Encrypted packets get the outer DF/TTL/TOS of plaintext ones (`inherit` DF: set, so a
+        // path too small is answered with ICMP rather than fragmented).
+        let outer = &config.tuning.outer;
+        for socket in &esp_sockets {
+            if let Err(e) = socket.set_outer(outer, outer.fixed_df().unwrap_or(true)) {
+                tracing::warn!("cannot set the outer DF/TTL/TOS of an ESP socket: {e}");
+            }
+        }
 
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
             .unwrap_or(FALLBACK_UNDERLAY_MTU);
+        let source_ports = Arc::new(SourcePorts::new(source_port_config(&config, underlay_mtu)));
         let overhead = if local.is_ipv4() {
             OVERHEAD_IPV4
         } else {
@@ -71,14 +85,11 @@ impl Engine {
 
         // Probe what the kernel takes; anything refused is switched off, never fatal.
         let want_tap_offload = config.offloads && !disabled_by_env("tap");
+        // The source-port sockets are bound on first use; they are UDP sockets of the same
+        // family as these, so the receive and ESP sockets answer for them.
         let gso = config.offloads
             && !disabled_by_env("gso")
-            && sockets
-                .iter()
-                .chain(&source_ports)
-                .chain(&esp_sockets)
-                .all(UdpSocket::probe_gso);
-        let source_ports = Arc::new(SourcePorts::new(source_ports));
+            && sockets.iter().chain(&esp_sockets).all(UdpSocket::probe_gso);
         let gro = config.offloads
             && !disabled_by_env("gro")
             && sockets
@@ -101,6 +112,7 @@ impl Engine {
                 gso: UdpGso::new(gso),
                 gro,
             },
+            bum_rate: config.tuning.bum_rate,
         };
 
         let mut served = Vec::with_capacity(config.networks.len());
@@ -122,6 +134,13 @@ impl Engine {
             addresses,
             Arc::clone(&setup.offloads.gso),
         ));
+        state.set_source_ports(
+            SourcePortInfo {
+                range: source_ports.range().to_string(),
+                max_open: source_ports.cap(),
+            },
+            Arc::clone(source_ports.counters()),
+        );
         let core = Arc::new(Core {
             state,
             setup,
@@ -152,7 +171,11 @@ impl Engine {
             accept_any = config.accept_any,
             max_fdb = config.max_fdb,
             control = %config.control.display(),
-            source_ports = ?core.source_ports.ports(),
+            source_ports = %core.source_ports.range(),
+            source_port_sockets_max = core.source_ports.cap(),
+            df = %config.tuning.outer.df,
+            ttl = %config.tuning.outer.ttl,
+            tos = %config.tuning.outer.tos,
             esp_port = if core.esp_sockets.is_empty() { None } else { Some(config.esp_port) },
             "vxnet engine running"
         );
@@ -186,6 +209,47 @@ pub(super) fn resolve_remotes(
         .collect::<Result<Vec<IpAddr>, _>>()?)
 }
 
+/// The source-port pool of `config`: as many sockets open at once as the range has slots, or as
+/// the file-descriptor limit leaves room for (raised to its hard limit first).
+fn source_port_config(config: &EngineConfig, underlay_mtu: u32) -> SourcePortConfig {
+    let tuning = &config.tuning;
+    let slots = tuning.srcport.len()
+        * if tuning.outer.fixed_df().is_some() {
+            1
+        } else {
+            2
+        };
+    let fd_limit = match raise_nofile_limit() {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit: {e}");
+            MIN_SOURCE_PORT_SOCKETS + FD_RESERVE
+        }
+    };
+    let cap = slots.min(
+        fd_limit
+            .saturating_sub(FD_RESERVE)
+            .max(MIN_SOURCE_PORT_SOCKETS),
+    );
+    if cap < slots {
+        tracing::warn!(
+            cap,
+            slots,
+            fd_limit,
+            "the open-file limit allows fewer source-port sockets than the srcport range has ports: the least recently used are closed and reopened as flows come and go"
+        );
+    }
+    SourcePortConfig {
+        local: config.local,
+        range: tuning.srcport,
+        listen_port: config.port,
+        policy: tuning.outer,
+        cap,
+        send_buffer: SOCKET_BUFFER_BYTES,
+        fallback_mtu: underlay_mtu,
+    }
+}
+
 /// The ESP-in-UDP sockets (one per worker, like the VXLAN ones), always bound so that a host
 /// serving a network in plaintext still hears, counts and logs ESP from a peer that encrypts it.
 /// A port another program holds is fatal only when a configured network is encrypted; otherwise
@@ -210,39 +274,4 @@ fn bind_esp_sockets(
         Err(e) if config.networks.iter().any(|n| n.encryption.is_some()) => Err(e.into()),
         Err(e) => Ok((None, Vec::new(), Some(e))),
     }
-}
-
-/// One socket per stripe of the dynamic range; within a stripe the first free port is taken, so
-/// another program holding a port costs nothing but that port.
-fn bind_source_ports(local: IpAddr) -> Result<Vec<UdpSocket>, EngineError> {
-    let mut sockets = Vec::with_capacity(SOURCE_PORT_SOCKETS);
-    for k in 0..SOURCE_PORT_SOCKETS {
-        let mut bound = None;
-        for port in crate::source_port::stripe(k) {
-            match UdpSocket::bind(
-                SocketAddr::new(local, port),
-                &UdpOptions {
-                    reuse_port: false,
-                    buffer_bytes: SOCKET_BUFFER_BYTES,
-                },
-            ) {
-                Ok(socket) => {
-                    bound = Some(socket);
-                    break;
-                }
-                Err(UdpError::AddrInUse { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if let Some(socket) = bound {
-            sockets.push(socket);
-        }
-    }
-    if sockets.is_empty() {
-        return Err(EngineError::Io {
-            what: "binding source-port sockets in 49152-65535",
-            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
-        });
-    }
-    Ok(sockets)
 }

@@ -12,6 +12,9 @@ use crate::network::{Network, NetworkSettings};
 use crate::sys::iface;
 use crate::sys::tap::{Offloads as TapOffloads, Tap, TapConfig};
 
+/// The largest outer IP packet: a TAP MTU plus the VXLAN overhead must stay within it.
+const MAX_OUTER_PACKET: u32 = 65_535;
+
 /// Opens and configures one network's TAP. Nothing outlives a failure: the TAP is not
 /// persistent, so it vanishes with its fds.
 pub(super) fn open_network(
@@ -28,14 +31,26 @@ pub(super) fn open_network(
     }
     let underlay_mtu = setup.underlay_mtu;
     let mtu = network.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead));
-    if mtu + overhead > underlay_mtu && network.mtu.is_some() {
+    if mtu + overhead > MAX_OUTER_PACKET {
         return Err(EngineError::MtuTooLarge {
             dev: network.dev.clone(),
             mtu,
-            underlay: underlay_mtu,
+            limit: MAX_OUTER_PACKET,
             overhead,
             esp,
         });
+    }
+    if mtu + overhead > underlay_mtu {
+        // As the kernel's vxlan without a lower device: allowed, since path-MTU signalling
+        // tells the TAP's TCP what fits (e.g. one MTU for every host of a cluster whose
+        // underlays differ).
+        tracing::warn!(
+            dev = %network.dev,
+            mtu,
+            underlay_mtu,
+            "the TAP MTU is larger than the underlay carries: frames over {} bytes are answered with ICMP too-big when they carry DF and fragmented otherwise",
+            underlay_mtu.saturating_sub(overhead)
+        );
     }
     let tap = Tap::open(&TapConfig {
         name: network.dev.clone(),
@@ -88,6 +103,7 @@ pub(super) fn open_network(
             allow_vlan: network.allow_vlan,
             learning: setup.learning,
             max_fdb: setup.max_fdb,
+            bum_rate: network.bum_rate.or(setup.bum_rate),
         },
         setup.local,
         setup.port,
@@ -105,6 +121,7 @@ pub(super) fn open_network(
         encrypted = esp,
         address = ?network.address,
         flood = ?network_state.peers().flood,
+        bum_rate = ?network_state.settings.bum_rate,
         "network up"
     );
     Ok(Served {

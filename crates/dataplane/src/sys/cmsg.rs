@@ -29,8 +29,9 @@ pub(crate) const fn space(data_len: usize) -> usize {
 }
 
 /// Per-message control buffer size used by the batch I/O paths: room for a few `int`-sized
-/// messages (UDP_GRO / UDP_SEGMENT need one), so unexpected extra cmsgs don't set MSG_CTRUNC.
-pub(crate) const BUF_LEN: usize = 64;
+/// messages (a send carries UDP_SEGMENT, a TTL and a TOS at most; a receive UDP_GRO), so
+/// unexpected extra cmsgs don't set MSG_CTRUNC.
+pub(crate) const BUF_LEN: usize = 96;
 
 /// Control-message storage aligned like a `cmsghdr`, so the kernel and anyone using the libc
 /// macros on it see properly aligned headers.
@@ -122,6 +123,31 @@ pub(crate) fn encode_udp_segment(buf: &mut [u8], segment_size: u16) -> Option<us
     )
 }
 
+/// A per-datagram IP header field set by control message, by the IPv4 and IPv6 names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IpField {
+    /// `IP_TTL` / `IPV6_HOPLIMIT`.
+    Ttl,
+    /// `IP_TOS` / `IPV6_TCLASS`.
+    Tos,
+}
+
+/// Encodes `field = value` (a C `int`) for a datagram over IPv4 or IPv6.
+pub(crate) fn encode_ip_field(
+    buf: &mut [u8],
+    ipv4: bool,
+    field: IpField,
+    value: u8,
+) -> Option<usize> {
+    let (level, ty) = match (ipv4, field) {
+        (true, IpField::Ttl) => (libc::IPPROTO_IP, libc::IP_TTL),
+        (true, IpField::Tos) => (libc::IPPROTO_IP, libc::IP_TOS),
+        (false, IpField::Ttl) => (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT),
+        (false, IpField::Tos) => (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
+    };
+    encode(buf, level, ty, &libc::c_int::from(value).to_ne_bytes())
+}
+
 /// Finds `SOL_UDP/UDP_GRO` (the segment size, as a C `int`) in received control data.
 pub(crate) fn decode_udp_gro(buf: &[u8]) -> Option<u16> {
     iter(buf)
@@ -155,6 +181,23 @@ mod tests {
         assert_eq!(all[0].level, libc::SOL_UDP);
         assert_eq!(all[0].ty, libc::UDP_SEGMENT);
         assert_eq!(all[0].data, 1400u16.to_ne_bytes());
+    }
+
+    #[test]
+    fn segment_ttl_and_tos_fit_one_buffer() {
+        let mut b = CmsgBuf::default();
+        let a = encode_udp_segment(&mut b.0, 1400).unwrap();
+        let t = encode_ip_field(&mut b.0[a..], true, IpField::Ttl, 7).unwrap();
+        let o = encode_ip_field(&mut b.0[a + t..], false, IpField::Tos, 0xb8).unwrap();
+        let all: Vec<_> = iter(&b.0[..a + t + o]).collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!((all[1].level, all[1].ty), (libc::IPPROTO_IP, libc::IP_TTL));
+        assert_eq!(all[1].as_int(), Some(7));
+        assert_eq!(
+            (all[2].level, all[2].ty),
+            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+        );
+        assert_eq!(all[2].as_int(), Some(0xb8));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`iface`]: `SIOC*` ioctls (flags, MTU, addresses) and `getifaddrs`;
 //! - [`udp`]: sockets, `recvmmsg`/`sendmmsg`, UDP GSO/GRO;
 //! - `claim`: one engine per UDP address and TAP (abstract Unix socket names);
+//! - `udp_path`: outer DF/TTL/TOS socket options, send-only sockets, path-MTU queries;
 //! - `cmsg`: pure encode/decode of ancillary data (no `unsafe`);
 //! - `creds`: Unix-socket peer credentials, group lookup, socket file modes;
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
@@ -24,6 +25,7 @@ pub mod poll;
 mod rtnetlink;
 pub mod tap;
 pub mod udp;
+pub(crate) mod udp_path;
 
 use std::io;
 

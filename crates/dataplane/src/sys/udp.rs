@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::cmsg::{self, CmsgBuf};
+use super::cmsg::{self, CmsgBuf, IpField};
 use super::cvt;
 
 /// Options for [`UdpSocket::bind`].
@@ -28,6 +28,10 @@ pub struct UdpOptions {
     /// SO_*BUFFORCE (ignores `net.core.[rw]mem_max`), falling back to SO_*BUF (capped) when not
     /// permitted.
     pub buffer_bytes: usize,
+    /// A socket that only sends (source ports): before it is bound, a filter drops every
+    /// datagram sent to it and its receive buffer is minimal; `buffer_bytes` is the send buffer
+    /// only.
+    pub send_only: bool,
 }
 
 /// Socket setup errors; each prints as one line naming the address.
@@ -58,7 +62,7 @@ pub struct UdpSocket {
     local: SocketAddr,
 }
 
-fn setsockopt_int(
+pub(super) fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -93,33 +97,41 @@ impl UdpSocket {
         if opts.reuse_port {
             sock.set_reuse_port(true).map_err(setup("SO_REUSEPORT"))?;
         }
+        if opts.send_only {
+            super::udp_path::make_send_only(&sock).map_err(setup("send-only filter"))?;
+        }
         if opts.buffer_bytes > 0 {
             let size = opts.buffer_bytes.min(libc::c_int::MAX as usize / 2);
-            let fd = sock.as_raw_fd();
-            match setsockopt_int(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                size as libc::c_int,
-            ) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => sock
-                    .set_recv_buffer_size(size)
-                    .map_err(setup("SO_RCVBUF"))?,
-                Err(e) => return Err(setup("SO_RCVBUFFORCE")(e)),
+            // SO_*BUFFORCE ignores net.core.[rw]mem_max but needs CAP_NET_ADMIN; without it the
+            // plain option gets what the limit allows.
+            let force = |name, what_force, what, plain: fn(&Socket, usize) -> io::Result<()>| {
+                match setsockopt_int(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    name,
+                    size as libc::c_int,
+                ) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        plain(&sock, size).map_err(setup(what))
+                    }
+                    Err(e) => Err(setup(what_force)(e)),
+                }
+            };
+            if !opts.send_only {
+                force(
+                    libc::SO_RCVBUFFORCE,
+                    "SO_RCVBUFFORCE",
+                    "SO_RCVBUF",
+                    Socket::set_recv_buffer_size,
+                )?;
             }
-            match setsockopt_int(
-                fd,
-                libc::SOL_SOCKET,
+            force(
                 libc::SO_SNDBUFFORCE,
-                size as libc::c_int,
-            ) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => sock
-                    .set_send_buffer_size(size)
-                    .map_err(setup("SO_SNDBUF"))?,
-                Err(e) => return Err(setup("SO_SNDBUFFORCE")(e)),
-            }
+                "SO_SNDBUFFORCE",
+                "SO_SNDBUF",
+                Socket::set_send_buffer_size,
+            )?;
         }
         sock.bind(&addr.into())
             .map_err(|source| match source.raw_os_error() {
@@ -372,6 +384,38 @@ pub struct Outgoing<'a> {
     /// UDP GSO: the kernel cuts the payload into datagrams of this size (last may be shorter).
     /// Total payload ≤ 65507 (IPv4) and at most 64 segments is safe.
     pub segment_size: Option<u16>,
+    /// Outer TTL / hop limit of this datagram (all its segments); `None`: the socket's.
+    pub ttl: Option<u8>,
+    /// Outer TOS / traffic class of this datagram (all its segments); `None`: the socket's.
+    pub tos: Option<u8>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A datagram (or GSO run) with the socket's TTL and TOS.
+    pub fn new(dest: SocketAddr, parts: &'a [&'a [u8]], segment_size: Option<u16>) -> Self {
+        Outgoing {
+            dest,
+            parts,
+            segment_size,
+            ttl: None,
+            tos: None,
+        }
+    }
+}
+
+/// Writes the control messages of `msg` into `buf`; returns the bytes used.
+fn encode_control(buf: &mut [u8], msg: &Outgoing<'_>) -> usize {
+    let ipv4 = msg.dest.is_ipv4();
+    let mut used = 0;
+    if let Some(seg) = msg.segment_size {
+        used += cmsg::encode_udp_segment(&mut buf[used..], seg).unwrap_or(0);
+    }
+    for (field, value) in [(IpField::Ttl, msg.ttl), (IpField::Tos, msg.tos)] {
+        if let Some(value) = value {
+            used += cmsg::encode_ip_field(&mut buf[used..], ipv4, field, value).unwrap_or(0);
+        }
+    }
+    used
 }
 
 /// Reusable `sendmmsg` state. Grows only when a bigger batch (or more parts) than ever before
@@ -450,10 +494,7 @@ impl SendBatch {
                 iov.iov_len = part.len();
             }
             self.addrs[i] = SockAddr::from(msg.dest);
-            let control_len = match msg.segment_size {
-                Some(seg) => cmsg::encode_udp_segment(&mut self.cmsgs[i].0, seg).unwrap_or(0),
-                None => 0,
-            };
+            let control_len = encode_control(&mut self.cmsgs[i].0, msg);
             let hdr = &mut self.hdrs[i];
             let m = &mut hdr.msg_hdr;
             m.msg_name = self.addrs[i].as_ptr() as *mut libc::c_void;

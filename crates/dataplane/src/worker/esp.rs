@@ -23,7 +23,7 @@ use vxnet_encap::flow::{flow_hash, source_port_for};
 use vxnet_encap::offload::{MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD};
 use vxnet_encap::wire::{UdpPacket, UdpRepr, UDP_HEADER_LEN, VXLAN_HEADER_LEN};
 
-use super::send::Sender;
+use super::send::{EspPath, Sender};
 use super::tx::{Planned, MAX_FRAME};
 use super::{Worker, BATCH, ROUNDS_PER_WAKE};
 use crate::counters::{DropReason, Events};
@@ -33,6 +33,7 @@ use crate::crypto::receive::{receive, EspReceived};
 use crate::crypto::KEEPALIVE_INTERVAL_MS;
 use crate::fdb::Millis;
 use crate::forward::{Forwarder, WireAction, WireRun};
+use crate::sys::tap::TapQueue;
 use crate::sys::udp::UdpSocket;
 
 /// ESP header and IV in front of the inner UDP header.
@@ -111,17 +112,19 @@ impl EspTx {
     }
 
     /// Sends `plan` (ranges of `bufs`): the entries of plaintext networks by `sender` as
-    /// always, those of encrypted networks sealed and sent from `esp_socket`.
+    /// always, those of encrypted networks sealed and sent from `esp_socket`. ICMP too-big
+    /// replies go into `taps.0` (with a virtio-net header when `taps.1`).
     pub(super) fn dispatch(
         &mut self,
         forwarder: &Forwarder,
         sender: &mut Sender,
+        taps: (&[TapQueue], bool),
         esp_socket: Option<&UdpSocket>,
         bufs: &[Box<[u8]>],
         plan: &mut [Planned],
     ) {
         if !self.seals.iter().any(Option::is_some) {
-            sender.send(forwarder, bufs, plan);
+            sender.send(forwarder, taps.0, taps.1, bufs, plan);
             return;
         }
         // Plaintext entries first; only those reach the plain sender.
@@ -131,7 +134,7 @@ impl EspTx {
             .take_while(|p| !self.encrypted(p.network))
             .count();
         let (plain_plan, esp_plan) = plan.split_at_mut(plain);
-        sender.send(forwarder, bufs, plain_plan);
+        sender.send(forwarder, taps.0, taps.1, bufs, plain_plan);
         let Some(socket) = esp_socket else {
             for p in esp_plan.iter() {
                 count_drop(forwarder, p.network, DropReason::SendError);
@@ -140,16 +143,17 @@ impl EspTx {
         };
         self.refresh(forwarder);
         for p in esp_plan.iter() {
-            self.seal_entry(forwarder, sender, socket, bufs, p);
+            self.seal_entry(forwarder, sender, taps, socket, bufs, p);
         }
         self.flush(forwarder, sender, socket);
     }
 
-    /// Seals one planned entry once per destination VTEP.
+    /// Seals one planned entry once per destination VTEP whose path it fits.
     fn seal_entry(
         &mut self,
         forwarder: &Forwarder,
         sender: &mut Sender,
+        taps: (&[TapQueue], bool),
         socket: &UdpSocket,
         bufs: &[Box<[u8]>],
         p: &Planned,
@@ -180,8 +184,18 @@ impl EspTx {
             Some(size) if p.segments > 1 => usize::from(size),
             _ => data.len(),
         };
+        let first = &data[..seg_len.min(data.len())];
         for vtep in &targets {
-            self.seal_copy(forwarder, sender, socket, p.network, *vtep, data, seg_len);
+            let endpoint = match &network.crypto {
+                Some(crypto) => crypto.endpoint(*vtep, forwarder.esp_port()),
+                None => continue,
+            };
+            let gso = match sender.esp_path(forwarder, taps, p, first, seg_len, endpoint) {
+                EspPath::Fits => sender.gso(),
+                EspPath::Fragment => false,
+                EspPath::TooBig => continue,
+            };
+            self.seal_copy(forwarder, sender, socket, p, *vtep, data, seg_len, gso);
         }
         self.targets = targets;
     }
@@ -194,11 +208,13 @@ impl EspTx {
         forwarder: &Forwarder,
         sender: &mut Sender,
         socket: &UdpSocket,
-        index: usize,
+        p: &Planned,
         vtep: IpAddr,
         data: &[u8],
         seg_len: usize,
+        gso: bool,
     ) {
+        let index = p.network;
         let Some(network) = forwarder.networks().get(index) else {
             return;
         };
@@ -206,7 +222,7 @@ impl EspTx {
             return;
         };
         let stride = sealed_len(seg_len);
-        let per_send = if sender.gso() {
+        let per_send = if gso {
             (MAX_UDP_GSO_PAYLOAD / stride).clamp(1, MAX_GSO_SEGMENTS)
         } else {
             1
@@ -292,6 +308,7 @@ impl EspTx {
                 segment_size: (count > 1).then_some(stride as u16),
                 segments: count,
                 socket: 0,
+                outer: p.outer,
             });
             self.vteps.push(vtep);
         }

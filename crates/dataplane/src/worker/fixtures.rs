@@ -20,6 +20,7 @@ pub(super) fn forwarder(local: &str, peers: &[&str], mtu: u32) -> Forwarder {
         allow_vlan: false,
         learning: true,
         max_fdb: 1024,
+        bum_rate: None,
     };
     let peers = peers.iter().map(|p| p.parse().unwrap()).collect();
     let network = Network::new(settings, local, PORT, peers);

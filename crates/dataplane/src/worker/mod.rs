@@ -15,11 +15,12 @@
 //! The parts, in packet order: this module (the poll loop and the TAP reads) → [`tx`] (pure
 //! planning: classify, segment, wrap) → [`send`] (messages, GSO policy, `sendmmsg`); and from
 //! the wire: [`rx`] (the socket drain, GRO runs, tunnel superframes) → [`tap_sink`] (coalescing
-//! and TAP writes).
+//! and TAP writes). [`pmtu`] is the send side's path-MTU check and its ICMP too-big replies.
 
 mod esp;
 #[cfg(test)]
 mod fixtures;
+mod pmtu;
 mod rx;
 mod send;
 mod source_ports;
@@ -41,7 +42,7 @@ use crate::sys::poll::{EventFd, PollSet};
 use crate::sys::tap::TapQueue;
 use crate::sys::udp::{RecvBatch, UdpSocket};
 
-pub(crate) use source_ports::SourcePorts;
+pub(crate) use source_ports::{SourcePortConfig, SourcePorts};
 pub(crate) use tx::fit_superframes_to_gso;
 
 use esp::{EspRx, EspTx};
@@ -134,8 +135,13 @@ impl Worker {
             esp_rx: EspRx::new(now, encrypted),
             esp_socket,
             index,
-            tx: TxPlan::new(&forwarder, offloads.vnet_hdr, source_ports.len()),
-            sender: Sender::new(source_ports, offloads.gso),
+            tx: TxPlan::new(
+                &forwarder,
+                offloads.vnet_hdr,
+                Arc::clone(&source_ports),
+                epoch,
+            ),
+            sender: Sender::new(&forwarder, source_ports, offloads.gso, epoch),
             recv: RecvBatch::new(BATCH, MAX_FRAME),
             max_single_datagram: forwarder.max_single_datagram(),
             sink: TapSink::new(taps.len(), offloads.vnet_hdr),
@@ -197,6 +203,7 @@ impl Worker {
             self.esp_tx.dispatch(
                 &self.forwarder,
                 &mut self.sender,
+                (&self.taps, self.vnet_hdr),
                 self.esp_socket.as_ref(),
                 bufs,
                 plan,
@@ -238,18 +245,14 @@ impl Worker {
                 Err(e) => return Err(e),
             };
             let planned = if self.vnet_hdr {
-                let Worker {
-                    forwarder,
-                    tx,
-                    sender,
-                    esp_tx,
-                    esp_socket,
-                    ..
-                } = self;
+                let (forwarder, taps) = (&self.forwarder, &self.taps);
+                let (sender, esp_tx) = (&mut self.sender, &mut self.esp_tx);
+                let esp_socket = self.esp_socket.as_ref();
                 let gso = sender.gso();
-                tx.plan_offloaded(forwarder, index, len, gso, |bufs, plan| {
-                    esp_tx.dispatch(forwarder, sender, esp_socket.as_ref(), bufs, plan)
-                })
+                self.tx
+                    .plan_offloaded(forwarder, index, len, gso, |bufs, plan| {
+                        esp_tx.dispatch(forwarder, sender, (taps, true), esp_socket, bufs, plan)
+                    })
             } else {
                 self.tx
                     .plan_frame(&self.forwarder, index, &encapsulation, len)

@@ -1,21 +1,25 @@
-//! TAP → wire, last step: the plan becomes messages (a flood one per peer), grouped by
-//! source-port socket and handed to the kernel, with retries on a full socket buffer and the
-//! run-time fall-back when the kernel refuses `UDP_SEGMENT` (see [`crate::offload`]). Every
-//! message that does not go out is a counted drop.
+//! TAP → wire, last step: the plan becomes messages (a flood one per peer), checked against the
+//! path MTU to each VTEP (see [`super::pmtu`]), grouped by source-port socket and handed to the
+//! kernel, with retries on a full socket buffer and the run-time fall-back when the kernel
+//! refuses `UDP_SEGMENT` (see [`crate::offload`]). Every message that does not go out is a
+//! counted drop; one too big for its path with DF is answered with ICMP into the TAP.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::pmtu::PathMtus;
 use super::source_ports::SourcePorts;
 use super::tx::Planned;
 use super::BATCH;
 use crate::counters::DropReason;
+use crate::fdb::Millis;
 use crate::forward::Forwarder;
 use crate::offload::{is_gso_refusal, UdpGso};
 use crate::sys::poll::wait_writable;
+use crate::sys::tap::TapQueue;
 use crate::sys::udp::{Outgoing, SendBatch, UdpSocket};
 
 /// How long a full socket buffer may hold up sending before the rest of the batch is dropped.
@@ -32,15 +36,33 @@ struct Sent {
     bytes: usize,
 }
 
-/// A worker's sending side: the engine's source-port sockets and scratch space reused for every
-/// batch (allocated once, so sending allocates nothing).
+/// A send the kernel refused in a way a smaller path MTU explains (EMSGSIZE; EINVAL or EIO for
+/// a UDP GSO send): index into the batch's messages and the error number.
+type Refused = (usize, i32);
+
+/// What to do with a datagram too big for the path: with DF, answer it with ICMP; without,
+/// send its GSO segments one by one (the kernel fragments each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Oversize {
+    Answer { plan: usize, mtu: u32 },
+    Split { plan: usize, dest: SocketAddr },
+}
+
+/// A worker's sending side: the engine's source-port sockets, what the worker knows of path
+/// MTUs, and scratch space reused for every batch (allocated once, so sending allocates
+/// nothing).
 pub(super) struct Sender {
     source_ports: Arc<SourcePorts>,
     batch: SendBatch,
     gso: Arc<UdpGso>,
-    /// Per queued message: what to count, and which source-port socket carries it.
+    pmtu: PathMtus,
+    epoch: Instant,
+    /// Per queued message: what to count, and which plan entry it came from.
     sent: Vec<Sent>,
-    sockets: Vec<usize>,
+    origins: Vec<usize>,
+    /// Sends of the current batch too big for their path, and sends the kernel refused.
+    oversize: Vec<Oversize>,
+    refused: Vec<Refused>,
     outgoing: Vec<Outgoing<'static>>,
     packets: Vec<&'static [u8]>,
 }
@@ -48,8 +70,9 @@ pub(super) struct Sender {
 impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sender")
-            .field("source_ports", &self.source_ports.len())
+            .field("source_ports", &self.source_ports.open())
             .field("gso", &self.gso.in_use())
+            .field("pmtu", &self.pmtu)
             .finish()
     }
 }
@@ -63,13 +86,26 @@ fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
 }
 
 impl Sender {
-    pub(super) fn new(source_ports: Arc<SourcePorts>, gso: Arc<UdpGso>) -> Self {
+    pub(super) fn new(
+        forwarder: &Forwarder,
+        source_ports: Arc<SourcePorts>,
+        gso: Arc<UdpGso>,
+        epoch: Instant,
+    ) -> Self {
         Sender {
+            pmtu: PathMtus::new(
+                forwarder.local(),
+                source_ports.fallback_mtu(),
+                source_ports.range().outside(),
+            ),
             source_ports,
             batch: SendBatch::new(BATCH * 4, 1),
             gso,
+            epoch,
             sent: Vec::with_capacity(BATCH * MAX_FLOOD),
-            sockets: Vec::with_capacity(BATCH * MAX_FLOOD),
+            origins: Vec::with_capacity(BATCH * MAX_FLOOD),
+            oversize: Vec::with_capacity(BATCH),
+            refused: Vec::with_capacity(BATCH),
             outgoing: Vec::with_capacity(BATCH * MAX_FLOOD),
             packets: Vec::with_capacity(BATCH),
         }
@@ -81,49 +117,122 @@ impl Sender {
     }
 
     /// Sends everything in `plan` (ranges of `bufs`): unicast to one VTEP, floods to each peer
-    /// of the network.
-    pub(super) fn send(&mut self, forwarder: &Forwarder, bufs: &[Box<[u8]>], plan: &mut [Planned]) {
+    /// of the network. ICMP too-big replies go into `taps` (with a virtio-net header when
+    /// `vnet_hdr`).
+    pub(super) fn send(
+        &mut self,
+        forwarder: &Forwarder,
+        taps: &[TapQueue],
+        vnet_hdr: bool,
+        bufs: &[Box<[u8]>],
+        plan: &mut [Planned],
+    ) {
         if plan.is_empty() {
             return;
         }
         // Group by source-port socket; (buf, start) keeps read order within a socket, so the
         // packets of one flow never overtake each other.
         plan.sort_unstable_by_key(|p| (p.socket, p.buf, p.start));
+        let now = self.epoch.elapsed().as_millis() as Millis;
         let mut slices: Vec<&[u8]> = recycle(std::mem::take(&mut self.packets));
         slices.extend(plan.iter().map(|p| &bufs[p.buf][p.start..p.end]));
         let mut out: Vec<Outgoing<'_>> = recycle(std::mem::take(&mut self.outgoing));
+        self.oversize.clear();
+        self.refused.clear();
         expand(
             forwarder,
             plan,
             &slices,
             &mut out,
             &mut self.sent,
-            &mut self.sockets,
+            &mut self.origins,
+            &mut |planned, index, dest| {
+                // Without DF a single datagram is the kernel's to fragment; only DF and GSO
+                // sends (whose segments the kernel will not fragment) are checked.
+                if !(planned.outer.df || planned.segment_size.is_some()) {
+                    return None;
+                }
+                let mtu = self.pmtu.get(dest, now);
+                (!self.pmtu.fits(mtu, datagram_len(planned)))
+                    .then(|| too_big(planned, index, dest, mtu))
+            },
+            &mut self.oversize,
         );
-        let mut refused = false;
         let mut start = 0;
         while start < out.len() {
-            let socket = self.sockets[start];
+            let socket = plan[self.origins[start]].socket;
             let end = start
-                + self.sockets[start..]
+                + self.origins[start..]
                     .iter()
-                    .take_while(|s| **s == socket)
+                    .take_while(|o| plan[**o].socket == socket)
                     .count();
-            if let Some(udp) = self.source_ports.socket(socket) {
-                refused |= send_all(
+            if let Some(udp) = self.source_ports.get(socket) {
+                send_all(
                     forwarder,
-                    udp,
+                    &udp,
                     &mut self.batch,
                     &out[start..end],
                     &self.sent[start..end],
+                    start,
+                    &mut self.refused,
                 );
+            } else {
+                for s in &self.sent[start..end] {
+                    count_send_error(forwarder, s.network);
+                }
             }
             start = end;
         }
-        if refused {
-            // The refused messages are counted (TCP retransmits them); from now on every worker
-            // sends segment by segment.
+        // Refused sends: the path MTU went down since it was last read (a router's ICMP taught
+        // the kernel), or the kernel refuses UDP_SEGMENT at run time.
+        let mut gso_refused = false;
+        for &(i, errno) in &self.refused {
+            let planned = &plan[self.origins[i]];
+            let dest = out[i].dest;
+            let mtu = self.pmtu.refresh(dest, now);
+            if !self.pmtu.fits(mtu, datagram_len(planned))
+                && (planned.outer.df || planned.segment_size.is_some())
+            {
+                self.oversize
+                    .push(too_big(planned, self.origins[i], dest, mtu));
+            } else {
+                gso_refused |= errno != libc::EMSGSIZE;
+                count_send_error(forwarder, planned.network);
+            }
+        }
+        if gso_refused {
+            // A refusal the path MTU does not explain (an egress device without checksum
+            // offload, an xfrm path): the refused messages are counted (TCP retransmits them);
+            // from now on every worker sends segment by segment.
             self.gso.refused();
+        }
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        for &o in &self.oversize {
+            match o {
+                Oversize::Answer { plan: index, mtu } => {
+                    let planned = &plan[index];
+                    count_drop(forwarder, planned.network, DropReason::TooBig);
+                    let first = &slices[index][..datagram_len(planned).min(slices[index].len())];
+                    self.pmtu.answer(
+                        forwarder,
+                        taps,
+                        planned.network,
+                        vnet_hdr,
+                        first,
+                        mtu,
+                        now_ns,
+                    );
+                }
+                Oversize::Split { plan: index, dest } => {
+                    split_send(
+                        forwarder,
+                        &self.source_ports,
+                        &plan[index],
+                        slices[index],
+                        dest,
+                    );
+                }
+            }
         }
         self.outgoing = recycle(out);
         self.packets = recycle(slices);
@@ -157,6 +266,8 @@ impl Sender {
                 dest,
                 parts: std::slice::from_ref(packet),
                 segment_size: p.segment_size,
+                ttl: p.outer.ttl,
+                tos: p.outer.tos,
             });
             self.sent.push(Sent {
                 network: p.network,
@@ -165,35 +276,114 @@ impl Sender {
                 bytes: packet.len(),
             });
         }
-        if send_all(forwarder, socket, &mut self.batch, &out, &self.sent) {
+        self.refused.clear();
+        send_all(
+            forwarder,
+            socket,
+            &mut self.batch,
+            &out,
+            &self.sent,
+            0,
+            &mut self.refused,
+        );
+        // The path was checked before sealing ([`Sender::esp_path`]): what the kernel still
+        // refuses is counted, and a UDP_SEGMENT refusal switches GSO off as for plaintext.
+        let mut gso_refused = false;
+        for &(i, errno) in &self.refused {
+            gso_refused |= errno != libc::EMSGSIZE;
+            count_send_error(forwarder, self.sent[i].network);
+            // Read the path again before the next packet to it.
+            self.pmtu
+                .refresh(out[i].dest, self.epoch.elapsed().as_millis() as Millis);
+        }
+        if gso_refused {
             self.gso.refused();
         }
         self.outgoing = recycle(out);
         self.packets = recycle(slices);
     }
+
+    /// The path-MTU check of an encrypted network, made before sealing: whether the VXLAN
+    /// datagrams of `p` (each `datagram` bytes, `first` the first of them) fit the path to
+    /// `endpoint` once ESP adds up to [`MAX_OVERHEAD`](vxnet_encap::esp::MAX_OVERHEAD) bytes.
+    /// One that does not is, with DF, a counted `too_big` drop answered with ICMP into the TAP
+    /// (reporting the MTU less the ESP overhead, so the inner sender's next packets fit);
+    /// without DF it is sent datagram by datagram for the kernel to fragment.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn esp_path(
+        &mut self,
+        forwarder: &Forwarder,
+        taps: (&[TapQueue], bool),
+        p: &Planned,
+        first: &[u8],
+        datagram: usize,
+        endpoint: SocketAddr,
+    ) -> EspPath {
+        let gso = p.segments > 1;
+        if !(p.outer.df || gso) {
+            return EspPath::Fits;
+        }
+        let now = self.epoch.elapsed().as_millis() as Millis;
+        let mtu = self.pmtu.get(endpoint, now);
+        if self
+            .pmtu
+            .fits(mtu, datagram + vxnet_encap::esp::MAX_OVERHEAD)
+        {
+            return EspPath::Fits;
+        }
+        if !p.outer.df {
+            return EspPath::Fragment;
+        }
+        count_drop(forwarder, p.network, DropReason::TooBig);
+        let inner = mtu.saturating_sub(vxnet_encap::esp::MAX_OVERHEAD as u32);
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        self.pmtu
+            .answer(forwarder, taps.0, p.network, taps.1, first, inner, now_ns);
+        EspPath::TooBig
+    }
+}
+
+/// What [`Sender::esp_path`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EspPath {
+    Fits,
+    /// Seal and send one datagram per send (no DF: the kernel fragments each).
+    Fragment,
+    /// Dropped and answered.
+    TooBig,
 }
 
 /// Turns `plan` (whose wrapped bytes are `slices`, in the same order) into messages: one per
 /// entry for a unicast, one per flood peer of the network for a flood, skipping (and counting)
-/// peers of the other address family. `sent` and `sockets` get one entry per message.
+/// peers of the other address family. `check` sets aside (into `oversize`) a message too big
+/// for its path. `sent` and `origins` get one entry per message.
+#[allow(clippy::too_many_arguments)]
 fn expand<'a>(
     forwarder: &Forwarder,
     plan: &[Planned],
     slices: &'a [&'a [u8]],
     out: &mut Vec<Outgoing<'a>>,
     sent: &mut Vec<Sent>,
-    sockets: &mut Vec<usize>,
+    origins: &mut Vec<usize>,
+    check: &mut dyn FnMut(&Planned, usize, SocketAddr) -> Option<Oversize>,
+    oversize: &mut Vec<Oversize>,
 ) {
     sent.clear();
-    sockets.clear();
+    origins.clear();
     let local_is_v4 = forwarder.local().is_ipv4();
-    for (planned, packet) in plan.iter().zip(slices) {
+    for (index, (planned, packet)) in plan.iter().zip(slices).enumerate() {
         let parts = std::slice::from_ref(packet);
         let mut push = |dest: SocketAddr| {
+            if let Some(o) = check(planned, index, dest) {
+                oversize.push(o);
+                return;
+            }
             out.push(Outgoing {
                 dest,
                 parts,
                 segment_size: planned.segment_size,
+                ttl: planned.outer.ttl,
+                tos: planned.outer.tos,
             });
             sent.push(Sent {
                 network: planned.network,
@@ -201,7 +391,7 @@ fn expand<'a>(
                 segments: planned.segments,
                 bytes: packet.len(),
             });
-            sockets.push(planned.socket);
+            origins.push(index);
         };
         match planned.dest {
             Some(dest) => push(dest),
@@ -222,16 +412,18 @@ fn expand<'a>(
 }
 
 /// Hands `out` to the kernel, retrying partial sends and waiting (briefly) when the socket
-/// buffer is full; counts what was sent and what had to be dropped. True when the kernel
-/// refused a `UDP_SEGMENT` send (the caller switches GSO off).
+/// buffer is full; counts what was sent and what had to be dropped. Sends refused in a way a
+/// smaller path MTU (or a run-time `UDP_SEGMENT` refusal) explains are left in `refused`
+/// (indices into `out`, offset by `base`) for the caller to judge, uncounted.
 fn send_all(
     forwarder: &Forwarder,
     socket: &UdpSocket,
     batch: &mut SendBatch,
     out: &[Outgoing<'_>],
     sent: &[Sent],
-) -> bool {
-    let mut refused = false;
+    base: usize,
+    refused: &mut Vec<Refused>,
+) {
     let mut done = 0;
     while done < out.len() {
         match batch.send(socket, &out[done..]) {
@@ -252,29 +444,74 @@ fn send_all(
                     for s in &sent[done..] {
                         count_send_error(forwarder, s.network);
                     }
-                    return refused;
+                    return;
                 }
             }
             Err(e) => {
-                refused |= out[done].segment_size.is_some() && is_gso_refusal(&e);
                 // sendmmsg reports a failing message on the call after the ones that went out:
                 // it is the head of what is left. Skip it, keep the rest.
-                count_send_error(forwarder, sent[done].network);
+                let gso = out[done].segment_size.is_some();
+                match e.raw_os_error() {
+                    Some(errno @ libc::EMSGSIZE) => refused.push((base + done, errno)),
+                    Some(errno) if gso && is_gso_refusal(&e) => refused.push((base + done, errno)),
+                    _ => count_send_error(forwarder, sent[done].network),
+                }
                 done += 1;
             }
         }
     }
-    refused
+}
+
+fn count_drop(forwarder: &Forwarder, network: usize, reason: DropReason) {
+    if let Some(n) = forwarder.networks().get(network) {
+        n.drops.count(reason);
+    }
 }
 
 fn count_send_error(forwarder: &Forwarder, network: usize) {
-    if let Some(n) = forwarder.networks().get(network) {
-        n.drops.count(DropReason::SendError);
+    count_drop(forwarder, network, DropReason::SendError);
+}
+
+/// The UDP payload of one datagram of a planned send (for a GSO send: one segment).
+fn datagram_len(planned: &Planned) -> usize {
+    planned
+        .segment_size
+        .map_or(planned.end - planned.start, usize::from)
+}
+
+fn too_big(planned: &Planned, plan: usize, dest: SocketAddr, mtu: u32) -> Oversize {
+    if planned.outer.df {
+        Oversize::Answer { plan, mtu }
+    } else {
+        Oversize::Split { plan, dest }
+    }
+}
+
+/// Sends the segments of a GSO send one datagram at a time (DF clear: the kernel fragments
+/// those larger than the path). Rare: only when a path shrank below an unfragmentable size.
+fn split_send(
+    forwarder: &Forwarder,
+    source_ports: &SourcePorts,
+    planned: &Planned,
+    packet: &[u8],
+    dest: SocketAddr,
+) {
+    let Some(udp) = source_ports.get(planned.socket) else {
+        count_send_error(forwarder, planned.network);
+        return;
+    };
+    for segment in packet.chunks(datagram_len(planned).max(1)) {
+        match udp.send_to(segment, dest) {
+            Ok(_) => forwarder.count_sent(planned.network, dest.ip(), 1, segment.len()),
+            Err(_) => count_send_error(forwarder, planned.network),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use vxnet_encap::outer::OuterFields;
+
     use super::super::fixtures::forwarder;
     use super::*;
 
@@ -282,12 +519,17 @@ mod tests {
         Planned {
             buf: 0,
             start: 0,
-            end: 0,
+            end: 30,
             network: 0,
             dest,
             segment_size: (segments > 1).then_some(1000),
             segments,
             socket,
+            outer: OuterFields {
+                df: true,
+                ttl: Some(9),
+                tos: None,
+            },
         }
     }
 
@@ -298,13 +540,28 @@ mod tests {
         let plan = [planned(None, 3, 5), planned(Some(unicast), 1, 2)];
         let (a, b) = ([1u8; 30], [2u8; 10]);
         let slices: Vec<&[u8]> = vec![&a, &b];
-        let (mut out, mut sent, mut sockets) = (Vec::new(), Vec::new(), Vec::new());
-        expand(&fwd, &plan, &slices, &mut out, &mut sent, &mut sockets);
+        let (mut out, mut sent, mut origins, mut oversize) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        expand(
+            &fwd,
+            &plan,
+            &slices,
+            &mut out,
+            &mut sent,
+            &mut origins,
+            &mut |_, _, _| None,
+            &mut oversize,
+        );
         let dests: Vec<String> = out.iter().map(|o| o.dest.to_string()).collect();
         assert_eq!(dests, ["10.0.0.2:4789", "10.0.0.4:4789", "10.0.0.9:4789"]);
-        assert_eq!(sockets, [5, 5, 2]);
+        assert_eq!(origins, [0, 0, 1]);
         assert_eq!(out[0].segment_size, Some(1000));
         assert_eq!(out[2].segment_size, None);
+        assert_eq!(
+            (out[0].ttl, out[0].tos),
+            (Some(9), None),
+            "outer fields per message"
+        );
         assert_eq!(
             sent[1],
             Sent {
@@ -319,6 +576,33 @@ mod tests {
             fwd.networks()[0].drops.get(DropReason::WrongFamily),
             1,
             "the IPv6 peer of an IPv4 engine"
+        );
+    }
+
+    #[test]
+    fn a_message_too_big_for_its_path_is_set_aside() {
+        let fwd = forwarder("10.0.0.1", &["10.0.0.2", "10.0.0.4"], 1450);
+        let plan = [planned(None, 1, 0)];
+        let a = [1u8; 30];
+        let slices: Vec<&[u8]> = vec![&a];
+        let (mut out, mut sent, mut origins, mut oversize) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let small: SocketAddr = "10.0.0.4:4789".parse().unwrap();
+        expand(
+            &fwd,
+            &plan,
+            &slices,
+            &mut out,
+            &mut sent,
+            &mut origins,
+            &mut |p, i, dest| (dest == small).then(|| too_big(p, i, dest, 40)),
+            &mut oversize,
+        );
+        assert_eq!(out.len(), 1, "the other peer still gets it");
+        assert_eq!(
+            oversize,
+            [Oversize::Answer { plan: 0, mtu: 40 }],
+            "DF: answered"
         );
     }
 }

@@ -6,16 +6,19 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
 use vxnet_encap::flow::flow_hash;
 use vxnet_encap::offload::{
     segments_per_send, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
     VIRTIO_NET_HDR_LEN,
 };
+use vxnet_encap::outer::OuterFields;
 use vxnet_encap::wire::VXLAN_HEADER_LEN;
 use vxnet_encap::{encapsulate, Encapsulation};
 
-use super::source_ports::stripe_for;
+use super::source_ports::SourcePorts;
 use super::BATCH;
 use crate::counters::{DropReason, Events};
 use crate::forward::{Forwarder, TapAction};
@@ -65,8 +68,10 @@ pub(super) struct Planned {
     /// UDP_SEGMENT size when the range holds several equal-size datagrams.
     pub(super) segment_size: Option<u16>,
     pub(super) segments: usize,
-    /// Which source-port socket carries it (from the inner flow hash).
+    /// Which source-port slot carries it (from the inner flow hash and the DF it needs).
     pub(super) socket: usize,
+    /// Outer DF, TTL and TOS (per packet only where the policy inherits them).
+    pub(super) outer: OuterFields,
 }
 
 /// The buffers one batch of TAP frames is wrapped in, and the sends planned from them. All
@@ -83,14 +88,21 @@ pub(super) struct TxPlan {
     /// Per network (indexed like the TAPs): inner TCP payload bytes that fit one underlay
     /// datagram.
     mss: Vec<usize>,
-    /// Source-port sockets to spread flows over.
-    stripes: usize,
+    /// The source-port pool: which slot (port, DF) a flow leaves from, and the outer policy.
+    source_ports: Arc<SourcePorts>,
+    /// The engine's clock origin (storm control counts floods in nanoseconds since).
+    epoch: Instant,
 }
 
 impl TxPlan {
     /// Buffers for the networks of `forwarder`; with `vnet_hdr` frames are read with a
     /// virtio-net header and may be superframes.
-    pub(super) fn new(forwarder: &Forwarder, vnet_hdr: bool, stripes: usize) -> Self {
+    pub(super) fn new(
+        forwarder: &Forwarder,
+        vnet_hdr: bool,
+        source_ports: Arc<SourcePorts>,
+        epoch: Instant,
+    ) -> Self {
         let buf_len = if vnet_hdr {
             MAX_SEGMENTED
         } else {
@@ -120,8 +132,14 @@ impl TxPlan {
             plan: Vec::with_capacity(BATCH),
             raw: vec![0u8; raw_len].into_boxed_slice(),
             mss,
-            stripes,
+            source_ports,
+            epoch,
         }
+    }
+
+    /// Nanoseconds since the engine's epoch, the clock of `--bum-rate`.
+    fn now_ns(&self) -> Option<u64> {
+        Some(self.epoch.elapsed().as_nanos() as u64)
     }
 
     /// Forgets the plan; every buffer is free again.
@@ -168,12 +186,14 @@ impl TxPlan {
         };
         let end = HEADROOM + len;
         let frame = &buf[HEADROOM..end];
-        let dest = match forwarder.from_tap(index, frame) {
+        let now = Some(self.epoch.elapsed().as_nanos() as u64);
+        let dest = match forwarder.from_tap_at(index, frame, false, now) {
             TapAction::Drop(_) => return false,
             TapAction::Unicast(dest) => Some(dest),
             TapAction::Flood => None,
         };
-        let socket = stripe_for(flow_hash(frame), self.stripes);
+        let outer = self.source_ports.policy().fields(frame);
+        let socket = self.source_ports.slot_for(flow_hash(frame), outer.df);
         let start = match encapsulate(&mut buf[..end], HEADROOM, encapsulation) {
             Ok(start) => start,
             Err(e) => {
@@ -194,6 +214,7 @@ impl TxPlan {
             segment_size: None,
             segments: 1,
             socket,
+            outer,
         });
         self.used += 1;
         true
@@ -215,13 +236,15 @@ impl TxPlan {
         let Some(network) = forwarder.networks().get(index) else {
             return false;
         };
+        let now = self.now_ns();
         let TxPlan {
             bufs,
             used,
             plan,
             raw,
             mss,
-            stripes,
+            source_ports,
+            ..
         } = self;
         let raw = &raw[..len.min(raw.len())];
         let vni = network.vni();
@@ -231,12 +254,13 @@ impl TxPlan {
         };
         let frame = &raw[VIRTIO_NET_HDR_LEN..];
         let superframe = hdr.gso_kind() != VirtioNetHdr::GSO_NONE;
-        let dest = match forwarder.from_tap_frame(index, frame, superframe) {
+        let dest = match forwarder.from_tap_at(index, frame, superframe, now) {
             TapAction::Drop(_) => return false,
             TapAction::Unicast(dest) => Some(dest),
             TapAction::Flood => None,
         };
-        let socket = stripe_for(flow_hash(frame), *stripes);
+        let outer = source_ports.policy().fields(frame);
+        let socket = source_ports.slot_for(flow_hash(frame), outer.df);
         let mss = mss.get(index).copied().unwrap_or(1);
         let mut wire = match WirePlan::new(&hdr, frame, mss) {
             Ok(plan) => plan,
@@ -294,6 +318,7 @@ impl TxPlan {
                     segment_size: (batch.segments > 1).then_some(batch.segment_size as u16),
                     segments: batch.segments,
                     socket,
+                    outer,
                 });
             }
             *used += 1;
@@ -308,18 +333,35 @@ mod tests {
 
     use vxnet_encap::{MacAddr, Vni};
 
+    use vxnet_encap::outer::OuterPolicy;
+
     use super::super::fixtures::{self, PORT};
+    use super::super::source_ports::SourcePortConfig;
     use super::*;
+    use crate::tuning::SourcePortRange;
 
     const LOCAL: &str = "10.0.0.1";
     const PEERS: [&str; 2] = ["10.0.0.2", "10.0.0.3"];
-    const STRIPES: usize = 16;
     const MTU: u32 = 1450;
     const SENDER: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
     const KNOWN: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 
     fn forwarder() -> Forwarder {
         fixtures::forwarder(LOCAL, &PEERS, MTU)
+    }
+
+    /// A plan over the default srcport range (nothing is bound: planning only picks slots).
+    fn tx_plan(fwd: &Forwarder, vnet_hdr: bool) -> TxPlan {
+        let pool = SourcePorts::new(SourcePortConfig {
+            local: LOCAL.parse().unwrap(),
+            range: SourcePortRange::default(),
+            listen_port: PORT,
+            policy: OuterPolicy::default(),
+            cap: 64,
+            send_buffer: 0,
+            fallback_mtu: 1500,
+        });
+        TxPlan::new(fwd, vnet_hdr, Arc::new(pool), Instant::now())
     }
 
     fn drops(forwarder: &Forwarder, reason: DropReason) -> u64 {
@@ -370,7 +412,7 @@ mod tests {
     #[test]
     fn a_broadcast_is_wrapped_in_place_and_flooded() {
         let fwd = forwarder();
-        let mut tx = TxPlan::new(&fwd, false, STRIPES);
+        let mut tx = tx_plan(&fwd, false);
         let frame = tcp_frame([0xff; 6], 100);
         let len = read_frame(&mut tx, &frame);
         assert!(tx.plan_frame(&fwd, 0, &vxlan(), len));
@@ -383,7 +425,7 @@ mod tests {
             (0, 0, HEADROOM + frame.len())
         );
         assert_eq!((planned.segments, planned.segment_size), (1, None));
-        assert!(planned.socket < STRIPES);
+        assert!(planned.socket < SourcePortRange::default().len() * 2);
         let (bufs, _) = tx.parts();
         let wrapped = &bufs[0][planned.start..planned.end];
         assert_eq!(
@@ -396,14 +438,14 @@ mod tests {
     }
 
     #[test]
-    fn a_known_destination_goes_to_its_vtep_from_the_flows_stripe() {
+    fn a_known_destination_goes_to_its_vtep_from_the_flows_port() {
         let fwd = forwarder();
         let vtep: IpAddr = PEERS[1].parse().unwrap();
         fwd.networks()[0]
             .fdb
             .add_static(MacAddr(KNOWN), vtep)
             .unwrap();
-        let mut tx = TxPlan::new(&fwd, false, STRIPES);
+        let mut tx = tx_plan(&fwd, false);
         let frame = tcp_frame(KNOWN, 10);
         for _ in 0..2 {
             let len = read_frame(&mut tx, &frame);
@@ -418,13 +460,16 @@ mod tests {
             first.socket, second.socket,
             "one flow keeps its source port"
         );
-        assert_eq!(first.socket, stripe_for(flow_hash(&frame), STRIPES));
+        assert_eq!(
+            first.socket,
+            tx.source_ports.slot_for(flow_hash(&frame), first.outer.df)
+        );
     }
 
     #[test]
     fn drops_are_counted_and_plan_nothing() {
         let fwd = forwarder();
-        let mut tx = TxPlan::new(&fwd, false, STRIPES);
+        let mut tx = tx_plan(&fwd, false);
         let runt = [0xffu8; 13];
         let len = read_frame(&mut tx, &runt);
         assert!(!tx.plan_frame(&fwd, 0, &vxlan(), len));
@@ -443,7 +488,7 @@ mod tests {
     #[test]
     fn a_superframe_is_cut_into_gso_runs_at_the_mss() {
         let fwd = forwarder();
-        let mut tx = TxPlan::new(&fwd, true, STRIPES);
+        let mut tx = tx_plan(&fwd, true);
         let mss = (MTU as usize - IPV4_TCP_HEADERS) as u16;
         let frame = tcp_frame([0xff; 6], 10 * mss as usize + 7);
         let len = read_superframe(&mut tx, &frame, mss);
@@ -466,7 +511,7 @@ mod tests {
     #[test]
     fn without_gso_every_segment_is_its_own_send() {
         let fwd = forwarder();
-        let mut tx = TxPlan::new(&fwd, true, STRIPES);
+        let mut tx = tx_plan(&fwd, true);
         let mss = (MTU as usize - IPV4_TCP_HEADERS) as u16;
         let frame = tcp_frame([0xff; 6], 5 * mss as usize);
         let len = read_superframe(&mut tx, &frame, mss);
@@ -485,7 +530,7 @@ mod tests {
     #[test]
     fn a_superframe_that_outgrows_the_buffers_sends_the_plan_so_far() {
         let fwd = forwarder();
-        let mut tx = TxPlan::new(&fwd, true, STRIPES);
+        let mut tx = tx_plan(&fwd, true);
         // 60 plain frames take 60 of the BATCH buffers ...
         let plain = tcp_frame([0xff; 6], 100);
         let none = VirtioNetHdr::from_bytes([0; VIRTIO_NET_HDR_LEN]);
@@ -519,7 +564,7 @@ mod tests {
     #[test]
     fn a_bad_virtio_net_header_is_a_counted_drop() {
         let fwd = forwarder();
-        let mut tx = TxPlan::new(&fwd, true, STRIPES);
+        let mut tx = tx_plan(&fwd, true);
         // Shorter than a virtio-net header.
         assert!(!tx.plan_offloaded(&fwd, 0, 4, true, |_, _| {}));
         assert_eq!(drops(&fwd, DropReason::Runt), 1);

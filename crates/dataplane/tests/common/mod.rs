@@ -53,6 +53,7 @@ pub fn settings(name: &str, vni: u32) -> NetworkSettings {
         allow_vlan: false,
         learning: true,
         max_fdb: 1024,
+        bum_rate: None,
     }
 }
 
