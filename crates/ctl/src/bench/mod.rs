@@ -236,6 +236,7 @@ fn bench(
         method: report::Method::new(tool_name, args.seconds, pings, measure::warmup_pings(pings)),
         wakeup_round_trip_us,
         ratios: report::ratios(&results),
+        encrypted_vs_vxnet: report::encrypted_vs_vxnet(&results),
         pairs: results,
     })
 }

@@ -132,6 +132,9 @@ pub(super) struct Ratios {
     pub tcp_x4_gbit_per_s: Option<f64>,
     pub ping_p50_ms: Option<f64>,
     pub ping_p99_ms: Option<f64>,
+    /// Only between two vxnet pairs (the kernel pair has no vxnet process to measure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vxnet_cpu_s_per_gb: Option<f64>,
     pub machine_cpu_s_per_gb: Option<f64>,
 }
 
@@ -148,6 +151,7 @@ impl Ratios {
             tcp_x4_gbit_per_s: both(|f| f.tcp_x4_gbit_per_s),
             ping_p50_ms: both(|f| f.ping_p50_ms),
             ping_p99_ms: both(|f| f.ping_p99_ms),
+            vxnet_cpu_s_per_gb: div(pair.vxnet_cpu_s_per_gb, kernel.vxnet_cpu_s_per_gb),
             machine_cpu_s_per_gb: div(pair.machine_cpu_s_per_gb, kernel.machine_cpu_s_per_gb),
         }
     }
@@ -220,6 +224,9 @@ pub(super) struct Report {
     /// Keyed by pair name (vxnet, mixed, mixed_reverse): against the kernel pair.
     #[serde(serialize_with = "by_name")]
     pub ratios: Vec<Ratios>,
+    /// With `--encrypted`: the encrypted pair against the plain vxnet pair of the same run, the
+    /// cost of ESP itself (the kernel ratios mix it with everything else vxnet costs).
+    pub encrypted_vs_vxnet: Option<Ratios>,
 }
 
 trait Named {
@@ -252,6 +259,20 @@ pub(super) fn ratios(pairs: &[PairResult]) -> Vec<Ratios> {
         .map(|p| Ratios::of(p.spec.name, &p.figures, &kernel.figures))
         .collect()
 }
+
+/// The encrypted pair divided by the plain vxnet pair, when both were measured.
+pub(super) fn encrypted_vs_vxnet(pairs: &[PairResult]) -> Option<Ratios> {
+    let find = |name: &str| pairs.iter().find(|p| p.spec.name == name);
+    let (encrypted, plain) = (find(ENCRYPTED_PAIR)?, find(PLAIN_PAIR)?);
+    Some(Ratios::of(
+        ENCRYPTED_PAIR,
+        &encrypted.figures,
+        &plain.figures,
+    ))
+}
+
+const PLAIN_PAIR: &str = "vxnet";
+const ENCRYPTED_PAIR: &str = super::pairs::ENCRYPTED.name;
 
 const COLUMNS: [(&str, usize); 6] = [
     ("TCP x1 Gbit/s", 14),
@@ -355,6 +376,20 @@ impl Report {
                     num(r.ping_p50_ms, 2),
                     num(r.ping_p99_ms, 2),
                     "-".into(),
+                    num(r.machine_cpu_s_per_gb, 2),
+                ],
+            );
+        }
+        if let Some(r) = &self.encrypted_vs_vxnet {
+            row(
+                &mut out,
+                &format!("ratio {}/{PLAIN_PAIR}", r.pair),
+                [
+                    num(r.tcp_x1_gbit_per_s, 2),
+                    num(r.tcp_x4_gbit_per_s, 2),
+                    num(r.ping_p50_ms, 2),
+                    num(r.ping_p99_ms, 2),
+                    num(r.vxnet_cpu_s_per_gb, 2),
                     num(r.machine_cpu_s_per_gb, 2),
                 ],
             );
@@ -468,6 +503,29 @@ mod tests {
         assert_eq!(pairs[0].figures.vxnet_cpu_s_per_gb, None);
     }
 
+    #[test]
+    fn encrypted_pair_is_also_divided_by_the_plain_vxnet_pair() {
+        let kernel = PairResult::new(PAIRS[0], 0, [1450; 2], vec![round(1, 10.0, 0.01, None)]);
+        let vxnet = PairResult::new(PAIRS[1], 2, [1450; 2], vec![round(1, 8.0, 0.1, Some(1.0))]);
+        let encrypted = PairResult::new(
+            crate::bench::pairs::ENCRYPTED,
+            2,
+            [1405; 2],
+            vec![round(1, 6.0, 0.2, Some(1.5))],
+        );
+        assert_eq!(encrypted_vs_vxnet(&[kernel.clone(), vxnet.clone()]), None);
+        let pairs = vec![kernel, vxnet, encrypted];
+        let r = encrypted_vs_vxnet(&pairs).expect("both vxnet pairs measured");
+        assert_eq!(r.tcp_x1_gbit_per_s, Some(6.0 / 8.0));
+        assert_eq!(r.ping_p50_ms, Some(0.2 / 0.1));
+        assert!(r.vxnet_cpu_s_per_gb.is_some());
+        let report = report_of(pairs, 1500);
+        let v: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["encrypted_vs_vxnet"]["tcp_x1_gbit_per_s"], 0.75);
+        assert!(v["ratios"]["vxnet"].get("vxnet_cpu_s_per_gb").is_none());
+        assert!(report.render().contains("ratio vxnet_encrypted/vxnet"));
+    }
+
     /// A report of a builtin-tool run over `pairs` on veths of `underlay_mtu`.
     fn report_of(pairs: Vec<PairResult>, underlay_mtu: u32) -> Report {
         Report {
@@ -485,6 +543,7 @@ mod tests {
             method: Method::new("builtin", 1, 100, 10),
             wakeup_round_trip_us: Some(47.9),
             ratios: ratios(&pairs),
+            encrypted_vs_vxnet: encrypted_vs_vxnet(&pairs),
             pairs,
         }
     }
