@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::counters::{SourcePortCounters, SourcePortSnapshot};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
+use crate::underlay::{TunnelGsoReport, Underlay};
 use crate::offload::{Offload, UdpGso};
 
 /// The engine's membership in an etcd-backed cluster, as its control plane last saw it; `None`
@@ -50,6 +51,8 @@ pub struct EngineState {
     /// Refusals of the control socket (`vxnet stats`: `control`).
     pub(crate) control_counters: ControlCounters,
     source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
+    /// The tunnel-GSO path, when the start-up probe found it.
+    tunnel: std::sync::OnceLock<Arc<Underlay>>,
 }
 
 /// The source-port range and socket budget, as `vxnet stats` reports them.
@@ -88,6 +91,7 @@ impl EngineState {
             cluster: Mutex::new(None),
             control_counters: ControlCounters::default(),
             source_ports: std::sync::OnceLock::new(),
+            tunnel: std::sync::OnceLock::new(),
         }
     }
 
@@ -123,11 +127,23 @@ impl EngineState {
     /// The offloads in use at this moment.
     pub(crate) fn offloads(&self) -> Vec<Offload> {
         let gso = self.gso.in_use();
+        let tunnel = self.tunnel.get().is_some_and(|t| t.active());
         lock(&self.offloads)
             .iter()
             .copied()
             .filter(|o| *o != Offload::UdpGso || gso)
+            .filter(|o| *o != Offload::TunnelGso || tunnel)
             .collect()
+    }
+
+    /// Set once at start when the tunnel-GSO path is offered.
+    pub(crate) fn set_tunnel(&self, underlay: Arc<Underlay>) {
+        let _ = self.tunnel.set(underlay);
+    }
+
+    /// What the tunnel-GSO path did, when it is offered.
+    pub(crate) fn tunnel_gso(&self) -> Option<TunnelGsoReport> {
+        self.tunnel.get().map(|t| t.report())
     }
 
     pub(crate) fn address(&self, network: &str) -> Option<String> {

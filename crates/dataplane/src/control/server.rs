@@ -10,6 +10,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::fdb;
+use crate::offload::Offload;
 use super::limits::{bump, Backoff, Slots, EXCHANGE_TIMEOUT, MAX_REQUEST_BYTES};
 use super::proto::{
     parse_request, NetworkInfo, NetworkStats, PeerRow, Reply, Request, RequestError, SaRow,
@@ -340,5 +341,12 @@ pub fn stats(state: &EngineState) -> StatsReport {
         cluster: state.cluster(),
         control: state.control_counters.snapshot(),
         source_ports: state.source_ports(),
+        tx_path: if state.offloads().contains(&Offload::TunnelGso) {
+            "tunnel-gso"
+        } else {
+            "socket"
+        }
+        .to_string(),
+        tunnel_gso: state.tunnel_gso(),
     }
 }
