@@ -15,15 +15,23 @@ use vxnet_tests::*;
 
 const MB: u64 = 1 << 20;
 
-/// UDP/4789 datagrams on `dev` of host `i` longer than the 1500-byte underlay MTU allows:
-/// whole superframes (the veth and the bridge never segment them).
+/// Captured UDP/4789 datagrams longer than the 1500-byte underlay MTU allows: whole superframes
+/// (the veth and the bridge never segment them). Each carries the outer header the default
+/// policy gives (DF set, TTL 64, TOS 0) and a source port of the default range.
 fn whole_datagrams(frames: &[Vec<u8>]) -> usize {
     // Captured with a snap length of 96: the IPv4 total length field tells the real size.
-    frames
+    let whole: Vec<&Vec<u8>> = frames
         .iter()
-        .filter(|f| f.len() >= 18 && f[12..14] == [0x08, 0x00])
+        .filter(|f| f.len() >= 42 && f[12..14] == [0x08, 0x00])
         .filter(|f| u16::from_be_bytes([f[16], f[17]]) > 1500)
-        .count()
+        .collect();
+    for f in &whole {
+        let (tos, df, ttl) = (f[15], f[20] & 0x40 != 0, f[22]);
+        assert_eq!((tos, df, ttl), (0, true, 64), "outer header of a superframe");
+        let sport = u16::from_be_bytes([f[34], f[35]]);
+        assert!(sport >= 49152, "source port {sport}");
+    }
+    whole.len()
 }
 
 fn send(lab: &Lab, to: usize, port: u16, what: &str) {
@@ -124,9 +132,10 @@ fn whole_superframes_to_vxnet_and_kernel_peers_and_faults() {
 
     // The underlay MTU shrinks below what the superframes' segments need: they go by the
     // socket path (path-MTU rules there), traffic continues.
-    lab.host(0).must("ip link set eth0 mtu 1400");
+    // (The route cache is flushed so that the inner TCP has not learnt a smaller path MTU yet.)
+    lab.host(0).must("ip link set eth0 mtu 1400 && ip route flush cache");
     let fallbacks = a.stats().tunnel_gso.unwrap().fallbacks;
-    send(&lab, 2, 5107, "after the underlay MTU shrank");
+    send(&lab, 1, 5107, "after the underlay MTU shrank");
     assert!(a.stats().tunnel_gso.unwrap().fallbacks > fallbacks);
     for reason in [DropReason::TapWrite, DropReason::BadOffload] {
         assert_eq!(a.drops(Some(42), reason), 0, "{reason} drops");
