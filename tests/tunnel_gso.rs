@@ -27,7 +27,11 @@ fn whole_datagrams(frames: &[Vec<u8>]) -> usize {
         .collect();
     for f in &whole {
         let (tos, df, ttl) = (f[15], f[20] & 0x40 != 0, f[22]);
-        assert_eq!((tos, df, ttl), (0, true, 64), "outer header of a superframe");
+        assert_eq!(
+            (tos, df, ttl),
+            (0, true, 64),
+            "outer header of a superframe"
+        );
         let sport = u16::from_be_bytes([f[34], f[35]]);
         assert!(sport >= 49152, "source port {sport}");
     }
@@ -70,7 +74,9 @@ fn whole_superframes_to_vxnet_and_kernel_peers_and_faults() {
     assert_eq!(stats.tx_path, "tunnel-gso", "{}", a.proc.log_text());
     assert!(stats.offloads.contains(&Offload::TunnelGso));
     assert!(
-        a.proc.log_text().contains("underlay TAP for tunnel GSO created"),
+        a.proc
+            .log_text()
+            .contains("underlay TAP for tunnel GSO created"),
         "{}",
         a.proc.log_text()
     );
@@ -78,10 +84,21 @@ fn whole_superframes_to_vxnet_and_kernel_peers_and_faults() {
 
     // The path is chosen, and the receivers get whole datagrams.
     for (to, port) in [(1, 5101), (2, 5102)] {
-        let capture = Capture::start(&lab, to, &format!("in{to}"), "eth0", 96, 3000, "udp dst port 4789");
+        let capture = Capture::start(
+            &lab,
+            to,
+            &format!("in{to}"),
+            "eth0",
+            96,
+            3000,
+            "udp dst port 4789",
+        );
         send(&lab, to, port, &format!("vxnet -> host {to}"));
         let whole = whole_datagrams(&capture.frames());
-        assert!(whole > 0, "no datagram over the underlay MTU reached host {to}");
+        assert!(
+            whole > 0,
+            "no datagram over the underlay MTU reached host {to}"
+        );
     }
     let t = a.stats().tunnel_gso.expect("tunnel_gso in stats");
     assert!(t.superframes > 0 && t.segments > 2 * t.superframes, "{t:?}");
@@ -133,7 +150,8 @@ fn whole_superframes_to_vxnet_and_kernel_peers_and_faults() {
     // The underlay MTU shrinks below what the superframes' segments need: they go by the
     // socket path (path-MTU rules there), traffic continues.
     // (The route cache is flushed so that the inner TCP has not learnt a smaller path MTU yet.)
-    lab.host(0).must("ip link set eth0 mtu 1400 && ip route flush cache");
+    lab.host(0)
+        .must("ip link set eth0 mtu 1400 && ip route flush cache");
     let fallbacks = a.stats().tunnel_gso.unwrap().fallbacks;
     send(&lab, 1, 5107, "after the underlay MTU shrank");
     assert!(a.stats().tunnel_gso.unwrap().fallbacks > fallbacks);
@@ -151,7 +169,9 @@ fn the_socket_path_when_turned_off_or_not_redirectable() {
     let off = lab.vxnet(
         0,
         "off",
-        &format!("--vni 42 --dev vx42 --local {u0} --remote {u1} --address 10.1.0.1/24 --no-tunnel-gso"),
+        &format!(
+            "--vni 42 --dev vx42 --local {u0} --remote {u1} --address 10.1.0.1/24 --no-tunnel-gso"
+        ),
     );
     let stats = off.stats();
     assert_eq!(stats.tx_path, "socket");

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::counters::{SourcePortCounters, SourcePortSnapshot};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
-use crate::underlay::{TunnelGsoReport, Underlay};
 use crate::offload::{Offload, UdpGso};
+use crate::underlay::{TunnelGsoReport, Underlay};
 
 /// The engine's membership in an etcd-backed cluster, as its control plane last saw it; `None`
 /// in static mode. Shown by `vxnet networks --json` and `vxnet stats --json`.

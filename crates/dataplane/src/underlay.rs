@@ -178,8 +178,9 @@ impl Underlay {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
         iface::set_up(&name, true).map_err(|e| e.to_string())?;
         let index = iface::if_index(&name).map_err(|e| e.to_string())?;
-        route::redirect_ingress(index, target)
-            .map_err(|e| format!("cannot redirect {name} to device {target} (tc clsact/u32/mirred): {e}"))?;
+        route::redirect_ingress(index, target).map_err(|e| {
+            format!("cannot redirect {name} to device {target} (tc clsact/u32/mirred): {e}")
+        })?;
         tracing::info!(tap = %name, device = target, "underlay TAP for tunnel GSO created");
         let tap = Arc::new(UnderlayTap {
             queue,
@@ -257,7 +258,9 @@ impl Underlay {
             Events::bump(&self.counters.redirects_restored);
             restored = true;
             match route::redirect_ingress(tap.index, tap.target) {
-                Ok(()) => tracing::warn!(tap = %tap.name, "the redirect of an underlay TAP was removed by someone else; put back"),
+                Ok(()) => {
+                    tracing::warn!(tap = %tap.name, "the redirect of an underlay TAP was removed by someone else; put back")
+                }
                 Err(e) => {
                     tracing::warn!(tap = %tap.name, "the redirect of an underlay TAP was removed and cannot be put back ({e}): its VTEPs use the socket path");
                     lock(&self.taps).remove(&tap.target);

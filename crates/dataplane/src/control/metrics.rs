@@ -332,7 +332,11 @@ pub(crate) fn render(state: &EngineState) -> String {
         "gauge",
         "The transmit path of TCP superframes (1 for the one in use): tunnel-gso or socket.",
     );
-    out.sample("vxnet_tx_path_info", &[("path", report.tx_path.as_str())], 1);
+    out.sample(
+        "vxnet_tx_path_info",
+        &[("path", report.tx_path.as_str())],
+        1,
+    );
     if let Some(t) = &report.tunnel_gso {
         for (name, help, value) in [
             (

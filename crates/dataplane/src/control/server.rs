@@ -10,13 +10,13 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::fdb;
-use crate::offload::Offload;
 use super::limits::{bump, Backoff, Slots, EXCHANGE_TIMEOUT, MAX_REQUEST_BYTES};
 use super::proto::{
     parse_request, NetworkInfo, NetworkStats, PeerRow, Reply, Request, RequestError, SaRow,
     StatsReport,
 };
 use super::socket::ControlListener;
+use crate::offload::Offload;
 use crate::state::EngineState;
 use crate::sys::creds::peer_credentials;
 

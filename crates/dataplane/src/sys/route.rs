@@ -64,7 +64,8 @@ impl Message {
     fn open(&mut self, kind: u16) -> usize {
         let at = self.0.len();
         self.0.extend_from_slice(&[0, 0]);
-        self.0.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.0
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         at
     }
 
@@ -158,8 +159,7 @@ impl Neighbour {
 
     /// Holds an address the kernel itself would still send to.
     pub(crate) fn usable(&self) -> bool {
-        self.confirmed()
-            || self.state & (libc::NUD_STALE | libc::NUD_DELAY | libc::NUD_PROBE) != 0
+        self.confirmed() || self.state & (libc::NUD_STALE | libc::NUD_DELAY | libc::NUD_PROBE) != 0
     }
 }
 
@@ -350,7 +350,10 @@ impl Changes {
                 return Ok(None)
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                return Ok(Some(vec![Change { kind: 0, ifindex: 0 }]))
+                return Ok(Some(vec![Change {
+                    kind: 0,
+                    ifindex: 0,
+                }]))
             }
             Err(e) => return Err(e),
         };
@@ -400,7 +403,10 @@ mod tests {
         m.attr(7, &[1, 2, 3, 4, 5]);
         m.close(inner).close(outer);
         let b = m.finish();
-        assert_eq!(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize, b.len());
+        assert_eq!(
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            b.len()
+        );
         let attrs = &b[20..];
         let outer = find_attr(attrs, 2).unwrap();
         assert_eq!(find_attr(outer, 1), Some(&b"abc\0"[..]));

@@ -292,7 +292,12 @@ impl Worker {
                 esp_tx.dispatch(forwarder, sender, (taps, true), esp_socket, bufs, plan);
                 self.tx.clear();
             }
-            if sender.send_whole(forwarder, index, &classified, self.tx.raw_frame(&classified)) {
+            if sender.send_whole(
+                forwarder,
+                index,
+                &classified,
+                self.tx.raw_frame(&classified),
+            ) {
                 return true;
             }
         }

@@ -135,9 +135,11 @@ impl Sender {
         c: &Classified,
         frame: &[u8],
     ) -> bool {
-        let (Some(tunnel), Some(dest), Some(n)) =
-            (self.tunnel.as_mut(), c.dest, forwarder.networks().get(network))
-        else {
+        let (Some(tunnel), Some(dest), Some(n)) = (
+            self.tunnel.as_mut(),
+            c.dest,
+            forwarder.networks().get(network),
+        ) else {
             return false;
         };
         let now = self.epoch.elapsed().as_millis() as Millis;

@@ -172,9 +172,7 @@ impl TunnelTx {
         Some(Carried {
             segments,
             // What the socket path counts: each datagram's VXLAN header and inner frame.
-            bytes: whole.frame.len()
-                + segments * VXLAN_HEADER_LEN
-                + (segments - 1) * inner_hdr_len,
+            bytes: whole.frame.len() + segments * VXLAN_HEADER_LEN + (segments - 1) * inner_hdr_len,
         })
     }
 }

@@ -273,7 +273,9 @@ mod tests {
             assert_eq!(usize::from(vnet.csum_start), 50 + l4);
             assert_eq!(usize::from(vnet.hdr_len), 50 + l4 + 20);
             assert_eq!(vnet.gso_size, MSS);
-            let ne = |r: std::ops::Range<usize>| u16::from_ne_bytes([prefix[r.start], prefix[r.start + 1]]);
+            let ne = |r: std::ops::Range<usize>| {
+                u16::from_ne_bytes([prefix[r.start], prefix[r.start + 1]])
+            };
             assert_eq!(ne(field::OUTER_TH_OFFSET), 34);
             assert_eq!(ne(field::INNER_NH_OFFSET), 64);
             assert_eq!(&prefix[10..20], &[0; 10]);
@@ -312,21 +314,39 @@ mod tests {
             gso_type: VirtioNetHdr::GSO_UDP_L4,
             ..hdr
         };
-        assert!(matches!(refuse(uso, &frame), OffloadError::UnsupportedGsoType { .. }));
+        assert!(matches!(
+            refuse(uso, &frame),
+            OffloadError::UnsupportedGsoType { .. }
+        ));
         let done = VirtioNetHdr { flags: 0, ..hdr };
-        assert!(matches!(refuse(done, &frame), OffloadError::BadHeader { .. }));
+        assert!(matches!(
+            refuse(done, &frame),
+            OffloadError::BadHeader { .. }
+        ));
         let zero = VirtioNetHdr { gso_size: 0, ..hdr };
         assert_eq!(refuse(zero, &frame), OffloadError::GsoSizeZero);
         let v6 = VirtioNetHdr {
             gso_type: VirtioNetHdr::GSO_TCPV6,
             ..hdr
         };
-        assert!(matches!(refuse(v6, &frame), OffloadError::GsoTypeMismatch { .. }));
-        let moved = VirtioNetHdr { csum_start: 30, ..hdr };
-        assert!(matches!(refuse(moved, &frame), OffloadError::CsumStartMismatch { .. }));
+        assert!(matches!(
+            refuse(v6, &frame),
+            OffloadError::GsoTypeMismatch { .. }
+        ));
+        let moved = VirtioNetHdr {
+            csum_start: 30,
+            ..hdr
+        };
+        assert!(matches!(
+            refuse(moved, &frame),
+            OffloadError::CsumStartMismatch { .. }
+        ));
         let mut padded = frame.clone();
         padded.extend_from_slice(&[0; 4]);
-        assert!(matches!(refuse(hdr, &padded), OffloadError::FrameChanged { .. }));
+        assert!(matches!(
+            refuse(hdr, &padded),
+            OffloadError::FrameChanged { .. }
+        ));
         assert!(refuse(hdr, &frame[..40]).to_string().contains("truncated"));
         assert!(wrap_superframe(&hdr, &frame, &outer(), &mut prefix).is_ok());
     }
