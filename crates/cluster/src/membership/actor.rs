@@ -163,7 +163,7 @@ async fn drive(
                         s.revision = s.revision.max(kv.mod_revision());
                         let Ok(key) = kv.key_str() else { continue };
                         match ev.event_type() {
-                            EventType::Put => state.mirror.put(key, kv.value(), kv.lease()),
+                            EventType::Put => state.mirror.put(key, kv.value(), kv.lease(), kv.create_revision()),
                             EventType::Delete => state.mirror.delete(key),
                         }
                     }

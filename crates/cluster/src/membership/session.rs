@@ -72,6 +72,7 @@ impl Session {
                 kv.key_str().ok()?.to_owned(),
                 kv.value().to_vec(),
                 kv.lease(),
+                kv.create_revision(),
             ))
         }));
         let watch = store.watch_prefix(revision + 1).await?;
