@@ -17,6 +17,7 @@
 pub mod access;
 mod admission;
 mod error;
+pub mod follow;
 pub mod ipam;
 pub mod keyring;
 pub mod membership;
