@@ -15,7 +15,8 @@
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
 //! - `rtnetlink`: the two link requests no ioctl covers (gso_max_segs, carrier);
 //! - `route`: routes, neighbours, tc redirects and change notifications (tunnel GSO);
-//! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`).
+//! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`);
+//! - [`term`]: the terminal's width (for `vxnet explain`'s text view).
 
 pub(crate) mod claim;
 pub(crate) mod cmsg;
@@ -26,6 +27,7 @@ pub mod poll;
 pub(crate) mod route;
 mod rtnetlink;
 pub mod tap;
+pub mod term;
 pub mod udp;
 pub(crate) mod udp_path;
 
