@@ -19,7 +19,6 @@ use std::sync::Arc;
 use vxnet_encap::offload::tunnel_tx::{wrap_superframe, OuterIpv4, TunnelFrame, TUNNEL_PREFIX_LEN};
 use vxnet_encap::offload::VirtioNetHdr;
 use vxnet_encap::outer::{OuterFields, OuterPolicy, TosPolicy, TtlPolicy};
-use vxnet_encap::wire::VXLAN_HEADER_LEN;
 use vxnet_encap::Vni;
 
 use crate::counters::Events;
