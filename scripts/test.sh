@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # No protobuf-compiler: the build gets protoc from a registry crate (scripts/protoc), and CI
 # proves it by building without one. util-linux: setpriv, for the test that explain --live is
 # refused without CAP_NET_RAW. python3 (3.9+, for os.pidfd_open): offload_fallback makes the
-# kernel refuse an engine's UDP GSO.
+# kernel refuse an engine's UDP GSO. groff-base: the man pages are rendered with all warnings on.
 # The container tests drive vxnet's CNI plugin with real clients: podman (runc, conmon, the CNI
 # backend), containerd's ctr, and cnitool, which Debian ships only as source: dpkg-dev,
 # golang-go and golang-github-appc-cni-dev build it offline (scripts/cnitool.sh). The stock
@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.."
 # image's whole content (no registry is reachable).
 packages=(iproute2 iputils-ping ethtool tcpdump tshark iperf3 etcd-server etcd-client
           nftables procps util-linux openssl python3 python3-scapy python3-cryptography passwd
-          systemd podman runc conmon containerd containernetworking-plugins busybox-static
-          golang-go golang-github-appc-cni-dev dpkg-dev)
+          systemd groff-base podman runc conmon containerd containernetworking-plugins
+          busybox-static golang-go golang-github-appc-cni-dev dpkg-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
