@@ -183,6 +183,74 @@ pub fn check_netns(path: &Path) -> Result<(), PluginError> {
     Ok(())
 }
 
+/// Whether two paths name one file (the same namespace); paths that cannot be read are
+/// compared as text.
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => a == b,
+    }
+}
+
+/// The path the engine is given for `netns`. A runtime in a private mount namespace (a
+/// sandboxed CI runner; podman with a tmpfs over /run/netns) makes namespace files that the
+/// engine, in another mount namespace, cannot see. A file on a mount that propagates (a
+/// `shared:` peer group: /run/netns as `ip netns` and podman make it on the host) or under
+/// /proc is passed as it is; otherwise the engine gets `/proc/<this pid>/root<netns>`, which
+/// resolves in this process's mount namespace while the plugin waits for the reply.
+pub(crate) fn engine_visible(netns: &Path) -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if netns.starts_with("/proc") || propagates(&mountinfo, netns) {
+        netns.to_path_buf()
+    } else {
+        let relative = netns.strip_prefix("/").unwrap_or(netns);
+        Path::new(&format!("/proc/{}/root", std::process::id())).join(relative)
+    }
+}
+
+/// Whether the mount holding `path` (the last, longest mount point above it) is in a shared
+/// peer group according to `mountinfo` (proc(5)).
+fn propagates(mountinfo: &str, path: &Path) -> bool {
+    let mut best: Option<(usize, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4) else { continue };
+        let point = point.replace("\\040", " ");
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let shared = fields
+            .iter()
+            .skip(6)
+            .take_while(|f| **f != "-")
+            .any(|f| f.starts_with("shared:"));
+        let depth = Path::new(&point).components().count();
+        if !matches!(best, Some((d, _)) if d > depth) {
+            best = Some((depth, shared));
+        }
+    }
+    best.is_some_and(|(_, shared)| shared)
+}
+
+/// The runtime's path inside an [`engine_visible`] path (`/proc/PID/root/run/netns/X` is
+/// `/run/netns/X`); any other path as it is.
+pub(crate) fn runtime_path(engine_path: &Path) -> PathBuf {
+    let mut parts = engine_path.components();
+    let digits = |c: Option<std::path::Component<'_>>| {
+        c.and_then(|c| c.as_os_str().to_str())
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let prefixed = parts.next() == Some(std::path::Component::RootDir)
+        && parts.next().is_some_and(|c| c.as_os_str() == "proc")
+        && digits(parts.next())
+        && parts.next().is_some_and(|c| c.as_os_str() == "root");
+    if prefixed {
+        Path::new("/").join(parts.as_path())
+    } else {
+        engine_path.to_path_buf()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +336,37 @@ mod tests {
             ("CNI_ARGS", "=x"),
         ] {
             assert_eq!(code(base(k, v)), Code::InvalidEnvironment, "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn engine_paths_map_back_to_runtime_paths() {
+        let info = "22 1 0:21 / / rw shared:1 - ext4 /dev/vda rw\n\
+                    30 22 0:25 / /run rw shared:5 - tmpfs tmpfs rw\n\
+                    40 30 0:30 / /run/netns rw - tmpfs tmpfs rw\n\
+                    41 40 0:4 net:[4026532] /run/netns/a rw shared:9 - nsfs nsfs rw\n";
+        assert!(propagates(info, Path::new("/run/netns/a")));
+        assert!(
+            !propagates(info, Path::new("/run/netns/b")),
+            "private tmpfs"
+        );
+        assert!(propagates(info, Path::new("/run/netnsx")));
+        assert!(!propagates("", Path::new("/run/netns/a")));
+        assert_eq!(
+            engine_visible(Path::new("/proc/9/ns/net")),
+            Path::new("/proc/9/ns/net")
+        );
+        assert_eq!(
+            runtime_path(Path::new("/proc/42/root/run/netns/x")),
+            Path::new("/run/netns/x")
+        );
+        for same in [
+            "/run/netns/x",
+            "/proc/42/ns/net",
+            "/proc/self/root/x",
+            "/proc//root/x",
+        ] {
+            assert_eq!(runtime_path(Path::new(same)), Path::new(same));
         }
     }
 

@@ -3,7 +3,6 @@
 //! and claims the address; the plugin never touches a namespace itself.
 
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use ipnet::IpNet;
@@ -12,7 +11,7 @@ use vxnet_dataplane::config::DEFAULT_CONTROL_PATH;
 
 use crate::delegate::Ipam;
 use crate::engine::{Endpoint, Engine, EngineRequest, GcReport, Readiness, ValidAttachment};
-use crate::env::{self, Command, Env, Target};
+use crate::env::{self, same_file, Command, Env, Target};
 use crate::spec::{
     check_version, spec_identifier, CniResult, Code, Interface, IpConfig, NetConf, PluginError,
     Route, VersionInfo, LATEST, SUPPORTED_VERSIONS,
@@ -235,7 +234,7 @@ fn add(cx: &Context<'_>, t: &Target, version: &str) -> Result<Value, PluginError
         .and_then(|address| {
             cx.engine.ask::<Endpoint>(&EngineRequest::Attach {
                 network,
-                netns,
+                netns: &env::engine_visible(netns),
                 ifname: &t.ifname,
                 name: container_name(cx.env, &t.container_id),
                 aliases: &aliases,
@@ -355,13 +354,6 @@ fn check_failed(msg: String) -> PluginError {
     PluginError::new(Code::EngineRefused, format!("CHECK: {msg}"))
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => a == b,
-    }
-}
-
 fn check(cx: &Context<'_>, t: &Target) -> Result<(), PluginError> {
     let netns = t.netns.as_deref().unwrap_or(Path::new(""));
     let prev = cx.conf.prev_result.as_ref().ok_or_else(|| {
@@ -386,7 +378,7 @@ fn check(cx: &Context<'_>, t: &Target) -> Result<(), PluginError> {
                 ),
             )
         })?;
-    if !same_file(&ep.netns, netns) {
+    if !same_file(&env::runtime_path(&ep.netns), netns) {
         return Err(check_failed(format!(
             "the endpoint is in {}, not in {}",
             ep.netns.display(),
