@@ -63,6 +63,29 @@ fn relative_links_resolve() {
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
+/// The book is navigable: docs/README.md (the table of contents) links every page of docs/, and
+/// the README links the table of contents.
+#[test]
+fn every_page_is_in_the_table_of_contents() {
+    let toc = page("docs/README.md");
+    let linked: Vec<String> = lines(&toc.text)
+        .iter()
+        .filter(|l| l.fence.is_none())
+        .flat_map(|l| link_targets(l.text))
+        .map(|t| t.split('#').next().unwrap_or("").to_owned())
+        .collect();
+    let missing: Vec<String> = book()
+        .into_iter()
+        .filter_map(|p| p.rel.strip_prefix("docs/").map(str::to_owned))
+        .filter(|name| name != "README.md" && !linked.contains(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "pages not linked from the table of contents: add each to docs/README.md: {missing:?}"
+    );
+    assert!(page("README.md").text.contains("](docs/README.md)"));
+}
+
 /// The link checker itself: a broken file, a broken anchor and a good one.
 #[test]
 fn the_link_reader_sees_links_and_anchors() {
