@@ -93,6 +93,7 @@ pub struct Sandbox {
     pub cni_conf: PathBuf,
     /// podman's containers.conf.
     pub containers_conf: PathBuf,
+    crashed: bool,
 }
 
 impl Sandbox {
@@ -140,6 +141,7 @@ impl Sandbox {
             cni_bin,
             cni_conf,
             containers_conf,
+            crashed: false,
         };
         let mounts: Vec<String> = PRIVATE
             .iter()
@@ -242,8 +244,29 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// A crash: every process of the sandbox's containers killed (conmon and the container's
+    /// init) and the mount namespace with its netns files gone, without podman (no CNI DEL).
+    pub fn crash(mut self) {
+        let pids = self.must(
+            "podman ps -q | xargs -r podman inspect -f '{{.State.ConmonPid}} {{.State.Pid}}'",
+        );
+        let pids: Vec<&str> = pids.split_whitespace().filter(|p| *p != "0").collect();
+        if !pids.is_empty() {
+            run(&format!("kill -9 {}", pids.join(" ")));
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        // Nothing left for drop to remove with podman.
+        self.crashed = true;
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        if self.crashed {
+            return;
+        }
         // Containers first (their conmon and runc processes, their netns files), then the
         // mount namespace goes with its holder.
         let _ =
