@@ -44,7 +44,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub address: Option<IpNet>,
     /// UDP destination (and listening) port [default: 4789, or the config file's `port`].
-    #[arg(long)]
+    #[arg(long, value_parser = vxnet_dataplane::config::parse_port)]
     pub port: Option<u16>,
     /// Encrypt the network (ESP-in-UDP, AES-256-GCM) with the 32-byte network key in FILE
     /// (`vxnet key generate --out FILE`; mode 0600). Every host of the network needs the same key;
@@ -53,7 +53,7 @@ pub struct RunArgs {
     pub key_file: Option<PathBuf>,
     /// UDP port of encrypted networks (RFC 3948 ESP-in-UDP), sent to and listened on
     /// [default: 4500, or the config file's `esp_port`].
-    #[arg(long)]
+    #[arg(long, value_parser = vxnet_dataplane::config::parse_port)]
     pub esp_port: Option<u16>,
     /// Seconds a learned MAC lives without traffic [default: 300].
     #[arg(long)]

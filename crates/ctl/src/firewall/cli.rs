@@ -36,7 +36,7 @@ pub struct Opts {
     #[arg(long)]
     pub dry_run: bool,
     /// The VXLAN UDP port to open.
-    #[arg(long, default_value_t = DEFAULT_PORT)]
+    #[arg(long, default_value_t = DEFAULT_PORT, value_parser = vxnet_dataplane::config::parse_port)]
     pub port: u16,
     /// Peer address; repeatable. Without it the cluster members' addresses are used.
     #[arg(long = "peer")]
