@@ -253,11 +253,13 @@ fn mixed_peers_both_count_and_say_why() {
     };
     let key = key_file(&lab, "net.key");
     let enc = start(&lab, 0, "encrypted", &key);
+    // A plaintext engine listens on the ESP port only when told to (it leaves 4500 to IKE
+    // otherwise); told so, it hears the encrypting peer and says why it cannot take its packets.
     let plain = lab.vxnet(
         1,
         "plain",
         &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.2/24",
+            "--vni 42 --dev vx42 --esp-port 4500 --local {} --remote {} --address 10.1.0.2/24",
             lab.host(1).underlay,
             lab.host(0).underlay
         ),

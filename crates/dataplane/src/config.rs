@@ -46,6 +46,10 @@ pub struct EngineConfig {
     pub port: u16,
     /// UDP port of encrypted networks (RFC 3948 ESP-in-UDP), sent to and received on.
     pub esp_port: u16,
+    /// Bind `esp_port` at start even when no network is encrypted (it was asked for by name:
+    /// `--esp-port`/`esp_port`), e.g. so that ESP from a peer that encrypts a network this host
+    /// serves in plaintext is heard and counted. Otherwise only encrypted networks bind it.
+    pub bind_esp: bool,
     pub networks: Vec<NetworkConfig>,
     pub ageing_secs: u64,
     pub learning: bool,
@@ -472,6 +476,7 @@ mod tests {
             local: "10.0.0.1".parse().unwrap(),
             port: 4789,
             esp_port: DEFAULT_ESP_PORT,
+            bind_esp: false,
             networks,
             ageing_secs: DEFAULT_AGEING_SECS,
             learning: true,

@@ -99,12 +99,7 @@ pub fn tap_name(network: &str) -> String {
 /// static FDB entries stay right) and differs between nodes and networks: a locally
 /// administered unicast address from a hash of the cluster, node and network.
 pub fn stable_mac(cluster_id: &str, node_id: &str, network: &str) -> MacAddr {
-    let digest = Sha256::digest(format!("{cluster_id}/{node_id}/{network}").as_bytes());
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&digest[..6]);
-    // Locally administered (bit 1), unicast (bit 0 clear).
-    mac[0] = (mac[0] | 0x02) & !0x01;
-    MacAddr(mac)
+    MacAddr::derived(format!("{cluster_id}/{node_id}/{network}").as_bytes())
 }
 
 /// The networks of `view` this host should serve: the `wanted` ones that exist, or all.
