@@ -71,6 +71,8 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
     let peer = format!("vxnet_peer_tx_frames_total{{peer=\"{}\"}}", h1.underlay);
     assert!(sample(&body, &peer).unwrap() >= 3, "{body}");
     let stats = a.stats();
+    let networks = String::from_utf8(a.ctl("networks").stdout).unwrap();
+    assert!(networks.contains(" plain "), "{networks}");
     let version = format!(
         "vxnet_build_info{{version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")
