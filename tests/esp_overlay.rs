@@ -78,6 +78,9 @@ fn encrypted_pair_accepts_only_authenticated_packets() {
         "1500 - 50 VXLAN - 45 ESP: {networks}"
     );
     assert_eq!(networks[0]["encrypted"], true);
+    assert_eq!(networks[0]["esp_port"], 4500, "{networks}");
+    let text = String::from_utf8(e0.ctl("networks").stdout).unwrap();
+    assert!(text.contains(" encrypted (esp udp/4500) "), "{text}");
 
     let dump_plain = Capture::file(&lab, 1, "plain", "eth0", "udp port 4789");
     let dump_esp = Capture::file(

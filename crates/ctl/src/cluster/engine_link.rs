@@ -188,14 +188,39 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkErr
     let _rotation = AutoRotation::start(&link.store, &link.opts.node_id, handle.view());
     let mut rx = handle.view();
     let mut first = true;
+    let mut previous: Option<ClusterView> = None;
     loop {
         let view = rx.borrow_and_update().clone();
+        if let Some(old) = &previous {
+            log_membership(old, &view);
+        }
         link.apply(&view, handle, first).await?;
         first = false;
+        previous = Some(view);
         if rx.changed().await.is_err() {
             return Err(handle
                 .failure()
                 .map_or(LinkError::MembershipStopped, LinkError::Cluster));
+        }
+    }
+}
+
+/// One line per member that joined or left since the last view, saying why it left.
+fn log_membership(old: &ClusterView, new: &ClusterView) {
+    use vxnet_cluster::changes::{changes, Change};
+    let vtep = |m: &vxnet_cluster::Member| m.vtep.map_or("-".to_string(), |a| a.to_string());
+    for change in changes(old, new) {
+        match change {
+            Change::Joined(m) => {
+                tracing::info!(node = %m.node_id, vtep = %vtep(m), "member {} joined", m.node_id)
+            }
+            Change::Left(m, why) => tracing::info!(
+                node = %m.node_id,
+                vtep = %vtep(m),
+                "member {} left: {}",
+                m.node_id,
+                why.describe()
+            ),
         }
     }
 }
