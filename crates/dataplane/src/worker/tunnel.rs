@@ -170,8 +170,8 @@ impl TunnelTx {
         c.bytes.fetch_add(whole.frame.len() as u64, Relaxed);
         Some(Carried {
             segments,
-            // What the socket path counts: each datagram's VXLAN header and inner frame.
-            bytes: whole.frame.len() + segments * VXLAN_HEADER_LEN + (segments - 1) * inner_hdr_len,
+            // What the socket path counts (inner frame bytes): the segments' inner frames.
+            bytes: whole.frame.len() + (segments - 1) * inner_hdr_len,
         })
     }
 }
