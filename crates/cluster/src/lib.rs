@@ -19,6 +19,7 @@ pub mod access;
 mod admission;
 pub mod claims;
 mod error;
+pub mod follow;
 pub mod ipam;
 pub mod keyring;
 pub mod membership;

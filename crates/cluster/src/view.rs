@@ -235,6 +235,36 @@ impl Mirror {
         self.entries.retain(|k, _| seen.contains(k));
     }
 
+    /// [`replace_all`](Self::replace_all) with the key-values of a read of the whole prefix.
+    pub(crate) fn load(&mut self, kvs: Vec<etcd_client::KeyValue>) {
+        self.replace_all(kvs.into_iter().filter_map(|kv| {
+            Some((
+                kv.key_str().ok()?.to_owned(),
+                kv.value().to_vec(),
+                kv.lease(),
+                kv.create_revision(),
+            ))
+        }));
+    }
+
+    /// Applies the events of one watch response; returns the highest revision among them
+    /// (0 for none).
+    pub(crate) fn apply(&mut self, events: &[etcd_client::Event]) -> i64 {
+        let mut revision = 0;
+        for ev in events {
+            let Some(kv) = ev.kv() else { continue };
+            revision = revision.max(kv.mod_revision());
+            let Ok(key) = kv.key_str() else { continue };
+            match ev.event_type() {
+                etcd_client::EventType::Put => {
+                    self.put(key, kv.value(), kv.lease(), kv.create_revision())
+                }
+                etcd_client::EventType::Delete => self.delete(key),
+            }
+        }
+        revision
+    }
+
     /// The raw value and lease of `key` (a full key), if mirrored.
     pub fn raw(&self, key: &str) -> Option<(&[u8], i64)> {
         self.entries.get(key).map(|e| (e.value.as_slice(), e.lease))
