@@ -626,7 +626,9 @@ mod tests {
                 network: 0,
                 dest: "10.0.0.4".parse().unwrap(),
                 segments: 3,
-                bytes: 30,
+                // Inner frame bytes, the one definition every byte counter uses: the buffer's
+                // 30 bytes less a VXLAN header per segment.
+                bytes: 30 - 3 * 8,
             }
         );
         assert_eq!(out[2].parts, [&b[..]]);
