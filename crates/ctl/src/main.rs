@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vxnet::cli::{Cli, Cmd};
-use vxnet::{bench, cluster, demo, explain, firewall, key, reload, run, sa, show};
+use vxnet::{bench, cluster, demo, explain, firewall, key, name, reload, run, sa, show};
 
 /// Keeps the one-line error contract for usage errors too: clap's own message spans several
 /// lines (the missing arguments are listed below the first), followed by a usage block.
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Networks(a) => show::networks(a).map_err(|e| e.to_string()),
         Cmd::Reload(a) => reload::run(a).map_err(|e| e.to_string()),
         Cmd::Sa(a) => sa::run(a).map_err(|e| e.to_string()),
+        Cmd::Name(a) => name::run(a).map_err(|e| e.to_string()),
         Cmd::Cluster(a) => cluster::cli::run_cluster(a).map_err(|e| e.to_string()),
         Cmd::Network(a) => cluster::cli::run_network(a).map_err(|e| e.to_string()),
         Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),

@@ -50,6 +50,8 @@ pub struct EngineState {
     /// Refusals of the control socket (`vxnet stats`: `control`).
     pub(crate) control_counters: ControlCounters,
     source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
+    /// Names and neighbour entries of the networks, and the DNS service's counters.
+    pub names: Arc<crate::names::NameService>,
 }
 
 /// The source-port range and socket budget, as `vxnet stats` reports them.
@@ -88,6 +90,7 @@ impl EngineState {
             cluster: Mutex::new(None),
             control_counters: ControlCounters::default(),
             source_ports: std::sync::OnceLock::new(),
+            names: Arc::new(crate::names::NameService::default()),
         }
     }
 
@@ -116,6 +119,7 @@ impl EngineState {
 
     /// Makes `forwarder` the generation the control plane sees, with the offloads it uses.
     pub(crate) fn publish(&self, forwarder: Arc<Forwarder>, offloads: Vec<Offload>) {
+        self.names.attach(Arc::clone(&forwarder));
         self.forwarder.store(forwarder);
         *lock(&self.offloads) = offloads;
     }
