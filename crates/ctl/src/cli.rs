@@ -3,8 +3,10 @@
 //! (`tests/cli_docs.rs` checks the committed reference against it).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::{bench, cluster, demo, explain, firewall, run, show};
@@ -50,8 +52,9 @@ pub enum Cmd {
     Key(crate::key::KeyArgs),
     /// Print a shell completion script (e.g. `vxnet completions bash > /etc/bash_completion.d/vxnet`).
     Completions(CompletionsArgs),
-    /// Write man pages for vxnet and every subcommand (vxnet.1, vxnet-fdb-show.1, ...) into a
-    /// directory (e.g. `vxnet man --dir /usr/local/share/man/man1`).
+    /// Write man pages for vxnet and every subcommand (vxnet.1, vxnet-fdb-show.1, ...) and for
+    /// the configuration file (vxnet.toml.5) into a directory (e.g. `vxnet man --dir
+    /// /usr/local/share/man/man1`).
     Man(ManArgs),
 }
 
@@ -64,7 +67,8 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ManArgs {
-    /// Directory to write the pages into (created if missing).
+    /// Directory to write the pages into (created if missing). The configuration file's page,
+    /// vxnet.toml.5, goes into the sibling man5 directory when DIR is a man1 directory.
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
 }
@@ -84,39 +88,9 @@ pub fn completions(args: &CompletionsArgs) -> std::io::Result<()> {
 }
 
 /// The subcommands documented: all but clap's own `help`.
-fn documented(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+pub(crate) fn documented(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {
     cmd.get_subcommands()
         .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-}
-
-/// `vxnet man --dir DIR`: one roff page per command and subcommand; the names of the pages
-/// written, in order.
-pub fn man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
-    let mut cmd = Cli::command();
-    cmd.build();
-    let mut written = Vec::new();
-    write_man(&cmd, "vxnet", dir, &mut written)?;
-    Ok(written)
-}
-
-fn write_man(
-    cmd: &clap::Command,
-    name: &str,
-    dir: &Path,
-    written: &mut Vec<PathBuf>,
-) -> std::io::Result<()> {
-    // After `build`, a subcommand's display name is its full name (`vxnet-fdb-show`), which
-    // clap_mangen puts in the page's title and NAME section.
-    let mut roff = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut roff)?;
-    let path = dir.join(format!("{name}.1"));
-    std::fs::write(&path, roff)?;
-    written.push(path);
-    for sub in documented(cmd) {
-        write_man(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
-    }
-    Ok(())
 }
 
 /// The command-line reference (`docs/cli.md`): each command's `--help`, generated from the clap
@@ -159,5 +133,60 @@ fn reference_section(out: &mut String, cmd: &clap::Command, path: &[&str]) {
         let mut sub_path = path.to_vec();
         sub_path.push(sub.get_name());
         reference_section(out, sub, &sub_path);
+    }
+}
+
+/// A value parser for a type parsed by `FromStr` that has named values (`--df set|unset|inherit`,
+/// `--ttl N|auto|inherit`): the names are clap's possible values, so every shell's completion
+/// offers them, while parsing (numbers included) and its error stay the type's own.
+#[derive(Debug)]
+pub(crate) struct Named<T> {
+    names: &'static [&'static str],
+    parsed: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Named<T> {
+    fn clone(&self) -> Self {
+        Named {
+            names: self.names,
+            parsed: std::marker::PhantomData,
+        }
+    }
+}
+
+/// [`Named`] for `names`.
+pub(crate) fn named<T>(names: &'static [&'static str]) -> Named<T> {
+    Named {
+        names,
+        parsed: std::marker::PhantomData,
+    }
+}
+
+impl<T> TypedValueParser for Named<T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse().map_err(|e| {
+            let name = arg.map(|a| a.to_string()).unwrap_or_default();
+            clap::Error::raw(
+                ErrorKind::InvalidValue,
+                format!("invalid value '{text}' for '{name}': {e}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(self.names.iter().copied().map(PossibleValue::new)))
     }
 }

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod explain;
 pub mod firewall;
 pub mod key;
+pub mod man;
 pub mod name;
 pub mod netns;
 pub mod reload;

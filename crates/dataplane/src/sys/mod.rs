@@ -14,7 +14,8 @@
 //! - `creds`: Unix-socket peer credentials, group lookup, socket file modes;
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
 //! - `rtnetlink`: the two link requests no ioctl covers (gso_max_segs, carrier);
-//! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`).
+//! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`);
+//! - [`term`]: the terminal's width (for `vxnet explain`'s text view).
 
 pub(crate) mod claim;
 pub(crate) mod cmsg;
@@ -24,6 +25,7 @@ pub mod packet;
 pub mod poll;
 mod rtnetlink;
 pub mod tap;
+pub mod term;
 pub mod udp;
 pub(crate) mod udp_path;
 
