@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod cni;
 pub mod demo;
 pub mod explain;
 pub mod firewall;
