@@ -33,6 +33,7 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
             control_group: None,
             threads: 2,
             offloads: true,
+            tunnel_gso: true,
             tuning: Default::default(),
         })
     })

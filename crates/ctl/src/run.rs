@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// Turn off TAP offloads and UDP GSO/GRO.
     #[arg(long)]
     pub no_offloads: bool,
+    /// Never send TCP superframes whole through an underlay TAP (tunnel GSO); segment them in
+    /// vxnet and send them through UDP sockets, as on kernels without it.
+    #[arg(long)]
+    pub no_tunnel_gso: bool,
     /// Outer DF bit: set (default; never fragmented, too-big frames are answered with ICMP),
     /// unset (routers may fragment) or inherit (from the inner IPv4 header; IPv6 inside: set).
     #[arg(long, value_name = "set|unset|inherit", value_parser = named::<DfPolicy>(&["set", "unset", "inherit"]))]
@@ -230,6 +234,7 @@ fn engine_config(
             .or(file.threads)
             .unwrap_or_else(default_threads),
         offloads: !args.no_offloads && file.offloads.unwrap_or(true),
+        tunnel_gso: !args.no_tunnel_gso,
         tuning: tuning(args, &file.tuning),
     };
     Ok(config)

@@ -65,6 +65,9 @@ pub struct EngineConfig {
     pub threads: usize,
     /// TAP virtio-net offloads and UDP GSO/GRO (each probed at start).
     pub offloads: bool,
+    /// Send TCP superframes whole through an underlay TAP where the start-up probe finds the
+    /// kernel can (tunnel GSO); needs `offloads`.
+    pub tunnel_gso: bool,
     /// Outer header policy, source-port range, default storm-control rate.
     pub tuning: Tuning,
 }
@@ -493,6 +496,7 @@ mod tests {
             control_group: None,
             threads: 2,
             offloads: true,
+            tunnel_gso: true,
             tuning: crate::tuning::Tuning::default(),
         }
     }

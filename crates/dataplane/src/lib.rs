@@ -30,6 +30,7 @@ pub(crate) mod storm;
 pub mod sys;
 mod text;
 pub mod tuning;
+pub mod underlay;
 pub(crate) mod validate;
 pub(crate) mod worker;
 

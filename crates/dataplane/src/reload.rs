@@ -306,6 +306,7 @@ mod tests {
             control_group: None,
             threads: 1,
             offloads: true,
+            tunnel_gso: true,
             tuning: crate::tuning::Tuning::default(),
         };
         assert!(restart_only(&old, &old.clone()).is_empty());

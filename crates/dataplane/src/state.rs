@@ -17,6 +17,7 @@ use crate::counters::{SourcePortCounters, SourcePortSnapshot};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
 use crate::offload::{Offload, UdpGso};
+use crate::underlay::{TunnelGsoReport, Underlay};
 
 /// The engine's membership in an etcd-backed cluster, as its control plane last saw it; `None`
 /// in static mode. Shown by `vxnet networks --json` and `vxnet stats --json`.
@@ -52,6 +53,8 @@ pub struct EngineState {
     source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
     /// Names and neighbour entries of the networks, and the DNS service's counters.
     pub names: Arc<crate::names::NameService>,
+    /// The tunnel-GSO path, when the start-up probe found it.
+    tunnel: std::sync::OnceLock<Arc<Underlay>>,
 }
 
 /// The source-port range and socket budget, as `vxnet stats` reports them.
@@ -91,6 +94,7 @@ impl EngineState {
             control_counters: ControlCounters::default(),
             source_ports: std::sync::OnceLock::new(),
             names: Arc::new(crate::names::NameService::default()),
+            tunnel: std::sync::OnceLock::new(),
         }
     }
 
@@ -127,11 +131,23 @@ impl EngineState {
     /// The offloads in use at this moment.
     pub(crate) fn offloads(&self) -> Vec<Offload> {
         let gso = self.gso.in_use();
+        let tunnel = self.tunnel.get().is_some_and(|t| t.active());
         lock(&self.offloads)
             .iter()
             .copied()
             .filter(|o| *o != Offload::UdpGso || gso)
+            .filter(|o| *o != Offload::TunnelGso || tunnel)
             .collect()
+    }
+
+    /// Set once at start when the tunnel-GSO path is offered.
+    pub(crate) fn set_tunnel(&self, underlay: Arc<Underlay>) {
+        let _ = self.tunnel.set(underlay);
+    }
+
+    /// What the tunnel-GSO path did, when it is offered.
+    pub(crate) fn tunnel_gso(&self) -> Option<TunnelGsoReport> {
+        self.tunnel.get().map(|t| t.report())
     }
 
     pub(crate) fn address(&self, network: &str) -> Option<String> {

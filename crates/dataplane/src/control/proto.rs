@@ -281,6 +281,13 @@ pub struct StatsReport {
     /// The source-port sockets: range, budget, open now, bound, evicted, idle-closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ports: Option<SourcePortReport>,
+    /// The transmit path of TCP superframes: `tunnel-gso` (whole, through an underlay TAP)
+    /// when the start-up probe succeeded, else `socket` (segmented, through UDP sockets).
+    #[serde(default)]
+    pub tx_path: String,
+    /// What the tunnel-GSO path did; absent when it is not offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_gso: Option<crate::underlay::TunnelGsoReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use super::proto::{
     StatsReport,
 };
 use super::socket::ControlListener;
+use crate::offload::Offload;
 use crate::state::EngineState;
 use crate::sys::creds::peer_credentials;
 
@@ -385,5 +386,12 @@ pub fn stats(state: &EngineState) -> StatsReport {
         cluster: state.cluster(),
         control: state.control_counters.snapshot(),
         source_ports: state.source_ports(),
+        tx_path: if state.offloads().contains(&Offload::TunnelGso) {
+            "tunnel-gso"
+        } else {
+            "socket"
+        }
+        .to_string(),
+        tunnel_gso: state.tunnel_gso(),
     }
 }

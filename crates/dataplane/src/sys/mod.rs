@@ -14,6 +14,7 @@
 //! - `creds`: Unix-socket peer credentials, group lookup, socket file modes;
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
 //! - `rtnetlink`: the two link requests no ioctl covers (gso_max_segs, carrier);
+//! - `route`: routes, neighbours, tc redirects and change notifications (tunnel GSO);
 //! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`);
 //! - [`term`]: the terminal's width (for `vxnet explain`'s text view).
 
@@ -23,6 +24,7 @@ pub(crate) mod creds;
 pub mod iface;
 pub mod packet;
 pub mod poll;
+pub(crate) mod route;
 mod rtnetlink;
 pub mod tap;
 pub mod term;
