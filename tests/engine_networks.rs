@@ -54,6 +54,7 @@ fn network(name: &str, vni: u32, address: &str, remotes: &[IpAddr]) -> NetworkCo
         mac: None,
         bum_rate: None,
         encryption: None,
+        hosts: Vec::new(),
     }
 }
 

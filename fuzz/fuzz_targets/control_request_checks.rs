@@ -222,7 +222,10 @@ fn expect(models: &mut [Model], request: &Request) -> Option<Result<(), ()>> {
         | Request::Stats
         | Request::SaShow { .. }
         | Request::Networks
-        | Request::Reload => return None,
+        | Request::Reload
+        | Request::NameAdd { .. }
+        | Request::NameRm { .. }
+        | Request::NameLs { .. } => return None,
     };
     // Two networks: a request must name one.
     let Some(i) = vni.and_then(|v| network_of(v).ok()) else {

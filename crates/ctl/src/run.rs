@@ -283,6 +283,7 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
             mac: args.mac,
             bum_rate: None,
             encryption,
+            hosts: Vec::new(),
         }),
         (None, None) => {
             if !args.remotes.is_empty() || args.address.is_some() {

@@ -289,6 +289,13 @@ pub fn render_stats(report: &StatsReport) -> String {
             n.tunnel_segments,
             n.partial_checksums
         );
+        if n.neighbor_entries > 0 || n.neighbor_answered + n.neighbor_flooded > 0 {
+            let _ = writeln!(
+                out,
+                "    neighbors: {} known  ARP/ND answered {}  flooded {}  spoofed replies dropped {}",
+                n.neighbor_entries, n.neighbor_answered, n.neighbor_flooded, n.neighbor_spoofed
+            );
+        }
         if n.too_big_replies > 0 {
             let _ = writeln!(
                 out,

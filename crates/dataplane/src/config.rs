@@ -38,6 +38,9 @@ pub struct NetworkConfig {
     /// Encrypted network (ESP-in-UDP, AES-256-GCM): the keys it accepts and sends with. An
     /// encrypted network accepts only authenticated packets; `None` is plain VXLAN.
     pub encryption: Option<KeyRing>,
+    /// Named hosts of the network (`[[network.host]]`): answered by its name service, and with
+    /// a MAC, their ARP/ND answered by the engine.
+    pub hosts: Vec<crate::names::HostEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +143,9 @@ struct FileNetwork {
     /// A network key file (`vxnet key generate`): the network is encrypted. Relative paths are
     /// taken from the config file's directory.
     key_file: Option<PathBuf>,
+    /// `[[network.host]]` tables: name, aliases, addresses, mac.
+    #[serde(default)]
+    host: Vec<crate::names::HostEntry>,
 }
 
 /// Values from a config file, to be overridden by explicit flags.
@@ -234,6 +240,7 @@ fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
             mac,
             bum_rate,
             encryption,
+            hosts: n.host,
         });
     }
     let tuning = FileTuning::parse(
@@ -506,6 +513,7 @@ mod tests {
             mac: None,
             bum_rate: None,
             encryption: None,
+            hosts: Vec::new(),
         }
     }
 

@@ -17,6 +17,8 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keyring;
+pub mod names;
+pub mod neighbors;
 pub mod network;
 pub mod offload;
 pub(crate) mod reload;

@@ -51,6 +51,8 @@ pub struct EngineState {
     /// Refusals of the control socket (`vxnet stats`: `control`).
     pub(crate) control_counters: ControlCounters,
     source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
+    /// Names and neighbour entries of the networks, and the DNS service's counters.
+    pub names: Arc<crate::names::NameService>,
     /// The tunnel-GSO path, when the start-up probe found it.
     tunnel: std::sync::OnceLock<Arc<Underlay>>,
 }
@@ -91,6 +93,7 @@ impl EngineState {
             cluster: Mutex::new(None),
             control_counters: ControlCounters::default(),
             source_ports: std::sync::OnceLock::new(),
+            names: Arc::new(crate::names::NameService::default()),
             tunnel: std::sync::OnceLock::new(),
         }
     }
@@ -120,6 +123,7 @@ impl EngineState {
 
     /// Makes `forwarder` the generation the control plane sees, with the offloads it uses.
     pub(crate) fn publish(&self, forwarder: Arc<Forwarder>, offloads: Vec<Offload>) {
+        self.names.attach(Arc::clone(&forwarder));
         self.forwarder.store(forwarder);
         *lock(&self.offloads) = offloads;
     }

@@ -403,6 +403,8 @@ impl Link {
             bum_rate: None,
             // `servable` let an encrypted network through only with its ring.
             encryption: ring.filter(|_| def.encrypted).map(engine_ring),
+            // Cluster names come from the endpoint records, not from static tables.
+            hosts: Vec::new(),
         })?;
         tracing::info!(
             network = %def.name,

@@ -81,7 +81,7 @@ pub(crate) fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 21] = [
+    let per_network: [(&str, &str, &str, Field); 25] = [
         (
             "vxnet_rx_frames_total",
             "counter",
@@ -207,6 +207,30 @@ pub(crate) fn render(state: &EngineState) -> String {
             "counter",
             "ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than the path to their VTEP.",
             |n| n.too_big_replies,
+        ),
+        (
+            "vxnet_neighbor_answered_frames_total",
+            "counter",
+            "ARP requests and IPv6 neighbour solicitations from the TAP answered from the neighbour table.",
+            |n| n.neighbor_answered,
+        ),
+        (
+            "vxnet_neighbor_flooded_frames_total",
+            "counter",
+            "ARP requests and neighbour solicitations for addresses not in the neighbour table, flooded.",
+            |n| n.neighbor_flooded,
+        ),
+        (
+            "vxnet_neighbor_spoofed_frames_total",
+            "counter",
+            "ARP replies and neighbour advertisements from the TAP claiming a recorded address for another MAC, dropped.",
+            |n| n.neighbor_spoofed,
+        ),
+        (
+            "vxnet_neighbor_entries",
+            "gauge",
+            "Addresses in the neighbour table (endpoints and hosts of the network's records).",
+            |n| n.neighbor_entries as u64,
         ),
     ];
 

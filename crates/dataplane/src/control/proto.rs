@@ -60,6 +60,35 @@ pub enum Request {
         #[serde(default)]
         keys: bool,
     },
+    /// A name for addresses of a network (`vxnet name add`), answered by its DNS service.
+    NameAdd {
+        network: String,
+        name: String,
+        #[serde(default)]
+        aliases: Vec<String>,
+        addresses: Vec<IpAddr>,
+        /// With a MAC, ARP/ND for the addresses is answered by the engine.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+    },
+    /// Removes a name added with `name_add`.
+    NameRm {
+        network: String,
+        name: String,
+    },
+    /// Every name of a network (or of all), with where it comes from, and the DNS counters.
+    NameLs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
+}
+
+/// The answer to `name_ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameReport {
+    pub names: Vec<crate::names::NameRow>,
+    /// The DNS service's counters (all networks together), by name.
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// One security association, as `ip xfrm state` lists one.
@@ -219,6 +248,17 @@ pub struct NetworkStats {
     /// the path to their VTEP (the frames themselves count as `drops.too_big`).
     #[serde(default)]
     pub too_big_replies: u64,
+    /// ARP requests / neighbour solicitations from the TAP answered from the neighbour table,
+    /// those flooded because the address is not in it, and replies dropped for claiming a
+    /// recorded address with another MAC; and the table's size.
+    #[serde(default)]
+    pub neighbor_answered: u64,
+    #[serde(default)]
+    pub neighbor_flooded: u64,
+    #[serde(default)]
+    pub neighbor_spoofed: u64,
+    #[serde(default)]
+    pub neighbor_entries: usize,
     /// Encrypted networks only: packets encrypted and decrypted, SAs, key epochs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub esp: Option<EspSnapshot>,

@@ -89,6 +89,7 @@ impl Engine {
                 tokio::spawn(crate::control::metrics::serve(listener, Arc::clone(&state)));
             }
             tokio::spawn(age_fdb(Arc::clone(&state), ageing));
+            tokio::spawn(crate::names::serve::run(Arc::clone(&state.names)));
             tokio::spawn(close_idle_source_ports(source_ports));
             let task = async move {
                 match task.await {

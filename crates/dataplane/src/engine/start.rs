@@ -163,6 +163,11 @@ impl Engine {
                 shut_down: false,
             }),
         });
+        for network in &config.networks {
+            core.state
+                .names
+                .set_network(&network.name, network.address, network.hosts.clone());
+        }
         core.start_generation(&mut lock(&core.running))?;
         tracing::info!(
             "offloads in use: {}",

@@ -20,6 +20,7 @@
 mod esp;
 #[cfg(test)]
 mod fixtures;
+mod neighbors;
 mod pmtu;
 mod rx;
 mod send;
@@ -103,6 +104,8 @@ pub(crate) struct Worker {
     sink: TapSink,
     /// Without a vnet header, a tunnel superframe is cut into frames here.
     split: Box<[u8]>,
+    /// ARP/ND requests answered from the neighbour table.
+    neighbors: neighbors::NeighborAnswers,
 }
 
 impl std::fmt::Debug for Worker {
@@ -155,6 +158,7 @@ impl Worker {
             max_single_datagram: forwarder.max_single_datagram(),
             sink: TapSink::new(taps.len(), offloads.vnet_hdr),
             split: vec![0u8; split_len].into_boxed_slice(),
+            neighbors: neighbors::NeighborAnswers::new(),
             vnet_hdr: offloads.vnet_hdr,
             forwarder,
             taps,
@@ -253,6 +257,18 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            let frame = if self.vnet_hdr {
+                self.tx.raw_buf().get(VIRTIO_NET_HDR_LEN..len)
+            } else {
+                self.tx.frame_buf().and_then(|buf| buf.get(..len))
+            };
+            let (forwarder, taps) = (&self.forwarder, &self.taps);
+            if frame.is_some_and(|frame| {
+                self.neighbors
+                    .intercept(forwarder, taps, index, self.vnet_hdr, frame)
+            }) {
+                continue;
+            }
             let planned = if self.vnet_hdr {
                 self.plan_read(index, len)
             } else {
