@@ -38,6 +38,12 @@ pub struct NetworkConfig {
     /// Encrypted network (ESP-in-UDP, AES-256-GCM): the keys it accepts and sends with. An
     /// encrypted network accepts only authenticated packets; `None` is plain VXLAN.
     pub encryption: Option<KeyRing>,
+    /// Bridge mode: a Linux bridge of this name holds the TAP and the attached endpoints'
+    /// veths, and carries `address` (created if missing; kept across restarts).
+    pub bridge: Option<String>,
+    /// Bridge mode, static: the part of the subnet this host hands to endpoints (hosts sharing
+    /// a subnet without a cluster need disjoint pools); `None`: the whole subnet.
+    pub pool: Option<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +139,8 @@ struct FileNetwork {
     /// A network key file (`vxnet key generate`): the network is encrypted. Relative paths are
     /// taken from the config file's directory.
     key_file: Option<PathBuf>,
+    bridge: Option<String>,
+    pool: Option<IpNet>,
 }
 
 /// Values from a config file, to be overridden by explicit flags.
@@ -227,6 +235,8 @@ fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
             mac,
             bum_rate,
             encryption,
+            bridge: n.bridge,
+            pool: n.pool,
         });
     }
     let tuning = FileTuning::parse(
@@ -451,6 +461,8 @@ mod tests {
             mac: None,
             bum_rate: None,
             encryption: None,
+            bridge: None,
+            pool: None,
         }
     }
 

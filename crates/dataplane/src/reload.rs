@@ -255,6 +255,8 @@ mod tests {
             mac: None,
             bum_rate: None,
             encryption: None,
+            bridge: None,
+            pool: None,
         }
     }
 

@@ -62,7 +62,12 @@ pub fn handle(forwarder: &Forwarder, now: Millis, request: Request) -> Reply {
         | Request::Stats
         | Request::SaShow { .. }
         | Request::Networks
-        | Request::Reload => Err("not an fdb request".to_string()),
+        | Request::Reload
+        | Request::Attach(_)
+        | Request::Detach(_)
+        | Request::Endpoints { .. }
+        | Request::EndpointGc(_)
+        | Request::Status { .. } => Err("not an fdb request".to_string()),
     };
     result.unwrap_or_else(|message| Reply::Error { message })
 }

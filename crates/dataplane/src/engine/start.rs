@@ -134,6 +134,9 @@ impl Engine {
             addresses,
             Arc::clone(&setup.offloads.gso),
         ));
+        for network in &config.networks {
+            state.set_bridge(&network.name, crate::state::Bridged::of(network));
+        }
         state.set_source_ports(
             SourcePortInfo {
                 range: source_ports.range().to_string(),
@@ -191,6 +194,7 @@ impl Engine {
             listener: Some(listener),
             metrics: None,
             reloader: None,
+            cleanup: false,
             _port_claim: port_claim,
             _esp_claim: esp_claim,
             _socket_file: socket_file,

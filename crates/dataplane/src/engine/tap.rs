@@ -79,18 +79,33 @@ pub(super) fn open_network(
         tracing::info!(dev = %network.dev, "using existing persistent TAP (left in place on exit)");
     }
     let dev = network.dev.as_str();
-    if let Some(mac) = network.mac {
+    // In bridge mode the MAC (the gateway's, which peers' ARP caches hold) is the bridge's:
+    // the TAP is only a port.
+    if let (Some(mac), None) = (network.mac, &network.bridge) {
         iface::set_hw_addr(dev, mac.0).map_err(iface_err(dev, "set the MAC address"))?;
     }
     iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
+    let bridge_mac = match &network.bridge {
+        Some(bridge) => {
+            super::bridge::plug_tap(&network.name, bridge, dev, mtu, network.mac, setup.local)?
+        }
+        None => None,
+    };
     if setup.want_tap_offload && setup.offloads.gso.in_use() {
         crate::worker::fit_superframes_to_gso(dev, mtu);
     }
+    // The address sits on the bridge in bridge mode.
+    let dev = network.bridge.as_deref().unwrap_or(dev);
     if let Some(address) = network.address {
         match address {
             ipnet::IpNet::V4(v4) => iface::set_ipv4(dev, v4.addr(), v4.prefix_len()),
             ipnet::IpNet::V6(v6) => iface::add_ipv6(dev, v6.addr(), v6.prefix_len()),
         }
+        // A bridge kept from the last run has its IPv6 address already.
+        .or_else(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) if network.bridge.is_some() => Ok(()),
+            _ => Err(e),
+        })
         .map_err(iface_err(dev, "set the address"))?;
     }
     iface::set_up(dev, true).map_err(iface_err(dev, "bring it up"))?;
@@ -129,6 +144,6 @@ pub(super) fn open_network(
         queues: tap.into_queues(),
         tso,
         uso,
-        mac: iface::hw_addr(dev).ok().map(MacAddr),
+        mac: bridge_mac.or_else(|| iface::hw_addr(&network.dev).ok().map(MacAddr)),
     })
 }

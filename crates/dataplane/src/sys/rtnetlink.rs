@@ -19,7 +19,7 @@ const IFLA_INFO_KIND: u16 = 1;
 /// nlmsghdr (16 bytes) then ifinfomsg (16 bytes); attributes follow.
 const LINK_HEADER_LEN: usize = 32;
 
-fn socket() -> io::Result<Socket> {
+pub(super) fn socket() -> io::Result<Socket> {
     Socket::new(
         Domain::from(libc::AF_NETLINK),
         Type::RAW.cloexec(),
@@ -56,14 +56,14 @@ fn transact(msg: &[u8], reply_capacity: usize) -> io::Result<Vec<u8>> {
     Ok(reply)
 }
 
-fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
+pub(super) fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
     buf.get(at..at + 2)
         .map(|b| u16::from_ne_bytes([b[0], b[1]]))
 }
 
 /// `Some(Err)` for an NLMSG_ERROR reply carrying a negative errno, `Some(Ok)` for one carrying
 /// 0 (an acknowledgement), `None` for any other message.
-fn error_reply(reply: &[u8]) -> Option<io::Result<()>> {
+pub(super) fn error_reply(reply: &[u8]) -> Option<io::Result<()>> {
     if u16_at(reply, 4)? != libc::NLMSG_ERROR as u16 {
         return None;
     }
@@ -78,7 +78,7 @@ fn error_reply(reply: &[u8]) -> Option<io::Result<()>> {
 }
 
 /// The payload of the first attribute of type `kind` in `attrs` (rtattr list, 4-aligned).
-fn find_attr(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
+pub(super) fn find_attr(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
     while attrs.len() >= 4 {
         let len = usize::from(u16_at(attrs, 0)?);
         let this = u16_at(attrs, 2)? & 0x3fff; // without NLA_F_NESTED / NLA_F_NET_BYTEORDER
