@@ -3,7 +3,7 @@
 //! (`tests/cli_docs.rs` checks the committed reference against it).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -55,8 +55,9 @@ pub enum Cmd {
     Key(crate::key::KeyArgs),
     /// Print a shell completion script (e.g. `vxnet completions bash > /etc/bash_completion.d/vxnet`).
     Completions(CompletionsArgs),
-    /// Write man pages for vxnet and every subcommand (vxnet.1, vxnet-fdb-show.1, ...) into a
-    /// directory (e.g. `vxnet man --dir /usr/local/share/man/man1`).
+    /// Write man pages for vxnet and every subcommand (vxnet.1, vxnet-fdb-show.1, ...) and for
+    /// the configuration file (vxnet.toml.5) into a directory (e.g. `vxnet man --dir
+    /// /usr/local/share/man/man1`).
     Man(ManArgs),
 }
 
@@ -69,7 +70,8 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ManArgs {
-    /// Directory to write the pages into (created if missing).
+    /// Directory to write the pages into (created if missing). The configuration file's page,
+    /// vxnet.toml.5, goes into the sibling man5 directory when DIR is a man1 directory.
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
 }
@@ -89,39 +91,9 @@ pub fn completions(args: &CompletionsArgs) -> std::io::Result<()> {
 }
 
 /// The subcommands documented: all but clap's own `help`.
-fn documented(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+pub(crate) fn documented(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {
     cmd.get_subcommands()
         .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-}
-
-/// `vxnet man --dir DIR`: one roff page per command and subcommand; the names of the pages
-/// written, in order.
-pub fn man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
-    let mut cmd = Cli::command();
-    cmd.build();
-    let mut written = Vec::new();
-    write_man(&cmd, "vxnet", dir, &mut written)?;
-    Ok(written)
-}
-
-fn write_man(
-    cmd: &clap::Command,
-    name: &str,
-    dir: &Path,
-    written: &mut Vec<PathBuf>,
-) -> std::io::Result<()> {
-    // After `build`, a subcommand's display name is its full name (`vxnet-fdb-show`), which
-    // clap_mangen puts in the page's title and NAME section.
-    let mut roff = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut roff)?;
-    let path = dir.join(format!("{name}.1"));
-    std::fs::write(&path, roff)?;
-    written.push(path);
-    for sub in documented(cmd) {
-        write_man(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
-    }
-    Ok(())
 }
 
 /// The command-line reference (`docs/cli.md`): each command's `--help`, generated from the clap

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod explain;
 pub mod firewall;
 pub mod key;
+pub mod man;
 pub mod netns;
 pub mod reload;
 pub mod run;

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         Cmd::Completions(a) => {
             vxnet::cli::completions(&a).map_err(|e| format!("cannot write output: {e}"))
         }
-        Cmd::Man(a) => vxnet::cli::man_pages(&a.dir)
+        Cmd::Man(a) => vxnet::man::write_pages(&a.dir)
             .map(|_| ())
             .map_err(|e| format!("writing man pages to {}: {e}", a.dir.display())),
     };

@@ -134,3 +134,17 @@ pub enum OffloadError {
     #[error("output buffer of {available} bytes is too small: {required} required")]
     OutputTooSmall { required: usize, available: usize },
 }
+
+/// Why a frame is not an ARP request or IPv6 neighbour solicitation vxnet can answer (the
+/// frame is then forwarded as it came).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum NeighborError {
+    #[error("{what} truncated: {required} bytes required, {actual} present")]
+    Truncated {
+        what: &'static str,
+        required: usize,
+        actual: usize,
+    },
+    #[error("not answered: {0}")]
+    Unsupported(&'static str),
+}

@@ -43,7 +43,7 @@ const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
 
 /// The Ethernet header length of `frame` (14, or 18 with a VLAN tag) and its EtherType.
-fn l2_header(frame: &[u8]) -> Option<(usize, u16)> {
+pub(crate) fn l2_header(frame: &[u8]) -> Option<(usize, u16)> {
     let ethertype = be16(frame, ethernet::field::ETHERTYPE.start)?;
     if matches!(ethertype, EtherType::VLAN | EtherType::QINQ) {
         let l2 = ETHERNET_HEADER_LEN + VLAN_TAG_LEN;

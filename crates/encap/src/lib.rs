@@ -16,6 +16,7 @@
 //! - [`offload`]: the virtio-net header, checksum completion, TSO segmentation of TAP superframes
 //!   into one UDP GSO send, and GRO-style coalescing of received TCP segments back into superframes.
 //! - [`icmp`]: the ICMP frag-needed / ICMPv6 packet-too-big replies of path-MTU signalling.
+//! - [`neighbor`]: ARP requests and IPv6 neighbour solicitations answered by the VTEP.
 //! - [`outer`]: the outer DF / TTL / TOS policy (`df`, `ttl`, `tos` as iproute2 names them).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
@@ -29,6 +30,7 @@ pub mod flow;
 pub mod icmp;
 pub mod inner;
 mod mac;
+pub mod neighbor;
 pub mod offload;
 pub mod outer;
 mod vni;
@@ -36,7 +38,7 @@ pub mod wire;
 
 pub use decap::{decapsulate, decapsulate_ethernet, decapsulate_ip, Decapsulated, OuterPacket};
 pub use encap::{encapsulate, Encapsulation, IpPair, OuterStack, UdpChecksum, MAX_OUTER_LEN};
-pub use error::{DecapError, EncapError, Layer, OffloadError};
+pub use error::{DecapError, EncapError, Layer, NeighborError, OffloadError};
 pub use flow::{flow_hash, source_port_for, SOURCE_PORT_RANGE};
 pub use inner::InnerFrame;
 pub use mac::{LinkAddr, MacAddr, MacParseError};

@@ -6,20 +6,24 @@
 //! written through [`be`], the one big-endian reader. `XRepr` is the parsed, owned form used to
 //! emit (TCP has a view only: vxnet rewrites segments, it never builds them).
 
+pub mod arp;
 pub mod be;
 pub mod ethernet;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ndp;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;
 
+pub use arp::{ArpOperation, ArpPacket, ArpRepr, ARP_LEN};
 pub use be::{be16, be32};
 pub use ethernet::{
     EtherType, EthernetPacket, EthernetRepr, ETHERNET_HEADER_LEN, TAGGED_HEADER_LEN, VLAN_TAG_LEN,
 };
 pub use ipv4::{Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN, IPV4_MAX_HEADER_LEN};
 pub use ipv6::{Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN};
+pub use ndp::{NdpPacket, NdpRepr, NDP_HEADER_LEN};
 pub use tcp::{TcpPacket, TCP_HEADER_LEN, TCP_MAX_HEADER_LEN};
 pub use udp::{UdpPacket, UdpRepr, UDP_HEADER_LEN};
 pub use vxlan::{VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
