@@ -222,7 +222,12 @@ fn expect(models: &mut [Model], request: &Request) -> Option<Result<(), ()>> {
         | Request::Stats
         | Request::SaShow { .. }
         | Request::Networks
-        | Request::Reload => return None,
+        | Request::Reload
+        | Request::Attach(_)
+        | Request::Detach(_)
+        | Request::Endpoints { .. }
+        | Request::EndpointGc(_)
+        | Request::Status { .. } => return None,
     };
     // Two networks: a request must name one.
     let Some(i) = vni.and_then(|v| network_of(v).ok()) else {
