@@ -63,6 +63,73 @@ fn relative_links_resolve() {
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
+/// The book is navigable: docs/README.md (the table of contents) links every page of docs/, and
+/// the README links the table of contents.
+#[test]
+fn every_page_is_in_the_table_of_contents() {
+    let toc = page("docs/README.md");
+    let linked: Vec<String> = lines(&toc.text)
+        .iter()
+        .filter(|l| l.fence.is_none())
+        .flat_map(|l| link_targets(l.text))
+        .map(|t| t.split('#').next().unwrap_or("").to_owned())
+        .collect();
+    let missing: Vec<String> = book()
+        .into_iter()
+        .filter_map(|p| p.rel.strip_prefix("docs/").map(str::to_owned))
+        .filter(|name| name != "README.md" && !linked.contains(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "pages not linked from the table of contents: add each to docs/README.md: {missing:?}"
+    );
+    assert!(page("README.md").text.contains("](docs/README.md)"));
+}
+
+/// Every Prometheus metric the book names is one the engine's source writes (`vxnet_…` in
+/// inline code), so a renamed metric cannot leave a dashboard recipe wrong.
+#[test]
+fn metric_names_in_the_docs_exist() {
+    let mut source = String::new();
+    for dir in ["crates/dataplane/src", "crates/ctl/src"] {
+        read_sources(&root().join(dir), &mut source);
+    }
+    let mut unknown = Vec::new();
+    for page in book() {
+        for l in lines(&page.text) {
+            for span in inline_code(l.text) {
+                let name: String = span
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let rest = &span[name.len()..];
+                if name.starts_with("vxnet_")
+                    && !rest.starts_with("::")
+                    && !source.contains(&format!("\"{name}"))
+                {
+                    unknown.push(format!("{}:{}: {name}", page.rel, l.no));
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "metrics the engine does not export:\n{}",
+        unknown.join("\n")
+    );
+}
+
+fn read_sources(dir: &std::path::Path, into: &mut String) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            read_sources(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
 /// The link checker itself: a broken file, a broken anchor and a good one.
 #[test]
 fn the_link_reader_sees_links_and_anchors() {

@@ -83,6 +83,9 @@ fn pages_have_version_examples_files_and_see_also() {
             assert!(files.contains('/'), "{name}: {files}");
         }
     }
+    let top = read("vxnet.1");
+    let name = section(&top, "NAME").unwrap();
+    assert_eq!(name.matches("vxnet").count(), 1, "{name}");
     let run = read("vxnet-run.1");
     assert!(section(&run, "FILES")
         .unwrap()

@@ -68,7 +68,13 @@ fn command_page(cmd: &clap::Command, name: &str) -> std::io::Result<Vec<u8>> {
     // After `build`, a subcommand's display name is its full name (`vxnet-fdb-show`), which
     // clap_mangen puts in the title and NAME. Subcommands carry no version of their own; the
     // page shows the program's.
-    let cmd = cmd.clone().version(VERSION);
+    let mut cmd = cmd.clone().version(VERSION);
+    // NAME reads "vxnet - about": an about that starts with the name would say it twice.
+    if let Some(about) = cmd.get_about().map(ToString::to_string) {
+        if let Some(rest) = about.strip_prefix(&format!("{name}: ")) {
+            cmd = cmd.about(rest.to_owned());
+        }
+    }
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd.clone())
         .date(NO_DATE)
@@ -106,6 +112,8 @@ fn extra_sections(cmd: &clap::Command, name: &str) -> Roff {
         }
     }
     doc.control("SH", ["SEE ALSO"]);
+    // Page names are not to be hyphenated across lines (vxnet-net-works(1)).
+    doc.control("nh", []);
     let mut see: Vec<String> = Vec::new();
     // The parent command's page, then the subcommands' pages.
     if let Some((parent, _)) = name.rsplit_once('-') {
