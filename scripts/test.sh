@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # proves it by building without one. util-linux: setpriv, for the test that explain --live is
 # refused without CAP_NET_RAW. python3 (3.9+, for os.pidfd_open): offload_fallback makes the
 # kernel refuse an engine's UDP GSO. groff-base: the man pages are rendered with all warnings on.
+# chromium: explain --svg is opened in a real headless browser.
 packages=(iproute2 iputils-ping ethtool tcpdump tshark iperf3 etcd-server etcd-client
           nftables procps util-linux openssl python3 python3-scapy python3-cryptography passwd
-          systemd groff-base)
+          systemd groff-base chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -126,33 +126,7 @@ fn a_host_behind_a_masquerading_nat_works_both_ways() {
     ));
     assert!(out.status.success());
     // B captures what arrives from the NAT, keepalives included.
-    let pcap = lab.dir.join("b.pcap");
-    let log = lab.dir.join("tcpdump.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut dump = Proc {
-        child: Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.names[2],
-                "tcpdump",
-                "-Z",
-                "root",
-                "-i",
-                "eth0",
-            ])
-            .args(["-n", "-U", "--immediate-mode", "-w"])
-            .arg(&pcap)
-            .arg("udp port 4500")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap(),
-        log: log.clone(),
-    };
-    assert!(wait_for(Duration::from_secs(5), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("listening on"))
-    }));
+    let dump = Capture::file_in(&lab.names[2], &lab.dir, "b", "eth0", "udp port 4500");
     let args = |local: &str, remote: &str, address: &str| {
         format!(
             "--vni 42 --dev vx42 --local {local} --remote {remote} --address {address}/24 --key-file {} --threads 1",
@@ -229,7 +203,7 @@ fn a_host_behind_a_masquerading_nat_works_both_ways() {
         4 << 20,
     );
     std::thread::sleep(Duration::from_millis(300));
-    dump.terminate(Duration::from_secs(5));
+    let pcap = dump.finish();
     let keepalives = esp_common::udp_datagrams(&pcap)
         .into_iter()
         .filter(|d| d.payload == [0xFF] && (20000..21000).contains(&d.src_port))

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use esp_common::{key_file, spis_and_ivs, stop, tcpdump, udp_datagrams};
+use esp_common::{key_file, spis_and_ivs, udp_datagrams};
 use vxnet_tests::*;
 
 const ESP_PORT: u16 = 4500;
@@ -79,10 +79,14 @@ fn encrypted_pair_accepts_only_authenticated_packets() {
     );
     assert_eq!(networks[0]["encrypted"], true);
 
-    let plain = lab.dir.join("plain.pcap");
-    let esp = lab.dir.join("esp.pcap");
-    let dump_plain = tcpdump(&lab, 1, "eth0", &plain, "udp port 4789");
-    let dump_esp = tcpdump(&lab, 1, "eth0", &esp, "udp port 4500 and src host 10.0.0.1");
+    let dump_plain = Capture::file(&lab, 1, "plain", "eth0", "udp port 4789");
+    let dump_esp = Capture::file(
+        &lab,
+        1,
+        "esp",
+        "eth0",
+        "udp port 4500 and src host 10.0.0.1",
+    );
     assert!(lab.host(0).ping("10.1.0.2", 3), "{}", e0.proc.log_text());
     transfer_checked(
         "TCP over ESP",
@@ -91,8 +95,8 @@ fn encrypted_pair_accepts_only_authenticated_packets() {
         "10.1.0.2:5201".parse().unwrap(),
         8 << 20,
     );
-    stop(dump_plain);
-    stop(dump_esp);
+    let plain = dump_plain.finish();
+    let esp = dump_esp.finish();
     assert!(
         udp_datagrams(&plain).is_empty(),
         "nothing may cross in plaintext VXLAN"
@@ -217,16 +221,15 @@ fn a_restart_with_the_same_key_uses_new_spis_and_ivs() {
     let mut runs: Vec<Vec<(u32, u64)>> = Vec::new();
     for round in 0..2 {
         let e0 = start(&lab, 0, &format!("h0-{round}"), &key);
-        let pcap = lab.dir.join(format!("round{round}.pcap"));
-        let dump = tcpdump(
+        let dump = Capture::file(
             &lab,
             1,
+            &format!("round{round}"),
             "eth0",
-            &pcap,
             "udp dst port 4500 and src host 10.0.0.1",
         );
         assert!(lab.host(0).ping("10.1.0.2", 3), "{}", e0.proc.log_text());
-        stop(dump);
+        let pcap = dump.finish();
         runs.push(spis_and_ivs(&udp_datagrams(&pcap), ESP_PORT));
         let mut e0 = e0;
         e0.proc.terminate(Duration::from_secs(5));

@@ -34,26 +34,6 @@ fn overlay(family: Family) -> (&'static str, &'static str, u8) {
     }
 }
 
-/// tcpdump on host `i`'s eth0, writing `file`, started and listening when this returns.
-/// Immediate mode: without it packets wait in libpcap's ring for a block to fill, and the ones
-/// still there when tcpdump is stopped a moment later are lost.
-fn tcpdump(lab: &Lab, i: usize, file: &Path, filter: &str) -> Proc {
-    let log = file.with_extension("log");
-    let dump = lab.spawn(
-        i,
-        &log,
-        &format!(
-            "tcpdump -Z root -i eth0 -n -U --immediate-mode -w {} {filter}",
-            file.display()
-        ),
-    );
-    let listening = wait_for(Duration::from_secs(5), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("listening on"))
-    });
-    assert!(listening, "tcpdump did not start: {}", dump.log_text());
-    dump
-}
-
 fn explain_json(pcap: &Path) -> Value {
     let out = Command::new(vxnet_bin())
         .args(["explain", "--json", "--pcap"])
@@ -196,11 +176,9 @@ fn capture_both_sides(test: &str, family: Family, sender: Sender) {
             })
             .collect(),
     };
-    let sent = lab.dir.join("sender.pcap");
-    let received = lab.dir.join("receiver.pcap");
     let dumps = [
-        tcpdump(&lab, 0, &sent, "udp port 4789"),
-        tcpdump(&lab, 1, &received, "udp port 4789"),
+        Capture::file(&lab, 0, "sender", "eth0", "udp port 4789"),
+        Capture::file(&lab, 1, "receiver", "eth0", "udp port 4789"),
     ];
     assert!(lab.host(0).ping(ip_b, 2), "{test}: overlay ping");
     transfer_checked(
@@ -210,9 +188,7 @@ fn capture_both_sides(test: &str, family: Family, sender: Sender) {
         SocketAddr::new(ip_b.parse().unwrap(), 5001),
         512 * KB,
     );
-    for mut dump in dumps {
-        assert!(dump.terminate(Duration::from_secs(5)).is_some(), "tcpdump");
-    }
+    let [sent, received] = dumps.map(Capture::finish);
 
     let family_name = if family == Family::V4 { "ipv4" } else { "ipv6" };
     let sender_name = if sender == Sender::Kernel {
@@ -277,13 +253,12 @@ fn capture_without_vxlan_says_why_with_counts() {
     let Some(lab) = Lab::lan(test, 2, Family::V4) else {
         return;
     };
-    let pcap = lab.dir.join("plain.pcap");
-    let mut dump = tcpdump(&lab, 1, &pcap, "not udp port 4789");
+    let dump = Capture::file(&lab, 1, "plain", "eth0", "not udp port 4789");
     // Underlay ping (ARP + ICMP) and one UDP datagram to port 5353.
     assert!(lab.host(0).ping("10.0.0.2", 2));
     lab.host(0)
         .must("bash -c \"printf hello > /dev/udp/10.0.0.2/5353\"");
-    assert!(dump.terminate(Duration::from_secs(5)).is_some());
+    let pcap = dump.finish();
 
     let out = Command::new(vxnet_bin())
         .args(["explain", "--pcap"])
@@ -335,6 +310,10 @@ fn live_capture_explains_packets_as_they_pass() {
             .unwrap()
     };
     let capture = live("--count 3 --json");
+    std::thread::sleep(Duration::from_millis(300));
+    // Frames that are not VXLAN pass first (pings on the underlay itself): the packets shown are
+    // still numbered 1, 2, 3, by what is shown, not by every frame the socket saw.
+    assert!(lab.host(0).ping(&b.to_string(), 2));
     // ARP + echo request + echo reply are three VXLAN packets on their own.
     assert!(lab.host(0).ping("10.1.0.2", 3));
     let out = capture.wait_with_output().unwrap();
@@ -349,6 +328,8 @@ fn live_capture_explains_packets_as_they_pass() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(docs.len(), 3, "{text}");
+    let frames: Vec<u64> = docs.iter().map(|d| d["frame"].as_u64().unwrap()).collect();
+    assert_eq!(frames, [1, 2, 3], "{text}");
     for doc in &docs {
         assert_eq!(doc["vni"], 42, "{doc}");
         assert!(doc["summary"].as_str().unwrap().contains("VNI 42"));
@@ -433,6 +414,8 @@ fn live_capture_decrypts_esp_in_udp_with_keys() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(docs.len(), 3, "{text}");
+    let frames: Vec<u64> = docs.iter().map(|d| d["frame"].as_u64().unwrap()).collect();
+    assert_eq!(frames, [1, 2, 3], "{text}");
     for (doc, seq) in docs.iter().zip(1..) {
         assert_eq!(doc["esp"]["state"], "decrypted", "{doc}");
         assert_eq!(doc["esp"]["sequence"], seq);

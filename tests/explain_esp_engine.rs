@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 use vxnet_tests::*;
@@ -43,23 +42,9 @@ fn engine_capture_decrypts_with_the_keys_sa_show_prints() {
     let _e0 = engine(0, a, b, "10.1.0.1/24");
     let e1 = engine(1, b, a, "10.1.0.2/24");
 
-    let pcap = lab.dir.join("esp.pcap");
-    let log = lab.dir.join("tcpdump.log");
-    let mut dump = lab.spawn(
-        1,
-        &log,
-        &format!(
-            "tcpdump -Z root -i eth0 -n -U --immediate-mode -w {} udp port 4500",
-            pcap.display()
-        ),
-    );
-    let listening = wait_for(Duration::from_secs(5), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("listening on"))
-    });
-    assert!(listening, "tcpdump did not start: {}", dump.log_text());
+    let dump = Capture::file(&lab, 1, "esp", "eth0", "udp port 4500");
     assert!(lab.host(0).ping("10.1.0.2", 3));
-    std::thread::sleep(Duration::from_millis(300));
-    dump.terminate(Duration::from_secs(5));
+    let pcap = dump.finish();
 
     // The receiver's SAs: its inbound ones opened the requests, its outbound ones sealed the
     // replies.

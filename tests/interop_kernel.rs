@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use vxnet_tests::*;
 
@@ -38,16 +37,7 @@ fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
     let Some((lab, vx)) = kernel_pair(test, Family::V4, "") else {
         return;
     };
-    let pcap = lab.dir.join("underlay.pcap");
-    let dump = lab.spawn(
-        1,
-        &lab.dir.join("tcpdump.log"),
-        &format!(
-            "tcpdump -i eth0 -U -c 6 -w {} udp port 4789",
-            pcap.display()
-        ),
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let dump = Capture::start(&lab, 1, "underlay", "eth0", 0, 6, "udp port 4789");
 
     // Ping both ways (the first also resolves ARP across the overlay).
     assert!(
@@ -97,8 +87,7 @@ fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
     }
 
     // The wire, as tshark decodes it: VXLAN, VNI 42, destination port 4789.
-    let mut dump = dump;
-    let _ = dump.child.wait();
+    let pcap = dump.finish();
     let fields = must(&format!(
         "tshark -r {} -T fields -e vxlan.vni -e udp.dstport -e vxlan.flags -e ip.src -e udp.srcport 2>/dev/null",
         pcap.display()

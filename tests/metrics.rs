@@ -29,7 +29,7 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
             h0.underlay, h1.underlay
         ),
     );
-    let _b = lab.vxnet(
+    let b = lab.vxnet(
         1,
         "b",
         &format!(
@@ -37,24 +37,23 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
             h1.underlay, h0.underlay
         ),
     );
+    // No IPv6 on the overlay: its neighbour discovery would add stray frames to the counts.
+    for h in [h0, h1] {
+        h.must("sysctl -qw net.ipv6.conf.vx42.disable_ipv6=1");
+    }
     assert!(h0.ping("10.1.0.2", 3));
+    same_bytes_on_both_ends(h0, h1, &a, &b);
 
     let (status, body) = get(&h0.ns, "127.0.0.1:9109", "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(
-        body.contains("# TYPE vxnet_tx_packets_total counter"),
+        body.contains("# TYPE vxnet_tx_frames_total counter"),
         "{body}"
     );
-    let tx = sample(
-        &body,
-        "vxnet_tx_packets_total{network=\"vni42\",vni=\"42\"}",
-    )
-    .expect("per-network tx sample");
-    let rx = sample(
-        &body,
-        "vxnet_rx_packets_total{network=\"vni42\",vni=\"42\"}",
-    )
-    .expect("per-network rx sample");
+    let tx = sample(&body, "vxnet_tx_frames_total{network=\"vni42\",vni=\"42\"}")
+        .expect("per-network tx sample");
+    let rx = sample(&body, "vxnet_rx_frames_total{network=\"vni42\",vni=\"42\"}")
+        .expect("per-network rx sample");
     assert!(tx >= 3 && rx >= 3, "3 echoes each way at least: {body}");
     // Taken after the scrape, so counters can only have grown.
     let net = a.network(42);
@@ -69,16 +68,46 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
         let scraped = sample(&body, &series).unwrap_or_else(|| panic!("{series} in {body}"));
         assert!(value >= scraped, "{series}");
     }
-    let peer = format!("vxnet_peer_tx_packets_total{{peer=\"{}\"}}", h1.underlay);
+    let peer = format!("vxnet_peer_tx_frames_total{{peer=\"{}\"}}", h1.underlay);
     assert!(sample(&body, &peer).unwrap() >= 3, "{body}");
     let stats = a.stats();
+    let version = format!(
+        "vxnet_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&body, &version), Some(1), "{body}");
+    // Every counter names its unit.
+    for line in body.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut words = line.split_whitespace().skip(2);
+        let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+        if kind == "counter" {
+            assert!(name.ends_with("_total"), "{name}");
+            assert!(
+                ![
+                    "vxnet_drops_total",
+                    "vxnet_flooded_total",
+                    "vxnet_learned_total"
+                ]
+                .contains(&name),
+                "{name} without a unit"
+            );
+        }
+    }
+    // The help says what a byte is.
+    assert!(
+        body.contains("# HELP vxnet_peer_tx_bytes_total Bytes of the inner Ethernet frames"),
+        "{body}"
+    );
     for offload in &stats.offloads {
         let series = format!("vxnet_offload_in_use{{offload=\"{offload}\"}}");
         assert_eq!(sample(&body, &series), Some(1), "{series} in {body}");
     }
     assert_eq!(sample(&body, "vxnet_workers"), Some(stats.workers as u64));
     assert_eq!(
-        sample(&body, "vxnet_control_refused_total{reason=\"oversized\"}"),
+        sample(
+            &body,
+            "vxnet_control_refused_connections_total{reason=\"oversized\"}"
+        ),
         Some(stats.control.oversized)
     );
 
@@ -105,4 +134,50 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
         !lab.dir.join("c.sock").exists(),
         "control socket left behind"
     );
+}
+
+/// One definition of bytes: ten 1000-byte pings add the same inner-frame bytes (14 + 20 + 8 +
+/// 1000 = 1042 each way per echo) to the sender's network and peer transmit counters and the
+/// receiver's network and peer receive counters, with neither the VXLAN header nor anything
+/// else on top.
+fn same_bytes_on_both_ends(h0: &Host, h1: &Host, a: &Vxnet, b: &Vxnet) {
+    let snapshot = || {
+        (
+            a.network(42).traffic,
+            a.peer(h1.underlay),
+            b.network(42).traffic,
+            b.peer(h0.underlay),
+        )
+    };
+    let before = snapshot();
+    let out = h0.sh("ping -c 10 -i 0.05 -W 2 -s 1000 -q 10.1.0.2");
+    assert!(out.status.success(), "{out:?}");
+    // Let the last reply land before reading.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = snapshot();
+    let frame = 1042;
+    let sent = after.0.tx_bytes - before.0.tx_bytes;
+    assert!(
+        sent >= 10 * frame && sent < 10 * frame + 200,
+        "a's network sent {sent} bytes for 10 frames of {frame}"
+    );
+    assert_eq!(
+        after.1.tx_bytes - before.1.tx_bytes,
+        sent,
+        "a's peer counter"
+    );
+    assert_eq!(
+        after.2.rx_bytes - before.2.rx_bytes,
+        sent,
+        "b's network counter"
+    );
+    assert_eq!(
+        after.3.rx_bytes - before.3.rx_bytes,
+        sent,
+        "b's peer counter"
+    );
+    let echoed = after.2.tx_bytes - before.2.tx_bytes;
+    assert_eq!(after.0.rx_bytes - before.0.rx_bytes, echoed, "a received");
+    assert_eq!(after.1.rx_bytes - before.1.rx_bytes, echoed, "a's peer rx");
+    assert_eq!(after.3.tx_bytes - before.3.tx_bytes, echoed, "b's peer tx");
 }

@@ -86,7 +86,7 @@ fn a_broadcast_flood_is_cut_to_the_bum_rate() {
     let line = scrape
         .lines()
         .find(|l| {
-            l.starts_with("vxnet_drops_total{")
+            l.starts_with("vxnet_dropped_packets_total{")
                 && l.contains("vni=\"42\"")
                 && l.contains("reason=\"bum_rate_limited\"")
         })

@@ -4,9 +4,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use vxnet_tests::{wait_for, Lab, Proc};
+use vxnet_tests::Lab;
 
 /// A network key file made by `vxnet key generate --out`, mode 0600.
 pub fn key_file(lab: &Lab, name: &str) -> PathBuf {
@@ -26,30 +25,6 @@ pub fn key_file(lab: &Lab, name: &str) -> PathBuf {
         0o600
     );
     path
-}
-
-/// tcpdump on host `i`'s `dev`, writing `file`, listening when this returns.
-pub fn tcpdump(lab: &Lab, i: usize, dev: &str, file: &Path, filter: &str) -> Proc {
-    let log = file.with_extension("log");
-    let dump = lab.spawn(
-        i,
-        &log,
-        &format!(
-            "tcpdump -Z root -i {dev} -n -U --immediate-mode -w {} {filter}",
-            file.display()
-        ),
-    );
-    let listening = wait_for(Duration::from_secs(5), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("listening on"))
-    });
-    assert!(listening, "tcpdump did not start: {}", dump.log_text());
-    dump
-}
-
-/// Stops a capture and gives it time to write what it has.
-pub fn stop(mut dump: Proc) {
-    std::thread::sleep(Duration::from_millis(300));
-    dump.terminate(Duration::from_secs(5));
 }
 
 /// One UDP datagram of a capture: destination port and payload.

@@ -57,6 +57,30 @@ pub enum Error {
     NoSuchNetwork(String),
     #[error("network {name:?} is still served by live member(s) {members}; use --force to remove it anyway")]
     NetworkInUse { name: String, members: String },
+    #[error(
+        "network {0} has no subnet, so it has no addresses to hand out (create it with --subnet)"
+    )]
+    NoSubnet(String),
+    #[error("address {address} is not a host address of network {network}'s subnet {subnet}")]
+    AddressOutsideSubnet {
+        address: std::net::IpAddr,
+        network: String,
+        subnet: String,
+    },
+    #[error("address {address} in network {network} is taken by {owner}")]
+    AddressTaken {
+        address: std::net::IpAddr,
+        network: String,
+        owner: String,
+    },
+    #[error("no free address left in {subnet} (network {network})")]
+    SubnetExhausted { network: String, subnet: String },
+    #[error("name {name:?} is taken in network {network} (by an endpoint on node {node})")]
+    EndpointNameTaken {
+        name: String,
+        network: String,
+        node: String,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]

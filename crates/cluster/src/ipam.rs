@@ -1,27 +1,28 @@
-//! Host addresses from a network's `--subnet`: one key per address, `ipam/<network>/<ip>` → node
-//! id, claimed with a create-only transaction so two nodes can never hold the same address. The
-//! keys are persistent, so a node that restarts (same node id) gets the address it had; they are
-//! removed with the network, or with the node (`cluster leave`/`cluster rm`, see [`super::removal`]).
+//! Address pools of networks with a `--subnet`: which addresses a subnet hands out and in what
+//! order. Claims live under each node's own prefix (`node/<id>/addrs/<network>/<ip>`) and the
+//! earliest claim of an address wins (see [`crate::claims`]); host addresses are persistent, so a
+//! node that restarts (same node id) gets the address it had. The old layout's
+//! `ipam/<network>/<ip>` → node id keys are still read (and still win where they are older).
+//!
+//! Addresses are handed out round-robin: the next free one after the address handed out last in
+//! the network (by any node), so an address just released is not given to the next endpoint
+//! while peers' ARP caches still map it to the old MAC.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use ipnet::IpNet;
 
 use super::records::NetworkDef;
-use super::store::{Retry, Store};
+use super::store::Store;
 use super::{Error, Result};
 
-/// How many addresses of a subnet are tried; plenty for an overlay, and it keeps a /64 finite.
+/// How many addresses of a subnet are handed out: all of a /16, and a /64 stays finite.
 const MAX_CANDIDATES: usize = 1 << 16;
 
+/// The old layout's claims of `network` (read only; see [`crate::claims`]).
 pub fn prefix(network: &str) -> String {
     format!("ipam/{network}/")
-}
-
-fn key(network: &str, ip: IpAddr) -> String {
-    format!("ipam/{network}/{ip}")
 }
 
 /// The subnet of `def`, if it has one that parses.
@@ -47,69 +48,42 @@ pub fn candidates(subnet: IpNet) -> impl Iterator<Item = IpAddr> {
         .take(MAX_CANDIDATES)
 }
 
-/// The address `node_id` already holds in `taken`, or the first free candidate.
-pub fn choose(subnet: IpNet, taken: &BTreeMap<IpAddr, String>, node_id: &str) -> Option<IpAddr> {
-    if let Some((ip, _)) = taken
-        .iter()
-        .find(|(ip, owner)| *owner == node_id && subnet.contains(*ip))
-    {
-        return Some(*ip);
+/// Whether `ip` is an address of `subnet` a host or endpoint may hold (not its network,
+/// broadcast or subnet-router anycast address).
+pub fn is_host_address(subnet: IpNet, ip: IpAddr) -> bool {
+    if !subnet.contains(&ip) {
+        return false;
     }
-    candidates(subnet).find(|ip| !taken.contains_key(ip))
+    let edge = subnet.prefix_len() < subnet.max_prefix_len().saturating_sub(1);
+    match subnet {
+        IpNet::V4(_) => !edge || (ip != subnet.network() && ip != subnet.broadcast()),
+        IpNet::V6(_) => !edge || ip != subnet.network(),
+    }
 }
 
-async fn allocations(store: &Store, network: &str) -> Result<BTreeMap<IpAddr, String>> {
-    let (kvs, _) = store.list(&prefix(network)).await?;
-    Ok(kvs
-        .iter()
-        .filter_map(|kv| {
-            let ip = kv.key_str().ok()?.rsplit('/').next()?.parse().ok()?;
-            Some((ip, String::from_utf8_lossy(kv.value()).into_owned()))
-        })
-        .collect())
+/// The first candidate of `subnet` after `last` (wrapping round) that is not `busy`; from the
+/// start when `last` is `None` or outside the subnet.
+pub fn next_free(subnet: IpNet, last: Option<IpAddr>, busy: &BTreeSet<IpAddr>) -> Option<IpAddr> {
+    let last = last.filter(|l| subnet.contains(l));
+    let after = candidates(subnet).skip_while(move |ip| Some(*ip) <= last);
+    let before = candidates(subnet).take_while(move |ip| Some(*ip) <= last);
+    after.chain(before).find(|ip| !busy.contains(ip))
 }
 
-/// Claims `ip` for `node_id` unless another node holds it. True when `node_id` holds it now.
-pub async fn claim(store: &Store, network: &str, ip: IpAddr, node_id: &str) -> Result<bool> {
-    let k = store.key(&key(network, ip));
-    let txn = Txn::new()
-        .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(k.clone(), node_id, None)]);
-    // Retried freely: a claim that was applied unseen reads back as this node's below.
-    if store.txn(Retry::Idempotent, txn).await?.succeeded() {
-        return Ok(true);
+/// Claims `ip` as `node_id`'s host address on `def` unless another node holds it. True when
+/// `node_id` holds it now.
+pub async fn claim(store: &Store, def: &NetworkDef, ip: IpAddr, node_id: &str) -> Result<bool> {
+    match super::claims::host_address(store, def, node_id, Some(ip)).await {
+        Ok(_) => Ok(true),
+        Err(Error::AddressTaken { .. }) => Ok(false),
+        Err(e) => Err(e),
     }
-    Ok(store
-        .get_raw(&k)
-        .await?
-        .is_some_and(|kv| kv.value() == node_id.as_bytes()))
 }
 
 /// This node's address on `def` (with the subnet's prefix length): the one it held before, or a
 /// newly claimed free one. `None` when the network has no subnet.
 pub async fn address_for(store: &Store, def: &NetworkDef, node_id: &str) -> Result<Option<IpNet>> {
-    let Some(subnet) = subnet(def)? else {
-        return Ok(None);
-    };
-    let mut taken = allocations(store, &def.name).await?;
-    // Each lost race means another node took an address; bounded so a broken store cannot spin.
-    for _ in 0..64 {
-        let ip = choose(subnet, &taken, node_id).ok_or_else(|| {
-            Error::Invalid(format!("network {}: no free address in {subnet}", def.name))
-        })?;
-        if taken.get(&ip).is_some_and(|owner| owner == node_id)
-            || claim(store, &def.name, ip, node_id).await?
-        {
-            let net = IpNet::new(ip, subnet.prefix_len())
-                .map_err(|e| Error::Invalid(format!("network {}: {e}", def.name)))?;
-            return Ok(Some(net));
-        }
-        taken = allocations(store, &def.name).await?;
-    }
-    Err(Error::Invalid(format!(
-        "network {}: gave up allocating an address after repeated conflicts",
-        def.name
-    )))
+    super::claims::host_address(store, def, node_id, None).await
 }
 
 #[cfg(test)]
@@ -130,21 +104,50 @@ mod tests {
     }
 
     #[test]
-    fn choose_reuses_own_then_first_free() {
-        let subnet: IpNet = "10.1.0.0/24".parse().unwrap();
-        let mut taken = BTreeMap::new();
-        assert_eq!(choose(subnet, &taken, "a"), Some(ip("10.1.0.1")));
-        taken.insert(ip("10.1.0.1"), "a".to_string());
-        taken.insert(ip("10.1.0.3"), "c".to_string());
-        assert_eq!(choose(subnet, &taken, "a"), Some(ip("10.1.0.1")));
-        assert_eq!(choose(subnet, &taken, "b"), Some(ip("10.1.0.2")));
-        // An allocation outside the (re-created) subnet is not reused.
-        taken.insert(ip("10.9.0.1"), "d".to_string());
-        assert_eq!(choose(subnet, &taken, "d"), Some(ip("10.1.0.2")));
-        let full: IpNet = "10.1.0.0/30".parse().unwrap();
-        let taken: BTreeMap<_, _> = [(ip("10.1.0.1"), "x".into()), (ip("10.1.0.2"), "y".into())]
-            .into_iter()
-            .collect();
-        assert_eq!(choose(full, &taken, "z"), None);
+    fn round_robin_after_the_last_handed_out() {
+        let subnet: IpNet = "10.1.0.0/29".parse().unwrap();
+        let busy: BTreeSet<IpAddr> = [ip("10.1.0.1"), ip("10.1.0.3")].into_iter().collect();
+        assert_eq!(next_free(subnet, None, &busy), Some(ip("10.1.0.2")));
+        // .2 was handed out last and released: not reused while others are free.
+        assert_eq!(
+            next_free(subnet, Some(ip("10.1.0.2")), &busy),
+            Some(ip("10.1.0.4"))
+        );
+        assert_eq!(
+            next_free(subnet, Some(ip("10.1.0.6")), &busy),
+            Some(ip("10.1.0.2"))
+        );
+        // A cursor from another (re-created) subnet starts from the beginning.
+        assert_eq!(
+            next_free(subnet, Some(ip("10.9.0.1")), &busy),
+            Some(ip("10.1.0.2"))
+        );
+        let full: BTreeSet<IpAddr> = candidates(subnet).collect();
+        assert_eq!(next_free(subnet, Some(ip("10.1.0.2")), &full), None);
+        // A /16 holds 65534 endpoints, and the last one is found.
+        let big: IpNet = "10.2.0.0/16".parse().unwrap();
+        assert_eq!(
+            next_free(big, Some(ip("10.2.255.253")), &BTreeSet::new()),
+            Some(ip("10.2.255.254"))
+        );
+        assert_eq!(
+            next_free(big, Some(ip("10.2.255.254")), &BTreeSet::new()),
+            Some(ip("10.2.0.1"))
+        );
+    }
+
+    #[test]
+    fn host_addresses_exclude_network_and_broadcast() {
+        let s: IpNet = "10.1.0.0/24".parse().unwrap();
+        assert!(is_host_address(s, ip("10.1.0.1")));
+        assert!(!is_host_address(s, ip("10.1.0.0")));
+        assert!(!is_host_address(s, ip("10.1.0.255")));
+        assert!(!is_host_address(s, ip("10.1.1.1")));
+        assert!(is_host_address(
+            "10.1.0.0/31".parse().unwrap(),
+            ip("10.1.0.0")
+        ));
+        assert!(!is_host_address("fd00::/64".parse().unwrap(), ip("fd00::")));
+        assert!(is_host_address("fd00::/64".parse().unwrap(), ip("fd00::1")));
     }
 }

@@ -2,10 +2,11 @@
 //! host addresses (IPAM) and live membership. It knows nothing of the packet engine: `vxnet run`
 //! (crates/ctl) applies the [`ClusterView`]s published here to the engine and the host firewall.
 //!
-//! Key layout under `/vxnet/<cluster_id>/` (see [`store`] and [`records`]):
-//! `meta`, `nodes/<node_id>`, `members/<node_id>` (leased), `networks/<name>`, `vni/<vni>`,
-//! `macs/<vni>/<mac>` (leased), `ipam/<network>/<ip>` (host addresses), `keys/<network>`
-//! (encrypted networks' key rings, [`keyring`]) and `locks/keys/<network>` (leased, [`rotation`]).
+//! Key layout under `/vxnet/<cluster_id>/` (the table is in [`records`]): `meta`,
+//! `nodes/<node_id>`, `members/<node_id>` (leased), `networks/<name>`, `vni/<vni>`,
+//! `keys/<network>` (encrypted networks' key rings, [`keyring`]), `locks/keys/<network>` (leased,
+//! [`rotation`]), and under `node/<node_id>/` what each node writes about itself: MACs, address
+//! claims, endpoints ([`scoped`], [`claims`]).
 //! With etcd authentication, `/vxnet-join/<cluster_id>/<node_id>` holds join requests and etcd
 //! roles limit each node to what its role may change (see `roles.rs`).
 
@@ -16,7 +17,9 @@
 
 pub mod access;
 mod admission;
+pub mod claims;
 mod error;
+pub mod follow;
 pub mod ipam;
 pub mod keyring;
 pub mod membership;
@@ -26,15 +29,18 @@ pub mod records;
 pub mod removal;
 mod roles;
 pub mod rotation;
+pub mod scoped;
 pub mod state;
 pub mod store;
 pub mod token;
 pub mod view;
 
 pub use access::StoreAccess;
+pub use claims::AddressEntry;
 pub use error::{Error, Result};
 pub use membership::{Membership, MembershipHandle};
 pub use records::NetworkDef;
+pub use scoped::{AddressClaim, ClaimKind, EndpointRecord};
 pub use store::Store;
 pub use view::{ClusterView, MacEntry, Member};
 

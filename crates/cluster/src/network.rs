@@ -175,5 +175,27 @@ pub async fn remove(store: &Store, name: &str, force: bool) -> Result<NetworkDef
             TxnOp::delete(keys, None),
         ]);
     store.txn(Retry::Idempotent, txn).await?;
+    release_scoped(store, name).await?;
     Ok(def)
+}
+
+/// Deletes every node's claims, endpoints and cursor in network `name` (removed), so a network
+/// re-created under the name starts from a clean subnet.
+async fn release_scoped(store: &Store, name: &str) -> Result<()> {
+    let keys = store.list_keys("node/").await?;
+    let ops: Vec<TxnOp> = keys
+        .iter()
+        .filter(|k| {
+            let mut parts = k.split('/').skip(2);
+            let kind = parts.next();
+            matches!(kind, Some("addrs" | "endpoints" | "cursors")) && parts.next() == Some(name)
+        })
+        .map(|k| TxnOp::delete(store.key(k), None))
+        .collect();
+    for chunk in ops.chunks(super::store::TXN_OPS) {
+        store
+            .txn(Retry::Idempotent, Txn::new().and_then(chunk.to_vec()))
+            .await?;
+    }
+    Ok(())
 }

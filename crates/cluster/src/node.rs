@@ -375,15 +375,7 @@ pub async fn status(dir: &StateDir) -> Result<Status> {
     let fresh = async {
         let store = Store::connect_with(&dir.access(&state)?, &state.cluster_id).await?;
         let (kvs, rev) = store.list("").await?;
-        let pairs: Vec<(String, Vec<u8>)> = kvs
-            .iter()
-            .filter_map(|kv| Some((kv.key_str().ok()?.to_owned(), kv.value().to_vec())))
-            .collect();
-        Ok::<_, Error>(ClusterView::from_kvs(
-            &state.cluster_id,
-            pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-            rev,
-        ))
+        Ok::<_, Error>(ClusterView::from_etcd(&state.cluster_id, &kvs, rev))
     };
     let (view, store_error) = match fresh.await {
         Ok(view) => {

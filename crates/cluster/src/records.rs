@@ -8,17 +8,27 @@
 //! out. The same checks guard what the CLI writes ([`validate_name`], [`validate_subnet`],
 //! [`validate_vni`]), so nothing the store accepts from vxnet is refused on the way back.
 //!
-//! | key                     | value                          | lifetime                 |
-//! |-------------------------|--------------------------------|--------------------------|
-//! | `meta`                  | [`Meta`] (token hashes only)   | persistent               |
-//! | `nodes/<node_id>`       | [`NodeRecord`] (joined nodes)  | until `cluster leave/rm` |
-//! | `members/<node_id>`     | [`MemberRecord`] (running)     | the member's lease       |
-//! | `networks/<name>`       | [`NetworkDef`]                 | persistent               |
-//! | `vni/<vni>`             | network name (uniqueness)      | persistent               |
-//! | `macs/<vni>/<mac>`      | [`MacRecord`]                  | the publisher's lease    |
-//! | `ipam/<network>/<ip>`   | node id holding the address    | until network/node rm    |
-//! | `keys/<network>`        | [`NetworkKeys`] (secret)       | with its network         |
-//! | `locks/keys/<network>`  | node id of the rotating manager| the rotator's lease      |
+//! | key                                 | value                              | lifetime                 | written by |
+//! |-------------------------------------|------------------------------------|--------------------------|------------|
+//! | `meta`                              | [`Meta`] (token hashes only)       | persistent               | managers |
+//! | `nodes/<node_id>`                   | [`NodeRecord`] (joined nodes)      | until `cluster leave/rm` | the node, managers |
+//! | `members/<node_id>`                 | [`MemberRecord`] (running)         | the member's lease       | the node |
+//! | `networks/<name>`                   | [`NetworkDef`]                     | persistent               | managers |
+//! | `vni/<vni>`                         | network name (uniqueness)          | persistent               | managers |
+//! | `keys/<network>`                    | [`NetworkKeys`] (secret)           | with its network         | managers |
+//! | `locks/keys/<network>`              | node id of the rotating manager    | the rotator's lease      | managers |
+//! | `node/<id>/macs/<vni>/<mac>`        | [`MacRecord`]                      | the node's lease         | the node |
+//! | `node/<id>/addrs/<network>/<ip>`    | [`AddressClaim`]                   | host: until network/node rm; endpoint: the node's lease | the node |
+//! | `node/<id>/endpoints/<network>/<ep>`| [`EndpointRecord`]                 | the node's lease (one txn with its claim) | the node |
+//! | `node/<id>/cursors/<network>`       | last address the node handed out  | until network/node rm    | the node |
+//! | `macs/<vni>/<mac>` (old layout)     | [`MacRecord`]                      | the publisher's lease    | read only |
+//! | `ipam/<network>/<ip>` (old layout)  | node id holding the address        | until network/node rm    | read only |
+//!
+//! Everything a node writes about itself is under `node/<id>/` (see [`crate::scoped`]), which
+//! only its own etcd user and the managers may write. Where two nodes' records compete (an
+//! address, an endpoint name in a network), the earliest (lowest create revision) wins and every
+//! reader ignores the rest ([`crate::claims`]). The old layout's keys are still read, so a
+//! cluster laid out before node-scoped records keeps its addresses and MACs while it upgrades.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -27,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use vxnet_encap::MacAddr;
 
 pub use super::keyring::NetworkKeys;
+pub use super::scoped::{AddressClaim, ClaimKind, EndpointRecord};
 use super::token::Role;
 
 /// The smallest VNI a cluster network may have: VNI 0 is refused like the CLI refuses it.
@@ -100,7 +111,7 @@ pub enum Record {
     Member { id: String, record: MemberRecord },
     /// `networks/<name>`
     Network(NetworkDef),
-    /// `macs/<vni>/<mac>`
+    /// `macs/<vni>/<mac>` (old layout) or `node/<node>/macs/<vni>/<mac>`
     Mac {
         vni: u32,
         mac: String,
@@ -110,6 +121,14 @@ pub enum Record {
     VniIndex { vni: u32, name: String },
     /// `keys/<name>`
     Keys(NetworkKeys),
+    /// `node/<node>/addrs/<network>/<ip>`, or the old layout's `ipam/<network>/<ip>`.
+    Claim {
+        network: String,
+        ip: IpAddr,
+        claim: AddressClaim,
+    },
+    /// `node/<node>/endpoints/<network>/<id>`
+    Endpoint(EndpointRecord),
 }
 
 /// Why a record under the cluster prefix was not used, or a value refused before it was written.
@@ -139,10 +158,12 @@ pub enum RecordError {
     BadKey,
     #[error("invalid key ring: {0}")]
     BadKeys(String),
+    #[error("invalid {what} {value:?}")]
+    Invalid { what: &'static str, value: String },
 }
 
 /// Names: 1-64 of `[A-Za-z0-9._-]`, valid in keys and (after `vx-`) in interface names.
-fn name_ok(name: &str) -> bool {
+pub(crate) fn name_ok(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= NAME_MAX
         && name
@@ -189,7 +210,7 @@ pub(crate) fn validate_node_id(id: &str) -> Result<(), RecordError> {
 
 /// A VTEP peers can send to: not unspecified, multicast or the IPv4 broadcast address.
 /// (Loopback stays allowed: single-host labs run every VTEP on 127.0.0.0/8.)
-fn validate_vtep(ip: IpAddr) -> Result<(), RecordError> {
+pub(crate) fn validate_vtep(ip: IpAddr) -> Result<(), RecordError> {
     let bad = match ip {
         IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
         IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
@@ -201,7 +222,7 @@ fn validate_vtep(ip: IpAddr) -> Result<(), RecordError> {
     }
 }
 
-fn same(what: &'static str, key: &str, content: &str) -> Result<(), RecordError> {
+pub(crate) fn same(what: &'static str, key: &str, content: &str) -> Result<(), RecordError> {
     if key == content {
         Ok(())
     } else {
@@ -227,7 +248,7 @@ impl NetworkDef {
 
 /// The VNI of a `macs/<vni>/…` or `vni/<vni>` key, in the decimal form vxnet writes: `042` or
 /// `+42` would otherwise be a second key for VNI 42, and its record a duplicate of the real one.
-fn key_vni(text: &str) -> Result<u32, RecordError> {
+pub(crate) fn key_vni(text: &str) -> Result<u32, RecordError> {
     let vni = validate_vni(text.parse().map_err(|_| RecordError::BadKey)?)?;
     if vni.to_string() != text {
         return Err(RecordError::BadKey);
@@ -236,7 +257,7 @@ fn key_vni(text: &str) -> Result<u32, RecordError> {
 }
 
 /// The MAC of a `macs/<vni>/<mac>` key: unicast, in the canonical form vxnet writes.
-fn key_mac(text: &str) -> Result<MacAddr, RecordError> {
+pub(crate) fn key_mac(text: &str) -> Result<MacAddr, RecordError> {
     let bad = || RecordError::BadMac(text.to_owned());
     let mac: MacAddr = text.parse().map_err(|_| bad())?;
     if !mac.is_unicast() || mac.to_string() != text {
@@ -246,10 +267,14 @@ fn key_mac(text: &str) -> Result<MacAddr, RecordError> {
 }
 
 /// Decodes and checks the record at `rest` (the key with the cluster prefix removed). `Ok(None)`
-/// for keys that are not part of the view (`meta`, `ipam/…`, unknown kinds). Never panics,
-/// whatever the bytes (a fuzz target holds it to that).
+/// for keys that are not part of the view (`meta`, `locks/…`, cursors, unknown kinds). Never
+/// panics, whatever the bytes (a fuzz target holds it to that).
 pub fn decode(rest: &str, value: &[u8]) -> Result<Option<Record>, RecordError> {
-    let record = if let Some(id) = rest.strip_prefix("nodes/") {
+    let record = if let Some(scoped) = rest.strip_prefix("node/") {
+        return super::scoped::decode(scoped, value);
+    } else if let Some(claim) = rest.strip_prefix("ipam/") {
+        super::scoped::decode_legacy_claim(claim, value)?
+    } else if let Some(id) = rest.strip_prefix("nodes/") {
         validate_node_id(id)?;
         let record: NodeRecord = serde_json::from_slice(value)?;
         same("node", id, &record.node_id)?;
@@ -407,7 +432,7 @@ mod tests {
         assert!(decode("vni/04096", b"blue").is_err());
         assert!(decode("vni/4096", b"a/b").is_err());
         assert!(decode("meta", b"{}").unwrap().is_none());
-        assert!(decode("ipam/blue/10.1.0.1", b"a1").unwrap().is_none());
+        assert!(decode("ipam/blue/10.1.0.1", b"a1").unwrap().is_some());
     }
 
     #[test]

@@ -1,21 +1,23 @@
 //! Taking a node out of the cluster for good: `vxnet cluster leave` on the node itself and
 //! `vxnet cluster rm NODE_ID` on a manager for a node that is gone.
 //!
-//! A node owns two kinds of persistent keys: `nodes/<node_id>` and the `ipam/<network>/<ip>`
-//! addresses whose value is its id. Everything else it writes (`members/<node_id>`,
-//! `macs/<vni>/<mac>`) lives under its lease and is gone once it stops. All of its persistent keys
-//! go in one transaction that only applies while the node is not live and no address changed
-//! hands since they were read, so a starting engine can never keep an address that was freed.
+//! A node owns `nodes/<node_id>`, everything under its own prefix `node/<node_id>/` (host
+//! address claims and round-robin cursors are persistent; MACs, endpoints and their claims live
+//! under its lease) and, in clusters laid out before node-scoped records, the old
+//! `ipam/<network>/<ip>` addresses whose value is its id. All of them go in one transaction that
+//! only applies while the node is not live and no address changed hands since they were read, so
+//! a starting engine can never keep an address that was freed. Every reader ignores records of
+//! nodes not in `nodes/` anyway, so what a removed node held is free everywhere at once.
 
 use std::net::IpAddr;
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 use serde::Serialize;
 
 use super::state::StateDir;
 use super::store::{Retry, Store};
 use super::token::Role;
-use super::{node, roles, Error, Result};
+use super::{node, roles, scoped, Error, Result};
 
 /// Re-reads after a lost race are bounded; each loss means another node changed an allocation.
 const ATTEMPTS: usize = 16;
@@ -37,27 +39,47 @@ pub struct Removed {
     pub freed: Vec<Freed>,
 }
 
-/// `ipam/<network>/<ip>` keys owned by `node_id`, and the revision they were read at.
-async fn owned_addresses(store: &Store, node_id: &str) -> Result<(Vec<(String, Freed)>, i64)> {
+/// The old layout's `ipam/<network>/<ip>` keys owned by `node_id`, the addresses it claimed
+/// under its own prefix, and the revision the old keys were read at.
+async fn owned_addresses(store: &Store, node_id: &str) -> Result<(Vec<String>, Vec<Freed>, i64)> {
     let (kvs, rev) = store.list("ipam/").await?;
-    let prefix = store.key("ipam/");
-    let owned = kvs
-        .iter()
-        .filter(|kv| kv.value() == node_id.as_bytes())
-        .filter_map(|kv| {
-            let key = kv.key_str().ok()?;
-            let (network, ip) = key.strip_prefix(&prefix)?.rsplit_once('/')?;
-            let address = ip.parse().ok()?;
-            Some((
-                key.to_owned(),
-                Freed {
-                    network: network.to_owned(),
-                    address,
-                },
-            ))
-        })
-        .collect();
-    Ok((owned, rev))
+    let legacy = store.key("ipam/");
+    let mut keys = Vec::new();
+    let mut freed = Vec::new();
+    for kv in kvs.iter().filter(|kv| kv.value() == node_id.as_bytes()) {
+        let Some(key) = kv.key_str().ok() else {
+            continue;
+        };
+        if let Some(f) = key.strip_prefix(&legacy).and_then(freed_at) {
+            keys.push(key.to_owned());
+            freed.push(f);
+        }
+    }
+    let scoped = store.key(&scoped::node_prefix(node_id));
+    let (kvs, _) = store
+        .list(&format!("{}addrs/", scoped::node_prefix(node_id)))
+        .await?;
+    for kv in &kvs {
+        let rest = kv.key_str().ok().and_then(|k| k.strip_prefix(&scoped));
+        if let Some(f) = rest
+            .and_then(|r| r.strip_prefix("addrs/"))
+            .and_then(freed_at)
+        {
+            freed.push(f);
+        }
+    }
+    freed.sort_by(|a, b| (&a.network, a.address).cmp(&(&b.network, b.address)));
+    freed.dedup();
+    Ok((keys, freed, rev))
+}
+
+/// The address of a `<network>/<ip>` key tail.
+fn freed_at(tail: &str) -> Option<Freed> {
+    let (network, ip) = tail.rsplit_once('/')?;
+    Some(Freed {
+        network: network.to_owned(),
+        address: ip.parse().ok()?,
+    })
 }
 
 /// Deletes `node_id`'s node record and addresses in one transaction; refused while it is live.
@@ -66,9 +88,15 @@ pub async fn remove_node(store: &Store, node_id: &str) -> Result<Removed> {
     let member_key = store.key(&format!("members/{node_id}"));
     for _ in 0..ATTEMPTS {
         let node_record = store.get_raw(&node_key).await?.is_some();
-        let (owned, rev) = owned_addresses(store, node_id).await?;
-        let mut ops = vec![TxnOp::delete(node_key.clone(), None)];
-        ops.extend(owned.iter().map(|(k, _)| TxnOp::delete(k.clone(), None)));
+        let (legacy, freed, rev) = owned_addresses(store, node_id).await?;
+        let mut ops = vec![
+            TxnOp::delete(node_key.clone(), None),
+            TxnOp::delete(
+                store.key(&scoped::node_prefix(node_id)),
+                Some(DeleteOptions::new().with_prefix()),
+            ),
+        ];
+        ops.extend(legacy.iter().map(|k| TxnOp::delete(k.clone(), None)));
         let txn = Txn::new()
             .when([
                 Compare::create_revision(member_key.clone(), CompareOp::Equal, 0),
@@ -80,7 +108,7 @@ pub async fn remove_node(store: &Store, node_id: &str) -> Result<Removed> {
                 cluster_id: store.cluster_id().to_owned(),
                 node_id: node_id.to_owned(),
                 node_record,
-                freed: owned.into_iter().map(|(_, f)| f).collect(),
+                freed,
             });
         }
         if store.get_raw(&member_key).await?.is_some() {

@@ -68,6 +68,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Operations per transaction when a batch is split: etcd refuses more than 128 by default
+/// (`--max-txn-ops`).
+pub(crate) const TXN_OPS: usize = 120;
+
 pub fn prefix(cluster_id: &str) -> String {
     format!("/vxnet/{cluster_id}/")
 }
@@ -217,6 +221,24 @@ impl Store {
             .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok((resp.take_kvs(), rev))
+    }
+
+    /// The keys (without values) under `<prefix><sub>`, with the cluster prefix removed.
+    pub async fn list_keys(&self, sub: &str) -> Result<Vec<String>> {
+        let key = self.key(sub);
+        let mut resp = self
+            .call(Retry::Idempotent, |mut c| {
+                let key = key.clone();
+                let opts = GetOptions::new().with_prefix().with_keys_only();
+                async move { c.get(key, Some(opts)).await }
+            })
+            .await?;
+        let prefix = self.prefix();
+        Ok(resp
+            .take_kvs()
+            .iter()
+            .filter_map(|kv| Some(kv.key_str().ok()?.strip_prefix(&prefix)?.to_owned()))
+            .collect())
     }
 
     /// Puts `value` at `key` (a full key), under `lease` if given; returns the revision written.

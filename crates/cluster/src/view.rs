@@ -6,9 +6,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::claims::{self, AddressEntry, Seen};
 use super::records::{self, MemberRecord, NetworkDef, NetworkKeys, NodeRecord, Record};
-use super::store;
+use super::scoped::EndpointRecord;
 use super::token::Role;
+use super::{ipam, store};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -40,6 +42,12 @@ pub struct ClusterView {
     pub members: Vec<Member>,
     pub networks: Vec<NetworkDef>,
     pub macs: Vec<MacEntry>,
+    /// Every claimed address of every network, with its owner (the earliest claim).
+    #[serde(default)]
+    pub addresses: Vec<AddressEntry>,
+    /// Every endpoint whose addresses and name it holds, by network then name.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointRecord>,
     /// False while the store is unreachable; everything else is then the last known state.
     pub store_healthy: bool,
     /// The etcd revision this view reflects.
@@ -59,6 +67,16 @@ impl ClusterView {
     pub fn key_ring(&self, name: &str) -> Option<&NetworkKeys> {
         self.network(name).filter(|n| n.encrypted)?;
         self.keys.get(name)
+    }
+
+    /// The endpoints of network `name`, as every node sees them.
+    pub fn endpoints_in<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a EndpointRecord> {
+        self.endpoints.iter().filter(move |e| e.network == name)
+    }
+
+    /// The claimed addresses of network `name` and their owners.
+    pub fn addresses_in<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a AddressEntry> {
+        self.addresses.iter().filter(move |a| a.network == name)
     }
 
     pub fn network_by_vni(&self, vni: u32) -> Option<&NetworkDef> {
@@ -116,7 +134,23 @@ impl ClusterView {
     ) -> ClusterView {
         let mut mirror = Mirror::new(cluster_id);
         for (key, value) in kvs {
-            mirror.put(key, value, 0);
+            mirror.put(key, value, 0, 0);
+        }
+        mirror.view(revision)
+    }
+
+    /// [`ClusterView::from_kvs`] for key-values read from etcd, whose create revisions decide
+    /// which of two claims on an address wins.
+    pub fn from_etcd(
+        cluster_id: &str,
+        kvs: &[etcd_client::KeyValue],
+        revision: i64,
+    ) -> ClusterView {
+        let mut mirror = Mirror::new(cluster_id);
+        for kv in kvs {
+            if let Ok(key) = kv.key_str() {
+                mirror.put(key, kv.value(), kv.lease(), kv.create_revision());
+            }
         }
         mirror.view(revision)
     }
@@ -128,6 +162,8 @@ impl ClusterView {
 struct Entry {
     value: Vec<u8>,
     lease: i64,
+    /// When the key was created: of two claims on one address, the earlier wins.
+    create_revision: i64,
     /// `None`: not part of the view, or invalid (warned about when it arrived).
     record: Option<Record>,
 }
@@ -155,10 +191,11 @@ impl Mirror {
     }
 
     /// Stores `key` (a full key); a value already mirrored as it is is not decoded again.
-    pub fn put(&mut self, key: &str, value: &[u8], lease: i64) {
+    pub fn put(&mut self, key: &str, value: &[u8], lease: i64, create_revision: i64) {
         if let Some(e) = self.entries.get_mut(key) {
             if e.value == value {
                 e.lease = lease;
+                e.create_revision = create_revision;
                 return;
             }
         }
@@ -177,6 +214,7 @@ impl Mirror {
             Entry {
                 value: value.to_vec(),
                 lease,
+                create_revision,
                 record,
             },
         );
@@ -188,13 +226,43 @@ impl Mirror {
 
     /// Replaces everything with a fresh full read (after a reconnect); unchanged values are
     /// neither decoded nor warned about again.
-    pub fn replace_all(&mut self, kvs: impl IntoIterator<Item = (String, Vec<u8>, i64)>) {
+    pub fn replace_all(&mut self, kvs: impl IntoIterator<Item = (String, Vec<u8>, i64, i64)>) {
         let mut seen = BTreeSet::new();
-        for (key, value, lease) in kvs {
-            self.put(&key, &value, lease);
+        for (key, value, lease, create_revision) in kvs {
+            self.put(&key, &value, lease, create_revision);
             seen.insert(key);
         }
         self.entries.retain(|k, _| seen.contains(k));
+    }
+
+    /// [`replace_all`](Self::replace_all) with the key-values of a read of the whole prefix.
+    pub(crate) fn load(&mut self, kvs: Vec<etcd_client::KeyValue>) {
+        self.replace_all(kvs.into_iter().filter_map(|kv| {
+            Some((
+                kv.key_str().ok()?.to_owned(),
+                kv.value().to_vec(),
+                kv.lease(),
+                kv.create_revision(),
+            ))
+        }));
+    }
+
+    /// Applies the events of one watch response; returns the highest revision among them
+    /// (0 for none).
+    pub(crate) fn apply(&mut self, events: &[etcd_client::Event]) -> i64 {
+        let mut revision = 0;
+        for ev in events {
+            let Some(kv) = ev.kv() else { continue };
+            revision = revision.max(kv.mod_revision());
+            let Ok(key) = kv.key_str() else { continue };
+            match ev.event_type() {
+                etcd_client::EventType::Put => {
+                    self.put(key, kv.value(), kv.lease(), kv.create_revision())
+                }
+                etcd_client::EventType::Delete => self.delete(key),
+            }
+        }
+        revision
     }
 
     /// The raw value and lease of `key` (a full key), if mirrored.
@@ -210,7 +278,10 @@ impl Mirror {
         let mut vni_owner: BTreeMap<u32, &str> = BTreeMap::new();
         let mut mac_records = Vec::new();
         let mut keys = BTreeMap::new();
+        let mut claimed = Vec::new();
+        let mut endpoint_records = Vec::new();
         for (key, entry) in &self.entries {
+            let rev = entry.create_revision;
             match &entry.record {
                 None => {}
                 Some(Record::Node { id, record }) => {
@@ -229,6 +300,10 @@ impl Mirror {
                 Some(Record::Keys(ring)) => {
                     keys.insert(ring.network.clone(), ring.clone());
                 }
+                Some(Record::Claim { network, ip, claim }) => {
+                    claimed.push(Seen::new(key, rev, (network.clone(), *ip, claim.clone())))
+                }
+                Some(Record::Endpoint(e)) => endpoint_records.push(Seen::new(key, rev, e.clone())),
             }
         }
         let mut contradicted = BTreeSet::new();
@@ -251,15 +326,17 @@ impl Mirror {
                 contradicted.insert(key.clone());
             }
         }
-        let mut macs = Vec::new();
+        // A MAC every publisher of which is live at the VTEP it names; one that two nodes
+        // publish is ambiguous (a squatter or a MAC given twice) and gets no static entry: the
+        // engines flood and learn it instead of trusting either.
+        let mut publishers: BTreeMap<(u32, &str), Vec<(&String, &records::MacRecord)>> =
+            BTreeMap::new();
         for (key, vni, mac, record) in mac_records {
             match live.get(record.node_id.as_str()) {
-                Some(m) if m.vtep == record.vtep => macs.push(MacEntry {
-                    vni,
-                    mac: mac.clone(),
-                    vtep: record.vtep,
-                    node_id: record.node_id.clone(),
-                }),
+                Some(m) if m.vtep == record.vtep => publishers
+                    .entry((vni, mac.as_str()))
+                    .or_default()
+                    .push((key, record)),
                 Some(m) => {
                     if !self.contradicted.contains(key) {
                         tracing::warn!(
@@ -276,6 +353,41 @@ impl Mirror {
                 None => {}
             }
         }
+        let mut macs = Vec::new();
+        for ((vni, mac), list) in publishers {
+            let (_, first) = list[0];
+            if list.iter().all(|(_, r)| r.node_id == first.node_id) {
+                macs.push(MacEntry {
+                    vni,
+                    mac: mac.to_owned(),
+                    vtep: first.vtep,
+                    node_id: first.node_id.clone(),
+                });
+                continue;
+            }
+            for (key, r) in list {
+                if !self.contradicted.contains(key) {
+                    tracing::warn!(key = %key, %mac, vni, node = %r.node_id, "MAC published by more than one node; no static entry for it");
+                }
+                contradicted.insert(key.clone());
+            }
+        }
+        let subnets: BTreeMap<&str, ipnet::IpNet> = networks
+            .iter()
+            .filter_map(|n| Some((n.name.as_str(), ipam::subnet(n).ok()??)))
+            .collect();
+        let node_ids: BTreeSet<&str> = nodes.keys().copied().collect();
+        let held = claims::resolve(&node_ids, &subnets, &claimed, &endpoint_records);
+        for (key, reason) in held.refused {
+            if !self.contradicted.contains(&key) {
+                tracing::warn!(key = %key, %reason, "skipping address claim or endpoint");
+            }
+            contradicted.insert(key);
+        }
+        let addresses: Vec<AddressEntry> = held.addresses.into_iter().map(|a| a.item).collect();
+        let mut endpoints: Vec<EndpointRecord> =
+            held.endpoints.into_iter().map(|e| e.item).collect();
+        endpoints.sort_by(|a, b| (&a.network, &a.name, &a.id).cmp(&(&b.network, &b.name, &b.id)));
         let mut members: Vec<Member> = live
             .values()
             .map(|m| Member {
@@ -309,6 +421,8 @@ impl Mirror {
             members,
             networks,
             macs,
+            addresses,
+            endpoints,
             store_healthy: true,
             revision,
             keys,
@@ -397,25 +511,27 @@ mod tests {
             .unwrap()
         };
         let mut m = Mirror::new("c1");
-        m.put(&format!("{p}networks/blue"), &net("blue", 4096), 0);
-        m.put(&format!("{p}vni/4096"), b"blue", 0);
+        m.put(&format!("{p}networks/blue"), &net("blue", 4096), 0, 0);
+        m.put(&format!("{p}vni/4096"), b"blue", 0, 0);
         // Names blue in its content: skipped for disagreeing with its key.
-        m.put(&format!("{p}networks/zzz"), &net("blue", 4097), 0);
+        m.put(&format!("{p}networks/zzz"), &net("blue", 4097), 0, 0);
         // A second network on blue's VNI.
-        m.put(&format!("{p}networks/red"), &net("red", 4096), 0);
+        m.put(&format!("{p}networks/red"), &net("red", 4096), 0, 0);
         // Out of range, and VNI 0.
-        m.put(&format!("{p}networks/big"), &net("big", 1 << 24), 0);
-        m.put(&format!("{p}networks/zero"), &net("zero", 0), 0);
-        m.put(&format!("{p}members/a"), &member, 7);
+        m.put(&format!("{p}networks/big"), &net("big", 1 << 24), 0, 0);
+        m.put(&format!("{p}networks/zero"), &net("zero", 0), 0, 0);
+        m.put(&format!("{p}members/a"), &member, 7, 0);
         m.put(
             &format!("{p}macs/4096/02:00:00:00:00:01"),
             &mac("10.0.0.1"),
             7,
+            0,
         );
         // Claims node a's MAC lives at another VTEP: a redirect, not a.
         m.put(
             &format!("{p}macs/4096/02:00:00:00:00:02"),
             &mac("10.0.0.66"),
+            0,
             0,
         );
         let v = m.view(9);
@@ -431,8 +547,8 @@ mod tests {
         let macs: Vec<&str> = v.macs.iter().map(|e| e.mac.as_str()).collect();
         assert_eq!(macs, ["02:00:00:00:00:01"]);
         // The same value again is not decoded again; a changed one is.
-        m.put(&format!("{p}networks/zzz"), &net("zzz", 4097), 0);
-        m.put(&format!("{p}vni/4097"), b"zzz", 0);
+        m.put(&format!("{p}networks/zzz"), &net("zzz", 4097), 0, 0);
+        m.put(&format!("{p}vni/4097"), b"zzz", 0, 0);
         assert_eq!(m.view(10).networks.len(), 2);
         m.delete(&format!("{p}networks/zzz"));
         assert_eq!(m.view(11).networks.len(), 1);

@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::{bench, cluster, demo, explain, firewall, run, show};
@@ -136,5 +138,60 @@ fn reference_section(out: &mut String, cmd: &clap::Command, path: &[&str]) {
         let mut sub_path = path.to_vec();
         sub_path.push(sub.get_name());
         reference_section(out, sub, &sub_path);
+    }
+}
+
+/// A value parser for a type parsed by `FromStr` that has named values (`--df set|unset|inherit`,
+/// `--ttl N|auto|inherit`): the names are clap's possible values, so every shell's completion
+/// offers them, while parsing (numbers included) and its error stay the type's own.
+#[derive(Debug)]
+pub(crate) struct Named<T> {
+    names: &'static [&'static str],
+    parsed: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Named<T> {
+    fn clone(&self) -> Self {
+        Named {
+            names: self.names,
+            parsed: std::marker::PhantomData,
+        }
+    }
+}
+
+/// [`Named`] for `names`.
+pub(crate) fn named<T>(names: &'static [&'static str]) -> Named<T> {
+    Named {
+        names,
+        parsed: std::marker::PhantomData,
+    }
+}
+
+impl<T> TypedValueParser for Named<T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse().map_err(|e| {
+            let name = arg.map(|a| a.to_string()).unwrap_or_default();
+            clap::Error::raw(
+                ErrorKind::InvalidValue,
+                format!("invalid value '{text}' for '{name}': {e}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(self.names.iter().copied().map(PossibleValue::new)))
     }
 }

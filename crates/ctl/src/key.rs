@@ -8,7 +8,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -62,6 +62,19 @@ pub fn generate() -> NetworkKey {
 
 fn write_new_key_file(path: &Path, key: &NetworkKey) -> Result<(), KeyFileError> {
     let shown = path.display().to_string();
+    // `--out /etc/vxnet/blue.key` on a fresh host: the folder is made owner-only, as the key
+    // in it is (folders that exist are left as they are).
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .map_err(|source| KeyFileError::Folder {
+                path: shown.clone(),
+                folder: folder.display().to_string(),
+                source,
+            })?;
+    }
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

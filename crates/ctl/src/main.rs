@@ -8,18 +8,39 @@ use clap::Parser;
 use vxnet::cli::{Cli, Cmd};
 use vxnet::{attach, bench, cluster, demo, explain, firewall, key, reload, run, sa, show};
 
-/// Keeps the one-line error contract for usage errors too: clap's own message spans several
-/// lines (the missing arguments are listed below the first), followed by a usage block.
-fn one_line_usage_error(text: &str) -> String {
-    let message: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
-        .collect();
-    match message.join(" ").trim_start_matches("error: ") {
-        "" => "invalid arguments".into(),
-        line => line.to_owned(),
+/// Keeps the one-line error contract for usage errors: clap's message spans several lines (the
+/// missing arguments are listed below the first, its suggestion and the usage follow). They
+/// become one line, keeping what helps: `error: unrecognized subcommand 'stat'; a similar
+/// subcommand exists: 'stats'; usage: vxnet <COMMAND>`.
+fn usage_error(text: &str) -> String {
+    let (mut message, mut tips, mut usage) = (Vec::new(), Vec::new(), Vec::new());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(tip) = line.strip_prefix("tip: ") {
+            tips.push(tip);
+        } else if let Some(first) = line.strip_prefix("Usage: ") {
+            usage.push(first);
+        } else if line.starts_with("For more information") {
+            // The hint clap ends with; `--help` is a given.
+        } else if usage.is_empty() {
+            message.push(line);
+        } else {
+            // A further usage form, indented under the first.
+            usage.push(line);
+        }
     }
+    let mut out = match message.join(" ").trim_start_matches("error: ") {
+        "" => "invalid arguments".to_owned(),
+        line => line.to_owned(),
+    };
+    for tip in tips {
+        out.push_str("; ");
+        out.push_str(tip);
+    }
+    if !usage.is_empty() {
+        out.push_str("; usage: ");
+        out.push_str(&usage.join(" | "));
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -39,8 +60,13 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Bare `vxnet` or a bare group (`vxnet fdb`): the help, on stderr, exit 2 as clap.
+            eprint!("{}", e.render());
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            eprintln!("error: {}", one_line_usage_error(&e.to_string()));
+            eprintln!("error: {}", usage_error(&e.to_string()));
             return ExitCode::from(2);
         }
     };

@@ -21,6 +21,7 @@ use vxnet_dataplane::{Engine, EngineConfig, EngineError, NetworkConfig};
 use vxnet_encap::outer::{DfPolicy, OuterPolicy, TosPolicy, TtlPolicy};
 use vxnet_encap::{Vni, DEFAULT_PORT};
 
+use crate::cli::named;
 use crate::cluster::cli::StoreAccessArgs;
 use crate::cluster::engine_link::{self, LinkOptions};
 use crate::firewall::sync::{self, SyncOptions};
@@ -109,15 +110,17 @@ pub struct RunArgs {
     pub no_offloads: bool,
     /// Outer DF bit: set (default; never fragmented, too-big frames are answered with ICMP),
     /// unset (routers may fragment) or inherit (from the inner IPv4 header; IPv6 inside: set).
-    #[arg(long, value_name = "set|unset|inherit")]
+    #[arg(long, value_name = "set|unset|inherit", value_parser = named::<DfPolicy>(&["set", "unset", "inherit"]))]
     pub df: Option<DfPolicy>,
     /// Outer TTL / hop limit: 1-255, auto (the system default, as 0) or inherit (the inner
     /// packet's).
-    #[arg(long, value_name = "N|auto|inherit")]
+    #[arg(long, value_name = "N|auto|inherit", hide_possible_values = true,
+          value_parser = named::<TtlPolicy>(&["auto", "inherit"]))]
     pub ttl: Option<TtlPolicy>,
     /// Outer TOS / traffic class: 0-252 with the ECN bits 0 (DSCP x 4; default 0) or inherit
     /// (the inner DSCP). The outer ECN bits stay Not-ECT.
-    #[arg(long, value_name = "N|inherit")]
+    #[arg(long, value_name = "N|inherit", hide_possible_values = true,
+          value_parser = named::<TosPolicy>(&["inherit"]))]
     pub tos: Option<TosPolicy>,
     /// Outer UDP source ports: each flow gets one port of MIN-MAX from a hash of its inner
     /// headers (default 49152-65535, the lowest MIN 1024).
@@ -438,7 +441,13 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
         ttl_secs: args.lease_ttl,
         firewall: SyncOptions {
             static_peers,
-            create_port: args.firewall.then_some(config.port),
+            // Both ports: a cluster network may be made encrypted at any time, and the table's
+            // ports are fixed when it is created (only its peer sets follow the members).
+            create_ports: if args.firewall {
+                vec![config.port, config.esp_port]
+            } else {
+                Vec::new()
+            },
         },
     };
     let mut engine = Engine::start(config)?;

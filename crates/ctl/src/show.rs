@@ -173,14 +173,19 @@ pub fn render_fdb(tables: &[FdbTable]) -> String {
     out
 }
 
+/// What every byte counter counts (the metrics' help says the same).
+const BYTES_DEFINITION: &str =
+    "(frames and bytes: inner Ethernet frames, without the outer IP/UDP, VXLAN or ESP headers)";
+
 pub fn peers(control: ControlArgs) -> Result<(), ShowError> {
     let (value, rows): (_, Vec<PeerRow>) = ask(&control, &Request::Peers)?;
     if control.json {
         return print_json(&value);
     }
+    println!("{BYTES_DEFINITION}");
     println!(
         "{:<40} {:>12} {:>14} {:>12} {:>14}  vnis",
-        "peer", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes"
+        "peer", "rx_frames", "rx_bytes", "tx_frames", "tx_bytes"
     );
     for r in rows {
         let vnis: Vec<String> = r.vnis.iter().map(u32::to_string).collect();
@@ -229,15 +234,18 @@ pub fn render_stats(report: &StatsReport) -> String {
             p.counters.port_busy
         );
     }
+    if !report.networks.is_empty() {
+        let _ = writeln!(out, "{BYTES_DEFINITION}");
+    }
     for n in &report.networks {
         let _ = writeln!(out, "{}: vni {} dev {}", n.name, n.vni, n.dev);
-        let _ = writeln!(out, "    RX:  bytes packets");
+        let _ = writeln!(out, "    RX:  bytes  frames");
         let _ = writeln!(
             out,
             "    {:>12} {:>7}",
             n.traffic.rx_bytes, n.traffic.rx_packets
         );
-        let _ = writeln!(out, "    TX:  bytes packets");
+        let _ = writeln!(out, "    TX:  bytes  frames");
         let _ = writeln!(
             out,
             "    {:>12} {:>7}",

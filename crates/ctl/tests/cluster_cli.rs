@@ -128,6 +128,55 @@ fn init_join_rotate_tokens() {
     let plan = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(plan.contains("elements = { 10.9.0.1, 10.9.0.2 }"), "{plan}");
+    // Plain networks only: the VXLAN port alone.
+    assert!(plan.contains("udp dport 4789 ip saddr"), "{plan}");
+    assert!(!plan.contains("4500"), "{plan}");
+
+    // An encrypted network in the cluster: the ESP port opens too, in every backend.
+    let out = run(&m, &["network", "create", "vault", "--encrypted"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &m,
+        &["firewall", "apply", "--backend", "nftables", "--dry-run"],
+    );
+    let plan = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        plan.contains("udp dport { 4789, 4500 } ip saddr @peers4 accept"),
+        "{plan}"
+    );
+    let out = run(
+        &m,
+        &[
+            "firewall",
+            "apply",
+            "--backend",
+            "ufw",
+            "--dry-run",
+            "--esp-port",
+            "4501",
+        ],
+    );
+    let plan = stdout(&out);
+    assert!(
+        plan.contains("ufw allow proto udp from 10.9.0.2 to any port 4789")
+            && plan.contains("ufw allow proto udp from 10.9.0.2 to any port 4501"),
+        "{plan}"
+    );
+    let report = json(&run(
+        &m,
+        &[
+            "firewall",
+            "apply",
+            "--backend",
+            "firewalld",
+            "--dry-run",
+            "--json",
+        ],
+    ));
+    assert_eq!(report["esp_port"], 4500, "{report}");
+    let commands = report["commands"].to_string();
+    assert!(commands.contains(r#"port=\"4500\""#), "{commands}");
 }
 
 #[test]

@@ -116,3 +116,51 @@ fn bad_backend_is_one_error_line() {
         "{err}"
     );
 }
+
+/// A static configuration with an encrypted network (`key_file`) opens its `esp_port` too.
+#[test]
+fn config_with_an_encrypted_network_opens_its_esp_port() {
+    if !absent("ufw") {
+        eprintln!("SKIP: ufw installed; the dry-run plan would depend on its live rules");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("blue.key");
+    let out = vxnet(&["key", "generate", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success());
+    let config = dir.path().join("vxnet.toml");
+    std::fs::write(
+        &config,
+        "esp_port = 4600\n[[network]]\nvni = 42\ndev = \"vx42\"\nkey_file = \"blue.key\"\n",
+    )
+    .unwrap();
+    let out = ok(&vxnet(&[
+        "firewall",
+        "apply",
+        "--backend",
+        "ufw",
+        "--dry-run",
+        "--config",
+        config.to_str().unwrap(),
+        "--peer",
+        "10.0.0.2",
+    ]));
+    assert_eq!(
+        out,
+        "ufw allow proto udp from 10.0.0.2 to any port 4789\nufw allow proto udp from 10.0.0.2 to any port 4600\n"
+    );
+    // Without an encrypted network, the VXLAN port only.
+    std::fs::write(&config, "[[network]]\nvni = 42\ndev = \"vx42\"\n").unwrap();
+    let out = ok(&vxnet(&[
+        "firewall",
+        "apply",
+        "--backend",
+        "ufw",
+        "--dry-run",
+        "--config",
+        config.to_str().unwrap(),
+        "--peer",
+        "10.0.0.2",
+    ]));
+    assert_eq!(out, "ufw allow proto udp from 10.0.0.2 to any port 4789\n");
+}

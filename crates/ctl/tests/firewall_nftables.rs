@@ -138,6 +138,37 @@ fn nftables_apply_list_remove_in_netns() {
     );
     assert!(!ns.ruleset().contains("10.77.0.9"));
 
+    // Encrypted networks: the ESP port opens to the same peers, and `list` shows it.
+    ok(&fw(&[
+        "apply",
+        "--backend",
+        "nftables",
+        "--peer",
+        "10.77.0.3",
+        "--encrypted",
+    ]));
+    let rules = ns.ruleset();
+    assert!(
+        rules.contains("udp dport { 4500, 4789 } ip saddr @peers4 accept"),
+        "{rules}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&fw(&["list", "--backend", "nftables", "--json"]))).unwrap();
+    assert_eq!(listed["esp_port"], 4500, "{listed}");
+    let ports: Vec<u64> = listed["open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [4500, 4789], "{listed}");
+    let text = ok(&fw(&["list", "--backend", "nftables"]));
+    assert!(
+        text.contains("udp port 4500 (ESP) open to 10.77.0.3"),
+        "{text}"
+    );
+    assert!(text.contains("udp port 4789 (VXLAN)"), "{text}");
+
     ok(&fw(&["remove", "--backend", "nftables"]));
     assert!(!ns.ruleset().contains("vxnet"));
     // Removing again is fine.

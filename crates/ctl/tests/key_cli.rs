@@ -76,3 +76,29 @@ fn check_reports_missing_open_and_short_files_on_one_line() {
         );
     }
 }
+
+#[test]
+fn generate_out_creates_its_missing_folder_owner_only_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etc/vxnet/blue.key");
+    let (ok, _, err) = vxnet(&["key", "generate", "--out", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for folder in [dir.path().join("etc"), dir.path().join("etc/vxnet")] {
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", folder.display());
+    }
+    let (ok, out, _) = vxnet(&["key", "check", path.to_str().unwrap()]);
+    assert!(ok && out.ends_with(": ok\n"), "{out}");
+
+    // A file where the folder should be: one line naming both.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "").unwrap();
+    let inside = blocker.join("sub/net.key");
+    let (ok, _, err) = vxnet(&["key", "generate", "--out", inside.to_str().unwrap()]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot create folder") && err.contains(blocker.to_str().unwrap()),
+        "{err}"
+    );
+}

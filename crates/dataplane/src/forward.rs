@@ -71,7 +71,6 @@ pub struct WireRun {
     sender: IpAddr,
     packets: u64,
     inner_bytes: u64,
-    bytes: u64,
 }
 
 impl Default for WireRun {
@@ -83,7 +82,6 @@ impl Default for WireRun {
             sender: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             packets: 0,
             inner_bytes: 0,
-            bytes: 0,
         }
     }
 }
@@ -251,13 +249,7 @@ impl Forwarder {
     pub fn from_wire(&self, now: Millis, source: SocketAddr, datagram: &[u8]) -> WireAction {
         let action = self.classify_wire(now, source, datagram);
         if let WireAction::Deliver { network, inner } = &action {
-            self.count_rx(
-                *network,
-                source.ip(),
-                1,
-                inner.len() as u64,
-                datagram.len() as u64,
-            );
+            self.count_rx(*network, source.ip(), 1, inner.len() as u64);
         }
         action
     }
@@ -308,7 +300,6 @@ impl Forwarder {
             {
                 run.packets += 1;
                 run.inner_bytes += (datagram.len() - VXLAN_HEADER_LEN) as u64;
-                run.bytes += datagram.len() as u64;
                 return WireAction::Deliver {
                     network,
                     inner: VXLAN_HEADER_LEN..datagram.len(),
@@ -325,15 +316,8 @@ impl Forwarder {
                 run.len = datagram.len();
                 run.packets = 1;
                 run.inner_bytes = inner.len() as u64;
-                run.bytes = datagram.len() as u64;
             } else {
-                self.count_rx(
-                    *network,
-                    sender,
-                    1,
-                    inner.len() as u64,
-                    datagram.len() as u64,
-                );
+                self.count_rx(*network, sender, 1, inner.len() as u64);
             }
         }
         action
@@ -343,24 +327,18 @@ impl Forwarder {
     /// the run.
     pub fn end_run(&self, run: &mut WireRun) {
         if let Some(network) = run.network.take() {
-            self.count_rx(network, run.sender, run.packets, run.inner_bytes, run.bytes);
+            self.count_rx(network, run.sender, run.packets, run.inner_bytes);
         }
     }
 
-    /// Adds delivered traffic: `packets` inner frames of `inner` bytes in all, from datagrams of
-    /// `bytes`.
-    pub(crate) fn count_rx(
-        &self,
-        network: usize,
-        sender: IpAddr,
-        packets: u64,
-        inner: u64,
-        bytes: u64,
-    ) {
+    /// Adds delivered traffic: `packets` inner frames of `inner` bytes in all. Every byte
+    /// counter (network and peer, receive and send) counts inner Ethernet frame bytes, so one
+    /// frame adds the same on both ends whatever the encapsulation (VXLAN, ESP) added.
+    pub(crate) fn count_rx(&self, network: usize, sender: IpAddr, packets: u64, inner: u64) {
         if let Some(n) = self.networks.get(network) {
             n.traffic.rx_many(packets, inner);
         }
-        self.peers.with(sender, |c| c.rx_many(packets, bytes));
+        self.peers.with(sender, |c| c.rx_many(packets, inner));
     }
 
     /// Longest datagram that can hold a single frame of any network: anything longer is a GRO
@@ -486,7 +464,8 @@ impl Forwarder {
     }
 
     /// Counts what a worker managed to send for network `index`: `segments` datagrams (one
-    /// UDP_SEGMENT send carries several) of `bytes` in all.
+    /// UDP_SEGMENT send carries several) carrying inner frames of `bytes` in all (the same
+    /// definition as [`count_rx`](Self::count_rx): no VXLAN header, no ESP).
     pub fn count_sent(&self, index: usize, dest: IpAddr, segments: usize, bytes: usize) {
         if let Some(network) = self.networks.get(index) {
             network.traffic.tx(segments as u64, bytes as u64);

@@ -112,6 +112,12 @@ pub enum KeyFileError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot create folder {folder} for key file {path}: {source}")]
+    Folder {
+        path: String,
+        folder: String,
+        source: std::io::Error,
+    },
 }
 
 /// Reads a network key from `path`: the file must exist, be a regular file readable by its owner

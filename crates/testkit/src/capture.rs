@@ -1,6 +1,6 @@
 //! Packet captures for the netns tests: tcpdump in a host's namespace, its pcap read back.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{wait_for, Lab, Proc};
@@ -26,13 +26,33 @@ impl Capture {
         count: u32,
         filter: &str,
     ) -> Capture {
-        let pcap = lab.dir.join(format!("{name}.pcap"));
-        let log = lab.dir.join(format!("{name}.log"));
-        let proc = lab.spawn(
-            i,
+        let options = format!("-s {snaplen} -c {count}");
+        Self::spawn(&lab.host(i).ns, &lab.dir, name, dev, &options, filter)
+    }
+
+    /// [`Capture::start`] keeping whole packets, as many as come, for a test that reads the
+    /// pcap file itself ([`Capture::finish`]): `vxnet explain`, tshark.
+    pub fn file(lab: &Lab, i: usize, name: &str, dev: &str, filter: &str) -> Capture {
+        Self::spawn(&lab.host(i).ns, &lab.dir, name, dev, "-s 0", filter)
+    }
+
+    /// [`Capture::file`] in any namespace `ns`, written into `dir`: for a test that builds its
+    /// own topology (a NAT between hosts) rather than a [`Lab`].
+    pub fn file_in(ns: &str, dir: &Path, name: &str, dev: &str, filter: &str) -> Capture {
+        Self::spawn(ns, dir, name, dev, "-s 0", filter)
+    }
+
+    /// The one place tests start tcpdump. `-Z root`: tcpdump otherwise drops to its own user,
+    /// which may not write into the lab dir.
+    fn spawn(ns: &str, dir: &Path, name: &str, dev: &str, options: &str, filter: &str) -> Capture {
+        let pcap = dir.join(format!("{name}.pcap"));
+        let log = dir.join(format!("{name}.log"));
+        let proc = Proc::spawn_in(
+            ns,
             &log,
+            &[],
             &format!(
-                "tcpdump -i {dev} -n -U --immediate-mode -B 16384 -s {snaplen} -c {count} -w {} {filter}",
+                "tcpdump -Z root -i {dev} -n -U --immediate-mode -B 16384 {options} -w {} {filter}",
                 pcap.display()
             ),
         );
@@ -46,19 +66,33 @@ impl Capture {
         Capture { proc, pcap }
     }
 
+    /// Where the capture is written.
+    pub fn path(&self) -> &std::path::Path {
+        &self.pcap
+    }
+
+    /// Stops the capture once it has written what it saw and returns the pcap file's path.
+    pub fn finish(mut self) -> PathBuf {
+        self.settle();
+        self.proc.terminate(Duration::from_secs(3));
+        self.pcap.clone()
+    }
+
     /// Stops the capture (after a moment for the last packets) and returns the frames, each
     /// cut at the snap length, from the Ethernet header on.
-    pub fn frames(mut self) -> Vec<Vec<u8>> {
-        // Until the pcap stops growing (tcpdump is still writing a burst out), at most 10 s.
+    pub fn frames(self) -> Vec<Vec<u8>> {
+        let data = std::fs::read(self.finish()).unwrap_or_default();
+        read_pcap(&data)
+    }
+
+    /// Waits until the pcap stops growing (tcpdump is still writing a burst out), at most 10 s.
+    fn settle(&self) {
         let mut last = None;
         let _ = wait_for(Duration::from_secs(10), || {
             std::thread::sleep(Duration::from_millis(250));
             let len = std::fs::metadata(&self.pcap).map(|m| m.len()).ok();
             std::mem::replace(&mut last, len) == len && len.is_some()
         });
-        self.proc.terminate(Duration::from_secs(3));
-        let data = std::fs::read(&self.pcap).unwrap_or_default();
-        read_pcap(&data)
     }
 }
 

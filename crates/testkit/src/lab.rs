@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -299,26 +299,7 @@ impl Lab {
 
     /// [`Lab::spawn`] with extra environment variables for the command.
     pub fn spawn_with_env(&self, i: usize, log: &Path, env: &[(&str, &str)], cmd: &str) -> Proc {
-        let file = std::fs::File::create(log).unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.hosts[i].ns,
-                "sh",
-                "-c",
-                &format!("exec {cmd}"),
-            ])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Proc {
-            child,
-            log: log.to_path_buf(),
-        }
+        Proc::spawn_in(&self.hosts[i].ns, log, env, cmd)
     }
 }
 

@@ -100,6 +100,24 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts a shell command in network namespace `ns` (`ip netns exec`) with extra
+    /// environment variables; its output goes to `log`.
+    pub fn spawn_in(ns: &str, log: &Path, env: &[(&str, &str)], cmd: &str) -> Proc {
+        let file = std::fs::File::create(log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", &format!("exec {cmd}")])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Proc {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

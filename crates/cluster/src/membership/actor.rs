@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::EventType;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::session::{claim_member, mac_key, mac_value, put_mac, republish, Session};
@@ -158,15 +157,7 @@ async fn drive(
                         }
                         continue;
                     }
-                    for ev in resp.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        s.revision = s.revision.max(kv.mod_revision());
-                        let Ok(key) = kv.key_str() else { continue };
-                        match ev.event_type() {
-                            EventType::Put => state.mirror.put(key, kv.value(), kv.lease()),
-                            EventType::Delete => state.mirror.delete(key),
-                        }
-                    }
+                    s.revision = s.revision.max(state.mirror.apply(resp.events()));
                     tx.send_replace(state.mirror.view(s.revision));
                 }
                 Ok(None) => {

@@ -67,13 +67,7 @@ impl Session {
             put_mac(state, lease, vni, &mac).await?;
         }
         let (kvs, revision) = store.list("").await?;
-        state.mirror.replace_all(kvs.into_iter().filter_map(|kv| {
-            Some((
-                kv.key_str().ok()?.to_owned(),
-                kv.value().to_vec(),
-                kv.lease(),
-            ))
-        }));
+        state.mirror.load(kvs);
         let watch = store.watch_prefix(revision + 1).await?;
         Ok(Session {
             lease,

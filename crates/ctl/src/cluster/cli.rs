@@ -11,7 +11,7 @@ pub use super::network_cli::{run_network, NetworkArgs, NetworkCmd};
 use vxnet_cluster::access::{parse_store, AccessOptions};
 use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
 use vxnet_cluster::token::Role;
-use vxnet_cluster::{node, removal, ClusterView, Error, Membership, Result};
+use vxnet_cluster::{node, removal, ClusterView, Error, Membership, Result, Store};
 
 #[derive(Debug, Args)]
 pub struct StateDirArg {
@@ -136,13 +136,15 @@ pub enum ClusterCmd {
         json: bool,
     },
     /// Debug: print the live cluster view, one JSON line per change, until SIGINT/SIGTERM.
-    /// With --local, registers as a member the way the engine does.
+    /// Read-only: writes nothing to the store, so this node's engine keeps running. With --local
+    /// it joins instead, registering as a member the way the engine does (not beside a running
+    /// engine of this node).
     Watch {
-        /// Register as a member with this VTEP address [default: watch only].
+        /// Join as a member with this VTEP address [default: watch only, register nothing].
         #[arg(long)]
         local: Option<IpAddr>,
-        /// Networks to register as serving (repeat for several) [default: none].
-        #[arg(long = "network")]
+        /// With --local: networks to register as serving (repeat for several) [default: none].
+        #[arg(long = "network", requires = "local")]
         networks: Vec<String>,
         /// Lease TTL in seconds.
         #[arg(long, default_value_t = vxnet_cluster::membership::DEFAULT_TTL_SECS)]
@@ -324,14 +326,6 @@ async fn watch(
     ttl: i64,
 ) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (store, state) = node::join_or_resume(dir, None, None).await?;
-    let vtep = local.or(state.local).ok_or_else(|| {
-        Error::Invalid("--local IP is needed to register (none saved at join)".into())
-    })?;
-    let handle = Membership { ttl_secs: ttl }
-        .start(&store, &state.node_id, vtep, networks)
-        .await?;
-    let mut rx = handle.view();
     let sig = |k| {
         signal(k).map_err(|source| Error::Io {
             path: PathBuf::from("signal handler"),
@@ -351,6 +345,22 @@ async fn watch(
                 source,
             })
     };
+    let Some(vtep) = local else {
+        // Watch only: no lease, no member record, nothing that could take the place of this
+        // node's running engine.
+        let state = dir.require()?;
+        let store = Store::connect_with(&dir.access(&state)?, &state.cluster_id).await?;
+        return tokio::select! {
+            done = vxnet_cluster::follow::follow(&store, |v| emit(v).is_ok()) => done,
+            _ = term.recv() => Ok(()),
+            _ = int.recv() => Ok(()),
+        };
+    };
+    let (store, state) = node::join_or_resume(dir, None, None).await?;
+    let handle = Membership { ttl_secs: ttl }
+        .start(&store, &state.node_id, vtep, networks)
+        .await?;
+    let mut rx = handle.view();
     emit(&rx.borrow_and_update().clone())?;
     loop {
         tokio::select! {

@@ -365,8 +365,7 @@ impl Link {
             Some(given) => {
                 let in_subnet = ipam::subnet(def)?.is_some_and(|s| s.contains(&given.addr()));
                 if in_subnet
-                    && !ipam::claim(&self.store, &def.name, given.addr(), &self.opts.node_id)
-                        .await?
+                    && !ipam::claim(&self.store, def, given.addr(), &self.opts.node_id).await?
                 {
                     tracing::warn!(network = %def.name, address = %given, "--address is allocated to another node too");
                 }
@@ -537,6 +536,7 @@ mod tests {
             store_healthy: true,
             revision: 1,
             keys: Default::default(),
+            ..ClusterView::default()
         }
     }
 

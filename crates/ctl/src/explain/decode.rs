@@ -210,16 +210,19 @@ fn build_packet(frame: usize, data: &[u8], link: Option<Layer>, outer: &Outer) -
              datagrams; the first is explained above, the others are shown as bytes"
         ));
     }
+    let outer_flow = format!(
+        "{} -> {}",
+        SocketAddr::new(outer_src, outer.udp.src_port),
+        SocketAddr::new(outer.dst(), outer.udp.dst_port)
+    );
     Packet {
         frame,
         captured_len: data.len(),
+        time: None,
         vni: Some(outer.vni),
-        summary: format!(
-            "{inner_summary} | VNI {} | {} -> {}",
-            outer.vni,
-            SocketAddr::new(outer_src, outer.udp.src_port),
-            SocketAddr::new(outer.dst(), outer.udp.dst_port)
-        ),
+        summary: format!("{inner_summary} | VNI {} | {outer_flow}", outer.vni),
+        outer_flow,
+        inner_summary,
         overhead,
         layers,
         remarks,

@@ -5,13 +5,15 @@
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vxnet_dataplane::sys::packet::{CaptureError, PacketSocket};
 
 use super::decode::{explain_frame, port_list, LinkType, Skip};
 use super::esp::EspContext;
-use super::model::{count_reasons, reasons_line, Skipped};
+use super::model::{reasons_line, SkipTally, Skipped};
+use super::output::{View, BRIEF_HEADER};
+use super::svg::SvgTarget;
 use super::{json, render, write_stdout_while_read, ExplainError};
 
 /// How often the capture loop looks for Ctrl-C while no frame arrives.
@@ -33,14 +35,15 @@ fn open(dev: &str) -> Result<PacketSocket, ExplainError> {
     })
 }
 
-/// Captures on `dev` until `count` VXLAN packets were explained (0: no limit) or Ctrl-C.
+/// Captures on `dev` until `count` VXLAN packets were explained (0: no limit) or Ctrl-C. Packets
+/// are numbered by the VXLAN/ESP packets shown, not by every frame the socket saw.
 pub(super) fn run(
     dev: &str,
     ports: &[u16],
     esp: &mut EspContext,
     count: usize,
-    json_lines: bool,
-    colour: bool,
+    view: View,
+    svg: Option<&SvgTarget>,
 ) -> Result<(), ExplainError> {
     let mut socket = open(dev)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -58,8 +61,9 @@ pub(super) fn run(
         0 => String::from("Ctrl-C"),
         n => format!("{n} VXLAN packets or Ctrl-C"),
     };
+    let json_lines = matches!(view, View::Json);
     if !json_lines {
-        let intro = format!(
+        let mut intro = format!(
             "Capturing on {dev}: VXLAN on UDP ports {}, ESP-in-UDP on {}{}; stops after {limit}\n",
             port_list(ports),
             port_list(&esp.ports),
@@ -67,14 +71,18 @@ pub(super) fn run(
                 .as_ref()
                 .map_or(String::new(), |k| format!(" (decrypted with {})", k.path))
         );
+        if matches!(view, View::Brief) {
+            intro.push_str(BRIEF_HEADER);
+        }
         if !write(intro.as_bytes())? {
             return Ok(());
         }
     }
 
+    let started = Instant::now();
     let mut frames = 0usize;
     let mut explained = 0usize;
-    let mut skipped = Vec::new();
+    let mut skipped = SkipTally::default();
     while !stop.load(Ordering::SeqCst) && (count == 0 || explained < count) {
         let captured = match socket.next_frame(POLL) {
             Ok(Some(captured)) => captured,
@@ -90,19 +98,23 @@ pub(super) fn run(
         // A frame cut by the capture buffer is reported as such by the decoder.
         let original_len = captured.frame.len() + usize::from(captured.truncated);
         match explain_frame(
-            frames,
+            explained + 1,
             LinkType::Ethernet,
             &captured.frame,
             original_len,
             ports,
             esp,
         ) {
-            Ok(packet) => {
+            Ok(mut packet) => {
                 explained += 1;
-                let text = if json_lines {
-                    json::to_line(&packet)
-                } else {
-                    render::render_one(&packet, colour)
+                packet.time = Some(started.elapsed().as_secs_f64());
+                if let Some(target) = svg.filter(|_| explained == 1) {
+                    target.write(&packet)?;
+                }
+                let text = match view {
+                    View::Json => json::to_line(&packet),
+                    View::Brief => render::brief_line(&packet),
+                    View::Full { colour, width } => render::render_one(&packet, colour, width),
                 };
                 if !write(text.as_bytes())? {
                     return Ok(());
@@ -118,10 +130,10 @@ pub(super) fn run(
     if !json_lines {
         let mut summary = format!(
             "{explained} VXLAN packets explained, {} other frames skipped",
-            skipped.len()
+            skipped.total
         );
-        if !skipped.is_empty() {
-            summary.push_str(&format!(": {}", reasons_line(&count_reasons(&skipped), 6)));
+        if skipped.total > 0 {
+            summary.push_str(&format!(": {}", reasons_line(&skipped.by_reason(), 6)));
         }
         summary.push('\n');
         write(summary.as_bytes())?;

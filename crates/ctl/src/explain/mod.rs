@@ -20,8 +20,10 @@ mod link;
 mod live;
 mod model;
 mod outer;
+mod output;
 mod pcap;
 mod render;
+mod svg;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -63,6 +65,21 @@ pub struct ExplainArgs {
     /// When to colour the text view.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// One line per packet: number, time since the first frame, outer flow, VNI (or ESP SPI),
+    /// the inner frame in a few words, size.
+    #[arg(long, conflicts_with = "json")]
+    pub brief: bool,
+    /// Also draw one packet as nested boxes (outer Ethernet / IP / UDP / VXLAN / inner frame,
+    /// each with its bytes and the fields that matter) into this SVG file, which any browser
+    /// shows: the worked example's packet, or the capture's packet --frame N (default: the
+    /// first explained).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// With --svg and a capture: the frame number (as the text view numbers packets) to draw.
+    #[arg(long, value_name = "N", requires = "svg")]
+    pub frame: Option<usize>,
+    #[command(flatten)]
+    pub example: example::ExampleArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,6 +128,14 @@ pub enum ExplainError {
     Example(String),
     #[error("cannot write output: {0}")]
     Output(std::io::Error),
+    #[error("{path}: cannot write the SVG drawing: {detail}")]
+    Svg { path: String, detail: String },
+    #[error("{path}: no VXLAN packet numbered {frame} to draw into {svg}")]
+    NoSuchFrame {
+        frame: usize,
+        path: String,
+        svg: String,
+    },
 }
 
 pub fn run(args: ExplainArgs) -> Result<(), ExplainError> {
@@ -127,69 +152,151 @@ pub fn run(args: ExplainArgs) -> Result<(), ExplainError> {
         .as_deref()
         .map(esp::keys::KeyTable::load)
         .transpose()?;
+    // Refused before any work: a bad --svg path is one error line, and nothing is captured.
+    let svg = args.svg.as_deref().map(svg::SvgTarget::check).transpose()?;
     let mut esp = esp::EspContext::new(esp_ports, keys);
-    if let Some(dev) = &args.live {
-        let colour = use_colour(args.color);
-        return live::run(dev, &ports, &mut esp, args.count, args.json, colour);
-    }
-    let explanation = match &args.pcap {
-        Some(path) => {
-            let explanation = pcap::explain_file(path, &ports, &mut esp)?;
-            if explanation.packets.is_empty() {
-                return Err(no_vxlan(&explanation, path, &ports, &esp.ports, args.json));
-            }
-            explanation
-        }
-        None if args.encrypted => {
-            example::encrypted_example(args.port.unwrap_or(vxnet_encap::esp::DEFAULT_ESP_PORT))?
-        }
-        None => example::worked_example(args.port.unwrap_or(vxnet_encap::DEFAULT_PORT))?,
-    };
-    let output = if args.json {
-        json::to_string(&explanation)
+    let view = if args.json {
+        output::View::Json
+    } else if args.brief {
+        output::View::Brief
     } else {
-        render::render(&explanation, use_colour(args.color))
+        output::View::Full {
+            colour: use_colour(args.color),
+            width: terminal_width(),
+        }
     };
-    write_stdout(output.as_bytes())
+    if let Some(dev) = &args.live {
+        return live::run(dev, &ports, &mut esp, args.count, view, svg.as_ref());
+    }
+    let Some(path) = &args.pcap else {
+        let explanation = if args.encrypted {
+            example::encrypted_example(
+                args.port.unwrap_or(vxnet_encap::esp::DEFAULT_ESP_PORT),
+                &args.example,
+            )?
+        } else {
+            example::worked_example(
+                args.port.unwrap_or(vxnet_encap::DEFAULT_PORT),
+                &args.example,
+            )?
+        };
+        if let (Some(target), Some(packet)) = (&svg, explanation.packets.first()) {
+            target.write(packet)?;
+        }
+        let output = match view {
+            output::View::Json => json::to_string(&explanation),
+            output::View::Brief => {
+                let lines: String = explanation.packets.iter().map(render::brief_line).collect();
+                format!("{}{lines}", output::BRIEF_HEADER)
+            }
+            output::View::Full { colour, width } => {
+                render::render_example(&explanation, colour, width)
+            }
+        };
+        return write_stdout(output.as_bytes());
+    };
+    explain_capture(path, &ports, &mut esp, view, svg.as_ref(), args.frame)
+}
+
+/// Streams the capture at `path` through `view`, drawing the chosen packet into `svg`.
+fn explain_capture(
+    path: &std::path::Path,
+    ports: &[u16],
+    esp: &mut esp::EspContext,
+    view: output::View,
+    svg: Option<&svg::SvgTarget>,
+    frame: Option<usize>,
+) -> Result<(), ExplainError> {
+    let name = path.display().to_string();
+    let vxlan_ports = decode::port_list(ports);
+    let esp_ports = decode::port_list(&esp.ports);
+    let keys = esp.keys.as_ref().map(|k| k.path.clone());
+    let mut output = output::PacketOutput::new(
+        view,
+        render::CaptureSource {
+            path: &name,
+            vxlan_ports: &vxlan_ports,
+            esp_ports: &esp_ports,
+            keys: keys.as_deref(),
+        },
+    );
+    let mut drawn = false;
+    let run = pcap::stream_file(path, ports, esp, &mut |packet| {
+        if let Some(target) = svg.filter(|_| !drawn && frame.is_none_or(|f| f == packet.frame)) {
+            target.write(&packet)?;
+            drawn = true;
+        }
+        output.packet(&packet)
+    })?;
+    if run.explained == 0 {
+        return Err(no_vxlan(&run, &name, ports, &esp.ports, view));
+    }
+    if let (Some(target), false) = (svg, drawn) {
+        return Err(ExplainError::NoSuchFrame {
+            frame: frame.unwrap_or(1),
+            path: name,
+            svg: target.path(),
+        });
+    }
+    let source = model::Source::Capture {
+        path: name.clone(),
+        format: run.format,
+        total_packets: run.total,
+        vxlan_ports: ports.to_vec(),
+        esp_ports: esp.ports.clone(),
+        keys: keys.clone(),
+    };
+    let overhead = if run.encrypted > 0 {
+        model::Overhead::encrypted()
+    } else {
+        model::Overhead::standard()
+    };
+    output.finish(&run, source, &overhead)
+}
+
+/// Columns the text view may use: `COLUMNS`, else the terminal's width, else 100.
+fn terminal_width() -> usize {
+    let from_env = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok());
+    from_env
+        .or_else(vxnet_dataplane::sys::term::stdout_columns)
+        .filter(|&w: &usize| w >= 20)
+        .unwrap_or(100)
 }
 
 /// The error for a capture without VXLAN, with the skip reasons counted. With `--json` the
 /// counts also go to stdout as one document, for scripts (the `error:` line still goes to stderr).
 fn no_vxlan(
-    explanation: &model::Explanation,
-    path: &std::path::Path,
+    run: &pcap::CaptureRun,
+    path: &str,
     ports: &[u16],
     esp_ports: &[u16],
-    json: bool,
+    view: output::View,
 ) -> ExplainError {
-    let total = explanation.skipped.len();
     let mut why = String::new();
-    if !explanation.skipped_by_reason.is_empty() {
-        why = format!(
-            ": {}",
-            model::reasons_line(&explanation.skipped_by_reason, 6)
-        );
+    let by_reason = run.skipped.by_reason();
+    if !by_reason.is_empty() {
+        why = format!(": {}", model::reasons_line(&by_reason, 6));
     }
-    if let Some(truncated) = &explanation.truncated {
+    if let Some(truncated) = &run.truncated {
         why.push_str(&format!("; {truncated}"));
     }
     let error = ExplainError::NoVxlan {
-        path: path.display().to_string(),
+        path: path.to_owned(),
         ports: format!(
             "{}; ESP-in-UDP {}",
             decode::port_list(ports),
             decode::port_list(esp_ports)
         ),
-        total,
+        total: run.total,
         why,
     };
-    if json {
+    if matches!(view, output::View::Json) {
         let doc = serde_json::json!({
             "error": error.to_string(),
-            "source": explanation.source,
-            "skipped_by_reason": explanation.skipped_by_reason,
-            "skipped": explanation.skipped,
-            "truncated": explanation.truncated,
+            "source": {"kind": "capture", "path": path, "format": run.format, "total_packets": run.total},
+            "skipped_by_reason": by_reason,
+            "skipped": run.skipped.listed,
+            "truncated": run.truncated,
         });
         // The error line is what matters; a closed stdout must not hide it.
         let _ = write_stdout(json::to_string(&doc).as_bytes());

@@ -43,9 +43,17 @@ pub(super) struct Packet {
     /// 1-based position in the capture (what Wireshark calls the frame number).
     pub frame: usize,
     pub captured_len: usize,
+    /// Seconds since the capture's first frame (`None` for the worked example).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
     /// `None` for an ESP packet that was not decrypted: the VNI is inside the ciphertext.
     pub vni: Option<u32>,
     pub summary: String,
+    /// The outer flow, `src:port -> dst:port`: the underlay's view of the packet.
+    pub outer_flow: String,
+    /// The inner frame in a few words (`172.17.0.2 -> 172.17.0.3 ICMPv4 echo request`), or
+    /// `encrypted` for ESP that was not opened.
+    pub inner_summary: String,
     /// Bytes VXLAN added in front of the inner payload as far as the underlay MTU is concerned:
     /// outer IP + UDP + VXLAN + inner Ethernet.
     pub overhead: usize,
@@ -175,21 +183,46 @@ pub(super) struct ReasonCount {
     pub count: usize,
 }
 
-/// Counts skip reasons by kind, most frequent first (ties in order of first appearance).
-pub(super) fn count_reasons(skipped: &[Skipped]) -> Vec<ReasonCount> {
-    let mut counts: Vec<ReasonCount> = Vec::new();
-    for s in skipped {
-        match counts.iter_mut().find(|c| c.reason == s.kind) {
-            Some(c) => c.count += 1,
-            None => counts.push(ReasonCount {
-                reason: s.kind.clone(),
-                count: 1,
-            }),
+/// How many skipped frames a capture lists one by one; the rest are only counted by reason, so a
+/// capture of millions of frames keeps explain's memory bounded.
+pub(super) const MAX_LISTED_SKIPS: usize = 1000;
+
+/// The frames that were not explained: the first [`MAX_LISTED_SKIPS`] with their reason, and
+/// all of them counted by kind of reason.
+#[derive(Debug, Default)]
+pub(super) struct SkipTally {
+    pub listed: Vec<Skipped>,
+    pub total: usize,
+    /// Count per kind, in order of first appearance.
+    counts: Vec<ReasonCount>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl SkipTally {
+    pub(super) fn push(&mut self, skipped: Skipped) {
+        self.total += 1;
+        match self.index.get(&skipped.kind) {
+            Some(&i) => self.counts[i].count += 1,
+            None => {
+                self.index.insert(skipped.kind.clone(), self.counts.len());
+                self.counts.push(ReasonCount {
+                    reason: skipped.kind.clone(),
+                    count: 1,
+                });
+            }
+        }
+        if self.listed.len() < MAX_LISTED_SKIPS {
+            self.listed.push(skipped);
         }
     }
-    // Stable: equal counts keep their order of first appearance.
-    counts.sort_by_key(|c| std::cmp::Reverse(c.count));
-    counts
+
+    /// The counts, most frequent first (ties in order of first appearance).
+    pub(super) fn by_reason(&self) -> Vec<ReasonCount> {
+        let mut counts = self.counts.clone();
+        // Stable: equal counts keep their order of first appearance.
+        counts.sort_by_key(|c| std::cmp::Reverse(c.count));
+        counts
+    }
 }
 
 /// `5 not IP: ARP; 3 UDP to port 53, not a VXLAN port`: the counts for one line, the most

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Color, Style};
 
 use super::esp::EspState;
-use super::model::{reasons_line, Explanation, Layer, LayerKind, Packet, Source};
+use super::model::{reasons_line, Explanation, Layer, LayerKind, Overhead, Packet, Source};
+use super::pcap::CaptureRun;
 
 struct Painter {
     colour: bool,
@@ -49,103 +50,153 @@ fn layer_style(kind: LayerKind) -> Style {
     }
 }
 
-pub(super) fn render(explanation: &Explanation, colour: bool) -> String {
+/// The worked example: its story, the packet and what the wrap costs.
+pub(super) fn render_example(explanation: &Explanation, colour: bool, width: usize) -> String {
     let p = Painter { colour };
     let mut out = String::new();
-    match &explanation.source {
-        Source::WorkedExample { story } => {
-            let title = if explanation.packets.iter().any(|p| p.esp.is_some()) {
-                "Encrypted VXLAN, ESP in UDP: a worked example"
-            } else {
-                "VXLAN, the double wrap: a worked example"
-            };
-            let _ = writeln!(out, "{}", p.bold(title));
-            let _ = writeln!(out);
-            for line in wrap(story, 96) {
-                let _ = writeln!(out, "{line}");
-            }
+    if let Source::WorkedExample { story } = &explanation.source {
+        let title = if explanation.packets.iter().any(|p| p.esp.is_some()) {
+            "Encrypted VXLAN, ESP in UDP: a worked example"
+        } else {
+            "VXLAN, the double wrap: a worked example"
+        };
+        let _ = writeln!(out, "{}", p.bold(title));
+        let _ = writeln!(out);
+        for line in wrap(story, width.clamp(40, 96)) {
+            let _ = writeln!(out, "{line}");
         }
-        Source::Capture {
-            path,
-            format,
-            total_packets,
-            vxlan_ports,
-            esp_ports,
-            keys,
-        } => {
-            let list = |ports: &[u16]| {
-                ports
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let encrypted = explanation
-                .packets
-                .iter()
-                .filter(|p| p.esp.is_some())
-                .count();
-            let esp = match (encrypted, keys) {
-                (0, _) => String::new(),
-                (n, keys) => format!(
-                    "; {n} of them encrypted, ESP-in-UDP port {}, {}",
-                    list(esp_ports),
-                    keys.as_ref()
-                        .map_or("no --keys".to_owned(), |k| format!("keys from {k}"))
-                ),
-            };
-            let _ = writeln!(
-                out,
-                "{} {path} ({format}): {total_packets} packets, {} VXLAN (UDP ports {}{esp}), {} skipped",
-                p.bold("Capture"),
-                explanation.packets.len(),
-                list(vxlan_ports),
-                explanation.skipped.len()
-            );
-        }
-    }
-    if let Some(truncated) = &explanation.truncated {
-        let _ = writeln!(out, "{} {truncated}", p.bold("Truncated:"));
     }
     for packet in &explanation.packets {
         let _ = writeln!(out);
-        render_packet(&mut out, &p, packet);
+        render_packet(&mut out, &p, packet, width);
     }
-    if !explanation.skipped.is_empty() {
+    let _ = writeln!(out);
+    render_overhead(&mut out, &p, &explanation.overhead);
+    out
+}
+
+/// The first line of a capture's text view, printed before its first packet.
+pub(super) fn capture_intro(source: &CaptureSource<'_>, colour: bool) -> String {
+    let p = Painter { colour };
+    format!(
+        "{} {}: VXLAN on UDP ports {}, ESP-in-UDP on {}\n",
+        p.bold("Capture"),
+        source.path,
+        source.vxlan_ports,
+        source.esp_ports
+    )
+}
+
+/// What follows a capture's packets: the counts, where the file was cut, the skipped frames and
+/// what the wrap costs.
+/// `brief` keeps it to the counts.
+pub(super) fn capture_end(
+    run: &CaptureRun,
+    source: &CaptureSource<'_>,
+    overhead: &Overhead,
+    colour: bool,
+    brief: bool,
+) -> String {
+    let p = Painter { colour };
+    let mut out = String::new();
+    let esp = match (run.encrypted, source.keys) {
+        (0, _) => String::new(),
+        (n, keys) => format!(
+            "; {n} of them encrypted, ESP-in-UDP port {}, {}",
+            source.esp_ports,
+            keys.map_or("no --keys".to_owned(), |k| format!("keys from {k}"))
+        ),
+    };
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{} {} ({}): {} packets, {} VXLAN (UDP ports {}{esp}), {} skipped",
+        p.bold("Capture"),
+        source.path,
+        run.format,
+        run.total,
+        run.explained,
+        source.vxlan_ports,
+        run.skipped.total
+    );
+    if let Some(truncated) = &run.truncated {
+        let _ = writeln!(out, "{} {truncated}", p.bold("Truncated:"));
+    }
+    if brief {
+        if run.skipped.total > 0 {
+            let reasons = reasons_line(&run.skipped.by_reason(), 6);
+            let _ = writeln!(out, "{}  {reasons}", p.bold("Skipped (not VXLAN)"));
+        }
+        return out;
+    }
+    if run.skipped.total > 0 {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
             "{}  {}",
             p.bold("Skipped (not VXLAN)"),
-            reasons_line(&explanation.skipped_by_reason, usize::MAX)
+            reasons_line(&run.skipped.by_reason(), usize::MAX)
         );
-        for s in &explanation.skipped {
+        for s in &run.skipped.listed {
             let _ = writeln!(out, "  packet {:>4}: {}", s.frame, s.reason);
+        }
+        let unlisted = run.skipped.total - run.skipped.listed.len();
+        if unlisted > 0 {
+            let _ = writeln!(out, "  … and {unlisted} more, counted above");
         }
     }
     let _ = writeln!(out);
-    render_overhead(&mut out, &p, explanation);
+    render_overhead(&mut out, &p, overhead);
     out
 }
 
-/// One packet alone (`explain --live`), with the same layout as in a capture.
-pub(super) fn render_one(packet: &Packet, colour: bool) -> String {
+/// Where a capture came from, as its summary names it.
+pub(super) struct CaptureSource<'a> {
+    pub path: &'a str,
+    pub vxlan_ports: &'a str,
+    pub esp_ports: &'a str,
+    pub keys: Option<&'a str>,
+}
+
+/// One packet alone (a capture's packets, `explain --live`), with the same layout throughout.
+pub(super) fn render_one(packet: &Packet, colour: bool, width: usize) -> String {
     let mut out = String::new();
-    render_packet(&mut out, &Painter { colour }, packet);
+    render_packet(&mut out, &Painter { colour }, packet, width);
     out.push('\n');
     out
 }
 
-fn render_packet(out: &mut String, p: &Painter, packet: &Packet) {
+/// `--brief`: one line per packet: number, time, outer flow, VNI (or ESP SPI), inner summary,
+/// size.
+pub(super) fn brief_line(packet: &Packet) -> String {
+    let time = packet
+        .time
+        .map_or_else(|| "-".to_owned(), |t| format!("{t:.6}"));
+    let wrap = match (&packet.esp, packet.vni) {
+        (Some(esp), Some(vni)) => format!("ESP {:#010x} VNI {vni}", esp.spi),
+        (Some(esp), None) => format!("ESP {:#010x}", esp.spi),
+        (None, Some(vni)) => format!("VNI {vni}"),
+        (None, None) => "VNI ?".to_owned(),
+    };
+    format!(
+        "{:>5} {time:>11}  {}  {wrap}  {}  {} B\n",
+        packet.frame, packet.outer_flow, packet.inner_summary, packet.captured_len
+    )
+}
+
+fn render_packet(out: &mut String, p: &Painter, packet: &Packet, width: usize) {
     let _ = writeln!(out, "{}", headline(p, packet));
     let _ = writeln!(out, "  {}", packet.summary);
     for remark in &packet.remarks {
-        for (i, line) in wrap(remark, 94).iter().enumerate() {
+        for (i, line) in wrap(remark, width.saturating_sub(8).clamp(32, 94))
+            .iter()
+            .enumerate()
+        {
             let _ = writeln!(out, "  {} {line}", if i == 0 { "note:" } else { "     " });
         }
     }
     let _ = writeln!(out);
-    render_diagram(out, p, &packet.layers);
+    render_diagram(out, p, &packet.layers, width);
     for layer in &packet.layers {
         let _ = writeln!(out);
         render_layer(out, p, layer);
@@ -217,25 +268,27 @@ fn headline(p: &Painter, packet: &Packet) -> String {
     )
 }
 
-/// `| outer Ethernet | outer IPv4 | ... |` with each layer's byte range underneath.
-fn render_diagram(out: &mut String, p: &Painter, layers: &[Layer]) {
-    let cells: Vec<(String, String, LayerKind)> = layers
-        .iter()
-        .map(|l| {
-            (
-                l.name.clone(),
-                format!("{}..{} ({}B)", l.offset, l.offset + l.len, l.len),
-                l.kind,
-            )
-        })
-        .collect();
+/// `| outer Ethernet | outer IPv4 | ... |` with each layer's byte range underneath, in as many
+/// rows as it takes to stay within `width` columns.
+fn render_diagram(out: &mut String, p: &Painter, layers: &[Layer], width: usize) {
     let mut names = String::from("|");
     let mut ranges = String::from("|");
-    for (name, range, kind) in &cells {
-        let width = name.len().max(range.len());
-        names.push_str(&p.layer(*kind, &format!(" {name:^width$} ")));
+    // Visible columns of the current row (colour codes take none).
+    let mut used = 1;
+    for l in layers {
+        let range = format!("{}..{} ({}B)", l.offset, l.offset + l.len, l.len);
+        let cell = l.name.len().max(range.len());
+        if used > 1 && used + cell + 3 > width {
+            let _ = writeln!(out, "{names}");
+            let _ = writeln!(out, "{ranges}");
+            names = String::from("|");
+            ranges = String::from("|");
+            used = 1;
+        }
+        names.push_str(&p.layer(l.kind, &format!(" {:^cell$} ", l.name)));
         names.push('|');
-        ranges.push_str(&format!(" {range:^width$} |"));
+        ranges.push_str(&format!(" {range:^cell$} |"));
+        used += cell + 3;
     }
     let _ = writeln!(out, "{names}");
     let _ = writeln!(out, "{ranges}");
@@ -325,8 +378,7 @@ fn render_hex(out: &mut String, p: &Painter, packet: &Packet, bytes: &[u8], what
     }
 }
 
-fn render_overhead(out: &mut String, p: &Painter, explanation: &Explanation) {
-    let o = &explanation.overhead;
+fn render_overhead(out: &mut String, p: &Painter, o: &Overhead) {
     let v4 = &o.ipv4;
     let v6 = &o.ipv6;
     let _ = writeln!(out, "{}", p.bold("What the wrap costs"));

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::process::Stdio;
 
 pub const DEFAULT_PORT: u16 = 4789;
+pub use vxnet_encap::esp::DEFAULT_ESP_PORT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -195,38 +196,99 @@ pub fn choose_backend(probe: Probe, requested: Option<Backend>) -> Result<Backen
     }
 }
 
-/// The peers currently opened by `backend` on this host.
-pub fn list(backend: Backend, port: u16) -> Result<Vec<IpAddr>> {
-    let mut peers = match backend {
-        Backend::Nftables => nftables::list()?,
-        Backend::Ufw => ufw::parse_status(&ufw::status_cmd().run()?, port),
-        Backend::Firewalld => firewalld::parse_rules(&firewalld::list_cmd().run()?, port),
-    };
-    peers.sort();
-    peers.dedup();
-    Ok(peers)
+/// One UDP port open to some peers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Open {
+    pub port: u16,
+    pub peers: Vec<IpAddr>,
 }
 
-/// The commands that make the firewall open `port` to exactly `peers`. `current` is what is open
-/// now (for ufw/firewalld, which change rule by rule); nftables replaces its table atomically.
+/// The peers open now for `port` in `current` (none if it is not there).
+fn open_to(current: &[Open], port: u16) -> &[IpAddr] {
+    current
+        .iter()
+        .find(|o| o.port == port)
+        .map_or(&[][..], |o| o.peers.as_slice())
+}
+
+/// What `backend` has open on this host: for nftables every port of vxnet's table, for ufw and
+/// firewalld (whose rules are per port) the ports of `ports` that have rules.
+pub fn list(backend: Backend, ports: &[u16]) -> Result<Vec<Open>> {
+    let sorted = |mut peers: Vec<IpAddr>| {
+        peers.sort();
+        peers.dedup();
+        peers
+    };
+    if backend == Backend::Nftables {
+        let (peers, open) = nftables::list()?;
+        let peers = sorted(peers);
+        return Ok(open
+            .into_iter()
+            .map(|port| Open {
+                port,
+                peers: peers.clone(),
+            })
+            .collect());
+    }
+    let status = match backend {
+        Backend::Ufw => ufw::status_cmd().run()?,
+        _ => firewalld::list_cmd().run()?,
+    };
+    let mut out = Vec::new();
+    for &port in ports {
+        let peers = match backend {
+            Backend::Ufw => ufw::parse_status(&status, port),
+            _ => firewalld::parse_rules(&status, port),
+        };
+        if !peers.is_empty() {
+            out.push(Open {
+                port,
+                peers: sorted(peers),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The commands that make the firewall open exactly `ports` to exactly `peers`. `current` is what
+/// is open now (for ufw/firewalld, which change rule by rule; a port open now but no longer
+/// wanted, such as the ESP port once no network is encrypted, is closed); nftables replaces its
+/// table atomically.
 pub fn apply_plan(
     backend: Backend,
-    port: u16,
+    ports: &[u16],
     peers: &[IpAddr],
-    current: &[IpAddr],
+    current: &[Open],
 ) -> Vec<Command> {
-    match backend {
-        Backend::Nftables => vec![nftables::apply_cmd(port, peers)],
-        Backend::Ufw => ufw::sync(port, peers, current),
-        Backend::Firewalld => firewalld::sync(port, peers, current),
+    if backend == Backend::Nftables {
+        return vec![nftables::apply_cmd(ports, peers)];
     }
+    let closed = current.iter().filter(|o| !ports.contains(&o.port));
+    let plan = ports
+        .iter()
+        .map(|&port| (port, peers, open_to(current, port)))
+        .chain(closed.map(|o| (o.port, &[][..], o.peers.as_slice())));
+    let mut cmds = Vec::new();
+    for (port, wanted, now) in plan {
+        match backend {
+            Backend::Ufw => cmds.extend(ufw::sync(port, wanted, now)),
+            _ => cmds.extend(firewalld::sync(port, wanted, now)),
+        }
+    }
+    if backend == Backend::Firewalld {
+        // One reload at the end, not one per port.
+        cmds.retain(|c| c.args != ["--reload"]);
+        if !cmds.is_empty() {
+            cmds.push(Command::new("firewall-cmd", &["--reload"]));
+        }
+    }
+    cmds
 }
 
-pub fn remove_plan(backend: Backend, port: u16, current: &[IpAddr]) -> Vec<Command> {
+pub fn remove_plan(backend: Backend, current: &[Open]) -> Vec<Command> {
     match backend {
         Backend::Nftables => vec![nftables::remove_cmd()],
-        Backend::Ufw => ufw::sync(port, &[], current),
-        Backend::Firewalld => firewalld::sync(port, &[], current),
+        _ => apply_plan(backend, &[], &[], current),
     }
 }
 

@@ -24,9 +24,22 @@ fn elements(peers: &[IpAddr], v4: bool) -> String {
     }
 }
 
+/// The `udp dport` match for `ports`: one port, or an anonymous set of them.
+fn dport(ports: &[u16]) -> String {
+    match ports {
+        [port] => port.to_string(),
+        _ => {
+            let list: Vec<String> = ports.iter().map(ToString::to_string).collect();
+            format!("{{ {} }}", list.join(", "))
+        }
+    }
+}
+
 /// The whole ruleset script. `table …; delete table …` first makes it idempotent: the table is
-/// created if missing, then replaced atomically in one nft transaction.
-pub fn ruleset(port: u16, peers: &[IpAddr]) -> String {
+/// created if missing, then replaced atomically in one nft transaction. `ports`: the VXLAN port,
+/// and the ESP-in-UDP port when a network is encrypted.
+pub fn ruleset(ports: &[u16], peers: &[IpAddr]) -> String {
+    let port = dport(ports);
     format!(
         "table inet {TABLE}
 delete table inet {TABLE}
@@ -50,9 +63,9 @@ table inet {TABLE} {{
     )
 }
 
-pub fn apply_cmd(port: u16, peers: &[IpAddr]) -> Command {
+pub fn apply_cmd(ports: &[u16], peers: &[IpAddr]) -> Command {
     Command {
-        stdin: Some(ruleset(port, peers)),
+        stdin: Some(ruleset(ports, peers)),
         ..Command::new("nft", &["-f", "-"])
     }
 }
@@ -118,13 +131,61 @@ pub fn present() -> Result<bool> {
     }
 }
 
-/// Member addresses in the applied table; empty when there is no table.
-pub fn list() -> Result<Vec<IpAddr>> {
+/// Member addresses in the applied table and the UDP ports it opens to them; nothing when there
+/// is no table.
+pub fn list() -> Result<(Vec<IpAddr>, Vec<u16>)> {
     match Command::new("nft", &["-j", "list", "table", "inet", TABLE]).run() {
-        Ok(out) => parse_json(&out),
-        Err(Error::Failed { stderr, .. }) if stderr.contains("No such file") => Ok(Vec::new()),
+        Ok(out) => Ok((parse_json(&out)?, parse_ports(&out)?)),
+        Err(Error::Failed { stderr, .. }) if stderr.contains("No such file") => {
+            Ok((Vec::new(), Vec::new()))
+        }
         Err(e) => Err(e),
     }
+}
+
+/// The UDP destination ports of the table's accept rules, from `nft -j list table` output:
+/// `"right": 4789` or `"right": {"set": [4500, 4789]}`.
+pub fn parse_ports(out: &str) -> Result<Vec<u16>> {
+    let doc: serde_json::Value = serde_json::from_str(out).map_err(|e| Error::Parse {
+        what: "nft -j output".into(),
+        detail: e.to_string(),
+    })?;
+    let mut ports = Vec::new();
+    let rules = doc
+        .get("nftables")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("rule"))
+        .filter(|r| r.get("table").and_then(|t| t.as_str()) == Some(TABLE));
+    for rule in rules {
+        let matches = rule
+            .get("expr")
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("match"));
+        for m in matches {
+            let field = m.pointer("/left/payload/field").and_then(|f| f.as_str());
+            if field != Some("dport") {
+                continue;
+            }
+            let right = m.get("right");
+            let values = match right.and_then(|r| r.get("set")) {
+                Some(set) => set.as_array().cloned().unwrap_or_default(),
+                None => right.cloned().into_iter().collect(),
+            };
+            ports.extend(
+                values
+                    .iter()
+                    .filter_map(|v| v.as_u64())
+                    .filter_map(|v| u16::try_from(v).ok()),
+            );
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
 }
 
 /// Extracts the elements of `peers4`/`peers6` from `nft -j list table` output.
@@ -169,12 +230,14 @@ mod tests {
     #[test]
     fn ruleset_lists_only_peers() {
         let peers: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
-        let r = ruleset(4789, &peers);
+        let r = ruleset(&[4789], &peers);
         assert!(r.contains("elements = { 10.0.0.2 }"));
         assert!(r.contains("elements = { fd00::2 }"));
         assert!(r.contains("udp dport 4789 ip saddr @peers4 accept"));
         assert!(r.contains("priority filter - 1"));
-        assert!(!ruleset(4789, &[]).contains("elements"));
+        assert!(!ruleset(&[4789], &[]).contains("elements"));
+        let both = ruleset(&[4789, 4500], &peers);
+        assert!(both.contains("udp dport { 4789, 4500 } ip saddr @peers4 accept"));
     }
 
     #[test]

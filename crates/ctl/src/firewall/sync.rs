@@ -15,8 +15,9 @@ use super::{nftables, Probe, Result};
 pub struct SyncOptions {
     /// `--remote`s (resolved): always in the sets.
     pub static_peers: Vec<IpAddr>,
-    /// `--firewall`: create the table, opening this UDP port to the members, when it is missing.
-    pub create_port: Option<u16>,
+    /// `--firewall`: create the table, opening these UDP ports (VXLAN and ESP) to the members,
+    /// when it is missing.
+    pub create_ports: Vec<u16>,
 }
 
 /// What the sets should hold: the members' VTEPs (this host's too, as `vxnet firewall apply`
@@ -73,12 +74,12 @@ enum Outcome {
 }
 
 /// Blocking: spawns nft (a probe, then one transaction).
-fn write(peers: &[IpAddr], create_port: Option<u16>) -> Result<Outcome> {
+fn write(peers: &[IpAddr], create_ports: &[u16]) -> Result<Outcome> {
     if nftables::present()? {
         nftables::set_peers_cmd(peers).run()?;
         Ok(Outcome::Synced)
-    } else if let Some(port) = create_port {
-        nftables::apply_cmd(port, peers).run()?;
+    } else if !create_ports.is_empty() {
+        nftables::apply_cmd(create_ports, peers).run()?;
         Ok(Outcome::Created)
     } else {
         Ok(Outcome::Absent)
@@ -112,9 +113,9 @@ impl FirewallSync {
         if self.last.as_ref() == Some(&want) {
             return;
         }
-        let (peers, create_port) = (want.clone(), self.opts.create_port);
+        let (peers, create_ports) = (want.clone(), self.opts.create_ports.clone());
         // nft is a child process; the engine's control runtime has one thread to keep free.
-        let result = tokio::task::spawn_blocking(move || write(&peers, create_port))
+        let result = tokio::task::spawn_blocking(move || write(&peers, &create_ports))
             .await
             .unwrap_or_else(|e| {
                 Err(super::Error::Parse {
@@ -128,7 +129,7 @@ impl FirewallSync {
                 tracing::info!(peers = ?want, "firewall: peers set to {n} members")
             }
             Ok(Outcome::Created) => tracing::info!(
-                port = create_port.unwrap_or_default(),
+                ports = ?self.opts.create_ports,
                 peers = ?want,
                 "firewall: nftables table created, peers set to {n} members"
             ),

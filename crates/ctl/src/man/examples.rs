@@ -125,6 +125,8 @@ pub(crate) fn examples(page: &str) -> &'static [Example] {
                 "vxnet explain --pcap capture.pcap --keys keys.json",
             ),
             ("Five packets as they pass:", "vxnet explain --live eth0 --count 5"),
+            ("A capture, one line per packet:", "vxnet explain --pcap capture.pcap --brief"),
+            ("One packet drawn as nested boxes:", "vxnet explain --svg packet.svg"),
         ],
         "vxnet-demo" => &[("The demo, summary as JSON:", "vxnet demo --json")],
         "vxnet-bench" => &[

@@ -15,6 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use super::server::stats;
 use crate::state::EngineState;
 
+/// Packets and frames dropped, by reason.
+const DROPS: &str = "vxnet_dropped_packets_total";
+
 /// Longest request head accepted; a scraper's GET is a few hundred bytes.
 const MAX_REQUEST_HEAD: usize = 8192;
 /// A client that does not finish its request in this time is dropped.
@@ -61,6 +64,16 @@ pub(crate) fn render(state: &EngineState) -> String {
     let mut out = Exposition {
         text: String::new(),
     };
+    out.family(
+        "vxnet_build_info",
+        "gauge",
+        "Always 1; the version of the running engine in its label.",
+    );
+    out.sample(
+        "vxnet_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
     let networks: Vec<(String, String, &crate::control::proto::NetworkStats)> = report
         .networks
         .iter()
@@ -70,49 +83,49 @@ pub(crate) fn render(state: &EngineState) -> String {
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
     let per_network: [(&str, &str, &str, Field); 21] = [
         (
-            "vxnet_rx_packets_total",
+            "vxnet_rx_frames_total",
             "counter",
-            "VXLAN packets received and delivered to the TAP.",
+            "Inner Ethernet frames received from peers and delivered to the TAP.",
             |n| n.traffic.rx_packets,
         ),
         (
             "vxnet_rx_bytes_total",
             "counter",
-            "Inner frame bytes received and delivered to the TAP.",
+            "Bytes of the inner Ethernet frames received and delivered to the TAP (no outer, VXLAN or ESP header).",
             |n| n.traffic.rx_bytes,
         ),
         (
-            "vxnet_tx_packets_total",
+            "vxnet_tx_frames_total",
             "counter",
-            "VXLAN packets sent to peers (each flood copy counts).",
+            "Inner Ethernet frames sent to peers (each flood copy counts).",
             |n| n.traffic.tx_packets,
         ),
         (
             "vxnet_tx_bytes_total",
             "counter",
-            "Inner frame bytes sent to peers.",
+            "Bytes of the inner Ethernet frames sent to peers (no outer, VXLAN or ESP header; each flood copy counts).",
             |n| n.traffic.tx_bytes,
         ),
         (
-            "vxnet_flooded_total",
+            "vxnet_flooded_frames_total",
             "counter",
             "Frames replicated to every flood peer (broadcast, multicast, unknown unicast).",
             |n| n.flooded,
         ),
         (
-            "vxnet_learned_total",
+            "vxnet_learned_macs_total",
             "counter",
             "MAC addresses learned from received traffic.",
             |n| n.learned,
         ),
         (
-            "vxnet_moved_total",
+            "vxnet_moved_macs_total",
             "counter",
             "Learned MAC addresses that moved to another VTEP.",
             |n| n.moved,
         ),
         (
-            "vxnet_fdb_full_total",
+            "vxnet_fdb_full_macs_total",
             "counter",
             "MACs not learned because the FDB was at its limit.",
             |n| n.fdb_full,
@@ -172,7 +185,7 @@ pub(crate) fn render(state: &EngineState) -> String {
             |n| n.coalesced_segments,
         ),
         (
-            "vxnet_partial_checksums_total",
+            "vxnet_partial_checksum_frames_total",
             "counter",
             "Inner checksums a kernel VTEP on this machine left partial, completed by vxnet.",
             |n| n.partial_checksums,
@@ -190,7 +203,7 @@ pub(crate) fn render(state: &EngineState) -> String {
             |n| n.tunnel_segments,
         ),
         (
-            "vxnet_too_big_replies_total",
+            "vxnet_too_big_reply_packets_total",
             "counter",
             "ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than the path to their VTEP.",
             |n| n.too_big_replies,
@@ -207,13 +220,13 @@ pub(crate) fn render(state: &EngineState) -> String {
     type EspField = fn(&crate::crypto::EspSnapshot) -> u64;
     let per_encrypted: [(&str, &str, &str, EspField); 6] = [
         (
-            "vxnet_esp_encrypted_total",
+            "vxnet_esp_encrypted_packets_total",
             "counter",
             "Packets sealed as ESP-in-UDP (AES-256-GCM) and sent (encrypted networks).",
             |e| e.encrypted,
         ),
         (
-            "vxnet_esp_decrypted_total",
+            "vxnet_esp_decrypted_packets_total",
             "counter",
             "ESP packets that authenticated and were decrypted.",
             |e| e.decrypted,
@@ -250,14 +263,14 @@ pub(crate) fn render(state: &EngineState) -> String {
     }
 
     out.family(
-        "vxnet_drops_total",
+        DROPS,
         "counter",
-        "Packets dropped, by network and reason (network \"\" = before a network was known).",
+        "Datagrams from peers and frames from the TAP dropped, by network and reason (network \"\" = before a network was known).",
     );
     for (net, vni, n) in &networks {
         for (reason, count) in &n.drops {
             out.sample(
-                "vxnet_drops_total",
+                DROPS,
                 &[("network", net), ("vni", vni), ("reason", reason.name())],
                 *count,
             );
@@ -265,7 +278,7 @@ pub(crate) fn render(state: &EngineState) -> String {
     }
     for (reason, count) in &report.drops {
         out.sample(
-            "vxnet_drops_total",
+            DROPS,
             &[("network", ""), ("vni", ""), ("reason", reason.name())],
             *count,
         );
@@ -275,23 +288,23 @@ pub(crate) fn render(state: &EngineState) -> String {
     type PeerField = fn(&crate::counters::TrafficSnapshot) -> u64;
     let per_peer: [(&str, &str, PeerField); 4] = [
         (
-            "vxnet_peer_rx_packets_total",
-            "VXLAN packets received from the peer VTEP.",
+            "vxnet_peer_rx_frames_total",
+            "Inner Ethernet frames received from the peer VTEP.",
             |t| t.rx_packets,
         ),
         (
             "vxnet_peer_rx_bytes_total",
-            "Bytes received from the peer VTEP.",
+            "Bytes of the inner Ethernet frames received from the peer VTEP (no outer, VXLAN or ESP header).",
             |t| t.rx_bytes,
         ),
         (
-            "vxnet_peer_tx_packets_total",
-            "VXLAN packets sent to the peer VTEP.",
+            "vxnet_peer_tx_frames_total",
+            "Inner Ethernet frames sent to the peer VTEP.",
             |t| t.tx_packets,
         ),
         (
             "vxnet_peer_tx_bytes_total",
-            "Bytes sent to the peer VTEP.",
+            "Bytes of the inner Ethernet frames sent to the peer VTEP (no outer, VXLAN or ESP header).",
             |t| t.tx_bytes,
         ),
     ];
@@ -303,7 +316,7 @@ pub(crate) fn render(state: &EngineState) -> String {
     }
 
     out.family(
-        "vxnet_control_refused_total",
+        "vxnet_control_refused_connections_total",
         "counter",
         "Control-socket connections refused or cut short, by reason.",
     );
@@ -315,7 +328,11 @@ pub(crate) fn render(state: &EngineState) -> String {
         ("evicted", control.evicted),
         ("accept_error", control.accept_errors),
     ] {
-        out.sample("vxnet_control_refused_total", &[("reason", reason)], count);
+        out.sample(
+            "vxnet_control_refused_connections_total",
+            &[("reason", reason)],
+            count,
+        );
     }
     out.family("vxnet_workers", "gauge", "Forwarding threads.");
     out.sample("vxnet_workers", &[], report.workers as u64);

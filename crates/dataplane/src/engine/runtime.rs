@@ -107,6 +107,11 @@ impl Engine {
                         source,
                     }
                 })?;
+                // The bound address, not the flag: `--metrics 127.0.0.1:0` picks a port.
+                match listener.local_addr() {
+                    Ok(addr) => tracing::info!("metrics: serving http://{addr}/metrics"),
+                    Err(e) => tracing::warn!("metrics: serving, address unknown: {e}"),
+                }
                 tokio::spawn(crate::control::metrics::serve(listener, Arc::clone(&state)));
             }
             tokio::spawn(age_fdb(Arc::clone(&state), ageing));

@@ -14,10 +14,11 @@
 //! - `creds`: Unix-socket peer credentials, group lookup, socket file modes;
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
 //! - `rtnetlink`: the two link requests no ioctl covers (gso_max_segs, carrier);
-//! - [`link`]: rtnetlink links, addresses and routes for bridge mode and endpoints (bridges,
+//! - `link`: rtnetlink links, addresses and routes for bridge mode and endpoints (bridges,
 //!   veth pairs into other namespaces, ports, aliases);
-//! - [`netns`]: network namespaces opened by path and checked, held as fds;
-//! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`).
+//! - `netns`: network namespaces opened by path and checked, held as fds;
+//! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`);
+//! - [`term`]: the terminal's width (for `vxnet explain`'s text view).
 
 pub(crate) mod claim;
 pub(crate) mod cmsg;
@@ -29,6 +30,7 @@ pub mod packet;
 pub mod poll;
 mod rtnetlink;
 pub mod tap;
+pub mod term;
 pub mod udp;
 pub(crate) mod udp_path;
 

@@ -242,6 +242,7 @@ impl EspTx {
             }
             let run_start = self.pos;
             let mut count = 0;
+            let mut inner_bytes = 0;
             let Some(seals) = self.seals.get_mut(index).and_then(Option::as_mut) else {
                 return;
             };
@@ -277,6 +278,7 @@ impl EspTx {
                         out_sa.sealed(sealed.packet.len());
                         self.pos = sealed.packet.end;
                         count += 1;
+                        inner_bytes += datagram.len().saturating_sub(VXLAN_HEADER_LEN);
                         // A shorter datagram ends the run (UDP_SEGMENT allows only the last one
                         // to be short).
                         if sealed.packet.len() != stride {
@@ -307,6 +309,7 @@ impl EspTx {
                 dest: Some(endpoint),
                 segment_size: (count > 1).then_some(stride as u16),
                 segments: count,
+                inner_bytes,
                 socket: 0,
                 outer: p.outer,
             });

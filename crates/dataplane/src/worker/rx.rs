@@ -143,13 +143,7 @@ impl TunnelSuperframe<'_> {
             }
         };
         let segments = superframe.segments(hdr.gso_size as usize);
-        forwarder.count_rx(
-            network,
-            source.ip(),
-            segments as u64,
-            frame.len() as u64,
-            (frame.len() + VXLAN_HEADER_LEN) as u64,
-        );
+        forwarder.count_rx(network, source.ip(), segments as u64, frame.len() as u64);
         Events::bump(&n.events.tunnel_superframes);
         n.events
             .tunnel_segments

@@ -21,6 +21,7 @@ use crate::offload::{is_gso_refusal, UdpGso};
 use crate::sys::poll::wait_writable;
 use crate::sys::tap::TapQueue;
 use crate::sys::udp::{Outgoing, SendBatch, UdpSocket};
+use vxnet_encap::wire::VXLAN_HEADER_LEN;
 
 /// How long a full socket buffer may hold up sending before the rest of the batch is dropped.
 const SEND_STALL: Duration = Duration::from_millis(100);
@@ -33,6 +34,7 @@ struct Sent {
     network: usize,
     dest: IpAddr,
     segments: usize,
+    /// Inner frame bytes (see [`Planned::inner_bytes`]).
     bytes: usize,
 }
 
@@ -273,7 +275,7 @@ impl Sender {
                 network: p.network,
                 dest: *vtep,
                 segments: p.segments,
-                bytes: packet.len(),
+                bytes: p.inner_bytes,
             });
         }
         self.refused.clear();
@@ -389,7 +391,7 @@ fn expand<'a>(
                 network: planned.network,
                 dest: dest.ip(),
                 segments: planned.segments,
-                bytes: packet.len(),
+                bytes: planned.inner_bytes,
             });
             origins.push(index);
         };
@@ -502,7 +504,12 @@ fn split_send(
     };
     for segment in packet.chunks(datagram_len(planned).max(1)) {
         match udp.send_to(segment, dest) {
-            Ok(_) => forwarder.count_sent(planned.network, dest.ip(), 1, segment.len()),
+            Ok(_) => forwarder.count_sent(
+                planned.network,
+                dest.ip(),
+                1,
+                segment.len().saturating_sub(VXLAN_HEADER_LEN),
+            ),
             Err(_) => count_send_error(forwarder, planned.network),
         }
     }
@@ -524,6 +531,7 @@ mod tests {
             dest,
             segment_size: (segments > 1).then_some(1000),
             segments,
+            inner_bytes: 30 - segments * 8,
             socket,
             outer: OuterFields {
                 df: true,

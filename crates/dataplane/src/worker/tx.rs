@@ -68,6 +68,8 @@ pub(super) struct Planned {
     /// UDP_SEGMENT size when the range holds several equal-size datagrams.
     pub(super) segment_size: Option<u16>,
     pub(super) segments: usize,
+    /// The inner Ethernet frame bytes the datagrams carry (what the byte counters count).
+    pub(super) inner_bytes: usize,
     /// Which source-port slot carries it (from the inner flow hash and the DF it needs).
     pub(super) socket: usize,
     /// Outer DF, TTL and TOS (per packet only where the policy inherits them).
@@ -213,6 +215,7 @@ impl TxPlan {
             dest,
             segment_size: None,
             segments: 1,
+            inner_bytes: (end - start).saturating_sub(VXLAN_HEADER_LEN),
             socket,
             outer,
         });
@@ -317,6 +320,10 @@ impl TxPlan {
                     dest,
                     segment_size: (batch.segments > 1).then_some(batch.segment_size as u16),
                     segments: batch.segments,
+                    inner_bytes: batch
+                        .range
+                        .len()
+                        .saturating_sub(batch.segments * VXLAN_HEADER_LEN),
                     socket,
                     outer,
                 });

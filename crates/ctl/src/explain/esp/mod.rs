@@ -418,15 +418,21 @@ pub(super) fn explain(
     }
     notes.push(facts.detail.clone());
     let vni_text = vni.map_or("VNI unknown".to_owned(), |v| format!("VNI {v}"));
+    let outer_flow = format!(
+        "{} -> {}",
+        SocketAddr::new(d.src, UdpPacket::new_unchecked(&data[d.udp..]).src_port()),
+        SocketAddr::new(d.dst, UdpPacket::new_unchecked(&data[d.udp..]).dst_port())
+    );
     Ok(Packet {
         frame,
         captured_len: data.len(),
+        time: None,
         vni,
         summary: format!(
-            "{inner_summary} | {vni_text} | ESP SPI {spi:#010x} seq {seq} | {} -> {}",
-            SocketAddr::new(d.src, UdpPacket::new_unchecked(&data[d.udp..]).src_port()),
-            SocketAddr::new(d.dst, UdpPacket::new_unchecked(&data[d.udp..]).dst_port())
+            "{inner_summary} | {vni_text} | ESP SPI {spi:#010x} seq {seq} | {outer_flow}"
         ),
+        outer_flow,
+        inner_summary,
         overhead,
         layers,
         remarks: notes,

@@ -224,7 +224,7 @@ fn truncated_esp_keepalive_and_ike_are_counted_skips() {
 
 #[test]
 fn the_worked_example_is_sealed_by_the_data_plane_and_opens_with_its_own_key() {
-    let (bytes, spi, material) = encrypted_packet(4500).unwrap();
+    let (bytes, spi, material) = encrypted_packet(4500, &Default::default()).unwrap();
     let mut opaque = EspContext::new(vec![4500], None);
     let p = explain(&mut opaque, &bytes).unwrap();
     assert_eq!(p.esp.unwrap().state, EspState::Opaque);
@@ -239,7 +239,7 @@ fn the_worked_example_is_sealed_by_the_data_plane_and_opens_with_its_own_key() {
 #[test]
 fn vxlan_on_a_port_that_is_also_esp_stays_vxlan() {
     // `--port 4789`-style overlap: a real VXLAN header wins over the ESP reading.
-    let plain = crate::explain::example::outer_packet(6000).unwrap();
+    let plain = crate::explain::example::outer_packet(6000, &Default::default()).unwrap();
     let mut ctx = EspContext::new(vec![4500, 6000], None);
     let p = explain_frame(
         1,

@@ -1,0 +1,131 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Bad input on the command line: bare `vxnet` and bare groups print their usage (exit 2, as
+//! clap does), unknown subcommands, missing arguments and wrong values are one `error:` line
+//! carrying clap's nearest valid choice and the usage, and every named value completes in every
+//! shell.
+
+use std::process::{Command, Output};
+
+fn vxnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vxnet"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+#[test]
+fn bare_vxnet_and_bare_groups_print_usage() {
+    for group in [
+        &[][..],
+        &["fdb"],
+        &["cluster"],
+        &["network"],
+        &["firewall"],
+        &["key"],
+        &["sa"],
+    ] {
+        let out = vxnet(group);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{group:?}: {err}");
+        let usage = format!(
+            "Usage: {}",
+            ["vxnet"]
+                .iter()
+                .chain(group)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert!(err.contains(&usage), "{group:?}: {err}");
+        assert!(err.contains("Commands:"), "{group:?}: {err}");
+        assert!(!err.starts_with("error:"), "{group:?}: {err}");
+    }
+}
+
+/// One `error:` line, exit 2, holding every piece of `says`.
+fn refused(args: &[&str], says: &[&str]) {
+    let out = vxnet(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    for piece in says {
+        assert!(err.contains(piece), "{args:?}: {piece:?} not in {err}");
+    }
+}
+
+#[test]
+fn usage_errors_name_the_nearest_choice_and_the_usage() {
+    // Unknown subcommands: clap's suggestion.
+    refused(&["stat"], &["'stat'", "'stats'", "usage: vxnet"]);
+    refused(&["fdb", "sho"], &["'sho'", "'show'", "usage: vxnet fdb"]);
+    refused(&["cluster", "stauts"], &["'status'"]);
+    // Unknown flag: the similar one.
+    refused(&["stats", "--jsn"], &["--jsn", "--json"]);
+    // Missing arguments: named, with the usage.
+    refused(
+        &["fdb", "add", "02:00:00:00:00:01"],
+        &["--dst", "usage: vxnet fdb add"],
+    );
+    refused(&["key", "check"], &["<FILE>", "usage: vxnet key check"]);
+    // Wrong value types and values.
+    refused(&["fdb", "show", "--vni", "blue"], &["'blue'", "--vni"]);
+    refused(
+        &["run", "--df", "sett"],
+        &["'sett'", "set, unset or inherit"],
+    );
+    refused(&["run", "--ttl", "forever"], &["'forever'", "--ttl"]);
+    refused(
+        &["firewall", "apply", "--backend", "nftable"],
+        &["'nftable'", "nftables"],
+    );
+}
+
+/// The completion script for `shell`.
+fn script(shell: &str) -> String {
+    let out = vxnet(&["completions", shell]);
+    assert!(out.status.success(), "{shell}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn named_values_complete_in_every_shell() {
+    let bash = script("bash");
+    for values in [
+        "set unset inherit",
+        "auto inherit",
+        "nftables ufw firewalld",
+    ] {
+        assert!(bash.contains(values), "bash: {values}");
+    }
+    let zsh = script("zsh");
+    for values in [
+        "(set unset inherit)",
+        "(auto inherit)",
+        "(nftables ufw firewalld)",
+    ] {
+        assert!(zsh.contains(values), "zsh: {values}");
+    }
+    let fish = script("fish");
+    let line = |flag: &str| {
+        fish.lines()
+            .find(|l| l.contains("__fish_vxnet_using_subcommand run") && l.contains(flag))
+            .unwrap_or_else(|| panic!("fish: no line for run {flag}"))
+            .to_owned()
+    };
+    let df = line("-l df");
+    for value in ["set", "unset", "inherit"] {
+        assert!(
+            df.contains(&format!("{value}\\t")) || df.contains(value),
+            "fish --df: {df}"
+        );
+    }
+    assert!(df.contains("unset") && df.contains("inherit"), "{df}");
+    let ttl = line("-l ttl");
+    assert!(ttl.contains("auto") && ttl.contains("inherit"), "{ttl}");
+}

@@ -1,0 +1,252 @@
+//! Address claims and endpoints under node-scoped keys, against a real etcd: two nodes racing
+//! for one address (the earlier claim wins, the other moves on), names unique per network,
+//! round-robin hand-out, withdrawal, and what every reader's view shows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cluster_support;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use cluster_support::*;
+use vxnet_cluster::claims::{self, AddressEntry};
+use vxnet_cluster::{network, node, ClusterView, EndpointRecord, Error, NetworkDef, Store};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn draft(node: &str, id: &str, name: &str) -> EndpointRecord {
+    EndpointRecord {
+        id: id.into(),
+        name: name.into(),
+        aliases: vec!["svc".into()],
+        network: String::new(),
+        addresses: vec![],
+        mac: "02:aa:00:00:00:01".into(),
+        node: node.into(),
+        container_id: Some(format!("c-{id}")),
+        ifname: "eth0".into(),
+        since: 1,
+    }
+}
+
+async fn view(store: &Store) -> ClusterView {
+    let (kvs, rev) = store.list("").await.unwrap();
+    ClusterView::from_etcd(store.cluster_id(), &kvs, rev)
+}
+
+/// A node's store connection, id and a lease for its endpoints.
+type Node = (Store, String, i64);
+
+/// Two nodes of one cluster, and network `blue` on `subnet`.
+async fn two_nodes(etcd: &Etcd, root: &std::path::Path, subnet: &str) -> (Node, Node, NetworkDef) {
+    let dirs = cluster(etcd, root, 1).await;
+    let (sa, a) = node::connect(&dirs[0]).await.unwrap();
+    let (sb, b) = node::connect(&dirs[1]).await.unwrap();
+    let def = network::create(&sa, "blue", None, Some(subnet))
+        .await
+        .unwrap();
+    let (la, lb) = (
+        sa.lease_grant(30).await.unwrap(),
+        sb.lease_grant(30).await.unwrap(),
+    );
+    ((sa, a.node_id, la), (sb, b.node_id, lb), def)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_one_address_one_wins_the_other_moves_on() {
+    let Some(etcd) = Etcd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ((sa, a, la), (sb, b, lb), def) = two_nodes(&etcd, tmp.path(), "10.77.0.0/24").await;
+
+    // The same wanted address at once: exactly one gets it, the other is told who holds it.
+    let (da, db) = (draft(&a, "ea", "alpha"), draft(&b, "eb", "beta"));
+    let (ra, rb) = tokio::join!(
+        claims::publish_endpoint(&sa, &def, la, &da, Some(ip("10.77.0.50"))),
+        claims::publish_endpoint(&sb, &def, lb, &db, Some(ip("10.77.0.50"))),
+    );
+    let (won, lost) = match (&ra, &rb) {
+        (Ok(w), Err(e)) | (Err(e), Ok(w)) => (w.clone(), e.to_string()),
+        other => panic!("expected one winner: {other:?}"),
+    };
+    assert_eq!(won.addresses, ["10.77.0.50/24"]);
+    assert!(
+        lost.contains("10.77.0.50") && lost.contains("taken"),
+        "{lost}"
+    );
+
+    // Rounds of both taking the next free address at once: never the same one twice, and
+    // the loser of each race moves on to another address.
+    let mut held = BTreeSet::new();
+    held.insert(ip("10.77.0.50"));
+    for i in 0..12 {
+        let (da, db) = (
+            draft(&a, &format!("a{i}"), &format!("a{i}")),
+            draft(&b, &format!("b{i}"), &format!("b{i}")),
+        );
+        let (ra, rb) = tokio::join!(
+            claims::publish_endpoint(&sa, &def, la, &da, None),
+            claims::publish_endpoint(&sb, &def, lb, &db, None),
+        );
+        for e in [ra.unwrap(), rb.unwrap()] {
+            let got = ip(e.addresses[0].split('/').next().unwrap());
+            assert!(held.insert(got), "{got} handed out twice");
+        }
+    }
+    // Every reader sees one owner per address, and every endpoint.
+    let v = view(&sa).await;
+    let addrs: Vec<&AddressEntry> = v.addresses_in("blue").collect();
+    assert_eq!(addrs.len(), held.len(), "{addrs:?}");
+    assert_eq!(v.endpoints_in("blue").count(), 25);
+    let (from_store, eps) = claims::holders(&sb, &def).await.unwrap();
+    assert_eq!(from_store.len(), held.len());
+    assert_eq!(eps.len(), 25);
+
+    // A race lost after the write: b's claim on an address a already claimed (written straight
+    // into etcd, later) is ignored by every reader, and b's claimer moves past it.
+    let p = format!("/vxnet/{}/", sa.cluster_id());
+    let taken = won.addresses[0].split('/').next().unwrap().to_string();
+    let later = if won.node == a { &b } else { &a };
+    etcdctl(
+        &etcd.endpoints(),
+        &[
+            "put",
+            &format!("{p}node/{later}/addrs/blue/{taken}"),
+            &format!(r#"{{"node":"{later}","kind":"host"}}"#),
+        ],
+    );
+    let v = view(&sa).await;
+    let owner = v
+        .addresses_in("blue")
+        .find(|x| x.address == ip(&taken))
+        .unwrap();
+    assert_eq!(owner.node, won.node, "a later claim took the address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unique_addresses_round_robin_and_withdrawal_frees() {
+    let Some(etcd) = Etcd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ((sa, a, la), (sb, b, lb), def) = two_nodes(&etcd, tmp.path(), "10.78.0.0/29").await;
+    let web = claims::publish_endpoint(&sa, &def, la, &draft(&a, "w1", "web"), None)
+        .await
+        .unwrap();
+    assert_eq!(web.addresses, ["10.78.0.1/29"]);
+    assert_eq!(
+        (web.network.as_str(), web.node.as_str()),
+        ("blue", a.as_str())
+    );
+    // The same endpoint again is the same record (idempotent).
+    let again = claims::publish_endpoint(&sa, &def, la, &draft(&a, "w1", "web"), None)
+        .await
+        .unwrap();
+    assert_eq!(again, web);
+    // Another node's endpoint may not take the name (DNS is case-insensitive).
+    let err = claims::publish_endpoint(&sb, &def, lb, &draft(&b, "w2", "WEB"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::EndpointNameTaken { .. }), "{err}");
+    // Nothing of the refused attach is left behind.
+    let (addrs, _) = claims::holders(&sa, &def).await.unwrap();
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    // Outside the subnet, or its broadcast address.
+    for bad in ["10.78.1.1", "10.78.0.7"] {
+        let err = claims::publish_endpoint(&sb, &def, lb, &draft(&b, "w3", "x"), Some(ip(bad)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::AddressOutsideSubnet { .. }), "{err}");
+    }
+
+    // Round-robin: a released address is not the next one handed out.
+    let two = claims::publish_endpoint(&sb, &def, lb, &draft(&b, "e2", "two"), None)
+        .await
+        .unwrap();
+    assert_eq!(two.addresses, ["10.78.0.2/29"]);
+    let gone = claims::withdraw_endpoint(&sb, &b, "blue", "e2")
+        .await
+        .unwrap();
+    assert_eq!(gone, Some(two));
+    assert_eq!(
+        claims::withdraw_endpoint(&sb, &b, "blue", "e2")
+            .await
+            .unwrap(),
+        None
+    );
+    let three = claims::publish_endpoint(&sa, &def, la, &draft(&a, "e3", "three"), None)
+        .await
+        .unwrap();
+    assert_eq!(three.addresses, ["10.78.0.3/29"]);
+    // The host address comes from the same pool and the same rule.
+    let host = claims::host_address(&sb, &def, &b, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(host.to_string(), "10.78.0.4/29");
+    assert_eq!(
+        claims::host_address(&sb, &def, &b, None)
+            .await
+            .unwrap()
+            .unwrap(),
+        host
+    );
+    // Fill the /29 (6 host addresses; the released .2 comes round last), then the next attach
+    // is told the subnet is full.
+    let mut last = Vec::new();
+    for n in ["e5", "e6", "e7"] {
+        let e = claims::publish_endpoint(&sa, &def, la, &draft(&a, n, n), None)
+            .await
+            .unwrap();
+        last.push(e.addresses[0].clone());
+    }
+    assert_eq!(last, ["10.78.0.5/29", "10.78.0.6/29", "10.78.0.2/29"]);
+    let err = claims::publish_endpoint(&sa, &def, la, &draft(&a, "e9", "e9"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SubnetExhausted { .. }), "{err}");
+
+    // Endpoints live under the publisher's lease.
+    sb.lease_revoke(lb).await.unwrap();
+    sa.lease_revoke(la).await.unwrap();
+    let v = view(&sa).await;
+    assert_eq!(v.endpoints_in("blue").count(), 0);
+    assert_eq!(
+        v.addresses_in("blue")
+            .map(|x| x.address)
+            .collect::<Vec<_>>(),
+        [ip("10.78.0.4")],
+        "only the persistent host address stays"
+    );
+
+    // `cluster rm` releases everything the node held, everywhere.
+    let removed = vxnet_cluster::removal::remove_node(&sa, &b).await.unwrap();
+    let freed: Vec<IpAddr> = removed.freed.iter().map(|f| f.address).collect();
+    assert_eq!(freed, [ip("10.78.0.4")]);
+    assert!(sa
+        .list_keys(&format!("node/{b}/"))
+        .await
+        .unwrap()
+        .is_empty());
+    // `network rm` releases every node's claims in it: re-created, it starts afresh.
+    let host_a = claims::host_address(&sa, &def, &a, None)
+        .await
+        .unwrap()
+        .unwrap();
+    network::remove(&sa, "blue", true).await.unwrap();
+    assert!(sa
+        .list_keys(&format!("node/{a}/addrs/"))
+        .await
+        .unwrap()
+        .is_empty());
+    let def = network::create(&sa, "blue", None, Some("10.78.0.0/29"))
+        .await
+        .unwrap();
+    assert!(claims::holders(&sa, &def).await.unwrap().0.is_empty());
+    let fresh = claims::host_address(&sa, &def, &a, None)
+        .await
+        .unwrap()
+        .unwrap();
+    // Before: the next after the last handed out (.2); after: the first.
+    assert_eq!(host_a.to_string(), "10.78.0.3/29");
+    assert_eq!(fresh.to_string(), "10.78.0.1/29");
+}
