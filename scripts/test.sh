@@ -10,9 +10,15 @@ cd "$(dirname "$0")/.."
 # refused without CAP_NET_RAW. python3 (3.9+, for os.pidfd_open): offload_fallback makes the
 # kernel refuse an engine's UDP GSO. groff-base: the man pages are rendered with all warnings on.
 # chromium: explain --svg is opened in a real headless browser.
+# The container tests drive vxnet's CNI plugin with real clients: podman (runc, conmon, the CNI
+# backend), containerd's ctr, and cnitool, which Debian ships only as source: dpkg-dev,
+# golang-go and golang-github-appc-cni-dev build it offline (scripts/cnitool.sh). The stock
+# plugins (bridge, host-local) are the control and the delegated IPAM; busybox-static is the
+# image's whole content (no registry is reachable).
 packages=(iproute2 iputils-ping ethtool tcpdump tshark iperf3 etcd-server etcd-client
           nftables procps util-linux openssl python3 python3-scapy python3-cryptography passwd
-          systemd groff-base chromium)
+          systemd groff-base chromium podman runc conmon containerd containernetworking-plugins
+          busybox-static golang-go golang-github-appc-cni-dev dpkg-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -30,4 +36,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo build --workspace --all-targets --locked
+scripts/cnitool.sh "${CARGO_TARGET_DIR:-target}/tools/cnitool"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

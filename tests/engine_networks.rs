@@ -23,6 +23,7 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
             local: host.underlay,
             port: 4789,
             esp_port: 4500,
+            bind_esp: false,
             networks: Vec::new(),
             ageing_secs: 300,
             learning: true,

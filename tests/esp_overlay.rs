@@ -78,6 +78,9 @@ fn encrypted_pair_accepts_only_authenticated_packets() {
         "1500 - 50 VXLAN - 45 ESP: {networks}"
     );
     assert_eq!(networks[0]["encrypted"], true);
+    assert_eq!(networks[0]["esp_port"], 4500, "{networks}");
+    let text = String::from_utf8(e0.ctl("networks").stdout).unwrap();
+    assert!(text.contains(" encrypted (esp udp/4500) "), "{text}");
 
     let dump_plain = Capture::file(&lab, 1, "plain", "eth0", "udp port 4789");
     let dump_esp = Capture::file(
@@ -256,11 +259,13 @@ fn mixed_peers_both_count_and_say_why() {
     };
     let key = key_file(&lab, "net.key");
     let enc = start(&lab, 0, "encrypted", &key);
+    // A plaintext engine listens on the ESP port only when told to (it leaves 4500 to IKE
+    // otherwise); told so, it hears the encrypting peer and says why it cannot take its packets.
     let plain = lab.vxnet(
         1,
         "plain",
         &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.2/24",
+            "--vni 42 --dev vx42 --esp-port 4500 --local {} --remote {} --address 10.1.0.2/24",
             lab.host(1).underlay,
             lab.host(0).underlay
         ),

@@ -71,6 +71,8 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
     let peer = format!("vxnet_peer_tx_frames_total{{peer=\"{}\"}}", h1.underlay);
     assert!(sample(&body, &peer).unwrap() >= 3, "{body}");
     let stats = a.stats();
+    let networks = String::from_utf8(a.ctl("networks").stdout).unwrap();
+    assert!(networks.contains(" plain "), "{networks}");
     let version = format!(
         "vxnet_build_info{{version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")
@@ -110,6 +112,8 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
         ),
         Some(stats.control.oversized)
     );
+
+    dashboard_queries_name_exported_metrics(&body);
 
     let (status, _) = get(&h0.ns, "127.0.0.1:9109", "/other");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
@@ -180,4 +184,44 @@ fn same_bytes_on_both_ends(h0: &Host, h1: &Host, a: &Vxnet, b: &Vxnet) {
     assert_eq!(after.0.rx_bytes - before.0.rx_bytes, echoed, "a received");
     assert_eq!(after.1.rx_bytes - before.1.rx_bytes, echoed, "a's peer rx");
     assert_eq!(after.3.tx_bytes - before.3.tx_bytes, echoed, "b's peer tx");
+}
+
+/// Every query of the Grafana dashboard in `contrib/` (panels and variables) names only metric
+/// families this engine declares, so no panel stays empty for a misspelt or renamed metric.
+fn dashboard_queries_name_exported_metrics(body: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/grafana/vxnet.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut queries = Vec::new();
+    collect_queries(&dashboard, &mut queries);
+    assert!(queries.len() >= 10, "{queries:?}");
+    let mut named = 0;
+    for query in &queries {
+        let words = query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for metric in words.filter(|w| w.starts_with("vxnet_")) {
+            named += 1;
+            assert!(
+                body.contains(&format!("# TYPE {metric} ")),
+                "the dashboard queries {metric}, which the engine does not export ({query})"
+            );
+        }
+    }
+    assert!(named >= queries.len(), "{queries:?}");
+}
+
+/// The `expr` of every target and the `query` of every variable, anywhere in the document.
+fn collect_queries(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v.as_str()) {
+                    ("expr", Some(q)) => out.push(q.to_owned()),
+                    ("query", Some(q)) if q.contains("vxnet_") => out.push(q.to_owned()),
+                    _ => collect_queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_queries(v, out)),
+        _ => {}
+    }
 }

@@ -79,6 +79,7 @@ fn engine_config(file: FileValues) -> EngineConfig {
         local: file.local.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         port: file.port.unwrap_or(vxnet_encap::DEFAULT_PORT),
         esp_port: file.esp_port.unwrap_or(DEFAULT_ESP_PORT),
+        bind_esp: file.esp_port.is_some(),
         networks: file.networks,
         ageing_secs: file.ageing_secs.unwrap_or(DEFAULT_AGEING_SECS),
         learning: file.learning.unwrap_or(true),

@@ -17,6 +17,7 @@
 
 pub mod access;
 mod admission;
+pub mod changes;
 pub mod claims;
 mod error;
 pub mod follow;

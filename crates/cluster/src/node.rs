@@ -365,6 +365,10 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
     pub endpoints: Vec<String>,
+    /// Per encrypted network, the key epoch senders use now (from the store; empty when the
+    /// store is down, as the cached view holds no keys).
+    #[serde(default)]
+    pub key_epochs: std::collections::BTreeMap<String, u32>,
     pub view: ClusterView,
 }
 
@@ -406,6 +410,11 @@ pub async fn status(dir: &StateDir) -> Result<Status> {
         .into(),
         store_error,
         endpoints: state.endpoints,
+        key_epochs: view
+            .networks
+            .iter()
+            .filter_map(|n| Some((n.name.clone(), view.key_ring(&n.name)?.send)))
+            .collect(),
         view,
     })
 }

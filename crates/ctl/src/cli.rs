@@ -9,7 +9,7 @@ use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::{bench, cluster, demo, explain, firewall, run, show};
+use crate::{bench, cluster, cni, demo, explain, firewall, run, show};
 
 #[derive(Debug, Parser)]
 #[command(name = "vxnet", version, about = "vxnet: a userspace VXLAN data plane")]
@@ -47,6 +47,8 @@ pub enum Cmd {
     Cluster(cluster::cli::ClusterArgs),
     /// Named overlay networks stored in the cluster.
     Network(cluster::cli::NetworkArgs),
+    /// Containers through CNI: install the plugin and a network's conflist.
+    Cni(cni::CniArgs),
     /// Open/close the VXLAN port for cluster members in the host firewall.
     Firewall(firewall::cli::FirewallArgs),
     /// A two-host overlay in network namespaces on this machine: ping, TCP rate, a packet explained.

@@ -12,6 +12,7 @@ pub mod attach;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod cni;
 pub mod demo;
 pub mod explain;
 pub mod firewall;

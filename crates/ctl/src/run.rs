@@ -45,7 +45,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub address: Option<IpNet>,
     /// UDP destination (and listening) port [default: 4789, or the config file's `port`].
-    #[arg(long)]
+    #[arg(long, value_parser = vxnet_dataplane::config::parse_port)]
     pub port: Option<u16>,
     /// Encrypt the network (ESP-in-UDP, AES-256-GCM) with the 32-byte network key in FILE
     /// (`vxnet key generate --out FILE`; mode 0600). Every host of the network needs the same key;
@@ -53,8 +53,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// UDP port of encrypted networks (RFC 3948 ESP-in-UDP), sent to and listened on
-    /// [default: 4500, or the config file's `esp_port`].
-    #[arg(long)]
+    /// [default: 4500, or the config file's `esp_port`]. Bound only while an encrypted network
+    /// is served, unless given: then at start, so ESP from a peer that encrypts a network this
+    /// host serves in plaintext is heard and counted.
+    #[arg(long, value_parser = vxnet_dataplane::config::parse_port)]
     pub esp_port: Option<u16>,
     /// Seconds a learned MAC lives without traffic [default: 300].
     #[arg(long)]
@@ -75,8 +77,8 @@ pub struct RunArgs {
     /// Allow 802.1Q-tagged inner frames (dropped by default, RFC 7348).
     #[arg(long)]
     pub allow_vlan: bool,
-    /// TAP MAC address (default: random; in cluster mode, derived from the node and network so
-    /// it survives restarts).
+    /// TAP MAC address (default: derived from the host's machine id, --local and the VNI; in
+    /// cluster mode from the node and network: either way it survives restarts).
     #[arg(long, value_parser = vxnet_dataplane::config::parse_unicast_mac)]
     pub mac: Option<vxnet_encap::MacAddr>,
     /// Bridge mode: serve the network through a Linux bridge of this name (created if missing)
@@ -221,6 +223,7 @@ fn engine_config(
         local,
         port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
         esp_port: args.esp_port.or(file.esp_port).unwrap_or(DEFAULT_ESP_PORT),
+        bind_esp: args.esp_port.or(file.esp_port).is_some(),
         networks,
         ageing_secs: args
             .ageing

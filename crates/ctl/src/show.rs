@@ -320,8 +320,13 @@ pub fn networks(control: ControlArgs) -> Result<(), ShowError> {
     }
     for n in nets {
         let flood: Vec<String> = n.flood.iter().map(IpAddr::to_string).collect();
+        let encryption = match (n.encrypted, n.esp_port) {
+            (true, Some(port)) => format!("encrypted (esp udp/{port})"),
+            (true, None) => "encrypted".to_string(),
+            (false, _) => "plain".to_string(),
+        };
         println!(
-            "{}: vni {} dev {} mtu {} address {} local {}:{} learning {} peers {}",
+            "{}: vni {} dev {} mtu {} address {} local {}:{} {encryption} learning {} peers {}",
             n.name,
             n.vni,
             n.dev,

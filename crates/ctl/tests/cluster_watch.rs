@@ -83,3 +83,55 @@ async fn watch_without_local_registers_nothing_and_the_engine_keeps_running() {
     let _ = child.wait();
     engine.leave().await;
 }
+
+/// `vxnet cluster status` shows each node's overlay address per network, and each network's
+/// encryption with the key epoch senders use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_overlay_addresses_and_encryption() {
+    let Some(etcd) = Etcd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = cluster(&etcd, tmp.path(), 0).await;
+    let m = dirs[0].path();
+    for args in [
+        &["network", "create", "blue", "--subnet", "10.61.0.0/24"][..],
+        &["network", "create", "vault", "--encrypted"],
+    ] {
+        let out = run(m, args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let (store, state) = node::join_or_resume(&dirs[0], None, None).await.unwrap();
+    let blue = store
+        .networks()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name == "blue")
+        .unwrap();
+    let address = vxnet_cluster::ipam::address_for(&store, &blue, &state.node_id)
+        .await
+        .unwrap()
+        .expect("an address in blue");
+
+    let out = run(m, &["cluster", "status"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    let me = text
+        .lines()
+        .find(|l| l.starts_with(&state.node_id))
+        .unwrap_or_else(|| panic!("no member line in {text}"));
+    assert!(me.contains(&format!("blue ({})", address.addr())), "{text}");
+    let vault = text.lines().find(|l| l.starts_with("vault ")).unwrap();
+    assert!(vault.contains("esp, key epoch 1"), "{text}");
+    let plain = text.lines().find(|l| l.starts_with("blue ")).unwrap();
+    assert!(plain.ends_with("plain"), "{text}");
+
+    let st = json(&run(m, &["cluster", "status", "--json"]));
+    assert_eq!(st["key_epochs"]["vault"], 1, "{st}");
+    let addresses = st["view"]["addresses"].as_array().unwrap();
+    assert!(
+        addresses.iter().any(|a| a["network"] == "blue"
+            && a["node"] == state.node_id.as_str()
+            && a["address"] == address.addr().to_string()),
+        "{st}"
+    );
+}

@@ -52,6 +52,10 @@ pub struct EngineConfig {
     pub port: u16,
     /// UDP port of encrypted networks (RFC 3948 ESP-in-UDP), sent to and received on.
     pub esp_port: u16,
+    /// Bind `esp_port` at start even when no network is encrypted (it was asked for by name:
+    /// `--esp-port`/`esp_port`), e.g. so that ESP from a peer that encrypts a network this host
+    /// serves in plaintext is heard and counted. Otherwise only encrypted networks bind it.
+    pub bind_esp: bool,
     pub networks: Vec<NetworkConfig>,
     pub ageing_secs: u64,
     pub learning: bool,
@@ -316,6 +320,34 @@ pub fn parse_unicast_mac(text: &str) -> Result<MacAddr, String> {
     Ok(mac)
 }
 
+/// A UDP port given as a flag: 1-65535 (0 would let the kernel pick a random one). Said with the
+/// real range, not the one of the integer type (`--port 65536` and `--port 0` alike).
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    let range = &crate::validate::PORT;
+    let out_of_range = || {
+        format!(
+            "port {text} is out of range (valid: {}-{})",
+            range.start(),
+            range.end()
+        )
+    };
+    let value: u64 = text.trim().parse().map_err(|_| {
+        if !text.is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()) {
+            out_of_range()
+        } else {
+            format!(
+                "{text:?} is not a port number (valid: {}-{})",
+                range.start(),
+                range.end()
+            )
+        }
+    })?;
+    u16::try_from(value)
+        .ok()
+        .filter(|port| range.contains(port))
+        .ok_or_else(out_of_range)
+}
+
 /// Resolves a remote given as an address or a host name to a unicast address of the local
 /// family that is not the local VTEP itself.
 pub fn resolve_remote(remote: &str, local: IpAddr) -> Result<IpAddr, ConfigError> {
@@ -358,6 +390,24 @@ fn check_family(remote: IpAddr, local: IpAddr) -> Result<IpAddr, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_are_refused_with_the_real_range() {
+        assert_eq!(parse_port("4789"), Ok(4789));
+        assert_eq!(parse_port("65535"), Ok(65535));
+        for bad in ["0", "65536", "99999999999999999999999"] {
+            let e = parse_port(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("port {bad}")) && e.contains("1-65535"),
+                "{e}"
+            );
+        }
+        let e = parse_port("x1").unwrap_err();
+        assert!(
+            e.contains("not a port number") && e.contains("1-65535"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn file_with_two_networks() {
@@ -436,6 +486,7 @@ mod tests {
             local: "10.0.0.1".parse().unwrap(),
             port: 4789,
             esp_port: DEFAULT_ESP_PORT,
+            bind_esp: false,
             networks,
             ageing_secs: DEFAULT_AGEING_SECS,
             learning: true,

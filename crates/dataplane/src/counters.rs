@@ -67,10 +67,16 @@ pub enum DropReason {
     EspEstablishLimited,
     /// Authenticated under one network's key but carrying another network's VNI.
     EspWrongVni,
+    /// A UDP datagram with no payload at all (to the VXLAN port): nothing to decapsulate, and
+    /// nothing a VTEP sends, so a probe or a flood worth counting.
+    EmptyDatagram,
+    /// An ESP sequence number implausibly far (more than 2^32) ahead of its SA's window: taken
+    /// as it stands it would move the window past every packet the real sender has yet to send.
+    EspBeyondWindow,
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 25] = [
+    pub(crate) const ALL: [DropReason; 27] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -96,6 +102,8 @@ impl DropReason {
         DropReason::EspNoKey,
         DropReason::EspEstablishLimited,
         DropReason::EspWrongVni,
+        DropReason::EmptyDatagram,
+        DropReason::EspBeyondWindow,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -125,6 +133,8 @@ impl DropReason {
             DropReason::EspNoKey => "esp_no_key",
             DropReason::EspEstablishLimited => "esp_establish_limited",
             DropReason::EspWrongVni => "esp_wrong_vni",
+            DropReason::EmptyDatagram => "empty_datagram",
+            DropReason::EspBeyondWindow => "esp_beyond_window",
         }
     }
 

@@ -294,6 +294,7 @@ mod tests {
             local: "10.0.0.1".parse().unwrap(),
             port: 4789,
             esp_port: crate::config::DEFAULT_ESP_PORT,
+            bind_esp: false,
             networks: vec![net("a", 1)],
             ageing_secs: 300,
             learning: true,

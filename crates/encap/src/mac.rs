@@ -20,6 +20,18 @@ impl MacAddr {
         self.0
     }
 
+    /// A locally administered unicast address from a SHA-256 of `seed`: the same seed gives the
+    /// same address on every run and every host, so a TAP that is recreated keeps its MAC (peers'
+    /// ARP caches and static FDB entries stay right), while different seeds differ.
+    pub fn derived(seed: &[u8]) -> MacAddr {
+        let digest = ring::digest::digest(&ring::digest::SHA256, seed);
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&digest.as_ref()[..6]);
+        // Locally administered (bit 1), unicast (bit 0 clear).
+        mac[0] = (mac[0] | 0x02) & !0x01;
+        MacAddr(mac)
+    }
+
     /// The six octets of `bytes`, or `None` when it is not exactly six long.
     pub fn from_slice(bytes: &[u8]) -> Option<MacAddr> {
         <[u8; 6]>::try_from(bytes).ok().map(MacAddr)

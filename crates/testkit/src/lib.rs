@@ -13,6 +13,7 @@
 
 mod capture;
 pub mod cli;
+pub mod containers;
 mod engine;
 pub mod etcd;
 mod lab;

@@ -11,7 +11,7 @@ pub use super::network_cli::{run_network, NetworkArgs, NetworkCmd};
 use vxnet_cluster::access::{parse_store, AccessOptions};
 use vxnet_cluster::state::{StateDir, DEFAULT_STATE_DIR};
 use vxnet_cluster::token::Role;
-use vxnet_cluster::{node, removal, ClusterView, Error, Membership, Result, Store};
+use vxnet_cluster::{node, removal, ClaimKind, ClusterView, Error, Membership, Result, Store};
 
 #[derive(Debug, Args)]
 pub struct StateDirArg {
@@ -292,26 +292,62 @@ fn print_status(st: &node::Status) {
     }
     println!("node {} ({})", st.node_id, st.role);
     println!(
-        "\n{:<18} {:<40} {:<8} {:<6} NETWORKS",
+        "\n{:<18} {:<40} {:<8} {:<6} NETWORKS (OVERLAY ADDRESSES)",
         "MEMBER", "VTEP", "ROLE", "ALIVE"
     );
     for m in &v.members {
         let vtep = m.vtep.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
         let role = m.role.map(Role::as_str).unwrap_or("-");
         let alive = if m.alive { "yes" } else { "no" };
+        // Each network the node serves or holds an address in, with its own (host) address.
+        let mut networks: Vec<String> = m.networks.clone();
+        for a in v.addresses.iter().filter(|a| a.node == m.node_id) {
+            if a.kind == ClaimKind::Host && !networks.contains(&a.network) {
+                networks.push(a.network.clone());
+            }
+        }
+        let shown: Vec<String> = networks
+            .iter()
+            .map(|net| {
+                let own: Vec<String> = v
+                    .addresses
+                    .iter()
+                    .filter(|a| a.node == m.node_id && &a.network == net)
+                    .filter(|a| a.kind == ClaimKind::Host)
+                    .map(|a| a.address.to_string())
+                    .collect();
+                if own.is_empty() {
+                    net.clone()
+                } else {
+                    format!("{net} ({})", own.join(","))
+                }
+            })
+            .collect();
         println!(
             "{:<18} {:<40} {:<8} {:<6} {}",
             m.node_id,
             vtep,
             role,
             alive,
-            m.networks.join(",")
+            if shown.is_empty() {
+                "-".to_string()
+            } else {
+                shown.join(", ")
+            }
         );
     }
-    println!("\n{:<24} {:<9} SUBNET", "NETWORK", "VNI");
+    println!(
+        "\n{:<24} {:<9} {:<20} ENCRYPTION",
+        "NETWORK", "VNI", "SUBNET"
+    );
     for n in &v.networks {
+        let encryption = match (n.encrypted, st.key_epochs.get(&n.name)) {
+            (false, _) => "plain".to_string(),
+            (true, Some(epoch)) => format!("esp, key epoch {epoch}"),
+            (true, None) => "esp, key epoch unknown".to_string(),
+        };
         println!(
-            "{:<24} {:<9} {}",
+            "{:<24} {:<9} {:<20} {encryption}",
             n.name,
             n.vni,
             n.subnet.as_deref().unwrap_or("-")

@@ -111,12 +111,7 @@ fn derived_name(prefix: &str, network: &str) -> String {
 /// static FDB entries stay right) and differs between nodes and networks: a locally
 /// administered unicast address from a hash of the cluster, node and network.
 pub fn stable_mac(cluster_id: &str, node_id: &str, network: &str) -> MacAddr {
-    let digest = Sha256::digest(format!("{cluster_id}/{node_id}/{network}").as_bytes());
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&digest[..6]);
-    // Locally administered (bit 1), unicast (bit 0 clear).
-    mac[0] = (mac[0] | 0x02) & !0x01;
-    MacAddr(mac)
+    MacAddr::derived(format!("{cluster_id}/{node_id}/{network}").as_bytes())
 }
 
 /// The networks of `view` this host should serve: the `wanted` ones that exist, or all.
@@ -205,14 +200,39 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkErr
     let _rotation = AutoRotation::start(&link.store, &link.opts.node_id, handle.view());
     let mut rx = handle.view();
     let mut first = true;
+    let mut previous: Option<ClusterView> = None;
     loop {
         let view = rx.borrow_and_update().clone();
+        if let Some(old) = &previous {
+            log_membership(old, &view);
+        }
         link.apply(&view, handle, first).await?;
         first = false;
+        previous = Some(view);
         if rx.changed().await.is_err() {
             return Err(handle
                 .failure()
                 .map_or(LinkError::MembershipStopped, LinkError::Cluster));
+        }
+    }
+}
+
+/// One line per member that joined or left since the last view, saying why it left.
+fn log_membership(old: &ClusterView, new: &ClusterView) {
+    use vxnet_cluster::changes::{changes, Change};
+    let vtep = |m: &vxnet_cluster::Member| m.vtep.map_or("-".to_string(), |a| a.to_string());
+    for change in changes(old, new) {
+        match change {
+            Change::Joined(m) => {
+                tracing::info!(node = %m.node_id, vtep = %vtep(m), "member {} joined", m.node_id)
+            }
+            Change::Left(m, why) => tracing::info!(
+                node = %m.node_id,
+                vtep = %vtep(m),
+                "member {} left: {}",
+                m.node_id,
+                why.describe()
+            ),
         }
     }
 }

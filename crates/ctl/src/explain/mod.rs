@@ -50,7 +50,7 @@ pub struct ExplainArgs {
     /// UDP destination port to treat as VXLAN, besides 4789 (IANA) and 8472 (Linux's default),
     /// and as encrypted VXLAN (ESP-in-UDP, an engine's --esp-port), besides 4500. Without --pcap
     /// or --live it is the port the worked example uses [default: 4789; with --encrypted: 4500].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = vxnet_dataplane::config::parse_port)]
     pub port: Option<u16>,
     /// Explain the worked example as an encrypted network sends it: the VXLAN packet sealed as
     /// ESP (AES-256-GCM) in UDP to port 4500, then opened again with the example's own key.

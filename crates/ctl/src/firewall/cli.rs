@@ -38,7 +38,7 @@ pub struct Opts {
     #[arg(long)]
     pub dry_run: bool,
     /// The VXLAN UDP port to open.
-    #[arg(long, default_value_t = DEFAULT_PORT)]
+    #[arg(long, default_value_t = DEFAULT_PORT, value_parser = vxnet_dataplane::config::parse_port)]
     pub port: u16,
     /// The ESP-in-UDP port of encrypted networks, opened too when the cluster (or --config) has
     /// an encrypted network, or with --encrypted [default: 4500, or the --config file's

@@ -107,6 +107,10 @@ pub(crate) fn examples(page: &str) -> &'static [Example] {
         "vxnet-network-ls" => &[("The cluster's networks:", "vxnet network ls")],
         "vxnet-network-rm" => &[("Remove a network:", "vxnet network rm blue")],
         "vxnet-network-rotate-key" => &[("Rotate a key now:", "vxnet network rotate-key sec")],
+        "vxnet-cni" | "vxnet-cni-install" => &[(
+            "The CNI plugin and a conflist for the network blue, for podman or containerd:",
+            "vxnet cni install --network blue",
+        )],
         "vxnet-firewall" | "vxnet-firewall-apply" => &[
             ("What would be done:", "vxnet firewall apply --dry-run"),
             (
@@ -185,6 +189,17 @@ pub(crate) fn files(page: &str) -> &'static [File] {
         "fdb" | "peers" | "stats" | "networks" | "reload" | "sa" => &[CONTROL],
         "cluster" | "network" | "firewall" => &[STATE],
         "key" => &[("/etc/vxnet/*.key", "network key files, mode 0600")],
+        "cni" => &[
+            (
+                "/opt/cni/bin/vxnet-cni",
+                "the CNI plugin runtimes execute (--dir)",
+            ),
+            (
+                "/etc/cni/net.d",
+                "where the network's conflist goes (--conf-dir)",
+            ),
+            CONTROL,
+        ],
         _ => &[],
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::proto::{Reply, Request};
+use super::proto::Reply;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -27,7 +27,12 @@ pub enum ClientError {
     Engine(String),
 }
 
-pub fn request(path: &Path, request: &Request) -> Result<serde_json::Value, ClientError> {
+/// Sends one request and returns the reply's data. Generic over the request type so that a
+/// client built against a newer request vocabulary (the CNI plugin) shares this exchange.
+pub fn request<R: serde::Serialize + ?Sized>(
+    path: &Path,
+    request: &R,
+) -> Result<serde_json::Value, ClientError> {
     let io = |source| ClientError::Io {
         path: path.to_path_buf(),
         source,

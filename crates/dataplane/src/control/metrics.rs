@@ -389,22 +389,26 @@ pub(crate) fn render(state: &EngineState) -> String {
             out.sample(name, &range, value);
         }
     }
+    // The families are always declared (a static engine has no samples for them), so a
+    // dashboard's store-health panels find their metrics on every engine.
+    out.family(
+        "vxnet_cluster_store_healthy",
+        "gauge",
+        "1 while the cluster store is reachable; 0 while forwarding on the last known state.",
+    );
     if let Some(cluster) = &report.cluster {
-        out.family(
-            "vxnet_cluster_store_healthy",
-            "gauge",
-            "1 while the cluster store is reachable; 0 while forwarding on the last known state.",
-        );
         out.sample(
             "vxnet_cluster_store_healthy",
             &[("cluster", &cluster.cluster_id), ("node", &cluster.node_id)],
             u64::from(cluster.store_healthy),
         );
-        out.family(
-            "vxnet_cluster_members_alive",
-            "gauge",
-            "Cluster members registered under a live lease.",
-        );
+    }
+    out.family(
+        "vxnet_cluster_members_alive",
+        "gauge",
+        "Cluster members registered under a live lease.",
+    );
+    if let Some(cluster) = &report.cluster {
         out.sample(
             "vxnet_cluster_members_alive",
             &[("cluster", &cluster.cluster_id)],

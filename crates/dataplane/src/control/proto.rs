@@ -392,6 +392,9 @@ pub struct NetworkInfo {
     /// ESP-in-UDP (AES-256-GCM) on this network.
     #[serde(default)]
     pub encrypted: bool,
+    /// The UDP port its ESP-in-UDP packets use (encrypted networks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp_port: Option<u16>,
     /// The cluster this engine belongs to; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,

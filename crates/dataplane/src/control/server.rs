@@ -277,6 +277,7 @@ pub(crate) fn handle(state: &EngineState, request: Request) -> Reply {
                 learning: n.settings.learning,
                 allow_vlan: n.settings.allow_vlan,
                 encrypted: n.is_encrypted(),
+                esp_port: n.is_encrypted().then(|| forwarder.esp_port()),
                 cluster: state.cluster(),
             })
             .collect::<Vec<_>>()),

@@ -96,11 +96,7 @@ pub(super) fn stable_mac(id: &str) -> [u8; 6] {
 
 /// A locally administered unicast MAC from a hash of `seed`.
 pub(crate) fn derived_mac(seed: &str) -> [u8; 6] {
-    let digest = Sha256::digest(seed.as_bytes());
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&digest[..6]);
-    mac[0] = (mac[0] | 0x02) & !0x01;
-    mac
+    vxnet_encap::MacAddr::derived(seed.as_bytes()).0
 }
 
 #[cfg(test)]

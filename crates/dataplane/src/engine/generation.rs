@@ -58,6 +58,8 @@ impl Core {
         running.stop = Arc::clone(&stop);
         // Each worker reports from its own thread once it runs, so "started" (READY=1 for
         // systemd, the end of a reload) means forwarding, not merely spawned.
+        let esp = lock(&self.esp);
+        let esp_sockets = esp.as_ref().map(|e| e.sockets.as_slice()).unwrap_or(&[]);
         let (running_tx, running_rx) = std::sync::mpsc::channel::<()>();
         for (w, socket) in self.sockets.iter().enumerate() {
             let clone_err = |source| EngineError::Io {
@@ -76,8 +78,7 @@ impl Core {
                 forwarder: Arc::clone(&forwarder),
                 taps,
                 socket: socket.try_clone().map_err(clone_err)?,
-                esp_socket: self
-                    .esp_sockets
+                esp_socket: esp_sockets
                     .get(w)
                     .map(UdpSocket::try_clone)
                     .transpose()
@@ -113,6 +114,17 @@ impl Core {
             {
                 break;
             }
+        }
+        Ok(())
+    }
+
+    /// Binds the ESP-in-UDP port if it is not yet (the first encrypted network); the workers get
+    /// their sockets with the next generation.
+    pub(super) fn ensure_esp(&self) -> Result<(), crate::sys::udp::UdpError> {
+        let mut esp = lock(&self.esp);
+        if esp.is_none() {
+            *esp = Some(super::start::bind_esp(&self.setup)?);
+            tracing::info!(port = self.setup.esp_port, "ESP-in-UDP port bound");
         }
         Ok(())
     }

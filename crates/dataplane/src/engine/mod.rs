@@ -78,8 +78,8 @@ pub enum EngineError {
     AlreadyServed(String),
     #[error("the engine has stopped")]
     Stopped,
-    #[error("network {0} is encrypted, but the engine could not bind its ESP-in-UDP port at start (see the warning then)")]
-    EncryptionUnavailable(String),
+    #[error("network {network} is encrypted, but the ESP-in-UDP port cannot be bound: {source}")]
+    EncryptionUnavailable { network: String, source: UdpError },
     #[error("network {0} is not encrypted (a key ring needs a network created with one)")]
     NotEncrypted(String),
     /// The control-plane task given to [`Engine::run_until_signal_with`] failed.
@@ -97,8 +97,10 @@ pub enum EngineError {
 struct Setup {
     local: IpAddr,
     port: u16,
-    /// The ESP-in-UDP sockets are bound: encrypted networks can be served.
-    esp: bool,
+    /// The ESP-in-UDP port, bound when an encrypted network needs it (see `Core::esp`).
+    esp_port: u16,
+    /// Outer DF/TTL/TOS, for ESP sockets bound after start.
+    outer: vxnet_encap::outer::OuterPolicy,
     threads: usize,
     learning: bool,
     max_fdb: usize,
@@ -140,6 +142,13 @@ struct Running {
     shut_down: bool,
 }
 
+/// The ESP-in-UDP port's sockets and the claim that keeps other engines off it.
+#[derive(Debug)]
+struct EspBinding {
+    _claim: crate::sys::claim::Claim,
+    sockets: Vec<UdpSocket>,
+}
+
 /// Shared by the [`Engine`] and every [`EngineControl`].
 #[derive(Debug)]
 struct Core {
@@ -147,8 +156,9 @@ struct Core {
     setup: Setup,
     /// One receive socket per worker (SO_REUSEPORT when several); workers get clones.
     sockets: Vec<UdpSocket>,
-    /// One ESP-in-UDP socket per worker (same group rules); empty when the port was not free.
-    esp_sockets: Vec<UdpSocket>,
+    /// One ESP-in-UDP socket per worker (same group rules), bound once an encrypted network is
+    /// served or `--esp-port` was given; `None` before.
+    esp: Mutex<Option<EspBinding>>,
     source_ports: Arc<SourcePorts>,
     running: Mutex<Running>,
 }
@@ -165,8 +175,6 @@ pub struct Engine {
     cleanup: bool,
     /// Keeps other engines off this engine's address and port while it lives.
     _port_claim: crate::sys::claim::Claim,
-    /// Likewise for the ESP-in-UDP port.
-    _esp_claim: Option<crate::sys::claim::Claim>,
     // Dropped last (field order): the socket file is removed after the workers stopped.
     _socket_file: SocketFile,
 }

@@ -38,6 +38,13 @@ impl EngineControl {
             }
         }
         let remotes = resolve_remotes(&network, core.setup.local)?;
+        if network.encryption.is_some() {
+            core.ensure_esp()
+                .map_err(|source| EngineError::EncryptionUnavailable {
+                    network: network.name.clone(),
+                    source,
+                })?;
+        }
         // Opened before the workers stop, so a failure here disturbs nothing.
         let served = open_network(&core.setup, &network, remotes)?;
         if let Some(address) = network.address {

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use vxnet_encap::{OVERHEAD_IPV4, OVERHEAD_IPV6};
 
 use super::tap::open_network;
-use super::{lock, new_eventfd, Core, Engine, EngineError, EngineState, Running, Setup};
+use super::{
+    lock, new_eventfd, Core, Engine, EngineError, EngineState, EspBinding, Running, Setup,
+};
 use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
 use crate::control::socket;
 use crate::forward::Forwarder;
@@ -63,16 +65,6 @@ impl Engine {
             .first()
             .map(UdpSocket::local_addr)
             .unwrap_or(bind_addr);
-        let (esp_claim, esp_sockets, esp_unavailable) = bind_esp_sockets(&config, workers)?;
-        // Encrypted packets get the outer DF/TTL/TOS of plaintext ones (`inherit` DF: set, so a
-        // path too small is answered with ICMP rather than fragmented).
-        let outer = &config.tuning.outer;
-        for socket in &esp_sockets {
-            if let Err(e) = socket.set_outer(outer, outer.fixed_df().unwrap_or(true)) {
-                tracing::warn!("cannot set the outer DF/TTL/TOS of an ESP socket: {e}");
-            }
-        }
-
         let underlay_mtu = iface::device_for_local_address(local)
             .map(|(_, mtu)| mtu)
             .unwrap_or(FALLBACK_UNDERLAY_MTU);
@@ -87,19 +79,16 @@ impl Engine {
         let want_tap_offload = config.offloads && !disabled_by_env("tap");
         // The source-port sockets are bound on first use; they are UDP sockets of the same
         // family as these, so the receive and ESP sockets answer for them.
-        let gso = config.offloads
-            && !disabled_by_env("gso")
-            && sockets.iter().chain(&esp_sockets).all(UdpSocket::probe_gso);
+        let gso =
+            config.offloads && !disabled_by_env("gso") && sockets.iter().all(UdpSocket::probe_gso);
         let gro = config.offloads
             && !disabled_by_env("gro")
-            && sockets
-                .iter()
-                .chain(&esp_sockets)
-                .all(|s| s.enable_gro().is_ok());
+            && sockets.iter().all(|s| s.enable_gro().is_ok());
         let setup = Setup {
             local,
             port: config.port,
-            esp: !esp_sockets.is_empty(),
+            esp_port: config.esp_port,
+            outer: config.tuning.outer,
             threads: workers,
             learning: config.learning,
             max_fdb: config.max_fdb,
@@ -115,6 +104,15 @@ impl Engine {
             bum_rate: config.tuning.bum_rate,
         };
 
+        // The ESP-in-UDP port only when something needs it: an encrypted network, or the port
+        // asked for by name. A plaintext engine leaves it to others (IKE's NAT-T uses 4500, and a
+        // second engine on the host would find it taken); an encrypted network added later binds
+        // it then.
+        let esp = if config.bind_esp || config.networks.iter().any(|n| n.encryption.is_some()) {
+            Some(bind_esp(&setup)?)
+        } else {
+            None
+        };
         let mut served = Vec::with_capacity(config.networks.len());
         let mut addresses = BTreeMap::new();
         for (network, remotes) in config.networks.iter().zip(remotes) {
@@ -148,7 +146,7 @@ impl Engine {
             state,
             setup,
             sockets,
-            esp_sockets,
+            esp: Mutex::new(esp),
             source_ports,
             running: Mutex::new(Running {
                 served,
@@ -179,15 +177,9 @@ impl Engine {
             df = %config.tuning.outer.df,
             ttl = %config.tuning.outer.ttl,
             tos = %config.tuning.outer.tos,
-            esp_port = if core.esp_sockets.is_empty() { None } else { Some(config.esp_port) },
+            esp_port = lock(&core.esp).as_ref().map(|_| config.esp_port),
             "vxnet engine running"
         );
-        if let Some(e) = esp_unavailable {
-            tracing::warn!(
-                "ESP-in-UDP port not available ({e}): encrypted networks cannot be served, and ESP from peers goes unheard"
-            );
-        }
-
         Ok(Engine {
             core,
             ageing_secs: config.ageing_secs,
@@ -196,7 +188,6 @@ impl Engine {
             reloader: None,
             cleanup: false,
             _port_claim: port_claim,
-            _esp_claim: esp_claim,
             _socket_file: socket_file,
         })
     }
@@ -254,28 +245,26 @@ fn source_port_config(config: &EngineConfig, underlay_mtu: u32) -> SourcePortCon
     }
 }
 
-/// The ESP-in-UDP sockets (one per worker, like the VXLAN ones), always bound so that a host
-/// serving a network in plaintext still hears, counts and logs ESP from a peer that encrypts it.
-/// A port another program holds is fatal only when a configured network is encrypted; otherwise
-/// the engine runs without (and refuses encrypted networks added later).
-/// The error is returned for a warning once the engine runs (a start that fails later anyway
-/// prints only its one error line).
-#[allow(clippy::type_complexity)]
-fn bind_esp_sockets(
-    config: &EngineConfig,
-    workers: usize,
-) -> Result<
-    (
-        Option<crate::sys::claim::Claim>,
-        Vec<UdpSocket>,
-        Option<UdpError>,
-    ),
-    EngineError,
-> {
-    let addr = SocketAddr::new(config.local, config.esp_port);
-    match crate::exclusive::bind_worker_sockets(addr, workers, SOCKET_BUFFER_BYTES) {
-        Ok((claim, sockets)) => Ok((Some(claim), sockets, None)),
-        Err(e) if config.networks.iter().any(|n| n.encryption.is_some()) => Err(e.into()),
-        Err(e) => Ok((None, Vec::new(), Some(e))),
+/// The ESP-in-UDP sockets (one per worker, like the VXLAN ones, and claimed the same way), with
+/// the outer DF/TTL/TOS of plaintext packets (`inherit` DF: set, so a path too small is answered
+/// with ICMP rather than fragmented) and GRO when the VXLAN sockets have it.
+pub(super) fn bind_esp(setup: &Setup) -> Result<EspBinding, UdpError> {
+    let addr = SocketAddr::new(setup.local, setup.esp_port);
+    let (claim, sockets) =
+        crate::exclusive::bind_worker_sockets(addr, setup.threads, SOCKET_BUFFER_BYTES)?;
+    let outer = &setup.outer;
+    for socket in &sockets {
+        if let Err(e) = socket.set_outer(outer, outer.fixed_df().unwrap_or(true)) {
+            tracing::warn!("cannot set the outer DF/TTL/TOS of an ESP socket: {e}");
+        }
+        if setup.offloads.gro {
+            if let Err(e) = socket.enable_gro() {
+                tracing::warn!("UDP GRO refused on an ESP socket: {e}");
+            }
+        }
     }
+    Ok(EspBinding {
+        _claim: claim,
+        sockets,
+    })
 }

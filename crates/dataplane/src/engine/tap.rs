@@ -26,9 +26,6 @@ pub(super) fn open_network(
     // VXLAN packet (at most `MAX_OVERHEAD`: 45 bytes, 1405 over a 1500-byte IPv4 underlay).
     let esp = network.encryption.is_some();
     let overhead = setup.overhead + if esp { ESP_OVERHEAD as u32 } else { 0 };
-    if esp && !setup.esp {
-        return Err(EngineError::EncryptionUnavailable(network.name.clone()));
-    }
     let underlay_mtu = setup.underlay_mtu;
     let mtu = network.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead));
     if mtu + overhead > MAX_OUTER_PACKET {
@@ -79,9 +76,17 @@ pub(super) fn open_network(
         tracing::info!(dev = %network.dev, "using existing persistent TAP (left in place on exit)");
     }
     let dev = network.dev.as_str();
-    // In bridge mode the MAC (the gateway's, which peers' ARP caches hold) is the bridge's:
-    // the TAP is only a port.
-    if let (Some(mac), None) = (network.mac, &network.bridge) {
+    // Without a configured MAC a new TAP gets one derived from the host, the local VTEP and the
+    // VNI rather than the kernel's random one: an engine restarted (even after kill -9) comes
+    // back with the same MAC, so its peers' ARP caches stay valid. A persistent TAP keeps its own.
+    // In bridge mode the configured MAC (the gateway's, which peers' ARP caches hold) is the
+    // bridge's: the TAP is only a port.
+    let mac = match &network.bridge {
+        Some(_) => None,
+        None => network.mac,
+    }
+    .or_else(|| (!tap.existed()).then(|| static_mac(setup.local, network.vni)));
+    if let Some(mac) = mac {
         iface::set_hw_addr(dev, mac.0).map_err(iface_err(dev, "set the MAC address"))?;
     }
     iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
@@ -146,4 +151,11 @@ pub(super) fn open_network(
         uso,
         mac: bridge_mac.or_else(|| iface::hw_addr(&network.dev).ok().map(MacAddr)),
     })
+}
+
+/// The MAC of a static-mode TAP that has none configured: stable for one host (its machine id,
+/// when it has one), local VTEP address and VNI, different for another of any of them.
+fn static_mac(local: IpAddr, vni: vxnet_encap::Vni) -> MacAddr {
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    MacAddr::derived(format!("static/{}/{local}/{vni}", machine.trim()).as_bytes())
 }

@@ -25,7 +25,7 @@ use vxnet_encap::wire::{UdpPacket, UdpRepr, UDP_HEADER_LEN, VXLAN_HEADER_LEN};
 
 use super::send::{EspPath, Sender};
 use super::tx::{Planned, MAX_FRAME};
-use super::{Worker, BATCH, ROUNDS_PER_WAKE};
+use super::{unreadable, Worker, BATCH, ROUNDS_PER_WAKE};
 use crate::counters::{DropReason, Events};
 use crate::crypto::inbound::EstablishBudget;
 use crate::crypto::outbound::WorkerSeals;
@@ -377,8 +377,8 @@ impl Worker {
             let mut run = WireRun::default();
             for i in 0..received {
                 let datagram = recv.datagram(i);
-                if datagram.truncated {
-                    forwarder.drops.count(DropReason::Truncated);
+                if let Some(reason) = unreadable(&datagram) {
+                    forwarder.drops.count(reason);
                     continue;
                 }
                 let size = match datagram.gro_segment_size {

@@ -35,12 +35,13 @@ use std::time::{Duration, Instant};
 use vxnet_encap::offload::VIRTIO_NET_HDR_LEN;
 use vxnet_encap::Encapsulation;
 
+use crate::counters::DropReason;
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
 use crate::offload::Offloads;
 use crate::sys::poll::{EventFd, PollSet};
 use crate::sys::tap::TapQueue;
-use crate::sys::udp::{RecvBatch, UdpSocket};
+use crate::sys::udp::{Received, RecvBatch, UdpSocket};
 
 pub(crate) use source_ports::{SourcePortConfig, SourcePorts};
 pub(crate) use tx::fit_superframes_to_gso;
@@ -262,5 +263,18 @@ impl Worker {
             }
         }
         Ok(read)
+    }
+}
+
+/// Why a received datagram cannot be read at all, if it cannot: cut short by the buffer, or
+/// empty (which the per-packet loops, cutting a datagram into GRO segments, would otherwise
+/// skip without a count).
+fn unreadable(datagram: &Received<'_>) -> Option<DropReason> {
+    if datagram.truncated {
+        Some(DropReason::Truncated)
+    } else if datagram.data.is_empty() {
+        Some(DropReason::EmptyDatagram)
+    } else {
+        None
     }
 }

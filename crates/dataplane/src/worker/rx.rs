@@ -10,7 +10,7 @@ use vxnet_encap::offload::{InnerSuperframe, WirePlan, MAX_GSO_SEGMENTS};
 use vxnet_encap::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 
 use super::tap_sink::{write_tap, TapSink};
-use super::{Worker, BATCH, ROUNDS_PER_WAKE};
+use super::{unreadable, Worker, BATCH, ROUNDS_PER_WAKE};
 use crate::counters::{DropReason, Events};
 use crate::fdb::Millis;
 use crate::forward::{Forwarder, WireAction, WireRun};
@@ -41,8 +41,8 @@ impl Worker {
             let mut run = WireRun::default();
             for i in 0..received {
                 let datagram = recv.datagram(i);
-                if datagram.truncated {
-                    forwarder.drops.count(DropReason::Truncated);
+                if let Some(reason) = unreadable(&datagram) {
+                    forwarder.drops.count(reason);
                     continue;
                 }
                 // With GRO one read holds a run of equal-size VXLAN datagrams (last one shorter).
