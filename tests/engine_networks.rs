@@ -33,6 +33,7 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
             control_group: None,
             threads: 2,
             offloads: true,
+            tunnel_gso: true,
             tuning: Default::default(),
         })
     })
@@ -55,6 +56,7 @@ fn network(name: &str, vni: u32, address: &str, remotes: &[IpAddr]) -> NetworkCo
         encryption: None,
         bridge: None,
         pool: None,
+        hosts: Vec::new(),
     }
 }
 

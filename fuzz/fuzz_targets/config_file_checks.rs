@@ -91,6 +91,7 @@ fn engine_config(file: FileValues) -> EngineConfig {
         control_group: file.control_group,
         threads: file.threads.unwrap_or(1),
         offloads: file.offloads.unwrap_or(true),
+        tunnel_gso: true,
         tuning: vxnet_dataplane::tuning::Tuning {
             outer: vxnet_encap::outer::OuterPolicy {
                 df: file.tuning.df.unwrap_or_default(),

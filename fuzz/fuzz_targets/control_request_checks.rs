@@ -227,7 +227,10 @@ fn expect(models: &mut [Model], request: &Request) -> Option<Result<(), ()>> {
         | Request::Detach(_)
         | Request::Endpoints { .. }
         | Request::EndpointGc(_)
-        | Request::Status { .. } => return None,
+        | Request::Status { .. }
+        | Request::NameAdd { .. }
+        | Request::NameRm { .. }
+        | Request::NameLs { .. } => return None,
     };
     // Two networks: a request must name one.
     let Some(i) = vni.and_then(|v| network_of(v).ok()) else {

@@ -143,7 +143,16 @@ impl Admitter {
         Some(Admitter {
             task: tokio::spawn(async move {
                 let mut polls = 0u32;
+                let mut upgraded = false;
                 loop {
+                    if !upgraded {
+                        match roles::upgrade(&store).await {
+                            Ok(()) => upgraded = true,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not move node roles to node-scoped records; retrying")
+                            }
+                        }
+                    }
                     if let Err(e) = admit_pending(&store).await {
                         tracing::debug!(error = %e, "admitting join requests failed; retrying");
                     }

@@ -86,9 +86,16 @@ fn freed_at(tail: &str) -> Option<Freed> {
 pub async fn remove_node(store: &Store, node_id: &str) -> Result<Removed> {
     let node_key = store.key(&format!("nodes/{node_id}"));
     let member_key = store.key(&format!("members/{node_id}"));
+    // A worker leaving a cluster laid out by an older version may no longer delete its old
+    // `ipam/` keys (only managers may write there now); without them every reader ignores
+    // them anyway once its node record is gone, and a manager's `cluster rm` deletes them.
+    let mut with_legacy = true;
     for _ in 0..ATTEMPTS {
         let node_record = store.get_raw(&node_key).await?.is_some();
-        let (legacy, freed, rev) = owned_addresses(store, node_id).await?;
+        let (mut legacy, freed, rev) = owned_addresses(store, node_id).await?;
+        if !with_legacy {
+            legacy.clear();
+        }
         let mut ops = vec![
             TxnOp::delete(node_key.clone(), None),
             TxnOp::delete(
@@ -103,7 +110,14 @@ pub async fn remove_node(store: &Store, node_id: &str) -> Result<Removed> {
                 Compare::mod_revision(store.key("ipam/"), CompareOp::Less, rev + 1).with_prefix(),
             ])
             .and_then(ops);
-        if store.txn(Retry::IfNotSent, txn).await?.succeeded() {
+        let applied = match store.txn(Retry::IfNotSent, txn).await {
+            Err(Error::StoreDenied(_)) if !legacy.is_empty() => {
+                with_legacy = false;
+                continue;
+            }
+            other => other?.succeeded(),
+        };
+        if applied {
             return Ok(Removed {
                 cluster_id: store.cluster_id().to_owned(),
                 node_id: node_id.to_owned(),

@@ -7,8 +7,8 @@
 //! | role                 | grants                                                        | held by |
 //! |----------------------|---------------------------------------------------------------|---------|
 //! | `vxnet-C-manager`    | readwrite `P*`                                                 | managers |
-//! | `vxnet-C-worker`     | read `P*`; readwrite `P macs/*` and `P ipam/*`                  | workers |
-//! | `vxnet-C-node-N`     | readwrite the keys `P nodes/N` and `P members/N`               | node N alone |
+//! | `vxnet-C-worker`     | read `P*`                                                      | workers |
+//! | `vxnet-C-node-N`     | readwrite the keys `P nodes/N` and `P members/N`, and `P node/N/*` | node N alone |
 //! | `vxnet-C-joiner`     | read the key `P meta`; write `J*` (write-only: no one's request can be read back) | the join users |
 //!
 //! Users: `vxnet-C-join-worker` and `vxnet-C-join-manager`, whose passwords are the tokens'
@@ -17,18 +17,27 @@
 //! request under `J` (see [`crate::admission`]); a manager engine holding the admin identity
 //! checks its secret against `meta`, writes `nodes/N`, creates the node's user and role and
 //! grants it `vxnet-C-worker` or `vxnet-C-manager`. So a worker can publish its MACs, claim
-//! addresses and keep its own node and member records, and nothing else: networks, VNIs, network
-//! keys, `meta` (tokens) and other nodes' records are out of its reach whatever its state dir
-//! says. Join requests live outside `P` because every member reads all of `P`.
+//! addresses and publish endpoints under its own prefix `node/N/` and keep its own node and
+//! member records, and nothing else: networks, VNIs, network keys, `meta` (tokens) and other
+//! nodes' records (their MACs, address claims and endpoints included) are out of its reach
+//! whatever its state dir says. Join requests live outside `P` because every member reads all
+//! of `P`.
+//!
+//! Clusters laid out before node-scoped records gave workers readwrite on `P macs/*` and
+//! `P ipam/*`, so any worker could overwrite another node's MAC or delete its address claim.
+//! [`upgrade`], run by every manager engine holding the admin identity when it starts, grants each
+//! node role its `P node/N/` prefix and revokes those two grants; re-running it is harmless.
 //!
 //! Only etcd's root role may manage users, so admitting nodes, rotating tokens and removing a
 //! node's user need the admin identity; managers that joined with a token can do everything else.
 
-use etcd_client::{Client, Permission, PermissionType, UserAddOptions};
+use etcd_client::{
+    Client, Permission, PermissionType, RoleRevokePermissionOptions, UserAddOptions,
+};
 
 use super::store::{Retry, Store};
 use super::token::Role;
-use super::{Error, Result};
+use super::{scoped, Error, Result};
 
 pub(crate) fn manager_role(cluster_id: &str) -> String {
     format!("vxnet-{cluster_id}-manager")
@@ -184,14 +193,6 @@ pub(crate) async fn provision(
     )
     .await?;
     grant(store, &w, Permission::read(prefix.clone()).with_prefix()).await?;
-    for sub in ["macs/", "ipam/"] {
-        grant(
-            store,
-            &w,
-            Permission::read_write(format!("{prefix}{sub}")).with_prefix(),
-        )
-        .await?;
-    }
     grant(store, &j, Permission::read(store.key("meta"))).await?;
     grant(
         store,
@@ -247,14 +248,7 @@ pub(crate) async fn add_node(
     let id = store.cluster_id().to_owned();
     let name = node_user(&id, node_id);
     role_add(store, &name).await?;
-    for sub in ["nodes/", "members/"] {
-        grant(
-            store,
-            &name,
-            Permission::read_write(store.key(&format!("{sub}{node_id}"))),
-        )
-        .await?;
-    }
+    grant_node_keys(store, node_id).await?;
     // A manager joining again as a worker must not keep the manager role.
     let other = match role {
         Role::Manager => Role::Worker,
@@ -268,6 +262,51 @@ pub(crate) async fn add_node(
         Some(&shared_role(&id, other)),
     )
     .await
+}
+
+/// Node `node_id`'s own keys for its role: its node and member records, and everything under
+/// its prefix `node/<node_id>/` (the trailing slash keeps `node/ab` from covering `node/abc`).
+async fn grant_node_keys(store: &Store, node_id: &str) -> Result<()> {
+    let name = node_user(store.cluster_id(), node_id);
+    for sub in ["nodes/", "members/"] {
+        grant(
+            store,
+            &name,
+            Permission::read_write(store.key(&format!("{sub}{node_id}"))),
+        )
+        .await?;
+    }
+    grant(
+        store,
+        &name,
+        Permission::read_write(store.key(&scoped::node_prefix(node_id))).with_prefix(),
+    )
+    .await
+}
+
+/// Brings a cluster's roles from the old layout to node-scoped records: every admitted node's
+/// role gets its `node/N/` prefix, and the worker role loses readwrite on `macs/` and `ipam/`
+/// (the old layout's keys stay readable and are still read). Needs the admin identity.
+pub(crate) async fn upgrade(store: &Store) -> Result<()> {
+    for id in node_users(store).await? {
+        grant_node_keys(store, &id).await?;
+    }
+    let worker = worker_role(store.cluster_id());
+    for sub in ["macs/", "ipam/"] {
+        let (role, key) = (worker.clone(), store.key(sub));
+        let revoked = auth(store, |mut c| {
+            let (role, key) = (role.clone(), key.clone());
+            let opts = RoleRevokePermissionOptions::new().with_prefix();
+            async move { c.role_revoke_permission(role, key, Some(opts)).await }
+        })
+        .await;
+        match revoked {
+            // Already revoked, or a cluster provisioned with the new layout.
+            Err(e) if e.to_string().contains("not granted") => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// Deletes node `node_id`'s user and role, so a removed node's credentials stop working.

@@ -101,16 +101,18 @@ impl Lock {
                 return Err(e);
             }
         };
-        if !resp.succeeded() {
-            let _ = store.lease_revoke(lease).await;
-            let who = store
-                .get_raw(&key)
-                .await?
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
-                .unwrap_or_default();
-            return Ok(Err(who));
-        }
-        let revision = resp.header().map_or(0, |h| h.revision());
+        let revision = if resp.succeeded() {
+            resp.header().map_or(0, |h| h.revision())
+        } else {
+            let taken = take_over_dead(store, &key, holder, lease).await;
+            if !matches!(taken, Ok(Ok(_))) {
+                let _ = store.lease_revoke(lease).await;
+            }
+            match taken? {
+                Ok(revision) => revision,
+                Err(who) => return Ok(Err(who)),
+            }
+        };
         let keepalive = tokio::spawn(keep_alive(store.clone(), lease));
         Ok(Ok(Lock {
             store: store.clone(),
@@ -141,6 +143,11 @@ impl Lock {
         Compare::create_revision(self.key.clone(), CompareOp::Equal, self.revision)
     }
 
+    /// The lock is still under this rotator's lease (a lock taken over keeps no old lease).
+    fn still_ours(&self) -> Compare {
+        Compare::lease(self.key.clone(), CompareOp::Equal, self.lease)
+    }
+
     async fn release(self) {
         self.keepalive.abort();
         if let Err(e) = self.store.lease_revoke(self.lease).await {
@@ -154,6 +161,68 @@ impl Drop for Lock {
     /// expires with its lease and the next manager finishes the rotation.
     fn drop(&mut self) {
         self.keepalive.abort();
+    }
+}
+
+/// When the lock record at `key` is held by no live lease (written without one, e.g. by hand or
+/// a broken tool, or garbage: every rotator writes it under a lease, which takes it away when
+/// the rotator dies), takes it over under `lease` in one transaction that applies only if the
+/// record is still the one looked at. `Ok(Ok(create revision))` when taken, `Ok(Err(holder))`
+/// when a live rotator holds it.
+async fn take_over_dead(
+    store: &Store,
+    key: &str,
+    holder: &str,
+    lease: i64,
+) -> Result<std::result::Result<i64, String>> {
+    let Some(kv) = store.get_raw(key).await? else {
+        // Released between the two calls: the next try takes it the ordinary way.
+        return Ok(Err(String::new()));
+    };
+    let who = printable(kv.value());
+    let live = kv.lease() != 0 && store.lease_ttl(kv.lease()).await? > 0;
+    if live {
+        return Ok(Err(who));
+    }
+    // Overwritten under this rotator's lease: the record keeps its create revision, and every
+    // write of the rotation also compares the lease (see `Lock::still_ours`), so nobody else's
+    // writes pass as this rotation's.
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            key.to_owned(),
+            CompareOp::Equal,
+            kv.mod_revision(),
+        )])
+        .and_then([TxnOp::put(
+            key.to_owned(),
+            holder,
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+    if !store.txn(Retry::IfNotSent, txn).await?.succeeded() {
+        return Ok(Err(who));
+    }
+    let revision = kv.create_revision();
+    tracing::warn!(
+        %key,
+        found = %who,
+        lease = kv.lease(),
+        "took over a rotation lock that no live rotator holds"
+    );
+    Ok(Ok(revision))
+}
+
+/// A lock record's holder as text for messages: control characters and overlong garbage from a
+/// corrupt record must not reach the terminal.
+fn printable(value: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(value)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    if text.is_empty() {
+        "(unreadable lock record)".into()
+    } else {
+        text
     }
 }
 
@@ -229,6 +298,7 @@ async fn write(store: &Store, lock: &Lock, revision: i64, next: &NetworkKeys) ->
         .when([
             Compare::mod_revision(key.clone(), CompareOp::Equal, revision),
             lock.still_held(),
+            lock.still_ours(),
         ])
         .and_then([TxnOp::put(key, serde_json::to_vec(next)?, None)]);
     let resp = store.txn(Retry::Idempotent, txn).await?;

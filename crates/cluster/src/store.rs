@@ -19,7 +19,6 @@ use etcd_client::{
     Txn, TxnResponse, WatchOptions, WatchStream,
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::OnceCell;
 
 use super::access::StoreAccess;
 use super::records::{self, MemberRecord, Meta, NetworkDef, NodeRecord, Record};
@@ -52,8 +51,9 @@ struct Inner {
     access: StoreAccess,
     urls: Vec<String>,
     options: ConnectOptions,
-    /// One client per endpoint, connected on first use.
-    clients: Vec<OnceCell<Client>>,
+    /// One client per endpoint, connected on first use, and again after etcd's auth store
+    /// changed under its token.
+    clients: Vec<std::sync::Mutex<Option<Client>>>,
     /// The endpoint that answered last: calls go there first.
     preferred: AtomicUsize,
     cluster_id: String,
@@ -100,7 +100,7 @@ impl Store {
                 urls: access.urls(),
                 options: access.options(options),
                 access: access.clone(),
-                clients: endpoints.iter().map(|_| OnceCell::new()).collect(),
+                clients: endpoints.iter().map(|_| Default::default()).collect(),
                 // Spread engines over the members rather than all on the first one.
                 preferred: AtomicUsize::new(rand::random::<usize>() % endpoints.len()),
                 cluster_id: cluster_id.to_owned(),
@@ -141,12 +141,22 @@ impl Store {
 
     async fn client_at(&self, i: usize) -> Result<Client, etcd_client::Error> {
         let inner = &self.inner;
-        inner.clients[i]
-            .get_or_try_init(|| {
-                Client::connect([inner.urls[i].as_str()], Some(inner.options.clone()))
-            })
-            .await
-            .cloned()
+        let cached = inner.clients[i].lock().ok().and_then(|c| c.clone());
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let c = Client::connect([inner.urls[i].as_str()], Some(inner.options.clone())).await?;
+        if let Ok(mut slot) = inner.clients[i].lock() {
+            *slot = Some(c.clone());
+        }
+        Ok(c)
+    }
+
+    /// Drops endpoint `i`'s client, so the next call connects (and authenticates) again.
+    fn forget_client(&self, i: usize) {
+        if let Ok(mut slot) = self.inner.clients[i].lock() {
+            *slot = None;
+        }
     }
 
     /// Runs `call` on the preferred endpoint, then on each other one in turn while it fails with
@@ -160,12 +170,24 @@ impl Store {
         let n = self.inner.access.endpoints.len();
         let first = self.inner.preferred.load(Ordering::Relaxed) % n;
         let mut last = None;
-        for i in (0..n).map(|k| (first + k) % n) {
+        let mut fresh_token = false;
+        let mut order = (0..n).map(|k| (first + k) % n);
+        let mut next = order.next();
+        while let Some(i) = next {
             let attempt = async {
                 let client = self.client_at(i).await?;
                 call(client).await
             };
-            let failure = match tokio::time::timeout(OP_TIMEOUT, attempt).await {
+            let result = tokio::time::timeout(OP_TIMEOUT, attempt).await;
+            // etcd refuses a token issued before its users or roles last changed (a node
+            // admitted, a role upgraded); logging in again is all it takes. Once per call.
+            if matches!(&result, Ok(Err(e)) if stale_token(e)) && !fresh_token {
+                fresh_token = true;
+                self.forget_client(i);
+                continue;
+            }
+            next = order.next();
+            let failure = match result {
                 Ok(Ok(v)) => {
                     self.inner.preferred.store(i, Ordering::Relaxed);
                     return Ok(v);
@@ -410,6 +432,11 @@ fn classify(e: &etcd_client::Error) -> Class {
         }
         _ => Class::Answer,
     }
+}
+
+/// etcd's answer to a token issued before its auth store last changed.
+fn stale_token(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("revision of auth store is old"))
 }
 
 /// etcd's answer as an error; refused credentials and permissions get their own, since they

@@ -43,6 +43,8 @@ pub enum Cmd {
     Reload(show::ControlArgs),
     /// Security associations of encrypted networks (like `ip xfrm state`).
     Sa(crate::sa::SaArgs),
+    /// Names answered by the networks' DNS service: add, rm, ls.
+    Name(crate::name::NameArgs),
     /// The etcd-backed cluster: init, join, rotate, status, leave, rm.
     Cluster(cluster::cli::ClusterArgs),
     /// Named overlay networks stored in the cluster.

@@ -18,6 +18,7 @@ pub mod explain;
 pub mod firewall;
 pub mod key;
 pub mod man;
+pub mod name;
 pub mod netns;
 pub mod reload;
 pub mod run;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vxnet::cli::{Cli, Cmd};
-use vxnet::{attach, bench, cluster, cni, demo, explain, firewall, key, reload, run, sa, show};
+use vxnet::{
+    attach, bench, cluster, cni, demo, explain, firewall, key, name, reload, run, sa, show,
+};
 
 /// Keeps the one-line error contract for usage errors: clap's message spans several lines (the
 /// missing arguments are listed below the first, its suggestion and the usage follow). They
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         Cmd::Endpoints(a) => attach::endpoints(a).map_err(|e| e.to_string()),
         Cmd::Reload(a) => reload::run(a).map_err(|e| e.to_string()),
         Cmd::Sa(a) => sa::run(a).map_err(|e| e.to_string()),
+        Cmd::Name(a) => name::run(a).map_err(|e| e.to_string()),
         Cmd::Cluster(a) => cluster::cli::run_cluster(a).map_err(|e| e.to_string()),
         Cmd::Network(a) => cluster::cli::run_network(a).map_err(|e| e.to_string()),
         Cmd::Cni(a) => cni::run(a).map_err(|e| e.to_string()),

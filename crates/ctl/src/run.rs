@@ -110,6 +110,10 @@ pub struct RunArgs {
     /// Turn off TAP offloads and UDP GSO/GRO.
     #[arg(long)]
     pub no_offloads: bool,
+    /// Never send TCP superframes whole through an underlay TAP (tunnel GSO); segment them in
+    /// vxnet and send them through UDP sockets, as on kernels without it.
+    #[arg(long)]
+    pub no_tunnel_gso: bool,
     /// Outer DF bit: set (default; never fragmented, too-big frames are answered with ICMP),
     /// unset (routers may fragment) or inherit (from the inner IPv4 header; IPv6 inside: set).
     #[arg(long, value_name = "set|unset|inherit", value_parser = named::<DfPolicy>(&["set", "unset", "inherit"]))]
@@ -243,6 +247,7 @@ fn engine_config(
             .or(file.threads)
             .unwrap_or_else(default_threads),
         offloads: !args.no_offloads && file.offloads.unwrap_or(true),
+        tunnel_gso: !args.no_tunnel_gso,
         tuning: tuning(args, &file.tuning),
     };
     Ok(config)
@@ -293,6 +298,7 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
             encryption,
             bridge: args.bridge.clone(),
             pool: args.pool,
+            hosts: Vec::new(),
         }),
         (None, None) => {
             if !args.remotes.is_empty() || args.address.is_some() || args.bridge.is_some() {

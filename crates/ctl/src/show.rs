@@ -221,6 +221,24 @@ pub fn render_stats(report: &StatsReport) -> String {
         names.join(" ")
     };
     let _ = writeln!(out, "workers {}  offloads {offloads}", report.workers);
+    if !report.tx_path.is_empty() {
+        let _ = writeln!(out, "tx path {}", report.tx_path);
+    }
+    if let Some(t) = &report.tunnel_gso {
+        let _ = writeln!(
+            out,
+            "tunnel gso{}: {} superframes -> {} segments, {} bytes; {} by the socket path, {} refused, {} path changes, {} redirects restored; {}",
+            if t.active { "" } else { " (off: refused by the kernel)" },
+            t.superframes,
+            t.segments,
+            t.bytes,
+            t.fallbacks,
+            t.refused,
+            t.path_changes,
+            t.redirects_restored,
+            if t.devices.is_empty() { "no underlay TAP".to_string() } else { t.devices.join(" ") }
+        );
+    }
     if let Some(p) = &report.source_ports {
         let _ = writeln!(
             out,
@@ -271,6 +289,13 @@ pub fn render_stats(report: &StatsReport) -> String {
             n.tunnel_segments,
             n.partial_checksums
         );
+        if n.neighbor_entries > 0 || n.neighbor_answered + n.neighbor_flooded > 0 {
+            let _ = writeln!(
+                out,
+                "    neighbors: {} known  ARP/ND answered {}  flooded {}  spoofed replies dropped {}",
+                n.neighbor_entries, n.neighbor_answered, n.neighbor_flooded, n.neighbor_spoofed
+            );
+        }
         if n.too_big_replies > 0 {
             let _ = writeln!(
                 out,

@@ -79,7 +79,7 @@ async fn own_records_come_back_within_a_lease_period() {
     let eps = etcd.endpoints();
     let p = format!("/vxnet/{}/", a.cluster_id);
     let member = format!("{p}members/{}", a.node_id);
-    let mac = format!("{p}macs/4096/02:00:00:00:00:71");
+    let mac = format!("{p}node/{}/macs/4096/02:00:00:00:00:71", a.node_id);
     let lease_period = Duration::from_secs(TTL as u64);
     let mine = |v: &Value| v["node_id"] == a.node_id.as_str() && v["vtep"] == "127.0.0.71";
 
@@ -167,7 +167,7 @@ async fn a_second_engine_of_one_node_is_refused() {
     // `vxnet run` from the clone refuses before it creates a device or binds a socket.
     let port = free_port().to_string();
     let sock = tmp.path().join("clone.sock");
-    let mut run = vxnet()
+    let run = vxnet()
         .args([
             "run",
             "--local",
@@ -186,19 +186,12 @@ async fn a_second_engine_of_one_node_is_refused() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while run.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if run.try_wait().unwrap().is_none() {
-        let _ = run.kill();
-        let _ = run.wait();
-        panic!(
-            "vxnet run of a second engine of node {} kept running",
-            a.node_id
-        );
-    }
-    let out = run.wait_with_output().unwrap();
+    let (out, exited) = output_within(run, Duration::from_secs(5));
+    assert!(
+        exited,
+        "vxnet run of a second engine of node {} kept running",
+        a.node_id
+    );
     assert_cli_error(&out, "already registered by another running engine");
     assert!(!sock.exists(), "a control socket was created");
 

@@ -447,3 +447,42 @@ async fn managers_rotate_automatically_and_corrupt_rings_are_skipped() {
         Arc::try_unwrap(h).unwrap().leave().await;
     }
 }
+
+/// `network rotate-key` over a lock record that holds garbage and no lease (a broken tool, a
+/// hand edit): no rotator can be alive behind it, so it is taken over at once instead of
+/// waiting for a holder that will never let go.
+#[test]
+fn rotate_key_takes_over_a_corrupt_lock_without_a_lease() {
+    let Some(etcd) = Etcd::start() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let (m, init) = init_cluster(&etcd, root.path());
+    let id = init["cluster_id"].as_str().unwrap();
+    json(&run(
+        &m,
+        &["network", "create", "sec", "--encrypted", "--json"],
+    ));
+    let lock = format!("/vxnet/{id}/locks/keys/sec");
+    etcdctl(&etcd.endpoints(), &["put", &lock, "\u{1b}[2J\u{7f}garbage"]);
+
+    let start = Instant::now();
+    let child = vxnet()
+        .args(["network", "rotate-key", "sec", "--json", "--state-dir"])
+        .arg(&m)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, _) = output_within(child, Duration::from_secs(20));
+    let took = start.elapsed();
+    let rot = json(&out);
+    assert_eq!(
+        (rot["from"].as_u64(), rot["to"].as_u64()),
+        (Some(1), Some(2)),
+        "{rot}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // Released afterwards, like any lock this rotator took.
+    assert!(etcdctl(&etcd.endpoints(), &["get", &lock])
+        .trim()
+        .is_empty());
+}

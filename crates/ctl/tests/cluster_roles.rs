@@ -157,10 +157,24 @@ fn worker_credentials_are_limited_by_etcd() {
     };
     let worker_cred = format!("{user}:{}", wpw.trim());
     let as_worker = |args: &[&str]| as_user(&worker_cred, args);
-    let ok = as_worker(&["put", &format!("/vxnet/{cid}/ipam/blue/10.9.0.9"), &wid]);
+    // Its own records live under its own prefix; every other node's (and the old layout's
+    // shared `macs/` and `ipam/`) are out of its reach.
+    let own = format!("/vxnet/{cid}/node/{wid}/addrs/blue/10.9.0.9");
+    let ok = as_worker(&["put", &own, "{}"]);
     assert!(ok.status.success(), "{}", stderr(&ok));
-    as_worker(&["del", &format!("/vxnet/{cid}/ipam/blue/10.9.0.9")]);
-    for key in ["networks/red", "vni/77", "meta", "keys/blue"] {
+    as_worker(&["del", &own]);
+    let others = [
+        "ipam/blue/10.9.0.9".to_string(),
+        "macs/4096/02:00:00:00:00:01".to_string(),
+        "node/0000/macs/4096/02:00:00:00:00:01".to_string(),
+        // A prefix grant on `node/<id>` without the slash would let it write here.
+        format!("node/{wid}0/addrs/blue/10.9.0.9"),
+    ];
+    for key in ["networks/red", "vni/77", "meta", "keys/blue"]
+        .map(str::to_string)
+        .iter()
+        .chain(&others)
+    {
         let o = as_worker(&["put", &format!("/vxnet/{cid}/{key}"), "{}"]);
         assert!(
             !o.status.success() && stderr(&o).contains("permission denied"),

@@ -44,6 +44,9 @@ pub struct NetworkConfig {
     /// Bridge mode, static: the part of the subnet this host hands to endpoints (hosts sharing
     /// a subnet without a cluster need disjoint pools); `None`: the whole subnet.
     pub pool: Option<IpNet>,
+    /// Named hosts of the network (`[[network.host]]`): answered by its name service, and with
+    /// a MAC, their ARP/ND answered by the engine.
+    pub hosts: Vec<crate::names::HostEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +71,9 @@ pub struct EngineConfig {
     pub threads: usize,
     /// TAP virtio-net offloads and UDP GSO/GRO (each probed at start).
     pub offloads: bool,
+    /// Send TCP superframes whole through an underlay TAP where the start-up probe finds the
+    /// kernel can (tunnel GSO); needs `offloads`.
+    pub tunnel_gso: bool,
     /// Outer header policy, source-port range, default storm-control rate.
     pub tuning: Tuning,
 }
@@ -145,6 +151,9 @@ struct FileNetwork {
     key_file: Option<PathBuf>,
     bridge: Option<String>,
     pool: Option<IpNet>,
+    /// `[[network.host]]` tables: name, aliases, addresses, mac.
+    #[serde(default)]
+    host: Vec<crate::names::HostEntry>,
 }
 
 /// Values from a config file, to be overridden by explicit flags.
@@ -241,6 +250,7 @@ fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
             encryption,
             bridge: n.bridge,
             pool: n.pool,
+            hosts: n.host,
         });
     }
     let tuning = FileTuning::parse(
@@ -496,6 +506,7 @@ mod tests {
             control_group: None,
             threads: 2,
             offloads: true,
+            tunnel_gso: true,
             tuning: crate::tuning::Tuning::default(),
         }
     }
@@ -514,6 +525,7 @@ mod tests {
             encryption: None,
             bridge: None,
             pool: None,
+            hosts: Vec::new(),
         }
     }
 

@@ -304,6 +304,13 @@ pub struct Events {
     pub(crate) tunnel_segments: AtomicU64,
     /// ICMP frag-needed / packet-too-big replies written into the TAP (path-MTU signalling).
     pub(crate) too_big_replies: AtomicU64,
+    /// ARP requests / neighbour solicitations from the TAP answered from the neighbour table.
+    pub(crate) neighbor_answered: AtomicU64,
+    /// ... and those for addresses the table does not hold, flooded as before.
+    pub(crate) neighbor_flooded: AtomicU64,
+    /// ARP replies / advertisements from the TAP claiming a recorded address for another MAC:
+    /// dropped, so no other host's cache is poisoned.
+    pub(crate) neighbor_spoofed: AtomicU64,
 }
 
 impl Events {

@@ -18,6 +18,8 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keyring;
+pub mod names;
+pub mod neighbors;
 pub mod network;
 pub mod offload;
 pub(crate) mod reload;
@@ -29,6 +31,7 @@ pub(crate) mod storm;
 pub mod sys;
 mod text;
 pub mod tuning;
+pub mod underlay;
 pub(crate) mod validate;
 pub(crate) mod worker;
 

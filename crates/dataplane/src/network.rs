@@ -14,6 +14,7 @@ use crate::counters::{DropCounters, Events, Traffic};
 use crate::crypto::NetworkCrypto;
 use crate::fdb::Fdb;
 use crate::keyring::KeyRing;
+use crate::neighbors::NeighborTable;
 use crate::storm::RateLimiter;
 
 /// Who a network floods to and accepts VXLAN from.
@@ -69,6 +70,8 @@ pub struct Network {
     /// Encrypted networks only: keys and SAs. Fixed at creation (turning encryption on or off
     /// rebuilds the network), the keys within it are not.
     pub crypto: Option<NetworkCrypto>,
+    /// IP -> MAC of the network's endpoints and hosts: ARP/ND answered locally.
+    pub neighbors: NeighborTable,
     peers: ArcSwap<PeerSet>,
     sources: Mutex<PeerSources>,
     local: IpAddr,
@@ -90,6 +93,7 @@ impl Network {
             events: Events::default(),
             drops: DropCounters::default(),
             crypto: None,
+            neighbors: NeighborTable::default(),
             peers: ArcSwap::from_pointee(PeerSet::default()),
             sources: Mutex::new(PeerSources {
                 configured,

@@ -24,6 +24,8 @@ pub enum Offload {
     UdpGso,
     /// Runs of datagrams arrive in `UDP_GRO` reads.
     UdpGro,
+    /// TCP superframes leave whole, as one VXLAN superframe through an underlay TAP.
+    TunnelGso,
 }
 
 impl Offload {
@@ -35,6 +37,7 @@ impl Offload {
             Offload::Uso => "uso",
             Offload::UdpGso => "udp-gso",
             Offload::UdpGro => "udp-gro",
+            Offload::TunnelGso => "tunnel-gso",
         }
     }
 }
@@ -94,6 +97,8 @@ pub(crate) struct Offloads {
     pub(crate) gso: Arc<UdpGso>,
     /// UDP_GRO receives (the socket option is set by the engine).
     pub(crate) gro: bool,
+    /// The tunnel-GSO path, when the start-up probe found it works.
+    pub(crate) tunnel: Option<Arc<crate::underlay::Underlay>>,
 }
 
 #[cfg(test)]
@@ -101,13 +106,14 @@ mod tests {
     use super::*;
 
     /// Every offload, in the order they are reported.
-    const ALL: [Offload; 6] = [
+    const ALL: [Offload; 7] = [
         Offload::TapVnetHdr,
         Offload::GroCoalescing,
         Offload::Tso,
         Offload::Uso,
         Offload::UdpGso,
         Offload::UdpGro,
+        Offload::TunnelGso,
     ];
 
     #[test]
@@ -132,7 +138,8 @@ mod tests {
                 "tso",
                 "uso",
                 "udp-gso",
-                "udp-gro"
+                "udp-gro",
+                "tunnel-gso"
             ]
         );
         let back: Offload = serde_json::from_str("\"udp-gso\"").unwrap();

@@ -47,6 +47,7 @@ fn change(old: &NetworkConfig, new: &NetworkConfig) -> Change {
     let with_live_changes = NetworkConfig {
         remotes: new.remotes.clone(),
         encryption: new.encryption.clone(),
+        hosts: new.hosts.clone(),
         ..old.clone()
     };
     if old == new {
@@ -170,6 +171,9 @@ impl Reloader {
                 Change::Same => served.push(old.clone()),
                 Change::Live => {
                     control.set_static_remotes(&old.name, remotes[i].clone());
+                    if old.hosts != next.hosts {
+                        control.set_hosts(&old.name, next.hosts.clone());
+                    }
                     if let Some(ring) = &next.encryption {
                         if old.encryption.as_ref() != Some(ring) {
                             if let Err(e) = control.set_key_ring(&old.name, ring.clone()) {
@@ -258,6 +262,7 @@ mod tests {
             encryption: None,
             bridge: None,
             pool: None,
+            hosts: Vec::new(),
         }
     }
 
@@ -304,6 +309,7 @@ mod tests {
             control_group: None,
             threads: 1,
             offloads: true,
+            tunnel_gso: true,
             tuning: crate::tuning::Tuning::default(),
         };
         assert!(restart_only(&old, &old.clone()).is_empty());

@@ -17,6 +17,7 @@ use crate::counters::{SourcePortCounters, SourcePortSnapshot};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
 use crate::offload::{Offload, UdpGso};
+use crate::underlay::{TunnelGsoReport, Underlay};
 
 /// The engine's membership in an etcd-backed cluster, as its control plane last saw it; `None`
 /// in static mode. Shown by `vxnet networks --json` and `vxnet stats --json`.
@@ -71,6 +72,10 @@ pub struct EngineState {
     /// Refusals of the control socket (`vxnet stats`: `control`).
     pub(crate) control_counters: ControlCounters,
     source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
+    /// Names and neighbour entries of the networks, and the DNS service's counters.
+    pub names: Arc<crate::names::NameService>,
+    /// The tunnel-GSO path, when the start-up probe found it.
+    tunnel: std::sync::OnceLock<Arc<Underlay>>,
 }
 
 /// The source-port range and socket budget, as `vxnet stats` reports them.
@@ -111,6 +116,8 @@ impl EngineState {
             endpoints: std::sync::OnceLock::new(),
             control_counters: ControlCounters::default(),
             source_ports: std::sync::OnceLock::new(),
+            names: Arc::new(crate::names::NameService::default()),
+            tunnel: std::sync::OnceLock::new(),
         }
     }
 
@@ -139,6 +146,7 @@ impl EngineState {
 
     /// Makes `forwarder` the generation the control plane sees, with the offloads it uses.
     pub(crate) fn publish(&self, forwarder: Arc<Forwarder>, offloads: Vec<Offload>) {
+        self.names.attach(Arc::clone(&forwarder));
         self.forwarder.store(forwarder);
         *lock(&self.offloads) = offloads;
     }
@@ -146,11 +154,23 @@ impl EngineState {
     /// The offloads in use at this moment.
     pub(crate) fn offloads(&self) -> Vec<Offload> {
         let gso = self.gso.in_use();
+        let tunnel = self.tunnel.get().is_some_and(|t| t.active());
         lock(&self.offloads)
             .iter()
             .copied()
             .filter(|o| *o != Offload::UdpGso || gso)
+            .filter(|o| *o != Offload::TunnelGso || tunnel)
             .collect()
+    }
+
+    /// Set once at start when the tunnel-GSO path is offered.
+    pub(crate) fn set_tunnel(&self, underlay: Arc<Underlay>) {
+        let _ = self.tunnel.set(underlay);
+    }
+
+    /// What the tunnel-GSO path did, when it is offered.
+    pub(crate) fn tunnel_gso(&self) -> Option<TunnelGsoReport> {
+        self.tunnel.get().map(|t| t.report())
     }
 
     pub(crate) fn address(&self, network: &str) -> Option<String> {

@@ -300,7 +300,7 @@ async fn heal(state: &mut State, lease: i64, revision: i64) -> Result<()> {
         .flat_map(|(vni, list)| list.iter().map(|m| (*vni, m.clone())))
         .collect();
     for (vni, mac) in macs {
-        let key = mac_key(&state.store, vni, &mac);
+        let key = mac_key(&state.store, &state.cfg.node_id, vni, &mac);
         let Some(w) = state.own.get(&key) else {
             continue;
         };

@@ -186,12 +186,13 @@ pub(super) fn mac_value(cfg: &Config) -> Result<Vec<u8>> {
     })?)
 }
 
-pub(super) fn mac_key(store: &Store, vni: u32, mac: &str) -> String {
-    store.key(&format!("macs/{vni}/{mac}"))
+/// This node's MAC record: under its own prefix, which no other node may write.
+pub(super) fn mac_key(store: &Store, node_id: &str, vni: u32, mac: &str) -> String {
+    store.key(&crate::scoped::mac_key(node_id, vni, mac))
 }
 
 pub(super) async fn put_mac(state: &mut State, lease: i64, vni: u32, mac: &str) -> Result<()> {
-    let key = mac_key(&state.store, vni, mac);
+    let key = mac_key(&state.store, &state.cfg.node_id, vni, mac);
     let value = mac_value(&state.cfg)?;
     let revision = state.store.put(&key, value.clone(), Some(lease)).await?;
     state.own.insert(key, Written { value, revision });
@@ -209,7 +210,7 @@ pub(super) async fn republish(
     new: &[String],
 ) -> Result<()> {
     for mac in old.iter().filter(|m| !new.contains(m)) {
-        let key = mac_key(&state.store, vni, mac);
+        let key = mac_key(&state.store, &state.cfg.node_id, vni, mac);
         let txn = Txn::new()
             .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
             .and_then([TxnOp::delete(key.clone(), None)]);

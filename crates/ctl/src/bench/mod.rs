@@ -50,8 +50,8 @@ pub struct BenchArgs {
     /// Run the engines without TAP offloads and UDP GSO/GRO (`vxnet run --no-offloads`).
     #[arg(long, conflicts_with = "disable_offloads")]
     pub no_offloads: bool,
-    /// Offloads the engines treat as refused by the kernel: a comma list of tap, gso, gro, uso
-    /// (VXNET_DISABLE_OFFLOADS).
+    /// Offloads the engines treat as refused by the kernel: a comma list of tap, gso, gro, uso,
+    /// tunnel-gso (VXNET_DISABLE_OFFLOADS).
     #[arg(long, value_name = "LIST", value_parser = parse_offloads)]
     pub disable_offloads: Option<OffloadList>,
     /// MTU of the veths between the hosts (the kernel's vxlan and vxnet both give their overlay

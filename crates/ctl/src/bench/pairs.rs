@@ -117,7 +117,7 @@ pub(super) struct EngineSettings {
     pub threads: Option<u64>,
     /// `--no-offloads`.
     pub no_offloads: bool,
-    /// `VXNET_DISABLE_OFFLOADS` (any of tap, gso, gro, uso).
+    /// `VXNET_DISABLE_OFFLOADS` (any of tap, gso, gro, uso, tunnel-gso).
     pub disable_offloads: Vec<String>,
 }
 

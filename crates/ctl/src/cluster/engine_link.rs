@@ -421,6 +421,8 @@ impl Link {
             }),
             // The cluster's IPAM hands out the addresses.
             pool: None,
+            // Cluster names come from the endpoint records, not from static tables.
+            hosts: Vec::new(),
         })?;
         tracing::info!(
             network = %def.name,

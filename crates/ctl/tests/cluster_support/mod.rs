@@ -355,3 +355,27 @@ pub fn json(o: &Output) -> serde_json::Value {
 pub fn state_dir(root: &Path, name: &str) -> PathBuf {
     root.join(name)
 }
+
+/// Waits up to `timeout` for `child` (spawned with piped output) to exit; kills it (our own
+/// child, by its handle) if it has not. The output, and whether it exited by itself in time.
+pub fn output_within(mut child: std::process::Child, timeout: Duration) -> (Output, bool) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exited = child.try_wait().unwrap().is_some();
+    if !exited {
+        let _ = child.kill();
+    }
+    (child.wait_with_output().unwrap(), exited)
+}
+
+/// `vxnet cluster init` on `etcd` into state dir `root/m`: the dir and the JSON answer.
+pub fn init_cluster(etcd: &Etcd, root: &Path) -> (PathBuf, serde_json::Value) {
+    let m = state_dir(root, "m");
+    let init = json(&run(
+        &m,
+        &["cluster", "init", "--store", &etcd.url(), "--json"],
+    ));
+    (m, init)
+}

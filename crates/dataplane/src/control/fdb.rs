@@ -67,7 +67,10 @@ pub fn handle(forwarder: &Forwarder, now: Millis, request: Request) -> Reply {
         | Request::Detach(_)
         | Request::Endpoints { .. }
         | Request::EndpointGc(_)
-        | Request::Status { .. } => Err("not an fdb request".to_string()),
+        | Request::Status { .. }
+        | Request::NameAdd { .. }
+        | Request::NameRm { .. }
+        | Request::NameLs { .. } => Err("not an fdb request".to_string()),
     };
     result.unwrap_or_else(|message| Reply::Error { message })
 }

@@ -81,7 +81,7 @@ pub(crate) fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 21] = [
+    let per_network: [(&str, &str, &str, Field); 25] = [
         (
             "vxnet_rx_frames_total",
             "counter",
@@ -207,6 +207,30 @@ pub(crate) fn render(state: &EngineState) -> String {
             "counter",
             "ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than the path to their VTEP.",
             |n| n.too_big_replies,
+        ),
+        (
+            "vxnet_neighbor_answered_frames_total",
+            "counter",
+            "ARP requests and IPv6 neighbour solicitations from the TAP answered from the neighbour table.",
+            |n| n.neighbor_answered,
+        ),
+        (
+            "vxnet_neighbor_flooded_frames_total",
+            "counter",
+            "ARP requests and neighbour solicitations for addresses not in the neighbour table, flooded.",
+            |n| n.neighbor_flooded,
+        ),
+        (
+            "vxnet_neighbor_spoofed_frames_total",
+            "counter",
+            "ARP replies and neighbour advertisements from the TAP claiming a recorded address for another MAC, dropped.",
+            |n| n.neighbor_spoofed,
+        ),
+        (
+            "vxnet_neighbor_entries",
+            "gauge",
+            "Addresses in the neighbour table (endpoints and hosts of the network's records).",
+            |n| n.neighbor_entries as u64,
         ),
     ];
 
@@ -343,6 +367,58 @@ pub(crate) fn render(state: &EngineState) -> String {
     );
     for offload in &report.offloads {
         out.sample("vxnet_offload_in_use", &[("offload", offload.name())], 1);
+    }
+    out.family(
+        "vxnet_tx_path_info",
+        "gauge",
+        "The transmit path of TCP superframes (1 for the one in use): tunnel-gso or socket.",
+    );
+    out.sample(
+        "vxnet_tx_path_info",
+        &[("path", report.tx_path.as_str())],
+        1,
+    );
+    if let Some(t) = &report.tunnel_gso {
+        for (name, help, value) in [
+            (
+                "vxnet_tunnel_gso_superframes_total",
+                "TCP superframes sent whole through an underlay TAP.",
+                t.superframes,
+            ),
+            (
+                "vxnet_tunnel_gso_segments_total",
+                "Segments those superframes stand for (made by the kernel or the NIC).",
+                t.segments,
+            ),
+            (
+                "vxnet_tunnel_gso_bytes_total",
+                "Inner Ethernet frame bytes sent through the tunnel-GSO path.",
+                t.bytes,
+            ),
+            (
+                "vxnet_tunnel_gso_fallbacks_total",
+                "Superframes sent by the socket path instead (no path to the VTEP, too big, neighbour check).",
+                t.fallbacks,
+            ),
+            (
+                "vxnet_tunnel_gso_refused_total",
+                "Underlay TAP writes the kernel refused.",
+                t.refused,
+            ),
+            (
+                "vxnet_tunnel_gso_path_changes_total",
+                "Times a VTEP's underlay device, next hop or path changed.",
+                t.path_changes,
+            ),
+            (
+                "vxnet_tunnel_gso_redirects_restored_total",
+                "Underlay TAP redirects found removed and put back.",
+                t.redirects_restored,
+            ),
+        ] {
+            out.family(name, "counter", help);
+            out.sample(name, &[], value);
+        }
     }
     if let Some(ports) = &report.source_ports {
         let range = [("range", ports.info.range.as_str())];

@@ -77,6 +77,35 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         network: Option<String>,
     },
+    /// A name for addresses of a network (`vxnet name add`), answered by its DNS service.
+    NameAdd {
+        network: String,
+        name: String,
+        #[serde(default)]
+        aliases: Vec<String>,
+        addresses: Vec<IpAddr>,
+        /// With a MAC, ARP/ND for the addresses is answered by the engine.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+    },
+    /// Removes a name added with `name_add`.
+    NameRm {
+        network: String,
+        name: String,
+    },
+    /// Every name of a network (or of all), with where it comes from, and the DNS counters.
+    NameLs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
+}
+
+/// The answer to `name_ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameReport {
+    pub names: Vec<crate::names::NameRow>,
+    /// The DNS service's counters (all networks together), by name.
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// `attach`: everything optional but the network and the namespace.
@@ -353,6 +382,17 @@ pub struct NetworkStats {
     /// the path to their VTEP (the frames themselves count as `drops.too_big`).
     #[serde(default)]
     pub too_big_replies: u64,
+    /// ARP requests / neighbour solicitations from the TAP answered from the neighbour table,
+    /// those flooded because the address is not in it, and replies dropped for claiming a
+    /// recorded address with another MAC; and the table's size.
+    #[serde(default)]
+    pub neighbor_answered: u64,
+    #[serde(default)]
+    pub neighbor_flooded: u64,
+    #[serde(default)]
+    pub neighbor_spoofed: u64,
+    #[serde(default)]
+    pub neighbor_entries: usize,
     /// Encrypted networks only: packets encrypted and decrypted, SAs, key epochs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub esp: Option<EspSnapshot>,
@@ -375,6 +415,13 @@ pub struct StatsReport {
     /// The source-port sockets: range, budget, open now, bound, evicted, idle-closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ports: Option<SourcePortReport>,
+    /// The transmit path of TCP superframes: `tunnel-gso` (whole, through an underlay TAP)
+    /// when the start-up probe succeeded, else `socket` (segmented, through UDP sockets).
+    #[serde(default)]
+    pub tx_path: String,
+    /// What the tunnel-GSO path did; absent when it is not offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_gso: Option<crate::underlay::TunnelGsoReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use super::proto::{
     StatsReport,
 };
 use super::socket::ControlListener;
+use crate::offload::Offload;
 use crate::state::EngineState;
 use crate::sys::creds::peer_credentials;
 
@@ -257,6 +258,46 @@ pub(crate) fn handle(state: &EngineState, request: Request) -> Reply {
         }
         Request::Stats => ok(stats(state)),
         Request::SaShow { keys } => ok(sa_rows(state, keys)),
+        Request::NameAdd {
+            network,
+            name,
+            aliases,
+            addresses,
+            mac,
+        } => {
+            let mac = match mac
+                .as_deref()
+                .map(crate::config::parse_unicast_mac)
+                .transpose()
+            {
+                Ok(mac) => mac,
+                Err(e) => return error(e),
+            };
+            let entry = crate::names::HostEntry {
+                name,
+                aliases,
+                addresses,
+                mac,
+            };
+            match state.names.add(&network, entry) {
+                Ok(()) => ok(serde_json::Value::Null),
+                Err(e) => error(e.to_string()),
+            }
+        }
+        Request::NameRm { network, name } => match state.names.remove(&network, &name) {
+            Ok(()) => ok(serde_json::Value::Null),
+            Err(e) => error(e.to_string()),
+        },
+        Request::NameLs { network } => ok(crate::control::proto::NameReport {
+            names: state.names.list(network.as_deref()),
+            counters: state
+                .names
+                .counters
+                .snapshot()
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+        }),
         Request::Networks => ok(forwarder
             .networks()
             .iter()
@@ -378,6 +419,10 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 tunnel_superframes: n.events.tunnel_superframes.load(Relaxed),
                 tunnel_segments: n.events.tunnel_segments.load(Relaxed),
                 too_big_replies: n.events.too_big_replies.load(Relaxed),
+                neighbor_answered: n.events.neighbor_answered.load(Relaxed),
+                neighbor_flooded: n.events.neighbor_flooded.load(Relaxed),
+                neighbor_spoofed: n.events.neighbor_spoofed.load(Relaxed),
+                neighbor_entries: n.neighbors.len(),
                 esp: n.crypto.as_ref().map(|c| c.snapshot()),
             })
             .collect(),
@@ -387,5 +432,12 @@ pub fn stats(state: &EngineState) -> StatsReport {
         cluster: state.cluster(),
         control: state.control_counters.snapshot(),
         source_ports: state.source_ports(),
+        tx_path: if state.offloads().contains(&Offload::TunnelGso) {
+            "tunnel-gso"
+        } else {
+            "socket"
+        }
+        .to_string(),
+        tunnel_gso: state.tunnel_gso(),
     }
 }

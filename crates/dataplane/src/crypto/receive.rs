@@ -39,6 +39,7 @@ pub fn drop_reason(error: &EspError) -> DropReason {
         EspDropReason::UnknownSpi => DropReason::EspUnknownSpi,
         EspDropReason::Replay => DropReason::EspReplay,
         EspDropReason::Auth => DropReason::EspAuth,
+        EspDropReason::BeyondWindow => DropReason::EspBeyondWindow,
     }
 }
 

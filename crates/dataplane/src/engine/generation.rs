@@ -33,6 +33,9 @@ fn offloads_in_use(
     if offloads.gro {
         in_use.push(Offload::UdpGro);
     }
+    if offloads.vnet_hdr && offloads.tunnel.is_some() && in_use.contains(&Offload::Tso) {
+        in_use.push(Offload::TunnelGso);
+    }
     in_use
 }
 
@@ -169,6 +172,7 @@ mod tests {
             vnet_hdr,
             gso: UdpGso::new(gso),
             gro,
+            tunnel: None,
         }
     }
 

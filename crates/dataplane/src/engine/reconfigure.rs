@@ -53,6 +53,9 @@ impl EngineControl {
         }
         core.state
             .set_bridge(&network.name, crate::state::Bridged::of(&network));
+        core.state
+            .names
+            .set_network(&network.name, network.address, network.hosts.clone());
         let name = network.name.clone();
         running.served.push(served);
         core.start_generation(&mut running)?;
@@ -91,6 +94,7 @@ impl EngineControl {
         running.cluster_macs.remove(name);
         core.state.set_address(name, None);
         core.state.set_bridge(name, None);
+        core.state.names.remove_network(name);
         let result = core.start_generation(&mut running);
         // The old workers are joined, so these are the last fds of the TAP: it goes now.
         drop(removed);
@@ -152,6 +156,21 @@ impl EngineControl {
         }
         network.update_sources(|s| s.cluster = peers);
         true
+    }
+
+    /// Replaces the `[[network.host]]` entries of `name` (on reload). False if it is not served.
+    pub fn set_hosts(&self, name: &str, hosts: Vec<crate::names::HostEntry>) -> bool {
+        if self.core.network(name).is_none() {
+            return false;
+        }
+        let gateway = self.core.state.address(name).and_then(|a| a.parse().ok());
+        self.core.state.names.set_network(name, gateway, hosts);
+        true
+    }
+
+    /// The engine's name service: where the cluster's endpoint records go.
+    pub fn names(&self) -> std::sync::Arc<crate::names::NameService> {
+        std::sync::Arc::clone(&self.core.state.names)
     }
 
     /// Replaces the configured remotes of `name` (`--remote`, `remotes = [...]`), e.g. on

@@ -118,6 +118,7 @@ impl Engine {
             for name in control.network_names() {
                 control.resume_endpoints(&name);
             }
+            tokio::spawn(crate::names::serve::run(Arc::clone(&state.names)));
             tokio::spawn(close_idle_source_ports(source_ports));
             let task = async move {
                 match task.await {

@@ -18,6 +18,7 @@ use crate::state::SourcePortInfo;
 use crate::sys::iface;
 use crate::sys::udp::{UdpError, UdpSocket};
 use crate::sys::udp_path::raise_nofile_limit;
+use crate::underlay::Underlay;
 use crate::worker::{SourcePortConfig, SourcePorts};
 
 /// File descriptors kept free of source-port sockets: TAP queues, receive sockets, control
@@ -27,10 +28,10 @@ const FD_RESERVE: usize = 1024;
 const MIN_SOURCE_PORT_SOCKETS: usize = 64;
 
 /// Offloads a test (or a user chasing a kernel bug) can force off, as if the kernel refused them:
-/// `VXNET_DISABLE_OFFLOADS=tap,gso,gro,uso` (any subset).
+/// `VXNET_DISABLE_OFFLOADS=tap,gso,gro,uso,tunnel-gso` (any subset).
 pub const DISABLE_ENV: &str = "VXNET_DISABLE_OFFLOADS";
 /// The names [`DISABLE_ENV`] takes.
-pub const DISABLEABLE_OFFLOADS: [&str; 4] = ["tap", "gso", "gro", "uso"];
+pub const DISABLEABLE_OFFLOADS: [&str; 5] = ["tap", "gso", "gro", "uso", "tunnel-gso"];
 
 fn disabled_by_env(name: &str) -> bool {
     std::env::var(DISABLE_ENV)
@@ -84,6 +85,11 @@ impl Engine {
         let gro = config.offloads
             && !disabled_by_env("gro")
             && sockets.iter().all(|s| s.enable_gro().is_ok());
+        let tunnel = if want_tap_offload && config.tunnel_gso && !disabled_by_env("tunnel-gso") {
+            probe_tunnel_gso(local)
+        } else {
+            None
+        };
         let setup = Setup {
             local,
             port: config.port,
@@ -100,6 +106,7 @@ impl Engine {
                 vnet_hdr: want_tap_offload,
                 gso: UdpGso::new(gso),
                 gro,
+                tunnel: tunnel.clone(),
             },
             bum_rate: config.tuning.bum_rate,
         };
@@ -135,6 +142,9 @@ impl Engine {
         for network in &config.networks {
             state.set_bridge(&network.name, crate::state::Bridged::of(network));
         }
+        if let Some(tunnel) = tunnel {
+            state.set_tunnel(tunnel);
+        }
         state.set_source_ports(
             SourcePortInfo {
                 range: source_ports.range().to_string(),
@@ -156,6 +166,11 @@ impl Engine {
                 shut_down: false,
             }),
         });
+        for network in &config.networks {
+            core.state
+                .names
+                .set_network(&network.name, network.address, network.hosts.clone());
+        }
         core.start_generation(&mut lock(&core.running))?;
         tracing::info!(
             "offloads in use: {}",
@@ -191,6 +206,36 @@ impl Engine {
             _socket_file: socket_file,
         })
     }
+}
+
+/// The start-up probe of the tunnel-GSO path (an underlay TAP with the tunnel header,
+/// redirected to the local address's device), and the thread following route, neighbour, link
+/// and tc changes for it. `None`, with the reason logged, keeps the socket path.
+fn probe_tunnel_gso(local: IpAddr) -> Option<Arc<Underlay>> {
+    let reason = match local {
+        IpAddr::V4(v4) if !v4.is_unspecified() => match Underlay::probe(v4) {
+            Ok(underlay) => {
+                let underlay = Arc::new(underlay);
+                let weak = Arc::downgrade(&underlay);
+                let spawned = std::thread::Builder::new()
+                    .name("vxnet-underlay".into())
+                    .spawn(move || {
+                        if let Err(e) = crate::underlay::follow(weak) {
+                            tracing::warn!("no longer following underlay changes: {e}");
+                        }
+                    });
+                match spawned {
+                    Ok(_) => return Some(underlay),
+                    Err(e) => format!("cannot start the thread following changes: {e}"),
+                }
+            }
+            Err(reason) => reason,
+        },
+        IpAddr::V4(_) => "--local is unspecified (no underlay device to redirect to)".into(),
+        IpAddr::V6(_) => "the underlay is IPv6 (tunnel GSO is IPv4-only here)".into(),
+    };
+    tracing::info!("tunnel GSO not in use ({reason}): TCP superframes are segmented and sent through UDP sockets");
+    None
 }
 
 pub(super) fn resolve_remotes(

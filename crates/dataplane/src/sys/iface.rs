@@ -151,6 +151,24 @@ pub fn link_state(name: &str) -> Result<LinkState, IfaceError> {
     super::rtnetlink::link_state(index).map_err(io_err(name, "read the link state"))
 }
 
+/// [`link_state`] of the device with index `index`, plus its type, flags, MTU and MAC.
+pub(crate) fn link_state_of(index: u32) -> io::Result<LinkState> {
+    super::rtnetlink::link_state(index)
+}
+
+/// The name of device `index`, if it exists.
+pub(crate) fn if_name(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname writes at most.
+    let ret = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if ret.is_null() {
+        return None;
+    }
+    // SAFETY: on success `buf` holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 /// The Ethernet (MAC) address.
 pub fn hw_addr(name: &str) -> Result<[u8; 6], IfaceError> {
     validate_ifname(name)?;

@@ -17,6 +17,7 @@
 //! - `link`: rtnetlink links, addresses and routes for bridge mode and endpoints (bridges,
 //!   veth pairs into other namespaces, ports, aliases);
 //! - `netns`: network namespaces opened by path and checked, held as fds;
+//! - `route`: routes, neighbours, tc redirects and change notifications (tunnel GSO);
 //! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`);
 //! - [`term`]: the terminal's width (for `vxnet explain`'s text view).
 
@@ -28,6 +29,7 @@ pub(crate) mod link;
 pub(crate) mod netns;
 pub mod packet;
 pub mod poll;
+pub(crate) mod route;
 mod rtnetlink;
 pub mod tap;
 pub mod term;

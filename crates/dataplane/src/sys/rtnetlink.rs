@@ -16,6 +16,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 const IFLA_CARRIER: u16 = 33;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
+/// `IFLA_ADDRESS` and `IFLA_MTU` (linux/if_link.h).
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_MTU: u16 = 4;
 /// nlmsghdr (16 bytes) then ifinfomsg (16 bytes); attributes follow.
 const LINK_HEADER_LEN: usize = 32;
 
@@ -47,7 +50,7 @@ fn link_message(kind: u16, flags: u16, index: u32, attr: Option<(u16, u32)>) -> 
 }
 
 /// Sends `msg` to the kernel (port id 0: no address needed) and returns the first reply.
-fn transact(msg: &[u8], reply_capacity: usize) -> io::Result<Vec<u8>> {
+pub(super) fn transact(msg: &[u8], reply_capacity: usize) -> io::Result<Vec<u8>> {
     let sock = socket()?;
     sock.send(msg)?;
     let mut reply = vec![0u8; reply_capacity];
@@ -112,6 +115,13 @@ pub struct LinkState {
     /// The rtnetlink kind (`tun` for TUN/TAP, `veth`, `vxlan` …); `None` for devices without
     /// one (physical NICs, `lo`).
     pub kind: Option<String>,
+    /// `ARPHRD_*` (1 for Ethernet, 772 for loopback).
+    pub link_type: u16,
+    /// IFF_UP.
+    pub up: bool,
+    pub mtu: Option<u32>,
+    /// The hardware address, when it is an Ethernet one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// The carrier and kind of device `index`.
@@ -134,7 +144,22 @@ pub(crate) fn link_state(index: u32) -> io::Result<LinkState> {
     let kind = find_attr(attrs, IFLA_LINKINFO)
         .and_then(|info| find_attr(info, IFLA_INFO_KIND))
         .map(|k| String::from_utf8_lossy(k.split(|&b| b == 0).next().unwrap_or(k)).into_owned());
-    Ok(LinkState { carrier, kind })
+    let link_type = u16_at(&reply, 18).unwrap_or(0);
+    let flags = reply
+        .get(24..28)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let mtu = find_attr(attrs, IFLA_MTU)
+        .and_then(|v| v.get(..4))
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let mac = find_attr(attrs, IFLA_ADDRESS).and_then(|v| <[u8; 6]>::try_from(v).ok());
+    Ok(LinkState {
+        carrier,
+        kind,
+        link_type,
+        up: flags & libc::IFF_UP as u32 != 0,
+        mtu,
+        mac,
+    })
 }
 
 #[cfg(test)]

@@ -343,7 +343,8 @@ impl TapQueue {
         cvt_size(n)
     }
 
-    fn set_vnet_hdr_len(&self, len: usize) -> io::Result<()> {
+    /// Sets the virtio-net header size (24 for the tunnel GSO header; see `underlay`).
+    pub(crate) fn set_vnet_hdr_len(&self, len: usize) -> io::Result<()> {
         let len = len as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points at a live local.
         let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &len) };

@@ -20,11 +20,13 @@
 mod esp;
 #[cfg(test)]
 mod fixtures;
+mod neighbors;
 mod pmtu;
 mod rx;
 mod send;
 mod source_ports;
 mod tap_sink;
+mod tunnel;
 mod tx;
 
 use std::io;
@@ -32,7 +34,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vxnet_encap::offload::VIRTIO_NET_HDR_LEN;
+use vxnet_encap::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use vxnet_encap::Encapsulation;
 
 use crate::counters::DropReason;
@@ -49,6 +51,7 @@ pub(crate) use tx::fit_superframes_to_gso;
 use esp::{EspRx, EspTx};
 use send::Sender;
 use tap_sink::TapSink;
+use tunnel::TunnelTx;
 use tx::{TxPlan, MAX_FRAME};
 
 /// Frames moved per syscall.
@@ -101,6 +104,8 @@ pub(crate) struct Worker {
     sink: TapSink,
     /// Without a vnet header, a tunnel superframe is cut into frames here.
     split: Box<[u8]>,
+    /// ARP/ND requests answered from the neighbour table.
+    neighbors: neighbors::NeighborAnswers,
 }
 
 impl std::fmt::Debug for Worker {
@@ -142,11 +147,18 @@ impl Worker {
                 Arc::clone(&source_ports),
                 epoch,
             ),
-            sender: Sender::new(&forwarder, source_ports, offloads.gso, epoch),
+            sender: Sender::new(&forwarder, Arc::clone(&source_ports), offloads.gso, epoch)
+                .with_tunnel(
+                    offloads
+                        .tunnel
+                        .filter(|_| offloads.vnet_hdr)
+                        .map(|u| TunnelTx::new(u, *source_ports.policy(), index)),
+                ),
             recv: RecvBatch::new(BATCH, MAX_FRAME),
             max_single_datagram: forwarder.max_single_datagram(),
             sink: TapSink::new(taps.len(), offloads.vnet_hdr),
             split: vec![0u8; split_len].into_boxed_slice(),
+            neighbors: neighbors::NeighborAnswers::new(),
             vnet_hdr: offloads.vnet_hdr,
             forwarder,
             taps,
@@ -223,9 +235,9 @@ impl Worker {
             return Ok(0);
         };
         let encapsulation = Encapsulation::vxlan(network.vni());
-        let Some(tap) = self.taps.get(index) else {
+        if index >= self.taps.len() {
             return Ok(0);
-        };
+        }
         let mut read = 0;
         let mut attempts = 0;
         while read < BATCH && attempts < BATCH * 2 {
@@ -239,21 +251,26 @@ impl Worker {
                     None => break,
                 }
             };
-            let len = match tap.read(buf) {
+            let len = match self.taps[index].read(buf) {
                 Ok(len) => len,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            let frame = if self.vnet_hdr {
+                self.tx.raw_buf().get(VIRTIO_NET_HDR_LEN..len)
+            } else {
+                self.tx.frame_buf().and_then(|buf| buf.get(..len))
+            };
+            let (forwarder, taps) = (&self.forwarder, &self.taps);
+            if frame.is_some_and(|frame| {
+                self.neighbors
+                    .intercept(forwarder, taps, index, self.vnet_hdr, frame)
+            }) {
+                continue;
+            }
             let planned = if self.vnet_hdr {
-                let (forwarder, taps) = (&self.forwarder, &self.taps);
-                let (sender, esp_tx) = (&mut self.sender, &mut self.esp_tx);
-                let esp_socket = self.esp_socket.as_ref();
-                let gso = sender.gso();
-                self.tx
-                    .plan_offloaded(forwarder, index, len, gso, |bufs, plan| {
-                        esp_tx.dispatch(forwarder, sender, (taps, true), esp_socket, bufs, plan)
-                    })
+                self.plan_read(index, len)
             } else {
                 self.tx
                     .plan_frame(&self.forwarder, index, &encapsulation, len)
@@ -263,6 +280,49 @@ impl Worker {
             }
         }
         Ok(read)
+    }
+
+    /// Plans (or sends whole) the frame just read with a virtio-net header from TAP `index`.
+    /// A unicast TCP superframe of a plain network goes through the tunnel path when it can,
+    /// after whatever was planned before it (so it never overtakes earlier frames of its flow).
+    fn plan_read(&mut self, index: usize, len: usize) -> bool {
+        let (forwarder, taps) = (&self.forwarder, &self.taps);
+        let Some(classified) = self.tx.classify(forwarder, index, len) else {
+            return false;
+        };
+        let (sender, esp_tx) = (&mut self.sender, &mut self.esp_tx);
+        let esp_socket = self.esp_socket.as_ref();
+        let tso = matches!(
+            classified.hdr.gso_kind(),
+            VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_TCPV6
+        );
+        let whole = tso
+            && sender.has_tunnel()
+            && classified.dest.is_some()
+            && forwarder
+                .networks()
+                .get(index)
+                .is_some_and(|n| !n.is_encrypted());
+        if whole {
+            if !self.tx.is_empty() {
+                let (bufs, plan) = self.tx.parts();
+                esp_tx.dispatch(forwarder, sender, (taps, true), esp_socket, bufs, plan);
+                self.tx.clear();
+            }
+            if sender.send_whole(
+                forwarder,
+                index,
+                &classified,
+                self.tx.raw_frame(&classified),
+            ) {
+                return true;
+            }
+        }
+        let gso = sender.gso();
+        self.tx
+            .plan_classified(forwarder, index, &classified, gso, |bufs, plan| {
+                esp_tx.dispatch(forwarder, sender, (taps, true), esp_socket, bufs, plan)
+            })
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::pmtu::PathMtus;
 use super::source_ports::SourcePorts;
-use super::tx::Planned;
+use super::tunnel::{TunnelTx, Whole};
+use super::tx::{Classified, Planned};
 use super::BATCH;
 use crate::counters::DropReason;
 use crate::fdb::Millis;
@@ -67,6 +68,8 @@ pub(super) struct Sender {
     refused: Vec<Refused>,
     outgoing: Vec<Outgoing<'static>>,
     packets: Vec<&'static [u8]>,
+    /// The tunnel-GSO path, when the engine offers it.
+    tunnel: Option<TunnelTx>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -110,6 +113,53 @@ impl Sender {
             refused: Vec::with_capacity(BATCH),
             outgoing: Vec::with_capacity(BATCH * MAX_FLOOD),
             packets: Vec::with_capacity(BATCH),
+            tunnel: None,
+        }
+    }
+
+    /// Sends superframes whole through `tunnel` where it can.
+    pub(super) fn with_tunnel(mut self, tunnel: Option<TunnelTx>) -> Self {
+        self.tunnel = tunnel;
+        self
+    }
+
+    /// Whether a unicast TCP superframe may try the tunnel path.
+    pub(super) fn has_tunnel(&self) -> bool {
+        self.tunnel.is_some()
+    }
+
+    /// Sends the TCP superframe `frame` (classified as `c`, read from network `network`'s TAP)
+    /// whole through the underlay TAP. False: it was not sent, plan it the ordinary way.
+    pub(super) fn send_whole(
+        &mut self,
+        forwarder: &Forwarder,
+        network: usize,
+        c: &Classified,
+        frame: &[u8],
+    ) -> bool {
+        let (Some(tunnel), Some(dest), Some(n)) = (
+            self.tunnel.as_mut(),
+            c.dest,
+            forwarder.networks().get(network),
+        ) else {
+            return false;
+        };
+        let now = self.epoch.elapsed().as_millis() as Millis;
+        let whole = Whole {
+            hdr: &c.hdr,
+            frame,
+            dest,
+            vni: n.vni(),
+            src_port: self.source_ports.port_of(c.socket),
+            outer: c.outer,
+            path_mtu: self.pmtu.get(dest, now),
+        };
+        match tunnel.send(&whole, now) {
+            Some(carried) => {
+                forwarder.count_sent(network, dest.ip(), carried.segments, carried.bytes);
+                true
+            }
+            None => false,
         }
     }
 

@@ -127,6 +127,11 @@ impl SourcePorts {
         }
     }
 
+    /// The source port of `slot` (the hashed one; a bound socket may hold a neighbour of it).
+    pub(super) fn port_of(&self, slot: usize) -> u16 {
+        self.port_and_df(slot).0
+    }
+
     fn port_and_df(&self, slot: usize) -> (u16, bool) {
         let (offset, df) = if self.variants == 2 {
             (slot / 2, slot % 2 == 1)

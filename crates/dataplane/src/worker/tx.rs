@@ -54,6 +54,19 @@ pub(crate) fn fit_superframes_to_gso(dev: &str, mtu: u32) {
     }
 }
 
+/// A frame read with a virtio-net header, classified: where it goes, with which outer fields.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Classified {
+    pub(super) hdr: VirtioNetHdr,
+    /// Bytes read (header and frame).
+    pub(super) len: usize,
+    /// `None`: flooded to every peer of the network.
+    pub(super) dest: Option<SocketAddr>,
+    pub(super) outer: OuterFields,
+    /// The source-port slot of the flow.
+    pub(super) socket: usize,
+}
+
 /// One wrapped frame (or run of equal-size segments) waiting to be sent, by index into the
 /// plan's buffers (no borrows, so the plan vector is reused across batches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,47 +236,100 @@ impl TxPlan {
         true
     }
 
-    /// Plans the `len` bytes just read into [`raw_buf`](Self::raw_buf) from network `index`'s
-    /// TAP: a virtio-net header and a frame, segmented when it is a superframe, each segment
-    /// wrapped. With `gso`, runs of equal-size segments share one `UDP_SEGMENT` send. A frame
-    /// needing more buffers than are left hands the plan so far to `send` and goes on from
-    /// the first buffer. False when the frame was dropped (and counted).
+    /// Classifies the `len` bytes just read into [`raw_buf`](Self::raw_buf) from network
+    /// `index`'s TAP (a virtio-net header and a frame): where it goes and with which outer
+    /// fields. `None` when it was dropped (and counted).
+    pub(super) fn classify(
+        &self,
+        forwarder: &Forwarder,
+        index: usize,
+        len: usize,
+    ) -> Option<Classified> {
+        let network = forwarder.networks().get(index)?;
+        let raw = &self.raw[..len.min(self.raw.len())];
+        let Ok(hdr) = VirtioNetHdr::parse(raw) else {
+            network.drops.count(DropReason::Runt);
+            return None;
+        };
+        let frame = &raw[VIRTIO_NET_HDR_LEN..];
+        let superframe = hdr.gso_kind() != VirtioNetHdr::GSO_NONE;
+        let dest = match forwarder.from_tap_at(index, frame, superframe, self.now_ns()) {
+            TapAction::Drop(_) => return None,
+            TapAction::Unicast(dest) => Some(dest),
+            TapAction::Flood => None,
+        };
+        let outer = self.source_ports.policy().fields(frame);
+        let socket = self.source_ports.slot_for(flow_hash(frame), outer.df);
+        Some(Classified {
+            hdr,
+            len,
+            dest,
+            outer,
+            socket,
+        })
+    }
+
+    /// The frame of a classified read (behind its virtio-net header).
+    pub(super) fn raw_frame(&self, c: &Classified) -> &[u8] {
+        self.raw
+            .get(VIRTIO_NET_HDR_LEN..c.len.min(self.raw.len()))
+            .unwrap_or(&[])
+    }
+
+    /// Whether nothing is planned yet.
+    pub(super) fn is_empty(&self) -> bool {
+        self.plan.is_empty()
+    }
+
+    /// [`classify`](Self::classify), then [`plan_classified`](Self::plan_classified).
+    #[cfg(test)]
     pub(super) fn plan_offloaded(
         &mut self,
         forwarder: &Forwarder,
         index: usize,
         len: usize,
         gso: bool,
+        send: impl FnMut(&[Box<[u8]>], &mut [Planned]),
+    ) -> bool {
+        match self.classify(forwarder, index, len) {
+            Some(c) => self.plan_classified(forwarder, index, &c, gso, send),
+            None => false,
+        }
+    }
+
+    /// Plans a classified frame: segmented when it is a superframe, each segment wrapped. With
+    /// `gso`, runs of equal-size segments share one `UDP_SEGMENT` send. A frame needing more
+    /// buffers than are left hands the plan so far to `send` and goes on from the first buffer.
+    /// False when the frame was dropped (and counted).
+    pub(super) fn plan_classified(
+        &mut self,
+        forwarder: &Forwarder,
+        index: usize,
+        classified: &Classified,
+        gso: bool,
         mut send: impl FnMut(&[Box<[u8]>], &mut [Planned]),
     ) -> bool {
         let Some(network) = forwarder.networks().get(index) else {
             return false;
         };
-        let now = self.now_ns();
         let TxPlan {
             bufs,
             used,
             plan,
             raw,
             mss,
-            source_ports,
             ..
         } = self;
+        let Classified {
+            hdr,
+            len,
+            dest,
+            outer,
+            socket,
+        } = *classified;
         let raw = &raw[..len.min(raw.len())];
         let vni = network.vni();
-        let Ok(hdr) = VirtioNetHdr::parse(raw) else {
-            network.drops.count(DropReason::Runt);
-            return false;
-        };
         let frame = &raw[VIRTIO_NET_HDR_LEN..];
-        let superframe = hdr.gso_kind() != VirtioNetHdr::GSO_NONE;
-        let dest = match forwarder.from_tap_at(index, frame, superframe, now) {
-            TapAction::Drop(_) => return false,
-            TapAction::Unicast(dest) => Some(dest),
-            TapAction::Flood => None,
-        };
-        let outer = source_ports.policy().fields(frame);
-        let socket = source_ports.slot_for(flow_hash(frame), outer.df);
         let mss = mss.get(index).copied().unwrap_or(1);
         let mut wire = match WirePlan::new(&hdr, frame, mss) {
             Ok(plan) => plan,

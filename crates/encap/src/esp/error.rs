@@ -17,6 +17,8 @@ pub enum EspError {
     Replayed { seq: u64 },
     #[error("sequence number {seq} is older than the anti-replay window")]
     TooOld { seq: u64 },
+    #[error("sequence number {seq} is more than 2^32 ahead of the anti-replay window (top {top}): implausible for the sender, refused rather than moving the window")]
+    BeyondWindow { seq: u64, top: u64 },
     #[error("integrity check value (ICV) does not verify")]
     BadIcv,
     #[error("ESP padding is malformed (pad length {pad_len})")]
@@ -50,6 +52,8 @@ pub enum EspDropReason {
     Replay,
     /// Forged, corrupted, or sealed under another key.
     Auth,
+    /// Implausibly far ahead of the window (a key holder jumping another sender's SA).
+    BeyondWindow,
 }
 
 impl EspError {
@@ -58,6 +62,7 @@ impl EspError {
             EspError::UnknownSpi { .. } => EspDropReason::UnknownSpi,
             EspError::Replayed { .. } | EspError::TooOld { .. } => EspDropReason::Replay,
             EspError::BadIcv => EspDropReason::Auth,
+            EspError::BeyondWindow { .. } => EspDropReason::BeyondWindow,
             _ => EspDropReason::Malformed,
         }
     }

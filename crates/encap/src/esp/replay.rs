@@ -18,6 +18,15 @@ const BITS: u64 = (WORDS as u64) * 64;
 /// How far behind the highest accepted sequence number a packet may arrive and still be accepted
 /// (RFC 4303 asks for at least 32, recommends 64; reordering across a GSO batch needs far more).
 pub const WINDOW: u64 = BITS - 64;
+/// How far ahead of the highest accepted sequence number a packet may be. A sender's counter
+/// moves by one per packet, so a gap of 2^32 would be four billion packets lost in a row: such a
+/// number is refused rather than accepted, since accepting it would move the window past
+/// everything the real sender has yet to send (the window's top is then never reachable again,
+/// and every later genuine packet is a "replay"). Anyone holding the network key could otherwise
+/// seal one packet numbered 2^64 - 1 on another peer's SA and silence it. The bound is also what
+/// RFC 4303 Appendix A2's inference can reach (2^32 from the window), so no sender that a
+/// receiver without the full number in the IV could follow is refused.
+pub const MAX_AHEAD: u64 = 1 << 32;
 
 #[derive(Clone)]
 pub struct ReplayWindow {
@@ -47,6 +56,23 @@ impl ReplayWindow {
             top: 0,
             bitmap: [0; WORDS],
         }
+    }
+
+    /// A window that refuses every sequence number up to and including `floor`, as if all of
+    /// them had been received: for an SA whose window a previous run of the receiver kept (see
+    /// the data plane's replay store), so that packets it accepted then are not accepted again.
+    /// Numbers above `floor` are taken as usual, including late ones within the window of a top
+    /// that moved on since.
+    pub fn after(floor: u64) -> Self {
+        if floor == 0 {
+            return Self::new();
+        }
+        // Every slot of the ring stands for a number at or below `floor`, except the bits of
+        // floor's own word above it (numbers still to come).
+        let mut bitmap = [u64::MAX; WORDS];
+        let (word, bit) = Self::position(floor);
+        bitmap[word] = bit | (bit - 1);
+        ReplayWindow { top: floor, bitmap }
     }
 
     /// The highest sequence number accepted, `None` before the first packet.
@@ -91,6 +117,9 @@ impl ReplayWindow {
             return Err(EspError::TooOld { seq });
         }
         if seq > self.top {
+            if self.top != 0 && seq - self.top > MAX_AHEAD {
+                return Err(EspError::BeyondWindow { seq, top: self.top });
+            }
             return Ok(());
         }
         if self.top - seq >= WINDOW {
@@ -162,10 +191,53 @@ mod tests {
     fn a_big_jump_forgets_everything_behind_the_window() {
         let mut w = ReplayWindow::new();
         accept(&mut w, 5).unwrap();
-        accept(&mut w, 1 << 40).unwrap();
+        let top = MAX_AHEAD;
+        accept(&mut w, top).unwrap();
         assert_eq!(accept(&mut w, 5), Err(EspError::TooOld { seq: 5 }));
         // Same bitmap slot as 5 in the old window, must not be taken as a duplicate of it.
-        accept(&mut w, (1 << 40) - BITS + 5 + 64).unwrap();
+        accept(&mut w, top - BITS + 5 + 64).unwrap();
+    }
+
+    #[test]
+    fn a_number_beyond_max_ahead_is_refused_and_moves_nothing() {
+        let mut w = ReplayWindow::new();
+        // The first packet of an SA may start anywhere (senders draw a random start).
+        accept(&mut w, 1 << 61).unwrap();
+        for seq in [(1 << 61) + MAX_AHEAD + 1, u64::MAX] {
+            assert_eq!(
+                accept(&mut w, seq),
+                Err(EspError::BeyondWindow { seq, top: 1 << 61 })
+            );
+            assert_eq!(
+                w.commit(seq),
+                Err(EspError::BeyondWindow { seq, top: 1 << 61 })
+            );
+        }
+        assert_eq!(w.top(), Some(1 << 61));
+        // The real sender's next packets still pass.
+        accept(&mut w, (1 << 61) + 1).unwrap();
+        accept(&mut w, (1 << 61) + MAX_AHEAD + 1).unwrap();
+    }
+
+    #[test]
+    fn after_a_floor_everything_up_to_it_is_refused() {
+        for floor in [1u64, 63, 64, 65, 127, 5000, (1 << 40) + 17] {
+            let mut w = ReplayWindow::after(floor);
+            assert_eq!(w.top(), Some(floor));
+            for back in 0..(WINDOW + 70).min(floor) {
+                let seq = floor - back;
+                assert!(
+                    accept(&mut w, seq).is_err(),
+                    "floor {floor}: {seq} accepted"
+                );
+            }
+            // Above the floor: accepted, and late ones of the new top's window too.
+            accept(&mut w, floor + 3).unwrap();
+            accept(&mut w, floor + 1).unwrap();
+            accept(&mut w, floor + 2).unwrap();
+            assert!(accept(&mut w, floor).is_err());
+        }
+        assert_eq!(ReplayWindow::after(0).top(), None);
     }
 
     #[test]

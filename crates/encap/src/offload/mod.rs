@@ -49,6 +49,7 @@ mod frame;
 pub mod partial;
 pub mod segment;
 pub mod tunnel_gso;
+pub mod tunnel_tx;
 pub mod vnet;
 
 pub use coalesce::{CoalesceConfig, CoalesceStats, Coalescer, Emit, Push, Reject};
