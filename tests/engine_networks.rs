@@ -54,6 +54,8 @@ fn network(name: &str, vni: u32, address: &str, remotes: &[IpAddr]) -> NetworkCo
         mac: None,
         bum_rate: None,
         encryption: None,
+        bridge: None,
+        pool: None,
         hosts: Vec::new(),
     }
 }

@@ -223,6 +223,11 @@ fn expect(models: &mut [Model], request: &Request) -> Option<Result<(), ()>> {
         | Request::SaShow { .. }
         | Request::Networks
         | Request::Reload
+        | Request::Attach(_)
+        | Request::Detach(_)
+        | Request::Endpoints { .. }
+        | Request::EndpointGc(_)
+        | Request::Status { .. }
         | Request::NameAdd { .. }
         | Request::NameRm { .. }
         | Request::NameLs { .. } => return None,

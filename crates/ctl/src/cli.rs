@@ -32,6 +32,13 @@ pub enum Cmd {
     Stats(show::ControlArgs),
     /// Networks served by the running engine.
     Networks(show::ControlArgs),
+    /// Join a network namespace (a container) to a bridge-mode network: a veth, an address, the
+    /// default route via this host's address on the network.
+    Attach(crate::attach::AttachArgs),
+    /// Remove an attached endpoint (its veth, address claim and record); gone already is fine.
+    Detach(crate::attach::DetachArgs),
+    /// Attached endpoints: name, aliases, network, address, MAC, host, since.
+    Endpoints(crate::attach::EndpointsArgs),
     /// Make the running engine re-read its --config (as SIGHUP does).
     Reload(show::ControlArgs),
     /// Security associations of encrypted networks (like `ip xfrm state`).

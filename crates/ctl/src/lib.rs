@@ -8,6 +8,7 @@
 // Unit tests may panic on broken fixtures; production code may not (workspace lints).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod attach;
 pub mod bench;
 pub mod cli;
 pub mod cluster;

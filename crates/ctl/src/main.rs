@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vxnet::cli::{Cli, Cmd};
-use vxnet::{bench, cluster, cni, demo, explain, firewall, key, name, reload, run, sa, show};
+use vxnet::{
+    attach, bench, cluster, cni, demo, explain, firewall, key, name, reload, run, sa, show,
+};
 
 /// Keeps the one-line error contract for usage errors: clap's message spans several lines (the
 /// missing arguments are listed below the first, its suggestion and the usage follow). They
@@ -77,6 +79,9 @@ fn main() -> ExitCode {
         Cmd::Peers(a) => show::peers(a).map_err(|e| e.to_string()),
         Cmd::Stats(a) => show::stats(a).map_err(|e| e.to_string()),
         Cmd::Networks(a) => show::networks(a).map_err(|e| e.to_string()),
+        Cmd::Attach(a) => attach::attach(a).map_err(|e| e.to_string()),
+        Cmd::Detach(a) => attach::detach(a).map_err(|e| e.to_string()),
+        Cmd::Endpoints(a) => attach::endpoints(a).map_err(|e| e.to_string()),
         Cmd::Reload(a) => reload::run(a).map_err(|e| e.to_string()),
         Cmd::Sa(a) => sa::run(a).map_err(|e| e.to_string()),
         Cmd::Name(a) => name::run(a).map_err(|e| e.to_string()),

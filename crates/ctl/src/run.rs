@@ -81,6 +81,19 @@ pub struct RunArgs {
     /// cluster mode from the node and network: either way it survives restarts).
     #[arg(long, value_parser = vxnet_dataplane::config::parse_unicast_mac)]
     pub mac: Option<vxnet_encap::MacAddr>,
+    /// Bridge mode: serve the network through a Linux bridge of this name (created if missing)
+    /// holding the TAP, `--address` and the endpoints `vxnet attach` adds. The bridge and the
+    /// endpoints outlive an engine restart; `--cleanup` removes them when the engine stops.
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// Bridge mode without a cluster: the part of the --address subnet this host gives to
+    /// endpoints (hosts sharing the subnet need disjoint pools) [default: the whole subnet].
+    #[arg(long, value_name = "CIDR", requires = "bridge")]
+    pub pool: Option<IpNet>,
+    /// On stop, remove the bridges vxnet created and every endpoint it attached (with their
+    /// records), instead of keeping them for the next start.
+    #[arg(long)]
+    pub cleanup: bool,
     /// Control socket path [default: /run/vxnet/vxnet.sock]. Created mode 0600 (root and the
     /// engine's user only); requests are capped at 64 KiB and must arrive within 5 s.
     #[arg(long)]
@@ -283,12 +296,14 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
             mac: args.mac,
             bum_rate: None,
             encryption,
+            bridge: args.bridge.clone(),
+            pool: args.pool,
             hosts: Vec::new(),
         }),
         (None, None) => {
-            if !args.remotes.is_empty() || args.address.is_some() {
+            if !args.remotes.is_empty() || args.address.is_some() || args.bridge.is_some() {
                 return Err(RunError::Usage(
-                    "--remote/--address need --vni and --dev (or use [[network]] in --config)"
+                    "--remote/--address/--bridge need --vni and --dev (or use [[network]] in --config)"
                         .into(),
                 ));
             }
@@ -323,6 +338,8 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     if let Some(addr) = args.metrics {
         engine.bind_metrics(addr)?;
     }
+    engine.serve_endpoints(Some(&args.state_dir), None)?;
+    engine.set_cleanup(args.cleanup);
     if args.config.is_some() {
         // SIGHUP and `vxnet reload` re-read flags and file exactly as at start.
         engine.reload_from(config, move || {
@@ -348,6 +365,11 @@ fn check_cluster_args(args: &RunArgs) -> Result<(), RunError> {
     if args.networks.len() != 1 {
         if args.dev.is_some() {
             return usage("--dev needs exactly one --network (TAPs are named vx-NAME otherwise)");
+        }
+        if args.bridge.is_some() {
+            return usage(
+                "--bridge needs exactly one --network (bridges are named vb-NAME otherwise)",
+            );
         }
         if args.address.is_some() {
             return usage("--address needs exactly one --network (networks with a --subnet get an address allocated)");
@@ -423,6 +445,7 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
         mtu: args.mtu,
         allow_vlan: args.allow_vlan,
         mac: args.mac,
+        bridge: args.bridge.clone(),
         publish_macs: !args.no_publish_macs,
         ttl_secs: args.lease_ttl,
         firewall: SyncOptions {
@@ -440,6 +463,8 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
     if let Some(addr) = args.metrics {
         engine.bind_metrics(addr)?;
     }
+    engine.serve_endpoints(Some(dir.path()), None)?;
+    engine.set_cleanup(args.cleanup);
     let control = engine.control();
     engine.run_until_signal_with(engine_link::run(opts, control))?;
     Ok(())

@@ -38,6 +38,12 @@ pub struct NetworkConfig {
     /// Encrypted network (ESP-in-UDP, AES-256-GCM): the keys it accepts and sends with. An
     /// encrypted network accepts only authenticated packets; `None` is plain VXLAN.
     pub encryption: Option<KeyRing>,
+    /// Bridge mode: a Linux bridge of this name holds the TAP and the attached endpoints'
+    /// veths, and carries `address` (created if missing; kept across restarts).
+    pub bridge: Option<String>,
+    /// Bridge mode, static: the part of the subnet this host hands to endpoints (hosts sharing
+    /// a subnet without a cluster need disjoint pools); `None`: the whole subnet.
+    pub pool: Option<IpNet>,
     /// Named hosts of the network (`[[network.host]]`): answered by its name service, and with
     /// a MAC, their ARP/ND answered by the engine.
     pub hosts: Vec<crate::names::HostEntry>,
@@ -143,6 +149,8 @@ struct FileNetwork {
     /// A network key file (`vxnet key generate`): the network is encrypted. Relative paths are
     /// taken from the config file's directory.
     key_file: Option<PathBuf>,
+    bridge: Option<String>,
+    pool: Option<IpNet>,
     /// `[[network.host]]` tables: name, aliases, addresses, mac.
     #[serde(default)]
     host: Vec<crate::names::HostEntry>,
@@ -240,6 +248,8 @@ fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
             mac,
             bum_rate,
             encryption,
+            bridge: n.bridge,
+            pool: n.pool,
             hosts: n.host,
         });
     }
@@ -513,6 +523,8 @@ mod tests {
             mac: None,
             bum_rate: None,
             encryption: None,
+            bridge: None,
+            pool: None,
             hosts: Vec::new(),
         }
     }

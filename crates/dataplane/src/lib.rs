@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod crypto;
+pub mod endpoint;
 pub mod engine;
 mod exclusive;
 pub mod fdb;

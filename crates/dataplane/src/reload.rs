@@ -156,7 +156,8 @@ impl Reloader {
         let mut to_add: Vec<NetworkConfig> = Vec::new();
         for old in &self.applied.networks {
             let Some(i) = find(&new.networks, &old.name) else {
-                match control.remove_network(&old.name) {
+                // Gone from the file: for good, bridge and endpoints too.
+                match control.forget_network(&old.name) {
                     Ok(_) => report.removed.push(old.name.clone()),
                     Err(e) => {
                         report.failed.push(format!("{}: {e}", old.name));
@@ -259,6 +260,8 @@ mod tests {
             mac: None,
             bum_rate: None,
             encryption: None,
+            bridge: None,
+            pool: None,
             hosts: Vec::new(),
         }
     }

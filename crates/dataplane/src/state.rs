@@ -34,6 +34,22 @@ pub struct ClusterInfo {
     pub revision: i64,
 }
 
+/// A network served in bridge mode: its bridge and the pool endpoints' addresses come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bridged {
+    pub(crate) bridge: String,
+    pub(crate) pool: Option<ipnet::IpNet>,
+}
+
+impl Bridged {
+    pub(crate) fn of(network: &crate::config::NetworkConfig) -> Option<Bridged> {
+        network.bridge.clone().map(|bridge| Bridged {
+            bridge,
+            pool: network.pool,
+        })
+    }
+}
+
 /// What the control plane reads: shared with the control socket handlers.
 #[derive(Debug)]
 pub struct EngineState {
@@ -48,6 +64,11 @@ pub struct EngineState {
     /// `--address` (or cluster-assigned address) of each network, by network name.
     addresses: Mutex<BTreeMap<String, String>>,
     cluster: Mutex<Option<ClusterInfo>>,
+    /// The bridge of each network served in bridge mode, by network name.
+    bridges: Mutex<BTreeMap<String, Bridged>>,
+    /// Endpoints attached through the control socket (`vxnet attach`, the CNI plugin); set once
+    /// when the engine is told where to keep their records.
+    endpoints: std::sync::OnceLock<Arc<crate::endpoint::Endpoints>>,
     /// Refusals of the control socket (`vxnet stats`: `control`).
     pub(crate) control_counters: ControlCounters,
     source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
@@ -91,6 +112,8 @@ impl EngineState {
             gso,
             addresses: Mutex::new(addresses),
             cluster: Mutex::new(None),
+            bridges: Mutex::new(BTreeMap::new()),
+            endpoints: std::sync::OnceLock::new(),
             control_counters: ControlCounters::default(),
             source_ports: std::sync::OnceLock::new(),
             names: Arc::new(crate::names::NameService::default()),
@@ -160,6 +183,26 @@ impl EngineState {
             Some(address) => addresses.insert(network.to_string(), address),
             None => addresses.remove(network),
         };
+    }
+
+    pub(crate) fn bridge(&self, network: &str) -> Option<Bridged> {
+        lock(&self.bridges).get(network).cloned()
+    }
+
+    pub(crate) fn set_bridge(&self, network: &str, bridge: Option<Bridged>) {
+        let mut bridges = lock(&self.bridges);
+        match bridge {
+            Some(bridge) => bridges.insert(network.to_string(), bridge),
+            None => bridges.remove(network),
+        };
+    }
+
+    pub(crate) fn endpoints(&self) -> Option<&Arc<crate::endpoint::Endpoints>> {
+        self.endpoints.get()
+    }
+
+    pub(crate) fn set_endpoints(&self, endpoints: Arc<crate::endpoint::Endpoints>) -> bool {
+        self.endpoints.set(endpoints).is_ok()
     }
 
     pub(crate) fn cluster(&self) -> Option<ClusterInfo> {

@@ -61,6 +61,17 @@ pub enum ValidationError {
         network: String,
         source: crate::keyring::KeyRingError,
     },
+    #[error("bridge of network {network}: {source}")]
+    BadBridge {
+        network: String,
+        source: crate::sys::InvalidIfName,
+    },
+    #[error("bridge {0} is named by two networks (or is another network's TAP)")]
+    SharedBridge(String),
+    #[error("network {network}: pool {pool} needs a bridge and must lie inside the network's address subnet")]
+    BadPool { network: String, pool: ipnet::IpNet },
+    #[error("network {0}: the bridge must be named differently from the TAP")]
+    BridgeIsTap(String),
     #[error("esp-port {0} is the VXLAN port too (they must differ: the engine tells ESP from VXLAN by port)")]
     EspPortIsVxlanPort(u16),
 }
@@ -144,6 +155,26 @@ pub(crate) fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
             &BUM_RATE,
         )?;
     }
+    if let Some(bridge) = &network.bridge {
+        crate::sys::validate_ifname(bridge).map_err(|source| ValidationError::BadBridge {
+            network: network.name.clone(),
+            source,
+        })?;
+        if *bridge == network.dev {
+            return Err(ValidationError::BridgeIsTap(network.name.clone()));
+        }
+    }
+    if let Some(pool) = network.pool {
+        let inside = network.address.is_some_and(|a| {
+            a.trunc().contains(&pool.trunc()) && pool.prefix_len() >= a.prefix_len()
+        });
+        if network.bridge.is_none() || !inside {
+            return Err(ValidationError::BadPool {
+                network: network.name.clone(),
+                pool,
+            });
+        }
+    }
     if let Some(ring) = &network.encryption {
         ring.validate().map_err(|source| ValidationError::KeyRing {
             network: network.name.clone(),
@@ -172,6 +203,16 @@ pub(crate) fn unique_names(networks: &[NetworkConfig]) -> Result<(), ValidationE
     for (i, n) in networks.iter().enumerate() {
         if networks[..i].iter().any(|other| other.name == n.name) {
             return Err(ValidationError::DuplicateName(n.name.clone()));
+        }
+        // Two networks on one bridge would be one broadcast domain.
+        if let Some(bridge) = &n.bridge {
+            if networks[..i]
+                .iter()
+                .any(|o| o.bridge.as_ref() == Some(bridge) || o.dev == *bridge)
+                || networks[i + 1..].iter().any(|o| o.dev == *bridge)
+            {
+                return Err(ValidationError::SharedBridge(bridge.clone()));
+            }
         }
     }
     Ok(())

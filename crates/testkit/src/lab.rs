@@ -208,6 +208,14 @@ impl Lab {
         self.namespaces.push(name.to_string());
     }
 
+    /// A bare network namespace (a stand-in container) named `<lab id><suffix>`, loopback
+    /// down, deleted with the lab (before the hosts).
+    pub fn container(&mut self, suffix: &str) -> String {
+        let name = format!("{}{suffix}", self.id);
+        self.add_ns(&name);
+        name
+    }
+
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]
     }

@@ -73,6 +73,8 @@ pub struct LinkOptions {
     pub remotes: Vec<String>,
     pub mtu: Option<u32>,
     pub allow_vlan: bool,
+    /// `--bridge`: for the single `--network` only; otherwise [`bridge_name`].
+    pub bridge: Option<String>,
     /// `--mac`: for the single `--network` only; otherwise [`stable_mac`].
     pub mac: Option<MacAddr>,
     /// Publish this host's TAP MACs and install the other members' as static FDB entries.
@@ -86,13 +88,23 @@ pub struct LinkOptions {
 /// `vx.<first 4>.<7 hex of SHA-256(name)>`. Network names are `[A-Za-z0-9._-]`, all valid in
 /// interface names; the third byte (`-` or `.`) keeps the two forms from ever colliding.
 pub fn tap_name(network: &str) -> String {
-    let short = format!("vx-{network}");
+    derived_name("vx", network)
+}
+
+/// The bridge of a cluster network (bridge mode is the default there): named like the TAP
+/// with `vb` for `vx`: `vb-<name>`, or `vb.<first 4>.<7 hex>`.
+pub fn bridge_name(network: &str) -> String {
+    derived_name("vb", network)
+}
+
+fn derived_name(prefix: &str, network: &str) -> String {
+    let short = format!("{prefix}-{network}");
     if short.len() <= IFNAME_MAX {
         return short;
     }
     let hash = hex::encode(Sha256::digest(network.as_bytes()));
     let head: String = network.chars().take(4).collect();
-    format!("vx.{head}.{}", &hash[..7])
+    format!("{prefix}.{head}.{}", &hash[..7])
 }
 
 /// A TAP MAC that stays the same across restarts of this node (so peers' ARP caches and
@@ -280,7 +292,7 @@ impl Link {
             let Some(served) = self.served.remove(&name) else {
                 continue;
             };
-            match self.engine.remove_network(&name) {
+            match self.engine.forget_network(&name) {
                 Ok(_) => {
                     tracing::info!(network = %name, vni = served.def.vni, "network removed from the cluster: stopped serving it")
                 }
@@ -403,6 +415,12 @@ impl Link {
             bum_rate: None,
             // `servable` let an encrypted network through only with its ring.
             encryption: ring.filter(|_| def.encrypted).map(engine_ring),
+            bridge: Some(match self.opts.bridge.clone().filter(|_| single) {
+                Some(bridge) => bridge,
+                None => bridge_name(&def.name),
+            }),
+            // The cluster's IPAM hands out the addresses.
+            pool: None,
             // Cluster names come from the endpoint records, not from static tables.
             hosts: Vec::new(),
         })?;

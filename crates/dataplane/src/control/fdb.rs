@@ -63,6 +63,11 @@ pub fn handle(forwarder: &Forwarder, now: Millis, request: Request) -> Reply {
         | Request::SaShow { .. }
         | Request::Networks
         | Request::Reload
+        | Request::Attach(_)
+        | Request::Detach(_)
+        | Request::Endpoints { .. }
+        | Request::EndpointGc(_)
+        | Request::Status { .. }
         | Request::NameAdd { .. }
         | Request::NameRm { .. }
         | Request::NameLs { .. } => Err("not an fdb request".to_string()),

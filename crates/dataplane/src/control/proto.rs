@@ -60,6 +60,23 @@ pub enum Request {
         #[serde(default)]
         keys: bool,
     },
+    /// Attach a network namespace to a bridge-mode network (`vxnet attach`, CNI ADD).
+    Attach(AttachRequest),
+    /// Detach endpoints (`vxnet detach`, CNI DEL); gone already is fine.
+    Detach(DetachRequest),
+    /// The endpoints attached here (static mode) or in the cluster (cluster mode).
+    Endpoints {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
+    /// Release this host's endpoints of `network` that carry a container id not in `valid`
+    /// (CNI GC).
+    EndpointGc(GcRequest),
+    /// Whether attach requests can be served now (CNI STATUS).
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
     /// A name for addresses of a network (`vxnet name add`), answered by its DNS service.
     NameAdd {
         network: String,
@@ -89,6 +106,123 @@ pub struct NameReport {
     pub names: Vec<crate::names::NameRow>,
     /// The DNS service's counters (all networks together), by name.
     pub counters: BTreeMap<String, u64>,
+}
+
+/// `attach`: everything optional but the network and the namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRequest {
+    pub network: String,
+    /// `/run/netns/NAME` or `/proc/PID/ns/net` (any path to a network namespace).
+    pub netns: String,
+    /// The interface inside the namespace [default: eth0].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// CIDR; the prefix must be the network's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+/// `detach`: the endpoints of `network` matching every key given (at least one of
+/// `container_id`, `netns`, `name`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetachRequest {
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+}
+
+/// One attachment a runtime still uses (CNI `cni.dev/valid-attachments`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    pub network: String,
+    #[serde(default)]
+    pub valid: Vec<Attachment>,
+}
+
+/// An attached endpoint: the reply to `attach`, an element of `endpoints`, and the record kept
+/// in the state dir (and, in cluster mode, in the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Stable: derived from the network, the container id (or namespace) and `ifname`.
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub network: String,
+    /// CIDR, with the network's prefix.
+    pub address: ipnet::IpNet,
+    pub gateway: IpAddr,
+    pub mac: String,
+    /// The interface inside the namespace.
+    pub ifname: String,
+    pub netns: String,
+    /// The host serving it: the cluster node id, or the engine's VTEP address in static mode.
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Unix seconds.
+    pub since: u64,
+    pub mtu: u32,
+    /// The host-side veth (a port of the network's bridge).
+    #[serde(default)]
+    pub host_ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+}
+
+/// Resolver settings for the endpoint (filled once the network has names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dns {
+    pub nameservers: Vec<IpAddr>,
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default)]
+    pub search: Vec<String>,
+}
+
+/// The reply to `endpoints`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointList {
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// The reply to `endpoint_gc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    pub released: Vec<Endpoint>,
+}
+
+/// The reply to `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// `ready` or `degraded`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One security association, as `ip xfrm state` lists one.

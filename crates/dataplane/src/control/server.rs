@@ -118,7 +118,12 @@ async fn read_request<R: tokio::io::AsyncRead + Unpin>(read: R) -> Result<Vec<u8
 }
 
 /// One request and its reply, each within [`EXCHANGE_TIMEOUT`].
-async fn exchange(stream: UnixStream, state: &EngineState, reload: Option<ReloadCalls>, uid: u32) {
+async fn exchange(
+    stream: UnixStream,
+    state: &Arc<EngineState>,
+    reload: Option<ReloadCalls>,
+    uid: u32,
+) {
     let (read, mut write) = stream.into_split();
     let reply = match tokio::time::timeout(EXCHANGE_TIMEOUT, read_request(read)).await {
         Err(_) => {
@@ -138,6 +143,12 @@ async fn exchange(stream: UnixStream, state: &EngineState, reload: Option<Reload
                 tracing::info!(uid, "reload requested on the control socket");
                 ask_reload(reload).await
             }
+            Ok(
+                request @ (Request::Attach(_)
+                | Request::Detach(_)
+                | Request::Endpoints { .. }
+                | Request::EndpointGc(_)),
+            ) => endpoint_request(state, request).await,
             Ok(request) => handle(state, request),
             Err(e) => error(e.to_string()),
         },
@@ -147,6 +158,33 @@ async fn exchange(stream: UnixStream, state: &EngineState, reload: Option<Reload
     if sent.await.is_err() {
         bump(&state.control_counters.timed_out);
     }
+}
+
+/// The endpoint requests: they wire namespaces and may wait for the cluster store. Each runs as
+/// a task of its own, so a client that goes away (or a connection evicted) cannot cut one
+/// short half-way.
+async fn endpoint_request(state: &Arc<EngineState>, request: Request) -> Reply {
+    let state = Arc::clone(state);
+    let task = tokio::spawn(async move { endpoint_work(&state, request).await });
+    task.await
+        .unwrap_or_else(|_| error("the endpoint request failed (see the engine's log)"))
+}
+
+async fn endpoint_work(state: &EngineState, request: Request) -> Reply {
+    let Some(endpoints) = state.endpoints().cloned() else {
+        return error("this engine serves no endpoints (it was started without a state dir)");
+    };
+    let result = match request {
+        Request::Attach(req) => endpoints.attach(state, req).await.map(ok),
+        Request::Detach(req) => endpoints
+            .detach(req)
+            .await
+            .map(|released| ok(crate::control::proto::GcReport { released })),
+        Request::Endpoints { network } => endpoints.list(network.as_deref()).await.map(ok),
+        Request::EndpointGc(req) => endpoints.gc(req).await.map(ok),
+        _ => return error("not an endpoint request"),
+    };
+    result.unwrap_or_else(|e| error(e.to_string()))
 }
 
 async fn ask_reload(reload: Option<ReloadCalls>) -> Reply {
@@ -193,6 +231,14 @@ pub(crate) fn handle(state: &EngineState, request: Request) -> Reply {
         | Request::FdbReplace { .. }
         | Request::FdbDel { .. } => fdb::handle(&forwarder, state.now(), request),
         Request::Reload => error("reload is answered by the engine's control loop"),
+        Request::Attach(_)
+        | Request::Detach(_)
+        | Request::Endpoints { .. }
+        | Request::EndpointGc(_) => error("endpoint requests are answered asynchronously"),
+        Request::Status { network } => ok(crate::endpoint::Endpoints::status(
+            state,
+            network.as_deref(),
+        )),
         Request::Peers => {
             let mut rows = Vec::new();
             for (address, traffic) in forwarder.peers.snapshot() {

@@ -10,6 +10,7 @@
 //! of networks, replaced as a whole), `reconfigure` ([`EngineControl`]: networks, peers and
 //! MACs changed while running) and `runtime` (the control runtime, FDB ageing, signals).
 
+pub(crate) mod bridge;
 mod generation;
 mod reconfigure;
 mod runtime;
@@ -71,6 +72,8 @@ pub enum EngineError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("bridge {bridge}: {message}")]
+    Bridge { bridge: String, message: String },
     #[error("{0} is already served")]
     AlreadyServed(String),
     #[error("the engine has stopped")]
@@ -168,6 +171,8 @@ pub struct Engine {
     metrics: Option<std::net::TcpListener>,
     /// Static mode with `--config`: how SIGHUP and `vxnet reload` re-read it.
     reloader: Option<Reloader>,
+    /// `--cleanup`: on stop, remove the bridges and endpoints instead of keeping them.
+    cleanup: bool,
     /// Keeps other engines off this engine's address and port while it lives.
     _port_claim: crate::sys::claim::Claim,
     // Dropped last (field order): the socket file is removed after the workers stopped.

@@ -51,11 +51,32 @@ impl EngineControl {
             core.state
                 .set_address(&network.name, Some(address.to_string()));
         }
-        running.served.push(served);
+        core.state
+            .set_bridge(&network.name, crate::state::Bridged::of(&network));
         core.state
             .names
             .set_network(&network.name, network.address, network.hosts.clone());
-        core.start_generation(&mut running)
+        let name = network.name.clone();
+        running.served.push(served);
+        core.start_generation(&mut running)?;
+        drop(running);
+        self.resume_endpoints(&name);
+        Ok(())
+    }
+
+    /// Picks up the endpoints kept in the state dir for `name` (bridge mode, once served):
+    /// on the control runtime, when there is one (there is whenever the engine runs).
+    pub(super) fn resume_endpoints(&self, name: &str) {
+        let Some(endpoints) = self.core.state.endpoints().cloned() else {
+            return;
+        };
+        if self.core.state.bridge(name).is_none() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let name = name.to_string();
+            runtime.spawn(async move { endpoints.resume(&name).await });
+        }
     }
 
     /// Stops forwarding for `name` and removes its TAP. False if it is not served.
@@ -72,12 +93,33 @@ impl EngineControl {
         let removed = running.served.remove(index);
         running.cluster_macs.remove(name);
         core.state.set_address(name, None);
+        core.state.set_bridge(name, None);
         core.state.names.remove_network(name);
         let result = core.start_generation(&mut running);
         // The old workers are joined, so these are the last fds of the TAP: it goes now.
         drop(removed);
         tracing::info!(name, "network removed");
         result.map(|()| true)
+    }
+
+    /// Stops serving `name` for good: as [`remove_network`](Self::remove_network), and in
+    /// bridge mode also detaches its endpoints (releasing their addresses and records) and
+    /// deletes the bridge vxnet made. A network rebuilt with other settings is removed with
+    /// `remove_network` instead, which keeps the bridge and the endpoints.
+    pub fn forget_network(&self, name: &str) -> Result<bool, EngineError> {
+        let bridge = self.core.state.bridge(name).map(|b| b.bridge);
+        let removed = self.remove_network(name)?;
+        if let Some(endpoints) = self.core.state.endpoints() {
+            endpoints.forget_network(name);
+        }
+        if let Some(bridge) = bridge {
+            super::bridge::remove(name, &bridge).map_err(|source| EngineError::Bridge {
+                bridge: bridge.clone(),
+                message: format!("cannot remove it: {source}"),
+            })?;
+            tracing::info!(network = name, bridge, "bridge and endpoints removed");
+        }
+        Ok(removed)
     }
 
     pub fn network_names(&self) -> Vec<String> {

@@ -32,6 +32,31 @@ impl Engine {
         self.reloader = Some(Reloader::new(applied, Box::new(source)));
     }
 
+    /// Serves endpoint requests (`attach`, `detach`, `endpoints`, `endpoint_gc`), keeping their
+    /// records in `dir` (in memory only without), and in cluster mode their claims and records
+    /// in `registry`. Endpoints kept from the last run are resumed as their networks are
+    /// served.
+    pub fn serve_endpoints(
+        &self,
+        dir: Option<&std::path::Path>,
+        registry: Option<Arc<dyn crate::endpoint::Registry>>,
+    ) -> Result<(), EngineError> {
+        let endpoints =
+            crate::endpoint::Endpoints::new(dir, self.core.setup.local.to_string(), registry)
+                .map_err(|source| EngineError::Io {
+                    what: "reading the endpoint records",
+                    source,
+                })?;
+        self.core.state.set_endpoints(Arc::new(endpoints));
+        Ok(())
+    }
+
+    /// On stop, remove the bridges vxnet created and every endpoint (`--cleanup`), instead of
+    /// leaving them for the next start.
+    pub fn set_cleanup(&mut self, cleanup: bool) {
+        self.cleanup = cleanup;
+    }
+
     /// Serves the control socket and ages the FDB until SIGINT or SIGTERM, then stops.
     pub fn run_until_signal(self) -> Result<(), EngineError> {
         self.run_until_signal_with(std::future::pending::<Result<(), std::convert::Infallible>>())
@@ -60,6 +85,7 @@ impl Engine {
         let control = self.control();
         let mut reloader = self.reloader.take();
         let source_ports = Arc::clone(&self.core.source_ports);
+        let cleanup = self.cleanup;
         let result = runtime.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let install = |kind: SignalKind, what: &'static str| {
@@ -89,6 +115,9 @@ impl Engine {
                 tokio::spawn(crate::control::metrics::serve(listener, Arc::clone(&state)));
             }
             tokio::spawn(age_fdb(Arc::clone(&state), ageing));
+            for name in control.network_names() {
+                control.resume_endpoints(&name);
+            }
             tokio::spawn(crate::names::serve::run(Arc::clone(&state.names)));
             tokio::spawn(close_idle_source_ports(source_ports));
             let task = async move {
@@ -134,6 +163,13 @@ impl Engine {
                 break;
             }
             crate::service::stopping();
+            if cleanup {
+                for name in control.network_names() {
+                    if let Err(e) = control.forget_network(&name) {
+                        tracing::warn!(network = %name, error = %e, "cleanup");
+                    }
+                }
+            }
             Ok::<(), EngineError>(())
         });
         drop(runtime);

@@ -139,6 +139,9 @@ impl Engine {
             addresses,
             Arc::clone(&setup.offloads.gso),
         ));
+        for network in &config.networks {
+            state.set_bridge(&network.name, crate::state::Bridged::of(network));
+        }
         if let Some(tunnel) = tunnel {
             state.set_tunnel(tunnel);
         }
@@ -198,6 +201,7 @@ impl Engine {
             listener: Some(listener),
             metrics: None,
             reloader: None,
+            cleanup: false,
             _port_claim: port_claim,
             _socket_file: socket_file,
         })

@@ -79,21 +79,38 @@ pub(super) fn open_network(
     // Without a configured MAC a new TAP gets one derived from the host, the local VTEP and the
     // VNI rather than the kernel's random one: an engine restarted (even after kill -9) comes
     // back with the same MAC, so its peers' ARP caches stay valid. A persistent TAP keeps its own.
-    let mac = network
-        .mac
-        .or_else(|| (!tap.existed()).then(|| static_mac(setup.local, network.vni)));
+    // In bridge mode the configured MAC (the gateway's, which peers' ARP caches hold) is the
+    // bridge's: the TAP is only a port.
+    let mac = match &network.bridge {
+        Some(_) => None,
+        None => network.mac,
+    }
+    .or_else(|| (!tap.existed()).then(|| static_mac(setup.local, network.vni)));
     if let Some(mac) = mac {
         iface::set_hw_addr(dev, mac.0).map_err(iface_err(dev, "set the MAC address"))?;
     }
     iface::set_mtu(dev, mtu).map_err(iface_err(dev, "set the MTU"))?;
+    let bridge_mac = match &network.bridge {
+        Some(bridge) => {
+            super::bridge::plug_tap(&network.name, bridge, dev, mtu, network.mac, setup.local)?
+        }
+        None => None,
+    };
     if setup.want_tap_offload && setup.offloads.gso.in_use() {
         crate::worker::fit_superframes_to_gso(dev, mtu);
     }
+    // The address sits on the bridge in bridge mode.
+    let dev = network.bridge.as_deref().unwrap_or(dev);
     if let Some(address) = network.address {
         match address {
             ipnet::IpNet::V4(v4) => iface::set_ipv4(dev, v4.addr(), v4.prefix_len()),
             ipnet::IpNet::V6(v6) => iface::add_ipv6(dev, v6.addr(), v6.prefix_len()),
         }
+        // A bridge kept from the last run has its IPv6 address already.
+        .or_else(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) if network.bridge.is_some() => Ok(()),
+            _ => Err(e),
+        })
         .map_err(iface_err(dev, "set the address"))?;
     }
     iface::set_up(dev, true).map_err(iface_err(dev, "bring it up"))?;
@@ -132,7 +149,7 @@ pub(super) fn open_network(
         queues: tap.into_queues(),
         tso,
         uso,
-        mac: iface::hw_addr(dev).ok().map(MacAddr),
+        mac: bridge_mac.or_else(|| iface::hw_addr(&network.dev).ok().map(MacAddr)),
     })
 }
 

@@ -14,6 +14,9 @@
 //! - `creds`: Unix-socket peer credentials, group lookup, socket file modes;
 //! - [`poll`]: `poll(2)` and `eventfd(2)`;
 //! - `rtnetlink`: the two link requests no ioctl covers (gso_max_segs, carrier);
+//! - `link`: rtnetlink links, addresses and routes for bridge mode and endpoints (bridges,
+//!   veth pairs into other namespaces, ports, aliases);
+//! - `netns`: network namespaces opened by path and checked, held as fds;
 //! - `route`: routes, neighbours, tc redirects and change notifications (tunnel GSO);
 //! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`);
 //! - [`term`]: the terminal's width (for `vxnet explain`'s text view).
@@ -22,6 +25,8 @@ pub(crate) mod claim;
 pub(crate) mod cmsg;
 pub(crate) mod creds;
 pub mod iface;
+pub(crate) mod link;
+pub(crate) mod netns;
 pub mod packet;
 pub mod poll;
 pub(crate) mod route;
