@@ -58,7 +58,7 @@ fn whole_superframes_to_vxnet_and_kernel_peers_and_faults() {
         0,
         "a",
         &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --remote {} --address 10.1.0.1/24",
+            "--vni 42 --dev vx42 --local {} --remote {} --remote {} --address 10.1.0.1/24 --tunnel-gso",
             u[0], u[1], u[2]
         ),
     );
@@ -66,7 +66,7 @@ fn whole_superframes_to_vxnet_and_kernel_peers_and_faults() {
         1,
         "b",
         &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.2/24",
+            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.2/24 --tunnel-gso",
             u[1], u[0]
         ),
     );
@@ -181,7 +181,7 @@ fn the_socket_path_when_turned_off_or_not_redirectable() {
     let nested = lab.vxnet(
         0,
         "nested",
-        "--vni 7 --dev vx7 --port 4790 --local 10.1.0.1 --remote 10.1.0.2 --address 10.2.0.1/24",
+        "--vni 7 --dev vx7 --port 4790 --local 10.1.0.1 --remote 10.1.0.2 --address 10.2.0.1/24 --tunnel-gso",
     );
     assert_eq!(nested.stats().tx_path, "socket");
     assert!(
@@ -193,7 +193,9 @@ fn the_socket_path_when_turned_off_or_not_redirectable() {
         1,
         "env",
         &[("VXNET_DISABLE_OFFLOADS", "tunnel-gso")],
-        &format!("--vni 42 --dev vx42 --local {u1} --remote {u0} --address 10.1.0.2/24"),
+        &format!(
+            "--vni 42 --dev vx42 --local {u1} --remote {u0} --address 10.1.0.2/24 --tunnel-gso"
+        ),
     );
     assert_eq!(env.stats().tx_path, "socket");
     transfer_checked(

@@ -415,10 +415,9 @@ impl Link {
             bum_rate: None,
             // `servable` let an encrypted network through only with its ring.
             encryption: ring.filter(|_| def.encrypted).map(engine_ring),
-            bridge: Some(match self.opts.bridge.clone().filter(|_| single) {
-                Some(bridge) => bridge,
-                None => bridge_name(&def.name),
-            }),
+            // Bridge mode when asked (`--bridge`); endpoint records are not yet published to
+            // the store, so a bridge per network is not the cluster default.
+            bridge: self.opts.bridge.clone().filter(|_| single),
             // The cluster's IPAM hands out the addresses.
             pool: None,
             // Cluster names come from the endpoint records, not from static tables.
