@@ -13,29 +13,18 @@ use cluster_lab::{assert_cli_error, ClusterLab, ENGINES, ETCD_HOST};
 use serde_json::Value;
 use vxnet_tests::{have_tool, vxnet_bin, wait_for};
 
-/// The cluster's keys under `<sub>` as etcd holds them, read with etcdctl in etcd's namespace:
-/// key (without `/vxnet/<cluster>/<sub>`) → value.
-fn store_keys(c: &ClusterLab, sub: &str) -> BTreeMap<String, String> {
-    let out = c.lab.host(ETCD_HOST).must(&format!(
-        "etcdctl --endpoints {} get --prefix /vxnet/",
-        c.etcd.endpoints()[0]
-    ));
-    let lines: Vec<&str> = out.lines().collect();
-    lines
-        .chunks(2)
-        .filter_map(|kv| {
-            let rest = kv[0].splitn(4, '/').nth(3)?;
-            Some((rest.strip_prefix(sub)?.to_string(), kv.get(1)?.to_string()))
-        })
+/// The node's address claims: node-scoped records under `node/<id>/addrs/`.
+/// Every node's address claims (`node/<id>/addrs/<network>/<ip>` keys and their values).
+fn all_claims(c: &ClusterLab) -> BTreeMap<String, String> {
+    c.store_keys("node/")
+        .into_iter()
+        .filter(|(k, _)| k.contains("/addrs/"))
         .collect()
 }
 
-/// The `ipam/` keys (`<network>/<ip>`) `node` holds.
-/// The node's address claims: node-scoped records under `node/<id>/addrs/`.
 fn addresses_of(c: &ClusterLab, node: &str) -> Vec<String> {
-    store_keys(c, &format!("node/{node}/addrs/"))
-        .into_iter()
-        .map(|(k, _)| k)
+    c.store_keys(&format!("node/{node}/addrs/"))
+        .into_keys()
         .collect()
 }
 
@@ -71,7 +60,7 @@ fn stop(c: &mut ClusterLab, i: usize, node: &str) {
         .terminate(Duration::from_secs(10))
         .is_some_and(|s| s.success()));
     assert!(
-        wait_for(Duration::from_secs(5), || !store_keys(c, "members/")
+        wait_for(Duration::from_secs(5), || !c.store_keys("members/")
             .contains_key(node)),
         "host {i} still live after SIGTERM"
     );
@@ -104,7 +93,6 @@ fn freed(out: &Value) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "asserts the old ipam/ key layout; to be rewritten for node-scoped address claims (node/<id>/addrs/)"]
 fn leave_is_refused_while_running_then_frees_the_node() {
     let Some(mut c) = lab("leave_is_refused_while_running", 10) else {
         return;
@@ -123,15 +111,15 @@ fn leave_is_refused_while_running_then_frees_the_node() {
         format!("green/{}", c.overlay_ip(2, "green")),
     ];
     assert_eq!(addresses_of(&c, &node2), held);
-    let ipam = store_keys(&c, "ipam/");
+    let ipam = all_claims(&c);
     assert_eq!(ipam.len(), 6, "{ipam:?}");
 
     // Live: refused, and neither the store nor the state dir changes.
     let state_file = c.state_dir(2).join("state.json");
     let saved = std::fs::read(&state_file).unwrap();
     assert_cli_error(&c.cli(2, "cluster leave"), "stop `vxnet run`");
-    assert_eq!(store_keys(&c, "ipam/"), ipam);
-    assert!(store_keys(&c, "nodes/").contains_key(&node2));
+    assert_eq!(all_claims(&c), ipam);
+    assert!(c.store_keys("nodes/").contains_key(&node2));
     assert_eq!(std::fs::read(&state_file).unwrap(), saved);
 
     stop(&mut c, 2, &node2);
@@ -141,10 +129,10 @@ fn leave_is_refused_while_running_then_frees_the_node() {
     assert_eq!(freed(&out), held);
     // Gone from etcd: its record and both addresses; the others keep theirs.
     assert!(addresses_of(&c, &node2).is_empty());
-    let left = store_keys(&c, "ipam/");
+    let left = all_claims(&c);
     assert_eq!(left.len(), 4, "{left:?}");
     assert!(left.iter().all(|(k, v)| ipam.get(k) == Some(v)), "{left:?}");
-    assert!(!store_keys(&c, "nodes/").contains_key(&node2));
+    assert!(!c.store_keys("nodes/").contains_key(&node2));
     let listed = listed_nodes(&c, 1);
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(!listed.contains(&node2), "{listed:?}");
@@ -155,7 +143,7 @@ fn leave_is_refused_while_running_then_frees_the_node() {
         &run_resuming(&c, 2, &c.state_dir(2)),
         "no network configured",
     );
-    assert_eq!(store_keys(&c, "nodes/").len(), 2);
+    assert_eq!(c.store_keys("nodes/").len(), 2);
 
     // A new host (fresh state dir, new node id) is given the freed address.
     let fresh = c.lab.dir.join("state-new");
@@ -170,11 +158,10 @@ fn leave_is_refused_while_running_then_frees_the_node() {
     let new_id = std::fs::read_to_string(fresh.join("node_id")).unwrap();
     assert_ne!(new_id.trim(), node2);
     assert_eq!(c.overlay_ip(2, "blue"), blue2, "freed address not reused");
-    assert_eq!(store_keys(&c, "ipam/").len(), 6);
+    assert_eq!(all_claims(&c).len(), 6);
 }
 
 #[test]
-#[ignore = "asserts the old ipam/ key layout; to be rewritten for node-scoped address claims (node/<id>/addrs/)"]
 fn cluster_rm_frees_a_dead_host_only_from_a_manager() {
     let Some(mut c) = lab("cluster_rm_frees_a_dead_host", 10) else {
         return;
@@ -211,13 +198,13 @@ fn cluster_rm_frees_a_dead_host_only_from_a_manager() {
         "cluster leave",
     );
     assert_eq!(addresses_of(&c, &node2), held);
-    assert!(store_keys(&c, "nodes/").contains_key(&node2));
+    assert!(c.store_keys("nodes/").contains_key(&node2));
 
     let out = c.cli_json(0, &rm2);
     assert_eq!(freed(&out), held);
     assert!(addresses_of(&c, &node2).is_empty());
-    assert_eq!(store_keys(&c, "ipam/").len(), 2);
-    assert!(!store_keys(&c, "nodes/").contains_key(&node2));
+    assert_eq!(all_claims(&c).len(), 2);
+    assert!(!c.store_keys("nodes/").contains_key(&node2));
     let mut remaining = ids[..2].to_vec();
     remaining.sort();
     for i in [0, 1] {
@@ -232,14 +219,14 @@ fn cluster_rm_frees_a_dead_host_only_from_a_manager() {
 
     // The removed host cannot come back from its state dir, and a second rm finds nothing.
     assert_cli_error(&run_resuming(&c, 2, &c.state_dir(2)), "not a member");
-    assert!(!store_keys(&c, "nodes/").contains_key(&node2));
+    assert!(!c.store_keys("nodes/").contains_key(&node2));
     assert_cli_error(&c.cli(0, &rm2), "no node");
 
     // Host 0 is the only manager: leaving would strand worker host 1, so it takes --force, unless
     // another manager joined first (as `docker swarm leave` does).
     stop(&mut c, 0, &ids[0]);
     assert_cli_error(&c.cli(0, "cluster leave"), "last manager");
-    assert!(store_keys(&c, "nodes/").contains_key(&ids[0]));
+    assert!(c.store_keys("nodes/").contains_key(&ids[0]));
     assert!(c.state_dir(0).join("state.json").exists());
     let manager_token = c.cli_json(0, "cluster rotate --manager")["manager_token"]
         .as_str()
@@ -255,7 +242,7 @@ fn cluster_rm_frees_a_dead_host_only_from_a_manager() {
     let second_id: Value = serde_json::from_str(&joined).unwrap();
     let out = c.cli_json(0, "cluster leave");
     assert_eq!(out["node_id"], ids[0].as_str());
-    let mut nodes: Vec<String> = store_keys(&c, "nodes/").into_keys().collect();
+    let mut nodes: Vec<String> = c.store_keys("nodes/").into_keys().collect();
     let mut expected = vec![
         ids[1].clone(),
         second_id["node_id"].as_str().unwrap().to_string(),
@@ -276,11 +263,11 @@ fn the_last_manager_leaves_only_with_force() {
     );
     let manager = node_id(&c, 0);
     assert_cli_error(&c.cli(0, "cluster leave"), "last manager");
-    assert!(store_keys(&c, "nodes/").contains_key(&manager));
+    assert!(c.store_keys("nodes/").contains_key(&manager));
     assert!(c.state_dir(0).join("state.json").exists());
     let out = c.cli_json(0, "cluster leave --force");
     assert_eq!(out["node_id"], manager.as_str());
-    let nodes: Vec<String> = store_keys(&c, "nodes/").into_keys().collect();
+    let nodes: Vec<String> = c.store_keys("nodes/").into_keys().collect();
     assert_eq!(nodes, [worker["node_id"].as_str().unwrap()]);
     assert!(!c.state_dir(0).join("state.json").exists());
 }
@@ -321,7 +308,7 @@ fn leave_with_the_store_unreachable_keeps_the_state() {
     let out = c.cli_json(1, "cluster leave");
     assert_eq!(out["node_id"], node1.as_str());
     assert_eq!(out["node_record"], true);
-    assert!(!store_keys(&c, "nodes/").contains_key(&node1));
+    assert!(!c.store_keys("nodes/").contains_key(&node1));
     assert_cli_error(&c.cli(1, "cluster leave"), "no cluster state");
     // Joining again is the same node (the node id is kept).
     let again = c.cli_json(1, &format!("cluster join {}", c.worker_token));
@@ -347,7 +334,7 @@ fn a_host_removed_while_cut_off_does_not_come_back() {
         .host(2)
         .must(&format!("ip route add blackhole {etcd_ip}/32"));
     assert!(
-        wait_for(Duration::from_secs(15), || !store_keys(&c, "members/")
+        wait_for(Duration::from_secs(15), || !c.store_keys("members/")
             .contains_key(&node2)),
         "host 2's lease never expired"
     );
@@ -368,6 +355,6 @@ fn a_host_removed_while_cut_off_does_not_come_back() {
     assert!(exited, "host 2 still runs after its removal:\n{log}");
     assert!(!status.unwrap().success(), "{log}");
     assert!(log.contains("removed from the cluster"), "{log}");
-    assert!(!store_keys(&c, "members/").contains_key(&node2));
-    assert!(!store_keys(&c, "nodes/").contains_key(&node2));
+    assert!(!c.store_keys("members/").contains_key(&node2));
+    assert!(!c.store_keys("nodes/").contains_key(&node2));
 }

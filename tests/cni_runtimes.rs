@@ -85,7 +85,6 @@ fn shape(result: &Value, netns: &str) -> (Vec<String>, Vec<String>, Vec<String>)
 }
 
 #[test]
-#[ignore = "needs the engine's endpoint requests (attach, endpoints, endpoint_gc) in cluster mode"]
 fn cni_real_clients_on_a_three_host_cluster() {
     let test = "cni_real_clients";
     let Some(mut c) = ClusterLab::new("cnirt", 4) else {
@@ -307,6 +306,29 @@ fn cni_real_clients_on_a_three_host_cluster() {
         clean,
         "host 1's endpoints left after GC: {:?}",
         endpoints(&c, 0)
+    );
+    // Nor in the store: no record, and no claim but the host's own address.
+    let left = c.store_keys(&format!("node/{node1}/"));
+    assert!(
+        left.keys()
+            .all(|k| k.starts_with("addrs/") || k.starts_with("macs/") || k.starts_with("cursors/"))
+            && left.keys().filter(|k| k.starts_with("addrs/")).count() == 1,
+        "{left:?}"
+    );
+
+    // --- Host removal: host 2's engine dies with `plain` attached; `cluster rm` frees all. ---
+    let node2 = c.cluster_info(2).unwrap().node_id;
+    let mut engine2 = c.engines[2].take().unwrap();
+    engine2.proc.child.kill().unwrap();
+    engine2.proc.child.wait().unwrap();
+    let rm = format!("cluster rm {node2}");
+    let removed = wait_for(Duration::from_secs(20), || c.cli(0, &rm).status.success());
+    assert!(removed, "cluster rm {node2}: {}", stderr(&c.cli(0, &rm)));
+    assert!(c.store_keys(&format!("node/{node2}/")).is_empty());
+    let eps = endpoints(&c, 0);
+    assert!(
+        !eps.iter().any(|e| e["node"] == node2.as_str()),
+        "host 2's endpoints listed after its removal: {eps:?}"
     );
     drop((s0, s2, cleanup_ns));
 }

@@ -6,6 +6,7 @@
 pub use vxnet_tests::cli::{assert_cli_error, stderr, stdout};
 pub use vxnet_tests::etcd;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Output;
@@ -211,6 +212,23 @@ impl ClusterLab {
     /// What host `i`'s engine reports of its cluster (`None`: not in cluster mode).
     pub fn cluster_info(&self, i: usize) -> Option<ClusterInfo> {
         self.engine(i).stats().cluster
+    }
+
+    /// The cluster's keys under `<sub>` (relative to `/vxnet/<cluster_id>/`, `sub` stripped) and
+    /// their values as etcd holds them, read with etcdctl in etcd's namespace.
+    pub fn store_keys(&self, sub: &str) -> BTreeMap<String, String> {
+        let out = self.lab.host(ETCD_HOST).must(&format!(
+            "etcdctl --endpoints {} get --prefix /vxnet/",
+            self.etcd.endpoints()[0]
+        ));
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter_map(|kv| {
+                let rest = kv[0].splitn(4, '/').nth(3)?;
+                Some((rest.strip_prefix(sub)?.to_string(), kv.get(1)?.to_string()))
+            })
+            .collect()
     }
 
     pub fn create(&self, name: &str, extra: &str) -> Value {

@@ -194,13 +194,17 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
 
 /// The path the engine is given for `netns`. A runtime in a private mount namespace (a
 /// sandboxed CI runner; podman with a tmpfs over /run/netns) makes namespace files that the
-/// engine, in another mount namespace, cannot see. A file on a mount that propagates (a
-/// `shared:` peer group: /run/netns as `ip netns` and podman make it on the host) or under
-/// /proc is passed as it is; otherwise the engine gets `/proc/<this pid>/root<netns>`, which
-/// resolves in this process's mount namespace while the plugin waits for the reply.
+/// engine, in another mount namespace, cannot see. A file under /proc, or on a mount whose
+/// peer group the host's mount namespace (PID 1's) shares (/run/netns as `ip netns` and podman
+/// make it on the host), is passed as it is; otherwise the engine gets
+/// `/proc/<this pid>/root<netns>`, which resolves in this process's mount namespace while the
+/// plugin waits for the reply. A peer group private to the runtime's namespace (podman makes
+/// its /run/netns shared even inside one) does not reach the engine.
 pub(crate) fn engine_visible(netns: &Path) -> PathBuf {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    if netns.starts_with("/proc") || propagates(&mountinfo, netns) {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    if netns.starts_with("/proc")
+        || propagates(&read("/proc/self/mountinfo"), &read("/proc/1/mountinfo"), netns)
+    {
         netns.to_path_buf()
     } else {
         let relative = netns.strip_prefix("/").unwrap_or(netns);
@@ -209,9 +213,10 @@ pub(crate) fn engine_visible(netns: &Path) -> PathBuf {
 }
 
 /// Whether the mount holding `path` (the last, longest mount point above it) is in a shared
-/// peer group according to `mountinfo` (proc(5)).
-fn propagates(mountinfo: &str, path: &Path) -> bool {
-    let mut best: Option<(usize, bool)> = None;
+/// peer group according to `mountinfo` (proc(5)) that the mount namespace of `host_mountinfo`
+/// takes part in (as a peer or a slave).
+fn propagates(mountinfo: &str, host_mountinfo: &str, path: &Path) -> bool {
+    let mut best: Option<(usize, Option<&str>)> = None;
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         let Some(point) = fields.get(4) else { continue };
@@ -219,17 +224,25 @@ fn propagates(mountinfo: &str, path: &Path) -> bool {
         if !path.starts_with(&point) {
             continue;
         }
-        let shared = fields
+        let group = fields
             .iter()
             .skip(6)
             .take_while(|f| **f != "-")
-            .any(|f| f.starts_with("shared:"));
+            .find_map(|f| f.strip_prefix("shared:"));
         let depth = Path::new(&point).components().count();
         if !matches!(best, Some((d, _)) if d > depth) {
-            best = Some((depth, shared));
+            best = Some((depth, group));
         }
     }
-    best.is_some_and(|(_, shared)| shared)
+    let Some((_, Some(group))) = best else {
+        return false;
+    };
+    host_mountinfo.lines().any(|line| {
+        line.split(' ')
+            .skip(6)
+            .take_while(|f| *f != "-")
+            .any(|f| f.strip_prefix("shared:").or_else(|| f.strip_prefix("master:")) == Some(group))
+    })
 }
 
 /// The runtime's path inside an [`engine_visible`] path (`/proc/PID/root/run/netns/X` is
@@ -345,13 +358,22 @@ mod tests {
                     30 22 0:25 / /run rw shared:5 - tmpfs tmpfs rw\n\
                     40 30 0:30 / /run/netns rw - tmpfs tmpfs rw\n\
                     41 40 0:4 net:[4026532] /run/netns/a rw shared:9 - nsfs nsfs rw\n";
-        assert!(propagates(info, Path::new("/run/netns/a")));
+        let host = "1 0 0:21 / / rw shared:1 - ext4 /dev/vda rw\n\
+                    2 1 0:4 net:[4026532] /run/netns/a rw master:9 - nsfs nsfs rw\n\
+                    3 1 0:25 / /run rw shared:5 - tmpfs tmpfs rw\n";
+        assert!(propagates(info, host, Path::new("/run/netns/a")));
         assert!(
-            !propagates(info, Path::new("/run/netns/b")),
+            !propagates(info, host, Path::new("/run/netns/b")),
             "private tmpfs"
         );
-        assert!(propagates(info, Path::new("/run/netnsx")));
-        assert!(!propagates("", Path::new("/run/netns/a")));
+        assert!(propagates(info, host, Path::new("/run/netnsx")));
+        assert!(!propagates("", host, Path::new("/run/netns/a")));
+        // A peer group of the runtime's own (podman's shared /run/netns in a private mount
+        // namespace) that the host does not take part in.
+        let private = "22 1 0:21 / / rw - ext4 /dev/vda rw\n\
+                       50 22 0:40 / /run/netns rw shared:77 - tmpfs tmpfs rw\n";
+        assert!(!propagates(private, host, Path::new("/run/netns/x")));
+        assert!(!propagates(info, "", Path::new("/run/netns/a")));
         assert_eq!(
             engine_visible(Path::new("/proc/9/ns/net")),
             Path::new("/proc/9/ns/net")
