@@ -88,6 +88,8 @@ pub struct RunArgs {
     /// Bridge mode: serve the network through a Linux bridge of this name (created if missing)
     /// holding the TAP, `--address` and the endpoints `vxnet attach` adds. The bridge and the
     /// endpoints outlive an engine restart; `--cleanup` removes them when the engine stops.
+    /// In cluster mode every network is bridged (on `vb-NAME`); this names the bridge of the
+    /// single `--network`.
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
     /// Bridge mode without a cluster: the part of the --address subnet this host gives to
