@@ -13,18 +13,18 @@ use cluster_lab::{assert_cli_error, ClusterLab, ENGINES, ETCD_HOST};
 use serde_json::Value;
 use vxnet_tests::{have_tool, vxnet_bin, wait_for};
 
-/// The node's address claims: node-scoped records under `node/<id>/addrs/`.
-/// Every node's address claims (`node/<id>/addrs/<network>/<ip>` keys and their values).
+/// The address claims (`<network>/<ip>`) `node` holds: its records under `node/<id>/addrs/`.
+fn addresses_of(c: &ClusterLab, node: &str) -> Vec<String> {
+    c.store_keys(&format!("node/{node}/addrs/"))
+        .into_keys()
+        .collect()
+}
+
+/// Every node's address claims: `<node>/addrs/<network>/<ip>` → value.
 fn all_claims(c: &ClusterLab) -> BTreeMap<String, String> {
     c.store_keys("node/")
         .into_iter()
         .filter(|(k, _)| k.contains("/addrs/"))
-        .collect()
-}
-
-fn addresses_of(c: &ClusterLab, node: &str) -> Vec<String> {
-    c.store_keys(&format!("node/{node}/addrs/"))
-        .into_keys()
         .collect()
 }
 
@@ -111,14 +111,14 @@ fn leave_is_refused_while_running_then_frees_the_node() {
         format!("green/{}", c.overlay_ip(2, "green")),
     ];
     assert_eq!(addresses_of(&c, &node2), held);
-    let ipam = all_claims(&c);
-    assert_eq!(ipam.len(), 6, "{ipam:?}");
+    let claims = all_claims(&c);
+    assert_eq!(claims.len(), 6, "{claims:?}");
 
     // Live: refused, and neither the store nor the state dir changes.
     let state_file = c.state_dir(2).join("state.json");
     let saved = std::fs::read(&state_file).unwrap();
     assert_cli_error(&c.cli(2, "cluster leave"), "stop `vxnet run`");
-    assert_eq!(all_claims(&c), ipam);
+    assert_eq!(all_claims(&c), claims);
     assert!(c.store_keys("nodes/").contains_key(&node2));
     assert_eq!(std::fs::read(&state_file).unwrap(), saved);
 
@@ -127,11 +127,14 @@ fn leave_is_refused_while_running_then_frees_the_node() {
     assert_eq!(out["node_id"], node2.as_str());
     assert_eq!(out["node_record"], true);
     assert_eq!(freed(&out), held);
-    // Gone from etcd: its record and both addresses; the others keep theirs.
+    // Gone from etcd: its record, both addresses and everything else under its prefix; the
+    // others keep theirs.
     assert!(addresses_of(&c, &node2).is_empty());
+    let mine = c.store_keys(&format!("node/{node2}/"));
+    assert!(mine.is_empty(), "{mine:?}");
     let left = all_claims(&c);
     assert_eq!(left.len(), 4, "{left:?}");
-    assert!(left.iter().all(|(k, v)| ipam.get(k) == Some(v)), "{left:?}");
+    assert!(left.iter().all(|(k, v)| claims.get(k) == Some(v)), "{left:?}");
     assert!(!c.store_keys("nodes/").contains_key(&node2));
     let listed = listed_nodes(&c, 1);
     assert_eq!(listed.len(), 2, "{listed:?}");
