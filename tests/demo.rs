@@ -33,7 +33,10 @@ fn two_demos_run_side_by_side_with_an_empty_path_and_clean_up() {
     if !privileged("demo") {
         return;
     }
-    let runs = [(prefix('1'), "10.213.0.0/24"), (prefix('2'), "10.214.0.0/29")];
+    let runs = [
+        (prefix('1'), "10.213.0.0/24"),
+        (prefix('2'), "10.214.0.0/29"),
+    ];
     let _sweeps: Vec<SweepRun> = runs.iter().map(|(p, _)| SweepRun(p.clone())).collect();
     let children: Vec<Child> = runs
         .iter()
@@ -95,7 +98,11 @@ fn two_demos_run_side_by_side_with_an_empty_path_and_clean_up() {
             "progress lines go to stderr with --json"
         );
         assert!(!stderr.contains("error"), "{stderr}");
-        assert!(run_leftovers(p).is_empty(), "left behind: {:?}", run_leftovers(p));
+        assert!(
+            run_leftovers(p).is_empty(),
+            "left behind: {:?}",
+            run_leftovers(p)
+        );
     }
 }
 
@@ -128,7 +135,11 @@ fn interrupted_demo_cleans_up() {
         !status.success(),
         "an interrupted demo must not report success"
     );
-    assert!(run_leftovers(&p).is_empty(), "left behind: {:?}", run_leftovers(&p));
+    assert!(
+        run_leftovers(&p).is_empty(),
+        "left behind: {:?}",
+        run_leftovers(&p)
+    );
 }
 
 /// Deletes the test's own namespace, also when an assertion fails.
@@ -145,12 +156,12 @@ fn a_subnet_over_a_host_route_is_refused_before_anything_is_created() {
     if !privileged("demo") {
         return;
     }
-    // A host of its own whose routing table has 10.216.0.0/24 (a dummy link's address).
+    // A host of its own whose routing table has 10.216.0.0/24 (the address of a veth end).
     let host = TestNetns(format!("vxdh{}", std::process::id()));
     let ns = &host.0;
     for cmd in [
         format!("ip netns add {ns}"),
-        format!("ip -n {ns} link add d0 type dummy"),
+        format!("ip -n {ns} link add d0 type veth peer name d1"),
         format!("ip -n {ns} addr add 10.216.0.1/24 dev d0"),
         format!("ip -n {ns} link set d0 up"),
     ] {
@@ -168,9 +179,15 @@ fn a_subnet_over_a_host_route_is_refused_before_anything_is_created() {
     assert!(!out.status.success(), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.starts_with("error: --subnet 10.216.0.64/26 overlaps this host's route to 10.216.0.0/24"),
+        stderr.starts_with(
+            "error: --subnet 10.216.0.64/26 overlaps this host's route to 10.216.0.0/24"
+        ),
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "nothing was started");
-    assert!(run_leftovers(&p).is_empty(), "created: {:?}", run_leftovers(&p));
+    assert!(
+        run_leftovers(&p).is_empty(),
+        "created: {:?}",
+        run_leftovers(&p)
+    );
 }

@@ -112,7 +112,7 @@ pub(super) const ENCRYPTED: PairSpec = PairSpec {
     port: 4793,
     underlay: SHARED,
     overlay_block: 7,
-        ends: [End::Vxnet, End::Vxnet],
+    ends: [End::Vxnet, End::Vxnet],
     encrypted: true,
 };
 /// The encrypted pair's ESP-in-UDP port.

@@ -429,8 +429,14 @@ mod tests {
         };
         let hosts = Hosts::new(&args);
         assert_eq!(hosts.ns, ["vxt-a", "vxt-b"]);
-        assert_eq!(hosts.underlay, [Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 2)]);
-        assert_eq!(hosts.overlay, [Ipv4Addr::new(10, 99, 0, 5), Ipv4Addr::new(10, 99, 0, 6)]);
+        assert_eq!(
+            hosts.underlay,
+            [Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 2)]
+        );
+        assert_eq!(
+            hosts.overlay,
+            [Ipv4Addr::new(10, 99, 0, 5), Ipv4Addr::new(10, 99, 0, 6)]
+        );
         assert_eq!(hosts.prefix_len, 30);
     }
 }

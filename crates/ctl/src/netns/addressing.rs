@@ -153,9 +153,19 @@ mod tests {
         assert_eq!(b.host(7, 1), Ipv4Addr::new(10, 9, 0, 30));
         assert!(Subnet::parse("10.9.0.0/29", 2).is_ok());
         let small = Subnet::parse("10.9.0.0/30", 2).unwrap_err();
-        assert!(small.contains("too small") && small.contains("/29"), "{small}");
+        assert!(
+            small.contains("too small") && small.contains("/29"),
+            "{small}"
+        );
         assert!(Subnet::parse("10.9.0.0/28", 8).is_err());
-        for bad in ["10.9.0.0", "10.9.0.0/33", "fd00::/64", "x", "127.0.0.0/24", "224.0.0.0/24"] {
+        for bad in [
+            "10.9.0.0",
+            "10.9.0.0/33",
+            "fd00::/64",
+            "x",
+            "127.0.0.0/24",
+            "224.0.0.0/24",
+        ] {
             assert!(Subnet::parse(bad, 2).is_err(), "{bad}");
         }
     }
@@ -164,10 +174,16 @@ mod tests {
     fn overlaps_either_way_are_found() {
         let net: Ipv4Net = "10.77.0.0/26".parse().unwrap();
         let wide = [(Ipv4Addr::new(10, 77, 0, 0), 24)];
-        assert_eq!(overlapping(net, &wide), Some("10.77.0.0/24".parse().unwrap()));
+        assert_eq!(
+            overlapping(net, &wide),
+            Some("10.77.0.0/24".parse().unwrap())
+        );
         let narrow = [(Ipv4Addr::new(10, 77, 0, 9), 32)];
         assert!(overlapping(net, &narrow).is_some());
-        let apart = [(Ipv4Addr::new(10, 77, 0, 64), 26), (Ipv4Addr::new(10, 0, 0, 0), 16)];
+        let apart = [
+            (Ipv4Addr::new(10, 77, 0, 64), 26),
+            (Ipv4Addr::new(10, 0, 0, 0), 16),
+        ];
         assert_eq!(overlapping(net, &apart), None);
     }
 }

@@ -41,8 +41,7 @@ pub fn start(cleanup: &Cleanup, exe: &Path, launch: &Launch<'_>) -> Result<Engin
     args.extend(launch.args.iter().map(String::as_str));
     args.extend(["--control", &control_arg]);
     let mut cmd = Command::new(exe);
-    cmd.args(&args)
-        .envs(launch.env.iter().map(|(k, v)| (k, v)));
+    cmd.args(&args).envs(launch.env.iter().map(|(k, v)| (k, v)));
     let name = child_name(launch.host);
     // Started from a thread inside the namespace, the engine is born there: no `ip netns exec`.
     let (spawner, spawn_log) = (cleanup.clone(), log.clone());

@@ -27,11 +27,7 @@ pub struct Pinger {
 impl Pinger {
     /// A raw ICMP socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Pinger> {
-        let sock = Socket::new(
-            Domain::IPV4,
-            Type::RAW.cloexec(),
-            Some(Protocol::ICMPV4),
-        )?;
+        let sock = Socket::new(Domain::IPV4, Type::RAW.cloexec(), Some(Protocol::ICMPV4))?;
         Ok(Pinger {
             sock,
             // The raw socket sees every ICMP message of the namespace: the identifier tells ours.
@@ -58,7 +54,12 @@ impl Pinger {
             self.sock.set_read_timeout(Some(left))?;
             let n = match (&self.sock).read(&mut buf) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Ok(None)
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

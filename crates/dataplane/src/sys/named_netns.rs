@@ -41,7 +41,10 @@ pub enum NamedNetnsError {
     },
 }
 
-fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> NamedNetnsError + '_ {
+fn io_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> NamedNetnsError + 'a {
     move |source| NamedNetnsError::Io {
         what,
         path: path.display().to_string(),
@@ -127,7 +130,7 @@ impl NamedNetns {
         match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0)
+            .mode(0o000)
             .open(&path)
         {
             Ok(_) => {}
@@ -143,11 +146,7 @@ impl NamedNetns {
             scope
                 .spawn(|| {
                     unshare_netns_for_current_thread()?;
-                    mount(
-                        c"/proc/thread-self/ns/net",
-                        &target,
-                        libc::MS_BIND,
-                    )
+                    mount(c"/proc/thread-self/ns/net", &target, libc::MS_BIND)
                 })
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
@@ -310,26 +309,43 @@ mod tests {
         assert_eq!(a, derived_mac(&["ns-a", "eth0"]));
     }
 
-    /// Needs root: creates a real named namespace, configures it, finds its route, deletes it.
+    /// Deletes the test's namespaces, also when an assertion fails.
+    struct Delete(Vec<String>);
+
+    impl Drop for Delete {
+        fn drop(&mut self) {
+            for name in &self.0 {
+                let _ = delete(name);
+            }
+        }
+    }
+
+    /// Needs root: two real named namespaces joined by a veth, configured, a route found, deleted.
     #[test]
     fn create_configure_and_delete() {
-        let name = format!("vxnet-unit-{}", std::process::id());
-        let ns = NamedNetns::create(&name).unwrap();
+        let names = ["a", "b"].map(|h| format!("vxnet-unit-{}-{h}", std::process::id()));
+        let _delete = Delete(names.to_vec());
+        let a = NamedNetns::create(&names[0]).unwrap();
+        let b = NamedNetns::create(&names[1]).unwrap();
         assert!(matches!(
-            NamedNetns::create(&name),
+            NamedNetns::create(&names[0]),
             Err(NamedNetnsError::Exists(_))
         ));
-        let mut links = ns.links().unwrap();
-        links.up("lo").unwrap();
+        let mut links = a.links().unwrap();
+        links.veth("va", "vxnet unit", "vb", &b, 1400).unwrap();
         links
-            .add_address("lo", "10.251.7.1".parse().unwrap(), 24)
+            .add_address("va", "10.251.7.1".parse().unwrap(), 24)
             .unwrap();
-        assert_eq!(links.mtu("lo").unwrap(), 65536);
+        links.up("va").unwrap();
+        assert_eq!(links.mtu("va").unwrap(), 1400);
+        assert_eq!(b.links().unwrap().mtu("vb").unwrap(), 1400);
         let routes = links.ipv4_routes().unwrap();
         assert_eq!(routes, vec![(Ipv4Addr::new(10, 251, 7, 0), 24)]);
         assert!(links.up("no-such-link").is_err());
-        delete(&name).unwrap();
-        assert!(!Path::new(RUN_DIR).join(&name).exists());
-        delete(&name).unwrap();
+        for name in &names {
+            delete(name).unwrap();
+            assert!(!Path::new(RUN_DIR).join(name).exists());
+            delete(name).unwrap();
+        }
     }
 }
