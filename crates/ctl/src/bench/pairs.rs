@@ -38,6 +38,9 @@ pub(super) struct PairSpec {
     /// Both (vxnet) ends encrypt: ESP-in-UDP with one network key.
     #[serde(skip)]
     pub encrypted: bool,
+    /// Flags of this pair's `vxnet run`s on top of the bench's.
+    #[serde(skip)]
+    pub run_args: &'static [&'static str],
 }
 
 impl PairSpec {
@@ -65,6 +68,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         underlay: SHARED,
         ends: [End::Kernel, End::Kernel],
         encrypted: false,
+        run_args: &[],
     },
     PairSpec {
         name: "vxnet",
@@ -74,6 +78,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         underlay: SHARED,
         ends: [End::Vxnet, End::Vxnet],
         encrypted: false,
+        run_args: &[],
     },
     PairSpec {
         name: "mixed",
@@ -83,6 +88,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         underlay: MIXED,
         ends: [End::Vxnet, End::Kernel],
         encrypted: false,
+        run_args: &[],
     },
     PairSpec {
         name: "mixed_reverse",
@@ -92,6 +98,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         underlay: MIXED_REVERSE,
         ends: [End::Kernel, End::Vxnet],
         encrypted: false,
+        run_args: &[],
     },
 ];
 
@@ -106,6 +113,20 @@ pub(super) const ENCRYPTED: PairSpec = PairSpec {
     underlay: SHARED,
     ends: [End::Vxnet, End::Vxnet],
     encrypted: true,
+    run_args: &[],
+};
+
+/// `vxnet bench --socket-path`: the vxnet pair again on the socket transmit path, on the same
+/// underlay, beside the vxnet pair's tunnel-GSO path.
+pub(super) const SOCKET_PATH: PairSpec = PairSpec {
+    name: "vxnet_socket",
+    label: "vxnet (socket path)",
+    vni: 47,
+    port: 4794,
+    underlay: SHARED,
+    ends: [End::Vxnet, End::Vxnet],
+    encrypted: false,
+    run_args: &["--no-tunnel-gso"],
 };
 /// The encrypted pair's ESP-in-UDP port.
 const ENCRYPTED_ESP_PORT: u16 = 4510;
@@ -180,6 +201,14 @@ impl Pair {
     pub(super) fn vxnet_pids(&self) -> Vec<u32> {
         self.engines.iter().map(|e| e.pid).collect()
     }
+
+    /// The transmit path each engine reports now (host a's first); "?" where it does not answer.
+    pub(super) fn tx_paths(&self) -> Vec<String> {
+        self.engines
+            .iter()
+            .map(|e| stats(e).map_or_else(|| "?".to_string(), |s| s.tx_path))
+            .collect()
+    }
 }
 
 pub(super) fn build(
@@ -187,6 +216,7 @@ pub(super) fn build(
     topo: &Topology,
     exe: &Path,
     settings: &EngineSettings,
+    socket_path: bool,
     encrypted: bool,
 ) -> Result<Vec<Pair>, NetnsError> {
     let args = settings.args();
@@ -197,7 +227,10 @@ pub(super) fn build(
     } else {
         None
     };
-    let specs = PAIRS.into_iter().chain(encrypted.then_some(ENCRYPTED));
+    let specs = PAIRS
+        .into_iter()
+        .chain(socket_path.then_some(SOCKET_PATH))
+        .chain(encrypted.then_some(ENCRYPTED));
     for spec in specs {
         let mut engines = Vec::new();
         for (i, end) in spec.ends.into_iter().enumerate() {
@@ -225,6 +258,7 @@ pub(super) fn build(
                     .map(String::from)
                     .to_vec();
                     run_args.extend(args.iter().cloned());
+                    run_args.extend(spec.run_args.iter().map(|a| a.to_string()));
                     if let (true, Some(key)) = (spec.encrypted, &key) {
                         run_args.extend([
                             "--key-file".to_string(),
@@ -311,7 +345,10 @@ fn kernel_vxlan(
 
 /// What the first vxnet engine says it runs with (workers, offloads in use).
 pub(super) fn engine_report(pairs: &[Pair]) -> Option<StatsReport> {
-    let engine = pairs.iter().flat_map(|p| &p.engines).next()?;
+    stats(pairs.iter().flat_map(|p| &p.engines).next()?)
+}
+
+fn stats(engine: &engine::Engine) -> Option<StatsReport> {
     let value = request(&engine.control, &Request::Stats).ok()?;
     serde_json::from_value(value).ok()
 }
@@ -322,8 +359,9 @@ mod tests {
 
     #[test]
     fn pairs_do_not_share_vni_port_or_subnet() {
-        for (i, a) in PAIRS.iter().enumerate() {
-            for b in &PAIRS[i + 1..] {
+        let all: Vec<PairSpec> = PAIRS.into_iter().chain([SOCKET_PATH, ENCRYPTED]).collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
                 assert_ne!(a.vni, b.vni);
                 assert_ne!(a.port, b.port);
                 assert_ne!(a.overlay(0), b.overlay(0));

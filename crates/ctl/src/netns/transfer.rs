@@ -48,7 +48,8 @@ fn failed(what: &str, e: impl std::fmt::Display) -> NetnsError {
     NetnsError::Transfer(format!("{what}: {e}"))
 }
 
-fn in_namespace<T: Send + 'static>(
+/// Runs `f` on a new thread inside network namespace `ns`.
+pub(crate) fn in_namespace<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> Result<T, NetnsError> + Send + 'static,
 ) -> JoinHandle<Result<T, NetnsError>> {
@@ -60,7 +61,8 @@ fn in_namespace<T: Send + 'static>(
     })
 }
 
-fn join<T>(handle: JoinHandle<Result<T, NetnsError>>) -> Result<T, NetnsError> {
+/// The thread's result (a panic is an error).
+pub(crate) fn join<T>(handle: JoinHandle<Result<T, NetnsError>>) -> Result<T, NetnsError> {
     handle
         .join()
         .map_err(|_| NetnsError::Transfer("a transfer thread panicked".into()))?
@@ -157,16 +159,22 @@ fn each_stream<T: Send>(
     })
 }
 
-fn receive(addr: SocketAddr, streams: usize, ready: mpsc::Sender<()>) -> Result<u64, NetnsError> {
+/// Binds a listener on `addr`, says so on `ready`, and accepts `count` connections, each
+/// blocking with read timeouts. The accept has a deadline: a peer that never connects must not
+/// hang the run.
+pub(crate) fn listen_and_accept(
+    addr: SocketAddr,
+    count: usize,
+    ready: mpsc::Sender<()>,
+) -> Result<Vec<TcpStream>, NetnsError> {
     let listener = TcpListener::bind(addr).map_err(|e| failed("receiver bind", e))?;
-    // Non-blocking accept with a deadline: a sender that never connects must not hang the run.
     listener
         .set_nonblocking(true)
         .map_err(|e| failed("receiver", e))?;
     let _ = ready.send(());
     let deadline = Instant::now() + IO_TIMEOUT;
-    let mut accepted = Vec::with_capacity(streams);
-    while accepted.len() < streams {
+    let mut accepted = Vec::with_capacity(count);
+    while accepted.len() < count {
         match listener.accept() {
             Ok((stream, _)) => {
                 stream
@@ -176,11 +184,16 @@ fn receive(addr: SocketAddr, streams: usize, ready: mpsc::Sender<()>) -> Result<
                 accepted.push(stream);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => return Err(failed("receiver accept", e)),
         }
     }
+    Ok(accepted)
+}
+
+fn receive(addr: SocketAddr, streams: usize, ready: mpsc::Sender<()>) -> Result<u64, NetnsError> {
+    let accepted = listen_and_accept(addr, streams, ready)?;
     let pattern = pattern();
     each_stream(accepted, |stream| receive_checked(stream, &pattern))
 }
