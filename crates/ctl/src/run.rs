@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use ipnet::IpNet;
@@ -24,6 +25,7 @@ use vxnet_encap::{Vni, DEFAULT_PORT};
 use crate::cli::named;
 use crate::cluster::cli::StoreAccessArgs;
 use crate::cluster::engine_link::{self, LinkOptions};
+use crate::cluster::registry::StoreRegistry;
 use crate::firewall::sync::{self, SyncOptions};
 use crate::firewall::Probe;
 
@@ -435,7 +437,9 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
         .iter()
         .filter_map(|r| resolve_remote(r, config.local).ok())
         .collect();
+    let registry = Arc::new(StoreRegistry::new(&state.node_id));
     let opts = LinkOptions {
+        registry: Arc::clone(&registry),
         node_id: state.node_id,
         cluster_id: state.cluster_id,
         access,
@@ -465,7 +469,7 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
     if let Some(addr) = args.metrics {
         engine.bind_metrics(addr)?;
     }
-    engine.serve_endpoints(Some(dir.path()), None)?;
+    engine.serve_endpoints(Some(dir.path()), Some(registry))?;
     engine.set_cleanup(args.cleanup);
     let control = engine.control();
     engine.run_until_signal_with(engine_link::run(opts, control))?;
