@@ -1,4 +1,4 @@
-//! Endpoints in cluster mode: `vxnet attach` on one host publishes the endpoint's record and
+//! Endpoints in cluster mode, where every network is bridged by default (`vb-blue`): `vxnet attach` on one host publishes the endpoint's record and
 //! address claim in etcd under the engine's lease; every host lists it; addresses and names are
 //! unique across hosts; an engine killed with SIGKILL takes its endpoints out of the store
 //! within the lease TTL, and its restart puts them back (same address) and forwards again; a
@@ -60,11 +60,15 @@ fn cluster_endpoints_are_published_leased_and_reasserted() {
     };
     c.create("blue", "--subnet 10.1.0.0/24");
     for i in 0..2 {
-        c.join(i, "--network blue --bridge vb-blue");
+        c.join(i, "");
     }
     c.wait_peers(0, "blue", &[1], Duration::from_secs(10));
     c.wait_peers(1, "blue", &[0], Duration::from_secs(10));
     let node0 = c.cluster_info(0).unwrap().node_id;
+    // Bridged by default: the TAP is a port of vb-blue, which holds the host's address.
+    let gw0 = c.overlay_ip(0, "blue");
+    assert!(c.lab.host(0).must("ip -o link show vx-blue").contains("master vb-blue"));
+    assert!(c.lab.host(0).must("ip -o addr show vb-blue").contains(&gw0));
     let ca = c.lab.container("ca");
     let cb = c.lab.container("cb");
 
@@ -74,7 +78,7 @@ fn cluster_endpoints_are_published_leased_and_reasserted() {
     let web_addr = web["address"].as_str().unwrap().to_owned();
     let web_ip = web_addr.split('/').next().unwrap().to_owned();
     assert_eq!(web["node"], node0.as_str(), "{web}");
-    assert_eq!(web["gateway"], c.overlay_ip(0, "blue").as_str(), "{web}");
+    assert_eq!(web["gateway"], gw0.as_str(), "{web}");
     // Every host lists it, from the store.
     assert!(
         wait_for(Duration::from_secs(5), || named(&endpoints(&c, 1), "web")
@@ -137,7 +141,7 @@ fn cluster_endpoints_are_published_leased_and_reasserted() {
     );
 
     // The restarted engine re-asserts it from its state dir, on the same address, and forwards.
-    c.start(0, "h0b", "", "--network blue --bridge vb-blue");
+    c.start(0, "h0b", "", "");
     assert!(
         wait_for(Duration::from_secs(15), || named(&endpoints(&c, 1), "web")
             .is_some_and(|e| e["address"] == web_addr.as_str())),
@@ -150,7 +154,7 @@ fn cluster_endpoints_are_published_leased_and_reasserted() {
     // Killed and restarted at once: the records still under the dead engine's lease move to
     // the new one, so they outlive the old lease.
     kill9(&mut c, 0);
-    c.start(0, "h0c", "", "--network blue --bridge vb-blue");
+    c.start(0, "h0c", "", "");
     std::thread::sleep(Duration::from_secs(u64::from(TTL) * 2 + 1));
     assert!(
         named(&endpoints(&c, 1), "web").is_some_and(|e| e["address"] == web_addr.as_str()),

@@ -462,9 +462,15 @@ impl Link {
             bum_rate: None,
             // `servable` let an encrypted network through only with its ring.
             encryption: ring.filter(|_| def.encrypted).map(engine_ring),
-            // Bridge mode when asked (`--bridge`); endpoint records are not yet published to
-            // the store, so a bridge per network is not the cluster default.
-            bridge: self.opts.bridge.clone().filter(|_| single),
+            // Bridge mode, always: `--bridge` names the bridge of the single `--network`;
+            // otherwise its name is derived from the network's, like the TAP's.
+            bridge: Some(
+                self.opts
+                    .bridge
+                    .clone()
+                    .filter(|_| single)
+                    .unwrap_or_else(|| bridge_name(&def.name)),
+            ),
             // The cluster's IPAM hands out the addresses.
             pool: None,
             // Cluster names come from the endpoint records, not from static tables.
