@@ -8,8 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::netns::transfer::{in_namespace, join, listen_and_accept};
+use crate::netns::transfer::listen_and_accept;
 use crate::netns::NetnsError;
+use crate::netns::{join, on_thread_in};
 
 /// Round trips before the timed ones (caches, wake-up paths, the FDB).
 pub(super) const WARMUP: usize = 200;
@@ -35,12 +36,12 @@ pub(super) fn run(
     time: Duration,
 ) -> Result<RrStats, NetnsError> {
     let (ready_tx, ready_rx) = mpsc::channel();
-    let server = in_namespace(to, move || serve(to_addr, ready_tx));
+    let server = on_thread_in(to, move || serve(to_addr, ready_tx));
     if ready_rx.recv_timeout(IO_TIMEOUT).is_err() {
         join(server)?;
         return Err(failed("server", "never listened"));
     }
-    let client = in_namespace(from, move || ask(to_addr, time));
+    let client = on_thread_in(from, move || ask(to_addr, time));
     let rtts = join(client);
     let served = join(server);
     let mut rtts = rtts?;
