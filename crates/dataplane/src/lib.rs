@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod endpoint;
 pub mod engine;
 mod exclusive;
+mod files;
 pub mod fdb;
 pub mod forward;
 #[doc(hidden)]

@@ -7,6 +7,7 @@
 
 mod cpu;
 mod measure;
+mod names;
 mod pairs;
 mod progress;
 mod report;
@@ -67,6 +68,17 @@ pub struct BenchArgs {
     /// Print the results as one JSON document on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
+}
+
+/// Benchmarks other than the tunnel's.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchMode {
+    /// Name convergence at scale: simulated hosts on a real etcd publish endpoints; how fast
+    /// every host sees each name appear and go, store writes and watch events per change,
+    /// one engine's memory per 1000 endpoints, and a host's resync after a restart.
+    Names(names::NamesBenchArgs),
 }
 
 /// A validated `--disable-offloads` list.
@@ -124,7 +136,10 @@ const NEEDED: [(&str, &str); 2] = [
     ("ping", "iputils-ping: latency"),
 ];
 
-pub fn run(args: BenchArgs) -> Result<(), BenchError> {
+pub fn run(mut args: BenchArgs) -> Result<(), BenchError> {
+    if let Some(BenchMode::Names(names)) = args.mode.take() {
+        return names::run(names).map_err(BenchError::Output);
+    }
     if !is_root() {
         return Err(BenchError::NotRoot);
     }
