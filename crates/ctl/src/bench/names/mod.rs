@@ -180,12 +180,22 @@ async fn bench(args: &NamesBenchArgs, access: &StoreAccess) -> Result<NamesRepor
         "bench names: publishing {count} endpoints at {} per second",
         args.rate
     );
-    let returned = publish_all(args, &members, &def).await?;
+    let times = publish_all(args, &members, &def).await?;
+    let called: Vec<Option<Instant>> = times.iter().map(|t| Some(t.0)).collect();
+    let returned: Vec<Option<Instant>> = times.iter().map(|t| Some(t.1)).collect();
+    let publish_ms = {
+        let mut ms: Vec<u32> = times
+            .iter()
+            .map(|(c, r)| u32::try_from(r.duration_since(*c).as_micros()).unwrap_or(u32::MAX))
+            .collect();
+        ms.sort_unstable();
+        (report::percentile(&ms, 50.0), report::percentile(&ms, 99.0))
+    };
     let after = admin.list("meta").await.map_err(|e| e.to_string())?.1;
     wait_until(&members, |m| m.seen.appeared_count() >= count).await;
-    let appear = Latencies::collect(&members, &returned, |m| {
-        member::lock(&m.seen.appeared).clone()
-    });
+    let appeared = |m: &Member| member::lock(&m.seen.appeared).clone();
+    let appear = Latencies::collect(&members, &returned, appeared);
+    let appear_called = Latencies::collect(&members, &called, appeared);
     let events: u64 = members
         .iter()
         .map(|m| m.seen.events.load(std::sync::atomic::Ordering::Relaxed))
@@ -225,6 +235,8 @@ async fn bench(args: &NamesBenchArgs, access: &StoreAccess) -> Result<NamesRepor
     Ok(NamesReport::new(
         args,
         join_secs,
+        publish_ms,
+        appear_called,
         (after - before) as f64 / count as f64,
         events as f64 / count as f64,
         appear,
@@ -251,12 +263,13 @@ where
 }
 
 /// Publishes every endpoint through its host's store connection and lease, paced at
-/// `args.rate` with at most `args.concurrency` in flight; when each publication returned.
+/// `args.rate` with at most `args.concurrency` in flight; when each publication was called
+/// and when it returned.
 async fn publish_all(
     args: &NamesBenchArgs,
     members: &[Arc<Member>],
     def: &NetworkDef,
-) -> Result<Vec<Option<Instant>>, String> {
+) -> Result<Vec<(Instant, Instant)>, String> {
     let count = args.endpoints as usize;
     let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency as usize));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
@@ -271,22 +284,25 @@ async fn publish_all(
         let owner = Arc::clone(&members[k % members.len()]);
         let def = def.clone();
         tasks.push(tokio::spawn(async move {
+            let called = Instant::now();
             let record = draft(k, &owner.id);
             let result =
                 publish_endpoint(&owner.store, &def, owner.lease, &record, Some(endpoint_ip(k)))
                     .await;
             drop(permit);
-            result.map(|_| Instant::now()).map_err(|e| e.to_string())
+            result
+                .map(|_| (called, Instant::now()))
+                .map_err(|e| e.to_string())
         }));
         if k % 1000 == 999 {
             eprintln!("bench names: {} published", k + 1);
         }
     }
-    let mut returned = Vec::with_capacity(count);
+    let mut times = Vec::with_capacity(count);
     for t in tasks {
-        returned.push(Some(t.await.map_err(|e| e.to_string())??));
+        times.push(t.await.map_err(|e| e.to_string())??);
     }
-    Ok(returned)
+    Ok(times)
 }
 
 /// Waits until every member satisfies `done`, or [`SETTLE`] passed.
