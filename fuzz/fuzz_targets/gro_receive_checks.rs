@@ -222,7 +222,7 @@ fn tunnel_superframe(
     datagram: &[u8],
     superframe: InnerSuperframe,
 ) {
-    let WireAction::Deliver { network, inner } = from_wire_superframe(&fwd, NOW, source, datagram)
+    let WireAction::Deliver { network, inner } = from_wire_superframe(fwd, NOW, source, datagram)
     else {
         taps[0].reached.dropped += 1;
         return;

@@ -320,8 +320,8 @@ fn concurrent_learning_lookups_ageing_and_static_entries_stay_consistent() {
     let fdb = &shared.fdb;
     let rows = fdb.rows(shared.clock.load(SeqCst));
     let learned = rows.iter().filter(|r| r.kind == EntryKind::Learned).count();
-    assert_eq!(fdb_len(&fdb), rows.len());
-    assert_eq!(fdb_learned(&fdb), learned, "learned-entry counter drifted");
+    assert_eq!(fdb_len(fdb), rows.len());
+    assert_eq!(fdb_learned(fdb), learned, "learned-entry counter drifted");
     assert_eq!(
         fdb.static_count(),
         rows.len() - learned,

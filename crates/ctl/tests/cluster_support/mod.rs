@@ -17,12 +17,32 @@ pub fn require(prog: &str, why: &str) -> bool {
     vxnet_testkit::have_tool(why, prog)
 }
 
+/// A loopback TCP port for an etcd of this test process.
+///
+/// Not `bind(0)`: that hands out a port from the kernel's ephemeral range, which every outgoing
+/// connection of the tests running in parallel also draws from, so between our probe and etcd's
+/// bind a client socket could take it ("address in use", seen once). Ports below the ephemeral
+/// range (32768 by default) are never chosen by the kernel for clients; a process-wide counter
+/// keeps this process's tests apart, the pid-derived start keeps concurrent test processes apart,
+/// and the probe bind skips ports someone else holds.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000; // 20000..32000, below the ephemeral range.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(997) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN);
 }
 
 #[allow(unused_imports)] // Each test file uses its own subset.
