@@ -48,6 +48,12 @@ remotes = ["{other}"]
     path.display().to_string()
 }
 
+/// An attached endpoint's address, without the prefix length.
+fn address_of(endpoint: &serde_json::Value) -> String {
+    let cidr = endpoint["address"].as_str().unwrap();
+    cidr.split('/').next().unwrap().to_string()
+}
+
 fn engine(lab: &Lab, i: usize) -> Vxnet {
     let args = format!(
         "--config {} --local {} --threads 1 --state-dir {}",
@@ -114,36 +120,36 @@ fn static_names_resolve_persist_and_refuse_bad_input() {
         "{resolv}"
     );
     let api = a.json(&format!("attach --network blue --netns {c1} --name api"));
-    let api_ip = api["address"].as_str().unwrap().split('/').next().unwrap().to_string();
-    let web_ip = web["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let api_ip = address_of(&api);
+    let web_ip = address_of(&web);
     let secret = a.json(&format!("attach --network red --netns {c2} --name secret"));
-    let secret_ip = secret["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let secret_ip = address_of(&secret);
     let db = b.json(&format!("attach --network blue --netns {c3} --name db"));
-    let db_ip = db["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let db_ip = address_of(&db);
     let db_mac = db["mac"].as_str().unwrap().to_string();
 
     // Name, alias, NAME.NETWORK, PTR, and a ping by name through glibc's resolver.
-    assert_eq!(addresses(&c0, "api"), [api_ip.clone()]);
-    assert_eq!(addresses(&c0, "api.blue"), [api_ip.clone()]);
-    assert_eq!(addresses(&c1, "www"), [web_ip.clone()]);
-    assert_eq!(
-        dig(&c0, &format!("+short -x {api_ip}")).trim(),
-        "api.blue."
+    assert_eq!(addresses(&c0, "api"), vec![api_ip.clone()]);
+    assert_eq!(addresses(&c0, "api.blue"), vec![api_ip.clone()]);
+    assert_eq!(addresses(&c1, "www"), vec![web_ip.clone()]);
+    assert_eq!(dig(&c0, &format!("+short -x {api_ip}")).trim(), "api.blue.");
+    assert!(
+        ns(&c0).sh("ping -c 1 -W 2 api").status.success(),
+        "ping api"
     );
-    assert!(ns(&c0).sh("ping -c 1 -W 2 api").status.success(), "ping api");
     // Outside names go to the host's resolver; another network's names never do.
     assert_eq!(addresses(&c0, "host.example.test"), ["192.0.2.53"]);
     assert_eq!(status(&c0, "secret"), "NXDOMAIN");
     assert_eq!(status(&c0, "secret.red"), "NXDOMAIN");
     assert_eq!(status(&c2, "web"), "NXDOMAIN", "red does not see blue");
-    assert_eq!(addresses(&c2, "secret"), [secret_ip.clone()]);
+    assert_eq!(addresses(&c2, "secret"), vec![secret_ip.clone()]);
 
     // Static mode has no cluster: host b's endpoint gets a name here by hand, with its MAC
     // so that ARP for it is answered by the engine.
     a.json(&format!(
         "name add --network blue db --address {db_ip} --alias postgres --mac {db_mac}"
     ));
-    assert_eq!(addresses(&c0, "postgres"), [db_ip.clone()]);
+    assert_eq!(addresses(&c0, "postgres"), vec![db_ip.clone()]);
     let before = a.network(52);
     ns(&c0).must(&format!("ip neigh flush all; ping -c 1 -W 2 {db_ip}"));
     let after = a.network(52);
@@ -153,9 +159,15 @@ fn static_names_resolve_persist_and_refuse_bad_input() {
     );
     assert_eq!(after.neighbor_flooded, before.neighbor_flooded);
     // A container claiming db's address for its own MAC: dropped, not flooded, not learned.
-    let spoofer = ns(&c1).must("cat /sys/class/net/eth0/address").trim().to_string();
+    let spoofer = ns(&c1)
+        .must("cat /sys/class/net/eth0/address")
+        .trim()
+        .to_string();
     tool_in(&tool, &c1, &format!("arpreply eth0 {db_ip} {spoofer}"));
-    assert!(wait_for(Duration::from_secs(3), || a.network(52).neighbor_spoofed > after.neighbor_spoofed));
+    assert!(wait_for(Duration::from_secs(3), || a
+        .network(52)
+        .neighbor_spoofed
+        > after.neighbor_spoofed));
     ns(&c0).must(&format!("ip neigh flush all; ping -c 1 -W 2 {db_ip}"));
     let neigh = ns(&c0).must(&format!("ip neigh show {db_ip}"));
     assert!(neigh.contains(&db_mac), "{neigh}");
@@ -164,10 +176,15 @@ fn static_names_resolve_persist_and_refuse_bad_input() {
     a.proc.terminate(Duration::from_secs(10)).unwrap();
     let a = engine(&lab, 0);
     assert!(
-        wait_for(Duration::from_secs(5), || addresses(&c0, "postgres") == [db_ip.clone()]),
+        wait_for(Duration::from_secs(5), || addresses(&c0, "postgres")
+            == vec![db_ip.clone()]),
         "added name after restart"
     );
-    assert_eq!(addresses(&c0, "api"), [api_ip.clone()], "endpoint after restart");
+    assert_eq!(
+        addresses(&c0, "api"),
+        vec![api_ip.clone()],
+        "endpoint after restart"
+    );
     a.json("name rm --network blue db");
     assert_eq!(status(&c0, "postgres"), "NXDOMAIN");
 
@@ -203,7 +220,11 @@ fn static_names_resolve_persist_and_refuse_bad_input() {
     }
     long.push_str("0000010001");
     let too_long = tool_in(&tool, &c0, &format!("raw 10.52.0.1 {long}"));
-    for (what, reply) in [("garbage", &garbage), ("100 questions", &many), ("long", &too_long)] {
+    for (what, reply) in [
+        ("garbage", &garbage),
+        ("100 questions", &many),
+        ("long", &too_long),
+    ] {
         // Either no reply or FORMERR (rcode 1 in the low nibble of byte 3).
         assert!(
             reply == "none" || reply.get(7..8) == Some("1"),
@@ -214,18 +235,22 @@ fn static_names_resolve_persist_and_refuse_bad_input() {
     assert!(now["formerr"] + now["dropped"] >= counters["formerr"] + counters["dropped"] + 3);
     // A flood from one source is cut by the rate limit; another source is still answered.
     let answered: u64 = tool_in(&tool, &c0, "flood 10.52.0.1 3000").parse().unwrap();
-    assert!(answered < 3000, "the flood was not limited: {answered} answered");
+    assert!(
+        answered < 3000,
+        "the flood was not limited: {answered} answered"
+    );
     assert!(dns_counters(&a)["rate_limited"] > 0);
-    assert_eq!(addresses(&c2, "secret"), [secret_ip.clone()], "another source still answered");
+    assert_eq!(
+        addresses(&c2, "secret"),
+        vec![secret_ip.clone()],
+        "another source still answered"
+    );
     // A resolver that never answers: SERVFAIL within the timeout, local names unaffected.
     let started = std::time::Instant::now();
-    assert_eq!(
-        status(&c3, "+time=5 nothing.example.test"),
-        "SERVFAIL"
-    );
+    assert_eq!(status(&c3, "+time=5 nothing.example.test"), "SERVFAIL");
     assert!(started.elapsed() < Duration::from_secs(4));
     assert!(dns_counters(&b)["forward_timeouts"] > 0);
-    assert_eq!(addresses(&c3, "db"), [db_ip.clone()]);
+    assert_eq!(addresses(&c3, "db"), vec![db_ip.clone()]);
     // More addresses than a 512-byte UDP answer holds: TC set, then the whole answer over TCP.
     let many: Vec<String> = (0..40)
         .map(|i| format!("--address 10.52.0.{}", 150 + i))

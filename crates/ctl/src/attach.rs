@@ -5,7 +5,7 @@
 use clap::Args;
 use vxnet_dataplane::control::client::request;
 use vxnet_dataplane::control::proto::{
-    AttachRequest, DetachRequest, Dns, EndpointList, Endpoint, GcReport, Request,
+    AttachRequest, DetachRequest, Dns, Endpoint, EndpointList, GcReport, Request,
 };
 
 use crate::show::{ControlArgs, ShowError};
@@ -135,7 +135,10 @@ pub fn attach(args: AttachArgs) -> Result<(), ShowError> {
             }
             // Not a named namespace (or the file could not be written): say what to use.
             let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-            eprintln!("resolver for the namespace's /etc/resolv.conf: {}", lines.join("; "));
+            eprintln!(
+                "resolver for the namespace's /etc/resolv.conf: {}",
+                lines.join("; ")
+            );
         }
         None => {}
     }
@@ -158,7 +161,9 @@ fn resolv_conf(dns: &Dns) -> String {
 }
 
 fn resolv_path(ns: &str) -> std::path::PathBuf {
-    std::path::Path::new("/etc/netns").join(ns).join("resolv.conf")
+    std::path::Path::new("/etc/netns")
+        .join(ns)
+        .join("resolv.conf")
 }
 
 /// /etc/netns/NS/resolv.conf, which `ip netns exec NS` mounts over /etc/resolv.conf. A file

@@ -13,8 +13,8 @@ pub mod crypto;
 pub mod endpoint;
 pub mod engine;
 mod exclusive;
-mod files;
 pub mod fdb;
+mod files;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

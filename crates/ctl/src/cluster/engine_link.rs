@@ -146,7 +146,13 @@ pub fn peer_macs(
         .network_by_vni(vni)
         .into_iter()
         .flat_map(|net| view.endpoints_in(&net.name))
-        .map(|e| (e.node.as_str(), e.mac.as_str(), live.get(e.node.as_str()).copied()));
+        .map(|e| {
+            (
+                e.node.as_str(),
+                e.mac.as_str(),
+                live.get(e.node.as_str()).copied(),
+            )
+        });
     let mut out: Vec<(MacAddr, IpAddr)> = published
         .chain(endpoints)
         .filter(|(node, _, _)| *node != self_node)
@@ -661,7 +667,10 @@ mod tests {
         assert_eq!(macs, vec![("02:00:00:00:00:10".parse().unwrap(), b)]);
         let names = endpoint_names(&v, "blue");
         assert_eq!(names.len(), 4);
-        assert_eq!(names[0].addresses, vec!["10.1.0.9".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            names[0].addresses,
+            vec!["10.1.0.9".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(names[0].aliases, ["api"]);
         assert!(endpoint_names(&v, "red").is_empty());
     }

@@ -8,9 +8,9 @@
 //! part-way undoes what was done (claim, veth) before the error is returned.
 
 mod book;
-mod resolver;
 pub(crate) mod check;
 mod plumb;
+mod resolver;
 #[cfg(test)]
 mod tests;
 

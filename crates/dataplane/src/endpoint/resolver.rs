@@ -43,4 +43,3 @@ pub(super) fn with_dns(mut e: Endpoint) -> Endpoint {
     });
     e
 }
-

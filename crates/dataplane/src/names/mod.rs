@@ -355,7 +355,11 @@ impl NameService {
                 addresses: vec![gw.addr()],
                 mac: None,
             });
-        let added = sources.added.get(network).into_iter().flat_map(|a| a.values());
+        let added = sources
+            .added
+            .get(network)
+            .into_iter()
+            .flat_map(|a| a.values());
         host.iter()
             .map(|e| row(NameSource::Host, e))
             .chain(n.config.iter().map(|e| row(NameSource::Config, e)))

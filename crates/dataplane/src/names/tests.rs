@@ -168,14 +168,22 @@ fn added_names_are_kept_in_the_state_dir_and_come_back() {
     let names = service();
     names.keep_in(&dir);
     names
-        .add("blue", host("web", &["www"], &["10.7.0.9"], Some("02:00:00:00:00:09")))
+        .add(
+            "blue",
+            host("web", &["www"], &["10.7.0.9"], Some("02:00:00:00:00:09")),
+        )
         .unwrap();
-    names.add("blue", host("cache", &[], &["10.7.0.10"], None)).unwrap();
+    names
+        .add("blue", host("cache", &[], &["10.7.0.10"], None))
+        .unwrap();
     names.remove("blue", "cache").unwrap();
     // A restarted engine: a new service, the same state dir.
     let again = service();
     again.keep_in(&dir);
-    assert_eq!(lookup(&again, "www"), vec!["10.7.0.9".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        lookup(&again, "www"),
+        vec!["10.7.0.9".parse::<IpAddr>().unwrap()]
+    );
     assert!(lookup(&again, "cache").is_empty());
     let added: Vec<NameRow> = again
         .list(Some("blue"))
@@ -183,7 +191,10 @@ fn added_names_are_kept_in_the_state_dir_and_come_back() {
         .filter(|r| r.source == NameSource::Added)
         .collect();
     assert_eq!(added.len(), 1);
-    assert_eq!(added[0].entry.mac, Some("02:00:00:00:00:09".parse().unwrap()));
+    assert_eq!(
+        added[0].entry.mac,
+        Some("02:00:00:00:00:09".parse().unwrap())
+    );
     // Kept while the network is rebuilt; gone with it when it is removed for good.
     again.remove_network("blue");
     again.set_network("blue", Some("10.7.0.1/24".parse().unwrap()), Vec::new());
@@ -207,5 +218,8 @@ fn endpoints_set_before_their_network_is_served_are_answered_once_it_is() {
     assert!(names.list(None).is_empty());
     names.set_network("green", Some("10.9.0.1/24".parse().unwrap()), Vec::new());
     let zones = names.zones();
-    assert_eq!(zones.network("green").unwrap().lookup("c9").unwrap().len(), 1);
+    assert_eq!(
+        zones.network("green").unwrap().lookup("c9").unwrap().len(),
+        1
+    );
 }

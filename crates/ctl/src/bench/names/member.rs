@@ -176,8 +176,7 @@ async fn keep_alive(
 ) {
     let every = Duration::from_secs(ttl.max(3) as u64 / 3);
     loop {
-        if keeper.keep_alive().await.is_err() || !matches!(replies.message().await, Ok(Some(_)))
-        {
+        if keeper.keep_alive().await.is_err() || !matches!(replies.message().await, Ok(Some(_))) {
             return;
         }
         tokio::time::sleep(every).await;

@@ -99,11 +99,15 @@ pub(super) fn run(args: NamesBenchArgs) -> Result<(), String> {
 
 fn endpoint_ip(k: usize) -> IpAddr {
     // .0.0 is the subnet's own address, .0.1 a gateway by habit: endpoints start at .0.2.
-    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 2)) + k as u32))
+    IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::new(10, 64, 0, 2)) + k as u32,
+    ))
 }
 
 fn vtep(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 1)) + i as u32))
+    IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::new(10, 200, 0, 1)) + i as u32,
+    ))
 }
 
 /// Endpoint `k` as its host publishes it.
@@ -212,9 +216,7 @@ async fn bench(args: &NamesBenchArgs, access: &StoreAccess) -> Result<NamesRepor
         gone[k] = Some(Instant::now());
     }
     wait_until(&members, |m| m.seen.vanished_count() >= withdraw).await;
-    let vanish = Latencies::collect(&members, &gone, |m| {
-        member::lock(&m.seen.vanished).clone()
-    });
+    let vanish = Latencies::collect(&members, &gone, |m| member::lock(&m.seen.vanished).clone());
 
     eprintln!("bench names: restarting one host");
     let restarted = Instant::now();
@@ -247,9 +249,9 @@ async fn bench(args: &NamesBenchArgs, access: &StoreAccess) -> Result<NamesRepor
 }
 
 /// Runs `futures` together and returns their results in order.
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
@@ -286,9 +288,14 @@ async fn publish_all(
         tasks.push(tokio::spawn(async move {
             let called = Instant::now();
             let record = draft(k, &owner.id);
-            let result =
-                publish_endpoint(&owner.store, &def, owner.lease, &record, Some(endpoint_ip(k)))
-                    .await;
+            let result = publish_endpoint(
+                &owner.store,
+                &def,
+                owner.lease,
+                &record,
+                Some(endpoint_ip(k)),
+            )
+            .await;
             drop(permit);
             result
                 .map(|_| (called, Instant::now()))
