@@ -136,6 +136,7 @@ fn three_hosts_serve_a_network_created_on_one() {
             "host {i} still serves blue"
         );
         assert!(!c.lab.host(i).sh("ip link show vx-blue").status.success());
+        assert!(!c.lab.host(i).sh("ip link show vb-blue").status.success());
     }
 }
 
@@ -391,13 +392,13 @@ fn pair_with_static_arp(c: &mut ClusterLab, round: &str, extra: &str) -> (String
     c.wait_peers(0, "blue", &[1], Duration::from_secs(5));
     c.wait_peers(1, "blue", &[0], Duration::from_secs(5));
     let ips = (c.overlay_ip(0, "blue"), c.overlay_ip(1, "blue"));
-    let macs = [tap_mac(c, 0, "vx-blue"), tap_mac(c, 1, "vx-blue")];
+    let macs = [tap_mac(c, 0, "vb-blue"), tap_mac(c, 1, "vb-blue")];
     c.lab.host(0).must(&format!(
-        "ip neigh replace {} lladdr {} dev vx-blue nud permanent",
+        "ip neigh replace {} lladdr {} dev vb-blue nud permanent",
         ips.1, macs[1]
     ));
     c.lab.host(1).must(&format!(
-        "ip neigh replace {} lladdr {} dev vx-blue nud permanent",
+        "ip neigh replace {} lladdr {} dev vb-blue nud permanent",
         ips.0, macs[0]
     ));
     ips
@@ -434,14 +435,14 @@ fn published_macs_make_unicast_flood_free() {
 
     // Publishing on (the default): each side installs the other's TAP MAC as a static entry.
     let (_, ip1) = pair_with_static_arp(&mut c, "on", "");
-    let mac1 = tap_mac(&c, 1, "vx-blue");
+    let mac1 = tap_mac(&c, 1, "vb-blue");
     assert!(
         wait_for(Duration::from_secs(5), || static_macs(&c, 0)
             .contains(&mac1)),
         "host 1's MAC not installed on host 0: {:?}",
         static_macs(&c, 0)
     );
-    let mac0 = tap_mac(&c, 0, "vx-blue");
+    let mac0 = tap_mac(&c, 0, "vb-blue");
     assert!(
         wait_for(Duration::from_secs(5), || static_macs(&c, 1)
             .contains(&mac0)),

@@ -35,6 +35,7 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
             offloads: true,
             tunnel_gso: true,
             tuning: Default::default(),
+            state_dir: None,
         })
     })
     .join()

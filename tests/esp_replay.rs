@@ -1,6 +1,8 @@
-//! The anti-replay window under attack from inside: a holder of the network key seals one packet
-//! numbered far ahead (2^64 - 2) on another peer's live SA; it is dropped and counted
-//! (esp_beyond_window), the window does not move, and the peer's traffic goes on.
+//! The anti-replay window under attack: a holder of the network key seals one packet numbered far
+//! ahead (2^64 - 2) on another peer's live SA; it is dropped and counted (esp_beyond_window), the
+//! window does not move, and the peer's traffic goes on. And ESP captured on the wire before the
+//! receiver restarts (killed, -9) is refused after it (esp_replay), while the sender's traffic,
+//! on the same SA, still flows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod esp_common;
@@ -9,10 +11,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
-use esp_common::key_file;
+use esp_common::{key_file, udp_datagrams};
 use vxnet_dataplane::control::proto::SaRow;
 use vxnet_encap::esp::{KeyEpoch, NetworkKey, SaId, SealSa, Spi, ESP_HEADER_LEN, MAX_TAILROOM};
-use vxnet_tests::{in_netns, wait_for, Family, Lab, Vxnet};
+use vxnet_tests::{in_netns, wait_for, Capture, Family, Lab, Vxnet};
 
 const ESP_PORT: u16 = 4500;
 
@@ -123,5 +125,69 @@ fn a_key_holder_cannot_jump_another_peers_window() {
         .unwrap()
         .seq;
     assert!(top < u64::MAX / 2, "the window moved to {top}");
+    drop(a);
+}
+
+/// The ESP packets decrypted on `engine`'s encrypted networks.
+fn decrypted(engine: &Vxnet) -> u64 {
+    let stats = engine.json("stats");
+    stats["networks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| n["esp"]["decrypted"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn esp_captured_before_a_receiver_restart_is_refused_after_it() {
+    let Some(lab) = Lab::lan("esp_restart", 2, Family::V4) else {
+        return;
+    };
+    let key = key_file(&lab, "net.key");
+    let a = start(&lab, 0, "a", &key);
+    let mut b = start(&lab, 1, "b", &key);
+    // Traffic from A to B, captured on B's underlay as an attacker on the path would.
+    let capture = Capture::file(
+        &lab,
+        1,
+        "esp",
+        "eth0",
+        &format!("udp dst port 4500 and dst host {}", lab.host(1).underlay),
+    );
+    assert!(no_loss(&ping_all(&lab, 0, "10.1.0.2", 10), 10));
+    let captured: Vec<Vec<u8>> = udp_datagrams(&capture.finish())
+        .into_iter()
+        .filter(|d| d.dst_port == ESP_PORT && d.payload.len() >= ESP_HEADER_LEN)
+        .map(|d| d.payload)
+        .collect();
+    assert!(captured.len() >= 10, "captured {} ESP packets", captured.len());
+
+    // B dies without a word and comes back with the same state dir.
+    b.proc.child.kill().unwrap();
+    b.proc.child.wait().unwrap();
+    drop(b);
+    let b = start(&lab, 1, "b", &key);
+    let to = SocketAddr::new(lab.host(1).underlay, ESP_PORT);
+    send_from(&lab, 0, to, captured.clone());
+    assert!(
+        wait_for(Duration::from_secs(5), || drops_named(&b, "esp_replay")
+            >= captured.len() as u64),
+        "every replayed packet is dropped as esp_replay ({} sent): {}",
+        captured.len(),
+        b.json("stats")
+    );
+    assert_eq!(decrypted(&b), 0, "a replayed packet was delivered");
+
+    // A's traffic goes on, on the same SA: at most the floor's margin of it is refused.
+    assert!(
+        wait_for(Duration::from_secs(10), || lab.host(0).ping("10.1.0.2", 1)),
+        "no ping through after the restart: {}",
+        b.json("stats")
+    );
+    let text = ping_all(&lab, 0, "10.1.0.2", 20);
+    assert!(no_loss(&text, 20), "after the restart:\n{text}");
+    let text = ping_all(&lab, 1, "10.1.0.1", 5);
+    assert!(no_loss(&text, 5), "from the restarted host:\n{text}");
     drop(a);
 }

@@ -100,7 +100,12 @@ fn engine_config(file: FileValues) -> EngineConfig {
             },
             srcport: file.tuning.srcport.unwrap_or_default(),
             bum_rate: file.tuning.bum_rate,
+            min_pmtu: file
+                .tuning
+                .min_pmtu
+                .unwrap_or(vxnet_dataplane::tuning::DEFAULT_MIN_PMTU),
         },
+        state_dir: None,
     }
 }
 

@@ -48,10 +48,12 @@ impl ClusterLab {
             return None;
         }
         for i in 0..ENGINES {
-            // TAPs created later inherit this: no IPv6 autoconfiguration chatter, so the only
-            // floods are the ones a test causes.
+            // TAPs and bridges created later inherit this: no IPv6 autoconfiguration chatter,
+            // and no IGMP reports for link-local groups (a bridge joins 224.0.0.106, the
+            // multicast snoopers' group), so the only floods are the ones a test causes.
             lab.host(i).must(
-                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
+                 net.ipv4.igmp_link_local_mcast_reports=0",
             );
         }
         let etcd_ns = lab.host(ETCD_HOST).ns.clone();

@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use ipnet::IpNet;
@@ -16,7 +17,9 @@ use vxnet_dataplane::config::{
     DEFAULT_ESP_PORT, DEFAULT_MAX_FDB,
 };
 use vxnet_dataplane::keyring::{load_key_file, KeyRing};
-use vxnet_dataplane::tuning::{parse_bum_rate, FileTuning, SourcePortRange, Tuning};
+use vxnet_dataplane::tuning::{
+    parse_bum_rate, parse_min_pmtu, FileTuning, SourcePortRange, Tuning,
+};
 use vxnet_dataplane::{Engine, EngineConfig, EngineError, NetworkConfig};
 use vxnet_encap::outer::{DfPolicy, OuterPolicy, TosPolicy, TtlPolicy};
 use vxnet_encap::{Vni, DEFAULT_PORT};
@@ -24,6 +27,7 @@ use vxnet_encap::{Vni, DEFAULT_PORT};
 use crate::cli::named;
 use crate::cluster::cli::StoreAccessArgs;
 use crate::cluster::engine_link::{self, LinkOptions};
+use crate::cluster::registry::StoreRegistry;
 use crate::firewall::sync::{self, SyncOptions};
 use crate::firewall::Probe;
 
@@ -84,6 +88,8 @@ pub struct RunArgs {
     /// Bridge mode: serve the network through a Linux bridge of this name (created if missing)
     /// holding the TAP, `--address` and the endpoints `vxnet attach` adds. The bridge and the
     /// endpoints outlive an engine restart; `--cleanup` removes them when the engine stops.
+    /// In cluster mode every network is bridged (on `vb-NAME`); this names the bridge of the
+    /// single `--network`.
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
     /// Bridge mode without a cluster: the part of the --address subnet this host gives to
@@ -141,6 +147,12 @@ pub struct RunArgs {
     /// deep). Excess frames are dropped and counted as bum_rate_limited. Default: no limit.
     #[arg(long, value_name = "PPS", value_parser = parse_bum_rate)]
     pub bum_rate: Option<u32>,
+    /// Path-MTU floor, in outer IP packet bytes (552-65535) [default: 1280, IPv6's minimum
+    /// link MTU]: a path MTU the kernel learnt from ICMP below it is not followed (forged ICMP
+    /// frag-needed cannot shrink the path into a black hole); at or above it, frames too big
+    /// for the path are answered with ICMP into the TAP.
+    #[arg(long, value_name = "BYTES", value_parser = parse_min_pmtu)]
+    pub min_pmtu: Option<u32>,
     /// Serve the counters in the Prometheus text format at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
@@ -160,7 +172,9 @@ pub struct RunArgs {
     /// Default: every network of the cluster, including ones created later.
     #[arg(long = "network")]
     pub networks: Vec<String>,
-    /// Cluster mode: node state directory (node id, cluster, token). When it holds a membership,
+    /// State directory: what must outlive the engine (encrypted networks' replay floors, so
+    /// ESP captured before a restart is refused after it; attached endpoints) and in cluster
+    /// mode the node's membership (node id, cluster, token). When it holds a membership,
     /// `vxnet run` without --vni/--config serves the cluster (a restart needs no cluster flags).
     #[arg(long, env = "VXNET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
@@ -253,6 +267,7 @@ fn engine_config(
         offloads: !args.no_offloads && file.offloads.unwrap_or(true),
         tunnel_gso: args.tunnel_gso && !args.no_tunnel_gso,
         tuning: tuning(args, &file.tuning),
+        state_dir: Some(args.state_dir.clone()),
     };
     Ok(config)
 }
@@ -267,6 +282,10 @@ fn tuning(args: &RunArgs, file: &FileTuning) -> Tuning {
         },
         srcport: args.srcport.or(file.srcport).unwrap_or_default(),
         bum_rate: args.bum_rate.or(file.bum_rate),
+        min_pmtu: args
+            .min_pmtu
+            .or(file.min_pmtu)
+            .unwrap_or(vxnet_dataplane::tuning::DEFAULT_MIN_PMTU),
     }
 }
 
@@ -437,7 +456,9 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
         .iter()
         .filter_map(|r| resolve_remote(r, config.local).ok())
         .collect();
+    let registry = Arc::new(StoreRegistry::new(&state.node_id));
     let opts = LinkOptions {
+        registry: Arc::clone(&registry),
         node_id: state.node_id,
         cluster_id: state.cluster_id,
         access,
@@ -467,7 +488,7 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
     if let Some(addr) = args.metrics {
         engine.bind_metrics(addr)?;
     }
-    engine.serve_endpoints(Some(dir.path()), None)?;
+    engine.serve_endpoints(Some(dir.path()), Some(registry))?;
     engine.set_cleanup(args.cleanup);
     let control = engine.control();
     engine.run_until_signal_with(engine_link::run(opts, control))?;

@@ -76,6 +76,9 @@ pub struct EngineConfig {
     pub tunnel_gso: bool,
     /// Outer header policy, source-port range, default storm-control rate.
     pub tuning: Tuning,
+    /// Where the engine keeps what must outlive it (the replay floors of encrypted networks'
+    /// inbound SAs); `None` keeps it in memory (tests, `vxnet demo`).
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -128,6 +131,7 @@ struct FileConfig {
     tos: Option<TextOrNumber>,
     srcport: Option<String>,
     bum_rate: Option<u64>,
+    min_pmtu: Option<u64>,
     #[serde(default)]
     network: Vec<FileNetwork>,
 }
@@ -170,7 +174,7 @@ pub struct FileValues {
     pub control_group: Option<String>,
     pub threads: Option<usize>,
     pub offloads: Option<bool>,
-    /// `df`, `ttl`, `tos`, `srcport`, `bum_rate`.
+    /// `df`, `ttl`, `tos`, `srcport`, `bum_rate`, `min_pmtu`.
     pub tuning: FileTuning,
     pub networks: Vec<NetworkConfig>,
 }
@@ -259,6 +263,7 @@ fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
         file.tos.as_ref(),
         file.srcport.as_deref(),
         file.bum_rate,
+        file.min_pmtu,
     )
     .map_err(FileError::Parse)?;
     Ok(FileValues {
@@ -508,6 +513,7 @@ mod tests {
             offloads: true,
             tunnel_gso: true,
             tuning: crate::tuning::Tuning::default(),
+            state_dir: None,
         }
     }
 

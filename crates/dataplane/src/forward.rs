@@ -14,6 +14,7 @@ use vxnet_encap::{decapsulate, InnerFrame, Vni};
 use vxnet_encap::esp::DEFAULT_ESP_PORT;
 
 use crate::counters::{DropCounters, DropReason, Events, PeerTable};
+use crate::crypto::floors::ReplayFloors;
 use crate::crypto::LogLimit;
 use crate::fdb::{Learned, Millis};
 use crate::network::Network;
@@ -55,6 +56,8 @@ pub struct Forwarder {
     esp_port: u16,
     /// Rate limit of the engine-wide ESP warnings (ESP without an encrypted network here).
     pub esp_log: Arc<LogLimit>,
+    /// Inbound SAs' replay floors, engine-wide: a network rebuilt keeps its SAs' floors.
+    pub floors: Arc<ReplayFloors>,
 }
 
 /// What a datagram repeats of its run's previous one to share its fate: the VXLAN header, the
@@ -100,6 +103,7 @@ impl Forwarder {
             drops: Arc::new(DropCounters::default()),
             esp_port: DEFAULT_ESP_PORT,
             esp_log: Arc::new(LogLimit::default()),
+            floors: Arc::new(ReplayFloors::in_memory()),
         };
         forwarder.register_peers();
         forwarder
@@ -108,6 +112,12 @@ impl Forwarder {
     /// The ESP-in-UDP port of encrypted networks (default 4500).
     pub fn with_esp_port(mut self, port: u16) -> Self {
         self.esp_port = port;
+        self
+    }
+
+    /// Where inbound SAs' replay floors are kept (default: in memory only).
+    pub fn with_replay_floors(mut self, floors: Arc<ReplayFloors>) -> Self {
+        self.floors = floors;
         self
     }
 
@@ -123,6 +133,7 @@ impl Forwarder {
             drops: Arc::clone(&self.drops),
             esp_port: self.esp_port,
             esp_log: Arc::clone(&self.esp_log),
+            floors: Arc::clone(&self.floors),
         };
         forwarder.register_peers();
         forwarder

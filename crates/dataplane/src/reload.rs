@@ -115,6 +115,7 @@ fn restart_only(old: &EngineConfig, new: &EngineConfig) -> Vec<String> {
     diff("srcport", a.srcport.to_string(), b.srcport.to_string());
     let rate = |r: Option<u32>| r.map_or_else(|| "off".to_string(), |r| r.to_string());
     diff("bum-rate", rate(a.bum_rate), rate(b.bum_rate));
+    diff("min-pmtu", a.min_pmtu.to_string(), b.min_pmtu.to_string());
     out
 }
 
@@ -311,6 +312,7 @@ mod tests {
             offloads: true,
             tunnel_gso: true,
             tuning: crate::tuning::Tuning::default(),
+            state_dir: None,
         };
         assert!(restart_only(&old, &old.clone()).is_empty());
         let mut new = old.clone();

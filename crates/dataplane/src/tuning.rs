@@ -1,6 +1,6 @@
 //! Data-plane options set by `vxnet run` flags or the config file, with their parsing and
 //! valid ranges in one place: the outer header policy (`df`, `ttl`, `tos`), the source-port
-//! range (`srcport`) and storm control (`bum_rate`). Names follow iproute2's
+//! range (`srcport`), storm control (`bum_rate`) and the path-MTU floor (`min_pmtu`). Names follow iproute2's
 //! `ip link add type vxlan` where it has the option.
 
 use std::fmt;
@@ -119,13 +119,59 @@ pub fn parse_bum_rate(s: &str) -> Result<u32, String> {
     check_bum_rate(rate)
 }
 
+/// The default path-MTU floor: IPv6's minimum link MTU (RFC 8200 §5). Every link that carries
+/// IPv6 carries 1280-byte packets, so an ICMP message claiming a smaller path is far more
+/// likely forged (or broken) than true; and above it the MTU vxnet reports into its TAPs
+/// (1280 less 50 or 70 bytes) stays above what inner IPv4 hosts heed (552), so following the
+/// path down to the floor never makes a black hole.
+pub const DEFAULT_MIN_PMTU: u32 = 1280;
+
+/// Checks a `--min-pmtu` / `min_pmtu` value: bytes, 552 to 65535.
+pub fn check_min_pmtu(bytes: u64) -> Result<u32, String> {
+    let range = crate::validate::MIN_PMTU;
+    match u32::try_from(bytes) {
+        Ok(b) if range.contains(&b) => Ok(b),
+        _ => Err(format!(
+            "invalid min_pmtu {bytes}: expected {}-{} bytes (an outer IP packet's size)",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// `--min-pmtu BYTES` for clap.
+pub fn parse_min_pmtu(s: &str) -> Result<u32, String> {
+    let bytes = s.parse::<u64>().map_err(|_| {
+        let range = crate::validate::MIN_PMTU;
+        format!(
+            "invalid min pmtu {s:?}: expected bytes, {}-{}",
+            range.start(),
+            range.end()
+        )
+    })?;
+    check_min_pmtu(bytes)
+}
+
 /// What the engine applies to every network's sending side.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     pub outer: OuterPolicy,
     pub srcport: SourcePortRange,
     /// Default storm-control rate for networks that do not set their own.
     pub bum_rate: Option<u32>,
+    /// The path-MTU floor: a path MTU the kernel learnt below it (from ICMP) is not followed.
+    pub min_pmtu: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            outer: OuterPolicy::default(),
+            srcport: SourcePortRange::default(),
+            bum_rate: None,
+            min_pmtu: DEFAULT_MIN_PMTU,
+        }
+    }
 }
 
 /// A TOML value given either as a string or as an integer (`ttl = 64`, `ttl = "inherit"`).
@@ -153,6 +199,7 @@ pub struct FileTuning {
     pub tos: Option<TosPolicy>,
     pub srcport: Option<SourcePortRange>,
     pub bum_rate: Option<u32>,
+    pub min_pmtu: Option<u32>,
 }
 
 impl FileTuning {
@@ -162,6 +209,7 @@ impl FileTuning {
         tos: Option<&TextOrNumber>,
         srcport: Option<&str>,
         bum_rate: Option<u64>,
+        min_pmtu: Option<u64>,
     ) -> Result<FileTuning, String> {
         let err = |e: vxnet_encap::outer::PolicyParseError| e.to_string();
         Ok(FileTuning {
@@ -170,6 +218,7 @@ impl FileTuning {
             tos: tos.map(|v| v.text().parse()).transpose().map_err(err)?,
             srcport: srcport.map(str::parse).transpose()?,
             bum_rate: bum_rate.map(check_bum_rate).transpose()?,
+            min_pmtu: min_pmtu.map(check_min_pmtu).transpose()?,
         })
     }
 }
@@ -212,6 +261,16 @@ mod tests {
     }
 
     #[test]
+    fn min_pmtu_range() {
+        assert_eq!(parse_min_pmtu("1280"), Ok(1280));
+        assert_eq!(Tuning::default().min_pmtu, DEFAULT_MIN_PMTU);
+        for bad in ["551", "0", "65536", "x"] {
+            let e = parse_min_pmtu(bad).unwrap_err();
+            assert!(e.contains("552-65535"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn file_values_take_strings_or_numbers() {
         let t = FileTuning::parse(
             Some("inherit"),
@@ -219,6 +278,7 @@ mod tests {
             Some(&TextOrNumber::Text("inherit".into())),
             Some("50000-50100"),
             Some(200),
+            Some(1400),
         )
         .unwrap();
         assert_eq!(t.df, Some(DfPolicy::Inherit));
@@ -226,7 +286,8 @@ mod tests {
         assert_eq!(t.tos, Some(TosPolicy::Inherit));
         assert_eq!(t.srcport.unwrap().len(), 101);
         assert_eq!(t.bum_rate, Some(200));
-        let e = FileTuning::parse(None, Some(&TextOrNumber::Number(300)), None, None, None)
+        assert_eq!(t.min_pmtu, Some(1400));
+        let e = FileTuning::parse(None, Some(&TextOrNumber::Number(300)), None, None, None, None)
             .unwrap_err();
         assert!(e.contains("1-255"), "{e}");
     }

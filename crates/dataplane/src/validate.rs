@@ -32,6 +32,9 @@ pub(crate) const SRCPORT: RangeInclusive<u16> = 1024..=65535;
 /// Storm control, frames per second (`bum_rate`; absent: no limit). 0 would flood nothing; past
 /// the top a flood is no longer a storm one could tell from traffic.
 pub(crate) const BUM_RATE: RangeInclusive<u32> = 1..=100_000_000;
+/// The path-MTU floor (`min_pmtu`): the kernel's own floor (`net.ipv4.route.min_pmtu`, 552)
+/// up; a floor above the underlay's MTU follows no ICMP at all.
+pub(crate) const MIN_PMTU: RangeInclusive<u32> = 552..=65535;
 /// A fixed outer TTL / hop limit (`ttl`; 0 is `auto`, the system default).
 pub(crate) const TTL: RangeInclusive<u8> = 1..=255;
 /// A fixed outer TOS / traffic class (`tos`): DSCP only, the two ECN bits 0 (RFC 6040: the

@@ -414,3 +414,59 @@ pub async fn holders(
     eps.sort();
     Ok((r.addresses.into_iter().map(|a| a.item).collect(), eps))
 }
+
+/// Puts endpoint `record` of its node back under `lease` (after an engine restart, or when the
+/// membership had to take a new lease): a record still in the store (its old lease not yet
+/// expired) is moved to `lease` with its claims in one transaction, keeping their create
+/// revisions, so it keeps every address and name it won; one that is gone is published again
+/// on the address it had, which fails with [`Error::AddressTaken`] when another node took the
+/// address meanwhile. Returns the record as the store holds it.
+pub async fn reassert_endpoint(
+    store: &Store,
+    def: &NetworkDef,
+    lease: i64,
+    record: &EndpointRecord,
+) -> Result<EndpointRecord> {
+    let node_id = record.node.as_str();
+    let ep_key = store.key(&scoped::endpoint_key(node_id, &def.name, &record.id));
+    if let Some(kv) = store.get_raw(&ep_key).await? {
+        let held: Option<EndpointRecord> = serde_json::from_slice(kv.value()).ok();
+        if let Some(held) = held.filter(|h| h.ips().eq(record.ips())) {
+            if kv.lease() == lease {
+                return Ok(held);
+            }
+            let revision = kv.create_revision();
+            let mut when = vec![Compare::create_revision(
+                ep_key.clone(),
+                CompareOp::Equal,
+                revision,
+            )];
+            let on_lease = || Some(PutOptions::new().with_lease(lease));
+            let mut ops = vec![TxnOp::put(ep_key.clone(), kv.value().to_vec(), on_lease())];
+            let claim = AddressClaim {
+                node: node_id.to_owned(),
+                kind: ClaimKind::Endpoint,
+                endpoint: Some(record.id.clone()),
+            };
+            for ip in held.ips() {
+                let claim_key = store.key(&scoped::addr_key(node_id, &def.name, ip));
+                when.push(Compare::create_revision(
+                    claim_key.clone(),
+                    CompareOp::Equal,
+                    revision,
+                ));
+                ops.push(TxnOp::put(claim_key, serde_json::to_vec(&claim)?, on_lease()));
+            }
+            let resp = store
+                .txn(Retry::Idempotent, Txn::new().when(when).and_then(ops))
+                .await?;
+            if resp.succeeded() {
+                return Ok(held);
+            }
+        }
+        // Half gone (its claim expired first) or changed: written anew below.
+        withdraw_endpoint(store, node_id, &def.name, &record.id).await?;
+    }
+    let want = record.ips().next();
+    publish_endpoint(store, def, lease, record, want).await
+}

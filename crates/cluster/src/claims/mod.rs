@@ -29,7 +29,7 @@ use super::Result;
 
 mod claim;
 
-pub use claim::{holders, host_address, publish_endpoint, withdraw_endpoint};
+pub use claim::{holders, host_address, publish_endpoint, reassert_endpoint, withdraw_endpoint};
 
 /// A claimed address, as every reader sees it: the claim that won.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

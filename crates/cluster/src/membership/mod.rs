@@ -106,6 +106,16 @@ struct Shared {
     failure: Mutex<Option<Error>>,
 }
 
+/// The lease currently holding a member's keys, readable without its [`MembershipHandle`].
+#[derive(Debug, Clone)]
+pub struct LeaseRef(Arc<Shared>);
+
+impl LeaseRef {
+    pub fn id(&self) -> i64 {
+        self.0.lease.load(Ordering::Relaxed)
+    }
+}
+
 /// Owns the background task. Dropping it aborts the task without revoking the lease, exactly
 /// like a crashed host: the member disappears when the lease expires. Call
 /// [`MembershipHandle::leave`] for a clean, immediate departure.
@@ -243,6 +253,12 @@ impl MembershipHandle {
     /// not keep the old one).
     pub fn lease_id(&self) -> i64 {
         self.shared.lease.load(Ordering::Relaxed)
+    }
+
+    /// A handle on [`lease_id`](Self::lease_id) that others can keep (the endpoint registry
+    /// writes its records under the member's lease).
+    pub fn lease(&self) -> LeaseRef {
+        LeaseRef(Arc::clone(&self.shared))
     }
 
     /// The store this member registered with.

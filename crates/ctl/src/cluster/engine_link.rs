@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
@@ -23,6 +24,7 @@ use vxnet_dataplane::{ClusterInfo, EngineControl, EngineError, NetworkConfig};
 use vxnet_encap::{MacAddr, Vni};
 
 use super::engine_keys::{engine_ring, AutoRotation, Encryption};
+use super::registry::StoreRegistry;
 use crate::firewall::sync::{FirewallSync, SyncOptions};
 
 /// Why the cluster link stopped `vxnet run` (returned to the engine, which stops cleanly and
@@ -58,6 +60,8 @@ const IFNAME_MAX: usize = 15;
 /// What `vxnet run` asks of the cluster link.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
+    /// Where the engine's endpoints are published; connected once this host is registered.
+    pub registry: Arc<StoreRegistry>,
     pub node_id: String,
     pub cluster_id: String,
     /// The store: endpoints, TLS, credentials.
@@ -206,6 +210,11 @@ struct Link {
     registered: Option<Vec<String>>,
     firewall: FirewallSync,
     encryption: Encryption,
+    /// The lease this host's endpoint records were last written under.
+    endpoints_lease: i64,
+    /// Per network, this host's endpoints missing from the last view (re-asserted once each
+    /// time that set changes, not on every view).
+    unlisted: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Registers this host, then applies every cluster view to the engine until the membership
@@ -220,6 +229,8 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkErr
     .await?;
     let member = LeaveOnDrop::new(handle);
     let handle = member.handle();
+    opts.registry
+        .connect(store.clone(), handle.lease(), handle.view());
     tracing::info!(
         node = %opts.node_id,
         cluster = %opts.cluster_id,
@@ -237,6 +248,8 @@ pub async fn run(opts: LinkOptions, engine: EngineControl) -> Result<(), LinkErr
         waiting_logged: BTreeSet::new(),
         registered: None,
         encryption: Encryption::default(),
+        endpoints_lease: handle.lease_id(),
+        unlisted: BTreeMap::new(),
     };
     let _rotation = AutoRotation::start(&link.store, &link.opts.node_id, handle.view());
     let mut rx = handle.view();
@@ -416,8 +429,42 @@ impl Link {
         self.encryption
             .acknowledge(handle, self.served.iter().map(|(n, s)| (n, &s.ring)))
             .await;
+        self.heal_endpoints(view, handle);
         self.firewall.update(&view.live_vteps()).await;
         Ok(())
+    }
+
+    /// Puts this host's endpoint records back when the store lost them: all of them when the
+    /// membership had to take a new lease (records under the old one are gone with it), and any
+    /// the view no longer lists (deleted by hand, or lost with the store's data).
+    fn heal_endpoints(&mut self, view: &ClusterView, handle: &MembershipHandle) {
+        if !view.store_healthy {
+            return;
+        }
+        let lease = handle.lease_id();
+        let new_lease = lease != self.endpoints_lease;
+        self.endpoints_lease = lease;
+        for name in self.served.keys() {
+            let listed: BTreeSet<&str> = view
+                .endpoints_in(name)
+                .filter(|e| e.node == self.opts.node_id)
+                .map(|e| e.id.as_str())
+                .collect();
+            let missing: BTreeSet<String> = self
+                .engine
+                .local_endpoints(name)
+                .into_iter()
+                .map(|e| e.id)
+                .filter(|id| !listed.contains(id.as_str()))
+                .collect();
+            let changed = self.unlisted.get(name) != Some(&missing);
+            if new_lease || (changed && !missing.is_empty()) {
+                tracing::info!(network = %name, missing = missing.len(), new_lease, "re-asserting this host's endpoint records");
+                self.engine.resume_endpoints(name);
+            }
+            self.unlisted.insert(name.clone(), missing);
+        }
+        self.unlisted.retain(|name, _| self.served.contains_key(name));
     }
 
     /// Starts serving `def`: address (given or allocated), TAP, and the published MAC.
@@ -469,9 +516,15 @@ impl Link {
             bum_rate: None,
             // `servable` let an encrypted network through only with its ring.
             encryption: ring.filter(|_| def.encrypted).map(engine_ring),
-            // Bridge mode when asked (`--bridge`); endpoint records are not yet published to
-            // the store, so a bridge per network is not the cluster default.
-            bridge: self.opts.bridge.clone().filter(|_| single),
+            // Bridge mode, always: `--bridge` names the bridge of the single `--network`;
+            // otherwise its name is derived from the network's, like the TAP's.
+            bridge: Some(
+                self.opts
+                    .bridge
+                    .clone()
+                    .filter(|_| single)
+                    .unwrap_or_else(|| bridge_name(&def.name)),
+            ),
             // The cluster's IPAM hands out the addresses.
             pool: None,
             // Cluster names come from the endpoint records, not from static tables.

@@ -6,3 +6,4 @@ pub mod cli;
 mod engine_keys;
 pub mod engine_link;
 mod network_cli;
+pub mod registry;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use vxnet_encap::esp::{EspError, OpenKey, OpenSa, Opened, ReplayWindow, SaId};
 
+use super::floors::{FloorKey, ReplayFloors, SaFloor};
 use crate::fdb::Millis;
 use crate::state::lock;
 
@@ -16,10 +17,12 @@ use crate::state::lock;
 /// restarting in a loop can make us hold, not what an outsider can.
 pub const MAX_INBOUND_SAS: usize = 1024;
 
-/// One inbound SA: the key (shared, immutable), the window (locked), what it received.
+/// One inbound SA: the key (shared, immutable), the window (locked), its replay floor, what it
+/// received.
 pub struct InboundSa {
     key: OpenKey,
     window: Mutex<ReplayWindow>,
+    floor: SaFloor,
     packets: AtomicU64,
     bytes: AtomicU64,
     last_seen: AtomicU64,
@@ -34,11 +37,25 @@ impl std::fmt::Debug for InboundSa {
 }
 
 impl InboundSa {
-    pub(crate) fn new(sa: OpenSa, now: Millis) -> Self {
+    /// An SA of network `vni` just established: its window refuses everything up to the floor
+    /// `floors` kept for it (what it accepted before a restart or a rebuild of its network).
+    pub(crate) fn new(sa: OpenSa, vni: u32, floors: &ReplayFloors, now: Millis) -> Self {
         let (key, window) = sa.into_parts();
+        let floor = floors.for_sa(
+            FloorKey {
+                vni,
+                id: *key.id(),
+            },
+            now,
+        );
+        let window = match floor.start() {
+            0 => window,
+            start => ReplayWindow::after(start),
+        };
         InboundSa {
             key,
             window: Mutex::new(window),
+            floor,
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             last_seen: AtomicU64::new(now),
@@ -60,8 +77,14 @@ impl InboundSa {
     }
 
     /// RFC 4303 §3.4.3's order: window check, then verify and decrypt, then commit (which checks
-    /// again, so two workers racing with one packet cannot both accept it).
-    pub fn open(&self, packet: &mut [u8], now: Millis) -> Result<Opened, EspError> {
+    /// again, so two workers racing with one packet cannot both accept it). The replay floor
+    /// moves above `seq`, if it must, before the packet is handed on.
+    pub fn open(
+        &self,
+        packet: &mut [u8],
+        floors: &ReplayFloors,
+        now: Millis,
+    ) -> Result<Opened, EspError> {
         let seq = {
             let window = lock(&self.window);
             let seq = self.key.sequence_of(packet, &window)?;
@@ -69,7 +92,11 @@ impl InboundSa {
             seq
         };
         let payload = self.key.decrypt_in_place(seq, packet)?;
-        lock(&self.window).commit(seq)?;
+        {
+            let mut window = lock(&self.window);
+            window.commit(seq)?;
+            floors.accepted(&self.floor, seq, now);
+        }
         self.packets.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
         if self.last_seen.load(Ordering::Relaxed) != now {

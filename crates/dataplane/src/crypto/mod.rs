@@ -5,9 +5,11 @@
 //! WireGuard's does), and counters.
 //!
 //! - [`inbound`]: SAs by SPI, each with its replay window; the trial-decryption budget.
+//! - [`floors`]: each inbound SA's replay floor, kept in the state dir across restarts.
 //! - [`outbound`]: per-worker SAs by peer and their registry.
 //! - [`receive`]: one ESP datagram from the socket to an authenticated VXLAN packet.
 
+pub mod floors;
 pub mod inbound;
 pub mod outbound;
 pub mod receive;

@@ -117,7 +117,10 @@ pub fn receive(
         let keys = ring.keys.iter().map(|(epoch, key)| (*epoch, key));
         match establish(datagram, keys, candidates, forwarder.local(), scratch) {
             Ok(sa) => {
-                let sa = crypto.inbound.insert(InboundSa::new(sa, now));
+                let vni = network.settings.vni.get();
+                let sa = crypto
+                    .inbound
+                    .insert(InboundSa::new(sa, vni, &forwarder.floors, now));
                 crypto
                     .counters
                     .sas_established
@@ -159,7 +162,7 @@ fn open(
     datagram: &mut [u8],
     now: Millis,
 ) -> EspReceived {
-    match sa.open(datagram, now) {
+    match sa.open(datagram, &forwarder.floors, now) {
         Ok(opened) => {
             crypto.counters.decrypted.fetch_add(1, Ordering::Relaxed);
             let sender = sa.sender();

@@ -511,17 +511,27 @@ impl Endpoints {
         Ok(report)
     }
 
-    /// `endpoints`: this host's (static mode) or the cluster's (cluster mode).
+    /// `endpoints`: this host's (static mode) or the cluster's (cluster mode). This host's own
+    /// are listed as kept here (with their namespace, MTU and veth, which only this host knows),
+    /// also when the store's view does not hold them yet.
     pub(crate) async fn list(&self, network: Option<&str>) -> Result<EndpointList, EndpointError> {
-        let mut endpoints = match &self.registry {
+        let listed = match &self.registry {
             Some(registry) => registry.list(network).await?,
-            None => lock(&self.book)
-                .entries
-                .values()
-                .filter(|e| network.is_none_or(|n| e.endpoint.network == n))
-                .map(|e| e.endpoint.clone())
-                .collect(),
+            None => Vec::new(),
         };
+        let mut endpoints: Vec<Endpoint> = lock(&self.book)
+            .entries
+            .values()
+            .filter(|e| network.is_none_or(|n| e.endpoint.network == n))
+            .map(|e| e.endpoint.clone())
+            .collect();
+        let own: std::collections::BTreeSet<String> =
+            endpoints.iter().map(|e| e.id.clone()).collect();
+        endpoints.extend(
+            listed
+                .into_iter()
+                .filter(|e| e.node != self.node || !own.contains(&e.id)),
+        );
         endpoints
             .sort_by(|a, b| (&a.network, a.address.addr()).cmp(&(&b.network, b.address.addr())));
         Ok(EndpointList {

@@ -65,8 +65,9 @@ impl EngineControl {
     }
 
     /// Picks up the endpoints kept in the state dir for `name` (bridge mode, once served):
-    /// on the control runtime, when there is one (there is whenever the engine runs).
-    pub(super) fn resume_endpoints(&self, name: &str) {
+    /// on the control runtime, when there is one (there is whenever the engine runs). Also how
+    /// the cluster link re-asserts their records when the membership's lease changed.
+    pub fn resume_endpoints(&self, name: &str) {
         let Some(endpoints) = self.core.state.endpoints().cloned() else {
             return;
         };
@@ -77,6 +78,15 @@ impl EngineControl {
             let name = name.to_string();
             runtime.spawn(async move { endpoints.resume(&name).await });
         }
+    }
+
+    /// This host's endpoints of `name`, as kept in the state dir.
+    pub fn local_endpoints(&self, name: &str) -> Vec<crate::control::proto::Endpoint> {
+        self.core
+            .state
+            .endpoints()
+            .map(|e| e.local(name))
+            .unwrap_or_default()
     }
 
     /// Stops forwarding for `name` and removes its TAP. False if it is not served.

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::config::{resolve_remote, EngineConfig, NetworkConfig};
 use crate::control::socket;
+use crate::crypto::floors::ReplayFloors;
 use crate::forward::Forwarder;
 use crate::offload::{Offloads, UdpGso};
 use crate::state::SourcePortInfo;
@@ -134,7 +135,11 @@ impl Engine {
         let stop = Arc::new(new_eventfd()?);
         let state = Arc::new(EngineState::new(
             Forwarder::new(Vec::new(), local, config.port, config.accept_any)
-                .with_esp_port(config.esp_port),
+                .with_esp_port(config.esp_port)
+                .with_replay_floors(Arc::new(match &config.state_dir {
+                    Some(dir) => ReplayFloors::at(dir, local),
+                    None => ReplayFloors::in_memory(),
+                })),
             workers,
             addresses,
             Arc::clone(&setup.offloads.gso),
@@ -287,6 +292,7 @@ fn source_port_config(config: &EngineConfig, underlay_mtu: u32) -> SourcePortCon
         cap,
         send_buffer: SOCKET_BUFFER_BYTES,
         fallback_mtu: underlay_mtu,
+        min_pmtu: tuning.min_pmtu,
     }
 }
 

@@ -3,7 +3,8 @@
 //! are scoped like the things they guard (per network namespace, so engines in two namespaces
 //! never collide), binding one is atomic (a second bind fails with EADDRINUSE), and the kernel
 //! releases it when the holder exits however it exits — no lock file, nothing stale to clean
-//! up after a crash, nothing on a filesystem that namespaces may or may not share.
+//! up after a crash, nothing on a filesystem that namespaces may or may not share. A state file
+//! on that filesystem is held with [`lock_file`] instead.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
@@ -34,6 +35,26 @@ impl Claim {
     #[cfg(test)]
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// Locks `file` for this process (an exclusive `flock`, not waiting): `Ok(false)` when another
+/// process holds it. For a state file that engines in different network namespaces could share
+/// (a claim is per namespace; the filesystem is not): the lock goes with the file's last fd,
+/// so a crash leaves nothing stale either.
+pub(crate) fn lock_file(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a descriptor `file` owns and keeps open for the call; no memory is
+    // passed to the kernel.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
     }
 }
 

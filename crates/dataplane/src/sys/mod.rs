@@ -8,7 +8,8 @@
 //! - [`tap`]: `/dev/net/tun`, virtio-net header and offload negotiation;
 //! - [`iface`]: `SIOC*` ioctls (flags, MTU, addresses) and `getifaddrs`;
 //! - [`udp`]: sockets, `recvmmsg`/`sendmmsg`, UDP GSO/GRO;
-//! - `claim`: one engine per UDP address and TAP (abstract Unix socket names);
+//! - `claim`: one engine per UDP address and TAP (abstract Unix socket names), state files
+//!   locked with `flock`;
 //! - `udp_path`: outer DF/TTL/TOS socket options, send-only sockets, path-MTU queries;
 //! - `cmsg`: pure encode/decode of ancillary data (no `unsafe`);
 //! - `creds`: Unix-socket peer credentials, group lookup, socket file modes;

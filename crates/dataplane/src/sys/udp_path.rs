@@ -2,12 +2,18 @@
 //! source-port sockets, and what the kernel knows of the path MTU to a peer.
 //!
 //! DF is a socket property (IPv4 has no per-packet DF control message), so a socket is either
-//! "DF" (IP_PMTUDISC_DO: DF on every datagram, GSO segments included, and a datagram larger than
-//! the path MTU is refused with EMSGSIZE instead of being fragmented) or "no DF"
-//! (IP_PMTUDISC_DONT: the kernel fragments at the source when it must, routers may fragment).
-//! Without either the kernel default (IP_PMTUDISC_WANT) sets DF only on datagrams that fit the
-//! path MTU, which leaves UDP GSO segments (the send is larger than the MTU as a whole) without
-//! DF. Over IPv6 the same choice is IPV6_DONTFRAG plus IPV6_MTU_DISCOVER.
+//! "DF" (IP_PMTUDISC_PROBE: DF on every datagram, GSO segments included, never fragmented at
+//! the source) or "no DF" (IP_PMTUDISC_DONT: the kernel fragments at the source when it must,
+//! routers may fragment). Without either the kernel default (IP_PMTUDISC_WANT) sets DF only on
+//! datagrams that fit the path MTU, which leaves UDP GSO segments (the send is larger than the
+//! MTU as a whole) without DF. Over IPv6 the same choice is IPV6_DONTFRAG plus
+//! IPV6_MTU_DISCOVER.
+//!
+//! PROBE rather than DO: DO also refuses (EMSGSIZE) every datagram larger than the path MTU the
+//! kernel learnt from ICMP, and that ICMP can be forged by anyone who guesses a source port
+//! (down to the kernel's floor of 552 bytes). With PROBE the kernel still learns the path MTU
+//! (and [`PathMtuProbe`] reads it), but does not enforce it: the workers do, with a floor
+//! below which they do not follow it (`--min-pmtu`, see `worker::pmtu`).
 
 use std::io;
 use std::mem::size_of;
@@ -36,7 +42,7 @@ impl UdpSocket {
         let sock = self.socket();
         if self.local_addr().is_ipv4() {
             let mode = if df {
-                libc::IP_PMTUDISC_DO
+                libc::IP_PMTUDISC_PROBE
             } else {
                 libc::IP_PMTUDISC_DONT
             };
@@ -49,7 +55,7 @@ impl UdpSocket {
             }
         } else {
             let mode = if df {
-                libc::IPV6_PMTUDISC_DO
+                libc::IPV6_PMTUDISC_PROBE
             } else {
                 libc::IPV6_PMTUDISC_DONT
             };

@@ -6,10 +6,19 @@
 //! that sent it, and the kernel records the lower path MTU for that destination (a route
 //! exception; it expires after `net.ipv4.route.mtu_expires`, 10 min). A worker reads that MTU
 //! (connect + IP_MTU, see `sys::udp_path::PathMtuProbe`) when it first sends to a VTEP, again
-//! every [`REFRESH_MS`], and at once when the kernel refuses a send as too big (EMSGSIZE, or
-//! EINVAL for a UDP GSO send whose segments exceed it). Before each send it compares the outer
-//! datagram (for a GSO send: one segment, not the whole send) with that MTU; a frame that does
-//! not fit is dropped (`drops.too_big`) and, with DF, answered like a router would.
+//! every [`REFRESH_MS`], and at once when the kernel refuses a send as too big. Before each
+//! send it compares the outer datagram (for a GSO send: one segment, not the whole send) with
+//! that MTU; a frame that does not fit is dropped (`drops.too_big`) and, with DF, answered like
+//! a router would.
+//!
+//! **The floor.** Anyone who can guess a source port can send ICMP frag-needed for it (the
+//! kernel checks nothing else), and the kernel takes any MTU down to its own floor of 552. A
+//! path MTU below `--min-pmtu` (default 1280) is therefore not followed: the worker keeps the
+//! last path MTU it followed for that VTEP (the underlay's MTU if none) and says so in a log
+//! line. For the kernel not to refuse those sends itself, the DF sockets are in
+//! `IP_PMTUDISC_PROBE` mode (DF set, the learnt path MTU not enforced: see
+//! `sys::udp_path`), so the path MTU is enforced here, where the floor is, and frames that do
+//! not fit it are answered into the TAP whatever the kernel learnt.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -21,15 +30,16 @@ use vxnet_encap::offload::ZERO_VNET_HDR;
 use vxnet_encap::wire::VXLAN_HEADER_LEN;
 
 use crate::counters::Events;
+use crate::crypto::LogLimit;
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
 use crate::storm::RateLimiter;
 use crate::sys::tap::TapQueue;
 use crate::sys::udp_path::PathMtuProbe;
 
-/// How long a path MTU read from the kernel is used before it is read again (it goes up again
-/// only when the kernel's exception expires; it goes down with a refused send, read at once).
-pub(super) const REFRESH_MS: Millis = 5_000;
+/// How long a path MTU read from the kernel is used before it is read again: how soon a
+/// router's ICMP is followed (the kernel does not refuse sends above it, see the module doc).
+pub(super) const REFRESH_MS: Millis = 1_000;
 /// VTEPs remembered per worker; the table starts over when full.
 const MAX_KNOWN: usize = 4096;
 /// ICMP replies per second per worker (a bucket one second deep), like the kernel's
@@ -48,6 +58,9 @@ pub(super) struct PathMtus {
     known: HashMap<IpAddr, Known>,
     /// Used when the kernel cannot be asked: the underlay device's MTU.
     fallback: u32,
+    /// `--min-pmtu`: a path MTU the kernel reports below it is not followed.
+    floor: u32,
+    ignored_log: LogLimit,
     ipv6: bool,
     replies: RateLimiter,
     reply: Box<[u8]>,
@@ -56,7 +69,12 @@ pub(super) struct PathMtus {
 impl PathMtus {
     /// Probes from `local`, with a port from `probe_ports` where the kernel allows (outside
     /// the source-port range); `fallback` when the kernel cannot be asked.
-    pub(super) fn new(local: IpAddr, fallback: u32, probe_ports: RangeInclusive<u16>) -> Self {
+    pub(super) fn new(
+        local: IpAddr,
+        fallback: u32,
+        floor: u32,
+        probe_ports: RangeInclusive<u16>,
+    ) -> Self {
         let probe = match PathMtuProbe::new(local, probe_ports) {
             Ok(probe) => Some(probe),
             Err(e) => {
@@ -70,6 +88,8 @@ impl PathMtus {
             probe,
             known: HashMap::with_capacity(64),
             fallback,
+            floor,
+            ignored_log: LogLimit::default(),
             ipv6: local.is_ipv6(),
             replies: RateLimiter::new(REPLIES_PER_SEC),
             reply: vec![0u8; ZERO_VNET_HDR.len() + MAX_REPLY_LEN].into_boxed_slice(),
@@ -85,19 +105,41 @@ impl PathMtus {
         }
     }
 
-    /// Reads the path MTU to `dest` from the kernel now.
+    /// Reads the path MTU to `dest` from the kernel now; one below the floor is not followed
+    /// (the last one followed stays).
     pub(super) fn refresh(&mut self, dest: SocketAddr, now: Millis) -> u32 {
-        let mtu = self
+        let read = self
             .probe
             .as_ref()
             .and_then(|p| p.path_mtu(dest).ok())
             .filter(|mtu| *mtu > 0)
             .unwrap_or(self.fallback);
+        let kept = self.known.get(&dest.ip()).map_or(self.fallback, |k| k.mtu);
+        let mtu = self.follow(read, kept, dest, now);
         if self.known.len() >= MAX_KNOWN {
             self.known.clear();
         }
         self.known.insert(dest.ip(), Known { mtu, checked: now });
         mtu
+    }
+
+    /// The path MTU to use when the kernel says `read` and `kept` was used so far.
+    fn follow(&self, read: u32, kept: u32, dest: SocketAddr, now: Millis) -> u32 {
+        // Below the underlay's own MTU and the floor: learnt from ICMP (a route's own MTU is
+        // the device's, or one an operator set).
+        if read >= self.floor.min(self.fallback) {
+            return read;
+        }
+        if self.ignored_log.allow(now) {
+            tracing::warn!(
+                peer = %dest.ip(),
+                learnt = read,
+                min_pmtu = self.floor,
+                using = kept,
+                "the kernel's path MTU to this VTEP is below --min-pmtu (most likely forged ICMP frag-needed); not followed"
+            );
+        }
+        kept
     }
 
     /// Whether a datagram of `payload` UDP bytes (VXLAN header and frame) fits `mtu`.

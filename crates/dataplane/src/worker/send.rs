@@ -101,6 +101,7 @@ impl Sender {
             pmtu: PathMtus::new(
                 forwarder.local(),
                 source_ports.fallback_mtu(),
+                source_ports.min_pmtu(),
                 source_ports.range().outside(),
             ),
             source_ports,
@@ -235,8 +236,9 @@ impl Sender {
             }
             start = end;
         }
-        // Refused sends: the path MTU went down since it was last read (a router's ICMP taught
-        // the kernel), or the kernel refuses UDP_SEGMENT at run time.
+        // Refused sends: larger than the underlay device takes (the DF sockets do not enforce
+        // the path MTU the kernel learnt, the checks above do), or the kernel refuses
+        // UDP_SEGMENT at run time.
         let mut gso_refused = false;
         for &(i, errno) in &self.refused {
             let planned = &plan[self.origins[i]];

@@ -51,6 +51,8 @@ pub(crate) struct SourcePortConfig {
     pub(crate) send_buffer: usize,
     /// The path MTU assumed when the kernel cannot tell: the underlay device's MTU.
     pub(crate) fallback_mtu: u32,
+    /// The path-MTU floor (`--min-pmtu`): what the kernel learnt below it is not followed.
+    pub(crate) min_pmtu: u32,
 }
 
 #[derive(Debug)]
@@ -101,6 +103,10 @@ impl SourcePorts {
 
     pub(crate) fn fallback_mtu(&self) -> u32 {
         self.config.fallback_mtu
+    }
+
+    pub(crate) fn min_pmtu(&self) -> u32 {
+        self.config.min_pmtu
     }
 
     /// Sockets open now.
@@ -303,6 +309,7 @@ mod tests {
             cap,
             send_buffer: 0,
             fallback_mtu: 1500,
+            min_pmtu: 1280,
         })
     }
 

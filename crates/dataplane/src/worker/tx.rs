@@ -433,6 +433,7 @@ mod tests {
             cap: 64,
             send_buffer: 0,
             fallback_mtu: 1500,
+            min_pmtu: 1280,
         });
         TxPlan::new(fwd, vnet_hdr, Arc::new(pool), Instant::now())
     }
