@@ -11,7 +11,8 @@ mod names_support;
 use std::time::Duration;
 
 use names_support::{
-    addresses, dig, dns_counters, nettool, ns, status, tool_in, unix_now, EtcNetns, Watch,
+    address_of, addresses, dig, dns_counters, nettool, ns, status, tool_in, unix_now, EtcNetns,
+    Watch,
 };
 use vxnet_tests::{have_tool, wait_for, Family, Lab, Vxnet};
 
@@ -46,12 +47,6 @@ remotes = ["{other}"]
     )
     .unwrap();
     path.display().to_string()
-}
-
-/// An attached endpoint's address, without the prefix length.
-fn address_of(endpoint: &serde_json::Value) -> String {
-    let cidr = endpoint["address"].as_str().unwrap();
-    cidr.split('/').next().unwrap().to_string()
 }
 
 fn engine(lab: &Lab, i: usize) -> Vxnet {

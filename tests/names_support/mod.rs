@@ -159,3 +159,9 @@ pub fn tool_in(tool: &Path, ns_name: &str, args: &str) -> String {
     ));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// An attached endpoint's address (from `vxnet attach --json`), without the prefix length.
+pub fn address_of(endpoint: &serde_json::Value) -> String {
+    let cidr = endpoint["address"].as_str().unwrap();
+    cidr.split('/').next().unwrap().to_string()
+}

@@ -464,7 +464,8 @@ impl Link {
             }
             self.unlisted.insert(name.clone(), missing);
         }
-        self.unlisted.retain(|name, _| self.served.contains_key(name));
+        self.unlisted
+            .retain(|name, _| self.served.contains_key(name));
     }
 
     /// Starts serving `def`: address (given or allocated), TAP, and the published MAC.

@@ -477,7 +477,11 @@ mod tests {
         drop(floors);
         let again = ReplayFloors::at(&d, LOCAL);
         assert_eq!(again.for_sa(key(0x1000, 42), 0).start(), written);
-        assert_eq!(again.for_sa(key(0x2000, 42), 0).start(), 8, "an idle SA: margin 1");
+        assert_eq!(
+            again.for_sa(key(0x2000, 42), 0).start(),
+            8,
+            "an idle SA: margin 1"
+        );
         assert_eq!(again.for_sa(key(0x1000, 43), 0).start(), 0, "another VNI");
         let _ = std::fs::remove_dir_all(&d);
     }
