@@ -30,12 +30,18 @@ fn store_keys(c: &ClusterLab, sub: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The `ipam/` keys (`<network>/<ip>`) `node` holds.
-/// The node's address claims: node-scoped records under `node/<id>/addrs/`.
+/// The address claims (`<network>/<ip>`) `node` holds: its records under `node/<id>/addrs/`.
 fn addresses_of(c: &ClusterLab, node: &str) -> Vec<String> {
     store_keys(c, &format!("node/{node}/addrs/"))
+        .into_keys()
+        .collect()
+}
+
+/// Every node's address claims: `<node>/addrs/<network>/<ip>` → value.
+fn all_claims(c: &ClusterLab) -> BTreeMap<String, String> {
+    store_keys(c, "node/")
         .into_iter()
-        .map(|(k, _)| k)
+        .filter(|(k, _)| k.contains("/addrs/"))
         .collect()
 }
 
@@ -104,7 +110,6 @@ fn freed(out: &Value) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "asserts the old ipam/ key layout; to be rewritten for node-scoped address claims (node/<id>/addrs/)"]
 fn leave_is_refused_while_running_then_frees_the_node() {
     let Some(mut c) = lab("leave_is_refused_while_running", 10) else {
         return;
@@ -123,14 +128,14 @@ fn leave_is_refused_while_running_then_frees_the_node() {
         format!("green/{}", c.overlay_ip(2, "green")),
     ];
     assert_eq!(addresses_of(&c, &node2), held);
-    let ipam = store_keys(&c, "ipam/");
-    assert_eq!(ipam.len(), 6, "{ipam:?}");
+    let claims = all_claims(&c);
+    assert_eq!(claims.len(), 6, "{claims:?}");
 
     // Live: refused, and neither the store nor the state dir changes.
     let state_file = c.state_dir(2).join("state.json");
     let saved = std::fs::read(&state_file).unwrap();
     assert_cli_error(&c.cli(2, "cluster leave"), "stop `vxnet run`");
-    assert_eq!(store_keys(&c, "ipam/"), ipam);
+    assert_eq!(all_claims(&c), claims);
     assert!(store_keys(&c, "nodes/").contains_key(&node2));
     assert_eq!(std::fs::read(&state_file).unwrap(), saved);
 
@@ -139,11 +144,14 @@ fn leave_is_refused_while_running_then_frees_the_node() {
     assert_eq!(out["node_id"], node2.as_str());
     assert_eq!(out["node_record"], true);
     assert_eq!(freed(&out), held);
-    // Gone from etcd: its record and both addresses; the others keep theirs.
+    // Gone from etcd: its record, both addresses and everything else under its prefix; the
+    // others keep theirs.
     assert!(addresses_of(&c, &node2).is_empty());
-    let left = store_keys(&c, "ipam/");
+    let mine = store_keys(&c, &format!("node/{node2}/"));
+    assert!(mine.is_empty(), "{mine:?}");
+    let left = all_claims(&c);
     assert_eq!(left.len(), 4, "{left:?}");
-    assert!(left.iter().all(|(k, v)| ipam.get(k) == Some(v)), "{left:?}");
+    assert!(left.iter().all(|(k, v)| claims.get(k) == Some(v)), "{left:?}");
     assert!(!store_keys(&c, "nodes/").contains_key(&node2));
     let listed = listed_nodes(&c, 1);
     assert_eq!(listed.len(), 2, "{listed:?}");
@@ -170,11 +178,10 @@ fn leave_is_refused_while_running_then_frees_the_node() {
     let new_id = std::fs::read_to_string(fresh.join("node_id")).unwrap();
     assert_ne!(new_id.trim(), node2);
     assert_eq!(c.overlay_ip(2, "blue"), blue2, "freed address not reused");
-    assert_eq!(store_keys(&c, "ipam/").len(), 6);
+    assert_eq!(all_claims(&c).len(), 6);
 }
 
 #[test]
-#[ignore = "asserts the old ipam/ key layout; to be rewritten for node-scoped address claims (node/<id>/addrs/)"]
 fn cluster_rm_frees_a_dead_host_only_from_a_manager() {
     let Some(mut c) = lab("cluster_rm_frees_a_dead_host", 10) else {
         return;
@@ -216,7 +223,7 @@ fn cluster_rm_frees_a_dead_host_only_from_a_manager() {
     let out = c.cli_json(0, &rm2);
     assert_eq!(freed(&out), held);
     assert!(addresses_of(&c, &node2).is_empty());
-    assert_eq!(store_keys(&c, "ipam/").len(), 2);
+    assert_eq!(all_claims(&c).len(), 2);
     assert!(!store_keys(&c, "nodes/").contains_key(&node2));
     let mut remaining = ids[..2].to_vec();
     remaining.sort();

@@ -2,7 +2,9 @@
 //!
 //! A worker's own etcd user tries what the old layout allowed: overwriting another node's MAC
 //! record with its own VTEP (the manager would send the victim's traffic to it) and deleting
-//! another node's address claim to take the address. etcd refuses both, the squats it may
+//! another node's address claim to take the address; and writing or deleting the rest of what
+//! the victim writes: its member record (VTEP, acknowledged key epochs), node record, endpoint
+//! records (names) and cursor. etcd refuses every one, the squats it may
 //! write under its own prefix are ignored by every reader, and the victim keeps its traffic
 //! and its address. A cluster laid out by the old version (old roles, old `ipam/` claims) keeps
 //! forwarding and its addresses keep their owners.
@@ -152,6 +154,30 @@ fn a_worker_cannot_take_another_nodes_traffic_or_address() {
             "del {key}: {}",
             stderr(&out)
         );
+    }
+    // Every other record the victim writes is its alone too: its member record (its VTEP and
+    // the key epochs it acknowledged: a forged acknowledgement would let a rotation switch keys
+    // before the victim has the new one), its node record, and its endpoint records (the names
+    // its containers are known by).
+    let forged_member = format!(
+        r#"{{"node_id":"{victim}","vtep":"{}","networks":["blue"],"key_epochs":{{"blue":99}}}}"#,
+        c.underlay(ATTACKER)
+    );
+    for key in [
+        format!("{p}members/{victim}"),
+        format!("{p}nodes/{victim}"),
+        format!("{p}node/{victim}/endpoints/blue/forged"),
+        format!("{p}node/{victim}/cursors/blue"),
+    ] {
+        for args in [vec!["put", &key, &forged_member], vec!["del", &key]] {
+            let out = etcdctl(&c, me, &args);
+            assert!(
+                !out.status.success() && stderr(&out).contains("permission denied"),
+                "{} {key}: {}",
+                args[0],
+                stderr(&out)
+            );
+        }
     }
     // What it may write under its own prefix, every reader ignores: a later claim on the
     // victim's address, and the victim's MAC at its own VTEP.

@@ -247,6 +247,15 @@ fn socket_mode_ignores_umask_and_peers_are_checked() {
     let hijack = "fdb add 02:11:22:33:44:55 --dst 10.0.0.3";
     let out = as_nobody("--clear-groups", hijack, &engine.control);
     assert!(!out.status.success(), "nobody changed the FDB");
+    // The socket's mode keeps nobody out: one line saying an engine is there and what to do.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("does not let this user in (permission denied)")
+            && stderr.contains("mode 0600")
+            && stderr.contains("--control-group GROUP"),
+        "{stderr}"
+    );
     // Past the file mode (as a chmod by mistake or a bind mount would let it), the peer check
     // still refuses, with one line.
     std::fs::set_permissions(&engine.control, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -286,6 +295,12 @@ fn socket_mode_ignores_umask_and_peers_are_checked() {
         member.status.success(),
         "group member refused: {}",
         String::from_utf8_lossy(&member.stderr)
+    );
+    let outsider = as_nobody("--clear-groups", "stats", &grouped.control);
+    let stderr = String::from_utf8_lossy(&outsider.stderr);
+    assert!(
+        stderr.contains(&format!("join group {}", group.0)),
+        "the group to join is named: {stderr}"
     );
     std::fs::set_permissions(&grouped.control, std::fs::Permissions::from_mode(0o666)).unwrap();
     let outsider = as_nobody("--clear-groups", "stats", &grouped.control);

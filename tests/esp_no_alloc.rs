@@ -7,7 +7,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use vxnet_encap::esp::transport::{seal_vxlan, VxlanPorts, HEADROOM};
 use vxnet_encap::esp::{
@@ -16,17 +17,22 @@ use vxnet_encap::esp::{
 };
 use vxnet_encap::{decapsulate, Vni};
 
-/// Counts allocations while armed. This binary holds one test, so a process-wide switch is
-/// enough (the test harness's own thread does not allocate while the test runs).
+/// Counts the test thread's allocations while armed. The switch is per thread: the test
+/// harness's own threads (its output and timing) may allocate while the test runs, and are not
+/// the packet path.
 struct CountWhileArmed;
 
-static ARMED: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    // `const`: reading it never allocates, which an allocator's own check must not.
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: every call is passed on to the system allocator unchanged; counting has no effect on it.
 unsafe impl GlobalAlloc for CountWhileArmed {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(u64::from(ARMED.load(Relaxed)), Relaxed);
+        let armed = ARMED.try_with(Cell::get).unwrap_or(false);
+        ALLOCATIONS.fetch_add(u64::from(armed), Relaxed);
         // SAFETY: the caller upholds GlobalAlloc::alloc's contract, which System's shares.
         unsafe { System.alloc(layout) }
     }
@@ -59,7 +65,7 @@ fn sealing_and_opening_allocate_nothing() {
     let mut rx: Option<OpenSa> = None;
     let mut opened = 0u64;
 
-    ARMED.store(true, Relaxed);
+    ARMED.with(|a| a.set(true));
     for i in 0..3000usize {
         let len = [60, 1400, 9000][i % 3];
         let frame = HEADROOM..HEADROOM + len;
@@ -85,7 +91,7 @@ fn sealing_and_opening_allocate_nothing() {
         assert_eq!(decap.inner.len(), len);
         opened += 1;
     }
-    ARMED.store(false, Relaxed);
+    ARMED.with(|a| a.set(false));
     assert_eq!(opened, 3000);
     assert_eq!(
         ALLOCATIONS.load(Relaxed),

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("store unreachable ({endpoints}): {reason}")]
     Unreachable { endpoints: String, reason: String },
+    /// TLS with the store cannot work: a certificate expired, a key is not its certificate's,
+    /// etcd wants a client certificate. Counted as unreachable (a running engine retries: the
+    /// certificate may be renewed meanwhile).
+    #[error("TLS with the store ({endpoints}) fails: {reason}")]
+    Tls { endpoints: String, reason: String },
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
     #[error(
@@ -106,6 +111,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Whether this error means the store could not be talked to (as opposed to a refusal).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Error::Unreachable { .. } | Error::Etcd(_))
+        matches!(
+            self,
+            Error::Unreachable { .. } | Error::Tls { .. } | Error::Etcd(_)
+        )
     }
 }

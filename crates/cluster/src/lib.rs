@@ -33,6 +33,7 @@ pub mod rotation;
 pub mod scoped;
 pub mod state;
 pub mod store;
+mod tls_check;
 pub mod token;
 pub mod view;
 

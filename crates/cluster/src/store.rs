@@ -88,6 +88,15 @@ impl Store {
         if endpoints.is_empty() {
             return Err(Error::BadEndpoint(String::new()));
         }
+        if let Some(tls) = &access.tls {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            crate::tls_check::check(tls, now).map_err(|reason| Error::Tls {
+                endpoints: endpoints.join(","),
+                reason,
+            })?;
+        }
         let options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(OP_TIMEOUT)
@@ -132,10 +141,18 @@ impl Store {
         format!("{}{rest}", self.prefix())
     }
 
+    /// The store could not be talked to because of `reason`; a TLS failure is named as such.
     fn unreachable(&self, reason: String) -> Error {
-        Error::Unreachable {
-            endpoints: self.inner.access.endpoints.join(","),
-            reason,
+        let endpoints = self.inner.access.endpoints.join(",");
+        match self
+            .inner
+            .access
+            .tls
+            .as_ref()
+            .and_then(|tls| crate::tls_check::explain(&reason, tls.identity.is_some()))
+        {
+            Some(reason) => Error::Tls { endpoints, reason },
+            None => Error::Unreachable { endpoints, reason },
         }
     }
 

@@ -159,6 +159,8 @@ impl Engine<'_> {
                 PluginError::new(Code::Io, e.to_string())
             }
             ClientError::Engine(msg) => PluginError::new(Code::EngineRefused, msg),
+            // An engine is there; trying again will not let this user in.
+            ClientError::Denied { .. } => PluginError::new(Code::EngineRefused, e.to_string()),
         }
     }
 

@@ -20,13 +20,7 @@ fn tls_store_with_a_password_is_used_from_the_state_dir() {
     if !require("etcd", "the cluster tests") || !require("etcdctl", "the cluster tests") {
         return;
     }
-    let etcd = EtcdServer::start_tls(
-        &tmp.path().join("etcd"),
-        "127.0.0.1".parse().unwrap(),
-        free_port(),
-        free_port(),
-        pki.server.clone(),
-    );
+    let etcd = etcd_tls(&tmp.path().join("etcd"), pki.server.clone());
     let url = etcd.url();
     assert!(url.starts_with("https://"), "{url}");
     let https = vec![format!("https://{}", etcd.endpoints()[0])];
@@ -140,5 +134,92 @@ fn tls_store_with_a_password_is_used_from_the_state_dir() {
         stderr(&o).contains("plain http without authentication"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// A single etcd member on 127.0.0.1 serving clients over TLS with `tls`.
+fn etcd_tls(dir: &std::path::Path, tls: ServerTls) -> EtcdServer {
+    EtcdServer::start_tls(dir, "127.0.0.1".parse().unwrap(), free_port(), free_port(), tls)
+}
+
+/// Signs `name.csr` (made by [`TestPki::make`]'s CA in `dir`) into `out` with a validity that
+/// ended on 2020-01-02 (`openssl ca`, the one openssl command that takes explicit dates).
+fn sign_expired(dir: &std::path::Path, name: &str, out: &str) {
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+         default_md = sha256\npolicy = p\ncopy_extensions = copy\nunique_subject = no\n\
+         [p]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    let cmd = format!(
+        "touch index.txt && (test -f serial || echo 1000 > serial) && \
+         openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in {name}.csr \
+           -extfile {name}.ext -notext -startdate 20200101000000Z -enddate 20200102000000Z -out {out}"
+    );
+    let o = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Each TLS fault is one error line naming it: no client certificate where etcd asks for one,
+/// an expired client certificate (and when), a key that is not the certificate's, an expired
+/// server certificate (and when).
+#[test]
+fn tls_faults_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(pki) = TestPki::make(tmp.path()) else {
+        return;
+    };
+    if !require("etcd", "the cluster tests") {
+        return;
+    }
+    sign_expired(tmp.path(), "client", "client-expired.pem");
+    sign_expired(tmp.path(), "server", "server-expired.pem");
+    let etcd = etcd_tls(&tmp.path().join("etcd"), pki.server.clone());
+    let url = etcd.url();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (ca, cert, key) = (path(&pki.ca), path(&pki.client_cert), path(&pki.client_key));
+    let expired = path(&tmp.path().join("client-expired.pem"));
+    let wrong_key = path(&pki.server.key);
+    let init = |name: &str, extra: &[&str]| {
+        let dir = state_dir(tmp.path(), name);
+        let mut args = vec!["cluster", "init", "--store", &url, "--store-ca", &ca];
+        args.extend(extra);
+        run(&dir, &args)
+    };
+    assert_cli_error(
+        &init("nocert", &[]),
+        "etcd asks for a client certificate (it runs with --client-cert-auth) and none was given",
+    );
+    assert_cli_error(
+        &init("expired", &["--store-cert", &expired, "--store-key", &key]),
+        "the client certificate (--store-cert), CN=vxnet-client, expired on 2020-01-02 00:00:00 UTC",
+    );
+    assert_cli_error(
+        &init("mismatch", &["--store-cert", &cert, "--store-key", &wrong_key]),
+        "the client key (--store-key) does not match the client certificate (--store-cert, CN=vxnet-client)",
+    );
+    drop(etcd);
+
+    // etcd itself serving with an expired certificate.
+    let mut server = pki.server.clone();
+    server.cert = tmp.path().join("server-expired.pem");
+    let etcd = etcd_tls(&tmp.path().join("etcd-expired"), server);
+    let dir = state_dir(tmp.path(), "server-expired");
+    let url = etcd.url();
+    let o = run(
+        &dir,
+        &[
+            "cluster", "init", "--store", &url, "--store-ca", &ca, "--store-cert", &cert,
+            "--store-key", &key,
+        ],
+    );
+    assert_cli_error(
+        &o,
+        "etcd's server certificate expired on 2020-01-02 00:00:00 UTC",
     );
 }

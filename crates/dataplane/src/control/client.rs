@@ -16,6 +16,9 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The socket is there (an engine is), this user may not use it.
+    #[error("the vxnet engine at {path} does not let this user in (permission denied): {advice}")]
+    Denied { path: PathBuf, advice: String },
     #[error("control socket {path}: {source}")]
     Io {
         path: PathBuf,
@@ -25,6 +28,30 @@ pub enum ClientError {
     Protocol { path: PathBuf, message: String },
     #[error("{0}")]
     Engine(String),
+}
+
+/// What to do about a control socket this user may not connect to, from its owner, group and
+/// mode (or its folder's, when the socket itself cannot be looked at).
+fn denied_advice(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        let folder = path.parent().unwrap_or(Path::new("/"));
+        return format!(
+            "its folder {} is closed to this user; run as root, or open the folder to the engine's control group",
+            folder.display()
+        );
+    };
+    let mode = meta.mode() & 0o777;
+    let group = crate::sys::creds::group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
+    if mode & 0o060 == 0o060 && meta.gid() != 0 {
+        format!(
+            "its socket is mode {mode:04o}, group {group}: join group {group} (`usermod -aG {group} $USER`, then log in again) or run as root"
+        )
+    } else {
+        format!(
+            "its socket is mode {mode:04o} (root and the engine's user only): run as root, or start the engine with --control-group GROUP and join that group"
+        )
+    }
 }
 
 /// Sends one request and returns the reply's data. Generic over the request type so that a
@@ -37,9 +64,18 @@ pub fn request<R: serde::Serialize + ?Sized>(
         path: path.to_path_buf(),
         source,
     };
-    let mut stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-        path: path.to_path_buf(),
-        source,
+    let mut stream = UnixStream::connect(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ClientError::Denied {
+                path: path.to_path_buf(),
+                advice: denied_advice(path),
+            }
+        } else {
+            ClientError::Connect {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     })?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

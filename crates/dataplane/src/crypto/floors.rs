@@ -455,6 +455,19 @@ mod tests {
 
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 
+    /// The floors in `d` opened again once the last instance let go of the file (its sync
+    /// thread may hold it for the moment of a sync).
+    fn reopen(d: &Path) -> ReplayFloors {
+        for _ in 0..100 {
+            let floors = ReplayFloors::at(d, LOCAL);
+            if floors.store().file.is_some() {
+                return floors;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the floor file stays locked");
+    }
+
     #[test]
     fn floors_survive_a_reopen_and_stay_above_everything_accepted() {
         let d = dir("reopen");
@@ -475,7 +488,7 @@ mod tests {
         let written = floors.floor(&a.key);
         assert!(written - top <= MAX_MARGIN);
         drop(floors);
-        let again = ReplayFloors::at(&d, LOCAL);
+        let again = reopen(&d);
         assert_eq!(again.for_sa(key(0x1000, 42), 0).start(), written);
         assert_eq!(
             again.for_sa(key(0x2000, 42), 0).start(),
@@ -515,7 +528,7 @@ mod tests {
         let mut data = std::fs::read(&path).unwrap();
         data[FIRST as usize + RECORD + 50] ^= 0xff;
         std::fs::write(&path, &data).unwrap();
-        let again = ReplayFloors::at(&d, LOCAL);
+        let again = reopen(&d);
         let kept: Vec<u64> = [0x1000, 0x2000, 0x3000]
             .iter()
             .map(|spi| again.for_sa(key(*spi, 9), 0).start())

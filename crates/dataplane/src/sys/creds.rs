@@ -125,6 +125,34 @@ pub(crate) fn group_id(name: &str) -> io::Result<Option<u32>> {
     }
 }
 
+/// The name of group `gid` through NSS, like `ls -l` shows it; `None` when it has none.
+pub(crate) fn group_name(gid: u32) -> Option<String> {
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: as in `group_id`: all-zero is a valid `group`, read only once filled in.
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `group` and `found` are live locals and `buf` is writable for `buf.len()`
+        // bytes; `gr_name` points into `buf`, which is alive while it is copied below.
+        let ret = unsafe {
+            libc::getgrgid_r(gid, &mut group, buf.as_mut_ptr(), buf.len(), &mut found)
+        };
+        match ret {
+            0 if found.is_null() || group.gr_name.is_null() => return None,
+            0 => {
+                // SAFETY: getgrgid_r succeeded, so `gr_name` is a NUL-terminated string in `buf`.
+                let name = unsafe { std::ffi::CStr::from_ptr(group.gr_name) };
+                return Some(name.to_string_lossy().into_owned());
+            }
+            libc::ERANGE if buf.len() < 1 << 20 => {
+                let bigger = buf.len() * 4;
+                buf.resize(bigger, 0);
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// The effective uid of this process.
 pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.
