@@ -22,6 +22,8 @@ pub(super) struct EngineWeight {
     pub(super) view_ms: f64,
     /// Rebuilding the name and neighbour tables from the view's endpoints.
     pub(super) names_ms: f64,
+    /// Keys and values of a full read of the cluster prefix (what a resync transfers).
+    pub(super) full_read_bytes: usize,
 }
 
 /// Resident set size of this process, from /proc/self/status.
@@ -74,6 +76,7 @@ pub(super) fn weigh(count: usize, hosts: usize) -> EngineWeight {
             json(&record),
         ));
     }
+    let full_read_bytes = kvs.iter().map(|(k, v)| k.len() + v.len()).sum();
     let before = rss_kib();
     let mut mirror = Mirror::new(cluster);
     for (rev, (key, value)) in kvs.iter().enumerate() {
@@ -101,6 +104,7 @@ pub(super) fn weigh(count: usize, hosts: usize) -> EngineWeight {
         rss_kib_per_1000: (after - before).max(0.0) / (count as f64 / 1000.0),
         view_ms,
         names_ms,
+        full_read_bytes,
     };
     drop((view, mirror, names));
     weight

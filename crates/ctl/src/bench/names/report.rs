@@ -192,8 +192,11 @@ impl NamesReport {
         );
         let _ = writeln!(
             out,
-            "one engine: {:.0} KiB per 1000 endpoints; per change, view {:.1} ms + names {:.1} ms",
-            self.engine.rss_kib_per_1000, self.engine.view_ms, self.engine.names_ms
+            "one engine: {:.0} KiB per 1000 endpoints; per change, view {:.1} ms + names {:.1} ms; a full read is {:.1} MiB",
+            self.engine.rss_kib_per_1000,
+            self.engine.view_ms,
+            self.engine.names_ms,
+            self.engine.full_read_bytes as f64 / (1024.0 * 1024.0)
         );
         out
     }
