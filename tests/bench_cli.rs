@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,36 +26,37 @@ const FIGURES: [&str; 4] = [
     "ping_p99_ms",
 ];
 
-fn stem(pid: u32) -> String {
-    format!("vxbench-{pid}")
+/// A `--prefix` no other run of these tests uses (tests run in parallel): `vxb`, a count, the PID.
+fn unique_prefix() -> String {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    format!("vxb{n}x{}", std::process::id())
 }
 
-fn leftovers(pid: u32) -> Vec<String> {
-    run_leftovers(&stem(pid))
-}
-
-fn bench(args: &[&str], path: Option<&Path>) -> Child {
+/// Starts `vxnet bench --prefix PREFIX ARGS`; the child and its prefix.
+fn bench(args: &[&str], path: Option<&Path>) -> (Child, String) {
+    let prefix = unique_prefix();
     let mut cmd = Command::new(vxnet_bin());
     cmd.arg("bench")
+        .args(["--prefix", &prefix])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(path) = path {
         cmd.env("PATH", path);
     }
-    cmd.spawn().unwrap()
+    (cmd.spawn().unwrap(), prefix)
 }
 
 /// Runs a bench to its end; its output and the sweep that guarded it.
 fn finished(args: &[&str], path: Option<&Path>) -> Output {
-    let child = bench(args, path);
-    let pid = child.id();
-    let _sweep = SweepRun(stem(pid));
+    let (child, prefix) = bench(args, path);
+    let _sweep = SweepRun(prefix.clone());
     let out = child.wait_with_output().unwrap();
     assert!(
-        leftovers(pid).is_empty(),
+        run_leftovers(&prefix).is_empty(),
         "left behind: {:?}",
-        leftovers(pid)
+        run_leftovers(&prefix)
     );
     out
 }
@@ -162,6 +164,9 @@ fn bench_builtin_when_asked_with_engine_settings() {
         "gro",
         "--underlay-mtu",
         "9000",
+        // The smallest range the bench takes: 8 blocks of 4 addresses.
+        "--subnet",
+        "10.217.0.0/27",
     ];
     let out = finished(&args, None);
     let report = check_report(&out, 9000);
@@ -279,9 +284,8 @@ fn interrupted_bench_cleans_up() {
     if !privileged("bench_sigint") {
         return;
     }
-    let mut child = bench(&["--seconds", "30", "--json", "--tool", "builtin"], None);
-    let pid = child.id();
-    let _sweep = SweepRun(stem(pid));
+    let (mut child, prefix) = bench(&["--seconds", "30", "--json", "--tool", "builtin"], None);
+    let _sweep = SweepRun(prefix.clone());
     let stderr = Arc::new(Mutex::new(String::new()));
     let reader = {
         let stderr = Arc::clone(&stderr);
@@ -303,7 +307,7 @@ fn interrupted_bench_cleans_up() {
         "the bench never started measuring:\n{}",
         stderr.lock().unwrap()
     );
-    let names: Vec<String> = leftovers(pid)
+    let names: Vec<String> = run_leftovers(&prefix)
         .into_iter()
         .filter(|n| !n.starts_with('/'))
         .collect();
@@ -328,9 +332,9 @@ fn interrupted_bench_cleans_up() {
     assert!(!status.success(), "an interrupted bench must not succeed");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(
-        leftovers(pid).is_empty(),
+        run_leftovers(&prefix).is_empty(),
         "left behind: {:?}",
-        leftovers(pid)
+        run_leftovers(&prefix)
     );
     let gone = |p: &String| !Path::new(&format!("/proc/{p}")).exists();
     assert!(pids.iter().all(gone), "processes left: {pids:?}");

@@ -86,6 +86,25 @@ fn usage_errors_name_the_nearest_choice_and_the_usage() {
     );
 }
 
+#[test]
+fn demo_and_bench_refuse_bad_prefixes_and_subnets() {
+    for cmd in ["demo", "bench"] {
+        refused(
+            &[cmd, "--subnet", "10.0.0/24"],
+            &["'10.0.0/24'", "--subnet", "not an IPv4 subnet"],
+        );
+        refused(&[cmd, "--subnet", "fd00::/64"], &["not an IPv4 subnet"]);
+        refused(&[cmd, "--subnet", "10.9.0.0/30"], &["too small"]);
+        refused(
+            &[cmd, "--prefix", "fourteen-bytes"],
+            &["'fourteen-bytes'", "--prefix", "at most 13"],
+        );
+        refused(&[cmd, "--prefix", "a/b"], &["'a/b'", "letters, digits"]);
+    }
+    // The bench cuts its subnet into 8 blocks: a /28 is too small for it, not for the demo.
+    refused(&["bench", "--subnet", "10.9.0.0/28"], &["too small", "/27"]);
+}
+
 /// The completion script for `shell`.
 fn script(shell: &str) -> String {
     let out = vxnet(&["completions", shell]);

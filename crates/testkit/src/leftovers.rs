@@ -2,8 +2,8 @@
 
 use crate::process::run;
 
-/// What a `vxnet demo` or `vxnet bench` run named `STEM` (e.g. `vxbench-PID`) may have left:
-/// namespaces `STEM-…` and the directory `TMP/STEM`.
+/// What a `vxnet demo` or `vxnet bench` run given `--prefix STEM` may have left: namespaces
+/// `STEM-…` and its directory `TMP/STEM-PID`.
 pub fn run_leftovers(stem: &str) -> Vec<String> {
     let prefix = format!("{stem}-");
     let mut found: Vec<String> = String::from_utf8_lossy(&run("ip netns list").stdout)
@@ -12,9 +12,12 @@ pub fn run_leftovers(stem: &str) -> Vec<String> {
         .filter(|n| n.starts_with(&prefix))
         .map(str::to_string)
         .collect();
-    let dir = std::env::temp_dir().join(stem);
-    if dir.exists() {
-        found.push(dir.display().to_string());
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        found.extend(
+            dir.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path().display().to_string()),
+        );
     }
     found
 }

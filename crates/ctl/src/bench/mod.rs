@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::netns::addressing::{parse_prefix, Subnet};
 use crate::netns::{find_in_path, is_root, CleanOnDrop, Cleanup, NetnsError};
 pub use measure::ToolChoice;
 use measure::{Meter, Tool};
@@ -64,9 +65,21 @@ pub struct BenchArgs {
     /// run, measured like the others on the same underlay.
     #[arg(long)]
     pub encrypted: bool,
+    /// Names the namespaces the run creates: PREFIX-a and PREFIX-b (at most 13 bytes). A name
+    /// already taken is an error.
+    #[arg(long, default_value = "vxbench", value_parser = parse_prefix)]
+    pub prefix: String,
+    /// IPv4 range of every address of the run, cut into 8 equal blocks: the three underlays,
+    /// then each pair's overlay. A /27 or larger that no route of this host overlaps.
+    #[arg(long, default_value = topology::DEFAULT_SUBNET, value_parser = parse_subnet)]
+    pub subnet: Subnet,
     /// Print the results as one JSON document on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_subnet(text: &str) -> Result<Subnet, String> {
+    Subnet::parse(text, topology::BLOCKS)
 }
 
 /// A validated `--disable-offloads` list.
@@ -116,6 +129,8 @@ pub enum BenchError {
     },
     #[error("{0}")]
     Output(String),
+    #[error("{0}")]
+    Subnet(String),
 }
 
 /// Tools needed besides the optional iperf3.
@@ -137,6 +152,8 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         }
     }
     let (tool, tool_detail) = measure::choose(args.tool).map_err(BenchError::Tool)?;
+    // Before anything is created: a refused subnet leaves the machine as it was.
+    args.subnet.check_unrouted().map_err(BenchError::Subnet)?;
     let exe = std::env::current_exe()
         .map_err(|e| NetnsError::Setup(format!("cannot find the vxnet executable: {e}")))?;
     let cleanup = Cleanup::default();
@@ -169,12 +186,12 @@ fn bench(
 ) -> Result<Report, BenchError> {
     progress.status("timing a thread wake-up round trip");
     let wakeup_round_trip_us = wakeup::round_trip_us();
-    let (ns, _) = topology::names();
+    let ns = topology::names(&args.prefix);
     progress.status(&format!(
-        "building namespaces {} and {} (underlay MTU {})",
-        ns[0], ns[1], args.underlay_mtu
+        "building namespaces {} and {} (underlay MTU {}, addresses from {})",
+        ns[0], ns[1], args.underlay_mtu, args.subnet
     ));
-    let topo = topology::build(cleanup, args.underlay_mtu)?;
+    let topo = topology::build(cleanup, &args.prefix, args.subnet, args.underlay_mtu)?;
     let settings = EngineSettings {
         threads: args.threads,
         no_offloads: args.no_offloads,

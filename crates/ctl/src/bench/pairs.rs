@@ -11,6 +11,7 @@ use vxnet_dataplane::control::client::request;
 use vxnet_dataplane::control::proto::{Request, StatsReport};
 
 use super::topology::{link_mtu, Topology, Underlay, MIXED, MIXED_REVERSE, SHARED};
+use crate::netns::addressing::Subnet;
 use crate::netns::{engine, ip, Cleanup, NetnsError};
 
 /// What runs at one end of a pair.
@@ -32,6 +33,9 @@ pub(super) struct PairSpec {
     pub port: u16,
     #[serde(skip)]
     pub underlay: Underlay,
+    /// The block of `--subnet` its overlay addresses come from.
+    #[serde(skip)]
+    pub overlay_block: usize,
     /// Host a's end, host b's end.
     #[serde(skip)]
     pub ends: [End; 2],
@@ -41,10 +45,9 @@ pub(super) struct PairSpec {
 }
 
 impl PairSpec {
-    /// The overlay address of host `i` (0 = a, 1 = b): 10.VNI.0.(i+1).
-    pub(super) fn overlay(&self, i: usize) -> Ipv4Addr {
-        let vni = u8::try_from(self.vni).unwrap_or(u8::MAX);
-        Ipv4Addr::new(10, vni, 0, 1 + i as u8)
+    /// The overlay address of host `i` (0 = a, 1 = b).
+    pub(super) fn overlay(&self, subnet: &Subnet, i: usize) -> Ipv4Addr {
+        subnet.host(self.overlay_block, i)
     }
 
     fn dev(&self, end: End) -> String {
@@ -63,6 +66,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         vni: 42,
         port: 4789,
         underlay: SHARED,
+        overlay_block: 3,
         ends: [End::Kernel, End::Kernel],
         encrypted: false,
     },
@@ -72,6 +76,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         vni: 43,
         port: 4790,
         underlay: SHARED,
+        overlay_block: 4,
         ends: [End::Vxnet, End::Vxnet],
         encrypted: false,
     },
@@ -81,6 +86,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         vni: 44,
         port: 4791,
         underlay: MIXED,
+        overlay_block: 5,
         ends: [End::Vxnet, End::Kernel],
         encrypted: false,
     },
@@ -90,6 +96,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         vni: 45,
         port: 4792,
         underlay: MIXED_REVERSE,
+        overlay_block: 6,
         ends: [End::Kernel, End::Vxnet],
         encrypted: false,
     },
@@ -104,6 +111,7 @@ pub(super) const ENCRYPTED: PairSpec = PairSpec {
     vni: 46,
     port: 4793,
     underlay: SHARED,
+    overlay_block: 7,
     ends: [End::Vxnet, End::Vxnet],
     encrypted: true,
 };
@@ -168,13 +176,15 @@ impl EngineSettings {
 pub(super) struct Pair {
     pub spec: PairSpec,
     pub engines: Vec<engine::Engine>,
+    /// Host b's overlay address, where host a sends.
+    pub target: Ipv4Addr,
     /// Of the overlay device at host a and host b, read back from the kernel once they are up.
     pub overlay_mtu: [u32; 2],
 }
 
 impl Pair {
     pub(super) fn target(&self) -> Ipv4Addr {
-        self.spec.overlay(1)
+        self.target
     }
 
     pub(super) fn vxnet_pids(&self) -> Vec<u32> {
@@ -202,9 +212,9 @@ pub(super) fn build(
         let mut engines = Vec::new();
         for (i, end) in spec.ends.into_iter().enumerate() {
             let ns = &topo.ns[i];
-            let local = spec.underlay.addrs[i];
-            let remote = spec.underlay.addrs[1 - i];
-            let address = format!("{}/24", spec.overlay(i));
+            let local = &topo.underlay_addr(spec.underlay, i).to_string();
+            let remote = &topo.underlay_addr(spec.underlay, 1 - i).to_string();
+            let address = topo.subnet.cidr(spec.overlay_block, i);
             match end {
                 End::Kernel => kernel_vxlan(&spec, ns, local, remote, &address)?,
                 End::Vxnet => {
@@ -252,6 +262,7 @@ pub(super) fn build(
         pairs.push(Pair {
             spec,
             engines,
+            target: spec.overlay(&topo.subnet, 1),
             overlay_mtu,
         });
     }
@@ -318,18 +329,24 @@ pub(super) fn engine_report(pairs: &[Pair]) -> Option<StatsReport> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::topology::BLOCKS;
     use super::*;
 
     #[test]
     fn pairs_do_not_share_vni_port_or_subnet() {
-        for (i, a) in PAIRS.iter().enumerate() {
-            for b in &PAIRS[i + 1..] {
+        let all: Vec<PairSpec> = PAIRS.into_iter().chain([ENCRYPTED]).collect();
+        let underlays = [SHARED, MIXED, MIXED_REVERSE].map(|u| u.block);
+        for (i, a) in all.iter().enumerate() {
+            assert!(!underlays.contains(&a.overlay_block));
+            assert!(a.overlay_block < BLOCKS as usize);
+            for b in &all[i + 1..] {
                 assert_ne!(a.vni, b.vni);
                 assert_ne!(a.port, b.port);
-                assert_ne!(a.overlay(0), b.overlay(0));
+                assert_ne!(a.overlay_block, b.overlay_block);
             }
         }
-        assert_eq!(PAIRS[1].overlay(1), Ipv4Addr::new(10, 43, 0, 2));
+        let subnet = Subnet::parse("10.9.0.0/24", BLOCKS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(PAIRS[1].overlay(&subnet, 1), Ipv4Addr::new(10, 9, 0, 130));
     }
 
     #[test]

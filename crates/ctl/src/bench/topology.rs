@@ -6,18 +6,23 @@
 //! UDP-tunnel GSO superframes) as it is.
 //! Links are created straight inside the namespaces, so deleting the namespaces removes them.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use crate::netns::addressing::Subnet;
 use crate::netns::{ip, Cleanup, NetnsError};
 
-/// One veth pair between the hosts: device name (the same on both ends) and the two addresses.
+/// One veth pair between the hosts: device name (the same on both ends) and the block of
+/// `--subnet` its two addresses come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Underlay {
     pub dev: &'static str,
-    pub addrs: [&'static str; 2],
+    pub block: usize,
 }
 
-pub(super) const UNDERLAY_PREFIX: u8 = 24;
+/// `--subnet` is cut into this many blocks: one per underlay, then one per pair's overlay.
+pub(super) const BLOCKS: u32 = 8;
+pub(super) const DEFAULT_SUBNET: &str = "192.168.250.0/24";
 
 /// An Ethernet underlay.
 pub(super) const DEFAULT_MTU: u32 = 1500;
@@ -29,19 +34,19 @@ pub(super) const MAX_MTU: i64 = 9216;
 /// Carries the kernel pair and the vxnet pair.
 pub(super) const SHARED: Underlay = Underlay {
     dev: "eth0",
-    addrs: ["192.168.250.1", "192.168.250.2"],
+    block: 0,
 };
 
 /// Carries the mixed pair (vxnet on host a, the sender; kernel vxlan on b).
 pub(super) const MIXED: Underlay = Underlay {
     dev: "eth1",
-    addrs: ["192.168.251.1", "192.168.251.2"],
+    block: 1,
 };
 
 /// Carries the mixed pair the other way round (kernel vxlan on host a, the sender; vxnet on b).
 pub(super) const MIXED_REVERSE: Underlay = Underlay {
     dev: "eth2",
-    addrs: ["192.168.252.1", "192.168.252.2"],
+    block: 2,
 };
 
 #[derive(Debug)]
@@ -52,37 +57,54 @@ pub(super) struct Topology {
     pub dir: PathBuf,
     /// Of every veth.
     pub mtu: u32,
+    /// Where every underlay and overlay address comes from.
+    pub subnet: Subnet,
 }
 
-/// Names unique to this process, so concurrent runs (tests, a user's run) never collide.
-pub(super) fn names() -> ([String; 2], PathBuf) {
-    let pid = std::process::id();
-    (
-        [format!("vxbench-{pid}-a"), format!("vxbench-{pid}-b")],
-        std::env::temp_dir().join(format!("vxbench-{pid}")),
-    )
+impl Topology {
+    /// Host `i`'s (0 = a, 1 = b) address on `underlay`.
+    pub(super) fn underlay_addr(&self, underlay: Underlay, i: usize) -> Ipv4Addr {
+        self.subnet.host(underlay.block, i)
+    }
 }
 
-pub(super) fn build(cleanup: &Cleanup, mtu: u32) -> Result<Topology, NetnsError> {
-    let (ns, dir) = names();
-    cleanup.make_dir(&dir)?;
+/// The namespaces `PREFIX-a` and `PREFIX-b`.
+pub(super) fn names(prefix: &str) -> [String; 2] {
+    [format!("{prefix}-a"), format!("{prefix}-b")]
+}
+
+pub(super) fn build(
+    cleanup: &Cleanup,
+    prefix: &str,
+    subnet: Subnet,
+    mtu: u32,
+) -> Result<Topology, NetnsError> {
+    let ns = names(prefix);
     for name in &ns {
         cleanup.add_namespace(name)?;
-        ip(&["-n", name, "link", "set", "lo", "up"])?;
     }
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    cleanup.make_dir(&dir)?;
+    let topo = Topology {
+        ns,
+        dir,
+        mtu,
+        subnet,
+    };
     let mtu_text = mtu.to_string();
+    let ns = &topo.ns;
     for link in [SHARED, MIXED, MIXED_REVERSE] {
         ip(&[
             "link", "add", link.dev, "netns", &ns[0], "mtu", &mtu_text, "type", "veth", "peer",
             "name", link.dev, "netns", &ns[1], "mtu", &mtu_text,
         ])?;
-        for (name, addr) in ns.iter().zip(link.addrs) {
-            let cidr = format!("{addr}/{UNDERLAY_PREFIX}");
+        for (i, name) in ns.iter().enumerate() {
+            let cidr = topo.subnet.cidr(link.block, i);
             ip(&["-n", name, "addr", "add", &cidr, "dev", link.dev])?;
             ip(&["-n", name, "link", "set", link.dev, "up"])?;
         }
     }
-    Ok(Topology { ns, dir, mtu })
+    Ok(topo)
 }
 
 /// A device's MTU as its namespace sees it (`ip -o link show` prints `… mtu N …`).

@@ -1,11 +1,13 @@
-//! `vxnet demo`: a two-host overlay on this machine. Two network namespaces joined by a veth pair
-//! (the underlay), `vxnet run` in each, VNI 42 between them; then ping, a TCP transfer with
-//! vxnet's own sender/receiver, `fdb show`, and one captured underlay packet explained. Everything
-//! it makes is removed at the end, on error, and on Ctrl-C/SIGTERM.
+//! `vxnet demo`: a two-host overlay on this machine. Two named network namespaces joined by a
+//! veth pair (the underlay), `vxnet run` in each, VNI 42 between them; then ping, a TCP transfer
+//! with vxnet's own sender and receiver, `fdb show`, and one captured underlay packet explained.
+//! Everything is done by this binary itself (rtnetlink, its own ICMP echo and sockets), so a bare
+//! machine without iproute2 or ping runs it. Everything it makes is removed at the end, on error,
+//! and on Ctrl-C/SIGTERM.
 
 pub mod packet;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,30 +15,49 @@ use clap::Args;
 use serde::Serialize;
 use vxnet_dataplane::control::client::request;
 use vxnet_dataplane::control::proto::{FdbTable, Request};
-use vxnet_dataplane::sys::enter_named_netns_for_current_thread;
+use vxnet_dataplane::sys::icmp::Pinger;
+use vxnet_dataplane::sys::named_netns::NamedNetns;
 use vxnet_dataplane::sys::packet::{CaptureError, PacketSocket};
 use vxnet_encap::DEFAULT_PORT;
 
+use crate::netns::addressing::{parse_prefix, Subnet};
 use crate::netns::transfer::{self, Amount};
-use crate::netns::{engine, in_namespace, ip, is_root, CleanOnDrop, Cleanup, NetnsError};
+use crate::netns::{engine, in_netns, is_root, CleanOnDrop, Cleanup, NetnsError};
 
 const VNI: u32 = 42;
 const DEV: &str = "vx42";
-const UNDERLAY: [&str; 2] = ["192.168.205.10", "192.168.205.11"];
-const UNDERLAY_PREFIX: u8 = 24;
-const OVERLAY: [&str; 2] = ["172.17.0.2", "172.17.0.3"];
-const OVERLAY_PREFIX: u8 = 24;
 const TCP_PORT: u16 = 5201;
 const STEPS: usize = 7;
+/// MTU of the underlay veths: an Ethernet's.
+const UNDERLAY_MTU: u32 = 1500;
+const DEFAULT_SUBNET: &str = "192.168.205.0/24";
+/// Blocks of `--subnet`: the underlay, then the overlay.
+const UNDERLAY_BLOCK: usize = 0;
+const OVERLAY_BLOCK: usize = 1;
+const ECHO_TIMEOUT: Duration = Duration::from_secs(2);
+const ECHO_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Megabytes (10^6 bytes) to move over TCP across the overlay.
     #[arg(long, default_value_t = 200)]
     pub megabytes: u64,
+    /// Names what the demo creates: the namespaces PREFIX-a and PREFIX-b, and the underlay veth
+    /// ends in them (named the same). At most 13 bytes; a name already taken is an error.
+    #[arg(long, default_value = "vxdemo", value_parser = parse_prefix)]
+    pub prefix: String,
+    /// IPv4 range of the demo's addresses: hosts .1 and .2 of its lower half on the underlay,
+    /// the first two of its upper half on the overlay. A /29 or larger that no route of this
+    /// host overlaps.
+    #[arg(long, default_value = DEFAULT_SUBNET, value_parser = parse_subnet)]
+    pub subnet: Subnet,
     /// Print the result summary as one JSON document on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_subnet(text: &str) -> Result<Subnet, String> {
+    Subnet::parse(text, 2)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +66,8 @@ pub enum DemoError {
     NotRoot,
     #[error("/dev/net/tun is missing: load the tun module (modprobe tun)")]
     NoTun,
+    #[error("{0}")]
+    Subnet(String),
     #[error("{0}")]
     Setup(String),
     #[error(transparent)]
@@ -67,6 +90,7 @@ pub struct PingSummary {
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
     pub namespaces: [String; 2],
+    pub subnet: String,
     pub underlay: [String; 2],
     pub overlay: [String; 2],
     pub vni: u32,
@@ -112,6 +136,8 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
     if !Path::new("/dev/net/tun").exists() {
         return Err(DemoError::NoTun);
     }
+    // Before anything is created: a refused subnet leaves the machine as it was.
+    args.subnet.check_unrouted().map_err(DemoError::Subnet)?;
     let exe = std::env::current_exe()
         .map_err(|e| DemoError::Setup(format!("cannot find the vxnet executable: {e}")))?;
     let cleanup = Cleanup::default();
@@ -141,46 +167,75 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
     Ok(())
 }
 
+/// The demo's two hosts: namespace names (also the names of their underlay veth ends) and
+/// addresses.
+struct Hosts {
+    ns: [String; 2],
+    underlay: [Ipv4Addr; 2],
+    overlay: [Ipv4Addr; 2],
+    prefix_len: u8,
+}
+
+impl Hosts {
+    fn new(args: &DemoArgs) -> Hosts {
+        let s = &args.subnet;
+        Hosts {
+            ns: [format!("{}-a", args.prefix), format!("{}-b", args.prefix)],
+            underlay: [0, 1].map(|i| s.host(UNDERLAY_BLOCK, i)),
+            overlay: [0, 1].map(|i| s.host(OVERLAY_BLOCK, i)),
+            prefix_len: s.block_len(),
+        }
+    }
+}
+
+fn setup(what: String) -> impl FnOnce(std::io::Error) -> DemoError {
+    move |e| DemoError::Setup(format!("{what}: {e}"))
+}
+
+/// The underlay: the namespaces, a veth pair between them (its ends named after them, each
+/// created straight inside its namespace), an address on each end, up.
+fn build_underlay(hosts: &Hosts, cleanup: &Cleanup) -> Result<(), DemoError> {
+    let ns: Vec<NamedNetns> = hosts
+        .ns
+        .iter()
+        .map(|name| cleanup.add_namespace(name))
+        .collect::<Result<_, _>>()?;
+    let [a, b] = &hosts.ns;
+    ns[0]
+        .links()
+        .and_then(|mut links| links.veth(a, "vxnet demo underlay", b, &ns[1], UNDERLAY_MTU))
+        .map_err(setup(format!("creating the veth pair {a} <-> {b}")))?;
+    for ((host, name), addr) in ns.iter().zip(&hosts.ns).zip(hosts.underlay) {
+        host.links()
+            .and_then(|mut links| {
+                links.add_address(name, addr.into(), hosts.prefix_len)?;
+                links.up(name)
+            })
+            .map_err(setup(format!("configuring {name}")))?;
+    }
+    Ok(())
+}
+
 fn demo(
     args: &DemoArgs,
     exe: &Path,
     cleanup: &Cleanup,
     progress: &mut Progress,
 ) -> Result<DemoReport, DemoError> {
-    let pid = std::process::id();
-    let ns = [format!("vxdemo-{pid}-a"), format!("vxdemo-{pid}-b")];
-    let dir = std::env::temp_dir().join(format!("vxdemo-{pid}"));
+    let hosts = Hosts::new(args);
+    let ns = &hosts.ns;
+    let len = hosts.prefix_len;
+    progress.step(&format!(
+        "underlay: namespaces {} ({}/{len}) and {} ({}/{len}) joined by a veth pair",
+        ns[0], hosts.underlay[0], ns[1], hosts.underlay[1]
+    ));
+    build_underlay(&hosts, cleanup)?;
+    let dir = std::env::temp_dir().join(format!("{}-{}", args.prefix, std::process::id()));
     cleanup.make_dir(&dir)?;
 
     progress.step(&format!(
-        "underlay: namespaces {} ({}) and {} ({}) joined by a veth pair",
-        ns[0], UNDERLAY[0], ns[1], UNDERLAY[1]
-    ));
-    for name in &ns {
-        cleanup.add_namespace(name)?;
-    }
-    // Created straight inside the namespaces: nothing appears in the caller's namespace.
-    ip(&[
-        "link", "add", "eth0", "netns", &ns[0], "type", "veth", "peer", "name", "eth0", "netns",
-        &ns[1],
-    ])?;
-    for (name, addr) in ns.iter().zip(UNDERLAY) {
-        ip(&["-n", name, "link", "set", "lo", "up"])?;
-        ip(&["-n", name, "link", "set", "eth0", "up"])?;
-        ip(&[
-            "-n",
-            name,
-            "addr",
-            "add",
-            &format!("{addr}/{UNDERLAY_PREFIX}"),
-            "dev",
-            "eth0",
-        ])?;
-    }
-
-    progress.step(&format!(
-        "overlay: vxnet run in each, VNI {VNI}, {DEV} {}/{OVERLAY_PREFIX} and {}/{OVERLAY_PREFIX}",
-        OVERLAY[0], OVERLAY[1]
+        "overlay: vxnet run in each, VNI {VNI}, {DEV} {}/{len} and {}/{len}",
+        hosts.overlay[0], hosts.overlay[1]
     ));
     let mut controls = Vec::new();
     for (i, host) in ["a", "b"].into_iter().enumerate() {
@@ -190,11 +245,11 @@ fn demo(
             "--dev",
             DEV,
             "--local",
-            UNDERLAY[i],
+            &hosts.underlay[i].to_string(),
             "--remote",
-            UNDERLAY[1 - i],
+            &hosts.underlay[1 - i].to_string(),
             "--address",
-            &format!("{}/{OVERLAY_PREFIX}", OVERLAY[i]),
+            &format!("{}/{len}", hosts.overlay[i]),
         ]
         .map(String::from);
         let launch = engine::Launch {
@@ -213,25 +268,21 @@ fn demo(
         controls.push(started.control);
     }
 
+    let target = hosts.overlay[1];
     progress.step(&format!(
-        "ping {} -> {} across the overlay",
-        OVERLAY[0], OVERLAY[1]
+        "ping {} -> {target} across the overlay (vxnet's own ICMP echo)",
+        hosts.overlay[0]
     ));
-    let ping = ping(&ns[0], OVERLAY[1], 3)?;
+    let ping = ping(&ns[0], target, 3)?;
     progress.block(&ping.1);
 
     progress.step(&format!(
-        "TCP: {} MB from host a to {}:{TCP_PORT} (vxnet's own sender and receiver)",
-        args.megabytes, OVERLAY[1]
+        "TCP: {} MB from host a to {target}:{TCP_PORT} (vxnet's own sender and receiver)",
+        args.megabytes
     ));
-    let target = SocketAddr::new(
-        OVERLAY[1]
-            .parse()
-            .map_err(|e| DemoError::Setup(format!("bad overlay address: {e}")))?,
-        TCP_PORT,
-    );
     let bytes = args.megabytes.saturating_mul(1_000_000);
-    let result = transfer::run(&ns[0], &ns[1], target, Amount::Bytes(bytes), 1)?;
+    let to = SocketAddr::new(target.into(), TCP_PORT);
+    let result = transfer::run(&ns[0], &ns[1], to, Amount::Bytes(bytes), 1)?;
     progress.say(&format!(
         "    {} bytes in {:.2} s = {:.2} Gbit/s, every byte checked",
         result.bytes,
@@ -246,14 +297,18 @@ fn demo(
         serde_json::from_value(fdb_a.clone()).map_err(|e| DemoError::Fdb(e.to_string()))?;
     progress.block(&crate::show::render_fdb(&tables));
 
-    progress.step("one VXLAN packet captured on host b's underlay (eth0), layer by layer");
-    let explained = capture_ping(&ns, OVERLAY[1])?;
+    progress.step(&format!(
+        "one VXLAN packet captured on host b's underlay ({}), layer by layer",
+        ns[1]
+    ));
+    let explained = capture_ping(ns, target)?;
     progress.block(&explained.render());
 
     Ok(DemoReport {
-        namespaces: ns,
-        underlay: UNDERLAY.map(String::from),
-        overlay: OVERLAY.map(String::from),
+        namespaces: ns.clone(),
+        subnet: args.subnet.to_string(),
+        underlay: hosts.underlay.map(|a| a.to_string()),
+        overlay: hosts.overlay.map(|a| a.to_string()),
         vni: VNI,
         ping: ping.0,
         tcp_bytes: result.bytes,
@@ -264,65 +319,78 @@ fn demo(
     })
 }
 
-/// Runs ping inside `ns`; returns the summary and ping's own output.
-fn ping(ns: &str, target: &str, count: u32) -> Result<(PingSummary, String), DemoError> {
-    let out = in_namespace(
-        ns,
-        Path::new("ping"),
-        &["-c", &count.to_string(), "-i", "0.2", "-W", "2", target],
-    )
-    .output()
-    .map_err(|e| DemoError::Ping(format!("cannot run ping: {e}")))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let summary = parse_ping(&text);
-    if !out.status.success() || summary.received == 0 {
-        let why = String::from_utf8_lossy(&out.stderr);
-        return Err(DemoError::Ping(
-            why.lines()
-                .next()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{} of {} replies", summary.received, count)),
-        ));
+/// Sends `count` ICMP echo requests from namespace `ns` to `target`, 200 ms apart; the summary
+/// and one line per request. Fails when no reply came.
+fn ping(ns: &str, target: Ipv4Addr, count: u32) -> Result<(PingSummary, String), DemoError> {
+    let rtts = in_netns(ns, move || {
+        let mut pinger = Pinger::open()
+            .map_err(|e| NetnsError::Setup(format!("opening an ICMP socket: {e}")))?;
+        let mut rtts = Vec::new();
+        for seq in 1..=count {
+            if seq > 1 {
+                std::thread::sleep(ECHO_INTERVAL);
+            }
+            let rtt = pinger
+                .echo(target, ECHO_TIMEOUT)
+                .map_err(|e| NetnsError::Setup(format!("sending an echo request: {e}")))?;
+            rtts.push(rtt);
+        }
+        Ok(rtts)
+    })
+    .map_err(|e| DemoError::Ping(e.to_string()))?;
+    let (summary, text) = summarize(target, &rtts);
+    if summary.received == 0 {
+        return Err(DemoError::Ping(format!(
+            "no reply from {target} to {count} echo requests"
+        )));
     }
     Ok((summary, text))
 }
 
-/// Reads iputils ping's summary lines.
-fn parse_ping(text: &str) -> PingSummary {
-    let mut summary = PingSummary {
-        transmitted: 0,
-        received: 0,
-        rtt_avg_ms: None,
-    };
-    for line in text.lines() {
-        if line.contains("packets transmitted") {
-            let numbers: Vec<u32> = line
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            if let [tx, rx, ..] = numbers[..] {
-                summary.transmitted = tx;
-                summary.received = rx;
-            }
-        } else if let Some(values) = line.split(" = ").nth(1).filter(|_| line.starts_with("rtt")) {
-            summary.rtt_avg_ms = values.split('/').nth(1).and_then(|v| v.parse().ok());
-        }
+/// Per-request lines and the summary, from each request's round-trip time (`None`: no reply).
+fn summarize(target: Ipv4Addr, rtts: &[Option<Duration>]) -> (PingSummary, String) {
+    let mut text = String::new();
+    for (seq, rtt) in (1..).zip(rtts) {
+        text += &match rtt {
+            Some(rtt) => format!(
+                "reply from {target}: icmp_seq={seq} time={:.3} ms\n",
+                ms(*rtt)
+            ),
+            None => format!(
+                "no reply from {target}: icmp_seq={seq} (waited {} s)\n",
+                ECHO_TIMEOUT.as_secs()
+            ),
+        };
     }
-    summary
+    let answered: Vec<f64> = rtts.iter().flatten().map(|d| ms(*d)).collect();
+    let summary = PingSummary {
+        transmitted: rtts.len() as u32,
+        received: answered.len() as u32,
+        rtt_avg_ms: (!answered.is_empty())
+            .then(|| answered.iter().sum::<f64>() / answered.len() as f64),
+    };
+    text += &format!(
+        "{} sent, {} received, rtt avg {}\n",
+        summary.transmitted,
+        summary.received,
+        summary
+            .rtt_avg_ms
+            .map_or("-".to_string(), |avg| format!("{avg:.3} ms"))
+    );
+    (summary, text)
 }
 
-/// Opens a packet socket in host b's namespace (the socket stays there), pings once from a,
-/// and explains the first VXLAN frame seen.
-fn capture_ping(ns: &[String; 2], target: &str) -> Result<packet::Explained, DemoError> {
-    let b = ns[1].clone();
-    let socket = std::thread::spawn(move || {
-        enter_named_netns_for_current_thread(&b)
-            .map_err(|e| DemoError::Setup(format!("entering namespace {b}: {e}")))?;
-        PacketSocket::open("eth0").map_err(DemoError::from)
-    })
-    .join()
-    .map_err(|_| DemoError::Setup("the capture thread panicked".into()))??;
-    let mut socket = socket;
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Opens a packet socket on host b's underlay link (the socket stays in b's namespace), pings
+/// once from a, and explains the first VXLAN frame seen.
+fn capture_ping(ns: &[String; 2], target: Ipv4Addr) -> Result<packet::Explained, DemoError> {
+    let link = ns[1].clone();
+    let mut socket = in_netns(&ns[1], move || {
+        PacketSocket::open(&link).map_err(|e| NetnsError::Setup(format!("capture: {e}")))
+    })?;
     ping(&ns[0], target, 1)?;
     let captured = socket.next_udp(DEFAULT_PORT, Duration::from_secs(5))?;
     packet::explain_frame(&captured.frame)
@@ -334,14 +402,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_ping_summary() {
-        let text = "PING 172.17.0.3 (172.17.0.3) 56(84) bytes of data.\n\
-                    64 bytes from 172.17.0.3: icmp_seq=1 ttl=64 time=0.321 ms\n\n\
-                    --- 172.17.0.3 ping statistics ---\n\
-                    3 packets transmitted, 3 received, 0% packet loss, time 402ms\n\
-                    rtt min/avg/max/mdev = 0.215/0.268/0.321/0.043 ms\n";
-        let s = parse_ping(text);
-        assert_eq!((s.transmitted, s.received), (3, 3));
-        assert_eq!(s.rtt_avg_ms, Some(0.268));
+    fn ping_lines_and_summary() {
+        let target = Ipv4Addr::new(192, 168, 205, 130);
+        let rtts = [
+            Some(Duration::from_micros(300)),
+            None,
+            Some(Duration::from_micros(500)),
+        ];
+        let (s, text) = summarize(target, &rtts);
+        assert_eq!((s.transmitted, s.received), (3, 2));
+        assert!((s.rtt_avg_ms.unwrap_or(0.0) - 0.4).abs() < 1e-9);
+        assert!(text.contains("reply from 192.168.205.130: icmp_seq=1 time=0.300 ms"));
+        assert!(text.contains("no reply from 192.168.205.130: icmp_seq=2"));
+        assert!(text.ends_with("3 sent, 2 received, rtt avg 0.400 ms\n"));
+        let (none, _) = summarize(target, &[None]);
+        assert_eq!((none.received, none.rtt_avg_ms), (0, None));
+    }
+
+    #[test]
+    fn hosts_come_from_the_subnet_and_prefix() {
+        let args = DemoArgs {
+            megabytes: 1,
+            prefix: "vxt".into(),
+            subnet: parse_subnet("10.99.0.0/29").unwrap_or_else(|e| panic!("{e}")),
+            json: false,
+        };
+        let hosts = Hosts::new(&args);
+        assert_eq!(hosts.ns, ["vxt-a", "vxt-b"]);
+        assert_eq!(
+            hosts.underlay,
+            [Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 2)]
+        );
+        assert_eq!(
+            hosts.overlay,
+            [Ipv4Addr::new(10, 99, 0, 5), Ipv4Addr::new(10, 99, 0, 6)]
+        );
+        assert_eq!(hosts.prefix_len, 30);
     }
 }

@@ -132,7 +132,13 @@ pub(crate) fn examples(page: &str) -> &'static [Example] {
             ("A capture, one line per packet:", "vxnet explain --pcap capture.pcap --brief"),
             ("One packet drawn as nested boxes:", "vxnet explain --svg packet.svg"),
         ],
-        "vxnet-demo" => &[("The demo, summary as JSON:", "vxnet demo --json")],
+        "vxnet-demo" => &[
+            ("The demo, summary as JSON:", "vxnet demo --json"),
+            (
+                "Beside another run, with names and addresses of its own:",
+                "vxnet demo --prefix lab1 --subnet 10.99.0.0/24",
+            ),
+        ],
         "vxnet-bench" => &[
             ("Three rounds against the kernel's vxlan:", "vxnet bench --seconds 4 --repeat 3"),
             (

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use vxnet_dataplane::sys::named_netns::{self, NamedNetns, NamedNetnsError};
 
 use super::NetnsError;
 
@@ -50,11 +51,7 @@ impl Resources {
             let _ = child.wait();
         }
         for ns in self.namespaces.drain(..).rev() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &ns])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = named_netns::delete(&ns);
         }
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
@@ -99,15 +96,25 @@ impl Cleanup {
         Ok(())
     }
 
-    /// `ip netns add NAME`, registered for deletion.
-    pub fn add_namespace(&self, name: &str) -> Result<(), NetnsError> {
+    /// A new named namespace (`ip netns add NAME`) with `lo` up, registered for deletion. A
+    /// name already taken is an error and that namespace is left alone.
+    pub fn add_namespace(&self, name: &str) -> Result<NamedNetns, NetnsError> {
         let mut res = self.lock();
-        ip(&["netns", "add", name])?;
+        let ns = NamedNetns::create(name).map_err(|e| match e {
+            NamedNetnsError::Exists(_) => NetnsError::Setup(format!(
+                "{e} (another run, or one that was killed: `ip netns del {name}` removes it; \
+                 or choose another --prefix)"
+            )),
+            e => NetnsError::Setup(e.to_string()),
+        })?;
         res.namespaces.push(name.to_string());
-        Ok(())
+        ns.links()
+            .and_then(|mut links| links.up("lo"))
+            .map_err(|e| NetnsError::Setup(format!("setting lo up in {name}: {e}")))?;
+        Ok(ns)
     }
 
-    /// Starts `cmd` (already `ip netns exec …`), output to `log`, registered under `name`.
+    /// Starts `cmd`, output to `log`, registered under `name`.
     pub fn spawn(&self, name: &str, cmd: Command, log: &Path) -> Result<u32, NetnsError> {
         let file = create(log)?;
         let err_file = file

@@ -1,13 +1,14 @@
-//! `vxnet run` started inside a namespace from this very executable, registered with the
+//! `vxnet run` started inside a named namespace from this very executable, registered with the
 //! [`Cleanup`], and waited for until its control socket answers.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vxnet_dataplane::control::client::request;
 use vxnet_dataplane::control::proto::Request;
 
-use super::{in_namespace, Cleanup, NetnsError};
+use super::{in_netns, Cleanup, NetnsError};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,10 +40,14 @@ pub fn start(cleanup: &Cleanup, exe: &Path, launch: &Launch<'_>) -> Result<Engin
     let mut args: Vec<&str> = vec!["run"];
     args.extend(launch.args.iter().map(String::as_str));
     args.extend(["--control", &control_arg]);
-    let mut cmd = in_namespace(launch.namespace, exe, &args);
-    cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
+    let mut cmd = Command::new(exe);
+    cmd.args(&args).envs(launch.env.iter().map(|(k, v)| (k, v)));
     let name = child_name(launch.host);
-    let pid = cleanup.spawn(&name, cmd, &log)?;
+    // Started from a thread inside the namespace, the engine is born there: no `ip netns exec`.
+    let (spawner, spawn_log) = (cleanup.clone(), log.clone());
+    let pid = in_netns(launch.namespace, move || {
+        spawner.spawn(&name, cmd, &spawn_log)
+    })?;
     wait_ready(cleanup, launch.host, &control, &log)?;
     Ok(Engine { pid, control })
 }

@@ -9,9 +9,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vxnet_dataplane::sys::enter_named_netns_for_current_thread;
-
-use super::NetnsError;
+use super::{join, on_thread_in, NetnsError};
 
 /// A prime period, so that the pattern does not line up with any buffer or segment size.
 const PERIOD: usize = 251;
@@ -48,24 +46,6 @@ fn failed(what: &str, e: impl std::fmt::Display) -> NetnsError {
     NetnsError::Transfer(format!("{what}: {e}"))
 }
 
-fn in_namespace<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> Result<T, NetnsError> + Send + 'static,
-) -> JoinHandle<Result<T, NetnsError>> {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        enter_named_netns_for_current_thread(&ns)
-            .map_err(|e| failed(&format!("entering namespace {ns}"), e))?;
-        f()
-    })
-}
-
-fn join<T>(handle: JoinHandle<Result<T, NetnsError>>) -> Result<T, NetnsError> {
-    handle
-        .join()
-        .map_err(|_| NetnsError::Transfer("a transfer thread panicked".into()))?
-}
-
 /// Sends `amount` over `streams` parallel connections from namespace `from` to `to_addr`,
 /// received in namespace `to`. Times from the first connection to the last byte checked by the
 /// receiver; fails unless every byte sent arrived intact.
@@ -99,7 +79,7 @@ pub fn start(
 ) -> Result<Transfer, NetnsError> {
     let streams = streams.max(1);
     let (ready_tx, ready_rx) = mpsc::channel();
-    let receiver = in_namespace(to, move || receive(to_addr, streams, ready_tx));
+    let receiver = on_thread_in(to, move || receive(to_addr, streams, ready_tx));
     match ready_rx.recv_timeout(IO_TIMEOUT) {
         Ok(()) => {}
         Err(_) => {
@@ -109,7 +89,7 @@ pub fn start(
         }
     }
     let started = Instant::now();
-    let sender = in_namespace(from, move || send(to_addr, amount, streams));
+    let sender = on_thread_in(from, move || send(to_addr, amount, streams));
     Ok(Transfer {
         receiver,
         sender,

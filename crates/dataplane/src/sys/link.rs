@@ -35,6 +35,10 @@ const NLA_F_NESTED: u16 = 0x8000;
 /// nlmsghdr is 16 bytes; ifinfomsg 16; ifaddrmsg 8; rtmsg 12.
 const NLMSG_HDR: usize = 16;
 const IFINFO_LEN: usize = 16;
+const RTMSG_LEN: usize = 12;
+/// `RTA_DST` and `RTA_TABLE` (linux/rtnetlink.h).
+const RTA_DST: u16 = 1;
+const RTA_TABLE: u16 = 15;
 
 /// One link as `RTM_GETLINK` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,12 +200,18 @@ impl Netlink {
         }
     }
 
-    /// Sends a request and collects every RTM_NEWLINK in the reply (a dump, or one link).
-    fn links(&mut self, msg: Message) -> io::Result<Vec<Link>> {
+    /// Sends a request and collects every message of type `kind` in the reply (a dump, or one
+    /// object), each as `parse` reads it.
+    fn collect<T>(
+        &mut self,
+        msg: Message,
+        kind: u16,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> io::Result<Vec<T>> {
         let seq = self.next_seq();
         self.sock.send(&msg.finish(seq))?;
         let mut reply = vec![0u8; 64 * 1024];
-        let mut links = Vec::new();
+        let mut found = Vec::new();
         loop {
             let n = (&self.sock).read(&mut reply)?;
             let mut rest = &reply[..n];
@@ -213,20 +223,34 @@ impl Netlink {
                 }
                 multi |= u16_at(one, 6).unwrap_or(0) & libc::NLM_F_MULTI as u16 != 0;
                 match u16_at(one, 4) {
-                    Some(t) if t == libc::NLMSG_DONE as u16 => return Ok(links),
-                    Some(t) if t == libc::RTM_NEWLINK => links.extend(parse_link(one)),
+                    Some(t) if t == libc::NLMSG_DONE as u16 => return Ok(found),
+                    Some(t) if t == kind => found.extend(parse(one)),
                     _ => {
                         if let Some(result) = error_reply(one) {
                             result?;
-                            return Ok(links);
+                            return Ok(found);
                         }
                     }
                 }
             }
             if !multi {
-                return Ok(links);
+                return Ok(found);
             }
         }
+    }
+
+    fn links(&mut self, msg: Message) -> io::Result<Vec<Link>> {
+        self.collect(msg, libc::RTM_NEWLINK, parse_link)
+    }
+
+    /// The destinations of the namespace's IPv4 routes in every table but `local` (which only
+    /// mirrors the addresses the other tables route), default routes left out.
+    pub(crate) fn ipv4_routes(&mut self) -> io::Result<Vec<(std::net::Ipv4Addr, u8)>> {
+        let mut fixed = [0u8; RTMSG_LEN];
+        fixed[0] = libc::AF_INET as u8;
+        let msg = Message::new(libc::RTM_GETROUTE, libc::NLM_F_DUMP as u16, &fixed);
+        let routes = self.collect(msg, libc::RTM_NEWROUTE, parse_ipv4_route)?;
+        Ok(routes.into_iter().flatten().collect())
     }
 
     /// The link named `name`, or `None` when there is none.
@@ -443,6 +467,23 @@ fn parse_link(msg: &[u8]) -> Option<Link> {
         alias: find_attr(attrs, IFLA_IFALIAS).map(text_of),
         up: flags & UP != 0,
     })
+}
+
+/// One RTM_NEWROUTE message: `Some(Some((dst, len)))` for a non-default route outside the
+/// `local` table, `Some(None)` for one to skip, `None` when it does not parse.
+fn parse_ipv4_route(msg: &[u8]) -> Option<Option<(std::net::Ipv4Addr, u8)>> {
+    let fixed = msg.get(NLMSG_HDR..NLMSG_HDR + RTMSG_LEN)?;
+    let (family, dst_len) = (fixed[0], fixed[1]);
+    let attrs = msg.get(NLMSG_HDR + RTMSG_LEN..)?;
+    // The table id: RTA_TABLE when the kernel gives it (tables above 255), rtm_table otherwise.
+    let table = find_attr(attrs, RTA_TABLE)
+        .and_then(u32_of)
+        .unwrap_or(u32::from(fixed[4]));
+    if family != libc::AF_INET as u8 || dst_len == 0 || table == u32::from(libc::RT_TABLE_LOCAL) {
+        return Some(None);
+    }
+    let dst: [u8; 4] = find_attr(attrs, RTA_DST)?.try_into().ok()?;
+    Some(Some((dst.into(), dst_len)))
 }
 
 #[cfg(test)]

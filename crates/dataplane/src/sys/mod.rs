@@ -20,13 +20,18 @@
 //! - `netns`: network namespaces opened by path and checked, held as fds;
 //! - `route`: routes, neighbours, tc redirects and change notifications (tunnel GSO);
 //! - [`packet`]: `AF_PACKET` capture of one frame (for `vxnet demo`);
+//! - [`named_netns`]: named network namespaces as `ip netns add` makes them, and their links
+//!   (for `vxnet demo` and `vxnet bench`);
+//! - [`icmp`]: ICMP echo over a raw socket (`vxnet demo`'s ping);
 //! - [`term`]: the terminal's width (for `vxnet explain`'s text view).
 
 pub(crate) mod claim;
 pub(crate) mod cmsg;
 pub(crate) mod creds;
+pub mod icmp;
 pub mod iface;
 pub(crate) mod link;
+pub mod named_netns;
 pub(crate) mod netns;
 pub mod packet;
 pub mod poll;
