@@ -105,6 +105,13 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
         assert_eq!(sample(&body, &series), Some(1), "{series} in {body}");
     }
     assert_eq!(sample(&body, "vxnet_workers"), Some(stats.workers as u64));
+    // The transmit path: tunnel GSO is the default where the probe succeeds (it does on a veth).
+    assert_eq!(stats.tx_path, "tunnel-gso", "{}", a.proc.log_text());
+    assert_eq!(
+        sample(&body, "vxnet_tx_path_info{path=\"tunnel-gso\"}"),
+        Some(1),
+        "{body}"
+    );
     assert_eq!(
         sample(
             &body,

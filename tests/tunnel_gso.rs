@@ -58,7 +58,7 @@ fn whole_superframes_to_vxnet_and_kernel_peers_and_faults() {
         0,
         "a",
         &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --remote {} --address 10.1.0.1/24 --tunnel-gso",
+            "--vni 42 --dev vx42 --local {} --remote {} --remote {} --address 10.1.0.1/24",
             u[0], u[1], u[2]
         ),
     );
@@ -66,17 +66,19 @@ fn whole_superframes_to_vxnet_and_kernel_peers_and_faults() {
         1,
         "b",
         &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.2/24 --tunnel-gso",
+            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.2/24",
             u[1], u[0]
         ),
     );
     let stats = a.stats();
     assert_eq!(stats.tx_path, "tunnel-gso", "{}", a.proc.log_text());
     assert!(stats.offloads.contains(&Offload::TunnelGso));
+    // The default where the probe succeeds, said once in the start log.
     assert!(
         a.proc
             .log_text()
-            .contains("underlay TAP for tunnel GSO created"),
+            .lines()
+            .any(|l| l.contains("tx path: tunnel-gso through vxgso") && l.contains(">eth0")),
         "{}",
         a.proc.log_text()
     );
@@ -176,16 +178,26 @@ fn the_socket_path_when_turned_off_or_not_redirectable() {
     let stats = off.stats();
     assert_eq!(stats.tx_path, "socket");
     assert!(stats.tunnel_gso.is_none());
+    assert!(
+        off.proc
+            .log_text()
+            .contains("tx path: socket (tunnel GSO not in use: turned off)"),
+        "{}",
+        off.proc.log_text()
+    );
     assert!(!stats.offloads.contains(&Offload::TunnelGso));
     // A second engine whose underlay is the first one's TAP never redirects into it.
     let nested = lab.vxnet(
         0,
         "nested",
-        "--vni 7 --dev vx7 --port 4790 --local 10.1.0.1 --remote 10.1.0.2 --address 10.2.0.1/24 --tunnel-gso",
+        "--vni 7 --dev vx7 --port 4790 --local 10.1.0.1 --remote 10.1.0.2 --address 10.2.0.1/24",
     );
     assert_eq!(nested.stats().tx_path, "socket");
     assert!(
-        nested.proc.log_text().contains("tunnel GSO not in use"),
+        nested
+            .proc
+            .log_text()
+            .contains("tx path: socket (tunnel GSO not in use: "),
         "{}",
         nested.proc.log_text()
     );
@@ -193,9 +205,7 @@ fn the_socket_path_when_turned_off_or_not_redirectable() {
         1,
         "env",
         &[("VXNET_DISABLE_OFFLOADS", "tunnel-gso")],
-        &format!(
-            "--vni 42 --dev vx42 --local {u1} --remote {u0} --address 10.1.0.2/24 --tunnel-gso"
-        ),
+        &format!("--vni 42 --dev vx42 --local {u1} --remote {u0} --address 10.1.0.2/24"),
     );
     assert_eq!(env.stats().tx_path, "socket");
     transfer_checked(

@@ -8,7 +8,9 @@
 //! ```
 //! a floods to b and the kernel; b and the kernel flood to a only (they never talk to each other).
 //! Every underlay port does GRO like a real NIC ([`Lab::enable_underlay_gro`]), so datagrams
-//! from the kernel's vxlan reach a UDP_GRO socket in batches too.
+//! from the kernel's vxlan reach a UDP_GRO socket in batches too. Both engines run the socket
+//! path (`--no-tunnel-gso`): these tests are about vxnet's own segmentation, UDP GSO and GRO;
+//! tests/tunnel_gso.rs covers the tunnel path.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -72,7 +74,7 @@ pub fn trio_with_mtus(
         "a",
         env_a,
         &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --remote {} --address 10.1.0.1/24 {args_a}",
+            "--vni 42 --dev vx42 --local {} --remote {} --remote {} --address 10.1.0.1/24 --no-tunnel-gso {args_a}",
             u(A),
             u(B),
             u(KERNEL)
@@ -82,7 +84,7 @@ pub fn trio_with_mtus(
         B,
         "b",
         &format!(
-            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.2/24",
+            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.2/24 --no-tunnel-gso",
             u(B),
             u(A)
         ),

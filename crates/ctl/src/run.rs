@@ -116,12 +116,10 @@ pub struct RunArgs {
     /// Turn off TAP offloads and UDP GSO/GRO.
     #[arg(long)]
     pub no_offloads: bool,
-    /// Send TCP superframes whole through an underlay TAP (tunnel GSO) where the start-up
-    /// probe succeeds, instead of segmenting them in vxnet and sending them through UDP
-    /// sockets. Opt-in for now: packets on that path skip the host's OUTPUT netfilter hooks.
-    #[arg(long, conflicts_with = "no_tunnel_gso")]
-    pub tunnel_gso: bool,
-    /// Never send TCP superframes whole through an underlay TAP (the default).
+    /// Never send TCP superframes whole through an underlay TAP (tunnel GSO, the default where
+    /// the start-up probe succeeds): segment them in vxnet and send them through UDP sockets,
+    /// as on kernels without it. Packets on the tunnel-GSO path skip the host's OUTPUT and
+    /// POSTROUTING netfilter hooks.
     #[arg(long)]
     pub no_tunnel_gso: bool,
     /// Outer DF bit: set (default; never fragmented, too-big frames are answered with ICMP),
@@ -265,7 +263,7 @@ fn engine_config(
             .or(file.threads)
             .unwrap_or_else(default_threads),
         offloads: !args.no_offloads && file.offloads.unwrap_or(true),
-        tunnel_gso: args.tunnel_gso && !args.no_tunnel_gso,
+        tunnel_gso: !args.no_tunnel_gso,
         tuning: tuning(args, &file.tuning),
         state_dir: Some(args.state_dir.clone()),
     };

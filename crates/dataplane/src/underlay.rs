@@ -181,7 +181,7 @@ impl Underlay {
         route::redirect_ingress(index, target).map_err(|e| {
             format!("cannot redirect {name} to device {target} (tc clsact/u32/mirred): {e}")
         })?;
-        tracing::info!(tap = %name, device = target, "underlay TAP for tunnel GSO created");
+        tracing::debug!(tap = %name, device = target, "underlay TAP for tunnel GSO created");
         let tap = Arc::new(UnderlayTap {
             queue,
             name,

@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 
+use super::rr::RrStats;
 use super::topology::Topology;
 use crate::netns::transfer::{self, Amount};
 use crate::netns::{find_in_path, in_namespace, Cleanup, NetnsError};
 
 const TCP_PORT: u16 = 5201;
+/// The request/response server's port (beside iperf3's).
+const RR_PORT: u16 = 5202;
 /// Pings 2 ms apart, as benchmark-method.md suggests.
 const PING_INTERVAL: &str = "0.002";
 const PING_INTERVAL_S: f64 = 0.002;
@@ -64,6 +67,13 @@ pub(super) fn choose(choice: ToolChoice) -> Result<(Tool, String), String> {
 pub(super) struct Throughput {
     pub gbit_per_s: f64,
     pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct UdpStats {
+    pub offered_pps: f64,
+    pub delivered_pps: f64,
+    pub loss_percent: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,6 +164,13 @@ impl<'a> Meter<'a> {
             streams.to_string(),
             "-J".into(),
         ];
+        let out = self.iperf3_json(iperf3, &args)?;
+        parse_iperf3(&out).map_err(|e| format!("iperf3: {e}"))
+    }
+
+    /// iperf3's JSON report of one client run with `args`, retried while the server is busy
+    /// with the previous one.
+    fn iperf3_json(&mut self, iperf3: &Path, args: &[String]) -> Result<String, String> {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let timeout = Duration::from_secs(self.seconds) + TOOL_SLACK;
         // The server takes a moment to finish the previous test; it answers "busy" until then.
@@ -166,17 +183,48 @@ impl<'a> Meter<'a> {
                 .cleanup
                 .run_captured("iperf3 client", cmd, &stem, timeout)
                 .map_err(|e| e.to_string())?;
-            match parse_iperf3(&out.stdout) {
-                Err(e) if e.contains("busy") && attempts < 5 => {
+            match iperf3_error(&out.stdout) {
+                Some(e) if e.contains("busy") && attempts < 5 => {
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) if out.stdout.trim().is_empty() => {
+                Some(e) => {
                     let why = out.stderr.lines().next().unwrap_or("no output").to_string();
                     return Err(format!("iperf3: {e}: {why}"));
                 }
-                result => return result.map_err(|e| format!("iperf3: {e}")),
+                None => return Ok(out.stdout),
             }
         }
+    }
+
+    /// UDP datagrams of `size` payload bytes from host a to `target` for `--seconds`, as fast
+    /// as the sender can (iperf3 `-u -b 0`): offered and delivered packets per second, loss.
+    pub(super) fn udp(&mut self, target: Ipv4Addr, size: u32) -> Result<UdpStats, String> {
+        let Tool::Iperf3(iperf3) = self.tool.clone() else {
+            return Err("UDP needs iperf3".into());
+        };
+        let args = [
+            "-c".to_string(),
+            target.to_string(),
+            "-p".into(),
+            TCP_PORT.to_string(),
+            "-u".into(),
+            "-b".into(),
+            "0".into(),
+            "-l".into(),
+            size.to_string(),
+            "-t".into(),
+            self.seconds.to_string(),
+            "-J".into(),
+        ];
+        let out = self.iperf3_json(&iperf3, &args)?;
+        parse_iperf3_udp(&out)
+    }
+
+    /// `--rr`: request/response round trips from host a to `target` for `--seconds`.
+    pub(super) fn rr(&mut self, target: Ipv4Addr) -> Result<RrStats, String> {
+        let to = SocketAddr::new(target.into(), RR_PORT);
+        let time = Duration::from_secs(self.seconds);
+        super::rr::run(&self.topo.ns[0], &self.topo.ns[1], to, time).map_err(|e| e.to_string())
     }
 
     /// `--pings` pings from host a to `target`, after a few unrecorded ones (caches, wake-ups).
@@ -284,13 +332,52 @@ fn listens_on(table: &str, port: u16) -> bool {
     })
 }
 
-/// The receiver's rate and byte count from `iperf3 -J`, or iperf3's own error.
-fn parse_iperf3(json: &str) -> Result<Throughput, String> {
+/// iperf3's own error in its `-J` output, or why the output cannot be read.
+fn iperf3_error(json: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Err(e) => Some(format!("unreadable output ({e})")),
+        Ok(v) => v.get("error").and_then(|e| e.as_str()).map(str::to_string),
+    }
+}
+
+/// Offered and delivered rates of a UDP run, from `iperf3 -u -J`: the sender's packets over its
+/// time, and the receiver's (its packets less those lost) over its time.
+fn parse_iperf3_udp(json: &str) -> Result<UdpStats, String> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("unreadable output ({e})"))?;
-    if let Some(error) = v.get("error").and_then(|e| e.as_str()) {
-        return Err(error.to_string());
+    let (sent, received) = (&v["end"]["sum_sent"], &v["end"]["sum_received"]);
+    let field = |o: &serde_json::Value, k: &str| o[k].as_f64();
+    match (
+        field(sent, "packets"),
+        field(sent, "seconds"),
+        field(received, "packets"),
+        field(received, "lost_packets"),
+        field(received, "seconds"),
+    ) {
+        (Some(offered), Some(s_secs), Some(seen), Some(lost), Some(r_secs))
+            if s_secs > 0.0 && r_secs > 0.0 =>
+        {
+            Ok(UdpStats {
+                offered_pps: offered / s_secs,
+                delivered_pps: (seen - lost).max(0.0) / r_secs,
+                loss_percent: if seen > 0.0 {
+                    100.0 * lost / seen
+                } else {
+                    100.0
+                },
+            })
+        }
+        _ => Err("iperf3: no end.sum_sent/sum_received packet counts in its report".into()),
     }
+}
+
+/// The receiver's rate and byte count from `iperf3 -J`, or iperf3's own error.
+fn parse_iperf3(json: &str) -> Result<Throughput, String> {
+    if let Some(error) = iperf3_error(json) {
+        return Err(error);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("unreadable output ({e})"))?;
     let received = &v["end"]["sum_received"];
     match (
         received["bits_per_second"].as_f64(),
@@ -322,7 +409,7 @@ fn reply_times(ping_output: &str, skip: u32) -> Vec<f64> {
 }
 
 /// Nearest-rank quantile of sorted values (not empty).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
@@ -346,6 +433,19 @@ mod tests {
             r#"{"start":{},"end":{},"error":"the server is busy running a test. try again later"}"#;
         assert!(parse_iperf3(busy).unwrap_err().contains("busy"));
         assert!(parse_iperf3("").is_err());
+    }
+
+    #[test]
+    fn reads_offered_and_delivered_udp_rates() {
+        let json = r#"{"start":{},"end":{
+            "sum_sent":{"seconds":2.0,"packets":200000,"lost_packets":0},
+            "sum_received":{"seconds":2.5,"packets":200000,"lost_packets":50000}}}"#;
+        let u = parse_iperf3_udp(json).unwrap();
+        assert_eq!((u.offered_pps, u.delivered_pps), (100_000.0, 60_000.0));
+        assert_eq!(u.loss_percent, 25.0);
+        assert!(parse_iperf3_udp(r#"{"end":{}}"#).is_err());
+        assert!(iperf3_error(r#"{"error":"busy"}"#).is_some());
+        assert!(iperf3_error(json).is_none());
     }
 
     #[test]

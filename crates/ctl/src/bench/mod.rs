@@ -6,10 +6,13 @@
 //! the end, on error, and on Ctrl-C/SIGTERM (then with a non-zero exit).
 
 mod cpu;
+mod extra;
 mod measure;
+mod method;
 mod pairs;
 mod progress;
 mod report;
+mod rr;
 mod topology;
 mod wakeup;
 
@@ -61,6 +64,19 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = topology::DEFAULT_MTU,
           value_parser = clap::value_parser!(u32).range(topology::MIN_MTU..=topology::MAX_MTU))]
     pub underlay_mtu: u32,
+    /// Also send UDP datagrams of SIZE payload bytes (iperf3 `-u -b 0 -l SIZE`, as fast as
+    /// the sender can) across each pair for --seconds: offered and delivered packets per second
+    /// and loss. Needs iperf3.
+    #[arg(long, value_name = "SIZE", value_parser = clap::value_parser!(u32).range(16..=8950))]
+    pub udp: Option<u32>,
+    /// Also measure request/response latency across each pair, like netperf TCP_RR: 1-byte
+    /// requests and answers on one TCP connection for --seconds, p50 and p99 of the round trips.
+    #[arg(long)]
+    pub rr: bool,
+    /// Add the vxnet pair again with the socket transmit path (`vxnet run --no-tunnel-gso`), to
+    /// compare it with the tunnel-GSO path of the vxnet pair in one run (not with --encrypted).
+    #[arg(long, conflicts_with = "encrypted")]
+    pub socket_path: bool,
     /// Add the encrypted vxnet pair (ESP-in-UDP, AES-256-GCM, `vxnet run --key-file`) to the
     /// run, measured like the others on the same underlay.
     #[arg(long)]
@@ -154,6 +170,12 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     let (tool, tool_detail) = measure::choose(args.tool).map_err(BenchError::Tool)?;
     // Before anything is created: a refused subnet leaves the machine as it was.
     args.subnet.check_unrouted().map_err(BenchError::Subnet)?;
+    if args.udp.is_some() && tool.name() != "iperf3" {
+        return Err(BenchError::MissingTool {
+            tool: "iperf3",
+            why: "--udp sends with iperf3",
+        });
+    }
     let exe = std::env::current_exe()
         .map_err(|e| NetnsError::Setup(format!("cannot find the vxnet executable: {e}")))?;
     let cleanup = Cleanup::default();
@@ -205,7 +227,14 @@ fn bench(
         "starting the kernel vxlan links and the vxnet engines ({})",
         settings.describe()
     ));
-    let pairs = pairs::build(cleanup, &topo, exe, &settings, args.encrypted)?;
+    let pairs = pairs::build(
+        cleanup,
+        &topo,
+        exe,
+        &settings,
+        args.socket_path,
+        args.encrypted,
+    )?;
     let engine = pairs::engine_report(&pairs);
     let pings = args
         .pings
@@ -226,18 +255,38 @@ fn bench(
     }
     let repeat = args.repeat as usize;
     let mut rounds: Vec<Vec<Round>> = pairs.iter().map(|_| Vec::new()).collect();
-    progress.count_steps(repeat * pairs.len() * MEASUREMENTS);
+    let measurements = 3 + usize::from(args.udp.is_some()) + usize::from(args.rr);
+    progress.count_steps(repeat * pairs.len() * measurements);
     for r in 1..=repeat {
         for (pair, results) in pairs.iter().zip(&mut rounds) {
             let at = format!("round {r}/{repeat}, {} pair", pair.spec.name);
-            results.push(measure_pair(&mut meter, pair, r, &at, progress)?);
+            results.push(measure_pair(&mut meter, pair, args, r, &at, progress)?);
         }
     }
     let results: Vec<PairResult> = pairs
         .iter()
         .zip(rounds)
-        .map(|(p, r)| PairResult::new(p.spec, p.engines.len(), p.overlay_mtu, r))
+        .map(|(p, r)| PairResult::new(p.spec, p.engines.len(), p.overlay_mtu, p.tx_paths(), r))
         .collect();
+    let mut method =
+        report::Method::new(tool_name, args.seconds, pings, measure::warmup_pings(pings));
+    method.udp = args.udp.map(|size| {
+        format!(
+            "iperf3 -u -b 0 -l {size} from host a to host b for {} s: offered = the sender's \
+             datagrams per second, delivered = the receiver's (less those lost), loss = lost / \
+             sent; ratios of rates against the kernel pair",
+            args.seconds
+        )
+    });
+    method.rr = args.rr.then(|| {
+        format!(
+            "1-byte request, 1-byte answer, one TCP connection (TCP_NODELAY) from host a to \
+             host b for {} s after {} unrecorded round trips; nearest-rank p50 and p99, \
+             transactions per second",
+            args.seconds,
+            rr::WARMUP
+        )
+    });
     Ok(Report {
         tool: tool_name,
         tool_detail,
@@ -250,7 +299,7 @@ fn bench(
         engine: settings,
         engine_workers: engine.as_ref().map(|e| e.workers),
         engine_offloads: engine.map(|e| e.offloads.iter().map(|o| o.name().to_string()).collect()),
-        method: report::Method::new(tool_name, args.seconds, pings, measure::warmup_pings(pings)),
+        method,
         wakeup_round_trip_us,
         ratios: report::ratios(&results),
         encrypted_vs_vxnet: report::encrypted_vs_vxnet(&results),
@@ -258,13 +307,12 @@ fn bench(
     })
 }
 
-/// Per pair and round: TCP x1, TCP x4, ping.
-const MEASUREMENTS: usize = 3;
-
-/// TCP ×1 (with the CPU accounting), TCP ×4, then ping, across one pair.
+/// TCP ×1 (with the CPU accounting), TCP ×4, ping, then UDP and request/response when asked,
+/// across one pair.
 fn measure_pair(
     meter: &mut Meter<'_>,
     pair: &Pair,
+    args: &BenchArgs,
     round: usize,
     at: &str,
     progress: &mut Progress,
@@ -287,7 +335,22 @@ fn measure_pair(
     let x4 = meter.tcp(target, 4).map_err(failed("TCP x4"))?;
     progress.step(&format!("{at}: ping"));
     let ping = meter.ping(target).map_err(failed("ping"))?;
-    Ok(Round::new(round, x1, x4, ping, after.since(&before)))
+    let udp = match args.udp {
+        Some(size) => {
+            progress.step(&format!("{at}: UDP {size} B for {seconds} s"));
+            Some(meter.udp(target, size).map_err(failed("UDP"))?)
+        }
+        None => None,
+    };
+    let rr = match args.rr {
+        true => {
+            progress.step(&format!("{at}: request/response for {seconds} s"));
+            Some(meter.rr(target).map_err(failed("request/response"))?)
+        }
+        false => None,
+    };
+    let extra = extra::Extra::new(udp, rr);
+    Ok(Round::new(round, x1, x4, ping, after.since(&before), extra))
 }
 
 #[cfg(test)]

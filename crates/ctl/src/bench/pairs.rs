@@ -42,6 +42,9 @@ pub(super) struct PairSpec {
     /// Both (vxnet) ends encrypt: ESP-in-UDP with one network key.
     #[serde(skip)]
     pub encrypted: bool,
+    /// Flags of this pair's `vxnet run`s on top of the bench's.
+    #[serde(skip)]
+    pub run_args: &'static [&'static str],
 }
 
 impl PairSpec {
@@ -69,6 +72,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         overlay_block: 3,
         ends: [End::Kernel, End::Kernel],
         encrypted: false,
+        run_args: &[],
     },
     PairSpec {
         name: "vxnet",
@@ -79,6 +83,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         overlay_block: 4,
         ends: [End::Vxnet, End::Vxnet],
         encrypted: false,
+        run_args: &[],
     },
     PairSpec {
         name: "mixed",
@@ -89,6 +94,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         overlay_block: 5,
         ends: [End::Vxnet, End::Kernel],
         encrypted: false,
+        run_args: &[],
     },
     PairSpec {
         name: "mixed_reverse",
@@ -99,6 +105,7 @@ pub(super) const PAIRS: [PairSpec; 4] = [
         overlay_block: 6,
         ends: [End::Kernel, End::Vxnet],
         encrypted: false,
+        run_args: &[],
     },
 ];
 
@@ -114,6 +121,22 @@ pub(super) const ENCRYPTED: PairSpec = PairSpec {
     overlay_block: 7,
     ends: [End::Vxnet, End::Vxnet],
     encrypted: true,
+    run_args: &[],
+};
+
+/// `vxnet bench --socket-path`: the vxnet pair again on the socket transmit path, on the same
+/// underlay, beside the vxnet pair's tunnel-GSO path. Its overlay takes the encrypted pair's
+/// block of `--subnet` (the two options exclude each other).
+pub(super) const SOCKET_PATH: PairSpec = PairSpec {
+    name: "vxnet_socket",
+    label: "vxnet (socket path)",
+    vni: 47,
+    port: 4794,
+    overlay_block: 7,
+    underlay: SHARED,
+    ends: [End::Vxnet, End::Vxnet],
+    encrypted: false,
+    run_args: &["--no-tunnel-gso"],
 };
 /// The encrypted pair's ESP-in-UDP port.
 const ENCRYPTED_ESP_PORT: u16 = 4510;
@@ -190,6 +213,14 @@ impl Pair {
     pub(super) fn vxnet_pids(&self) -> Vec<u32> {
         self.engines.iter().map(|e| e.pid).collect()
     }
+
+    /// The transmit path each engine reports now (host a's first); "?" where it does not answer.
+    pub(super) fn tx_paths(&self) -> Vec<String> {
+        self.engines
+            .iter()
+            .map(|e| stats(e).map_or_else(|| "?".to_string(), |s| s.tx_path))
+            .collect()
+    }
 }
 
 pub(super) fn build(
@@ -197,6 +228,7 @@ pub(super) fn build(
     topo: &Topology,
     exe: &Path,
     settings: &EngineSettings,
+    socket_path: bool,
     encrypted: bool,
 ) -> Result<Vec<Pair>, NetnsError> {
     let args = settings.args();
@@ -207,7 +239,10 @@ pub(super) fn build(
     } else {
         None
     };
-    let specs = PAIRS.into_iter().chain(encrypted.then_some(ENCRYPTED));
+    let specs = PAIRS
+        .into_iter()
+        .chain(socket_path.then_some(SOCKET_PATH))
+        .chain(encrypted.then_some(ENCRYPTED));
     for spec in specs {
         let mut engines = Vec::new();
         for (i, end) in spec.ends.into_iter().enumerate() {
@@ -235,6 +270,7 @@ pub(super) fn build(
                     .map(String::from)
                     .to_vec();
                     run_args.extend(args.iter().cloned());
+                    run_args.extend(spec.run_args.iter().map(|a| a.to_string()));
                     if let (true, Some(key)) = (spec.encrypted, &key) {
                         run_args.extend([
                             "--key-file".to_string(),
@@ -322,7 +358,10 @@ fn kernel_vxlan(
 
 /// What the first vxnet engine says it runs with (workers, offloads in use).
 pub(super) fn engine_report(pairs: &[Pair]) -> Option<StatsReport> {
-    let engine = pairs.iter().flat_map(|p| &p.engines).next()?;
+    stats(pairs.iter().flat_map(|p| &p.engines).next()?)
+}
+
+fn stats(engine: &engine::Engine) -> Option<StatsReport> {
     let value = request(&engine.control, &Request::Stats).ok()?;
     serde_json::from_value(value).ok()
 }
@@ -334,15 +373,18 @@ mod tests {
 
     #[test]
     fn pairs_do_not_share_vni_port_or_subnet() {
-        let all: Vec<PairSpec> = PAIRS.into_iter().chain([ENCRYPTED]).collect();
-        let underlays = [SHARED, MIXED, MIXED_REVERSE].map(|u| u.block);
-        for (i, a) in all.iter().enumerate() {
-            assert!(!underlays.contains(&a.overlay_block));
-            assert!(a.overlay_block < BLOCKS as usize);
-            for b in &all[i + 1..] {
-                assert_ne!(a.vni, b.vni);
-                assert_ne!(a.port, b.port);
-                assert_ne!(a.overlay_block, b.overlay_block);
+        // --encrypted and --socket-path exclude each other: they share a block.
+        for extra in [ENCRYPTED, SOCKET_PATH] {
+            let all: Vec<PairSpec> = PAIRS.into_iter().chain([extra]).collect();
+            let underlays = [SHARED, MIXED, MIXED_REVERSE].map(|u| u.block);
+            for (i, a) in all.iter().enumerate() {
+                assert!(!underlays.contains(&a.overlay_block));
+                assert!(a.overlay_block < BLOCKS as usize);
+                for b in &all[i + 1..] {
+                    assert_ne!(a.vni, b.vni);
+                    assert_ne!(a.port, b.port);
+                    assert_ne!(a.overlay_block, b.overlay_block);
+                }
             }
         }
         let subnet = Subnet::parse("10.9.0.0/24", BLOCKS).unwrap_or_else(|e| panic!("{e}"));

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use serde::{Serialize, Serializer};
 
 use super::cpu::Usage;
+use super::extra::{self, Extra};
 use super::measure::{PingStats, Throughput};
+pub(super) use super::method::Method;
 use super::pairs::{EngineSettings, PairSpec};
 
 /// How the rounds are combined into one figure per pair.
@@ -32,6 +34,7 @@ impl Round {
         x4: Throughput,
         ping: PingStats,
         cpu: Usage,
+        extra: Extra,
     ) -> Self {
         let gb = x1.bytes as f64 / 1e9;
         let per_gb = |s: f64| (gb > 0.0).then(|| s / gb);
@@ -44,6 +47,7 @@ impl Round {
                 ping_p99_ms: ping.p99_ms,
                 vxnet_cpu_s_per_gb: cpu.vxnet_s.and_then(per_gb),
                 machine_cpu_s_per_gb: per_gb(cpu.machine_s),
+                extra,
             },
             tcp_x1_bytes: x1.bytes,
             vxnet_cpu_s: cpu.vxnet_s,
@@ -63,6 +67,8 @@ pub(super) struct Figures {
     /// `None` for the kernel pair (no vxnet process).
     pub vxnet_cpu_s_per_gb: Option<f64>,
     pub machine_cpu_s_per_gb: Option<f64>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl Figures {
@@ -77,12 +83,13 @@ impl Figures {
             ping_p99_ms: of(|f| Some(f.ping_p99_ms)).unwrap_or(0.0),
             vxnet_cpu_s_per_gb: of(|f| f.vxnet_cpu_s_per_gb),
             machine_cpu_s_per_gb: of(|f| f.machine_cpu_s_per_gb),
+            extra: Extra::median_of(rounds.iter().map(|r| &r.figures.extra)),
         }
     }
 }
 
 /// Median; the mean of the middle two for an even count; `None` for no values.
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub(super) fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
@@ -99,6 +106,10 @@ pub(super) struct PairResult {
     pub vxnet_processes: usize,
     /// Of the overlay device at host a and at host b.
     pub overlay_mtu: [u32; 2],
+    /// The transmit path of each vxnet engine at the end of the run (host a's first):
+    /// tunnel-gso or socket.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tx_paths: Vec<String>,
     /// Medians over the rounds.
     #[serde(flatten)]
     pub figures: Figures,
@@ -110,12 +121,14 @@ impl PairResult {
         spec: PairSpec,
         vxnet_processes: usize,
         overlay_mtu: [u32; 2],
+        tx_paths: Vec<String>,
         rounds: Vec<Round>,
     ) -> Self {
         PairResult {
             spec,
             vxnet_processes,
             overlay_mtu,
+            tx_paths,
             figures: Figures::median_of(&rounds),
             rounds,
         }
@@ -136,6 +149,8 @@ pub(super) struct Ratios {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vxnet_cpu_s_per_gb: Option<f64>,
     pub machine_cpu_s_per_gb: Option<f64>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl Ratios {
@@ -153,48 +168,7 @@ impl Ratios {
             ping_p99_ms: both(|f| f.ping_p99_ms),
             vxnet_cpu_s_per_gb: div(pair.vxnet_cpu_s_per_gb, kernel.vxnet_cpu_s_per_gb),
             machine_cpu_s_per_gb: div(pair.machine_cpu_s_per_gb, kernel.machine_cpu_s_per_gb),
-        }
-    }
-}
-
-/// How each figure was measured, in words; printed under the table and kept in the JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct Method {
-    pub throughput: String,
-    pub latency: String,
-    pub vxnet_cpu: String,
-    pub machine_cpu: String,
-    pub ratios: String,
-    pub wakeup: String,
-}
-
-impl Method {
-    pub(super) fn new(tool: &str, seconds: u64, pings: u32, warmup: u32) -> Self {
-        Method {
-            throughput: format!(
-                "from host a to host b for {seconds} s, 1 and 4 streams, rate at the receiver \
-                 ({tool})"
-            ),
-            latency: format!(
-                "{pings} pings 2 ms apart after {warmup} unrecorded ones; nearest-rank p50 and p99"
-            ),
-            vxnet_cpu: "utime+stime of the pair's vxnet processes (/proc/PID/stat, all threads) \
-                        during the TCP x1 run, per GB received; none for the kernel pair, whose \
-                        work is softirq time charged to no process"
-                .into(),
-            machine_cpu: "busy time of all CPUs (/proc/stat: user+nice+system+irq+softirq+steal) \
-                          during the TCP x1 run, per GB received; it holds the kernel's softirq \
-                          work, the traffic tool at both ends and anything else on the machine, \
-                          and is the CPU figure comparable across all pairs"
-                .into(),
-            ratios: "the pair's figure divided by the kernel pair's (throughput: higher is \
-                     better; latency and CPU: lower is better)"
-                .into(),
-            wakeup: "median of 2000 round trips between two threads of this process, each \
-                     asleep until the other wakes it; a ping through the vxnet pair wakes three \
-                     engine threads the kernel pair's does not, so this bounds how close its \
-                     latency can come"
-                .into(),
+            extra: Extra::ratio(&pair.extra, &kernel.extra),
         }
     }
 }
@@ -394,6 +368,7 @@ impl Report {
                 ],
             );
         }
+        extra::render(&mut out, NAME_WIDTH, &self.pairs, &self.ratios);
         out.push('\n');
         let m = &self.method;
         for (what, how) in [
@@ -405,6 +380,11 @@ impl Report {
             ("wake-up round trip", &m.wakeup),
         ] {
             out.push_str(&wrap(&format!("{what}: {how}."), NOTE_WIDTH, "  "));
+        }
+        for (what, how) in [("UDP", &m.udp), ("RR", &m.rr)] {
+            if let Some(how) = how {
+                out.push_str(&wrap(&format!("{what}: {how}."), NOTE_WIDTH, "  "));
+            }
         }
         out
     }
@@ -460,6 +440,7 @@ mod tests {
                 vxnet_s,
                 machine_s: 4.0,
             },
+            Extra::default(),
         )
     }
 
@@ -490,9 +471,16 @@ mod tests {
             PAIRS[0],
             0,
             [1450; 2],
+            Vec::new(),
             vec![round(1, 10.0, 0.01, None), round(2, 12.0, 0.03, None)],
         );
-        let vxnet = PairResult::new(PAIRS[1], 2, [1450; 2], vec![round(1, 5.0, 0.1, Some(1.0))]);
+        let vxnet = PairResult::new(
+            PAIRS[1],
+            2,
+            [1450; 2],
+            Vec::new(),
+            vec![round(1, 5.0, 0.1, Some(1.0))],
+        );
         let pairs = vec![kernel, vxnet];
         let r = ratios(&pairs);
         assert_eq!(r.len(), 1);
@@ -505,12 +493,25 @@ mod tests {
 
     #[test]
     fn encrypted_pair_is_also_divided_by_the_plain_vxnet_pair() {
-        let kernel = PairResult::new(PAIRS[0], 0, [1450; 2], vec![round(1, 10.0, 0.01, None)]);
-        let vxnet = PairResult::new(PAIRS[1], 2, [1450; 2], vec![round(1, 8.0, 0.1, Some(1.0))]);
+        let kernel = PairResult::new(
+            PAIRS[0],
+            0,
+            [1450; 2],
+            Vec::new(),
+            vec![round(1, 10.0, 0.01, None)],
+        );
+        let vxnet = PairResult::new(
+            PAIRS[1],
+            2,
+            [1450; 2],
+            Vec::new(),
+            vec![round(1, 8.0, 0.1, Some(1.0))],
+        );
         let encrypted = PairResult::new(
             crate::bench::pairs::ENCRYPTED,
             2,
             [1405; 2],
+            Vec::new(),
             vec![round(1, 6.0, 0.2, Some(1.5))],
         );
         assert_eq!(encrypted_vs_vxnet(&[kernel.clone(), vxnet.clone()]), None);
@@ -552,8 +553,20 @@ mod tests {
     fn json_keys_pairs_by_name_in_order() {
         let report = report_of(
             vec![
-                PairResult::new(PAIRS[0], 0, [8950; 2], vec![round(1, 10.0, 0.01, None)]),
-                PairResult::new(PAIRS[1], 2, [8950; 2], vec![round(1, 5.0, 0.1, Some(1.0))]),
+                PairResult::new(
+                    PAIRS[0],
+                    0,
+                    [8950; 2],
+                    Vec::new(),
+                    vec![round(1, 10.0, 0.01, None)],
+                ),
+                PairResult::new(
+                    PAIRS[1],
+                    2,
+                    [8950; 2],
+                    Vec::new(),
+                    vec![round(1, 5.0, 0.1, Some(1.0))],
+                ),
             ],
             9000,
         );
@@ -583,8 +596,20 @@ mod tests {
     fn unequal_overlay_mtus_are_named_per_pair() {
         let report = report_of(
             vec![
-                PairResult::new(PAIRS[0], 0, [1450; 2], vec![round(1, 10.0, 0.01, None)]),
-                PairResult::new(PAIRS[1], 2, [1450, 1400], vec![round(1, 5.0, 0.1, None)]),
+                PairResult::new(
+                    PAIRS[0],
+                    0,
+                    [1450; 2],
+                    Vec::new(),
+                    vec![round(1, 10.0, 0.01, None)],
+                ),
+                PairResult::new(
+                    PAIRS[1],
+                    2,
+                    [1450, 1400],
+                    Vec::new(),
+                    vec![round(1, 5.0, 0.1, None)],
+                ),
             ],
             1500,
         );

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{
-    apply_plan, choose_backend, list, remove_plan, Backend, Error, Open, Probe, Result,
+    apply_plan, bypass, choose_backend, list, remove_plan, Backend, Error, Open, Probe, Result,
     DEFAULT_ESP_PORT, DEFAULT_PORT,
 };
 use vxnet_cluster::{node, state::StateDir, state::DEFAULT_STATE_DIR};
@@ -58,6 +58,10 @@ pub struct Opts {
     /// One JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Control socket of the local engine, asked whether it sends by the tunnel-GSO path
+    /// (whose packets skip the output and postrouting hooks: apply and list then say so).
+    #[arg(long, default_value = vxnet_dataplane::config::DEFAULT_CONTROL_PATH)]
+    pub control: PathBuf,
     /// Node state directory, for the cluster store and its members.
     #[arg(long, env = "VXNET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
@@ -76,6 +80,9 @@ struct Report<'a> {
     peers: &'a [IpAddr],
     dry_run: bool,
     commands: Vec<String>,
+    /// Said when the local engine's tunnel-GSO path passes by output/postrouting chains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 /// What to open: the peers, and whether an encrypted network needs the ESP port.
@@ -174,6 +181,11 @@ pub fn run(args: FirewallArgs) -> Result<()> {
             c.run()?;
         }
     }
+    let note = match kind {
+        "remove" => None,
+        _ => bypass::tunnel_devices(&opts.control)
+            .and_then(|devices| bypass::note(&devices, bypass::outbound_chains().as_deref())),
+    };
     let mut peers: Vec<IpAddr> = open.iter().flat_map(|o| o.peers.clone()).collect();
     peers.sort();
     peers.dedup();
@@ -198,6 +210,7 @@ pub fn run(args: FirewallArgs) -> Result<()> {
             peers: &peers,
             dry_run: opts.dry_run,
             commands: cmds.iter().map(ToString::to_string).collect(),
+            note: note.clone(),
         };
         let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Parse {
             what: "report".into(),
@@ -234,6 +247,9 @@ pub fn run(args: FirewallArgs) -> Result<()> {
         }
     } else {
         println!("{backend}: vxnet rules removed");
+    }
+    if let Some(note) = note {
+        eprintln!("{note}");
     }
     Ok(())
 }

@@ -4,8 +4,10 @@
 //! run: nftables (an own `inet vxnet` table, see [`nftables`]), ufw and firewalld (their CLIs).
 //! Detection refuses when ufw and firewalld are both active, since they fight over the same
 //! netfilter hooks and the overlay breaks in ways that are hard to see. While `vxnet run` serves
-//! a cluster, [`sync`] keeps an applied nftables table in step with the members.
+//! a cluster, [`sync`] keeps an applied nftables table in step with the members. [`bypass`] says
+//! which outbound chains the local engine's tunnel-GSO path passes by.
 
+mod bypass;
 pub mod cli;
 pub mod firewalld;
 pub mod nftables;

@@ -137,16 +137,22 @@ fn each_stream<T: Send>(
     })
 }
 
-fn receive(addr: SocketAddr, streams: usize, ready: mpsc::Sender<()>) -> Result<u64, NetnsError> {
+/// Binds a listener on `addr`, says so on `ready`, and accepts `count` connections, each
+/// blocking with read timeouts. The accept has a deadline: a peer that never connects must not
+/// hang the run.
+pub(crate) fn listen_and_accept(
+    addr: SocketAddr,
+    count: usize,
+    ready: mpsc::Sender<()>,
+) -> Result<Vec<TcpStream>, NetnsError> {
     let listener = TcpListener::bind(addr).map_err(|e| failed("receiver bind", e))?;
-    // Non-blocking accept with a deadline: a sender that never connects must not hang the run.
     listener
         .set_nonblocking(true)
         .map_err(|e| failed("receiver", e))?;
     let _ = ready.send(());
     let deadline = Instant::now() + IO_TIMEOUT;
-    let mut accepted = Vec::with_capacity(streams);
-    while accepted.len() < streams {
+    let mut accepted = Vec::with_capacity(count);
+    while accepted.len() < count {
         match listener.accept() {
             Ok((stream, _)) => {
                 stream
@@ -156,11 +162,16 @@ fn receive(addr: SocketAddr, streams: usize, ready: mpsc::Sender<()>) -> Result<
                 accepted.push(stream);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => return Err(failed("receiver accept", e)),
         }
     }
+    Ok(accepted)
+}
+
+fn receive(addr: SocketAddr, streams: usize, ready: mpsc::Sender<()>) -> Result<u64, NetnsError> {
+    let accepted = listen_and_accept(addr, streams, ready)?;
     let pattern = pattern();
     each_stream(accepted, |stream| receive_checked(stream, &pattern))
 }

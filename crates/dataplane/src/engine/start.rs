@@ -86,11 +86,18 @@ impl Engine {
         let gro = config.offloads
             && !disabled_by_env("gro")
             && sockets.iter().all(|s| s.enable_gro().is_ok());
-        let tunnel = if want_tap_offload && config.tunnel_gso && !disabled_by_env("tunnel-gso") {
-            probe_tunnel_gso(local)
+        // Decided quietly here and logged once the engine runs: a start that fails later
+        // prints its error line alone.
+        let tunnel_choice = if !want_tap_offload {
+            Err("TAP offloads are off".to_string())
+        } else if !config.tunnel_gso {
+            Err("turned off".to_string())
+        } else if disabled_by_env("tunnel-gso") {
+            Err(format!("turned off by {DISABLE_ENV}"))
         } else {
-            None
+            probe_tunnel_gso(local)
         };
+        let tunnel = tunnel_choice.as_ref().ok().cloned();
         let setup = Setup {
             local,
             port: config.port,
@@ -184,6 +191,7 @@ impl Engine {
                 v => v.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
             }
         );
+        log_tx_path(&tunnel_choice);
         tracing::info!(
             local = %local_addr,
             workers,
@@ -215,32 +223,41 @@ impl Engine {
 
 /// The start-up probe of the tunnel-GSO path (an underlay TAP with the tunnel header,
 /// redirected to the local address's device), and the thread following route, neighbour, link
-/// and tc changes for it. `None`, with the reason logged, keeps the socket path.
-fn probe_tunnel_gso(local: IpAddr) -> Option<Arc<Underlay>> {
-    let reason = match local {
-        IpAddr::V4(v4) if !v4.is_unspecified() => match Underlay::probe(v4) {
-            Ok(underlay) => {
-                let underlay = Arc::new(underlay);
-                let weak = Arc::downgrade(&underlay);
-                let spawned = std::thread::Builder::new()
-                    .name("vxnet-underlay".into())
-                    .spawn(move || {
-                        if let Err(e) = crate::underlay::follow(weak) {
-                            tracing::warn!("no longer following underlay changes: {e}");
-                        }
-                    });
-                match spawned {
-                    Ok(_) => return Some(underlay),
-                    Err(e) => format!("cannot start the thread following changes: {e}"),
-                }
-            }
-            Err(reason) => reason,
-        },
-        IpAddr::V4(_) => "--local is unspecified (no underlay device to redirect to)".into(),
-        IpAddr::V6(_) => "the underlay is IPv6 (tunnel GSO is IPv4-only here)".into(),
+/// and tc changes for it. An error (why not) keeps the socket path.
+fn probe_tunnel_gso(local: IpAddr) -> Result<Arc<Underlay>, String> {
+    let v4 = match local {
+        IpAddr::V4(v4) if !v4.is_unspecified() => v4,
+        IpAddr::V4(_) => {
+            return Err("--local is unspecified (no underlay device to redirect to)".into())
+        }
+        IpAddr::V6(_) => return Err("the underlay is IPv6 (tunnel GSO is IPv4-only here)".into()),
     };
-    tracing::info!("tunnel GSO not in use ({reason}): TCP superframes are segmented and sent through UDP sockets");
-    None
+    let underlay = Arc::new(Underlay::probe(v4)?);
+    let weak = Arc::downgrade(&underlay);
+    std::thread::Builder::new()
+        .name("vxnet-underlay".into())
+        .spawn(move || {
+            if let Err(e) = crate::underlay::follow(weak) {
+                tracing::warn!("no longer following underlay changes: {e}");
+            }
+        })
+        .map_err(|e| format!("cannot start the thread following changes: {e}"))?;
+    Ok(underlay)
+}
+
+/// The start log's line on the transmit path of TCP superframes, once the engine runs.
+fn log_tx_path(choice: &Result<Arc<Underlay>, String>) {
+    match choice {
+        Ok(underlay) => tracing::info!(
+            "tx path: tunnel-gso through {}: TCP superframes leave whole, without crossing the \
+             host's OUTPUT and POSTROUTING netfilter hooks (--no-tunnel-gso turns it off)",
+            underlay.report().devices.join(" ")
+        ),
+        Err(reason) => tracing::info!(
+            "tx path: socket (tunnel GSO not in use: {reason}): TCP superframes are segmented \
+             and sent through UDP sockets"
+        ),
+    }
 }
 
 pub(super) fn resolve_remotes(

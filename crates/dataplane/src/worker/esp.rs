@@ -14,8 +14,8 @@
 //! in place ([`crate::crypto::receive`]) and then take the path plaintext VXLAN takes, as coming
 //! from the SA's sender.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 use vxnet_encap::esp::MAX_OVERHEAD;
@@ -25,7 +25,7 @@ use vxnet_encap::wire::{UdpPacket, UdpRepr, UDP_HEADER_LEN, VXLAN_HEADER_LEN};
 
 use super::send::{EspPath, Sender};
 use super::tx::{Planned, MAX_FRAME};
-use super::{unreadable, Worker, BATCH, ROUNDS_PER_WAKE};
+use super::{Worker, BATCH};
 use crate::counters::{DropReason, Events};
 use crate::crypto::inbound::EstablishBudget;
 use crate::crypto::outbound::WorkerSeals;
@@ -352,81 +352,43 @@ impl EspRx {
     }
 }
 
-impl Worker {
-    /// Drains the ESP socket: authenticates, decrypts and delivers (see the module docs).
-    pub(super) fn drain_esp_socket(&mut self) -> io::Result<()> {
-        let Some(socket) = self.esp_socket.as_ref() else {
-            return Ok(());
+impl EspRx {
+    /// Authenticates and decrypts one ESP packet in place and classifies the VXLAN datagram in
+    /// it (as coming from the SA's sender): the network and the inner frame's range in `packet`
+    /// when it is to be delivered (see [`Worker::drain`](super::Worker::drain)).
+    pub(super) fn open(
+        &mut self,
+        forwarder: &Forwarder,
+        now: Millis,
+        source: SocketAddr,
+        packet: &mut [u8],
+        run: &mut WireRun,
+    ) -> Option<(usize, Range<usize>)> {
+        let EspReceived::Vxlan {
+            network,
+            sender,
+            vxlan,
+        } = receive(
+            forwarder,
+            now,
+            source,
+            packet,
+            &mut self.scratch,
+            &mut self.budget,
+        )
+        else {
+            return None;
         };
-        for _ in 0..ROUNDS_PER_WAKE {
-            let received = match self.recv.recv(socket) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            let now = self.now();
-            let Worker {
-                forwarder,
-                taps,
-                recv,
-                sink,
-                esp_rx,
-                ..
-            } = self;
-            let mut run = WireRun::default();
-            for i in 0..received {
-                let datagram = recv.datagram(i);
-                if let Some(reason) = unreadable(&datagram) {
-                    forwarder.drops.count(reason);
-                    continue;
-                }
-                let size = match datagram.gro_segment_size {
-                    Some(size) if size > 0 => size as usize,
-                    _ => datagram.data.len().max(1),
-                };
-                let source = datagram.source;
-                let data = recv.datagram_mut(i);
-                let mut gro_counted = data.len() <= size;
-                for packet in data.chunks_mut(size) {
-                    let EspReceived::Vxlan {
-                        network,
-                        sender,
-                        vxlan,
-                    } = receive(
-                        forwarder,
-                        now,
-                        source,
-                        packet,
-                        &mut esp_rx.scratch,
-                        &mut esp_rx.budget,
-                    )
-                    else {
-                        continue;
-                    };
-                    let vxlan_packet = &mut packet[vxlan];
-                    if let WireAction::Deliver { network, inner } =
-                        forwarder.from_esp_run(now, network, sender, vxlan_packet, &mut run)
-                    {
-                        if !gro_counted {
-                            gro_counted = true;
-                            if let Some(n) = forwarder.networks().get(network) {
-                                Events::bump(&n.events.gro_batches);
-                            }
-                        }
-                        sink.deliver(forwarder, taps, network, &mut vxlan_packet[inner]);
-                    }
-                }
+        match forwarder.from_esp_run(now, network, sender, &packet[vxlan.clone()], run) {
+            WireAction::Deliver { network, inner } => {
+                Some((network, vxlan.start + inner.start..vxlan.start + inner.end))
             }
-            forwarder.end_run(&mut run);
-            sink.flush_all(forwarder, taps);
-            if received < BATCH {
-                return Ok(());
-            }
+            WireAction::Drop(_) => None,
         }
-        Ok(())
     }
+}
 
+impl Worker {
     /// Milliseconds until the next NAT keepalive is due (worker 0 of an engine with encrypted
     /// networks only), for the poll timeout.
     pub(super) fn keepalive_due_in(&self) -> Option<u64> {

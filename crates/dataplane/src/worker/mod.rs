@@ -195,7 +195,7 @@ impl Worker {
             }
             if let Some(esp_index) = esp_index {
                 if poll.is_ready(esp_index) {
-                    self.drain_esp_socket()?;
+                    self.drain(rx::Leg::Esp)?;
                 }
             }
             for index in 0..self.taps.len() {
@@ -204,7 +204,7 @@ impl Worker {
                 }
             }
             if poll.is_ready(socket_index) {
-                self.drain_socket()?;
+                self.drain(rx::Leg::Plain)?;
             }
         }
     }

@@ -1,5 +1,6 @@
-//! Wire → TAP: draining the UDP socket (single datagrams, UDP GRO runs and whole tunnel
-//! superframes) and handing each inner frame to the TAP sink.
+//! Wire → TAP: draining the UDP sockets (single datagrams, UDP GRO runs and whole tunnel
+//! superframes; ESP packets opened by [`EspRx`](super::esp::EspRx)) and handing each inner
+//! frame to the TAP sink.
 
 use std::io;
 use std::io::IoSlice;
@@ -16,12 +17,29 @@ use crate::fdb::Millis;
 use crate::forward::{Forwarder, WireAction, WireRun};
 use crate::sys::tap::TapQueue;
 
+/// The two receiving sockets of a worker: the plain VXLAN one and the ESP-in-UDP one. Both are
+/// drained by the same loop ([`Worker::drain`]); they differ in how a packet is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Leg {
+    /// VXLAN datagrams (single, UDP GRO runs, whole tunnel superframes).
+    Plain,
+    /// ESP-in-UDP packets of encrypted networks (single or UDP GRO runs), opened in place.
+    Esp,
+}
+
 impl Worker {
-    /// Reads batches of datagrams from the worker's socket until it is drained (or the round
+    /// Reads batches of datagrams from the `leg`'s socket until it is drained (or the round
     /// budget is spent) and delivers their inner frames.
-    pub(super) fn drain_socket(&mut self) -> io::Result<()> {
+    pub(super) fn drain(&mut self, leg: Leg) -> io::Result<()> {
         for _ in 0..ROUNDS_PER_WAKE {
-            let received = match self.recv.recv(&self.socket) {
+            let socket = match leg {
+                Leg::Plain => &self.socket,
+                Leg::Esp => match self.esp_socket.as_ref() {
+                    Some(socket) => socket,
+                    None => return Ok(()),
+                },
+            };
+            let received = match self.recv.recv(socket) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -35,6 +53,7 @@ impl Worker {
                 sink,
                 max_single_datagram,
                 split,
+                esp_rx,
                 ..
             } = self;
             // One sender's datagrams in a row share their fate (see `from_wire_run`).
@@ -45,17 +64,17 @@ impl Worker {
                     forwarder.drops.count(reason);
                     continue;
                 }
-                // With GRO one read holds a run of equal-size VXLAN datagrams (last one shorter).
+                // With GRO one read holds a run of equal-size datagrams (last one shorter).
                 let size = match datagram.gro_segment_size {
                     Some(size) if size > 0 => size as usize,
                     _ => datagram.data.len().max(1),
                 };
                 let source = datagram.source;
                 let gro_size = datagram.gro_segment_size;
-                // Mutable: an inner checksum left partial by a local kernel VTEP is completed
-                // in place before delivery.
+                // Mutable: ESP opens in place, and an inner checksum left partial by a local
+                // kernel VTEP is completed in place before delivery.
                 let data = recv.datagram_mut(i);
-                if data.len() > *max_single_datagram {
+                if leg == Leg::Plain && data.len() > *max_single_datagram {
                     let inner = data.get(VXLAN_HEADER_LEN..).unwrap_or_default();
                     if let Ok(superframe) = InnerSuperframe::parse(inner) {
                         let received = TunnelSuperframe {
@@ -72,17 +91,25 @@ impl Worker {
                 // A GRO run is counted once, on the network of its first delivered datagram.
                 let mut gro_counted = data.len() <= size;
                 for packet in data.chunks_mut(size) {
-                    if let WireAction::Deliver { network, inner } =
-                        forwarder.from_wire_run(now, source, packet, &mut run)
-                    {
-                        if !gro_counted {
-                            gro_counted = true;
-                            if let Some(n) = forwarder.networks().get(network) {
-                                Events::bump(&n.events.gro_batches);
+                    let opened = match leg {
+                        Leg::Plain => {
+                            match forwarder.from_wire_run(now, source, packet, &mut run) {
+                                WireAction::Deliver { network, inner } => Some((network, inner)),
+                                WireAction::Drop(_) => None,
                             }
                         }
-                        sink.deliver(forwarder, taps, network, &mut packet[inner]);
+                        Leg::Esp => esp_rx.open(forwarder, now, source, packet, &mut run),
+                    };
+                    let Some((network, inner)) = opened else {
+                        continue;
+                    };
+                    if !gro_counted {
+                        gro_counted = true;
+                        if let Some(n) = forwarder.networks().get(network) {
+                            Events::bump(&n.events.gro_batches);
+                        }
                     }
+                    sink.deliver(forwarder, taps, network, &mut packet[inner]);
                 }
             }
             forwarder.end_run(&mut run);
