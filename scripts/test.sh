@@ -14,11 +14,11 @@ cd "$(dirname "$0")/.."
 # backend), containerd's ctr, and cnitool, which Debian ships only as source: dpkg-dev,
 # golang-go and golang-github-appc-cni-dev build it offline (scripts/cnitool.sh). The stock
 # plugins (bridge, host-local) are the control and the delegated IPAM; busybox-static is the
-# image's whole content (no registry is reachable).
+# image's whole content (no registry is reachable). dnsutils: dig, the names tests' resolver.
 packages=(iproute2 iputils-ping ethtool tcpdump tshark iperf3 etcd-server etcd-client
           nftables procps util-linux openssl python3 python3-scapy python3-cryptography passwd
           systemd groff-base chromium podman runc conmon containerd containernetworking-plugins
-          busybox-static golang-go golang-github-appc-cni-dev dpkg-dev)
+          busybox-static golang-go golang-github-appc-cni-dev dpkg-dev dnsutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

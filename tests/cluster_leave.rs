@@ -151,7 +151,10 @@ fn leave_is_refused_while_running_then_frees_the_node() {
     assert!(mine.is_empty(), "{mine:?}");
     let left = all_claims(&c);
     assert_eq!(left.len(), 4, "{left:?}");
-    assert!(left.iter().all(|(k, v)| claims.get(k) == Some(v)), "{left:?}");
+    assert!(
+        left.iter().all(|(k, v)| claims.get(k) == Some(v)),
+        "{left:?}"
+    );
     assert!(!store_keys(&c, "nodes/").contains_key(&node2));
     let listed = listed_nodes(&c, 1);
     assert_eq!(listed.len(), 2, "{listed:?}");

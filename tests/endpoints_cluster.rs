@@ -67,7 +67,11 @@ fn cluster_endpoints_are_published_leased_and_reasserted() {
     let node0 = c.cluster_info(0).unwrap().node_id;
     // Bridged by default: the TAP is a port of vb-blue, which holds the host's address.
     let gw0 = c.overlay_ip(0, "blue");
-    assert!(c.lab.host(0).must("ip -o link show vx-blue").contains("master vb-blue"));
+    assert!(c
+        .lab
+        .host(0)
+        .must("ip -o link show vx-blue")
+        .contains("master vb-blue"));
     assert!(c.lab.host(0).must("ip -o addr show vb-blue").contains(&gw0));
     let ca = c.lab.container("ca");
     let cb = c.lab.container("cb");
@@ -82,7 +86,9 @@ fn cluster_endpoints_are_published_leased_and_reasserted() {
     // Every host lists it, from the store.
     assert!(
         wait_for(Duration::from_secs(5), || named(&endpoints(&c, 1), "web")
-            .is_some_and(|e| e["address"] == web_addr.as_str() && e["node"] == node0.as_str())),
+            .is_some_and(
+                |e| e["address"] == web_addr.as_str() && e["node"] == node0.as_str()
+            )),
         "host 1 does not list web: {:?}",
         endpoints(&c, 1)
     );
@@ -92,7 +98,10 @@ fn cluster_endpoints_are_published_leased_and_reasserted() {
         format!("/node/{node0}/endpoints/blue/{id}"),
         format!("/node/{node0}/addrs/blue/{web_ip}"),
     ] {
-        assert!(keys.iter().any(|k| k.ends_with(&want)), "{want} in {keys:?}");
+        assert!(
+            keys.iter().any(|k| k.ends_with(&want)),
+            "{want} in {keys:?}"
+        );
     }
 
     // Addresses and names are the cluster's, not one host's.
@@ -149,7 +158,10 @@ fn cluster_endpoints_are_published_leased_and_reasserted() {
         endpoints(&c, 1),
         c.engine(0).proc.log_text()
     );
-    assert!(ns(&cb).ping(&web_ip, 10), "db cannot reach web after the restart");
+    assert!(
+        ns(&cb).ping(&web_ip, 10),
+        "db cannot reach web after the restart"
+    );
 
     // Killed and restarted at once: the records still under the dead engine's lease move to
     // the new one, so they outlive the old lease.

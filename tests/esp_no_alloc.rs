@@ -6,8 +6,8 @@
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::net::{IpAddr, Ipv4Addr};
 use std::cell::Cell;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use vxnet_encap::esp::transport::{seal_vxlan, VxlanPorts, HEADROOM};

@@ -161,7 +161,11 @@ fn esp_captured_before_a_receiver_restart_is_refused_after_it() {
         .filter(|d| d.dst_port == ESP_PORT && d.payload.len() >= ESP_HEADER_LEN)
         .map(|d| d.payload)
         .collect();
-    assert!(captured.len() >= 10, "captured {} ESP packets", captured.len());
+    assert!(
+        captured.len() >= 10,
+        "captured {} ESP packets",
+        captured.len()
+    );
 
     // B dies without a word and comes back with the same state dir.
     b.proc.child.kill().unwrap();

@@ -97,8 +97,10 @@ fn forged_frag_needed_below_the_floor_is_not_followed() {
     spray(&lab, 300);
     let peer = lab.host(1).underlay;
     assert!(
-        wait_for(std::time::Duration::from_secs(5), || learned_mtu(&lab, 0, peer)
-            .is_some_and(|m| m < 1280)),
+        wait_for(std::time::Duration::from_secs(5), || learned_mtu(
+            &lab, 0, peer
+        )
+        .is_some_and(|m| m < 1280)),
         "the kernel did not take the forged ICMP (the test proves nothing): {:?}",
         learned_mtu(&lab, 0, peer)
     );
@@ -123,13 +125,15 @@ fn forged_frag_needed_below_the_floor_is_not_followed() {
     lab.host(0).must("ip route flush cache");
     spray(&lab, 1400);
     assert!(
-        wait_for(std::time::Duration::from_secs(5), || learned_mtu(&lab, 0, peer) == Some(1400)),
+        wait_for(std::time::Duration::from_secs(5), || learned_mtu(
+            &lab, 0, peer
+        ) == Some(1400)),
         "the kernel did not take the ICMP for 1400: {:?}",
         learned_mtu(&lab, 0, peer)
     );
     let ping = df_ping(&lab);
-    let text = String::from_utf8_lossy(&ping.stdout).into_owned()
-        + &String::from_utf8_lossy(&ping.stderr);
+    let text =
+        String::from_utf8_lossy(&ping.stdout).into_owned() + &String::from_utf8_lossy(&ping.stderr);
     assert!(
         !ping.status.success() && text.contains("1350"),
         "the 1400-byte DF ping is answered with the path's inner MTU (1400 - 50): {text}"

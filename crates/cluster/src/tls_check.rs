@@ -355,8 +355,14 @@ mod tests {
         let (t, text) = parse_time(0x18, b"20260107123456Z").unwrap();
         assert_eq!(text, "2026-01-07 12:34:56 UTC");
         assert_eq!(format_time(t), text);
-        assert_eq!(parse_time(0x17, b"491231235959Z").unwrap().1, "2049-12-31 23:59:59 UTC");
-        assert_eq!(parse_time(0x17, b"500101000000Z").unwrap().1, "1950-01-01 00:00:00 UTC");
+        assert_eq!(
+            parse_time(0x17, b"491231235959Z").unwrap().1,
+            "2049-12-31 23:59:59 UTC"
+        );
+        assert_eq!(
+            parse_time(0x17, b"500101000000Z").unwrap().1,
+            "1950-01-01 00:00:00 UTC"
+        );
         assert!(parse_time(0x17, b"5001010000Z").is_none());
     }
 
@@ -364,7 +370,10 @@ mod tests {
     fn rustls_expiry_messages_are_named() {
         let chain = "transport error: invalid peer certificate: certificate expired: verification time 1765000000 (UNIX), but certificate is not valid after 1700000000 (65000000 seconds ago)";
         let m = explain(chain, true).unwrap();
-        assert!(m.starts_with("etcd's server certificate expired on 2023-11-14 22:13:20 UTC"), "{m}");
+        assert!(
+            m.starts_with("etcd's server certificate expired on 2023-11-14 22:13:20 UTC"),
+            "{m}"
+        );
         let m = explain("received fatal alert: CertificateRequired", false).unwrap();
         assert!(m.contains("--store-cert"), "{m}");
         let m = explain("hyper::Error(Canceled, \"connection closed\")", false).unwrap();

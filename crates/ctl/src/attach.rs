@@ -5,7 +5,7 @@
 use clap::Args;
 use vxnet_dataplane::control::client::request;
 use vxnet_dataplane::control::proto::{
-    AttachRequest, DetachRequest, Endpoint, EndpointList, GcReport, Request,
+    AttachRequest, DetachRequest, Dns, Endpoint, EndpointList, GcReport, Request,
 };
 
 use crate::show::{ControlArgs, ShowError};
@@ -23,6 +23,12 @@ pub struct NamespaceArgs {
 }
 
 impl NamespaceArgs {
+    /// The name of a namespace given by name (`ip netns add NAME`), whose resolver
+    /// configuration `ip netns exec` takes from /etc/netns/NAME/resolv.conf.
+    fn named(&self) -> Option<&str> {
+        self.netns.as_deref().filter(|ns| !ns.contains('/'))
+    }
+
     fn path(&self) -> Option<String> {
         match (&self.netns, self.pid) {
             (Some(ns), _) if ns.contains('/') => Some(ns.clone()),
@@ -101,16 +107,94 @@ pub fn attach(args: AttachArgs) -> Result<(), ShowError> {
         container_id: None,
     };
     let value = request(&args.control.control, &Request::Attach(req))?;
+    let e: Endpoint = serde_json::from_value(value.clone())?;
+    let resolver = e.dns.as_ref().map(|dns| {
+        let text = resolv_conf(dns);
+        let written = args
+            .namespace
+            .named()
+            .map(|ns| (ns, write_resolv_conf(ns, &text)));
+        (text, written)
+    });
     if args.control.json {
         println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+    } else {
+        println!(
+            "attached {} to {}: {} {} via {} ({} in {}, host side {})",
+            e.name, e.network, e.address, e.mac, e.gateway, e.ifname, e.netns, e.host_ifname
+        );
     }
-    let e: Endpoint = serde_json::from_value(value)?;
-    println!(
-        "attached {} to {}: {} {} via {} ({} in {}, host side {})",
-        e.name, e.network, e.address, e.mac, e.gateway, e.ifname, e.netns, e.host_ifname
-    );
+    match resolver {
+        Some((_, Some((ns, Ok(path))))) if !args.control.json => {
+            println!("resolver: {} (for `ip netns exec {ns}`)", path.display())
+        }
+        Some((_, Some((_, Ok(_))))) => {}
+        Some((text, written)) => {
+            if let Some((_, Err(why))) = written {
+                eprintln!("warning: {why}");
+            }
+            // Not a named namespace (or the file could not be written): say what to use.
+            let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            eprintln!(
+                "resolver for the namespace's /etc/resolv.conf: {}",
+                lines.join("; ")
+            );
+        }
+        None => {}
+    }
     Ok(())
+}
+
+/// Marks the resolver files `vxnet attach` writes, so `detach` removes only its own.
+const RESOLV_MARK: &str = "# written by vxnet attach: the network's DNS service";
+
+/// A resolv.conf pointing at the network's DNS service.
+fn resolv_conf(dns: &Dns) -> String {
+    let mut text = format!("{RESOLV_MARK}\n");
+    for ns in &dns.nameservers {
+        text.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !dns.search.is_empty() {
+        text.push_str(&format!("search {}\n", dns.search.join(" ")));
+    }
+    text
+}
+
+fn resolv_path(ns: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns")
+        .join(ns)
+        .join("resolv.conf")
+}
+
+/// /etc/netns/NS/resolv.conf, which `ip netns exec NS` mounts over /etc/resolv.conf. A file
+/// someone else wrote there is left alone.
+fn write_resolv_conf(ns: &str, text: &str) -> Result<std::path::PathBuf, String> {
+    let path = resolv_path(ns);
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        if !old.starts_with(RESOLV_MARK) {
+            return Err(format!(
+                "{} exists and was not written by vxnet: left as it is",
+                path.display()
+            ));
+        }
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("/etc/netns"));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, text))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Removes the resolver file `attach` wrote for named namespace `ns` (and its directory when
+/// that is left empty); anything else there stays.
+fn remove_resolv_conf(ns: &str) {
+    let path = resolv_path(ns);
+    let ours = std::fs::read_to_string(&path).is_ok_and(|t| t.starts_with(RESOLV_MARK));
+    if ours && std::fs::remove_file(&path).is_ok() {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 pub fn detach(args: DetachArgs) -> Result<(), ShowError> {
@@ -118,6 +202,7 @@ pub fn detach(args: DetachArgs) -> Result<(), ShowError> {
         netns: args.netns,
         pid: args.pid,
     };
+    let named = namespace.named().map(str::to_string);
     let req = DetachRequest {
         network: args.network,
         container_id: None,
@@ -126,11 +211,15 @@ pub fn detach(args: DetachArgs) -> Result<(), ShowError> {
         ifname: args.ifname,
     };
     let value = request(&args.control.control, &Request::Detach(req))?;
+    let report: GcReport = serde_json::from_value(value.clone())?;
+    // The namespace has no endpoint of this network left: its resolver file goes too.
+    if let Some(ns) = &named {
+        remove_resolv_conf(ns);
+    }
     if args.control.json {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    let report: GcReport = serde_json::from_value(value)?;
     if report.released.is_empty() {
         println!("nothing attached there (already detached)");
     }

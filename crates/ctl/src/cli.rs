@@ -33,7 +33,8 @@ pub enum Cmd {
     /// Networks served by the running engine.
     Networks(show::ControlArgs),
     /// Join a network namespace (a container) to a bridge-mode network: a veth, an address, the
-    /// default route via this host's address on the network.
+    /// default route via this host's address on the network. A namespace given by name gets
+    /// /etc/netns/NAME/resolv.conf pointing at the network's DNS service (removed on detach).
     Attach(crate::attach::AttachArgs),
     /// Remove an attached endpoint (its veth, address claim and record); gone already is fine.
     Detach(crate::attach::DetachArgs),
@@ -55,7 +56,9 @@ pub enum Cmd {
     Firewall(firewall::cli::FirewallArgs),
     /// A two-host overlay in network namespaces on this machine: ping, TCP rate, a packet explained.
     Demo(demo::DemoArgs),
-    /// Throughput, latency and CPU of vxnet against the kernel's vxlan, one run, one topology.
+    /// Throughput, latency and CPU of vxnet against the kernel's vxlan, one run, one topology
+    /// (`bench names`: name convergence at scale on a real etcd).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench(bench::BenchArgs),
     /// Network keys for encrypted overlays: generate one, check a key file.
     Key(crate::key::KeyArgs),

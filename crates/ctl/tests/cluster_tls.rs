@@ -139,7 +139,13 @@ fn tls_store_with_a_password_is_used_from_the_state_dir() {
 
 /// A single etcd member on 127.0.0.1 serving clients over TLS with `tls`.
 fn etcd_tls(dir: &std::path::Path, tls: ServerTls) -> EtcdServer {
-    EtcdServer::start_tls(dir, "127.0.0.1".parse().unwrap(), free_port(), free_port(), tls)
+    EtcdServer::start_tls(
+        dir,
+        "127.0.0.1".parse().unwrap(),
+        free_port(),
+        free_port(),
+        tls,
+    )
 }
 
 /// Signs `name.csr` (made by [`TestPki::make`]'s CA in `dir`) into `out` with a validity that
@@ -162,7 +168,11 @@ fn sign_expired(dir: &std::path::Path, name: &str, out: &str) {
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Each TLS fault is one error line naming it: no client certificate where etcd asks for one,
@@ -214,8 +224,16 @@ fn tls_faults_are_named() {
     let o = run(
         &dir,
         &[
-            "cluster", "init", "--store", &url, "--store-ca", &ca, "--store-cert", &cert,
-            "--store-key", &key,
+            "cluster",
+            "init",
+            "--store",
+            &url,
+            "--store-ca",
+            &ca,
+            "--store-cert",
+            &cert,
+            "--store-key",
+            &key,
         ],
     );
     assert_cli_error(

@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod engine;
 mod exclusive;
 pub mod fdb;
+mod files;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

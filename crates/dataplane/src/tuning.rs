@@ -287,8 +287,15 @@ mod tests {
         assert_eq!(t.srcport.unwrap().len(), 101);
         assert_eq!(t.bum_rate, Some(200));
         assert_eq!(t.min_pmtu, Some(1400));
-        let e = FileTuning::parse(None, Some(&TextOrNumber::Number(300)), None, None, None, None)
-            .unwrap_err();
+        let e = FileTuning::parse(
+            None,
+            Some(&TextOrNumber::Number(300)),
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap_err();
         assert!(e.contains("1-255"), "{e}");
     }
 }

@@ -455,7 +455,11 @@ pub async fn reassert_endpoint(
                     CompareOp::Equal,
                     revision,
                 ));
-                ops.push(TxnOp::put(claim_key, serde_json::to_vec(&claim)?, on_lease()));
+                ops.push(TxnOp::put(
+                    claim_key,
+                    serde_json::to_vec(&claim)?,
+                    on_lease(),
+                ));
             }
             let resp = store
                 .txn(Retry::Idempotent, Txn::new().when(when).and_then(ops))

@@ -9,6 +9,7 @@ mod cpu;
 mod extra;
 mod measure;
 mod method;
+mod names;
 mod pairs;
 mod progress;
 mod report;
@@ -92,6 +93,17 @@ pub struct BenchArgs {
     /// Print the results as one JSON document on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
+}
+
+/// Benchmarks other than the tunnel's.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchMode {
+    /// Name convergence at scale: simulated hosts on a real etcd publish endpoints; how fast
+    /// every host sees each name appear and go, store writes and watch events per change,
+    /// one engine's memory per 1000 endpoints, and a host's resync after a restart.
+    Names(names::NamesBenchArgs),
 }
 
 fn parse_subnet(text: &str) -> Result<Subnet, String> {
@@ -155,7 +167,10 @@ const NEEDED: [(&str, &str); 2] = [
     ("ping", "iputils-ping: latency"),
 ];
 
-pub fn run(args: BenchArgs) -> Result<(), BenchError> {
+pub fn run(mut args: BenchArgs) -> Result<(), BenchError> {
+    if let Some(BenchMode::Names(names)) = args.mode.take() {
+        return names::run(names).map_err(BenchError::Output);
+    }
     if !is_root() {
         return Err(BenchError::NotRoot);
     }

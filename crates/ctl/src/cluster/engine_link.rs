@@ -19,6 +19,7 @@ use vxnet_cluster::membership::LeaveOnDrop;
 use vxnet_cluster::{
     ipam, ClusterView, Membership, MembershipHandle, NetworkDef, Store, StoreAccess,
 };
+use vxnet_dataplane::names::HostEntry;
 use vxnet_dataplane::{ClusterInfo, EngineControl, EngineError, NetworkConfig};
 use vxnet_encap::{MacAddr, Vni};
 
@@ -126,23 +127,63 @@ pub fn desired<'a>(view: &'a ClusterView, wanted: &[String]) -> Vec<&'a NetworkD
         .collect()
 }
 
-/// Static MAC entries for `vni` from the other members' published MACs.
+/// Static MAC entries for `vni`: the other members' published TAP MACs and the MACs of their
+/// endpoints (so the first frame to a new container on another host is not flooded). A MAC
+/// that two VTEPs would hold gets no entry: it is flooded and learned instead of trusting
+/// either.
 pub fn peer_macs(
     view: &ClusterView,
     vni: u32,
     self_node: &str,
     self_vtep: IpAddr,
 ) -> Vec<(MacAddr, IpAddr)> {
-    let mut out: Vec<(MacAddr, IpAddr)> = view
+    let published = view
         .macs
         .iter()
-        .filter(|m| m.vni == vni && m.node_id != self_node && m.vtep != self_vtep)
-        .filter_map(|m| Some((m.mac.parse::<MacAddr>().ok()?, m.vtep)))
-        .filter(|(mac, _)| mac.is_unicast())
+        .filter(|m| m.vni == vni)
+        .map(|m| (m.node_id.as_str(), m.mac.as_str(), Some(m.vtep)));
+    let live: BTreeMap<&str, IpAddr> = view
+        .alive()
+        .filter_map(|m| Some((m.node_id.as_str(), m.vtep?)))
+        .collect();
+    let endpoints = view
+        .network_by_vni(vni)
+        .into_iter()
+        .flat_map(|net| view.endpoints_in(&net.name))
+        .map(|e| {
+            (
+                e.node.as_str(),
+                e.mac.as_str(),
+                live.get(e.node.as_str()).copied(),
+            )
+        });
+    let mut out: Vec<(MacAddr, IpAddr)> = published
+        .chain(endpoints)
+        .filter(|(node, _, _)| *node != self_node)
+        .filter_map(|(_, mac, vtep)| Some((mac.parse::<MacAddr>().ok()?, vtep?)))
+        .filter(|(mac, vtep)| mac.is_unicast() && *vtep != self_vtep)
         .collect();
     out.sort();
     out.dedup();
+    let twice: BTreeSet<MacAddr> = out
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .map(|w| w[0].0)
+        .collect();
+    out.retain(|(mac, _)| !twice.contains(mac));
     out
+}
+
+/// The names network `name`'s endpoint records give (every host's, this one's included).
+fn endpoint_names(view: &ClusterView, name: &str) -> Vec<HostEntry> {
+    view.endpoints_in(name)
+        .map(|e| HostEntry {
+            name: e.name.clone(),
+            aliases: e.aliases.clone(),
+            addresses: e.ips().collect(),
+            mac: e.mac.parse().ok(),
+        })
+        .collect()
 }
 
 /// One network the engine serves, with what was last applied to it.
@@ -351,6 +392,19 @@ impl Link {
             }
         }
 
+        // Names: every served network's endpoint records; the cluster's other networks are
+        // domains never forwarded.
+        let names = self.engine.names();
+        names.set_reserved(
+            view.networks
+                .iter()
+                .filter(|n| !self.served.contains_key(&n.name))
+                .map(|n| n.name.clone()),
+        );
+        for name in self.served.keys() {
+            names.set_endpoints(name, endpoint_names(view, name));
+        }
+
         for (name, served) in self.served.iter_mut() {
             let vni = served.def.vni;
             let peers = view.flood_list(vni, &me);
@@ -410,7 +464,8 @@ impl Link {
             }
             self.unlisted.insert(name.clone(), missing);
         }
-        self.unlisted.retain(|name, _| self.served.contains_key(name));
+        self.unlisted
+            .retain(|name, _| self.served.contains_key(name));
     }
 
     /// Starts serving `def`: address (given or allocated), TAP, and the published MAC.
@@ -624,6 +679,54 @@ mod tests {
             .map(|n| n.name.as_str())
             .collect();
         assert_eq!(some, ["red"]);
+    }
+
+    fn endpoint(node: &str, name: &str, mac: &str) -> vxnet_cluster::EndpointRecord {
+        vxnet_cluster::EndpointRecord {
+            id: format!("{node}-{name}"),
+            name: name.into(),
+            aliases: vec!["api".into()],
+            network: "blue".into(),
+            addresses: vec!["10.1.0.9/24".into()],
+            mac: mac.into(),
+            node: node.into(),
+            container_id: None,
+            ifname: "eth0".into(),
+            since: 0,
+        }
+    }
+
+    #[test]
+    fn endpoint_macs_point_at_their_live_hosts_and_ambiguous_ones_at_none() {
+        let mut v = view();
+        v.members.push(Member {
+            node_id: "c".into(),
+            vtep: Some("10.0.0.3".parse().unwrap()),
+            networks: vec!["blue".into()],
+            role: None,
+            alive: true,
+            key_epochs: Default::default(),
+        });
+        v.endpoints = vec![
+            endpoint("b", "web", "02:00:00:00:00:10"),
+            // This host's own endpoint: behind the local bridge.
+            endpoint("a", "own", "02:00:00:00:00:11"),
+            // A host that is not live: nowhere to send to.
+            endpoint("gone", "old", "02:00:00:00:00:12"),
+            // Host b's TAP MAC claimed by an endpoint on c: ambiguous, neither gets an entry.
+            endpoint("c", "dup", "02:00:00:00:00:02"),
+        ];
+        let macs = peer_macs(&v, 4096, "a", "10.0.0.1".parse().unwrap());
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(macs, vec![("02:00:00:00:00:10".parse().unwrap(), b)]);
+        let names = endpoint_names(&v, "blue");
+        assert_eq!(names.len(), 4);
+        assert_eq!(
+            names[0].addresses,
+            vec!["10.1.0.9".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(names[0].aliases, ["api"]);
+        assert!(endpoint_names(&v, "red").is_empty());
     }
 
     #[test]

@@ -54,12 +54,10 @@ impl StoreRegistry {
 
     fn network(&self, name: &str) -> Result<(&Linked, NetworkDef), RegistryError> {
         let linked = self.linked()?;
-        let def = linked
-            .view
-            .borrow()
-            .network(name)
-            .cloned()
-            .ok_or_else(|| RegistryError::Store(format!("network {name} is not in the cluster")))?;
+        let def =
+            linked.view.borrow().network(name).cloned().ok_or_else(|| {
+                RegistryError::Store(format!("network {name} is not in the cluster"))
+            })?;
         Ok((linked, def))
     }
 }
@@ -159,14 +157,9 @@ impl Registry for StoreRegistry {
     fn reassert<'a>(&'a self, endpoint: &'a Endpoint) -> RegistryFuture<'a, ()> {
         Box::pin(async move {
             let (linked, def) = self.network(&endpoint.network)?;
-            claims::reassert_endpoint(
-                &linked.store,
-                &def,
-                linked.lease.id(),
-                &record_of(endpoint),
-            )
-            .await
-            .map_err(store_error)?;
+            claims::reassert_endpoint(&linked.store, &def, linked.lease.id(), &record_of(endpoint))
+                .await
+                .map_err(store_error)?;
             Ok(())
         })
     }

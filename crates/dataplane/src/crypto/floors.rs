@@ -490,7 +490,11 @@ mod tests {
         drop(floors);
         let again = reopen(&d);
         assert_eq!(again.for_sa(key(0x1000, 42), 0).start(), written);
-        assert_eq!(again.for_sa(key(0x2000, 42), 0).start(), 8, "an idle SA: margin 1");
+        assert_eq!(
+            again.for_sa(key(0x2000, 42), 0).start(),
+            8,
+            "an idle SA: margin 1"
+        );
         assert_eq!(again.for_sa(key(0x1000, 43), 0).start(), 0, "another VNI");
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -41,13 +41,7 @@ impl InboundSa {
     /// `floors` kept for it (what it accepted before a restart or a rebuild of its network).
     pub(crate) fn new(sa: OpenSa, vni: u32, floors: &ReplayFloors, now: Millis) -> Self {
         let (key, window) = sa.into_parts();
-        let floor = floors.for_sa(
-            FloorKey {
-                vni,
-                id: *key.id(),
-            },
-            now,
-        );
+        let floor = floors.for_sa(FloorKey { vni, id: *key.id() }, now);
         let window = match floor.start() {
             0 => window,
             start => ReplayWindow::after(start),

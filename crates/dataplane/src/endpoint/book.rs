@@ -8,7 +8,6 @@
 //! with one warning at load and never used.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -99,9 +98,6 @@ impl Book {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
         let file = File {
             endpoints: self
                 .entries
@@ -111,19 +107,7 @@ impl Book {
             cursors: self.cursors.clone(),
         };
         let text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("json.tmp");
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            out.write_all(&text)?;
-            out.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
+        crate::files::write_atomic(path, &text)
     }
 
     pub(super) fn in_network<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Entry> {

@@ -10,6 +10,7 @@
 mod book;
 pub(crate) mod check;
 mod plumb;
+mod resolver;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,7 @@ use crate::engine::bridge::endpoint_alias;
 use crate::state::{lock, EngineState};
 use crate::sys::netns::{Netns, NetnsError};
 use book::{Book, Entry};
+use resolver::with_dns;
 
 /// Why an endpoint request was refused; one line, sent back as the reply's message.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +128,9 @@ pub struct Endpoints {
     registry: Option<Arc<dyn Registry>>,
     /// The node name put in static-mode records (the VTEP address).
     node: String,
+    /// Where the endpoints' names and neighbour entries go in static mode (in cluster mode the
+    /// store's records bring every host's, this one's included).
+    names: Arc<crate::names::NameService>,
 }
 
 impl Endpoints {
@@ -135,6 +140,7 @@ impl Endpoints {
         dir: Option<&Path>,
         node: String,
         registry: Option<Arc<dyn Registry>>,
+        names: Arc<crate::names::NameService>,
     ) -> std::io::Result<Endpoints> {
         let book = match dir {
             Some(dir) => Book::load(dir)?,
@@ -145,6 +151,7 @@ impl Endpoints {
             op: tokio::sync::Mutex::new(()),
             node: registry.as_ref().map(|r| r.node()).unwrap_or(node),
             registry,
+            names,
         })
     }
 
@@ -232,7 +239,7 @@ impl Endpoints {
         if let Some(old) = existing {
             let old_alias = endpoint_alias(&plan.name, &old.endpoint.id);
             if plumb::present(&old.endpoint.host_ifname, &old_alias) {
-                return Ok(old.endpoint);
+                return Ok(with_dns(old.endpoint));
             }
             // Its namespace went away without a detach: release it and attach anew.
             self.release(&old).await;
@@ -301,7 +308,8 @@ impl Endpoints {
             netns = %endpoint.netns,
             "endpoint attached"
         );
-        Ok(endpoint)
+        self.publish_names(&plan.name);
+        Ok(with_dns(endpoint))
     }
 
     /// The name given (refused when another endpoint of the network has it), or a default: the
@@ -425,9 +433,13 @@ impl Endpoints {
             return Some(EndpointError::Unplumb(err));
         }
         self.unclaim(e).await;
-        let mut book = lock(&self.book);
-        book.entries.remove(&e.id);
-        book.save().err().map(EndpointError::Save)
+        let saved = {
+            let mut book = lock(&self.book);
+            book.entries.remove(&e.id);
+            book.save().err().map(EndpointError::Save)
+        };
+        self.publish_names(&e.network);
+        saved
     }
 
     /// `detach`: every endpoint of the network matching all the keys given; none is success.
@@ -522,7 +534,9 @@ impl Endpoints {
         );
         endpoints
             .sort_by(|a, b| (&a.network, a.address.addr()).cmp(&(&b.network, b.address.addr())));
-        Ok(EndpointList { endpoints })
+        Ok(EndpointList {
+            endpoints: endpoints.into_iter().map(with_dns).collect(),
+        })
     }
 
     /// This host's endpoints of `network` as kept in the state dir.
@@ -552,6 +566,7 @@ impl Endpoints {
                 let _ = self.release(&entry).await;
             }
         }
+        self.publish_names(network);
     }
 
     /// The network was removed for good: forget its endpoints here (their veths go with the

@@ -119,6 +119,7 @@ impl EngineControl {
     pub fn forget_network(&self, name: &str) -> Result<bool, EngineError> {
         let bridge = self.core.state.bridge(name).map(|b| b.bridge);
         let removed = self.remove_network(name)?;
+        self.core.state.names.forget_network(name);
         if let Some(endpoints) = self.core.state.endpoints() {
             endpoints.forget_network(name);
         }

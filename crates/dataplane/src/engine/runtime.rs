@@ -35,18 +35,26 @@ impl Engine {
     /// Serves endpoint requests (`attach`, `detach`, `endpoints`, `endpoint_gc`), keeping their
     /// records in `dir` (in memory only without), and in cluster mode their claims and records
     /// in `registry`. Endpoints kept from the last run are resumed as their networks are
-    /// served.
+    /// served. The names added with `vxnet name add` are kept in `dir` too.
     pub fn serve_endpoints(
         &self,
         dir: Option<&std::path::Path>,
         registry: Option<Arc<dyn crate::endpoint::Registry>>,
     ) -> Result<(), EngineError> {
-        let endpoints =
-            crate::endpoint::Endpoints::new(dir, self.core.setup.local.to_string(), registry)
-                .map_err(|source| EngineError::Io {
-                    what: "reading the endpoint records",
-                    source,
-                })?;
+        let names = Arc::clone(&self.core.state.names);
+        if let Some(dir) = dir {
+            names.keep_in(dir);
+        }
+        let endpoints = crate::endpoint::Endpoints::new(
+            dir,
+            self.core.setup.local.to_string(),
+            registry,
+            names,
+        )
+        .map_err(|source| EngineError::Io {
+            what: "reading the endpoint records",
+            source,
+        })?;
         self.core.state.set_endpoints(Arc::new(endpoints));
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! address outside the network is refused with one warning and never served.
 
 pub mod serve;
+mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -101,6 +102,8 @@ pub enum NameServiceError {
     },
     #[error("no name {name:?} added in network {network:?}")]
     NotFound { name: String, network: String },
+    #[error("cannot save the added names: {0}")]
+    Save(std::io::Error),
 }
 
 #[derive(Debug, Default)]
@@ -108,13 +111,17 @@ struct NetworkSources {
     /// The host's overlay address and prefix (the gateway of its endpoints).
     gateway: Option<IpNet>,
     config: Vec<HostEntry>,
-    added: BTreeMap<String, HostEntry>,
     endpoints: Vec<HostEntry>,
 }
 
 #[derive(Debug, Default)]
 struct Sources {
     networks: BTreeMap<String, NetworkSources>,
+    /// `vxnet name add` entries by network, then name: kept while a network is rebuilt or not
+    /// served for a while, dropped when it is removed for good, saved in the state dir.
+    added: BTreeMap<String, BTreeMap<String, HostEntry>>,
+    /// `<state dir>/names.json`, once the engine has a state dir.
+    file: Option<std::path::PathBuf>,
     /// Names of networks this engine does not serve (the cluster's others): never forwarded.
     reserved: BTreeSet<String>,
     /// Entries already warned about, so a bad record is logged once, not on every rebuild.
@@ -195,20 +202,55 @@ impl NameService {
             .collect()
     }
 
-    /// Replaces the endpoint entries of `network` (from the records).
+    /// Replaces the endpoint entries of `network` (from the records). Kept for a network not
+    /// served yet: they are answered once it is.
     pub fn set_endpoints(&self, network: &str, endpoints: Vec<HostEntry>) {
         let mut sources = lock(&self.sources);
-        if let Some(n) = sources.networks.get_mut(network) {
-            n.endpoints = endpoints;
-            self.rebuild(&mut sources);
+        let n = sources.networks.entry(network.to_string()).or_default();
+        if n.endpoints == endpoints {
+            return;
         }
+        n.endpoints = endpoints;
+        self.rebuild(&mut sources);
     }
 
     /// The names of networks this engine does not serve (never forwarded, always NXDOMAIN).
     pub fn set_reserved(&self, networks: impl IntoIterator<Item = String>) {
         let mut sources = lock(&self.sources);
-        sources.reserved = networks.into_iter().collect();
+        let reserved: BTreeSet<String> = networks.into_iter().collect();
+        if sources.reserved == reserved {
+            return;
+        }
+        sources.reserved = reserved;
         self.rebuild(&mut sources);
+    }
+
+    /// Keeps the names added at run time in `dir` (`names.json`) from now on, and takes back
+    /// the ones a previous run kept there.
+    pub fn keep_in(&self, dir: &std::path::Path) {
+        let mut sources = lock(&self.sources);
+        let file = store::path(dir);
+        for (network, entries) in store::load(&file) {
+            let kept = sources.added.entry(network).or_default();
+            for entry in entries {
+                kept.entry(entry.name.clone()).or_insert(entry);
+            }
+        }
+        sources.file = Some(file);
+        self.rebuild(&mut sources);
+    }
+
+    /// A network removed for good: the names added to it go too.
+    pub fn forget_network(&self, network: &str) {
+        let mut sources = lock(&self.sources);
+        sources.networks.remove(network);
+        if sources.added.remove(network).is_some() {
+            if let Err(e) = store::save(&sources) {
+                tracing::warn!(error = %e, "cannot save the added names");
+            }
+        }
+        self.rebuild(&mut sources);
+        self.changed.notify_one();
     }
 
     /// `vxnet name add`: refused when invalid or when the name is already held in the network.
@@ -231,7 +273,7 @@ impl NameService {
         };
         let wanted = lower(&entry);
         // Replacing one's own added entry is fine; taking a name someone else holds is not.
-        let clash = self.rows_of(network, n).into_iter().find(|row| {
+        let clash = self.rows_of(network, n, &sources).into_iter().find(|row| {
             let own = row.source == NameSource::Added && row.entry.name == entry.name;
             !own && lower(&row.entry).iter().any(|held| wanted.contains(held))
         });
@@ -242,8 +284,15 @@ impl NameService {
                 source_name: row.entry.name,
             });
         }
-        if let Some(n) = sources.networks.get_mut(network) {
-            n.added.insert(entry.name.clone(), entry);
+        let added = sources.added.entry(network.to_string()).or_default();
+        let previous = added.insert(entry.name.clone(), entry.clone());
+        if let Err(e) = store::save(&sources) {
+            let added = sources.added.entry(network.to_string()).or_default();
+            match previous {
+                Some(old) => added.insert(entry.name, old),
+                None => added.remove(&entry.name),
+            };
+            return Err(NameServiceError::Save(e));
         }
         self.rebuild(&mut sources);
         Ok(())
@@ -252,14 +301,22 @@ impl NameService {
     /// `vxnet name rm`: only names added at run time can be removed.
     pub fn remove(&self, network: &str, name: &str) -> Result<(), NameServiceError> {
         let mut sources = lock(&self.sources);
-        let Some(n) = sources.networks.get_mut(network) else {
+        if !sources.networks.contains_key(network) {
             return Err(NameServiceError::UnknownNetwork(network.to_string()));
-        };
-        if n.added.remove(name).is_none() {
+        }
+        let Some(old) = sources.added.get_mut(network).and_then(|a| a.remove(name)) else {
             return Err(NameServiceError::NotFound {
                 name: name.to_string(),
                 network: network.to_string(),
             });
+        };
+        if let Err(e) = store::save(&sources) {
+            sources
+                .added
+                .entry(network.to_string())
+                .or_default()
+                .insert(name.to_string(), old);
+            return Err(NameServiceError::Save(e));
         }
         self.rebuild(&mut sources);
         Ok(())
@@ -271,8 +328,10 @@ impl NameService {
         let mut rows: Vec<NameRow> = sources
             .networks
             .iter()
-            .filter(|(name, _)| network.is_none_or(|wanted| wanted == name.as_str()))
-            .flat_map(|(name, n)| self.rows_of(name, n))
+            .filter(|(name, n)| {
+                n.gateway.is_some() && network.is_none_or(|wanted| wanted == name.as_str())
+            })
+            .flat_map(|(name, n)| self.rows_of(name, n, &sources))
             .collect();
         rows.sort_by(|a, b| {
             (&a.network, a.source, &a.entry.name).cmp(&(&b.network, b.source, &b.entry.name))
@@ -280,7 +339,7 @@ impl NameService {
         rows
     }
 
-    fn rows_of(&self, network: &str, n: &NetworkSources) -> Vec<NameRow> {
+    fn rows_of(&self, network: &str, n: &NetworkSources, sources: &Sources) -> Vec<NameRow> {
         let row = |source, entry: &HostEntry| NameRow {
             network: network.to_string(),
             source,
@@ -296,10 +355,15 @@ impl NameService {
                 addresses: vec![gw.addr()],
                 mac: None,
             });
+        let added = sources
+            .added
+            .get(network)
+            .into_iter()
+            .flat_map(|a| a.values());
         host.iter()
             .map(|e| row(NameSource::Host, e))
             .chain(n.config.iter().map(|e| row(NameSource::Config, e)))
-            .chain(n.added.values().map(|e| row(NameSource::Added, e)))
+            .chain(added.map(|e| row(NameSource::Added, e)))
             .chain(n.endpoints.iter().map(|e| row(NameSource::Endpoint, e)))
             .collect()
     }
@@ -315,7 +379,7 @@ impl NameService {
             };
             let mut names = NetworkNames::new(network, vec![gateway.trunc()]);
             let mut table = Vec::new();
-            for row in self.rows_of(network, n) {
+            for row in self.rows_of(network, n, sources) {
                 match names.insert(&to_entry(&row.entry)) {
                     Ok(()) => {
                         if let Some(mac) = row.entry.mac {

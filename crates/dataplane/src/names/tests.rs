@@ -160,3 +160,66 @@ fn entries_with_a_mac_feed_the_neighbour_table_of_the_network() {
     names.set_endpoints("blue", Vec::new());
     assert_eq!(network.neighbors.lookup("10.7.0.20".parse().unwrap()), None);
 }
+
+#[test]
+fn added_names_are_kept_in_the_state_dir_and_come_back() {
+    let dir = std::env::temp_dir().join(format!("vxnet-names-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let names = service();
+    names.keep_in(&dir);
+    names
+        .add(
+            "blue",
+            host("web", &["www"], &["10.7.0.9"], Some("02:00:00:00:00:09")),
+        )
+        .unwrap();
+    names
+        .add("blue", host("cache", &[], &["10.7.0.10"], None))
+        .unwrap();
+    names.remove("blue", "cache").unwrap();
+    // A restarted engine: a new service, the same state dir.
+    let again = service();
+    again.keep_in(&dir);
+    assert_eq!(
+        lookup(&again, "www"),
+        vec!["10.7.0.9".parse::<IpAddr>().unwrap()]
+    );
+    assert!(lookup(&again, "cache").is_empty());
+    let added: Vec<NameRow> = again
+        .list(Some("blue"))
+        .into_iter()
+        .filter(|r| r.source == NameSource::Added)
+        .collect();
+    assert_eq!(added.len(), 1);
+    assert_eq!(
+        added[0].entry.mac,
+        Some("02:00:00:00:00:09".parse().unwrap())
+    );
+    // Kept while the network is rebuilt; gone with it when it is removed for good.
+    again.remove_network("blue");
+    again.set_network("blue", Some("10.7.0.1/24".parse().unwrap()), Vec::new());
+    assert_eq!(lookup(&again, "web").len(), 1);
+    again.forget_network("blue");
+    let third = service();
+    third.keep_in(&dir);
+    assert!(lookup(&third, "web").is_empty());
+    // A file that does not decode is no reason not to start.
+    std::fs::write(store::path(&dir), b"{not json").unwrap();
+    let fourth = service();
+    fourth.keep_in(&dir);
+    assert_eq!(fourth.list(None).len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn endpoints_set_before_their_network_is_served_are_answered_once_it_is() {
+    let names = NameService::new(None);
+    names.set_endpoints("green", vec![host("c9", &[], &["10.9.0.9"], None)]);
+    assert!(names.list(None).is_empty());
+    names.set_network("green", Some("10.9.0.1/24".parse().unwrap()), Vec::new());
+    let zones = names.zones();
+    assert_eq!(
+        zones.network("green").unwrap().lookup("c9").unwrap().len(),
+        1
+    );
+}

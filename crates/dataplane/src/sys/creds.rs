@@ -134,9 +134,8 @@ pub(crate) fn group_name(gid: u32) -> Option<String> {
         let mut found: *mut libc::group = std::ptr::null_mut();
         // SAFETY: `group` and `found` are live locals and `buf` is writable for `buf.len()`
         // bytes; `gr_name` points into `buf`, which is alive while it is copied below.
-        let ret = unsafe {
-            libc::getgrgid_r(gid, &mut group, buf.as_mut_ptr(), buf.len(), &mut found)
-        };
+        let ret =
+            unsafe { libc::getgrgid_r(gid, &mut group, buf.as_mut_ptr(), buf.len(), &mut found) };
         match ret {
             0 if found.is_null() || group.gr_name.is_null() => return None,
             0 => {
