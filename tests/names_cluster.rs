@@ -266,6 +266,7 @@ fn cluster_arp_for_known_addresses_is_answered_not_flooded() {
     for k in 0..102 {
         let i = k % ENGINES;
         let netns = c.lab.container(&format!("e{k}"));
+        etc.expect(&netns);
         let e = c.engine(i).json(&format!(
             "attach --network blue --netns {netns} --name e{k}"
         ));

@@ -3,6 +3,9 @@
 
 use std::process::{Command, Output};
 
+mod firewall_support;
+use firewall_support::{firewall_args, ok};
+
 fn vxnet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vxnet"))
         .args(args)
@@ -11,85 +14,51 @@ fn vxnet(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+/// `firewall apply --backend BACKEND --dry-run` with `rest`: its stdout, which must succeed.
+fn dry_run(backend: &str, rest: &[&str]) -> String {
+    ok(&vxnet(&firewall_args(
+        "apply",
+        backend,
+        &[&["--dry-run"], rest].concat(),
+    )))
 }
 
-/// Only meaningful where the tool is absent: a dry run then plans from an empty current state.
-fn absent(prog: &str) -> bool {
-    Command::new(prog).arg("--version").output().is_err()
+/// A dry run is only meaningful where the tool is absent: it then plans from an empty current
+/// state. True (and says SKIP) where `prog` is installed.
+fn installed(prog: &str) -> bool {
+    let present = Command::new(prog).arg("--version").output().is_ok();
+    if present {
+        eprintln!("SKIP: {prog} installed; the dry-run plan would depend on its live rules");
+    }
+    present
 }
 
 #[test]
 fn ufw_dry_run() {
-    if !absent("ufw") {
-        eprintln!("SKIP: ufw installed; the dry-run plan would depend on its live rules");
+    if installed("ufw") {
         return;
     }
-    let out = ok(&vxnet(&[
-        "firewall",
-        "apply",
-        "--backend",
-        "ufw",
-        "--dry-run",
-        "--peer",
-        "10.0.0.2",
-        "--peer",
-        "10.0.0.3",
-    ]));
+    let out = dry_run("ufw", &["--peer", "10.0.0.2", "--peer", "10.0.0.3"]);
     assert_eq!(
         out,
         "ufw allow proto udp from 10.0.0.2 to any port 4789\nufw allow proto udp from 10.0.0.3 to any port 4789\n"
     );
-    let out = ok(&vxnet(&[
-        "firewall",
-        "apply",
-        "--backend",
-        "ufw",
-        "--dry-run",
-        "--port",
-        "8472",
-        "--peer",
-        "fd00::2",
-    ]));
+    let out = dry_run("ufw", &["--port", "8472", "--peer", "fd00::2"]);
     assert_eq!(out, "ufw allow proto udp from fd00::2 to any port 8472\n");
 }
 
 #[test]
 fn firewalld_dry_run() {
-    if !absent("firewall-cmd") {
-        eprintln!("SKIP: firewalld installed; the dry-run plan would depend on its live rules");
+    if installed("firewall-cmd") {
         return;
     }
-    let out = ok(&vxnet(&[
-        "firewall",
-        "apply",
-        "--backend",
-        "firewalld",
-        "--dry-run",
-        "--peer",
-        "10.0.0.2",
-    ]));
+    let out = dry_run("firewalld", &["--peer", "10.0.0.2"]);
     assert_eq!(
         out,
         "firewall-cmd --permanent '--add-rich-rule=rule family=\"ipv4\" source address=\"10.0.0.2\" port port=\"4789\" protocol=\"udp\" accept'\nfirewall-cmd --reload\n"
     );
-    let json: serde_json::Value = serde_json::from_str(&ok(&vxnet(&[
-        "firewall",
-        "apply",
-        "--backend",
-        "firewalld",
-        "--dry-run",
-        "--json",
-        "--peer",
-        "fd00::2",
-    ])))
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&dry_run("firewalld", &["--json", "--peer", "fd00::2"])).unwrap();
     assert_eq!(json["backend"], "firewalld");
     assert_eq!(json["dry_run"], true);
     assert!(json["commands"][0]
@@ -120,8 +89,7 @@ fn bad_backend_is_one_error_line() {
 /// A static configuration with an encrypted network (`key_file`) opens its `esp_port` too.
 #[test]
 fn config_with_an_encrypted_network_opens_its_esp_port() {
-    if !absent("ufw") {
-        eprintln!("SKIP: ufw installed; the dry-run plan would depend on its live rules");
+    if installed("ufw") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -134,33 +102,19 @@ fn config_with_an_encrypted_network_opens_its_esp_port() {
         "esp_port = 4600\n[[network]]\nvni = 42\ndev = \"vx42\"\nkey_file = \"blue.key\"\n",
     )
     .unwrap();
-    let out = ok(&vxnet(&[
-        "firewall",
-        "apply",
-        "--backend",
+    let out = dry_run(
         "ufw",
-        "--dry-run",
-        "--config",
-        config.to_str().unwrap(),
-        "--peer",
-        "10.0.0.2",
-    ]));
+        &["--config", config.to_str().unwrap(), "--peer", "10.0.0.2"],
+    );
     assert_eq!(
         out,
         "ufw allow proto udp from 10.0.0.2 to any port 4789\nufw allow proto udp from 10.0.0.2 to any port 4600\n"
     );
     // Without an encrypted network, the VXLAN port only.
     std::fs::write(&config, "[[network]]\nvni = 42\ndev = \"vx42\"\n").unwrap();
-    let out = ok(&vxnet(&[
-        "firewall",
-        "apply",
-        "--backend",
+    let out = dry_run(
         "ufw",
-        "--dry-run",
-        "--config",
-        config.to_str().unwrap(),
-        "--peer",
-        "10.0.0.2",
-    ]));
+        &["--config", config.to_str().unwrap(), "--peer", "10.0.0.2"],
+    );
     assert_eq!(out, "ufw allow proto udp from 10.0.0.2 to any port 4789\n");
 }

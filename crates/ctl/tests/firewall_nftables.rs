@@ -3,6 +3,9 @@
 
 use std::process::{Command, Output};
 
+mod firewall_support;
+use firewall_support::{firewall_args, ok};
+
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
@@ -55,32 +58,13 @@ impl Drop for Netns {
     }
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn nftables_apply_list_remove_in_netns() {
     let Some(ns) = Netns::create() else { return };
     let bin = env!("CARGO_BIN_EXE_vxnet");
-    let fw = |args: &[&str]| {
-        let mut a = vec!["firewall"];
-        a.extend_from_slice(args);
-        ns.exec(bin, &a)
-    };
+    let fw = |verb: &str, rest: &[&str]| ns.exec(bin, &firewall_args(verb, "nftables", rest));
 
-    ok(&fw(&[
-        "apply",
-        "--backend",
-        "nftables",
-        "--peer",
-        "10.77.0.2",
-    ]));
+    ok(&fw("apply", &["--peer", "10.77.0.2"]));
     let rules = ns.ruleset();
     assert!(rules.contains("table inet vxnet"), "{rules}");
     assert!(rules.contains("elements = { 10.77.0.2 }"), "{rules}");
@@ -96,22 +80,8 @@ fn nftables_apply_list_remove_in_netns() {
     );
 
     // Idempotent, and re-applying with another set replaces the old peers.
-    ok(&fw(&[
-        "apply",
-        "--backend",
-        "nftables",
-        "--peer",
-        "10.77.0.2",
-    ]));
-    ok(&fw(&[
-        "apply",
-        "--backend",
-        "nftables",
-        "--peer",
-        "10.77.0.3",
-        "--peer",
-        "fd00::3",
-    ]));
+    ok(&fw("apply", &["--peer", "10.77.0.2"]));
+    ok(&fw("apply", &["--peer", "10.77.0.3", "--peer", "fd00::3"]));
     let rules = ns.ruleset();
     assert_eq!(rules.matches("table inet vxnet").count(), 1, "{rules}");
     assert!(
@@ -119,19 +89,11 @@ fn nftables_apply_list_remove_in_netns() {
         "{rules}"
     );
 
-    let listed: serde_json::Value =
-        serde_json::from_str(&ok(&fw(&["list", "--backend", "nftables", "--json"]))).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&ok(&fw("list", &["--json"]))).unwrap();
     assert_eq!(listed["peers"], serde_json::json!(["10.77.0.3", "fd00::3"]));
 
     // Dry run changes nothing and shows the ruleset.
-    let dry = ok(&fw(&[
-        "apply",
-        "--backend",
-        "nftables",
-        "--peer",
-        "10.77.0.9",
-        "--dry-run",
-    ]));
+    let dry = ok(&fw("apply", &["--peer", "10.77.0.9", "--dry-run"]));
     assert!(
         dry.starts_with("nft -f - <<'EOF'") && dry.contains("10.77.0.9"),
         "{dry}"
@@ -139,21 +101,13 @@ fn nftables_apply_list_remove_in_netns() {
     assert!(!ns.ruleset().contains("10.77.0.9"));
 
     // Encrypted networks: the ESP port opens to the same peers, and `list` shows it.
-    ok(&fw(&[
-        "apply",
-        "--backend",
-        "nftables",
-        "--peer",
-        "10.77.0.3",
-        "--encrypted",
-    ]));
+    ok(&fw("apply", &["--peer", "10.77.0.3", "--encrypted"]));
     let rules = ns.ruleset();
     assert!(
         rules.contains("udp dport { 4500, 4789 } ip saddr @peers4 accept"),
         "{rules}"
     );
-    let listed: serde_json::Value =
-        serde_json::from_str(&ok(&fw(&["list", "--backend", "nftables", "--json"]))).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&ok(&fw("list", &["--json"]))).unwrap();
     assert_eq!(listed["esp_port"], 4500, "{listed}");
     let ports: Vec<u64> = listed["open"]
         .as_array()
@@ -162,20 +116,20 @@ fn nftables_apply_list_remove_in_netns() {
         .map(|o| o["port"].as_u64().unwrap())
         .collect();
     assert_eq!(ports, [4500, 4789], "{listed}");
-    let text = ok(&fw(&["list", "--backend", "nftables"]));
+    let text = ok(&fw("list", &[]));
     assert!(
         text.contains("udp port 4500 (ESP) open to 10.77.0.3"),
         "{text}"
     );
     assert!(text.contains("udp port 4789 (VXLAN)"), "{text}");
 
-    ok(&fw(&["remove", "--backend", "nftables"]));
+    ok(&fw("remove", &[]));
     assert!(!ns.ruleset().contains("vxnet"));
     // Removing again is fine.
-    ok(&fw(&["remove", "--backend", "nftables"]));
+    ok(&fw("remove", &[]));
 
     // No peers and no cluster: refuse rather than open to the world.
-    let o = fw(&["apply", "--backend", "nftables"]);
+    let o = fw("apply", &[]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: no peer addresses"));
 }

@@ -55,22 +55,12 @@ impl From<ArpOperation> for u16 {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct ArpPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    ArpPacket,
+    NeighborError
+);
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        ArpPacket { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, NeighborError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks the length and that the packet maps Ethernet MACs to IPv4 addresses (6 and 4
     /// bytes), so every accessor reads inside the buffer at the fixed offsets.
     pub fn check_len(&self) -> Result<(), NeighborError> {

@@ -31,22 +31,12 @@ pub mod field {
     pub const ADDRS: Range<usize> = SRC_ADDR.start..DST_ADDR.end;
 }
 
-#[derive(Debug, Clone)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    Ipv4Packet,
+    DecapError
+);
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Ipv4Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, DecapError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks the fixed header, the version, the IHL and the total length against the buffer, so
     /// that `header_len()` and `total_len()` can be used to slice without panicking.
     pub fn check_len(&self) -> Result<(), DecapError> {

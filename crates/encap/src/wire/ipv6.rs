@@ -21,22 +21,12 @@ pub mod field {
     pub const ADDRS: Range<usize> = SRC_ADDR.start..DST_ADDR.end;
 }
 
-#[derive(Debug, Clone)]
-pub struct Ipv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    Ipv6Packet,
+    DecapError
+);
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Ipv6Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, DecapError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     pub fn check_len(&self) -> Result<(), DecapError> {
         let actual = self.buffer.as_ref().len();
         if actual < IPV6_HEADER_LEN {

@@ -6,6 +6,34 @@
 //! written through [`be`], the one big-endian reader. `XRepr` is the parsed, owned form used to
 //! emit (TCP has a view only: vxnet rewrites segments, it never builds them).
 
+/// Declares the header view `$name<T>` over a buffer, the smoltcp way: `new_unchecked` wraps,
+/// `new_checked` wraps and runs the view's own `check_len` once. Written once here so every
+/// view is built and checked alike.
+macro_rules! header_view {
+    ($(#[$meta:meta])* $name:ident, $error:ty) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps without checking: accessors are exact only after
+            /// [`check_len`](Self::check_len).
+            pub const fn new_unchecked(buffer: T) -> Self {
+                $name { buffer }
+            }
+
+            /// Wraps and runs [`check_len`](Self::check_len).
+            pub fn new_checked(buffer: T) -> Result<Self, $error> {
+                let packet = Self::new_unchecked(buffer);
+                packet.check_len()?;
+                Ok(packet)
+            }
+        }
+    };
+}
+
 pub mod arp;
 pub mod be;
 pub mod ethernet;

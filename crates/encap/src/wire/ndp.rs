@@ -31,22 +31,12 @@ pub const FLAG_ROUTER: u8 = 0x80;
 pub const FLAG_SOLICITED: u8 = 0x40;
 pub const FLAG_OVERRIDE: u8 = 0x20;
 
-#[derive(Debug, Clone)]
-pub struct NdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    NdpPacket,
+    NeighborError
+);
 
 impl<T: AsRef<[u8]>> NdpPacket<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        NdpPacket { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, NeighborError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks the fixed part, that this is a solicitation or an advertisement with code 0, and
     /// that the options tile the rest exactly with no zero-length option (RFC 4861 §4.6: such a
     /// packet is discarded), so the option walk cannot step outside the buffer or loop.

@@ -43,25 +43,14 @@ pub mod flags {
     pub const CWR: u8 = 0x80;
 }
 
-/// A view of a TCP header and what follows it.
-#[derive(Debug, Clone)]
-pub struct TcpPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of a TCP header and what follows it. Before `check_len`, a field past the end of
+    /// the buffer reads as zero.
+    TcpPacket,
+    OffloadError
+);
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
-    /// Wraps without checking; only [`check_len`](Self::check_len) makes accessors exact (before
-    /// it, a field past the end of the buffer reads as zero).
-    pub const fn new_unchecked(buffer: T) -> Self {
-        TcpPacket { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, OffloadError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks the fixed header, a data offset of at least 5 and the options against the buffer,
     /// so that `header_len()` can be used to slice without panicking.
     pub fn check_len(&self) -> Result<(), OffloadError> {

@@ -16,22 +16,12 @@ pub mod field {
     pub const PAYLOAD: RangeFrom<usize> = 8..;
 }
 
-#[derive(Debug, Clone)]
-pub struct UdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    UdpPacket,
+    DecapError
+);
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        UdpPacket { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, DecapError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks the buffer holds the header and that the length field is neither shorter than the
     /// header nor longer than the buffer (so `payload` can trust it).
     pub fn check_len(&self) -> Result<(), DecapError> {

@@ -22,24 +22,13 @@ pub mod field {
     pub const PAYLOAD: RangeFrom<usize> = 8..;
 }
 
-/// A view of a VXLAN header followed by the inner frame.
-#[derive(Debug, Clone)]
-pub struct VxlanPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
+header_view!(
+    /// A view of a VXLAN header followed by the inner frame.
+    VxlanPacket,
+    DecapError
+);
 
 impl<T: AsRef<[u8]>> VxlanPacket<T> {
-    /// Wraps without checking; only [`check_len`](Self::check_len) makes accessors safe to call.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        VxlanPacket { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, DecapError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     pub fn check_len(&self) -> Result<(), DecapError> {
         let actual = self.buffer.as_ref().len();
         if actual < VXLAN_HEADER_LEN {
