@@ -131,11 +131,17 @@ fn forged_frag_needed_below_the_floor_is_not_followed() {
         "the kernel did not take the ICMP for 1400: {:?}",
         learned_mtu(&lab, 0, peer)
     );
-    let ping = df_ping(&lab);
-    let text =
-        String::from_utf8_lossy(&ping.stdout).into_owned() + &String::from_utf8_lossy(&ping.stderr);
+    // The workers read the path MTU once a second: until then the ping may still pass (the
+    // kernel, in PMTUDISC_PROBE, refuses nothing), so ask again until the engine has followed.
+    let mut text = String::new();
+    let followed = wait_for(std::time::Duration::from_secs(5), || {
+        let ping = df_ping(&lab);
+        text = String::from_utf8_lossy(&ping.stdout).into_owned()
+            + &String::from_utf8_lossy(&ping.stderr);
+        text.contains("mtu = 1350")
+    });
     assert!(
-        !ping.status.success() && text.contains("1350"),
+        followed,
         "the 1400-byte DF ping is answered with the path's inner MTU (1400 - 50): {text}"
     );
     assert!(a.network(VNI).too_big_replies > 0);
