@@ -60,7 +60,8 @@ fn stop(c: &mut ClusterLab, i: usize, node: &str) {
         .terminate(Duration::from_secs(10))
         .is_some_and(|s| s.success()));
     assert!(
-        wait_for(Duration::from_secs(5), || !c.store_keys("members/")
+        wait_for(Duration::from_secs(5), || !c
+            .store_keys("members/")
             .contains_key(node)),
         "host {i} still live after SIGTERM"
     );
@@ -134,7 +135,10 @@ fn leave_is_refused_while_running_then_frees_the_node() {
     assert!(mine.is_empty(), "{mine:?}");
     let left = all_claims(&c);
     assert_eq!(left.len(), 4, "{left:?}");
-    assert!(left.iter().all(|(k, v)| claims.get(k) == Some(v)), "{left:?}");
+    assert!(
+        left.iter().all(|(k, v)| claims.get(k) == Some(v)),
+        "{left:?}"
+    );
     assert!(!c.store_keys("nodes/").contains_key(&node2));
     let listed = listed_nodes(&c, 1);
     assert_eq!(listed.len(), 2, "{listed:?}");
@@ -337,7 +341,8 @@ fn a_host_removed_while_cut_off_does_not_come_back() {
         .host(2)
         .must(&format!("ip route add blackhole {etcd_ip}/32"));
     assert!(
-        wait_for(Duration::from_secs(15), || !c.store_keys("members/")
+        wait_for(Duration::from_secs(15), || !c
+            .store_keys("members/")
             .contains_key(&node2)),
         "host 2's lease never expired"
     );

@@ -310,8 +310,9 @@ fn cni_real_clients_on_a_three_host_cluster() {
     // Nor in the store: no record, and no claim but the host's own address.
     let left = c.store_keys(&format!("node/{node1}/"));
     assert!(
-        left.keys()
-            .all(|k| k.starts_with("addrs/") || k.starts_with("macs/") || k.starts_with("cursors/"))
+        left.keys().all(|k| k.starts_with("addrs/")
+            || k.starts_with("macs/")
+            || k.starts_with("cursors/"))
             && left.keys().filter(|k| k.starts_with("addrs/")).count() == 1,
         "{left:?}"
     );

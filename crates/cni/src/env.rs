@@ -203,7 +203,11 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
 pub(crate) fn engine_visible(netns: &Path) -> PathBuf {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     if netns.starts_with("/proc")
-        || propagates(&read("/proc/self/mountinfo"), &read("/proc/1/mountinfo"), netns)
+        || propagates(
+            &read("/proc/self/mountinfo"),
+            &read("/proc/1/mountinfo"),
+            netns,
+        )
     {
         netns.to_path_buf()
     } else {
@@ -238,10 +242,11 @@ fn propagates(mountinfo: &str, host_mountinfo: &str, path: &Path) -> bool {
         return false;
     };
     host_mountinfo.lines().any(|line| {
-        line.split(' ')
-            .skip(6)
-            .take_while(|f| *f != "-")
-            .any(|f| f.strip_prefix("shared:").or_else(|| f.strip_prefix("master:")) == Some(group))
+        line.split(' ').skip(6).take_while(|f| *f != "-").any(|f| {
+            f.strip_prefix("shared:")
+                .or_else(|| f.strip_prefix("master:"))
+                == Some(group)
+        })
     })
 }
 

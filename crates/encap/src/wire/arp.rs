@@ -55,10 +55,7 @@ impl From<ArpOperation> for u16 {
     }
 }
 
-header_view!(
-    ArpPacket,
-    NeighborError
-);
+header_view!(ArpPacket, NeighborError);
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
     /// Checks the length and that the packet maps Ethernet MACs to IPv4 addresses (6 and 4

@@ -31,10 +31,7 @@ pub mod field {
     pub const ADDRS: Range<usize> = SRC_ADDR.start..DST_ADDR.end;
 }
 
-header_view!(
-    Ipv4Packet,
-    DecapError
-);
+header_view!(Ipv4Packet, DecapError);
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Checks the fixed header, the version, the IHL and the total length against the buffer, so

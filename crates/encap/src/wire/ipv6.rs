@@ -21,10 +21,7 @@ pub mod field {
     pub const ADDRS: Range<usize> = SRC_ADDR.start..DST_ADDR.end;
 }
 
-header_view!(
-    Ipv6Packet,
-    DecapError
-);
+header_view!(Ipv6Packet, DecapError);
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     pub fn check_len(&self) -> Result<(), DecapError> {

@@ -31,10 +31,7 @@ pub const FLAG_ROUTER: u8 = 0x80;
 pub const FLAG_SOLICITED: u8 = 0x40;
 pub const FLAG_OVERRIDE: u8 = 0x20;
 
-header_view!(
-    NdpPacket,
-    NeighborError
-);
+header_view!(NdpPacket, NeighborError);
 
 impl<T: AsRef<[u8]>> NdpPacket<T> {
     /// Checks the fixed part, that this is a solicitation or an advertisement with code 0, and

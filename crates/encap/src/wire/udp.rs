@@ -16,10 +16,7 @@ pub mod field {
     pub const PAYLOAD: RangeFrom<usize> = 8..;
 }
 
-header_view!(
-    UdpPacket,
-    DecapError
-);
+header_view!(UdpPacket, DecapError);
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// Checks the buffer holds the header and that the length field is neither shorter than the
