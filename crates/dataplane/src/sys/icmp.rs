@@ -3,7 +3,7 @@
 //! socket because a new namespace allows those to no group (`net.ipv4.ping_group_range`).
 //! The socket belongs to the namespace of the thread that opened it.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -51,17 +51,9 @@ impl Pinger {
             if left.is_zero() {
                 return Ok(None);
             }
-            self.sock.set_read_timeout(Some(left))?;
-            let n = match (&self.sock).read(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None)
-                }
+            let n = match super::read_within(&self.sock, &mut buf, left) {
+                Ok(Some(n)) => n,
+                Ok(None) => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };

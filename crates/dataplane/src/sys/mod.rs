@@ -135,6 +135,29 @@ pub fn enter_named_netns_for_current_thread(name: &str) -> io::Result<()> {
     cvt(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
 }
 
+/// One read from `sock` that waits at most `timeout`: `Ok(None)` when nothing came in time.
+/// The netlink change watcher and the ICMP echo both wait this way.
+pub(crate) fn read_within(
+    sock: &socket2::Socket,
+    buf: &mut [u8],
+    timeout: std::time::Duration,
+) -> io::Result<Option<usize>> {
+    use std::io::Read;
+    sock.set_read_timeout(Some(timeout))?;
+    match (&*sock).read(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Turns a libc `-1 + errno` return into an `io::Result`.
 pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {

@@ -338,17 +338,9 @@ impl Changes {
     /// Waits up to `timeout` for changes. `Ok(None)`: nothing happened. An overflowed socket
     /// (`ENOBUFS`: changes were lost) reports one change of kind 0, meaning "anything".
     pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<Option<Vec<Change>>> {
-        self.sock.set_read_timeout(Some(timeout))?;
-        let n = match (&self.sock).read(&mut self.buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(None)
-            }
+        let n = match super::read_within(&self.sock, &mut self.buf, timeout) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 return Ok(Some(vec![Change {
                     kind: 0,
