@@ -304,7 +304,8 @@ pub struct Events {
     pub(crate) tunnel_segments: AtomicU64,
     /// ICMP frag-needed / packet-too-big replies written into the TAP (path-MTU signalling).
     pub(crate) too_big_replies: AtomicU64,
-    /// ARP requests / neighbour solicitations from the TAP answered from the neighbour table.
+    /// ARP requests / neighbour solicitations from the TAP answered from the neighbour table
+    /// (an endpoint on this host answers itself on the bridge: the TAP's copy is dropped).
     pub(crate) neighbor_answered: AtomicU64,
     /// ... and those for addresses the table does not hold, flooded as before.
     pub(crate) neighbor_flooded: AtomicU64,

@@ -13,25 +13,34 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use vxnet_encap::MacAddr;
 
-/// IP -> MAC, swapped whole.
+/// The owner of an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Neighbor {
+    pub mac: MacAddr,
+    /// An endpoint attached on this host: it is on the network's bridge with the TAP, so it
+    /// hears an ARP request itself and answers it.
+    pub here: bool,
+}
+
+/// IP -> its owner, swapped whole.
 #[derive(Debug, Default)]
 pub struct NeighborTable {
-    table: ArcSwap<HashMap<IpAddr, MacAddr>>,
+    table: ArcSwap<HashMap<IpAddr, Neighbor>>,
 }
 
 impl NeighborTable {
     /// Replaces the table. Multicast, broadcast and all-zero MACs are left out: no reply may
     /// claim an address for them.
-    pub fn replace(&self, entries: impl IntoIterator<Item = (IpAddr, MacAddr)>) {
+    pub fn replace(&self, entries: impl IntoIterator<Item = (IpAddr, Neighbor)>) {
         let table = entries
             .into_iter()
-            .filter(|(_, mac)| mac.is_unicast())
+            .filter(|(_, owner)| owner.mac.is_unicast())
             .collect();
         self.table.store(Arc::new(table));
     }
 
-    /// The MAC recorded for `ip`.
-    pub fn lookup(&self, ip: IpAddr) -> Option<MacAddr> {
+    /// The owner recorded for `ip`.
+    pub fn lookup(&self, ip: IpAddr) -> Option<Neighbor> {
         self.table.load().get(&ip).copied()
     }
 
@@ -46,8 +55,8 @@ impl NeighborTable {
     }
 
     /// Every entry, sorted by address (for `vxnet names`/tests).
-    pub fn entries(&self) -> Vec<(IpAddr, MacAddr)> {
-        let mut entries: Vec<_> = self.table.load().iter().map(|(i, m)| (*i, *m)).collect();
+    pub fn entries(&self) -> Vec<(IpAddr, Neighbor)> {
+        let mut entries: Vec<_> = self.table.load().iter().map(|(i, n)| (*i, *n)).collect();
         entries.sort();
         entries
     }

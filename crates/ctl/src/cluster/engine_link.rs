@@ -174,14 +174,16 @@ pub fn peer_macs(
     out
 }
 
-/// The names network `name`'s endpoint records give (every host's, this one's included).
-fn endpoint_names(view: &ClusterView, name: &str) -> Vec<HostEntry> {
+/// The names network `name`'s endpoint records give (every host's, those of node `me` marked
+/// as this host's).
+pub(crate) fn endpoint_names(view: &ClusterView, name: &str, me: &str) -> Vec<HostEntry> {
     view.endpoints_in(name)
         .map(|e| HostEntry {
             name: e.name.clone(),
             aliases: e.aliases.clone(),
             addresses: e.ips().collect(),
             mac: e.mac.parse().ok(),
+            here: e.node == me,
         })
         .collect()
 }
@@ -402,7 +404,7 @@ impl Link {
                 .map(|n| n.name.clone()),
         );
         for name in self.served.keys() {
-            names.set_endpoints(name, endpoint_names(view, name));
+            names.set_endpoints(name, endpoint_names(view, name, &self.opts.node_id));
         }
 
         for (name, served) in self.served.iter_mut() {

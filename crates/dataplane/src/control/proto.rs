@@ -382,8 +382,9 @@ pub struct NetworkStats {
     /// the path to their VTEP (the frames themselves count as `drops.too_big`).
     #[serde(default)]
     pub too_big_replies: u64,
-    /// ARP requests / neighbour solicitations from the TAP answered from the neighbour table,
-    /// those flooded because the address is not in it, and replies dropped for claiming a
+    /// ARP requests / neighbour solicitations from the TAP answered from the neighbour table
+    /// (or, for an endpoint on this host, left to it on the bridge), those flooded because the
+    /// address is not in it, and replies dropped for claiming a
     /// recorded address with another MAC; and the table's size.
     #[serde(default)]
     pub neighbor_answered: u64,

@@ -278,6 +278,7 @@ pub(crate) fn handle(state: &EngineState, request: Request) -> Reply {
                 aliases,
                 addresses,
                 mac,
+                here: false,
             };
             match state.names.add(&network, entry) {
                 Ok(()) => ok(serde_json::Value::Null),

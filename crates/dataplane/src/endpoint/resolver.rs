@@ -26,6 +26,8 @@ fn host_entry(e: &Endpoint) -> crate::names::HostEntry {
         aliases: e.aliases.clone(),
         addresses: vec![e.address.addr()],
         mac: e.mac.parse().ok(),
+        // Static mode: the endpoints kept here are this host's.
+        here: true,
     }
 }
 

@@ -22,6 +22,7 @@ use vxnet_encap::MacAddr;
 use vxnet_names::{Entry, NameError, NetworkNames, Zones};
 
 use crate::forward::Forwarder;
+use crate::neighbors::Neighbor;
 use crate::state::lock;
 
 /// One named host of a network: a container, a static host.
@@ -39,6 +40,10 @@ pub struct HostEntry {
         with = "optional_mac"
     )]
     pub mac: Option<MacAddr>,
+    /// An endpoint attached on this host (see [`crate::neighbors::Neighbor::here`]); only
+    /// endpoint records say so.
+    #[serde(skip)]
+    pub here: bool,
 }
 
 /// A MAC as its text (`02:42:ac:11:00:02`) in JSON and TOML; multicast and zero refused.
@@ -133,7 +138,7 @@ struct Sources {
 pub struct NameService {
     sources: Mutex<Sources>,
     zones: ArcSwap<Zones>,
-    neighbors: ArcSwap<HashMap<String, Vec<(IpAddr, MacAddr)>>>,
+    neighbors: ArcSwap<HashMap<String, Vec<(IpAddr, Neighbor)>>>,
     /// The generation whose networks get the neighbour entries (see [`attach`](Self::attach)).
     forwarder: arc_swap::ArcSwapOption<Forwarder>,
     /// Woken when the set of networks (and so of DNS sockets) changes.
@@ -354,6 +359,7 @@ impl NameService {
                 aliases: Vec::new(),
                 addresses: vec![gw.addr()],
                 mac: None,
+                here: false,
             });
         let added = sources
             .added
@@ -383,7 +389,11 @@ impl NameService {
                 match names.insert(&to_entry(&row.entry)) {
                     Ok(()) => {
                         if let Some(mac) = row.entry.mac {
-                            table.extend(row.entry.addresses.iter().map(|a| (*a, mac)));
+                            let owner = Neighbor {
+                                mac,
+                                here: row.entry.here,
+                            };
+                            table.extend(row.entry.addresses.iter().map(|a| (*a, owner)));
                         }
                     }
                     Err(e) => warnings.push(format!("network {network}: {e}; not served")),

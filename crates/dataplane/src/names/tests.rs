@@ -12,6 +12,7 @@ fn host(name: &str, aliases: &[&str], addresses: &[&str], mac: Option<&str>) -> 
         aliases: aliases.iter().map(|a| (*a).into()).collect(),
         addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
         mac: mac.map(|m| m.parse().unwrap()),
+        here: false,
     }
 }
 
@@ -146,7 +147,7 @@ fn entries_with_a_mac_feed_the_neighbour_table_of_the_network() {
     let mac: MacAddr = "02:00:00:00:00:05".parse().unwrap();
     assert_eq!(
         network.neighbors.lookup("10.7.0.5".parse().unwrap()),
-        Some(mac)
+        Some(crate::neighbors::Neighbor { mac, here: false })
     );
     names.set_endpoints(
         "blue",

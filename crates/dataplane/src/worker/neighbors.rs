@@ -45,14 +45,22 @@ impl NeighborAnswers {
                 let owner = match network.neighbors.lookup(request.target) {
                     // The owner asking about its own address (a conflict check) is not told
                     // it is at its own MAC: that request goes on as it came.
-                    Some(owner) if owner != request.requester_mac => owner,
+                    Some(owner) if owner.mac != request.requester_mac => owner,
                     _ => {
                         Events::bump(&network.events.neighbor_flooded);
                         return false;
                     }
                 };
+                if owner.here {
+                    // The owner is on the bridge with the TAP and has this request already: it
+                    // answers, and nothing goes to the other VTEPs. A reply from here would
+                    // leave the TAP with the owner's MAC as its source, and the bridge would
+                    // then send the owner's traffic to the TAP instead of to the owner.
+                    Events::bump(&network.events.neighbor_answered);
+                    return true;
+                }
                 let head = if vnet_hdr { ZERO_VNET_HDR.len() } else { 0 };
-                let Some(len) = neighbor::reply(frame, owner, &mut self.reply[head..]) else {
+                let Some(len) = neighbor::reply(frame, owner.mac, &mut self.reply[head..]) else {
                     return false;
                 };
                 self.reply[..head].copy_from_slice(&ZERO_VNET_HDR[..head]);
@@ -69,7 +77,7 @@ impl NeighborAnswers {
                 let spoofed = network
                     .neighbors
                     .lookup(ip)
-                    .is_some_and(|recorded| recorded != mac);
+                    .is_some_and(|recorded| recorded.mac != mac);
                 if spoofed {
                     Events::bump(&network.events.neighbor_spoofed);
                 }

@@ -9,7 +9,7 @@ use vxnet_cluster::records::MemberRecord;
 use vxnet_cluster::scoped::{addr_key, endpoint_key, AddressClaim, ClaimKind};
 use vxnet_cluster::token::Role;
 use vxnet_cluster::view::Mirror;
-use vxnet_dataplane::names::{HostEntry, NameService};
+use vxnet_dataplane::names::NameService;
 
 use super::{draft, endpoint_ip, member::node_record, network, vtep, NETWORK, VNI};
 
@@ -87,15 +87,8 @@ pub(super) fn weigh(count: usize, hosts: usize) -> EngineWeight {
     let view_ms = started.elapsed().as_secs_f64() * 1000.0;
     let names = NameService::new(None);
     names.set_network(NETWORK, "10.64.0.1/16".parse().ok(), Vec::new());
-    let entries: Vec<HostEntry> = view
-        .endpoints_in(NETWORK)
-        .map(|e| HostEntry {
-            name: e.name.clone(),
-            aliases: e.aliases.clone(),
-            addresses: e.ips().collect(),
-            mac: e.mac.parse().ok(),
-        })
-        .collect();
+    // As a member that has none of the endpoints.
+    let entries = crate::cluster::engine_link::endpoint_names(&view, NETWORK, "");
     let started = Instant::now();
     names.set_endpoints(NETWORK, entries);
     let names_ms = started.elapsed().as_secs_f64() * 1000.0;
