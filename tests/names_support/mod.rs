@@ -1,13 +1,17 @@
-//! What the names tests share: a DNS probe and fake resolvers (`nettool.py`, standard-library
-//! Python), resolver files under /etc/netns removed even when a test fails, and `dig`.
+//! What the names tests share: a DNS and ARP probe and fake resolvers (`nettool.py`,
+//! standard-library Python), resolver files under /etc/netns removed even when a test fails,
+//! `dig`, and checks made inside containers with their own resolver ([`inside`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vxnet_tests::{run, Host};
+use vxnet_tests::{run, Host, Lab, Proc};
+
+pub mod inside;
 
 const NETTOOL: &str = include_str!("nettool.py");
 
@@ -16,6 +20,26 @@ pub fn nettool(dir: &Path) -> PathBuf {
     let path = dir.join("nettool.py");
     std::fs::write(&path, NETTOOL).unwrap();
     path
+}
+
+/// A resolver for `example.test` (`nettool.py upstream`) on host `at`'s underlay address, and
+/// it as the resolver of each host in `hosts` (their namespaces' resolv.conf), so the engines
+/// started there afterwards forward outside names to it and never out of the lab.
+pub fn fake_upstream(lab: &Lab, at: usize, hosts: Range<usize>, etc: &mut EtcNetns) -> Proc {
+    let tool = nettool(&lab.dir);
+    let upstream = lab.host(at).underlay;
+    let resolver = lab.spawn(
+        at,
+        &lab.dir.join("upstream.log"),
+        &format!("python3 {} upstream {upstream}", tool.display()),
+    );
+    for i in hosts {
+        etc.resolver(
+            &lab.host(i).ns,
+            &format!("nameserver {upstream}\noptions timeout:1 attempts:1\n"),
+        );
+    }
+    resolver
 }
 
 /// Directories under /etc/netns this test made (resolvers for `ip netns exec`), removed on
@@ -105,8 +129,23 @@ impl Watch {
         timeout: Duration,
         names: &[String],
     ) -> Watch {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns_name, "python3"])
+        let enter = ["ip", "netns", "exec", ns_name].map(String::from);
+        Watch::start_in(&enter, tool, server, mode, timeout, names)
+    }
+
+    /// [`Watch::start`] in the network namespace the command `enter` runs its arguments in
+    /// (e.g. `nsenter --net=/proc/PID/ns/net`, a container's).
+    pub fn start_in(
+        enter: &[String],
+        tool: &Path,
+        server: &str,
+        mode: &str,
+        timeout: Duration,
+        names: &[String],
+    ) -> Watch {
+        let child = Command::new(&enter[0])
+            .args(&enter[1..])
+            .arg("python3")
             .arg(tool)
             .args(["wait", server, mode, &timeout.as_secs_f64().to_string()])
             .args(names)

@@ -3,7 +3,8 @@
 #   upstream IP      answer every A query under example.test with 192.0.2.53, others NXDOMAIN
 #   sink IP          read queries on IP:53 and never answer
 #   wait SERVER MODE TIMEOUT NAME...   poll NAMEs (A) until each one appears (MODE=appear) or
-#                    is NXDOMAIN (MODE=vanish); print "NAME UNIX_TIME" when it does
+#                    is NXDOMAIN (MODE=vanish); print "NAME UNIX_TIME" when it does. A NAME
+#                    "arp/IP" asks ARP for IP on eth0 instead: answered, or not answered
 #   raw SERVER HEX   send one datagram, print the reply's hex (or "none")
 #   flood SERVER N   send N queries as fast as possible, print how many were answered
 #   arpreply DEV IP MAC   broadcast an unsolicited ARP reply: IP is at MAC (a spoof)
@@ -60,6 +61,30 @@ def ask(s, server, name):
         return "nxdomain" if rcode == 3 else ("found" if answers > 0 else "empty")
     return None
 
+def arp_ask(ip, dev="eth0"):
+    # Our MAC from the packet socket, our address from a route lookup: /sys may show another
+    # namespace (nsenter --net does not remount it).
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    s.bind((dev, 0))
+    mac = s.getsockname()[4]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.connect((ip, 9))
+    own = socket.inet_aton(u.getsockname()[0])
+    target = socket.inet_aton(ip)
+    arp = struct.pack(">HHBBH", 1, 0x0800, 6, 4, 1) + mac + own + b"\0" * 6 + target
+    s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+    deadline = time.time() + 0.3
+    while time.time() < deadline:
+        s.settimeout(max(0.01, deadline - time.time()))
+        try:
+            frame = s.recv(128)
+        except socket.timeout:
+            break
+        # A reply (opcode 2) from the address we asked for.
+        if frame[20:22] == b"\0\2" and frame[28:32] == target:
+            return "found"
+    return "nxdomain"
+
 def wait(server, mode, timeout, names):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     pending = list(names)
@@ -67,7 +92,7 @@ def wait(server, mode, timeout, names):
     while pending and time.time() < end:
         started = time.time()
         for name in list(pending):
-            got = ask(s, server, name)
+            got = arp_ask(name[4:]) if name.startswith("arp/") else ask(s, server, name)
             if (mode == "appear" and got == "found") or (mode == "vanish" and got == "nxdomain"):
                 print(name, "%.6f" % time.time(), flush=True)
                 pending.remove(name)
