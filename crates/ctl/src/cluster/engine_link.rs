@@ -721,14 +721,21 @@ mod tests {
         let macs = peer_macs(&v, 4096, "a", "10.0.0.1".parse().unwrap());
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert_eq!(macs, vec![("02:00:00:00:00:10".parse().unwrap(), b)]);
-        let names = endpoint_names(&v, "blue");
+        let names = endpoint_names(&v, "blue", "a");
         assert_eq!(names.len(), 4);
+        // Only this host's own endpoint answers ARP for itself.
+        let here: Vec<&str> = names
+            .iter()
+            .filter(|n| n.here)
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(here, ["own"]);
         assert_eq!(
             names[0].addresses,
             vec!["10.1.0.9".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(names[0].aliases, ["api"]);
-        assert!(endpoint_names(&v, "red").is_empty());
+        assert!(endpoint_names(&v, "red", "a").is_empty());
     }
 
     #[test]
