@@ -176,7 +176,8 @@ fn underlay_mtu_changes() {
     // Below what the superframes' segments need: they go by the socket path (path-MTU rules
     // there). The route cache is flushed so the inner TCP has not learnt a smaller MTU yet.
     let mark = p.mark();
-    p.h0().must("ip link set eth0 mtu 1400 && ip route flush cache");
+    p.h0()
+        .must("ip link set eth0 mtu 1400 && ip route flush cache");
     let (before, after) = p.carry(5131, "after the underlay MTU shrank");
     assert!(after.fallbacks > before.fallbacks, "{after:?}");
     assert_eq!(after.path_changes, 1, "{after:?}");
@@ -208,7 +209,11 @@ fn underlay_mac_changes() {
         .collect();
     assert!(!whole.is_empty(), "no superframe captured");
     for f in whole {
-        assert_eq!(f[6..12], [2, 0, 0, 0, 0xaa, 1], "source MAC of a superframe");
+        assert_eq!(
+            f[6..12],
+            [2, 0, 0, 0, 0xaa, 1],
+            "source MAC of a superframe"
+        );
     }
     p.metric_agrees("vxnet_tunnel_gso_path_changes_total", 1);
 }

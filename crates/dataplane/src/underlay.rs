@@ -314,15 +314,19 @@ impl Underlay {
             }
             Events::bump(&self.counters.redirects_restored);
             restored = true;
-            let what = if down { "set down" } else { "its redirect removed" };
-            let put_back = match (down, unfiltered) {
-                (true, _) => iface::set_up(&tap.name, true).map_err(|e| e.to_string()),
-                _ => Ok(()),
+            let what = if down {
+                "set down"
+            } else {
+                "its redirect removed"
+            };
+            let mut put_back = Ok(());
+            if down {
+                put_back = iface::set_up(&tap.name, true).map_err(|e| e.to_string());
             }
-            .and_then(|()| match unfiltered {
-                true => route::redirect_ingress(tap.index, tap.target).map_err(|e| e.to_string()),
-                false => Ok(()),
-            });
+            if unfiltered && put_back.is_ok() {
+                put_back =
+                    route::redirect_ingress(tap.index, tap.target).map_err(|e| e.to_string());
+            }
             match put_back {
                 Ok(()) => {
                     tracing::warn!(tap = %tap.name, "tunnel GSO: underlay TAP {} {what} by someone else; put back", tap.name)
@@ -382,7 +386,11 @@ impl Underlay {
         let (mac, mtu) = std::mem::replace(&mut *lock(&tap.seen), eligible);
         let mut what = Vec::new();
         if mac != eligible.0 {
-            what.push(format!("MAC {} (was {})", MacAddr(eligible.0), MacAddr(mac)));
+            what.push(format!(
+                "MAC {} (was {})",
+                MacAddr(eligible.0),
+                MacAddr(mac)
+            ));
         }
         if mtu != eligible.1 {
             what.push(format!("MTU {} (was {mtu})", eligible.1));

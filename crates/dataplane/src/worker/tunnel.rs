@@ -42,7 +42,9 @@ enum Path {
         hop: NextHop,
         kicked: Option<Millis>,
     },
-    Socket { since: Millis },
+    Socket {
+        since: Millis,
+    },
 }
 
 /// What the worker asks for one superframe.
@@ -126,7 +128,7 @@ impl TunnelTx {
         let Some(Path::Tap { hop, kicked }) = self.paths.get_mut(&vtep) else {
             return None;
         };
-        if !hop.confirmed && kicked.map_or(true, |k| now.saturating_sub(k) >= CONFIRM_MS) {
+        if !hop.confirmed && kicked.is_none_or(|k| now.saturating_sub(k) >= CONFIRM_MS) {
             *kicked = Some(now);
             return None;
         }
