@@ -203,6 +203,12 @@ pub(crate) fn render(state: &EngineState) -> String {
             |n| n.tunnel_segments,
         ),
         (
+            "vxnet_tap_queue_dropped_frames_total",
+            "counter",
+            "Frames the kernel dropped in front of the engine because the TAP's queue towards it was full (the device's tx_dropped).",
+            |n| n.tap_queue_drops,
+        ),
+        (
             "vxnet_too_big_reply_packets_total",
             "counter",
             "ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than the path to their VTEP.",
