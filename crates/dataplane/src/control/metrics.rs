@@ -81,7 +81,7 @@ pub(crate) fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 25] = [
+    let per_network: [(&str, &str, &str, Field); 26] = [
         (
             "vxnet_rx_frames_total",
             "counter",
