@@ -100,6 +100,34 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether it is an `fdb` request (`show`, `add`, `append`, `replace`, `del`), answered by
+    /// [`super::fdb::handle`] against the forwarding state; the rest are answered elsewhere. A
+    /// match with every variant, so that a new request has to say which it is.
+    pub fn is_fdb(&self) -> bool {
+        match self {
+            Request::FdbShow { .. }
+            | Request::FdbAdd { .. }
+            | Request::FdbAppend { .. }
+            | Request::FdbReplace { .. }
+            | Request::FdbDel { .. } => true,
+            Request::Peers
+            | Request::Stats
+            | Request::SaShow { .. }
+            | Request::Networks
+            | Request::Reload
+            | Request::Attach(_)
+            | Request::Detach(_)
+            | Request::Endpoints { .. }
+            | Request::EndpointGc(_)
+            | Request::Status { .. }
+            | Request::NameAdd { .. }
+            | Request::NameRm { .. }
+            | Request::NameLs { .. } => false,
+        }
+    }
+}
+
 /// The answer to `name_ls`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameReport {
