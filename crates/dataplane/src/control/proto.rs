@@ -406,6 +406,11 @@ pub struct NetworkStats {
     /// ... and the segments they stand for.
     #[serde(default)]
     pub tunnel_segments: u64,
+    /// Frames the kernel dropped in front of the engine: the TAP's queue towards vxnet was
+    /// full (the device's `tx_dropped`; the engine read too slowly). Not in `drops`, which
+    /// counts what the engine itself dropped.
+    #[serde(default)]
+    pub tap_queue_drops: u64,
     /// ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than
     /// the path to their VTEP (the frames themselves count as `drops.too_big`).
     #[serde(default)]
