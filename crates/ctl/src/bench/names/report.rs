@@ -192,7 +192,7 @@ impl NamesReport {
         );
         let _ = writeln!(
             out,
-            "one engine: {:.0} KiB per 1000 endpoints; per change, view {:.1} ms + names {:.1} ms; a full read is {:.1} MiB",
+            "one engine: {:.0} KiB per 1000 endpoints; per rebuild (CPU), view {:.1} ms + names {:.1} ms; a full read is {:.1} MiB",
             self.engine.rss_kib_per_1000,
             self.engine.view_ms,
             self.engine.names_ms,
