@@ -108,6 +108,9 @@ pub(super) struct NamesReport {
     pub(super) resync_secs: f64,
     /// Endpoints the restarted host knew at the end of its resync.
     pub(super) resync_endpoints: usize,
+    /// Store calls of the driver (publish, withdraw) tried again after the store did not
+    /// answer within its bound.
+    pub(super) store_retries: u64,
     pub(super) engine: EngineWeight,
 }
 
@@ -124,6 +127,7 @@ impl NamesReport {
         vanish: Latencies,
         resync_secs: f64,
         resync_endpoints: usize,
+        store_retries: u64,
     ) -> NamesReport {
         NamesReport {
             hosts: args.hosts,
@@ -142,6 +146,7 @@ impl NamesReport {
             vanish,
             resync_secs,
             resync_endpoints,
+            store_retries,
             engine: EngineWeight::default(),
         }
     }
@@ -189,6 +194,11 @@ impl NamesReport {
             out,
             "one host restarting: resynchronised in {:.2} s ({} endpoints)",
             self.resync_secs, self.resync_endpoints
+        );
+        let _ = writeln!(
+            out,
+            "store calls tried again after the store did not answer in time: {}",
+            self.store_retries
         );
         let _ = writeln!(
             out,
