@@ -5,6 +5,7 @@
 //! medians and the ratios against the kernel pair ([`report`]). Everything it makes is removed at
 //! the end, on error, and on Ctrl-C/SIGTERM (then with a non-zero exit).
 
+mod containers;
 mod cpu;
 mod extra;
 mod measure;
@@ -90,6 +91,12 @@ pub struct BenchArgs {
     /// then each pair's overlay. A /27 or larger that no route of this host overlaps.
     #[arg(long, default_value = topology::DEFAULT_SUBNET, value_parser = parse_subnet)]
     pub subnet: Subnet,
+    /// Instead of the pairs: host to host and container to container across two hosts whose
+    /// vxnet engines serve one network in bridge mode, a container (namespace) attached on each
+    /// as `vxnet attach` does; one TCP stream and ping per path and round, and the ratio of the
+    /// two (what the veth and bridge hop costs).
+    #[arg(long, conflicts_with_all = ["udp", "rr", "socket_path", "encrypted"])]
+    pub containers: bool,
     /// Print the results as one JSON document on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -198,17 +205,38 @@ pub fn run(mut args: BenchArgs) -> Result<(), BenchError> {
     let guard = CleanOnDrop(&cleanup);
     let mut progress = Progress::new();
     progress.note(&format!("traffic tool: {tool_detail}"));
-    let result = bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress);
+    let result = match args.containers {
+        false => bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress).map(Done::Pairs),
+        true => containers::bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress)
+            .map(Done::Containers),
+    };
     progress.status("removing the namespaces, processes and files it made");
     drop(guard);
     progress.clear();
-    let report = result?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
+    match result? {
+        Done::Pairs(report) => print(&report, args.json, Report::render),
+        Done::Containers(report) => print(&report, args.json, containers::ContainersReport::render),
+    }
+}
+
+/// A finished run's report.
+enum Done {
+    Pairs(Report),
+    Containers(containers::ContainersReport),
+}
+
+/// The report on stdout: one JSON document, or the table.
+fn print<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    render: fn(&R) -> String,
+) -> Result<(), BenchError> {
+    if json {
+        let text = serde_json::to_string_pretty(report)
             .map_err(|e| BenchError::Output(format!("cannot encode the report: {e}")))?;
         println!("{text}");
     } else {
-        print!("{}", report.render());
+        print!("{}", render(report));
     }
     Ok(())
 }
@@ -228,7 +256,13 @@ fn bench(
         "building namespaces {} and {} (underlay MTU {}, addresses from {})",
         ns[0], ns[1], args.underlay_mtu, args.subnet
     ));
-    let topo = topology::build(cleanup, &args.prefix, args.subnet, args.underlay_mtu)?;
+    let topo = topology::build(
+        cleanup,
+        &args.prefix,
+        args.subnet,
+        args.underlay_mtu,
+        &topology::ALL,
+    )?;
     let settings = EngineSettings {
         threads: args.threads,
         no_offloads: args.no_offloads,
