@@ -58,8 +58,17 @@ pub(crate) fn explain(chain: &str, client_cert: bool) -> Option<String> {
     }
     // TLS 1.3: etcd (Go) checks the client's certificate after the handshake completed on the
     // client's side, and on refusal closes the connection; its alert does not survive the way
-    // up through hyper and tonic. A close right after connecting is what that looks like.
-    if lower.contains("connection closed") || lower.contains("operation was canceled") {
+    // up through hyper and tonic. A close right after connecting is what that looks like; when
+    // the client's first request races the close it is a broken pipe or a reset instead.
+    let closed = [
+        "connection closed",
+        "operation was canceled",
+        "broken pipe",
+        "brokenpipe",
+        "connectionreset",
+        "connection reset",
+    ];
+    if closed.iter().any(|c| lower.contains(c)) {
         return Some(if client_cert {
             format!("etcd closed the TLS connection as it does when it refuses a client certificate (--store-cert): is it signed by a CA etcd trusts (its --trusted-ca-file), with extendedKeyUsage clientAuth? ({chain})")
         } else {
@@ -378,6 +387,17 @@ mod tests {
         assert!(m.contains("--store-cert"), "{m}");
         let m = explain("hyper::Error(Canceled, \"connection closed\")", false).unwrap();
         assert!(m.starts_with(NO_CLIENT_CERT), "{m}");
+        // Under load the client may write (its first request) after etcd closed: the same
+        // refusal surfaces as a broken pipe or a reset instead of a closed connection.
+        let chain = "grpc request error: code: 'Unknown error', message: \"transport error\", source: tonic::transport::Error(Transport, hyper::Error(Io, Custom { kind: BrokenPipe, error: \"stream closed because of a broken pipe\" }))";
+        let m = explain(chain, false).unwrap();
+        assert!(m.starts_with(NO_CLIENT_CERT), "{m}");
+        let m = explain(
+            "hyper::Error(Io, Os { code: 104, kind: ConnectionReset })",
+            true,
+        )
+        .unwrap();
+        assert!(m.contains("refuses a client certificate"), "{m}");
         assert_eq!(explain("connection refused", false), None);
     }
 }
