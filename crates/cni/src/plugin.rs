@@ -236,17 +236,16 @@ fn add(cx: &Context<'_>, t: &Target, version: &str) -> Result<Value, PluginError
         .map(one_address)
         .transpose()
         .and_then(|address| {
-            cx.engine
-                .ask::<Endpoint>(&Request::Attach(AttachRequest {
-                    network: network.to_owned(),
-                    netns: env::engine_visible(netns).display().to_string(),
-                    ifname: Some(t.ifname.clone()),
-                    name: container_name(cx.env, &t.container_id).map(str::to_owned),
-                    aliases,
-                    address: address.map(|a| a.to_string()),
-                    mac: None,
-                    container_id: Some(t.container_id.clone()),
-                }))
+            cx.engine.ask::<Endpoint>(&Request::Attach(AttachRequest {
+                network: network.to_owned(),
+                netns: env::engine_visible(netns).display().to_string(),
+                ifname: Some(t.ifname.clone()),
+                name: container_name(cx.env, &t.container_id).map(str::to_owned),
+                aliases,
+                address: address.map(|a| a.to_string()),
+                mac: None,
+                container_id: Some(t.container_id.clone()),
+            }))
         });
     let ep = match attached {
         Ok(ep) => ep,

@@ -218,9 +218,9 @@ pub(super) fn bench(
     ));
     let net = network(&topo.subnet);
     let mut endpoint_mtu = 0;
-    for i in 0..2 {
+    for (i, container) in containers.iter().enumerate() {
         let engine = start_engine(cleanup, &topo, exe, &settings, net, i)?;
-        let endpoint = attach(&engine, &containers[i], net, i)?;
+        let endpoint = attach(&engine, container, net, i)?;
         endpoint_mtu = endpoint.mtu;
     }
     let pings = args
@@ -379,7 +379,8 @@ fn attach(
         container_id: None,
     };
     let failed = |e: String| NetnsError::Setup(format!("attaching {ns}: {e}"));
-    let value = request(&engine.control, &Request::Attach(req)).map_err(|e| failed(e.to_string()))?;
+    let value =
+        request(&engine.control, &Request::Attach(req)).map_err(|e| failed(e.to_string()))?;
     serde_json::from_value(value).map_err(|e| failed(e.to_string()))
 }
 
@@ -399,7 +400,8 @@ mod tests {
                 assert!(!underlay.contains(&a), "{text}: {a}");
             }
         }
-        let subnet = Subnet::parse("10.9.0.0/24", topology::BLOCKS).unwrap_or_else(|e| panic!("{e}"));
+        let subnet =
+            Subnet::parse("10.9.0.0/24", topology::BLOCKS).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(network(&subnet).to_string(), "10.9.0.128/25");
         assert_eq!(address(network(&subnet), 3), Ipv4Addr::new(10, 9, 0, 132));
     }
@@ -438,9 +440,18 @@ mod tests {
             containers,
         };
         let text = report.render();
-        assert!(text.contains("host to host                       9.00        0.200"), "{text}");
-        assert!(text.contains("container to container             6.30"), "{text}");
-        assert!(text.contains("containers / hosts                 0.70         1.00"), "{text}");
+        assert!(
+            text.contains("host to host                       9.00        0.200"),
+            "{text}"
+        );
+        assert!(
+            text.contains("container to container             6.30"),
+            "{text}"
+        );
+        assert!(
+            text.contains("containers / hosts                 0.70         1.00"),
+            "{text}"
+        );
         assert_eq!(ratio(1.0, 0.0), None);
     }
 }

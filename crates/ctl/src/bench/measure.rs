@@ -149,7 +149,9 @@ impl<'a> Meter<'a> {
     /// A fresh file stem in the run's directory for one tool run's output.
     fn stem(&mut self, what: &str) -> PathBuf {
         self.runs += 1;
-        self.topo.dir.join(format!("{:03}-{}{what}", self.runs, self.tag))
+        self.topo
+            .dir
+            .join(format!("{:03}-{}{what}", self.runs, self.tag))
     }
 
     /// TCP from host a to `target` over `streams` connections for `--seconds`; the receiver's rate.

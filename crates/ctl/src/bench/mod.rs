@@ -94,7 +94,7 @@ pub struct BenchArgs {
     /// Instead of the pairs: host to host and container to container across two hosts whose
     /// vxnet engines serve one network in bridge mode, a container (namespace) attached on each
     /// as `vxnet attach` does; one TCP stream and ping per path and round, and the ratio of the
-    /// two (what the veth and bridge hop costs).
+    /// two (what the veth and bridge hop costs). The network is the second half of --subnet.
     #[arg(long, conflicts_with_all = ["udp", "rr", "socket_path", "encrypted"])]
     pub containers: bool,
     /// Print the results as one JSON document on stdout (progress stays on stderr).
@@ -205,24 +205,21 @@ pub fn run(mut args: BenchArgs) -> Result<(), BenchError> {
     let guard = CleanOnDrop(&cleanup);
     let mut progress = Progress::new();
     progress.note(&format!("traffic tool: {tool_detail}"));
-    let result = match args.containers {
-        false => bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress).map(Done::Pairs),
-        true => containers::bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress)
-            .map(Done::Containers),
-    };
+    if args.containers {
+        let result = containers::bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress);
+        finish(guard, &mut progress);
+        return print(&result?, args.json, containers::ContainersReport::render);
+    }
+    let result = bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress);
+    finish(guard, &mut progress);
+    print(&result?, args.json, Report::render)
+}
+
+/// Removes what the run made (before the report is printed, so that it ends the output).
+fn finish(guard: CleanOnDrop<'_>, progress: &mut Progress) {
     progress.status("removing the namespaces, processes and files it made");
     drop(guard);
     progress.clear();
-    match result? {
-        Done::Pairs(report) => print(&report, args.json, Report::render),
-        Done::Containers(report) => print(&report, args.json, containers::ContainersReport::render),
-    }
-}
-
-/// A finished run's report.
-enum Done {
-    Pairs(Report),
-    Containers(containers::ContainersReport),
 }
 
 /// The report on stdout: one JSON document, or the table.

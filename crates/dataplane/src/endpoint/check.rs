@@ -12,8 +12,7 @@ use super::EndpointError;
 /// ([`vxnet_names::valid_label`]: letters, digits, hyphens and `_`, 1-63 bytes). No dots: a dot
 /// would make a subdomain of the network's zone.
 pub(crate) fn label(name: &str) -> Result<(), EndpointError> {
-    vxnet_names::valid_label(name)
-        .map_err(|_| EndpointError::BadName(crate::text::printable(name)))
+    vxnet_names::valid_label(name).map_err(|_| EndpointError::BadName(crate::text::printable(name)))
 }
 
 /// A container id (CNI: letters, digits, `_`, `.`, `-`; not empty). Bounded so records stay
