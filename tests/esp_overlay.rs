@@ -78,6 +78,17 @@ fn encrypted_pair_accepts_only_authenticated_packets() {
         "1500 - 50 VXLAN - 45 ESP: {networks}"
     );
     assert_eq!(networks[0]["encrypted"], true);
+    // Without --state-dir the replay floors go to the default state dir: under test, the one
+    // the lab gives each engine (never the host's /var/lib/vxnet).
+    assert!(lab.host(0).ping("10.1.0.2", 2), "{}", e0.proc.log_text());
+    assert!(
+        wait_for(Duration::from_secs(5), || lab
+            .dir
+            .join("h0.state/esp-replay-10.0.0.1")
+            .exists()),
+        "{}",
+        e0.proc.log_text()
+    );
     assert_eq!(networks[0]["esp_port"], 4500, "{networks}");
     let text = String::from_utf8(e0.ctl("networks").stdout).unwrap();
     assert!(text.contains(" encrypted (esp udp/4500) "), "{text}");

@@ -104,6 +104,10 @@ fn engine_config(file: FileValues) -> EngineConfig {
                 .tuning
                 .min_pmtu
                 .unwrap_or(vxnet_dataplane::tuning::DEFAULT_MIN_PMTU),
+            busy_poll_us: file
+                .tuning
+                .busy_poll_us
+                .unwrap_or(vxnet_dataplane::tuning::DEFAULT_BUSY_POLL_US),
         },
         state_dir: None,
     }

@@ -319,6 +319,13 @@ pub fn render_stats(report: &StatsReport) -> String {
             );
         }
         let _ = writeln!(out, "    drops: {}", nonzero(&n.drops));
+        if n.tap_queue_drops > 0 {
+            let _ = writeln!(
+                out,
+                "    TAP queue full: {} frames dropped by the kernel before vxnet read them",
+                n.tap_queue_drops
+            );
+        }
     }
     let _ = writeln!(out, "engine drops: {}", nonzero(&report.drops));
     out

@@ -132,6 +132,7 @@ struct FileConfig {
     srcport: Option<String>,
     bum_rate: Option<u64>,
     min_pmtu: Option<u64>,
+    busy_poll: Option<u64>,
     #[serde(default)]
     network: Vec<FileNetwork>,
 }
@@ -174,7 +175,7 @@ pub struct FileValues {
     pub control_group: Option<String>,
     pub threads: Option<usize>,
     pub offloads: Option<bool>,
-    /// `df`, `ttl`, `tos`, `srcport`, `bum_rate`, `min_pmtu`.
+    /// `df`, `ttl`, `tos`, `srcport`, `bum_rate`, `min_pmtu`, `busy_poll`.
     pub tuning: FileTuning,
     pub networks: Vec<NetworkConfig>,
 }
@@ -264,6 +265,7 @@ fn parse_toml(text: &str, base: &Path) -> Result<FileValues, FileError> {
         file.srcport.as_deref(),
         file.bum_rate,
         file.min_pmtu,
+        file.busy_poll,
     )
     .map_err(FileError::Parse)?;
     Ok(FileValues {

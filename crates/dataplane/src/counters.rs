@@ -42,6 +42,12 @@ pub enum DropReason {
     WrongFamily,
     /// Writing to the TAP failed.
     TapWrite,
+    /// The TAP could not take the frame for now (EAGAIN, ENOBUFS): the stack behind it is
+    /// behind.
+    TapFull,
+    /// Datagrams the kernel dropped before vxnet read them: a receive socket's buffer was
+    /// full (SO_RXQ_OVFL), the receive loop was behind.
+    SocketOverflow,
     /// Sending to the underlay failed.
     SendError,
     /// A TAP frame with a virtio-net header the segmenter refused (malformed or unsupported).
@@ -76,7 +82,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 27] = [
+    pub(crate) const ALL: [DropReason; 29] = [
         DropReason::TooShort,
         DropReason::NoVniFlag,
         DropReason::InnerTooShort,
@@ -90,6 +96,8 @@ impl DropReason {
         DropReason::NoPeers,
         DropReason::WrongFamily,
         DropReason::TapWrite,
+        DropReason::TapFull,
+        DropReason::SocketOverflow,
         DropReason::SendError,
         DropReason::BadOffload,
         DropReason::BumRateLimited,
@@ -135,6 +143,8 @@ impl DropReason {
             DropReason::EspWrongVni => "esp_wrong_vni",
             DropReason::EmptyDatagram => "empty_datagram",
             DropReason::EspBeyondWindow => "esp_beyond_window",
+            DropReason::TapFull => "tap_full",
+            DropReason::SocketOverflow => "socket_overflow",
         }
     }
 
@@ -214,6 +224,13 @@ pub struct DropCounters([AtomicU64; DropReason::ALL.len()]);
 impl DropCounters {
     pub(crate) fn count(&self, reason: DropReason) {
         self.0[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` drops at once (the kernel reports some drops as a running total).
+    pub(crate) fn count_many(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.0[reason.index()].fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub fn get(&self, reason: DropReason) -> u64 {

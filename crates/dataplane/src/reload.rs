@@ -116,6 +116,11 @@ fn restart_only(old: &EngineConfig, new: &EngineConfig) -> Vec<String> {
     let rate = |r: Option<u32>| r.map_or_else(|| "off".to_string(), |r| r.to_string());
     diff("bum-rate", rate(a.bum_rate), rate(b.bum_rate));
     diff("min-pmtu", a.min_pmtu.to_string(), b.min_pmtu.to_string());
+    diff(
+        "busy-poll",
+        a.busy_poll_us.to_string(),
+        b.busy_poll_us.to_string(),
+    );
     out
 }
 

@@ -1,6 +1,7 @@
 //! Data-plane options set by `vxnet run` flags or the config file, with their parsing and
 //! valid ranges in one place: the outer header policy (`df`, `ttl`, `tos`), the source-port
-//! range (`srcport`), storm control (`bum_rate`) and the path-MTU floor (`min_pmtu`). Names follow iproute2's
+//! range (`srcport`), storm control (`bum_rate`), the path-MTU floor (`min_pmtu`) and the
+//! workers' busy-poll window (`busy_poll`). Names follow iproute2's
 //! `ip link add type vxlan` where it has the option.
 
 use std::fmt;
@@ -152,7 +153,38 @@ pub fn parse_min_pmtu(s: &str) -> Result<u32, String> {
     check_min_pmtu(bytes)
 }
 
-/// What the engine applies to every network's sending side.
+/// The default busy-poll window, microseconds: none. Measured on a 2-core machine (see
+/// docs/performance.md), spinning workers take the CPU the applications at either end need,
+/// and every window tried lost more throughput than it gained in latency.
+pub const DEFAULT_BUSY_POLL_US: u32 = 0;
+
+/// Checks a `--busy-poll` / `busy_poll` value: microseconds, 0 to 10000.
+pub fn check_busy_poll(us: u64) -> Result<u32, String> {
+    let range = crate::validate::BUSY_POLL_US;
+    match u32::try_from(us) {
+        Ok(u) if range.contains(&u) => Ok(u),
+        _ => Err(format!(
+            "invalid busy_poll {us}: expected {}-{} microseconds (0: never spin)",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// `--busy-poll USEC` for clap.
+pub fn parse_busy_poll(s: &str) -> Result<u32, String> {
+    let us = s.parse::<u64>().map_err(|_| {
+        let range = crate::validate::BUSY_POLL_US;
+        format!(
+            "invalid busy poll {s:?}: expected microseconds, {}-{}",
+            range.start(),
+            range.end()
+        )
+    })?;
+    check_busy_poll(us)
+}
+
+/// What the engine applies to every network's sending side, and how its workers wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     pub outer: OuterPolicy,
@@ -161,6 +193,8 @@ pub struct Tuning {
     pub bum_rate: Option<u32>,
     /// The path-MTU floor: a path MTU the kernel learnt below it (from ICMP) is not followed.
     pub min_pmtu: u32,
+    /// After traffic, workers poll this many microseconds without sleeping (0: never).
+    pub busy_poll_us: u32,
 }
 
 impl Default for Tuning {
@@ -170,6 +204,7 @@ impl Default for Tuning {
             srcport: SourcePortRange::default(),
             bum_rate: None,
             min_pmtu: DEFAULT_MIN_PMTU,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
         }
     }
 }
@@ -200,9 +235,11 @@ pub struct FileTuning {
     pub srcport: Option<SourcePortRange>,
     pub bum_rate: Option<u32>,
     pub min_pmtu: Option<u32>,
+    pub busy_poll_us: Option<u32>,
 }
 
 impl FileTuning {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn parse(
         df: Option<&str>,
         ttl: Option<&TextOrNumber>,
@@ -210,6 +247,7 @@ impl FileTuning {
         srcport: Option<&str>,
         bum_rate: Option<u64>,
         min_pmtu: Option<u64>,
+        busy_poll: Option<u64>,
     ) -> Result<FileTuning, String> {
         let err = |e: vxnet_encap::outer::PolicyParseError| e.to_string();
         Ok(FileTuning {
@@ -219,6 +257,7 @@ impl FileTuning {
             srcport: srcport.map(str::parse).transpose()?,
             bum_rate: bum_rate.map(check_bum_rate).transpose()?,
             min_pmtu: min_pmtu.map(check_min_pmtu).transpose()?,
+            busy_poll_us: busy_poll.map(check_busy_poll).transpose()?,
         })
     }
 }
@@ -271,6 +310,16 @@ mod tests {
     }
 
     #[test]
+    fn busy_poll_range() {
+        assert_eq!(parse_busy_poll("0"), Ok(0));
+        assert_eq!(parse_busy_poll("10000"), Ok(10_000));
+        for bad in ["10001", "-1", "x", "1e3"] {
+            let e = parse_busy_poll(bad).unwrap_err();
+            assert!(e.contains("0-10000"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn file_values_take_strings_or_numbers() {
         let t = FileTuning::parse(
             Some("inherit"),
@@ -279,6 +328,7 @@ mod tests {
             Some("50000-50100"),
             Some(200),
             Some(1400),
+            Some(50),
         )
         .unwrap();
         assert_eq!(t.df, Some(DfPolicy::Inherit));
@@ -287,9 +337,11 @@ mod tests {
         assert_eq!(t.srcport.unwrap().len(), 101);
         assert_eq!(t.bum_rate, Some(200));
         assert_eq!(t.min_pmtu, Some(1400));
+        assert_eq!(t.busy_poll_us, Some(50));
         let e = FileTuning::parse(
             None,
             Some(&TextOrNumber::Number(300)),
+            None,
             None,
             None,
             None,

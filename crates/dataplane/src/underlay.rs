@@ -44,6 +44,9 @@ pub(crate) struct UnderlayTap {
     name: String,
     index: u32,
     target: u32,
+    /// The target's MAC and MTU as last seen, so that a change is logged once (not once per
+    /// VTEP or worker).
+    seen: Mutex<([u8; 6], u32)>,
 }
 
 /// Where one VTEP is reached through the tunnel path.
@@ -70,9 +73,11 @@ pub(crate) struct UnderlayCounters {
     pub(crate) fallbacks: AtomicU64,
     /// Writes the kernel refused (the superframe went by the socket path instead).
     pub(crate) refused: AtomicU64,
-    /// A VTEP's resolution changed (device, MAC, or to/from the socket path).
+    /// A VTEP's resolution changed (device, next-hop MAC, or to/from the socket path), or an
+    /// underlay device's own MAC or MTU.
     pub(crate) path_changes: AtomicU64,
-    /// Redirects found removed and put back.
+    /// Redirects found removed (a tc filter or qdisc deleted, an underlay TAP deleted or set
+    /// down) and put back.
     pub(crate) redirects_restored: AtomicU64,
 }
 
@@ -105,11 +110,27 @@ pub(crate) struct Underlay {
     taps: Mutex<HashMap<u32, Arc<UnderlayTap>>>,
     /// What each VTEP last resolved to, so a change is logged once (not once per worker).
     last: Mutex<HashMap<Ipv4Addr, String>>,
+    /// Held while the redirects are checked and put back (by the follower and by workers
+    /// whose writes failed), so that one repair is made and logged once.
+    repairing: Mutex<()>,
     pub(crate) counters: UnderlayCounters,
 }
 
-/// Why a VTEP is not reached through the tunnel path.
-pub(crate) type NoPath = String;
+/// Why a VTEP is not reached through the tunnel path (then: the socket path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NoPath {
+    /// The next hop has no usable neighbour entry (yet, or any more): the socket path's sends
+    /// make the kernel resolve it, and the entry's announcement brings the VTEP back. Normal
+    /// at start and after a flush, so not worth a log line of its own.
+    Unresolved(Ipv4Addr),
+    Other(String),
+}
+
+impl From<String> for NoPath {
+    fn from(reason: String) -> Self {
+        NoPath::Other(reason)
+    }
+}
 
 impl Underlay {
     /// The start-up probe: the path is offered when an underlay TAP with the tunnel header can
@@ -124,13 +145,14 @@ impl Underlay {
             active: AtomicBool::new(true),
             taps: Mutex::new(HashMap::new()),
             last: Mutex::new(HashMap::new()),
+            repairing: Mutex::new(()),
             counters: UnderlayCounters::default(),
         };
         let (device, _) = iface::device_for_local_address(local.into())
             .ok_or_else(|| format!("{local} is on no local device"))?;
         let target = iface::if_index(&device).map_err(|e| e.to_string())?;
-        eligible(target)?;
-        underlay.tap_for(target)?;
+        let seen = eligible(target)?;
+        underlay.tap_for(target, seen)?;
         Ok(underlay)
     }
 
@@ -155,8 +177,23 @@ impl Underlay {
         }
     }
 
-    /// The underlay TAP redirected to device `target`, created on first use.
-    fn tap_for(&self, target: u32) -> Result<Arc<UnderlayTap>, NoPath> {
+    /// A write into `tap` failed (the superframe goes by the socket path). `EINVAL`, or `EIO`
+    /// from a TAP that is up: the kernel refuses the path. `EBADFD`: the TAP was deleted;
+    /// `EIO` from a TAP that is down: someone set it down. Those are repaired now rather than
+    /// when the notification arrives or at the periodic check.
+    pub(crate) fn write_failed(&self, tap: &UnderlayTap, error: &std::io::Error) {
+        let down = || iface::link_state_of(tap.index).is_ok_and(|l| !l.up);
+        match error.raw_os_error() {
+            Some(libc::EBADFD) => self.device_removed(tap.index),
+            Some(libc::EIO) if down() => self.restore_redirects(),
+            Some(libc::EINVAL | libc::EIO) => self.refused(error),
+            _ => tracing::debug!(tap = %tap.name, "underlay TAP write failed: {error}"),
+        }
+    }
+
+    /// The underlay TAP redirected to device `target` (whose MAC and MTU are `seen`), created
+    /// on first use.
+    fn tap_for(&self, target: u32, seen: ([u8; 6], u32)) -> Result<Arc<UnderlayTap>, String> {
         if let Some(tap) = lock(&self.taps).get(&target) {
             return Ok(Arc::clone(tap));
         }
@@ -187,17 +224,23 @@ impl Underlay {
             name,
             index,
             target,
+            seen: Mutex::new(seen),
         });
         lock(&self.taps).insert(target, Arc::clone(&tap));
         Ok(tap)
     }
 
-    /// Where `vtep` is reached, or why it is not (then: the socket path). Logs a change.
+    /// Where `vtep` is reached, or why it is not (then: the socket path). Logs a change: the
+    /// device and next-hop MAC, not the TAP (a TAP replaced for the same device is no change).
     pub(crate) fn resolve(&self, vtep: Ipv4Addr) -> Result<NextHop, NoPath> {
         let result = self.lookup(vtep);
         let summary = match &result {
-            Ok(hop) => format!("via {} to {}", hop.tap.name, hop.dst_mac),
-            Err(reason) => format!("socket path: {reason}"),
+            Ok(hop) => format!("via {} to {}", target_name(hop.tap.target), hop.dst_mac),
+            Err(NoPath::Unresolved(next)) => {
+                tracing::debug!(%vtep, "tunnel GSO: socket path until {next} is resolved");
+                return result;
+            }
+            Err(NoPath::Other(reason)) => format!("socket path: {reason}"),
         };
         let mut last = lock(&self.last);
         if last.get(&vtep) != Some(&summary) {
@@ -212,16 +255,18 @@ impl Underlay {
     fn lookup(&self, vtep: Ipv4Addr) -> Result<NextHop, NoPath> {
         let route = route::route_get(vtep, self.local).map_err(|e| format!("no route: {e}"))?;
         if !route.is_unicast() {
-            return Err("the route is not a unicast one (local or unreachable)".into());
+            return Err(NoPath::Other(
+                "the route is not a unicast one (local or unreachable)".into(),
+            ));
         }
         let (mac, mtu) = eligible(route.oif)?;
         let next = route.gateway.unwrap_or(vtep);
         let neighbour = route::neighbour(route.oif, next)
             .map_err(|e| e.to_string())?
             .filter(|n| n.usable())
-            .ok_or_else(|| format!("no neighbour entry for {next} yet"))?;
+            .ok_or(NoPath::Unresolved(next))?;
         Ok(NextHop {
-            tap: self.tap_for(route.oif)?,
+            tap: self.tap_for(route.oif, (mac, mtu))?,
             src_mac: MacAddr(mac),
             dst_mac: MacAddr(neighbour.mac),
             mtu,
@@ -249,26 +294,114 @@ impl Underlay {
     }
 
     fn restore_redirects(&self) {
+        let _repairing = lock(&self.repairing);
         let taps: Vec<Arc<UnderlayTap>> = lock(&self.taps).values().cloned().collect();
         let mut restored = false;
         for tap in taps {
-            if route::has_ingress_filter(tap.index).unwrap_or(true) {
+            // Set down, the TAP refuses writes (EIO); without its filter, what is written
+            // into it goes nowhere.
+            let down = match iface::link_state_of(tap.index) {
+                Ok(link) => !link.up,
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                    self.tap_deleted(tap.target);
+                    continue;
+                }
+                Err(_) => false,
+            };
+            let unfiltered = !route::has_ingress_filter(tap.index).unwrap_or(true);
+            if !down && !unfiltered {
                 continue;
             }
             Events::bump(&self.counters.redirects_restored);
             restored = true;
-            match route::redirect_ingress(tap.index, tap.target) {
+            let what = if down {
+                "set down"
+            } else {
+                "its redirect removed"
+            };
+            let mut put_back = Ok(());
+            if down {
+                put_back = iface::set_up(&tap.name, true).map_err(|e| e.to_string());
+            }
+            if unfiltered && put_back.is_ok() {
+                put_back =
+                    route::redirect_ingress(tap.index, tap.target).map_err(|e| e.to_string());
+            }
+            match put_back {
                 Ok(()) => {
-                    tracing::warn!(tap = %tap.name, "the redirect of an underlay TAP was removed by someone else; put back")
+                    tracing::warn!(tap = %tap.name, "tunnel GSO: underlay TAP {} {what} by someone else; put back", tap.name)
                 }
                 Err(e) => {
-                    tracing::warn!(tap = %tap.name, "the redirect of an underlay TAP was removed and cannot be put back ({e}): its VTEPs use the socket path");
+                    tracing::warn!(tap = %tap.name, "tunnel GSO: underlay TAP {} {what} by someone else and cannot be put back ({e}): its VTEPs get a new one", tap.name);
                     lock(&self.taps).remove(&tap.target);
+                    retire(&tap);
                 }
             }
         }
         if restored {
             self.generation.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl Underlay {
+    /// Device `index` is gone. An underlay device takes its TAP with it, quietly: its VTEPs
+    /// are resolved again and each logs where it goes now. One of our TAPs deleted by someone
+    /// else is replaced (the next resolution makes a new one), said once and counted.
+    fn device_removed(&self, index: u32) {
+        let mut taps = lock(&self.taps);
+        if let Some(tap) = taps.remove(&index) {
+            drop(taps);
+            tracing::debug!(tap = %tap.name, "underlay device {index} removed");
+            retire(&tap);
+            return;
+        }
+        let target = taps.values().find(|t| t.index == index).map(|t| t.target);
+        drop(taps);
+        if let Some(target) = target {
+            self.tap_deleted(target);
+        }
+    }
+
+    /// The underlay TAP serving device `target` was deleted by someone else (found by its
+    /// notification, a failed write or a check, whichever first: said and counted once).
+    fn tap_deleted(&self, target: u32) {
+        let Some(tap) = lock(&self.taps).remove(&target) else {
+            return;
+        };
+        Events::bump(&self.counters.redirects_restored);
+        self.generation.fetch_add(1, Relaxed);
+        tracing::warn!(tap = %tap.name, "tunnel GSO: underlay TAP {} deleted by someone else; its VTEPs get a new one", tap.name);
+    }
+
+    /// Device `index` changed: when it is an underlay device whose MAC or MTU moved, that is
+    /// logged once and counted (the workers pick the new values up when they re-resolve).
+    fn device_changed(&self, index: u32) {
+        let Some(tap) = lock(&self.taps).get(&index).cloned() else {
+            return;
+        };
+        let Ok(eligible) = eligible(index) else {
+            return;
+        };
+        let (mac, mtu) = std::mem::replace(&mut *lock(&tap.seen), eligible);
+        let mut what = Vec::new();
+        if mac != eligible.0 {
+            what.push(format!(
+                "MAC {} (was {})",
+                MacAddr(eligible.0),
+                MacAddr(mac)
+            ));
+        }
+        if mtu != eligible.1 {
+            what.push(format!("MTU {} (was {mtu})", eligible.1));
+        }
+        if !what.is_empty() {
+            Events::bump(&self.counters.path_changes);
+            tracing::info!(
+                "tunnel GSO: underlay device {} changed: {}",
+                target_name(index),
+                what.join(", ")
+            );
         }
     }
 }
@@ -294,24 +427,39 @@ pub(crate) fn follow(underlay: Weak<Underlay>) -> std::io::Result<()> {
             continue;
         };
         underlay.generation.fetch_add(1, Relaxed);
-        for change in seen.iter().filter(|c| c.kind == libc::RTM_DELLINK) {
-            if let Some(tap) = lock(&underlay.taps).remove(&change.ifindex) {
-                tracing::warn!(tap = %tap.name, "underlay device {} removed: its VTEPs are resolved again", change.ifindex);
+        for change in &seen {
+            match change.kind {
+                libc::RTM_DELLINK => underlay.device_removed(change.ifindex),
+                libc::RTM_NEWLINK => underlay.device_changed(change.ifindex),
+                _ => {}
             }
         }
-        // Kind 0: notifications were lost, anything may have changed.
-        if seen
-            .iter()
-            .any(|c| matches!(c.kind, libc::RTM_DELQDISC | libc::RTM_DELTFILTER | 0))
-        {
+        // Kind 0: notifications were lost, anything may have changed. A NEWLINK may be one of
+        // our TAPs set down.
+        if seen.iter().any(|c| {
+            matches!(
+                c.kind,
+                libc::RTM_DELQDISC | libc::RTM_DELTFILTER | libc::RTM_NEWLINK | 0
+            )
+        }) {
             underlay.restore_redirects();
         }
     }
 }
 
+/// Deletes an underlay TAP taken out of use now, rather than when the last worker that cached
+/// it lets go (an idle worker may hold it for long): its writes fail from then on (`EBADFD`),
+/// which sends the worker to resolve again.
+fn retire(tap: &UnderlayTap) {
+    let deleted = crate::sys::link::Netlink::open().and_then(|mut nl| nl.delete_link(tap.index));
+    if let Err(e) = deleted {
+        tracing::debug!(tap = %tap.name, "cannot delete a retired underlay TAP: {e}");
+    }
+}
+
 /// The MAC and MTU of device `index` if the tunnel path may send out of it: an Ethernet device
 /// that is up and is no TUN/TAP (another engine's TAP, or one of ours).
-fn eligible(index: u32) -> Result<([u8; 6], u32), NoPath> {
+fn eligible(index: u32) -> Result<([u8; 6], u32), String> {
     let link = iface::link_state_of(index).map_err(|e| format!("device {index}: {e}"))?;
     let name = target_name(index);
     if link.link_type != ARPHRD_ETHER || link.kind.as_deref() == Some("tun") {

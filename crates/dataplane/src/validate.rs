@@ -35,6 +35,9 @@ pub(crate) const BUM_RATE: RangeInclusive<u32> = 1..=100_000_000;
 /// The path-MTU floor (`min_pmtu`): the kernel's own floor (`net.ipv4.route.min_pmtu`, 552)
 /// up; a floor above the underlay's MTU follows no ICMP at all.
 pub(crate) const MIN_PMTU: RangeInclusive<u32> = 552..=65535;
+/// The busy-poll window (`busy_poll`), microseconds: 0 (sleep at once) up to 10 ms; past
+/// that a worker would hold a core through gaps no exchange of packets has.
+pub(crate) const BUSY_POLL_US: RangeInclusive<u32> = 0..=10_000;
 /// A fixed outer TTL / hop limit (`ttl`; 0 is `auto`, the system default).
 pub(crate) const TTL: RangeInclusive<u8> = 1..=255;
 /// A fixed outer TOS / traffic class (`tos`): DSCP only, the two ECN bits 0 (RFC 6040: the

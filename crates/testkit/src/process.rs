@@ -101,11 +101,15 @@ pub struct Proc {
 
 impl Proc {
     /// Starts a shell command in network namespace `ns` (`ip netns exec`) with extra
-    /// environment variables; its output goes to `log`.
+    /// environment variables; its output goes to `log`. A `vxnet` it starts keeps its state
+    /// (replay floors, endpoints) beside the log, in `LOG.state` (`VXNET_STATE_DIR`, unless
+    /// `env` or a `--state-dir` says otherwise), never in the host's `/var/lib/vxnet`: tests
+    /// leave nothing behind.
     pub fn spawn_in(ns: &str, log: &Path, env: &[(&str, &str)], cmd: &str) -> Proc {
         let file = std::fs::File::create(log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "sh", "-c", &format!("exec {cmd}")])
+            .env("VXNET_STATE_DIR", log.with_extension("state"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())

@@ -1,5 +1,6 @@
 //! The figures `vxnet bench` measures on request beside TCP and ping: small UDP datagrams
-//! (`--udp SIZE`: offered and delivered packets per second, loss) and request/response latency
+//! (`--udp SIZE`: offered and delivered packets per second, loss, as fast as the sender can and
+//! paced at the kernel pair's sustainable rate) and request/response latency
 //! (`--rr`), with the transmit path each vxnet engine used; their medians, ratios and table.
 
 use std::fmt::Write as _;
@@ -20,46 +21,69 @@ pub(super) struct Extra {
     pub udp_delivered_pps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_loss_percent: Option<f64>,
+    /// The same datagrams paced at the rate the kernel pair carried with < 1 % loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_paced_offered_pps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_paced_delivered_pps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_paced_loss_percent: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rr_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rr_p50_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rr_p99_ms: Option<f64>,
+    /// CPU time of the pair's vxnet processes per round trip, microseconds (what busy-polling
+    /// costs shows here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rr_vxnet_cpu_us: Option<f64>,
 }
 
 /// Each figure's name and how to read it from an [`Extra`].
 type Field = (&'static str, fn(&Extra) -> Option<f64>);
-const FIELDS: [Field; 6] = [
+const FIELDS: [Field; 10] = [
     ("udp_offered_pps", |e| e.udp_offered_pps),
     ("udp_delivered_pps", |e| e.udp_delivered_pps),
     ("udp_loss_percent", |e| e.udp_loss_percent),
+    ("udp_paced_offered_pps", |e| e.udp_paced_offered_pps),
+    ("udp_paced_delivered_pps", |e| e.udp_paced_delivered_pps),
+    ("udp_paced_loss_percent", |e| e.udp_paced_loss_percent),
     ("rr_per_s", |e| e.rr_per_s),
     ("rr_p50_ms", |e| e.rr_p50_ms),
     ("rr_p99_ms", |e| e.rr_p99_ms),
+    ("rr_vxnet_cpu_us", |e| e.rr_vxnet_cpu_us),
 ];
 
 impl Extra {
-    pub(super) fn new(udp: Option<UdpStats>, rr: Option<RrStats>) -> Self {
+    pub(super) fn new(udp: Option<UdpStats>, paced: Option<UdpStats>, rr: Option<RrStats>) -> Self {
         Extra {
             udp_offered_pps: udp.map(|u| u.offered_pps),
             udp_delivered_pps: udp.map(|u| u.delivered_pps),
             udp_loss_percent: udp.map(|u| u.loss_percent),
+            udp_paced_offered_pps: paced.map(|u| u.offered_pps),
+            udp_paced_delivered_pps: paced.map(|u| u.delivered_pps),
+            udp_paced_loss_percent: paced.map(|u| u.loss_percent),
             rr_per_s: rr.map(|r| r.per_s),
             rr_p50_ms: rr.map(|r| r.p50_ms),
             rr_p99_ms: rr.map(|r| r.p99_ms),
+            rr_vxnet_cpu_us: None,
         }
     }
 
     fn from_fields(mut value: impl FnMut(fn(&Extra) -> Option<f64>) -> Option<f64>) -> Self {
-        let [a, b, c, d, e, f] = FIELDS.map(|(_, get)| value(get));
+        let [a, b, c, d, e, f, g, h, i, j] = FIELDS.map(|(_, get)| value(get));
         Extra {
             udp_offered_pps: a,
             udp_delivered_pps: b,
             udp_loss_percent: c,
-            rr_per_s: d,
-            rr_p50_ms: e,
-            rr_p99_ms: f,
+            udp_paced_offered_pps: d,
+            udp_paced_delivered_pps: e,
+            udp_paced_loss_percent: f,
+            rr_per_s: g,
+            rr_p50_ms: h,
+            rr_p99_ms: i,
+            rr_vxnet_cpu_us: j,
         }
     }
 
@@ -76,6 +100,7 @@ impl Extra {
             _ => None,
         });
         ratio.udp_loss_percent = None;
+        ratio.udp_paced_loss_percent = None;
         ratio
     }
 
@@ -84,13 +109,17 @@ impl Extra {
     }
 }
 
-const COLUMNS: [(&str, usize); 7] = [
+const COLUMNS: [(&str, usize); 11] = [
     ("UDP offered kpps", 17),
     ("UDP delivered kpps", 19),
     ("UDP loss %", 11),
+    ("paced kpps", 11),
+    ("paced delivered", 16),
+    ("paced loss %", 13),
     ("RR p50 ms", 10),
     ("RR p99 ms", 10),
     ("RR trans/s", 11),
+    ("RR vxnet CPU µs", 16),
     ("tx path", 22),
 ];
 
@@ -117,9 +146,13 @@ pub(super) fn render(out: &mut String, name_width: usize, pairs: &[PairResult], 
             num(e.udp_offered_pps, scale, 1),
             num(e.udp_delivered_pps, scale, if ratio { 2 } else { 1 }),
             num(e.udp_loss_percent, 1.0, 2),
+            num(e.udp_paced_offered_pps, scale, if ratio { 2 } else { 1 }),
+            num(e.udp_paced_delivered_pps, scale, if ratio { 2 } else { 1 }),
+            num(e.udp_paced_loss_percent, 1.0, 2),
             num(e.rr_p50_ms, 1.0, if ratio { 2 } else { 3 }),
             num(e.rr_p99_ms, 1.0, if ratio { 2 } else { 3 }),
             num(e.rr_per_s, 1.0, if ratio { 2 } else { 0 }),
+            num(e.rr_vxnet_cpu_us, 1.0, if ratio { 2 } else { 1 }),
             path,
         ];
         let _ = write!(out, "{name:<name_width$}");
@@ -157,18 +190,21 @@ mod tests {
             loss_percent: 50.0,
         };
         let rounds = [
-            Extra::new(Some(udp(100.0)), None),
-            Extra::new(Some(udp(300.0)), None),
-            Extra::new(Some(udp(200.0)), None),
+            Extra::new(Some(udp(100.0)), None, None),
+            Extra::new(Some(udp(300.0)), Some(udp(50.0)), None),
+            Extra::new(Some(udp(200.0)), None, None),
         ];
         let m = Extra::median_of(rounds.iter());
         assert_eq!(m.udp_delivered_pps, Some(200.0));
         assert_eq!(m.udp_offered_pps, Some(400.0));
         assert_eq!(m.rr_p50_ms, None);
-        let kernel = Extra::new(Some(udp(100.0)), None);
+        assert_eq!(m.udp_paced_delivered_pps, Some(50.0));
+        let kernel = Extra::new(Some(udp(100.0)), Some(udp(25.0)), None);
         let r = Extra::ratio(&m, &kernel);
         assert_eq!(r.udp_delivered_pps, Some(2.0));
         assert_eq!(r.udp_loss_percent, None);
+        assert_eq!(r.udp_paced_delivered_pps, Some(2.0));
+        assert_eq!(r.udp_paced_loss_percent, None);
         assert!(!Extra::default().any() && m.any());
     }
 }

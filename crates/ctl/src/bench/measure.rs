@@ -221,8 +221,14 @@ impl<'a> Meter<'a> {
     }
 
     /// UDP datagrams of `size` payload bytes from host a to `target` for `--seconds`, as fast
-    /// as the sender can (iperf3 `-u -b 0`): offered and delivered packets per second, loss.
-    pub(super) fn udp(&mut self, target: Ipv4Addr, size: u32) -> Result<UdpStats, String> {
+    /// as the sender can (iperf3 `-u -b 0`) or paced at `pps` datagrams per second: offered and
+    /// delivered packets per second, loss.
+    pub(super) fn udp(
+        &mut self,
+        target: Ipv4Addr,
+        size: u32,
+        pps: Option<f64>,
+    ) -> Result<UdpStats, String> {
         let Tool::Iperf3(iperf3) = self.tool.clone() else {
             return Err("UDP needs iperf3".into());
         };
@@ -233,7 +239,12 @@ impl<'a> Meter<'a> {
             TCP_PORT.to_string(),
             "-u".into(),
             "-b".into(),
-            "0".into(),
+            // iperf3's rate counts the datagrams' payload, in bits per second.
+            pps.map_or("0".into(), |pps| {
+                ((pps * f64::from(size) * 8.0).round() as u64)
+                    .max(1)
+                    .to_string()
+            }),
             "-l".into(),
             size.to_string(),
             "-t".into(),

@@ -68,13 +68,19 @@ pub struct BenchArgs {
     pub underlay_mtu: u32,
     /// Also send UDP datagrams of SIZE payload bytes (iperf3 `-u -b 0 -l SIZE`, as fast as
     /// the sender can) across each pair for --seconds: offered and delivered packets per second
-    /// and loss. Needs iperf3.
+    /// and loss. Then again paced at the highest rate the kernel pair carried with less than
+    /// 1 % loss in that round (its delivered rate, lowered by a fifth until the loss is under
+    /// 1 %), the same rate for every pair. Needs iperf3.
     #[arg(long, value_name = "SIZE", value_parser = clap::value_parser!(u32).range(16..=8950))]
     pub udp: Option<u32>,
     /// Also measure request/response latency across each pair, like netperf TCP_RR: 1-byte
     /// requests and answers on one TCP connection for --seconds, p50 and p99 of the round trips.
     #[arg(long)]
     pub rr: bool,
+    /// Busy-poll window of every vxnet engine (`vxnet run --busy-poll USEC`) [default: the
+    /// engine's].
+    #[arg(long, value_name = "USEC", value_parser = vxnet_dataplane::tuning::parse_busy_poll)]
+    pub busy_poll: Option<u32>,
     /// Add the vxnet pair again with the socket transmit path (`vxnet run --no-tunnel-gso`), to
     /// compare it with the tunnel-GSO path of the vxnet pair in one run (not with --encrypted).
     #[arg(long, conflicts_with = "encrypted")]
@@ -268,6 +274,7 @@ fn bench(
             .clone()
             .map(|l| l.0)
             .unwrap_or_default(),
+        busy_poll: args.busy_poll,
     };
     progress.status(&format!(
         "starting the kernel vxlan links and the vxnet engines ({})",
@@ -304,9 +311,12 @@ fn bench(
     let measurements = 3 + usize::from(args.udp.is_some()) + usize::from(args.rr);
     progress.count_steps(repeat * pairs.len() * measurements);
     for r in 1..=repeat {
+        // Set by the kernel pair, measured first in every round, for the pairs after it.
+        let mut pace = None;
         for (pair, results) in pairs.iter().zip(&mut rounds) {
             let at = format!("round {r}/{repeat}, {} pair", pair.spec.name);
-            results.push(measure_pair(&mut meter, pair, args, r, &at, progress)?);
+            let round = measure_pair(&mut meter, pair, args, (r, &mut pace), &at, progress)?;
+            results.push(round);
         }
     }
     let results: Vec<PairResult> = pairs
@@ -320,8 +330,11 @@ fn bench(
         format!(
             "iperf3 -u -b 0 -l {size} from host a to host b for {} s: offered = the sender's \
              datagrams per second, delivered = the receiver's (less those lost), loss = lost / \
-             sent; ratios of rates against the kernel pair",
-            args.seconds
+             sent; ratios of rates against the kernel pair. Paced: the same with iperf3 -b at \
+             the highest rate the kernel pair carried in the round with < 1 % loss (its \
+             delivered rate, times 0.8 until its loss was under 1 %, at most {} tries), the \
+             same rate offered to every pair",
+            args.seconds, PACE_TRIES
         )
     });
     method.rr = args.rr.then(|| {
@@ -353,13 +366,18 @@ fn bench(
     })
 }
 
+/// Paced UDP runs of the kernel pair per round at most, each at 0.8 times the last rate, while
+/// its loss is 1 % or more.
+const PACE_TRIES: usize = 4;
+const PACE_LOSS_PERCENT: f64 = 1.0;
+
 /// TCP ×1 (with the CPU accounting), TCP ×4, ping, then UDP and request/response when asked,
-/// across one pair.
+/// across one pair. `pace` is the round's paced UDP rate: the kernel pair (the first) sets it.
 fn measure_pair(
     meter: &mut Meter<'_>,
     pair: &Pair,
     args: &BenchArgs,
-    round: usize,
+    (round, pace): (usize, &mut Option<f64>),
     at: &str,
     progress: &mut Progress,
 ) -> Result<Round, BenchError> {
@@ -381,21 +399,48 @@ fn measure_pair(
     let x4 = meter.tcp(target, 4).map_err(failed("TCP x4"))?;
     progress.step(&format!("{at}: ping"));
     let ping = meter.ping(target).map_err(failed("ping"))?;
-    let udp = match args.udp {
+    let (udp, paced) = match args.udp {
         Some(size) => {
             progress.step(&format!("{at}: UDP {size} B for {seconds} s"));
-            Some(meter.udp(target, size).map_err(failed("UDP"))?)
+            let udp = meter.udp(target, size, None).map_err(failed("UDP"))?;
+            let mut rate = pace.unwrap_or(udp.delivered_pps);
+            let mut tries = 0;
+            let paced = loop {
+                tries += 1;
+                progress.status(&format!(
+                    "{at}: UDP {size} B paced at {:.1} kpps",
+                    rate / 1e3
+                ));
+                let paced = meter
+                    .udp(target, size, Some(rate))
+                    .map_err(failed("UDP paced"))?;
+                if pace.is_some() || paced.loss_percent < PACE_LOSS_PERCENT || tries >= PACE_TRIES {
+                    break paced;
+                }
+                rate *= 0.8;
+            };
+            pace.get_or_insert(rate);
+            (Some(udp), Some(paced))
         }
-        None => None,
+        None => (None, None),
     };
+    let mut rr_cpu = None;
     let rr = match args.rr {
         true => {
             progress.step(&format!("{at}: request/response for {seconds} s"));
-            Some(meter.rr(target).map_err(failed("request/response"))?)
+            let before = cpu::Snapshot::take(&pids).map_err(failed("CPU"))?;
+            let rr = meter.rr(target).map_err(failed("request/response"))?;
+            let after = cpu::Snapshot::take(&pids).map_err(failed("CPU"))?;
+            rr_cpu = after
+                .since(&before)
+                .vxnet_s
+                .map(|s| s * 1e6 / rr.transactions.max(1) as f64);
+            Some(rr)
         }
         false => None,
     };
-    let extra = extra::Extra::new(udp, rr);
+    let mut extra = extra::Extra::new(udp, paced, rr);
+    extra.rr_vxnet_cpu_us = rr_cpu;
     Ok(Round::new(round, x1, x4, ping, after.since(&before), extra))
 }
 

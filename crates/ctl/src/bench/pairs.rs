@@ -150,6 +150,9 @@ pub(super) struct EngineSettings {
     pub no_offloads: bool,
     /// `VXNET_DISABLE_OFFLOADS` (any of tap, gso, gro, uso, tunnel-gso).
     pub disable_offloads: Vec<String>,
+    /// `--busy-poll USEC`; `None` = the engine's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_poll: Option<u32>,
 }
 
 impl EngineSettings {
@@ -160,6 +163,9 @@ impl EngineSettings {
         }
         if self.no_offloads {
             args.push("--no-offloads".into());
+        }
+        if let Some(us) = self.busy_poll {
+            args.extend(["--busy-poll".to_string(), us.to_string()]);
         }
         args
     }
@@ -189,6 +195,9 @@ impl EngineSettings {
             ));
         } else {
             parts.push("offloads on".into());
+        }
+        if let Some(us) = self.busy_poll {
+            parts.push(format!("--busy-poll {us}"));
         }
         parts.join(", ")
     }
@@ -397,8 +406,9 @@ mod tests {
             threads: Some(1),
             no_offloads: false,
             disable_offloads: vec!["gso".into(), "gro".into()],
+            busy_poll: Some(50),
         };
-        assert_eq!(s.args(), ["--threads", "1"]);
+        assert_eq!(s.args(), ["--threads", "1", "--busy-poll", "50"]);
         assert_eq!(
             s.env(),
             [("VXNET_DISABLE_OFFLOADS".to_string(), "gso,gro".to_string())]

@@ -58,19 +58,8 @@ pub fn handle(forwarder: &Forwarder, now: Millis, request: Request) -> Reply {
         Request::FdbDel { mac, dst, vni } => {
             entry(forwarder, vni, &mac, dst).and_then(|(network, mac)| delete(&network, mac, dst))
         }
-        Request::Peers
-        | Request::Stats
-        | Request::SaShow { .. }
-        | Request::Networks
-        | Request::Reload
-        | Request::Attach(_)
-        | Request::Detach(_)
-        | Request::Endpoints { .. }
-        | Request::EndpointGc(_)
-        | Request::Status { .. }
-        | Request::NameAdd { .. }
-        | Request::NameRm { .. }
-        | Request::NameLs { .. } => Err("not an fdb request".to_string()),
+        // The others: [`Request::is_fdb`] says which they are.
+        _ => Err("not an fdb request".to_string()),
     };
     result.unwrap_or_else(|message| Reply::Error { message })
 }

@@ -81,7 +81,7 @@ pub(crate) fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 25] = [
+    let per_network: [(&str, &str, &str, Field); 26] = [
         (
             "vxnet_rx_frames_total",
             "counter",
@@ -201,6 +201,12 @@ pub(crate) fn render(state: &EngineState) -> String {
             "counter",
             "Segments those tunnel superframes stand for.",
             |n| n.tunnel_segments,
+        ),
+        (
+            "vxnet_tap_queue_dropped_frames_total",
+            "counter",
+            "Frames the kernel dropped in front of the engine because the TAP's queue towards it was full (the device's tx_dropped).",
+            |n| n.tap_queue_drops,
         ),
         (
             "vxnet_too_big_reply_packets_total",

@@ -100,6 +100,34 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether it is an `fdb` request (`show`, `add`, `append`, `replace`, `del`), answered by
+    /// [`super::fdb::handle`] against the forwarding state; the rest are answered elsewhere. A
+    /// match with every variant, so that a new request has to say which it is.
+    pub fn is_fdb(&self) -> bool {
+        match self {
+            Request::FdbShow { .. }
+            | Request::FdbAdd { .. }
+            | Request::FdbAppend { .. }
+            | Request::FdbReplace { .. }
+            | Request::FdbDel { .. } => true,
+            Request::Peers
+            | Request::Stats
+            | Request::SaShow { .. }
+            | Request::Networks
+            | Request::Reload
+            | Request::Attach(_)
+            | Request::Detach(_)
+            | Request::Endpoints { .. }
+            | Request::EndpointGc(_)
+            | Request::Status { .. }
+            | Request::NameAdd { .. }
+            | Request::NameRm { .. }
+            | Request::NameLs { .. } => false,
+        }
+    }
+}
+
 /// The answer to `name_ls`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameReport {
@@ -378,6 +406,11 @@ pub struct NetworkStats {
     /// ... and the segments they stand for.
     #[serde(default)]
     pub tunnel_segments: u64,
+    /// Frames the kernel dropped in front of the engine: the TAP's queue towards vxnet was
+    /// full (the device's `tx_dropped`; the engine read too slowly). Not in `drops`, which
+    /// counts what the engine itself dropped.
+    #[serde(default)]
+    pub tap_queue_drops: u64,
     /// ICMP frag-needed / packet-too-big replies written into the TAP for frames larger than
     /// the path to their VTEP (the frames themselves count as `drops.too_big`).
     #[serde(default)]

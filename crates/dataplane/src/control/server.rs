@@ -418,6 +418,7 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 partial_checksums: n.events.partial_checksums.load(Relaxed),
                 tunnel_superframes: n.events.tunnel_superframes.load(Relaxed),
                 tunnel_segments: n.events.tunnel_segments.load(Relaxed),
+                tap_queue_drops: crate::sys::iface::tx_dropped(&n.settings.dev).unwrap_or(0),
                 too_big_replies: n.events.too_big_replies.load(Relaxed),
                 neighbor_answered: n.events.neighbor_answered.load(Relaxed),
                 neighbor_flooded: n.events.neighbor_flooded.load(Relaxed),

@@ -91,6 +91,7 @@ impl Core {
                 stop: Arc::clone(&stop),
                 epoch: self.state.epoch,
                 offloads: self.setup.offloads.clone(),
+                busy_poll: self.setup.busy_poll,
             });
             let handle = std::thread::Builder::new()
                 .name(format!("vxnet-worker-{w}"))

@@ -112,6 +112,8 @@ struct Setup {
     offloads: Offloads,
     /// Storm control for networks that do not set their own (`--bum-rate`).
     bum_rate: Option<u32>,
+    /// How long workers poll without sleeping after traffic (`--busy-poll`).
+    busy_poll: std::time::Duration,
 }
 
 /// A network being served: its state and the original fds of its TAP queues (workers get

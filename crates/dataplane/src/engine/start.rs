@@ -117,6 +117,7 @@ impl Engine {
                 tunnel: tunnel.clone(),
             },
             bum_rate: config.tuning.bum_rate,
+            busy_poll: std::time::Duration::from_micros(config.tuning.busy_poll_us.into()),
         };
 
         // The ESP-in-UDP port only when something needs it: an encrypted network, or the port
@@ -205,6 +206,7 @@ impl Engine {
             df = %config.tuning.outer.df,
             ttl = %config.tuning.outer.ttl,
             tos = %config.tuning.outer.tos,
+            busy_poll_us = config.tuning.busy_poll_us,
             esp_port = lock(&core.esp).as_ref().map(|_| config.esp_port),
             "vxnet engine running"
         );

@@ -142,6 +142,17 @@ pub fn set_gso_max_segs(name: &str, segs: u32) -> Result<(), IfaceError> {
     super::rtnetlink::set_gso_max_segs(index, segs).map_err(io_err(name, "set gso_max_segs"))
 }
 
+/// The device's `tx_dropped` counter (for a TAP: frames dropped because the queue towards
+/// the process reading it was full), from sysfs; `None` when it cannot be read.
+pub(crate) fn tx_dropped(name: &str) -> Option<u64> {
+    validate_ifname(name).ok()?;
+    std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/tx_dropped"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 pub use super::rtnetlink::LinkState;
 
 /// The device's carrier (also while it is down; for a TAP: whether any process has a queue

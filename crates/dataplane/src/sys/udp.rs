@@ -172,6 +172,18 @@ impl UdpSocket {
         setsockopt_int(self.sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)
     }
 
+    /// Turns on SO_RXQ_OVFL: every received datagram then carries the socket's running count of
+    /// datagrams dropped because the receive buffer was full ([`Received::overflows`]), so
+    /// those drops can be counted instead of vanishing.
+    pub fn enable_overflow_count(&self) -> io::Result<()> {
+        setsockopt_int(
+            self.sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            1,
+        )
+    }
+
     /// Whether this kernel supports UDP_SEGMENT (sets the socket default segment size to 0,
     /// i.e. "off", which is also the initial state; per-message cmsgs then choose the size).
     pub fn probe_gso(&self) -> bool {
@@ -251,6 +263,8 @@ pub struct Received<'a> {
     pub gro_segment_size: Option<u16>,
     /// The datagram did not fit the buffer and was cut (MSG_TRUNC); the buffer size is too small.
     pub truncated: bool,
+    /// With SO_RXQ_OVFL: the socket's datagrams dropped so far for a full receive buffer.
+    pub overflows: Option<u32>,
 }
 
 /// Preallocated state for `recvmmsg`: `batch` buffers of `buf_size` bytes each.
@@ -359,6 +373,7 @@ impl RecvBatch {
                 .unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))),
             gro_segment_size: cmsg::decode_udp_gro(&self.cmsgs[i].0[..controllen]),
             truncated: m.msg_flags & libc::MSG_TRUNC != 0,
+            overflows: cmsg::decode_rxq_ovfl(&self.cmsgs[i].0[..controllen]),
         }
     }
 

@@ -79,6 +79,9 @@ pub(crate) struct WorkerConfig {
     /// The engine's clock origin (FDB times are milliseconds since).
     pub(crate) epoch: Instant,
     pub(crate) offloads: Offloads,
+    /// How long to keep polling without sleeping after traffic (`--busy-poll`); zero sleeps
+    /// in `poll(2)` at once.
+    pub(crate) busy_poll: Duration,
 }
 
 pub(crate) struct Worker {
@@ -89,6 +92,7 @@ pub(crate) struct Worker {
     index: usize,
     stop: Arc<EventFd>,
     epoch: Instant,
+    busy_poll: Duration,
     /// Encrypted networks: sealing (TAP → wire) and opening (wire → TAP).
     esp_tx: EspTx,
     esp_rx: EspRx,
@@ -106,6 +110,8 @@ pub(crate) struct Worker {
     split: Box<[u8]>,
     /// ARP/ND requests answered from the neighbour table.
     neighbors: neighbors::NeighborAnswers,
+    /// The receive-buffer overflows each socket (plain, ESP) had reported at its last read.
+    overflows_seen: [u32; 2],
 }
 
 impl std::fmt::Debug for Worker {
@@ -128,6 +134,7 @@ impl Worker {
             stop,
             epoch,
             offloads,
+            busy_poll,
         } = config;
         let encrypted = forwarder.networks().iter().any(|n| n.is_encrypted());
         let now = epoch.elapsed().as_millis() as Millis;
@@ -159,12 +166,14 @@ impl Worker {
             sink: TapSink::new(taps.len(), offloads.vnet_hdr),
             split: vec![0u8; split_len].into_boxed_slice(),
             neighbors: neighbors::NeighborAnswers::new(),
+            overflows_seen: [0; 2],
             vnet_hdr: offloads.vnet_hdr,
             forwarder,
             taps,
             socket,
             stop,
             epoch,
+            busy_poll,
         }
     }
 
@@ -184,14 +193,24 @@ impl Worker {
             .as_ref()
             .map(|s| poll.add(s.socket().as_fd()));
         let stop_index = poll.add(self.stop.as_fd());
+        let mut spin = Spin::new(self.busy_poll);
         loop {
-            let timeout = self.keepalive_due_in().map(Duration::from_millis);
-            poll.wait(timeout)?;
+            let keepalive = self.keepalive_due_in().map(Duration::from_millis);
+            let ready = poll.wait(spin.timeout(keepalive))?;
             if poll.is_ready(stop_index) {
                 return Ok(());
             }
-            if timeout.is_some() {
+            spin.saw(ready > 0);
+            if keepalive.is_some() {
                 self.send_keepalives();
+            }
+            if ready == 0 {
+                if spin.spinning() {
+                    // Spin politely: a thread waiting for this CPU (the application at the end
+                    // of the exchange, the other engine) runs first.
+                    std::thread::yield_now();
+                }
+                continue;
             }
             if let Some(esp_index) = esp_index {
                 if poll.is_ready(esp_index) {
@@ -323,6 +342,50 @@ impl Worker {
             .plan_classified(forwarder, index, &classified, gso, |bufs, plan| {
                 esp_tx.dispatch(forwarder, sender, (taps, true), esp_socket, bufs, plan)
             })
+    }
+}
+
+/// The adaptive busy-poll (`--busy-poll`): after a wake-up that found traffic, the worker
+/// polls without sleeping until `window` passes with nothing to do, so the next packet of an
+/// exchange (the answer to what it just forwarded, the next request) is taken without the
+/// cost of a wake-up on another CPU. Idle, it sleeps in `poll(2)` as before: an engine
+/// without traffic never spins.
+#[derive(Debug)]
+struct Spin {
+    window: Duration,
+    /// Spinning until then (the last traffic plus `window`).
+    until: Option<Instant>,
+}
+
+impl Spin {
+    fn new(window: Duration) -> Self {
+        Spin {
+            window,
+            until: None,
+        }
+    }
+
+    /// The timeout of the next `poll`: zero while spinning, else `idle` (`None`: forever).
+    fn timeout(&mut self, idle: Option<Duration>) -> Option<Duration> {
+        match self.until {
+            Some(until) if Instant::now() < until => Some(Duration::ZERO),
+            Some(_) => {
+                self.until = None;
+                idle
+            }
+            None => idle,
+        }
+    }
+
+    fn spinning(&self) -> bool {
+        self.until.is_some()
+    }
+
+    /// Records the outcome of a poll: traffic (re)starts the window.
+    fn saw(&mut self, traffic: bool) {
+        if traffic && !self.window.is_zero() {
+            self.until = Some(Instant::now() + self.window);
+        }
     }
 }
 

@@ -45,6 +45,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            self.count_overflows(leg, received);
             let now = self.now();
             let Worker {
                 forwarder,
@@ -120,6 +121,25 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+impl Worker {
+    /// Counts what the `leg`'s socket dropped for a full receive buffer since the last batch,
+    /// from the running total the kernel puts on each datagram (SO_RXQ_OVFL).
+    fn count_overflows(&mut self, leg: Leg, received: usize) {
+        let Some(total) = (0..received)
+            .rev()
+            .find_map(|i| self.recv.datagram(i).overflows)
+        else {
+            return;
+        };
+        let seen = &mut self.overflows_seen[leg as usize];
+        let new = total.wrapping_sub(*seen);
+        *seen = total;
+        self.forwarder
+            .drops
+            .count_many(DropReason::SocketOverflow, u64::from(new));
     }
 }
 

@@ -152,9 +152,14 @@ pub(super) fn write_tap(
     let Some(tap) = taps.get(network) else {
         return;
     };
-    if tap.writev(parts).is_err() {
+    if let Err(e) = tap.writev(parts) {
+        // A full queue behind the TAP is the load's doing, anything else a fault: told apart.
+        let reason = match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::TapFull,
+            _ => DropReason::TapWrite,
+        };
         if let Some(n) = forwarder.networks().get(network) {
-            n.drops.count(DropReason::TapWrite);
+            n.drops.count(reason);
         }
     }
 }

@@ -36,8 +36,15 @@ const MAX_PATHS: usize = 4096;
 
 #[derive(Debug)]
 enum Path {
-    Tap { hop: NextHop, kicked: Millis },
-    Socket { since: Millis },
+    /// `kicked`: when a superframe last went by the socket to make the kernel check an
+    /// unconfirmed neighbour entry (`None`: not since it was resolved).
+    Tap {
+        hop: NextHop,
+        kicked: Option<Millis>,
+    },
+    Socket {
+        since: Millis,
+    },
 }
 
 /// What the worker asks for one superframe.
@@ -111,7 +118,9 @@ impl TunnelTx {
         };
         if stale {
             let path = match self.underlay.resolve(vtep) {
-                Ok(hop) => Path::Tap { hop, kicked: now },
+                // An unconfirmed entry sends its first superframe by the socket at once, so
+                // that the kernel starts checking it now rather than a second later.
+                Ok(hop) => Path::Tap { hop, kicked: None },
                 Err(_) => Path::Socket { since: now },
             };
             self.paths.insert(vtep, path);
@@ -119,8 +128,8 @@ impl TunnelTx {
         let Some(Path::Tap { hop, kicked }) = self.paths.get_mut(&vtep) else {
             return None;
         };
-        if !hop.confirmed && now.saturating_sub(*kicked) >= CONFIRM_MS {
-            *kicked = now;
+        if !hop.confirmed && kicked.is_none_or(|k| now.saturating_sub(k) >= CONFIRM_MS) {
+            *kicked = Some(now);
             return None;
         }
         let outer = OuterIpv4 {
@@ -152,16 +161,9 @@ impl TunnelTx {
             return None;
         }
         let parts = [IoSlice::new(&self.prefix[..]), IoSlice::new(whole.frame)];
-        match hop.tap.queue.writev(&parts) {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EIO)) => {
-                self.underlay.refused(&e);
-                return None;
-            }
-            Err(e) => {
-                tracing::debug!("underlay TAP write failed: {e}");
-                return None;
-            }
+        if let Err(e) = hop.tap.queue.writev(&parts) {
+            self.underlay.write_failed(&hop.tap, &e);
+            return None;
         }
         self.ident = self.ident.wrapping_add(idents);
         let c = &self.underlay.counters;
