@@ -203,15 +203,7 @@ pub(super) fn bench(
     for name in &containers {
         cleanup.add_namespace(name)?;
     }
-    let settings = EngineSettings {
-        threads: args.threads,
-        no_offloads: args.no_offloads,
-        disable_offloads: args
-            .disable_offloads
-            .clone()
-            .map(|l| l.0)
-            .unwrap_or_default(),
-    };
+    let settings = args.engine_settings();
     progress.status(&format!(
         "starting the vxnet engines ({}) and attaching the containers",
         settings.describe()

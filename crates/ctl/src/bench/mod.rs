@@ -119,6 +119,22 @@ pub enum BenchMode {
     Names(names::NamesBenchArgs),
 }
 
+impl BenchArgs {
+    /// What every `vxnet run` of the bench gets from the flags.
+    fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            threads: self.threads,
+            no_offloads: self.no_offloads,
+            disable_offloads: self
+                .disable_offloads
+                .clone()
+                .map(|l| l.0)
+                .unwrap_or_default(),
+            busy_poll: self.busy_poll,
+        }
+    }
+}
+
 fn parse_subnet(text: &str) -> Result<Subnet, String> {
     Subnet::parse(text, topology::BLOCKS)
 }
@@ -266,16 +282,7 @@ fn bench(
         args.underlay_mtu,
         &topology::ALL,
     )?;
-    let settings = EngineSettings {
-        threads: args.threads,
-        no_offloads: args.no_offloads,
-        disable_offloads: args
-            .disable_offloads
-            .clone()
-            .map(|l| l.0)
-            .unwrap_or_default(),
-        busy_poll: args.busy_poll,
-    };
+    let settings = args.engine_settings();
     progress.status(&format!(
         "starting the kernel vxlan links and the vxnet engines ({})",
         settings.describe()
