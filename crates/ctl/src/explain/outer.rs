@@ -280,8 +280,23 @@ pub(super) fn outer_udp(header: &[u8], offset: usize, inner: &[u8], check: Check
         field::SRC_PORT,
         v.src_port(),
         source_port_note(v.src_port(), inner),
-    )
-    .noted(
+    );
+    vxlan_udp_fields(&mut b, &v).checked("checksum", field::CHECKSUM, hex16(v.checksum()), check);
+    b.finish()
+}
+
+/// What the source port is for, and where vxnet would send this inner flow from: the engine's
+/// own mapping (the flow hash onto the whole `srcport` range, one exact port per flow), not a
+/// formula of its own. A capture does not say which range the sender ran with, so the note
+/// gives the port under the default range.
+/// The destination port and length of a UDP header that carries VXLAN: alike in a plain
+/// packet's outer UDP and in the UDP an ESP payload carries.
+pub(super) fn vxlan_udp_fields<'b>(
+    b: &'b mut LayerBuilder,
+    v: &UdpPacket<&[u8]>,
+) -> &'b mut LayerBuilder {
+    use udp::field;
+    b.noted(
         "destination port",
         field::DST_PORT,
         v.dst_port(),
@@ -297,14 +312,8 @@ pub(super) fn outer_udp(header: &[u8], offset: usize, inner: &[u8], check: Check
         v.len_field(),
         "UDP header + VXLAN header + inner frame",
     )
-    .checked("checksum", field::CHECKSUM, hex16(v.checksum()), check);
-    b.finish()
 }
 
-/// What the source port is for, and where vxnet would send this inner flow from: the engine's
-/// own mapping (the flow hash onto the whole `srcport` range, one exact port per flow), not a
-/// formula of its own. A capture does not say which range the sender ran with, so the note
-/// gives the port under the default range.
 pub(super) fn source_port_note(carried: u16, inner: &[u8]) -> String {
     let range = SourcePortRange::default();
     let port = vxnet_dataplane::source_port::port_for_flow(flow::flow_hash(inner), &range);

@@ -8,6 +8,7 @@ use vxnet_encap::wire::{udp, UdpPacket};
 use crate::explain::checksum::Check;
 use crate::explain::fields::one;
 use crate::explain::model::{hex16, Layer, LayerBuilder, LayerKind};
+use crate::explain::outer::vxlan_udp_fields;
 
 /// The outer UDP header of an ESP-in-UDP datagram (RFC 3948 §2.1).
 pub(super) fn outer_udp(header: &[u8], offset: usize, check: Check) -> Layer {
@@ -160,24 +161,8 @@ pub(super) fn inner_udp(header: &[u8], offset: usize) -> Layer {
         field::SRC_PORT,
         v.src_port(),
         "the sender's hash of the inner flow, as in plain VXLAN (hidden from the underlay now)",
-    )
-    .noted(
-        "destination port",
-        field::DST_PORT,
-        v.dst_port(),
-        match v.dst_port() {
-            vxnet_encap::DEFAULT_PORT => "VXLAN, IANA-assigned",
-            vxnet_encap::LINUX_LEGACY_PORT => "VXLAN, the Linux kernel's pre-IANA default",
-            _ => "VXLAN, configured port",
-        },
-    )
-    .noted(
-        "length",
-        field::LENGTH,
-        v.len_field(),
-        "UDP header + VXLAN header + inner frame",
-    )
-    .noted(
+    );
+    vxlan_udp_fields(&mut b, &v).noted(
         "checksum",
         field::CHECKSUM,
         hex16(v.checksum()),
