@@ -5,48 +5,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use vxnet_tests::{vxnet_bin, Family, Host, Lab};
+use vxnet_tests::{refuses_to_start, Family, Host, Lab};
 
 const DEV: &str = "vxkeyerr0";
 
+/// `vxnet run ARGS` must refuse with one `error:` line naming `must_name`.
 fn refuses(lab: &Lab, host: &Host, case: &str, args: &str, must_name: &[&str]) {
-    let control = lab.dir.join(format!("{case}.sock"));
-    let cmd = format!(
-        "timeout 10 {} run --control {} {args}",
-        vxnet_bin().display(),
-        control.display()
-    );
-    let out = Command::new("ip")
-        .args(["netns", "exec", &host.ns, "sh", "-c", &cmd])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{case}: exited 0\n{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{case}: expected one stderr line:\n{stderr}"
-    );
-    assert!(lines[0].starts_with("error: "), "{case}: {stderr}");
-    for word in must_name {
-        assert!(
-            lines[0].contains(word),
-            "{case}: should name {word:?}: {stderr}"
-        );
-    }
-    assert!(out.stdout.is_empty(), "{case}: unexpected stdout");
-    assert!(
-        !host.sh(&format!("ip link show {DEV}")).status.success(),
-        "{case}: TAP {DEV} left behind"
-    );
-    assert!(
-        !Path::new(&control).exists(),
-        "{case}: control socket left behind"
-    );
+    refuses_to_start(lab, host, case, "", args, DEV, must_name);
 }
 
 fn key_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {

@@ -5,9 +5,8 @@
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use vxnet_tests::{have_tool, in_netns, vxnet_bin, Family, Host, Lab};
+use vxnet_tests::{have_tool, in_netns, refuses_to_start, Family, Host, Lab};
 
 const DEV: &str = "vxbad0";
 
@@ -20,46 +19,9 @@ impl Drop for EtcNetns {
     }
 }
 
-/// Runs `[prefix] vxnet run --control SOCK ARGS` in the host's namespace and checks the contract.
+/// `[prefix] vxnet run ARGS` must refuse with one `error:` line naming `must_name`.
 fn refuses(lab: &Lab, host: &Host, case: &str, prefix: &str, args: &str, must_name: &[&str]) {
-    let control = lab.dir.join(format!("{case}.sock"));
-    // Bounded: an engine that wrongly starts would otherwise keep the test waiting forever.
-    let cmd = format!(
-        "{prefix} timeout 10 {} run --control {} {args}",
-        vxnet_bin().display(),
-        control.display()
-    );
-    let out = Command::new("ip")
-        .args(["netns", "exec", &host.ns, "sh", "-c", &cmd])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{case}: exited 0\n{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{case}: expected exactly one stderr line, got:\n{stderr}"
-    );
-    assert!(lines[0].starts_with("error: "), "{case}: {stderr}");
-    for word in must_name {
-        assert!(
-            lines[0].contains(word),
-            "{case}: the error should name {word:?}: {stderr}"
-        );
-    }
-    assert!(stdout.is_empty(), "{case}: unexpected stdout: {stdout}");
-    assert!(
-        !host.sh(&format!("ip link show {DEV}")).status.success(),
-        "{case}: TAP {DEV} left behind"
-    );
-    assert!(
-        !Path::new(&control).exists(),
-        "{case}: control socket {} left behind",
-        control.display()
-    );
+    refuses_to_start(lab, host, case, prefix, args, DEV, must_name);
 }
 
 #[test]

@@ -179,7 +179,7 @@ pub async fn remove(store: &Store, name: &str, force: bool) -> Result<NetworkDef
     Ok(def)
 }
 
-/// Deletes every node's claims, endpoints and cursor in network `name` (removed), so a network
+/// Deletes every node's claims, endpoints, name index and cursor in network `name` (removed), so a network
 /// re-created under the name starts from a clean subnet.
 async fn release_scoped(store: &Store, name: &str) -> Result<()> {
     let keys = store.list_keys("node/").await?;
@@ -188,7 +188,8 @@ async fn release_scoped(store: &Store, name: &str) -> Result<()> {
         .filter(|k| {
             let mut parts = k.split('/').skip(2);
             let kind = parts.next();
-            matches!(kind, Some("addrs" | "endpoints" | "cursors")) && parts.next() == Some(name)
+            matches!(kind, Some("addrs" | "endpoints" | "cursors" | "names"))
+                && parts.next() == Some(name)
         })
         .map(|k| TxnOp::delete(store.key(k), None))
         .collect();

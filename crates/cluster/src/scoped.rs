@@ -8,6 +8,7 @@
 //! | `node/<id>/addrs/<network>/<ip>`        | [`AddressClaim`]   | host: persistent; endpoint: lease |
 //! | `node/<id>/endpoints/<network>/<ep_id>` | [`EndpointRecord`] | the node's lease (one txn with its claim) |
 //! | `node/<id>/cursors/<network>`           | last address this node handed out (round-robin) | persistent |
+//! | `node/<id>/names/<network>/<name>/<ep_id>` | empty (an index of endpoint names) | the node's lease (same txn) |
 //!
 //! The prefix ends in a slash: an etcd prefix grant on `node/ab` would also cover `node/abc`.
 //! Uniqueness across nodes (an address, an endpoint name in a network) is decided by etcd's
@@ -67,6 +68,22 @@ pub fn endpoint_key(node_id: &str, network: &str, id: &str) -> String {
 /// `node/<node_id>/cursors/<network>`: the address node `node_id` handed out last in `network`.
 pub fn cursor_key(node_id: &str, network: &str) -> String {
     format!("node/{node_id}/cursors/{network}")
+}
+
+/// `node/<node_id>/names/<network>/<name>/`: node `node_id`'s endpoints named `name`
+/// (lowercased, as DNS compares names). An index written with each endpoint, so a claimer finds
+/// every node's holders of one name with one small range read per node instead of reading every
+/// endpoint of the network. Readers of the view ignore it: the endpoint records decide.
+pub fn names_prefix(node_id: &str, network: &str, name: &str) -> String {
+    format!(
+        "node/{node_id}/names/{network}/{}/",
+        name.to_ascii_lowercase()
+    )
+}
+
+/// `node/<node_id>/names/<network>/<name>/<endpoint_id>`: see [`names_prefix`].
+pub fn name_key(node_id: &str, network: &str, name: &str, id: &str) -> String {
+    format!("{}{id}", names_prefix(node_id, network, name))
 }
 
 /// What an address is claimed for.

@@ -72,6 +72,23 @@ impl std::fmt::Debug for Store {
 /// (`--max-txn-ops`).
 pub(crate) const TXN_OPS: usize = 120;
 
+/// Keys per page of a full read ([`Store::list`]): about 350 KiB of endpoint records, well under
+/// gRPC's 4 MiB message limit even with larger values.
+pub(crate) const PAGE_KEYS: i64 = 1000;
+
+/// The end of the range of every key starting with `prefix` (etcd's convention: the prefix
+/// with its last byte below 0xff incremented; `\0` for "to the end of the key space").
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 pub fn prefix(cluster_id: &str) -> String {
     format!("/vxnet/{cluster_id}/")
 }
@@ -251,33 +268,62 @@ impl Store {
 
     /// All keys under `<prefix><sub>`, and the store revision they were read at.
     pub async fn list(&self, sub: &str) -> Result<(Vec<KeyValue>, i64)> {
-        let key = self.key(sub);
-        let mut resp = self
-            .call(Retry::Idempotent, |mut c| {
-                let key = key.clone();
-                async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        Ok((resp.take_kvs(), rev))
+        self.range_all(&self.key(sub), false).await
     }
 
     /// The keys (without values) under `<prefix><sub>`, with the cluster prefix removed.
     pub async fn list_keys(&self, sub: &str) -> Result<Vec<String>> {
-        let key = self.key(sub);
-        let mut resp = self
-            .call(Retry::Idempotent, |mut c| {
-                let key = key.clone();
-                let opts = GetOptions::new().with_prefix().with_keys_only();
-                async move { c.get(key, Some(opts)).await }
-            })
-            .await?;
         let prefix = self.prefix();
-        Ok(resp
-            .take_kvs()
+        Ok(self
+            .range_all(&self.key(sub), true)
+            .await?
+            .0
             .iter()
             .filter_map(|kv| Some(kv.key_str().ok()?.strip_prefix(&prefix)?.to_owned()))
             .collect())
+    }
+
+    /// Every key under `prefix` (a full key), read in pages of [`PAGE_KEYS`] at the revision of
+    /// the first page, so the result is one consistent snapshot however large: one response
+    /// holding a whole cluster of 10 000 endpoints would pass gRPC's 4 MiB message limit, and
+    /// one page is also bounded in time by [`OP_TIMEOUT`] on a loaded store.
+    async fn range_all(&self, prefix: &str, keys_only: bool) -> Result<(Vec<KeyValue>, i64)> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut start = prefix.as_bytes().to_vec();
+        let mut out = Vec::new();
+        let mut revision = 0;
+        loop {
+            let mut resp = self
+                .call(Retry::Idempotent, |mut c| {
+                    let mut opts = GetOptions::new()
+                        .with_range(end.clone())
+                        .with_limit(PAGE_KEYS)
+                        .with_revision(revision);
+                    if keys_only {
+                        opts = opts.with_keys_only();
+                    }
+                    let start = start.clone();
+                    async move { c.get(start, Some(opts)).await }
+                })
+                .await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            let more = resp.more();
+            let page = resp.take_kvs();
+            match page.last() {
+                Some(last) if more => {
+                    // The next page starts right after the last key read.
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => {
+                    out.extend(page);
+                    return Ok((out, revision));
+                }
+            }
+            out.extend(page);
+        }
     }
 
     /// Puts `value` at `key` (a full key), under `lease` if given; returns the revision written.

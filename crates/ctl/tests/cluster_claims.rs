@@ -250,3 +250,104 @@ async fn names_are_unique_addresses_round_robin_and_withdrawal_frees() {
     assert_eq!(host_a.to_string(), "10.78.0.3/29");
     assert_eq!(fresh.to_string(), "10.78.0.1/29");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_one_name_one_wins_and_nothing_of_the_other_stays() {
+    let Some(etcd) = Etcd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ((sa, a, la), (sb, b, lb), def) = two_nodes(&etcd, tmp.path(), "10.79.0.0/24").await;
+    for i in 0..8 {
+        // Same name (case aside), different endpoints and addresses, at once.
+        let name = format!("svc{i}");
+        let (da, db) = (
+            draft(&a, &format!("a{i}"), &name),
+            draft(&b, &format!("b{i}"), &name.to_uppercase()),
+        );
+        let (ra, rb) = tokio::join!(
+            claims::publish_endpoint(&sa, &def, la, &da, None),
+            claims::publish_endpoint(&sb, &def, lb, &db, None),
+        );
+        let won = match (&ra, &rb) {
+            (Ok(w), Err(Error::EndpointNameTaken { .. }))
+            | (Err(Error::EndpointNameTaken { .. }), Ok(w)) => w.clone(),
+            other => panic!("expected one winner of {name}: {other:?}"),
+        };
+        // Every reader agrees, and the loser left neither claim, record nor name index.
+        let v = view(&sa).await;
+        let holders: Vec<&EndpointRecord> = v
+            .endpoints_in("blue")
+            .filter(|e| e.name.eq_ignore_ascii_case(&name))
+            .collect();
+        assert_eq!(holders, [&won]);
+        let (loser, lost_id) = if won.node == a {
+            (&b, format!("b{i}"))
+        } else {
+            (&a, format!("a{i}"))
+        };
+        let left = sa.list_keys(&format!("node/{loser}/")).await.unwrap();
+        assert!(
+            left.iter().all(|k| !k.ends_with(&format!("/{lost_id}"))),
+            "{left:?}"
+        );
+    }
+    // Withdrawn, the name is free for the other node (its index went with the record).
+    let (addrs, eps) = claims::holders(&sa, &def).await.unwrap();
+    assert_eq!((addrs.len(), eps.len()), (8, 8));
+    let first = eps
+        .iter()
+        .find(|e| e.name.eq_ignore_ascii_case("svc0"))
+        .unwrap();
+    let (owner, other, lease) = if first.node == a {
+        (&sa, (&sb, &b), lb)
+    } else {
+        (&sb, (&sa, &a), la)
+    };
+    claims::withdraw_endpoint(owner, &first.node, "blue", &first.id)
+        .await
+        .unwrap();
+    let again = claims::publish_endpoint(other.0, &def, lease, &draft(other.1, "z0", "svc0"), None)
+        .await
+        .unwrap();
+    assert_eq!(again.name, "svc0");
+}
+
+/// A full read larger than gRPC's 4 MiB message limit: one unpaged range read of it fails, the
+/// store's paged read returns every key, as it was, at one revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_beyond_the_grpc_message_limit_comes_back_whole() {
+    let Some(etcd) = Etcd::start() else { return };
+    let store = Store::connect(&etcd.endpoints(), "big").await.unwrap();
+    const KEYS: usize = 6000;
+    let value = |k: usize| format!("{k:08}").repeat(128).into_bytes();
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(100) {
+        let ops: Vec<etcd_client::TxnOp> = chunk
+            .iter()
+            .map(|k| etcd_client::TxnOp::put(store.key(&format!("bulk/{k:05}")), value(*k), None))
+            .collect();
+        store
+            .txn(
+                vxnet_cluster::store::Retry::Idempotent,
+                etcd_client::Txn::new().and_then(ops),
+            )
+            .await
+            .unwrap();
+    }
+    let whole = store
+        .call(vxnet_cluster::store::Retry::Idempotent, |mut c| {
+            let key = store.key("bulk/");
+            async move {
+                c.get(key, Some(etcd_client::GetOptions::new().with_prefix()))
+                    .await
+            }
+        })
+        .await;
+    assert!(whole.is_err(), "one range read of ~6 MiB went through");
+    let (kvs, revision) = store.list("bulk/").await.unwrap();
+    assert_eq!(kvs.len(), KEYS);
+    assert!(revision > 0);
+    for (k, kv) in kvs.iter().enumerate() {
+        assert_eq!(kv.key_str().unwrap(), store.key(&format!("bulk/{k:05}")));
+        assert_eq!(kv.value(), value(k).as_slice());
+    }
+    assert_eq!(store.list_keys("bulk/").await.unwrap().len(), KEYS);
+}

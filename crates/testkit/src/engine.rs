@@ -10,6 +10,7 @@ use vxnet_dataplane::control::proto::{NetworkStats, PeerRow, StatsReport};
 use vxnet_dataplane::counters::{DropReason, TrafficSnapshot};
 use vxnet_dataplane::offload::Offload;
 
+use crate::lab::{Host, Lab};
 use crate::process::{run, vxnet_bin, wait_for, Proc};
 
 /// Sets SO_NO_CHECK on every AF_INET/AF_INET6 datagram socket of process `argv[1]`, through
@@ -168,4 +169,56 @@ impl Vxnet {
     pub fn pid(&self) -> u32 {
         self.proc.pid()
     }
+}
+
+/// Runs `[prefix] vxnet run --control SOCK ARGS` in `host` (bounded: an engine that wrongly
+/// starts would otherwise keep the test waiting) and checks the start-up error contract:
+/// a non-zero exit, exactly one stderr line, `error: ` naming each of `must_name`, nothing on
+/// stdout, and neither the TAP `dev` nor the control socket left behind.
+pub fn refuses_to_start(
+    lab: &Lab,
+    host: &Host,
+    case: &str,
+    prefix: &str,
+    args: &str,
+    dev: &str,
+    must_name: &[&str],
+) {
+    let control = lab.dir.join(format!("{case}.sock"));
+    let cmd = format!(
+        "{prefix} timeout 10 {} run --control {} {args}",
+        vxnet_bin().display(),
+        control.display()
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.ns, "sh", "-c", &cmd])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{case}: exited 0\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{case}: expected exactly one stderr line, got:\n{stderr}"
+    );
+    assert!(lines[0].starts_with("error: "), "{case}: {stderr}");
+    for word in must_name {
+        assert!(
+            lines[0].contains(word),
+            "{case}: the error should name {word:?}: {stderr}"
+        );
+    }
+    assert!(stdout.is_empty(), "{case}: unexpected stdout: {stdout}");
+    assert!(
+        !host.sh(&format!("ip link show {dev}")).status.success(),
+        "{case}: TAP {dev} left behind"
+    );
+    assert!(
+        !control.exists(),
+        "{case}: control socket {} left behind",
+        control.display()
+    );
 }

@@ -24,7 +24,7 @@ mod traffic;
 
 pub use bridged::Bridged;
 pub use capture::{read_pcap, Capture};
-pub use engine::Vxnet;
+pub use engine::{refuses_to_start, Vxnet};
 pub use lab::{Family, Host, Lab};
 pub use leftovers::{run_leftovers, SweepRun};
 pub use process::{have_tool, in_ci, interrupt, must, privileged, run, vxnet_bin, wait_for, Proc};

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use ipnet::IpNet;
 
+use super::focus::Focus;
 use super::{AddressEntry, Holdings, Resolved};
 use crate::ipam;
 use crate::records::NetworkDef;
@@ -61,8 +62,16 @@ async fn claim(
     }
     let mut tried = BTreeSet::new();
     for _ in 0..ATTEMPTS {
-        let h = Holdings::read(store, network).await?;
-        let r = h.resolve(network, subnet);
+        let nodes = super::read_nodes(store).await?;
+        let (h, r) = read(
+            store,
+            def,
+            &nodes,
+            &holder,
+            want.into_iter().collect(),
+            true,
+        )
+        .await?;
         // Held already: a restart, or the same attach again.
         match &holder {
             Holder::Host => {
@@ -102,16 +111,24 @@ async fn claim(
                 None => ip,
             },
             None => {
-                let busy: BTreeSet<IpAddr> = r
+                let mut busy: BTreeSet<IpAddr> = r
                     .addresses
                     .iter()
                     .map(|a| a.item.address)
                     .chain(tried.iter().copied())
                     .collect();
-                ipam::next_free(subnet, h.cursor, &busy).ok_or_else(|| Error::SubnetExhausted {
-                    network: network.to_owned(),
-                    subnet: subnet.to_string(),
-                })?
+                match &holder {
+                    // The full read listed every claimed address already.
+                    Holder::Host => ipam::next_free(subnet, h.cursor, &busy).ok_or_else(|| {
+                        Error::SubnetExhausted {
+                            network: network.to_owned(),
+                            subnet: subnet.to_string(),
+                        }
+                    })?,
+                    Holder::Endpoint { .. } => {
+                        next_unclaimed(store, def, &nodes, h.cursor, &mut busy).await?
+                    }
+                }
             }
         };
         let Some(revision) = put_claim(store, network, node_id, ip, subnet, &holder).await? else {
@@ -120,9 +137,7 @@ async fn claim(
             continue;
         };
         let claim_key = scoped::addr_key(node_id, network, ip);
-        let after = Holdings::read(store, network)
-            .await?
-            .resolve(network, subnet);
+        let (_, after) = read(store, def, &nodes, &holder, vec![ip], false).await?;
         let won = after
             .addresses
             .iter()
@@ -142,7 +157,7 @@ async fn claim(
                     return Ok(Held::Endpoint(Box::new(e.item.clone())));
                 }
                 // Its address won but an earlier endpoint holds its name.
-                withdraw_claim(store, node_id, network, ip, revision, Some(&draft.id)).await?;
+                withdraw_claim(store, node_id, network, ip, revision, Some(draft)).await?;
                 let node = after
                     .endpoints
                     .iter()
@@ -156,7 +171,7 @@ async fn claim(
             }
             (_, None) => {
                 let endpoint = match &holder {
-                    Holder::Endpoint { draft, .. } => Some(draft.id.as_str()),
+                    Holder::Endpoint { draft, .. } => Some(*draft),
                     Holder::Host => None,
                 };
                 withdraw_claim(store, node_id, network, ip, revision, endpoint).await?;
@@ -173,6 +188,77 @@ async fn claim(
     Err(Error::Invalid(format!(
         "network {network}: gave up claiming an address after {ATTEMPTS} lost races"
     )))
+}
+
+/// Probes for one address before reading the whole network (a subnet that crowded is rare).
+const PROBES: usize = 8;
+
+/// What a claim by `holder` needs to know, and how every reader decides it: for a host address
+/// the whole network (once per node and network: its held address may be any); for an endpoint
+/// only `ips`, its name and its own record (O(N) keys, see [`super::focus`]), with every node's
+/// cursor when `cursor`.
+async fn read(
+    store: &Store,
+    def: &NetworkDef,
+    nodes: &BTreeSet<String>,
+    holder: &Holder<'_>,
+    ips: Vec<IpAddr>,
+    cursor: bool,
+) -> Result<(Holdings, Resolved)> {
+    let subnet = subnet_of(def)?;
+    let network = def.name.as_str();
+    let h = match holder {
+        Holder::Host => Holdings::read(store, network).await?,
+        Holder::Endpoint { draft, .. } => {
+            let focus = Focus {
+                ips,
+                name: Some(&draft.name),
+                own: Some((&draft.node, &draft.id)),
+                cursor,
+            };
+            Holdings::around(store, network, nodes, &focus).await?
+        }
+    };
+    let r = h.resolve(network, subnet);
+    Ok((h, r))
+}
+
+/// The first address after `cursor` that is neither `busy` nor claimed by any node, found by
+/// probing candidates one by one (round-robin hands out addresses in order, so the first is
+/// nearly always free); after [`PROBES`] taken ones, one read of the whole network lists them
+/// all (and tells a full subnet).
+async fn next_unclaimed(
+    store: &Store,
+    def: &NetworkDef,
+    nodes: &BTreeSet<String>,
+    cursor: Option<IpAddr>,
+    busy: &mut BTreeSet<IpAddr>,
+) -> Result<IpAddr> {
+    let subnet = subnet_of(def)?;
+    let network = def.name.as_str();
+    let exhausted = || Error::SubnetExhausted {
+        network: network.to_owned(),
+        subnet: subnet.to_string(),
+    };
+    for _ in 0..PROBES {
+        let ip = ipam::next_free(subnet, cursor, busy).ok_or_else(exhausted)?;
+        let focus = Focus {
+            ips: vec![ip],
+            ..Focus::default()
+        };
+        let r = Holdings::around(store, network, nodes, &focus)
+            .await?
+            .resolve(network, subnet);
+        if r.addresses.iter().all(|a| a.item.address != ip) {
+            return Ok(ip);
+        }
+        busy.insert(ip);
+    }
+    let r = Holdings::read(store, network)
+        .await?
+        .resolve(network, subnet);
+    busy.extend(r.addresses.iter().map(|a| a.item.address));
+    ipam::next_free(subnet, cursor, busy).ok_or_else(exhausted)
 }
 
 fn taken(network: &str, a: &AddressEntry) -> Error {
@@ -238,6 +324,16 @@ async fn put_claim(
                 serde_json::to_vec(&record)?,
                 Some(PutOptions::new().with_lease(*lease)),
             ));
+            ops.push(TxnOp::put(
+                store.key(&scoped::name_key(
+                    node_id,
+                    network,
+                    &record.name,
+                    &record.id,
+                )),
+                Vec::new(),
+                Some(PutOptions::new().with_lease(*lease)),
+            ));
             (
                 AddressClaim {
                     node: node_id.to_owned(),
@@ -261,21 +357,25 @@ async fn put_claim(
         .then(|| resp.header().map_or(0, |h| h.revision())))
 }
 
-/// Deletes this node's claim on `ip` (and the endpoint written with it) if it is still the one
-/// written at `revision`.
+/// Deletes this node's claim on `ip` (and the endpoint written with it, with its name index) if
+/// it is still the one written at `revision`.
 async fn withdraw_claim(
     store: &Store,
     node_id: &str,
     network: &str,
     ip: IpAddr,
     revision: i64,
-    endpoint: Option<&str>,
+    endpoint: Option<&EndpointRecord>,
 ) -> Result<()> {
     let claim_key = store.key(&scoped::addr_key(node_id, network, ip));
     let mut ops = vec![TxnOp::delete(claim_key.clone(), None)];
-    if let Some(id) = endpoint {
+    if let Some(e) = endpoint {
         ops.push(TxnOp::delete(
-            store.key(&scoped::endpoint_key(node_id, network, id)),
+            store.key(&scoped::endpoint_key(node_id, network, &e.id)),
+            None,
+        ));
+        ops.push(TxnOp::delete(
+            store.key(&scoped::name_key(node_id, network, &e.name, &e.id)),
             None,
         ));
     }
@@ -373,7 +473,16 @@ pub async fn withdraw_endpoint(
         return Ok(None);
     };
     let record: Option<EndpointRecord> = serde_json::from_slice(kv.value()).ok();
+    // Its name index goes either way (only an index: deleting it twice is harmless).
+    let names: Vec<TxnOp> = record
+        .iter()
+        .map(|r| {
+            let key = store.key(&scoped::name_key(node_id, network, &r.name, id));
+            TxnOp::delete(key, None)
+        })
+        .collect();
     let mut ops = vec![TxnOp::delete(ep_key.clone(), None)];
+    ops.extend(names.iter().cloned());
     let mut when = vec![Compare::create_revision(
         ep_key.clone(),
         CompareOp::Equal,
@@ -392,7 +501,7 @@ pub async fn withdraw_endpoint(
     let txn = Txn::new()
         .when(when)
         .and_then(ops)
-        .or_else([TxnOp::delete(ep_key, None)]);
+        .or_else([vec![TxnOp::delete(ep_key, None)], names].concat());
     store.txn(Retry::Idempotent, txn).await?;
     Ok(record)
 }
@@ -442,7 +551,14 @@ pub async fn reassert_endpoint(
                 revision,
             )];
             let on_lease = || Some(PutOptions::new().with_lease(lease));
-            let mut ops = vec![TxnOp::put(ep_key.clone(), kv.value().to_vec(), on_lease())];
+            let mut ops = vec![
+                TxnOp::put(ep_key.clone(), kv.value().to_vec(), on_lease()),
+                TxnOp::put(
+                    store.key(&scoped::name_key(node_id, &def.name, &held.name, &held.id)),
+                    Vec::new(),
+                    on_lease(),
+                ),
+            ];
             let claim = AddressClaim {
                 node: node_id.to_owned(),
                 kind: ClaimKind::Endpoint,

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,7 @@ use super::store::{Retry, Store};
 use super::Result;
 
 mod claim;
+mod focus;
 
 pub use claim::{holders, host_address, publish_endpoint, reassert_endpoint, withdraw_endpoint};
 
@@ -168,7 +169,40 @@ pub(crate) fn resolve(
     out
 }
 
-/// Everything every node holds in one network, read from the store.
+/// The ids of the cluster's nodes (`nodes/`): only their claims count.
+pub(crate) async fn read_nodes(store: &Store) -> Result<BTreeSet<String>> {
+    let prefix = store.prefix();
+    let mut nodes = BTreeSet::new();
+    for kv in store.list("nodes/").await?.0 {
+        let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if let Ok(Some(Record::Node { id, .. })) = records::decode(rest, kv.value()) {
+            nodes.insert(id);
+        }
+    }
+    Ok(nodes)
+}
+
+/// Runs the reads `ops` in transactions of at most [`TXN_OPS`](super::store::TXN_OPS) and
+/// returns every key-value they found.
+pub(crate) async fn get_many(store: &Store, ops: Vec<TxnOp>) -> Result<Vec<KeyValue>> {
+    let mut out = Vec::new();
+    for chunk in ops.chunks(super::store::TXN_OPS) {
+        let resp = store
+            .txn(Retry::Idempotent, Txn::new().and_then(chunk.to_vec()))
+            .await?;
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                out.extend(get.kvs().iter().cloned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Everything every node holds in one network (or, from [`Holdings::around`], all that decides
+/// some addresses and one name), read from the store.
 #[derive(Debug, Default)]
 pub(crate) struct Holdings {
     nodes: BTreeSet<String>,
@@ -180,18 +214,14 @@ pub(crate) struct Holdings {
 
 impl Holdings {
     /// Reads the nodes, then every node's claims, endpoints and cursor in `network` and the old
-    /// layout's claims (a few transactions of range reads; no scan of other networks).
+    /// layout's claims (a few transactions of range reads; no scan of other networks). O(N + M):
+    /// what listing a network and a crowded subnet need; one claim needs far less
+    /// ([`Holdings::around`]).
     pub(crate) async fn read(store: &Store, network: &str) -> Result<Holdings> {
-        let prefix = store.prefix();
-        let mut h = Holdings::default();
-        for kv in store.list("nodes/").await?.0 {
-            let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) else {
-                continue;
-            };
-            if let Ok(Some(Record::Node { id, .. })) = records::decode(rest, kv.value()) {
-                h.nodes.insert(id);
-            }
-        }
+        let mut h = Holdings {
+            nodes: read_nodes(store).await?,
+            ..Holdings::default()
+        };
         let ranged = || Some(GetOptions::new().with_prefix());
         let mut ops = vec![TxnOp::get(store.key(&ipam::prefix(network)), ranged())];
         for n in &h.nodes {
@@ -206,43 +236,37 @@ impl Holdings {
             ops.push(TxnOp::get(store.key(&scoped::cursor_key(n, network)), None));
         }
         let mut newest_cursor = 0;
-        for chunk in ops.chunks(super::store::TXN_OPS) {
-            let resp = store
-                .txn(Retry::Idempotent, Txn::new().and_then(chunk.to_vec()))
-                .await?;
-            for op in resp.op_responses() {
-                let TxnOpResponse::Get(get) = op else {
-                    continue;
-                };
-                for kv in get.kvs() {
-                    let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) else {
-                        continue;
-                    };
-                    let rev = kv.create_revision();
-                    if rest.contains("/cursors/") {
-                        let ip = std::str::from_utf8(kv.value())
-                            .ok()
-                            .and_then(|s| s.parse().ok());
-                        if ip.is_some() && kv.mod_revision() > newest_cursor {
-                            newest_cursor = kv.mod_revision();
-                            h.cursor = ip;
-                        }
-                        continue;
-                    }
-                    match records::decode(rest, kv.value()) {
-                        Ok(Some(Record::Claim { network, ip, claim })) => {
-                            h.claims.push(Seen::new(rest, rev, (network, ip, claim)))
-                        }
-                        Ok(Some(Record::Endpoint(e))) => h.endpoints.push(Seen::new(rest, rev, e)),
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(key = rest, error = %e, "skipping invalid store record")
-                        }
-                    }
-                }
-            }
+        for kv in get_many(store, ops).await? {
+            h.absorb(&store.prefix(), &kv, &mut newest_cursor);
         }
         Ok(h)
+    }
+
+    /// Adds one key-value read from the store: a claim, an endpoint, or a cursor (kept when it
+    /// is newer than `newest_cursor`). Anything else is ignored.
+    fn absorb(&mut self, prefix: &str, kv: &KeyValue, newest_cursor: &mut i64) {
+        let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)) else {
+            return;
+        };
+        let rev = kv.create_revision();
+        if rest.contains("/cursors/") {
+            let ip = std::str::from_utf8(kv.value())
+                .ok()
+                .and_then(|s| s.parse().ok());
+            if ip.is_some() && kv.mod_revision() > *newest_cursor {
+                *newest_cursor = kv.mod_revision();
+                self.cursor = ip;
+            }
+            return;
+        }
+        match records::decode(rest, kv.value()) {
+            Ok(Some(Record::Claim { network, ip, claim })) => {
+                self.claims.push(Seen::new(rest, rev, (network, ip, claim)))
+            }
+            Ok(Some(Record::Endpoint(e))) => self.endpoints.push(Seen::new(rest, rev, e)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(key = rest, error = %e, "skipping invalid store record"),
+        }
     }
 
     pub(crate) fn resolve(&self, network: &str, subnet: IpNet) -> Resolved {

@@ -3,13 +3,15 @@
 //! revision, and after a lost session reconnects with backoff and resynchronises.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use etcd_client::WatchStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::session::{claim_member, mac_key, mac_value, put_mac, republish, Session};
+use super::session::{claim_member, mac_key, mac_value, put_mac, republish, Session, WatchMessage};
 use super::{Command, Config, Shared, BACKOFF_CAP, BACKOFF_START};
 use crate::records::{MacRecord, MemberRecord};
 use crate::store::Store;
@@ -137,7 +139,7 @@ async fn drive(
     let mut last_watch = Instant::now();
     loop {
         tokio::select! {
-            msg = s.watch.message() => match msg {
+            msg = next_message(&mut s.held, &mut s.watch) => match msg {
                 Ok(Some(resp)) => {
                     last_watch = Instant::now();
                     if resp.canceled() {
@@ -158,6 +160,7 @@ async fn drive(
                         continue;
                     }
                     s.revision = s.revision.max(state.mirror.apply(resp.events()));
+                    drain(state, s);
                     tx.send_replace(state.mirror.view(s.revision));
                 }
                 Ok(None) => {
@@ -254,10 +257,46 @@ async fn drive(
     }
 }
 
+/// Responses drained at most before one view is built, so a store that never stops changing
+/// still lets the keep-alives and commands through.
+const DRAIN_MAX: usize = 256;
+
+/// The watch's next message: the one [`drain`] read ahead, if any.
+async fn next_message(held: &mut Option<WatchMessage>, watch: &mut WatchStream) -> WatchMessage {
+    match held.take() {
+        Some(msg) => msg,
+        None => watch.message().await,
+    }
+}
+
+/// Applies the event batches the watch has ready now to the mirror, so that a burst of changes
+/// (M endpoints registering) costs one view, O(N + M) to build, instead of one per change; the
+/// first message that is not an event batch (a progress notification, a cancellation, the end,
+/// an error) is kept for the watch arm to handle as usual.
+fn drain(state: &mut State, s: &mut Session) {
+    for _ in 0..DRAIN_MAX {
+        let mut next = std::pin::pin!(s.watch.message());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let std::task::Poll::Ready(msg) = next.as_mut().poll(&mut cx) else {
+            return;
+        };
+        match msg {
+            Ok(Some(resp)) if !resp.canceled() && !resp.events().is_empty() => {
+                s.revision = s.revision.max(state.mirror.apply(resp.events()));
+            }
+            other => {
+                s.held = Some(other);
+                return;
+            }
+        }
+    }
+}
+
 /// Opens a new watch from the revision after the last one mirrored, on whichever endpoint
 /// answers: no event is lost, and nothing is read twice.
 async fn resume_watch(state: &State, s: &mut Session, why: &str) -> Result<()> {
     s.watch = state.store.watch_prefix(s.revision + 1).await?;
+    s.held = None;
     tracing::info!(reason = %why, from_revision = s.revision + 1, "store watch resumed");
     Ok(())
 }

@@ -17,11 +17,17 @@ use crate::{Error, Result};
 /// Lost races for the member record before giving up; each loss means another writer moved.
 const CLAIM_ATTEMPTS: usize = 4;
 
+/// What the watch stream yields.
+pub(super) type WatchMessage =
+    std::result::Result<Option<etcd_client::WatchResponse>, etcd_client::Error>;
+
 pub(super) struct Session {
     pub(super) lease: i64,
     pub(super) keeper: LeaseKeeper,
     pub(super) keepalive: LeaseKeepAliveStream,
     pub(super) watch: WatchStream,
+    /// A watch message read ahead while draining a burst (see `actor::drain`), handled next.
+    pub(super) held: Option<WatchMessage>,
     /// The last revision whose events under the prefix are all in the mirror: a resumed watch
     /// starts after it.
     pub(super) revision: i64,
@@ -74,6 +80,7 @@ impl Session {
             keeper,
             keepalive,
             watch,
+            held: None,
             revision,
         })
     }

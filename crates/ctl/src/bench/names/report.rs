@@ -108,6 +108,9 @@ pub(super) struct NamesReport {
     pub(super) resync_secs: f64,
     /// Endpoints the restarted host knew at the end of its resync.
     pub(super) resync_endpoints: usize,
+    /// Store calls of the driver (publish, withdraw) tried again after the store did not
+    /// answer within its bound.
+    pub(super) store_retries: u64,
     pub(super) engine: EngineWeight,
 }
 
@@ -124,6 +127,7 @@ impl NamesReport {
         vanish: Latencies,
         resync_secs: f64,
         resync_endpoints: usize,
+        store_retries: u64,
     ) -> NamesReport {
         NamesReport {
             hosts: args.hosts,
@@ -142,6 +146,7 @@ impl NamesReport {
             vanish,
             resync_secs,
             resync_endpoints,
+            store_retries,
             engine: EngineWeight::default(),
         }
     }
@@ -192,7 +197,12 @@ impl NamesReport {
         );
         let _ = writeln!(
             out,
-            "one engine: {:.0} KiB per 1000 endpoints; per change, view {:.1} ms + names {:.1} ms; a full read is {:.1} MiB",
+            "store calls tried again after the store did not answer in time: {}",
+            self.store_retries
+        );
+        let _ = writeln!(
+            out,
+            "one engine: {:.0} KiB per 1000 endpoints; per rebuild (CPU), view {:.1} ms + names {:.1} ms; a full read is {:.1} MiB",
             self.engine.rss_kib_per_1000,
             self.engine.view_ms,
             self.engine.names_ms,
