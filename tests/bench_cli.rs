@@ -1,7 +1,8 @@
 //! `vxnet bench`: short real runs (iperf3, forced builtin, builtin because iperf3 is not on PATH)
 //! whose JSON holds all four pairs with consistent figures and the overlay MTUs the underlay
-//! implies; SIGINT mid-run leaves no namespace, process or link behind; bad flags and missing
-//! prerequisites give one `error:` line.
+//! implies; `--containers` reports host to host and container to container; SIGINT mid-run
+//! leaves no namespace, process or link behind; bad flags and missing prerequisites give one
+//! `error:` line.
 //! No assertion on how fast anything is: only that every figure is there and hangs together.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -178,6 +179,56 @@ fn bench_builtin_when_asked_with_engine_settings() {
     assert_eq!(report["engine"]["disable_offloads"][0], "gro");
 }
 
+/// `--containers`: both paths measured in every round, medians and the ratio consistent, the
+/// containers attached with the network's MTU, on the smallest `--subnet` the bench takes.
+#[test]
+fn containers_mode_reports_host_and_container_paths() {
+    if !privileged("bench_containers") || !have_tool("bench_containers", "iperf3") {
+        return;
+    }
+    let args = [
+        "--containers",
+        "--seconds",
+        "1",
+        "--repeat",
+        "2",
+        "--pings",
+        "10",
+        "--threads",
+        "1",
+        "--subnet",
+        "10.218.0.0/27",
+        "--json",
+    ];
+    let out = finished(&args, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stderr}"));
+    assert_eq!(report["tool"], "iperf3");
+    assert_eq!(report["endpoint_mtu"], 1450, "{report:#}");
+    assert_eq!(report["namespaces"].as_array().unwrap().len(), 4);
+    for path in ["hosts", "containers"] {
+        let p = &report[path];
+        assert_eq!(p["rounds"].as_array().unwrap().len(), 2, "{p:#}");
+        for key in ["tcp_gbit_per_s", "ping_p50_ms", "ping_p99_ms"] {
+            let v = p[key].as_f64().unwrap_or(0.0);
+            assert!(v > 0.0, "{path}.{key} = {v}: {p:#}");
+        }
+        assert!(p["rounds"][0]["tcp_bytes"].as_u64().unwrap() > 0);
+        assert!(p["rounds"][1]["pings_received"].as_u64().unwrap() > 0);
+    }
+    // The network is the second half of --subnet (10.218.0.16/28): the gateways take its
+    // first two addresses, the containers the next two.
+    assert_eq!(report["hosts"]["to"], "10.218.0.18");
+    assert_eq!(report["containers"]["from"], "10.218.0.19");
+    assert_eq!(report["containers"]["to"], "10.218.0.20");
+    let ratio = report["ratios"]["tcp_gbit_per_s"].as_f64().unwrap();
+    let num = report["containers"]["tcp_gbit_per_s"].as_f64().unwrap();
+    let den = report["hosts"]["tcp_gbit_per_s"].as_f64().unwrap();
+    assert!(close(ratio, num / den), "{ratio} != {num}/{den}");
+}
+
 /// A directory holding only the tools the bench needs besides iperf3.
 fn path_without_iperf3(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vxnet-{test}-{}", std::process::id()));
@@ -225,7 +276,7 @@ fn assert_one_error_line(out: &Output, mentions: &str) {
 
 #[test]
 fn bad_flags_and_missing_prerequisites_give_one_error_line() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--seconds", "0"], "--seconds"),
         (&["--seconds", "soon"], "--seconds"),
         (&["--repeat", "0"], "--repeat"),
@@ -238,6 +289,7 @@ fn bad_flags_and_missing_prerequisites_give_one_error_line() {
         (&["--bogus"], "--bogus"),
         (&["--underlay-mtu", "1000"], "--underlay-mtu"),
         (&["--underlay-mtu", "65536"], "--underlay-mtu"),
+        (&["--containers", "--encrypted"], "--encrypted"),
     ];
     for (args, mentions) in cases {
         let out = finished(args, None);

@@ -11,53 +11,27 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vxnet_tests::cli::assert_cli_error;
-use vxnet_tests::{run, vxnet_bin, Family, Host, Lab, Vxnet};
+use vxnet_tests::{run, vxnet_bin, Bridged, Family, Host, Lab, Vxnet};
 
 /// Two bridged networks: `blue` (/24, each host its own pool) and `tiny` (/30: one address
 /// besides the gateway).
-fn config(lab: &Lab, i: usize) -> String {
-    let other = lab.host(1 - i).underlay;
-    let (address, pool) = [
-        ("10.1.0.1/24", "10.1.0.128/25"),
-        ("10.1.0.2/24", "10.1.0.64/26"),
-    ][i];
-    let path = lab.dir.join(format!("h{i}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[[network]]
-name = "blue"
-vni = 42
-dev = "vx42"
-bridge = "vb42"
-address = "{address}"
-pool = "{pool}"
-remotes = ["{other}"]
-
-[[network]]
-name = "tiny"
-vni = 43
-dev = "vx43"
-bridge = "vb43"
-address = "10.3.0.{}/30"
-remotes = ["{other}"]
-"#,
-            i + 1
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
-}
+const NETWORKS: [Bridged<'static>; 2] = [
+    Bridged {
+        name: "blue",
+        vni: 42,
+        address: ["10.1.0.1/24", "10.1.0.2/24"],
+        pool: Some(["10.1.0.128/25", "10.1.0.64/26"]),
+    },
+    Bridged {
+        name: "tiny",
+        vni: 43,
+        address: ["10.3.0.1/30", "10.3.0.2/30"],
+        pool: None,
+    },
+];
 
 fn engine(lab: &Lab, i: usize, extra: &str) -> Vxnet {
-    let args = format!(
-        "--config {} --local {} --threads 1 --state-dir {} {extra}",
-        config(lab, i),
-        lab.host(i).underlay,
-        lab.dir.join(format!("state{i}")).display()
-    );
-    lab.vxnet(i, &format!("e{i}"), &args)
+    lab.bridged_engine(i, &NETWORKS, extra)
 }
 
 fn ns(name: &str) -> Host {

@@ -14,49 +14,26 @@ use names_support::{
     address_of, addresses, dig, dns_counters, nettool, ns, status, tool_in, unix_now, EtcNetns,
     Watch,
 };
-use vxnet_tests::{have_tool, wait_for, Family, Lab, Vxnet};
+use vxnet_tests::{have_tool, wait_for, Bridged, Family, Lab, Vxnet};
 
-fn config(lab: &Lab, i: usize) -> String {
-    let other = lab.host(1 - i).underlay;
-    let path = lab.dir.join(format!("h{i}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[[network]]
-name = "blue"
-vni = 52
-dev = "vx52"
-bridge = "vb52"
-address = "10.52.0.{a}/24"
-pool = "10.52.0.{pool}/26"
-remotes = ["{other}"]
-
-[[network]]
-name = "red"
-vni = 53
-dev = "vx53"
-bridge = "vb53"
-address = "10.53.0.{a}/24"
-pool = "10.53.0.{pool}/26"
-remotes = ["{other}"]
-"#,
-            a = i + 1,
-            pool = [64, 128][i],
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
-}
+/// Two bridged networks, each host with its own pool of each.
+const NETWORKS: [Bridged<'static>; 2] = [
+    Bridged {
+        name: "blue",
+        vni: 52,
+        address: ["10.52.0.1/24", "10.52.0.2/24"],
+        pool: Some(["10.52.0.64/26", "10.52.0.128/26"]),
+    },
+    Bridged {
+        name: "red",
+        vni: 53,
+        address: ["10.53.0.1/24", "10.53.0.2/24"],
+        pool: Some(["10.53.0.64/26", "10.53.0.128/26"]),
+    },
+];
 
 fn engine(lab: &Lab, i: usize) -> Vxnet {
-    let args = format!(
-        "--config {} --local {} --threads 1 --state-dir {}",
-        config(lab, i),
-        lab.host(i).underlay,
-        lab.dir.join(format!("state{i}")).display()
-    );
-    lab.vxnet(i, &format!("e{i}"), &args)
+    lab.bridged_engine(i, &NETWORKS, "")
 }
 
 #[test]

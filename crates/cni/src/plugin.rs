@@ -10,7 +10,11 @@ use serde_json::Value;
 use vxnet_dataplane::config::DEFAULT_CONTROL_PATH;
 
 use crate::delegate::Ipam;
-use crate::engine::{Endpoint, Engine, EngineRequest, GcReport, Readiness, ValidAttachment};
+use vxnet_dataplane::control::proto::{
+    AttachRequest, Attachment, DetachRequest, Endpoint, GcReport, GcRequest, Request, Status,
+};
+
+use crate::engine::Engine;
 use crate::env::{self, same_file, Command, Env, Target};
 use crate::spec::{
     check_version, spec_identifier, CniResult, Code, Interface, IpConfig, NetConf, PluginError,
@@ -232,15 +236,16 @@ fn add(cx: &Context<'_>, t: &Target, version: &str) -> Result<Value, PluginError
         .map(one_address)
         .transpose()
         .and_then(|address| {
-            cx.engine.ask::<Endpoint>(&EngineRequest::Attach {
-                network,
-                netns: &env::engine_visible(netns),
-                ifname: &t.ifname,
-                name: container_name(cx.env, &t.container_id),
-                aliases: &aliases,
-                address,
-                container_id: &t.container_id,
-            })
+            cx.engine.ask::<Endpoint>(&Request::Attach(AttachRequest {
+                network: network.to_owned(),
+                netns: env::engine_visible(netns).display().to_string(),
+                ifname: Some(t.ifname.clone()),
+                name: container_name(cx.env, &t.container_id).map(str::to_owned),
+                aliases,
+                address: address.map(|a| a.to_string()),
+                mac: None,
+                container_id: Some(t.container_id.clone()),
+            }))
         });
     let ep = match attached {
         Ok(ep) => ep,
@@ -292,36 +297,30 @@ fn parse_result(v: &Value) -> Result<CniResult, PluginError> {
 /// The spec's result for an endpoint: its interface in the sandbox, its address with the
 /// gateway, the default route via the gateway, and the network's DNS once it has names.
 fn endpoint_result(ep: &Endpoint, netns: &Path, version: &str) -> CniResult {
-    let default = |gw: IpAddr| -> IpNet {
-        match gw {
-            IpAddr::V4(_) => IpNet::V4(ipnet::Ipv4Net::default()),
-            IpAddr::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
-        }
+    let default = match ep.gateway {
+        IpAddr::V4(_) => IpNet::V4(ipnet::Ipv4Net::default()),
+        IpAddr::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
     };
     CniResult {
         cni_version: version.to_owned(),
         interfaces: vec![Interface {
             name: ep.ifname.clone(),
             mac: Some(ep.mac.clone()),
-            mtu: ep.mtu,
+            mtu: Some(ep.mtu),
             sandbox: Some(netns.display().to_string()),
             extra: Default::default(),
         }],
         ips: vec![IpConfig {
             address: ep.address,
-            gateway: ep.gateway,
+            gateway: Some(ep.gateway),
             interface: Some(0),
             extra: Default::default(),
         }],
-        routes: ep
-            .gateway
-            .map(|gw| Route {
-                dst: default(gw),
-                gw: Some(gw),
-                extra: Default::default(),
-            })
-            .into_iter()
-            .collect(),
+        routes: vec![Route {
+            dst: default,
+            gw: Some(ep.gateway),
+            extra: Default::default(),
+        }],
         dns: ep.dns.clone().map(Into::into).unwrap_or_default(),
     }
 }
@@ -330,11 +329,12 @@ fn del(cx: &Context<'_>, t: &Target) -> Result<(), PluginError> {
     let network = cx.conf.name.as_str();
     // A config error is reported before anything is released.
     let ipam = Ipam::resolve(cx.raw, &cx.env.path)?;
-    let detached = cx.engine.ask::<Value>(&EngineRequest::Detach {
-        network,
-        container_id: &t.container_id,
-        ifname: &t.ifname,
-    });
+    let detached = cx.engine.ask::<Value>(&Request::Detach(DetachRequest {
+        network: network.to_owned(),
+        container_id: Some(t.container_id.clone()),
+        ifname: Some(t.ifname.clone()),
+        ..DetachRequest::default()
+    }));
     if let Err(e) = detached {
         // A network the engine no longer serves has nothing left to remove here.
         match cx.engine.served(network) {
@@ -378,10 +378,10 @@ fn check(cx: &Context<'_>, t: &Target) -> Result<(), PluginError> {
                 ),
             )
         })?;
-    if !same_file(&env::runtime_path(&ep.netns), netns) {
+    if !same_file(&env::runtime_path(Path::new(&ep.netns)), netns) {
         return Err(check_failed(format!(
             "the endpoint is in {}, not in {}",
-            ep.netns.display(),
+            ep.netns,
             netns.display()
         )));
     }
@@ -431,7 +431,9 @@ fn status(cx: &Context<'_>) -> Result<(), PluginError> {
     let network = cx.conf.name.as_str();
     let ready = cx
         .engine
-        .ask::<Readiness>(&EngineRequest::Status { network })
+        .ask::<Status>(&Request::Status {
+            network: Some(network.to_owned()),
+        })
         .map_err(|e| PluginError::new(Code::NotReady, format!("engine unreachable: {e}")))?;
     if ready.state != "ready" {
         return Err(PluginError::new(
@@ -461,16 +463,16 @@ fn gc(cx: &Context<'_>) -> Result<(), PluginError> {
         )
     })?;
     let ipam = Ipam::resolve(cx.raw, &cx.env.path)?;
-    let report: GcReport = cx.engine.ask(&EngineRequest::EndpointGc {
-        network,
+    let report: GcReport = cx.engine.ask(&Request::EndpointGc(GcRequest {
+        network: network.to_owned(),
         valid: valid
             .iter()
-            .map(|a| ValidAttachment {
-                container_id: &a.container_id,
-                ifname: &a.ifname,
+            .map(|a| Attachment {
+                container_id: a.container_id.clone(),
+                ifname: a.ifname.clone(),
             })
             .collect(),
-    })?;
+    }))?;
     if !report.released.is_empty() {
         eprintln!(
             "vxnet-cni: GC released {} endpoint(s) of network {network}",

@@ -84,11 +84,24 @@ fn endpoint(netns: &str) -> Value {
     })
 }
 
+/// Network `blue` as the engine's `networks` lists it; in cluster mode, on node `node`.
+fn blue(node: Option<&str>) -> Value {
+    let mut n = json!({
+        "name": "blue", "vni": 42, "dev": "vx-blue", "mtu": 1450, "address": "10.77.0.1/24",
+        "local": "192.0.2.1", "port": 4789, "flood": [], "learning": false, "allow_vlan": false
+    });
+    if let Some(node) = node {
+        n["cluster"] = json!({"store": "etcd://192.0.2.9:2379", "cluster_id": "c",
+            "node_id": node, "store_healthy": true, "members_alive": 1, "revision": 1});
+    }
+    n
+}
+
 /// An engine serving network `blue` as node `n1`, with `endpoints` listed, that attaches by
 /// returning `endpoint(netns)`.
 fn engine(endpoints: Vec<Value>) -> FakeEngine {
     FakeEngine::start(Box::new(move |req| match req["cmd"].as_str() {
-        Some("networks") => ok(json!([{"name": "blue", "cluster": {"node_id": "n1"}}])),
+        Some("networks") => ok(json!([blue(Some("n1"))])),
         Some("endpoints") => ok(json!({"endpoints": endpoints.clone()})),
         Some("attach") => ok(endpoint(req["netns"].as_str().unwrap_or_default())),
         Some("detach") => ok(Value::Null),
@@ -356,7 +369,7 @@ fn add_twice_unknown_network_and_no_engine_are_errors() {
     assert_error(&vars, &conf(gone, json!({})), 11, "no vxnet engine");
     // The engine refuses (subnet full): its message, code 100.
     let full = FakeEngine::start(Box::new(|req| match req["cmd"].as_str() {
-        Some("networks") => ok(json!([{"name": "blue"}])),
+        Some("networks") => ok(json!([blue(None)])),
         Some("endpoints") => ok(json!({"endpoints": []})),
         _ => json!({"status": "error", "message": "network blue: no free address in 10.77.0.0/30"}),
     }));

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bridged;
 mod capture;
 pub mod cli;
 pub mod containers;
@@ -21,6 +22,7 @@ mod leftovers;
 mod process;
 mod traffic;
 
+pub use bridged::Bridged;
 pub use capture::{read_pcap, Capture};
 pub use engine::{refuses_to_start, Vxnet};
 pub use lab::{Family, Host, Lab};

@@ -84,10 +84,15 @@ pub(super) struct PingStats {
     pub p99_ms: f64,
 }
 
-/// Runs measurements on one topology; tool processes are registered with the cleanup.
+/// Runs measurements from one namespace to another of a topology; tool processes are registered
+/// with the cleanup.
 pub(super) struct Meter<'a> {
     cleanup: &'a Cleanup,
     topo: &'a Topology,
+    /// The sender's namespace and the receiver's.
+    ns: [String; 2],
+    /// Sets this meter's files and processes apart from another's on the same topology.
+    tag: &'static str,
     tool: Tool,
     seconds: u64,
     pings: u32,
@@ -95,7 +100,7 @@ pub(super) struct Meter<'a> {
 }
 
 impl<'a> Meter<'a> {
-    /// Starts the iperf3 server on host b when iperf3 is the tool.
+    /// From host a to host b; starts the iperf3 server on host b when iperf3 is the tool.
     pub(super) fn start(
         cleanup: &'a Cleanup,
         topo: &'a Topology,
@@ -103,16 +108,33 @@ impl<'a> Meter<'a> {
         seconds: u64,
         pings: u32,
     ) -> Result<Self, NetnsError> {
+        Self::between(cleanup, topo, topo.ns.clone(), "", tool, seconds, pings)
+    }
+
+    /// From namespace `ns[0]` to `ns[1]`, with its own iperf3 server in `ns[1]`; `tag` names
+    /// its files and processes apart from another meter's.
+    pub(super) fn between(
+        cleanup: &'a Cleanup,
+        topo: &'a Topology,
+        ns: [String; 2],
+        tag: &'static str,
+        tool: Tool,
+        seconds: u64,
+        pings: u32,
+    ) -> Result<Self, NetnsError> {
         if let Tool::Iperf3(iperf3) = &tool {
-            let log = topo.dir.join("iperf3-server.log");
+            let log = topo.dir.join(format!("{tag}iperf3-server.log"));
             let port = TCP_PORT.to_string();
-            let cmd = in_namespace(&topo.ns[1], iperf3, &["-s", "-p", &port]);
-            let pid = cleanup.spawn("iperf3 server", cmd, &log)?;
-            wait_listening(cleanup, pid, &log)?;
+            let cmd = in_namespace(&ns[1], iperf3, &["-s", "-p", &port]);
+            let name = format!("{tag}iperf3 server");
+            let pid = cleanup.spawn(&name, cmd, &log)?;
+            wait_listening(cleanup, &name, pid, &log)?;
         }
         Ok(Meter {
             cleanup,
             topo,
+            ns,
+            tag,
             tool,
             seconds,
             pings,
@@ -127,7 +149,9 @@ impl<'a> Meter<'a> {
     /// A fresh file stem in the run's directory for one tool run's output.
     fn stem(&mut self, what: &str) -> PathBuf {
         self.runs += 1;
-        self.topo.dir.join(format!("{:03}-{what}", self.runs))
+        self.topo
+            .dir
+            .join(format!("{:03}-{}{what}", self.runs, self.tag))
     }
 
     /// TCP from host a to `target` over `streams` connections for `--seconds`; the receiver's rate.
@@ -137,7 +161,7 @@ impl<'a> Meter<'a> {
             Tool::Builtin => {
                 let to = SocketAddr::new(target.into(), TCP_PORT);
                 let amount = Amount::For(Duration::from_secs(self.seconds));
-                let r = transfer::run(&self.topo.ns[0], &self.topo.ns[1], to, amount, streams)
+                let r = transfer::run(&self.ns[0], &self.ns[1], to, amount, streams)
                     .map_err(|e| e.to_string())?;
                 Ok(Throughput {
                     gbit_per_s: r.gbit_per_s(),
@@ -178,7 +202,7 @@ impl<'a> Meter<'a> {
         loop {
             attempts += 1;
             let stem = self.stem("iperf3");
-            let cmd = in_namespace(&self.topo.ns[0], iperf3, &args);
+            let cmd = in_namespace(&self.ns[0], iperf3, &args);
             let out = self
                 .cleanup
                 .run_captured("iperf3 client", cmd, &stem, timeout)
@@ -235,7 +259,7 @@ impl<'a> Meter<'a> {
     pub(super) fn rr(&mut self, target: Ipv4Addr) -> Result<RrStats, String> {
         let to = SocketAddr::new(target.into(), RR_PORT);
         let time = Duration::from_secs(self.seconds);
-        super::rr::run(&self.topo.ns[0], &self.topo.ns[1], to, time).map_err(|e| e.to_string())
+        super::rr::run(&self.ns[0], &self.ns[1], to, time).map_err(|e| e.to_string())
     }
 
     /// `--pings` pings from host a to `target`, after a few unrecorded ones (caches, wake-ups).
@@ -255,7 +279,7 @@ impl<'a> Meter<'a> {
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let stem = self.stem("ping");
-        let cmd = in_namespace(&self.topo.ns[0], Path::new("ping"), &args);
+        let cmd = in_namespace(&self.ns[0], Path::new("ping"), &args);
         let out = self
             .cleanup
             .run_captured(
@@ -291,7 +315,7 @@ impl<'a> Meter<'a> {
         while Instant::now() < deadline {
             let stem = self.stem("reach");
             let cmd = in_namespace(
-                &self.topo.ns[0],
+                &self.ns[0],
                 Path::new("ping"),
                 &["-n", "-c", "1", "-W", "1", &target],
             );
@@ -314,7 +338,7 @@ pub(super) fn warmup_pings(pings: u32) -> u32 {
 
 /// Waits until the iperf3 server listens. Its own "listening" line sits in a stdio buffer when
 /// stdout is a file, so the socket tables of its namespace (seen through its PID) are read instead.
-fn wait_listening(cleanup: &Cleanup, pid: u32, log: &Path) -> Result<(), NetnsError> {
+fn wait_listening(cleanup: &Cleanup, name: &str, pid: u32, log: &Path) -> Result<(), NetnsError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let tables = ["tcp", "tcp6"]
@@ -322,7 +346,7 @@ fn wait_listening(cleanup: &Cleanup, pid: u32, log: &Path) -> Result<(), NetnsEr
         if tables.iter().any(|t| listens_on(t, TCP_PORT)) {
             return Ok(());
         }
-        if cleanup.exited("iperf3 server") {
+        if cleanup.exited(name) {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let why = text.lines().last().unwrap_or("exited").to_string();
             return Err(NetnsError::Setup(format!("iperf3 server: {why}")));

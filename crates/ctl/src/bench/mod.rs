@@ -5,6 +5,7 @@
 //! medians and the ratios against the kernel pair ([`report`]). Everything it makes is removed at
 //! the end, on error, and on Ctrl-C/SIGTERM (then with a non-zero exit).
 
+mod containers;
 mod cpu;
 mod extra;
 mod measure;
@@ -96,6 +97,12 @@ pub struct BenchArgs {
     /// then each pair's overlay. A /27 or larger that no route of this host overlaps.
     #[arg(long, default_value = topology::DEFAULT_SUBNET, value_parser = parse_subnet)]
     pub subnet: Subnet,
+    /// Instead of the pairs: host to host and container to container across two hosts whose
+    /// vxnet engines serve one network in bridge mode, a container (namespace) attached on each
+    /// as `vxnet attach` does; one TCP stream and ping per path and round, and the ratio of the
+    /// two (what the veth and bridge hop costs). The network is the second half of --subnet.
+    #[arg(long, conflicts_with_all = ["udp", "rr", "socket_path", "encrypted"])]
+    pub containers: bool,
     /// Print the results as one JSON document on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -110,6 +117,22 @@ pub enum BenchMode {
     /// every host sees each name appear and go, store writes and watch events per change,
     /// one engine's memory per 1000 endpoints, and a host's resync after a restart.
     Names(names::NamesBenchArgs),
+}
+
+impl BenchArgs {
+    /// What every `vxnet run` of the bench gets from the flags.
+    fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            threads: self.threads,
+            no_offloads: self.no_offloads,
+            disable_offloads: self
+                .disable_offloads
+                .clone()
+                .map(|l| l.0)
+                .unwrap_or_default(),
+            busy_poll: self.busy_poll,
+        }
+    }
 }
 
 fn parse_subnet(text: &str) -> Result<Subnet, String> {
@@ -204,17 +227,35 @@ pub fn run(mut args: BenchArgs) -> Result<(), BenchError> {
     let guard = CleanOnDrop(&cleanup);
     let mut progress = Progress::new();
     progress.note(&format!("traffic tool: {tool_detail}"));
+    if args.containers {
+        let result = containers::bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress);
+        finish(guard, &mut progress);
+        return print(&result?, args.json, containers::ContainersReport::render);
+    }
     let result = bench(&args, tool, tool_detail, &exe, &cleanup, &mut progress);
+    finish(guard, &mut progress);
+    print(&result?, args.json, Report::render)
+}
+
+/// Removes what the run made (before the report is printed, so that it ends the output).
+fn finish(guard: CleanOnDrop<'_>, progress: &mut Progress) {
     progress.status("removing the namespaces, processes and files it made");
     drop(guard);
     progress.clear();
-    let report = result?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
+}
+
+/// The report on stdout: one JSON document, or the table.
+fn print<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    render: fn(&R) -> String,
+) -> Result<(), BenchError> {
+    if json {
+        let text = serde_json::to_string_pretty(report)
             .map_err(|e| BenchError::Output(format!("cannot encode the report: {e}")))?;
         println!("{text}");
     } else {
-        print!("{}", report.render());
+        print!("{}", render(report));
     }
     Ok(())
 }
@@ -234,17 +275,14 @@ fn bench(
         "building namespaces {} and {} (underlay MTU {}, addresses from {})",
         ns[0], ns[1], args.underlay_mtu, args.subnet
     ));
-    let topo = topology::build(cleanup, &args.prefix, args.subnet, args.underlay_mtu)?;
-    let settings = EngineSettings {
-        threads: args.threads,
-        no_offloads: args.no_offloads,
-        disable_offloads: args
-            .disable_offloads
-            .clone()
-            .map(|l| l.0)
-            .unwrap_or_default(),
-        busy_poll: args.busy_poll,
-    };
+    let topo = topology::build(
+        cleanup,
+        &args.prefix,
+        args.subnet,
+        args.underlay_mtu,
+        &topology::ALL,
+    )?;
+    let settings = args.engine_settings();
     progress.status(&format!(
         "starting the kernel vxlan links and the vxnet engines ({})",
         settings.describe()

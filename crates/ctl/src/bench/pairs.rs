@@ -156,7 +156,7 @@ pub(super) struct EngineSettings {
 }
 
 impl EngineSettings {
-    fn args(&self) -> Vec<String> {
+    pub(super) fn args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if let Some(n) = self.threads {
             args.extend(["--threads".to_string(), n.to_string()]);
@@ -170,7 +170,7 @@ impl EngineSettings {
         args
     }
 
-    fn env(&self) -> Vec<(String, String)> {
+    pub(super) fn env(&self) -> Vec<(String, String)> {
         if self.disable_offloads.is_empty() {
             return Vec::new();
         }

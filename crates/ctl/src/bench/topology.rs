@@ -73,11 +73,16 @@ pub(super) fn names(prefix: &str) -> [String; 2] {
     [format!("{prefix}-a"), format!("{prefix}-b")]
 }
 
+/// Every underlay the pairs use.
+pub(super) const ALL: [Underlay; 3] = [SHARED, MIXED, MIXED_REVERSE];
+
+/// Hosts a and b joined by a veth pair for each of `links`.
 pub(super) fn build(
     cleanup: &Cleanup,
     prefix: &str,
     subnet: Subnet,
     mtu: u32,
+    links: &[Underlay],
 ) -> Result<Topology, NetnsError> {
     let ns = names(prefix);
     for name in &ns {
@@ -93,7 +98,7 @@ pub(super) fn build(
     };
     let mtu_text = mtu.to_string();
     let ns = &topo.ns;
-    for link in [SHARED, MIXED, MIXED_REVERSE] {
+    for link in links {
         ip(&[
             "link", "add", link.dev, "netns", &ns[0], "mtu", &mtu_text, "type", "veth", "peer",
             "name", link.dev, "netns", &ns[1], "mtu", &mtu_text,

@@ -145,6 +145,10 @@ pub(crate) fn examples(page: &str) -> &'static [Example] {
                 "On a jumbo underlay, with the encrypted pair:",
                 "vxnet bench --underlay-mtu 9000 --encrypted",
             ),
+            (
+                "Container to container beside host to host, over bridge-mode endpoints:",
+                "vxnet bench --containers --seconds 4 --repeat 3",
+            ),
         ],
         "vxnet-key" | "vxnet-key-generate" => &[(
             "A new network key file:",

@@ -8,21 +8,11 @@ use sha2::{Digest, Sha256};
 
 use super::EndpointError;
 
-/// A name or alias: one DNS label (RFC 1035 letters, digits, hyphens, plus `_` which runtimes
-/// use in container names), 1-63 bytes, no hyphen at either end. No dots: a dot would make a
-/// subdomain of the network's zone.
+/// A name or alias: one DNS label as the network's DNS service takes it
+/// ([`vxnet_names::valid_label`]: letters, digits, hyphens and `_`, 1-63 bytes). No dots: a dot
+/// would make a subdomain of the network's zone.
 pub(crate) fn label(name: &str) -> Result<(), EndpointError> {
-    let ok = (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(EndpointError::BadName(crate::text::printable(name)))
-    }
+    vxnet_names::valid_label(name).map_err(|_| EndpointError::BadName(crate::text::printable(name)))
 }
 
 /// A container id (CNI: letters, digits, `_`, `.`, `-`; not empty). Bounded so records stay

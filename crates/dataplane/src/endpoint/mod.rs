@@ -2,22 +2,23 @@
 //! on request over the control socket (`vxnet attach`, the CNI plugin).
 //!
 //! The engine does the work, not the client: it opens and checks the namespace, picks the
-//! address (the cluster's IPAM through a [`Registry`], or the local allocator in static mode),
-//! wires the veth ([`plumb`]) and keeps the record ([`book`], and the registry's store). Every
+//! address ([`claim`]: the cluster's IPAM through a [`Registry`], or the local allocator in
+//! static mode), wires the veth ([`plumb`]) and keeps the record ([`book`], and the registry's
+//! store). Every
 //! attach runs under one lock, so two requests for the same container cannot race; any failure
 //! part-way undoes what was done (claim, veth) before the error is returned.
 
 mod book;
 pub(crate) mod check;
+mod claim;
 mod plumb;
+mod registry;
 mod resolver;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
@@ -29,6 +30,7 @@ use crate::engine::bridge::endpoint_alias;
 use crate::state::{lock, EngineState};
 use crate::sys::netns::{Netns, NetnsError};
 use book::{Book, Entry};
+pub use registry::{Registry, RegistryError, RegistryFuture};
 use resolver::with_dns;
 
 /// Why an endpoint request was refused; one line, sent back as the reply's message.
@@ -72,39 +74,6 @@ pub(crate) enum EndpointError {
     Save(std::io::Error),
     #[error(transparent)]
     Registry(#[from] RegistryError),
-}
-
-/// Why the cluster store refused or could not take a claim.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("address {0} is already claimed in the cluster")]
-    AddressTaken(IpAddr),
-    #[error("name {0} is already taken in the cluster")]
-    NameTaken(String),
-    #[error("no free address left in the network")]
-    Exhausted,
-    #[error("cluster store: {0}")]
-    Store(String),
-}
-
-pub type RegistryFuture<'a, T> =
-    Pin<Box<dyn Future<Output = Result<T, RegistryError>> + Send + 'a>>;
-
-/// Where cluster-mode endpoint records and address claims live (the store); static mode has
-/// none (records in the state dir, addresses from the local allocator).
-pub trait Registry: Send + Sync + std::fmt::Debug {
-    /// The node id records are written under.
-    fn node(&self) -> String;
-    /// Claims `endpoint.address` when `given`, otherwise an address the cluster's IPAM picks
-    /// (the one in `endpoint.address` is a placeholder), and publishes the record with the claim
-    /// in one transaction. Returns the address claimed.
-    fn publish<'a>(&'a self, endpoint: &'a Endpoint, given: bool) -> RegistryFuture<'a, IpAddr>;
-    /// Deletes the record and its claim; gone already is success.
-    fn withdraw<'a>(&'a self, endpoint: &'a Endpoint) -> RegistryFuture<'a, ()>;
-    /// Puts a record kept in the state dir back (after a restart, under the new lease).
-    fn reassert<'a>(&'a self, endpoint: &'a Endpoint) -> RegistryFuture<'a, ()>;
-    /// Every endpoint of the cluster (of `network` when given), from the store's view.
-    fn list<'a>(&'a self, network: Option<&'a str>) -> RegistryFuture<'a, Vec<Endpoint>>;
 }
 
 /// A bridge-mode network as endpoints see it.
@@ -356,74 +325,6 @@ impl Endpoints {
             .flatten()
             .find(|c| check::label(c).is_ok() && !taken(c))
             .unwrap_or_else(|| format!("ep-{}", &id[..10.min(id.len())])))
-    }
-
-    /// Takes the address: checked against this host's endpoints, then claimed in the cluster
-    /// (cluster mode) or allocated here (static mode).
-    async fn claim(
-        &self,
-        plan: &Plan,
-        endpoint: &mut Endpoint,
-        given: Option<IpAddr>,
-    ) -> Result<IpAddr, EndpointError> {
-        let subnet = plan.gateway.trunc();
-        if let Some(addr) = given {
-            if lock(&self.book).address_taken(&plan.name, addr) {
-                return Err(EndpointError::AddressTaken {
-                    address: addr,
-                    network: plan.name.clone(),
-                });
-            }
-        }
-        let Some(registry) = &self.registry else {
-            return match given {
-                Some(addr) => Ok(addr),
-                None => {
-                    let pool = plan.pool;
-                    if pool.max_prefix_len() - pool.prefix_len() > book::MAX_HOST_BITS {
-                        return Err(EndpointError::SubnetSize(pool));
-                    }
-                    lock(&self.book)
-                        .allocate(&plan.name, pool, subnet, plan.gateway.addr())
-                        .ok_or(EndpointError::Exhausted {
-                            network: plan.name.clone(),
-                            subnet: pool,
-                        })
-                }
-            };
-        };
-        if let Some(addr) = given {
-            endpoint.address = IpNet::new(addr, plan.gateway.prefix_len())
-                .map_err(|_| EndpointError::SubnetSize(subnet))?;
-        }
-        registry
-            .publish(endpoint, given.is_some())
-            .await
-            .map_err(|e| match e {
-                RegistryError::AddressTaken(address) => EndpointError::AddressTaken {
-                    address,
-                    network: plan.name.clone(),
-                },
-                RegistryError::NameTaken(name) => EndpointError::NameTaken {
-                    name,
-                    network: plan.name.clone(),
-                },
-                RegistryError::Exhausted => EndpointError::Exhausted {
-                    network: plan.name.clone(),
-                    subnet,
-                },
-                other => other.into(),
-            })
-    }
-
-    /// Withdraws the record and claim from the registry, logging (not failing) when the store
-    /// is away: the lease takes the record with it anyway.
-    async fn unclaim(&self, endpoint: &Endpoint) {
-        if let Some(registry) = &self.registry {
-            if let Err(e) = registry.withdraw(endpoint).await {
-                tracing::warn!(id = %endpoint.id, error = %e, "could not withdraw the endpoint's record");
-            }
-        }
     }
 
     /// Unwires and forgets one endpoint (and withdraws its record).
