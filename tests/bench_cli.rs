@@ -147,6 +147,43 @@ fn bench_with_iperf3_reports_all_pairs() {
 }
 
 #[test]
+fn encrypted_bench_keeps_its_engines_state_to_itself() {
+    if !privileged("bench_encrypted") || !have_tool("bench_encrypted", "iperf3") {
+        return;
+    }
+    // The subnet names the engines' replay-floor files (`esp-replay-<underlay address>`), so a
+    // file of this run in the host's default state directory is told apart from any other's.
+    let subnet = "10.231.0.0/24";
+    let args = [
+        "--encrypted",
+        "--seconds",
+        "1",
+        "--pings",
+        "20",
+        "--json",
+        "--subnet",
+        subnet,
+    ];
+    let out = finished(&args, None);
+    let report = check_report(&out, 1500);
+    assert!(
+        report.to_string().contains("vxnet_encrypted"),
+        "the encrypted pair was measured: {report}"
+    );
+    let leaked: Vec<String> = std::fs::read_dir("/var/lib/vxnet")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("10.231.0."))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the bench left state in /var/lib/vxnet: {leaked:?}"
+    );
+}
+
+#[test]
 fn bench_builtin_when_asked_with_engine_settings() {
     if !privileged("bench_builtin") {
         return;

@@ -55,6 +55,9 @@ impl NatLab {
             .args(["run", "--control"])
             .arg(&control)
             .args(args.split_whitespace())
+            // The replay floors go beside the log (removed with the lab), not into the host's
+            // /var/lib/vxnet.
+            .env("VXNET_STATE_DIR", self.dir.join(format!("{name}.state")))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

@@ -18,7 +18,7 @@ pub struct Launch<'a> {
     /// Names the host in messages and files (`DIR/HOST.sock`, `DIR/HOST.log`).
     pub host: &'a str,
     pub namespace: &'a str,
-    /// Arguments after `run`; `--control` is added.
+    /// Arguments after `run`; `--control` is added, and `--state-dir` when absent.
     pub args: &'a [String],
     /// Extra environment for the engine (e.g. `VXNET_DISABLE_OFFLOADS`).
     pub env: &'a [(String, String)],
@@ -32,14 +32,25 @@ pub struct Engine {
     pub control: PathBuf,
 }
 
-/// Starts `exe run ARGS --control DIR/HOST.sock` in the namespace and waits until it answers.
+/// Starts `exe run ARGS --control DIR/HOST.sock` in the namespace, with `--state-dir
+/// DIR/HOST.state` unless ARGS name one, and waits until it answers. The state directory lives in the run's directory so that what an
+/// engine keeps (ESP replay floors, endpoints) is removed with it, never left in the host's
+/// `/var/lib/vxnet`.
 pub fn start(cleanup: &Cleanup, exe: &Path, launch: &Launch<'_>) -> Result<Engine, NetnsError> {
     let control = launch.dir.join(format!("{}.sock", launch.host));
     let log = launch.dir.join(format!("{}.log", launch.host));
     let control_arg = control.display().to_string();
+    let state_arg = launch
+        .dir
+        .join(format!("{}.state", launch.host))
+        .display()
+        .to_string();
     let mut args: Vec<&str> = vec!["run"];
     args.extend(launch.args.iter().map(String::as_str));
     args.extend(["--control", &control_arg]);
+    if !launch.args.iter().any(|a| a == "--state-dir") {
+        args.extend(["--state-dir", &state_arg]);
+    }
     let mut cmd = Command::new(exe);
     cmd.args(&args).envs(launch.env.iter().map(|(k, v)| (k, v)));
     let name = child_name(launch.host);
