@@ -111,10 +111,15 @@ fn forged_frag_needed_below_the_floor_is_not_followed() {
         String::from_utf8_lossy(&ping.stdout)
     );
     transfer_2mb(&lab, 5702);
-    assert!(
+    // The workers read the path MTU once a second: on an idle machine the ping and the transfer
+    // can be over before the first read that sees the forged value and warns.
+    let warned = || {
         a.proc
             .log_text()
-            .contains("below --min-pmtu (most likely forged ICMP frag-needed); not followed"),
+            .contains("below --min-pmtu (most likely forged ICMP frag-needed); not followed")
+    };
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), warned),
         "no warning about the ignored path MTU: {}",
         a.proc.log_text()
     );
