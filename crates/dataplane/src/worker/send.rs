@@ -15,13 +15,14 @@ use super::source_ports::SourcePorts;
 use super::tunnel::{TunnelTx, Whole};
 use super::tx::{Classified, Planned};
 use super::BATCH;
-use crate::counters::DropReason;
+use crate::counters::{DropReason, Events};
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
 use crate::offload::{is_gso_refusal, UdpGso};
 use crate::sys::poll::wait_writable;
 use crate::sys::tap::TapQueue;
 use crate::sys::udp::{Outgoing, SendBatch, UdpSocket};
+use vxnet_encap::offload::{MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD};
 use vxnet_encap::wire::VXLAN_HEADER_LEN;
 
 mod esp;
@@ -199,6 +200,7 @@ impl Sender {
             forwarder,
             plan,
             &slices,
+            self.gso.in_use(),
             &mut out,
             &mut self.sent,
             &mut self.origins,
@@ -234,7 +236,7 @@ impl Sender {
                 );
             } else {
                 for s in &self.sent[start..end] {
-                    count_send_error(forwarder, s.network);
+                    count_unsent(forwarder, s);
                 }
             }
             start = end;
@@ -247,14 +249,18 @@ impl Sender {
             let planned = &plan[self.origins[i]];
             let dest = out[i].dest;
             let mtu = self.pmtu.refresh(dest, now);
-            if !self.pmtu.fits(mtu, datagram_len(planned))
+            // Gathered single datagrams (see `expand`) are not answered one by one: the path
+            // read again sends the next ones apart, or answers them.
+            let gathered = self.sent[i].segments > planned.segments;
+            if !gathered
+                && !self.pmtu.fits(mtu, datagram_len(planned))
                 && (planned.outer.df || planned.segment_size.is_some())
             {
                 self.oversize
                     .push(too_big(planned, self.origins[i], dest, mtu));
             } else {
                 gso_refused |= errno != libc::EMSGSIZE;
-                count_send_error(forwarder, planned.network);
+                count_unsent(forwarder, &self.sent[i]);
             }
         }
         if gso_refused {
@@ -300,11 +306,18 @@ impl Sender {
 /// entry for a unicast, one per flood peer of the network for a flood, skipping (and counting)
 /// peers of the other address family. `check` sets aside (into `oversize`) a message too big
 /// for its path. `sent` and `origins` get one entry per message.
+///
+/// With `gather`, consecutive single datagrams of equal size to the same VTEP from the same
+/// socket with the same outer fields (a flow of small frames: each TAP read is one frame) become
+/// one `UDP_SEGMENT` send whose parts are the datagrams: the kernel then carries them as one
+/// packet through the whole send path, the underlay and, where the receiver has UDP GRO, into
+/// its socket, instead of once per frame.
 #[allow(clippy::too_many_arguments)]
 fn expand<'a>(
     forwarder: &Forwarder,
     plan: &[Planned],
     slices: &'a [&'a [u8]],
+    gather: bool,
     out: &mut Vec<Outgoing<'a>>,
     sent: &mut Vec<Sent>,
     origins: &mut Vec<usize>,
@@ -314,12 +327,34 @@ fn expand<'a>(
     sent.clear();
     origins.clear();
     let local_is_v4 = forwarder.local().is_ipv4();
+    // The run of single datagrams the last message gathers, if it may take more.
+    let mut run: Option<Run> = None;
     for (index, (planned, packet)) in plan.iter().zip(slices).enumerate() {
+        if let (Some(r), Some(dest), Some(last)) = (run.as_mut(), planned.dest, out.last_mut()) {
+            if r.takes(&plan[r.first], planned, packet.len())
+                && check(&r.as_gso(planned), index, dest).is_none()
+            {
+                r.add(packet.len());
+                last.parts = &slices[r.first..=index];
+                last.segment_size = Some(r.size as u16);
+                if let Some(s) = sent.last_mut() {
+                    s.segments += 1;
+                    s.bytes += planned.inner_bytes;
+                }
+                if r.count == 2 {
+                    if let Some(n) = forwarder.networks().get(planned.network) {
+                        Events::bump(&n.events.gso_batches);
+                    }
+                }
+                continue;
+            }
+        }
+        run = None;
         let parts = std::slice::from_ref(packet);
         let mut push = |dest: SocketAddr| {
             if let Some(o) = check(planned, index, dest) {
                 oversize.push(o);
-                return;
+                return false;
             }
             out.push(Outgoing {
                 dest,
@@ -335,9 +370,14 @@ fn expand<'a>(
                 bytes: planned.inner_bytes,
             });
             origins.push(index);
+            true
         };
         match planned.dest {
-            Some(dest) => push(dest),
+            Some(dest) => {
+                if push(dest) && gather && planned.segment_size.is_none() {
+                    run = Some(Run::new(index, packet.len()));
+                }
+            }
             None => {
                 let Some(network) = forwarder.networks().get(planned.network) else {
                     continue;
@@ -350,6 +390,63 @@ fn expand<'a>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Single datagrams gathered into one `UDP_SEGMENT` send (see [`expand`]).
+#[derive(Debug)]
+struct Run {
+    /// The plan entry (and slice) of its first datagram.
+    first: usize,
+    /// The segment size: every datagram has it but the last, which may be shorter.
+    size: usize,
+    count: usize,
+    bytes: usize,
+    /// A shorter datagram ended it.
+    closed: bool,
+}
+
+impl Run {
+    fn new(first: usize, size: usize) -> Self {
+        Run {
+            first,
+            size,
+            count: 1,
+            bytes: size,
+            closed: false,
+        }
+    }
+
+    /// Whether the single datagram `next` (`len` bytes) may follow in this send: same VTEP,
+    /// socket, network and outer fields as the run's `first` entry, no longer than the segment
+    /// size, and room left under the kernel's limits.
+    fn takes(&self, first: &Planned, next: &Planned, len: usize) -> bool {
+        !self.closed
+            && next.segment_size.is_none()
+            && next.segments == 1
+            && next.dest == first.dest
+            && next.socket == first.socket
+            && next.network == first.network
+            && next.outer == first.outer
+            && len <= self.size
+            && len > 0
+            && self.count < MAX_GSO_SEGMENTS
+            && self.bytes + len <= MAX_UDP_GSO_PAYLOAD
+    }
+
+    fn add(&mut self, len: usize) {
+        self.count += 1;
+        self.bytes += len;
+        self.closed = len < self.size;
+    }
+
+    /// `next` as a segment of this send, for the path-MTU check (a GSO segment is never
+    /// fragmented, so it is checked with or without DF).
+    fn as_gso(&self, next: &Planned) -> Planned {
+        Planned {
+            segment_size: Some(self.size as u16),
+            ..*next
         }
     }
 }
@@ -372,7 +469,7 @@ fn send_all(
         match batch.send(socket, &out[done..]) {
             Ok(0) => {
                 // Nothing taken and no error: count the head as lost rather than spin.
-                count_send_error(forwarder, sent[done].network);
+                count_unsent(forwarder, &sent[done]);
                 done += 1;
             }
             Ok(n) => {
@@ -385,7 +482,7 @@ fn send_all(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if !matches!(wait_writable(socket.socket().as_fd(), SEND_STALL), Ok(true)) {
                     for s in &sent[done..] {
-                        count_send_error(forwarder, s.network);
+                        count_unsent(forwarder, s);
                     }
                     return;
                 }
@@ -397,7 +494,7 @@ fn send_all(
                 match e.raw_os_error() {
                     Some(errno @ libc::EMSGSIZE) => refused.push((base + done, errno)),
                     Some(errno) if gso && is_gso_refusal(&e) => refused.push((base + done, errno)),
-                    _ => count_send_error(forwarder, sent[done].network),
+                    _ => count_unsent(forwarder, &sent[done]),
                 }
                 done += 1;
             }
@@ -408,6 +505,13 @@ fn send_all(
 fn count_drop(forwarder: &Forwarder, network: usize, reason: DropReason) {
     if let Some(n) = forwarder.networks().get(network) {
         n.drops.count(reason);
+    }
+}
+
+/// Counts every datagram of a message that did not go out.
+fn count_unsent(forwarder: &Forwarder, s: &Sent) {
+    if let Some(n) = forwarder.networks().get(s.network) {
+        n.drops.count_many(DropReason::SendError, s.segments as u64);
     }
 }
 
@@ -457,103 +561,4 @@ fn split_send(
 }
 
 #[cfg(test)]
-mod tests {
-    use vxnet_encap::outer::OuterFields;
-
-    use super::super::fixtures::forwarder;
-    use super::*;
-
-    fn planned(dest: Option<SocketAddr>, segments: usize, socket: usize) -> Planned {
-        Planned {
-            buf: 0,
-            start: 0,
-            end: 30,
-            network: 0,
-            dest,
-            segment_size: (segments > 1).then_some(1000),
-            segments,
-            inner_bytes: 30 - segments * 8,
-            socket,
-            outer: OuterFields {
-                df: true,
-                ttl: Some(9),
-                tos: None,
-            },
-        }
-    }
-
-    #[test]
-    fn a_flood_becomes_one_message_per_peer_of_the_local_family() {
-        let fwd = forwarder("10.0.0.1", &["10.0.0.2", "fd00::3", "10.0.0.4"], 1450);
-        let unicast: SocketAddr = "10.0.0.9:4789".parse().unwrap();
-        let plan = [planned(None, 3, 5), planned(Some(unicast), 1, 2)];
-        let (a, b) = ([1u8; 30], [2u8; 10]);
-        let slices: Vec<&[u8]> = vec![&a, &b];
-        let (mut out, mut sent, mut origins, mut oversize) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        expand(
-            &fwd,
-            &plan,
-            &slices,
-            &mut out,
-            &mut sent,
-            &mut origins,
-            &mut |_, _, _| None,
-            &mut oversize,
-        );
-        let dests: Vec<String> = out.iter().map(|o| o.dest.to_string()).collect();
-        assert_eq!(dests, ["10.0.0.2:4789", "10.0.0.4:4789", "10.0.0.9:4789"]);
-        assert_eq!(origins, [0, 0, 1]);
-        assert_eq!(out[0].segment_size, Some(1000));
-        assert_eq!(out[2].segment_size, None);
-        assert_eq!(
-            (out[0].ttl, out[0].tos),
-            (Some(9), None),
-            "outer fields per message"
-        );
-        assert_eq!(
-            sent[1],
-            Sent {
-                network: 0,
-                dest: "10.0.0.4".parse().unwrap(),
-                segments: 3,
-                // Inner frame bytes, the one definition every byte counter uses: the buffer's
-                // 30 bytes less a VXLAN header per segment.
-                bytes: 30 - 3 * 8,
-            }
-        );
-        assert_eq!(out[2].parts, [&b[..]]);
-        assert_eq!(
-            fwd.networks()[0].drops.get(DropReason::WrongFamily),
-            1,
-            "the IPv6 peer of an IPv4 engine"
-        );
-    }
-
-    #[test]
-    fn a_message_too_big_for_its_path_is_set_aside() {
-        let fwd = forwarder("10.0.0.1", &["10.0.0.2", "10.0.0.4"], 1450);
-        let plan = [planned(None, 1, 0)];
-        let a = [1u8; 30];
-        let slices: Vec<&[u8]> = vec![&a];
-        let (mut out, mut sent, mut origins, mut oversize) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let small: SocketAddr = "10.0.0.4:4789".parse().unwrap();
-        expand(
-            &fwd,
-            &plan,
-            &slices,
-            &mut out,
-            &mut sent,
-            &mut origins,
-            &mut |p, i, dest| (dest == small).then(|| too_big(p, i, dest, 40)),
-            &mut oversize,
-        );
-        assert_eq!(out.len(), 1, "the other peer still gets it");
-        assert_eq!(
-            oversize,
-            [Oversize::Answer { plan: 0, mtu: 40 }],
-            "DF: answered"
-        );
-    }
-}
+mod tests;

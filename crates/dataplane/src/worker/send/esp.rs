@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{count_drop, count_send_error, recycle, send_all, Sender, Sent};
+use super::{count_drop, count_unsent, recycle, send_all, Sender, Sent};
 use crate::counters::DropReason;
 use crate::fdb::Millis;
 use crate::forward::Forwarder;
@@ -64,7 +64,7 @@ impl Sender {
         let mut gso_refused = false;
         for &(i, errno) in &self.refused {
             gso_refused |= errno != libc::EMSGSIZE;
-            count_send_error(forwarder, self.sent[i].network);
+            count_unsent(forwarder, &self.sent[i]);
             // Read the path again before the next packet to it.
             self.pmtu
                 .refresh(out[i].dest, self.epoch.elapsed().as_millis() as Millis);
