@@ -221,11 +221,9 @@ fn socket_overflows_are_counted_once_across_reloads() {
     assert_eq!(overflows(), 0);
 
     // One sender socket, so SO_REUSEPORT hands every datagram to the same engine socket.
-    let sender = in_netns(&h1.ns, || {
-        std::net::UdpSocket::bind("0.0.0.0:0").unwrap()
-    })
-    .join()
-    .unwrap();
+    let sender = in_netns(&h1.ns, || std::net::UdpSocket::bind("0.0.0.0:0").unwrap())
+        .join()
+        .unwrap();
     let target = std::net::SocketAddr::new(h0.underlay, 4789);
     let send = |count: usize| {
         for _ in 0..count {
@@ -266,5 +264,9 @@ fn socket_overflows_are_counted_once_across_reloads() {
     std::thread::sleep(Duration::from_millis(500));
     send(10);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(overflows(), before, "the reload counted old overflows again");
+    assert_eq!(
+        overflows(),
+        before,
+        "the reload counted old overflows again"
+    );
 }

@@ -53,7 +53,6 @@ impl LinkError {
     }
 }
 
-
 /// What `vxnet run` asks of the cluster link.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
@@ -85,7 +84,6 @@ pub struct LinkOptions {
     /// Keeping vxnet's nftables table (if any, or `--firewall`) in step with the members.
     pub firewall: SyncOptions,
 }
-
 
 /// One network the engine serves, with what was last applied to it.
 #[derive(Debug)]
