@@ -242,40 +242,14 @@ fn tap_queue_drops_are_read_in_the_engines_namespace() {
         return;
     };
     let (h0, h1) = (lab.host(0).clone(), lab.host(1).clone());
-    let control = lab.dir.join("e0.sock");
-    let log = lab.dir.join("e0.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", h0.ns))
-        .arg("--")
-        .arg(vxnet_bin())
-        .arg("run")
-        .arg("--control")
-        .arg(&control)
-        .args(
-            format!(
-                "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.1/24",
-                h0.underlay, h1.underlay
-            )
-            .split(' '),
-        )
-        .env("VXNET_STATE_DIR", log.with_extension("state"))
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let engine = Vxnet {
-        proc: Proc { child, log },
-        control,
-    };
-    assert!(
-        wait_for(std::time::Duration::from_secs(10), || engine
-            .ctl("networks")
-            .status
-            .success()),
-        "engine did not start: {}",
-        engine.proc.log_text()
+    let engine = Vxnet::launch(
+        &["nsenter", &format!("--net=/run/netns/{}", h0.ns), "--"],
+        lab.dir.join("e0.sock"),
+        lab.dir.join("e0.log"),
+        &format!(
+            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.1/24",
+            h0.underlay, h1.underlay
+        ),
     );
     assert_eq!(engine.network(42).tap_queue_drops, 0);
 
