@@ -1,6 +1,7 @@
 //! What this host's engine takes from a cluster view, worked out without touching either: the
 //! networks it serves, their TAP and bridge names, the TAP MACs it publishes, the static MACs
-//! of the other hosts and the names of the endpoints. The link (`engine_link`) applies them.
+//! of the other hosts and the names of the endpoints. The link (`engine_link`) applies them;
+//! the fuzz target `store_records` checks the public ones against any view.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -16,7 +17,7 @@ const IFNAME_MAX: usize = 15;
 /// The TAP name of a cluster network: `vx-<name>` when that fits in 15 bytes, otherwise
 /// `vx.<first 4>.<7 hex of SHA-256(name)>`. Network names are `[A-Za-z0-9._-]`, all valid in
 /// interface names; the third byte (`-` or `.`) keeps the two forms from ever colliding.
-pub(crate) fn tap_name(network: &str) -> String {
+pub fn tap_name(network: &str) -> String {
     derived_name("vx", network)
 }
 
@@ -44,7 +45,7 @@ pub(crate) fn stable_mac(cluster_id: &str, node_id: &str, network: &str) -> MacA
 }
 
 /// The networks of `view` this host should serve: the `wanted` ones that exist, or all.
-pub(crate) fn desired<'a>(view: &'a ClusterView, wanted: &[String]) -> Vec<&'a NetworkDef> {
+pub fn desired<'a>(view: &'a ClusterView, wanted: &[String]) -> Vec<&'a NetworkDef> {
     view.networks
         .iter()
         .filter(|n| wanted.is_empty() || wanted.contains(&n.name))
@@ -55,7 +56,7 @@ pub(crate) fn desired<'a>(view: &'a ClusterView, wanted: &[String]) -> Vec<&'a N
 /// endpoints (so the first frame to a new container on another host is not flooded). A MAC
 /// that two VTEPs would hold gets no entry: it is flooded and learned instead of trusting
 /// either.
-pub(crate) fn peer_macs(
+pub fn peer_macs(
     view: &ClusterView,
     vni: u32,
     self_node: &str,

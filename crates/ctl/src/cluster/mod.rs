@@ -5,6 +5,6 @@
 pub mod cli;
 mod engine_keys;
 pub mod engine_link;
-pub(crate) mod engine_view;
+pub mod engine_view;
 mod network_cli;
 pub mod registry;
