@@ -3,6 +3,7 @@
 //! runs outside it, see `vxnet_encap::esp`).
 
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -70,33 +71,68 @@ impl InboundSa {
         self.key.id().src
     }
 
-    /// RFC 4303 §3.4.3's order: window check, then verify and decrypt, then commit (which checks
-    /// again, so two workers racing with one packet cannot both accept it). The replay floor
-    /// moves above `seq`, if it must, before the packet is handed on.
-    pub fn open(
+    /// Opens the ESP packets `data[packets[k]]` (a run received together, all under this SA's
+    /// SPI) in RFC 4303 §3.4.3's order for each: window check, then verify and decrypt, then
+    /// commit (which checks again, so two workers racing with one packet, or a packet repeated
+    /// within the run, cannot be accepted twice). The window lock is taken twice per run, not per
+    /// packet, and the AES-GCM passes run outside it. The replay floor moves above the run's
+    /// highest accepted number, if it must, before any packet is handed on. `results[k]` is what
+    /// became of `packets[k]` (payload ranges are within the packet).
+    pub fn open_run(
         &self,
-        packet: &mut [u8],
+        data: &mut [u8],
+        packets: &[Range<usize>],
         floors: &ReplayFloors,
         now: Millis,
-    ) -> Result<Opened, EspError> {
-        let seq = {
+        results: &mut Vec<Result<Opened, EspError>>,
+    ) {
+        results.clear();
+        {
             let window = lock(&self.window);
-            let seq = self.key.sequence_of(packet, &window)?;
-            window.check(seq)?;
-            seq
-        };
-        let payload = self.key.decrypt_in_place(seq, packet)?;
+            results.extend(packets.iter().map(|range| {
+                let seq = self.key.sequence_of(&data[range.clone()], &window)?;
+                window.check(seq)?;
+                Ok(Opened { seq, payload: 0..0 })
+            }));
+        }
+        for (result, range) in results.iter_mut().zip(packets) {
+            if let Ok(opened) = result {
+                match self
+                    .key
+                    .decrypt_in_place(opened.seq, &mut data[range.clone()])
+                {
+                    Ok(payload) => opened.payload = payload,
+                    Err(e) => *result = Err(e),
+                }
+            }
+        }
+        let (mut accepted, mut bytes, mut top) = (0u64, 0u64, 0u64);
         {
             let mut window = lock(&self.window);
-            window.commit(seq)?;
-            floors.accepted(&self.floor, seq, now);
+            for (result, range) in results.iter_mut().zip(packets) {
+                let Ok(opened) = result else {
+                    continue;
+                };
+                match window.commit(opened.seq) {
+                    Ok(()) => {
+                        accepted += 1;
+                        bytes += range.len() as u64;
+                        top = top.max(opened.seq);
+                    }
+                    Err(e) => *result = Err(e),
+                }
+            }
+            if accepted > 0 {
+                floors.accepted(&self.floor, top, now);
+            }
         }
-        self.packets.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
-        if self.last_seen.load(Ordering::Relaxed) != now {
-            self.last_seen.store(now, Ordering::Relaxed);
+        if accepted > 0 {
+            self.packets.fetch_add(accepted, Ordering::Relaxed);
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if self.last_seen.load(Ordering::Relaxed) != now {
+                self.last_seen.store(now, Ordering::Relaxed);
+            }
         }
-        Ok(Opened { seq, payload })
     }
 
     /// Highest sequence number accepted so far.
