@@ -137,12 +137,17 @@ impl Worker {
         else {
             return;
         };
-        let seen = &mut self.overflows_seen[leg as usize];
-        let new = total.wrapping_sub(*seen);
-        *seen = total;
-        self.forwarder
-            .drops
-            .count_many(DropReason::SocketOverflow, u64::from(new));
+        let socket = match leg {
+            Leg::Plain => Some(&self.socket),
+            Leg::Esp => self.esp_socket.as_ref(),
+        };
+        let Some(socket) = socket else {
+            return;
+        };
+        self.forwarder.drops.count_many(
+            DropReason::SocketOverflow,
+            u64::from(socket.new_overflows(total)),
+        );
     }
 }
 
