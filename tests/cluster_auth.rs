@@ -53,11 +53,7 @@ fn workers_with_their_own_etcd_users_serve_and_leave() {
     std::fs::write(&path, text).unwrap();
 
     // SIGTERM: the worker revokes its own lease, so the peers drop it at once.
-    let mut h2 = c.engines[2].take().unwrap();
-    assert!(h2
-        .proc
-        .terminate(Duration::from_secs(10))
-        .is_some_and(|s| s.success()));
+    c.terminate(2);
     for i in [0, 1] {
         c.wait_peers(i, "blue", &[1 - i], Duration::from_secs(3));
     }

@@ -54,11 +54,7 @@ fn listed_nodes(c: &ClusterLab, i: usize) -> Vec<String> {
 
 /// Stops host i's engine with SIGTERM and waits until its leased member record is gone.
 fn stop(c: &mut ClusterLab, i: usize, node: &str) {
-    let mut engine = c.engines[i].take().unwrap();
-    assert!(engine
-        .proc
-        .terminate(Duration::from_secs(10))
-        .is_some_and(|s| s.success()));
+    c.terminate(i);
     assert!(
         wait_for(Duration::from_secs(5), || !c
             .store_keys("members/")

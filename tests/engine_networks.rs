@@ -45,19 +45,9 @@ fn start_engine(lab: &Lab, i: usize) -> Engine {
 
 fn network(name: &str, vni: u32, address: &str, remotes: &[IpAddr]) -> NetworkConfig {
     NetworkConfig {
-        name: name.to_string(),
-        vni: vni.try_into().unwrap(),
-        dev: format!("vx{name}"),
         address: Some(address.parse().unwrap()),
         remotes: remotes.iter().map(|r| r.to_string()).collect(),
-        mtu: None,
-        allow_vlan: false,
-        mac: None,
-        bum_rate: None,
-        encryption: None,
-        bridge: None,
-        pool: None,
-        hosts: Vec::new(),
+        ..NetworkConfig::plain(name, vni.try_into().unwrap(), &format!("vx{name}"))
     }
 }
 

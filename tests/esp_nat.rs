@@ -8,7 +8,6 @@
 mod esp_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use vxnet_tests::*;
@@ -46,32 +45,12 @@ impl NatLab {
     }
 
     fn vxnet(&self, ns: usize, name: &str, args: &str) -> Vxnet {
-        let control = self.dir.join(format!("{name}.sock"));
-        let log = self.dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.names[ns]])
-            .arg(vxnet_bin())
-            .args(["run", "--control"])
-            .arg(&control)
-            .args(args.split_whitespace())
-            // The replay floors go beside the log (removed with the lab), not into the host's
-            // /var/lib/vxnet.
-            .env("VXNET_STATE_DIR", self.dir.join(format!("{name}.state")))
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let v = Vxnet {
-            proc: Proc { child, log },
-            control,
-        };
-        let up = wait_for(Duration::from_secs(10), || {
-            v.control.exists() && v.ctl("networks").status.success()
-        });
-        assert!(up, "vxnet {name} did not start: {}", v.proc.log_text());
-        v
+        Vxnet::launch(
+            &["ip", "netns", "exec", &self.names[ns]],
+            self.dir.join(format!("{name}.sock")),
+            self.dir.join(format!("{name}.log")),
+            args,
+        )
     }
 }
 

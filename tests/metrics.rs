@@ -232,3 +232,46 @@ fn collect_queries(value: &serde_json::Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// An engine in a namespace whose `/sys` was not remounted (`nsenter`, or the engines `vxnet
+/// demo` and `bench` run on a thread) reads its TAP's `tx_dropped` in its own namespace: the
+/// sysfs it sees is the host's, which has no such TAP (the count read 0).
+#[test]
+fn tap_queue_drops_are_read_in_the_engines_namespace() {
+    let Some(lab) = Lab::lan("tap_drops", 2, Family::V4) else {
+        return;
+    };
+    let (h0, h1) = (lab.host(0).clone(), lab.host(1).clone());
+    let engine = Vxnet::launch(
+        &["nsenter", &format!("--net=/run/netns/{}", h0.ns), "--"],
+        lab.dir.join("e0.sock"),
+        lab.dir.join("e0.log"),
+        &format!(
+            "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.1/24",
+            h0.underlay, h1.underlay
+        ),
+    );
+    assert_eq!(engine.network(42).tap_queue_drops, 0);
+
+    // The engine stopped, datagrams to an overlay neighbour fill the TAP's queue; the rest are
+    // the TAP's tx_dropped.
+    h0.must("ip neigh replace 10.1.0.99 lladdr 02:00:00:00:00:99 dev vx42 nud permanent");
+    must(&format!("kill -STOP {}", engine.proc.pid()));
+    in_netns(&h0.ns, || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..20_000 {
+            let _ = socket.send_to(&[0u8; 100], "10.1.0.99:9");
+        }
+    })
+    .join()
+    .unwrap();
+    must(&format!("kill -CONT {}", engine.proc.pid()));
+    // `ip netns exec` remounts /sys: this is the namespace's own count.
+    let dropped: u64 = h0
+        .must("cat /sys/class/net/vx42/statistics/tx_dropped")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(dropped > 1000, "only {dropped} frames dropped by the TAP");
+    assert_eq!(engine.network(42).tap_queue_drops, dropped);
+}

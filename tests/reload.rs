@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vxnet_tests::{must, wait_for, Family, Host, Lab, Vxnet};
+use vxnet_tests::{in_netns, must, wait_for, DropReason, Family, Host, Lab, Vxnet};
 
 /// A config file for host `me` with the given `(name, vni, octet)` networks, each flooding to
 /// `other` and addressed 10.`octet`.0.(me.index + 1)/24.
@@ -203,4 +203,70 @@ fn sighup_without_config_is_ignored() {
     let out = engine.ctl("reload");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not started with --config"));
+}
+
+/// SO_RXQ_OVFL puts the socket's running total of drops on each datagram; a reload starts new
+/// workers on the same sockets, which counted that whole total again (the counter grew by the
+/// socket's past drops at every reload).
+#[test]
+fn socket_overflows_are_counted_once_across_reloads() {
+    let Some(lab) = Lab::lan("reload_overflow", 2, Family::V4) else {
+        return;
+    };
+    let (h0, h1) = (lab.host(0).clone(), lab.host(1).clone());
+    let config = lab.dir.join("h0.toml");
+    write_config(&config, &h0, &h1, &[("blue", 42, 1)]);
+    let engine = lab.vxnet(0, "e0", &format!("--config {}", config.display()));
+    let overflows = || engine.drops(None, DropReason::SocketOverflow);
+    assert_eq!(overflows(), 0);
+
+    // One sender socket, so SO_REUSEPORT hands every datagram to the same engine socket.
+    let sender = in_netns(&h1.ns, || std::net::UdpSocket::bind("0.0.0.0:0").unwrap())
+        .join()
+        .unwrap();
+    let target = std::net::SocketAddr::new(h0.underlay, 4789);
+    let send = |count: usize| {
+        for _ in 0..count {
+            sender.send_to(&[0u8; 1000], target).unwrap();
+        }
+    };
+    // With the engine stopped its 16 MB receive buffer fills (about 7,000 such datagrams) and
+    // the rest are dropped.
+    must(&format!("kill -STOP {}", engine.proc.pid()));
+    send(30_000);
+    must(&format!("kill -CONT {}", engine.proc.pid()));
+    // The datagrams queued before the buffer filled carry the total of their time (0); the
+    // first to arrive once the engine has read them carries the drops.
+    let junk = || engine.drops(None, DropReason::NoVniFlag);
+    assert!(
+        wait_for(Duration::from_secs(10), || junk() > 1000),
+        "the queued datagrams were not read"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    send(10);
+    assert!(
+        wait_for(Duration::from_secs(5), || overflows() > 0),
+        "no overflow counted"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before = overflows();
+    assert!(before > 1000, "only {before} overflows");
+
+    // A new network: a new generation of workers on the same sockets.
+    write_config(&config, &h0, &h1, &[("blue", 42, 1), ("red", 43, 2)]);
+    let out = engine.ctl("reload");
+    assert!(
+        out.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send(10);
+    std::thread::sleep(Duration::from_millis(500));
+    send(10);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        overflows(),
+        before,
+        "the reload counted old overflows again"
+    );
 }

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use vxnet::cluster::engine_link::{desired, peer_macs, tap_name};
+use vxnet::cluster::engine_view::{desired, peer_macs, tap_name};
 use vxnet_cluster::{ipam, ClusterView};
 
 const CLUSTER: &str = "c1";

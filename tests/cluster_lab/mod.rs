@@ -142,6 +142,18 @@ impl ClusterLab {
         self.start(i, &format!("h{i}"), &join, extra);
     }
 
+    /// Stops host i's engine with SIGTERM (it leaves the cluster: lease revoked) and checks it
+    /// exits cleanly.
+    pub fn terminate(&mut self, i: usize) {
+        let mut engine = self.engines[i].take().unwrap();
+        let status = engine.proc.terminate(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "host {i}'s engine did not stop cleanly ({status:?}): {}",
+            engine.proc.log_text()
+        );
+    }
+
     pub fn engine(&self, i: usize) -> &Vxnet {
         self.engines[i].as_ref().expect("engine running")
     }
@@ -234,4 +246,14 @@ impl ClusterLab {
     pub fn create(&self, name: &str, extra: &str) -> Value {
         self.cli_json(0, &format!("network create {name} {extra}"))
     }
+}
+
+/// Pings once with a 1 s deadline until it succeeds or `timeout` passes.
+pub fn ping_until(lab: &Lab, from: usize, to: &str, timeout: Duration) -> bool {
+    wait_for(timeout, || {
+        lab.host(from)
+            .sh(&format!("ping -c 1 -W 1 {to}"))
+            .status
+            .success()
+    })
 }

@@ -75,6 +75,10 @@ pub(crate) const TXN_OPS: usize = 120;
 /// Keys per page of a full read ([`Store::list`]): about 350 KiB of endpoint records, well under
 /// gRPC's 4 MiB message limit even with larger values.
 pub(crate) const PAGE_KEYS: i64 = 1000;
+/// Full reads started again after a compaction overtook them. Each needs a compaction of its
+/// own during the read (a few pages, tens of milliseconds): a store compacting that often for
+/// this long is broken, and the read fails with etcd's error.
+const COMPACTED_RETRIES: u32 = 10;
 
 /// The end of the range of every key starting with `prefix` (etcd's convention: the prefix
 /// with its last byte below 0xff incremented; `\0` for "to the end of the key space").
@@ -287,7 +291,30 @@ impl Store {
     /// the first page, so the result is one consistent snapshot however large: one response
     /// holding a whole cluster of 10 000 endpoints would pass gRPC's 4 MiB message limit, and
     /// one page is also bounded in time by [`OP_TIMEOUT`] on a loaded store.
+    ///
+    /// A compaction between two pages (etcd's `--auto-compaction-*`, an operator's `etcdctl
+    /// compact`) refuses the next page at the snapshot's revision; the read then starts over at
+    /// the current one, up to [`COMPACTED_RETRIES`] times, rather than failing the resync that
+    /// needed it.
     async fn range_all(&self, prefix: &str, keys_only: bool) -> Result<(Vec<KeyValue>, i64)> {
+        let mut retries = 0;
+        loop {
+            match self.range_snapshot(prefix, keys_only).await {
+                Err(Error::Etcd(e)) if compacted(&e) && retries < COMPACTED_RETRIES => {
+                    retries += 1;
+                    tracing::debug!(
+                        prefix,
+                        retries,
+                        "store compacted during a paged read; reading again"
+                    );
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One paged read of everything under `prefix`, at the revision of its first page.
+    async fn range_snapshot(&self, prefix: &str, keys_only: bool) -> Result<(Vec<KeyValue>, i64)> {
         let end = prefix_end(prefix.as_bytes());
         let mut start = prefix.as_bytes().to_vec();
         let mut out = Vec::new();
@@ -495,6 +522,11 @@ fn classify(e: &etcd_client::Error) -> Class {
         }
         _ => Class::Answer,
     }
+}
+
+/// etcd's answer to a read at a revision it has compacted away.
+fn compacted(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::OutOfRange && s.message().contains("compacted"))
 }
 
 /// etcd's answer to a token issued before its auth store last changed.

@@ -311,15 +311,10 @@ async fn two_nodes_racing_for_one_name_one_wins_and_nothing_of_the_other_stays()
     assert_eq!(again.name, "svc0");
 }
 
-/// A full read larger than gRPC's 4 MiB message limit: one unpaged range read of it fails, the
-/// store's paged read returns every key, as it was, at one revision.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_read_beyond_the_grpc_message_limit_comes_back_whole() {
-    let Some(etcd) = Etcd::start() else { return };
-    let store = Store::connect(&etcd.endpoints(), "big").await.unwrap();
-    const KEYS: usize = 6000;
-    let value = |k: usize| format!("{k:08}").repeat(128).into_bytes();
-    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(100) {
+/// Writes `bulk/00000` .. `bulk/{keys-1}` with `value(k)`, 100 keys a transaction (etcd's
+/// default limit of operations per transaction is 128).
+async fn put_bulk(store: &Store, keys: usize, value: impl Fn(usize) -> Vec<u8>) {
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
         let ops: Vec<etcd_client::TxnOp> = chunk
             .iter()
             .map(|k| etcd_client::TxnOp::put(store.key(&format!("bulk/{k:05}")), value(*k), None))
@@ -332,6 +327,17 @@ async fn a_full_read_beyond_the_grpc_message_limit_comes_back_whole() {
             .await
             .unwrap();
     }
+}
+
+/// A full read larger than gRPC's 4 MiB message limit: one unpaged range read of it fails, the
+/// store's paged read returns every key, as it was, at one revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_beyond_the_grpc_message_limit_comes_back_whole() {
+    let Some(etcd) = Etcd::start() else { return };
+    let store = Store::connect(&etcd.endpoints(), "big").await.unwrap();
+    const KEYS: usize = 6000;
+    let value = |k: usize| format!("{k:08}").repeat(128).into_bytes();
+    put_bulk(&store, KEYS, value).await;
     let whole = store
         .call(vxnet_cluster::store::Retry::Idempotent, |mut c| {
             let key = store.key("bulk/");
@@ -350,4 +356,48 @@ async fn a_full_read_beyond_the_grpc_message_limit_comes_back_whole() {
         assert_eq!(kv.value(), value(k).as_slice());
     }
     assert_eq!(store.list_keys("bulk/").await.unwrap().len(), KEYS);
+}
+
+/// A full read that etcd compacts under it (`--auto-compaction-retention`, or an operator's
+/// `etcdctl compact`) between two pages: the page at the old revision is refused ("required
+/// revision has been compacted"), and the store reads the whole range again at the new one
+/// rather than failing the resync that needed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_compacted_under_it_starts_again() {
+    let Some(etcd) = Etcd::start() else { return };
+    let store = Store::connect(&etcd.endpoints(), "churn").await.unwrap();
+    const KEYS: usize = 5000;
+    put_bulk(&store, KEYS, |_| vec![b'x'; 64]).await;
+    // Another writer moves the revision on and compacts up to it, ten times a second.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut compactions = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let revision = store
+                    .put(&store.key("other/tick"), b"t".to_vec(), None)
+                    .await
+                    .unwrap();
+                store
+                    .call(
+                        vxnet_cluster::store::Retry::Idempotent,
+                        |mut c| async move { c.compact(revision, None).await },
+                    )
+                    .await
+                    .unwrap();
+                compactions += 1;
+                // Often enough that most reads of a few pages meet one, seldom enough that a
+                // read started again gets through.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            compactions
+        })
+    };
+    for _ in 0..20 {
+        let (kvs, _) = store.list("bulk/").await.unwrap();
+        assert_eq!(kvs.len(), KEYS);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(churn.await.unwrap() >= 5, "the store was hardly compacted");
 }

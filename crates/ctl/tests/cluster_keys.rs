@@ -69,11 +69,7 @@ fn auto_ack(h: Arc<MembershipHandle>) -> tokio::task::JoinHandle<()> {
 fn create_list_and_refusals_on_the_cli() {
     let Some(etcd) = Etcd::start() else { return };
     let root = tempfile::tempdir().unwrap();
-    let m = state_dir(root.path(), "m");
-    let init = json(&run(
-        &m,
-        &["cluster", "init", "--store", &etcd.url(), "--json"],
-    ));
+    let (m, init) = init_cluster(&etcd, root.path());
     let id = init["cluster_id"].as_str().unwrap().to_string();
     let w = state_dir(root.path(), "w");
     let token = init["worker_token"].as_str().unwrap();

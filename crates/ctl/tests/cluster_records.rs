@@ -14,11 +14,7 @@ use cluster_support::*;
 fn records_that_disagree_with_their_key_or_range_are_skipped_once() {
     let Some(etcd) = Etcd::start() else { return };
     let root = tempfile::tempdir().unwrap();
-    let m = state_dir(root.path(), "m");
-    let init = json(&run(
-        &m,
-        &["cluster", "init", "--store", &etcd.url(), "--json"],
-    ));
+    let (m, init) = init_cluster(&etcd, root.path());
     let id = init["cluster_id"].as_str().unwrap().to_string();
     json(&run(
         &m,

@@ -27,12 +27,12 @@ fn worked_example_shows_every_layer_offsets_and_mtu() {
     }
     for needle in [
         "VNI 42",
-        "172.17.0.2",
-        "172.17.0.3",
-        "02:42:ac:11:00:02",
-        "02:42:ac:11:00:03",
-        "192.168.205.10",
-        "192.168.205.11",
+        "192.168.205.129",
+        "192.168.205.130",
+        "02:42:c0:a8:cd:81",
+        "02:42:c0:a8:cd:82",
+        "192.168.205.1",
+        "192.168.205.2",
         "4789",
         "echo request",
         // The diagram's byte ranges: VXLAN header at 42, inner frame at 50.
@@ -139,7 +139,7 @@ fn json_matches_the_encap_views() {
         assert_eq!(f["len"], range.len(), "{name}");
         assert_eq!(f["value"], value, "{name}");
     }
-    assert_eq!(field(l, "source address")["value"], "192.168.205.10");
+    assert_eq!(field(l, "source address")["value"], "192.168.205.1");
 
     let u = UdpPacket::new_checked(&bytes[parsed.offsets.udp..parsed.offsets.end]).unwrap();
     let l = layer(packet, "outer UDP");
@@ -191,10 +191,10 @@ fn json_matches_the_encap_views() {
 
     let l = layer(packet, "inner Ethernet");
     assert_eq!(l["offset"], 50);
-    assert_eq!(field(l, "source MAC")["value"], "02:42:ac:11:00:02");
-    assert_eq!(field(l, "destination MAC")["value"], "02:42:ac:11:00:03");
+    assert_eq!(field(l, "source MAC")["value"], "02:42:c0:a8:cd:81");
+    assert_eq!(field(l, "destination MAC")["value"], "02:42:c0:a8:cd:82");
     let l = layer(packet, "inner IPv4");
-    assert_eq!(field(l, "source address")["value"], "172.17.0.2");
+    assert_eq!(field(l, "source address")["value"], "192.168.205.129");
     assert_eq!(field(l, "source address")["offset"], 64 + 12);
 
     // Layers tile the packet: no gaps, no overlaps, nothing left over.

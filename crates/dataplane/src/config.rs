@@ -51,6 +51,30 @@ pub struct NetworkConfig {
     pub hosts: Vec<crate::names::HostEntry>,
 }
 
+impl NetworkConfig {
+    /// A plain network: its name, VNI and TAP, and nothing else (no address, remotes, MTU, MAC,
+    /// encryption, bridge or hosts). Tests start from it and set what they look at; the
+    /// engine's own front ends (flags, file, cluster) name every field, so a new one is not
+    /// forgotten there.
+    pub fn plain(name: &str, vni: Vni, dev: &str) -> NetworkConfig {
+        NetworkConfig {
+            name: name.to_string(),
+            vni,
+            dev: dev.to_string(),
+            address: None,
+            remotes: Vec::new(),
+            mtu: None,
+            allow_vlan: false,
+            mac: None,
+            bum_rate: None,
+            encryption: None,
+            bridge: None,
+            pool: None,
+            hosts: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     pub local: IpAddr,

@@ -256,19 +256,8 @@ mod tests {
 
     fn net(name: &str, vni: u32) -> NetworkConfig {
         NetworkConfig {
-            name: name.to_string(),
-            vni: vni.try_into().unwrap(),
-            dev: format!("vx{name}"),
-            address: None,
             remotes: vec!["10.0.0.2".into()],
-            mtu: None,
-            allow_vlan: false,
-            mac: None,
-            bum_rate: None,
-            encryption: None,
-            bridge: None,
-            pool: None,
-            hosts: Vec::new(),
+            ..NetworkConfig::plain(name, vni.try_into().unwrap(), &format!("vx{name}"))
         }
     }
 

@@ -45,6 +45,36 @@ pub struct Vxnet {
 }
 
 impl Vxnet {
+    /// Starts `vxnet run --control CONTROL ARGS` behind `launcher` (`ip netns exec NS`, or
+    /// `nsenter --net=…` for a namespace whose /sys is not remounted), its output in `log` and
+    /// its state beside it (`LOG.state`, never the host's /var/lib/vxnet); waits until the
+    /// control socket answers.
+    pub fn launch(launcher: &[&str], control: PathBuf, log: PathBuf, args: &str) -> Vxnet {
+        let file = std::fs::File::create(&log).unwrap();
+        let (program, launcher_args) = launcher.split_first().expect("a launcher command");
+        let child = std::process::Command::new(program)
+            .args(launcher_args)
+            .arg(vxnet_bin())
+            .args(["run", "--control"])
+            .arg(&control)
+            .args(args.split_whitespace())
+            .env("VXNET_STATE_DIR", log.with_extension("state"))
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let v = Vxnet {
+            proc: Proc { child, log },
+            control,
+        };
+        let up = wait_for(Duration::from_secs(10), || {
+            v.control.exists() && v.ctl("networks").status.success()
+        });
+        assert!(up, "vxnet did not start: {}", v.proc.log_text());
+        v
+    }
+
     /// Runs a client subcommand (`fdb show --json`, …) against this engine.
     pub fn ctl(&self, args: &str) -> Output {
         run(&format!(

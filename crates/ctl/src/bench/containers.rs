@@ -18,7 +18,7 @@ use vxnet_dataplane::control::proto::{AttachRequest, Endpoint, Request};
 use super::measure::{warmup_pings, Meter, PingStats, Throughput, Tool};
 use super::pairs::EngineSettings;
 use super::progress::Progress;
-use super::report::{median, STATISTIC};
+use super::report::{median, RunInfo};
 use super::topology::{self, Topology, SHARED};
 use super::{BenchArgs, BenchError, REACH_TIMEOUT};
 use crate::netns::addressing::Subnet;
@@ -103,12 +103,8 @@ fn ratio(num: f64, den: f64) -> Option<f64> {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(super) struct ContainersReport {
-    pub tool: &'static str,
-    pub tool_detail: String,
-    pub seconds: u64,
-    pub repeat: usize,
-    pub pings: u32,
-    pub statistic: &'static str,
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// Host a, host b, container a, container b.
     pub namespaces: [String; 4],
     pub underlay_mtu: u32,
@@ -126,19 +122,13 @@ impl ContainersReport {
     pub(super) fn render(&self) -> String {
         let mut out = String::new();
         let ns = &self.namespaces;
-        let rounds = if self.repeat == 1 { "round" } else { "rounds" };
         let _ = writeln!(
             out,
             "vxnet bench --containers: host to host and container to container over one vxnet \
              network in bridge mode (hosts {} / {}, containers {} / {})",
             ns[0], ns[1], ns[2], ns[3]
         );
-        let _ = writeln!(
-            out,
-            "tool: {}; {} s per TCP run (1 stream), {} pings per path, {} {rounds} alternating \
-             the paths, {} of the rounds",
-            self.tool_detail, self.seconds, self.pings, self.repeat, self.statistic
-        );
+        let _ = writeln!(out, "{}", self.run.describe(" (1 stream)", "path"));
         let _ = writeln!(
             out,
             "engine: {}; underlay: veth MTU {}; endpoint MTU {}\n",
@@ -215,11 +205,9 @@ pub(super) fn bench(
         let endpoint = attach(&engine, container, net, i)?;
         endpoint_mtu = endpoint.mtu;
     }
-    let pings = args
-        .pings
-        .unwrap_or_else(|| super::DEFAULT_PINGS.min(250 * args.seconds as u32));
-    let tool_name = tool.name();
-    let (seconds, warmup) = (args.seconds, warmup_pings(pings));
+    let run = RunInfo::new(args, &tool, tool_detail);
+    let (tool_name, seconds, pings) = (run.tool, run.seconds, run.pings);
+    let warmup = warmup_pings(pings);
     let mut meters = [
         (
             Meter::start(cleanup, &topo, tool.clone(), seconds, pings)?,
@@ -248,7 +236,7 @@ pub(super) fn bench(
             });
         }
     }
-    let repeat = args.repeat as usize;
+    let repeat = run.repeat;
     let mut rounds: [Vec<PathRound>; 2] = Default::default();
     progress.count_steps(repeat * 2 * 2);
     for r in 1..=repeat {
@@ -285,12 +273,7 @@ pub(super) fn bench(
     let [ha, hb] = hosts;
     let [ca, cb] = containers;
     Ok(ContainersReport {
-        tool: tool_name,
-        tool_detail,
-        seconds,
-        repeat,
-        pings,
-        statistic: STATISTIC,
+        run,
         namespaces: [ha, hb, ca, cb],
         underlay_mtu: topo.mtu,
         endpoint_mtu,
@@ -413,12 +396,14 @@ mod tests {
         let containers = PathResult::new(at(3), at(4), vec![round(6.3, 0.2)]);
         assert_eq!((hosts.tcp_gbit_per_s, hosts.ping_p50_ms), (9.0, 0.2));
         let report = ContainersReport {
-            tool: "iperf3",
-            tool_detail: "iperf3".into(),
-            seconds: 4,
-            repeat: 2,
-            pings: 10,
-            statistic: STATISTIC,
+            run: RunInfo {
+                tool: "iperf3",
+                tool_detail: "iperf3".into(),
+                seconds: 4,
+                repeat: 2,
+                pings: 10,
+                statistic: super::super::report::STATISTIC,
+            },
             namespaces: ["a", "b", "ca", "cb"].map(String::from),
             underlay_mtu: 1500,
             endpoint_mtu: 1450,

@@ -296,10 +296,8 @@ fn bench(
         args.encrypted,
     )?;
     let engine = pairs::engine_report(&pairs);
-    let pings = args
-        .pings
-        .unwrap_or_else(|| DEFAULT_PINGS.min(250 * args.seconds as u32));
-    let tool_name = tool.name();
+    let run = report::RunInfo::new(args, &tool, tool_detail);
+    let pings = run.pings;
     let mut meter = Meter::start(cleanup, &topo, tool, args.seconds, pings)?;
     for pair in &pairs {
         progress.status(&format!(
@@ -313,7 +311,7 @@ fn bench(
             });
         }
     }
-    let repeat = args.repeat as usize;
+    let repeat = run.repeat;
     let mut rounds: Vec<Vec<Round>> = pairs.iter().map(|_| Vec::new()).collect();
     let measurements = 3 + usize::from(args.udp.is_some()) + usize::from(args.rr);
     progress.count_steps(repeat * pairs.len() * measurements);
@@ -332,7 +330,7 @@ fn bench(
         .map(|(p, r)| PairResult::new(p.spec, p.engines.len(), p.overlay_mtu, p.tx_paths(), r))
         .collect();
     let mut method =
-        report::Method::new(tool_name, args.seconds, pings, measure::warmup_pings(pings));
+        report::Method::new(run.tool, args.seconds, pings, measure::warmup_pings(pings));
     method.udp = args.udp.map(|size| {
         format!(
             "iperf3 -u -b 0 -l {size} from host a to host b for {} s: offered = the sender's \
@@ -354,12 +352,7 @@ fn bench(
         )
     });
     Ok(Report {
-        tool: tool_name,
-        tool_detail,
-        seconds: args.seconds,
-        repeat,
-        pings,
-        statistic: report::STATISTIC,
+        run,
         namespaces: topo.ns.clone(),
         underlay_mtu: topo.mtu,
         engine: settings,

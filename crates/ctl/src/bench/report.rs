@@ -1,18 +1,18 @@
 //! The results: per round, per pair (median over the rounds), ratios against the kernel pair, and
 //! how each figure was measured — as a table or as one JSON document.
 
-use std::fmt::Write as _;
-
 use serde::{Serialize, Serializer};
 
 use super::cpu::Usage;
-use super::extra::{self, Extra};
-use super::measure::{PingStats, Throughput};
+use super::extra::Extra;
+use super::measure::{PingStats, Throughput, Tool};
 pub(super) use super::method::Method;
 use super::pairs::{EngineSettings, PairSpec};
 
 /// How the rounds are combined into one figure per pair.
 pub(super) const STATISTIC: &str = "median";
+
+mod text;
 
 /// The figures of one pair in one round.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -173,8 +173,10 @@ impl Ratios {
     }
 }
 
+/// How a run measured, in both reports (`bench` and `bench --containers`): the traffic tool,
+/// the length of a TCP run, the pings, the rounds and how they are combined.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct Report {
+pub(super) struct RunInfo {
     pub tool: &'static str,
     pub tool_detail: String,
     pub seconds: u64,
@@ -182,6 +184,40 @@ pub(super) struct Report {
     pub pings: u32,
     /// How rounds are combined: always "median" (the mean of the middle two for an even count).
     pub statistic: &'static str,
+}
+
+impl RunInfo {
+    /// What `args` ask for with `tool`; pings default to 250 a second of TCP run, at most
+    /// [`DEFAULT_PINGS`](super::DEFAULT_PINGS).
+    pub(super) fn new(args: &super::BenchArgs, tool: &Tool, tool_detail: String) -> RunInfo {
+        RunInfo {
+            tool: tool.name(),
+            tool_detail,
+            seconds: args.seconds,
+            repeat: args.repeat as usize,
+            pings: args
+                .pings
+                .unwrap_or_else(|| super::DEFAULT_PINGS.min(250 * args.seconds as u32)),
+            statistic: STATISTIC,
+        }
+    }
+
+    /// The report's line about the method: `tcp` qualifies the TCP run, `what` names what the
+    /// rounds alternate (pairs, paths).
+    pub(super) fn describe(&self, tcp: &str, what: &str) -> String {
+        let rounds = if self.repeat == 1 { "round" } else { "rounds" };
+        format!(
+            "tool: {}; {} s per TCP run{tcp}, {} pings per {what}, {} {rounds} alternating the \
+             {what}s, {} of the rounds",
+            self.tool_detail, self.seconds, self.pings, self.repeat, self.statistic
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct Report {
+    #[serde(flatten)]
+    pub run: RunInfo,
     pub namespaces: [String; 2],
     /// Of every veth between the hosts.
     pub underlay_mtu: u32,
@@ -248,172 +284,6 @@ pub(super) fn encrypted_vs_vxnet(pairs: &[PairResult]) -> Option<Ratios> {
 const PLAIN_PAIR: &str = "vxnet";
 const ENCRYPTED_PAIR: &str = super::pairs::ENCRYPTED.name;
 
-const COLUMNS: [(&str, usize); 6] = [
-    ("TCP x1 Gbit/s", 14),
-    ("TCP x4 Gbit/s", 14),
-    ("ping p50 ms", 12),
-    ("ping p99 ms", 12),
-    ("vxnet CPU s/GB", 15),
-    ("machine CPU s/GB", 17),
-];
-/// Fits the longest row name, "ratio vxnet_encrypted/kernel" (`--encrypted`).
-const NAME_WIDTH: usize = 28;
-
-fn row(out: &mut String, name: &str, cells: [String; 6]) {
-    let _ = write!(out, "{name:<NAME_WIDTH$}");
-    for (cell, (_, width)) in cells.iter().zip(COLUMNS) {
-        let _ = write!(out, " {cell:>width$}");
-    }
-    out.push('\n');
-}
-
-fn num(v: Option<f64>, decimals: usize) -> String {
-    v.map_or("-".into(), |v| format!("{v:.decimals$}"))
-}
-
-impl Report {
-    /// One figure when every overlay device has the same MTU (a fair comparison), else each pair's.
-    fn overlay_mtus(&self) -> String {
-        let mut all = self.pairs.iter().flat_map(|p| p.overlay_mtu);
-        if let Some(first) = all.next() {
-            if all.all(|m| m == first) {
-                return first.to_string();
-            }
-        }
-        let each: Vec<String> = self
-            .pairs
-            .iter()
-            .map(|p| format!("{} {}/{}", p.spec.name, p.overlay_mtu[0], p.overlay_mtu[1]))
-            .collect();
-        format!("differs: {}", each.join(", "))
-    }
-
-    pub(super) fn render(&self) -> String {
-        let mut out = String::new();
-        let rounds = if self.repeat == 1 { "round" } else { "rounds" };
-        let _ = writeln!(
-            out,
-            "vxnet bench: the kernel's vxlan and vxnet on one topology ({} / {})",
-            self.namespaces[0], self.namespaces[1]
-        );
-        let _ = writeln!(
-            out,
-            "tool: {}; {} s per TCP run, {} pings per pair, {} {rounds} alternating the pairs, \
-             {} of the rounds",
-            self.tool_detail, self.seconds, self.pings, self.repeat, self.statistic
-        );
-        let reported = match (&self.engine_workers, &self.engine_offloads) {
-            (Some(w), Some(o)) if o.is_empty() => {
-                format!("; engine reports {w} workers, no offloads")
-            }
-            (Some(w), Some(o)) => format!("; engine reports {w} workers, offloads {}", o.join(",")),
-            _ => String::new(),
-        };
-        let _ = writeln!(out, "engine: {}{reported}", self.engine.describe());
-        let _ = writeln!(
-            out,
-            "underlay: veth MTU {}; overlay MTU {}",
-            self.underlay_mtu,
-            self.overlay_mtus()
-        );
-        if let Some(us) = self.wakeup_round_trip_us {
-            let _ = writeln!(out, "machine: thread wake-up round trip {us:.1} µs");
-        }
-        out.push('\n');
-        let _ = write!(out, "{:<NAME_WIDTH$}", "pair");
-        for (title, width) in COLUMNS {
-            let _ = write!(out, " {title:>width$}");
-        }
-        out.push('\n');
-        for p in &self.pairs {
-            let f = &p.figures;
-            row(
-                &mut out,
-                p.spec.label,
-                [
-                    num(Some(f.tcp_x1_gbit_per_s), 2),
-                    num(Some(f.tcp_x4_gbit_per_s), 2),
-                    num(Some(f.ping_p50_ms), 3),
-                    num(Some(f.ping_p99_ms), 3),
-                    num(f.vxnet_cpu_s_per_gb, 2),
-                    num(f.machine_cpu_s_per_gb, 2),
-                ],
-            );
-        }
-        for r in &self.ratios {
-            row(
-                &mut out,
-                &format!("ratio {}/kernel", r.pair),
-                [
-                    num(r.tcp_x1_gbit_per_s, 2),
-                    num(r.tcp_x4_gbit_per_s, 2),
-                    num(r.ping_p50_ms, 2),
-                    num(r.ping_p99_ms, 2),
-                    "-".into(),
-                    num(r.machine_cpu_s_per_gb, 2),
-                ],
-            );
-        }
-        if let Some(r) = &self.encrypted_vs_vxnet {
-            row(
-                &mut out,
-                &format!("ratio {}/{PLAIN_PAIR}", r.pair),
-                [
-                    num(r.tcp_x1_gbit_per_s, 2),
-                    num(r.tcp_x4_gbit_per_s, 2),
-                    num(r.ping_p50_ms, 2),
-                    num(r.ping_p99_ms, 2),
-                    num(r.vxnet_cpu_s_per_gb, 2),
-                    num(r.machine_cpu_s_per_gb, 2),
-                ],
-            );
-        }
-        extra::render(&mut out, NAME_WIDTH, &self.pairs, &self.ratios);
-        out.push('\n');
-        let m = &self.method;
-        for (what, how) in [
-            ("TCP", &m.throughput),
-            ("ping", &m.latency),
-            ("vxnet CPU", &m.vxnet_cpu),
-            ("machine CPU", &m.machine_cpu),
-            ("ratio", &m.ratios),
-            ("wake-up round trip", &m.wakeup),
-        ] {
-            out.push_str(&wrap(&format!("{what}: {how}."), NOTE_WIDTH, "  "));
-        }
-        for (what, how) in [("UDP", &m.udp), ("RR", &m.rr)] {
-            if let Some(how) = how {
-                out.push_str(&wrap(&format!("{what}: {how}."), NOTE_WIDTH, "  "));
-            }
-        }
-        out
-    }
-}
-
-const NOTE_WIDTH: usize = 100;
-
-/// Breaks `text` at spaces into lines of at most `width` characters (a longer word stays whole);
-/// lines after the first start with `indent`.
-fn wrap(text: &str, width: usize, indent: &str) -> String {
-    let mut out = String::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.trim_start().is_empty() && line.chars().count() + 1 + word.chars().count() > width
-        {
-            out.push_str(&line);
-            out.push('\n');
-            line = indent.to_string();
-        }
-        if !line.trim_start().is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    out.push_str(&line);
-    out.push('\n');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,13 +312,6 @@ mod tests {
             },
             Extra::default(),
         )
-    }
-
-    #[test]
-    fn notes_wrap_at_spaces() {
-        assert_eq!(wrap("aa bb cc dd", 5, "  "), "aa bb\n  cc\n  dd\n");
-        assert_eq!(wrap("averylongword x", 5, ""), "averylongword\nx\n");
-        assert_eq!(wrap("short", 50, "  "), "short\n");
     }
 
     #[test]
@@ -530,12 +393,14 @@ mod tests {
     /// A report of a builtin-tool run over `pairs` on veths of `underlay_mtu`.
     fn report_of(pairs: Vec<PairResult>, underlay_mtu: u32) -> Report {
         Report {
-            tool: "builtin",
-            tool_detail: "builtin".into(),
-            seconds: 1,
-            repeat: 1,
-            pings: 100,
-            statistic: STATISTIC,
+            run: RunInfo {
+                tool: "builtin",
+                tool_detail: "builtin".into(),
+                seconds: 1,
+                repeat: 1,
+                pings: 100,
+                statistic: STATISTIC,
+            },
             namespaces: ["a".into(), "b".into()],
             underlay_mtu,
             engine: EngineSettings::default(),

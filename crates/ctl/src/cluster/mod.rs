@@ -5,5 +5,6 @@
 pub mod cli;
 mod engine_keys;
 pub mod engine_link;
+pub mod engine_view;
 mod network_cli;
 pub mod registry;

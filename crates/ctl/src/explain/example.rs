@@ -1,4 +1,6 @@
-//! The worked example: Docker's classic addresses, one ping between two containers on two hosts.
+//! The worked example: one ping between two containers on two hosts, with the addresses `vxnet
+//! demo` gives its two hosts (VTEPs 192.168.205.1 and .2, overlay 192.168.205.129 and .130), so
+//! the example and the demo's captured packet read alike.
 //!
 //! The packet is made the way the data plane makes it: the inner frame is written behind
 //! headroom, `encapsulate` writes the outer headers in front of it with the engine's own outer
@@ -21,16 +23,18 @@ use super::esp::EspContext;
 use super::model::{Explanation, Overhead, Source};
 use super::ExplainError;
 
+/// Overlay addresses, with MACs made from them the way Docker makes a container's (02:42 and
+/// the four octets).
 pub(super) const CONTAINER_A: (Ipv4Addr, [u8; 6]) = (
-    Ipv4Addr::new(172, 17, 0, 2),
-    [0x02, 0x42, 0xac, 0x11, 0x00, 0x02],
+    Ipv4Addr::new(192, 168, 205, 129),
+    [0x02, 0x42, 0xc0, 0xa8, 0xcd, 0x81],
 );
 pub(super) const CONTAINER_B: (Ipv4Addr, [u8; 6]) = (
-    Ipv4Addr::new(172, 17, 0, 3),
-    [0x02, 0x42, 0xac, 0x11, 0x00, 0x03],
+    Ipv4Addr::new(192, 168, 205, 130),
+    [0x02, 0x42, 0xc0, 0xa8, 0xcd, 0x82],
 );
-const HOST_A_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0a];
-const HOST_B_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xcd, 0x00, 0x0b];
+const HOST_A_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xcd, 0x00, 0x01];
+const HOST_B_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xcd, 0x00, 0x02];
 
 /// What the worked example is built with: the values `vxnet run` would be given.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,11 +45,11 @@ pub struct ExampleArgs {
           conflicts_with_all = ["pcap", "live"])]
     pub vni: u32,
     /// Host A's underlay address in the worked example (IPv4 or IPv6, as `vxnet run --local`).
-    #[arg(long, value_name = "IP", default_value = "192.168.205.10",
+    #[arg(long, value_name = "IP", default_value = "192.168.205.1",
           conflicts_with_all = ["pcap", "live"])]
     pub local: IpAddr,
     /// Host B's underlay address in the worked example (the same family as --local).
-    #[arg(long, value_name = "IP", default_value = "192.168.205.11",
+    #[arg(long, value_name = "IP", default_value = "192.168.205.2",
           conflicts_with_all = ["pcap", "live"])]
     pub remote: IpAddr,
     /// The outer DF bit as `vxnet run --df` sets it (the engine's default: set).

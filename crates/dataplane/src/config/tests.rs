@@ -113,21 +113,7 @@ fn engine_with(networks: Vec<NetworkConfig>) -> EngineConfig {
 }
 
 fn net(name: &str, vni: u32, dev: &str) -> NetworkConfig {
-    NetworkConfig {
-        name: name.to_string(),
-        vni: Vni::new(vni).unwrap(),
-        dev: dev.to_string(),
-        address: None,
-        remotes: Vec::new(),
-        mtu: None,
-        allow_vlan: false,
-        mac: None,
-        bum_rate: None,
-        encryption: None,
-        bridge: None,
-        pool: None,
-        hosts: Vec::new(),
-    }
+    NetworkConfig::plain(name, Vni::new(vni).unwrap(), dev)
 }
 
 #[test]

@@ -217,7 +217,7 @@ pub(crate) fn render(state: &EngineState) -> String {
         (
             "vxnet_neighbor_answered_frames_total",
             "counter",
-            "ARP requests and IPv6 neighbour solicitations from the TAP answered from the neighbour table.",
+            "ARP requests and IPv6 neighbour solicitations from the TAP for addresses in the neighbour table, not flooded: answered from the table, or, for an endpoint on this host, left to it on the bridge.",
             |n| n.neighbor_answered,
         ),
         (

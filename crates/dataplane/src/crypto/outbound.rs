@@ -114,14 +114,14 @@ pub struct OutSa {
 }
 
 impl OutSa {
-    /// Records a packet sealed (call after each seal; a relaxed store on a line only this worker
-    /// writes).
-    pub fn sealed(&self, bytes: usize) {
+    /// Records `packets` sealed, `bytes` long together (call after each run of seals; relaxed
+    /// operations on a line only this worker writes).
+    pub fn sealed(&self, packets: u64, bytes: u64) {
         self.info
             .next_seq
             .store(self.sa.next_seq(), Ordering::Relaxed);
-        self.info.packets.fetch_add(1, Ordering::Relaxed);
-        self.info.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.info.packets.fetch_add(packets, Ordering::Relaxed);
+        self.info.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 

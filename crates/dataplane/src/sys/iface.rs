@@ -143,14 +143,11 @@ pub fn set_gso_max_segs(name: &str, segs: u32) -> Result<(), IfaceError> {
 }
 
 /// The device's `tx_dropped` counter (for a TAP: frames dropped because the queue towards
-/// the process reading it was full), from sysfs; `None` when it cannot be read.
+/// the process reading it was full), through rtnetlink in this thread's namespace (sysfs shows
+/// the namespace it was mounted in, which an engine in a namespace need not see); `None` when
+/// it cannot be read.
 pub(crate) fn tx_dropped(name: &str) -> Option<u64> {
-    validate_ifname(name).ok()?;
-    std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/tx_dropped"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    link_state(name).ok()?.tx_dropped
 }
 
 pub use super::rtnetlink::LinkState;

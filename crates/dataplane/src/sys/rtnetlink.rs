@@ -1,7 +1,8 @@
 //! The two link requests no ioctl covers, each one hand-built rtnetlink message (no netlink
-//! dependency for two messages): setting `gso_max_segs`, and reading a device's carrier, which
-//! for a TUN/TAP device is on exactly while some process has a queue attached (the driver turns
-//! it on at TUNSETIFF and off when the last queue closes) — whether the device is up or not.
+//! dependency for two messages): setting `gso_max_segs`, and reading a device's state: its
+//! carrier, which for a TUN/TAP device is on exactly while some process has a queue attached
+//! (the driver turns it on at TUNSETIFF and off when the last queue closes) — whether the device
+//! is up or not — and its counters.
 //!
 //! A netlink socket talks to the network namespace of the thread that created it, so both
 //! work for engines running on a thread inside another namespace (unlike `/sys/class/net`,
@@ -19,6 +20,10 @@ const IFLA_INFO_KIND: u16 = 1;
 /// `IFLA_ADDRESS` and `IFLA_MTU` (linux/if_link.h).
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_MTU: u16 = 4;
+/// `IFLA_STATS64` (linux/if_link.h): a `struct rtnl_link_stats64` of u64 counters, in which
+/// `tx_dropped` is the eighth.
+const IFLA_STATS64: u16 = 23;
+const STATS64_TX_DROPPED: usize = 7 * 8;
 /// nlmsghdr (16 bytes) then ifinfomsg (16 bytes); attributes follow.
 const LINK_HEADER_LEN: usize = 32;
 
@@ -122,9 +127,12 @@ pub struct LinkState {
     pub mtu: Option<u32>,
     /// The hardware address, when it is an Ethernet one.
     pub mac: Option<[u8; 6]>,
+    /// The device's `tx_dropped` counter (for a TAP: frames dropped because the queue towards
+    /// the process reading it was full).
+    pub tx_dropped: Option<u64>,
 }
 
-/// The carrier and kind of device `index`.
+/// The carrier, kind and counters of device `index`.
 pub(crate) fn link_state(index: u32) -> io::Result<LinkState> {
     let msg = link_message(libc::RTM_GETLINK, libc::NLM_F_REQUEST as u16, index, None);
     // A link dump of one device: statistics and all attributes, a few kB.
@@ -152,6 +160,10 @@ pub(crate) fn link_state(index: u32) -> io::Result<LinkState> {
         .and_then(|v| v.get(..4))
         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
     let mac = find_attr(attrs, IFLA_ADDRESS).and_then(|v| <[u8; 6]>::try_from(v).ok());
+    let tx_dropped = find_attr(attrs, IFLA_STATS64)
+        .and_then(|v| v.get(STATS64_TX_DROPPED..STATS64_TX_DROPPED + 8))
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_ne_bytes);
     Ok(LinkState {
         carrier,
         kind,
@@ -159,6 +171,7 @@ pub(crate) fn link_state(index: u32) -> io::Result<LinkState> {
         up: flags & libc::IFF_UP as u32 != 0,
         mtu,
         mac,
+        tx_dropped,
     })
 }
 
@@ -189,7 +202,9 @@ mod tests {
     #[test]
     fn loopback_is_no_tap() {
         // Every namespace has `lo` at index 1: no rtnetlink kind.
-        assert_eq!(link_state(1).unwrap().kind, None);
+        let lo = link_state(1).unwrap();
+        assert_eq!(lo.kind, None);
+        assert!(lo.tx_dropped.is_some(), "no IFLA_STATS64 for lo");
         assert!(link_state(u32::MAX >> 1).is_err());
     }
 }

@@ -13,6 +13,8 @@ use std::io;
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -60,6 +62,10 @@ pub enum UdpError {
 pub struct UdpSocket {
     sock: Socket,
     local: SocketAddr,
+    /// The SO_RXQ_OVFL total already counted. The kernel's total is the socket's, so every
+    /// clone shares this: a new generation of workers (a reload) takes up where the last left
+    /// instead of counting the socket's earlier drops again.
+    overflows_counted: Arc<AtomicU32>,
 }
 
 pub(super) fn setsockopt_int(
@@ -144,7 +150,11 @@ impl UdpSocket {
             .map_err(setup("getsockname"))?
             .as_socket()
             .unwrap_or(addr);
-        Ok(UdpSocket { sock, local })
+        Ok(UdpSocket {
+            sock,
+            local,
+            overflows_counted: Arc::default(),
+        })
     }
 
     /// The bound address (with the real port when bound to port 0).
@@ -153,6 +163,7 @@ impl UdpSocket {
         Ok(UdpSocket {
             sock: self.sock.try_clone()?,
             local: self.local,
+            overflows_counted: Arc::clone(&self.overflows_counted),
         })
     }
 
@@ -182,6 +193,12 @@ impl UdpSocket {
             libc::SO_RXQ_OVFL,
             1,
         )
+    }
+
+    /// The drops not yet counted, given the socket's running `total` of overflows (from
+    /// [`Received::overflows`]); `total` then counts as counted, for this fd and its clones.
+    pub(crate) fn new_overflows(&self, total: u32) -> u32 {
+        total.wrapping_sub(self.overflows_counted.swap(total, Ordering::Relaxed))
     }
 
     /// Whether this kernel supports UDP_SEGMENT (sets the socket default segment size to 0,

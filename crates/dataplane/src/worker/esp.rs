@@ -15,7 +15,6 @@
 //! from the SA's sender.
 
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 use vxnet_encap::esp::MAX_OVERHEAD;
@@ -29,7 +28,7 @@ use super::{Worker, BATCH};
 use crate::counters::{DropReason, Events};
 use crate::crypto::inbound::EstablishBudget;
 use crate::crypto::outbound::WorkerSeals;
-use crate::crypto::receive::{receive, EspReceived};
+use crate::crypto::receive::{receive_run, EspReceived, RunBuffers};
 use crate::crypto::KEEPALIVE_INTERVAL_MS;
 use crate::fdb::Millis;
 use crate::forward::{Forwarder, WireAction, WireRun};
@@ -229,6 +228,12 @@ impl EspTx {
         };
         let endpoint = crypto.endpoint(vtep, forwarder.esp_port());
         let local = forwarder.local();
+        // The datagrams are segments of one frame: one flow, one source port.
+        let port = data
+            .get(VXLAN_HEADER_LEN..seg_len.min(data.len()))
+            .map(flow_hash)
+            .map(source_port_for)
+            .unwrap_or(forwarder.port());
         let mut chunks = data.chunks(seg_len.max(1)).peekable();
         while chunks.peek().is_some() {
             // Room for a whole run in the current buffer, or the next one, or send first.
@@ -251,6 +256,7 @@ impl EspTx {
                 return;
             };
             let buf = &mut self.bufs[self.buf];
+            let mut sealed_bytes = 0;
             while count < per_send {
                 let Some(datagram) = chunks.next() else {
                     break;
@@ -260,11 +266,6 @@ impl EspTx {
                 let body = udp + UDP_HEADER_LEN;
                 let end = body + datagram.len();
                 buf[body..end].copy_from_slice(datagram);
-                let port = datagram
-                    .get(VXLAN_HEADER_LEN..)
-                    .map(flow_hash)
-                    .map(source_port_for)
-                    .unwrap_or(forwarder.port());
                 UdpRepr {
                     src_port: port,
                     dst_port: forwarder.port(),
@@ -275,7 +276,7 @@ impl EspTx {
                 );
                 match out_sa.sa.seal_in_place(buf, udp..end) {
                     Ok(sealed) => {
-                        out_sa.sealed(sealed.packet.len());
+                        sealed_bytes += sealed.packet.len() as u64;
                         self.pos = sealed.packet.end;
                         count += 1;
                         inner_bytes += datagram.len().saturating_sub(VXLAN_HEADER_LEN);
@@ -294,6 +295,7 @@ impl EspTx {
             if count == 0 {
                 continue;
             }
+            out_sa.sealed(count as u64, sealed_bytes);
             crypto
                 .counters
                 .encrypted
@@ -339,6 +341,7 @@ pub(super) struct EspRx {
     budget: EstablishBudget,
     /// Trial decryptions of unknown SPIs happen here, never in the received packet.
     scratch: Box<[u8]>,
+    bufs: RunBuffers,
     next_keepalive: Millis,
 }
 
@@ -347,44 +350,54 @@ impl EspRx {
         EspRx {
             budget: EstablishBudget::new(now),
             scratch: vec![0u8; if encrypted { MAX_FRAME } else { 0 }].into_boxed_slice(),
+            bufs: RunBuffers::with_capacity(if encrypted { MAX_GSO_SEGMENTS } else { 0 }),
             next_keepalive: now,
         }
     }
 }
 
 impl EspRx {
-    /// Authenticates and decrypts one ESP packet in place and classifies the VXLAN datagram in
-    /// it (as coming from the SA's sender): the network and the inner frame's range in `packet`
-    /// when it is to be delivered (see [`Worker::drain`](super::Worker::drain)).
-    pub(super) fn open(
+    /// Authenticates and decrypts in place the ESP packets of `data` (one, or a UDP GRO run of
+    /// them every `size` bytes) and classifies each VXLAN datagram (as coming from its SA's
+    /// sender); `deliver` gets the network and the inner frame of each one to be delivered (see
+    /// [`Worker::drain`](super::Worker::drain)).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn open_run(
         &mut self,
         forwarder: &Forwarder,
         now: Millis,
         source: SocketAddr,
-        packet: &mut [u8],
+        data: &mut [u8],
+        size: usize,
         run: &mut WireRun,
-    ) -> Option<(usize, Range<usize>)> {
-        let EspReceived::Vxlan {
-            network,
-            sender,
-            vxlan,
-        } = receive(
-            forwarder,
-            now,
-            source,
-            packet,
-            &mut self.scratch,
-            &mut self.budget,
-        )
-        else {
-            return None;
-        };
-        match forwarder.from_esp_run(now, network, sender, &packet[vxlan.clone()], run) {
-            WireAction::Deliver { network, inner } => {
-                Some((network, vxlan.start + inner.start..vxlan.start + inner.end))
+        deliver: &mut impl FnMut(usize, &mut [u8]),
+    ) {
+        let EspRx {
+            budget,
+            scratch,
+            bufs,
+            ..
+        } = self;
+        let each = |data: &mut [u8], received| {
+            let EspReceived::Vxlan {
+                network,
+                sender,
+                vxlan,
+            } = received
+            else {
+                return;
+            };
+            let action = forwarder.from_esp_run(now, network, sender, &data[vxlan.clone()], run);
+            if let WireAction::Deliver { network, inner } = action {
+                deliver(
+                    network,
+                    &mut data[vxlan.start + inner.start..vxlan.start + inner.end],
+                );
             }
-            WireAction::Drop(_) => None,
-        }
+        };
+        receive_run(
+            forwarder, now, source, data, size, scratch, budget, bufs, each,
+        );
     }
 }
 

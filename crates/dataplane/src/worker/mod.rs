@@ -110,8 +110,6 @@ pub(crate) struct Worker {
     split: Box<[u8]>,
     /// ARP/ND requests answered from the neighbour table.
     neighbors: neighbors::NeighborAnswers,
-    /// The receive-buffer overflows each socket (plain, ESP) had reported at its last read.
-    overflows_seen: [u32; 2],
 }
 
 impl std::fmt::Debug for Worker {
@@ -166,7 +164,6 @@ impl Worker {
             sink: TapSink::new(taps.len(), offloads.vnet_hdr),
             split: vec![0u8; split_len].into_boxed_slice(),
             neighbors: neighbors::NeighborAnswers::new(),
-            overflows_seen: [0; 2],
             vnet_hdr: offloads.vnet_hdr,
             forwarder,
             taps,

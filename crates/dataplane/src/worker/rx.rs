@@ -91,26 +91,29 @@ impl Worker {
                 }
                 // A GRO run is counted once, on the network of its first delivered datagram.
                 let mut gro_counted = data.len() <= size;
-                for packet in data.chunks_mut(size) {
-                    let opened = match leg {
-                        Leg::Plain => {
-                            match forwarder.from_wire_run(now, source, packet, &mut run) {
-                                WireAction::Deliver { network, inner } => Some((network, inner)),
-                                WireAction::Drop(_) => None,
-                            }
-                        }
-                        Leg::Esp => esp_rx.open(forwarder, now, source, packet, &mut run),
-                    };
-                    let Some((network, inner)) = opened else {
-                        continue;
-                    };
+                let mut deliver = |network: usize, frame: &mut [u8]| {
                     if !gro_counted {
                         gro_counted = true;
                         if let Some(n) = forwarder.networks().get(network) {
                             Events::bump(&n.events.gro_batches);
                         }
                     }
-                    sink.deliver(forwarder, taps, network, &mut packet[inner]);
+                    sink.deliver(forwarder, taps, network, frame);
+                };
+                match leg {
+                    Leg::Plain => {
+                        for packet in data.chunks_mut(size) {
+                            if let WireAction::Deliver { network, inner } =
+                                forwarder.from_wire_run(now, source, packet, &mut run)
+                            {
+                                deliver(network, &mut packet[inner]);
+                            }
+                        }
+                    }
+                    // Opened a run at a time: one SA lookup and window lock for its packets.
+                    Leg::Esp => {
+                        esp_rx.open_run(forwarder, now, source, data, size, &mut run, &mut deliver)
+                    }
                 }
             }
             forwarder.end_run(&mut run);
@@ -134,12 +137,17 @@ impl Worker {
         else {
             return;
         };
-        let seen = &mut self.overflows_seen[leg as usize];
-        let new = total.wrapping_sub(*seen);
-        *seen = total;
-        self.forwarder
-            .drops
-            .count_many(DropReason::SocketOverflow, u64::from(new));
+        let socket = match leg {
+            Leg::Plain => Some(&self.socket),
+            Leg::Esp => self.esp_socket.as_ref(),
+        };
+        let Some(socket) = socket else {
+            return;
+        };
+        self.forwarder.drops.count_many(
+            DropReason::SocketOverflow,
+            u64::from(socket.new_overflows(total)),
+        );
     }
 }
 

@@ -95,7 +95,7 @@ pub(super) fn weigh(count: usize, hosts: usize) -> EngineWeight {
     let names = NameService::new(None);
     names.set_network(NETWORK, "10.64.0.1/16".parse().ok(), Vec::new());
     // As a member that has none of the endpoints.
-    let entries = crate::cluster::engine_link::endpoint_names(&view, NETWORK, "");
+    let entries = crate::cluster::engine_view::endpoint_names(&view, NETWORK, "");
     let started = cpu_ms();
     names.set_endpoints(NETWORK, entries);
     let names_ms = cpu_ms() - started;
