@@ -205,7 +205,7 @@ fn sighup_without_config_is_ignored() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not started with --config"));
 }
 
-/// SO_RXQ_OVFL puts the socket's running total of drops on each datagram; a reload starts new
+/// The engine reads the socket's running total of drops (SO_MEMINFO); a reload starts new
 /// workers on the same sockets, which counted that whole total again (the counter grew by the
 /// socket's past drops at every reload).
 #[test]

@@ -47,11 +47,5 @@ pub(crate) fn bind_worker_sockets(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    for socket in &sockets {
-        // Only a counter is lost without it (kernels have had it since 2.6.33).
-        if let Err(e) = socket.enable_overflow_count() {
-            tracing::debug!("SO_RXQ_OVFL refused on {addr}: {e}");
-        }
-    }
     Ok((claim, sockets))
 }

@@ -156,16 +156,6 @@ pub(crate) fn decode_udp_gro(buf: &[u8]) -> Option<u16> {
         .and_then(|v| u16::try_from(v).ok())
 }
 
-/// The socket's count of datagrams dropped for want of receive-buffer space (SO_RXQ_OVFL),
-/// cumulative since it was turned on, as the kernel puts it on every received datagram.
-pub(crate) fn decode_rxq_ovfl(buf: &[u8]) -> Option<u32> {
-    iter(buf)
-        .find(|c| c.level == libc::SOL_SOCKET && c.ty == libc::SO_RXQ_OVFL)
-        .and_then(|c| c.data.get(..4))
-        .and_then(|d| d.try_into().ok())
-        .map(u32::from_ne_bytes)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -233,27 +223,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(decode_udp_gro(&c.0[..n]), None);
-    }
-
-    #[test]
-    fn rxq_ovfl_is_found_beside_gro() {
-        let mut b = CmsgBuf::default();
-        let g = encode(
-            &mut b.0,
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            &1448i32.to_ne_bytes(),
-        )
-        .unwrap();
-        let o = encode(
-            &mut b.0[g..],
-            libc::SOL_SOCKET,
-            libc::SO_RXQ_OVFL,
-            &7u32.to_ne_bytes(),
-        )
-        .unwrap();
-        assert_eq!(decode_rxq_ovfl(&b.0[..g + o]), Some(7));
-        assert_eq!(decode_rxq_ovfl(&b.0[..g]), None);
     }
 
     #[test]

@@ -21,6 +21,11 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use super::cmsg::{self, CmsgBuf, IpField};
 use super::cvt;
 
+/// `SO_MEMINFO` (asm-generic/socket.h; libc does not name it) and the length of the array it
+/// fills (`SK_MEMINFO_VARS`).
+const SO_MEMINFO: libc::c_int = 55;
+const SK_MEMINFO_VARS: usize = 9;
+
 /// Options for [`UdpSocket::bind`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UdpOptions {
@@ -183,20 +188,39 @@ impl UdpSocket {
         setsockopt_int(self.sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)
     }
 
-    /// Turns on SO_RXQ_OVFL: every received datagram then carries the socket's running count of
-    /// datagrams dropped because the receive buffer was full ([`Received::overflows`]), so
-    /// those drops can be counted instead of vanishing.
-    pub fn enable_overflow_count(&self) -> io::Result<()> {
-        setsockopt_int(
-            self.sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RXQ_OVFL,
-            1,
-        )
+    /// The socket's running count of datagrams dropped for want of receive-buffer space (the
+    /// kernel's `sk_drops`, from SO_MEMINFO), so those drops can be counted instead of
+    /// vanishing. Read once per batch rather than asked of every datagram with SO_RXQ_OVFL:
+    /// that cmsg is copied straight out of the datagram's `sk_buff`, and on kernels with
+    /// hardened usercopy a VXLAN datagram of a kernel VTEP that carries a TCP segment of this
+    /// host sits in a clone the check refuses, so once the count was non-zero (after a flood)
+    /// the kernel hit `BUG at mm/usercopy.c` in `put_cmsg` and killed the worker thread
+    /// (6.18; see docs/performance.md).
+    pub(crate) fn receive_drops(&self) -> io::Result<u32> {
+        let mut info = [0u32; SK_MEMINFO_VARS];
+        let mut len = size_of::<[u32; SK_MEMINFO_VARS]>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `info`, a live local of that size,
+        // and stores the length it wrote in `len`.
+        let ret = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        cvt(ret)?;
+        let drops = libc::SK_MEMINFO_DROPS as usize;
+        if (len as usize) < (drops + 1) * size_of::<u32>() {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        Ok(info[drops])
     }
 
     /// The drops not yet counted, given the socket's running `total` of overflows (from
-    /// [`Received::overflows`]); `total` then counts as counted, for this fd and its clones.
+    /// [`receive_drops`](Self::receive_drops)); `total` then counts as counted, for this fd and
+    /// its clones.
     pub(crate) fn new_overflows(&self, total: u32) -> u32 {
         total.wrapping_sub(self.overflows_counted.swap(total, Ordering::Relaxed))
     }
@@ -280,8 +304,6 @@ pub struct Received<'a> {
     pub gro_segment_size: Option<u16>,
     /// The datagram did not fit the buffer and was cut (MSG_TRUNC); the buffer size is too small.
     pub truncated: bool,
-    /// With SO_RXQ_OVFL: the socket's datagrams dropped so far for a full receive buffer.
-    pub overflows: Option<u32>,
 }
 
 /// Preallocated state for `recvmmsg`: `batch` buffers of `buf_size` bytes each.
@@ -390,7 +412,6 @@ impl RecvBatch {
                 .unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))),
             gro_segment_size: cmsg::decode_udp_gro(&self.cmsgs[i].0[..controllen]),
             truncated: m.msg_flags & libc::MSG_TRUNC != 0,
-            overflows: cmsg::decode_rxq_ovfl(&self.cmsgs[i].0[..controllen]),
         }
     }
 

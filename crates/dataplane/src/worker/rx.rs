@@ -45,7 +45,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.count_overflows(leg, received);
+            self.count_overflows(leg);
             let now = self.now();
             let Worker {
                 forwarder,
@@ -129,19 +129,17 @@ impl Worker {
 
 impl Worker {
     /// Counts what the `leg`'s socket dropped for a full receive buffer since the last batch,
-    /// from the running total the kernel puts on each datagram (SO_RXQ_OVFL).
-    fn count_overflows(&mut self, leg: Leg, received: usize) {
-        let Some(total) = (0..received)
-            .rev()
-            .find_map(|i| self.recv.datagram(i).overflows)
-        else {
-            return;
-        };
+    /// from the socket's running total (see `UdpSocket::receive_drops`).
+    fn count_overflows(&mut self, leg: Leg) {
         let socket = match leg {
             Leg::Plain => Some(&self.socket),
             Leg::Esp => self.esp_socket.as_ref(),
         };
         let Some(socket) = socket else {
+            return;
+        };
+        // Only a counter is lost without it.
+        let Ok(total) = socket.receive_drops() else {
             return;
         };
         self.forwarder.drops.count_many(
