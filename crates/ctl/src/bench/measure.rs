@@ -20,6 +20,9 @@ const PING_INTERVAL: &str = "0.002";
 const PING_INTERVAL_S: f64 = 0.002;
 /// Slack on top of the nominal duration of a tool run before it is killed.
 const TOOL_SLACK: Duration = Duration::from_secs(20);
+/// How long a UDP run waits after its client returns, for the flood's tail to drain (see
+/// [`Meter::udp`]).
+const UDP_DRAIN: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ToolChoice {
@@ -251,8 +254,16 @@ impl<'a> Meter<'a> {
             self.seconds.to_string(),
             "-J".into(),
         ];
-        let out = self.iperf3_json(&iperf3, &args)?;
-        parse_iperf3_udp(&out)
+        let out = self.iperf3_json(&iperf3, &args);
+        // The flood's tail is still queued (the TAP's queue, the engines' sockets) when the
+        // client returns, and may reach the server after the next test has set up (another
+        // TAP queue carries its control connection ahead of it). iperf3 3.12's UDP server takes
+        // the first datagram on its port as the new client's and answers that one's (dead)
+        // port, and the new client then waits for ever: seen as "iperf3 client did not finish"
+        // in the vxnet pair's paced run right after the unpaced one. A few thousand queued
+        // frames drain in tens of milliseconds.
+        std::thread::sleep(UDP_DRAIN);
+        parse_iperf3_udp(&out?)
     }
 
     /// `--rr`: request/response round trips from host a to `target` for `--seconds`.
