@@ -170,6 +170,12 @@ fn encrypted_bench_keeps_its_engines_state_to_itself() {
         report.to_string().contains("vxnet_encrypted"),
         "the encrypted pair was measured: {report}"
     );
+    // Its engines' tunnel-GSO path carries plaintext only: ESP leaves through the socket.
+    assert_eq!(
+        report["pairs"]["vxnet_encrypted"]["tx_paths"],
+        serde_json::json!(["esp", "esp"]),
+        "{report}"
+    );
     let leaked: Vec<String> = std::fs::read_dir("/var/lib/vxnet")
         .into_iter()
         .flatten()

@@ -224,10 +224,17 @@ impl Pair {
     }
 
     /// The transmit path each engine reports now (host a's first); "?" where it does not answer.
+    /// An engine's path is that of its plaintext superframes: an encrypted network's ESP packets
+    /// are sealed one per segment and leave through its UDP socket (in `UDP_SEGMENT` sends)
+    /// whatever it is, so the encrypted pair's path is `esp`.
     pub(super) fn tx_paths(&self) -> Vec<String> {
         self.engines
             .iter()
-            .map(|e| stats(e).map_or_else(|| "?".to_string(), |s| s.tx_path))
+            .map(|e| match stats(e) {
+                None => "?".to_string(),
+                Some(_) if self.spec.encrypted => "esp".to_string(),
+                Some(s) => s.tx_path,
+            })
             .collect()
     }
 }
