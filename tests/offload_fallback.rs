@@ -88,7 +88,8 @@ fn fallback(test: &str, env: &[(&str, &str)], args: &str, expect: Expect) {
 #[test]
 fn fallback_without_tap_offloads() {
     // No vnet header: frames of at most the MTU both ways, no segmenting, no coalescing. GSO
-    // stays on (nothing to batch without superframes), GRO reads still batch what b sends.
+    // stays on and still batches: the equal-size frames a transfer reads one by one from the
+    // TAP leave for b in runs of one UDP_SEGMENT send. GRO reads still batch what b sends.
     fallback(
         "fallback_tap",
         &[("VXNET_DISABLE_OFFLOADS", "tap")],
@@ -96,7 +97,7 @@ fn fallback_without_tap_offloads() {
         Expect {
             offloads: vec![Offload::UdpGso, Offload::UdpGro],
             tso: false,
-            gso: false,
+            gso: true,
             gro: true,
             coalesce: false,
         },
