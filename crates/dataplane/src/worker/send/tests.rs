@@ -22,6 +22,43 @@ fn planned(dest: Option<SocketAddr>, segments: usize, socket: usize) -> Planned 
     }
 }
 
+/// What [`expand`] makes of a plan: the messages, what each sent, the plan entry each came
+/// from, and what was set aside for its path.
+struct Expanded<'a> {
+    out: Vec<Outgoing<'a>>,
+    sent: Vec<Sent>,
+    origins: Vec<usize>,
+    oversize: Vec<Oversize>,
+}
+
+/// [`expand`] of `plan` over `slices` into fresh buffers; `check` is its path-MTU check.
+fn expand_all<'a>(
+    fwd: &Forwarder,
+    plan: &[Planned],
+    slices: &'a [&'a [u8]],
+    gather: bool,
+    check: &mut dyn FnMut(&Planned, usize, SocketAddr) -> Option<Oversize>,
+) -> Expanded<'a> {
+    let mut e = Expanded {
+        out: Vec::new(),
+        sent: Vec::new(),
+        origins: Vec::new(),
+        oversize: Vec::new(),
+    };
+    expand(
+        fwd,
+        plan,
+        slices,
+        gather,
+        &mut e.out,
+        &mut e.sent,
+        &mut e.origins,
+        check,
+        &mut e.oversize,
+    );
+    e
+}
+
 #[test]
 fn a_flood_becomes_one_message_per_peer_of_the_local_family() {
     let fwd = forwarder("10.0.0.1", &["10.0.0.2", "fd00::3", "10.0.0.4"], 1450);
@@ -29,19 +66,9 @@ fn a_flood_becomes_one_message_per_peer_of_the_local_family() {
     let plan = [planned(None, 3, 5), planned(Some(unicast), 1, 2)];
     let (a, b) = ([1u8; 30], [2u8; 10]);
     let slices: Vec<&[u8]> = vec![&a, &b];
-    let (mut out, mut sent, mut origins, mut oversize) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    expand(
-        &fwd,
-        &plan,
-        &slices,
-        true,
-        &mut out,
-        &mut sent,
-        &mut origins,
-        &mut |_, _, _| None,
-        &mut oversize,
-    );
+    let Expanded {
+        out, sent, origins, ..
+    } = expand_all(&fwd, &plan, &slices, true, &mut |_, _, _| None);
     let dests: Vec<String> = out.iter().map(|o| o.dest.to_string()).collect();
     assert_eq!(dests, ["10.0.0.2:4789", "10.0.0.4:4789", "10.0.0.9:4789"]);
     assert_eq!(origins, [0, 0, 1]);
@@ -77,20 +104,11 @@ fn a_message_too_big_for_its_path_is_set_aside() {
     let plan = [planned(None, 1, 0)];
     let a = [1u8; 30];
     let slices: Vec<&[u8]> = vec![&a];
-    let (mut out, mut sent, mut origins, mut oversize) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let small: SocketAddr = "10.0.0.4:4789".parse().unwrap();
-    expand(
-        &fwd,
-        &plan,
-        &slices,
-        true,
-        &mut out,
-        &mut sent,
-        &mut origins,
-        &mut |p, i, dest| (dest == small).then(|| too_big(p, i, dest, 40)),
-        &mut oversize,
-    );
+    let Expanded { out, oversize, .. } =
+        expand_all(&fwd, &plan, &slices, true, &mut |p, i, dest| {
+            (dest == small).then(|| too_big(p, i, dest, 40))
+        });
     assert_eq!(out.len(), 1, "the other peer still gets it");
     assert_eq!(
         oversize,
@@ -110,19 +128,14 @@ fn gathered(
     let fwd = forwarder("10.0.0.1", &["10.0.0.2"], 1450);
     let data = [7u8; 200];
     let slices: Vec<&[u8]> = lens.iter().map(|&l| &data[..l]).collect();
-    let (mut out, mut sent, mut origins, mut oversize) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    expand(
-        &fwd,
-        plan,
-        &slices,
-        gather,
-        &mut out,
-        &mut sent,
-        &mut origins,
-        &mut |p, i, dest| (p.segment_size.is_some() && !gso_fits).then(|| too_big(p, i, dest, 40)),
-        &mut oversize,
-    );
+    let Expanded {
+        out,
+        sent,
+        oversize,
+        ..
+    } = expand_all(&fwd, plan, &slices, gather, &mut |p, i, dest| {
+        (p.segment_size.is_some() && !gso_fits).then(|| too_big(p, i, dest, 40))
+    });
     assert!(oversize.is_empty(), "nothing is set aside: {oversize:?}");
     let total: usize = out.iter().map(|o| o.parts.len()).sum();
     assert_eq!(total, plan.len(), "every datagram is in one message");
