@@ -62,6 +62,24 @@ impl RunBuffers {
             results: Vec::with_capacity(packets),
         }
     }
+
+    /// Opens the stretch in `packets` with `sa` (results in `results`); the SA's sender.
+    fn open_with(
+        &mut self,
+        sa: &InboundSa,
+        data: &mut [u8],
+        forwarder: &Forwarder,
+        now: Millis,
+    ) -> IpAddr {
+        sa.open_run(
+            data,
+            &self.packets,
+            &forwarder.floors,
+            now,
+            &mut self.results,
+        );
+        sa.sender()
+    }
 }
 
 /// The SPI of an ESP packet; `None` for a NAT keepalive, IKE or something malformed.
@@ -153,16 +171,9 @@ fn open_known(
         let Some(crypto) = &network.crypto else {
             continue;
         };
-        let opened = crypto.inbound.with(spi, |sa| {
-            sa.open_run(
-                data,
-                &bufs.packets,
-                &forwarder.floors,
-                now,
-                &mut bufs.results,
-            );
-            sa.sender()
-        });
+        let opened = crypto
+            .inbound
+            .with(spi, |sa| bufs.open_with(sa, data, forwarder, now));
         if let Some(sender) = opened {
             let opened = OpenedBy {
                 network: index,
@@ -248,16 +259,9 @@ fn establish_and_open(
                     epoch = sa.id().epoch.0,
                     "inbound SA established"
                 );
-                sa.open_run(
-                    data,
-                    &bufs.packets,
-                    &forwarder.floors,
-                    now,
-                    &mut bufs.results,
-                );
                 let opened = OpenedBy {
                     network: index,
-                    sender: sa.sender(),
+                    sender: bufs.open_with(&sa, data, forwarder, now),
                 };
                 opened.hand_on(forwarder, source, data, bufs, each);
                 return;
