@@ -190,7 +190,7 @@ impl UdpSocket {
 
     /// The socket's running count of datagrams dropped for want of receive-buffer space (the
     /// kernel's `sk_drops`, from SO_MEMINFO), so those drops can be counted instead of
-    /// vanishing. Read once per batch rather than asked of every datagram with SO_RXQ_OVFL:
+    /// vanishing. Read once per wake-up of a worker rather than asked of every datagram with SO_RXQ_OVFL:
     /// that cmsg is copied straight out of the datagram's `sk_buff`, and on kernels with
     /// hardened usercopy a VXLAN datagram of a kernel VTEP that carries a TCP segment of this
     /// host sits in a clone the check refuses, so once the count was non-zero (after a flood)
