@@ -49,7 +49,7 @@ fn receive(
         sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         ready_tx.send(()).unwrap();
         let mut buf = vec![0u8; 65536];
-        let mut expect = vec![0u8; FULL];
+        let mut expect = [0u8; FULL];
         for seq in 0..BURST * BURSTS {
             let Ok(n) = sock.recv(&mut buf) else {
                 return (seq, Some(format!("nothing after datagram {seq}")));
@@ -58,7 +58,9 @@ fn receive(
             let len = datagram_len(seq);
             fill(seq, &mut expect[..len]);
             if buf[..n] != expect[..len] {
-                let came = buf.get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap()));
+                let came = buf
+                    .get(..8)
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap()));
                 return (
                     seq,
                     Some(format!(
@@ -104,12 +106,7 @@ fn bursts_to_a(t: &Trio, from: usize, port: u16) {
     let rx = receive(&t.host(A).ns, addr(A, port), Arc::clone(&got));
     send(&t.host(from).ns, addr(A, port), got).join().unwrap();
     let (in_order, problem) = rx.join().unwrap();
-    assert_eq!(
-        problem,
-        None,
-        "{from} -> a\na: {}",
-        t.a.proc.log_text()
-    );
+    assert_eq!(problem, None, "{from} -> a\na: {}", t.a.proc.log_text());
     assert_eq!(in_order, BURST * BURSTS);
 }
 
@@ -123,7 +120,11 @@ fn datagram_bursts_are_coalesced_and_arrive_intact_in_order() {
         assert!(!t.a.offloads().contains(&Offload::Uso));
         return;
     }
-    assert!(t.a.offloads().contains(&Offload::Uso), "{:?}", t.a.offloads());
+    assert!(
+        t.a.offloads().contains(&Offload::Uso),
+        "{:?}",
+        t.a.offloads()
+    );
     t.ping(B, A);
     t.ping(KERNEL, A);
     bursts_to_a(&t, B, 6101);
@@ -132,7 +133,10 @@ fn datagram_bursts_are_coalesced_and_arrive_intact_in_order() {
         "vxnet -> a: {} superframes <- {} datagrams",
         n.udp_coalesced_superframes, n.udp_coalesced_datagrams
     );
-    assert!(n.udp_coalesced_superframes > 0, "no datagrams were coalesced");
+    assert!(
+        n.udp_coalesced_superframes > 0,
+        "no datagrams were coalesced"
+    );
     assert!(n.udp_coalesced_datagrams >= 2 * n.udp_coalesced_superframes);
     // The kernel's vxlan sends every datagram alone; they may or may not meet in one GRO read.
     bursts_to_a(&t, KERNEL, 6102);

@@ -112,7 +112,10 @@ fn a_short_datagram_is_the_last() {
     assert_eq!(delivered(&writes), frames);
 }
 
-/// Each frame, alone, is passed through for `reason` (and counted).
+/// What a case's reject must be.
+type Expected = fn(Reject) -> bool;
+
+/// Each frame, alone, is passed through for its reason (and counted).
 #[test]
 fn every_reject_reason() {
     let ok = || udp_frame(Dgram::v4(0), &payload_of(100, 9));
@@ -135,7 +138,7 @@ fn every_reject_reason() {
     fragment[20..22].copy_from_slice(&0x2000u16.to_be_bytes()); // MF
     refresh_ipv4_checksum(&mut fragment);
     let tcp = tcp_frame(Spec::v4(), &payload_of(100, 1));
-    let cases: Vec<(Vec<u8>, fn(Reject) -> bool)> = vec![
+    let cases: Vec<(Vec<u8>, Expected)> = vec![
         (options, |r| r == Reject::Ipv4Options),
         (udp_frame(Dgram::v4(0), &[]), |r| r == Reject::NoPayload),
         (bad_ip, |r| r == Reject::BadIpv4Checksum),

@@ -7,8 +7,8 @@ use std::io::IoSlice;
 use std::sync::atomic::Ordering;
 
 use vxnet_encap::offload::{
-    complete_partial_checksum, CoalesceConfig, Coalescer, Merge, Push, UdpCoalescer,
-    VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
+    complete_partial_checksum, CoalesceConfig, Coalescer, Merge, Push, UdpCoalescer, VirtioNetHdr,
+    VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
 };
 
 use crate::counters::{DropReason, Events};
@@ -89,7 +89,10 @@ impl TapSink {
             // No such network (nor TAP): nothing to write.
             return Push::Absorbed;
         };
-        match (tcp.push_or_flush(frame, write), self.udp_coalescers.get_mut(network)) {
+        match (
+            tcp.push_or_flush(frame, write),
+            self.udp_coalescers.get_mut(network),
+        ) {
             (Push::PassThrough(_), Some(Some(udp))) => udp.push_or_flush(frame, write),
             (push, _) => push,
         }
@@ -102,7 +105,10 @@ impl TapSink {
         if let Some(pending) = self.coalescers.get_mut(network).and_then(Merge::finish) {
             write(pending);
         }
-        let udp = self.udp_coalescers.get_mut(network).and_then(Option::as_mut);
+        let udp = self
+            .udp_coalescers
+            .get_mut(network)
+            .and_then(Option::as_mut);
         if let Some(pending) = udp.and_then(Merge::finish) {
             write(pending);
         }
