@@ -1,9 +1,11 @@
 //! UDP coalescing on the receive side: bursts of small datagrams from a vxnet peer and from the
 //! kernel's vxlan reach engine `a`, which (its TAP having taken USO) writes consecutive datagrams
 //! of one flow to the TAP as one `GSO_UDP_L4` superframe; the host kernel cuts them back. Every
-//! datagram must reach a plain socket behind `a` intact and in order.
+//! datagram must reach a plain socket behind `a` intact and in order. Encrypted networks' ESP
+//! receive path ends in the same TAP sink: the same bursts over ESP-in-UDP are coalesced too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod esp_common;
 mod offload_common;
 
 use std::net::SocketAddr;
@@ -100,14 +102,20 @@ fn send(ns: &str, dest: SocketAddr, got: Arc<AtomicU64>) -> std::thread::JoinHan
     })
 }
 
-/// The bursts from host `from` to a socket behind engine `a`, every datagram checked.
-fn bursts_to_a(t: &Trio, from: usize, port: u16) {
+/// The bursts from `from` to a socket on `to` (inner address `dest`), every datagram checked;
+/// `engine` is the receiving one, whose log a failure shows.
+fn bursts(from: &Host, to: &Host, dest: SocketAddr, engine: &Vxnet) {
     let got = Arc::new(AtomicU64::new(0));
-    let rx = receive(&t.host(A).ns, addr(A, port), Arc::clone(&got));
-    send(&t.host(from).ns, addr(A, port), got).join().unwrap();
+    let rx = receive(&to.ns, dest, Arc::clone(&got));
+    send(&from.ns, dest, got).join().unwrap();
     let (in_order, problem) = rx.join().unwrap();
-    assert_eq!(problem, None, "{from} -> a\na: {}", t.a.proc.log_text());
+    assert_eq!(problem, None, "-> {dest}\n{}", engine.proc.log_text());
     assert_eq!(in_order, BURST * BURSTS);
+}
+
+/// The bursts from host `from` to a socket behind engine `a`.
+fn bursts_to_a(t: &Trio, from: usize, port: u16) {
+    bursts(t.host(from), t.host(A), addr(A, port), &t.a);
 }
 
 #[test]
@@ -166,4 +174,39 @@ fn without_uso_datagrams_are_written_one_by_one() {
     assert_eq!(n.udp_coalesced_superframes, 0);
     assert_eq!(n.udp_coalesced_datagrams, 0);
     t.assert_no_drops(&[]);
+}
+
+#[test]
+fn encrypted_datagram_bursts_are_coalesced_too() {
+    let Some(lab) = Lab::lan("udp_gro_esp", 2, Family::V4) else {
+        return;
+    };
+    let key = esp_common::key_file(&lab, "net.key");
+    let start = |i: usize, name: &str| {
+        lab.vxnet(
+            i,
+            name,
+            &format!(
+                "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.{}/24 --key-file {}",
+                lab.host(i).underlay,
+                lab.host(1 - i).underlay,
+                i + 1,
+                key.display()
+            ),
+        )
+    };
+    let a = start(0, "a");
+    let _b = start(1, "b");
+    if !kernel_has_uso() {
+        return;
+    }
+    assert!(lab.host(1).ping("10.1.0.1", 3), "{}", a.proc.log_text());
+    bursts(lab.host(1), lab.host(0), addr(A, 6104), &a);
+    let n = a.network(VNI);
+    let decrypted = n.esp.as_ref().map_or(0, |e| e.decrypted);
+    assert!(decrypted >= BURST * BURSTS, "{n:?}");
+    assert!(
+        n.udp_coalesced_superframes > 0,
+        "no datagrams were coalesced"
+    );
 }
