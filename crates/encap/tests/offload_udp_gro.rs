@@ -63,7 +63,7 @@ fn vxnets_own_uso_split_gives_the_datagrams_back_too() {
 
 #[test]
 fn limits_end_a_superframe() {
-    // 64 datagrams at most (the kernel's UDP_MAX_SEGMENTS before 6.9).
+    // 64 datagrams at most (UDP_MAX_SEGMENTS of older kernels; newer ones allow 128).
     let frames = flow(false, 100, 18, 18);
     let (_, writes) = merge(&frames);
     assert_eq!(shape(&writes), [(true, 64), (true, 36)]);

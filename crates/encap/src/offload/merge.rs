@@ -20,8 +20,9 @@ pub const MAX_SUPERFRAME_IP_LEN: usize = 65_535;
 pub struct CoalesceConfig {
     /// Largest IP packet (IP + transport headers + payload) of a superframe, at most 65535.
     pub max_ip_len: usize,
-    /// Most segments (datagrams) merged into one superframe. 64 is also the kernel's
-    /// `UDP_MAX_SEGMENTS` before 6.9, which a TAP write of a UDP superframe may not exceed.
+    /// Most segments (datagrams) merged into one superframe. 64 is also `UDP_MAX_SEGMENTS` of
+    /// older kernels (newer ones allow 128), which a TAP write of a UDP superframe may not
+    /// exceed.
     pub max_segments: usize,
     /// Whether the last segment of a superframe may be shorter than `gso_size`. Some kernels
     /// (6.6.44 and backports) reject such TCP superframes on a TAP write with EINVAL; turning

@@ -14,7 +14,8 @@
 //! `case VIRTIO_NET_HDR_GSO_UDP_L4: gso_type = SKB_GSO_UDP_L4;` (the "Support USO offload in vnet
 //! header" patch of the same series); before it a TAP write with this header is EINVAL. The same
 //! function refuses a `GSO_UDP_L4` write without `NEEDS_CSUM`, with `csum_offset` other than 6, or
-//! with more than `gso_size * UDP_MAX_SEGMENTS` (64 before 6.9) bytes after the UDP header.
+//! with more than `gso_size * UDP_MAX_SEGMENTS` (64 on older kernels, 128 on newer) bytes after
+//! the UDP header.
 //!
 //! Merge rules (a datagram joins the pending superframe only if all hold):
 //! - it parses as Ethernet [+ one 802.1Q tag] + IPv4 without options (not a fragment) or IPv6
@@ -31,8 +32,9 @@
 //! - the superframe stays within `max_ip_len` (65535) bytes of IP packet and `max_segments`.
 //!
 //! A datagram of the pending flow that cannot join (or any IP fragment or truncated UDP datagram)
-//! first makes the superframe go out, so nothing of a flow overtakes what came before it. A run of one datagram
-//! is returned untouched behind an all-zero header.
+//! first makes the superframe go out, so nothing of a flow overtakes what came before it (an IPv6
+//! datagram behind extension headers, which is not parsed, may). A run of one datagram is
+//! returned untouched behind an all-zero header.
 
 use crate::checksum;
 use crate::error::{Layer, OffloadError};
