@@ -63,6 +63,7 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
         ("gro_batches", net.gro_batches),
         ("tso_segments", net.tso_segments),
         ("coalesced_segments", net.coalesced_segments),
+        ("udp_coalesced_datagrams", net.udp_coalesced_datagrams),
     ] {
         let series = format!("vxnet_{key}_total{{network=\"vni42\",vni=\"42\"}}");
         let scraped = sample(&body, &series).unwrap_or_else(|| panic!("{series} in {body}"));

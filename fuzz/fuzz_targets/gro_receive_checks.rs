@@ -32,8 +32,8 @@ use vxnet_dataplane::fuzzing::{
 };
 use vxnet_encap::checksum::{self, Sum};
 use vxnet_encap::offload::{
-    complete_checksum, complete_partial_checksum, CoalesceConfig, Coalescer, InnerSuperframe, Push,
-    VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
+    complete_checksum, complete_partial_checksum, CoalesceConfig, Coalescer, InnerSuperframe,
+    Merge, Push, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
 };
 use vxnet_encap::wire::VXLAN_HEADER_LEN;
 use vxnet_encap::Vni;

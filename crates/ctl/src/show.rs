@@ -283,7 +283,7 @@ pub fn render_stats(report: &StatsReport) -> String {
         );
         let _ = writeln!(
             out,
-            "    offload: tso {} superframes -> {} segments  uso {} -> {}  gso {} sends  gro {} reads  coalesced {} superframes <- {} segments  tunnel superframes {} <- {} segments  partial checksums completed {}",
+            "    offload: tso {} superframes -> {} segments  uso {} -> {}  gso {} sends  gro {} reads  coalesced {} superframes <- {} segments  udp coalesced {} <- {} datagrams  tunnel superframes {} <- {} segments  partial checksums completed {}",
             n.tso_superframes,
             n.tso_segments,
             n.uso_superframes,
@@ -292,6 +292,8 @@ pub fn render_stats(report: &StatsReport) -> String {
             n.gro_batches,
             n.coalesced_superframes,
             n.coalesced_segments,
+            n.udp_coalesced_superframes,
+            n.udp_coalesced_datagrams,
             n.tunnel_superframes,
             n.tunnel_segments,
             n.partial_checksums

@@ -311,6 +311,10 @@ pub struct Events {
     pub(crate) coalesced_superframes: AtomicU64,
     /// ... and the segments merged into them.
     pub(crate) coalesced_segments: AtomicU64,
+    /// Superframes coalesced from received datagrams of one UDP flow (`GSO_UDP_L4`) ...
+    pub(crate) udp_coalesced_superframes: AtomicU64,
+    /// ... and the datagrams merged into them.
+    pub(crate) udp_coalesced_datagrams: AtomicU64,
     /// Received inner TCP/UDP checksums a kernel VTEP on this machine left partial (for a NIC
     /// that a veth is not) and vxnet completed.
     pub(crate) partial_checksums: AtomicU64,

@@ -81,7 +81,7 @@ pub(crate) fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 26] = [
+    let per_network: [(&str, &str, &str, Field); 28] = [
         (
             "vxnet_rx_frames_total",
             "counter",
@@ -183,6 +183,18 @@ pub(crate) fn render(state: &EngineState) -> String {
             "counter",
             "Inner TCP segments merged into superframes.",
             |n| n.coalesced_segments,
+        ),
+        (
+            "vxnet_udp_coalesced_superframes_total",
+            "counter",
+            "Superframes written to the TAP from coalesced inner UDP datagrams.",
+            |n| n.udp_coalesced_superframes,
+        ),
+        (
+            "vxnet_udp_coalesced_datagrams_total",
+            "counter",
+            "Inner UDP datagrams merged into superframes.",
+            |n| n.udp_coalesced_datagrams,
         ),
         (
             "vxnet_partial_checksum_frames_total",

@@ -396,6 +396,12 @@ pub struct NetworkStats {
     pub coalesced_superframes: u64,
     #[serde(default)]
     pub coalesced_segments: u64,
+    /// Superframes written to the TAP from coalesced inner UDP datagrams (USO TAPs) and the
+    /// datagrams merged into them.
+    #[serde(default)]
+    pub udp_coalesced_superframes: u64,
+    #[serde(default)]
+    pub udp_coalesced_datagrams: u64,
     /// Inner checksums a kernel VTEP on this machine left partial, completed by vxnet.
     #[serde(default)]
     pub partial_checksums: u64,

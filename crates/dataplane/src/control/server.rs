@@ -416,6 +416,8 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 gro_batches: n.events.gro_batches.load(Relaxed),
                 coalesced_superframes: n.events.coalesced_superframes.load(Relaxed),
                 coalesced_segments: n.events.coalesced_segments.load(Relaxed),
+                udp_coalesced_superframes: n.events.udp_coalesced_superframes.load(Relaxed),
+                udp_coalesced_datagrams: n.events.udp_coalesced_datagrams.load(Relaxed),
                 partial_checksums: n.events.partial_checksums.load(Relaxed),
                 tunnel_superframes: n.events.tunnel_superframes.load(Relaxed),
                 tunnel_segments: n.events.tunnel_segments.load(Relaxed),

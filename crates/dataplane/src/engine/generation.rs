@@ -72,16 +72,20 @@ impl Core {
                 source,
             };
             // Worker w takes queue w of every network's TAP.
-            let taps = running
+            let (taps, uso): (Vec<_>, Vec<_>) = running
                 .served
                 .iter()
-                .filter_map(|s| s.queues.get(w))
+                .filter_map(|s| s.queues.get(w).map(|q| (q, s.uso)))
+                .unzip();
+            let taps = taps
+                .into_iter()
                 .map(TapQueue::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(clone_err)?;
             let worker = Worker::new(WorkerConfig {
                 forwarder: Arc::clone(&forwarder),
                 taps,
+                uso,
                 socket: socket.try_clone().map_err(clone_err)?,
                 esp_socket: esp_sockets
                     .get(w)

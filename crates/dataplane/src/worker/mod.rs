@@ -66,6 +66,9 @@ pub(crate) struct WorkerConfig {
     pub(crate) forwarder: Arc<Forwarder>,
     /// One queue of each network's TAP, indexed like `forwarder.networks()`.
     pub(crate) taps: Vec<TapQueue>,
+    /// Per TAP (indexed alike): it took USO, so datagrams of one UDP flow may be written to it
+    /// as one superframe.
+    pub(crate) uso: Vec<bool>,
     /// The worker's receive socket (one of the engine's SO_REUSEPORT group).
     pub(crate) socket: UdpSocket,
     /// Its ESP-in-UDP socket (encrypted networks send from and receive on it), when bound.
@@ -125,6 +128,7 @@ impl Worker {
         let WorkerConfig {
             forwarder,
             taps,
+            uso,
             socket,
             esp_socket,
             index,
@@ -161,7 +165,7 @@ impl Worker {
                 ),
             recv: RecvBatch::new(BATCH, MAX_FRAME),
             max_single_datagram: forwarder.max_single_datagram(),
-            sink: TapSink::new(taps.len(), offloads.vnet_hdr),
+            sink: TapSink::new(&uso, offloads.vnet_hdr),
             split: vec![0u8; split_len].into_boxed_slice(),
             neighbors: neighbors::NeighborAnswers::new(),
             vnet_hdr: offloads.vnet_hdr,

@@ -1,32 +1,40 @@
 //! Wire → TAP, last step: writing received inner frames to their network's TAP, straight
-//! through or via the coalescer into superframes behind a virtio-net header, completing partial
+//! through or via the coalescers into superframes behind a virtio-net header (TCP segments of
+//! one flow always; datagrams of one UDP flow when the TAP took USO), completing partial
 //! checksums on the way. Every failed write is a counted drop.
 
 use std::io::IoSlice;
 use std::sync::atomic::Ordering;
 
 use vxnet_encap::offload::{
-    complete_partial_checksum, CoalesceConfig, Coalescer, Push, VirtioNetHdr, VIRTIO_NET_HDR_LEN,
-    ZERO_VNET_HDR,
+    complete_partial_checksum, CoalesceConfig, Coalescer, Merge, Push, UdpCoalescer, VirtioNetHdr,
+    VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
 };
 
 use crate::counters::{DropReason, Events};
 use crate::forward::Forwarder;
 use crate::sys::tap::TapQueue;
 
-/// The TAP side of a worker's receive path: one coalescer per network (indexed like the TAPs).
+/// The TAP side of a worker's receive path: per network (indexed like the TAPs) a TCP coalescer
+/// and, where the TAP took USO, a UDP one.
 #[derive(Debug)]
 pub(super) struct TapSink {
     coalescers: Vec<Coalescer>,
+    udp_coalescers: Vec<Option<UdpCoalescer>>,
     /// The TAPs take a virtio-net header in front of every frame.
     vnet_hdr: bool,
 }
 
 impl TapSink {
-    pub(super) fn new(networks: usize, vnet_hdr: bool) -> Self {
+    /// `uso[i]`: network `i`'s TAP accepted `TUN_F_USO4 | TUN_F_USO6`, so its kernel (6.2 or
+    /// later) takes `GSO_UDP_L4` writes (see `vxnet_encap::offload::udp_coalesce`).
+    pub(super) fn new(uso: &[bool], vnet_hdr: bool) -> Self {
+        let config = CoalesceConfig::default();
         TapSink {
-            coalescers: (0..networks)
-                .map(|_| Coalescer::new(CoalesceConfig::default()))
+            coalescers: uso.iter().map(|_| Coalescer::new(config)).collect(),
+            udp_coalescers: uso
+                .iter()
+                .map(|&uso| (vnet_hdr && uso).then(|| UdpCoalescer::new(config)))
                 .collect(),
             vnet_hdr,
         }
@@ -37,7 +45,8 @@ impl TapSink {
     }
 
     /// Writes one inner frame towards network `network`'s TAP: straight through without a vnet
-    /// header, else through the coalescer (TCP segments of one flow merge into a superframe).
+    /// header, else through the coalescers (segments of one TCP flow, datagrams of one UDP flow
+    /// merge into a superframe).
     pub(super) fn deliver(
         &mut self,
         forwarder: &Forwarder,
@@ -50,14 +59,11 @@ impl TapSink {
             write_tap(forwarder, taps, network, &[IoSlice::new(frame)]);
             return;
         }
-        let Some(coalescer) = self.coalescers.get_mut(network) else {
-            return;
-        };
-        let mut push = coalesce(forwarder, taps, coalescer, network, frame);
-        // Only frames the coalescer did not take are checked for a partial checksum: a TCP
-        // segment it verified is complete, and the signature check costs a parse.
+        let mut push = self.coalesce(forwarder, taps, network, frame);
+        // Only frames the coalescers did not take are checked for a partial checksum: a segment
+        // they verified is complete, and the signature check costs a parse.
         if matches!(push, Push::PassThrough(_)) && complete_partial(forwarder, network, frame) {
-            push = coalesce(forwarder, taps, coalescer, network, frame);
+            push = self.coalesce(forwarder, taps, network, frame);
         }
         if let Push::PassThrough(_) = push {
             write_tap(
@@ -69,44 +75,57 @@ impl TapSink {
         }
     }
 
-    /// Writes out what the coalescer of network `network` holds, so what comes next (a whole
+    /// Offers `frame` to network `network`'s coalescers (TCP, then UDP), writing out a pending
+    /// superframe first when it must go. `PassThrough` when neither took it.
+    fn coalesce(
+        &mut self,
+        forwarder: &Forwarder,
+        taps: &[TapQueue],
+        network: usize,
+        frame: &[u8],
+    ) -> Push {
+        let write = |pending: &[u8]| write_coalesced(forwarder, taps, network, pending);
+        let Some(tcp) = self.coalescers.get_mut(network) else {
+            // No such network (nor TAP): nothing to write.
+            return Push::Absorbed;
+        };
+        match (
+            tcp.push_or_flush(frame, write),
+            self.udp_coalescers.get_mut(network),
+        ) {
+            (Push::PassThrough(_), Some(Some(udp))) => udp.push_or_flush(frame, write),
+            (push, _) => push,
+        }
+    }
+
+    /// Writes out what the coalescers of network `network` hold, so what comes next (a whole
     /// superframe of the same flow) cannot overtake it.
     pub(super) fn flush(&mut self, forwarder: &Forwarder, taps: &[TapQueue], network: usize) {
-        if let Some(coalescer) = self.coalescers.get_mut(network) {
-            flush(forwarder, taps, coalescer, network);
+        let write = |pending: &[u8]| write_coalesced(forwarder, taps, network, pending);
+        if let Some(pending) = self.coalescers.get_mut(network).and_then(Merge::finish) {
+            write(pending);
+        }
+        let udp = self
+            .udp_coalescers
+            .get_mut(network)
+            .and_then(Option::as_mut);
+        if let Some(pending) = udp.and_then(Merge::finish) {
+            write(pending);
         }
     }
 
     /// Writes out every pending superframe: none waits for the next read.
     pub(super) fn flush_all(&mut self, forwarder: &Forwarder, taps: &[TapQueue]) {
-        for (network, coalescer) in self.coalescers.iter_mut().enumerate() {
-            flush(forwarder, taps, coalescer, network);
+        for network in 0..self.coalescers.len() {
+            self.flush(forwarder, taps, network);
         }
     }
 }
 
-/// Offers `frame` to the coalescer, writing out the pending superframe first when it must go.
-fn coalesce(
-    forwarder: &Forwarder,
-    taps: &[TapQueue],
-    coalescer: &mut Coalescer,
-    network: usize,
-    frame: &[u8],
-) -> Push {
-    let mut push = coalescer.push(frame);
-    if push == Push::Flush {
-        flush(forwarder, taps, coalescer, network);
-        push = coalescer.push(frame);
-    }
-    push
-}
-
-/// Writes out the superframe (or lone segment) the coalescer holds for network `network`.
-fn flush(forwarder: &Forwarder, taps: &[TapQueue], coalescer: &mut Coalescer, network: usize) {
-    if let Some(pending) = coalescer.finish() {
-        count_coalesced(forwarder, network, pending);
-        write_tap(forwarder, taps, network, &[IoSlice::new(pending)]);
-    }
+/// Writes a coalescer's superframe (or lone segment) to network `network`'s TAP, counting it.
+fn write_coalesced(forwarder: &Forwarder, taps: &[TapQueue], network: usize, pending: &[u8]) {
+    count_coalesced(forwarder, network, pending);
+    write_tap(forwarder, taps, network, &[IoSlice::new(pending)]);
 }
 
 /// Completes an inner checksum a kernel VTEP on this machine left for a NIC (see
@@ -121,7 +140,8 @@ fn complete_partial(forwarder: &Forwarder, network: usize, frame: &mut [u8]) -> 
     completed
 }
 
-/// Counts a coalescer write that is a superframe (a single segment leaves with a zero header).
+/// Counts a coalescer write that is a superframe (a single segment leaves with a zero header):
+/// TCP and UDP apart.
 fn count_coalesced(forwarder: &Forwarder, network: usize, write: &[u8]) {
     let (Ok(hdr), Some(n)) = (
         VirtioNetHdr::parse(write),
@@ -135,8 +155,19 @@ fn count_coalesced(forwarder: &Forwarder, network: usize, write: &[u8]) {
     let payload = write
         .len()
         .saturating_sub(VIRTIO_NET_HDR_LEN + hdr.hdr_len as usize);
-    Events::bump(&n.events.coalesced_superframes);
-    n.events.coalesced_segments.fetch_add(
+    let (superframes, merged) = if hdr.gso_kind() == VirtioNetHdr::GSO_UDP_L4 {
+        (
+            &n.events.udp_coalesced_superframes,
+            &n.events.udp_coalesced_datagrams,
+        )
+    } else {
+        (
+            &n.events.coalesced_superframes,
+            &n.events.coalesced_segments,
+        )
+    };
+    Events::bump(superframes);
+    merged.fetch_add(
         payload.div_ceil(hdr.gso_size as usize) as u64,
         Ordering::Relaxed,
     );

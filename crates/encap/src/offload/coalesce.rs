@@ -30,103 +30,22 @@
 use std::ops::Range;
 
 use crate::checksum;
-use crate::error::OffloadError;
 use crate::wire::tcp::{field as tcp_field, flags as tcp_flags};
 use crate::wire::{
-    ipv4, ipv6, Ipv4Packet, TcpPacket, IPV4_HEADER_LEN, IPV6_HEADER_LEN, TAGGED_HEADER_LEN,
-    TCP_MAX_HEADER_LEN,
+    TcpPacket, IPV4_HEADER_LEN, IPV6_HEADER_LEN, TAGGED_HEADER_LEN, TCP_MAX_HEADER_LEN,
 };
 
 use super::copy_csum::copy_and_sum;
-use super::frame::{at, IpFrame, TcpFrame};
+use super::frame::{at, IpFrame, TcpFrame, Transport};
+use super::merge::{
+    ipv4_checksum_verifies, ipv4_header, same_link_and_ip, seal, CoalesceConfig, CoalesceStats,
+    Merge, Push, Reject, Seal, MAX_SUPERFRAME_IP_LEN,
+};
 use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
-use super::TCP_CHECKSUM_OFFSET;
 
 /// Largest header run of a coalescable segment: Ethernet + tag, IPv6 (IPv4 with options is not
 /// merged), TCP with options.
 const MAX_TEMPLATE: usize = TAGGED_HEADER_LEN + IPV6_HEADER_LEN + TCP_MAX_HEADER_LEN;
-/// Largest IP packet a superframe may be (IPv4 total length / IPv6 payload length are 16 bits).
-pub const MAX_SUPERFRAME_IP_LEN: usize = 65_535;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CoalesceConfig {
-    /// Largest IP packet (IP + TCP headers + payload) of a superframe, at most 65535.
-    pub max_ip_len: usize,
-    /// Most segments merged into one superframe.
-    pub max_segments: usize,
-    /// Whether the last segment of a superframe may be shorter than `gso_size`. Some kernels
-    /// (6.6.44 and backports) reject such TAP writes with EINVAL: the engine probes and clears it.
-    pub short_tail: bool,
-}
-
-impl Default for CoalesceConfig {
-    fn default() -> Self {
-        CoalesceConfig {
-            max_ip_len: MAX_SUPERFRAME_IP_LEN,
-            max_segments: 64,
-            short_tail: true,
-        }
-    }
-}
-
-/// Why a frame is written to the TAP as it came (behind [`ZERO_VNET_HDR`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
-    /// Not Ethernet/IP/TCP, or truncated/malformed (the kernel will judge it).
-    Malformed(OffloadError),
-    /// IPv4 header with options.
-    Ipv4Options,
-    /// Pure ACK / window update: nothing to merge.
-    NoPayload,
-    /// Flags other than ACK, PSH, ECE (SYN, FIN, RST, URG, CWR) or no ACK.
-    Flags {
-        flags: u8,
-    },
-    BadIpv4Checksum,
-    BadTcpChecksum,
-    /// Longer than `max_ip_len` on its own.
-    TooLong {
-        ip_len: usize,
-    },
-}
-
-/// What [`Coalescer::push`] did with a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Push {
-    /// Merged into (or started) the pending superframe; nothing to write yet.
-    Absorbed,
-    /// The frame does not continue the pending superframe (or belongs to its flow but cannot be
-    /// merged, and must not overtake it). Write [`Coalescer::finish`], then push the frame again;
-    /// with nothing pending, `push` never returns `Flush`.
-    Flush,
-    /// Write the frame as it is, behind [`ZERO_VNET_HDR`]. It is of another flow than the pending
-    /// superframe (or unparseable), so it may overtake it; the pending superframe stays pending.
-    PassThrough(Reject),
-}
-
-/// What [`Coalescer::coalesce`] hands to its callback, in the order to write them to the TAP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Emit<'a> {
-    /// Virtio-net header + frame, ready for one TAP `write`.
-    Write(&'a [u8]),
-    /// An input frame to write unchanged behind [`ZERO_VNET_HDR`] (e.g. `writev`).
-    AsIs(&'a [u8]),
-}
-
-/// Counters for `vxnet stats`; never reset by the coalescer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CoalesceStats {
-    /// Superframes of two or more segments written.
-    pub superframes: u64,
-    /// Segments that went into those superframes.
-    pub merged_segments: u64,
-    /// Coalescable segments that found no partner (written untouched, zero header).
-    pub singles: u64,
-    /// Frames passed through as-is, all reasons (including bad checksums).
-    pub passed_through: u64,
-    /// Frames whose IPv4 header or TCP checksum failed (passed through for the kernel to drop).
-    pub bad_checksum: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IpIdMode {
@@ -187,9 +106,8 @@ impl Default for Coalescer {
 }
 
 impl Coalescer {
-    pub fn new(mut config: CoalesceConfig) -> Self {
-        config.max_ip_len = config.max_ip_len.min(MAX_SUPERFRAME_IP_LEN);
-        config.max_segments = config.max_segments.max(1);
+    pub fn new(config: CoalesceConfig) -> Self {
+        let config = config.clamped();
         Coalescer {
             buf: vec![0u8; VIRTIO_NET_HDR_LEN + TAGGED_HEADER_LEN + MAX_SUPERFRAME_IP_LEN]
                 .into_boxed_slice(),
@@ -230,113 +148,8 @@ impl Coalescer {
         self.run.is_some()
     }
 
-    /// Offers one decapsulated inner Ethernet frame. See [`Push`] for what the caller must do.
-    pub fn push(&mut self, frame: &[u8]) -> Push {
-        if let (Some(run), true) = (self.run, self.fast_path) {
-            if let Some(next) = self.continue_fast(run, frame) {
-                return self.extend(run, frame, &next);
-            }
-        }
-        let tf = match TcpFrame::parse(frame) {
-            Ok(tf) => tf,
-            Err(e) => return self.pass(Reject::Malformed(e)),
-        };
-        let same_flow = match &self.run {
-            Some(run) => self.same_flow(run, frame, &tf),
-            None => false,
-        };
-        if let Err(reject) = self.eligible(frame, &tf) {
-            // A same-flow frame (e.g. the FIN after the data) must not overtake the superframe.
-            return if same_flow {
-                Push::Flush
-            } else {
-                self.pass(reject)
-            };
-        }
-        match self.run {
-            None => self.start(frame, tf),
-            Some(run) => {
-                if !same_flow || !self.continues(&run, frame, &tf) {
-                    return Push::Flush;
-                }
-                self.extend(run, frame, &tf)
-            }
-        }
-    }
-
-    /// Completes the pending superframe and returns `[virtio-net header][frame]` for one TAP
-    /// write, or `None` when nothing is pending.
-    pub fn finish(&mut self) -> Option<&[u8]> {
-        let run = self.run.take()?;
-        let len = std::mem::take(&mut self.len);
-        let (hdr_bytes, rest) = self.buf.split_at_mut(VIRTIO_NET_HDR_LEN);
-        let sf = rest.get_mut(..len)?;
-        if run.segments == 1 {
-            hdr_bytes.copy_from_slice(&ZERO_VNET_HDR);
-            self.stats.singles += 1;
-            return self.buf.get(..VIRTIO_NET_HDR_LEN + len);
-        }
-        let TcpFrame { ip, tcp_hlen } = run.tf;
-        let tcp_len = len - ip.l4;
-        ip.set_len(sf, tcp_len);
-        if !ip.ipv6 {
-            Ipv4Packet::new_unchecked(&mut sf[ip.l3..ip.l4]).fill_checksum();
-        }
-        let pseudo = run.tf.pseudo_header(sf, tcp_len).fold();
-        TcpPacket::new_unchecked(&mut sf[ip.l4..]).set_checksum(pseudo);
-        let (l4, ipv6) = (ip.l4, ip.ipv6);
-        let hdr = VirtioNetHdr {
-            flags: VirtioNetHdr::FLAG_NEEDS_CSUM,
-            gso_type: if ipv6 {
-                VirtioNetHdr::GSO_TCPV6
-            } else {
-                VirtioNetHdr::GSO_TCPV4
-            },
-            hdr_len: (l4 + tcp_hlen) as u16,
-            gso_size: run.gso_size as u16,
-            csum_start: l4 as u16,
-            csum_offset: TCP_CHECKSUM_OFFSET,
-        };
-        hdr_bytes.copy_from_slice(&hdr.to_bytes());
-        self.stats.superframes += 1;
-        self.stats.merged_segments += run.segments as u64;
-        self.buf.get(..VIRTIO_NET_HDR_LEN + len)
-    }
-
-    /// Convenience over [`push`](Self::push)/[`finish`](Self::finish): runs a whole batch (e.g.
-    /// one `recvmmsg` with UDP GRO, decapsulated) and hands every TAP write to `emit` in order.
-    /// Ends with nothing pending, so nothing waits for a timer between batches.
-    pub fn coalesce<'f, I>(&mut self, frames: I, mut emit: impl FnMut(Emit<'_>))
-    where
-        I: IntoIterator<Item = &'f [u8]>,
-    {
-        for frame in frames {
-            match self.push(frame) {
-                Push::Absorbed => {}
-                Push::PassThrough(_) => emit(Emit::AsIs(frame)),
-                Push::Flush => {
-                    if let Some(b) = self.finish() {
-                        emit(Emit::Write(b));
-                    }
-                    match self.push(frame) {
-                        Push::Absorbed => {}
-                        // Flush cannot recur with nothing pending; pass through if it ever did.
-                        Push::PassThrough(_) | Push::Flush => emit(Emit::AsIs(frame)),
-                    }
-                }
-            }
-        }
-        if let Some(b) = self.finish() {
-            emit(Emit::Write(b));
-        }
-    }
-
     fn pass(&mut self, reject: Reject) -> Push {
-        self.stats.passed_through += 1;
-        if matches!(reject, Reject::BadIpv4Checksum | Reject::BadTcpChecksum) {
-            self.stats.bad_checksum += 1;
-        }
-        Push::PassThrough(reject)
+        self.stats.pass(reject)
     }
 
     /// Static checks that do not depend on the pending superframe.
@@ -397,27 +210,12 @@ impl Coalescer {
             return false;
         }
         let cur = self.pending();
-        let (l3, l4) = (tf.ip.l3, tf.ip.l4);
+        let l4 = tf.ip.l4;
         let same = |r: Range<usize>| cur.get(r.clone()) == frame.get(r);
-        if !same(0..l3) {
+        if !same_link_and_ip(cur, frame, &tf.ip)
+            || (!tf.ip.ipv6 && self.next_id_mode(run, frame, tf).is_none())
+        {
             return false;
-        }
-        if tf.ip.ipv6 {
-            // Version, traffic class, flow label; next header, hop limit.
-            let fixed = ipv6::field::PAYLOAD_LEN.end..ipv6::field::SRC_ADDR.start;
-            if !same(at(l3, ipv6::field::VER_TC_FLOW)) || !same(at(l3, fixed)) {
-                return false;
-            }
-        } else {
-            // TOS, flags/fragment (DF), TTL, protocol must match; ID is checked below.
-            let version_tos = ipv4::field::VER_IHL..ipv4::field::TOTAL_LEN.start;
-            let flags_ttl_protocol = ipv4::field::FLAGS_FRAG.start..ipv4::field::CHECKSUM.start;
-            if !same(at(l3, version_tos)) || !same(at(l3, flags_ttl_protocol)) {
-                return false;
-            }
-            if self.next_id_mode(run, frame, tf).is_none() {
-                return false;
-            }
         }
         let tcp = tf.tcp(frame);
         let data_offset = tcp_field::DATA_OFFSET..tcp_field::DATA_OFFSET + 1;
@@ -560,13 +358,64 @@ impl Coalescer {
     }
 }
 
-/// The IPv4 header of `frame`, laid out as `ip` says (`ip` came from parsing a frame so laid out).
-fn ipv4_header<'f>(frame: &'f [u8], ip: &IpFrame) -> Ipv4Packet<&'f [u8]> {
-    Ipv4Packet::new_unchecked(frame.get(ip.l3..ip.l4).unwrap_or_default())
-}
+impl Merge for Coalescer {
+    fn push(&mut self, frame: &[u8]) -> Push {
+        if let (Some(run), true) = (self.run, self.fast_path) {
+            if let Some(next) = self.continue_fast(run, frame) {
+                return self.extend(run, frame, &next);
+            }
+        }
+        let tf = match TcpFrame::parse(frame) {
+            Ok(tf) => tf,
+            Err(e) => return self.pass(Reject::Malformed(e)),
+        };
+        let same_flow = match &self.run {
+            Some(run) => self.same_flow(run, frame, &tf),
+            None => false,
+        };
+        if let Err(reject) = self.eligible(frame, &tf) {
+            // A same-flow frame (e.g. the FIN after the data) must not overtake the superframe.
+            return if same_flow {
+                Push::Flush
+            } else {
+                self.pass(reject)
+            };
+        }
+        match self.run {
+            None => self.start(frame, tf),
+            Some(run) => {
+                if !same_flow || !self.continues(&run, frame, &tf) {
+                    return Push::Flush;
+                }
+                self.extend(run, frame, &tf)
+            }
+        }
+    }
 
-/// Whether the IPv4 header of `frame` at `ip` carries a correct checksum.
-fn ipv4_checksum_verifies(frame: &[u8], ip: &IpFrame) -> bool {
-    let header = frame.get(ip.l3..ip.l4).unwrap_or_default();
-    checksum::verifies(checksum::Sum::new().add_bytes(header))
+    fn finish(&mut self) -> Option<&[u8]> {
+        let run = self.run.take()?;
+        let len = std::mem::take(&mut self.len);
+        if run.segments == 1 {
+            self.buf
+                .get_mut(..VIRTIO_NET_HDR_LEN)?
+                .copy_from_slice(&ZERO_VNET_HDR);
+            self.stats.singles += 1;
+            return self.buf.get(..VIRTIO_NET_HDR_LEN + len);
+        }
+        self.stats.superframes += 1;
+        self.stats.merged_segments += run.segments as u64;
+        let ip = run.tf.ip;
+        let seal_as = Seal {
+            ip,
+            transport: Transport::Tcp,
+            hdr_len: run.tf.hdr_len(),
+            gso_size: run.gso_size,
+            gso_type: if ip.ipv6 {
+                VirtioNetHdr::GSO_TCPV6
+            } else {
+                VirtioNetHdr::GSO_TCPV4
+            },
+        };
+        seal(&mut self.buf, len, &seal_as)
+    }
 }

@@ -7,6 +7,10 @@
 //!   superframe into VXLAN-wrapped segments of equal size laid out for one `UDP_SEGMENT` send.
 //! - [`coalesce`]: wire -> TAP. [`Coalescer`] merges consecutive, checksum-verified TCP segments of
 //!   one flow into a superframe with a `NEEDS_CSUM` + `TCPV4/6` virtio-net header.
+//! - [`udp_coalesce`]: wire -> TAP. [`UdpCoalescer`] does the same for the datagrams of one UDP
+//!   flow (`GSO_UDP_L4`), the kernel's UDP GRO; only for a TAP that took USO.
+//! - [`merge`]: what the two coalescers share ([`Merge`], [`Push`], [`Emit`], the header checks
+//!   and the sealing of a superframe behind its virtio-net header).
 //! - [`copy_csum`]: the fused copy + checksum both directions use.
 //! - [`partial`]: inner checksums a kernel VTEP on the same machine left for a NIC to finish.
 //! - [`tunnel_gso`]: a whole inner superframe a kernel VTEP on the same machine sent unsplit.
@@ -35,7 +39,7 @@
 //! VXLAN 8 - inner Ethernet 14 - inner IP/TCP headers (e.g. 1500 - 50 - 20 - 32 = 1398 for IPv4
 //! with timestamps). A malformed frame is an error to count and drop.
 //!
-//! Wire -> TAP, per batch of decapsulated inner frames:
+//! Wire -> TAP, per batch of decapsulated inner frames (either coalescer, through [`Merge`]):
 //! ```text
 //! coalescer.coalesce(frames, |e| match e {
 //!     Emit::Write(bytes) => tap.write(bytes),            // header included
@@ -46,13 +50,16 @@
 pub mod coalesce;
 pub mod copy_csum;
 mod frame;
+pub mod merge;
 pub mod partial;
 pub mod segment;
 pub mod tunnel_gso;
 pub mod tunnel_tx;
+pub mod udp_coalesce;
 pub mod vnet;
 
-pub use coalesce::{CoalesceConfig, CoalesceStats, Coalescer, Emit, Push, Reject};
+pub use coalesce::Coalescer;
+pub use merge::{CoalesceConfig, CoalesceStats, Emit, Merge, Push, Reject};
 pub use partial::complete_partial_checksum;
 pub use segment::{
     complete_checksum, prepare_for_wire, prepare_for_wire_with, required_output_len,
@@ -60,6 +67,7 @@ pub use segment::{
     MAX_UDP_GSO_PAYLOAD,
 };
 pub use tunnel_gso::InnerSuperframe;
+pub use udp_coalesce::UdpCoalescer;
 pub use vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
 
 use crate::wire::{tcp, udp};

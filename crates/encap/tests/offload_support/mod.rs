@@ -7,8 +7,8 @@ pub use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpHeader, Transport
 pub use vxnet_encap::checksum::{self, pseudo_header_v4, pseudo_header_v6, Sum};
 pub use vxnet_encap::offload::{
     complete_checksum, prepare_for_wire, required_output_len, CoalesceConfig, Coalescer, Emit,
-    Push, Reject, Segmented, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, MAX_UDP_GSO_PAYLOAD,
-    VIRTIO_NET_HDR_LEN,
+    Merge, Push, Reject, Segmented, UdpCoalescer, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS,
+    MAX_UDP_GSO_PAYLOAD, VIRTIO_NET_HDR_LEN,
 };
 pub use vxnet_encap::{Layer, OffloadError, Vni};
 
@@ -234,7 +234,9 @@ pub fn segment_and_check(spec: Spec, payload: &[u8], gso_size: u16, mss: usize) 
     frames.into_iter().map(<[u8]>::to_vec).collect()
 }
 
-pub fn coalesce_all(co: &mut Coalescer, frames: &[Vec<u8>]) -> Vec<(bool, Vec<u8>)> {
+/// Runs `frames` through a coalescer: every TAP write, `true` for a coalescer write (header
+/// included), `false` for a frame to write as-is.
+pub fn coalesce_all(co: &mut impl Merge, frames: &[Vec<u8>]) -> Vec<(bool, Vec<u8>)> {
     let mut got = Vec::new();
     co.coalesce(frames.iter().map(Vec::as_slice), |e| match e {
         Emit::Write(b) => got.push((true, b.to_vec())),
@@ -425,3 +427,4 @@ pub fn assert_fast_path_agrees(frames: &[Vec<u8>]) {
     assert_eq!(a, b);
     assert_eq!(fast.stats(), full.stats());
 }
+pub mod udp;

@@ -1,0 +1,212 @@
+//! UDP coalescing on the receive side: bursts of small datagrams from a vxnet peer and from the
+//! kernel's vxlan reach engine `a`, which (its TAP having taken USO) writes consecutive datagrams
+//! of one flow to the TAP as one `GSO_UDP_L4` superframe; the host kernel cuts them back. Every
+//! datagram must reach a plain socket behind `a` intact and in order. Encrypted networks' ESP
+//! receive path ends in the same TAP sink: the same bursts over ESP-in-UDP are coalesced too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod esp_common;
+mod offload_common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use offload_common::*;
+use vxnet_tests::*;
+
+/// Datagrams per burst (sent back to back), the last one shorter; bursts per transfer.
+const BURST: u64 = 64;
+const BURSTS: u64 = 60;
+const FULL: usize = 64;
+const TAIL: usize = 40;
+
+fn datagram_len(seq: u64) -> usize {
+    if seq % BURST == BURST - 1 {
+        TAIL
+    } else {
+        FULL
+    }
+}
+
+/// Datagram `seq`: its number, then bytes that depend on it (every datagram distinct).
+fn fill(seq: u64, buf: &mut [u8]) {
+    buf[..8].copy_from_slice(&seq.to_be_bytes());
+    for (k, b) in buf[8..].iter_mut().enumerate() {
+        *b = (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (k % 8 * 8)) as u8 ^ k as u8;
+    }
+}
+
+/// Receives until every datagram came (or 3 s pass without one); each must be the next in
+/// sequence, with its length and bytes. Returns (datagrams in order, first problem if any).
+fn receive(
+    ns: &str,
+    addr: SocketAddr,
+    got: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<(u64, Option<String>)> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = in_netns(ns, move || {
+        let sock = std::net::UdpSocket::bind(addr).expect("bind receiver");
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut expect = [0u8; FULL];
+        for seq in 0..BURST * BURSTS {
+            let Ok(n) = sock.recv(&mut buf) else {
+                return (seq, Some(format!("nothing after datagram {seq}")));
+            };
+            got.fetch_add(1, Ordering::Relaxed);
+            let len = datagram_len(seq);
+            fill(seq, &mut expect[..len]);
+            if buf[..n] != expect[..len] {
+                let came = buf
+                    .get(..8)
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap()));
+                return (
+                    seq,
+                    Some(format!(
+                        "expected datagram {seq} ({len} bytes), got {n} bytes numbered {came:?}"
+                    )),
+                );
+            }
+        }
+        (BURST * BURSTS, None)
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("receiver ready");
+    handle
+}
+
+/// Sends the bursts from a connected socket in `ns` (so IPv4 IDs count up by one, as a connected
+/// UDP socket's do), waiting for each burst to arrive (at most 1 s) before the next, so no socket
+/// buffer overflows and a loss is a failure.
+fn send(ns: &str, dest: SocketAddr, got: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+    in_netns(ns, move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind sender");
+        sock.connect(dest).unwrap();
+        let mut buf = [0u8; FULL];
+        for burst in 0..BURSTS {
+            for seq in burst * BURST..(burst + 1) * BURST {
+                let len = datagram_len(seq);
+                fill(seq, &mut buf[..len]);
+                sock.send(&buf[..len]).expect("send");
+            }
+            let want = (burst + 1) * BURST;
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while got.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    })
+}
+
+/// The bursts from `from` to a socket on `to` (inner address `dest`), every datagram checked;
+/// `engine` is the receiving one, whose log a failure shows.
+fn bursts(from: &Host, to: &Host, dest: SocketAddr, engine: &Vxnet) {
+    let got = Arc::new(AtomicU64::new(0));
+    let rx = receive(&to.ns, dest, Arc::clone(&got));
+    send(&from.ns, dest, got).join().unwrap();
+    let (in_order, problem) = rx.join().unwrap();
+    assert_eq!(problem, None, "-> {dest}\n{}", engine.proc.log_text());
+    assert_eq!(in_order, BURST * BURSTS);
+}
+
+/// The bursts from host `from` to a socket behind engine `a`.
+fn bursts_to_a(t: &Trio, from: usize, port: u16) {
+    bursts(t.host(from), t.host(A), addr(A, port), &t.a);
+}
+
+#[test]
+fn datagram_bursts_are_coalesced_and_arrive_intact_in_order() {
+    let Some(t) = trio("udp_gro", Family::V4, 1500, &[], "") else {
+        return;
+    };
+    if !kernel_has_uso() {
+        // Before 6.2 a TAP write of a GSO_UDP_L4 frame is EINVAL: nothing may be coalesced.
+        assert!(!t.a.offloads().contains(&Offload::Uso));
+        return;
+    }
+    assert!(
+        t.a.offloads().contains(&Offload::Uso),
+        "{:?}",
+        t.a.offloads()
+    );
+    t.ping(B, A);
+    t.ping(KERNEL, A);
+    bursts_to_a(&t, B, 6101);
+    let n = t.a.network(VNI);
+    eprintln!(
+        "vxnet -> a: {} superframes <- {} datagrams",
+        n.udp_coalesced_superframes, n.udp_coalesced_datagrams
+    );
+    assert!(
+        n.udp_coalesced_superframes > 0,
+        "no datagrams were coalesced"
+    );
+    assert!(n.udp_coalesced_datagrams >= 2 * n.udp_coalesced_superframes);
+    // The kernel's vxlan sends every datagram alone; they may or may not meet in one GRO read.
+    bursts_to_a(&t, KERNEL, 6102);
+    let after = t.a.network(VNI);
+    eprintln!(
+        "+ kernel -> a: {} superframes <- {} datagrams",
+        after.udp_coalesced_superframes, after.udp_coalesced_datagrams
+    );
+    t.assert_no_drops(&[]);
+}
+
+#[test]
+fn without_uso_datagrams_are_written_one_by_one() {
+    let Some(t) = trio(
+        "udp_gro_off",
+        Family::V4,
+        1500,
+        &[("VXNET_DISABLE_OFFLOADS", "uso")],
+        "",
+    ) else {
+        return;
+    };
+    assert!(!t.a.offloads().contains(&Offload::Uso));
+    t.ping(B, A);
+    bursts_to_a(&t, B, 6103);
+    let n = t.a.network(VNI);
+    assert_eq!(n.udp_coalesced_superframes, 0);
+    assert_eq!(n.udp_coalesced_datagrams, 0);
+    t.assert_no_drops(&[]);
+}
+
+#[test]
+fn encrypted_datagram_bursts_are_coalesced_too() {
+    let Some(lab) = Lab::lan("udp_gro_esp", 2, Family::V4) else {
+        return;
+    };
+    let key = esp_common::key_file(&lab, "net.key");
+    let start = |i: usize, name: &str| {
+        lab.vxnet(
+            i,
+            name,
+            &format!(
+                "--vni 42 --dev vx42 --local {} --remote {} --address 10.1.0.{}/24 --key-file {}",
+                lab.host(i).underlay,
+                lab.host(1 - i).underlay,
+                i + 1,
+                key.display()
+            ),
+        )
+    };
+    let a = start(0, "a");
+    let _b = start(1, "b");
+    if !kernel_has_uso() {
+        return;
+    }
+    assert!(lab.host(1).ping("10.1.0.1", 3), "{}", a.proc.log_text());
+    bursts(lab.host(1), lab.host(0), addr(A, 6104), &a);
+    let n = a.network(VNI);
+    let decrypted = n.esp.as_ref().map_or(0, |e| e.decrypted);
+    assert!(decrypted >= BURST * BURSTS, "{n:?}");
+    assert!(
+        n.udp_coalesced_superframes > 0,
+        "no datagrams were coalesced"
+    );
+}
