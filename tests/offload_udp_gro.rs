@@ -1,14 +1,15 @@
 //! UDP coalescing on the receive side: bursts of small datagrams from a vxnet peer and from the
 //! kernel's vxlan reach engine `a`, which (its TAP having taken USO) writes consecutive datagrams
 //! of one flow to the TAP as one `GSO_UDP_L4` superframe; the host kernel cuts them back. Every
-//! datagram must reach a plain socket behind `a` intact and in order. Encrypted networks' ESP
-//! receive path ends in the same TAP sink: the same bursts over ESP-in-UDP are coalesced too.
+//! datagram must reach a plain socket behind `a` intact and in order: IPv4 and IPv6, on an
+//! encrypted network (the ESP receive path ends in the same TAP sink), and in bridge mode, where
+//! the host forwards the superframe across its bridge to a container, which gets the datagrams.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod esp_common;
 mod offload_common;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,7 +85,12 @@ fn receive(
 /// buffer overflows and a loss is a failure.
 fn send(ns: &str, dest: SocketAddr, got: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
     in_netns(ns, move || {
-        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind sender");
+        let any = if dest.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let sock = std::net::UdpSocket::bind(any).expect("bind sender");
         sock.connect(dest).unwrap();
         let mut buf = [0u8; FULL];
         for burst in 0..BURSTS {
@@ -157,6 +163,25 @@ fn datagram_bursts_are_coalesced_and_arrive_intact_in_order() {
 }
 
 #[test]
+fn ipv6_datagram_bursts_are_coalesced_too() {
+    let Some(t) = trio("udp_gro_v6", Family::V4, 1500, &[], "") else {
+        return;
+    };
+    if !kernel_has_uso() {
+        return;
+    }
+    for (i, address) in [(A, "fd42:7::1/64"), (B, "fd42:7::2/64")] {
+        t.host(i)
+            .must(&format!("ip addr add {address} dev vx42 nodad"));
+    }
+    assert!(t.host(B).ping("fd42:7::1", 3), "{}", t.a.proc.log_text());
+    let dest: SocketAddr = "[fd42:7::1]:6105".parse().unwrap();
+    bursts(t.host(B), t.host(A), dest, &t.a);
+    assert!(t.a.network(VNI).udp_coalesced_superframes > 0);
+    t.assert_no_drops(&[]);
+}
+
+#[test]
 fn without_uso_datagrams_are_written_one_by_one() {
     let Some(t) = trio(
         "udp_gro_off",
@@ -209,4 +234,43 @@ fn encrypted_datagram_bursts_are_coalesced_too() {
         n.udp_coalesced_superframes > 0,
         "no datagrams were coalesced"
     );
+}
+
+#[test]
+fn bridged_datagram_bursts_reach_a_container_intact() {
+    let Some(mut lab) = Lab::lan("udp_gro_br", 2, Family::V4) else {
+        return;
+    };
+    let c0 = lab.container("c0");
+    let network = [Bridged {
+        name: "blue",
+        vni: 42,
+        address: ["10.1.0.1/24", "10.1.0.2/24"],
+        pool: Some(["10.1.0.128/25", "10.1.0.64/26"]),
+    }];
+    let a = lab.bridged_engine(0, &network, "");
+    let _b = lab.bridged_engine(1, &network, "");
+    if !kernel_has_uso() {
+        return;
+    }
+    let endpoint = a.json(&format!("attach --network blue --netns {c0} --name web"));
+    let ip = endpoint["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let container = Host {
+        ns: c0.clone(),
+        underlay: IpAddr::from([0, 0, 0, 0]),
+        index: 0,
+    };
+    assert!(lab.host(1).ping(ip, 5), "{}", a.proc.log_text());
+    bursts(
+        lab.host(1),
+        &container,
+        format!("{ip}:6106").parse().unwrap(),
+        &a,
+    );
+    assert!(a.network(VNI).udp_coalesced_superframes > 0);
 }
