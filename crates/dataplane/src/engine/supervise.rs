@@ -131,9 +131,10 @@ impl Core {
                 }
                 Gone::Vanished => {
                     // Never joined: the thread will not write a result, so `join` would panic
-                    // (and `Drop` only detaches). Leaked instead, with what it held: its stack,
-                    // and clones of the TAP queue and socket fds, which the new worker's own
-                    // clones serve (the same queue and socket).
+                    // (and `Drop` only detaches). Leaked instead, with what it held: its stack
+                    // and buffers, and clones of the TAP queue and socket fds, which the new
+                    // worker's own clones serve (the same queue and socket). The restart
+                    // limit bounds how fast such leftovers pile up.
                     std::mem::forget(worker.handle);
                     "vanished: the kernel ended its thread (the kernel log, dmesg, may say why)"
                         .to_string()
