@@ -106,6 +106,11 @@ fn scrape_matches_stats_and_bad_port_fails_cleanly() {
         assert_eq!(sample(&body, &series), Some(1), "{series} in {body}");
     }
     assert_eq!(sample(&body, "vxnet_workers"), Some(stats.workers as u64));
+    // Counted by worker_gone; always exported, so an alert finds it on every engine.
+    assert_eq!(
+        sample(&body, "vxnet_worker_restarts_total"),
+        Some(stats.worker_restarts)
+    );
     // The transmit path: tunnel GSO is the default where the probe succeeds (it does on a veth).
     assert_eq!(stats.tx_path, "tunnel-gso", "{}", a.proc.log_text());
     assert_eq!(
