@@ -15,10 +15,11 @@ cd "$(dirname "$0")/.."
 # golang-go and golang-github-appc-cni-dev build it offline (scripts/cnitool.sh). The stock
 # plugins (bridge, host-local) are the control and the delegated IPAM; busybox-static is the
 # image's whole content (no registry is reachable). dnsutils: dig, the names tests' resolver.
+# gdb: worker_gone ends one engine thread the way a kernel BUG does.
 packages=(iproute2 iputils-ping ethtool tcpdump tshark iperf3 etcd-server etcd-client
           nftables procps util-linux openssl python3 python3-scapy python3-cryptography passwd
           systemd groff-base chromium podman runc conmon containerd containernetworking-plugins
-          busybox-static golang-go golang-github-appc-cni-dev dpkg-dev dnsutils)
+          busybox-static golang-go golang-github-appc-cni-dev dpkg-dev dnsutils gdb)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -221,6 +221,13 @@ pub fn render_stats(report: &StatsReport) -> String {
         names.join(" ")
     };
     let _ = writeln!(out, "workers {}  offloads {offloads}", report.workers);
+    if report.worker_restarts > 0 {
+        let _ = writeln!(
+            out,
+            "worker restarts {} (a worker was gone: see the engine's log)",
+            report.worker_restarts
+        );
+    }
     if !report.tx_path.is_empty() {
         let _ = writeln!(out, "tx path {}", report.tx_path);
     }

@@ -71,6 +71,8 @@ pub struct EngineState {
     endpoints: std::sync::OnceLock<Arc<crate::endpoint::Endpoints>>,
     /// Refusals of the control socket (`vxnet stats`: `control`).
     pub(crate) control_counters: ControlCounters,
+    /// Times the workers were started again because one was gone (`engine::supervise`).
+    pub(crate) worker_restarts: std::sync::atomic::AtomicU64,
     source_ports: std::sync::OnceLock<(SourcePortInfo, Arc<SourcePortCounters>)>,
     /// Names and neighbour entries of the networks, and the DNS service's counters.
     pub names: Arc<crate::names::NameService>,
@@ -115,6 +117,7 @@ impl EngineState {
             bridges: Mutex::new(BTreeMap::new()),
             endpoints: std::sync::OnceLock::new(),
             control_counters: ControlCounters::default(),
+            worker_restarts: std::sync::atomic::AtomicU64::new(0),
             source_ports: std::sync::OnceLock::new(),
             names: Arc::new(crate::names::NameService::default()),
             tunnel: std::sync::OnceLock::new(),

@@ -379,6 +379,12 @@ pub(crate) fn render(state: &EngineState) -> String {
     out.family("vxnet_workers", "gauge", "Forwarding threads.");
     out.sample("vxnet_workers", &[], report.workers as u64);
     out.family(
+        "vxnet_worker_restarts_total",
+        "counter",
+        "Times the workers were started again because one was gone without being asked to stop (its thread ended by the kernel, or an error).",
+    );
+    out.sample("vxnet_worker_restarts_total", &[], report.worker_restarts);
+    out.family(
         "vxnet_offload_in_use",
         "gauge",
         "Offloads the kernel accepted and the engine uses (1 per offload).",

@@ -444,6 +444,10 @@ pub struct StatsReport {
     /// Drops not attributable to one network (bad VXLAN header, unknown VNI, truncated).
     pub drops: BTreeMap<DropReason, u64>,
     pub workers: usize,
+    /// Times the workers were started again because one was gone (its thread ended by the
+    /// kernel, or it stopped on an error) without being asked to.
+    #[serde(default)]
+    pub worker_restarts: u64,
     /// Offloads in use, e.g. "tap-vnet-hdr", "udp-gso", "udp-gro".
     pub offloads: Vec<Offload>,
     /// The cluster this engine belongs to; absent in static mode.

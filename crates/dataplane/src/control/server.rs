@@ -432,6 +432,7 @@ pub fn stats(state: &EngineState) -> StatsReport {
             .collect(),
         drops: forwarder.drops.snapshot(),
         workers: state.workers,
+        worker_restarts: state.worker_restarts.load(Relaxed),
         offloads: state.offloads(),
         cluster: state.cluster(),
         control: state.control_counters.snapshot(),

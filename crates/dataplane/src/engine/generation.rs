@@ -1,8 +1,10 @@
 //! Worker generations: the forwarder and worker threads serving one set of networks, replaced
 //! as a whole when the set changes.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
+use super::supervise::WorkerThread;
 use super::{lock, new_eventfd, Core, EngineError, Running};
 use crate::network::Network;
 use crate::offload::{Offload, Offloads};
@@ -97,11 +99,14 @@ impl Core {
                 offloads: self.setup.offloads.clone(),
                 busy_poll: self.setup.busy_poll,
             });
+            let tid = Arc::new(AtomicI32::new(0));
             let handle = std::thread::Builder::new()
                 .name(format!("vxnet-worker-{w}"))
                 .spawn({
                     let running_tx = running_tx.clone();
+                    let tid = Arc::clone(&tid);
                     move || {
+                        tid.store(crate::sys::thread::current_tid(), Ordering::Relaxed);
                         let _ = running_tx.send(());
                         worker.run()
                     }
@@ -110,7 +115,11 @@ impl Core {
                     what: "spawning a worker",
                     source,
                 })?;
-            running.workers.push(handle);
+            running.workers.push(WorkerThread {
+                index: w,
+                handle,
+                tid,
+            });
         }
         drop(running_tx);
         // Ends early only if a worker died before reporting (it is joined, and its error
@@ -138,13 +147,14 @@ impl Core {
     }
 
     /// Stops the workers and waits for them; their TAP and socket clones close with them.
+    /// A worker whose thread the kernel killed is never among them: the supervisor took it out
+    /// (joining it would wait for a result that never comes).
     fn stop_workers(running: &mut Running) {
         let _ = running.stop.notify();
-        for handle in running.workers.drain(..) {
-            match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("worker failed: {e}"),
-                Err(_) => tracing::error!("worker panicked"),
+        for worker in running.workers.drain(..) {
+            let index = worker.index;
+            if let Some(failure) = worker.join() {
+                tracing::error!("worker {index} failed: {failure}");
             }
         }
     }

@@ -7,7 +7,8 @@
 //!
 //! The parts: `start` (bind, probe what the kernel offers, open the configured networks),
 //! `tap` (one network's TAP), `generation` (the forwarder and worker threads serving one set
-//! of networks, replaced as a whole), `reconfigure` ([`EngineControl`]: networks, peers and
+//! of networks, replaced as a whole), `supervise` (a worker that is gone is noticed and the
+//! workers started again), `reconfigure` ([`EngineControl`]: networks, peers and
 //! MACs changed while running) and `runtime` (the control runtime, FDB ageing, signals).
 
 pub(crate) mod bridge;
@@ -15,12 +16,12 @@ mod generation;
 mod reconfigure;
 mod runtime;
 mod start;
+mod supervise;
 mod tap;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use thiserror::Error;
 use vxnet_encap::MacAddr;
@@ -85,6 +86,9 @@ pub enum EngineError {
     /// The control-plane task given to [`Engine::run_until_signal_with`] failed.
     #[error(transparent)]
     ControlPlane(Box<dyn std::error::Error + Send + Sync>),
+    /// Workers kept dying: restarting them did not help (see `supervise`).
+    #[error("workers lost more than {restarts} times within {window_secs} s: stopping, for the service manager to restart the engine")]
+    WorkersFailing { restarts: usize, window_secs: u64 },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -134,7 +138,7 @@ struct Served {
 #[derive(Debug)]
 struct Running {
     served: Vec<Served>,
-    workers: Vec<JoinHandle<std::io::Result<()>>>,
+    workers: Vec<supervise::WorkerThread>,
     /// The stop signal of the current worker generation (an eventfd stays readable once
     /// notified, so each generation gets a fresh one).
     stop: Arc<EventFd>,

@@ -135,6 +135,8 @@ impl Engine {
                 }
             };
             tokio::pin!(task);
+            let supervisor = super::supervise::supervise(Arc::clone(&control.core));
+            tokio::pin!(supervisor);
             crate::service::ready(&format!("forwarding with {} workers", state.workers));
             loop {
                 tokio::select! {
@@ -167,6 +169,7 @@ impl Engine {
                         continue;
                     }
                     error = &mut task => return Err(EngineError::ControlPlane(Box::new(error))),
+                    error = &mut supervisor => return Err(error),
                 }
                 break;
             }

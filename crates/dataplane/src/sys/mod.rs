@@ -23,7 +23,8 @@
 //! - [`named_netns`]: named network namespaces as `ip netns add` makes them, and their links
 //!   (for `vxnet demo` and `vxnet bench`);
 //! - [`icmp`]: ICMP echo over a raw socket (`vxnet demo`'s ping);
-//! - [`term`]: the terminal's width (for `vxnet explain`'s text view).
+//! - [`term`]: the terminal's width (for `vxnet explain`'s text view);
+//! - `thread`: kernel thread ids, and whether a worker's thread still exists.
 
 pub(crate) mod claim;
 pub(crate) mod cmsg;
@@ -39,6 +40,7 @@ pub(crate) mod route;
 mod rtnetlink;
 pub mod tap;
 pub mod term;
+pub(crate) mod thread;
 pub mod udp;
 pub(crate) mod udp_path;
 

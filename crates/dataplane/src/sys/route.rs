@@ -341,6 +341,9 @@ impl Changes {
         let n = match super::read_within(&self.sock, &mut self.buf, timeout) {
             Ok(Some(n)) => n,
             Ok(None) => return Ok(None),
+            // A socket with a receive timeout is not restarted after a stop: a debugger or
+            // tracer attaching (gdb, strace) interrupts it. Nothing was read.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 return Ok(Some(vec![Change {
                     kind: 0,

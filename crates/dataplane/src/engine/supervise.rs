@@ -1,0 +1,189 @@
+//! The workers' supervisor: a worker that is gone while no one asked it to stop is noticed, and
+//! the workers are started again the way a reload starts a generation.
+//!
+//! How a worker can go: it returns (an error from a system call it cannot carry on after, or a
+//! panic), or the kernel kills its thread alone: a kernel BUG inside one of its system calls
+//! (hardened usercopy in `recvmmsg` was one) ends that task (`make_task_dead`) without a
+//! signal and without unwinding. Nothing in Rust notices the second: the thread's `JoinHandle`
+//! never gets a result (`is_finished` stays false, `join` would panic), its TAP queue and socket
+//! go unread. Only its kernel thread id disappears, so each worker reports that id when it
+//! starts and the supervisor asks the kernel about it (`tgkill` with signal 0) every second.
+//!
+//! Locks: a thread killed inside a system call while holding a `std::sync::Mutex` leaves it
+//! locked for good (no unwinding, so no poisoning either), and every thread that takes it later
+//! waits forever. The workers' per-packet path takes no lock (the forwarder, peers and key rings
+//! are `ArcSwap` snapshots, the counters atomics); a few rarer steps do hold one across a system
+//! call (docs/operating.md, "A worker that vanishes", lists them); a worker killed there would
+//! leave the others stuck, which this supervisor does not detect (they still exist).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{lock, Core, EngineError};
+use crate::sys::thread::thread_exists;
+
+/// How often the workers are checked: a lost worker black-holes its share of the traffic
+/// until then. One lock and one system call per worker: nothing next to forwarding.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// More restarts than this within [`RESTART_WINDOW`] stop the engine with an error, for the
+/// service manager to restart it whole (the systemd unit has `Restart=on-failure`): workers
+/// that keep dying are not fixed by restarting them.
+pub(super) const MAX_RESTARTS: usize = 5;
+pub(super) const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// One worker of the current generation.
+#[derive(Debug)]
+pub(super) struct WorkerThread {
+    /// Its number in the generation (the `K` of its thread name `vxnet-worker-K`).
+    pub(super) index: usize,
+    pub(super) handle: JoinHandle<std::io::Result<()>>,
+    /// The kernel's id of its thread, stored by the thread as it starts (0 until then).
+    pub(super) tid: Arc<AtomicI32>,
+}
+
+/// How a worker no one asked to stop is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    /// It returned (an error) or panicked: it can be joined.
+    Returned,
+    /// Its thread no longer exists but never returned: the kernel ended it.
+    Vanished,
+}
+
+impl WorkerThread {
+    /// Waits for the thread to return (it was told to stop, or has returned); how it failed.
+    pub(super) fn join(self) -> Option<String> {
+        match self.handle.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("it panicked".into()),
+        }
+    }
+
+    /// `None` while the worker runs.
+    fn gone(&self) -> Option<Gone> {
+        if self.handle.is_finished() {
+            return Some(Gone::Returned);
+        }
+        let tid = self.tid.load(Ordering::Relaxed);
+        if tid == 0 || thread_exists(tid) {
+            return None;
+        }
+        // A returning thread is finished before its kernel thread ends, so asked again now,
+        // "not finished" is for good.
+        Some(if self.handle.is_finished() {
+            Gone::Returned
+        } else {
+            Gone::Vanished
+        })
+    }
+}
+
+/// When the workers were restarted, within the last [`RESTART_WINDOW`].
+#[derive(Debug, Default)]
+struct Restarts(VecDeque<Instant>);
+
+impl Restarts {
+    /// Records a restart at `now`; `false` (nothing recorded) when there were already
+    /// [`MAX_RESTARTS`] within the window.
+    fn allow(&mut self, now: Instant) -> bool {
+        while self
+            .0
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= RESTART_WINDOW)
+        {
+            self.0.pop_front();
+        }
+        if self.0.len() >= MAX_RESTARTS {
+            return false;
+        }
+        self.0.push_back(now);
+        true
+    }
+}
+
+impl Core {
+    /// Takes the workers that are gone out of the current generation (one `error` line each)
+    /// and, if there were any, starts the workers again. An error stops the engine.
+    fn check_workers(&self, restarts: &mut Restarts) -> Result<(), EngineError> {
+        let mut running = lock(&self.running);
+        if running.shut_down {
+            return Ok(());
+        }
+        let mut lost = 0;
+        for worker in std::mem::take(&mut running.workers) {
+            let Some(gone) = worker.gone() else {
+                running.workers.push(worker);
+                continue;
+            };
+            lost += 1;
+            let (index, tid) = (worker.index, worker.tid.load(Ordering::Relaxed));
+            match gone {
+                Gone::Returned => {
+                    let why = worker.join().unwrap_or_else(|| "it returned".into());
+                    tracing::error!(
+                        "worker {index} (thread id {tid}) stopped without being asked to: {why}; restarting the workers"
+                    );
+                }
+                Gone::Vanished => {
+                    tracing::error!(
+                        "worker {index} (thread id {tid}) vanished: the kernel ended its thread (the kernel log, dmesg, may say why); restarting the workers"
+                    );
+                    // Never joined: the thread will not write a result, so `join` would panic
+                    // (and `Drop` only detaches). Leaked instead, with what it held: its stack,
+                    // and clones of the TAP queue and socket fds, which the new worker's own
+                    // clones serve (the same queue and socket).
+                    std::mem::forget(worker.handle);
+                }
+            }
+        }
+        if lost == 0 {
+            return Ok(());
+        }
+        if !restarts.allow(Instant::now()) {
+            return Err(EngineError::WorkersFailing {
+                restarts: MAX_RESTARTS,
+                window_secs: RESTART_WINDOW.as_secs(),
+            });
+        }
+        self.state.worker_restarts.fetch_add(1, Ordering::Relaxed);
+        self.start_generation(&mut running)?;
+        tracing::info!("workers restarted: forwarding again");
+        Ok(())
+    }
+}
+
+/// Checks the workers every [`CHECK_EVERY`] for as long as the engine runs; returns only the
+/// error that must stop it.
+pub(super) async fn supervise(core: Arc<Core>) -> EngineError {
+    let mut restarts = Restarts::default();
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = core.check_workers(&mut restarts) {
+            return e;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_five_restarts_a_minute() {
+        let mut restarts = Restarts::default();
+        let t0 = Instant::now();
+        for k in 0..MAX_RESTARTS {
+            assert!(restarts.allow(t0 + Duration::from_secs(k as u64)));
+        }
+        assert!(!restarts.allow(t0 + Duration::from_secs(30)));
+        // The first one is a minute old: room for one more.
+        assert!(restarts.allow(t0 + RESTART_WINDOW));
+        assert!(!restarts.allow(t0 + RESTART_WINDOW));
+    }
+}
