@@ -242,9 +242,15 @@ impl Underlay {
             }
             Err(NoPath::Other(reason)) => format!("socket path: {reason}"),
         };
-        let mut last = lock(&self.last);
-        if last.get(&vtep) != Some(&summary) {
-            if last.insert(vtep, summary.clone()).is_some() {
+        // Logged after the lock is released: a worker whose thread the kernel ends inside the
+        // write must not leave it held (see engine::supervise).
+        let changed = {
+            let mut last = lock(&self.last);
+            (last.get(&vtep) != Some(&summary))
+                .then(|| last.insert(vtep, summary.clone()).is_some())
+        };
+        if let Some(before) = changed {
+            if before {
                 Events::bump(&self.counters.path_changes);
             }
             tracing::info!(%vtep, "tunnel GSO: {summary}");

@@ -70,20 +70,22 @@ impl OutboundRegistry {
         worker: usize,
     ) -> Option<(SealSa, Arc<OutboundInfo>)> {
         let key = ring.send_key()?;
-        let mut list = lock(&self.list);
-        list.retain(|info| Arc::strong_count(info) > 1);
-        let (spi, first) = loop {
+        let (spi, first, mut list) = loop {
             let mut random = [0u8; 12];
+            // Drawn before the list is locked: a worker whose thread the kernel ends inside a
+            // system call must not leave the lock held (see engine::supervise).
             getrandom::getrandom(&mut random).ok()?;
             let spi_bits = u32::from_be_bytes([random[0], random[1], random[2], random[3]]);
             let spi = Spi::for_epoch(ring.send, spi_bits);
+            let mut list = lock(&self.list);
+            list.retain(|info| Arc::strong_count(info) > 1);
             let taken = list
                 .iter()
                 .any(|i| i.id.spi == spi && i.id.dst == peer && i.id.epoch == ring.send);
             if !taken {
                 let mut seq = [0u8; 8];
                 seq.copy_from_slice(&random[4..]);
-                break (spi, initial_sequence(u64::from_be_bytes(seq)));
+                break (spi, initial_sequence(u64::from_be_bytes(seq)), list);
             }
         };
         let id = SaId {
@@ -102,6 +104,7 @@ impl OutboundRegistry {
             bytes: AtomicU64::new(0),
         });
         list.push(Arc::clone(&info));
+        drop(list);
         tracing::debug!(spi = %spi, %peer, worker, epoch = ring.send.0, "outbound SA");
         Some((sa, info))
     }

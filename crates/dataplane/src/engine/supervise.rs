@@ -12,9 +12,12 @@
 //! Locks: a thread killed inside a system call while holding a `std::sync::Mutex` leaves it
 //! locked for good (no unwinding, so no poisoning either), and every thread that takes it later
 //! waits forever. The workers' per-packet path takes no lock (the forwarder, peers and key rings
-//! are `ArcSwap` snapshots, the counters atomics); a few rarer steps do hold one across a system
-//! call (docs/operating.md, "A worker that vanishes", lists them); a worker killed there would
-//! leave the others stuck, which this supervisor does not detect (they still exist).
+//! are `ArcSwap` snapshots, the counters atomics). Source-port sockets are bound and closed, and
+//! an outbound SA's SPI drawn, outside their locks. Two steps still hold a lock across a system
+//! call (docs/operating.md, "A worker that vanishes"): an ESP replay floor's `pwrite` (under the
+//! SA's window) and logging (stderr's lock); a worker killed there would leave the others stuck,
+//! which this supervisor does not detect (they still exist), and the restart would then wait
+//! for them forever.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI32, Ordering};

@@ -160,23 +160,31 @@ impl SourcePorts {
         self.open_slot(slot)
     }
 
+    /// The socket is bound before the clock hand is taken, and the sockets evicted for it are
+    /// closed after it is released: no system call under the lock, so a worker whose thread the
+    /// kernel ends inside one cannot leave the lock held for the other workers and the idle
+    /// sweep (see engine::supervise). Two workers opening one slot at once both bind (the second
+    /// on a nearby port, counted as bound and busy); the second keeps the first's socket.
     fn open_slot(&self, slot: usize) -> Option<Arc<UdpSocket>> {
+        let (port, df) = self.port_and_df(slot);
+        let socket = self.bind_near(port, df)?;
+        let mut closed = Vec::new();
         let mut hand = self.hand.lock().unwrap_or_else(|e| e.into_inner());
-        // Another worker may have opened it while this one waited.
-        if let Some(socket) = self.slots[slot].load_full() {
-            return Some(socket);
+        // Another worker may have opened it meanwhile: `socket` is closed on return.
+        if let Some(opened) = self.slots[slot].load_full() {
+            return Some(opened);
         }
         while self.open.load(Ordering::Relaxed) >= self.config.cap.max(1) {
-            if !self.evict_one(&mut hand) {
+            if !self.evict_one(&mut hand, &mut closed) {
                 break;
             }
         }
-        let (port, df) = self.port_and_df(slot);
-        let socket = self.bind_near(port, df)?;
         self.slots[slot].store(Some(Arc::clone(&socket)));
         self.used[slot].store(true, Ordering::Relaxed);
         let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats.open.store(open as u64, Ordering::Relaxed);
+        drop(hand);
+        drop(closed);
         Some(socket)
     }
 
@@ -242,9 +250,9 @@ impl SourcePorts {
         Ok(socket)
     }
 
-    /// Closes the socket the clock hand finds unused since it last passed (second chance).
-    /// Returns false when nothing is open.
-    fn evict_one(&self, hand: &mut usize) -> bool {
+    /// Takes out the socket the clock hand finds unused since it last passed (second chance),
+    /// into `closed` (closed when the caller drops it). Returns false when nothing is open.
+    fn evict_one(&self, hand: &mut usize, closed: &mut Vec<Arc<UdpSocket>>) -> bool {
         if self.open.load(Ordering::Relaxed) == 0 {
             return false;
         }
@@ -258,36 +266,37 @@ impl SourcePorts {
             if self.used[i].swap(false, Ordering::Relaxed) {
                 continue;
             }
-            self.close(i);
+            closed.extend(self.close(i));
             self.stats.evicted.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         false
     }
 
-    fn close(&self, slot: usize) {
-        if self.slots[slot].swap(None).is_some() {
-            let open = self.open.fetch_sub(1, Ordering::Relaxed) - 1;
-            self.stats.open.store(open as u64, Ordering::Relaxed);
-        }
+    /// Empties `slot`; its socket closes when the returned `Arc` (and any worker's) is dropped.
+    fn close(&self, slot: usize) -> Option<Arc<UdpSocket>> {
+        let socket = self.slots[slot].swap(None)?;
+        let open = self.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.stats.open.store(open as u64, Ordering::Relaxed);
+        Some(socket)
     }
 
     /// Closes every socket no flow used since the previous call; returns how many. Called
     /// periodically by the engine, so a socket lives one to two periods after its last use.
     pub(crate) fn close_idle(&self) -> usize {
-        let _hand = self.hand.lock().unwrap_or_else(|e| e.into_inner());
-        let mut closed = 0;
+        let hand = self.hand.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = Vec::new();
         for i in 0..self.slots.len() {
             if self.slots[i].load().is_none() || self.used[i].swap(false, Ordering::Relaxed) {
                 continue;
             }
-            self.close(i);
-            closed += 1;
+            closed.extend(self.close(i));
         }
+        drop(hand);
         self.stats
             .idle_closed
-            .fetch_add(closed as u64, Ordering::Relaxed);
-        closed
+            .fetch_add(closed.len() as u64, Ordering::Relaxed);
+        closed.len()
     }
 }
 
