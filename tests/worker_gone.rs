@@ -2,13 +2,14 @@
 //! alone: no signal, no unwinding) is noticed within about a second: one `error` line, the
 //! `worker_restarts` counter, and the workers started again, so forwarding resumes; SIGTERM
 //! still stops the engine cleanly. (Before, the engine ran on without the worker, its TAP queue
-//! and socket unread, and panicked at shutdown joining the dead thread.)
+//! and socket unread, and panicked at shutdown joining the dead thread.) Workers that keep dying
+//! stop the engine with an error, for the service manager to restart it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 use std::time::Duration;
 
-use vxnet_tests::{have_tool, wait_for, Family, Lab};
+use vxnet_tests::{have_tool, wait_for, Family, Lab, Vxnet};
 
 /// The kernel's thread id of the thread named `name` in process `pid`.
 fn thread_named(pid: u32, name: &str) -> Option<u32> {
@@ -26,7 +27,9 @@ fn thread_named(pid: u32, name: &str) -> Option<u32> {
 /// system call without unwinding or running anything of the program's.
 fn kill_thread(pid: u32, tid: u32) {
     let out = Command::new("timeout")
-        .args(["30", "gdb", "-nx", "-batch", "-p", &pid.to_string()])
+        // --readnever: the ELF symbols (libc's `syscall`) suffice; reading the debug binary's
+        // DWARF took seconds.
+        .args(["30", "gdb", "-nx", "-batch", "--readnever", "-p", &pid.to_string()])
         .args(["-iex", "set debuginfod enabled off"])
         // gdb numbers threads its own way: select the one whose kernel id is `tid`.
         .args([
@@ -53,6 +56,28 @@ fn kill_thread(pid: u32, tid: u32) {
     );
 }
 
+/// Kills the engine's worker (`--threads 1`) and waits for the engine to notice. Returns the
+/// error line naming it.
+fn kill_worker(engine: &Vxnet) -> String {
+    let pid = engine.pid();
+    let tid = thread_named(pid, "vxnet-worker-0").expect("no thread vxnet-worker-0");
+    kill_thread(pid, tid);
+    let line = |log: String| {
+        log.lines()
+            .find(|l| l.contains(&format!("worker 0 (thread id {tid}) vanished")))
+            .map(str::to_string)
+    };
+    wait_for(Duration::from_secs(5), || {
+        line(engine.proc.log_text()).is_some()
+    });
+    line(engine.proc.log_text()).unwrap_or_else(|| {
+        panic!(
+            "no error line for the lost worker {tid}:\n{}",
+            engine.proc.log_text()
+        )
+    })
+}
+
 #[test]
 fn a_worker_killed_by_the_kernel_is_replaced() {
     let Some(lab) = Lab::lan("worker_gone", 2, Family::V4) else {
@@ -68,19 +93,12 @@ fn a_worker_killed_by_the_kernel_is_replaced() {
 
     let pid = a.pid();
     let tid = thread_named(pid, "vxnet-worker-0").expect("no thread vxnet-worker-0");
-    kill_thread(pid, tid);
-
-    let logged = wait_for(Duration::from_secs(5), || {
-        a.proc.log_text().lines().any(|l| {
-            l.contains("ERROR")
-                && l.contains(&format!("worker 0 (thread id {tid}) vanished"))
-                && l.contains("kernel log")
-        })
-    });
+    let line = kill_worker(&a);
     assert!(
-        logged,
-        "no error line for the lost worker:\n{}",
-        a.proc.log_text()
+        line.contains("ERROR")
+            && line.contains("the kernel log")
+            && line.ends_with("restarting the workers"),
+        "{line}"
     );
     assert_eq!(a.stats().worker_restarts, 1, "{}", a.proc.log_text());
     // A new worker, and traffic through it (ARP included: the cache may have expired).
@@ -104,4 +122,54 @@ fn a_worker_killed_by_the_kernel_is_replaced() {
         "exit status {status} after SIGTERM:\n{log}"
     );
     assert!(!log.contains("panicked"), "a panic at shutdown:\n{log}");
+}
+
+#[test]
+fn workers_that_keep_dying_stop_the_engine() {
+    let Some(lab) = Lab::lan("worker_dying", 2, Family::V4) else {
+        return;
+    };
+    if !have_tool("worker_dying", "gdb") {
+        return;
+    }
+    let (mut a, _b) = lab.vxnet_pair("--threads 1");
+    // Five restarts within a minute are allowed ...
+    for restarts in 1..=5 {
+        kill_worker(&a);
+        let counted = wait_for(Duration::from_secs(2), || {
+            a.stats().worker_restarts == restarts
+                && thread_named(a.pid(), "vxnet-worker-0").is_some()
+        });
+        assert!(
+            counted,
+            "restart {restarts} not counted:\n{}",
+            a.proc.log_text()
+        );
+    }
+    // ... the sixth loss stops the engine: an error exit for the service manager, no panic,
+    // nothing left behind.
+    let line = kill_worker(&a);
+    assert!(
+        line.ends_with("too many restarts: the engine stops"),
+        "{line}"
+    );
+    let exited = wait_for(Duration::from_secs(5), || {
+        matches!(a.proc.child.try_wait(), Ok(Some(_)))
+    });
+    let log = a.proc.log_text();
+    assert!(exited, "the engine did not stop:\n{log}");
+    let status = a.proc.child.wait().unwrap();
+    assert!(!status.success(), "exit status {status}:\n{log}");
+    assert!(
+        log.lines().any(|l| l.starts_with(
+            "error: workers lost more than 5 times within 60 s: stopping, for the service manager to restart the engine"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
+    assert!(
+        !lab.host(0).sh("ip link show vx42").status.success(),
+        "TAP vx42 left behind"
+    );
+    assert!(!a.control.exists(), "control socket left behind");
 }

@@ -116,37 +116,45 @@ impl Core {
         if running.shut_down {
             return Ok(());
         }
-        let mut lost = 0;
+        // (worker, thread id, what became of it)
+        let mut lost = Vec::new();
         for worker in std::mem::take(&mut running.workers) {
             let Some(gone) = worker.gone() else {
                 running.workers.push(worker);
                 continue;
             };
-            lost += 1;
             let (index, tid) = (worker.index, worker.tid.load(Ordering::Relaxed));
-            match gone {
+            let what = match gone {
                 Gone::Returned => {
                     let why = worker.join().unwrap_or_else(|| "it returned".into());
-                    tracing::error!(
-                        "worker {index} (thread id {tid}) stopped without being asked to: {why}; restarting the workers"
-                    );
+                    format!("stopped without being asked to: {why}")
                 }
                 Gone::Vanished => {
-                    tracing::error!(
-                        "worker {index} (thread id {tid}) vanished: the kernel ended its thread (the kernel log, dmesg, may say why); restarting the workers"
-                    );
                     // Never joined: the thread will not write a result, so `join` would panic
-                    // (and `Drop` only detaches). Leaked instead, with what it held: its stack,
-                    // and clones of the TAP queue and socket fds, which the new worker's own
-                    // clones serve (the same queue and socket).
+                    // (and `Drop` only detaches). Leaked instead, with what it held: its stack
+                    // and buffers, and clones of the TAP queue and socket fds, which the new
+                    // worker's own clones serve (the same queue and socket). The restart
+                    // limit bounds how fast such leftovers pile up.
                     std::mem::forget(worker.handle);
+                    "vanished: the kernel ended its thread (the kernel log, dmesg, may say why)"
+                        .to_string()
                 }
-            }
+            };
+            lost.push((index, tid, what));
         }
-        if lost == 0 {
+        if lost.is_empty() {
             return Ok(());
         }
-        if !restarts.allow(Instant::now()) {
+        let restart = restarts.allow(Instant::now());
+        let then = if restart {
+            "restarting the workers"
+        } else {
+            "too many restarts: the engine stops"
+        };
+        for (index, tid, what) in lost {
+            tracing::error!("worker {index} (thread id {tid}) {what}; {then}");
+        }
+        if !restart {
             return Err(EngineError::WorkersFailing {
                 restarts: MAX_RESTARTS,
                 window_secs: RESTART_WINDOW.as_secs(),
