@@ -127,6 +127,9 @@ def main():
     write("tcp4-ipv4-options", VNET, len(vxlan(opts)), mtu, [vxlan(opts)] * 2)
     udp_frames = [vxlan(frame(udp(data(500, i)), 17)) for i in range(3)]
     write("udp4-run", VNET, len(udp_frames[0]), mtu, udp_frames)
+    # A connected socket's datagrams (IPv4 ID + 1 each, the last shorter): one UDP superframe.
+    udp_run = [vxlan(frame(udp(data(500 if i < 3 else 200, i)), 17, ident=1 + i)) for i in range(4)]
+    write("udp4-run-coalesced", VNET, len(udp_run[0]), mtu, udp_run)
     write("udp4-run-partial", 0, len(udp_frames[0]), mtu,
           [vxlan(frame(udp(data(500, i)), 17, partial=True)) for i in range(3)])
     write("tcp4-from-stranger", VNET | STRANGER, gro, mtu, run)

@@ -1,10 +1,10 @@
 //! One UDP GRO read (or tunnel superframe) through the receive path, in the order the worker
 //! (`vxnet_dataplane::worker`, `drain_socket` and `deliver`) takes it: the datagram cut at the
 //! GRO segment size, each piece classified by `Forwarder::from_wire_run`, delivered inner
-//! frames offered to the TCP coalescer (virtio-net TAP) or written as they are, inner
-//! checksums a local kernel VTEP left partial completed, and a datagram longer than any single
-//! frame that holds one whole inner superframe handed to the TAP whole or re-cut at the TAP's
-//! MTU. The worker's I/O is left out; what it writes to the TAP is checked instead.
+//! frames offered to the TCP and then the UDP coalescer (virtio-net TAP) or written as they are,
+//! inner checksums a local kernel VTEP left partial completed, and a datagram longer than any
+//! single frame that holds one whole inner superframe handed to the TAP whole or re-cut at the
+//! TAP's MTU. The worker's I/O is left out; what it writes to the TAP is checked instead.
 //!
 //! Input: `[options][gro size: u16 BE, 0 = none][MTU step][datagram ...]` (see [`Options`]).
 //! With the checksum option set, the harness first gives every inner IPv4 header and TCP/UDP
@@ -15,11 +15,12 @@
 //! - nothing panics;
 //! - the run shortcut decides every piece exactly as a full `from_wire` does, and leaves the
 //!   same counters and FDB behind;
-//! - the coalescer's fast path and its full checks agree on every frame and every write;
-//! - with nothing pending the coalescer never asks for a flush (the worker would lose the frame);
-//! - a superframe written to the TAP re-segments (by vxnet's own TSO path) into exactly the
-//!   segments that went in, byte for byte except the fields a merge legitimately changes
-//!   (window, IPv4 ID when fixed, checksums), and every re-cut segment's checksums verify;
+//! - each coalescer's fast path and its full checks agree on every frame and every write;
+//! - with nothing pending a coalescer never asks for a flush (the worker would lose the frame);
+//! - a superframe written to the TAP re-segments (by vxnet's own TSO/USO path) into exactly the
+//!   segments (datagrams) that went in, byte for byte except the fields a merge legitimately
+//!   changes (TCP: window, IPv4 ID when fixed, checksums; UDP: the form of the IPv4 header
+//!   checksum only), and every re-cut segment's checksums verify;
 //! - a completed partial checksum verifies and nothing else in the frame changed;
 //! - a tunnel superframe's header is one the segmenter accepts for that frame, and cut for a
 //!   plain TAP its segments fit the TAP's MTU, carry valid checksums and the whole payload.
@@ -30,13 +31,18 @@ use vxnet_dataplane::fuzzing::{
     fdb_learned, from_wire_superframe, max_single_datagram, network, Forwarder, NetworkSpec,
     WireAction, WireRun,
 };
-use vxnet_encap::checksum::{self, Sum};
+use vxnet_encap::checksum;
 use vxnet_encap::offload::{
     complete_checksum, complete_partial_checksum, CoalesceConfig, Coalescer, InnerSuperframe,
-    Merge, Push, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
+    Merge, Push, UdpCoalescer, VirtioNetHdr, WirePlan, MAX_GSO_SEGMENTS, VIRTIO_NET_HDR_LEN,
+    ZERO_VNET_HDR,
 };
 use vxnet_encap::wire::VXLAN_HEADER_LEN;
 use vxnet_encap::Vni;
+
+#[path = "gro_receive_layout.rs"]
+mod layout;
+use layout::Layout;
 
 const PORT: u16 = 4789;
 const NOW: u64 = 1_000;
@@ -118,8 +124,9 @@ fn forwarder(o: &Options) -> Forwarder {
 pub struct Reached {
     pub delivered: usize,
     pub dropped: usize,
-    /// Coalescer writes of two or more segments.
+    /// Coalescer writes of two or more segments: TCP, UDP.
     pub superframes: usize,
+    pub udp_superframes: usize,
     pub partial_completed: usize,
     pub tunnel_whole: usize,
     /// Segments a tunnel superframe was re-cut into for a plain TAP.
@@ -131,6 +138,7 @@ impl std::ops::AddAssign for Reached {
         self.delivered += o.delivered;
         self.dropped += o.dropped;
         self.superframes += o.superframes;
+        self.udp_superframes += o.udp_superframes;
         self.partial_completed += o.partial_completed;
         self.tunnel_whole += o.tunnel_whole;
         self.tunnel_segments += o.tunnel_segments;
@@ -276,53 +284,49 @@ fn tunnel_superframe(
     assert_eq!(payload, superframe.payload_len());
 }
 
-/// One network's TAP: the coalescer, run twice in lockstep (fast path on and off), and the
-/// frames merged into the pending superframe so far.
-struct Tap {
-    vnet_hdr: bool,
-    fast: Coalescer,
-    full: Coalescer,
+/// One coalescer run twice in lockstep (fast path on and off), and the frames merged into its
+/// pending superframe so far.
+struct Lockstep<M> {
+    fast: M,
+    full: M,
     pending: Vec<Vec<u8>>,
-    reached: Reached,
 }
 
-impl Tap {
-    fn new(o: &Options) -> Tap {
-        let config = CoalesceConfig {
-            short_tail: o.short_tail,
-            ..CoalesceConfig::default()
-        };
-        let mut full = Coalescer::new(config);
-        full.set_fast_path(false);
-        Tap {
-            vnet_hdr: o.vnet_hdr,
-            fast: Coalescer::new(config),
-            full,
+/// What the checks need of either coalescer beyond [`Merge`].
+trait Coalescing: Merge {
+    fn with(config: CoalesceConfig, fast_path: bool) -> Self;
+}
+
+impl Coalescing for Coalescer {
+    fn with(config: CoalesceConfig, fast_path: bool) -> Self {
+        let mut c = Coalescer::new(config);
+        c.set_fast_path(fast_path);
+        c
+    }
+}
+
+impl Coalescing for UdpCoalescer {
+    fn with(config: CoalesceConfig, fast_path: bool) -> Self {
+        let mut c = UdpCoalescer::new(config);
+        c.set_fast_path(fast_path);
+        c
+    }
+}
+
+impl<M: Coalescing> Lockstep<M> {
+    fn new(config: CoalesceConfig) -> Self {
+        Lockstep {
+            fast: M::with(config, true),
+            full: M::with(config, false),
             pending: Vec::new(),
-            reached: Reached::default(),
         }
     }
 
-    /// The worker's `deliver`.
-    fn deliver(&mut self, frame: &mut [u8]) {
-        if !self.vnet_hdr {
-            self.reached.partial_completed += usize::from(complete_partial(frame));
-            return;
-        }
-        let mut push = self.coalesce(frame);
-        if matches!(push, Push::PassThrough(_)) && complete_partial(frame) {
-            self.reached.partial_completed += 1;
-            push = self.coalesce(frame);
-        }
-        // A frame still passed through goes to the TAP as it is, behind a zero header.
-        let _ = push;
-    }
-
-    /// The worker's `coalesce`.
-    fn coalesce(&mut self, frame: &[u8]) -> Push {
+    /// The worker's `push_or_flush`; `reached` counts superframes written.
+    fn coalesce(&mut self, frame: &[u8], reached: &mut usize) -> Push {
         let mut push = self.push(frame);
         if push == Push::Flush {
-            self.flush();
+            self.flush(reached);
             push = self.push(frame);
             assert_ne!(
                 push,
@@ -347,7 +351,7 @@ impl Tap {
     }
 
     /// The worker's `flush`.
-    fn flush(&mut self) {
+    fn flush(&mut self, reached: &mut usize) {
         let fast = self.fast.finish().map(<[u8]>::to_vec);
         let full = self.full.finish().map(<[u8]>::to_vec);
         assert_eq!(fast, full, "fast path built another superframe");
@@ -356,9 +360,60 @@ impl Tap {
             None => assert!(parts.is_empty(), "absorbed frames never written"),
             Some(write) => {
                 check_superframe(&write, &parts);
-                self.reached.superframes += usize::from(parts.len() > 1);
+                *reached += usize::from(parts.len() > 1);
             }
         }
+    }
+}
+
+/// One network's TAP (with USO): TCP segments and then UDP datagrams offered to the coalescers.
+struct Tap {
+    vnet_hdr: bool,
+    tcp: Lockstep<Coalescer>,
+    udp: Lockstep<UdpCoalescer>,
+    reached: Reached,
+}
+
+impl Tap {
+    fn new(o: &Options) -> Tap {
+        let config = CoalesceConfig {
+            short_tail: o.short_tail,
+            ..CoalesceConfig::default()
+        };
+        Tap {
+            vnet_hdr: o.vnet_hdr,
+            tcp: Lockstep::new(config),
+            udp: Lockstep::new(config),
+            reached: Reached::default(),
+        }
+    }
+
+    /// The worker's `deliver`.
+    fn deliver(&mut self, frame: &mut [u8]) {
+        if !self.vnet_hdr {
+            self.reached.partial_completed += usize::from(complete_partial(frame));
+            return;
+        }
+        let mut push = self.coalesce(frame);
+        if matches!(push, Push::PassThrough(_)) && complete_partial(frame) {
+            self.reached.partial_completed += 1;
+            push = self.coalesce(frame);
+        }
+        // A frame still passed through goes to the TAP as it is, behind a zero header.
+        let _ = push;
+    }
+
+    /// The worker's `TapSink::coalesce`: TCP first, then UDP.
+    fn coalesce(&mut self, frame: &[u8]) -> Push {
+        match self.tcp.coalesce(frame, &mut self.reached.superframes) {
+            Push::PassThrough(_) => self.udp.coalesce(frame, &mut self.reached.udp_superframes),
+            push => push,
+        }
+    }
+
+    fn flush(&mut self) {
+        self.tcp.flush(&mut self.reached.superframes);
+        self.udp.flush(&mut self.reached.udp_superframes);
     }
 }
 
@@ -372,32 +427,39 @@ fn check_superframe(write: &[u8], parts: &[Vec<u8>]) {
             assert_eq!(write[..VIRTIO_NET_HDR_LEN], ZERO_VNET_HDR);
             // Untouched, but for link padding after the IP packet.
             assert!(single.starts_with(frame), "a lone segment was changed");
-            let l = Layout::parse(single).expect("a coalesced frame that is not TCP");
+            let l = Layout::parse(single).expect("a coalesced frame that is not TCP/UDP");
             assert_eq!(l.end, frame.len());
             return;
         }
         _ => {}
     }
-    let first = Layout::parse(&parts[0]).expect("a coalesced frame that is not TCP");
-    let l = Layout::parse(frame).expect("a superframe that is not TCP");
-    assert!(l.tcp && first.tcp);
+    let first = Layout::parse(&parts[0]).expect("a coalesced frame that does not parse");
+    let l = Layout::parse(frame).expect("a superframe that does not parse");
+    assert_eq!(l.tcp, first.tcp);
     assert!(hdr.needs_csum());
-    let want = if l.ipv6 {
-        VirtioNetHdr::GSO_TCPV6
-    } else {
-        VirtioNetHdr::GSO_TCPV4
+    let want = match (l.tcp, l.ipv6) {
+        (true, false) => VirtioNetHdr::GSO_TCPV4,
+        (true, true) => VirtioNetHdr::GSO_TCPV6,
+        (false, _) => VirtioNetHdr::GSO_UDP_L4,
     };
     assert_eq!(hdr.gso_type, want);
     assert_eq!(usize::from(hdr.gso_size), first.end - first.hdr_len);
     assert_eq!(usize::from(hdr.csum_start), l.l4);
+    assert_eq!(usize::from(hdr.csum_offset), l.checksum_field() - l.l4);
     assert_eq!(usize::from(hdr.hdr_len), l.hdr_len);
     assert_eq!(l.end, frame.len());
+    if !l.tcp {
+        // What the kernel takes in a GSO_UDP_L4 TAP write: more than one datagram, at most 64.
+        assert!(parts.len() <= 64 && l.end - l.hdr_len > usize::from(hdr.gso_size));
+    }
     // NEEDS_CSUM: the field holds the pseudo-header sum; completed, the checksum is right.
     let mut completed = frame.to_vec();
     complete_checksum(&mut completed, hdr.csum_start, hdr.csum_offset).expect("csum offsets");
     assert!(l.checksums_verify(&completed), "superframe checksum");
 
-    let mut plan = WirePlan::new(&hdr, frame, usize::from(hdr.gso_size))
+    // USO never re-cuts a datagram: any MSS that holds one keeps the application's boundaries.
+    let mss = if l.tcp { hdr.gso_size } else { u16::MAX };
+    let mut plan = WirePlan::new(&hdr, frame, usize::from(mss))
         .unwrap_or_else(|e| panic!("superframe does not re-segment: {e}"));
     assert_eq!(plan.segments(), parts.len());
     let mut out = vec![0u8; plan.total_len()];
@@ -407,7 +469,7 @@ fn check_superframe(write: &[u8], parts: &[Vec<u8>]) {
         .expect("re-segmenting")
         .expect("segments");
     assert_eq!(written.segments, parts.len());
-    let fixed_id = !l.ipv6 && ipv4_id(&parts[0], l.l3) == ipv4_id(&parts[1], l.l3);
+    let fixed_id = l.tcp && !l.ipv6 && ipv4_id(&parts[0], l.l3) == ipv4_id(&parts[1], l.l3);
     let pieces = out[..written.total_len].chunks(written.segment_size);
     for (piece, part) in pieces.zip(parts) {
         let segment = &piece[VXLAN_HEADER_LEN..];
@@ -426,8 +488,11 @@ fn ipv4_id(frame: &[u8], l3: usize) -> [u8; 2] {
     [frame[l3 + 4], frame[l3 + 5]]
 }
 
-/// `frame` with what a merge may change zeroed: the TCP window (the superframe carries the
-/// last), the checksums, and a fixed IPv4 ID (re-segmenting numbers the segments).
+/// `frame` with what a merge may change zeroed: the IPv4 header checksum (recomputed; a frame
+/// may have carried the other form of the same value), and for TCP the window (the superframe
+/// carries the last), the TCP checksum and a fixed IPv4 ID (re-segmenting numbers the segments).
+/// A UDP datagram's checksum has one form only (zero means none and is never merged): it must
+/// come back as sent.
 fn masked(frame: &[u8], l: &Layout, fixed_id: bool) -> Vec<u8> {
     let mut out = frame.to_vec();
     if !l.ipv6 {
@@ -436,7 +501,9 @@ fn masked(frame: &[u8], l: &Layout, fixed_id: bool) -> Vec<u8> {
             out[l.l3 + 4..l.l3 + 6].fill(0);
         }
     }
-    out[l.l4 + 14..l.l4 + 18].fill(0);
+    if l.tcp {
+        out[l.l4 + 14..l.l4 + 18].fill(0);
+    }
     out
 }
 
@@ -484,96 +551,4 @@ fn fix_checksums(frame: &mut [u8], partial: bool) {
         }
     };
     frame[field..field + 2].copy_from_slice(&value.to_be_bytes());
-}
-
-/// Where the headers of an Ethernet [+ 802.1Q] + IPv4/IPv6 + TCP/UDP frame are: an independent
-/// reading of the layout, so the checks do not trust the code they check.
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    l3: usize,
-    ipv6: bool,
-    l4: usize,
-    tcp: bool,
-    /// End of the TCP/UDP header.
-    hdr_len: usize,
-    /// End of the IP packet.
-    end: usize,
-}
-
-impl Layout {
-    fn parse(frame: &[u8]) -> Option<Layout> {
-        let be16 = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
-        let mut l3 = ETHERNET;
-        let mut ethertype = be16(12)?;
-        if ethertype == 0x8100 {
-            l3 += 4;
-            ethertype = be16(16)?;
-        }
-        let (ipv6, protocol, l4, end) = match ethertype {
-            0x0800 => {
-                let vihl = *frame.get(l3)?;
-                let ihl = usize::from(vihl & 0x0F) * 4;
-                let total = usize::from(be16(l3 + 2)?);
-                let fragment = be16(l3 + 6)? & 0x3FFF != 0;
-                if vihl >> 4 != 4 || ihl < 20 || total < ihl || fragment {
-                    return None;
-                }
-                (false, *frame.get(l3 + 9)?, l3 + ihl, l3 + total)
-            }
-            0x86DD => {
-                if *frame.get(l3)? >> 4 != 6 {
-                    return None;
-                }
-                let payload = usize::from(be16(l3 + 4)?);
-                (true, *frame.get(l3 + 6)?, l3 + 40, l3 + 40 + payload)
-            }
-            _ => return None,
-        };
-        let hdr_len = match protocol {
-            6 => l4 + usize::from(*frame.get(l4 + 12)? >> 4) * 4,
-            17 => l4 + 8,
-            _ => return None,
-        };
-        let min_hdr_len = l4 + if protocol == 6 { 20 } else { 8 };
-        if end > frame.len() || hdr_len > end || hdr_len < min_hdr_len {
-            return None;
-        }
-        Some(Layout {
-            l3,
-            ipv6,
-            l4,
-            tcp: protocol == 6,
-            hdr_len,
-            end,
-        })
-    }
-
-    fn checksum_field(&self) -> usize {
-        self.l4 + if self.tcp { 16 } else { 6 }
-    }
-
-    fn pseudo_header(&self, frame: &[u8]) -> Sum {
-        let addrs = if self.ipv6 {
-            &frame[self.l3 + 8..self.l3 + 40]
-        } else {
-            &frame[self.l3 + 12..self.l3 + 20]
-        };
-        Sum::new()
-            .add_bytes(addrs)
-            .add_u16(if self.tcp { 6 } else { 17 })
-            .add_u32((self.end - self.l4) as u32)
-    }
-
-    /// The IPv4 header checksum (if IPv4) and the TCP/UDP checksum verify.
-    fn checksums_verify(&self, frame: &[u8]) -> bool {
-        let ip_ok = self.ipv6 || checksum::verifies(Sum::new().add_bytes(&frame[self.l3..self.l4]));
-        ip_ok && self.l4_checksum_verifies(frame)
-    }
-
-    fn l4_checksum_verifies(&self, frame: &[u8]) -> bool {
-        let sum = self
-            .pseudo_header(frame)
-            .add_bytes(&frame[self.l4..self.end]);
-        checksum::verifies(sum)
-    }
 }

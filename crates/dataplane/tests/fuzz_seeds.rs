@@ -57,12 +57,14 @@ fn gro_receive_seeds_pass_the_fuzz_checks() {
         delivered,
         dropped,
         superframes,
+        udp_superframes,
         partial_completed,
         tunnel_whole,
         tunnel_segments,
     } = total;
     assert!(delivered > 0 && dropped > 0, "{total:?}");
     assert!(superframes > 0 && partial_completed > 0, "{total:?}");
+    assert!(udp_superframes > 0, "{total:?}");
     assert!(tunnel_whole > 0 && tunnel_segments > 0, "{total:?}");
 }
 
