@@ -82,18 +82,19 @@ impl TapSink {
         forwarder: &Forwarder,
         taps: &[TapQueue],
         network: usize,
-        frame: &[u8],
+        frame: &mut [u8],
     ) -> Push {
         let write = |pending: &[u8]| write_coalesced(forwarder, taps, network, pending);
+        let complete = |frame: &mut [u8]| complete_partial(forwarder, network, frame);
         let Some(tcp) = self.coalescers.get_mut(network) else {
             // No such network (nor TAP): nothing to write.
             return Push::Absorbed;
         };
         match (
-            tcp.push_or_flush(frame, write),
+            offer(tcp, frame, complete, write),
             self.udp_coalescers.get_mut(network),
         ) {
-            (Push::PassThrough(_), Some(Some(udp))) => udp.push_or_flush(frame, write),
+            (Push::PassThrough(_), Some(Some(udp))) => offer(udp, frame, complete, write),
             (push, _) => push,
         }
     }
@@ -119,6 +120,25 @@ impl TapSink {
         for network in 0..self.coalescers.len() {
             self.flush(forwarder, taps, network);
         }
+    }
+}
+
+/// Offers `frame` to one coalescer. A frame of the pending flow whose checksum a kernel VTEP on
+/// this machine left partial fails the coalescer's checksum check and would end the superframe
+/// (`Flush`), then start one of its own once completed: every datagram of a kernel peer's UDP
+/// flow (sent one by one, each partial) would go to the TAP alone. Completed first, it continues
+/// the superframe. Only a `Flush` pays for the signature check (a parse): a flow's end, not its
+/// every frame.
+fn offer(
+    merge: &mut impl Merge,
+    frame: &mut [u8],
+    complete: impl Fn(&mut [u8]) -> bool,
+    write: impl FnMut(&[u8]),
+) -> Push {
+    match merge.push(frame) {
+        Push::Flush if complete(frame) => merge.push_or_flush(frame, write),
+        Push::Flush => merge.flush_and_push(frame, write),
+        push => push,
     }
 }
 

@@ -147,20 +147,25 @@ pub trait Merge {
 
     /// Offers `frame`, writing out the pending superframe first (through `write`) when the frame
     /// does not continue it. Returns what finally became of the frame: never `Flush`.
-    fn push_or_flush(&mut self, frame: &[u8], mut write: impl FnMut(&[u8])) -> Push {
+    fn push_or_flush(&mut self, frame: &[u8], write: impl FnMut(&[u8])) -> Push {
         match self.push(frame) {
-            Push::Flush => {
-                if let Some(pending) = self.finish() {
-                    write(pending);
-                }
-                match self.push(frame) {
-                    // Cannot recur with nothing pending; pass through if it ever did.
-                    Push::Flush => Push::PassThrough(Reject::TooLong {
-                        ip_len: frame.len(),
-                    }),
-                    push => push,
-                }
-            }
+            Push::Flush => self.flush_and_push(frame, write),
+            push => push,
+        }
+    }
+
+    /// After [`push`](Self::push) said `Flush`: writes out the pending superframe (through
+    /// `write`), then offers `frame` again. Returns what finally became of the frame: never
+    /// `Flush`.
+    fn flush_and_push(&mut self, frame: &[u8], mut write: impl FnMut(&[u8])) -> Push {
+        if let Some(pending) = self.finish() {
+            write(pending);
+        }
+        match self.push(frame) {
+            // Cannot recur with nothing pending; pass through if it ever did.
+            Push::Flush => Push::PassThrough(Reject::TooLong {
+                ip_len: frame.len(),
+            }),
             push => push,
         }
     }
