@@ -124,6 +124,36 @@ fn a_worker_killed_by_the_kernel_is_replaced() {
     assert!(!log.contains("panicked"), "a panic at shutdown:\n{log}");
 }
 
+/// SIGTERM right after the kernel killed a worker, before the supervisor's next look (it looks
+/// once a second): the shutdown does not wait for the dead thread (joining it panicked).
+#[test]
+fn a_stop_right_after_a_worker_vanished_is_clean() {
+    let Some(lab) = Lab::lan("worker_gone_stop", 2, Family::V4) else {
+        return;
+    };
+    if !have_tool("worker_gone_stop", "gdb") {
+        return;
+    }
+    let (mut a, _b) = lab.vxnet_pair("--threads 1");
+    let pid = a.pid();
+    let tid = thread_named(pid, "vxnet-worker-0").expect("no thread vxnet-worker-0");
+    kill_thread(pid, tid);
+    let status = a
+        .proc
+        .terminate(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", a.proc.log_text()));
+    let log = a.proc.log_text();
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "a panic at shutdown:\n{log}");
+    assert!(
+        log.contains("vanished"),
+        "the lost worker went unmentioned:\n{log}"
+    );
+}
+
 #[test]
 fn workers_that_keep_dying_stop_the_engine() {
     let Some(lab) = Lab::lan("worker_dying", 2, Family::V4) else {

@@ -47,6 +47,8 @@ pub(super) struct WorkerThread {
     pub(super) tid: Arc<AtomicI32>,
 }
 
+const VANISHED: &str = "vanished: the kernel ended its thread (the kernel log, dmesg, may say why)";
+
 /// How a worker no one asked to stop is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gone {
@@ -58,7 +60,13 @@ enum Gone {
 
 impl WorkerThread {
     /// Waits for the thread to return (it was told to stop, or has returned); how it failed.
+    /// A thread the kernel ended since the supervisor last looked (a stop within that second)
+    /// is not waited for: its result never comes, and `join` would panic.
     pub(super) fn join(self) -> Option<String> {
+        if self.gone() == Some(Gone::Vanished) {
+            std::mem::forget(self.handle);
+            return Some(VANISHED.into());
+        }
         match self.handle.join() {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -136,8 +144,7 @@ impl Core {
                     // worker's own clones serve (the same queue and socket). The restart
                     // limit bounds how fast such leftovers pile up.
                     std::mem::forget(worker.handle);
-                    "vanished: the kernel ended its thread (the kernel log, dmesg, may say why)"
-                        .to_string()
+                    VANISHED.to_string()
                 }
             };
             lost.push((index, tid, what));
