@@ -31,17 +31,15 @@ use std::ops::Range;
 
 use crate::checksum;
 use crate::wire::tcp::{field as tcp_field, flags as tcp_flags};
-use crate::wire::{
-    TcpPacket, IPV4_HEADER_LEN, IPV6_HEADER_LEN, TAGGED_HEADER_LEN, TCP_MAX_HEADER_LEN,
-};
+use crate::wire::{TcpPacket, IPV6_HEADER_LEN, TAGGED_HEADER_LEN, TCP_MAX_HEADER_LEN};
 
 use super::copy_csum::copy_and_sum;
 use super::frame::{at, IpFrame, TcpFrame, Transport};
 use super::merge::{
-    ipv4_checksum_verifies, ipv4_header, same_link_and_ip, seal, CoalesceConfig, CoalesceStats,
-    Merge, Push, Reject, Seal, MAX_SUPERFRAME_IP_LEN,
+    finish_run, ipv4_checksum_verifies, ipv4_eligible, ipv4_header, same_link_and_ip,
+    CoalesceConfig, CoalesceStats, Merge, Push, Reject, Seal, MAX_SUPERFRAME_IP_LEN,
 };
-use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
+use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
 /// Largest header run of a coalescable segment: Ethernet + tag, IPv6 (IPv4 with options is not
 /// merged), TCP with options.
@@ -155,14 +153,7 @@ impl Coalescer {
     /// Static checks that do not depend on the pending superframe.
     fn eligible(&self, frame: &[u8], tf: &TcpFrame) -> Result<(), Reject> {
         let ip = &tf.ip;
-        if !ip.ipv6 {
-            if ip.l4 - ip.l3 != IPV4_HEADER_LEN {
-                return Err(Reject::Ipv4Options);
-            }
-            if !ipv4_checksum_verifies(frame, ip) {
-                return Err(Reject::BadIpv4Checksum);
-            }
-        }
+        ipv4_eligible(frame, ip)?;
         let flags = tf.tcp(frame).flags();
         if flags & tcp_flags::ACK == 0
             || flags & !(tcp_flags::ACK | tcp_flags::PSH | tcp_flags::ECE) != 0
@@ -395,15 +386,6 @@ impl Merge for Coalescer {
     fn finish(&mut self) -> Option<&[u8]> {
         let run = self.run.take()?;
         let len = std::mem::take(&mut self.len);
-        if run.segments == 1 {
-            self.buf
-                .get_mut(..VIRTIO_NET_HDR_LEN)?
-                .copy_from_slice(&ZERO_VNET_HDR);
-            self.stats.singles += 1;
-            return self.buf.get(..VIRTIO_NET_HDR_LEN + len);
-        }
-        self.stats.superframes += 1;
-        self.stats.merged_segments += run.segments as u64;
         let ip = run.tf.ip;
         let seal_as = Seal {
             ip,
@@ -416,6 +398,6 @@ impl Merge for Coalescer {
                 VirtioNetHdr::GSO_TCPV4
             },
         };
-        seal(&mut self.buf, len, &seal_as)
+        finish_run(&mut self.buf, len, run.segments, &seal_as, &mut self.stats)
     }
 }

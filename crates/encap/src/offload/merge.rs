@@ -8,10 +8,10 @@ use std::ops::Range;
 
 use crate::checksum::{self, Sum};
 use crate::error::OffloadError;
-use crate::wire::{be::set_be16, ipv4, ipv6, Ipv4Packet};
+use crate::wire::{be::set_be16, ipv4, ipv6, Ipv4Packet, UdpPacket, IPV4_HEADER_LEN};
 
 use super::frame::{at, IpFrame, Transport};
-use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
 
 /// Largest IP packet a superframe may be (IPv4 total length / IPv6 payload length are 16 bits).
 pub const MAX_SUPERFRAME_IP_LEN: usize = 65_535;
@@ -222,6 +222,42 @@ pub(crate) fn same_link_and_ip(cur: &[u8], frame: &[u8], ip: &IpFrame) -> bool {
     }
 }
 
+/// Ends a run of `segments` frames in `buf` (`[virtio-net header][superframe of len bytes]`):
+/// a run of one leaves untouched behind an all-zero header, a longer one [`seal`]ed as
+/// `seal_as`; counted in `stats`. Returns the bytes to write.
+pub(crate) fn finish_run<'b>(
+    buf: &'b mut [u8],
+    len: usize,
+    segments: usize,
+    seal_as: &Seal,
+    stats: &mut CoalesceStats,
+) -> Option<&'b [u8]> {
+    if segments == 1 {
+        buf.get_mut(..VIRTIO_NET_HDR_LEN)?
+            .copy_from_slice(&ZERO_VNET_HDR);
+        stats.singles += 1;
+        return buf.get(..VIRTIO_NET_HDR_LEN + len);
+    }
+    stats.superframes += 1;
+    stats.merged_segments += segments as u64;
+    seal(buf, len, seal_as)
+}
+
+/// The IPv4 rules of every merged segment or datagram (none for IPv6): no options (the header
+/// templates assume 20 bytes) and a header checksum that verifies.
+pub(crate) fn ipv4_eligible(frame: &[u8], ip: &IpFrame) -> Result<(), Reject> {
+    if ip.ipv6 {
+        return Ok(());
+    }
+    if ip.l4 - ip.l3 != IPV4_HEADER_LEN {
+        return Err(Reject::Ipv4Options);
+    }
+    if !ipv4_checksum_verifies(frame, ip) {
+        return Err(Reject::BadIpv4Checksum);
+    }
+    Ok(())
+}
+
 /// How a superframe is described to the kernel.
 pub(crate) struct Seal {
     pub ip: IpFrame,
@@ -246,6 +282,10 @@ pub(crate) fn seal<'b>(buf: &'b mut [u8], len: usize, s: &Seal) -> Option<&'b [u
     ip.set_len(sf, l4_len);
     if !ip.ipv6 {
         Ipv4Packet::new_unchecked(sf.get_mut(ip.l3..ip.l4)?).fill_checksum();
+    }
+    if s.transport == Transport::Udp {
+        // The UDP length is the whole superframe's, as a `UDP_SEGMENT` send leaves it.
+        UdpPacket::new_unchecked(sf.get_mut(ip.l4..)?).set_len(l4_len as u16);
     }
     let protocol = s.transport.protocol();
     let pseudo = ip.pseudo_header(sf, protocol, l4_len).fold();

@@ -38,17 +38,15 @@
 
 use crate::checksum;
 use crate::error::{Layer, OffloadError};
-use crate::wire::{
-    udp, UdpPacket, IPV4_HEADER_LEN, IPV6_HEADER_LEN, TAGGED_HEADER_LEN, UDP_HEADER_LEN,
-};
+use crate::wire::{udp, UdpPacket, IPV6_HEADER_LEN, TAGGED_HEADER_LEN, UDP_HEADER_LEN};
 
 use super::copy_csum::copy_and_sum;
 use super::frame::{at, IpFrame, Transport, UdpFrame};
 use super::merge::{
-    ipv4_checksum_verifies, same_link_and_ip, seal, CoalesceConfig, CoalesceStats, Merge, Push,
-    Reject, Seal, MAX_SUPERFRAME_IP_LEN,
+    finish_run, ipv4_checksum_verifies, ipv4_eligible, same_link_and_ip, CoalesceConfig,
+    CoalesceStats, Merge, Push, Reject, Seal, MAX_SUPERFRAME_IP_LEN,
 };
-use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR};
+use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
 /// Largest header run of a coalescable datagram: Ethernet + tag, IPv6, UDP.
 const MAX_TEMPLATE: usize = TAGGED_HEADER_LEN + IPV6_HEADER_LEN + UDP_HEADER_LEN;
@@ -138,14 +136,7 @@ impl UdpCoalescer {
     /// Static checks that do not depend on the pending superframe.
     fn eligible(&self, frame: &[u8], uf: &UdpFrame) -> Result<(), Reject> {
         let ip = &uf.ip;
-        if !ip.ipv6 {
-            if ip.l4 - ip.l3 != IPV4_HEADER_LEN {
-                return Err(Reject::Ipv4Options);
-            }
-            if !ipv4_checksum_verifies(frame, ip) {
-                return Err(Reject::BadIpv4Checksum);
-            }
-        }
+        ipv4_eligible(frame, ip)?;
         if !udp_len_agrees(frame, uf) {
             return Err(Reject::Malformed(OffloadError::BadHeader {
                 layer: Layer::InnerUdp,
@@ -323,28 +314,14 @@ impl Merge for UdpCoalescer {
     fn finish(&mut self) -> Option<&[u8]> {
         let run = self.run.take()?;
         let len = std::mem::take(&mut self.len);
-        if run.segments == 1 {
-            self.buf
-                .get_mut(..VIRTIO_NET_HDR_LEN)?
-                .copy_from_slice(&ZERO_VNET_HDR);
-            self.stats.singles += 1;
-            return self.buf.get(..VIRTIO_NET_HDR_LEN + len);
-        }
-        self.stats.superframes += 1;
-        self.stats.merged_segments += run.segments as u64;
-        let ip = run.uf.ip;
-        // The UDP length is the whole superframe's, as a UDP_SEGMENT send leaves it.
-        let udp_len = (len - ip.l4) as u16;
-        let header = self.buf.get_mut(VIRTIO_NET_HDR_LEN + ip.l4..)?;
-        UdpPacket::new_unchecked(header).set_len(udp_len);
         let seal_as = Seal {
-            ip,
+            ip: run.uf.ip,
             transport: Transport::Udp,
             hdr_len: run.uf.hdr_len(),
             gso_size: run.gso_size,
             gso_type: VirtioNetHdr::GSO_UDP_L4,
         };
-        seal(&mut self.buf, len, &seal_as)
+        finish_run(&mut self.buf, len, run.segments, &seal_as, &mut self.stats)
     }
 }
 
