@@ -12,10 +12,12 @@
 //! Locks: a thread killed inside a system call while holding a `std::sync::Mutex` leaves it
 //! locked for good (no unwinding, so no poisoning either), and every thread that takes it later
 //! waits forever. The workers' per-packet path takes no lock (the forwarder, peers and key rings
-//! are `ArcSwap` snapshots, the counters atomics). Source-port sockets are bound and closed, and
-//! an outbound SA's SPI drawn, outside their locks. Two steps still hold a lock across a system
-//! call (docs/operating.md, "A worker that vanishes"): an ESP replay floor's `pwrite` (under the
-//! SA's window) and logging (stderr's lock); a worker killed there would leave the others stuck,
+//! are `ArcSwap` snapshots, the counters atomics). Evicted source-port sockets are closed, and
+//! an outbound SA's SPI drawn, outside their locks. Three steps still hold a lock across a
+//! system call (docs/operating.md, "A worker that vanishes"): binding a new source-port socket
+//! (under the pool's clock hand, so two workers never bind one slot), an ESP replay floor's
+//! `pwrite` (under the SA's window) and logging (stderr's lock); a worker killed there would
+//! leave the others stuck,
 //! which this supervisor does not detect (they still exist), and the restart would then wait
 //! for them forever.
 

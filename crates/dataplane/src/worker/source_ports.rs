@@ -160,17 +160,16 @@ impl SourcePorts {
         self.open_slot(slot)
     }
 
-    /// The socket is bound before the clock hand is taken, and the sockets evicted for it are
-    /// closed after it is released: no system call under the lock, so a worker whose thread the
-    /// kernel ends inside one cannot leave the lock held for the other workers and the idle
-    /// sweep (see engine::supervise). Two workers opening one slot at once both bind (the second
-    /// on a nearby port, counted as bound and busy); the second keeps the first's socket.
+    /// Binds the slot's socket under the clock hand, so two workers opening one slot at once
+    /// never both bind: the second would find the port taken by the first's socket and move to
+    /// a nearby port, a socket counted as bound and the port as busy, which `bound == open`
+    /// (stats) would then no longer say. That bind is the one system call under this lock (a
+    /// worker the kernel ends inside it leaves the lock held: see engine::supervise); the
+    /// sockets evicted for it are closed after the lock is released.
     fn open_slot(&self, slot: usize) -> Option<Arc<UdpSocket>> {
-        let (port, df) = self.port_and_df(slot);
-        let socket = self.bind_near(port, df)?;
         let mut closed = Vec::new();
         let mut hand = self.hand.lock().unwrap_or_else(|e| e.into_inner());
-        // Another worker may have opened it meanwhile: `socket` is closed on return.
+        // Another worker may have opened it while this one waited.
         if let Some(opened) = self.slots[slot].load_full() {
             return Some(opened);
         }
@@ -179,6 +178,8 @@ impl SourcePorts {
                 break;
             }
         }
+        let (port, df) = self.port_and_df(slot);
+        let socket = self.bind_near(port, df)?;
         self.slots[slot].store(Some(Arc::clone(&socket)));
         self.used[slot].store(true, Ordering::Relaxed);
         let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
