@@ -172,10 +172,8 @@ fn a_kernel_peers_datagrams_with_partial_checksums_are_coalesced() {
         return;
     };
     let (a, b) = (lab.host(0).underlay, lab.host(1).underlay);
-    lab.host(1).must(&format!(
-        "ip link add vx0 type vxlan id 42 dstport 4789 local {b} remote {a} dev eth0 && \
-         ip addr add 10.1.0.2/24 dev vx0 && ip link set vx0 up"
-    ));
+    lab.host(1)
+        .kernel_vxlan_as_shipped("vx0", 42, &[a], "10.1.0.2/24");
     let vx = lab.vxnet(
         0,
         "a",

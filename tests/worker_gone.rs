@@ -78,16 +78,23 @@ fn kill_worker(engine: &Vxnet) -> String {
     })
 }
 
+/// A vxnet pair with one worker each (it owns every flow, so with it gone nothing is
+/// forwarded), in a lab named `test`; `None` where the lab cannot run (it says why), or gdb is
+/// missing.
+fn one_worker_pair(test: &str) -> Option<(Lab, Vxnet, Vxnet)> {
+    let lab = Lab::lan(test, 2, Family::V4)?;
+    if !have_tool(test, "gdb") {
+        return None;
+    }
+    let (a, b) = lab.vxnet_pair("--threads 1");
+    Some((lab, a, b))
+}
+
 #[test]
 fn a_worker_killed_by_the_kernel_is_replaced() {
-    let Some(lab) = Lab::lan("worker_gone", 2, Family::V4) else {
+    let Some((lab, mut a, _b)) = one_worker_pair("worker_gone") else {
         return;
     };
-    if !have_tool("worker_gone", "gdb") {
-        return;
-    }
-    // One worker: it owns every flow, so with it gone nothing is forwarded.
-    let (mut a, _b) = lab.vxnet_pair("--threads 1");
     let h0 = lab.host(0);
     assert!(h0.ping("10.1.0.2", 2), "no overlay connectivity");
 
@@ -128,13 +135,9 @@ fn a_worker_killed_by_the_kernel_is_replaced() {
 /// once a second): the shutdown does not wait for the dead thread (joining it panicked).
 #[test]
 fn a_stop_right_after_a_worker_vanished_is_clean() {
-    let Some(lab) = Lab::lan("worker_gone_stop", 2, Family::V4) else {
+    let Some((_lab, mut a, _b)) = one_worker_pair("worker_gone_stop") else {
         return;
     };
-    if !have_tool("worker_gone_stop", "gdb") {
-        return;
-    }
-    let (mut a, _b) = lab.vxnet_pair("--threads 1");
     let pid = a.pid();
     let tid = thread_named(pid, "vxnet-worker-0").expect("no thread vxnet-worker-0");
     kill_thread(pid, tid);
@@ -156,13 +159,9 @@ fn a_stop_right_after_a_worker_vanished_is_clean() {
 
 #[test]
 fn workers_that_keep_dying_stop_the_engine() {
-    let Some(lab) = Lab::lan("worker_dying", 2, Family::V4) else {
+    let Some((lab, mut a, _b)) = one_worker_pair("worker_dying") else {
         return;
     };
-    if !have_tool("worker_dying", "gdb") {
-        return;
-    }
-    let (mut a, _b) = lab.vxnet_pair("--threads 1");
     // Five restarts within a minute are allowed ...
     for restarts in 1..=5 {
         kill_worker(&a);

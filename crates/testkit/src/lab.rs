@@ -62,6 +62,13 @@ impl Host {
     /// same-host peer with its offloads on is `tests/interop_partial_checksum.rs`.
     pub fn kernel_vxlan(&self, dev: &str, vni: u32, remotes: &[IpAddr], address: &str) {
         self.must("ethtool -K eth0 tx off >/dev/null");
+        self.kernel_vxlan_as_shipped(dev, vni, remotes, address);
+    }
+
+    /// [`kernel_vxlan`](Self::kernel_vxlan) with the underlay's offloads as the kernel ships
+    /// them: over a veth its datagrams then carry what it leaves for a NIC (inner checksums
+    /// holding only the pseudo-header sum, whole tunnel superframes).
+    pub fn kernel_vxlan_as_shipped(&self, dev: &str, vni: u32, remotes: &[IpAddr], address: &str) {
         self.must(&format!(
             "ip link add {dev} type vxlan id {vni} dstport 4789 local {} dev eth0",
             self.underlay
