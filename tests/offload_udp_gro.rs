@@ -10,75 +10,23 @@ mod esp_common;
 mod offload_common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use offload_common::datagrams::{Datagrams, Order, Pattern};
 use offload_common::*;
 use vxnet_tests::*;
 
 /// Datagrams per burst (sent back to back), the last one shorter; bursts per transfer.
 const BURST: u64 = 64;
 const BURSTS: u64 = 60;
-const FULL: usize = 64;
-const TAIL: usize = 40;
-
-fn datagram_len(seq: u64) -> usize {
-    if seq % BURST == BURST - 1 {
-        TAIL
-    } else {
-        FULL
-    }
-}
-
-/// Datagram `seq`: its number, then bytes that depend on it (every datagram distinct).
-fn fill(seq: u64, buf: &mut [u8]) {
-    buf[..8].copy_from_slice(&seq.to_be_bytes());
-    for (k, b) in buf[8..].iter_mut().enumerate() {
-        *b = (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (k % 8 * 8)) as u8 ^ k as u8;
-    }
-}
-
-/// Receives until every datagram came (or 3 s pass without one); each must be the next in
-/// sequence, with its length and bytes. Returns (datagrams in order, first problem if any).
-fn receive(
-    ns: &str,
-    addr: SocketAddr,
-    got: Arc<AtomicU64>,
-) -> std::thread::JoinHandle<(u64, Option<String>)> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let handle = in_netns(ns, move || {
-        let sock = std::net::UdpSocket::bind(addr).expect("bind receiver");
-        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        ready_tx.send(()).unwrap();
-        let mut buf = vec![0u8; 65536];
-        let mut expect = [0u8; FULL];
-        for seq in 0..BURST * BURSTS {
-            let Ok(n) = sock.recv(&mut buf) else {
-                return (seq, Some(format!("nothing after datagram {seq}")));
-            };
-            got.fetch_add(1, Ordering::Relaxed);
-            let len = datagram_len(seq);
-            fill(seq, &mut expect[..len]);
-            if buf[..n] != expect[..len] {
-                let came = buf
-                    .get(..8)
-                    .map(|b| u64::from_be_bytes(b.try_into().unwrap()));
-                return (
-                    seq,
-                    Some(format!(
-                        "expected datagram {seq} ({len} bytes), got {n} bytes numbered {came:?}"
-                    )),
-                );
-            }
-        }
-        (BURST * BURSTS, None)
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("receiver ready");
-    handle
-}
+const DATAGRAMS: Datagrams = Datagrams {
+    per_run: BURST,
+    runs: BURSTS,
+    full: 64,
+    tail: 40,
+    pattern: Pattern::Spread,
+};
 
 /// Sends the bursts from a connected socket in `ns` (so IPv4 IDs count up by one, as a connected
 /// UDP socket's do), waiting for each burst to arrive (at most 1 s) before the next, so no socket
@@ -92,18 +40,14 @@ fn send(ns: &str, dest: SocketAddr, got: Arc<AtomicU64>) -> std::thread::JoinHan
         };
         let sock = std::net::UdpSocket::bind(any).expect("bind sender");
         sock.connect(dest).unwrap();
-        let mut buf = [0u8; FULL];
+        let mut buf = [0u8; DATAGRAMS.full];
         for burst in 0..BURSTS {
             for seq in burst * BURST..(burst + 1) * BURST {
-                let len = datagram_len(seq);
-                fill(seq, &mut buf[..len]);
+                let len = DATAGRAMS.len(seq);
+                DATAGRAMS.fill(seq, &mut buf[..len]);
                 sock.send(&buf[..len]).expect("send");
             }
-            let want = (burst + 1) * BURST;
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while got.load(Ordering::Relaxed) < want && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            DATAGRAMS.await_run(&got, burst);
         }
     })
 }
@@ -112,7 +56,7 @@ fn send(ns: &str, dest: SocketAddr, got: Arc<AtomicU64>) -> std::thread::JoinHan
 /// `engine` is the receiving one, whose log a failure shows.
 fn bursts(from: &Host, to: &Host, dest: SocketAddr, engine: &Vxnet) {
     let got = Arc::new(AtomicU64::new(0));
-    let rx = receive(&to.ns, dest, Arc::clone(&got));
+    let rx = DATAGRAMS.receive(&to.ns, dest, Order::AsSent, Arc::clone(&got));
     send(&from.ns, dest, got).join().unwrap();
     let (in_order, problem) = rx.join().unwrap();
     assert_eq!(problem, None, "-> {dest}\n{}", engine.proc.log_text());

@@ -13,6 +13,8 @@
 //! tests/tunnel_gso.rs covers the tunnel path.
 #![allow(dead_code)]
 
+pub mod datagrams;
+
 use std::net::SocketAddr;
 
 use vxnet_tests::*;

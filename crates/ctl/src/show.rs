@@ -305,6 +305,13 @@ pub fn render_stats(report: &StatsReport) -> String {
                 n.neighbor_entries, n.neighbor_answered, n.neighbor_flooded, n.neighbor_spoofed
             );
         }
+        if n.tap_refused_short_tail + n.tap_refused_gso > 0 {
+            let _ = writeln!(
+                out,
+                "    tap refused superframes (written segment by segment): short tail {}  equal segments {}",
+                n.tap_refused_short_tail, n.tap_refused_gso
+            );
+        }
         if n.too_big_replies > 0 {
             let _ = writeln!(
                 out,

@@ -318,6 +318,11 @@ pub struct Events {
     /// Received inner TCP/UDP checksums a kernel VTEP on this machine left partial (for a NIC
     /// that a veth is not) and vxnet completed.
     pub(crate) partial_checksums: AtomicU64,
+    /// Coalesced superframes a TAP refused (EINVAL) and vxnet wrote again segment by segment:
+    /// for a short last segment (Linux 6.6.44), after which superframes keep segments equal ...
+    pub(crate) tap_refused_short_tail: AtomicU64,
+    /// ... and of equal segments, after which that transport is no longer coalesced.
+    pub(crate) tap_refused_gso: AtomicU64,
     /// Datagrams from a kernel VTEP on this machine that carried a whole inner superframe
     /// (UDP-tunnel GSO through a veth), written to the TAP unsplit ...
     pub(crate) tunnel_superframes: AtomicU64,

@@ -81,7 +81,7 @@ pub(crate) fn render(state: &EngineState) -> String {
         .collect();
 
     type Field = fn(&crate::control::proto::NetworkStats) -> u64;
-    let per_network: [(&str, &str, &str, Field); 28] = [
+    let per_network: [(&str, &str, &str, Field); 30] = [
         (
             "vxnet_rx_frames_total",
             "counter",
@@ -201,6 +201,18 @@ pub(crate) fn render(state: &EngineState) -> String {
             "counter",
             "Inner checksums a kernel VTEP on this machine left partial, completed by vxnet.",
             |n| n.partial_checksums,
+        ),
+        (
+            "vxnet_tap_refused_short_tail_total",
+            "counter",
+            "Superframes with a short last segment the TAP refused, written again segment by segment.",
+            |n| n.tap_refused_short_tail,
+        ),
+        (
+            "vxnet_tap_refused_gso_total",
+            "counter",
+            "Superframes of equal segments the TAP refused, written again segment by segment.",
+            |n| n.tap_refused_gso,
         ),
         (
             "vxnet_tunnel_superframes_total",

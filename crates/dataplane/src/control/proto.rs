@@ -405,6 +405,12 @@ pub struct NetworkStats {
     /// Inner checksums a kernel VTEP on this machine left partial, completed by vxnet.
     #[serde(default)]
     pub partial_checksums: u64,
+    /// Coalesced superframes the TAP refused and vxnet wrote again segment by segment: for a
+    /// short last segment, and of equal segments.
+    #[serde(default)]
+    pub tap_refused_short_tail: u64,
+    #[serde(default)]
+    pub tap_refused_gso: u64,
     /// Datagrams from a kernel VTEP on this machine that carried a whole inner superframe
     /// (UDP-tunnel GSO through a veth), written to the TAP unsplit ...
     #[serde(default)]

@@ -419,6 +419,8 @@ pub fn stats(state: &EngineState) -> StatsReport {
                 udp_coalesced_superframes: n.events.udp_coalesced_superframes.load(Relaxed),
                 udp_coalesced_datagrams: n.events.udp_coalesced_datagrams.load(Relaxed),
                 partial_checksums: n.events.partial_checksums.load(Relaxed),
+                tap_refused_short_tail: n.events.tap_refused_short_tail.load(Relaxed),
+                tap_refused_gso: n.events.tap_refused_gso.load(Relaxed),
                 tunnel_superframes: n.events.tunnel_superframes.load(Relaxed),
                 tunnel_segments: n.events.tunnel_segments.load(Relaxed),
                 tap_queue_drops: crate::sys::iface::tx_dropped(&n.settings.dev).unwrap_or(0),

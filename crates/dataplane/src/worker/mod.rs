@@ -22,6 +22,7 @@ mod esp;
 mod fixtures;
 mod neighbors;
 mod pmtu;
+mod recut;
 mod rx;
 mod send;
 mod source_ports;

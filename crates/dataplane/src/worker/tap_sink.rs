@@ -1,28 +1,37 @@
 //! Wire → TAP, last step: writing received inner frames to their network's TAP, straight
 //! through or via the coalescers into superframes behind a virtio-net header (TCP segments of
 //! one flow always; datagrams of one UDP flow when the TAP took USO), completing partial
-//! checksums on the way. Every failed write is a counted drop.
+//! checksums on the way. Every failed write is a counted drop; a superframe the TAP refuses is
+//! written again segment by segment, and the sink stops making what was refused (see `recut`).
 
-use std::io::IoSlice;
-use std::sync::atomic::Ordering;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vxnet_encap::offload::{
     complete_partial_checksum, CoalesceConfig, Coalescer, Merge, Push, UdpCoalescer, VirtioNetHdr,
     VIRTIO_NET_HDR_LEN, ZERO_VNET_HDR,
 };
 
+use super::recut::{self, Refusal};
 use crate::counters::{DropReason, Events};
 use crate::forward::Forwarder;
 use crate::sys::tap::TapQueue;
 
-/// The TAP side of a worker's receive path: per network (indexed like the TAPs) a TCP coalescer
-/// and, where the TAP took USO, a UDP one.
+/// The TAP side of a worker's receive path: per network (indexed like the TAPs) its coalescers.
 #[derive(Debug)]
 pub(super) struct TapSink {
-    coalescers: Vec<Coalescer>,
-    udp_coalescers: Vec<Option<UdpCoalescer>>,
+    lanes: Vec<Lanes>,
     /// The TAPs take a virtio-net header in front of every frame.
     vnet_hdr: bool,
+    /// Where a refused superframe is cut back into segments (empty until a TAP refuses one).
+    scratch: Vec<u8>,
+}
+
+/// One network's coalescers; `None` where its TAP cannot take (or refused) such superframes.
+#[derive(Debug)]
+struct Lanes {
+    tcp: Option<Coalescer>,
+    udp: Option<UdpCoalescer>,
 }
 
 impl TapSink {
@@ -31,12 +40,15 @@ impl TapSink {
     pub(super) fn new(uso: &[bool], vnet_hdr: bool) -> Self {
         let config = CoalesceConfig::default();
         TapSink {
-            coalescers: uso.iter().map(|_| Coalescer::new(config)).collect(),
-            udp_coalescers: uso
+            lanes: uso
                 .iter()
-                .map(|&uso| (vnet_hdr && uso).then(|| UdpCoalescer::new(config)))
+                .map(|&uso| Lanes {
+                    tcp: Some(Coalescer::new(config)),
+                    udp: (vnet_hdr && uso).then(|| UdpCoalescer::new(config)),
+                })
                 .collect(),
             vnet_hdr,
+            scratch: Vec::new(),
         }
     }
 
@@ -59,13 +71,18 @@ impl TapSink {
             write_tap(forwarder, taps, network, &[IoSlice::new(frame)]);
             return;
         }
-        let mut push = self.coalesce(forwarder, taps, network, frame);
+        let out = Out {
+            forwarder,
+            taps,
+            network,
+        };
+        let mut taken = self.coalesce(out, frame);
         // Only frames the coalescers did not take are checked for a partial checksum: a segment
         // they verified is complete, and the signature check costs a parse.
-        if matches!(push, Push::PassThrough(_)) && complete_partial(forwarder, network, frame) {
-            push = self.coalesce(forwarder, taps, network, frame);
+        if !taken && complete_partial(forwarder, network, frame) {
+            taken = self.coalesce(out, frame);
         }
-        if let Push::PassThrough(_) = push {
+        if !taken {
             write_tap(
                 forwarder,
                 taps,
@@ -76,51 +93,166 @@ impl TapSink {
     }
 
     /// Offers `frame` to network `network`'s coalescers (TCP, then UDP), writing out a pending
-    /// superframe first when it must go. `PassThrough` when neither took it.
-    fn coalesce(
-        &mut self,
-        forwarder: &Forwarder,
-        taps: &[TapQueue],
-        network: usize,
-        frame: &mut [u8],
-    ) -> Push {
-        let write = |pending: &[u8]| write_coalesced(forwarder, taps, network, pending);
-        let complete = |frame: &mut [u8]| complete_partial(forwarder, network, frame);
-        let Some(tcp) = self.coalescers.get_mut(network) else {
+    /// superframe first when it must go. False when neither took it (write it as it is).
+    fn coalesce(&mut self, out: Out<'_>, frame: &mut [u8]) -> bool {
+        let Some(lanes) = self.lanes.get_mut(out.network) else {
             // No such network (nor TAP): nothing to write.
-            return Push::Absorbed;
+            return true;
         };
-        match (
-            offer(tcp, frame, complete, write),
-            self.udp_coalescers.get_mut(network),
-        ) {
-            (Push::PassThrough(_), Some(Some(udp))) => offer(udp, frame, complete, write),
-            (push, _) => push,
+        let mut refused = None;
+        let mut write =
+            |pending: &[u8]| out.write_coalesced(pending, &mut self.scratch, &mut refused);
+        let complete = |frame: &mut [u8]| complete_partial(out.forwarder, out.network, frame);
+        let taken = |push: Push| !matches!(push, Push::PassThrough(_));
+        let mut took = false;
+        if let Some(tcp) = lanes.tcp.as_mut() {
+            took = taken(offer(tcp, frame, complete, &mut write));
+        }
+        if let (false, Some(udp)) = (took, lanes.udp.as_mut()) {
+            took = taken(offer(udp, frame, complete, &mut write));
+        }
+        if let Some(refusal) = refused {
+            self.stop_making(out, refusal);
+        }
+        took
+    }
+
+    /// After network `network`'s TAP refused a superframe: writes out what its coalescers hold
+    /// and has them stop making what was refused, for as long as this worker runs (a kernel does
+    /// not change its mind).
+    fn stop_making(&mut self, out: Out<'_>, refusal: Refusal) {
+        self.flush(out.forwarder, out.taps, out.network);
+        let Some(lanes) = self.lanes.get_mut(out.network) else {
+            return;
+        };
+        let short_tails = lanes
+            .tcp
+            .as_ref()
+            .map(|c| c.config().short_tail)
+            .or(lanes.udp.as_ref().map(|c| c.config().short_tail))
+            .unwrap_or(false);
+        match refusal {
+            // The coalescers are idle after the flush: new ones lose nothing.
+            Refusal::ShortTail if short_tails => {
+                let config = CoalesceConfig {
+                    short_tail: false,
+                    ..CoalesceConfig::default()
+                };
+                if lanes.tcp.is_some() {
+                    lanes.tcp = Some(Coalescer::new(config));
+                }
+                if lanes.udp.is_some() {
+                    lanes.udp = Some(UdpCoalescer::new(config));
+                }
+            }
+            // Equal segments refused too (or a short tail despite the rule): no such superframes.
+            Refusal::ShortTail => {
+                lanes.tcp = None;
+                lanes.udp = None;
+            }
+            Refusal::Gso { udp: true } => lanes.udp = None,
+            Refusal::Gso { udp: false } => lanes.tcp = None,
         }
     }
 
     /// Writes out what the coalescers of network `network` hold, so what comes next (a whole
     /// superframe of the same flow) cannot overtake it.
     pub(super) fn flush(&mut self, forwarder: &Forwarder, taps: &[TapQueue], network: usize) {
-        let write = |pending: &[u8]| write_coalesced(forwarder, taps, network, pending);
-        if let Some(pending) = self.coalescers.get_mut(network).and_then(Merge::finish) {
-            write(pending);
+        let out = Out {
+            forwarder,
+            taps,
+            network,
+        };
+        let Some(lanes) = self.lanes.get_mut(network) else {
+            return;
+        };
+        let mut refused = None;
+        if let Some(pending) = lanes.tcp.as_mut().and_then(Merge::finish) {
+            out.write_coalesced(pending, &mut self.scratch, &mut refused);
         }
-        let udp = self
-            .udp_coalescers
-            .get_mut(network)
-            .and_then(Option::as_mut);
-        if let Some(pending) = udp.and_then(Merge::finish) {
-            write(pending);
+        if let Some(pending) = lanes.udp.as_mut().and_then(Merge::finish) {
+            out.write_coalesced(pending, &mut self.scratch, &mut refused);
+        }
+        if let Some(refusal) = refused {
+            // Nothing is pending now: stop_making's own flush writes nothing.
+            self.stop_making(out, refusal);
         }
     }
 
     /// Writes out every pending superframe: none waits for the next read.
     pub(super) fn flush_all(&mut self, forwarder: &Forwarder, taps: &[TapQueue]) {
-        for network in 0..self.coalescers.len() {
+        for network in 0..self.lanes.len() {
             self.flush(forwarder, taps, network);
         }
     }
+}
+
+/// Where a network's superframes go: its TAP, and its counters.
+#[derive(Clone, Copy)]
+struct Out<'a> {
+    forwarder: &'a Forwarder,
+    taps: &'a [TapQueue],
+    network: usize,
+}
+
+impl Out<'_> {
+    /// Writes a coalescer's superframe (or lone segment) to the TAP, counting it. A superframe
+    /// the TAP refuses is written again segment by segment (counted and said once per network
+    /// and kind), and `refused` says what to stop making.
+    fn write_coalesced(
+        &self,
+        pending: &[u8],
+        scratch: &mut Vec<u8>,
+        refused: &mut Option<Refusal>,
+    ) {
+        let Some(tap) = self.taps.get(self.network) else {
+            return;
+        };
+        let error = match tap.writev(&[IoSlice::new(pending)]) {
+            Ok(_) => return count_coalesced(self.forwarder, self.network, pending),
+            Err(e) => e,
+        };
+        let Some(refusal) = recut::refusal(pending, &error) else {
+            return count_write_error(self.forwarder, self.network, &error);
+        };
+        *refused = Some(refusal);
+        let cut = recut::write_segments(pending, scratch, |parts| {
+            write_tap(self.forwarder, self.taps, self.network, parts)
+        });
+        let Some(n) = self.forwarder.networks().get(self.network) else {
+            return;
+        };
+        if cut.is_err() {
+            // Not a superframe this engine's segmentation takes back: lost, and counted so.
+            n.drops.count(DropReason::TapWrite);
+        }
+        let (counter, what) = match refusal {
+            Refusal::ShortTail => (
+                &n.events.tap_refused_short_tail,
+                "a superframe whose last segment is short (as Linux 6.6.44 does); \
+                 superframes now keep their segments equal",
+            ),
+            Refusal::Gso { udp } => (
+                &n.events.tap_refused_gso,
+                if udp {
+                    "a UDP superframe; datagrams now go to it one by one"
+                } else {
+                    "a TCP superframe; segments now go to it one by one"
+                },
+            ),
+        };
+        if bump_first(counter) {
+            tracing::warn!(
+                "network {}: the TAP refused ({error}) {what}",
+                n.settings.name
+            );
+        }
+    }
+}
+
+/// Counts one event; true for the first of them (the one to say).
+fn bump_first(counter: &AtomicU64) -> bool {
+    counter.fetch_add(1, Ordering::Relaxed) == 0
 }
 
 /// Offers `frame` to one coalescer. A frame of the pending flow whose checksum a kernel VTEP on
@@ -140,12 +272,6 @@ fn offer(
         Push::Flush => merge.flush_and_push(frame, write),
         push => push,
     }
-}
-
-/// Writes a coalescer's superframe (or lone segment) to network `network`'s TAP, counting it.
-fn write_coalesced(forwarder: &Forwarder, taps: &[TapQueue], network: usize, pending: &[u8]) {
-    count_coalesced(forwarder, network, pending);
-    write_tap(forwarder, taps, network, &[IoSlice::new(pending)]);
 }
 
 /// Completes an inner checksum a kernel VTEP on this machine left for a NIC (see
@@ -204,13 +330,58 @@ pub(super) fn write_tap(
         return;
     };
     if let Err(e) = tap.writev(parts) {
-        // A full queue behind the TAP is the load's doing, anything else a fault: told apart.
-        let reason = match e.raw_os_error() {
-            Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::TapFull,
-            _ => DropReason::TapWrite,
+        count_write_error(forwarder, network, &e);
+    }
+}
+
+/// Counts a failed TAP write as a drop: a full queue behind the TAP is the load's doing,
+/// anything else a fault, told apart.
+fn count_write_error(forwarder: &Forwarder, network: usize, error: &io::Error) {
+    let reason = match error.raw_os_error() {
+        Some(libc::EAGAIN | libc::ENOBUFS) => DropReason::TapFull,
+        _ => DropReason::TapWrite,
+    };
+    if let Some(n) = forwarder.networks().get(network) {
+        n.drops.count(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::fixtures;
+
+    fn short_tails(lanes: &Lanes) -> (Option<bool>, Option<bool>) {
+        (
+            lanes.tcp.as_ref().map(|c| c.config().short_tail),
+            lanes.udp.as_ref().map(|c| c.config().short_tail),
+        )
+    }
+
+    #[test]
+    fn a_refusal_stops_what_was_refused_and_only_that() {
+        let forwarder = fixtures::forwarder("10.0.0.1", &[], 1500);
+        let out = Out {
+            forwarder: &forwarder,
+            taps: &[],
+            network: 0,
         };
-        if let Some(n) = forwarder.networks().get(network) {
-            n.drops.count(reason);
-        }
+        let mut sink = TapSink::new(&[true], true);
+        assert_eq!(short_tails(&sink.lanes[0]), (Some(true), Some(true)));
+        // A short tail refused: both transports keep their segments equal from now on.
+        sink.stop_making(out, Refusal::ShortTail);
+        assert_eq!(short_tails(&sink.lanes[0]), (Some(false), Some(false)));
+        // Equal UDP segments refused too: UDP is no longer coalesced, TCP still is.
+        sink.stop_making(out, Refusal::Gso { udp: true });
+        assert_eq!(short_tails(&sink.lanes[0]), (Some(false), None));
+        // A short tail despite the rule: nothing is coalesced any more, and frames pass.
+        sink.stop_making(out, Refusal::ShortTail);
+        assert_eq!(short_tails(&sink.lanes[0]), (None, None));
+        let mut frame = vec![0u8; 60];
+        assert!(!sink.coalesce(out, &mut frame));
+
+        let mut sink = TapSink::new(&[true], true);
+        sink.stop_making(out, Refusal::Gso { udp: false });
+        assert_eq!(short_tails(&sink.lanes[0]), (None, Some(true)));
     }
 }
