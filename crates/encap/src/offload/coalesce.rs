@@ -29,17 +29,16 @@
 
 use std::ops::Range;
 
-use crate::checksum;
 use crate::wire::tcp::{field as tcp_field, flags as tcp_flags};
 use crate::wire::{TcpPacket, IPV6_HEADER_LEN, TAGGED_HEADER_LEN, TCP_MAX_HEADER_LEN};
 
-use super::copy_csum::copy_and_sum;
 use super::frame::{at, IpFrame, TcpFrame, Transport};
 use super::merge::{
-    finish_run, ipv4_checksum_verifies, ipv4_eligible, ipv4_header, same_link_and_ip,
-    CoalesceConfig, CoalesceStats, Merge, Push, Reject, Seal, MAX_SUPERFRAME_IP_LEN,
+    ipv4_checksum_verifies, ipv4_eligible, ipv4_header, same_link_and_ip, CoalesceConfig,
+    CoalesceStats, Merge, Push, Reject, Seal,
 };
-use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+use super::pending::Pending;
+use super::vnet::VirtioNetHdr;
 
 /// Largest header run of a coalescable segment: Ethernet + tag, IPv6 (IPv4 with options is not
 /// merged), TCP with options.
@@ -70,18 +69,9 @@ struct Run {
 /// buffer allocated once (~64 KB); steady state allocates nothing.
 #[derive(Debug)]
 pub struct Coalescer {
-    /// `[virtio-net header][superframe]`, so a superframe leaves with a single write.
-    buf: Box<[u8]>,
-    /// Superframe bytes after the virtio-net header.
-    len: usize,
-    run: Option<Run>,
-    config: CoalesceConfig,
-    stats: CoalesceStats,
-    /// The pending superframe's headers (`..hdr_len`) as every further segment must repeat
-    /// them, with the fields that change per segment zeroed (see [`mask_per_segment_fields`]).
-    template: [u8; MAX_TEMPLATE],
-    /// Off only in tests that compare the fast path with the full checks.
-    fast_path: bool,
+    /// The pending superframe; its template is the headers (`..hdr_len`) as every further segment
+    /// must repeat them, masked by [`mask_per_segment_fields`].
+    pending: Pending<Run, MAX_TEMPLATE>,
 }
 
 /// Zeroes what legitimately differs between the segments of one superframe: IPv4 total length,
@@ -105,49 +95,35 @@ impl Default for Coalescer {
 
 impl Coalescer {
     pub fn new(config: CoalesceConfig) -> Self {
-        let config = config.clamped();
         Coalescer {
-            buf: vec![0u8; VIRTIO_NET_HDR_LEN + TAGGED_HEADER_LEN + MAX_SUPERFRAME_IP_LEN]
-                .into_boxed_slice(),
-            len: 0,
-            run: None,
-            config,
-            stats: CoalesceStats::default(),
-            template: [0; MAX_TEMPLATE],
-            fast_path: true,
+            pending: Pending::new(Transport::Tcp, config),
         }
     }
 
     /// Test hook: decide every frame with the full checks only (the fast path must agree).
     #[doc(hidden)]
     pub fn set_fast_path(&mut self, on: bool) {
-        self.fast_path = on;
+        self.pending.fast_path = on;
     }
 
     pub fn config(&self) -> &CoalesceConfig {
-        &self.config
+        &self.pending.config
     }
 
     /// Applies a new configuration (e.g. after probing); finish the pending superframe first.
     pub fn set_config(&mut self, config: CoalesceConfig) {
-        let stats = self.stats;
-        *self = Coalescer {
-            stats,
-            ..Self::new(config)
-        };
+        let stats = self.pending.stats;
+        *self = Self::new(config);
+        self.pending.stats = stats;
     }
 
     pub fn stats(&self) -> CoalesceStats {
-        self.stats
+        self.pending.stats
     }
 
     /// True while a superframe is pending.
     pub fn is_pending(&self) -> bool {
-        self.run.is_some()
-    }
-
-    fn pass(&mut self, reject: Reject) -> Push {
-        self.stats.pass(reject)
+        self.pending.run.is_some()
     }
 
     /// Static checks that do not depend on the pending superframe.
@@ -164,43 +140,26 @@ impl Coalescer {
             return Err(Reject::NoPayload);
         }
         let ip_len = ip.end - ip.l3;
-        if ip_len > self.config.max_ip_len {
+        if ip_len > self.pending.config.max_ip_len {
             return Err(Reject::TooLong { ip_len });
         }
         Ok(())
     }
 
-    fn pending(&self) -> &[u8] {
-        self.buf
-            .get(VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + self.len)
-            .unwrap_or(&[])
-    }
-
-    /// Same layout, addresses and ports as the pending superframe.
-    fn same_flow(&self, run: &Run, frame: &[u8], tf: &TcpFrame) -> bool {
-        let cur = self.pending();
-        let (a, b) = (&run.tf.ip, &tf.ip);
-        if a.l3 != b.l3 || a.l4 != b.l4 || a.ipv6 != b.ipv6 {
-            return false;
-        }
-        let (addrs, ports) = (a.addrs(), at(a.l4, tcp_field::PORTS));
-        cur.get(addrs.clone()) == frame.get(addrs) && cur.get(ports.clone()) == frame.get(ports)
-    }
-
     /// The merge rules beyond the flow (see the module docs). `tf` has the run's layout.
     fn continues(&self, run: &Run, frame: &[u8], tf: &TcpFrame) -> bool {
-        if run.sealed || run.segments >= self.config.max_segments || tf.tcp_hlen != run.tf.tcp_hlen
-        {
+        let config = &self.pending.config;
+        if run.sealed || run.segments >= config.max_segments || tf.tcp_hlen != run.tf.tcp_hlen {
             return false;
         }
         let payload = tf.payload_len();
-        if payload > run.gso_size || (payload < run.gso_size && !self.config.short_tail) {
+        if payload > run.gso_size || (payload < run.gso_size && !config.short_tail) {
             return false;
         }
-        if self.len - run.tf.ip.l3 + payload > self.config.max_ip_len {
+        if self.pending.ip_len(&run.tf.ip) + payload > config.max_ip_len {
             return false;
         }
-        let cur = self.pending();
+        let cur = self.pending.bytes();
         let l4 = tf.ip.l4;
         let same = |r: Range<usize>| cur.get(r.clone()) == frame.get(r);
         if !same_link_and_ip(cur, frame, &tf.ip)
@@ -226,14 +185,13 @@ impl Coalescer {
     fn continue_fast(&self, run: Run, frame: &[u8]) -> Option<TcpFrame> {
         let tf = run.tf;
         let hl = tf.hdr_len();
-        if run.sealed || run.segments >= self.config.max_segments || hl > MAX_TEMPLATE {
-            return None;
-        }
-        let mut headers = [0u8; MAX_TEMPLATE];
-        let headers = &mut headers[..hl];
-        headers.copy_from_slice(frame.get(..hl)?);
-        mask_per_segment_fields(&tf, headers);
-        if *headers != self.template[..hl] {
+        let config = &self.pending.config;
+        if run.sealed
+            || run.segments >= config.max_segments
+            || !self
+                .pending
+                .repeats_template(frame, hl, |h| mask_per_segment_fields(&tf, h))
+        {
             return None;
         }
         // Same layout as the first segment: only the length is new.
@@ -247,8 +205,8 @@ impl Coalescer {
         };
         let payload = next.payload_len();
         if payload > run.gso_size
-            || (payload < run.gso_size && !self.config.short_tail)
-            || self.len - tf.ip.l3 + payload > self.config.max_ip_len
+            || (payload < run.gso_size && !config.short_tail)
+            || self.pending.ip_len(&tf.ip) + payload > config.max_ip_len
             || tf.tcp(frame).seq_number() != run.next_seq
         {
             return None;
@@ -279,27 +237,9 @@ impl Coalescer {
     }
 
     fn start(&mut self, frame: &[u8], tf: TcpFrame) -> Push {
-        let IpFrame { l3, l4, end, .. } = tf.ip;
-        let Some(dst) = self
-            .buf
-            .get_mut(VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + end)
-        else {
-            return self.pass(Reject::TooLong { ip_len: end - l3 });
-        };
-        dst[..l4].copy_from_slice(&frame[..l4]);
-        let sum = copy_and_sum(&mut dst[l4..], &frame[l4..end]);
-        if !checksum::verifies(tf.pseudo_header(frame, end - l4).add_sum(sum)) {
-            return self.pass(Reject::BadTcpChecksum);
-        }
         let tcp = tf.tcp(frame);
         let flags = tcp.flags();
-        self.len = end;
-        let hl = tf.hdr_len();
-        if let Some(template) = self.template.get_mut(..hl) {
-            template.copy_from_slice(&frame[..hl]);
-            mask_per_segment_fields(&tf, template);
-        }
-        self.run = Some(Run {
+        let run = Run {
             tf,
             gso_size: tf.payload_len(),
             segments: 1,
@@ -308,60 +248,49 @@ impl Coalescer {
             id_mode: IpIdMode::Unknown,
             flags,
             sealed: flags & tcp_flags::PSH != 0,
-        });
-        Push::Absorbed
+        };
+        self.pending.start(frame, &tf.ip, tf.hdr_len(), run, |h| {
+            mask_per_segment_fields(&tf, h)
+        })
     }
 
     fn extend(&mut self, mut run: Run, frame: &[u8], tf: &TcpFrame) -> Push {
-        let IpFrame { l4, end, .. } = tf.ip;
-        let payload = &frame[tf.hdr_len()..end];
-        let tail = VIRTIO_NET_HDR_LEN + self.len;
-        let Some(dst) = self.buf.get_mut(tail..tail + payload.len()) else {
-            return Push::Flush;
-        };
-        let tcp_hdr = &frame[l4..tf.hdr_len()];
-        let sum = tf
-            .pseudo_header(frame, end - l4)
-            .add_bytes(tcp_hdr)
-            .add_sum(copy_and_sum(dst, payload));
-        if !checksum::verifies(sum) {
+        let Some(payload) = self.pending.append(frame, &tf.ip, tf.hdr_len()) else {
             // Same flow: let it go out after the superframe, where `start` rejects it again.
             return Push::Flush;
-        }
+        };
         if !tf.ip.ipv6 {
             run.id_mode = self.next_id_mode(&run, frame, tf).unwrap_or(run.id_mode);
         }
         let tcp = tf.tcp(frame);
         let flags = tcp.flags();
         // The superframe carries the newest window and, if this segment had it, PSH.
-        let sf_tcp = VIRTIO_NET_HDR_LEN + run.tf.ip.l4;
-        if let Some(header) = self.buf.get_mut(sf_tcp..) {
+        if let Some(header) = self.pending.bytes_mut_from(run.tf.ip.l4) {
             let mut sf = TcpPacket::new_unchecked(header);
             sf.set_window_len(tcp.window_len());
             sf.set_flags(sf.flags() | flags & tcp_flags::PSH);
         }
-        self.len += payload.len();
         run.segments += 1;
-        run.next_seq = run.next_seq.wrapping_add(payload.len() as u32);
-        run.sealed = flags & tcp_flags::PSH != 0 || payload.len() < run.gso_size;
-        self.run = Some(run);
+        run.next_seq = run.next_seq.wrapping_add(payload as u32);
+        run.sealed = flags & tcp_flags::PSH != 0 || payload < run.gso_size;
+        self.pending.run = Some(run);
         Push::Absorbed
     }
 }
 
 impl Merge for Coalescer {
     fn push(&mut self, frame: &[u8]) -> Push {
-        if let (Some(run), true) = (self.run, self.fast_path) {
+        if let (Some(run), true) = (self.pending.run, self.pending.fast_path) {
             if let Some(next) = self.continue_fast(run, frame) {
                 return self.extend(run, frame, &next);
             }
         }
         let tf = match TcpFrame::parse(frame) {
             Ok(tf) => tf,
-            Err(e) => return self.pass(Reject::Malformed(e)),
+            Err(e) => return self.pending.pass(Reject::Malformed(e)),
         };
-        let same_flow = match &self.run {
-            Some(run) => self.same_flow(run, frame, &tf),
+        let same_flow = match &self.pending.run {
+            Some(run) => self.pending.same_flow(&run.tf.ip, frame, &tf.ip),
             None => false,
         };
         if let Err(reject) = self.eligible(frame, &tf) {
@@ -369,10 +298,10 @@ impl Merge for Coalescer {
             return if same_flow {
                 Push::Flush
             } else {
-                self.pass(reject)
+                self.pending.pass(reject)
             };
         }
-        match self.run {
+        match self.pending.run {
             None => self.start(frame, tf),
             Some(run) => {
                 if !same_flow || !self.continues(&run, frame, &tf) {
@@ -384,20 +313,20 @@ impl Merge for Coalescer {
     }
 
     fn finish(&mut self) -> Option<&[u8]> {
-        let run = self.run.take()?;
-        let len = std::mem::take(&mut self.len);
-        let ip = run.tf.ip;
-        let seal_as = Seal {
-            ip,
-            transport: Transport::Tcp,
-            hdr_len: run.tf.hdr_len(),
-            gso_size: run.gso_size,
-            gso_type: if ip.ipv6 {
-                VirtioNetHdr::GSO_TCPV6
-            } else {
-                VirtioNetHdr::GSO_TCPV4
-            },
-        };
-        finish_run(&mut self.buf, len, run.segments, &seal_as, &mut self.stats)
+        self.pending.finish(|run| {
+            let ip = run.tf.ip;
+            let seal_as = Seal {
+                ip,
+                transport: Transport::Tcp,
+                hdr_len: run.tf.hdr_len(),
+                gso_size: run.gso_size,
+                gso_type: if ip.ipv6 {
+                    VirtioNetHdr::GSO_TCPV6
+                } else {
+                    VirtioNetHdr::GSO_TCPV4
+                },
+            };
+            (seal_as, run.segments)
+        })
     }
 }

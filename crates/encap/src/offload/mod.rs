@@ -10,7 +10,8 @@
 //! - [`udp_coalesce`]: wire -> TAP. [`UdpCoalescer`] does the same for the datagrams of one UDP
 //!   flow (`GSO_UDP_L4`), the kernel's UDP GRO; only for a TAP that took USO.
 //! - [`merge`]: what the two coalescers share ([`Merge`], [`Push`], [`Emit`], the header checks
-//!   and the sealing of a superframe behind its virtio-net header).
+//!   and the sealing of a superframe behind its virtio-net header); `pending`: the pending
+//!   superframe both build, and the buffer work on it.
 //! - [`copy_csum`]: the fused copy + checksum both directions use.
 //! - [`partial`]: inner checksums a kernel VTEP on the same machine left for a NIC to finish.
 //! - [`tunnel_gso`]: a whole inner superframe a kernel VTEP on the same machine sent unsplit.
@@ -52,6 +53,7 @@ pub mod copy_csum;
 mod frame;
 pub mod merge;
 pub mod partial;
+mod pending;
 pub mod segment;
 pub mod tunnel_gso;
 pub mod tunnel_tx;

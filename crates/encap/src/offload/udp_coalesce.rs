@@ -36,17 +36,16 @@
 //! datagram behind extension headers, which is not parsed, may). A run of one datagram is
 //! returned untouched behind an all-zero header.
 
-use crate::checksum;
 use crate::error::{Layer, OffloadError};
-use crate::wire::{udp, UdpPacket, IPV6_HEADER_LEN, TAGGED_HEADER_LEN, UDP_HEADER_LEN};
+use crate::wire::{UdpPacket, IPV6_HEADER_LEN, TAGGED_HEADER_LEN, UDP_HEADER_LEN};
 
-use super::copy_csum::copy_and_sum;
-use super::frame::{at, IpFrame, Transport, UdpFrame};
+use super::frame::{IpFrame, Transport, UdpFrame};
 use super::merge::{
-    finish_run, ipv4_checksum_verifies, ipv4_eligible, same_link_and_ip, CoalesceConfig,
-    CoalesceStats, Merge, Push, Reject, Seal, MAX_SUPERFRAME_IP_LEN,
+    ipv4_checksum_verifies, ipv4_eligible, same_link_and_ip, CoalesceConfig, CoalesceStats, Merge,
+    Push, Reject, Seal,
 };
-use super::vnet::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+use super::pending::Pending;
+use super::vnet::VirtioNetHdr;
 
 /// Largest header run of a coalescable datagram: Ethernet + tag, IPv6, UDP.
 const MAX_TEMPLATE: usize = TAGGED_HEADER_LEN + IPV6_HEADER_LEN + UDP_HEADER_LEN;
@@ -65,18 +64,9 @@ struct Run {
 /// buffer allocated once (~64 KB); steady state allocates nothing.
 #[derive(Debug)]
 pub struct UdpCoalescer {
-    /// `[virtio-net header][superframe]`, so a superframe leaves with a single write.
-    buf: Box<[u8]>,
-    /// Superframe bytes after the virtio-net header.
-    len: usize,
-    run: Option<Run>,
-    config: CoalesceConfig,
-    stats: CoalesceStats,
-    /// The pending superframe's headers as every further datagram must repeat them, with the
-    /// fields that change per datagram zeroed (see [`mask_per_datagram_fields`]).
-    template: [u8; MAX_TEMPLATE],
-    /// Off only in tests that compare the fast path with the full checks.
-    fast_path: bool,
+    /// The pending superframe; its template is the headers as every further datagram must repeat
+    /// them, masked by [`mask_per_datagram_fields`].
+    pending: Pending<Run, MAX_TEMPLATE>,
 }
 
 /// Zeroes what legitimately differs between the datagrams of one superframe: IPv4 total length,
@@ -99,38 +89,27 @@ impl Default for UdpCoalescer {
 impl UdpCoalescer {
     pub fn new(config: CoalesceConfig) -> Self {
         UdpCoalescer {
-            buf: vec![0u8; VIRTIO_NET_HDR_LEN + TAGGED_HEADER_LEN + MAX_SUPERFRAME_IP_LEN]
-                .into_boxed_slice(),
-            len: 0,
-            run: None,
-            config: config.clamped(),
-            stats: CoalesceStats::default(),
-            template: [0; MAX_TEMPLATE],
-            fast_path: true,
+            pending: Pending::new(Transport::Udp, config),
         }
     }
 
     /// Test hook: decide every frame with the full checks only (the fast path must agree).
     #[doc(hidden)]
     pub fn set_fast_path(&mut self, on: bool) {
-        self.fast_path = on;
+        self.pending.fast_path = on;
     }
 
     pub fn config(&self) -> &CoalesceConfig {
-        &self.config
+        &self.pending.config
     }
 
     pub fn stats(&self) -> CoalesceStats {
-        self.stats
+        self.pending.stats
     }
 
     /// True while a superframe is pending.
     pub fn is_pending(&self) -> bool {
-        self.run.is_some()
-    }
-
-    fn pass(&mut self, reject: Reject) -> Push {
-        self.stats.pass(reject)
+        self.pending.run.is_some()
     }
 
     /// Static checks that do not depend on the pending superframe.
@@ -150,38 +129,20 @@ impl UdpCoalescer {
             return Err(Reject::NoUdpChecksum);
         }
         let ip_len = ip.end - ip.l3;
-        if ip_len > self.config.max_ip_len {
+        if ip_len > self.pending.config.max_ip_len {
             return Err(Reject::TooLong { ip_len });
         }
         Ok(())
     }
 
-    fn pending(&self) -> &[u8] {
-        self.buf
-            .get(VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + self.len)
-            .unwrap_or(&[])
-    }
-
-    /// Same layout, addresses and ports as the pending superframe.
-    fn same_flow(&self, run: &Run, frame: &[u8], uf: &UdpFrame) -> bool {
-        let cur = self.pending();
-        let (a, b) = (&run.uf.ip, &uf.ip);
-        if a.l3 != b.l3 || a.l4 != b.l4 || a.ipv6 != b.ipv6 {
-            return false;
-        }
-        let ports = at(a.l4, udp::field::SRC_PORT.start..udp::field::DST_PORT.end);
-        let addrs = a.addrs();
-        cur.get(addrs.clone()) == frame.get(addrs) && cur.get(ports.clone()) == frame.get(ports)
-    }
-
     /// The per-datagram rules: room left, size, IPv4 ID. `uf` has the run's layout.
     fn fits(&self, run: &Run, frame: &[u8], uf: &UdpFrame) -> bool {
-        let payload = uf.payload_len();
+        let (payload, config) = (uf.payload_len(), &self.pending.config);
         !run.sealed
-            && run.segments < self.config.max_segments
+            && run.segments < config.max_segments
             && payload <= run.gso_size
-            && (payload == run.gso_size || self.config.short_tail)
-            && self.len - run.uf.ip.l3 + payload <= self.config.max_ip_len
+            && (payload == run.gso_size || config.short_tail)
+            && self.pending.ip_len(&run.uf.ip) + payload <= config.max_ip_len
             && (uf.ip.ipv6
                 || uf.ip.ipv4_ident(frame).wrapping_sub(run.first_id) == run.segments as u16)
     }
@@ -194,11 +155,10 @@ impl UdpCoalescer {
     fn continue_fast(&self, run: &Run, frame: &[u8]) -> Option<UdpFrame> {
         let uf = run.uf;
         let hl = uf.hdr_len();
-        let mut headers = [0u8; MAX_TEMPLATE];
-        let headers = headers.get_mut(..hl)?;
-        headers.copy_from_slice(frame.get(..hl)?);
-        mask_per_datagram_fields(&uf, headers);
-        if *headers != self.template[..hl] {
+        if !self
+            .pending
+            .repeats_template(frame, hl, |h| mask_per_datagram_fields(&uf, h))
+        {
             return None;
         }
         // Same layout as the first datagram: only the length is new.
@@ -216,62 +176,38 @@ impl UdpCoalescer {
     }
 
     fn start(&mut self, frame: &[u8], uf: UdpFrame) -> Push {
-        let IpFrame { l3, l4, end, .. } = uf.ip;
-        let Some(dst) = self
-            .buf
-            .get_mut(VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + end)
-        else {
-            return self.pass(Reject::TooLong { ip_len: end - l3 });
-        };
-        dst[..l4].copy_from_slice(&frame[..l4]);
-        let sum = copy_and_sum(&mut dst[l4..], &frame[l4..end]);
-        if !checksum::verifies(uf.pseudo_header(frame, end - l4).add_sum(sum)) {
-            return self.pass(Reject::BadUdpChecksum);
-        }
-        self.len = end;
-        let hl = uf.hdr_len();
-        if let Some(template) = self.template.get_mut(..hl) {
-            template.copy_from_slice(&frame[..hl]);
-            mask_per_datagram_fields(&uf, template);
-        }
-        self.run = Some(Run {
+        let run = Run {
             uf,
             gso_size: uf.payload_len(),
             segments: 1,
             first_id: uf.ip.ipv4_ident(frame),
             sealed: false,
-        });
-        Push::Absorbed
+        };
+        self.pending.start(frame, &uf.ip, uf.hdr_len(), run, |h| {
+            mask_per_datagram_fields(&uf, h)
+        })
     }
 
     fn extend(&mut self, mut run: Run, frame: &[u8], uf: &UdpFrame) -> Push {
-        let IpFrame { l4, end, .. } = uf.ip;
-        let hl = uf.hdr_len();
-        let payload = &frame[hl..end];
-        let tail = VIRTIO_NET_HDR_LEN + self.len;
-        let Some(dst) = self.buf.get_mut(tail..tail + payload.len()) else {
-            return Push::Flush;
-        };
-        let sum = uf
-            .pseudo_header(frame, end - l4)
-            .add_bytes(&frame[l4..hl])
-            .add_sum(copy_and_sum(dst, payload));
-        // A zero checksum is "none" (the fast path masked it): not merged either.
-        if udp_header(frame, uf).checksum() == 0 || !checksum::verifies(sum) {
-            // Same flow: let it go out after the superframe, where the full checks reject it.
+        // A zero checksum is "none" (the fast path masked it): not merged either. A bad one
+        // appends nothing. Either way, same flow: let it go out after the superframe, where the
+        // full checks reject it.
+        if udp_header(frame, uf).checksum() == 0 {
             return Push::Flush;
         }
-        self.len += payload.len();
+        let Some(payload) = self.pending.append(frame, &uf.ip, uf.hdr_len()) else {
+            return Push::Flush;
+        };
         run.segments += 1;
-        run.sealed = payload.len() < run.gso_size;
-        self.run = Some(run);
+        run.sealed = payload < run.gso_size;
+        self.pending.run = Some(run);
         Push::Absorbed
     }
 }
 
 impl Merge for UdpCoalescer {
     fn push(&mut self, frame: &[u8]) -> Push {
-        if let (Some(run), true) = (self.run, self.fast_path) {
+        if let (Some(run), true) = (self.pending.run, self.pending.fast_path) {
             if let Some(next) = self.continue_fast(&run, frame) {
                 return self.extend(run, frame, &next);
             }
@@ -281,28 +217,28 @@ impl Merge for UdpCoalescer {
             // Another protocol may pass. A fragment or a damaged datagram may be of the pending
             // flow: it must not overtake the superframe (both are rare).
             Err(e @ (OffloadError::NotIp { .. } | OffloadError::NotUdp { .. })) => {
-                return self.pass(Reject::Malformed(e))
+                return self.pending.pass(Reject::Malformed(e))
             }
-            Err(_) if self.run.is_some() => return Push::Flush,
-            Err(e) => return self.pass(Reject::Malformed(e)),
+            Err(_) if self.pending.run.is_some() => return Push::Flush,
+            Err(e) => return self.pending.pass(Reject::Malformed(e)),
         };
-        let same_flow = match &self.run {
-            Some(run) => self.same_flow(run, frame, &uf),
+        let same_flow = match &self.pending.run {
+            Some(run) => self.pending.same_flow(&run.uf.ip, frame, &uf.ip),
             None => false,
         };
         if let Err(reject) = self.eligible(frame, &uf) {
             return if same_flow {
                 Push::Flush
             } else {
-                self.pass(reject)
+                self.pending.pass(reject)
             };
         }
-        match self.run {
+        match self.pending.run {
             None => self.start(frame, uf),
             Some(run) => {
                 let continues = same_flow
                     && self.fits(&run, frame, &uf)
-                    && same_link_and_ip(self.pending(), frame, &uf.ip);
+                    && same_link_and_ip(self.pending.bytes(), frame, &uf.ip);
                 if !continues {
                     return Push::Flush;
                 }
@@ -312,16 +248,16 @@ impl Merge for UdpCoalescer {
     }
 
     fn finish(&mut self) -> Option<&[u8]> {
-        let run = self.run.take()?;
-        let len = std::mem::take(&mut self.len);
-        let seal_as = Seal {
-            ip: run.uf.ip,
-            transport: Transport::Udp,
-            hdr_len: run.uf.hdr_len(),
-            gso_size: run.gso_size,
-            gso_type: VirtioNetHdr::GSO_UDP_L4,
-        };
-        finish_run(&mut self.buf, len, run.segments, &seal_as, &mut self.stats)
+        self.pending.finish(|run| {
+            let seal_as = Seal {
+                ip: run.uf.ip,
+                transport: Transport::Udp,
+                hdr_len: run.uf.hdr_len(),
+                gso_size: run.gso_size,
+                gso_type: VirtioNetHdr::GSO_UDP_L4,
+            };
+            (seal_as, run.segments)
+        })
     }
 }
 
