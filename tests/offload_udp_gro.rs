@@ -73,16 +73,9 @@ fn datagram_bursts_are_coalesced_and_arrive_intact_in_order() {
     let Some(t) = trio("udp_gro", Family::V4, 1500, &[], "") else {
         return;
     };
-    if !kernel_has_uso() {
-        // Before 6.2 a TAP write of a GSO_UDP_L4 frame is EINVAL: nothing may be coalesced.
-        assert!(!t.a.offloads().contains(&Offload::Uso));
+    if !uso_granted(&t.a) {
         return;
     }
-    assert!(
-        t.a.offloads().contains(&Offload::Uso),
-        "{:?}",
-        t.a.offloads()
-    );
     t.ping(B, A);
     t.ping(KERNEL, A);
     bursts_to_a(&t, B, 6101);
@@ -123,8 +116,7 @@ fn a_kernel_peers_datagrams_with_partial_checksums_are_coalesced() {
         "a",
         &format!("--vni 42 --dev vx42 --local {a} --remote {b} --address 10.1.0.1/24"),
     );
-    if !kernel_has_uso() {
-        assert!(!vx.offloads().contains(&Offload::Uso));
+    if !uso_granted(&vx) {
         return;
     }
     assert!(lab.host(0).ping("10.1.0.2", 2), "{}", vx.proc.log_text());
@@ -158,7 +150,7 @@ fn ipv6_datagram_bursts_are_coalesced_too() {
     let Some(t) = trio("udp_gro_v6", Family::V4, 1500, &[], "") else {
         return;
     };
-    if !kernel_has_uso() {
+    if !uso_granted(&t.a) {
         return;
     }
     for (i, address) in [(A, "fd42:7::1/64"), (B, "fd42:7::2/64")] {
@@ -174,16 +166,9 @@ fn ipv6_datagram_bursts_are_coalesced_too() {
 
 #[test]
 fn without_uso_datagrams_are_written_one_by_one() {
-    let Some(t) = trio(
-        "udp_gro_off",
-        Family::V4,
-        1500,
-        &[("VXNET_DISABLE_OFFLOADS", "uso")],
-        "",
-    ) else {
+    let Some(t) = trio_without_uso("udp_gro_off") else {
         return;
     };
-    assert!(!t.a.offloads().contains(&Offload::Uso));
     t.ping(B, A);
     bursts_to_a(&t, B, 6103);
     let n = t.a.network(VNI);

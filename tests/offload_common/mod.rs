@@ -144,6 +144,34 @@ pub fn kernel_has_uso() -> bool {
     (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 2)
 }
 
+/// [`trio`] on a 1500-byte IPv4 underlay with USO turned off in `a`
+/// (`VXNET_DISABLE_OFFLOADS=uso`), which then must not claim it.
+pub fn trio_without_uso(test: &str) -> Option<Trio> {
+    let t = trio(
+        test,
+        Family::V4,
+        1500,
+        &[("VXNET_DISABLE_OFFLOADS", "uso")],
+        "",
+    )?;
+    let offloads = t.a.offloads();
+    assert!(!offloads.contains(&Offload::Uso), "{offloads:?}");
+    Some(t)
+}
+
+/// Whether engine `vx` can take UDP superframes on its TAP (to cut them or to write coalesced
+/// datagrams), checking that it claims USO exactly where the kernel grants it (Linux 6.2+; before,
+/// a TAP write of a `GSO_UDP_L4` frame is EINVAL).
+pub fn uso_granted(vx: &Vxnet) -> bool {
+    let (offloads, kernel) = (vx.offloads(), kernel_has_uso());
+    assert_eq!(
+        offloads.contains(&Offload::Uso),
+        kernel,
+        "kernel has USO: {kernel}, engine claims {offloads:?}"
+    );
+    kernel
+}
+
 /// The offloads an engine with everything on reports: `base` plus USO where the kernel has it,
 /// sorted like [`Vxnet::offloads`].
 pub fn with_uso(base: &[Offload]) -> Vec<Offload> {
