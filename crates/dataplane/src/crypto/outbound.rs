@@ -21,6 +21,8 @@ pub struct OutboundInfo {
     pub id: SaId,
     pub material: SaKeyMaterial,
     pub worker: usize,
+    /// The kernel's id of the worker's thread.
+    thread: i32,
     next_seq: AtomicU64,
     packets: AtomicU64,
     bytes: AtomicU64,
@@ -59,6 +61,12 @@ impl OutboundRegistry {
         lock(&self.list).clear();
     }
 
+    /// Forgets the SAs of the worker thread `tid`, which the kernel ended: it seals nothing
+    /// more, but the references it holds (which keep an SA listed) are never dropped.
+    pub(crate) fn forget_thread(&self, tid: i32) {
+        lock(&self.list).retain(|info| info.thread != tid);
+    }
+
     /// A new SA from `local` to `peer` under the ring's send key, with an SPI no other running
     /// SA of this network to that peer under that epoch uses. `None` when the system's random
     /// source fails (nothing is sent rather than something with a guessable nonce space).
@@ -70,6 +78,7 @@ impl OutboundRegistry {
         worker: usize,
     ) -> Option<(SealSa, Arc<OutboundInfo>)> {
         let key = ring.send_key()?;
+        let thread = crate::sys::thread::current_tid();
         let (spi, first, mut list) = loop {
             let mut random = [0u8; 12];
             // Drawn before the list is locked: a worker whose thread the kernel ends inside a
@@ -99,6 +108,7 @@ impl OutboundRegistry {
             id,
             material: sa.key_material().clone(),
             worker,
+            thread,
             next_seq: AtomicU64::new(sa.next_seq()),
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -175,5 +185,37 @@ impl WorkerSeals {
             self.sas.insert(peer, OutSa { sa, info });
         }
         self.sas.get_mut(&peer)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vxnet_encap::esp::NetworkKey;
+
+    #[test]
+    fn a_lost_workers_sas_leave_the_list() {
+        let crypto = Arc::new(NetworkCrypto::new(KeyRing::single(NetworkKey::from_bytes(
+            [7; 32],
+        ))));
+        let (local, peer) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        // Each worker's seals outlive its thread, as a lost worker's do.
+        let seal = |worker| {
+            let crypto = Arc::clone(&crypto);
+            std::thread::spawn(move || {
+                let mut seals = WorkerSeals::default();
+                assert!(seals.sa_for(&crypto, local, peer, worker).is_some());
+                (seals, crate::sys::thread::current_tid())
+            })
+            .join()
+            .unwrap()
+        };
+        let (_lost, lost) = seal(0);
+        let (_live, _) = seal(1);
+        assert_eq!(crypto.outbound.all().len(), 2);
+        crypto.outbound.forget_thread(lost);
+        let workers: Vec<usize> = crypto.outbound.all().iter().map(|i| i.worker).collect();
+        assert_eq!(workers, [1]);
     }
 }

@@ -1,7 +1,7 @@
 //! Worker generations: the forwarder and worker threads serving one set of networks, replaced
 //! as a whole when the set changes.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use super::supervise::WorkerThread;
@@ -9,6 +9,7 @@ use super::{lock, new_eventfd, Core, EngineError, Running};
 use crate::network::Network;
 use crate::offload::{Offload, Offloads};
 use crate::sys::tap::TapQueue;
+use crate::sys::thread::hand_over;
 use crate::sys::udp::UdpSocket;
 use crate::worker::{Worker, WorkerConfig};
 
@@ -82,33 +83,42 @@ impl Core {
                 .map(TapQueue::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(clone_err)?;
+            let socket = socket.try_clone().map_err(clone_err)?;
+            let esp_socket = esp_sockets
+                .get(w)
+                .map(UdpSocket::try_clone)
+                .transpose()
+                .map_err(clone_err)?;
+            // The clones are the worker's alone: if the kernel ends its thread, the supervisor
+            // closes them for it.
+            let (handed, owner) = hand_over(
+                taps.iter()
+                    .map(AsFd::as_fd)
+                    .chain([socket.as_fd()])
+                    .chain(esp_socket.as_ref().map(AsFd::as_fd)),
+            );
             let worker = Worker::new(WorkerConfig {
                 forwarder: Arc::clone(&forwarder),
                 taps,
                 uso,
-                socket: socket.try_clone().map_err(clone_err)?,
-                esp_socket: esp_sockets
-                    .get(w)
-                    .map(UdpSocket::try_clone)
-                    .transpose()
-                    .map_err(clone_err)?,
+                socket,
+                esp_socket,
                 index: w,
                 source_ports: Arc::clone(&self.source_ports),
                 stop: Arc::clone(&stop),
                 epoch: self.state.epoch,
                 offloads: self.setup.offloads.clone(),
                 busy_poll: self.setup.busy_poll,
+                owner,
             });
-            let tid = Arc::new(AtomicI32::new(0));
             let handle = std::thread::Builder::new()
                 .name(format!("vxnet-worker-{w}"))
                 .spawn({
                     let running_tx = running_tx.clone();
-                    let tid = Arc::clone(&tid);
                     move || {
-                        tid.store(crate::sys::thread::current_tid(), Ordering::Relaxed);
-                        let _ = running_tx.send(());
-                        worker.run()
+                        worker.run(|| {
+                            let _ = running_tx.send(());
+                        })
                     }
                 })
                 .map_err(|source| EngineError::Io {
@@ -118,7 +128,8 @@ impl Core {
             running.workers.push(WorkerThread {
                 index: w,
                 handle,
-                tid,
+                handed,
+                forwarder: Arc::clone(&forwarder),
             });
         }
         drop(running_tx);

@@ -8,6 +8,8 @@
 //! never gets a result (`is_finished` stays false, `join` would panic), its TAP queue and socket
 //! go unread. Only its kernel thread id disappears, so each worker reports that id when it
 //! starts and the supervisor asks the kernel about it (`tgkill` with signal 0) every second.
+//! What such a worker held is released for it as far as that is sound ([`WorkerThread`]'s
+//! `abandon`).
 //!
 //! Locks: a thread killed inside a system call while holding a `std::sync::Mutex` leaves it
 //! locked for good (no unwinding, so no poisoning either), and every thread that takes it later
@@ -22,13 +24,14 @@
 //! for them forever.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{lock, Core, EngineError};
-use crate::sys::thread::thread_exists;
+use crate::forward::Forwarder;
+use crate::sys::thread::{thread_exists, Handed};
 
 /// How often the workers are checked: a lost worker black-holes its share of the traffic
 /// until then. One lock and one system call per worker: nothing next to forwarding.
@@ -45,8 +48,11 @@ pub(super) struct WorkerThread {
     /// Its number in the generation (the `K` of its thread name `vxnet-worker-K`).
     pub(super) index: usize,
     pub(super) handle: JoinHandle<std::io::Result<()>>,
-    /// The kernel's id of its thread, stored by the thread as it starts (0 until then).
-    pub(super) tid: Arc<AtomicI32>,
+    /// The kernel's id of its thread (0 until it runs) and the fds it owns: its clones of the
+    /// TAP queues and sockets.
+    pub(super) handed: Handed,
+    /// The generation it serves (whose networks list its outbound SAs).
+    pub(super) forwarder: Arc<Forwarder>,
 }
 
 const VANISHED: &str = "vanished: the kernel ended its thread (the kernel log, dmesg, may say why)";
@@ -66,7 +72,7 @@ impl WorkerThread {
     /// is not waited for: its result never comes, and `join` would panic.
     pub(super) fn join(self) -> Option<String> {
         if self.gone() == Some(Gone::Vanished) {
-            std::mem::forget(self.handle);
+            self.abandon();
             return Some(VANISHED.into());
         }
         match self.handle.join() {
@@ -81,7 +87,7 @@ impl WorkerThread {
         if self.handle.is_finished() {
             return Some(Gone::Returned);
         }
-        let tid = self.tid.load(Ordering::Relaxed);
+        let tid = self.handed.tid();
         if tid == 0 || thread_exists(tid) {
             return None;
         }
@@ -92,6 +98,45 @@ impl WorkerThread {
         } else {
             Gone::Vanished
         })
+    }
+
+    /// Lets go of a worker the kernel ended, releasing for it what it held outside its own
+    /// memory:
+    /// - the thread is never joined: it will not write a result, so `join` would panic (and
+    ///   `Drop` would only detach it);
+    /// - its fds are closed. While its networks are served they do no harm (they are more fds
+    ///   of the queues and sockets the next worker serves), but a TAP queue's fd kept the TAP,
+    ///   with its address, after its network was removed, so a reload that rebuilds a network
+    ///   found the device taken and failed, leaving the network down. (A kernel BUG inside a
+    ///   system call on one of them may also leave the kernel's own reference to that file
+    ///   behind, which no close releases);
+    /// - its outbound SAs leave the list (`vxnet sa show`): it seals nothing more, but its
+    ///   references to them, which keep an SA listed, are never dropped.
+    ///
+    /// Its memory stays until the engine exits: the `Worker` (packet and ESP buffers, several
+    /// MB, its SAs, a reference to its generation's networks) and its stack. Freeing it
+    /// would mean dropping, from this thread, state the dead thread's frames still borrow
+    /// mutably, possibly half-updated (it was killed inside a system call, a batch half
+    /// built): there is no sound way to tell Rust that a thread's borrows ended with it, and
+    /// memory is all it is. Losses are rare (each is a kernel BUG) and more than five a minute
+    /// stop the engine. What it held of shared state stays held too: a source-port socket it
+    /// was sending on stays bound (the pool's flows hashed there leave from the next port) and
+    /// its generation's stop eventfd open.
+    fn abandon(self) {
+        let tid = self.handed.tid();
+        std::mem::forget(self.handle);
+        for network in self.forwarder.networks() {
+            if let Some(crypto) = &network.crypto {
+                crypto.outbound.forget_thread(tid);
+            }
+        }
+        let closed = self.handed.close_orphans();
+        tracing::debug!(
+            worker = self.index,
+            tid,
+            closed,
+            "fds of the lost worker closed"
+        );
     }
 }
 
@@ -133,19 +178,14 @@ impl Core {
                 running.workers.push(worker);
                 continue;
             };
-            let (index, tid) = (worker.index, worker.tid.load(Ordering::Relaxed));
+            let (index, tid) = (worker.index, worker.handed.tid());
             let what = match gone {
                 Gone::Returned => {
                     let why = worker.join().unwrap_or_else(|| "it returned".into());
                     format!("stopped without being asked to: {why}")
                 }
                 Gone::Vanished => {
-                    // Never joined: the thread will not write a result, so `join` would panic
-                    // (and `Drop` only detaches). Leaked instead, with what it held: its stack
-                    // and buffers, and clones of the TAP queue and socket fds, which the new
-                    // worker's own clones serve (the same queue and socket). The restart
-                    // limit bounds how fast such leftovers pile up.
-                    std::mem::forget(worker.handle);
+                    worker.abandon();
                     VANISHED.to_string()
                 }
             };

@@ -303,17 +303,20 @@ impl TunFeatures {
 #[derive(Debug)]
 pub struct TapQueue {
     fd: OwnedFd,
-    /// Held as long as any queue of the TAP is open.
+    /// Held as long as any of the queues `Tap::open` made is open (not by clones).
     _claim: Option<Arc<Claim>>,
 }
 
 impl TapQueue {
     /// Another fd for the same queue. The engine keeps the original and hands clones to each
     /// generation of workers, so restarting workers never closes (and so never destroys) a TAP.
+    /// A clone does not hold the TAP's name claim: the originals do, and outlive their clones
+    /// (the engine stops a generation's workers before it drops a network's queues, and closes
+    /// the clones of a worker the kernel ended, which could never release a claim it held).
     pub(crate) fn try_clone(&self) -> io::Result<TapQueue> {
         Ok(TapQueue {
             fd: self.fd.try_clone()?,
-            _claim: self._claim.clone(),
+            _claim: None,
         })
     }
 

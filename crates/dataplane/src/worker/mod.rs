@@ -44,6 +44,7 @@ use crate::forward::Forwarder;
 use crate::offload::Offloads;
 use crate::sys::poll::{EventFd, PollSet};
 use crate::sys::tap::TapQueue;
+use crate::sys::thread::OwnerMark;
 use crate::sys::udp::{Received, RecvBatch, UdpSocket};
 
 pub(crate) use source_ports::{SourcePortConfig, SourcePorts};
@@ -86,9 +87,15 @@ pub(crate) struct WorkerConfig {
     /// How long to keep polling without sleeping after traffic (`--busy-poll`); zero sleeps
     /// in `poll(2)` at once.
     pub(crate) busy_poll: Duration,
+    /// The worker's half of the supervisor's record of the fds above (`taps`, `socket`,
+    /// `esp_socket`), by which it closes them should the kernel end the worker's thread.
+    pub(crate) owner: OwnerMark,
 }
 
 pub(crate) struct Worker {
+    /// First, so it is dropped before the fds below: from then on the supervisor leaves
+    /// closing them to the worker (see `sys::thread::hand_over`).
+    owner: OwnerMark,
     forwarder: Arc<Forwarder>,
     taps: Vec<TapQueue>,
     socket: UdpSocket,
@@ -138,6 +145,7 @@ impl Worker {
             epoch,
             offloads,
             busy_poll,
+            owner,
         } = config;
         let encrypted = forwarder.networks().iter().any(|n| n.is_encrypted());
         let now = epoch.elapsed().as_millis() as Millis;
@@ -147,6 +155,7 @@ impl Worker {
             VIRTIO_NET_HDR_LEN + MAX_FRAME
         };
         Worker {
+            owner,
             esp_tx: EspTx::new(&forwarder, index),
             esp_rx: EspRx::new(now, encrypted),
             esp_socket,
@@ -183,8 +192,11 @@ impl Worker {
         self.epoch.elapsed().as_millis() as Millis
     }
 
-    /// Runs until the stop eventfd fires.
-    pub(crate) fn run(mut self) -> io::Result<()> {
+    /// Runs until the stop eventfd fires; `running` is called once this thread is known as the
+    /// worker's (its kernel id recorded for the supervisor).
+    pub(crate) fn run(mut self, running: impl FnOnce()) -> io::Result<()> {
+        self.owner.runs_here();
+        running();
         let mut poll = PollSet::new();
         for tap in &self.taps {
             poll.add(tap.as_fd());
