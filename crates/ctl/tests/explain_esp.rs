@@ -29,15 +29,6 @@ fn packets(doc: &Value) -> &Vec<Value> {
     doc["packets"].as_array().unwrap()
 }
 
-fn layer<'a>(packet: &'a Value, name: &str) -> &'a Value {
-    packet["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .unwrap_or_else(|| panic!("no layer {name}"))
-}
-
 /// Every packet decrypted, VNI 42, an inner ICMP echo request, the given sequence numbers.
 fn assert_decrypted(doc: &Value, sequences: &[u64], high_from: &str) {
     let ps = packets(doc);
