@@ -173,6 +173,12 @@ fn sighup_and_reload_apply_the_config_live() {
         "blue's TAP left"
     );
     assert!(h0.ping("10.2.0.2", 2), "red disturbed by removing blue");
+    // No endpoint was ever attached: removing a network leaves no endpoint records in the state
+    // dir (before, an empty endpoints.json appeared in /var/lib/vxnet on a plain static host).
+    for i in 0..2 {
+        let records = lab.dir.join(format!("e{i}.state")).join("endpoints.json");
+        assert!(!records.exists(), "{} written", records.display());
+    }
     for engine in &mut engines {
         assert!(alive(engine));
     }

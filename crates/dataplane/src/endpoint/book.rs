@@ -162,16 +162,23 @@ impl Book {
         None
     }
 
-    /// Forgets every endpoint of `network` (and its cursor), returning them.
-    pub(super) fn remove_network(&mut self, network: &str) -> Vec<Entry> {
+    /// Forgets every endpoint of `network` (and its cursor), returning them; `None` when the
+    /// book held nothing of it, so there is nothing to save (a state dir the network never used
+    /// gets no file).
+    pub(super) fn remove_network(&mut self, network: &str) -> Option<Vec<Entry>> {
         let ids: Vec<String> = self
             .in_network(network)
             .map(|e| e.endpoint.id.clone())
             .collect();
-        self.cursors.remove(network);
-        ids.iter()
-            .filter_map(|id| self.entries.remove(id))
-            .collect()
+        let had_cursor = self.cursors.remove(network).is_some();
+        if ids.is_empty() && !had_cursor {
+            return None;
+        }
+        Some(
+            ids.iter()
+                .filter_map(|id| self.entries.remove(id))
+                .collect(),
+        )
     }
 }
 

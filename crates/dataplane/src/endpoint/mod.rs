@@ -475,7 +475,9 @@ impl Endpoints {
     pub(crate) fn forget_network(&self, network: &str) {
         let gone = {
             let mut book = lock(&self.book);
-            let gone = book.remove_network(network);
+            let Some(gone) = book.remove_network(network) else {
+                return;
+            };
             if let Err(e) = book.save() {
                 tracing::warn!(error = %e, "cannot save the endpoint records");
             }
