@@ -3,7 +3,7 @@
 //! socket behind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::UdpSocket;
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 
 use vxnet_tests::{have_tool, in_netns, refuses_to_start, Family, Host, Lab};
@@ -62,6 +62,23 @@ fn bad_startup_fails_cleanly_with_one_error_line() {
         .unwrap();
     refuses(&lab, &h, "port_in_use", "", &base, &["4789"]);
     drop(holder);
+
+    // --metrics on a TCP port already taken: refused before any TAP exists, so no "network up"
+    // or "engine running" line comes before the error (before, both did).
+    let any = std::net::SocketAddr::new(h.underlay, 0);
+    let metrics: TcpListener = in_netns(&h.ns, move || TcpListener::bind(any).unwrap())
+        .join()
+        .unwrap();
+    let taken = metrics.local_addr().unwrap();
+    refuses(
+        &lab,
+        &h,
+        "metrics_in_use",
+        "",
+        &format!("{base} --metrics {taken}"),
+        &[&taken.to_string(), "metrics"],
+    );
+    drop(metrics);
 
     refuses(
         &lab,

@@ -365,9 +365,10 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         return run_cluster(args);
     }
     let config = config_from_args(&args)?;
+    let metrics = args.metrics.map(Engine::bind_metrics).transpose()?;
     let mut engine = Engine::start(config.clone())?;
-    if let Some(addr) = args.metrics {
-        engine.bind_metrics(addr)?;
+    if let Some(listener) = metrics {
+        engine.serve_metrics(listener);
     }
     engine.serve_endpoints(Some(&args.state_dir), None)?;
     engine.set_cleanup(args.cleanup);
@@ -416,6 +417,8 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
     let saved_local = dir.load()?.and_then(|st| st.local);
     // Checked before joining, so a missing flag leaves nothing behind.
     let config = engine_config(&args, FileValues::default(), Vec::new(), saved_local)?;
+    // Before joining, as every other check: a port in use leaves nothing behind.
+    let metrics = args.metrics.map(Engine::bind_metrics).transpose()?;
     let probe = Probe::detect();
     if args.firewall {
         sync::check_create(probe).map_err(RunError::Usage)?;
@@ -493,8 +496,8 @@ fn run_cluster(args: RunArgs) -> Result<(), RunError> {
         },
     };
     let mut engine = Engine::start(config)?;
-    if let Some(addr) = args.metrics {
-        engine.bind_metrics(addr)?;
+    if let Some(listener) = metrics {
+        engine.serve_metrics(listener);
     }
     engine.serve_endpoints(Some(dir.path()), Some(registry))?;
     engine.set_cleanup(args.cleanup);

@@ -12,14 +12,19 @@ use crate::reload::Reloader;
 use crate::worker::SourcePorts;
 
 impl Engine {
-    /// Binds the Prometheus endpoint (`--metrics`), served once the engine runs. Bound now so a
-    /// port in use is reported before the engine is considered started.
-    pub fn bind_metrics(&mut self, addr: SocketAddr) -> Result<(), EngineError> {
-        let listener = std::net::TcpListener::bind(addr)
+    /// Binds the Prometheus endpoint (`--metrics`) for [`serve_metrics`](Self::serve_metrics).
+    /// Done before [`Engine::start`], so a port in use is the only thing reported: no TAP is
+    /// made and no "engine running" line logged first.
+    pub fn bind_metrics(addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
+        std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| EngineError::Metrics { addr, source })?;
+            .map_err(|source| EngineError::Metrics { addr, source })
+    }
+
+    /// Serves the counters on `listener` (from [`bind_metrics`](Self::bind_metrics)) once the
+    /// engine runs.
+    pub fn serve_metrics(&mut self, listener: std::net::TcpListener) {
         self.metrics = Some(listener);
-        Ok(())
     }
 
     /// Makes SIGHUP and `vxnet reload` re-read the configuration from `source` (what `applied`
