@@ -152,7 +152,8 @@ impl EngineConfig {
         for n in &self.networks {
             crate::validate::network(n)?;
         }
-        crate::validate::unique_names(&self.networks)?;
+        // VNIs and devices before names: an unnamed network is named after its VNI, so a VNI
+        // given twice would otherwise be reported as a name ("vni42") the user never wrote.
         for (i, n) in self.networks.iter().enumerate() {
             for other in &self.networks[..i] {
                 if other.vni == n.vni {
@@ -163,6 +164,7 @@ impl EngineConfig {
                 }
             }
         }
+        crate::validate::unique_names(&self.networks)?;
         Ok(())
     }
 }

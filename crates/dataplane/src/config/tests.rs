@@ -178,6 +178,12 @@ fn duplicate_names_vnis_and_devices_are_refused() {
         "network name \"blue\" is configured twice"
     );
     assert!(message(vec![net("a", 42, "vx42"), net("b", 42, "vx43")]).contains("VNI 42"));
+    // Unnamed networks are named after their VNI ("vni42"): the VNI is what was given twice,
+    // not the name the user never wrote.
+    assert_eq!(
+        message(vec![net("vni42", 42, "vx42"), net("vni42", 42, "vx43")]),
+        "VNI 42 is configured twice"
+    );
     assert!(message(vec![net("a", 42, "vx42"), net("b", 43, "vx42")]).contains("vx42"));
     assert!(message(vec![net("a b", 42, "vx42")]).contains("not valid"));
     engine_with(vec![net("a", 42, "vx42"), net("b", 43, "vx43")])
