@@ -12,6 +12,14 @@ fn missing_file() {
 }
 
 #[test]
+fn a_directory_is_named_as_one() {
+    // Before: "cannot read: read failed".
+    let dir = scratch("directory_capture");
+    let out = vxnet(&["explain", "--pcap", dir.to_str().unwrap()]);
+    assert_one_error_line(&out, "Is a directory");
+}
+
+#[test]
 fn not_a_capture() {
     let dir = scratch("not_a_capture");
     let path = dir.join("notes.pcap");

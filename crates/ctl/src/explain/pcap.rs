@@ -301,10 +301,8 @@ fn block_name(kind: u32) -> &'static str {
 fn open_error(path: &Path, name: &str, error: &PcapError<&[u8]>) -> ExplainError {
     // Only the magic: the file may be endless (`--pcap /dev/zero`) or huge.
     let mut magic = [0u8; 4];
-    let known = File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && (PCAP_MAGICS.contains(&magic) || magic == PCAPNG_MAGIC);
+    let head = File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    let known = head.is_ok() && (PCAP_MAGICS.contains(&magic) || magic == PCAPNG_MAGIC);
     let path = name.to_owned();
     match error {
         PcapError::Eof => ExplainError::NotPcap {
@@ -315,9 +313,12 @@ fn open_error(path: &Path, name: &str, error: &PcapError<&[u8]>) -> ExplainError
             path,
             detail: "the file ends inside its header".into(),
         },
+        // The reader keeps no cause; reading again gives the system's (a directory: EISDIR).
         PcapError::ReadError => ExplainError::Read {
             path,
-            source: std::io::Error::other("read failed"),
+            source: head
+                .err()
+                .unwrap_or_else(|| std::io::Error::other("read failed")),
         },
         _ => ExplainError::NotPcap {
             path,
