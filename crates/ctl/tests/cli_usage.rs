@@ -101,6 +101,12 @@ fn demo_and_bench_refuse_bad_prefixes_and_subnets() {
         );
         refused(&[cmd, "--prefix", "a/b"], &["'a/b'", "letters, digits"]);
     }
+    // Nothing to move is no demo (before, "0 bytes ... 0.00 Gbit/s, every byte checked"). The
+    // bad --prefix after it keeps a demo from running should the check be missing.
+    refused(
+        &["demo", "--megabytes", "0", "--prefix", "a/b"],
+        &["'0'", "--megabytes", "1..="],
+    );
     // The bench cuts its subnet into 8 blocks: a /28 is too small for it, not for the demo.
     refused(&["bench", "--subnet", "10.9.0.0/28"], &["too small", "/27"]);
 }

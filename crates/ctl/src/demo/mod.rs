@@ -39,8 +39,8 @@ const ECHO_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Megabytes (10^6 bytes) to move over TCP across the overlay.
-    #[arg(long, default_value_t = 200)]
+    /// Megabytes (10^6 bytes) to move over TCP across the overlay (1-100000).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub megabytes: u64,
     /// Names what the demo creates: the namespaces PREFIX-a and PREFIX-b, and the underlay veth
     /// ends in them (named the same). At most 13 bytes; a name already taken is an error.
