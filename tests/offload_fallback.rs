@@ -26,6 +26,17 @@ struct Expect {
     coalesce: bool,
 }
 
+impl Expect {
+    /// No offload at all: every frame and datagram one by one.
+    const NOTHING: Expect = Expect {
+        offloads: Vec::new(),
+        tso: false,
+        gso: false,
+        gro: false,
+        coalesce: false,
+    };
+}
+
 fn fallback(test: &str, env: &[(&str, &str)], args: &str, expect: Expect) {
     let Some(t) = trio(test, Family::V4, 1500, env, args) else {
         return;
@@ -150,18 +161,7 @@ fn fallback_without_udp_gro() {
 
 #[test]
 fn fallback_no_offloads_flag() {
-    fallback(
-        "fallback_none",
-        &[],
-        "--no-offloads",
-        Expect {
-            offloads: vec![],
-            tso: false,
-            gso: false,
-            gro: false,
-            coalesce: false,
-        },
-    );
+    fallback("fallback_none", &[], "--no-offloads", Expect::NOTHING);
 }
 
 #[test]
@@ -170,13 +170,7 @@ fn fallback_all_three_by_env_equals_no_offloads() {
         "fallback_env_all",
         &[("VXNET_DISABLE_OFFLOADS", "tap, gso,gro")],
         "",
-        Expect {
-            offloads: vec![],
-            tso: false,
-            gso: false,
-            gro: false,
-            coalesce: false,
-        },
+        Expect::NOTHING,
     );
 }
 

@@ -203,27 +203,18 @@ pub async fn join_with(
     }
     let (endpoints, tls) = store.unwrap_or_else(|| (token.endpoints.clone(), token.tls));
     let access = options.load(endpoints, tls)?;
-    if token.auth && access.credentials.is_none() {
+    let (node_id, access) = if token.auth && access.credentials.is_none() {
         // An authenticated store: ask a manager, and keep only this node's own credentials.
         let node_id = dir.node_id()?;
         let (_, access) = admission::request(&access, &token, &node_id, local).await?;
-        let state = NodeState {
-            node_id,
-            cluster_id: token.cluster_id.clone(),
-            endpoints: access.endpoints.clone(),
-            token: token.to_string(),
-            role: token.role,
-            local,
-            tls: access.tls.is_some(),
-            store_user: access.credentials.as_ref().map(|c| c.user.clone()),
-        };
-        dir.save_with_access(&state, &access)?;
-        return Ok(state);
-    }
-    let store = Store::connect_with(&access, &token.cluster_id).await?;
-    verify_token(&store, &token).await?;
-    let node_id = dir.node_id()?;
-    register_node(&store, &node_id, token.role, local).await?;
+        (node_id, access)
+    } else {
+        let store = Store::connect_with(&access, &token.cluster_id).await?;
+        verify_token(&store, &token).await?;
+        let node_id = dir.node_id()?;
+        register_node(&store, &node_id, token.role, local).await?;
+        (node_id, access)
+    };
     let state = NodeState {
         node_id,
         cluster_id: token.cluster_id.clone(),

@@ -8,11 +8,13 @@ mod cluster_support;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster_support::*;
 use vxnet_cluster::rotation::{self, RotateOptions};
+use vxnet_cluster::state::{NodeState, StateDir};
 use vxnet_cluster::{network, node, ClusterView, Membership, MembershipHandle, Store};
 
 fn ip(s: &str) -> IpAddr {
@@ -37,6 +39,23 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// A cluster on `etcd` (state dirs below `root`) of a manager, a, and a worker, b, with the
+/// encrypted network "sec" rotating its key every `interval`. Returns the state dirs (a's first),
+/// the store as a reaches it, a's state and b's.
+async fn manager_worker_and_sec(
+    etcd: &Etcd,
+    root: &Path,
+    interval: Duration,
+) -> (Vec<StateDir>, Store, NodeState, NodeState) {
+    let dirs = cluster(etcd, root, 1).await;
+    let (store, a) = node::join_or_resume(&dirs[0], None, None).await.unwrap();
+    let (_, b) = node::join_or_resume(&dirs[1], None, None).await.unwrap();
+    network::create_with(&store, "sec", None, None, Some(interval))
+        .await
+        .unwrap();
+    (dirs, store, a, b)
 }
 
 async fn ack(h: &MembershipHandle, name: &str, epoch: u32) {
@@ -192,12 +211,8 @@ fn by_name_after(dir: &std::path::Path, name: &str) -> serde_json::Value {
 async fn the_switch_waits_for_every_live_member() {
     let Some(etcd) = Etcd::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let dirs = cluster(&etcd, tmp.path(), 1).await;
-    let (store, a) = node::join_or_resume(&dirs[0], None, None).await.unwrap();
-    let (_, b) = node::join_or_resume(&dirs[1], None, None).await.unwrap();
-    network::create_with(&store, "sec", None, None, Some(Duration::from_secs(3600)))
-        .await
-        .unwrap();
+    let (_, store, a, b) =
+        manager_worker_and_sec(&etcd, tmp.path(), Duration::from_secs(3600)).await;
     let ha = Membership::register(&store, &a.node_id, ip("127.0.0.31"), vec!["sec".into()])
         .await
         .unwrap();
@@ -294,12 +309,8 @@ async fn the_switch_waits_for_every_live_member() {
 async fn one_rotator_at_a_time_and_a_dead_ones_rotation_is_finished() {
     let Some(etcd) = Etcd::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let dirs = cluster(&etcd, tmp.path(), 1).await;
-    let (store, a) = node::join_or_resume(&dirs[0], None, None).await.unwrap();
-    let (_, b) = node::join_or_resume(&dirs[1], None, None).await.unwrap();
-    network::create_with(&store, "sec", None, None, Some(Duration::from_secs(3600)))
-        .await
-        .unwrap();
+    let (_, store, a, b) =
+        manager_worker_and_sec(&etcd, tmp.path(), Duration::from_secs(3600)).await;
     // b serves the network and never acknowledges: a's rotation waits its full bound.
     let hb = Membership::register(&store, &b.node_id, ip("127.0.0.42"), vec!["sec".into()])
         .await
@@ -363,12 +374,8 @@ async fn one_rotator_at_a_time_and_a_dead_ones_rotation_is_finished() {
 async fn managers_rotate_automatically_and_corrupt_rings_are_skipped() {
     let Some(etcd) = Etcd::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let dirs = cluster(&etcd, tmp.path(), 1).await;
-    let (store, a) = node::join_or_resume(&dirs[0], None, None).await.unwrap();
-    let (_, b) = node::join_or_resume(&dirs[1], None, None).await.unwrap();
-    network::create_with(&store, "sec", None, None, Some(Duration::from_secs(2)))
-        .await
-        .unwrap();
+    let (dirs, store, a, b) =
+        manager_worker_and_sec(&etcd, tmp.path(), Duration::from_secs(2)).await;
     let ha = Membership::register(&store, &a.node_id, ip("127.0.0.51"), vec!["sec".into()])
         .await
         .unwrap();
