@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -285,37 +285,22 @@ fn capture_without_vxlan_says_why_with_counts() {
 
 /// `explain --live eth0` on the receiving host of a kernel pair with default offloads: JSON
 /// lines, one per VXLAN packet, stopping by itself after --count; Ctrl-C stops it too.
-#[test]
-fn live_capture_explains_packets_as_they_pass() {
-    let test = "explain_live";
-    let Some(lab) = Lab::lan(test, 2, Family::V4) else {
-        return;
-    };
-    let (a, b) = (lab.host(0).underlay, lab.host(1).underlay);
-    for (i, local, remote, ip) in [(0, a, b, "10.1.0.1"), (1, b, a, "10.1.0.2")] {
-        lab.host(i).must(&format!(
-            "ip link add vx0 type vxlan id 42 dstport 4789 local {local} remote {remote} dev eth0 \
-             && ip addr add {ip}/24 dev vx0 && ip link set vx0 up"
-        ));
-    }
-    let live = |args: &str| {
-        Command::new("ip")
-            .args(["netns", "exec", &lab.host(1).ns])
-            .arg(vxnet_bin())
-            .args(["explain", "--live", "eth0"])
-            .args(args.split_whitespace())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let capture = live("--count 3 --json");
-    std::thread::sleep(Duration::from_millis(300));
-    // Frames that are not VXLAN pass first (pings on the underlay itself): the packets shown are
-    // still numbered 1, 2, 3, by what is shown, not by every frame the socket saw.
-    assert!(lab.host(0).ping(&b.to_string(), 2));
-    // ARP + echo request + echo reply are three VXLAN packets on their own.
-    assert!(lab.host(0).ping("10.1.0.2", 3));
+/// `vxnet explain --live eth0 ARGS` in namespace `ns`, its output piped.
+fn explain_live(ns: &str, args: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(vxnet_bin())
+        .args(["explain", "--live", "eth0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The JSON documents of a `--count 3 --json` live capture, once it ended successfully: three,
+/// numbered 1, 2, 3.
+fn three_frames(capture: Child) -> Vec<Value> {
     let out = capture.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -330,12 +315,37 @@ fn live_capture_explains_packets_as_they_pass() {
     assert_eq!(docs.len(), 3, "{text}");
     let frames: Vec<u64> = docs.iter().map(|d| d["frame"].as_u64().unwrap()).collect();
     assert_eq!(frames, [1, 2, 3], "{text}");
+    docs
+}
+
+#[test]
+fn live_capture_explains_packets_as_they_pass() {
+    let test = "explain_live";
+    let Some(lab) = Lab::lan(test, 2, Family::V4) else {
+        return;
+    };
+    let (a, b) = (lab.host(0).underlay, lab.host(1).underlay);
+    for (i, local, remote, ip) in [(0, a, b, "10.1.0.1"), (1, b, a, "10.1.0.2")] {
+        lab.host(i).must(&format!(
+            "ip link add vx0 type vxlan id 42 dstport 4789 local {local} remote {remote} dev eth0 \
+             && ip addr add {ip}/24 dev vx0 && ip link set vx0 up"
+        ));
+    }
+    let live = |args: &[&str]| explain_live(&lab.host(1).ns, args);
+    let capture = live(&["--count", "3", "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Frames that are not VXLAN pass first (pings on the underlay itself): the packets shown are
+    // still numbered 1, 2, 3, by what is shown, not by every frame the socket saw.
+    assert!(lab.host(0).ping(&b.to_string(), 2));
+    // ARP + echo request + echo reply are three VXLAN packets on their own.
+    assert!(lab.host(0).ping("10.1.0.2", 3));
+    let docs = three_frames(capture);
     for doc in &docs {
         assert_eq!(doc["vni"], 42, "{doc}");
         assert!(doc["summary"].as_str().unwrap().contains("VNI 42"));
     }
 
-    let mut capture = live("--count 0");
+    let mut capture = live(&["--count", "0"]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(lab.host(0).ping("10.1.0.2", 1));
     let status = interrupt(&mut capture, Duration::from_secs(5)).expect("exits on Ctrl-C");
@@ -381,16 +391,7 @@ fn live_capture_decrypts_esp_in_udp_with_keys() {
         env!("CARGO_MANIFEST_DIR"),
         "/crates/ctl/tests/fixtures/scapy-esp.keys.json"
     );
-    let capture = Command::new("ip")
-        .args(["netns", "exec", &lab.host(1).ns])
-        .arg(vxnet_bin())
-        .args([
-            "explain", "--live", "eth0", "--count", "3", "--json", "--keys", keys,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let capture = explain_live(&lab.host(1).ns, &["--count", "3", "--json", "--keys", keys]);
     std::thread::sleep(Duration::from_millis(500));
     let hex: Vec<String> = scapy_esp_payloads()
         .iter()
@@ -402,20 +403,7 @@ fn live_capture_decrypts_esp_in_udp_with_keys() {
         lab.host(1).underlay,
         hex.join(" ")
     ));
-    let out = capture.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let docs: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(docs.len(), 3, "{text}");
-    let frames: Vec<u64> = docs.iter().map(|d| d["frame"].as_u64().unwrap()).collect();
-    assert_eq!(frames, [1, 2, 3], "{text}");
+    let docs = three_frames(capture);
     for (doc, seq) in docs.iter().zip(1..) {
         assert_eq!(doc["esp"]["state"], "decrypted", "{doc}");
         assert_eq!(doc["esp"]["sequence"], seq);

@@ -28,6 +28,19 @@ fn kernel_pair(test: &str, family: Family, extra: &str) -> Option<(Lab, Vxnet)> 
     Some((lab, vx))
 }
 
+/// Pings across the overlay of a [`kernel_pair`] both ways (the first also resolves ARP across
+/// it); `over` says more of the underlay in a failure.
+fn ping_both_ways(lab: &Lab, over: &str) {
+    assert!(
+        lab.host(0).ping("10.1.0.2", 3),
+        "vxnet → kernel ping{over} failed"
+    );
+    assert!(
+        lab.host(1).ping("10.1.0.1", 3),
+        "kernel → vxnet ping{over} failed"
+    );
+}
+
 #[test]
 fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
     let test = "ipv4_kernel_interop";
@@ -39,15 +52,7 @@ fn ipv4_ping_arp_bulk_tcp_and_wire_format_against_kernel_vxlan() {
     };
     let dump = Capture::start(&lab, 1, "underlay", "eth0", 0, 6, "udp port 4789");
 
-    // Ping both ways (the first also resolves ARP across the overlay).
-    assert!(
-        lab.host(0).ping("10.1.0.2", 3),
-        "vxnet → kernel ping failed"
-    );
-    assert!(
-        lab.host(1).ping("10.1.0.1", 3),
-        "kernel → vxnet ping failed"
-    );
+    ping_both_ways(&lab, "");
 
     // ARP resolved over the overlay: vxnet's host knows the kernel device's MAC.
     let kernel_mac = lab
@@ -121,14 +126,7 @@ fn ipv6_underlay_against_kernel_vxlan() {
         lab.host(0).must("cat /sys/class/net/vx42/mtu").trim(),
         "1430"
     );
-    assert!(
-        lab.host(0).ping("10.1.0.2", 3),
-        "vxnet → kernel ping over IPv6 failed"
-    );
-    assert!(
-        lab.host(1).ping("10.1.0.1", 3),
-        "kernel → vxnet ping over IPv6 failed"
-    );
+    ping_both_ways(&lab, " over IPv6");
     let addr: SocketAddr = "10.1.0.2:5003".parse().unwrap();
     transfer_checked("16 MB 0→1", lab.host(0), lab.host(1), addr, 16 * MB);
     assert!(vx.peer(lab.host(1).underlay).rx_packets > 0);
@@ -141,14 +139,7 @@ fn no_offloads_against_kernel(test: &str, family: Family, ports: [u16; 2]) {
         return;
     };
     assert_eq!(vx.stats().offloads, []);
-    assert!(
-        lab.host(0).ping("10.1.0.2", 3),
-        "vxnet → kernel ping failed"
-    );
-    assert!(
-        lab.host(1).ping("10.1.0.1", 3),
-        "kernel → vxnet ping failed"
-    );
+    ping_both_ways(&lab, "");
     for ((from, to, ip), port) in [(0, 1, "10.1.0.2"), (1, 0, "10.1.0.1")]
         .into_iter()
         .zip(ports)

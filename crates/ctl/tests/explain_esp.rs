@@ -29,15 +29,6 @@ fn packets(doc: &Value) -> &Vec<Value> {
     doc["packets"].as_array().unwrap()
 }
 
-fn layer<'a>(packet: &'a Value, name: &str) -> &'a Value {
-    packet["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .unwrap_or_else(|| panic!("no layer {name}"))
-}
-
 /// Every packet decrypted, VNI 42, an inner ICMP echo request, the given sequence numbers.
 fn assert_decrypted(doc: &Value, sequences: &[u64], high_from: &str) {
     let ps = packets(doc);
@@ -325,57 +316,30 @@ fn encrypted_worked_example_text_and_json() {
 fn bad_keys_files_and_truncated_esp_are_one_error_line() {
     let dir = scratch("esp_bad_keys");
     let pcap = ctl_fixture("scapy-esp.pcap");
-    let missing = dir.join("missing.json");
-    assert_one_error_line(
-        &vxnet(&[
-            "explain",
-            "--pcap",
-            &pcap,
-            "--keys",
-            missing.to_str().unwrap(),
-        ]),
-        "missing.json: no such file",
-    );
-    let garbled = dir.join("garbled.json");
-    std::fs::write(
-        &garbled,
-        "{\"sas\": [{\"spi\": \"0x1234abcd\", \"key\": \"0xabc",
-    )
-    .unwrap();
-    assert_one_error_line(
-        &vxnet(&[
-            "explain",
-            "--pcap",
-            &pcap,
-            "--keys",
-            garbled.to_str().unwrap(),
-        ]),
-        "garbled.json: not a keys file: not valid JSON",
-    );
-    let short = dir.join("short.json");
-    std::fs::write(&short, r#"[{"spi": 4660, "key": "0011"}]"#).unwrap();
-    assert_one_error_line(
-        &vxnet(&[
-            "explain",
-            "--pcap",
-            &pcap,
-            "--keys",
-            short.to_str().unwrap(),
-        ]),
-        "SA 1: key is 2 bytes, not 36",
-    );
-    let empty = dir.join("empty.json");
-    std::fs::write(&empty, r#"{"sas": []}"#).unwrap();
-    assert_one_error_line(
-        &vxnet(&[
-            "explain",
-            "--pcap",
-            &pcap,
-            "--keys",
-            empty.to_str().unwrap(),
-        ]),
-        "no SAs in it",
-    );
+    // Each keys file (none for the missing one) and its error.
+    for (name, contents, error) in [
+        ("missing.json", None, "missing.json: no such file"),
+        (
+            "garbled.json",
+            Some("{\"sas\": [{\"spi\": \"0x1234abcd\", \"key\": \"0xabc"),
+            "garbled.json: not a keys file: not valid JSON",
+        ),
+        (
+            "short.json",
+            Some(r#"[{"spi": 4660, "key": "0011"}]"#),
+            "SA 1: key is 2 bytes, not 36",
+        ),
+        ("empty.json", Some(r#"{"sas": []}"#), "no SAs in it"),
+    ] {
+        let keys = dir.join(name);
+        if let Some(contents) = contents {
+            std::fs::write(&keys, contents).unwrap();
+        }
+        assert_one_error_line(
+            &vxnet(&["explain", "--pcap", &pcap, "--keys", keys.to_str().unwrap()]),
+            error,
+        );
+    }
     assert_one_error_line(
         &vxnet(&["explain", "--keys", &ctl_fixture("scapy-esp.esp_sa")]),
         "--keys decrypts captures",

@@ -3,7 +3,7 @@
 
 mod explain_support;
 
-use explain_support::{stdout, vxnet};
+use explain_support::{layer, stdout, vxnet};
 use serde_json::Value;
 use vxnet_encap::wire::{ipv4, udp, vxlan, Ipv4Packet, UdpPacket, VxlanPacket};
 use vxnet_encap::{decapsulate_ethernet, flow};
@@ -62,15 +62,6 @@ fn piped_output_is_plain_and_colour_can_be_forced() {
     assert!(stdout(&forced).contains("\x1b["));
     let json = vxnet(&["explain", "--json", "--color", "always"]);
     assert!(!stdout(&json).contains('\x1b'), "ANSI escape in JSON");
-}
-
-fn layer<'a>(packet: &'a Value, name: &str) -> &'a Value {
-    packet["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .unwrap_or_else(|| panic!("no layer {name}"))
 }
 
 fn field<'a>(layer: &'a Value, name: &str) -> &'a Value {

@@ -40,6 +40,17 @@ pub(super) struct State {
     pub(super) shared_macs_warned: BTreeSet<String>,
 }
 
+impl State {
+    /// Every published MAC with its VNI, copied out so the caller may change the state while it
+    /// goes through them.
+    pub(super) fn published_macs(&self) -> Vec<(u32, String)> {
+        self.macs
+            .iter()
+            .flat_map(|(vni, list)| list.iter().map(|m| (*vni, m.clone())))
+            .collect()
+    }
+}
+
 enum Ended {
     Leave(oneshot::Sender<()>),
     /// The session is unusable (store gone, lease lost, watch compacted): reconnect.
@@ -333,12 +344,7 @@ async fn heal(state: &mut State, lease: i64, revision: i64) -> Result<()> {
         }
     }
     let mine = mac_value(&state.cfg)?;
-    let macs: Vec<(u32, String)> = state
-        .macs
-        .iter()
-        .flat_map(|(vni, list)| list.iter().map(|m| (*vni, m.clone())))
-        .collect();
-    for (vni, mac) in macs {
+    for (vni, mac) in state.published_macs() {
         let key = mac_key(&state.store, &state.cfg.node_id, vni, &mac);
         let Some(w) = state.own.get(&key) else {
             continue;

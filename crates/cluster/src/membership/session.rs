@@ -64,12 +64,7 @@ impl Session {
             state.own.clear();
         }
         claim_member(state, lease).await?;
-        let macs: Vec<(u32, String)> = state
-            .macs
-            .iter()
-            .flat_map(|(vni, list)| list.iter().map(|m| (*vni, m.clone())))
-            .collect();
-        for (vni, mac) in macs {
+        for (vni, mac) in state.published_macs() {
             put_mac(state, lease, vni, &mac).await?;
         }
         let (kvs, revision) = store.list("").await?;

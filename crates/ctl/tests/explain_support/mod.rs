@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::Value;
 use vxnet_encap::encap::encapsulate_to_vec;
 use vxnet_encap::{Encapsulation, IpPair, MacAddr, OuterStack, Vni};
 
@@ -143,4 +144,14 @@ pub fn assert_one_error_line(output: &Output, expect: &str) {
     assert!(err.contains(expect), "stderr {err:?} lacks {expect:?}");
     assert!(!err.contains("panicked"), "stderr: {err:?}");
     assert!(output.stdout.is_empty(), "stdout not empty on error");
+}
+
+/// The layer called `name` of a packet of `explain --json`.
+pub fn layer<'a>(packet: &'a Value, name: &str) -> &'a Value {
+    packet["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap_or_else(|| panic!("no layer {name}"))
 }
