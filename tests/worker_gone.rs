@@ -13,6 +13,8 @@ mod esp_common;
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vxnet_tests::{have_tool, in_netns, wait_for, Family, Lab, Vxnet};
@@ -213,46 +215,67 @@ fn workers_that_keep_dying_stop_the_engine() {
 /// Inner UDP flows [`flows_through`] sends, each from its own source port.
 const FLOWS: u16 = 256;
 
-/// Sends three datagrams on each of [`FLOWS`] inner UDP flows (source ports 20000…) from host 0
-/// (10.1.0.1) to 10.1.0.2:9000 on host 1; returns how many flows got through. A multi-queue
-/// TAP spreads flows over its queues by hash, so each worker carries some of them, and a queue
-/// nobody reads loses its share in every round.
+/// Sends datagrams on each of [`FLOWS`] inner UDP flows (source ports 20000…) from host 0
+/// (10.1.0.1) to 10.1.0.2:9000 on host 1, again on those not through yet, for up to ten
+/// rounds; returns how many flows got through. A multi-queue TAP spreads flows over its queues
+/// by hash, so each worker carries some of them, and a queue nobody reads loses the same flows
+/// in every round (the rounds only make up for a loaded machine's drops).
 fn flows_through(lab: &Lab) -> usize {
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let done = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let receiver = in_netns(&lab.host(1).ns, move || {
-        let socket = UdpSocket::bind("10.1.0.2:9000").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        ready_tx.send(()).unwrap();
-        let mut seen = BTreeSet::new();
-        let mut buf = [0u8; 64];
-        while seen.len() < usize::from(FLOWS) {
-            match socket.recv_from(&mut buf) {
-                Ok((_, from)) => seen.insert(from.port()),
-                Err(_) => break,
-            };
+    let receiver = in_netns(&lab.host(1).ns, {
+        let (seen, done) = (Arc::clone(&seen), Arc::clone(&done));
+        move || {
+            let socket = UdpSocket::bind("10.1.0.2:9000").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            while !done.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                    seen.lock().unwrap().insert(from.port());
+                }
+            }
         }
-        seen.len()
     });
     ready_rx.recv().unwrap();
-    in_netns(&lab.host(0).ns, || {
-        let sockets: Vec<UdpSocket> = (0..FLOWS)
-            .map(|i| UdpSocket::bind(("10.1.0.1", 20000 + i)).unwrap())
-            .collect();
-        for round in 0..3u8 {
-            for (i, s) in sockets.iter().enumerate() {
-                s.send_to(&[round; 32], "10.1.0.2:9000").unwrap();
-                // The TAP's queue holds 500 frames: stay well below it.
-                if i % 64 == 63 {
-                    std::thread::sleep(Duration::from_millis(2));
+    in_netns(&lab.host(0).ns, {
+        let seen = Arc::clone(&seen);
+        move || {
+            let sockets: Vec<(u16, UdpSocket)> = (20000..20000 + FLOWS)
+                .map(|port| (port, UdpSocket::bind(("10.1.0.1", port)).unwrap()))
+                .collect();
+            for round in 0..10u8 {
+                let missing: Vec<&UdpSocket> = {
+                    let seen = seen.lock().unwrap();
+                    sockets
+                        .iter()
+                        .filter(|(port, _)| !seen.contains(port))
+                        .map(|(_, s)| s)
+                        .collect()
+                };
+                if missing.is_empty() {
+                    return;
                 }
+                for (i, s) in missing.iter().enumerate() {
+                    s.send_to(&[round; 32], "10.1.0.2:9000").unwrap();
+                    // The TAP's queue holds 500 frames: stay well below it.
+                    if i % 64 == 63 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(300));
             }
         }
     })
     .join()
     .unwrap();
-    receiver.join().unwrap()
+    done.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
+    let through = seen.lock().unwrap().len();
+    through
 }
 
 /// Host 0's config: network blue (VNI 42 on vx42, 10.1.0.1/24) with TAP MTU `mtu`, two workers.

@@ -1,7 +1,6 @@
 //! Worker generations: the forwarder and worker threads serving one set of networks, replaced
 //! as a whole when the set changes.
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use super::supervise::WorkerThread;
@@ -9,7 +8,6 @@ use super::{lock, new_eventfd, Core, EngineError, Running};
 use crate::network::Network;
 use crate::offload::{Offload, Offloads};
 use crate::sys::tap::TapQueue;
-use crate::sys::thread::hand_over;
 use crate::sys::udp::UdpSocket;
 use crate::worker::{Worker, WorkerConfig};
 
@@ -60,8 +58,7 @@ impl Core {
         );
         self.state.publish(Arc::clone(&forwarder), offloads);
 
-        let stop = Arc::new(new_eventfd()?);
-        running.stop = Arc::clone(&stop);
+        running.stop = new_eventfd()?;
         // Each worker reports from its own thread once it runs, so "started" (READY=1 for
         // systemd, the end of a reload) means forwarding, not merely spawned.
         let esp = lock(&self.esp);
@@ -83,33 +80,22 @@ impl Core {
                 .map(TapQueue::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(clone_err)?;
-            let socket = socket.try_clone().map_err(clone_err)?;
-            let esp_socket = esp_sockets
-                .get(w)
-                .map(UdpSocket::try_clone)
-                .transpose()
-                .map_err(clone_err)?;
-            // The clones are the worker's alone: if the kernel ends its thread, the supervisor
-            // closes them for it.
-            let (handed, owner) = hand_over(
-                taps.iter()
-                    .map(AsFd::as_fd)
-                    .chain([socket.as_fd()])
-                    .chain(esp_socket.as_ref().map(AsFd::as_fd)),
-            );
-            let worker = Worker::new(WorkerConfig {
+            let (worker, handed) = Worker::new(WorkerConfig {
                 forwarder: Arc::clone(&forwarder),
                 taps,
                 uso,
-                socket,
-                esp_socket,
+                socket: socket.try_clone().map_err(clone_err)?,
+                esp_socket: esp_sockets
+                    .get(w)
+                    .map(UdpSocket::try_clone)
+                    .transpose()
+                    .map_err(clone_err)?,
                 index: w,
                 source_ports: Arc::clone(&self.source_ports),
-                stop: Arc::clone(&stop),
+                stop: running.stop.try_clone().map_err(clone_err)?,
                 epoch: self.state.epoch,
                 offloads: self.setup.offloads.clone(),
                 busy_poll: self.setup.busy_poll,
-                owner,
             });
             let handle = std::thread::Builder::new()
                 .name(format!("vxnet-worker-{w}"))

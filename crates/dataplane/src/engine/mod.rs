@@ -141,7 +141,7 @@ struct Running {
     workers: Vec<supervise::WorkerThread>,
     /// The stop signal of the current worker generation (an eventfd stays readable once
     /// notified, so each generation gets a fresh one).
-    stop: Arc<EventFd>,
+    stop: EventFd,
     /// Static FDB entries the cluster installed, by network name, so a later view can remove
     /// the ones it no longer lists without touching entries added by `vxnet fdb add`.
     cluster_macs: BTreeMap<String, Vec<(MacAddr, IpAddr)>>,

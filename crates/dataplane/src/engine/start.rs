@@ -140,7 +140,7 @@ impl Engine {
 
         let (listener, socket_file) =
             socket::bind(&config.control, config.control_group.as_deref())?;
-        let stop = Arc::new(new_eventfd()?);
+        let stop = new_eventfd()?;
         let state = Arc::new(EngineState::new(
             Forwarder::new(Vec::new(), local, config.port, config.accept_any)
                 .with_esp_port(config.esp_port)

@@ -48,8 +48,8 @@ pub(super) struct WorkerThread {
     /// Its number in the generation (the `K` of its thread name `vxnet-worker-K`).
     pub(super) index: usize,
     pub(super) handle: JoinHandle<std::io::Result<()>>,
-    /// The kernel's id of its thread (0 until it runs) and the fds it owns: its clones of the
-    /// TAP queues and sockets.
+    /// The kernel's id of its thread (0 until it runs) and the fds it owns (its clones of the
+    /// TAP queues, sockets and stop eventfd, and its path-MTU probe: see `Worker::new`).
     pub(super) handed: Handed,
     /// The generation it serves (whose networks list its outbound SAs).
     pub(super) forwarder: Arc<Forwarder>,
@@ -104,7 +104,7 @@ impl WorkerThread {
     /// memory:
     /// - the thread is never joined: it will not write a result, so `join` would panic (and
     ///   `Drop` would only detach it);
-    /// - its fds are closed. While its networks are served they do no harm (they are more fds
+    /// - its fds are closed. While its networks are served they do no harm (most are more fds
     ///   of the queues and sockets the next worker serves), but a TAP queue's fd kept the TAP,
     ///   with its address, after its network was removed, so a reload that rebuilds a network
     ///   found the device taken and failed, leaving the network down. (A kernel BUG inside a
@@ -120,8 +120,7 @@ impl WorkerThread {
     /// built): there is no sound way to tell Rust that a thread's borrows ended with it, and
     /// memory is all it is. Losses are rare (each is a kernel BUG) and more than five a minute
     /// stop the engine. What it held of shared state stays held too: a source-port socket it
-    /// was sending on stays bound (the pool's flows hashed there leave from the next port) and
-    /// its generation's stop eventfd open.
+    /// was sending on stays bound (the pool's flows hashed there leave from the next port).
     fn abandon(self) {
         let tid = self.handed.tid();
         std::mem::forget(self.handle);

@@ -82,6 +82,14 @@ impl EventFd {
         Ok(EventFd { fd })
     }
 
+    /// Another fd for the same eventfd: a notification through either wakes those polling
+    /// either.
+    pub(crate) fn try_clone(&self) -> io::Result<EventFd> {
+        Ok(EventFd {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     /// Makes the fd readable. A counter already at its maximum (EAGAIN) is still signalled, so
     /// that is not an error.
     pub(crate) fn notify(&self) -> io::Result<()> {
@@ -143,18 +151,18 @@ pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::Instant;
 
+    /// Notified through one fd (the engine's), it wakes a poll on another (a worker's clone).
     #[test]
     fn eventfd_wakes_poll() {
-        let ev = Arc::new(EventFd::new().unwrap());
+        let ev = EventFd::new().unwrap();
         let mut set = PollSet::new();
         let i = set.add(ev.as_fd());
         assert_eq!(set.wait(Some(Duration::from_millis(10))).unwrap(), 0);
         assert!(!set.is_ready(i));
 
-        let ev2 = Arc::clone(&ev);
+        let ev2 = ev.try_clone().unwrap();
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             ev2.notify().unwrap();

@@ -19,7 +19,7 @@ use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use vxnet_encap::outer::{OuterPolicy, TosPolicy, TtlPolicy};
@@ -158,6 +158,12 @@ impl PathMtuProbe {
         };
         cvt(ret)?;
         u32::try_from(value).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    }
+}
+
+impl AsFd for PathMtuProbe {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 

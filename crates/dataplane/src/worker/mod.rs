@@ -44,7 +44,7 @@ use crate::forward::Forwarder;
 use crate::offload::Offloads;
 use crate::sys::poll::{EventFd, PollSet};
 use crate::sys::tap::TapQueue;
-use crate::sys::thread::OwnerMark;
+use crate::sys::thread::{hand_over, Handed, OwnerMark};
 use crate::sys::udp::{Received, RecvBatch, UdpSocket};
 
 pub(crate) use source_ports::{SourcePortConfig, SourcePorts};
@@ -79,17 +79,14 @@ pub(crate) struct WorkerConfig {
     pub(crate) index: usize,
     /// The engine's sending sockets, shared by all workers.
     pub(crate) source_ports: Arc<SourcePorts>,
-    /// Readable when the worker must stop.
-    pub(crate) stop: Arc<EventFd>,
+    /// The worker's own fd of its generation's stop eventfd: readable when it must stop.
+    pub(crate) stop: EventFd,
     /// The engine's clock origin (FDB times are milliseconds since).
     pub(crate) epoch: Instant,
     pub(crate) offloads: Offloads,
     /// How long to keep polling without sleeping after traffic (`--busy-poll`); zero sleeps
     /// in `poll(2)` at once.
     pub(crate) busy_poll: Duration,
-    /// The worker's half of the supervisor's record of the fds above (`taps`, `socket`,
-    /// `esp_socket`), by which it closes them should the kernel end the worker's thread.
-    pub(crate) owner: OwnerMark,
 }
 
 pub(crate) struct Worker {
@@ -101,7 +98,7 @@ pub(crate) struct Worker {
     socket: UdpSocket,
     esp_socket: Option<UdpSocket>,
     index: usize,
-    stop: Arc<EventFd>,
+    stop: EventFd,
     epoch: Instant,
     busy_poll: Duration,
     /// Encrypted networks: sealing (TAP → wire) and opening (wire → TAP).
@@ -132,7 +129,10 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(config: WorkerConfig) -> Self {
+    /// The worker, and the record of the fds it owns (`taps`, `socket`, `esp_socket` and `stop`,
+    /// cloned for it alone, and its path-MTU probe) by which the supervisor closes them should
+    /// the kernel end the worker's thread.
+    pub(crate) fn new(config: WorkerConfig) -> (Self, Handed) {
         let WorkerConfig {
             forwarder,
             taps,
@@ -145,7 +145,6 @@ impl Worker {
             epoch,
             offloads,
             busy_poll,
-            owner,
         } = config;
         let encrypted = forwarder.networks().iter().any(|n| n.is_encrypted());
         let now = epoch.elapsed().as_millis() as Millis;
@@ -154,7 +153,21 @@ impl Worker {
         } else {
             VIRTIO_NET_HDR_LEN + MAX_FRAME
         };
-        Worker {
+        let sender = Sender::new(&forwarder, Arc::clone(&source_ports), offloads.gso, epoch)
+            .with_tunnel(
+                offloads
+                    .tunnel
+                    .filter(|_| offloads.vnet_hdr)
+                    .map(|u| TunnelTx::new(u, *source_ports.policy(), index)),
+            );
+        let (handed, owner) = hand_over(
+            taps.iter()
+                .map(AsFd::as_fd)
+                .chain([socket.as_fd(), stop.as_fd()])
+                .chain(esp_socket.as_ref().map(AsFd::as_fd))
+                .chain(sender.probe_fd()),
+        );
+        let worker = Worker {
             owner,
             esp_tx: EspTx::new(&forwarder, index),
             esp_rx: EspRx::new(now, encrypted),
@@ -166,13 +179,7 @@ impl Worker {
                 Arc::clone(&source_ports),
                 epoch,
             ),
-            sender: Sender::new(&forwarder, Arc::clone(&source_ports), offloads.gso, epoch)
-                .with_tunnel(
-                    offloads
-                        .tunnel
-                        .filter(|_| offloads.vnet_hdr)
-                        .map(|u| TunnelTx::new(u, *source_ports.policy(), index)),
-                ),
+            sender,
             recv: RecvBatch::new(BATCH, MAX_FRAME),
             max_single_datagram: forwarder.max_single_datagram(),
             sink: TapSink::new(&uso, offloads.vnet_hdr),
@@ -185,7 +192,8 @@ impl Worker {
             stop,
             epoch,
             busy_poll,
-        }
+        };
+        (worker, handed)
     }
 
     fn now(&self) -> Millis {

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use vxnet_encap::icmp::{inner_mtu, too_big_reply, MAX_REPLY_LEN};
 use vxnet_encap::offload::ZERO_VNET_HDR;
@@ -94,6 +95,11 @@ impl PathMtus {
             replies: RateLimiter::new(REPLIES_PER_SEC),
             reply: vec![0u8; ZERO_VNET_HDR.len() + MAX_REPLY_LEN].into_boxed_slice(),
         }
+    }
+
+    /// The probe's socket, if there is one (the worker's own fd, see `Worker::new`).
+    pub(super) fn probe_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.probe.as_ref().map(AsFd::as_fd)
     }
 
     /// The path MTU (outer IP packet bytes) to `dest`, read from the kernel when unknown or

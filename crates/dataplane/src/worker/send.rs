@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,11 @@ impl Sender {
             packets: Vec::with_capacity(BATCH),
             tunnel: None,
         }
+    }
+
+    /// The path-MTU probe's socket, if there is one.
+    pub(super) fn probe_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pmtu.probe_fd()
     }
 
     /// Sends superframes whole through `tunnel` where it can.
