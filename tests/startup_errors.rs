@@ -266,6 +266,19 @@ fn bad_startup_fails_cleanly_with_one_error_line() {
         &["60000-50000", "1024 <= MIN <= MAX <= 65535"],
     );
 
+    // A state dir that is a file: refused before the TAP, naming the path (before, the engine
+    // started, warned about names.json, then failed on "reading the endpoint records" alone).
+    let not_a_dir = lab.dir.join("state-is-a-file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    refuses(
+        &lab,
+        &h,
+        "state_dir_file",
+        "",
+        &format!("{base} --state-dir {}", not_a_dir.display()),
+        &[&not_a_dir.display().to_string(), "not a directory"],
+    );
+
     let missing = lab.dir.join("missing.toml");
     refuses(
         &lab,

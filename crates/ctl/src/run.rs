@@ -4,7 +4,7 @@
 //! with the cluster link as its control-plane task (`cluster::engine_link`).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
@@ -361,6 +361,7 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
 }
 
 pub fn run(args: RunArgs) -> Result<(), RunError> {
+    check_state_dir(&args.state_dir)?;
     if cluster_mode(&args) {
         return run_cluster(args);
     }
@@ -380,6 +381,19 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     }
     engine.run_until_signal()?;
     Ok(())
+}
+
+/// A `--state-dir` that exists must be a directory: checked before anything is made, where the
+/// endpoint records would otherwise fail to load only once the engine runs, without the path.
+/// A missing one is fine (made when something is first kept).
+fn check_state_dir(dir: &Path) -> Result<(), RunError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(RunError::Usage(format!(
+            "state directory {} is not a directory (--state-dir, VXNET_STATE_DIR)",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Flags that make no sense with cluster-provided networks, checked before anything is touched.
