@@ -235,10 +235,12 @@ fn svg_to_a_directory_or_an_unwritable_place_is_one_error_line_and_leaves_nothin
     let dir = scratch("svg_to_a_directory_or_an_unwritable_place");
     for (target, expect) in [
         (dir.to_str().unwrap().to_owned(), "it is a directory"),
+        // A missing folder is named as missing (before: "is not a directory", as for a file).
         (
             dir.join("missing/x.svg").to_str().unwrap().to_owned(),
-            "is not a directory",
+            "no such directory",
         ),
+        ("/proc/version/x.svg".to_owned(), "is not a directory"),
         ("/proc/vxnet-explain.svg".to_owned(), "cannot create"),
     ] {
         let out = vxnet(&["explain", "--svg", &target]);

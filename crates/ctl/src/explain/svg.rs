@@ -60,6 +60,9 @@ impl SvgTarget {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        if !parent.exists() {
+            return Err(fail(format!("no such directory {}", parent.display())));
+        }
         if !parent.is_dir() {
             return Err(fail(format!("{} is not a directory", parent.display())));
         }
