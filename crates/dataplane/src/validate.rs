@@ -74,8 +74,17 @@ pub enum ValidationError {
     },
     #[error("bridge {0} is named by two networks (or is another network's TAP)")]
     SharedBridge(String),
-    #[error("network {network}: pool {pool} needs a bridge and must lie inside the network's address subnet")]
-    BadPool { network: String, pool: ipnet::IpNet },
+    #[error("network {network}: pool {pool} needs a bridge (--bridge, bridge =)")]
+    PoolWithoutBridge { network: String, pool: ipnet::IpNet },
+    #[error(
+        "network {network}: pool {pool} must lie inside the network's address subnet ({subnet})"
+    )]
+    PoolOutsideSubnet {
+        network: String,
+        pool: ipnet::IpNet,
+        /// The `--address` subnet, or "no address" when there is none.
+        subnet: String,
+    },
     #[error("network {0}: the bridge must be named differently from the TAP")]
     BridgeIsTap(String),
     #[error("esp-port {0} is the VXLAN port too (they must differ: the engine tells ESP from VXLAN by port)")]
@@ -171,13 +180,22 @@ pub(crate) fn network(network: &NetworkConfig) -> Result<(), ValidationError> {
         }
     }
     if let Some(pool) = network.pool {
+        if network.bridge.is_none() {
+            return Err(ValidationError::PoolWithoutBridge {
+                network: network.name.clone(),
+                pool,
+            });
+        }
         let inside = network.address.is_some_and(|a| {
             a.trunc().contains(&pool.trunc()) && pool.prefix_len() >= a.prefix_len()
         });
-        if network.bridge.is_none() || !inside {
-            return Err(ValidationError::BadPool {
+        if !inside {
+            return Err(ValidationError::PoolOutsideSubnet {
                 network: network.name.clone(),
                 pool,
+                subnet: network
+                    .address
+                    .map_or_else(|| "no address".to_owned(), |a| a.trunc().to_string()),
             });
         }
     }

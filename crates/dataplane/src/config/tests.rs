@@ -171,6 +171,28 @@ fn out_of_range_values_name_their_range() {
 }
 
 #[test]
+fn a_bad_pool_says_what_is_wrong_with_it() {
+    let message = |n: NetworkConfig| engine_with(vec![n]).validate().unwrap_err().to_string();
+    let mut n = net("blue", 42, "vx42");
+    n.address = Some("10.1.0.1/24".parse().unwrap());
+    n.pool = Some("10.9.0.0/24".parse().unwrap());
+    assert_eq!(
+        message(n.clone()),
+        "network blue: pool 10.9.0.0/24 needs a bridge (--bridge, bridge =)"
+    );
+    // With a bridge, only the subnet is wrong: the message says so, not "needs a bridge".
+    n.bridge = Some("br-blue".into());
+    assert_eq!(
+        message(n.clone()),
+        "network blue: pool 10.9.0.0/24 must lie inside the network's address subnet (10.1.0.0/24)"
+    );
+    n.address = None;
+    assert!(message(n.clone()).contains("(no address)"));
+    n.address = Some("10.9.0.1/16".parse().unwrap());
+    engine_with(vec![n]).validate().unwrap();
+}
+
+#[test]
 fn duplicate_names_vnis_and_devices_are_refused() {
     let message = |n: Vec<NetworkConfig>| engine_with(n).validate().unwrap_err().to_string();
     assert_eq!(
