@@ -318,6 +318,9 @@ impl Drop for Lab {
             // namespaces, identified by the kernel, never by name.
             let _ = run(&format!("ip netns pids {ns} | xargs -r kill -9"));
             let _ = run(&format!("ip netns del {ns}"));
+            // `vxnet attach --netns NAME` writes /etc/netns/NAME/resolv.conf, and only `vxnet
+            // detach` removes it; `ip netns del` does not. The name is this lab's own.
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(ns));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
