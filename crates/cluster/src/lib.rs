@@ -34,6 +34,7 @@ pub mod scoped;
 pub mod state;
 pub mod store;
 mod tls_check;
+pub use tls_check::format_time;
 pub mod token;
 pub mod view;
 

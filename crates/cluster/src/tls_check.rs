@@ -290,8 +290,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` of Unix seconds.
-fn format_time(unix: i64) -> String {
+/// `YYYY-MM-DD HH:MM:SS UTC` of Unix seconds (also `vxnet endpoints`' "since").
+pub fn format_time(unix: i64) -> String {
     let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
     // The inverse of `days_from_civil`.
     let z = days + 719_468;

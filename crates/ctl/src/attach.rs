@@ -249,21 +249,45 @@ pub fn endpoints(args: EndpointsArgs) -> Result<(), ShowError> {
 pub fn render(endpoints: &[Endpoint]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "{:<16} {:<20} {:<18} {:<17} {:<16} {:<10} aliases\n",
+        "{:<16} {:<20} {:<18} {:<17} {:<16} {:<23} aliases\n",
         "network", "name", "address", "mac", "node", "since"
     );
     for e in endpoints {
+        // The record keeps Unix seconds (`--json` shows them); people read a date.
+        let since = vxnet_cluster::format_time(i64::try_from(e.since).unwrap_or(i64::MAX));
         let _ = writeln!(
             out,
-            "{:<16} {:<20} {:<18} {:<17} {:<16} {:<10} {}",
+            "{:<16} {:<20} {:<18} {:<17} {:<16} {since:<23} {}",
             e.network,
             e.name,
             e.address.to_string(),
             e.mac,
             e.node,
-            e.since,
             e.aliases.join(",")
         );
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_show_since_as_a_date() {
+        let e: Endpoint = serde_json::from_value(serde_json::json!({
+            "id": "x", "name": "web", "network": "blue", "address": "10.1.0.5/24",
+            "gateway": "10.1.0.1", "mac": "02:00:00:00:00:05", "ifname": "eth0",
+            "netns": "/run/netns/web", "node": "10.0.0.1", "since": 1_796_703_099u64, "mtu": 1450
+        }))
+        .unwrap();
+        let text = render(&[e]);
+        // Before: the Unix seconds, 1796703099.
+        assert!(text.contains(" 2026-12-08 04:11:39 UTC "), "{text}");
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        let row = lines.next().unwrap();
+        assert_eq!(header.find("aliases"), Some(row.len()), "{text}");
+    }
 }
