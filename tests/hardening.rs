@@ -136,3 +136,34 @@ fn static_engine_restarted_after_kill_keeps_its_mac() {
     assert_ne!(after, tap_mac(&h1, "vx42"));
     drop((a2, b));
 }
+
+#[test]
+fn an_address_another_interface_holds_is_warned_about() {
+    let Some(lab) = Lab::lan("hardening_addr", 1, Family::V4) else {
+        return;
+    };
+    let h = lab.host(0).clone();
+    // What a bridge-mode run without --cleanup leaves: its bridge, holding the address. Before,
+    // the TAP got the address too without a word, and the overlay was silently dead.
+    h.must("ip link add vxkept type bridge && ip addr add 10.1.0.1/24 dev vxkept");
+    let engine = lab.vxnet(
+        0,
+        "a",
+        &format!(
+            "--vni 42 --dev vx42 --local {} --address 10.1.0.1/24",
+            h.underlay
+        ),
+    );
+    let said = || {
+        engine
+            .proc
+            .log_text()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("10.1.0.1/24 of vx42 is also on vxkept"))
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), said),
+        "{}",
+        engine.proc.log_text()
+    );
+}

@@ -108,6 +108,7 @@ pub(super) fn open_network(
     // The address sits on the bridge in bridge mode.
     let dev = network.bridge.as_deref().unwrap_or(dev);
     if let Some(address) = network.address {
+        warn_if_held_elsewhere(dev, address);
         match address {
             ipnet::IpNet::V4(v4) => iface::set_ipv4(dev, v4.addr(), v4.prefix_len()),
             ipnet::IpNet::V6(v6) => iface::add_ipv6(dev, v6.addr(), v6.prefix_len()),
@@ -164,4 +165,19 @@ pub(super) fn open_network(
 fn static_mac(local: IpAddr, vni: vxnet_encap::Vni) -> MacAddr {
     let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
     MacAddr::derived(format!("static/{}/{local}/{vni}", machine.trim()).as_bytes())
+}
+
+/// An address another interface of this namespace holds already (the bridge a bridge-mode run
+/// left, another engine's TAP) is still set, as the kernel allows it, but the kernel may then
+/// route the subnet past `dev`, and the overlay looks dead without any drop being counted.
+fn warn_if_held_elsewhere(dev: &str, address: ipnet::IpNet) {
+    if let Some((other, _)) = iface::device_for_local_address(address.addr()) {
+        if other != dev {
+            tracing::warn!(
+                "address {address} of {dev} is also on {other}: traffic to the subnet may leave \
+                 through {other} instead (a bridge kept from a --bridge run? `ip addr del \
+                 {address} dev {other}`, or remove {other})"
+            );
+        }
+    }
 }
