@@ -352,6 +352,13 @@ pub fn config_from_args(args: &RunArgs) -> Result<EngineConfig, RunError> {
             "--firewall is for cluster mode (--store/--token); with static peers use `vxnet firewall apply --peer IP`".into(),
         ));
     }
+    // Nothing at all (a bare `vxnet run`): everything one network needs, in one line, rather
+    // than "--local is required" first and "no network configured" on the next try.
+    if networks.is_empty() && args.local.is_none() && file.local.is_none() {
+        return Err(RunError::Usage(
+            "no network configured: give --vni VNI --dev DEV --local IP (and --remote IP per peer), or --config FILE".into(),
+        ));
+    }
     let config = engine_config(args, file, networks, None)?;
     config.validate()?;
     if config.networks.is_empty() {

@@ -87,6 +87,28 @@ fn usage_errors_name_the_nearest_choice_and_the_usage() {
 }
 
 #[test]
+fn a_bare_run_names_everything_a_network_needs() {
+    // An empty state dir, so no saved cluster membership turns it into cluster mode.
+    let dir = std::env::temp_dir().join(format!("vxnet-bare-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = vxnet(&["run", "--state-dir", dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Before: "--local is required" alone, then "no network configured" on the next try.
+    for piece in [
+        "error: no network configured",
+        "--vni",
+        "--dev",
+        "--local",
+        "--config",
+    ] {
+        assert!(err.contains(piece), "{piece:?} not in {err}");
+    }
+}
+
+#[test]
 fn demo_and_bench_refuse_bad_prefixes_and_subnets() {
     for cmd in ["demo", "bench"] {
         refused(
