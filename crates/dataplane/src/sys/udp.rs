@@ -162,7 +162,6 @@ impl UdpSocket {
         })
     }
 
-    /// The bound address (with the real port when bound to port 0).
     /// Another fd for the same socket (same port, options and buffers).
     pub(crate) fn try_clone(&self) -> io::Result<UdpSocket> {
         Ok(UdpSocket {
@@ -172,6 +171,7 @@ impl UdpSocket {
         })
     }
 
+    /// The bound address (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
