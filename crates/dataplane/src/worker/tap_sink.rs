@@ -145,11 +145,10 @@ impl TapSink {
                     lanes.udp = Some(UdpCoalescer::new(config));
                 }
             }
-            // Equal segments refused too (or a short tail despite the rule): no such superframes.
-            Refusal::ShortTail => {
-                lanes.tcp = None;
-                lanes.udp = None;
-            }
+            // Made before short tails stopped (the other transport's pending superframe, flushed
+            // by the first refusal): nothing more to stop. Coalescers without short tails make
+            // none.
+            Refusal::ShortTail => {}
             Refusal::Gso { udp: true } => lanes.udp = None,
             Refusal::Gso { udp: false } => lanes.tcp = None,
         }
@@ -374,8 +373,11 @@ mod tests {
         // Equal UDP segments refused too: UDP is no longer coalesced, TCP still is.
         sink.stop_making(out, Refusal::Gso { udp: true });
         assert_eq!(short_tails(&sink.lanes[0]), (Some(false), None));
-        // A short tail despite the rule: nothing is coalesced any more, and frames pass.
+        // Another short tail, made before they stopped: nothing more stops.
         sink.stop_making(out, Refusal::ShortTail);
+        assert_eq!(short_tails(&sink.lanes[0]), (Some(false), None));
+        // Equal TCP segments refused: nothing is coalesced any more, and frames pass.
+        sink.stop_making(out, Refusal::Gso { udp: false });
         assert_eq!(short_tails(&sink.lanes[0]), (None, None));
         let mut frame = vec![0u8; 60];
         assert!(!sink.coalesce(out, &mut frame));
