@@ -87,7 +87,9 @@ pub enum Learned {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FdbError {
     /// `fdb add` of a MAC that has an entry, as `bridge fdb add` (EEXIST).
-    #[error("{mac} has an entry already (dst {dst}, {kind}); fdb replace changes it")]
+    // In parentheses: the control socket appends " in VNI N", which must not read as where
+    // `fdb replace` would act.
+    #[error("{mac} has an entry already (dst {dst}, {kind}; fdb replace changes it)")]
     Exists {
         mac: MacAddr,
         dst: IpAddr,

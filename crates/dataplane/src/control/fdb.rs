@@ -377,7 +377,8 @@ mod tests {
         assert!(fwd.networks()[0].peers().allows(ip("10.0.0.7")));
         err_starts(
             add(&fwd, mac, "10.0.0.8"),
-            "02:00:00:00:00:07 has an entry already (dst 10.0.0.7, static); fdb replace",
+            // Before: "…, static); fdb replace changes it in VNI 42".
+            "02:00:00:00:00:07 has an entry already (dst 10.0.0.7, static; fdb replace changes it) in VNI 42",
         );
         replace(&fwd, mac, "10.0.0.8").unwrap();
         assert_eq!(fdb.lookup(mac.parse().unwrap()), Some(ip("10.0.0.8")));
@@ -401,7 +402,7 @@ mod tests {
         fdb.learn(0, learned, ip("10.0.0.2"));
         err_starts(
             add(&fwd, "02:00:00:00:00:08", "10.0.0.9"),
-            "02:00:00:00:00:08 has an entry already (dst 10.0.0.2, learned)",
+            "02:00:00:00:00:08 has an entry already (dst 10.0.0.2, learned;",
         );
         replace(&fwd, "02:00:00:00:00:08", "10.0.0.9").unwrap();
         assert_eq!((fdb.learned_count(), fdb.static_count()), (0, 1));
