@@ -124,6 +124,13 @@ pub enum ConfigError {
     DuplicateDev(String),
     #[error("cannot resolve remote {remote:?}")]
     UnresolvableRemote { remote: String },
+    /// A host name given as a remote, resolved to an address that cannot be one: named, so the
+    /// line says which of the given remotes it was.
+    #[error("remote {name:?}: {source}")]
+    ResolvedUnusable {
+        name: String,
+        source: Box<ConfigError>,
+    },
     #[error("remote {remote} is {remote_family} but the local address {local} is not")]
     FamilyMismatch {
         remote: IpAddr,
@@ -211,9 +218,18 @@ pub fn parse_port(text: &str) -> Result<u16, String> {
 /// Resolves a remote given as an address or a host name to a unicast address of the local
 /// family that is not the local VTEP itself.
 pub fn resolve_remote(remote: &str, local: IpAddr) -> Result<IpAddr, ConfigError> {
-    let ip = resolve_address(remote, local)?;
-    crate::validate::destination("remote", ip, local)?;
-    Ok(ip)
+    let checked = resolve_address(remote, local).and_then(|ip| {
+        crate::validate::destination("remote", ip, local)?;
+        Ok(ip)
+    });
+    match checked {
+        Err(e @ ConfigError::UnresolvableRemote { .. }) => Err(e),
+        Err(e) if remote.parse::<IpAddr>().is_err() => Err(ConfigError::ResolvedUnusable {
+            name: remote.to_string(),
+            source: Box::new(e),
+        }),
+        other => other,
+    }
 }
 
 fn resolve_address(remote: &str, local: IpAddr) -> Result<IpAddr, ConfigError> {

@@ -243,7 +243,7 @@ fn remotes_resolve_and_families_must_match() {
     // ... which is no VTEP: frames sent there would loop back into this host.
     assert!(matches!(
         resolve_remote("localhost", local),
-        Err(ConfigError::Invalid(_))
+        Err(ConfigError::ResolvedUnusable { source, .. }) if matches!(*source, ConfigError::Invalid(_))
     ));
     assert!(matches!(
         resolve_remote("10.0.0.1", local),
@@ -257,4 +257,22 @@ fn remotes_resolve_and_families_must_match() {
         resolve_remote("no-such-host.invalid", local),
         Err(ConfigError::UnresolvableRemote { .. })
     ));
+}
+
+#[test]
+fn a_remote_host_name_is_named_when_its_address_is_refused() {
+    // Before: "remote 127.0.0.1 is not a usable VTEP address: loopback", without the name given.
+    let e = resolve_remote("localhost", "10.0.0.1".parse().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("remote \"localhost\": ")
+            && e.contains("127.0.0.1")
+            && e.contains("loopback"),
+        "{e}"
+    );
+    let e = resolve_remote("127.0.0.1", "10.0.0.1".parse().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "remote 127.0.0.1 is not a usable VTEP address: loopback");
 }
