@@ -38,7 +38,7 @@ pub(super) fn refusal(written: &[u8], error: &io::Error) -> Option<Refusal> {
     let payload = written
         .len()
         .checked_sub(VIRTIO_NET_HDR_LEN + usize::from(hdr.hdr_len))?;
-    Some(if payload % gso_size != 0 {
+    Some(if !payload.is_multiple_of(gso_size) {
         Refusal::ShortTail
     } else {
         Refusal::Gso {

@@ -2,12 +2,19 @@
 //! comes out byte for byte as it went in. (No kernel this project runs on refuses these writes,
 //! so the refusal is an error value here; what the cut writes is checked against the frames.)
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::sync::atomic::Ordering::Relaxed;
 
 use etherparse::PacketBuilder;
-use vxnet_encap::offload::{CoalesceConfig, Coalescer, Merge, Push, UdpCoalescer, ZERO_VNET_HDR};
+use vxnet_encap::offload::{
+    CoalesceConfig, Coalescer, Merge, Push, UdpCoalescer, VirtioNetHdr, VIRTIO_NET_HDR_LEN,
+    ZERO_VNET_HDR,
+};
 
 use super::{refusal, write_segments, Refusal};
+use crate::worker::fixtures;
+use crate::worker::tap_sink::{TapSink, TapWrite};
 
 const SRC_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const DST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -184,4 +191,79 @@ fn more_segments_than_one_scratch_chunk_all_come_back_in_order() {
     })
     .unwrap();
     assert_eq!(writes, behind_zero_header(&datagrams));
+}
+
+/// A TAP of a kernel like Linux 6.6.44: a GSO write whose last segment is shorter than
+/// `gso_size` is refused with EINVAL; every write it takes is recorded.
+#[derive(Default)]
+struct ShortTailRefusingTap {
+    taken: RefCell<Vec<Vec<u8>>>,
+    refused: RefCell<usize>,
+}
+
+impl TapWrite for ShortTailRefusingTap {
+    fn writev(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        let write: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        let hdr = VirtioNetHdr::parse(&write).expect("a virtio-net header");
+        let payload = write.len() - VIRTIO_NET_HDR_LEN - usize::from(hdr.hdr_len);
+        if hdr.gso_size > 0 && !payload.is_multiple_of(usize::from(hdr.gso_size)) {
+            *self.refused.borrow_mut() += 1;
+            return Err(einval());
+        }
+        let len = write.len();
+        self.taken.borrow_mut().push(write);
+        Ok(len)
+    }
+}
+
+impl ShortTailRefusingTap {
+    /// Every frame the TAP took, superframes cut into their segments, in the order written.
+    fn frames(&self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        for write in self.taken.borrow().iter() {
+            let hdr = VirtioNetHdr::parse(write).unwrap();
+            if hdr.gso_kind() == VirtioNetHdr::GSO_NONE {
+                frames.push(write[VIRTIO_NET_HDR_LEN..].to_vec());
+            } else {
+                frames.extend(
+                    cut(write)
+                        .into_iter()
+                        .map(|f| f[VIRTIO_NET_HDR_LEN..].to_vec()),
+                );
+            }
+        }
+        frames
+    }
+}
+
+#[test]
+fn a_tap_that_refuses_short_tails_gets_every_frame_once_in_order() {
+    let forwarder = fixtures::forwarder("10.0.0.1", &[], 1500);
+    let tap = ShortTailRefusingTap::default();
+    let taps = [tap];
+    let mut sink = TapSink::new(&[true], true);
+    // Two bursts of one TCP flow, each ending mid-segment, then one of a UDP flow.
+    let tcp = tcp_flow(&[1000, 1000, 1000, 300, 1000, 1000, 1000, 300], false);
+    let udp = udp_flow(&[500, 500, 500, 17]);
+    for frame in tcp.iter().chain(&udp) {
+        sink.deliver(&forwarder, &taps, 0, &mut frame.clone());
+    }
+    sink.flush_all(&forwarder, &taps);
+
+    // The first short tail was refused and came back cut; none was made after it.
+    assert_eq!(*taps[0].refused.borrow(), 1);
+    let events = &forwarder.networks()[0].events;
+    assert_eq!(events.tap_refused_short_tail.load(Relaxed), 1);
+    assert_eq!(events.tap_refused_gso.load(Relaxed), 0);
+    // Superframes were still made, of equal segments.
+    assert!(events.coalesced_superframes.load(Relaxed) >= 1);
+    assert!(events.udp_coalesced_superframes.load(Relaxed) >= 1);
+    // Each flow's frames arrived once each, in order, byte for byte.
+    let got = taps[0].frames();
+    let of_flow = |flow: &[Vec<u8>]| -> Vec<Vec<u8>> {
+        got.iter().filter(|f| flow.contains(f)).cloned().collect()
+    };
+    assert_eq!(got.len(), tcp.len() + udp.len());
+    assert_eq!(of_flow(&tcp), tcp);
+    assert_eq!(of_flow(&udp), udp);
 }

@@ -17,6 +17,18 @@ use crate::counters::{DropReason, Events};
 use crate::forward::Forwarder;
 use crate::sys::tap::TapQueue;
 
+/// Where the sink writes: a network's TAP queues in the engine, a recording double in tests
+/// (no kernel this project runs on refuses a superframe, so the refusal path is driven by one).
+pub(super) trait TapWrite {
+    fn writev(&self, parts: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl TapWrite for TapQueue {
+    fn writev(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        TapQueue::writev(self, parts)
+    }
+}
+
 /// The TAP side of a worker's receive path: per network (indexed like the TAPs) its coalescers.
 #[derive(Debug)]
 pub(super) struct TapSink {
@@ -62,7 +74,7 @@ impl TapSink {
     pub(super) fn deliver(
         &mut self,
         forwarder: &Forwarder,
-        taps: &[TapQueue],
+        taps: &[impl TapWrite],
         network: usize,
         frame: &mut [u8],
     ) {
@@ -94,7 +106,7 @@ impl TapSink {
 
     /// Offers `frame` to network `network`'s coalescers (TCP, then UDP), writing out a pending
     /// superframe first when it must go. False when neither took it (write it as it is).
-    fn coalesce(&mut self, out: Out<'_>, frame: &mut [u8]) -> bool {
+    fn coalesce<T: TapWrite>(&mut self, out: Out<'_, T>, frame: &mut [u8]) -> bool {
         let Some(lanes) = self.lanes.get_mut(out.network) else {
             // No such network (nor TAP): nothing to write.
             return true;
@@ -120,7 +132,7 @@ impl TapSink {
     /// After network `network`'s TAP refused a superframe: writes out what its coalescers hold
     /// and has them stop making what was refused, for as long as this worker runs (a kernel does
     /// not change its mind).
-    fn stop_making(&mut self, out: Out<'_>, refusal: Refusal) {
+    fn stop_making<T: TapWrite>(&mut self, out: Out<'_, T>, refusal: Refusal) {
         self.flush(out.forwarder, out.taps, out.network);
         let Some(lanes) = self.lanes.get_mut(out.network) else {
             return;
@@ -156,7 +168,7 @@ impl TapSink {
 
     /// Writes out what the coalescers of network `network` hold, so what comes next (a whole
     /// superframe of the same flow) cannot overtake it.
-    pub(super) fn flush(&mut self, forwarder: &Forwarder, taps: &[TapQueue], network: usize) {
+    pub(super) fn flush(&mut self, forwarder: &Forwarder, taps: &[impl TapWrite], network: usize) {
         let out = Out {
             forwarder,
             taps,
@@ -179,7 +191,7 @@ impl TapSink {
     }
 
     /// Writes out every pending superframe: none waits for the next read.
-    pub(super) fn flush_all(&mut self, forwarder: &Forwarder, taps: &[TapQueue]) {
+    pub(super) fn flush_all(&mut self, forwarder: &Forwarder, taps: &[impl TapWrite]) {
         for network in 0..self.lanes.len() {
             self.flush(forwarder, taps, network);
         }
@@ -187,14 +199,22 @@ impl TapSink {
 }
 
 /// Where a network's superframes go: its TAP, and its counters.
-#[derive(Clone, Copy)]
-struct Out<'a> {
+struct Out<'a, T> {
     forwarder: &'a Forwarder,
-    taps: &'a [TapQueue],
+    taps: &'a [T],
     network: usize,
 }
 
-impl Out<'_> {
+// Derived, `Clone` and `Copy` would require `T: Copy`; the fields are references.
+impl<T> Clone for Out<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Out<'_, T> {}
+
+impl<T: TapWrite> Out<'_, T> {
     /// Writes a coalescer's superframe (or lone segment) to the TAP, counting it. A superframe
     /// the TAP refuses is written again segment by segment (counted and said once per network
     /// and kind), and `refused` says what to stop making.
@@ -321,7 +341,7 @@ fn count_coalesced(forwarder: &Forwarder, network: usize, write: &[u8]) {
 /// Writes `parts` as one frame to network `network`'s TAP; a failed write is a counted drop.
 pub(super) fn write_tap(
     forwarder: &Forwarder,
-    taps: &[TapQueue],
+    taps: &[impl TapWrite],
     network: usize,
     parts: &[IoSlice<'_>],
 ) {
@@ -362,7 +382,7 @@ mod tests {
         let forwarder = fixtures::forwarder("10.0.0.1", &[], 1500);
         let out = Out {
             forwarder: &forwarder,
-            taps: &[],
+            taps: &[] as &[TapQueue],
             network: 0,
         };
         let mut sink = TapSink::new(&[true], true);
