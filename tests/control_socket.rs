@@ -400,10 +400,17 @@ fn fdb_destinations_must_be_unicast_vteps() {
     );
     let peers = engine.json("peers");
     assert_eq!(peers.as_array().unwrap().len(), 1, "{peers}");
-    // A real VTEP is still taken.
-    assert!(engine
-        .ctl("fdb add 02:11:22:33:44:55 --dst 10.0.0.9")
-        .status
-        .success());
+    // A real VTEP is still taken; asked for JSON, a change answers with a JSON document too.
+    for change in [
+        "fdb add 02:11:22:33:44:55 --dst 10.0.0.9 --json",
+        "fdb del 02:11:22:33:44:55 --json",
+    ] {
+        let out = engine.ctl(change);
+        assert!(out.status.success(), "{change}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let answer: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{change}: not one JSON document ({e}): {stdout:?}"));
+        assert!(answer.is_object(), "{change}: {answer}");
+    }
     assert!(lab.host(0).ping("10.1.0.2", 1), "forwarding disturbed");
 }

@@ -80,9 +80,7 @@ pub fn run(args: NameArgs) -> Result<(), ShowError> {
         }
     };
     request(&args.control.control, &req)?;
-    if args.control.json {
-        println!("{{}}");
-    }
+    crate::show::changed(&args.control);
     Ok(())
 }
 

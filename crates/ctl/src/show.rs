@@ -110,6 +110,14 @@ fn print_json(value: &serde_json::Value) -> Result<(), ShowError> {
     Ok(())
 }
 
+/// After a change the engine made (it answers with no data): with `--json`, the one JSON
+/// document `--json` promises, an empty object; without, nothing, as `bridge fdb add` says nothing.
+pub fn changed(control: &ControlArgs) {
+    if control.json {
+        println!("{{}}");
+    }
+}
+
 pub fn fdb(args: FdbArgs) -> Result<(), ShowError> {
     let control = &args.control;
     let change = match args.cmd {
@@ -143,6 +151,7 @@ pub fn fdb(args: FdbArgs) -> Result<(), ShowError> {
         },
     };
     request(&control.control, &change)?;
+    changed(control);
     Ok(())
 }
 
