@@ -201,3 +201,16 @@ fn json_matches_the_encap_views() {
     }
     assert_eq!(next, bytes.len() as u64);
 }
+
+#[test]
+fn the_example_takes_every_vni_vxnet_run_takes() {
+    // `vxnet run --vni` takes 0 to 16777215 (24 bits, RFC 7348); the example takes the same.
+    for vni in [0u32, 16_777_215] {
+        let out = vxnet(&["explain", "--json", "--vni", &vni.to_string()]);
+        assert!(out.status.success(), "--vni {vni}: {out:?}");
+        let doc: Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+        assert_eq!(doc["packets"][0]["vni"], vni);
+    }
+    let out = vxnet(&["explain", "--vni", "16777216"]);
+    assert!(!out.status.success());
+}

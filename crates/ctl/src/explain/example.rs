@@ -39,9 +39,9 @@ const HOST_B_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xcd, 0x00, 0x02];
 /// What the worked example is built with: the values `vxnet run` would be given.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExampleArgs {
-    /// The worked example's VXLAN network identifier (1 to 16777215).
+    /// The worked example's VXLAN network identifier (0 to 16777215, as `vxnet run` takes).
     #[arg(long, value_name = "N", default_value_t = 42,
-          value_parser = clap::value_parser!(u32).range(1..=16_777_215),
+          value_parser = clap::value_parser!(u32).range(0..=16_777_215),
           conflicts_with_all = ["pcap", "live"])]
     pub vni: u32,
     /// Host A's underlay address in the worked example (IPv4 or IPv6, as `vxnet run --local`).
