@@ -72,39 +72,59 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let res: Result<(), String> = match cli.cmd {
-        Cmd::Explain(a) => explain::run(a).map_err(|e| e.to_string()),
-        Cmd::Run(a) => run::run(*a).map_err(|e| e.to_string()),
-        Cmd::Fdb(a) => show::fdb(a).map_err(|e| e.to_string()),
-        Cmd::Peers(a) => show::peers(a).map_err(|e| e.to_string()),
-        Cmd::Stats(a) => show::stats(a).map_err(|e| e.to_string()),
-        Cmd::Networks(a) => show::networks(a).map_err(|e| e.to_string()),
-        Cmd::Attach(a) => attach::attach(a).map_err(|e| e.to_string()),
-        Cmd::Detach(a) => attach::detach(a).map_err(|e| e.to_string()),
-        Cmd::Endpoints(a) => attach::endpoints(a).map_err(|e| e.to_string()),
-        Cmd::Reload(a) => reload::run(a).map_err(|e| e.to_string()),
-        Cmd::Sa(a) => sa::run(a).map_err(|e| e.to_string()),
-        Cmd::Name(a) => name::run(a).map_err(|e| e.to_string()),
-        Cmd::Cluster(a) => cluster::cli::run_cluster(a).map_err(|e| e.to_string()),
-        Cmd::Network(a) => cluster::cli::run_network(a).map_err(|e| e.to_string()),
-        Cmd::Cni(a) => cni::run(a).map_err(|e| e.to_string()),
-        Cmd::Firewall(a) => firewall::cli::run(a).map_err(|e| e.to_string()),
-        Cmd::Demo(a) => demo::run(a).map_err(|e| e.to_string()),
-        Cmd::Bench(a) => bench::run(a).map_err(|e| e.to_string()),
-        Cmd::Key(a) => key::run(a).map_err(|e| e.to_string()),
+    let res: Result<(), Failed> = match cli.cmd {
+        Cmd::Explain(a) => explain::run(a).map_err(|e| Failed {
+            usage: matches!(e, explain::ExplainError::KeysWithoutCapture),
+            message: e.to_string(),
+        }),
+        Cmd::Run(a) => run::run(*a).map_err(|e| Failed {
+            usage: matches!(e, run::RunError::Usage(_)),
+            message: e.to_string(),
+        }),
+        Cmd::Fdb(a) => show::fdb(a).map_err(failed),
+        Cmd::Peers(a) => show::peers(a).map_err(failed),
+        Cmd::Stats(a) => show::stats(a).map_err(failed),
+        Cmd::Networks(a) => show::networks(a).map_err(failed),
+        Cmd::Attach(a) => attach::attach(a).map_err(failed),
+        Cmd::Detach(a) => attach::detach(a).map_err(failed),
+        Cmd::Endpoints(a) => attach::endpoints(a).map_err(failed),
+        Cmd::Reload(a) => reload::run(a).map_err(failed),
+        Cmd::Sa(a) => sa::run(a).map_err(failed),
+        Cmd::Name(a) => name::run(a).map_err(failed),
+        Cmd::Cluster(a) => cluster::cli::run_cluster(a).map_err(failed),
+        Cmd::Network(a) => cluster::cli::run_network(a).map_err(failed),
+        Cmd::Cni(a) => cni::run(a).map_err(failed),
+        Cmd::Firewall(a) => firewall::cli::run(a).map_err(failed),
+        Cmd::Demo(a) => demo::run(a).map_err(failed),
+        Cmd::Bench(a) => bench::run(a).map_err(failed),
+        Cmd::Key(a) => key::run(a).map_err(failed),
         Cmd::Completions(a) => {
-            vxnet::cli::completions(&a).map_err(|e| format!("cannot write output: {e}"))
+            vxnet::cli::completions(&a).map_err(|e| failed(format!("cannot write output: {e}")))
         }
         Cmd::Man(a) => vxnet::man::write_pages(&a.dir)
             .map(|_| ())
-            .map_err(|e| format!("writing man pages to {}: {e}", a.dir.display())),
+            .map_err(|e| failed(format!("writing man pages to {}: {e}", a.dir.display()))),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the error chain held.
-            eprintln!("error: {}", e.replace('\n', " "));
-            ExitCode::FAILURE
+            eprintln!("error: {}", e.message.replace('\n', " "));
+            // Options that parse but do not go together are usage errors too: 2, as clap's.
+            ExitCode::from(if e.usage { 2 } else { 1 })
         }
+    }
+}
+
+/// Why a command failed, and whether it was its options (exit 2) rather than what it met (1).
+struct Failed {
+    message: String,
+    usage: bool,
+}
+
+fn failed(e: impl std::fmt::Display) -> Failed {
+    Failed {
+        message: e.to_string(),
+        usage: false,
     }
 }

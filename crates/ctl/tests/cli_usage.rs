@@ -176,3 +176,25 @@ fn named_values_complete_in_every_shell() {
     let ttl = line("-l ttl");
     assert!(ttl.contains("auto") && ttl.contains("inherit"), "{ttl}");
 }
+
+#[test]
+fn options_that_do_not_go_together_exit_2_like_other_usage_errors() {
+    let dir = std::env::temp_dir().join(format!("vxnet-usage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_dir = dir.to_str().unwrap();
+    let cases: [&[&str]; 2] = [
+        &["run", "--vni", "42", "--state-dir", state_dir],
+        &["explain", "--keys", "/nonexistent/keys.toml"],
+    ];
+    for args in cases {
+        let out = vxnet(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+    // What a command meets rather than how it was asked stays 1: a capture that is not there.
+    let out = vxnet(&["explain", "--pcap", "/nonexistent/capture.pcap"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
