@@ -30,6 +30,38 @@ pub(crate) struct SocketFile {
     /// (device, inode, change time in ns) of the file `bind` created: an inode number alone
     /// is reused as soon as a file is deleted.
     identity: (u64, u64, i64),
+    /// Dropped after the socket file is removed (fields drop after `drop` ran).
+    _dirs: CreatedDirs,
+}
+
+/// The directories `bind` created to hold the socket (deepest first), removed again when the
+/// socket goes, if nothing else was put in them: a `--control` path in a new directory leaves
+/// nothing behind.
+#[derive(Debug, Default)]
+struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    fn create(dir: &Path) -> io::Result<Self> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            missing.push(d.to_path_buf());
+            at = d.parent();
+        }
+        // Held first, so a failure part way removes what was made.
+        let created = CreatedDirs(missing);
+        std::fs::create_dir_all(dir)?;
+        Ok(created)
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            // Fails, leaving it, when anything else is in it.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 impl Drop for SocketFile {
@@ -147,9 +179,10 @@ pub(crate) fn bind(
                 .ok_or_else(|| BindError::UnknownGroup(name.to_string()))?,
         ),
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
+    let dirs = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => CreatedDirs::create(dir).map_err(io)?,
+        None => CreatedDirs::default(),
+    };
     clear_stale(path)?;
 
     let mode = if gid.is_some() { 0o660 } else { 0o600 };
@@ -172,6 +205,7 @@ pub(crate) fn bind(
     let mut file = SocketFile {
         path: path.to_path_buf(),
         identity: identity(&meta),
+        _dirs: dirs,
     };
     // From here on a failure drops `file`, which removes the socket again.
     if let Some(gid) = gid {
@@ -228,6 +262,27 @@ mod tests {
         drop(file2);
         drop(file3);
         assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn directories_made_for_the_socket_go_with_it() {
+        let dir = temp_dir("dirs");
+        let path = dir.join("new").join("deeper").join("c.sock");
+        let (listener, file) = bind(&path, None).unwrap();
+        assert!(path.exists());
+        drop((listener, file));
+        assert!(
+            !dir.join("new").exists(),
+            "the directories made for it stayed"
+        );
+        assert!(dir.is_dir(), "a directory that was there went");
+        // One that holds something else by then stays, with what it holds.
+        let (listener, file) = bind(&path, None).unwrap();
+        std::fs::write(dir.join("new").join("other"), "keep me").unwrap();
+        drop((listener, file));
+        assert!(dir.join("new").join("other").exists());
+        assert!(!dir.join("new").join("deeper").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
