@@ -58,6 +58,8 @@ impl Engine<'_> {
                 PluginError::new(Code::Io, e.to_string())
             }
             ClientError::Engine(msg) => PluginError::new(Code::EngineRefused, msg),
+            // The configured control path is something else: no retry will make it an engine.
+            ClientError::NotASocket { .. } => PluginError::new(Code::InvalidConfig, e.to_string()),
             // An engine is there; trying again will not let this user in.
             ClientError::Denied { .. } => PluginError::new(Code::EngineRefused, e.to_string()),
         }

@@ -16,6 +16,9 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Something that is no socket is at the path: a wrong `--control`, not a stopped engine.
+    #[error("{path} is {what}, not a vxnet control socket (--control PATH)")]
+    NotASocket { path: PathBuf, what: &'static str },
     /// The socket is there (an engine is), this user may not use it.
     #[error("the vxnet engine at {path} does not let this user in (permission denied): {advice}")]
     Denied { path: PathBuf, advice: String },
@@ -65,10 +68,17 @@ pub fn request<R: serde::Serialize + ?Sized>(
         source,
     };
     let mut stream = UnixStream::connect(path).map_err(|source| {
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::metadata(path);
         if source.kind() == std::io::ErrorKind::PermissionDenied {
             ClientError::Denied {
                 path: path.to_path_buf(),
                 advice: denied_advice(path),
+            }
+        } else if let Some(meta) = meta.ok().filter(|m| !m.file_type().is_socket()) {
+            ClientError::NotASocket {
+                path: path.to_path_buf(),
+                what: super::socket::kind_of(&meta),
             }
         } else {
             ClientError::Connect {
@@ -101,5 +111,29 @@ pub fn request<R: serde::Serialize + ?Sized>(
             path: path.to_path_buf(),
             message: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_that_is_no_socket_is_named_for_what_it_is() {
+        let dir = std::env::temp_dir().join(format!("vxnet-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("regular");
+        std::fs::write(&file, "").unwrap();
+        for (path, what) in [(&dir, "is a directory"), (&file, "is a regular file")] {
+            let e = request(path, &serde_json::json!("stats")).unwrap_err();
+            let message = e.to_string();
+            assert!(message.contains(what), "{message}");
+            assert!(message.contains("not a vxnet control socket"), "{message}");
+        }
+        // Nothing there at all: no engine runs there.
+        let e = request(&dir.join("none.sock"), &serde_json::json!("stats")).unwrap_err();
+        assert!(e.to_string().starts_with("no vxnet engine at"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -98,7 +98,7 @@ fn identity(meta: &std::fs::Metadata) -> (u64, u64, i64) {
     )
 }
 
-fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+pub(crate) fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     let t = meta.file_type();
     if t.is_file() {
         "a regular file"
