@@ -49,8 +49,9 @@ pub(super) fn refusal(written: &[u8], error: &io::Error) -> Option<Refusal> {
 
 /// Cuts `written` (virtio-net header + superframe, as a coalescer sealed it) back into its
 /// segments, each with its own lengths, IPv4 ID and complete checksums, and hands each to
-/// `write` behind an all-zero virtio-net header. Returns how many segments were cut, or the
-/// reason the superframe could not be (then nothing was written).
+/// `write` behind an all-zero virtio-net header. Returns how many segments were cut, or why
+/// the superframe could not be planned (then nothing was written; a `scratch` given smaller than
+/// one segment fails part way, which the sink's, sized on first use, never is).
 ///
 /// The cutting is the send side's (`WirePlan`, which does the same to superframes the TAP hands
 /// out): one implementation of the kernel's segmentation rules, not two. It lays each segment
