@@ -115,7 +115,7 @@ fn interrupted_demo_cleans_up() {
     let _sweep = SweepRun(p.clone());
     let mut child = demo(&[
         "--megabytes",
-        "1000000",
+        "100000",
         "--prefix",
         &p,
         "--subnet",
