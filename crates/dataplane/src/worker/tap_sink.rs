@@ -205,7 +205,7 @@ struct Out<'a, T> {
     network: usize,
 }
 
-// Derived, `Clone` and `Copy` would require `T: Copy`; the fields are references.
+// Not derived: a derive would ask `T: Copy`, though only references are copied.
 impl<T> Clone for Out<'_, T> {
     fn clone(&self) -> Self {
         *self
