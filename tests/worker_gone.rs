@@ -87,6 +87,21 @@ fn kill_worker(engine: &Vxnet, index: usize) -> String {
     })
 }
 
+/// SIGTERM to `engine`: it exits within 5 s, successfully and without a panic. Returns its log.
+fn stops_cleanly(engine: &mut Vxnet) -> String {
+    let status = engine
+        .proc
+        .terminate(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", engine.proc.log_text()));
+    let log = engine.proc.log_text();
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "a panic at shutdown:\n{log}");
+    log
+}
+
 /// A vxnet pair with one worker each (it owns every flow, so with it gone nothing is
 /// forwarded), in a lab named `test`; `None` where the lab cannot run (it says why), or gdb is
 /// missing.
@@ -128,16 +143,7 @@ fn a_worker_killed_by_the_kernel_is_replaced() {
         a.proc.log_text()
     );
 
-    let status = a
-        .proc
-        .terminate(Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", a.proc.log_text()));
-    let log = a.proc.log_text();
-    assert!(
-        status.success(),
-        "exit status {status} after SIGTERM:\n{log}"
-    );
-    assert!(!log.contains("panicked"), "a panic at shutdown:\n{log}");
+    stops_cleanly(&mut a);
 }
 
 /// SIGTERM right after the kernel killed a worker, before the supervisor's next look (it looks
@@ -150,16 +156,7 @@ fn a_stop_right_after_a_worker_vanished_is_clean() {
     let pid = a.pid();
     let tid = thread_named(pid, "vxnet-worker-0").expect("no thread vxnet-worker-0");
     kill_thread(pid, tid);
-    let status = a
-        .proc
-        .terminate(Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", a.proc.log_text()));
-    let log = a.proc.log_text();
-    assert!(
-        status.success(),
-        "exit status {status} after SIGTERM:\n{log}"
-    );
-    assert!(!log.contains("panicked"), "a panic at shutdown:\n{log}");
+    let log = stops_cleanly(&mut a);
     assert!(
         log.contains("vanished"),
         "the lost worker went unmentioned:\n{log}"
