@@ -11,6 +11,7 @@ use vxnet_encap::offload::{
     CoalesceConfig, Coalescer, Merge, Push, UdpCoalescer, VirtioNetHdr, VIRTIO_NET_HDR_LEN,
     ZERO_VNET_HDR,
 };
+use vxnet_encap::wire::Ipv4Packet;
 
 use super::{refusal, write_segments, Refusal};
 use crate::worker::fixtures;
@@ -26,15 +27,9 @@ fn payload(len: usize, salt: usize) -> Vec<u8> {
 /// Gives an IPv4 frame the ID `id` (the coalescers merge consecutive IDs only) and a correct
 /// header checksum again.
 fn set_ipv4_id(frame: &mut [u8], id: u16) {
-    frame[18..20].copy_from_slice(&id.to_be_bytes());
-    frame[24..26].fill(0);
-    let sum = frame[14..34]
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let folded = (folded & 0xffff) + (folded >> 16);
-    frame[24..26].copy_from_slice(&(!(folded as u16)).to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..34]);
+    ip.set_ident(id);
+    ip.fill_checksum();
 }
 
 /// Segments of one TCP flow over IPv4 (or IPv6) with these payload sizes, PSH on the last.
