@@ -69,13 +69,15 @@ pub fn request<R: serde::Serialize + ?Sized>(
     };
     let mut stream = UnixStream::connect(path).map_err(|source| {
         use std::os::unix::fs::FileTypeExt;
-        let meta = std::fs::metadata(path);
         if source.kind() == std::io::ErrorKind::PermissionDenied {
             ClientError::Denied {
                 path: path.to_path_buf(),
                 advice: denied_advice(path),
             }
-        } else if let Some(meta) = meta.ok().filter(|m| !m.file_type().is_socket()) {
+        } else if let Some(meta) = std::fs::metadata(path)
+            .ok()
+            .filter(|m| !m.file_type().is_socket())
+        {
             ClientError::NotASocket {
                 path: path.to_path_buf(),
                 what: super::socket::kind_of(&meta),
